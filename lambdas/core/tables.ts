@@ -1,0 +1,48 @@
+/**
+ * The DynamoDB data model, shared by the CDK stack and the local cloud so the two never drift.
+ * Every key is a string attribute; every transition is a single-item conditional write.
+ */
+export interface TableDefinition {
+  /** Logical name; the physical name comes from the environment (TABLE_<NAME>). */
+  readonly name: 'releases' | 'vehicles' | 'updates' | 'history';
+  readonly envVar: string;
+  readonly partitionKey: string;
+  readonly sortKey?: string;
+  readonly indexes: readonly { readonly indexName: string; readonly partitionKey: string; readonly sortKey?: string }[];
+  /** Attribute holding an epoch-seconds expiry, where items expire. */
+  readonly ttlAttribute?: string;
+}
+
+export const TABLES: readonly TableDefinition[] = [
+  {
+    // One item per release: the signed manifest, upload state and the S3 object key.
+    name: 'releases',
+    envVar: 'TABLE_RELEASES',
+    partitionKey: 'releaseId',
+    indexes: [{ indexName: 'byVersion', partitionKey: 'version', sortKey: 'releaseId' }],
+  },
+  {
+    // One item per VIN: model, ECU inventory, device certificate, the pending auth challenge and active update.
+    name: 'vehicles',
+    envVar: 'TABLE_VEHICLES',
+    partitionKey: 'vin',
+    indexes: [],
+  },
+  {
+    // One item per VIN x update (a campaign, or a direct request for a release).
+    name: 'updates',
+    envVar: 'TABLE_UPDATES',
+    partitionKey: 'vin',
+    sortKey: 'updateId',
+    indexes: [],
+  },
+  {
+    // Append-only status history; items expire after the retention period.
+    name: 'history',
+    envVar: 'TABLE_HISTORY',
+    partitionKey: 'vin',
+    sortKey: 'eventId',
+    indexes: [],
+    ttlAttribute: 'expiresAt',
+  },
+];
