@@ -52,6 +52,7 @@ export function intEnv(name: string, fallback: number, env: NodeJS.ProcessEnv = 
   const raw = optionalEnv(name, env);
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`Environment variable ${name} must be a positive integer`);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new Error(`Environment variable ${name} must be a positive integer`);
   return n;
 }

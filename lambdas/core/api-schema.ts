@@ -7,19 +7,29 @@ import { z } from 'zod';
 
 /** 17 characters, digits and capital letters without I, O and Q (ISO 3779). */
 export const VIN_PATTERN = /^[A-HJ-NPR-Z0-9]{17}$/;
-export const vinSchema = z.string().regex(VIN_PATTERN, 'must be 17 characters: digits and letters except I, O, Q');
+export const vinSchema = z
+  .string()
+  .regex(VIN_PATTERN, 'must be 17 characters: digits and letters except I, O, Q');
 
 /** Semantic version; pre-release tags allowed. */
-export const VERSION_PATTERN = /^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(-[0-9A-Za-z][0-9A-Za-z.-]{0,31})?$/;
-export const versionSchema = z.string().max(64).regex(VERSION_PATTERN, 'must be a semantic version such as 3.0.1');
+export const VERSION_PATTERN =
+  /^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(-[0-9A-Za-z][0-9A-Za-z.-]{0,31})?$/;
+export const versionSchema = z
+  .string()
+  .max(64)
+  .regex(VERSION_PATTERN, 'must be a semantic version such as 3.0.1');
 
 export const RELEASE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const releaseIdSchema = z
   .string()
   .regex(RELEASE_ID_PATTERN, 'must be 1-64 characters: lowercase letters, digits, dot, dash, underscore');
 
-const ecuNameSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 lowercase letters, digits, - or _');
-const hardwareIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, . _ -');
+const ecuNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 lowercase letters, digits, - or _');
+const hardwareIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, . _ -');
 const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
 
 export const MAX_IMAGE_SIZE = 16 * 1024 ** 3;
@@ -41,7 +51,11 @@ export const releaseManifestSchema = z.strictObject({
 
 export const signatureSchema = z.strictObject({
   key_id: z.string().regex(/^[0-9a-f]{16}$/),
-  signature: z.string().min(16).max(256).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+  signature: z
+    .string()
+    .min(16)
+    .max(256)
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
 });
 
 export const signedManifestSchema = z.strictObject({
@@ -84,7 +98,11 @@ export const bodies = {
   token: z.strictObject({
     vin: vinSchema,
     nonce: z.string().regex(/^[A-Za-z0-9_-]{32,64}$/),
-    signature: z.string().min(16).max(256).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+    signature: z
+      .string()
+      .min(16)
+      .max(256)
+      .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
   }),
   firmwareRequest: z.strictObject({ firmware_version: versionSchema }),
   status: z.strictObject({
@@ -99,7 +117,9 @@ export const bodies = {
   publishRelease: z.strictObject({
     upload_id: z.string().min(1).max(1024).optional(),
     parts: z
-      .array(z.strictObject({ part_number: z.number().int().min(1).max(10000), etag: z.string().min(1).max(256) }))
+      .array(
+        z.strictObject({ part_number: z.number().int().min(1).max(10000), etag: z.string().min(1).max(256) }),
+      )
       .max(10000)
       .optional(),
   }),
@@ -134,19 +154,118 @@ const SMALL = 16 * 1024;
 const LARGE = 1024 * 1024;
 
 export const ROUTES: readonly RouteDefinition[] = [
-  { method: 'POST', resource: '/auth/challenge', fn: 'auth-api', auth: 'none', body: bodies.challenge, maxBodyBytes: SMALL, summary: 'Get a single-use challenge for a vehicle' },
-  { method: 'POST', resource: '/auth/token', fn: 'auth-api', auth: 'none', body: bodies.token, maxBodyBytes: SMALL, summary: 'Exchange a signed challenge for a short-lived vehicle token' },
-  { method: 'GET', resource: '/updates/{vin}', fn: 'vehicle-api', auth: 'vehicle', maxBodyBytes: 0, summary: 'List the vehicle updates and which are pending (polling fallback)' },
-  { method: 'POST', resource: '/updates/{vin}/initiate', fn: 'vehicle-api', auth: 'vehicle', body: bodies.firmwareRequest, maxBodyBytes: SMALL, summary: 'Start an update to a firmware version; answers a download URL' },
-  { method: 'POST', resource: '/updates/{vin}/download', fn: 'vehicle-api', auth: 'vehicle', body: bodies.firmwareRequest, maxBodyBytes: SMALL, summary: 'Get a fresh short-lived download URL for a firmware version' },
-  { method: 'GET', resource: '/updates/{vin}/firmware/{version}', fn: 'vehicle-api', auth: 'vehicle', maxBodyBytes: 0, summary: 'Redirect (302) to a short-lived download URL' },
-  { method: 'POST', resource: '/updates/{vin}/status', fn: 'vehicle-api', auth: 'vehicle', body: bodies.status, maxBodyBytes: SMALL, summary: 'Report update status' },
-  { method: 'POST', resource: '/releases', fn: 'operator-api', auth: 'operator', body: bodies.createRelease, maxBodyBytes: LARGE, summary: 'Create a release from a signed manifest; answers upload URLs' },
-  { method: 'GET', resource: '/releases', fn: 'operator-api', auth: 'operator', maxBodyBytes: 0, summary: 'List releases' },
-  { method: 'GET', resource: '/releases/{releaseId}', fn: 'operator-api', auth: 'operator', maxBodyBytes: 0, summary: 'Get a release' },
-  { method: 'POST', resource: '/releases/{releaseId}/publish', fn: 'operator-api', auth: 'operator', body: bodies.publishRelease, maxBodyBytes: LARGE, summary: 'Verify the uploaded image against its manifest and publish it' },
-  { method: 'POST', resource: '/vehicles', fn: 'operator-api', auth: 'operator', body: bodies.registerVehicle, maxBodyBytes: SMALL, summary: 'Register a vehicle from its CSR; answers its device certificate' },
-  { method: 'GET', resource: '/vehicles/{vin}', fn: 'operator-api', auth: 'operator', maxBodyBytes: 0, summary: 'Get a vehicle with its update state' },
+  {
+    method: 'POST',
+    resource: '/auth/challenge',
+    fn: 'auth-api',
+    auth: 'none',
+    body: bodies.challenge,
+    maxBodyBytes: SMALL,
+    summary: 'Get a single-use challenge for a vehicle',
+  },
+  {
+    method: 'POST',
+    resource: '/auth/token',
+    fn: 'auth-api',
+    auth: 'none',
+    body: bodies.token,
+    maxBodyBytes: SMALL,
+    summary: 'Exchange a signed challenge for a short-lived vehicle token',
+  },
+  {
+    method: 'GET',
+    resource: '/updates/{vin}',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    maxBodyBytes: 0,
+    summary: 'List the vehicle updates and which are pending (polling fallback)',
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/initiate',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bodies.firmwareRequest,
+    maxBodyBytes: SMALL,
+    summary: 'Start an update to a firmware version; answers a download URL',
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/download',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bodies.firmwareRequest,
+    maxBodyBytes: SMALL,
+    summary: 'Get a fresh short-lived download URL for a firmware version',
+  },
+  {
+    method: 'GET',
+    resource: '/updates/{vin}/firmware/{version}',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    maxBodyBytes: 0,
+    summary: 'Redirect (302) to a short-lived download URL',
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/status',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bodies.status,
+    maxBodyBytes: SMALL,
+    summary: 'Report update status',
+  },
+  {
+    method: 'POST',
+    resource: '/releases',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: bodies.createRelease,
+    maxBodyBytes: LARGE,
+    summary: 'Create a release from a signed manifest; answers upload URLs',
+  },
+  {
+    method: 'GET',
+    resource: '/releases',
+    fn: 'operator-api',
+    auth: 'operator',
+    maxBodyBytes: 0,
+    summary: 'List releases',
+  },
+  {
+    method: 'GET',
+    resource: '/releases/{releaseId}',
+    fn: 'operator-api',
+    auth: 'operator',
+    maxBodyBytes: 0,
+    summary: 'Get a release',
+  },
+  {
+    method: 'POST',
+    resource: '/releases/{releaseId}/publish',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: bodies.publishRelease,
+    maxBodyBytes: LARGE,
+    summary: 'Verify the uploaded image against its manifest and publish it',
+  },
+  {
+    method: 'POST',
+    resource: '/vehicles',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: bodies.registerVehicle,
+    maxBodyBytes: SMALL,
+    summary: 'Register a vehicle from its CSR; answers its device certificate',
+  },
+  {
+    method: 'GET',
+    resource: '/vehicles/{vin}',
+    fn: 'operator-api',
+    auth: 'operator',
+    maxBodyBytes: 0,
+    summary: 'Get a vehicle with its update state',
+  },
 ];
 
 export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api'];

@@ -8,7 +8,11 @@ export interface TableDefinition {
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
-  readonly indexes: readonly { readonly indexName: string; readonly partitionKey: string; readonly sortKey?: string }[];
+  readonly indexes: readonly {
+    readonly indexName: string;
+    readonly partitionKey: string;
+    readonly sortKey?: string;
+  }[];
   /** Attribute holding an epoch-seconds expiry, where items expire. */
   readonly ttlAttribute?: string;
 }

@@ -1,0 +1,82 @@
+/**
+ * Vehicle identity issuers. On AWS, IoT Core signs the CSR and the vehicle becomes a Thing whose certificate
+ * carries the fleet policy; on the local cloud, the local CA signs it. Both refuse a CSR that is not self-signed
+ * by an ECDSA P-256 key or whose subject CN is not the VIN.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  AttachPolicyCommand,
+  AttachThingPrincipalCommand,
+  CreateCertificateFromCsrCommand,
+  CreateThingCommand,
+  type IoTClient,
+  UpdateCertificateCommand,
+} from '@aws-sdk/client-iot';
+import { BadRequestError } from '../core/errors.js';
+import type { CertificateIssuer, IssuedCertificate } from '../core/ports.js';
+import { inspectCsr, issueClientCertificate } from './x509.js';
+
+async function checkCsr(vin: string, csrPem: string): Promise<void> {
+  let inspected: { commonName: string | undefined };
+  try {
+    inspected = await inspectCsr(csrPem);
+  } catch (err) {
+    throw new BadRequestError(
+      'invalid_csr',
+      `The CSR is not acceptable: ${err instanceof Error ? err.message : 'unreadable'}`,
+    );
+  }
+  if (inspected.commonName !== vin) {
+    throw new BadRequestError('csr_subject_mismatch', 'The CSR subject common name must be the VIN');
+  }
+}
+
+export class IotCertificateIssuer implements CertificateIssuer {
+  constructor(
+    private readonly iot: IoTClient,
+    private readonly policyName: string,
+    private readonly thingTypeName: string,
+  ) {}
+
+  async issue(vin: string, csrPem: string): Promise<IssuedCertificate> {
+    await checkCsr(vin, csrPem);
+    await this.iot.send(new CreateThingCommand({ thingName: vin, thingTypeName: this.thingTypeName }));
+    const cert = await this.iot.send(
+      new CreateCertificateFromCsrCommand({ certificateSigningRequest: csrPem, setAsActive: true }),
+    );
+    await this.iot.send(
+      new AttachPolicyCommand({ policyName: this.policyName, target: cert.certificateArn! }),
+    );
+    await this.iot.send(new AttachThingPrincipalCommand({ thingName: vin, principal: cert.certificateArn! }));
+    return { certificatePem: cert.certificatePem!, certificateId: cert.certificateId! };
+  }
+
+  async revoke(_vin: string, certificateId: string): Promise<void> {
+    await this.iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'REVOKED' }));
+  }
+}
+
+export class LocalCaCertificateIssuer implements CertificateIssuer {
+  constructor(private readonly caDir: string) {}
+
+  async issue(vin: string, csrPem: string): Promise<IssuedCertificate> {
+    await checkCsr(vin, csrPem);
+    const certificatePem = await issueClientCertificate({
+      csrPem,
+      caKeyPem: readFileSync(join(this.caDir, 'ca.key.pem'), 'utf8'),
+      caCertPem: readFileSync(join(this.caDir, 'ca.cert.pem'), 'utf8'),
+      commonName: vin,
+      days: 825,
+    });
+    const { X509Certificate } = await import('node:crypto');
+    return {
+      certificatePem,
+      certificateId: new X509Certificate(certificatePem).fingerprint256.replaceAll(':', '').toLowerCase(),
+    };
+  }
+
+  async revoke(): Promise<void> {
+    // The local CA keeps no revocation list; the vehicle registry is the source of truth for who is registered.
+  }
+}

@@ -1,0 +1,309 @@
+/**
+ * DynamoDB implementations of the domain repositories. Every write is a single-item conditional write; no
+ * transactions (DynamoDB Local emulators lack them and the design does not need them).
+ */
+import { randomUUID } from 'node:crypto';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import { ConflictError } from '../core/errors.js';
+import type {
+  HistoryEvent,
+  HistoryRepository,
+  ReleaseRecord,
+  ReleaseRepository,
+  UpdateRecord,
+  UpdateRepository,
+  VehicleRecord,
+  VehicleRepository,
+} from '../core/ports.js';
+
+export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
+  return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+}
+
+function isConditionFailure(err: unknown): boolean {
+  return err instanceof Error && err.name === 'ConditionalCheckFailedException';
+}
+
+function encodeCursor(key: Record<string, unknown> | undefined): string | undefined {
+  return key ? Buffer.from(JSON.stringify(key)).toString('base64url') : undefined;
+}
+
+function decodeCursor(cursor: string | undefined): Record<string, unknown> | undefined {
+  if (!cursor) return undefined;
+  try {
+    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    return value && typeof value === 'object' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class DynamoReleaseRepository implements ReleaseRepository {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async get(releaseId: string): Promise<ReleaseRecord | undefined> {
+    const out = await this.db.send(
+      new GetCommand({ TableName: this.table, Key: { releaseId }, ConsistentRead: true }),
+    );
+    return out.Item as ReleaseRecord | undefined;
+  }
+
+  async create(release: ReleaseRecord): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: release,
+          ConditionExpression: 'attribute_not_exists(releaseId)',
+        }),
+      );
+    } catch (err) {
+      if (isConditionFailure(err))
+        throw new ConflictError('release_exists', `Release ${release.releaseId} already exists`);
+      throw err;
+    }
+  }
+
+  async markPublished(
+    releaseId: string,
+    publishedAt: string,
+    objectVersionId: string | undefined,
+  ): Promise<boolean> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { releaseId },
+          UpdateExpression: objectVersionId
+            ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
+            : 'SET #s = :published, publishedAt = :at',
+          ConditionExpression: '#s = :pending',
+          ExpressionAttributeNames: { '#s': 'status' },
+          ExpressionAttributeValues: {
+            ':published': 'published',
+            ':pending': 'pending_upload',
+            ':at': publishedAt,
+            ...(objectVersionId ? { ':v': objectVersionId } : {}),
+          },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  async listByVersion(version: string): Promise<ReleaseRecord[]> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byVersion',
+        KeyConditionExpression: 'version = :v',
+        ExpressionAttributeValues: { ':v': version },
+      }),
+    );
+    return (out.Items ?? []) as ReleaseRecord[];
+  }
+
+  async list(limit: number, cursor?: string): Promise<{ items: ReleaseRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: decodeCursor(cursor) }),
+    );
+    return { items: (out.Items ?? []) as ReleaseRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+  }
+}
+
+type StoredVehicle = VehicleRecord & { challenge?: { nonce: string; expiresAt: number } };
+
+export class DynamoVehicleRepository implements VehicleRepository {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async get(vin: string): Promise<VehicleRecord | undefined> {
+    const out = await this.db.send(
+      new GetCommand({ TableName: this.table, Key: { vin }, ConsistentRead: true }),
+    );
+    if (!out.Item) return undefined;
+    const { challenge: _challenge, ...vehicle } = out.Item as StoredVehicle;
+    return vehicle;
+  }
+
+  async create(vehicle: VehicleRecord): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: vehicle,
+          ConditionExpression: 'attribute_not_exists(vin)',
+        }),
+      );
+    } catch (err) {
+      if (isConditionFailure(err))
+        throw new ConflictError('vehicle_exists', `Vehicle ${vehicle.vin} is already registered`);
+      throw err;
+    }
+  }
+
+  async putChallenge(vin: string, nonce: string, expiresAtSeconds: number): Promise<void> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          UpdateExpression: 'SET challenge = :c',
+          ConditionExpression: 'attribute_exists(vin)',
+          ExpressionAttributeValues: { ':c': { nonce, expiresAt: expiresAtSeconds } },
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+    }
+  }
+
+  async consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          UpdateExpression: 'REMOVE challenge',
+          ConditionExpression: 'challenge.nonce = :n AND challenge.expiresAt > :now',
+          ExpressionAttributeValues: { ':n': nonce, ':now': nowSeconds },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  async setActiveUpdate(vin: string, updateId: string): Promise<void> {
+    await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression: 'SET activeUpdateId = :u',
+        ConditionExpression: 'attribute_exists(vin)',
+        ExpressionAttributeValues: { ':u': updateId },
+      }),
+    );
+  }
+
+  async setEcuVersion(vin: string, ecu: string, version: string): Promise<void> {
+    const vehicle = await this.get(vin);
+    const index = vehicle?.ecus.findIndex((e) => e.ecu === ecu) ?? -1;
+    if (index < 0) return;
+    await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression: `SET ecus[${index}].version = :v`,
+        // The list position must still hold that ECU; inventories are written once at registration.
+        ConditionExpression: `ecus[${index}].ecu = :ecu`,
+        ExpressionAttributeValues: { ':v': version, ':ecu': ecu },
+      }),
+    );
+  }
+}
+
+export class DynamoUpdateRepository implements UpdateRepository {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async get(vin: string, updateId: string): Promise<UpdateRecord | undefined> {
+    const out = await this.db.send(
+      new GetCommand({ TableName: this.table, Key: { vin, updateId }, ConsistentRead: true }),
+    );
+    return out.Item as UpdateRecord | undefined;
+  }
+
+  async listForVehicle(vin: string): Promise<UpdateRecord[]> {
+    const items: UpdateRecord[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          KeyConditionExpression: 'vin = :vin',
+          ExpressionAttributeValues: { ':vin': vin },
+          ConsistentRead: true,
+          ExclusiveStartKey: start,
+        }),
+      );
+      items.push(...((out.Items ?? []) as UpdateRecord[]));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+
+  async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: next,
+          ...(expectedRevision === 0
+            ? { ConditionExpression: 'attribute_not_exists(vin)' }
+            : {
+                ConditionExpression: 'revision = :r',
+                ExpressionAttributeValues: { ':r': expectedRevision },
+              }),
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+}
+
+export class DynamoHistoryRepository implements HistoryRepository {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+    private readonly retentionDays: number,
+  ) {}
+
+  async append(event: HistoryEvent): Promise<void> {
+    const expiresAt = Math.floor(Date.parse(event.at) / 1000) + this.retentionDays * 86400;
+    await this.db.send(
+      new PutCommand({
+        TableName: this.table,
+        // Time-ordered and unique: an append never overwrites another event.
+        Item: { ...event, eventId: `${event.at}#${randomUUID()}`, expiresAt },
+        ConditionExpression: 'attribute_not_exists(eventId)',
+      }),
+    );
+  }
+
+  async listForVehicle(vin: string, limit: number): Promise<HistoryEvent[]> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        KeyConditionExpression: 'vin = :vin',
+        ExpressionAttributeValues: { ':vin': vin },
+        ScanIndexForward: false,
+        Limit: limit,
+      }),
+    );
+    return (out.Items ?? []).map(({ eventId: _e, expiresAt: _x, ...rest }) => rest as HistoryEvent);
+  }
+}

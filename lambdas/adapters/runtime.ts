@@ -1,0 +1,83 @@
+/**
+ * Builds the adapters a function needs from its environment, once per cold start. Each getter reads only the
+ * variables it needs and fails fast when one is missing, so a misconfigured function fails at init, not midway.
+ */
+
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { Tracer } from '@aws-lambda-powertools/tracer';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { S3Client } from '@aws-sdk/client-s3';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { TrustedKey } from '../core/signatures.js';
+import { type Signer, trustedKeysFromPems } from '../core/signatures.js';
+import { clientConfig } from './aws-clients.js';
+import {
+  DynamoHistoryRepository,
+  DynamoReleaseRepository,
+  DynamoUpdateRepository,
+  DynamoVehicleRepository,
+  documentClient,
+} from './dynamo-repositories.js';
+import { ENV, intEnv, optionalEnv, requireEnv } from './env.js';
+import { S3ObjectStore } from './s3-object-store.js';
+import { KeyFileSigner, KmsSigner } from './signers.js';
+
+export const logger = new Logger();
+export const metrics = new Metrics();
+export const tracer = new Tracer();
+
+let dynamo: DynamoDBDocumentClient | undefined;
+function db(): DynamoDBDocumentClient {
+  dynamo ??= documentClient(tracer.captureAWSv3Client(new DynamoDBClient(clientConfig('DYNAMODB'))));
+  return dynamo;
+}
+
+export const repositories = {
+  releases: () => new DynamoReleaseRepository(db(), requireEnv(ENV.tableReleases)),
+  vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
+  updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
+  history: () =>
+    new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), intEnv(ENV.historyRetentionDays, 90)),
+};
+
+export function objectStore(): S3ObjectStore {
+  return new S3ObjectStore(
+    tracer.captureAWSv3Client(new S3Client(clientConfig('S3'))),
+    requireEnv(ENV.firmwareBucket),
+  );
+}
+
+/** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */
+export function backendSigner(): Signer {
+  const arn = optionalEnv(ENV.signingKeyArn);
+  if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
+  return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
+}
+
+/** The backend's public key as a trusted key set, fetched once and cached for the life of the function. */
+export function backendVerificationKeys(signer: Signer): () => Promise<readonly TrustedKey[]> {
+  let keys: Promise<readonly TrustedKey[]> | undefined;
+  return () => {
+    keys ??= signer.publicKeyPem().then((pem) => trustedKeysFromPems([pem]));
+    keys.catch(() => {
+      keys = undefined;
+    });
+    return keys;
+  };
+}
+
+export function releaseKeys(): readonly TrustedKey[] {
+  const raw = optionalEnv(ENV.releasePublicKeys) ?? '[]';
+  const pems = JSON.parse(raw) as unknown;
+  if (!Array.isArray(pems) || !pems.every((p) => typeof p === 'string')) {
+    throw new Error(`${ENV.releasePublicKeys} must be a JSON array of PEM strings`);
+  }
+  return trustedKeysFromPems(pems);
+}
+
+export const settings = {
+  presignTtlSeconds: () => intEnv(ENV.presignTtlSeconds, 300),
+  tokenTtlSeconds: () => intEnv(ENV.tokenTtlSeconds, 900),
+};

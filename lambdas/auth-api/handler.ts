@@ -1,0 +1,38 @@
+/** Vehicle authentication routes: challenge, and token for a signed challenge. */
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { z } from 'zod';
+import { backendSigner, logger, metrics, repositories, settings } from '../adapters/runtime.js';
+import type { bodies } from '../core/api-schema.js';
+import { createRouter, json, type RouteRequest } from '../core/http.js';
+import { systemClock } from '../core/ports.js';
+import { VehicleAuthService } from '../core/vehicle-auth.js';
+
+const service = new VehicleAuthService({
+  vehicles: repositories.vehicles(),
+  signer: backendSigner(),
+  clock: systemClock,
+  tokenTtlSeconds: settings.tokenTtlSeconds(),
+});
+
+const route = createRouter(
+  'auth-api',
+  {
+    'POST /auth/challenge': async ({ body }: RouteRequest<z.infer<typeof bodies.challenge>>) =>
+      json(200, await service.createChallenge(body.vin)),
+    'POST /auth/token': async ({ body }: RouteRequest<z.infer<typeof bodies.token>>) => {
+      const token = await service.exchange(body.vin, body.nonce, body.signature);
+      metrics.addMetric('TokensIssued', 'Count', 1);
+      return json(200, token);
+    },
+  },
+  logger,
+);
+
+export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
+  logger.addContext(context);
+  try {
+    return await route(event);
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}

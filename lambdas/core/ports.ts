@@ -1,0 +1,161 @@
+/**
+ * The narrow interfaces the domain needs from the outside world. Each has one AWS implementation in
+ * lambdas/adapters; the local cloud reuses those same implementations against emulators.
+ */
+import type { Readable } from 'node:stream';
+import type { UpdateStatus } from './api-schema.js';
+import type { SignedManifest } from './manifest.js';
+
+export type ReleaseStatus = 'pending_upload' | 'published';
+
+export interface ReleaseRecord {
+  readonly releaseId: string;
+  readonly version: string;
+  readonly ecu: string;
+  readonly status: ReleaseStatus;
+  readonly signedManifest: SignedManifest;
+  readonly objectKey: string;
+  /** S3 object version pinned at publish time (AWS only: the local S3 emulator has no versioning). */
+  readonly objectVersionId?: string;
+  readonly createdAt: string;
+  readonly publishedAt?: string;
+}
+
+export interface ReleaseRepository {
+  get(releaseId: string): Promise<ReleaseRecord | undefined>;
+  /** Fails with a ConflictError when the id exists. */
+  create(release: ReleaseRecord): Promise<void>;
+  /** Moves pending_upload -> published; false when the release was not pending. */
+  markPublished(
+    releaseId: string,
+    publishedAt: string,
+    objectVersionId: string | undefined,
+  ): Promise<boolean>;
+  listByVersion(version: string): Promise<ReleaseRecord[]>;
+  list(limit: number, cursor?: string): Promise<{ items: ReleaseRecord[]; cursor?: string }>;
+}
+
+export interface EcuRecord {
+  readonly ecu: string;
+  readonly hardware_id: string;
+  readonly version: string;
+}
+
+export interface VehicleRecord {
+  readonly vin: string;
+  readonly model: string;
+  readonly ecus: readonly EcuRecord[];
+  readonly certificatePem: string;
+  readonly certificateId: string;
+  /** SPKI PEM of the device key; tokens are bound to its key id. */
+  readonly publicKeyPem: string;
+  readonly deviceKeyId: string;
+  readonly registeredAt: string;
+  readonly activeUpdateId?: string;
+}
+
+export interface VehicleRepository {
+  get(vin: string): Promise<VehicleRecord | undefined>;
+  /** Fails with a ConflictError when the VIN is registered. */
+  create(vehicle: VehicleRecord): Promise<void>;
+  /** Stores the one outstanding auth challenge of a known vehicle; unknown VINs are ignored (no enumeration). */
+  putChallenge(vin: string, nonce: string, expiresAtSeconds: number): Promise<void>;
+  /** Atomically removes the challenge if it matches and is unexpired; true when it was consumed. */
+  consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
+  setActiveUpdate(vin: string, updateId: string): Promise<void>;
+  /** Records the version now running on an ECU after a completed update. */
+  setEcuVersion(vin: string, ecu: string, version: string): Promise<void>;
+}
+
+export interface UpdateRecord {
+  readonly vin: string;
+  readonly updateId: string;
+  readonly releaseId: string;
+  readonly version: string;
+  readonly ecu: string;
+  readonly campaignId?: string;
+  readonly status: UpdateStatus;
+  readonly progress: number;
+  readonly lastSequence: number;
+  readonly attempt: number;
+  readonly reason?: string;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  /** Optimistic-concurrency revision: every write is conditional on the one it read. */
+  readonly revision: number;
+}
+
+export interface UpdateRepository {
+  get(vin: string, updateId: string): Promise<UpdateRecord | undefined>;
+  listForVehicle(vin: string): Promise<UpdateRecord[]>;
+  /**
+   * Writes next if the stored revision still equals expectedRevision (0 = item must not exist). False when
+   * another writer got there first; the caller re-reads and decides again.
+   */
+  put(next: UpdateRecord, expectedRevision: number): Promise<boolean>;
+}
+
+export interface HistoryEvent {
+  readonly vin: string;
+  readonly updateId: string;
+  readonly status: UpdateStatus;
+  readonly progress?: number;
+  readonly sequence?: number;
+  readonly reason?: string;
+  readonly source: 'https' | 'mqtt' | 'backend';
+  readonly applied: boolean;
+  readonly at: string;
+}
+
+export interface HistoryRepository {
+  append(event: HistoryEvent): Promise<void>;
+  listForVehicle(vin: string, limit: number): Promise<HistoryEvent[]>;
+}
+
+export interface UploadTarget {
+  readonly method: 'PUT';
+  readonly url: string;
+  readonly expiresAt: string;
+}
+export interface MultipartUploadTarget {
+  readonly uploadId: string;
+  readonly partSize: number;
+  readonly parts: { readonly partNumber: number; readonly url: string }[];
+  readonly expiresAt: string;
+}
+
+export interface ObjectStore {
+  presignGet(key: string, versionId: string | undefined, ttlSeconds: number): Promise<string>;
+  presignPut(key: string, size: number, ttlSeconds: number): Promise<string>;
+  createMultipartUpload(
+    key: string,
+    size: number,
+    partSize: number,
+    ttlSeconds: number,
+  ): Promise<MultipartUploadTarget>;
+  completeMultipartUpload(
+    key: string,
+    uploadId: string,
+    parts: { partNumber: number; etag: string }[],
+  ): Promise<void>;
+  head(key: string): Promise<{ size: number; versionId?: string } | undefined>;
+  read(key: string, versionId?: string): Promise<Readable>;
+  delete(key: string): Promise<void>;
+}
+
+export interface IssuedCertificate {
+  readonly certificatePem: string;
+  readonly certificateId: string;
+}
+
+export interface CertificateIssuer {
+  /** Creates the vehicle's identity (IoT thing + certificate on AWS) from a verified CSR. */
+  issue(vin: string, csrPem: string): Promise<IssuedCertificate>;
+  /** Best-effort undo when registration loses a race. */
+  revoke(vin: string, certificateId: string): Promise<void>;
+}
+
+export interface Clock {
+  now(): Date;
+}
+export const systemClock: Clock = { now: () => new Date() };

@@ -1,0 +1,75 @@
+/**
+ * The per-vehicle update state machine. Pure: given the stored state and a report, decide the next state or that
+ * nothing changes. Reports may arrive twice, late or out of order (HTTPS retries, MQTT QoS 1 redelivery), so the
+ * state only moves forward: a higher phase, or more progress in the same phase, or nothing.
+ */
+import type { UpdateStatus } from './api-schema.js';
+
+const RANK: Record<UpdateStatus, number> = {
+  offered: 0,
+  initiated: 1,
+  downloading: 2,
+  downloaded: 3,
+  verifying: 4,
+  installing: 5,
+  completed: 9,
+  failed: 9,
+  verification_failed: 9,
+  rolled_back: 9,
+  rejected: 9,
+  cancelled: 9,
+  timed_out: 9,
+};
+
+export const TERMINAL_STATUSES: ReadonlySet<UpdateStatus> = new Set(
+  (Object.keys(RANK) as UpdateStatus[]).filter((s) => RANK[s] === 9),
+);
+export const FAILURE_STATUSES: ReadonlySet<UpdateStatus> = new Set([
+  'failed',
+  'verification_failed',
+  'rolled_back',
+  'rejected',
+  'timed_out',
+]);
+
+export function isTerminal(status: UpdateStatus): boolean {
+  return TERMINAL_STATUSES.has(status);
+}
+
+export interface UpdateProgressState {
+  readonly status: UpdateStatus;
+  readonly progress: number;
+  /** Highest per-vehicle sequence number applied, or -1 when the vehicle sends none. */
+  readonly lastSequence: number;
+}
+
+export interface StatusReport {
+  readonly status: UpdateStatus;
+  readonly progress?: number;
+  readonly sequence?: number;
+}
+
+export type TransitionResult =
+  | { readonly applied: true; readonly next: UpdateProgressState }
+  | { readonly applied: false; readonly reason: 'terminal' | 'stale_sequence' | 'not_forward' };
+
+export function applyReport(current: UpdateProgressState, report: StatusReport): TransitionResult {
+  if (isTerminal(current.status)) return { applied: false, reason: 'terminal' };
+  if (report.sequence !== undefined && report.sequence <= current.lastSequence) {
+    return { applied: false, reason: 'stale_sequence' };
+  }
+  const from = RANK[current.status];
+  const to = RANK[report.status];
+  const progress =
+    report.status === 'completed' ? 100 : (report.progress ?? (to > from ? 0 : current.progress));
+  const forward = to > from || (to === from && progress > current.progress);
+  if (!forward) return { applied: false, reason: 'not_forward' };
+  return {
+    applied: true,
+    next: {
+      status: report.status,
+      progress,
+      lastSequence: report.sequence ?? current.lastSequence,
+    },
+  };
+}

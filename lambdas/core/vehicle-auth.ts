@@ -1,0 +1,91 @@
+/**
+ * Vehicle authentication: a vehicle proves possession of its registered device key by signing a single-use,
+ * short-lived challenge, and receives a bearer token scoped to its VIN and bound to that key.
+ */
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { ForbiddenError, UnauthorizedError } from './errors.js';
+import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
+import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
+import { challengeSigningInput, issueToken, parseBearer, verifyToken } from './token.js';
+
+export interface VehicleAuthDeps {
+  readonly vehicles: VehicleRepository;
+  readonly signer: Signer;
+  readonly clock: Clock;
+  readonly tokenTtlSeconds: number;
+  /** @default 120 */
+  readonly challengeTtlSeconds?: number;
+}
+
+export class VehicleAuthService {
+  private signerKeyId?: Promise<string>;
+
+  constructor(private readonly deps: VehicleAuthDeps) {}
+
+  /**
+   * Answers the same way for unknown VINs, so the endpoint cannot be used to learn which VINs are registered;
+   * only a known vehicle's challenge is stored and can later be redeemed.
+   */
+  async createChallenge(vin: string): Promise<{ nonce: string; expires_at: string }> {
+    const nonce = randomBytes(32).toString('base64url');
+    const now = this.nowSeconds();
+    const expiresAt = now + (this.deps.challengeTtlSeconds ?? 120);
+    await this.deps.vehicles.putChallenge(vin, nonce, expiresAt);
+    return { nonce, expires_at: new Date(expiresAt * 1000).toISOString() };
+  }
+
+  async exchange(
+    vin: string,
+    nonce: string,
+    signatureB64: string,
+  ): Promise<{ token: string; token_type: 'Bearer'; expires_in: number; expires_at: string }> {
+    const refused = () =>
+      new UnauthorizedError('invalid_challenge', 'The challenge answer is invalid or expired');
+    // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.
+    if (!(await this.deps.vehicles.consumeChallenge(vin, nonce, this.nowSeconds()))) throw refused();
+    const vehicle = await this.deps.vehicles.get(vin);
+    if (!vehicle) throw refused();
+    const key = createPublicKey(vehicle.publicKeyPem);
+    if (!verifyEcdsa(key, challengeSigningInput(vin, nonce), signatureB64)) throw refused();
+    this.signerKeyId ??= this.deps.signer.publicKeyPem().then(keyIdOf);
+    const { token, claims } = await issueToken(this.deps.signer, await this.signerKeyId, {
+      vin,
+      deviceKeyId: vehicle.deviceKeyId,
+      nowSeconds: this.nowSeconds(),
+      ttlSeconds: this.deps.tokenTtlSeconds,
+    });
+    return {
+      token,
+      token_type: 'Bearer',
+      expires_in: claims.exp - claims.iat,
+      expires_at: new Date(claims.exp * 1000).toISOString(),
+    };
+  }
+
+  private nowSeconds(): number {
+    return Math.floor(this.deps.clock.now().getTime() / 1000);
+  }
+}
+
+/**
+ * Checks a vehicle request: a valid token (401), for the VIN in the path (403), of a registered vehicle whose
+ * current device key is the one the token was bound to (401, so re-registering a vehicle revokes old tokens).
+ */
+export async function authorizeVehicle(
+  authorization: string | undefined,
+  pathVin: string,
+  deps: { tokenKeys: () => Promise<readonly TrustedKey[]>; vehicles: VehicleRepository; clock: Clock },
+): Promise<VehicleRecord> {
+  const token = parseBearer(authorization);
+  const claims = verifyToken(token, await deps.tokenKeys(), Math.floor(deps.clock.now().getTime() / 1000));
+  if (claims.sub !== pathVin) {
+    throw new ForbiddenError('forbidden', 'This token is not valid for that vehicle', {
+      context: { tokenVin: claims.sub, pathVin },
+    });
+  }
+  const vehicle = await deps.vehicles.get(pathVin);
+  if (!vehicle || vehicle.deviceKeyId !== claims.cnf) {
+    throw new UnauthorizedError('invalid_token', 'The bearer token is invalid');
+  }
+  return vehicle;
+}

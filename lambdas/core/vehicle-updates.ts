@@ -1,0 +1,291 @@
+/**
+ * What a vehicle can do with its updates: ask for a firmware version (answering a short-lived download URL and
+ * the signed manifest), report status, and list its updates. Every state change is a single-item conditional
+ * write that only moves forward; every report lands in the status history whether it changed state or not.
+ */
+import type { VEHICLE_STATUSES } from './api-schema.js';
+import { ConflictError, NotFoundError, OtaError } from './errors.js';
+import type { SignedManifest } from './manifest.js';
+import type {
+  Clock,
+  HistoryRepository,
+  ObjectStore,
+  ReleaseRecord,
+  ReleaseRepository,
+  UpdateRecord,
+  UpdateRepository,
+  VehicleRecord,
+  VehicleRepository,
+} from './ports.js';
+import { applyReport, isTerminal } from './update-state.js';
+import { compareVersions } from './versions.js';
+
+export interface VehicleUpdateDeps {
+  readonly releases: ReleaseRepository;
+  readonly vehicles: VehicleRepository;
+  readonly updates: UpdateRepository;
+  readonly history: HistoryRepository;
+  readonly objects: ObjectStore;
+  readonly clock: Clock;
+  readonly presignTtlSeconds: number;
+}
+
+export interface DownloadOffer {
+  readonly download_url: string;
+  readonly expires_at: string;
+  readonly expires_in: number;
+  readonly firmware_version: string;
+  readonly release_id: string;
+  readonly ecu: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly update_id: string;
+  readonly status: string;
+  readonly manifest: SignedManifest;
+}
+
+export interface StatusInput {
+  readonly status: (typeof VEHICLE_STATUSES)[number];
+  readonly firmware_version?: string;
+  readonly campaign_id?: string;
+  readonly sequence?: number;
+  readonly progress?: number;
+  readonly reason?: string;
+}
+
+const MAX_WRITE_ATTEMPTS = 5;
+
+export function directUpdateId(releaseId: string): string {
+  return `release#${releaseId}`;
+}
+
+export function toUpdateView(u: UpdateRecord) {
+  return {
+    update_id: u.updateId,
+    release_id: u.releaseId,
+    firmware_version: u.version,
+    ecu: u.ecu,
+    campaign_id: u.campaignId,
+    status: u.status,
+    progress: u.progress,
+    attempt: u.attempt,
+    reason: u.reason,
+    pending: !isTerminal(u.status),
+    created_at: u.createdAt,
+    updated_at: u.updatedAt,
+  };
+}
+
+export class VehicleUpdateService {
+  constructor(private readonly deps: VehicleUpdateDeps) {}
+
+  /** The published release of that version built for one of this vehicle's ECUs. */
+  async resolveRelease(vehicle: VehicleRecord, version: string): Promise<ReleaseRecord> {
+    const candidates = (await this.deps.releases.listByVersion(version)).filter(
+      (r) => r.status === 'published',
+    );
+    if (candidates.length === 0) {
+      throw new NotFoundError('unknown_version', `No published firmware ${version}`);
+    }
+    const compatible = candidates.filter((r) =>
+      vehicle.ecus.some(
+        (e) => e.ecu === r.ecu && r.signedManifest.manifest.hardware_ids.includes(e.hardware_id),
+      ),
+    );
+    if (compatible.length === 0) {
+      throw new NotFoundError(
+        'no_compatible_release',
+        `Firmware ${version} is not built for this vehicle's ECUs`,
+      );
+    }
+    if (compatible.length > 1) {
+      throw new ConflictError(
+        'ambiguous_version',
+        `Firmware ${version} exists for several of this vehicle's ECUs`,
+      );
+    }
+    return compatible[0]!;
+  }
+
+  /**
+   * initiate: starts (or restarts after a failure) the vehicle's update to that version.
+   * download: answers a fresh URL for an update already started, starting one if there is none (older clients
+   * call download alone).
+   */
+  async requestFirmware(
+    vehicle: VehicleRecord,
+    version: string,
+    mode: 'initiate' | 'download',
+  ): Promise<DownloadOffer> {
+    const release = await this.resolveRelease(vehicle, version);
+    const ecu = vehicle.ecus.find((e) => e.ecu === release.ecu)!;
+    const updateId = directUpdateId(release.releaseId);
+    let update = await this.deps.updates.get(vehicle.vin, updateId);
+
+    if (compareVersions(version, ecu.version) < 0) {
+      throw new ConflictError(
+        'downgrade_refused',
+        `The ${ecu.ecu} ECU runs ${ecu.version}; ${version} is older`,
+      );
+    }
+    if (mode === 'initiate' && update?.status === 'completed') {
+      throw new ConflictError('already_installed', `Firmware ${version} is already installed`);
+    }
+    if (!update || (mode === 'initiate' && isTerminal(update.status))) {
+      update = await this.startAttempt(vehicle, release, update);
+    }
+
+    const ttl = this.deps.presignTtlSeconds;
+    const url = await this.deps.objects.presignGet(release.objectKey, release.objectVersionId, ttl);
+    const m = release.signedManifest.manifest;
+    return {
+      download_url: url,
+      expires_at: new Date(this.deps.clock.now().getTime() + ttl * 1000).toISOString(),
+      expires_in: ttl,
+      firmware_version: m.version,
+      release_id: release.releaseId,
+      ecu: m.ecu,
+      size: m.size,
+      sha256: m.sha256,
+      update_id: update.updateId,
+      status: update.status,
+      manifest: release.signedManifest,
+    };
+  }
+
+  private async startAttempt(
+    vehicle: VehicleRecord,
+    release: ReleaseRecord,
+    previous: UpdateRecord | undefined,
+  ): Promise<UpdateRecord> {
+    const now = this.deps.clock.now().toISOString();
+    const next: UpdateRecord = {
+      vin: vehicle.vin,
+      updateId: directUpdateId(release.releaseId),
+      releaseId: release.releaseId,
+      version: release.version,
+      ecu: release.ecu,
+      status: 'initiated',
+      progress: 0,
+      lastSequence: previous?.lastSequence ?? -1,
+      attempt: (previous?.attempt ?? 0) + 1,
+      createdAt: previous?.createdAt ?? now,
+      updatedAt: now,
+      revision: (previous?.revision ?? 0) + 1,
+    };
+    if (!(await this.deps.updates.put(next, previous?.revision ?? 0))) {
+      // Someone else (a concurrent retry of the same request) started it; use theirs.
+      const current = await this.deps.updates.get(vehicle.vin, next.updateId);
+      if (!current) throw new ConflictError('concurrent_update', 'The update changed concurrently; retry');
+      return current;
+    }
+    await this.deps.vehicles.setActiveUpdate(vehicle.vin, next.updateId);
+    await this.deps.history.append({
+      vin: vehicle.vin,
+      updateId: next.updateId,
+      status: 'initiated',
+      source: 'backend',
+      applied: true,
+      at: now,
+    });
+    return next;
+  }
+
+  /** Which update a report is about: the one it names, or else the vehicle's active update. */
+  async findTarget(
+    vehicle: VehicleRecord,
+    input: { campaign_id?: string; firmware_version?: string },
+  ): Promise<UpdateRecord> {
+    if (input.campaign_id !== undefined) {
+      const byCampaign = await this.deps.updates.get(vehicle.vin, `campaign#${input.campaign_id}`);
+      if (!byCampaign)
+        throw new NotFoundError('unknown_campaign', 'This vehicle has no update in that campaign');
+      return byCampaign;
+    }
+    if (input.firmware_version !== undefined) {
+      const all = await this.deps.updates.listForVehicle(vehicle.vin);
+      const matching = all.filter((u) => u.version === input.firmware_version);
+      const chosen =
+        matching.find((u) => u.updateId === vehicle.activeUpdateId) ??
+        matching.find((u) => !isTerminal(u.status)) ??
+        matching[0];
+      if (!chosen)
+        throw new NotFoundError('unknown_update', `This vehicle has no update to ${input.firmware_version}`);
+      return chosen;
+    }
+    if (!vehicle.activeUpdateId)
+      throw new ConflictError('no_active_update', 'This vehicle has no active update');
+    const active = await this.deps.updates.get(vehicle.vin, vehicle.activeUpdateId);
+    if (!active) throw new ConflictError('no_active_update', 'This vehicle has no active update');
+    return active;
+  }
+
+  /**
+   * Applies a vehicle's report. Duplicates, late and out-of-order reports are recorded in the history and
+   * change nothing; the answer says whether the state moved.
+   */
+  async reportStatus(
+    vehicle: VehicleRecord,
+    input: StatusInput,
+    source: 'https' | 'mqtt',
+  ): Promise<{ update: UpdateRecord; applied: boolean }> {
+    let target = await this.findTarget(vehicle, input);
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      const result = applyReport(target, input);
+      const now = this.deps.clock.now().toISOString();
+      if (!result.applied) {
+        await this.recordHistory(vehicle.vin, target.updateId, input, source, false, now);
+        return { update: target, applied: false };
+      }
+      const next: UpdateRecord = {
+        ...target,
+        ...result.next,
+        reason: input.reason ?? (isTerminal(result.next.status) ? undefined : target.reason),
+        updatedAt: now,
+        revision: target.revision + 1,
+      };
+      if (await this.deps.updates.put(next, target.revision)) {
+        await this.recordHistory(vehicle.vin, target.updateId, input, source, true, now);
+        if (next.status === 'completed')
+          await this.deps.vehicles.setEcuVersion(vehicle.vin, next.ecu, next.version);
+        return { update: next, applied: true };
+      }
+      const reread = await this.deps.updates.get(vehicle.vin, target.updateId);
+      if (!reread) throw new NotFoundError('unknown_update', 'The update no longer exists');
+      target = reread;
+    }
+    throw new OtaError('concurrent_update', 'The update is changing concurrently; retry', 409);
+  }
+
+  private async recordHistory(
+    vin: string,
+    updateId: string,
+    input: StatusInput,
+    source: 'https' | 'mqtt',
+    applied: boolean,
+    at: string,
+  ): Promise<void> {
+    await this.deps.history.append({
+      vin,
+      updateId,
+      status: input.status,
+      progress: input.progress,
+      sequence: input.sequence,
+      reason: input.reason,
+      source,
+      applied,
+      at,
+    });
+  }
+
+  async list(vehicle: VehicleRecord) {
+    const updates = await this.deps.updates.listForVehicle(vehicle.vin);
+    updates.sort((a, b) => (a.updatedAt < b.updatedAt ? 1 : -1));
+    return {
+      vin: vehicle.vin,
+      active_update_id: vehicle.activeUpdateId ?? null,
+      updates: updates.map(toUpdateView),
+      pending: updates.filter((u) => !isTerminal(u.status)).map(toUpdateView),
+    };
+  }
+}

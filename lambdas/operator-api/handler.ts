@@ -1,0 +1,86 @@
+/** Operator routes: releases and the vehicle registry. IAM-authorised on AWS, admin token on the local cloud. */
+import { IoTClient } from '@aws-sdk/client-iot';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { z } from 'zod';
+import { clientConfig } from '../adapters/aws-clients.js';
+import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
+import { ENV, optionalEnv, requireEnv } from '../adapters/env.js';
+import { logger, metrics, objectStore, releaseKeys, repositories, tracer } from '../adapters/runtime.js';
+import type { bodies } from '../core/api-schema.js';
+import { BadRequestError } from '../core/errors.js';
+import { createRouter, json, type RouteRequest } from '../core/http.js';
+import type { CertificateIssuer } from '../core/ports.js';
+import { systemClock } from '../core/ports.js';
+import { ReleaseService } from '../core/releases.js';
+import { VehicleRegistryService } from '../core/vehicles.js';
+
+function certificateIssuer(): CertificateIssuer {
+  const policy = optionalEnv(ENV.iotPolicyName);
+  if (policy) {
+    const iot = tracer.captureAWSv3Client(new IoTClient(clientConfig('IOT')));
+    return new IotCertificateIssuer(iot, policy, requireEnv(ENV.iotThingType));
+  }
+  return new LocalCaCertificateIssuer(requireEnv(ENV.localCaDir));
+}
+
+const updates = repositories.updates();
+const releases = new ReleaseService({
+  releases: repositories.releases(),
+  objects: objectStore(),
+  clock: systemClock,
+  trustedReleaseKeys: releaseKeys(),
+});
+const registry = new VehicleRegistryService({
+  vehicles: repositories.vehicles(),
+  updates,
+  issuer: certificateIssuer(),
+  clock: systemClock,
+});
+
+function listLimit(event: APIGatewayProxyEvent): number {
+  const raw = event.queryStringParameters?.limit;
+  if (raw === undefined) return 50;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 100)
+    throw new BadRequestError('invalid_limit', 'limit must be 1-100');
+  return n;
+}
+
+const route = createRouter(
+  'operator-api',
+  {
+    'POST /releases': async ({ body }: RouteRequest<z.infer<typeof bodies.createRelease>>) => {
+      const created = await releases.create(body);
+      return json(201, created);
+    },
+    'GET /releases': async ({ event }: RouteRequest<undefined>) =>
+      json(200, await releases.list(listLimit(event), event.queryStringParameters?.cursor ?? undefined)),
+    'GET /releases/{releaseId}': async ({ params }: RouteRequest<undefined>) =>
+      json(200, await releases.get(params.releaseId!)),
+    'POST /releases/{releaseId}/publish': async ({
+      params,
+      body,
+    }: RouteRequest<z.infer<typeof bodies.publishRelease>>) => {
+      const published = await releases.publish(params.releaseId!, body);
+      metrics.addMetric('ReleasesPublished', 'Count', 1);
+      return json(200, published);
+    },
+    'POST /vehicles': async ({ body }: RouteRequest<z.infer<typeof bodies.registerVehicle>>) => {
+      const registered = await registry.register(body);
+      metrics.addMetric('VehiclesRegistered', 'Count', 1);
+      return json(201, registered);
+    },
+    'GET /vehicles/{vin}': async ({ params }: RouteRequest<undefined>) =>
+      json(200, await registry.get(params.vin!)),
+  },
+  logger,
+);
+
+export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
+  logger.addContext(context);
+  try {
+    return await route(event);
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}

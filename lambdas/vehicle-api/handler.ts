@@ -1,0 +1,96 @@
+/** Vehicle update routes: every request carries a bearer token scoped to the VIN in its path. */
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { z } from 'zod';
+import {
+  backendSigner,
+  backendVerificationKeys,
+  logger,
+  metrics,
+  objectStore,
+  repositories,
+  settings,
+} from '../adapters/runtime.js';
+import type { bodies } from '../core/api-schema.js';
+import { createRouter, header, json, type RouteRequest } from '../core/http.js';
+import { systemClock } from '../core/ports.js';
+import { authorizeVehicle } from '../core/vehicle-auth.js';
+import { VehicleUpdateService } from '../core/vehicle-updates.js';
+
+const vehicles = repositories.vehicles();
+const tokenKeys = backendVerificationKeys(backendSigner());
+const service = new VehicleUpdateService({
+  releases: repositories.releases(),
+  vehicles,
+  updates: repositories.updates(),
+  history: repositories.history(),
+  objects: objectStore(),
+  clock: systemClock,
+  presignTtlSeconds: settings.presignTtlSeconds(),
+});
+
+function authorize(req: RouteRequest<unknown>) {
+  return authorizeVehicle(header(req.event, 'authorization'), req.params.vin!, {
+    tokenKeys,
+    vehicles,
+    clock: systemClock,
+  });
+}
+
+type FirmwareBody = RouteRequest<z.infer<typeof bodies.firmwareRequest>>;
+
+const route = createRouter(
+  'vehicle-api',
+  {
+    'GET /updates/{vin}': async (req: RouteRequest<undefined>) =>
+      json(200, await service.list(await authorize(req))),
+    'POST /updates/{vin}/initiate': async (req: FirmwareBody) => {
+      const offer = await service.requestFirmware(
+        await authorize(req),
+        req.body.firmware_version,
+        'initiate',
+      );
+      metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
+      return json(200, offer);
+    },
+    'POST /updates/{vin}/download': async (req: FirmwareBody) => {
+      const offer = await service.requestFirmware(
+        await authorize(req),
+        req.body.firmware_version,
+        'download',
+      );
+      metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
+      return json(200, offer);
+    },
+    'GET /updates/{vin}/firmware/{version}': async (req: RouteRequest<undefined>) => {
+      const offer = await service.requestFirmware(await authorize(req), req.params.version!, 'download');
+      metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
+      return json(
+        302,
+        { download_url: offer.download_url, expires_at: offer.expires_at },
+        { location: offer.download_url },
+      );
+    },
+    'POST /updates/{vin}/status': async (req: RouteRequest<z.infer<typeof bodies.status>>) => {
+      const vehicle = await authorize(req);
+      const { update, applied } = await service.reportStatus(vehicle, req.body, 'https');
+      metrics.addMetric(applied ? 'StatusApplied' : 'StatusIgnored', 'Count', 1);
+      return json(200, {
+        vin: vehicle.vin,
+        update_id: update.updateId,
+        status: update.status,
+        progress: update.progress,
+        applied,
+      });
+    },
+  },
+  logger,
+);
+
+export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
+  logger.addContext(context);
+  try {
+    return await route(event);
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}

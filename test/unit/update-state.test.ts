@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { applyReport, type StatusReport, type UpdateProgressState } from '../../lambdas/core/update-state.js';
+import { compareVersions } from '../../lambdas/core/versions.js';
+
+const start: UpdateProgressState = { status: 'initiated', progress: 0, lastSequence: -1 };
+
+function run(reports: StatusReport[]): UpdateProgressState {
+  let s = start;
+  for (const r of reports) {
+    const res = applyReport(s, r);
+    if (res.applied) s = res.next;
+  }
+  return s;
+}
+
+/** Deterministic shuffle so a failure is reproducible. */
+function shuffle<T>(items: T[], seed: number): T[] {
+  const out = [...items];
+  let x = seed;
+  for (let i = out.length - 1; i > 0; i--) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    const j = x % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+describe('update state machine', () => {
+  it('moves forward through phases and progress', () => {
+    const s = run([
+      { status: 'downloading', progress: 10 },
+      { status: 'downloading', progress: 60 },
+      { status: 'installing', progress: 5 },
+      { status: 'completed' },
+    ]);
+    assert.deepEqual(s, { status: 'completed', progress: 100, lastSequence: -1 });
+  });
+
+  it('ignores late progress after completion and lower progress within a phase', () => {
+    let s = run([{ status: 'downloading', progress: 50 }]);
+    assert.equal(applyReport(s, { status: 'downloading', progress: 40 }).applied, false);
+    s = run([{ status: 'completed' }]);
+    const late = applyReport(s, { status: 'downloading', progress: 99 });
+    assert.deepEqual(late, { applied: false, reason: 'terminal' });
+  });
+
+  it('a terminal failure is final', () => {
+    const s = run([{ status: 'failed' }]);
+    assert.equal(applyReport(s, { status: 'completed' }).applied, false);
+  });
+
+  it('refuses replayed sequence numbers even when the status looks forward', () => {
+    const s = run([{ status: 'downloading', progress: 10, sequence: 5 }]);
+    assert.deepEqual(applyReport(s, { status: 'installing', sequence: 5 }), {
+      applied: false,
+      reason: 'stale_sequence',
+    });
+    assert.equal(applyReport(s, { status: 'installing', sequence: 6 }).applied, true);
+  });
+
+  it('100 duplicated and shuffled reports leave the in-order result', () => {
+    const inOrder: StatusReport[] = [];
+    let seq = 0;
+    for (let p = 1; p <= 45; p++) inOrder.push({ status: 'downloading', progress: p * 2, sequence: seq++ });
+    for (let p = 1; p <= 4; p++) inOrder.push({ status: 'installing', progress: p * 25, sequence: seq++ });
+    inOrder.push({ status: 'completed', sequence: seq++ });
+    const expected = run(inOrder);
+    for (const seed of [1, 2, 3, 42, 1234]) {
+      const noisy = shuffle([...inOrder, ...inOrder], seed);
+      assert.equal(noisy.length, 100);
+      assert.deepEqual(run(noisy), expected, `seed ${seed}`);
+    }
+  });
+});
+
+describe('version ordering', () => {
+  it('follows semantic version precedence', () => {
+    const ordered = [
+      '1.0.0-alpha',
+      '1.0.0-alpha.1',
+      '1.0.0-beta',
+      '1.0.0-beta.2',
+      '1.0.0-beta.11',
+      '1.0.0-rc.1',
+      '1.0.0',
+      '1.0.1',
+      '1.10.0',
+      '2.0.0',
+    ];
+    for (let i = 0; i < ordered.length - 1; i++) {
+      assert.ok(compareVersions(ordered[i]!, ordered[i + 1]!) < 0, `${ordered[i]} < ${ordered[i + 1]}`);
+      assert.ok(compareVersions(ordered[i + 1]!, ordered[i]!) > 0);
+    }
+    assert.equal(compareVersions('3.0.1', '3.0.1'), 0);
+  });
+});
