@@ -125,7 +125,7 @@ export class DynamoReleaseRepository implements ReleaseRepository {
   }
 }
 
-type StoredVehicle = VehicleRecord & { challenge?: { nonce: string; expiresAt: number } };
+type StoredVehicle = VehicleRecord & { challenge?: { nonce: string; expiresAt: number }; assignmentCounter?: number };
 
 export class DynamoVehicleRepository implements VehicleRepository {
   constructor(
@@ -138,7 +138,7 @@ export class DynamoVehicleRepository implements VehicleRepository {
       new GetCommand({ TableName: this.table, Key: { vin }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { challenge: _challenge, ...vehicle } = out.Item as StoredVehicle;
+    const { challenge: _challenge, assignmentCounter: _counter, ...vehicle } = out.Item as StoredVehicle;
     return vehicle;
   }
 
@@ -202,6 +202,20 @@ export class DynamoVehicleRepository implements VehicleRepository {
         ExpressionAttributeValues: { ':u': updateId },
       }),
     );
+  }
+
+  async nextAssignmentCounter(vin: string): Promise<number> {
+    const out = await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression: 'ADD assignmentCounter :one',
+        ConditionExpression: 'attribute_exists(vin)',
+        ExpressionAttributeValues: { ':one': 1 },
+        ReturnValues: 'UPDATED_NEW',
+      }),
+    );
+    return Number(out.Attributes?.assignmentCounter);
   }
 
   async setEcuVersion(vin: string, ecu: string, version: string): Promise<void> {

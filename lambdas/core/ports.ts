@@ -63,6 +63,8 @@ export interface VehicleRepository {
   /** Atomically removes the challenge if it matches and is unexpired; true when it was consumed. */
   consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
   setActiveUpdate(vin: string, updateId: string): Promise<void>;
+  /** Atomically increments and returns the vehicle's assignment counter (1 on first use). */
+  nextAssignmentCounter(vin: string): Promise<number>;
   /** Records the version now running on an ECU after a completed update. */
   setEcuVersion(vin: string, ecu: string, version: string): Promise<void>;
 }

@@ -5,7 +5,7 @@
  */
 import type { VEHICLE_STATUSES } from './api-schema.js';
 import { ConflictError, NotFoundError, OtaError } from './errors.js';
-import type { SignedManifest } from './manifest.js';
+import type { ReleaseManifest, SignedManifest } from './manifest.js';
 import type {
   Clock,
   HistoryRepository,
@@ -18,16 +18,25 @@ import type {
   VehicleRepository,
 } from './ports.js';
 import { applyReport, isTerminal } from './update-state.js';
+import { manifestDigest, type SignedAssignment, signAssignment } from './assignment.js';
+import type { Signer } from './signatures.js';
 import { compareVersions } from './versions.js';
 
-export interface VehicleUpdateDeps {
-  readonly releases: ReleaseRepository;
+export interface UpdateStatusDeps {
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
   readonly history: HistoryRepository;
-  readonly objects: ObjectStore;
   readonly clock: Clock;
+}
+
+export interface FirmwareOfferDeps extends UpdateStatusDeps {
+  readonly releases: ReleaseRepository;
+  readonly objects: ObjectStore;
   readonly presignTtlSeconds: number;
+  /** Signs the per-vehicle assignment that accompanies every offer. */
+  readonly signer: Signer;
+  /** Seconds an assignment stays valid. @default 86400 */
+  readonly assignmentTtlSeconds?: number;
 }
 
 export interface DownloadOffer {
@@ -42,6 +51,7 @@ export interface DownloadOffer {
   readonly update_id: string;
   readonly status: string;
   readonly manifest: SignedManifest;
+  readonly assignment: SignedAssignment;
 }
 
 export interface StatusInput {
@@ -76,8 +86,8 @@ export function toUpdateView(u: UpdateRecord) {
   };
 }
 
-export class VehicleUpdateService {
-  constructor(private readonly deps: VehicleUpdateDeps) {}
+export class FirmwareOfferService {
+  constructor(private readonly deps: FirmwareOfferDeps) {}
 
   /** The published release of that version built for one of this vehicle's ECUs. */
   async resolveRelease(vehicle: VehicleRecord, version: string): Promise<ReleaseRecord> {
@@ -138,6 +148,7 @@ export class VehicleUpdateService {
     const ttl = this.deps.presignTtlSeconds;
     const url = await this.deps.objects.presignGet(release.objectKey, release.objectVersionId, ttl);
     const m = release.signedManifest.manifest;
+    const assignment = await this.assign(vehicle, update, m);
     return {
       download_url: url,
       expires_at: new Date(this.deps.clock.now().getTime() + ttl * 1000).toISOString(),
@@ -150,7 +161,30 @@ export class VehicleUpdateService {
       update_id: update.updateId,
       status: update.status,
       manifest: release.signedManifest,
+      assignment,
     };
+  }
+
+  /** A fresh backend-signed assignment for this vehicle and update, with the vehicle's next counter value. */
+  async assign(vehicle: VehicleRecord, update: UpdateRecord, manifest: ReleaseManifest): Promise<SignedAssignment> {
+    const now = this.deps.clock.now();
+    const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin);
+    return signAssignment(
+      {
+        schema: 'ota.assignment/v1',
+        vin: vehicle.vin,
+        update_id: update.updateId,
+        campaign_id: update.campaignId ?? null,
+        release_id: manifest.release_id,
+        version: manifest.version,
+        ecu: manifest.ecu,
+        manifest_sha256: manifestDigest(manifest),
+        counter,
+        issued_at: now.toISOString(),
+        expires_at: new Date(now.getTime() + (this.deps.assignmentTtlSeconds ?? 86400) * 1000).toISOString(),
+      },
+      this.deps.signer,
+    );
   }
 
   private async startAttempt(
@@ -190,6 +224,10 @@ export class VehicleUpdateService {
     });
     return next;
   }
+}
+
+export class UpdateStatusService {
+  constructor(private readonly deps: UpdateStatusDeps) {}
 
   /** Which update a report is about: the one it names, or else the vehicle's active update. */
   async findTarget(

@@ -14,17 +14,18 @@ import type { bodies } from '../core/api-schema.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { authorizeVehicle } from '../core/vehicle-auth.js';
-import { VehicleUpdateService } from '../core/vehicle-updates.js';
+import { FirmwareOfferService, UpdateStatusService } from '../core/vehicle-updates.js';
 
 const vehicles = repositories.vehicles();
-const tokenKeys = backendVerificationKeys(backendSigner());
-const service = new VehicleUpdateService({
+const signer = backendSigner();
+const tokenKeys = backendVerificationKeys(signer);
+const statusDeps = { vehicles, updates: repositories.updates(), history: repositories.history(), clock: systemClock };
+const statuses = new UpdateStatusService(statusDeps);
+const offers = new FirmwareOfferService({
+  ...statusDeps,
   releases: repositories.releases(),
-  vehicles,
-  updates: repositories.updates(),
-  history: repositories.history(),
   objects: objectStore(),
-  clock: systemClock,
+  signer,
   presignTtlSeconds: settings.presignTtlSeconds(),
 });
 
@@ -42,9 +43,9 @@ const route = createRouter(
   'vehicle-api',
   {
     'GET /updates/{vin}': async (req: RouteRequest<undefined>) =>
-      json(200, await service.list(await authorize(req))),
+      json(200, await statuses.list(await authorize(req))),
     'POST /updates/{vin}/initiate': async (req: FirmwareBody) => {
-      const offer = await service.requestFirmware(
+      const offer = await offers.requestFirmware(
         await authorize(req),
         req.body.firmware_version,
         'initiate',
@@ -53,7 +54,7 @@ const route = createRouter(
       return json(200, offer);
     },
     'POST /updates/{vin}/download': async (req: FirmwareBody) => {
-      const offer = await service.requestFirmware(
+      const offer = await offers.requestFirmware(
         await authorize(req),
         req.body.firmware_version,
         'download',
@@ -62,7 +63,7 @@ const route = createRouter(
       return json(200, offer);
     },
     'GET /updates/{vin}/firmware/{version}': async (req: RouteRequest<undefined>) => {
-      const offer = await service.requestFirmware(await authorize(req), req.params.version!, 'download');
+      const offer = await offers.requestFirmware(await authorize(req), req.params.version!, 'download');
       metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
       return json(
         302,
@@ -72,7 +73,7 @@ const route = createRouter(
     },
     'POST /updates/{vin}/status': async (req: RouteRequest<z.infer<typeof bodies.status>>) => {
       const vehicle = await authorize(req);
-      const { update, applied } = await service.reportStatus(vehicle, req.body, 'https');
+      const { update, applied } = await statuses.reportStatus(vehicle, req.body, 'https');
       metrics.addMetric(applied ? 'StatusApplied' : 'StatusIgnored', 'Count', 1);
       return json(200, {
         vin: vehicle.vin,

@@ -1,0 +1,72 @@
+/**
+ * Ingestion of vehicle MQTT messages delivered by the IoT topic rule (or the local rules router). Every message is
+ * validated; anything a vehicle can get wrong (bad JSON, unknown VIN, wrong campaign, out-of-range progress) is
+ * refused and reported as an outcome, never thrown, so one bad message cannot crash the function or be retried
+ * forever. Only infrastructure failures throw (and reach the rule's dead-letter queue).
+ */
+import { z } from 'zod';
+import { VEHICLE_STATUSES, VIN_PATTERN } from './api-schema.js';
+import { OtaError } from './errors.js';
+import type { VehicleRepository } from './ports.js';
+import type { UpdateStatusService } from './vehicle-updates.js';
+
+export const ruleEventSchema = z.object({
+  payload: z.string().max(256 * 1024),
+  vin: z.string(),
+  channel: z.enum(['progress', 'status']),
+  received_at: z.number().optional(),
+});
+export type RuleEvent = z.infer<typeof ruleEventSchema>;
+
+const messageSchema = z.strictObject({
+  status: z.enum(VEHICLE_STATUSES),
+  progress: z.number().min(0).max(100).optional(),
+  campaign_id: z.string().max(64).optional(),
+  firmware_version: z.string().max(64).optional(),
+  sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  reason: z.string().max(500).optional(),
+  /** Vehicle-side timestamp; informational. */
+  timestamp: z.union([z.number(), z.string().max(40)]).optional(),
+});
+
+export type IngestOutcome =
+  | { readonly result: 'applied' | 'ignored'; readonly vin: string; readonly updateId: string; readonly status: string }
+  | { readonly result: 'rejected'; readonly code: string; readonly message: string; readonly vin?: string };
+
+export async function ingestVehicleMessage(
+  raw: unknown,
+  deps: { vehicles: VehicleRepository; updates: UpdateStatusService },
+): Promise<IngestOutcome> {
+  const event = ruleEventSchema.safeParse(raw);
+  if (!event.success) return { result: 'rejected', code: 'invalid_event', message: 'not a topic rule event' };
+  const { vin, channel } = event.data;
+  if (!VIN_PATTERN.test(vin)) return { result: 'rejected', code: 'invalid_vin', message: 'topic VIN is malformed' };
+
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(event.data.payload, 'base64').toString('utf8'));
+  } catch {
+    return { result: 'rejected', code: 'malformed_json', message: 'payload is not JSON', vin };
+  }
+  const message = messageSchema.safeParse(json);
+  if (!message.success) {
+    const issue = message.error.issues[0]!;
+    return { result: 'rejected', code: 'invalid_message', message: `${issue.path.join('.') || 'payload'}: ${issue.message}`, vin };
+  }
+  if (channel === 'progress' && message.data.progress === undefined) {
+    return { result: 'rejected', code: 'invalid_message', message: 'progress: required on the progress topic', vin };
+  }
+
+  const vehicle = await deps.vehicles.get(vin);
+  if (!vehicle) return { result: 'rejected', code: 'unknown_vehicle', message: 'no such vehicle', vin };
+  try {
+    const { timestamp: _t, ...report } = message.data;
+    const { update, applied } = await deps.updates.reportStatus(vehicle, report, 'mqtt');
+    return { result: applied ? 'applied' : 'ignored', vin, updateId: update.updateId, status: update.status };
+  } catch (err) {
+    if (err instanceof OtaError && err.statusCode < 500 && err.code !== 'concurrent_update') {
+      return { result: 'rejected', code: err.code, message: err.message, vin };
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,27 @@
+/** IoT topic rule target: records vehicle progress and status messages. */
+import type { Context } from 'aws-lambda';
+import { ingestVehicleMessage } from '../core/ingest.js';
+import { systemClock } from '../core/ports.js';
+import { UpdateStatusService } from '../core/vehicle-updates.js';
+import { logger, metrics, repositories } from '../adapters/runtime.js';
+
+const vehicles = repositories.vehicles();
+const updates = new UpdateStatusService({
+  vehicles,
+  updates: repositories.updates(),
+  history: repositories.history(),
+  clock: systemClock,
+});
+
+export async function handler(event: unknown, context?: Context) {
+  if (context) logger.addContext(context);
+  try {
+    const outcome = await ingestVehicleMessage(event, { vehicles, updates });
+    metrics.addMetric(`Message_${outcome.result}`, 'Count', 1);
+    if (outcome.result === 'rejected') logger.warn('vehicle message rejected', { ...outcome });
+    else logger.debug('vehicle message recorded', { ...outcome });
+    return outcome;
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}

@@ -1,0 +1,96 @@
+/** Test fixtures over real sockets: signed releases, operator calls, vehicle identities and tokens. */
+import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { digestStream, type ReleaseManifest, type SignedManifest, signManifest } from '../../lambdas/core/manifest.js';
+import { challengeSigningInput } from '../../lambdas/core/token.js';
+import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
+import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
+import { https, jsonRequest } from './https.js';
+
+export const TEST_CHUNK = 64 * 1024;
+
+export function newReleaseKey() {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return {
+    signer: new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()),
+    publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+  };
+}
+
+export async function signedRelease(
+  image: Buffer,
+  opts: { releaseId: string; version: string; ecu?: string; hardwareIds?: string[]; signer: KeyFileSigner },
+): Promise<SignedManifest> {
+  const d = await digestStream(Readable.from([image]), TEST_CHUNK);
+  const manifest: ReleaseManifest = {
+    schema: 'ota.release-manifest/v1',
+    release_id: opts.releaseId,
+    ecu: opts.ecu ?? 'tcu',
+    hardware_ids: opts.hardwareIds ?? ['TCU-HW-1'],
+    version: opts.version,
+    size: d.size,
+    sha256: d.sha256,
+    chunk_size: TEST_CHUNK,
+    chunks: d.chunks,
+    created_at: new Date().toISOString(),
+  };
+  return signManifest(manifest, [opts.signer]);
+}
+
+export class Operator {
+  constructor(
+    readonly api: string,
+    readonly ca: string,
+    readonly adminToken: string,
+  ) {}
+
+  call(method: string, path: string, body?: unknown) {
+    return jsonRequest(this.api, method, path, this.ca, body, this.adminToken);
+  }
+
+  /** Creates, uploads and publishes a release; asserts nothing, returns each response for the caller to check. */
+  async publish(signed: SignedManifest, image: Buffer) {
+    const created = await this.call('POST', '/releases', signed);
+    if (created.status !== 201) return { created };
+    const upload = await https(created.json.upload.url, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(image.length) },
+      body: image,
+      ca: this.ca,
+    });
+    const published = await this.call('POST', `/releases/${signed.manifest.release_id}/publish`, {});
+    return { created, upload, published };
+  }
+}
+
+export class TestVehicle {
+  private constructor(
+    readonly vin: string,
+    readonly keyPem: string,
+    readonly csrPem: string,
+  ) {}
+
+  static async create(vin: string): Promise<TestVehicle> {
+    const { privateKeyPem, csrPem } = await generateKeyAndCsr(vin);
+    return new TestVehicle(vin, privateKeyPem, csrPem);
+  }
+
+  registration(ecus = [{ ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '1.0.0' }]) {
+    return { vin: this.vin, model: 'Model T', ecus, csr: this.csrPem };
+  }
+
+  signChallenge(nonce: string): string {
+    return sign('sha256', challengeSigningInput(this.vin, nonce), { key: createPrivateKey(this.keyPem), dsaEncoding: 'der' }).toString('base64');
+  }
+
+  async token(api: string, ca: string): Promise<string> {
+    const challenge = await jsonRequest(api, 'POST', '/auth/challenge', ca, { vin: this.vin });
+    const res = await jsonRequest(api, 'POST', '/auth/token', ca, {
+      vin: this.vin,
+      nonce: challenge.json.nonce,
+      signature: this.signChallenge(challenge.json.nonce),
+    });
+    if (res.status !== 200) throw new Error(`token refused: ${res.status} ${res.raw.toString()}`);
+    return res.json.token;
+  }
+}
