@@ -138,8 +138,8 @@ export class DynamoVehicleRepository implements VehicleRepository {
       new GetCommand({ TableName: this.table, Key: { vin }, ConsistentRead: true }),
     );
     if (!out.Item) return undefined;
-    const { challenge: _challenge, assignmentCounter: _counter, ...vehicle } = out.Item as StoredVehicle;
-    return vehicle;
+    const { challenge: _challenge, assignmentCounter: _counter, ...rest } = out.Item as StoredVehicle;
+    return Object.fromEntries(Object.entries(rest).filter(([k]) => !k.startsWith('rate_'))) as unknown as VehicleRecord;
   }
 
   async create(vehicle: VehicleRecord): Promise<void> {
@@ -202,6 +202,26 @@ export class DynamoVehicleRepository implements VehicleRepository {
         ExpressionAttributeValues: { ':u': updateId },
       }),
     );
+  }
+
+  async takeRateToken(vin: string, window: number, limit: number): Promise<boolean> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          // One attribute per window; the previous window's is removed in the same write, so the item never grows.
+          UpdateExpression: 'ADD #cur :one REMOVE #prev',
+          ConditionExpression: 'attribute_exists(vin) AND (attribute_not_exists(#cur) OR #cur < :limit)',
+          ExpressionAttributeNames: { '#cur': `rate_${window}`, '#prev': `rate_${window - 1}` },
+          ExpressionAttributeValues: { ':one': 1, ':limit': limit },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
   }
 
   async nextAssignmentCounter(vin: string): Promise<number> {

@@ -12,6 +12,8 @@ export const ENV = {
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',
   /** Seconds a vehicle bearer token stays valid. */
   tokenTtlSeconds: 'TOKEN_TTL_SECONDS',
+  /** Requests a vehicle may make per minute on the vehicle routes. */
+  vehicleRatePerMinute: 'VEHICLE_RATE_PER_MINUTE',
   /** Days a status history item is kept. */
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */

@@ -80,4 +80,5 @@ export function releaseKeys(): readonly TrustedKey[] {
 export const settings = {
   presignTtlSeconds: () => intEnv(ENV.presignTtlSeconds, 300),
   tokenTtlSeconds: () => intEnv(ENV.tokenTtlSeconds, 900),
+  vehicleRatePerMinute: () => intEnv(ENV.vehicleRatePerMinute, 120),
 };

@@ -63,6 +63,11 @@ export interface VehicleRepository {
   /** Atomically removes the challenge if it matches and is unexpired; true when it was consumed. */
   consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
   setActiveUpdate(vin: string, updateId: string): Promise<void>;
+  /**
+   * Counts one request in the vehicle's current rate window; false when the window already holds limit requests.
+   * Windows are fixed (e.g. one minute), keyed by their start time.
+   */
+  takeRateToken(vin: string, window: number, limit: number): Promise<boolean>;
   /** Atomically increments and returns the vehicle's assignment counter (1 on first use). */
   nextAssignmentCounter(vin: string): Promise<number>;
   /** Records the version now running on an ECU after a completed update. */

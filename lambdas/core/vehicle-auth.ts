@@ -3,7 +3,7 @@
  * short-lived challenge, and receives a bearer token scoped to its VIN and bound to that key.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { ForbiddenError, UnauthorizedError } from './errors.js';
+import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
 import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
 import { challengeSigningInput, issueToken, parseBearer, verifyToken } from './token.js';
@@ -74,7 +74,13 @@ export class VehicleAuthService {
 export async function authorizeVehicle(
   authorization: string | undefined,
   pathVin: string,
-  deps: { tokenKeys: () => Promise<readonly TrustedKey[]>; vehicles: VehicleRepository; clock: Clock },
+  deps: {
+    tokenKeys: () => Promise<readonly TrustedKey[]>;
+    vehicles: VehicleRepository;
+    clock: Clock;
+    /** Requests one vehicle may make per minute; the rest answer 429 and change nothing. */
+    ratePerMinute: number;
+  },
 ): Promise<VehicleRecord> {
   const token = parseBearer(authorization);
   const claims = verifyToken(token, await deps.tokenKeys(), Math.floor(deps.clock.now().getTime() / 1000));
@@ -82,6 +88,10 @@ export async function authorizeVehicle(
     throw new ForbiddenError('forbidden', 'This token is not valid for that vehicle', {
       context: { tokenVin: claims.sub, pathVin },
     });
+  }
+  const minute = Math.floor(deps.clock.now().getTime() / 60000);
+  if (!(await deps.vehicles.takeRateToken(pathVin, minute, deps.ratePerMinute))) {
+    throw new TooManyRequestsError('rate_limited', `At most ${deps.ratePerMinute} requests a minute per vehicle`);
   }
   const vehicle = await deps.vehicles.get(pathVin);
   if (!vehicle || vehicle.deviceKeyId !== claims.cnf) {

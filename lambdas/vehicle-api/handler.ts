@@ -29,11 +29,14 @@ const offers = new FirmwareOfferService({
   presignTtlSeconds: settings.presignTtlSeconds(),
 });
 
+const ratePerMinute = settings.vehicleRatePerMinute();
+
 function authorize(req: RouteRequest<unknown>) {
   return authorizeVehicle(header(req.event, 'authorization'), req.params.vin!, {
     tokenKeys,
     vehicles,
     clock: systemClock,
+    ratePerMinute,
   });
 }
 

@@ -3,12 +3,14 @@
  * DynamoDB emulators over TLS, with the real AWS SDK clients in between.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash, createPublicKey, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { checkAssignment } from '../../lambdas/core/assignment.js';
+import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { Operator, newReleaseKey, signedRelease, TestVehicle } from '../support/fleet.js';
 import { https, jsonRequest } from '../support/https.js';
@@ -74,6 +76,18 @@ describe('backend core, end to end', () => {
     assert.match(dl.json.download_url, /^https:\/\/127\.0\.0\.1:\d+\//);
     assert.equal(dl.json.manifest.manifest.sha256, signed.manifest.sha256);
     assert.equal(dl.json.manifest.signatures[0].signature, signed.signatures[0]!.signature);
+
+    const backendKeys = trustedKeysFromPems([
+      createPublicKey(readFileSync(process.env.LOCAL_SIGNING_KEY_FILE!, 'utf8')).export({ type: 'spki', format: 'pem' }).toString(),
+    ]);
+    const check = checkAssignment(dl.json.assignment, {
+      keys: backendKeys,
+      vin: VIN,
+      now: new Date(),
+      lastCounter: 0,
+      manifest: dl.json.manifest.manifest,
+    });
+    assert.deepEqual(check, { ok: true }, 'the offer carries a backend-signed assignment for this VIN and manifest');
 
     const bytes = await https(dl.json.download_url, { ca });
     assert.equal(bytes.status, 200);
