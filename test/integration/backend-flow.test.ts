@@ -260,7 +260,10 @@ describe('bad input', () => {
   it('refuses a CSR whose subject is not the VIN, and a tampered CSR', async () => {
     const mismatched = await TestVehicle.create('WVWZZZ1JZXW000002');
     expectError(await operator.call('POST', '/vehicles', { ...mismatched.registration(), vin: 'WVWZZZ1JZXW000003' }), 400, 'csr_subject_mismatch');
-    const garbled = mismatched.csrPem.replace(/[A-Za-z]{8}(?=\n-----END)/, 'AAAAAAAA');
+    // Flip the last byte of the DER: part of the CSR's self-signature.
+    const der = Buffer.from(mismatched.csrPem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64');
+    der.writeUInt8(der.readUInt8(der.length - 1) ^ 0x01, der.length - 1);
+    const garbled = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
     expectError(await operator.call('POST', '/vehicles', { ...mismatched.registration(), csr: garbled }), 400, 'invalid_csr');
   });
 });
