@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+/**
+ * CDK app: wiring only. Context:
+ *   releasePublicKeysFile  JSON array of PEM strings or a PEM file of the OEM release public keys
+ *   devMode                "true" for a development stack whose data is deleted with it
+ *   stackName              defaults to FleetOta
+ * cdk-nag AwsSolutions checks run on the whole app; any unacknowledged finding fails synthesis.
+ */
+import { App, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { OtaStack } from '../lib/ota-stack.js';
+import { readReleasePublicKeys } from '../lib/release-keys.js';
+
+const app = new App();
+const keysFile = app.node.tryGetContext('releasePublicKeysFile') as string | undefined;
+const devMode = String(app.node.tryGetContext('devMode') ?? 'false') === 'true';
+
+new OtaStack(app, (app.node.tryGetContext('stackName') as string | undefined) ?? 'FleetOta', {
+  description: 'Fleet OTA: vehicle over-the-air update backend',
+  env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
+  releasePublicKeys: keysFile ? readReleasePublicKeys(keysFile) : [],
+  devMode,
+});
+
+// writeSuppressionsToCloudFormation copies every acknowledgement and its reason into the template's Metadata, so
+// reviewers of the synthesized template see them too.
+Validations.of(app).addPlugins(
+  new AwsSolutionsChecks(app, { verbose: true, writeSuppressionsToCloudFormation: true }),
+);

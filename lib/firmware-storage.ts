@@ -1,0 +1,165 @@
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as cxapi from 'aws-cdk-lib/cx-api';
+import { Construct } from 'constructs';
+import { ENV } from '../lambdas/adapters/env.js';
+import { type IBindableFunction, policyOwner } from './bindable.js';
+import { acknowledgeWildcardResources } from './nag.js';
+
+/** Key prefix of release images. Keys are content-addressed (releases/<sha256>), so an object is never rewritten. */
+export const RELEASES_PREFIX = 'releases/';
+
+export interface FirmwareStorageProps {
+  /**
+   * Days a noncurrent (overwritten or deleted) object version is kept before it expires.
+   * @default 30
+   */
+  readonly noncurrentVersionRetentionDays?: number;
+  /**
+   * Days after which an incomplete multipart upload is aborted and its parts deleted.
+   * Upload URLs live for an hour, so a day leaves ample margin.
+   * @default 1
+   */
+  readonly abortIncompleteMultipartUploadAfterDays?: number;
+  /**
+   * Days server access log objects are kept.
+   * @default 365
+   */
+  readonly accessLogRetentionDays?: number;
+  /**
+   * Delete the buckets and every object in them when they leave the stack (development stacks only).
+   * Adds CDK's auto-delete-objects custom resource.
+   * @default false - both buckets are retained
+   */
+  readonly destroyOnRemoval?: boolean;
+}
+
+/**
+ * The firmware bucket and its access log bucket.
+ *
+ * Firmware bucket: private (all public access blocked, ACLs disabled), TLS 1.2+ only, versioned, server access
+ * logged, noncurrent versions expired and incomplete multipart uploads aborted.
+ *
+ * Encryption is SSE-S3 (AES-256, S3-managed keys), chosen over SSE-KMS on purpose: vehicles download multi-GB
+ * images through presigned URLs, and with SSE-KMS every GET (every ranged, resumed part of it) becomes a KMS
+ * Decrypt by the presigning role, adding per-request cost and a shared KMS request quota that a fleet-wide rollout
+ * could exhaust. The images' integrity and authenticity do not rest on storage encryption at all: vehicles verify
+ * SHA-256 digests and OEM signatures. Read access is governed by IAM (only releases/* to the two API roles) and
+ * the TLS-only bucket policy.
+ *
+ * Log delivery uses a bucket policy for the logging.s3.amazonaws.com service principal scoped to the source
+ * bucket and account, never an ACL.
+ */
+export class FirmwareStorage extends Construct {
+  readonly bucket: s3.Bucket;
+  readonly accessLogBucket: s3.Bucket;
+
+  constructor(scope: Construct, id: string, props: FirmwareStorageProps = {}) {
+    super(scope, id);
+    const noncurrentDays = props.noncurrentVersionRetentionDays ?? 30;
+    const abortDays = props.abortIncompleteMultipartUploadAfterDays ?? 1;
+    const logDays = props.accessLogRetentionDays ?? 365;
+    for (const [name, value] of Object.entries({ noncurrentDays, abortDays, logDays })) {
+      if (!Number.isInteger(value) || value < 1) {
+        throw new Error(`FirmwareStorage: ${name} must be a positive whole number of days, got ${value}`);
+      }
+    }
+    // Grant log delivery through a bucket policy (works with ACLs disabled) rather than the legacy log-delivery ACL.
+    this.node.setContext(cxapi.S3_SERVER_ACCESS_LOGS_USE_BUCKET_POLICY, true);
+
+    const destroy = props.destroyOnRemoval ?? false;
+    const retention = destroy
+      ? { removalPolicy: RemovalPolicy.DESTROY, autoDeleteObjects: true }
+      : { removalPolicy: RemovalPolicy.RETAIN };
+    const secure = {
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      enforceSSL: true,
+      minimumTLSVersion: 1.2,
+      ...retention,
+    };
+
+    this.accessLogBucket = new s3.Bucket(this, 'AccessLogs', {
+      ...secure,
+      lifecycleRules: [
+        { id: 'expire-access-logs', expiration: Duration.days(logDays) },
+        { id: 'abort-incomplete-uploads', abortIncompleteMultipartUploadAfter: Duration.days(1) },
+      ],
+    });
+    this.bucket = new s3.Bucket(this, 'Firmware', {
+      ...secure,
+      versioned: true,
+      serverAccessLogsBucket: this.accessLogBucket,
+      serverAccessLogsPrefix: 'firmware/',
+      lifecycleRules: [
+        {
+          id: 'expire-noncurrent-versions',
+          noncurrentVersionExpiration: Duration.days(noncurrentDays),
+          expiredObjectDeleteMarker: true,
+        },
+        {
+          id: 'abort-incomplete-uploads',
+          abortIncompleteMultipartUploadAfter: Duration.days(abortDays),
+        },
+      ],
+    });
+  }
+
+  /** ARN pattern of every release image object. */
+  get releaseObjectsArn(): string {
+    return this.bucket.arnForObjects(`${RELEASES_PREFIX}*`);
+  }
+
+  /**
+   * Lets a function presign GET URLs for release images, including a pinned object version
+   * (s3:GetObject and s3:GetObjectVersion on releases/* only), and sets FIRMWARE_BUCKET.
+   */
+  grantPresignDownload(fn: IBindableFunction): void {
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:GetObject', 's3:GetObjectVersion'],
+        resources: [this.releaseObjectsArn],
+      }),
+    );
+    this.bindBucket(fn, 'presigns download URLs for');
+  }
+
+  /**
+   * Lets a function receive release images and verify them: presign single and multipart uploads (s3:PutObject,
+   * which also covers Create/UploadPart/CompleteMultipartUpload), abort and list parts, read the image back
+   * (including by version id) to check its digest, and delete an upload that does not match its manifest. All on
+   * releases/* only. Also s3:ListBucket on the bucket, without which HeadObject answers 403 instead of 404 for a
+   * release not uploaded yet. Sets FIRMWARE_BUCKET.
+   */
+  grantUpload(fn: IBindableFunction): void {
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [
+          's3:PutObject',
+          's3:AbortMultipartUpload',
+          's3:ListMultipartUploadParts',
+          's3:GetObject',
+          's3:GetObjectVersion',
+          's3:DeleteObject',
+        ],
+        resources: [this.releaseObjectsArn],
+      }),
+    );
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [this.bucket.bucketArn] }),
+    );
+    this.bindBucket(fn, 'uploads and verifies');
+  }
+
+  private bindBucket(fn: IBindableFunction, what: string): void {
+    fn.addEnvironment(ENV.firmwareBucket, this.bucket.bucketName);
+    acknowledgeWildcardResources(
+      policyOwner(fn),
+      [this.releaseObjectsArn],
+      `The function ${what} release images, whose keys (releases/<sha256>) are only known per request; the ` +
+        'wildcard covers object keys under the releases/ prefix of this one bucket.',
+    );
+  }
+}

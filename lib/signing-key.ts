@@ -1,0 +1,62 @@
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import { Construct } from 'constructs';
+import { ENV } from '../lambdas/adapters/env.js';
+import type { IBindableFunction } from './bindable.js';
+
+export interface SigningKeyProps {
+  /**
+   * Alias of the key (must start with alias/).
+   * @default 'alias/<stack name>/backend-signing'
+   */
+  readonly aliasName?: string;
+  /**
+   * Waiting period before a scheduled key deletion completes (7-30 days).
+   * @default 30
+   */
+  readonly pendingWindowDays?: number;
+}
+
+/**
+ * The backend's online signing key: a KMS asymmetric ECC_NIST_P256 key for SIGN_VERIFY. It signs vehicle tokens and
+ * per-vehicle update assignments; the private key never leaves KMS. It is always retained: deleting it would make
+ * every outstanding token and assignment unverifiable and cannot be undone. (Automatic rotation does not exist for
+ * asymmetric keys; rotating means a new key and a trust-store update on vehicles.)
+ */
+export class SigningKey extends Construct {
+  readonly key: kms.Key;
+  readonly alias: kms.Alias;
+
+  constructor(scope: Construct, id: string, props: SigningKeyProps = {}) {
+    super(scope, id);
+    const aliasName = props.aliasName ?? `alias/${Stack.of(this).stackName}/backend-signing`;
+    if (!aliasName.startsWith('alias/') || aliasName.startsWith('alias/aws/')) {
+      throw new Error(`SigningKey: aliasName must start with alias/ and not alias/aws/, got ${aliasName}`);
+    }
+    const pendingWindowDays = props.pendingWindowDays ?? 30;
+    if (!Number.isInteger(pendingWindowDays) || pendingWindowDays < 7 || pendingWindowDays > 30) {
+      throw new Error(`SigningKey: pendingWindowDays must be 7-30, got ${pendingWindowDays}`);
+    }
+    this.key = new kms.Key(this, 'Key', {
+      description: 'Fleet OTA backend signing key (vehicle tokens and update assignments)',
+      keySpec: kms.KeySpec.ECC_NIST_P256,
+      keyUsage: kms.KeyUsage.SIGN_VERIFY,
+      enableKeyRotation: false,
+      removalPolicy: RemovalPolicy.RETAIN,
+      pendingWindow: Duration.days(pendingWindowDays),
+    });
+    this.alias = this.key.addAlias(aliasName);
+  }
+
+  /** Allows kms:Sign (nothing else) and sets SIGNING_KEY_ARN. */
+  grantSign(fn: IBindableFunction): void {
+    this.key.grant(fn, 'kms:Sign');
+    fn.addEnvironment(ENV.signingKeyArn, this.key.keyArn);
+  }
+
+  /** Allows kms:GetPublicKey (verification happens locally with the public key) and sets SIGNING_KEY_ARN. */
+  grantVerify(fn: IBindableFunction): void {
+    this.key.grant(fn, 'kms:GetPublicKey');
+    fn.addEnvironment(ENV.signingKeyArn, this.key.keyArn);
+  }
+}

@@ -1,0 +1,155 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { TABLES } from '../../lambdas/core/tables.js';
+import { DataTables } from '../../lib/data-tables.js';
+import { newStack, otaTemplate, resources } from './fixtures.js';
+
+const template = otaTemplate();
+
+/** Finds a table by its environment variable on any function: the env var is the contract with the code. */
+function tableByEnv(
+  t: Template,
+  envVar: string,
+): { id: string; props: Record<string, unknown>; raw: Record<string, unknown> } {
+  for (const fn of Object.values(t.findResources('AWS::Lambda::Function'))) {
+    const ref = (fn.Properties.Environment?.Variables?.[envVar] as { Ref?: string } | undefined)?.Ref;
+    if (ref) {
+      const raw = resources(t)[ref]!;
+      assert.equal(raw.Type, 'AWS::DynamoDB::Table', `${envVar} points at a table`);
+      return { id: ref, props: raw.Properties!, raw };
+    }
+  }
+  throw new Error(`no function has ${envVar}`);
+}
+
+describe('DataTables', () => {
+  it('creates one table per definition in TABLES', () => {
+    template.resourceCountIs('AWS::DynamoDB::Table', TABLES.length);
+  });
+
+  for (const def of TABLES) {
+    describe(`table ${def.name}`, () => {
+      const { props, raw } = tableByEnv(template, def.envVar);
+
+      it('has the key schema of its definition, string keys', () => {
+        const keys = [{ AttributeName: def.partitionKey, KeyType: 'HASH' }];
+        if (def.sortKey) keys.push({ AttributeName: def.sortKey, KeyType: 'RANGE' });
+        assert.deepEqual(props.KeySchema, keys);
+        for (const a of props.AttributeDefinitions as { AttributeType: string }[])
+          assert.equal(a.AttributeType, 'S');
+      });
+
+      it('is on-demand, point-in-time recoverable and KMS-encrypted', () => {
+        assert.equal(props.BillingMode, 'PAY_PER_REQUEST');
+        assert.equal(props.ProvisionedThroughput, undefined);
+        assert.deepEqual(props.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+        // SSEEnabled true without a key id is the AWS managed KMS key (aws/dynamodb), not the AWS owned key.
+        assert.deepEqual(props.SSESpecification, { SSEEnabled: true });
+      });
+
+      it('has exactly the GSIs of its definition', () => {
+        const expected = def.indexes.map((i) => ({
+          IndexName: i.indexName,
+          KeySchema: [
+            { AttributeName: i.partitionKey, KeyType: 'HASH' },
+            ...(i.sortKey ? [{ AttributeName: i.sortKey, KeyType: 'RANGE' }] : []),
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        }));
+        assert.deepEqual(props.GlobalSecondaryIndexes ?? [], expected);
+      });
+
+      it(def.ttlAttribute ? `expires items by ${def.ttlAttribute}` : 'has no TTL', () => {
+        assert.deepEqual(
+          props.TimeToLiveSpecification,
+          def.ttlAttribute ? { AttributeName: def.ttlAttribute, Enabled: true } : undefined,
+        );
+      });
+
+      it('is retained and deletion-protected by default', () => {
+        assert.equal(raw.DeletionPolicy, 'Retain');
+        assert.equal(props.DeletionProtectionEnabled, true);
+      });
+    });
+  }
+
+  it('deletes tables and lifts deletion protection in dev mode', () => {
+    const dev = otaTemplate({ devMode: true });
+    for (const t of Object.values(dev.findResources('AWS::DynamoDB::Table'))) {
+      assert.equal(t.DeletionPolicy, 'Delete');
+      assert.equal(t.Properties.DeletionProtectionEnabled, false);
+    }
+  });
+
+  it('uses a customer managed key when given one', () => {
+    const stack = newStack();
+    const key = new kms.Key(stack, 'Key', { enableKeyRotation: true });
+    new DataTables(stack, 'Data', { encryptionKey: key });
+    const t = Template.fromStack(stack);
+    t.allResourcesProperties('AWS::DynamoDB::Table', {
+      SSESpecification: {
+        SSEEnabled: true,
+        SSEType: 'KMS',
+        KMSMasterKeyId: { 'Fn::GetAtt': ['Key961B73FD', 'Arn'] },
+      },
+    });
+  });
+
+  it('bindRead sets the env var and grants no write action; bindReadWrite adds item writes only', () => {
+    const stack = newStack();
+    const data = new DataTables(stack, 'Data');
+    const mk = (id: string) =>
+      new lambda.Function(stack, id, {
+        runtime: lambda.Runtime.NODEJS_24_X,
+        handler: 'index.handler',
+        code: lambda.Code.fromInline('export const handler = () => {}'),
+      });
+    const reader = mk('Reader');
+    const writer = mk('Writer');
+    data.bindRead(reader, 'releases');
+    data.bindReadWrite(writer, 'vehicles');
+    const t = Template.fromStack(stack);
+    const env = (id: string) =>
+      (
+        Object.values(t.findResources('AWS::Lambda::Function')).find((f) =>
+          JSON.stringify(f.Properties.Role).includes(`${id}ServiceRole`),
+        )!.Properties.Environment as { Variables: Record<string, unknown> }
+      ).Variables;
+    assert.deepEqual(Object.keys(env('Reader')), ['TABLE_RELEASES']);
+    assert.deepEqual(Object.keys(env('Writer')), ['TABLE_VEHICLES']);
+    const target = (id: string, v: string) => resources(t)[(env(id)[v] as { Ref: string }).Ref]!.Properties!;
+    assert.deepEqual(target('Reader', 'TABLE_RELEASES').KeySchema, [
+      { AttributeName: 'releaseId', KeyType: 'HASH' },
+    ]);
+    assert.deepEqual(target('Writer', 'TABLE_VEHICLES').KeySchema, [
+      { AttributeName: 'vin', KeyType: 'HASH' },
+    ]);
+    const actions = (id: string) =>
+      Object.values(t.findResources('AWS::IAM::Policy'))
+        .filter((p) => JSON.stringify(p.Properties.Roles).includes(`${id}ServiceRole`))
+        .flatMap((p) =>
+          p.Properties.PolicyDocument.Statement.flatMap((s: { Action: string | string[] }) =>
+            [s.Action].flat(),
+          ),
+        );
+    const writes = [
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+      'dynamodb:DeleteItem',
+      'dynamodb:BatchWriteItem',
+    ];
+    for (const w of writes) assert.ok(!actions('Reader').includes(w), `reader must not have ${w}`);
+    for (const w of writes) assert.ok(actions('Writer').includes(w), `writer needs ${w}`);
+    for (const a of [...actions('Reader'), ...actions('Writer')]) {
+      assert.ok(!/^dynamodb:(Create|Delete|Update)Table|\*/.test(a), `no table management: ${a}`);
+    }
+  });
+
+  it('rejects a name the data model does not define', () => {
+    const data = new DataTables(newStack(), 'Data');
+    assert.throws(() => data.table('nope' as never), /no table named nope/);
+  });
+});

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Duration } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
+import { OtaFunction } from '../../lib/ota-function.js';
+import {
+  functionEnv,
+  functionProps,
+  functionRoleId,
+  functionStatements,
+  newStack,
+  otaTemplate,
+  resources,
+} from './fixtures.js';
+
+const template = otaTemplate();
+
+/** The newest Node.js runtime this aws-cdk-lib knows, computed independently of the construct. */
+function newestNodeRuntime(): string {
+  return lambda.Runtime.ALL.map((r) => r.name)
+    .filter((n) => /^nodejs\d+\.x$/.test(n))
+    .sort((a, b) => Number.parseInt(a.slice(6), 10) - Number.parseInt(b.slice(6), 10))
+    .at(-1)!;
+}
+
+describe('API functions', () => {
+  it('creates exactly one function per FUNCTIONS entry', () => {
+    template.resourceCountIs('AWS::Lambda::Function', FUNCTIONS.length);
+  });
+
+  for (const fn of FUNCTIONS) {
+    describe(fn, () => {
+      const props = functionProps(template, fn);
+
+      it('runs on arm64 with the newest Node.js runtime', () => {
+        assert.deepEqual(props.Architectures, ['arm64']);
+        assert.equal(props.Runtime, newestNodeRuntime());
+        assert.equal(props.Runtime, 'nodejs24.x');
+      });
+
+      it('traces actively with X-Ray', () => {
+        assert.deepEqual(props.TracingConfig, { Mode: 'Active' });
+      });
+
+      it('logs to its own retained log group with a retention period', () => {
+        const logGroupId = (props.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
+        const group = resources(template)[logGroupId]!;
+        assert.equal(group.Type, 'AWS::Logs::LogGroup');
+        assert.equal(group.Properties!.RetentionInDays, 90);
+        assert.equal(group.DeletionPolicy, 'Retain');
+        const others = FUNCTIONS.filter((f) => f !== fn).map(
+          (f) => (functionProps(template, f).LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref,
+        );
+        assert.ok(!others.includes(logGroupId), 'not shared');
+      });
+
+      it('may write only to its own log group (no AWSLambdaBasicExecutionRole)', () => {
+        const role = resources(template)[functionRoleId(template, fn)]!;
+        assert.equal(role.Properties!.ManagedPolicyArns, undefined);
+        const logStatements = functionStatements(template, fn).filter((s) =>
+          s.actions.some((a) => a.startsWith('logs:')),
+        );
+        const logGroupId = (props.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
+        assert.deepEqual(logStatements, [
+          {
+            Effect: 'Allow',
+            actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+            resources: [{ 'Fn::GetAtt': [logGroupId, 'Arn'] }],
+            Condition: undefined,
+          },
+        ]);
+      });
+
+      it('enables source maps and configures Powertools', () => {
+        const env = functionEnv(template, fn);
+        assert.equal(env.NODE_OPTIONS, '--enable-source-maps');
+        assert.equal(env.POWERTOOLS_SERVICE_NAME, fn);
+        assert.equal(env.POWERTOOLS_METRICS_NAMESPACE, 'FleetOta');
+      });
+
+      it('gets the shared settings with their defaults', () => {
+        const env = functionEnv(template, fn);
+        assert.equal(env.RELEASE_PUBLIC_KEYS, '[]');
+        assert.equal(env.PRESIGN_TTL_SECONDS, '300');
+        assert.equal(env.TOKEN_TTL_SECONDS, '900');
+        assert.equal(env.HISTORY_RETENTION_DAYS, '90');
+      });
+
+      it('has a memory size and a timeout below the API Gateway limit, and no reserved concurrency by default', () => {
+        assert.equal(props.MemorySize, 512);
+        assert.equal(props.Timeout, 10);
+        assert.equal(props.ReservedConcurrentExecutions, undefined);
+      });
+    });
+  }
+
+  it('passes the stack settings through', () => {
+    const t = otaTemplate({
+      presignTtlSeconds: 120,
+      tokenTtlSeconds: 600,
+      historyRetentionDays: 30,
+      reservedConcurrentExecutions: 5,
+      functionLogRetention: logs.RetentionDays.ONE_MONTH,
+    });
+    for (const fn of FUNCTIONS) {
+      const env = functionEnv(t, fn);
+      assert.equal(env.PRESIGN_TTL_SECONDS, '120');
+      assert.equal(env.TOKEN_TTL_SECONDS, '600');
+      assert.equal(env.HISTORY_RETENTION_DAYS, '30');
+      assert.equal(functionProps(t, fn).ReservedConcurrentExecutions, 5);
+    }
+    t.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, FUNCTIONS.length);
+  });
+
+  it('OtaFunction honours memory, timeout and reserved concurrency props', () => {
+    const stack = newStack();
+    new OtaFunction(stack, 'F', {
+      entry: 'lambdas/auth-api/handler.ts',
+      serviceName: 'x',
+      memorySize: 1024,
+      timeout: Duration.seconds(20),
+      reservedConcurrentExecutions: 3,
+      metricsNamespace: 'Other',
+    });
+    Template.fromStack(stack).hasResourceProperties('AWS::Lambda::Function', {
+      MemorySize: 1024,
+      Timeout: 20,
+      ReservedConcurrentExecutions: 3,
+      Environment: { Variables: { POWERTOOLS_METRICS_NAMESPACE: 'Other', POWERTOOLS_SERVICE_NAME: 'x' } },
+    });
+  });
+
+  it('OtaFunction rejects settings that cannot work', () => {
+    const make = (extra: object) => () =>
+      new OtaFunction(newStack(), 'F', { entry: 'lambdas/auth-api/handler.ts', serviceName: 'x', ...extra });
+    assert.throws(make({ memorySize: 64 }), /memorySize/);
+    assert.throws(make({ timeout: Duration.minutes(16) }), /timeout/);
+    assert.throws(make({ reservedConcurrentExecutions: 0 }), /reservedConcurrentExecutions/);
+  });
+});

@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { type App, type PolicyViolationBeta1, Stack, Validations } from 'aws-cdk-lib';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import type { IConstruct } from 'constructs';
+import { OtaStack, type OtaStackProps } from '../../lib/ota-stack.js';
+import { newApp } from './fixtures.js';
+
+/** Synthesises the app with the AwsSolutions plugin, as bin/app.ts does, and returns the unacknowledged findings. */
+function nagFindings(app: App): PolicyViolationBeta1[] {
+  const checks = new AwsSolutionsChecks(app);
+  Validations.of(app).addPlugins(checks);
+  try {
+    quietly(() => app.synth());
+  } catch (err) {
+    if (!/Validation failed/.test((err as Error).message)) throw err;
+  }
+  return checks.validateScope(app).violations as PolicyViolationBeta1[];
+}
+
+function describeFindings(findings: PolicyViolationBeta1[]): string {
+  return findings
+    .map(
+      (f) =>
+        `${f.ruleName} at ${f.violatingResources.map((r) => (r as { constructPath?: string }).constructPath).join(', ')}`,
+    )
+    .join('\n');
+}
+
+/** Runs fn with CDK's validation report (printed with console.error) silenced; the tests inspect it instead. */
+function quietly<T>(fn: () => T): T {
+  const original = console.error;
+  console.error = () => undefined;
+  try {
+    return fn();
+  } finally {
+    console.error = original;
+  }
+}
+
+/** Every acknowledgement recorded in the tree: construct path, rule id and reason. */
+function acknowledgements(root: IConstruct): { path: string; id: string; reason: string }[] {
+  return root.node.findAll().flatMap((c) =>
+    c.node.metadata
+      .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
+      .flatMap((m) =>
+        Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({
+          path: c.node.path,
+          id: id.replace(/^annotation::/i, ''),
+          reason,
+        })),
+      ),
+  );
+}
+
+const variants: [string, OtaStackProps][] = [
+  ['default', {}],
+  ['dev mode', { devMode: true }],
+  [
+    'with a web ACL and no CloudWatch role',
+    {
+      webAclArn: 'arn:aws:wafv2:eu-west-1:111111111111:regional/webacl/a/b',
+      createApiGatewayCloudWatchRole: false,
+    },
+  ],
+];
+
+describe('cdk-nag AwsSolutions', () => {
+  for (const [name, props] of variants) {
+    it(`reports no unacknowledged finding for the stack (${name})`, () => {
+      const app = newApp();
+      new OtaStack(app, 'Ota', props);
+      const findings = nagFindings(app);
+      assert.equal(findings.length, 0, describeFindings(findings));
+    });
+  }
+
+  it('detects a finding with this very harness (so the tests above can fail)', () => {
+    const app = newApp();
+    new OtaStack(app, 'Ota');
+    new s3.Bucket(new Stack(app, 'Careless'), 'Open');
+    const rules = nagFindings(app).map((f) => f.ruleName);
+    assert.ok(rules.includes('AwsSolutions-S10'), rules.join(','));
+    assert.ok(rules.includes('AwsSolutions-S1'), rules.join(','));
+  });
+
+  it('fails synthesis on an unacknowledged finding', () => {
+    const app = newApp();
+    new s3.Bucket(new Stack(app, 'Careless'), 'Open');
+    Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+    assert.throws(() => quietly(() => app.synth()), /Validation failed/);
+  });
+
+  it('acknowledges only what the design needs, each with a reason, and nothing stale', () => {
+    const app = newApp();
+    const stack = new OtaStack(app, 'Ota');
+    const acks = acknowledgements(app);
+    const ids = [...new Set(acks.map((a) => a.id.replace(/\[Resource::.*\]/, '[Resource]')))].sort();
+    assert.deepEqual(ids, [
+      'AwsSolutions-APIG3',
+      'AwsSolutions-APIG4',
+      'AwsSolutions-COG4',
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
+      'AwsSolutions-IAM5[Resource]',
+    ]);
+    for (const a of acks)
+      assert.ok(a.reason.length >= 80, `a reviewer-grade reason for ${a.id} at ${a.path}`);
+    // APIG4 (no API Gateway authorizer) is acknowledged on vehicle and auth routes only, never on operator routes.
+    const apig4 = acks.filter((a) => a.id === 'AwsSolutions-APIG4').map((a) => a.path);
+    assert.equal(apig4.length, 7);
+    assert.ok(
+      apig4.every((p) => /\/(auth|updates)\//.test(p)),
+      apig4.join(','),
+    );
+    // The bare "*" acknowledgement sits only on X-Ray tracing policies and the IoT registration policy.
+    const star = acks.filter((a) => a.id === 'AwsSolutions-IAM5[Resource::*]').map((a) => a.path);
+    assert.deepEqual(star.sort(), [
+      'Ota/AuthApiFunction/TracingPolicy',
+      `Ota/FleetIdentity/${stack.fleet.node.children.find((c) => c.node.id.startsWith('Registration'))!.node.id}`,
+      'Ota/OperatorApiFunction/TracingPolicy',
+      'Ota/VehicleApiFunction/TracingPolicy',
+    ]);
+    // Every acknowledgement suppresses a finding that would otherwise be reported.
+    const unacknowledged = new Set(
+      new AwsSolutionsChecks()
+        .validateScope(withoutAcknowledgements(() => new OtaStack(newApp(), 'Ota')))
+        .violations.flatMap((v) =>
+          v.violatingResources.map((r) => `${v.ruleName}@${(r as { constructPath: string }).constructPath}`),
+        ),
+    );
+    for (const a of acks) {
+      assert.ok(
+        [...unacknowledged].some((f) => f.startsWith(`${a.id}@${a.path}/`)),
+        `stale acknowledgement ${a.id} at ${a.path}`,
+      );
+    }
+  });
+});
+
+/** Builds a stack while acknowledgements are disabled, to see the raw findings. */
+function withoutAcknowledgements(build: () => Stack): Stack {
+  const proto = Validations.prototype as unknown as { acknowledge: (...args: unknown[]) => void };
+  const original = proto.acknowledge;
+  proto.acknowledge = () => undefined;
+  try {
+    const stack = build();
+    stack.node.root.node.findAll();
+    return stack;
+  } finally {
+    proto.acknowledge = original;
+  }
+}

@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { ROUTES } from '../../lambdas/core/api-schema.js';
+import { functionId, onlyId, otaTemplate, referencedIds, resources } from './fixtures.js';
+
+const template = otaTemplate();
+const all = resources(template);
+
+/** Full path of an AWS::ApiGateway::Resource, rebuilt from its PathPart chain. */
+function pathOf(resourceRef: unknown): string {
+  if (JSON.stringify(resourceRef).includes('RootResourceId')) return '';
+  const id = referencedIds(resourceRef)[0]!;
+  const r = all[id]!.Properties!;
+  return `${pathOf(r.ParentId)}/${r.PathPart}`;
+}
+
+const methods = Object.values(template.findResources('AWS::ApiGateway::Method')).map((m) => ({
+  key: `${m.Properties.HttpMethod} ${pathOf(m.Properties.ResourceId)}`,
+  props: m.Properties as Record<string, unknown>,
+}));
+function method(route: { method: string; resource: string }) {
+  const found = methods.filter((m) => m.key === `${route.method} ${route.resource}`);
+  assert.equal(found.length, 1, `one method for ${route.method} ${route.resource}`);
+  return found[0]!.props;
+}
+
+const stage = Object.values(template.findResources('AWS::ApiGateway::Stage'))[0]!.Properties;
+
+/** Replaces API Gateway $context variables with sample values, as API Gateway would, to check the JSON shape. */
+function render(templateText: string): string {
+  return templateText
+    .replace(/\$context\.error\.messageString/g, JSON.stringify('Invalid "request" body'))
+    .replace(/\$context\.[A-Za-z.]+/g, 'VALUE');
+}
+
+describe('VehicleApi', () => {
+  it('has one method per route and nothing else', () => {
+    assert.equal(methods.length, ROUTES.length);
+    assert.deepEqual(methods.map((m) => m.key).sort(), ROUTES.map((r) => `${r.method} ${r.resource}`).sort());
+  });
+
+  for (const route of ROUTES) {
+    describe(`${route.method} ${route.resource}`, () => {
+      const props = method(route);
+
+      it(
+        route.auth === 'operator'
+          ? 'requires IAM (SigV4) authorization'
+          : 'leaves authentication to the handler',
+        () => {
+          assert.equal(props.AuthorizationType, route.auth === 'operator' ? 'AWS_IAM' : 'NONE');
+        },
+      );
+
+      it(`proxies to the ${route.fn} function`, () => {
+        const integration = props.Integration as { Type: string; Uri: unknown };
+        assert.equal(integration.Type, 'AWS_PROXY');
+        assert.deepEqual(referencedIds(integration.Uri), [functionId(template, route.fn)]);
+      });
+
+      it('validates the request with the API validator and requires its path parameters', () => {
+        assert.deepEqual(referencedIds(props.RequestValidatorId), [
+          onlyId(template, 'AWS::ApiGateway::RequestValidator'),
+        ]);
+        const params = [...route.resource.matchAll(/\{(\w+)\}/g)].map((m) => `method.request.path.${m[1]}`);
+        assert.deepEqual(props.RequestParameters, Object.fromEntries(params.map((p) => [p, true])));
+      });
+
+      if (route.body) {
+        const body = route.body;
+        it('validates the JSON body against the draft-4 model of its zod schema', () => {
+          const models = props.RequestModels as Record<string, unknown>;
+          assert.deepEqual(Object.keys(models), ['application/json']);
+          const model = all[referencedIds(models['application/json'])[0]!]!.Properties!;
+          assert.equal(model.ContentType, 'application/json');
+          const schema = model.Schema as Record<string, unknown>;
+          const expected = z.toJSONSchema(body, { target: 'draft-04' }) as Record<string, unknown>;
+          assert.equal(schema.$schema, 'http://json-schema.org/draft-04/schema#');
+          assert.equal(schema.type, 'object');
+          assert.equal(schema.additionalProperties, false);
+          assert.deepEqual(schema.required, expected.required);
+          assert.deepEqual(schema.properties, expected.properties);
+        });
+      } else {
+        it('has no body model', () => {
+          assert.equal(props.RequestModels, undefined);
+        });
+      }
+    });
+  }
+
+  it('requires the body fields a vehicle must send for a token', () => {
+    const token = method({ method: 'POST', resource: '/auth/token' });
+    const model =
+      all[referencedIds((token.RequestModels as Record<string, unknown>)['application/json'])[0]!]!;
+    assert.deepEqual((model.Properties!.Schema as { required: string[] }).required, [
+      'vin',
+      'nonce',
+      'signature',
+    ]);
+  });
+
+  it('has one request validator that checks both body and parameters', () => {
+    template.resourceCountIs('AWS::ApiGateway::RequestValidator', 1);
+    template.hasResourceProperties('AWS::ApiGateway::RequestValidator', {
+      ValidateRequestBody: true,
+      ValidateRequestParameters: true,
+    });
+  });
+
+  it('throttles the whole stage (100 rps, burst 200 by default) and logs errors without bodies', () => {
+    assert.deepEqual(stage.MethodSettings, [
+      {
+        HttpMethod: '*',
+        ResourcePath: '/*',
+        ThrottlingRateLimit: 100,
+        ThrottlingBurstLimit: 200,
+        LoggingLevel: 'ERROR',
+        DataTraceEnabled: false,
+        MetricsEnabled: true,
+      },
+    ]);
+    assert.equal(stage.TracingEnabled, true);
+  });
+
+  it('takes throttling limits from the stack props', () => {
+    const t = otaTemplate({ apiThrottlingRateLimit: 10, apiThrottlingBurstLimit: 20 });
+    const s = Object.values(t.findResources('AWS::ApiGateway::Stage'))[0]!.Properties;
+    assert.equal(s.MethodSettings[0].ThrottlingRateLimit, 10);
+    assert.equal(s.MethodSettings[0].ThrottlingBurstLimit, 20);
+  });
+
+  it('writes JSON access logs to its own log group', () => {
+    const setting = stage.AccessLogSetting as { DestinationArn: unknown; Format: string };
+    const groupId = referencedIds(setting.DestinationArn)[0]!;
+    assert.equal(all[groupId]!.Type, 'AWS::Logs::LogGroup');
+    assert.equal(all[groupId]!.Properties!.RetentionInDays, 365);
+    const line = JSON.parse(render(setting.Format)) as Record<string, string>;
+    for (const field of [
+      'requestId',
+      'httpMethod',
+      'resourcePath',
+      'status',
+      'sourceIp',
+      'userArn',
+      'errorMessage',
+    ]) {
+      assert.ok(field in line, field);
+    }
+    assert.equal(line.errorMessage, 'Invalid "request" body');
+    assert.ok(!setting.Format.includes('$context.path'), 'concrete paths (VINs) are not logged');
+  });
+
+  it('answers gateway errors as {"error":{"code","message"}} JSON', () => {
+    const responses = Object.values(template.findResources('AWS::ApiGateway::GatewayResponse'));
+    assert.deepEqual(responses.map((r) => r.Properties.ResponseType).sort(), ['DEFAULT_4XX', 'DEFAULT_5XX']);
+    for (const r of responses) {
+      const body = JSON.parse(render(r.Properties.ResponseTemplates['application/json'])) as {
+        error: { code: string; message: string };
+      };
+      assert.deepEqual(Object.keys(body), ['error']);
+      assert.deepEqual(Object.keys(body.error), ['code', 'message']);
+    }
+  });
+
+  it('lets API Gateway invoke each function only for its own routes on the deployed stage', () => {
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission')).map((p) => ({
+      fn: referencedIds(p.Properties.FunctionName)[0],
+      principal: p.Properties.Principal,
+      action: p.Properties.Action,
+      parts: p.Properties.SourceArn['Fn::Join'][1] as unknown[],
+    }));
+    assert.equal(permissions.length, ROUTES.length, 'one per method, no test-invoke permissions');
+    const stageId = onlyId(template, 'AWS::ApiGateway::Stage');
+    for (const route of ROUTES) {
+      const suffix = `/${route.method}${route.resource.replace(/\{\w+\}/g, '*')}`;
+      const matching = permissions.filter((p) => p.parts.at(-1) === suffix);
+      assert.equal(matching.length, 1, suffix);
+      const p = matching[0]!;
+      assert.equal(p.fn, functionId(template, route.fn));
+      assert.equal(p.principal, 'apigateway.amazonaws.com');
+      assert.equal(p.action, 'lambda:InvokeFunction');
+      assert.deepEqual(p.parts.at(-2), { Ref: stageId });
+    }
+  });
+
+  it('associates no web ACL by default, and the given one when configured', () => {
+    template.resourceCountIs('AWS::WAFv2::WebACLAssociation', 0);
+    const acl = 'arn:aws:wafv2:eu-west-1:111111111111:regional/webacl/fleet/abc';
+    otaTemplate({ webAclArn: acl }).hasResourceProperties('AWS::WAFv2::WebACLAssociation', {
+      WebACLArn: acl,
+    });
+  });
+
+  it('creates the API Gateway CloudWatch role unless told the account has one', () => {
+    template.resourceCountIs('AWS::ApiGateway::Account', 1);
+    otaTemplate({ createApiGatewayCloudWatchRole: false }).resourceCountIs('AWS::ApiGateway::Account', 0);
+  });
+});
