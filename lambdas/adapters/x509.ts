@@ -3,10 +3,15 @@
  * clientAuth certificate, make a CA and a 127.0.0.1 server certificate. ECDSA P-256 throughout. No AWS import:
  * the operator function bundles this file to vet CSRs before IoT Core or the local CA signs them.
  */
+// @peculiar/x509 resolves its algorithms through tsyringe, which needs the Reflect metadata polyfill first.
+import 'reflect-metadata';
 import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
+x509.cryptoProvider.set(webcrypto as ReturnType<typeof x509.cryptoProvider.get>);
 
 const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const ECDSA_SHA256 = { name: 'ECDSA', hash: 'SHA-256' } as const;
@@ -35,11 +40,15 @@ export interface KeyAndCertificate {
   readonly certPem: string;
 }
 
-function toPem(der: ArrayBuffer | Buffer, tag: 'PRIVATE KEY' | 'PUBLIC KEY'): string {
-  return x509.PemConverter.encode(der, tag);
+/** PEM text ending with a newline, as files and other tools expect. */
+function pem(text: string): string {
+  return text.endsWith('\n') ? text : `${text}\n`;
 }
 
-function requireP256(key: { asymmetricKeyType?: string; asymmetricKeyDetails?: { namedCurve?: string } }): void {
+function requireP256(key: {
+  asymmetricKeyType?: string;
+  asymmetricKeyDetails?: { namedCurve?: string };
+}): void {
   if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
     throw new CsrError('the key must be an ECDSA P-256 key');
   }
@@ -64,7 +73,9 @@ export async function inspectCsr(csrPem: string): Promise<InspectedCsr> {
   return (await checkCsr(csrPem)).inspected;
 }
 
-async function checkCsr(csrPem: string): Promise<{ csr: x509.Pkcs10CertificateRequest; inspected: InspectedCsr }> {
+async function checkCsr(
+  csrPem: string,
+): Promise<{ csr: x509.Pkcs10CertificateRequest; inspected: InspectedCsr }> {
   const csr = parseCsr(csrPem);
   let spki: ReturnType<typeof createPublicKey>;
   try {
@@ -103,7 +114,7 @@ async function newKeyPair(): Promise<CryptoKeyPair> {
 }
 
 async function exportPrivateKey(key: CryptoKey): Promise<string> {
-  return toPem(await webcrypto.subtle.exportKey('pkcs8', key as webcrypto.CryptoKey), 'PRIVATE KEY');
+  return pem(x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY'));
 }
 
 /** A positive, non-zero 128-bit serial (RFC 5280 allows up to 20 octets; the top bit clear keeps it positive). */
@@ -115,7 +126,10 @@ function randomSerial(): string {
 
 function validity(days: number, now: Date): { notBefore: Date; notAfter: Date } {
   if (!Number.isInteger(days) || days < 1) throw new Error('days must be a positive integer');
-  return { notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter: new Date(now.getTime() + days * DAY_MS) };
+  return {
+    notBefore: new Date(now.getTime() - BACKDATE_MS),
+    notAfter: new Date(now.getTime() + days * DAY_MS),
+  };
 }
 
 interface LoadedCa {
@@ -155,7 +169,7 @@ async function issue(
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
     ],
   });
-  return cert.toString('pem');
+  return pem(cert.toString('pem'));
 }
 
 /** A self-signed ECDSA P-256 CA that may sign end-entity certificates only (path length 0). */
@@ -176,7 +190,7 @@ export async function createCa(
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { keyPem: await exportPrivateKey(keys.privateKey), certPem: cert.toString('pem') };
+  return { keyPem: await exportPrivateKey(keys.privateKey), certPem: pem(cert.toString('pem')) };
 }
 
 /**
@@ -234,12 +248,14 @@ export async function issueServerCertificate(params: {
 }
 
 /** A new ECDSA P-256 key and a CSR for it with CN = commonName, as a vehicle makes them (tests, agents). */
-export async function generateKeyAndCsr(commonName: string): Promise<{ privateKeyPem: string; csrPem: string }> {
+export async function generateKeyAndCsr(
+  commonName: string,
+): Promise<{ privateKeyPem: string; csrPem: string }> {
   const keys = await newKeyPair();
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: [{ CN: [commonName] }],
     keys,
     signingAlgorithm: ECDSA_SHA256,
   });
-  return { privateKeyPem: await exportPrivateKey(keys.privateKey), csrPem: csr.toString('pem') };
+  return { privateKeyPem: await exportPrivateKey(keys.privateKey), csrPem: pem(csr.toString('pem')) };
 }

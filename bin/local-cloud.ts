@@ -1,0 +1,61 @@
+/**
+ * `npm start`: the local cloud on its default ports until Ctrl-C.
+ *   --data-dir <dir>               state folder (default .ota-local)
+ *   --release-public-key <file>    trust this OEM release public key instead of the development one (repeatable)
+ */
+import { readFileSync } from 'node:fs';
+import { relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startLocalCloud } from '../local/cloud.js';
+
+const { values } = parseArgs({
+  options: {
+    'data-dir': { type: 'string' },
+    'release-public-key': { type: 'string', multiple: true },
+  },
+});
+
+const began = performance.now();
+const cloud = await startLocalCloud({
+  dataDir: values['data-dir'],
+  releasePublicKeys: values['release-public-key']?.map((f) => readFileSync(f, 'utf8')),
+});
+const show = (path: string) => {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith('..') ? rel : path;
+};
+
+const lines = [
+  `Local cloud ready in ${Math.round(performance.now() - began)} ms (state in ${show(cloud.dataDir)})`,
+  `  API        ${cloud.endpoints.api}`,
+  `  S3         ${cloud.endpoints.s3}  (bucket ${cloud.bucket})`,
+  `  DynamoDB   ${cloud.endpoints.dynamodb}`,
+  `  CA         ${show(cloud.caFile)}  (export NODE_EXTRA_CA_CERTS=${show(cloud.caFile)})`,
+  cloud.adminTokenFile
+    ? `  Admin token file  ${show(cloud.adminTokenFile)}  (Authorization: Bearer $(cat ${show(cloud.adminTokenFile)}))`
+    : '  Admin token  given in the options',
+  cloud.releaseKeyFiles
+    ? `  Dev release key   ${show(cloud.releaseKeyFiles.privateKey)} (public: ${show(cloud.releaseKeyFiles.publicKey)})`
+    : '  Release keys  from --release-public-key',
+  'Ctrl-C stops it.',
+];
+process.stdout.write(`${lines.join('\n')}\n`);
+
+let stopping = false;
+const shutdown = (signal: NodeJS.Signals) => {
+  if (stopping) {
+    process.stderr.write(`${signal} again: exiting without waiting\n`);
+    process.exit(1);
+  }
+  stopping = true;
+  process.stdout.write(`${signal}: stopping...\n`);
+  cloud.stop().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`stop failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+};
+process.on('SIGINT', shutdown);
+process.on('SIGTERM', shutdown);

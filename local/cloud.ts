@@ -1,0 +1,424 @@
+/**
+ * The local cloud: the backend on one machine, no AWS account. An S3 emulator and a DynamoDB emulator serve TLS
+ * with a certificate from the local CA, the tables come from the same TABLES definition as the CDK stack, and the
+ * same Lambda handler modules run behind a local API Gateway. Everything binds 127.0.0.1 and keeps its state in
+ * one folder, so a restart finds its data, keys and CA again.
+ */
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { Agent, createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import S3rver from '@20minutes/s3rver';
+import {
+  type AttributeDefinition,
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  type KeySchemaElement,
+  ResourceNotFoundException,
+  type TableDescription,
+} from '@aws-sdk/client-dynamodb';
+import dynalite from 'dynalite';
+import { ENV } from '../lambdas/adapters/env.js';
+import type { FunctionName } from '../lambdas/core/api-schema.js';
+import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
+import { LocalCa, type TlsMaterial } from './ca.js';
+import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
+import {
+  closeServer,
+  type GatewayLogger,
+  type HandlerLoader,
+  LocalGateway,
+  listen,
+  type ProxyHandler,
+  type ThrottleSettings,
+} from './gateway.js';
+
+export const LOCAL_REGION = 'us-east-1';
+/** s3rver's built-in account; dynalite accepts any credentials (it does not check signatures). */
+export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
+export const FIRMWARE_BUCKET = 'ota-firmware';
+export const DEFAULT_PORTS = { api: 8443, s3: 9443, dynamodb: 8444, mqtt: 8883 } as const;
+
+export interface LocalCloudPorts {
+  readonly api?: number;
+  readonly s3?: number;
+  readonly dynamodb?: number;
+  /** Reserved for the MQTT broker; not opened yet. */
+  readonly mqtt?: number;
+}
+
+export interface LocalCloudOptions {
+  /** Folder for all state: CA, keys, admin token, S3 objects, DynamoDB data. @default '.ota-local' */
+  readonly dataDir?: string;
+  /** 0 picks a free port (tests). @default DEFAULT_PORTS */
+  readonly ports?: LocalCloudPorts;
+  /**
+   * PEM (SPKI) public keys of the OEM release keys to trust. @default a development release key pair made once
+   * in <dataDir>/keys (release.key.pem, release.pub.pem), so a newcomer can sign and publish right away
+   */
+  readonly releasePublicKeys?: readonly string[];
+  /** Bearer token for operator routes. @default a random token kept in <dataDir>/admin-token */
+  readonly adminToken?: string;
+  /** @default 300 */
+  readonly presignTtlSeconds?: number;
+  /** @default imports lambdas/<fn>/handler.ts once per function, after the environment is set */
+  readonly loadHandler?: HandlerLoader;
+  /** Gateway throttling per source IP. @default { ratePerSecond: 100, burst: 200 } */
+  readonly throttle?: ThrottleSettings;
+  /** @default JSON lines on stderr */
+  readonly logger?: GatewayLogger;
+}
+
+export interface LocalCloud {
+  readonly endpoints: { readonly api: string; readonly s3: string; readonly dynamodb: string };
+  readonly caCertPem: string;
+  /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
+  readonly caFile: string;
+  readonly adminToken: string;
+  /** Where the admin token is kept; undefined when it was passed in the options. */
+  readonly adminTokenFile: string | undefined;
+  /** The development release key pair, when no releasePublicKeys were given. */
+  readonly releaseKeyFiles: { readonly privateKey: string; readonly publicKey: string } | undefined;
+  readonly signingKeyFile: string;
+  readonly bucket: string;
+  /** Logical table name -> physical name. */
+  readonly tables: Readonly<Record<TableDefinition['name'], string>>;
+  readonly dataDir: string;
+  /** Closes every server and restores the environment variables the cloud set. */
+  stop(): Promise<void>;
+}
+
+let running = false;
+
+/** Starts the local cloud. One per process: the handlers read their configuration from process.env. */
+export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
+  if (running) throw new Error('A local cloud is already running in this process; stop it first');
+  running = true;
+  const cleanups: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) {
+      await cleanup().catch(() => {});
+    }
+    running = false;
+  };
+  try {
+    const cloud = await start(options, cleanups);
+    return { ...cloud, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function start(
+  options: LocalCloudOptions,
+  cleanups: (() => Promise<void>)[],
+): Promise<Omit<LocalCloud, 'stop'>> {
+  const dataDir = resolve(options.dataDir ?? '.ota-local');
+  const ports = { ...DEFAULT_PORTS, ...options.ports };
+
+  const ca = await LocalCa.open(join(dataDir, 'ca'));
+  const tls = await ca.serverCertificate();
+  const signingKeyFile = ensureEcKey(join(dataDir, 'keys', 'backend-signing.key.pem'));
+  const release = options.releasePublicKeys
+    ? { pems: options.releasePublicKeys.map(checkPublicKey), files: undefined }
+    : devReleaseKey(join(dataDir, 'keys'));
+  const admin = adminTokenFrom(options.adminToken, join(dataDir, 'admin-token'));
+
+  const s3 = await startS3(tls, ports.s3, join(dataDir, 's3'));
+  cleanups.push(s3.close);
+  const dynamo = await startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'));
+  cleanups.push(dynamo.close);
+
+  const tables = Object.fromEntries(TABLES.map((t) => [t.name, `fleet-ota-${t.name}`])) as Record<
+    TableDefinition['name'],
+    string
+  >;
+  await ensureTables(dynamo.endpoint, ca.certPem, tables);
+
+  const env: Record<string, string | undefined> = {
+    ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
+    [ENV.firmwareBucket]: FIRMWARE_BUCKET,
+    [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? 300),
+    [ENV.releasePublicKeys]: JSON.stringify(release.pems),
+    [ENV.localSigningKeyFile]: signingKeyFile,
+    [ENV.localCaDir]: ca.dir,
+    [ENV.endpointCaFile]: ca.certFile,
+    // AWS-only settings inherited from a shell would send the functions to real AWS services.
+    [ENV.signingKeyArn]: undefined,
+    [ENV.iotPolicyName]: undefined,
+    [ENV.iotThingType]: undefined,
+    AWS_ENDPOINT_URL_S3: s3.endpoint,
+    AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
+    AWS_REGION: LOCAL_REGION,
+    AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
+    AWS_SESSION_TOKEN: undefined,
+    POWERTOOLS_SERVICE_NAME: process.env.POWERTOOLS_SERVICE_NAME ?? 'fleet-ota-local',
+    POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARN',
+    POWERTOOLS_METRICS_NAMESPACE: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'FleetOtaLocal',
+    POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
+    POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
+  };
+  const loadHandler = options.loadHandler ?? importHandlerModules(env);
+  cleanups.push(setEnv(env));
+
+  const gateway = await LocalGateway.start({
+    tls,
+    port: ports.api,
+    adminToken: admin.token,
+    loadHandler,
+    throttle: options.throttle,
+    logger: options.logger,
+  });
+  cleanups.push(() => gateway.close());
+
+  return {
+    endpoints: { api: gateway.url, s3: s3.endpoint, dynamodb: dynamo.endpoint },
+    caCertPem: ca.certPem,
+    caFile: ca.certFile,
+    adminToken: admin.token,
+    adminTokenFile: admin.file,
+    releaseKeyFiles: release.files,
+    signingKeyFile,
+    bucket: FIRMWARE_BUCKET,
+    tables,
+    dataDir,
+  };
+}
+
+/** Sets the variables (undefined unsets) and answers a function that puts the previous values back. */
+function setEnv(env: Record<string, string | undefined>): () => Promise<void> {
+  const previous = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  apply(env);
+  return async () => apply(previous);
+}
+
+let importedWith: string | undefined;
+
+/**
+ * Imports lambdas/<fn>/handler.ts on first use, like a Lambda cold start. Handler modules read their environment
+ * once at import and stay cached for the life of the process, so a second local cloud with other settings in
+ * the same process would silently talk to the first one's endpoints; that is refused here instead.
+ */
+function importHandlerModules(env: Record<string, string | undefined>): HandlerLoader {
+  const settings = JSON.stringify(env);
+  if (importedWith !== undefined && importedWith !== settings) {
+    throw new Error(
+      'The Lambda handler modules in this process were loaded for a local cloud with other settings (data folder ' +
+        'or ports) and keep them; restart with the same dataDir and ports, or use a new process',
+    );
+  }
+  return async (fn: FunctionName): Promise<ProxyHandler> => {
+    importedWith = settings;
+    const mod = (await import(`../lambdas/${fn}/handler.js`)) as { handler?: unknown };
+    if (typeof mod.handler !== 'function')
+      throw new Error(`lambdas/${fn}/handler.ts exports no handler function`);
+    return mod.handler as ProxyHandler;
+  };
+}
+
+interface Started {
+  readonly endpoint: string;
+  close(): Promise<void>;
+}
+
+/**
+ * S3 on @20minutes/s3rver over TLS. s3rver lets unsigned requests through as if every bucket were public; a
+ * private bucket on AWS refuses them, so this front answers 403 AccessDenied to any request without a signature.
+ */
+async function startS3(tls: TlsMaterial, port: number, directory: string): Promise<Started> {
+  const s3rver = new S3rver({
+    silent: true,
+    directory,
+    vhostBuckets: false,
+    configureBuckets: [{ name: FIRMWARE_BUCKET, configs: [] }],
+  });
+  await s3rver.configureBuckets();
+  const app = s3rver.callback();
+  const server = createServer({ key: tls.keyPem, cert: tls.certPem, minVersion: 'TLSv1.2' }, (req, res) => {
+    const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+    const signed = 'authorization' in req.headers || query.has('X-Amz-Algorithm') || query.has('Signature');
+    if (signed) return app(req, res);
+    const body =
+      '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>';
+    res.writeHead(403, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  await listen(server, port);
+  return {
+    endpoint: endpointOf(server),
+    close: async () => {
+      await closeServer(server);
+      s3rver.logger.close();
+    },
+  };
+}
+
+/** DynamoDB on dynalite over TLS, persisted with LevelDB in `path`. */
+async function startDynamo(tls: TlsMaterial, caPem: string, port: number, path: string): Promise<Started> {
+  const server = dynalite({
+    ssl: true,
+    key: tls.keyPem,
+    cert: tls.certPem,
+    // Without it dynalite falls back to the test CA it ships with.
+    ca: caPem,
+    path,
+    createTableMs: 0,
+    deleteTableMs: 0,
+    updateTableMs: 0,
+  });
+  await listen(server, port);
+  return {
+    endpoint: endpointOf(server),
+    close: async () => {
+      const timer = setTimeout(() => server.closeAllConnections(), 2000);
+      timer.unref();
+      server.closeIdleConnections();
+      // dynalite's close also closes LevelDB once pending writes are done, which releases its lock.
+      await new Promise<void>((done, fail) => server.close((err) => (err ? fail(err) : done())));
+      clearTimeout(timer);
+    },
+  };
+}
+
+function endpointOf(server: Server): string {
+  return `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/**
+ * Creates the tables from TABLES when absent, and refuses to run on tables whose keys or indexes differ (an
+ * older data folder). dynalite has no UpdateTimeToLive, so TTL is not configured locally: history never expires.
+ */
+async function ensureTables(endpoint: string, caPem: string, names: Record<TableDefinition['name'], string>) {
+  const client = new DynamoDBClient({
+    endpoint,
+    region: LOCAL_REGION,
+    credentials: LOCAL_CREDENTIALS,
+    requestHandler: { httpsAgent: new Agent({ ca: caPem }) },
+  });
+  try {
+    for (const table of TABLES) {
+      const TableName = names[table.name];
+      let existing = await describe(client, TableName);
+      if (!existing) {
+        const keys = (pk: string, sk?: string): KeySchemaElement[] => [
+          { AttributeName: pk, KeyType: 'HASH' },
+          ...(sk ? [{ AttributeName: sk, KeyType: 'RANGE' as const }] : []),
+        ];
+        const attributes = new Set([
+          table.partitionKey,
+          table.sortKey,
+          ...table.indexes.flatMap((i) => [i.partitionKey, i.sortKey]),
+        ]);
+        await client.send(
+          new CreateTableCommand({
+            TableName,
+            BillingMode: 'PAY_PER_REQUEST',
+            KeySchema: keys(table.partitionKey, table.sortKey),
+            AttributeDefinitions: [...attributes]
+              .filter((a): a is string => a !== undefined)
+              .map((AttributeName): AttributeDefinition => ({ AttributeName, AttributeType: 'S' })),
+            ...(table.indexes.length
+              ? {
+                  GlobalSecondaryIndexes: table.indexes.map((i) => ({
+                    IndexName: i.indexName,
+                    KeySchema: keys(i.partitionKey, i.sortKey),
+                    Projection: { ProjectionType: 'ALL' },
+                  })),
+                }
+              : {}),
+          }),
+        );
+        existing = await describe(client, TableName);
+        for (let i = 0; existing?.TableStatus !== 'ACTIVE' && i < 100; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+          existing = await describe(client, TableName);
+        }
+      }
+      if (!existing || !matches(table, existing)) {
+        throw new Error(
+          `Table ${TableName} in the local data folder does not match lambdas/core/tables.ts; delete the data folder's ` +
+            'dynamodb directory to recreate it',
+        );
+      }
+    }
+  } finally {
+    client.destroy();
+  }
+}
+
+async function describe(client: DynamoDBClient, TableName: string): Promise<TableDescription | undefined> {
+  try {
+    return (await client.send(new DescribeTableCommand({ TableName }))).Table;
+  } catch (err) {
+    if (err instanceof ResourceNotFoundException) return undefined;
+    throw err;
+  }
+}
+
+function matches(table: TableDefinition, actual: TableDescription): boolean {
+  const key = (schema: KeySchemaElement[] | undefined) =>
+    JSON.stringify([
+      schema?.find((k) => k.KeyType === 'HASH')?.AttributeName,
+      schema?.find((k) => k.KeyType === 'RANGE')?.AttributeName,
+    ]);
+  if (key(actual.KeySchema) !== JSON.stringify([table.partitionKey, table.sortKey])) return false;
+  const indexes = actual.GlobalSecondaryIndexes ?? [];
+  if (indexes.length !== table.indexes.length) return false;
+  return table.indexes.every((want) => {
+    const got = indexes.find((i) => i.IndexName === want.indexName);
+    return got !== undefined && key(got.KeySchema) === JSON.stringify([want.partitionKey, want.sortKey]);
+  });
+}
+
+/** An ECDSA P-256 PKCS#8 key file (0600), made once. */
+function ensureEcKey(path: string): string {
+  if (!existsSync(path)) {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    writePrivateFile(path, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+  } else {
+    readPrivateFile(path);
+  }
+  return path;
+}
+
+function devReleaseKey(dir: string) {
+  const privateKey = ensureEcKey(join(dir, 'release.key.pem'));
+  const publicKey = join(dir, 'release.pub.pem');
+  const pem = createPublicKey(readPrivateFile(privateKey)).export({ type: 'spki', format: 'pem' }).toString();
+  if (readIfExists(publicKey) !== pem) writePublicFile(publicKey, pem);
+  return { pems: [pem], files: { privateKey, publicKey } };
+}
+
+function checkPublicKey(pem: string): string {
+  try {
+    createPublicKey(pem);
+  } catch (err) {
+    throw new Error('releasePublicKeys must be PEM public keys', { cause: err });
+  }
+  return pem;
+}
+
+function adminTokenFrom(
+  given: string | undefined,
+  file: string,
+): { token: string; file: string | undefined } {
+  if (given !== undefined) {
+    if (given.length < 16) throw new Error('adminToken must be at least 16 characters');
+    return { token: given, file: undefined };
+  }
+  const stored = existsSync(file) ? readPrivateFile(file).trim() : undefined;
+  if (stored && stored.length >= 16) return { token: stored, file };
+  const token = randomBytes(32).toString('base64url');
+  writePrivateFile(file, `${token}\n`);
+  return { token, file };
+}

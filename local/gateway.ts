@@ -1,0 +1,612 @@
+/**
+ * A local stand-in for API Gateway (REST, Lambda proxy integration): an HTTPS server on 127.0.0.1 that matches
+ * requests against ROUTES, turns them into APIGatewayProxyEvent objects for the same handler modules that run on
+ * Lambda, and writes their results back. It mirrors what API Gateway does before a function runs: unknown route
+ * (404), wrong method (405), operator authorisation (IAM on AWS, an admin token here: 401), body size (413),
+ * throttling (429), integration timeout (504), and a fixed body for anything unexpected (500), never a stack.
+ */
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { type FunctionName, ROUTES, type RouteDefinition } from '../lambdas/core/api-schema.js';
+import { INTERNAL_ERROR_BODY } from '../lambdas/core/errors.js';
+import { json } from '../lambdas/core/http.js';
+import type { TlsMaterial } from './ca.js';
+
+export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
+/** Returns the `handler` export of lambdas/<fn>/handler.ts, or a stand-in for it in tests. */
+export type HandlerLoader = (fn: FunctionName) => Promise<ProxyHandler>;
+
+export interface GatewayLogger {
+  warn(message: string, extra?: Record<string, unknown>): void;
+  error(message: string, extra?: Record<string, unknown>): void;
+}
+
+export interface ThrottleSettings {
+  /** Tokens added per second, per source IP. */
+  readonly ratePerSecond: number;
+  /** Bucket size: the largest burst a source IP may send at once. */
+  readonly burst: number;
+}
+
+export interface LocalGatewayProps {
+  /** Server key and certificate (the local CA's 127.0.0.1 certificate). */
+  readonly tls: TlsMaterial;
+  /** TCP port on 127.0.0.1; 0 picks a free one. */
+  readonly port: number;
+  /** Bearer token that operator routes require, standing in for IAM authorisation. */
+  readonly adminToken: string;
+  readonly loadHandler: HandlerLoader;
+  /** @default ROUTES */
+  readonly routes?: readonly RouteDefinition[];
+  /** Per-source-IP token bucket. @default { ratePerSecond: 100, burst: 200 } */
+  readonly throttle?: ThrottleSettings;
+  /** How long a handler may run before the caller gets 504, as API Gateway's integration timeout. @default 29000 */
+  readonly timeoutMs?: number;
+  /** @default JSON lines on stderr */
+  readonly logger?: GatewayLogger;
+  /** Milliseconds since the epoch. @default Date.now */
+  readonly clock?: () => number;
+}
+
+const HOST = '127.0.0.1';
+const LOCAL_ACCOUNT = '000000000000';
+/** The identity API Gateway reports for a caller that passed IAM authorisation; locally, whoever has the token. */
+export const LOCAL_OPERATOR_ARN = `arn:aws:iam::${LOCAL_ACCOUNT}:user/local-operator`;
+
+const errorBody = (code: string, message: string) => ({ error: { code, message } });
+
+const stderrLogger: GatewayLogger = {
+  warn: (message, extra) =>
+    process.stderr.write(
+      `${JSON.stringify({ level: 'WARN', service: 'local-gateway', message, ...extra })}\n`,
+    ),
+  error: (message, extra) =>
+    process.stderr.write(
+      `${JSON.stringify({ level: 'ERROR', service: 'local-gateway', message, ...extra })}\n`,
+    ),
+};
+
+interface CompiledRoute {
+  readonly segments: readonly ({ literal: string } | { param: string })[];
+  readonly resource: string;
+}
+
+function compile(resource: string): CompiledRoute {
+  const segments = resource
+    .split('/')
+    .slice(1)
+    .map((s) => {
+      const m = /^\{([A-Za-z0-9_]+)\}$/.exec(s);
+      return m ? { param: m[1]! } : { literal: s };
+    });
+  return { resource, segments };
+}
+
+/** Per-key token buckets; take() answers 0 when a request may pass, else the seconds to wait. */
+export class TokenBuckets {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(
+    private readonly settings: ThrottleSettings,
+    private readonly clock: () => number,
+  ) {
+    if (!(settings.ratePerSecond > 0) || !(settings.burst >= 1)) {
+      throw new Error('throttle needs ratePerSecond > 0 and burst >= 1');
+    }
+  }
+
+  take(key: string): number {
+    const now = this.clock();
+    const { ratePerSecond, burst } = this.settings;
+    const b = this.buckets.get(key) ?? { tokens: burst, at: now };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * ratePerSecond);
+    b.at = now;
+    this.buckets.set(key, b);
+    if (this.buckets.size > 10_000) this.evictFull(now);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil((1 - b.tokens) / ratePerSecond));
+  }
+
+  private evictFull(now: number): void {
+    const { ratePerSecond, burst } = this.settings;
+    for (const [key, b] of this.buckets) {
+      if (b.tokens + ((now - b.at) / 1000) * ratePerSecond >= burst) this.buckets.delete(key);
+    }
+  }
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  // Hashing first gives equal-length inputs, so neither the content nor the length leaks through timing.
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+function bearer(header: string | undefined): string | undefined {
+  const m = /^Bearer[ ]+(\S+)[ ]*$/i.exec(header ?? '');
+  return m?.[1];
+}
+
+function sourceIp(req: IncomingMessage): string {
+  const ip = req.socket.remoteAddress ?? '';
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+}
+
+function headersOf(req: IncomingMessage): {
+  headers: Record<string, string>;
+  multiValueHeaders: Record<string, string[]>;
+} {
+  const headers: Record<string, string> = {};
+  const multiValueHeaders: Record<string, string[]> = {};
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!;
+    const value = req.rawHeaders[i + 1]!;
+    headers[name] = value;
+    multiValueHeaders[name] = [...(multiValueHeaders[name] ?? []), value];
+  }
+  return { headers, multiValueHeaders };
+}
+
+function queryOf(rawQuery: string): {
+  single: Record<string, string> | null;
+  multi: Record<string, string[]> | null;
+} {
+  if (rawQuery === '') return { single: null, multi: null };
+  const single: Record<string, string> = {};
+  const multi: Record<string, string[]> = {};
+  for (const [k, v] of new URLSearchParams(rawQuery)) {
+    single[k] = v;
+    multi[k] = [...(multi[k] ?? []), v];
+  }
+  return Object.keys(single).length ? { single, multi } : { single: null, multi: null };
+}
+
+function isProxyResult(value: unknown): value is APIGatewayProxyResult {
+  if (typeof value !== 'object' || value === null) return false;
+  const r = value as Record<string, unknown>;
+  return (
+    Number.isInteger(r.statusCode) &&
+    (r.statusCode as number) >= 100 &&
+    (r.statusCode as number) <= 599 &&
+    (r.body === undefined || typeof r.body === 'string') &&
+    (r.headers === undefined || (typeof r.headers === 'object' && r.headers !== null)) &&
+    (r.multiValueHeaders === undefined ||
+      (typeof r.multiValueHeaders === 'object' && r.multiValueHeaders !== null))
+  );
+}
+
+class BodyTooLarge extends Error {}
+class ClientGone extends Error {}
+
+export class LocalGateway {
+  public readonly url: string;
+  public readonly port: number;
+
+  private readonly routes: readonly (RouteDefinition & { compiled: CompiledRoute })[];
+  private readonly handlers = new Map<FunctionName, Promise<ProxyHandler>>();
+  private readonly buckets: TokenBuckets;
+  private readonly logger: GatewayLogger;
+  private readonly clock: () => number;
+  private readonly timeoutMs: number;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly props: LocalGatewayProps,
+  ) {
+    const address = server.address() as AddressInfo;
+    this.port = address.port;
+    this.url = `https://${HOST}:${this.port}`;
+    this.routes = (props.routes ?? ROUTES).map((r) => ({ ...r, compiled: compile(r.resource) }));
+    this.clock = props.clock ?? Date.now;
+    this.logger = props.logger ?? stderrLogger;
+    this.timeoutMs = props.timeoutMs ?? 29_000;
+    this.buckets = new TokenBuckets(props.throttle ?? { ratePerSecond: 100, burst: 200 }, this.clock);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      // node's own answer to an unparsable request is plain text; API Gateway answers JSON.
+      if (!socket.writable) return socket.destroy();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+      const body = JSON.stringify(errorBody('bad_request', 'Malformed HTTP request'));
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    });
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.logger.error('gateway failure', { error: describe(err) });
+        if (!res.headersSent) this.send(res, json(500, INTERNAL_ERROR_BODY), randomUUID());
+        else res.destroy();
+      });
+    });
+  }
+
+  static async start(props: LocalGatewayProps): Promise<LocalGateway> {
+    if (props.adminToken.length < 16) throw new Error('the admin token must be at least 16 characters');
+    const server = createServer({
+      key: props.tls.keyPem,
+      cert: props.tls.certPem,
+      minVersion: 'TLSv1.2',
+      headersTimeout: 10_000,
+      requestTimeout: 60_000,
+    });
+    await listen(server, props.port);
+    return new LocalGateway(server, props);
+  }
+
+  async close(): Promise<void> {
+    await closeServer(this.server);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = randomUUID();
+    const ip = sourceIp(req);
+    const wait = this.buckets.take(ip);
+    if (wait > 0) {
+      return this.refuse(
+        req,
+        res,
+        requestId,
+        json(429, errorBody('too_many_requests', 'Too many requests'), { 'retry-after': String(wait) }),
+      );
+    }
+
+    const target = req.url ?? '/';
+    const q = target.indexOf('?');
+    const path = q === -1 ? target : target.slice(0, q);
+    const found = this.match(req.method ?? 'GET', path);
+    if (found.kind === 'not_found') {
+      return this.refuse(req, res, requestId, json(404, errorBody('not_found', 'No such route')));
+    }
+    if (found.kind === 'bad_path') {
+      return this.refuse(
+        req,
+        res,
+        requestId,
+        json(400, errorBody('invalid_path', 'The request path is malformed')),
+      );
+    }
+    if (found.kind === 'method_not_allowed') {
+      return this.refuse(
+        req,
+        res,
+        requestId,
+        json(405, errorBody('method_not_allowed', `Use ${found.allow.join(', ')} on this path`), {
+          allow: found.allow.join(', '),
+        }),
+      );
+    }
+    const { route, pathParameters } = found;
+
+    if (route.auth === 'operator') {
+      const token = bearer(req.headers.authorization);
+      if (token === undefined || !sameSecret(token, this.props.adminToken)) {
+        return this.refuse(
+          req,
+          res,
+          requestId,
+          json(
+            401,
+            errorBody('unauthorized', 'Operator routes need the admin token: Authorization: Bearer <token>'),
+            {
+              'www-authenticate': 'Bearer',
+            },
+          ),
+        );
+      }
+    }
+
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > route.maxBodyBytes) {
+      return this.refuse(req, res, requestId, tooLarge(route));
+    }
+    let body: Buffer;
+    try {
+      body = await readBody(req, route.maxBodyBytes);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) return this.refuse(req, res, requestId, tooLarge(route));
+      if (err instanceof ClientGone) return;
+      throw err;
+    }
+
+    const event = this.event(
+      req,
+      route,
+      path,
+      target.slice(path.length + 1),
+      pathParameters,
+      body,
+      requestId,
+      ip,
+    );
+    const result = await this.invoke(route.fn, event, requestId);
+    this.send(res, result, requestId);
+  }
+
+  private match(
+    method: string,
+    path: string,
+  ):
+    | { kind: 'not_found' }
+    | { kind: 'bad_path' }
+    | { kind: 'method_not_allowed'; allow: string[] }
+    | { kind: 'ok'; route: RouteDefinition; pathParameters: Record<string, string> | null } {
+    if (!path.startsWith('/')) return { kind: 'not_found' };
+    const parts = path.split('/').slice(1);
+    let best: { resource: string; score: number[]; raw: Record<string, string> } | undefined;
+    for (const r of this.routes) {
+      const segs = r.compiled.segments;
+      if (segs.length !== parts.length) continue;
+      const raw: Record<string, string> = {};
+      const score: number[] = [];
+      let ok = true;
+      for (let i = 0; i < segs.length && ok; i++) {
+        const seg = segs[i]!;
+        const part = parts[i]!;
+        if ('literal' in seg) {
+          ok = seg.literal === part;
+          score.push(1);
+        } else {
+          ok = part !== '';
+          raw[seg.param] = part;
+          score.push(0);
+        }
+      }
+      // A literal segment beats a {param} at the same position, as in API Gateway.
+      if (ok && (!best || compareScores(score, best.score) > 0)) best = { resource: r.resource, score, raw };
+    }
+    if (!best) return { kind: 'not_found' };
+    const candidates = this.routes.filter((r) => r.resource === best.resource);
+    const route = candidates.find((r) => r.method === method);
+    if (!route) return { kind: 'method_not_allowed', allow: [...new Set(candidates.map((r) => r.method))] };
+    const params: Record<string, string> = {};
+    try {
+      for (const [k, v] of Object.entries(best.raw)) params[k] = decodeURIComponent(v);
+    } catch {
+      return { kind: 'bad_path' };
+    }
+    return { kind: 'ok', route, pathParameters: Object.keys(params).length ? params : null };
+  }
+
+  private event(
+    req: IncomingMessage,
+    route: RouteDefinition,
+    path: string,
+    rawQuery: string,
+    pathParameters: Record<string, string> | null,
+    body: Buffer,
+    requestId: string,
+    ip: string,
+  ): APIGatewayProxyEvent {
+    const { headers, multiValueHeaders } = headersOf(req);
+    const query = queryOf(rawQuery);
+    const method = req.method ?? 'GET';
+    return {
+      resource: route.resource,
+      path,
+      httpMethod: method,
+      headers,
+      multiValueHeaders,
+      queryStringParameters: query.single,
+      multiValueQueryStringParameters: query.multi,
+      pathParameters,
+      stageVariables: null,
+      body: body.length ? body.toString('utf8') : null,
+      isBase64Encoded: false,
+      requestContext: {
+        accountId: LOCAL_ACCOUNT,
+        apiId: 'local',
+        authorizer: null,
+        domainName: `${HOST}:${this.port}`,
+        httpMethod: method,
+        path: `/local${path}`,
+        protocol: `HTTP/${req.httpVersion}`,
+        requestId,
+        requestTimeEpoch: this.clock(),
+        resourceId: createHash('sha256').update(route.resource).digest('hex').slice(0, 6),
+        resourcePath: route.resource,
+        stage: 'local',
+        identity: {
+          accessKey: null,
+          accountId: null,
+          apiKey: null,
+          apiKeyId: null,
+          caller: null,
+          clientCert: null,
+          cognitoAuthenticationProvider: null,
+          cognitoAuthenticationType: null,
+          cognitoIdentityId: null,
+          cognitoIdentityPoolId: null,
+          principalOrgId: null,
+          sourceIp: ip,
+          user: null,
+          userAgent: req.headers['user-agent'] ?? null,
+          userArn: route.auth === 'operator' ? LOCAL_OPERATOR_ARN : null,
+        },
+      },
+    };
+  }
+
+  private async invoke(
+    fn: FunctionName,
+    event: APIGatewayProxyEvent,
+    requestId: string,
+  ): Promise<APIGatewayProxyResult> {
+    const deadline = this.clock() + this.timeoutMs;
+    const context: Context = {
+      callbackWaitsForEmptyEventLoop: true,
+      functionName: `fleet-ota-${fn}`,
+      functionVersion: '$LATEST',
+      invokedFunctionArn: `arn:aws:lambda:us-east-1:${LOCAL_ACCOUNT}:function:fleet-ota-${fn}`,
+      memoryLimitInMB: '1024',
+      awsRequestId: randomUUID(),
+      logGroupName: `/aws/lambda/fleet-ota-${fn}`,
+      logStreamName: 'local',
+      getRemainingTimeInMillis: () => Math.max(0, deadline - this.clock()),
+      done: () => {},
+      fail: () => {},
+      succeed: () => {},
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.timeoutMs);
+    });
+    try {
+      const outcome = await Promise.race([this.handlerFor(fn).then((h) => h(event, context)), timedOut]);
+      if (outcome === 'timeout') {
+        this.logger.error('handler timed out', { requestId, fn, timeoutMs: this.timeoutMs });
+        return json(504, errorBody('timeout', 'Endpoint request timed out'));
+      }
+      if (!isProxyResult(outcome)) {
+        this.logger.error('malformed handler result', { requestId, fn });
+        return json(502, INTERNAL_ERROR_BODY);
+      }
+      return outcome;
+    } catch (err) {
+      this.logger.error('handler failed', { requestId, fn, error: describe(err) });
+      return json(500, INTERNAL_ERROR_BODY);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Loads each function once, like a warm Lambda; a failed load (init error) is retried on the next request. */
+  private handlerFor(fn: FunctionName): Promise<ProxyHandler> {
+    let loaded = this.handlers.get(fn);
+    if (!loaded) {
+      loaded = this.props.loadHandler(fn);
+      this.handlers.set(fn, loaded);
+      loaded.catch(() => this.handlers.delete(fn));
+    }
+    return loaded;
+  }
+
+  /**
+   * Answers without running a function. When a request body is still unread, the answer carries
+   * `connection: close`: node then closes the socket as soon as the answer is written, so the rest of the body
+   * is never read, however much the client keeps sending.
+   */
+  private refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+    result: APIGatewayProxyResult,
+  ): void {
+    const complete =
+      req.readableEnded ||
+      ((req.headers['content-length'] ?? '0') === '0' && !req.headers['transfer-encoding']);
+    if (!complete) res.setHeader('connection', 'close');
+    this.send(res, result, requestId);
+  }
+
+  private send(res: ServerResponse, result: APIGatewayProxyResult, requestId: string): void {
+    if (res.headersSent || res.destroyed) return;
+    const body =
+      result.body === undefined
+        ? Buffer.alloc(0)
+        : Buffer.from(result.body, result.isBase64Encoded ? 'base64' : 'utf8');
+    for (const [name, value] of Object.entries(result.headers ?? {})) res.setHeader(name, String(value));
+    for (const [name, values] of Object.entries(result.multiValueHeaders ?? {})) {
+      res.setHeader(name, values.map(String));
+    }
+    res.setHeader('x-amzn-requestid', requestId);
+    res.setHeader('content-length', body.length);
+    res.statusCode = result.statusCode;
+    res.end(body);
+  }
+}
+
+function tooLarge(route: RouteDefinition): APIGatewayProxyResult {
+  return json(413, errorBody('body_too_large', `The request body exceeds ${route.maxBodyBytes} bytes`));
+}
+
+function compareScores(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) return a[i]! - b[i]!;
+  }
+  return 0;
+}
+
+/** Reads at most `limit` bytes; past that it stops reading and throws BodyTooLarge. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (err?: Error) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+      if (err) {
+        req.pause();
+        reject(err);
+      } else resolve(Buffer.concat(chunks, size));
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) return done(new BodyTooLarge());
+      chunks.push(chunk);
+    };
+    const onEnd = () => done();
+    const onError = () => done(new ClientGone());
+    const onClose = () => {
+      if (!req.readableEnded) done(new ClientGone());
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
+function describe(err: unknown): Record<string, unknown> {
+  return err instanceof Error
+    ? { name: err.name, message: err.message, stack: err.stack }
+    : { value: String(err) };
+}
+
+export function listen(server: Server | import('node:net').Server, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      server.off('listening', onListening);
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new Error(
+              `Port ${port} on ${HOST} is already in use; stop whatever holds it or choose another port`,
+              {
+                cause: err,
+              },
+            )
+          : err,
+      );
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(port, HOST);
+  });
+}
+
+/** Stops accepting, closes idle keep-alive connections at once and cuts the rest after a short grace. */
+export function closeServer(server: Server, graceMs = 2000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!server.listening) return resolve();
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    timer.unref();
+    server.close((err) => {
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
