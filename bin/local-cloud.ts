@@ -30,6 +30,8 @@ const lines = [
   `  API        ${cloud.endpoints.api}`,
   `  S3         ${cloud.endpoints.s3}  (bucket ${cloud.bucket})`,
   `  DynamoDB   ${cloud.endpoints.dynamodb}`,
+  `  MQTT       ${cloud.endpoints.mqtt}  (mutual TLS; client id = VIN = certificate CN)`,
+  `  IoT data   ${cloud.endpoints.iotData}  (IoT Data Plane Publish)`,
   `  CA         ${show(cloud.caFile)}  (export NODE_EXTRA_CA_CERTS=${show(cloud.caFile)})`,
   cloud.adminTokenFile
     ? `  Admin token file  ${show(cloud.adminTokenFile)}  (Authorization: Bearer $(cat ${show(cloud.adminTokenFile)}))`

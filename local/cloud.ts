@@ -24,6 +24,9 @@ import { ENV } from '../lambdas/adapters/env.js';
 import type { FunctionName } from '../lambdas/core/api-schema.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
+import { startIotDataShim } from './iot-data-shim.js';
+import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
+import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
 import {
   closeServer,
@@ -39,14 +42,16 @@ export const LOCAL_REGION = 'us-east-1';
 /** s3rver's built-in account; dynalite accepts any credentials (it does not check signatures). */
 export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 export const FIRMWARE_BUCKET = 'ota-firmware';
-export const DEFAULT_PORTS = { api: 8443, s3: 9443, dynamodb: 8444, mqtt: 8883 } as const;
+export const DEFAULT_PORTS = { api: 8443, s3: 9443, dynamodb: 8444, mqtt: 8883, iotData: 8445 } as const;
 
 export interface LocalCloudPorts {
   readonly api?: number;
   readonly s3?: number;
   readonly dynamodb?: number;
-  /** Reserved for the MQTT broker; not opened yet. */
+  /** MQTT over mutual TLS (the IoT Core stand-in). */
   readonly mqtt?: number;
+  /** IoT Data Plane API (Publish) stand-in. */
+  readonly iotData?: number;
 }
 
 export interface LocalCloudOptions {
@@ -69,10 +74,23 @@ export interface LocalCloudOptions {
   readonly throttle?: ThrottleSettings;
   /** @default JSON lines on stderr */
   readonly logger?: GatewayLogger;
+  /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
+  readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
 
 export interface LocalCloud {
-  readonly endpoints: { readonly api: string; readonly s3: string; readonly dynamodb: string };
+  readonly endpoints: {
+    readonly api: string;
+    readonly s3: string;
+    readonly dynamodb: string;
+    /** mqtts://127.0.0.1:port */
+    readonly mqtt: string;
+    readonly iotData: string;
+  };
+  /** The broker, for tests that need to observe or restart it. */
+  readonly broker: MqttBroker;
+  /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
+  readonly rules: RulesRouter;
   readonly caCertPem: string;
   /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
   readonly caFile: string;
@@ -162,8 +180,35 @@ async function start(
     POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
   };
+  const broker = await startMqttBroker({ port: ports.mqtt, key: tls.keyPem, cert: tls.certPem, ca: ca.certPem });
+  cleanups.push(() => broker.stop());
+  const iotData = await startIotDataShim({
+    port: ports.iotData,
+    key: tls.keyPem,
+    cert: tls.certPem,
+    broker,
+    credentials: LOCAL_CREDENTIALS,
+    region: LOCAL_REGION,
+  });
+  cleanups.push(() => iotData.stop());
+  env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = iotData.url;
+
   const loadHandler = options.loadHandler ?? importHandlerModules(env);
   cleanups.push(setEnv(env));
+
+  // The ingest handler is imported on the first vehicle message, after the environment is set, like a cold start.
+  let ingest: Promise<(event: TopicRuleEvent) => Promise<unknown>> | undefined;
+  const rules = startRulesRouter({
+    source: broker,
+    invoke: async (event) => {
+      ingest ??= options.ingest
+        ? Promise.resolve(options.ingest)
+        : import('../lambdas/ingest/handler.js').then((m) => m.handler as (e: TopicRuleEvent) => Promise<unknown>);
+      return (await ingest)(event);
+    },
+    deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
+  });
+  cleanups.push(() => rules.stop());
 
   const gateway = await LocalGateway.start({
     tls,
@@ -176,7 +221,9 @@ async function start(
   cleanups.push(() => gateway.close());
 
   return {
-    endpoints: { api: gateway.url, s3: s3.endpoint, dynamodb: dynamo.endpoint },
+    endpoints: { api: gateway.url, s3: s3.endpoint, dynamodb: dynamo.endpoint, mqtt: broker.url, iotData: iotData.url },
+    broker,
+    rules,
     caCertPem: ca.certPem,
     caFile: ca.certFile,
     adminToken: admin.token,

@@ -19,11 +19,13 @@
  * Sessions (clean: false) and their QoS 1 offline queues live in memory (aedes-persistence): they survive a
  * vehicle reconnect, not a broker restart. A durable aedes persistence can be passed in as `persistence`.
  */
+
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
 import { VIN_PATTERN } from '../lambdas/core/api-schema.js';
+import { issueDetailsTopic } from '../lambdas/core/offer.js';
 
 /** Narrow logger; Powertools Logger and console-like adapters both fit. */
 export interface BrokerLogger {
@@ -82,7 +84,8 @@ export interface MqttBroker {
 }
 
 /** The topic the backend uses to notify one vehicle. */
-export const issueDetailsTopic = (vin: string): string => `vehicle/updates/${vin}/issue_details`;
+export { issueDetailsTopic };
+
 const vehicleChannels = ['progress', 'status'] as const;
 
 const silent: BrokerLogger = { info() {}, warn() {} };
