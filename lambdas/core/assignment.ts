@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { VIN_PATTERN } from './api-schema.js';
 import { canonicalJson } from './canonical-json.js';
 import type { ReleaseManifest } from './manifest.js';
-import { keyIdOf, sha256Hex, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
+import { keyIdOf, type Signer, sha256Hex, type TrustedKey, verifyEcdsa } from './signatures.js';
 
 export const assignmentSchema = z.strictObject({
   schema: z.literal('ota.assignment/v1'),
@@ -41,7 +41,11 @@ export function manifestDigest(manifest: ReleaseManifest): string {
 
 export async function signAssignment(assignment: Assignment, signer: Signer): Promise<SignedAssignment> {
   const signature = await signer.sign(Buffer.from(CONTEXT + canonicalJson(assignment)));
-  return { assignment, key_id: keyIdOf(await signer.publicKeyPem()), signature: signature.toString('base64') };
+  return {
+    assignment,
+    key_id: keyIdOf(await signer.publicKeyPem()),
+    signature: signature.toString('base64'),
+  };
 }
 
 export type AssignmentCheck =
@@ -54,10 +58,19 @@ export type AssignmentCheck =
  */
 export function checkAssignment(
   signed: SignedAssignment,
-  ctx: { keys: readonly TrustedKey[]; vin: string; now: Date; lastCounter: number; manifest: ReleaseManifest },
+  ctx: {
+    keys: readonly TrustedKey[];
+    vin: string;
+    now: Date;
+    lastCounter: number;
+    manifest: ReleaseManifest;
+  },
 ): AssignmentCheck {
   const key = ctx.keys.find((k) => k.keyId === signed.key_id);
-  if (!key || !verifyEcdsa(key.key, Buffer.from(CONTEXT + canonicalJson(signed.assignment)), signed.signature)) {
+  if (
+    !key ||
+    !verifyEcdsa(key.key, Buffer.from(CONTEXT + canonicalJson(signed.assignment)), signed.signature)
+  ) {
     return { ok: false, reason: 'bad_signature' };
   }
   const a = signed.assignment;

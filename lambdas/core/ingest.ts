@@ -30,7 +30,12 @@ const messageSchema = z.strictObject({
 });
 
 export type IngestOutcome =
-  | { readonly result: 'applied' | 'ignored'; readonly vin: string; readonly updateId: string; readonly status: string }
+  | {
+      readonly result: 'applied' | 'ignored';
+      readonly vin: string;
+      readonly updateId: string;
+      readonly status: string;
+    }
   | { readonly result: 'rejected'; readonly code: string; readonly message: string; readonly vin?: string };
 
 export async function ingestVehicleMessage(
@@ -40,7 +45,8 @@ export async function ingestVehicleMessage(
   const event = ruleEventSchema.safeParse(raw);
   if (!event.success) return { result: 'rejected', code: 'invalid_event', message: 'not a topic rule event' };
   const { vin, channel } = event.data;
-  if (!VIN_PATTERN.test(vin)) return { result: 'rejected', code: 'invalid_vin', message: 'topic VIN is malformed' };
+  if (!VIN_PATTERN.test(vin))
+    return { result: 'rejected', code: 'invalid_vin', message: 'topic VIN is malformed' };
 
   let json: unknown;
   try {
@@ -51,10 +57,20 @@ export async function ingestVehicleMessage(
   const message = messageSchema.safeParse(json);
   if (!message.success) {
     const issue = message.error.issues[0]!;
-    return { result: 'rejected', code: 'invalid_message', message: `${issue.path.join('.') || 'payload'}: ${issue.message}`, vin };
+    return {
+      result: 'rejected',
+      code: 'invalid_message',
+      message: `${issue.path.join('.') || 'payload'}: ${issue.message}`,
+      vin,
+    };
   }
   if (channel === 'progress' && message.data.progress === undefined) {
-    return { result: 'rejected', code: 'invalid_message', message: 'progress: required on the progress topic', vin };
+    return {
+      result: 'rejected',
+      code: 'invalid_message',
+      message: 'progress: required on the progress topic',
+      vin,
+    };
   }
 
   const vehicle = await deps.vehicles.get(vin);

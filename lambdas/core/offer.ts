@@ -5,8 +5,8 @@
  * persistent session, so the vehicle asks POST /updates/{vin}/download when it is ready.
  */
 import { z } from 'zod';
-import { signedAssignmentSchema } from './assignment.js';
 import { signedManifestSchema } from './api-schema.js';
+import { signedAssignmentSchema } from './assignment.js';
 
 export const offerSchema = z.strictObject({
   type: z.literal('update_offer'),

@@ -51,7 +51,15 @@ export interface StatusReport {
 
 export type TransitionResult =
   | { readonly applied: true; readonly next: UpdateProgressState }
-  | { readonly applied: false; readonly reason: 'terminal' | 'stale_sequence' | 'not_forward' };
+  /**
+   * Nothing moves forward. A report with a newer sequence number still raises lastSequence (next is set), so the
+   * stored state does not depend on the order in which equal reports arrive.
+   */
+  | {
+      readonly applied: false;
+      readonly reason: 'terminal' | 'stale_sequence' | 'not_forward';
+      readonly next?: UpdateProgressState;
+    };
 
 export function applyReport(current: UpdateProgressState, report: StatusReport): TransitionResult {
   if (isTerminal(current.status)) return { applied: false, reason: 'terminal' };
@@ -63,13 +71,13 @@ export function applyReport(current: UpdateProgressState, report: StatusReport):
   const progress =
     report.status === 'completed' ? 100 : (report.progress ?? (to > from ? 0 : current.progress));
   const forward = to > from || (to === from && progress > current.progress);
-  if (!forward) return { applied: false, reason: 'not_forward' };
+  if (!forward) {
+    return report.sequence === undefined
+      ? { applied: false, reason: 'not_forward' }
+      : { applied: false, reason: 'not_forward', next: { ...current, lastSequence: report.sequence } };
+  }
   return {
     applied: true,
-    next: {
-      status: report.status,
-      progress,
-      lastSequence: report.sequence ?? current.lastSequence,
-    },
+    next: { status: report.status, progress, lastSequence: report.sequence ?? current.lastSequence },
   };
 }

@@ -91,7 +91,10 @@ export async function authorizeVehicle(
   }
   const minute = Math.floor(deps.clock.now().getTime() / 60000);
   if (!(await deps.vehicles.takeRateToken(pathVin, minute, deps.ratePerMinute))) {
-    throw new TooManyRequestsError('rate_limited', `At most ${deps.ratePerMinute} requests a minute per vehicle`);
+    throw new TooManyRequestsError(
+      'rate_limited',
+      `At most ${deps.ratePerMinute} requests a minute per vehicle`,
+    );
   }
   const vehicle = await deps.vehicles.get(pathVin);
   if (!vehicle || vehicle.deviceKeyId !== claims.cnf) {

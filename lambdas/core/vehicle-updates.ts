@@ -4,6 +4,7 @@
  * write that only moves forward; every report lands in the status history whether it changed state or not.
  */
 import type { VEHICLE_STATUSES } from './api-schema.js';
+import { manifestDigest, type SignedAssignment, signAssignment } from './assignment.js';
 import { ConflictError, NotFoundError, OtaError } from './errors.js';
 import type { ReleaseManifest, SignedManifest } from './manifest.js';
 import type {
@@ -17,9 +18,8 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from './ports.js';
-import { applyReport, isTerminal } from './update-state.js';
-import { manifestDigest, type SignedAssignment, signAssignment } from './assignment.js';
 import type { Signer } from './signatures.js';
+import { applyReport, isTerminal } from './update-state.js';
 import { compareVersions } from './versions.js';
 
 export interface UpdateStatusDeps {
@@ -166,7 +166,11 @@ export class FirmwareOfferService {
   }
 
   /** A fresh backend-signed assignment for this vehicle and update, with the vehicle's next counter value. */
-  async assign(vehicle: VehicleRecord, update: UpdateRecord, manifest: ReleaseManifest): Promise<SignedAssignment> {
+  async assign(
+    vehicle: VehicleRecord,
+    update: UpdateRecord,
+    manifest: ReleaseManifest,
+  ): Promise<SignedAssignment> {
     const now = this.deps.clock.now();
     const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin);
     return signAssignment(
@@ -271,22 +275,25 @@ export class UpdateStatusService {
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       const result = applyReport(target, input);
       const now = this.deps.clock.now().toISOString();
-      if (!result.applied) {
+      if (!result.next) {
         await this.recordHistory(vehicle.vin, target.updateId, input, source, false, now);
         return { update: target, applied: false };
       }
-      const next: UpdateRecord = {
-        ...target,
-        ...result.next,
-        reason: input.reason ?? (isTerminal(result.next.status) ? undefined : target.reason),
-        updatedAt: now,
-        revision: target.revision + 1,
-      };
+      const next: UpdateRecord = result.applied
+        ? {
+            ...target,
+            ...result.next,
+            reason: input.reason ?? (isTerminal(result.next.status) ? undefined : target.reason),
+            updatedAt: now,
+            revision: target.revision + 1,
+          }
+        : { ...target, lastSequence: result.next.lastSequence, revision: target.revision + 1 };
       if (await this.deps.updates.put(next, target.revision)) {
-        await this.recordHistory(vehicle.vin, target.updateId, input, source, true, now);
-        if (next.status === 'completed')
+        await this.recordHistory(vehicle.vin, target.updateId, input, source, result.applied, now);
+        if (result.applied && next.status === 'completed') {
           await this.deps.vehicles.setEcuVersion(vehicle.vin, next.ecu, next.version);
-        return { update: next, applied: true };
+        }
+        return { update: next, applied: result.applied };
       }
       const reread = await this.deps.updates.get(vehicle.vin, target.updateId);
       if (!reread) throw new NotFoundError('unknown_update', 'The update no longer exists');

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
-import { type Assignment, checkAssignment, manifestDigest, signAssignment } from '../../lambdas/core/assignment.js';
+import {
+  type Assignment,
+  checkAssignment,
+  manifestDigest,
+  signAssignment,
+} from '../../lambdas/core/assignment.js';
 import type { ReleaseManifest } from '../../lambdas/core/manifest.js';
 import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 
@@ -45,7 +50,9 @@ describe('assignments', () => {
     const signer = backendKey();
     const keys = trustedKeysFromPems([await signer.publicKeyPem()]);
     const signed = await signAssignment(base, signer);
-    assert.deepEqual(checkAssignment(signed, { keys, vin: VIN, now, lastCounter: 6, manifest }), { ok: true });
+    assert.deepEqual(checkAssignment(signed, { keys, vin: VIN, now, lastCounter: 6, manifest }), {
+      ok: true,
+    });
   });
 
   it('refuses each kind of defect with its reason', async () => {
@@ -55,12 +62,21 @@ describe('assignments', () => {
     const ctx = { keys, vin: VIN, now, lastCounter: 6, manifest };
     const reason = (r: ReturnType<typeof checkAssignment>) => (r.ok ? 'ok' : r.reason);
 
-    assert.equal(reason(checkAssignment({ ...signed, assignment: { ...base, counter: 99 } }, ctx)), 'bad_signature');
+    assert.equal(
+      reason(checkAssignment({ ...signed, assignment: { ...base, counter: 99 } }, ctx)),
+      'bad_signature',
+    );
     const rogue = await signAssignment(base, backendKey());
     assert.equal(reason(checkAssignment(rogue, ctx)), 'bad_signature');
     assert.equal(reason(checkAssignment(signed, { ...ctx, vin: '5YJSA1E26HF000337' })), 'wrong_vin');
-    assert.equal(reason(checkAssignment(signed, { ...ctx, now: new Date('2026-11-28T00:00:00.000Z') })), 'expired');
+    assert.equal(
+      reason(checkAssignment(signed, { ...ctx, now: new Date('2026-11-28T00:00:00.000Z') })),
+      'expired',
+    );
     assert.equal(reason(checkAssignment(signed, { ...ctx, lastCounter: 7 })), 'stale_counter');
-    assert.equal(reason(checkAssignment(signed, { ...ctx, manifest: { ...manifest, size: 11 } })), 'manifest_mismatch');
+    assert.equal(
+      reason(checkAssignment(signed, { ...ctx, manifest: { ...manifest, size: 11 } })),
+      'manifest_mismatch',
+    );
   });
 });

@@ -115,7 +115,11 @@ describe('OpenAPI document', () => {
       assert.ok(op, `${r.method} ${r.resource}`);
       assert.equal(op.requestBody !== undefined, r.body !== undefined, `${r.method} ${r.resource} body`);
     }
-    type Op = { requestBody: { content: Record<string, { schema: { required: string[]; additionalProperties: boolean } }> } };
+    type Op = {
+      requestBody: {
+        content: Record<string, { schema: { required: string[]; additionalProperties: boolean } }>;
+      };
+    };
     const download = (doc.paths['/updates/{vin}/download'] as Record<string, Op>).post!;
     const schema = download.requestBody.content['application/json']!.schema;
     assert.deepEqual(schema.required, ['firmware_version']);

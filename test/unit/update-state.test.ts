@@ -9,7 +9,7 @@ function run(reports: StatusReport[]): UpdateProgressState {
   let s = start;
   for (const r of reports) {
     const res = applyReport(s, r);
-    if (res.applied) s = res.next;
+    if (res.next) s = res.next;
   }
   return s;
 }
@@ -59,12 +59,29 @@ describe('update state machine', () => {
     assert.equal(applyReport(s, { status: 'installing', sequence: 6 }).applied, true);
   });
 
+  it('a newer sequence number with nothing new still raises lastSequence, so arrival order does not matter', () => {
+    const s = run([{ status: 'installing', progress: 100, sequence: 1 }]);
+    const res = applyReport(s, { status: 'installing', progress: 100, sequence: 2 });
+    assert.equal(res.applied, false);
+    assert.deepEqual(res.next, { status: 'installing', progress: 100, lastSequence: 2 });
+    const a = run([
+      { status: 'installing', progress: 100, sequence: 1 },
+      { status: 'installing', progress: 100, sequence: 2 },
+    ]);
+    const b = run([
+      { status: 'installing', progress: 100, sequence: 2 },
+      { status: 'installing', progress: 100, sequence: 1 },
+    ]);
+    assert.deepEqual(a, b);
+  });
+
   it('100 duplicated and shuffled reports leave the in-order result', () => {
     const inOrder: StatusReport[] = [];
     let seq = 0;
     for (let p = 1; p <= 45; p++) inOrder.push({ status: 'downloading', progress: p * 2, sequence: seq++ });
     for (let p = 1; p <= 4; p++) inOrder.push({ status: 'installing', progress: p * 25, sequence: seq++ });
-    inOrder.push({ status: 'completed', sequence: seq++ });
+    // A repeat with a new sequence number: equal content must not make the result order-dependent.
+    inOrder.push({ status: 'installing', progress: 100, sequence: seq++ });
     const expected = run(inOrder);
     for (const seed of [1, 2, 3, 42, 1234]) {
       const noisy = shuffle([...inOrder, ...inOrder], seed);

@@ -1,0 +1,118 @@
+/**
+ * Campaign rollout policy, pure: how targets split into waves, when a wave may be followed by the next, and when
+ * failures must halt the campaign. The campaign engine only feeds it counts and times.
+ */
+import type { UpdateStatus } from './api-schema.js';
+import { FAILURE_STATUSES } from './update-state.js';
+
+export interface RolloutPolicy {
+  /** Cumulative share of the targets reached by the end of each wave, in percent, ending at 100. */
+  readonly waves: readonly number[];
+  /** Share of a wave's vehicles that must have completed before the next wave starts, in percent. */
+  readonly advanceSuccessPercent: number;
+  /** Minimum time a wave runs before the next may start, in seconds (0: as soon as the threshold is met). */
+  readonly soakSeconds: number;
+  /** Halt when a wave has this many failures... */
+  readonly haltFailureCount?: number;
+  /** ...or when this share of its outcomes failed, in percent... */
+  readonly haltFailurePercent?: number;
+  /** ...once it has at least this many outcomes (so one early failure of three does not read as 33%). */
+  readonly haltMinOutcomes: number;
+  /** A vehicle that has not finished this long after being offered is timed out. */
+  readonly vehicleTimeoutSeconds: number;
+  /** How many times a timed-out vehicle is offered the update again. */
+  readonly retryBudget: number;
+  /** Notifications sent per second. */
+  readonly notifyPerSecond: number;
+}
+
+export const DEFAULT_POLICY: RolloutPolicy = {
+  waves: [1, 10, 50, 100],
+  advanceSuccessPercent: 90,
+  soakSeconds: 0,
+  haltFailurePercent: 10,
+  haltMinOutcomes: 5,
+  vehicleTimeoutSeconds: 24 * 3600,
+  retryBudget: 1,
+  notifyPerSecond: 50,
+};
+
+/** Checks a policy's internal consistency; returns the problems (empty when valid). */
+export function policyProblems(p: RolloutPolicy): string[] {
+  const problems: string[] = [];
+  if (p.waves.length === 0 || p.waves.length > 20) problems.push('waves: 1 to 20 waves');
+  if (p.waves.some((w, i) => w <= 0 || w > 100 || (i > 0 && w <= p.waves[i - 1]!))) {
+    problems.push('waves: cumulative percentages, strictly increasing, within (0, 100]');
+  }
+  if (p.waves.at(-1) !== 100) problems.push('waves: the last wave must reach 100');
+  if (p.haltFailureCount === undefined && p.haltFailurePercent === undefined) {
+    problems.push('a halt threshold (haltFailureCount or haltFailurePercent) is required');
+  }
+  return problems;
+}
+
+/**
+ * Number of vehicles in each wave for a target count. Every wave that can have a vehicle gets at least one, so a
+ * 1% first wave of a 50-vehicle campaign is one canary vehicle rather than none.
+ */
+export function waveSizes(total: number, waves: readonly number[]): number[] {
+  const sizes: number[] = [];
+  let assigned = 0;
+  for (const cumulative of waves) {
+    const target = Math.min(total, Math.max(Math.ceil((total * cumulative) / 100), assigned + 1));
+    sizes.push(target - assigned);
+    assigned = target;
+  }
+  return sizes;
+}
+
+export type WaveCounts = Partial<Record<UpdateStatus | 'pending', number>>;
+
+export function summarize(counts: WaveCounts): {
+  size: number;
+  succeeded: number;
+  failed: number;
+  outcomes: number;
+} {
+  let size = 0;
+  let failed = 0;
+  for (const [status, n] of Object.entries(counts)) {
+    size += n ?? 0;
+    if (FAILURE_STATUSES.has(status as UpdateStatus)) failed += n ?? 0;
+  }
+  const succeeded = counts.completed ?? 0;
+  return { size, succeeded, failed, outcomes: succeeded + failed };
+}
+
+export type WaveDecision =
+  | { readonly action: 'halt'; readonly reason: string }
+  | { readonly action: 'advance' }
+  | { readonly action: 'wait' };
+
+export function evaluateWave(
+  counts: WaveCounts,
+  policy: RolloutPolicy,
+  waveStartedAt: Date,
+  now: Date,
+): WaveDecision {
+  const { size, succeeded, failed, outcomes } = summarize(counts);
+  if (outcomes >= policy.haltMinOutcomes) {
+    if (policy.haltFailureCount !== undefined && failed >= policy.haltFailureCount) {
+      return {
+        action: 'halt',
+        reason: `${failed} failures in the wave reached the limit of ${policy.haltFailureCount}`,
+      };
+    }
+    const percent = (failed / outcomes) * 100;
+    if (policy.haltFailurePercent !== undefined && percent >= policy.haltFailurePercent) {
+      return {
+        action: 'halt',
+        reason: `${failed} of ${outcomes} outcomes failed (${percent.toFixed(1)}%), at or above ${policy.haltFailurePercent}%`,
+      };
+    }
+  }
+  const soaked = now.getTime() - waveStartedAt.getTime() >= policy.soakSeconds * 1000;
+  if (size > 0 && soaked && (succeeded / size) * 100 >= policy.advanceSuccessPercent)
+    return { action: 'advance' };
+  return { action: 'wait' };
+}

@@ -1,0 +1,257 @@
+/**
+ * The MQTT channel end to end on the local cloud: the backend publishes an offer through the real IoT Data Plane
+ * client, the vehicle receives it over mutual TLS, and what the vehicle publishes travels through the rules path
+ * into the ingest handler and DynamoDB.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
+import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import {
+  DynamoHistoryRepository,
+  DynamoUpdateRepository,
+  documentClient,
+} from '../../lambdas/adapters/dynamo-repositories.js';
+import { IotOfferPublisher } from '../../lambdas/adapters/iot-offer-publisher.js';
+import { offerSchema } from '../../lambdas/core/offer.js';
+import { startLocalCloud } from '../../local/cloud.js';
+import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
+import { jsonRequest } from '../support/https.js';
+import { VehicleConnection, waitFor } from '../support/mqtt-clients.js';
+
+const VINS = ['1HGCM82633A004352', '5YJSA1E26HF000337', 'WVWZZZ1JZXW000001', 'WVWZZZ1JZXW000002'] as const;
+const [CAR, IN_ORDER, SHUFFLED, NOISY] = VINS;
+
+let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
+let dataDir: string;
+let operator: Operator;
+const releaseKey = newReleaseKey();
+const vehicles = new Map<string, { vehicle: TestVehicle; certPem: string }>();
+let updates: DynamoUpdateRepository;
+let history: DynamoHistoryRepository;
+
+async function connect(vin: string): Promise<VehicleConnection> {
+  const v = vehicles.get(vin)!;
+  return VehicleConnection.connect({
+    url: cloud.endpoints.mqtt,
+    caPem: cloud.caCertPem,
+    clientId: vin,
+    identity: { keyPem: v.vehicle.keyPem, certPem: v.certPem },
+    clean: false,
+  });
+}
+
+async function startUpdate(vin: string) {
+  const token = await vehicles.get(vin)!.vehicle.token(cloud.endpoints.api, cloud.caCertPem);
+  const res = await jsonRequest(
+    cloud.endpoints.api,
+    'POST',
+    `/updates/${vin}/initiate`,
+    cloud.caCertPem,
+    { firmware_version: '3.0.1' },
+    token,
+  );
+  assert.equal(res.status, 200, res.raw.toString());
+  return res.json;
+}
+
+/** Waits until the rules router has handed every message to the ingest handler and it has finished. */
+async function settled(expectedDelivered: number) {
+  assert.equal(
+    await waitFor(
+      () => cloud.rules.stats().delivered + cloud.rules.stats().failed >= expectedDelivered,
+      15000,
+    ),
+    true,
+    `rules delivered ${JSON.stringify(cloud.rules.stats())}, wanted ${expectedDelivered}`,
+  );
+  await cloud.rules.idle();
+}
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'ota-mqtt-ingest-'));
+  cloud = await startLocalCloud({
+    dataDir,
+    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
+    releasePublicKeys: [releaseKey.publicPem],
+  });
+  operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
+  const image = randomBytes(128 * 1024);
+  const signed = await signedRelease(image, {
+    releaseId: 'tcu-3.0.1',
+    version: '3.0.1',
+    signer: releaseKey.signer,
+  });
+  assert.equal((await operator.publish(signed, image)).published?.status, 200);
+  for (const vin of VINS) {
+    const vehicle = await TestVehicle.create(vin);
+    const reg = await operator.call('POST', '/vehicles', vehicle.registration());
+    assert.equal(reg.status, 201, reg.raw.toString());
+    vehicles.set(vin, { vehicle, certPem: reg.json.certificate_pem });
+  }
+  const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+  updates = new DynamoUpdateRepository(db, cloud.tables.updates);
+  history = new DynamoHistoryRepository(db, cloud.tables.history, 1);
+});
+
+after(async () => {
+  await cloud?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('backend -> vehicle', () => {
+  it('a vehicle receives the offer the backend publishes through the IoT Data Plane client, also after being offline', async () => {
+    const first = await connect(CAR);
+    assert.deepEqual(await first.subscribe([`vehicle/updates/${CAR}/issue_details`]), [1]);
+    await first.end();
+
+    // Published while the vehicle is offline: its persistent session queues it (QoS 1).
+    const offered = await startUpdate(CAR);
+    const publisher = new IotOfferPublisher(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')));
+    const offer = offerSchema.parse({
+      type: 'update_offer',
+      campaign_id: null,
+      update_id: offered.update_id,
+      firmware_version: offered.firmware_version,
+      ecu: offered.ecu,
+      size: offered.size,
+      manifest: offered.manifest,
+      assignment: offered.assignment,
+    });
+    await publisher.publish(CAR, offer);
+
+    const back = await connect(CAR);
+    try {
+      assert.equal(back.sessionPresent, true, 'the persistent session was kept');
+      assert.equal(
+        await waitFor(() => back.messages.length > 0, 5000),
+        true,
+        'the queued offer arrives on reconnect',
+      );
+      const received = back.messages[0]!;
+      assert.equal(received.topic, `vehicle/updates/${CAR}/issue_details`);
+      assert.equal(received.qos, 1);
+      assert.deepEqual(offerSchema.parse(JSON.parse(received.payload.toString())), offer);
+    } finally {
+      await back.end();
+    }
+  });
+});
+
+describe('vehicle -> backend through the rules path', () => {
+  it('minimal progress and status payloads land in DynamoDB, attributed to the active update', async () => {
+    const car = await connect(CAR);
+    const before = cloud.rules.stats().delivered;
+    try {
+      await car.publish(
+        `vehicle/updates/${CAR}/progress`,
+        JSON.stringify({ progress: 40, status: 'downloading' }),
+      );
+      await settled(before + 1);
+      let state = await updates.get(CAR, 'release#tcu-3.0.1');
+      assert.equal(state?.status, 'downloading');
+      assert.equal(state?.progress, 40);
+
+      await car.publish(`vehicle/updates/${CAR}/status`, JSON.stringify({ status: 'completed' }));
+      await car.publish(
+        `vehicle/updates/${CAR}/progress`,
+        JSON.stringify({ progress: 90, status: 'downloading' }),
+      );
+      await settled(before + 3);
+      state = await updates.get(CAR, 'release#tcu-3.0.1');
+      assert.equal(state?.status, 'completed', 'a late progress after completed changes nothing');
+      assert.equal(state?.progress, 100);
+      const seen = await operator.call('GET', `/vehicles/${CAR}`);
+      assert.equal(seen.json.ecus[0].version, '3.0.1');
+
+      const events = await history.listForVehicle(CAR, 50);
+      const mqttEvents = events.filter((e) => e.source === 'mqtt');
+      assert.equal(mqttEvents.length, 3, 'every message is in the history, applied or not');
+      assert.deepEqual(mqttEvents.map((e) => e.applied).sort(), [false, true, true]);
+    } finally {
+      await car.end();
+    }
+  });
+
+  it('refuses bad messages without crashing and without changing state', async () => {
+    await startUpdate(NOISY);
+    const car = await connect(NOISY);
+    const before = cloud.rules.stats();
+    try {
+      const topic = `vehicle/updates/${NOISY}/progress`;
+      await car.publish(topic, '{"progress": 40, "status": ');
+      await car.publish(topic, JSON.stringify({ progress: 140, status: 'downloading' }));
+      await car.publish(topic, JSON.stringify({ progress: 10, status: 'teleporting' }));
+      await car.publish(topic, JSON.stringify({ status: 'downloading' }));
+      await car.publish(
+        `vehicle/updates/${NOISY}/status`,
+        JSON.stringify({ status: 'completed', campaign_id: 'no-such-campaign' }),
+      );
+      await settled(before.delivered + before.failed + 5);
+      const state = await updates.get(NOISY, 'release#tcu-3.0.1');
+      assert.equal(state?.status, 'initiated');
+      assert.equal(
+        cloud.rules.stats().failed,
+        before.failed,
+        'bad input is refused, not dead-lettered as a crash',
+      );
+      // The function still works after all that.
+      await car.publish(topic, JSON.stringify({ progress: 5, status: 'downloading' }));
+      await settled(before.delivered + before.failed + 6);
+      assert.equal((await updates.get(NOISY, 'release#tcu-3.0.1'))?.progress, 5);
+    } finally {
+      await car.end();
+    }
+  });
+
+  it('100 duplicated and shuffled progress messages leave exactly the state the in-order sequence gives', async () => {
+    const sequence: Record<string, unknown>[] = [];
+    let seq = 0;
+    for (let p = 2; p <= 90; p += 2) sequence.push({ progress: p, status: 'downloading', sequence: seq++ });
+    for (let p = 25; p <= 100; p += 25) sequence.push({ progress: p, status: 'installing', sequence: seq++ });
+    sequence.push({ progress: 100, status: 'installing', sequence: seq++ });
+    assert.equal(sequence.length, 50);
+
+    const noisy = [...sequence, ...sequence];
+    for (let i = noisy.length - 1; i > 0; i--) {
+      const j = (i * 7919 + 13) % (i + 1);
+      [noisy[i], noisy[j]] = [noisy[j]!, noisy[i]!];
+    }
+    assert.equal(noisy.length, 100);
+    assert.notDeepEqual(noisy.slice(0, 50), sequence, 'really shuffled');
+
+    await startUpdate(IN_ORDER);
+    await startUpdate(SHUFFLED);
+    const ordered = await connect(IN_ORDER);
+    const shuffled = await connect(SHUFFLED);
+    const before = cloud.rules.stats();
+    try {
+      for (const m of sequence)
+        await ordered.publish(`vehicle/updates/${IN_ORDER}/progress`, JSON.stringify(m));
+      await Promise.all(
+        noisy.map((m) => shuffled.publish(`vehicle/updates/${SHUFFLED}/progress`, JSON.stringify(m))),
+      );
+      await settled(before.delivered + before.failed + 150);
+    } finally {
+      await ordered.end();
+      await shuffled.end();
+    }
+    const a = await updates.get(IN_ORDER, 'release#tcu-3.0.1');
+    const b = await updates.get(SHUFFLED, 'release#tcu-3.0.1');
+    const view = (u: typeof a) => ({
+      status: u?.status,
+      progress: u?.progress,
+      lastSequence: u?.lastSequence,
+    });
+    assert.deepEqual(view(a), { status: 'installing', progress: 100, lastSequence: 49 });
+    assert.deepEqual(view(b), view(a));
+    assert.equal(cloud.rules.stats().failed, before.failed, 'no message was lost to the dead-letter path');
+    const recorded = (await history.listForVehicle(SHUFFLED, 500)).filter((e) => e.source === 'mqtt');
+    assert.equal(recorded.length, 100, 'all 100 messages are in the status history');
+  });
+});
