@@ -125,7 +125,10 @@ export class DynamoReleaseRepository implements ReleaseRepository {
   }
 }
 
-type StoredVehicle = VehicleRecord & { challenge?: { nonce: string; expiresAt: number }; assignmentCounter?: number };
+type StoredVehicle = VehicleRecord & {
+  challenge?: { nonce: string; expiresAt: number };
+  assignmentCounter?: number;
+};
 
 export class DynamoVehicleRepository implements VehicleRepository {
   constructor(
@@ -139,7 +142,9 @@ export class DynamoVehicleRepository implements VehicleRepository {
     );
     if (!out.Item) return undefined;
     const { challenge: _challenge, assignmentCounter: _counter, ...rest } = out.Item as StoredVehicle;
-    return Object.fromEntries(Object.entries(rest).filter(([k]) => !k.startsWith('rate_'))) as unknown as VehicleRecord;
+    return Object.fromEntries(
+      Object.entries(rest).filter(([k]) => !k.startsWith('rate_')),
+    ) as unknown as VehicleRecord;
   }
 
   async create(vehicle: VehicleRecord): Promise<void> {

@@ -1,9 +1,9 @@
 /** IoT topic rule target: records vehicle progress and status messages. */
 import type { Context } from 'aws-lambda';
+import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { ingestVehicleMessage } from '../core/ingest.js';
 import { systemClock } from '../core/ports.js';
 import { UpdateStatusService } from '../core/vehicle-updates.js';
-import { logger, metrics, repositories } from '../adapters/runtime.js';
 
 const vehicles = repositories.vehicles();
 const updates = new UpdateStatusService({

@@ -19,7 +19,12 @@ import { FirmwareOfferService, UpdateStatusService } from '../core/vehicle-updat
 const vehicles = repositories.vehicles();
 const signer = backendSigner();
 const tokenKeys = backendVerificationKeys(signer);
-const statusDeps = { vehicles, updates: repositories.updates(), history: repositories.history(), clock: systemClock };
+const statusDeps = {
+  vehicles,
+  updates: repositories.updates(),
+  history: repositories.history(),
+  clock: systemClock,
+};
 const statuses = new UpdateStatusService(statusDeps);
 const offers = new FirmwareOfferService({
   ...statusDeps,
@@ -48,20 +53,12 @@ const route = createRouter(
     'GET /updates/{vin}': async (req: RouteRequest<undefined>) =>
       json(200, await statuses.list(await authorize(req))),
     'POST /updates/{vin}/initiate': async (req: FirmwareBody) => {
-      const offer = await offers.requestFirmware(
-        await authorize(req),
-        req.body.firmware_version,
-        'initiate',
-      );
+      const offer = await offers.requestFirmware(await authorize(req), req.body.firmware_version, 'initiate');
       metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
       return json(200, offer);
     },
     'POST /updates/{vin}/download': async (req: FirmwareBody) => {
-      const offer = await offers.requestFirmware(
-        await authorize(req),
-        req.body.firmware_version,
-        'download',
-      );
+      const offer = await offers.requestFirmware(await authorize(req), req.body.firmware_version, 'download');
       metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
       return json(200, offer);
     },

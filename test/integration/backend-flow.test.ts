@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { checkAssignment } from '../../lambdas/core/assignment.js';
 import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { startLocalCloud } from '../../local/cloud.js';
-import { Operator, newReleaseKey, signedRelease, TestVehicle } from '../support/fleet.js';
+import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { https, jsonRequest } from '../support/https.js';
 
 const VIN = '1HGCM82633A004352';
@@ -29,7 +29,11 @@ const image = randomBytes(300 * 1024 + 123);
 let vehicle: TestVehicle;
 let other: TestVehicle;
 
-const expectError = (res: { status: number; json: { error?: { code?: string; message?: string } } }, status: number, code?: string) => {
+const expectError = (
+  res: { status: number; json: { error?: { code?: string; message?: string } } },
+  status: number,
+  code?: string,
+) => {
   assert.equal(res.status, status, JSON.stringify(res.json));
   assert.equal(typeof res.json?.error?.message, 'string');
   if (code) assert.equal(res.json.error?.code, code);
@@ -57,7 +61,11 @@ after(async () => {
 
 describe('backend core, end to end', () => {
   it('publishes a signed release, registers a vehicle from a CSR, and the vehicle downloads, verifies and reports', async () => {
-    const signed = await signedRelease(image, { releaseId: 'tcu-3.0.1', version: '3.0.1', signer: releaseKey.signer });
+    const signed = await signedRelease(image, {
+      releaseId: 'tcu-3.0.1',
+      version: '3.0.1',
+      signer: releaseKey.signer,
+    });
     const { created, upload, published } = await operator.publish(signed, image);
     assert.equal(created.status, 201, created.raw.toString());
     assert.equal(created.json.status, 'pending_upload');
@@ -71,14 +79,23 @@ describe('backend core, end to end', () => {
     assert.equal((await operator.call('POST', '/vehicles', other.registration())).status, 201);
 
     const token = await vehicle.token(api, ca);
-    const dl = await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '3.0.1' }, token);
+    const dl = await jsonRequest(
+      api,
+      'POST',
+      `/updates/${VIN}/download`,
+      ca,
+      { firmware_version: '3.0.1' },
+      token,
+    );
     assert.equal(dl.status, 200, dl.raw.toString());
     assert.match(dl.json.download_url, /^https:\/\/127\.0\.0\.1:\d+\//);
     assert.equal(dl.json.manifest.manifest.sha256, signed.manifest.sha256);
     assert.equal(dl.json.manifest.signatures[0].signature, signed.signatures[0]!.signature);
 
     const backendKeys = trustedKeysFromPems([
-      createPublicKey(readFileSync(process.env.LOCAL_SIGNING_KEY_FILE!, 'utf8')).export({ type: 'spki', format: 'pem' }).toString(),
+      createPublicKey(readFileSync(process.env.LOCAL_SIGNING_KEY_FILE!, 'utf8'))
+        .export({ type: 'spki', format: 'pem' })
+        .toString(),
     ]);
     const check = checkAssignment(dl.json.assignment, {
       keys: backendKeys,
@@ -87,7 +104,11 @@ describe('backend core, end to end', () => {
       lastCounter: 0,
       manifest: dl.json.manifest.manifest,
     });
-    assert.deepEqual(check, { ok: true }, 'the offer carries a backend-signed assignment for this VIN and manifest');
+    assert.deepEqual(
+      check,
+      { ok: true },
+      'the offer carries a backend-signed assignment for this VIN and manifest',
+    );
 
     const bytes = await https(dl.json.download_url, { ca });
     assert.equal(bytes.status, 200);
@@ -116,11 +137,25 @@ describe('backend core, end to end', () => {
 
   it('never moves a state backwards: a late progress after completed changes nothing', async () => {
     const token = await vehicle.token(api, ca);
-    const late = await jsonRequest(api, 'POST', `/updates/${VIN}/status`, ca, { status: 'downloading', progress: 80 }, token);
+    const late = await jsonRequest(
+      api,
+      'POST',
+      `/updates/${VIN}/status`,
+      ca,
+      { status: 'downloading', progress: 80 },
+      token,
+    );
     assert.equal(late.status, 200);
     assert.equal(late.json.applied, false);
     assert.equal(late.json.status, 'completed');
-    const again = await jsonRequest(api, 'POST', `/updates/${VIN}/status`, ca, { status: 'completed' }, token);
+    const again = await jsonRequest(
+      api,
+      'POST',
+      `/updates/${VIN}/status`,
+      ca,
+      { status: 'completed' },
+      token,
+    );
     assert.equal(again.json.applied, false, 'a duplicate completed is a no-op');
   });
 
@@ -136,12 +171,23 @@ describe('backend core, end to end', () => {
 
   it('presigned URLs expire and cannot be altered', async () => {
     const token = await other.token(api, ca);
-    const dl = await jsonRequest(api, 'POST', `/updates/${OTHER_VIN}/initiate`, ca, { firmware_version: '3.0.1' }, token);
+    const dl = await jsonRequest(
+      api,
+      'POST',
+      `/updates/${OTHER_VIN}/initiate`,
+      ca,
+      { firmware_version: '3.0.1' },
+      token,
+    );
     assert.equal(dl.status, 200, dl.raw.toString());
     assert.equal(dl.json.expires_in, PRESIGN_TTL);
     const url = new URL(dl.json.download_url);
     url.pathname = url.pathname.replace(/[0-9a-f]{64}$/, '0'.repeat(64));
-    assert.equal((await https(url.toString(), { ca })).status, 403, 'another object under the same signature');
+    assert.equal(
+      (await https(url.toString(), { ca })).status,
+      403,
+      'another object under the same signature',
+    );
     await sleep((PRESIGN_TTL + 1.5) * 1000);
     assert.equal((await https(dl.json.download_url, { ca })).status, 403, 'expired URL');
   });
@@ -221,18 +267,55 @@ describe('bad input', () => {
   it('answers 400 with a JSON error for malformed JSON, unknown fields, wrong types and bad VINs', async () => {
     const token = await vehicle.token(api, ca);
     const dl = `/updates/${VIN}/download`;
-    expectError(await jsonRequest(api, 'POST', dl, ca, '{"firmware_version": ', token), 400, 'malformed_json');
-    expectError(await jsonRequest(api, 'POST', dl, ca, { firmware_version: '3.0.1', debug: true }, token), 400, 'unknown_field');
-    expectError(await jsonRequest(api, 'POST', dl, ca, { firmware_version: 3 }, token), 400, 'invalid_request');
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/status`, ca, { status: 'hacked' }, token), 400, 'invalid_request');
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/status`, ca, { status: 'downloading', progress: 101 }, token), 400);
-    expectError(await jsonRequest(api, 'POST', '/updates/SHORTVIN/download', ca, { firmware_version: '3.0.1' }, token), 400, 'invalid_vin');
-    expectError(await operator.call('POST', '/vehicles', { ...vehicle.registration(), vin: 'IIIIIIIIIIIIIIIII' }), 400);
+    expectError(
+      await jsonRequest(api, 'POST', dl, ca, '{"firmware_version": ', token),
+      400,
+      'malformed_json',
+    );
+    expectError(
+      await jsonRequest(api, 'POST', dl, ca, { firmware_version: '3.0.1', debug: true }, token),
+      400,
+      'unknown_field',
+    );
+    expectError(
+      await jsonRequest(api, 'POST', dl, ca, { firmware_version: 3 }, token),
+      400,
+      'invalid_request',
+    );
+    expectError(
+      await jsonRequest(api, 'POST', `/updates/${VIN}/status`, ca, { status: 'hacked' }, token),
+      400,
+      'invalid_request',
+    );
+    expectError(
+      await jsonRequest(
+        api,
+        'POST',
+        `/updates/${VIN}/status`,
+        ca,
+        { status: 'downloading', progress: 101 },
+        token,
+      ),
+      400,
+    );
+    expectError(
+      await jsonRequest(api, 'POST', '/updates/SHORTVIN/download', ca, { firmware_version: '3.0.1' }, token),
+      400,
+      'invalid_vin',
+    );
+    expectError(
+      await operator.call('POST', '/vehicles', { ...vehicle.registration(), vin: 'IIIIIIIIIIIIIIIII' }),
+      400,
+    );
   });
 
   it('answers 404 for unknown versions, vehicles, releases and routes', async () => {
     const token = await vehicle.token(api, ca);
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '9.9.9' }, token), 404, 'unknown_version');
+    expectError(
+      await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '9.9.9' }, token),
+      404,
+      'unknown_version',
+    );
     expectError(await operator.call('GET', '/vehicles/WVWZZZ1JZXW000009'), 404, 'unknown_vehicle');
     expectError(await operator.call('GET', '/releases/nope'), 404, 'unknown_release');
     expectError(await jsonRequest(api, 'GET', '/no/such/route', ca), 404);
@@ -246,41 +329,77 @@ describe('bad input', () => {
 
   it('answers 409 for duplicates, conflicts and downgrades', async () => {
     expectError(await operator.call('POST', '/vehicles', vehicle.registration()), 409, 'vehicle_exists');
-    const signed = await signedRelease(image, { releaseId: 'tcu-3.0.1', version: '3.0.1', signer: releaseKey.signer });
+    const signed = await signedRelease(image, {
+      releaseId: 'tcu-3.0.1',
+      version: '3.0.1',
+      signer: releaseKey.signer,
+    });
     expectError(await operator.call('POST', '/releases', signed), 409, 'release_exists');
     const older = Buffer.from('older firmware');
-    const oldSigned = await signedRelease(older, { releaseId: 'tcu-2.0.0', version: '2.0.0', signer: releaseKey.signer });
+    const oldSigned = await signedRelease(older, {
+      releaseId: 'tcu-2.0.0',
+      version: '2.0.0',
+      signer: releaseKey.signer,
+    });
     const { published } = await operator.publish(oldSigned, older);
     assert.equal(published?.status, 200);
     const token = await vehicle.token(api, ca);
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/initiate`, ca, { firmware_version: '2.0.0' }, token), 409, 'downgrade_refused');
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/initiate`, ca, { firmware_version: '3.0.1' }, token), 409, 'already_installed');
+    expectError(
+      await jsonRequest(api, 'POST', `/updates/${VIN}/initiate`, ca, { firmware_version: '2.0.0' }, token),
+      409,
+      'downgrade_refused',
+    );
+    expectError(
+      await jsonRequest(api, 'POST', `/updates/${VIN}/initiate`, ca, { firmware_version: '3.0.1' }, token),
+      409,
+      'already_installed',
+    );
   });
 
   it('refuses a CSR whose subject is not the VIN, and a tampered CSR', async () => {
     const mismatched = await TestVehicle.create('WVWZZZ1JZXW000002');
-    expectError(await operator.call('POST', '/vehicles', { ...mismatched.registration(), vin: 'WVWZZZ1JZXW000003' }), 400, 'csr_subject_mismatch');
+    expectError(
+      await operator.call('POST', '/vehicles', { ...mismatched.registration(), vin: 'WVWZZZ1JZXW000003' }),
+      400,
+      'csr_subject_mismatch',
+    );
     // Flip the last byte of the DER: part of the CSR's self-signature.
     const der = Buffer.from(mismatched.csrPem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64');
     der.writeUInt8(der.readUInt8(der.length - 1) ^ 0x01, der.length - 1);
     const garbled = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
-    expectError(await operator.call('POST', '/vehicles', { ...mismatched.registration(), csr: garbled }), 400, 'invalid_csr');
+    expectError(
+      await operator.call('POST', '/vehicles', { ...mismatched.registration(), csr: garbled }),
+      400,
+      'invalid_csr',
+    );
   });
 });
 
 describe('release integrity', () => {
   it('refuses a manifest not signed by a trusted release key', async () => {
     const rogue = newReleaseKey();
-    const signed = await signedRelease(Buffer.from('rogue'), { releaseId: 'tcu-4.0.0', version: '4.0.0', signer: rogue.signer });
+    const signed = await signedRelease(Buffer.from('rogue'), {
+      releaseId: 'tcu-4.0.0',
+      version: '4.0.0',
+      signer: rogue.signer,
+    });
     expectError(await operator.call('POST', '/releases', signed), 400, 'invalid_signature');
-    const genuine = await signedRelease(Buffer.from('genuine'), { releaseId: 'tcu-4.0.0', version: '4.0.0', signer: releaseKey.signer });
+    const genuine = await signedRelease(Buffer.from('genuine'), {
+      releaseId: 'tcu-4.0.0',
+      version: '4.0.0',
+      signer: releaseKey.signer,
+    });
     const tampered = { ...genuine, manifest: { ...genuine.manifest, hardware_ids: ['OTHER-HW'] } };
     expectError(await operator.call('POST', '/releases', tampered), 400, 'invalid_signature');
   });
 
   it('refuses to publish an upload whose bytes differ from the manifest, and removes them', async () => {
     const real = randomBytes(200 * 1024);
-    const signed = await signedRelease(real, { releaseId: 'tcu-5.0.0', version: '5.0.0', signer: releaseKey.signer });
+    const signed = await signedRelease(real, {
+      releaseId: 'tcu-5.0.0',
+      version: '5.0.0',
+      signer: releaseKey.signer,
+    });
     const evil = Buffer.from(real);
     evil.writeUInt8(evil.readUInt8(150 * 1024) ^ 0xff, 150 * 1024);
     const { published } = await operator.publish(signed, evil);
@@ -290,7 +409,11 @@ describe('release integrity', () => {
     assert.equal(after.json.status, 'pending_upload');
     expectError(await operator.call('POST', '/releases/tcu-5.0.0/publish', {}), 409, 'not_uploaded');
     const token = await vehicle.token(api, ca);
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '5.0.0' }, token), 404, 'unknown_version');
+    expectError(
+      await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '5.0.0' }, token),
+      404,
+      'unknown_version',
+    );
 
     // Retrying the create answers a fresh URL; the genuine bytes then publish.
     const retry = await operator.publish(signed, real);
@@ -300,7 +423,11 @@ describe('release integrity', () => {
 
   it('the presigned upload URL only takes the manifest size', async () => {
     const real = randomBytes(10 * 1024);
-    const signed = await signedRelease(real, { releaseId: 'tcu-6.0.0', version: '6.0.0', signer: releaseKey.signer });
+    const signed = await signedRelease(real, {
+      releaseId: 'tcu-6.0.0',
+      version: '6.0.0',
+      signer: releaseKey.signer,
+    });
     const created = await operator.call('POST', '/releases', signed);
     const longer = Buffer.concat([real, Buffer.from('extra')]);
     const put = await https(created.json.upload.url, {
@@ -314,9 +441,19 @@ describe('release integrity', () => {
 
   it('refuses a release for hardware the vehicle does not have', async () => {
     const img = Buffer.from('bcm firmware');
-    const signed = await signedRelease(img, { releaseId: 'bcm-7.0.0', version: '7.0.0', ecu: 'bcm', hardwareIds: ['BCM-HW-9'], signer: releaseKey.signer });
+    const signed = await signedRelease(img, {
+      releaseId: 'bcm-7.0.0',
+      version: '7.0.0',
+      ecu: 'bcm',
+      hardwareIds: ['BCM-HW-9'],
+      signer: releaseKey.signer,
+    });
     assert.equal((await operator.publish(signed, img)).published?.status, 200);
     const token = await vehicle.token(api, ca);
-    expectError(await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '7.0.0' }, token), 404, 'no_compatible_release');
+    expectError(
+      await jsonRequest(api, 'POST', `/updates/${VIN}/download`, ca, { firmware_version: '7.0.0' }, token),
+      404,
+      'no_compatible_release',
+    );
   });
 });

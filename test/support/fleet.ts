@@ -1,10 +1,15 @@
 /** Test fixtures over real sockets: signed releases, operator calls, vehicle identities and tokens. */
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { digestStream, type ReleaseManifest, type SignedManifest, signManifest } from '../../lambdas/core/manifest.js';
-import { challengeSigningInput } from '../../lambdas/core/token.js';
 import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
 import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
+import {
+  digestStream,
+  type ReleaseManifest,
+  type SignedManifest,
+  signManifest,
+} from '../../lambdas/core/manifest.js';
+import { challengeSigningInput } from '../../lambdas/core/token.js';
 import { https, jsonRequest } from './https.js';
 
 export const TEST_CHUNK = 64 * 1024;
@@ -80,7 +85,10 @@ export class TestVehicle {
   }
 
   signChallenge(nonce: string): string {
-    return sign('sha256', challengeSigningInput(this.vin, nonce), { key: createPrivateKey(this.keyPem), dsaEncoding: 'der' }).toString('base64');
+    return sign('sha256', challengeSigningInput(this.vin, nonce), {
+      key: createPrivateKey(this.keyPem),
+      dsaEncoding: 'der',
+    }).toString('base64');
   }
 
   async token(api: string, ca: string): Promise<string> {
