@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { Agent, createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
+import { rootCertificates } from 'node:tls';
 import S3rver from '@20minutes/s3rver';
 import {
   type AttributeDefinition,
@@ -19,14 +20,12 @@ import {
   ResourceNotFoundException,
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
+import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import dynalite from 'dynalite';
 import { ENV } from '../lambdas/adapters/env.js';
 import type { FunctionName } from '../lambdas/core/api-schema.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
-import { startIotDataShim } from './iot-data-shim.js';
-import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
-import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
 import {
   closeServer,
@@ -37,6 +36,9 @@ import {
   type ProxyHandler,
   type ThrottleSettings,
 } from './gateway.js';
+import { startIotDataShim } from './iot-data-shim.js';
+import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
+import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 
 export const LOCAL_REGION = 'us-east-1';
 /** s3rver's built-in account; dynalite accepts any credentials (it does not check signatures). */
@@ -145,16 +147,29 @@ async function start(
     : devReleaseKey(join(dataDir, 'keys'));
   const admin = adminTokenFrom(options.adminToken, join(dataDir, 'admin-token'));
 
-  const s3 = await startS3(tls, ports.s3, join(dataDir, 's3'));
+  // AWS_ENDPOINT_URL (e.g. LocalStack) replaces the embedded S3 and DynamoDB emulators; the rest stays local.
+  const external = process.env.AWS_ENDPOINT_URL;
+  const credentials = external
+    ? {
+        accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'test',
+        secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'test',
+      }
+    : LOCAL_CREDENTIALS;
+  const s3 = external
+    ? { endpoint: external, close: async () => {} }
+    : await startS3(tls, ports.s3, join(dataDir, 's3'));
   cleanups.push(s3.close);
-  const dynamo = await startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'));
+  if (external) await ensureBucket(external, ca.certPem, credentials);
+  const dynamo = external
+    ? { endpoint: external, close: async () => {} }
+    : await startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'));
   cleanups.push(dynamo.close);
 
   const tables = Object.fromEntries(TABLES.map((t) => [t.name, `fleet-ota-${t.name}`])) as Record<
     TableDefinition['name'],
     string
   >;
-  await ensureTables(dynamo.endpoint, ca.certPem, tables);
+  await ensureTables(dynamo.endpoint, ca.certPem, tables, credentials);
 
   const env: Record<string, string | undefined> = {
     ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
@@ -171,8 +186,8 @@ async function start(
     AWS_ENDPOINT_URL_S3: s3.endpoint,
     AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
     AWS_REGION: LOCAL_REGION,
-    AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
+    AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
     AWS_SESSION_TOKEN: undefined,
     POWERTOOLS_SERVICE_NAME: process.env.POWERTOOLS_SERVICE_NAME ?? 'fleet-ota-local',
     POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARN',
@@ -180,14 +195,19 @@ async function start(
     POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
   };
-  const broker = await startMqttBroker({ port: ports.mqtt, key: tls.keyPem, cert: tls.certPem, ca: ca.certPem });
+  const broker = await startMqttBroker({
+    port: ports.mqtt,
+    key: tls.keyPem,
+    cert: tls.certPem,
+    ca: ca.certPem,
+  });
   cleanups.push(() => broker.stop());
   const iotData = await startIotDataShim({
     port: ports.iotData,
     key: tls.keyPem,
     cert: tls.certPem,
     broker,
-    credentials: LOCAL_CREDENTIALS,
+    credentials,
     region: LOCAL_REGION,
   });
   cleanups.push(() => iotData.stop());
@@ -203,7 +223,9 @@ async function start(
     invoke: async (event) => {
       ingest ??= options.ingest
         ? Promise.resolve(options.ingest)
-        : import('../lambdas/ingest/handler.js').then((m) => m.handler as (e: TopicRuleEvent) => Promise<unknown>);
+        : import('../lambdas/ingest/handler.js').then(
+            (m) => m.handler as (e: TopicRuleEvent) => Promise<unknown>,
+          );
       return (await ingest)(event);
     },
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
@@ -221,7 +243,13 @@ async function start(
   cleanups.push(() => gateway.close());
 
   return {
-    endpoints: { api: gateway.url, s3: s3.endpoint, dynamodb: dynamo.endpoint, mqtt: broker.url, iotData: iotData.url },
+    endpoints: {
+      api: gateway.url,
+      s3: s3.endpoint,
+      dynamodb: dynamo.endpoint,
+      mqtt: broker.url,
+      iotData: iotData.url,
+    },
     broker,
     rules,
     caCertPem: ca.certPem,
@@ -345,12 +373,39 @@ function endpointOf(server: Server): string {
  * Creates the tables from TABLES when absent, and refuses to run on tables whose keys or indexes differ (an
  * older data folder). dynalite has no UpdateTimeToLive, so TTL is not configured locally: history never expires.
  */
-async function ensureTables(endpoint: string, caPem: string, names: Record<TableDefinition['name'], string>) {
+/** Creates the firmware bucket on an external endpoint (LocalStack) when it is not there yet. */
+async function ensureBucket(
+  endpoint: string,
+  caPem: string,
+  credentials: { accessKeyId: string; secretAccessKey: string },
+) {
+  const client = new S3Client({
+    endpoint,
+    region: LOCAL_REGION,
+    credentials,
+    forcePathStyle: true,
+    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, caPem] }) },
+  });
+  try {
+    await client.send(new HeadBucketCommand({ Bucket: FIRMWARE_BUCKET })).catch(async () => {
+      await client.send(new CreateBucketCommand({ Bucket: FIRMWARE_BUCKET }));
+    });
+  } finally {
+    client.destroy();
+  }
+}
+
+async function ensureTables(
+  endpoint: string,
+  caPem: string,
+  names: Record<TableDefinition['name'], string>,
+  credentials: { accessKeyId: string; secretAccessKey: string },
+) {
   const client = new DynamoDBClient({
     endpoint,
     region: LOCAL_REGION,
-    credentials: LOCAL_CREDENTIALS,
-    requestHandler: { httpsAgent: new Agent({ ca: caPem }) },
+    credentials,
+    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, caPem] }) },
   });
   try {
     for (const table of TABLES) {
