@@ -105,6 +105,19 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     }
   }
 
+  async setUploadId(releaseId: string, uploadId: string): Promise<void> {
+    await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: 'SET uploadId = :u',
+        ConditionExpression: '#s = :pending',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: { ':u': uploadId, ':pending': 'pending_upload' },
+      }),
+    );
+  }
+
   async listByVersion(version: string): Promise<ReleaseRecord[]> {
     const out = await this.db.send(
       new QueryCommand({

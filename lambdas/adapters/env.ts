@@ -14,6 +14,10 @@ export const ENV = {
   tokenTtlSeconds: 'TOKEN_TTL_SECONDS',
   /** Requests a vehicle may make per minute on the vehicle routes. */
   vehicleRatePerMinute: 'VEHICLE_RATE_PER_MINUTE',
+  /** Images larger than this many bytes are uploaded in parts (S3 multipart). */
+  multipartThresholdBytes: 'MULTIPART_THRESHOLD_BYTES',
+  /** Part size of multipart uploads, in bytes (S3: at least 5 MiB). */
+  multipartPartBytes: 'MULTIPART_PART_BYTES',
   /** Days a status history item is kept. */
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */

@@ -81,4 +81,6 @@ export const settings = {
   presignTtlSeconds: () => intEnv(ENV.presignTtlSeconds, 300),
   tokenTtlSeconds: () => intEnv(ENV.tokenTtlSeconds, 900),
   vehicleRatePerMinute: () => intEnv(ENV.vehicleRatePerMinute, 120),
+  multipartThresholdBytes: () => intEnv(ENV.multipartThresholdBytes, 128 * 1024 * 1024),
+  multipartPartBytes: () => intEnv(ENV.multipartPartBytes, 64 * 1024 * 1024),
 };

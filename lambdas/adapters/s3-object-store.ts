@@ -93,9 +93,15 @@ export class S3ObjectStore implements ObjectStore {
         }),
       );
     } catch (err) {
-      const name = err instanceof Error ? err.name : '';
-      if (['NoSuchUpload', 'InvalidPart', 'InvalidPartOrder', 'EntityTooSmall'].includes(name)) {
-        throw new BadRequestError('invalid_upload', `The multipart upload cannot be completed: ${name}`);
+      // Any client error here means the upload id or its parts are not what S3 holds (NoSuchUpload, InvalidPart,
+      // InvalidPartOrder, EntityTooSmall...): the operator's input, not our failure.
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      const status = e.$metadata?.httpStatusCode ?? 500;
+      if (status >= 400 && status < 500) {
+        throw new BadRequestError(
+          'invalid_upload',
+          `The multipart upload cannot be completed: ${e.name ?? status}`,
+        );
       }
       throw err;
     }

@@ -19,6 +19,8 @@ export interface ReleaseRecord {
   readonly objectVersionId?: string;
   readonly createdAt: string;
   readonly publishedAt?: string;
+  /** The multipart upload the backend started for this release, the only one publish will complete. */
+  readonly uploadId?: string;
 }
 
 export interface ReleaseRepository {
@@ -32,6 +34,8 @@ export interface ReleaseRepository {
     objectVersionId: string | undefined,
   ): Promise<boolean>;
   listByVersion(version: string): Promise<ReleaseRecord[]>;
+  /** Records the multipart upload started for a pending release. */
+  setUploadId(releaseId: string, uploadId: string): Promise<void>;
   list(limit: number, cursor?: string): Promise<{ items: ReleaseRecord[]; cursor?: string }>;
 }
 

@@ -82,10 +82,9 @@ export class ReleaseService {
         createdAt: this.deps.clock.now().toISOString(),
       });
     }
-    return {
-      ...releaseView((await this.deps.releases.get(m.release_id))!),
-      upload: await this.uploadTarget(m.sha256, m.size),
-    };
+    const upload = await this.uploadTarget(m.sha256, m.size);
+    if (upload.method === 'MULTIPART') await this.deps.releases.setUploadId(m.release_id, upload.upload_id);
+    return { ...releaseView((await this.deps.releases.get(m.release_id))!), upload };
   }
 
   private async uploadTarget(sha256: string, size: number) {
@@ -125,6 +124,9 @@ export class ReleaseService {
     if (input.upload_id !== undefined) {
       if (!input.parts?.length)
         throw new BadRequestError('invalid_request', 'parts are required with upload_id');
+      if (input.upload_id !== release.uploadId) {
+        throw new BadRequestError('invalid_upload', 'upload_id is not the upload started for this release');
+      }
       await this.deps.objects.completeMultipartUpload(
         release.objectKey,
         input.upload_id,

@@ -5,7 +5,15 @@ import type { z } from 'zod';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { ENV, optionalEnv, requireEnv } from '../adapters/env.js';
-import { logger, metrics, objectStore, releaseKeys, repositories, tracer } from '../adapters/runtime.js';
+import {
+  logger,
+  metrics,
+  objectStore,
+  releaseKeys,
+  repositories,
+  settings,
+  tracer,
+} from '../adapters/runtime.js';
 import type { bodies } from '../core/api-schema.js';
 import { BadRequestError } from '../core/errors.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
@@ -29,6 +37,8 @@ const releases = new ReleaseService({
   objects: objectStore(),
   clock: systemClock,
   trustedReleaseKeys: releaseKeys(),
+  multipartThreshold: settings.multipartThresholdBytes(),
+  partSize: settings.multipartPartBytes(),
 });
 const registry = new VehicleRegistryService({
   vehicles: repositories.vehicles(),
