@@ -4,6 +4,7 @@
  *   releasePublicKeysFile  JSON array of PEM strings or a PEM file of the OEM release public keys
  *   devMode                "true" for a development stack whose data is deleted with it
  *   stackName              defaults to FleetOta
+ *   alarmTopicArn          SNS topic for the ingest dead-letter alarm (optional)
  * cdk-nag AwsSolutions checks run on the whole app; any unacknowledged finding fails synthesis.
  */
 import { App, Validations } from 'aws-cdk-lib';
@@ -20,6 +21,7 @@ new OtaStack(app, (app.node.tryGetContext('stackName') as string | undefined) ??
   env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
   releasePublicKeys: keysFile ? readReleasePublicKeys(keysFile) : [],
   devMode,
+  alarmTopicArn: app.node.tryGetContext('alarmTopicArn') as string | undefined,
 });
 
 // writeSuppressionsToCloudFormation copies every acknowledgement and its reason into the template's Metadata, so

@@ -92,6 +92,15 @@ export class DataTables extends Construct {
     this.bind(fn, name, 'reads');
   }
 
+  /**
+   * Grants item writes only (no reads, no table management) and sets the table's environment variable: for an
+   * append-only writer such as the status history.
+   */
+  bindWrite(fn: IBindableFunction, name: TableName): void {
+    this.table(name).grantWriteData(fn);
+    this.bind(fn, name, 'writes');
+  }
+
   /** Grants read and write access to items (not table management) and sets the table's environment variable. */
   bindReadWrite(fn: IBindableFunction, name: TableName): void {
     this.table(name).grantReadWriteData(fn);

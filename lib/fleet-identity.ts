@@ -1,16 +1,25 @@
 import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as iot from 'aws-cdk-lib/aws-iot';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/adapters/env.js';
-import type { IBindableFunction } from './bindable.js';
-import { acknowledgeWildcardResources } from './nag.js';
+import { type IBindableFunction, policyOwner } from './bindable.js';
+import { acknowledge, acknowledgeWildcardResources } from './nag.js';
 
 /** Root of every vehicle topic: vehicle/updates/{VIN}/issue_details | progress | status. */
 export const VEHICLE_TOPIC_ROOT = 'vehicle/updates';
 /** The thing name of the connected client, which is its VIN; the policy only works for a certificate's own thing. */
 // biome-ignore lint/suspicious/noTemplateCurlyInString: an IoT policy variable, substituted by IoT Core, not by JS
 const THING = '${iot:Connection.Thing.ThingName}';
+
+/**
+ * Where a function finds the IoT Data Plane endpoint: the AWS SDK's own per-service endpoint variable, which
+ * lambdas/adapters/aws-clients.ts (endpointFor('IOT_DATA_PLANE')) and the local cloud use as well, so the same
+ * IoTDataPlaneClient code publishes on AWS and locally.
+ */
+export const IOT_DATA_ENDPOINT_ENV = 'AWS_ENDPOINT_URL_IOT_DATA_PLANE';
 
 export interface FleetIdentityProps {
   /**
@@ -26,6 +35,10 @@ export interface FleetIdentityProps {
  * certificate. The policy uses thing policy variables so a certificate can connect only as the thing it is attached
  * to (client id = thing name = VIN), subscribe to and receive only its own issue_details topic, and publish only its
  * own progress and status topics. Nothing else: no retained messages, no shadows, no jobs, no other topics.
+ *
+ * Also the account's ATS data endpoint (vehicles connect to it over MQTT, the backend publishes offers to it over
+ * HTTPS). It is account-specific and only IoT knows it, so a custom resource asks iot:DescribeEndpoint at deploy
+ * time. Its provider function gets a role of its own (no AWS managed policy) and a log group with a retention.
  */
 export class FleetIdentity extends Construct {
   readonly thingType: iot.CfnThingType;
@@ -34,6 +47,8 @@ export class FleetIdentity extends Construct {
   readonly thingTypeName: string;
   /** Name of the IoT policy attached to every vehicle certificate. */
   readonly policyName: string;
+  /** Host name of the account's IoT data endpoint (iot:Data-ATS), e.g. abc123-ats.iot.eu-west-1.amazonaws.com. */
+  readonly dataEndpoint: string;
 
   constructor(scope: Construct, id: string, props: FleetIdentityProps = {}) {
     super(scope, id);
@@ -48,6 +63,70 @@ export class FleetIdentity extends Construct {
     this.policy = new iot.CfnPolicy(this, 'VehiclePolicy', { policyDocument: vehiclePolicyDocument(this) });
     this.policy.applyRemovalPolicy(removal);
     this.policyName = this.policy.ref;
+
+    this.dataEndpoint = this.lookUpDataEndpoint(removal);
+  }
+
+  /**
+   * Lets a function publish update offers through the IoT Data Plane API: iot:Publish on
+   * vehicle/updates/{any VIN}/issue_details and nothing else (not the vehicles' progress or status topics, which
+   * the backend must never forge, nor any other topic). Sets AWS_ENDPOINT_URL_IOT_DATA_PLANE to the account's ATS
+   * data endpoint.
+   */
+  grantPublishNotifications(fn: IBindableFunction): void {
+    const topics = Stack.of(this).formatArn({
+      service: 'iot',
+      resource: 'topic',
+      resourceName: `${VEHICLE_TOPIC_ROOT}/*/issue_details`,
+    });
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['iot:Publish'], resources: [topics] }),
+    );
+    fn.addEnvironment(IOT_DATA_ENDPOINT_ENV, `https://${this.dataEndpoint}`);
+    acknowledgeWildcardResources(
+      policyOwner(fn),
+      [topics],
+      'Publishing update offers: the VIN, the one variable topic level, is only known per request. The wildcard ' +
+        'spans VINs in vehicle/updates/<VIN>/issue_details of this account and region, the topic every vehicle ' +
+        'already receives only its own copy of through its IoT policy.',
+    );
+  }
+
+  private lookUpDataEndpoint(removal: RemovalPolicy): string {
+    const logGroup = new logs.LogGroup(this, 'EndpointLookupLogs', {
+      retention: logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: removal,
+    });
+    const role = new iam.Role(this, 'EndpointLookupRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: 'Runs the deploy-time lookup of the IoT data endpoint',
+    });
+    logGroup.grantWrite(role);
+    const describe: cr.AwsSdkCall = {
+      service: '@aws-sdk/client-iot',
+      action: 'DescribeEndpointCommand',
+      parameters: { endpointType: 'iot:Data-ATS' },
+      physicalResourceId: cr.PhysicalResourceId.fromResponse('endpointAddress'),
+      outputPaths: ['endpointAddress'],
+    };
+    const lookup = new cr.AwsCustomResource(this, 'DataEndpoint', {
+      resourceType: 'Custom::IotDataEndpoint',
+      onCreate: describe,
+      onUpdate: describe,
+      policy: cr.AwsCustomResourcePolicy.fromStatements([
+        new iam.PolicyStatement({ actions: ['iot:DescribeEndpoint'], resources: ['*'] }),
+      ]),
+      role,
+      logGroup,
+      installLatestAwsSdk: false,
+    });
+    acknowledge(
+      lookup.node.findChild('CustomResourcePolicy'),
+      'AwsSolutions-IAM5[Resource::*]',
+      'iot:DescribeEndpoint supports no resource-level permissions, so it must be granted on "*". It only reads ' +
+        "the account's endpoint host name, and this policy, attached to the lookup's own role, holds nothing else.",
+    );
+    return lookup.getResponseField('endpointAddress');
   }
 
   /**

@@ -2,6 +2,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as logs from 'aws-cdk-lib/aws-logs';
+import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import { ENV } from '../lambdas/adapters/env.js';
 import { FUNCTIONS, type FunctionName } from '../lambdas/core/api-schema.js';
@@ -9,6 +10,7 @@ import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
+import { FleetIngest } from './fleet-ingest.js';
 import { OtaFunction } from './ota-function.js';
 import { SigningKey } from './signing-key.js';
 import { VehicleApi } from './vehicle-api.js';
@@ -79,11 +81,25 @@ export interface OtaStackProps extends StackProps {
    * @default - none
    */
   readonly reservedConcurrentExecutions?: number;
+  /**
+   * Reserved concurrency of the ingest function. It caps how much of the account's Lambda concurrency a burst of
+   * vehicle reports can take from the API; IoT invokes asynchronously, so messages beyond the cap wait in Lambda's
+   * queue (up to an hour) instead of failing.
+   * @default - none
+   */
+  readonly ingestReservedConcurrentExecutions?: number;
+  /**
+   * ARN of an SNS topic to notify when vehicle messages land in the ingest dead-letter queue, and when it is empty
+   * again.
+   * @default - the alarm has no actions
+   */
+  readonly alarmTopicArn?: string;
 }
 
 /**
  * The vehicle OTA backend on AWS: firmware storage, data tables, the backend signing key, the vehicles' IoT identity,
- * and the HTTPS API with one function per FUNCTIONS entry, each granted exactly what its routes need.
+ * the HTTPS API with one function per FUNCTIONS entry, and the MQTT ingest path (topic rule -> ingest function, with
+ * a dead-letter queue), each function granted exactly what it needs.
  */
 export class OtaStack extends Stack {
   readonly storage: FirmwareStorage;
@@ -91,6 +107,9 @@ export class OtaStack extends Stack {
   readonly signingKey: SigningKey;
   readonly fleet: FleetIdentity;
   readonly functions: ReadonlyMap<FunctionName, OtaFunction>;
+  /** Records vehicle progress and status messages delivered by the topic rule (lambdas/ingest/handler.ts). */
+  readonly ingestFunction: OtaFunction;
+  readonly ingest: FleetIngest;
   readonly api: VehicleApi;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
@@ -139,7 +158,24 @@ export class OtaStack extends Stack {
       functions.set(name, fn);
     }
     this.functions = functions;
+    this.ingestFunction = new OtaFunction(this, 'IngestFunction', {
+      entry: join(PROJECT_ROOT, 'lambdas', 'ingest', 'handler.ts'),
+      depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
+      serviceName: 'ingest',
+      logRetention: props.functionLogRetention,
+      logRemovalPolicy,
+      reservedConcurrentExecutions: props.ingestReservedConcurrentExecutions,
+      environment: { [ENV.historyRetentionDays]: String(historyDays) },
+    });
     this.grantLeastPrivilege();
+
+    this.ingest = new FleetIngest(this, 'FleetIngest', {
+      ingestFunction: this.ingestFunction.function,
+      alarmTopic: props.alarmTopicArn
+        ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
+        : undefined,
+      destroyOnRemoval: destroy,
+    });
 
     this.api = new VehicleApi(this, 'Api', {
       handlers: Object.fromEntries([...functions].map(([name, fn]) => [name, fn.function])),
@@ -154,6 +190,14 @@ export class OtaStack extends Stack {
     new CfnOutput(this, 'FirmwareBucketName', { value: this.storage.bucket.bucketName });
     new CfnOutput(this, 'IotPolicyName', { value: this.fleet.policyName });
     new CfnOutput(this, 'IotThingTypeName', { value: this.fleet.thingTypeName });
+    new CfnOutput(this, 'MqttEndpoint', {
+      value: this.fleet.dataEndpoint,
+      description: 'IoT ATS data endpoint: vehicles connect here (MQTT over TLS, port 8883)',
+    });
+    new CfnOutput(this, 'IngestDeadLetterQueueUrl', {
+      value: this.ingest.deadLetterQueue.queueUrl,
+      description: 'Vehicle MQTT messages that were not recorded',
+    });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
     if (releaseKeys.length === 0) {
       const warning =
@@ -194,6 +238,13 @@ export class OtaStack extends Stack {
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);
     // No signing-key access: operator routes neither sign nor verify backend signatures.
+
+    // ingest: applies vehicle reports. Vehicles are read, and written when an update completes (the ECU's new
+    // version); history is append-only. No S3, no KMS, no IoT.
+    const ingest = this.ingestFunction;
+    this.data.bindReadWrite(ingest, 'vehicles');
+    this.data.bindReadWrite(ingest, 'updates');
+    this.data.bindWrite(ingest, 'history');
   }
 }
 

@@ -1,7 +1,7 @@
 /** Shared helpers for the CDK assertions: synthesise stacks without bundling and read IAM grants per function. */
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import type { FunctionName } from '../../lambdas/core/api-schema.js';
+import { FUNCTIONS, type FunctionName } from '../../lambdas/core/api-schema.js';
 import { OtaStack, type OtaStackProps } from '../../lib/ota-stack.js';
 
 /** Context that skips esbuild bundling: these tests look at the template, not the code. */
@@ -43,8 +43,12 @@ export function resources(template: Template): Resources {
   return template.toJSON().Resources as Resources;
 }
 
-/** Logical id of the Lambda function serving a FunctionName. */
-export function functionId(template: Template, fn: FunctionName): string {
+/** Every function of the backend by service name: the API functions and the MQTT ingest function. */
+export type OtaFunctionName = FunctionName | 'ingest';
+export const ALL_FUNCTIONS: readonly OtaFunctionName[] = [...FUNCTIONS, 'ingest'];
+
+/** Logical id of the backend function with this service name. */
+export function functionId(template: Template, fn: OtaFunctionName): string {
   const found = Object.entries(
     template.findResources('AWS::Lambda::Function', {
       Properties: { Description: `Fleet OTA ${fn}` },
@@ -54,16 +58,16 @@ export function functionId(template: Template, fn: FunctionName): string {
   return found[0]![0];
 }
 
-export function functionProps(template: Template, fn: FunctionName): Record<string, unknown> {
+export function functionProps(template: Template, fn: OtaFunctionName): Record<string, unknown> {
   return resources(template)[functionId(template, fn)]!.Properties!;
 }
 
-export function functionEnv(template: Template, fn: FunctionName): Record<string, unknown> {
+export function functionEnv(template: Template, fn: OtaFunctionName): Record<string, unknown> {
   return (functionProps(template, fn).Environment as { Variables: Record<string, unknown> }).Variables;
 }
 
 /** Logical id of the resource an environment variable of a function refers to (Ref or Fn::GetAtt). */
-export function envTarget(template: Template, fn: FunctionName, name: string): string {
+export function envTarget(template: Template, fn: OtaFunctionName, name: string): string {
   const value = functionEnv(template, fn)[name];
   const ids = referencedIds(value);
   if (ids.length !== 1) throw new Error(`${fn} ${name} does not reference exactly one resource`);
@@ -121,23 +125,23 @@ export function roleStatements(template: Template, roleId: string): Statement[] 
   );
 }
 
-export function functionRoleId(template: Template, fn: FunctionName): string {
+export function functionRoleId(template: Template, fn: OtaFunctionName): string {
   return referencedIds(functionProps(template, fn).Role)[0]!;
 }
 
 /** Every Allow statement of a function's execution role. */
-export function functionStatements(template: Template, fn: FunctionName): Statement[] {
+export function functionStatements(template: Template, fn: OtaFunctionName): Statement[] {
   return roleStatements(template, functionRoleId(template, fn)).filter((s) => s.Effect === 'Allow');
 }
 
 /** Actions a function may perform on anything referencing the given logical id. */
-export function actionsOn(template: Template, fn: FunctionName, logicalId: string): string[] {
+export function actionsOn(template: Template, fn: OtaFunctionName, logicalId: string): string[] {
   return functionStatements(template, fn)
     .filter((s) => s.resources.some((r) => referencedIds(r).includes(logicalId)))
     .flatMap((s) => s.actions);
 }
 
-export function allActions(template: Template, fn: FunctionName): string[] {
+export function allActions(template: Template, fn: OtaFunctionName): string[] {
   return functionStatements(template, fn).flatMap((s) => s.actions);
 }
 

@@ -1,13 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { FleetIdentity, IOT_DATA_ENDPOINT_ENV } from '../../lib/fleet-identity.js';
 import {
+  ALL_FUNCTIONS,
   allActions,
   envTarget,
   functionEnv,
   functionStatements,
+  newStack,
   otaTemplate,
+  referencedIds,
   resources,
+  roleStatements,
 } from './fixtures.js';
 
 const template = otaTemplate();
@@ -75,7 +81,7 @@ describe('FleetIdentity', () => {
     const typeId = Object.keys(template.findResources('AWS::IoT::ThingType'))[0];
     assert.equal(envTarget(template, 'operator-api', 'IOT_POLICY_NAME'), policyId);
     assert.equal(envTarget(template, 'operator-api', 'IOT_THING_TYPE'), typeId);
-    for (const fn of FUNCTIONS.filter((f) => f !== 'operator-api')) {
+    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'operator-api')) {
       assert.equal(functionEnv(template, fn).IOT_POLICY_NAME, undefined, fn);
     }
   });
@@ -116,12 +122,88 @@ describe('FleetIdentity', () => {
   });
 
   it('gives no other function any IoT permission', () => {
-    for (const fn of FUNCTIONS.filter((f) => f !== 'operator-api')) {
+    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'operator-api')) {
       assert.deepEqual(
         allActions(template, fn).filter((a) => a.startsWith('iot:')),
         [],
         fn,
       );
+    }
+  });
+
+  it('looks up the ATS data endpoint at deploy time with iot:DescribeEndpoint and nothing else', () => {
+    const lookups = Object.entries(template.findResources('Custom::IotDataEndpoint'));
+    assert.equal(lookups.length, 1);
+    const [, lookup] = lookups[0]!;
+    for (const phase of ['Create', 'Update']) {
+      const call = JSON.parse(lookup.Properties[phase] as string) as Record<string, unknown>;
+      assert.equal(call.service, '@aws-sdk/client-iot', phase);
+      assert.equal(call.action, 'DescribeEndpointCommand', phase);
+      assert.deepEqual(call.parameters, { endpointType: 'iot:Data-ATS' }, phase);
+      assert.deepEqual(call.outputPaths, ['endpointAddress'], phase);
+    }
+    assert.equal(lookup.Properties.InstallLatestAwsSdk, false, 'no npm download at deploy time');
+    // The provider runs with a role of its own: the lookup call, and writing to its own log group.
+    const provider = resources(template)[referencedIds(lookup.Properties.ServiceToken)[0]!]!;
+    const roleId = referencedIds(provider.Properties!.Role)[0]!;
+    const role = resources(template)[roleId]!;
+    assert.equal(role.Properties!.ManagedPolicyArns, undefined, 'no AWSLambdaBasicExecutionRole');
+    const logGroupId = referencedIds(provider.Properties!.LoggingConfig)[0]!;
+    assert.equal(resources(template)[logGroupId]!.Properties!.RetentionInDays, 90);
+    const statements = roleStatements(template, roleId)
+      .map((s) => ({ Effect: s.Effect, actions: s.actions, resources: s.resources }))
+      .sort((a, b) => a.actions[0]!.localeCompare(b.actions[0]!));
+    assert.deepEqual(statements, [
+      { Effect: 'Allow', actions: ['iot:DescribeEndpoint'], resources: ['*'] },
+      {
+        Effect: 'Allow',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [{ 'Fn::GetAtt': [logGroupId, 'Arn'] }],
+      },
+    ]);
+  });
+
+  it('grantPublishNotifications allows iot:Publish on issue_details topics only and sets the data endpoint', () => {
+    const stack = newStack();
+    const fleet = new FleetIdentity(stack, 'Fleet');
+    const fn = new lambda.Function(stack, 'Notifier', {
+      runtime: lambda.Runtime.NODEJS_24_X,
+      handler: 'index.handler',
+      code: lambda.Code.fromInline('export const handler = () => {}'),
+    });
+    fleet.grantPublishNotifications(fn);
+    const t = Template.fromStack(stack);
+    const notifier = Object.values(t.findResources('AWS::Lambda::Function')).find((f) =>
+      JSON.stringify(f.Properties.Role).includes('NotifierServiceRole'),
+    )!;
+    const roleId = referencedIds(notifier.Properties.Role)[0]!;
+    assert.deepEqual(
+      roleStatements(t, roleId).map((s) => ({
+        Effect: s.Effect,
+        actions: s.actions,
+        resources: s.resources,
+      })),
+      [
+        {
+          Effect: 'Allow',
+          actions: ['iot:Publish'],
+          resources: [iotArn('topic/vehicle/updates/*/issue_details')],
+        },
+      ],
+    );
+    const lookupId = Object.keys(t.findResources('Custom::IotDataEndpoint'))[0]!;
+    assert.deepEqual(notifier.Properties.Environment.Variables, {
+      [IOT_DATA_ENDPOINT_ENV]: {
+        'Fn::Join': ['', ['https://', { 'Fn::GetAtt': [lookupId, 'endpointAddress'] }]],
+      },
+    });
+    assert.equal(IOT_DATA_ENDPOINT_ENV, 'AWS_ENDPOINT_URL_IOT_DATA_PLANE');
+  });
+
+  it('grants no function of the stack notification publishing yet', () => {
+    for (const fn of ALL_FUNCTIONS) {
+      assert.equal(functionEnv(template, fn)[IOT_DATA_ENDPOINT_ENV], undefined, fn);
+      assert.ok(!allActions(template, fn).includes('iot:Publish'), fn);
     }
   });
 });

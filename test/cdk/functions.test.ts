@@ -7,6 +7,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
 import { OtaFunction } from '../../lib/ota-function.js';
 import {
+  ALL_FUNCTIONS,
   functionEnv,
   functionProps,
   functionRoleId,
@@ -26,12 +27,21 @@ function newestNodeRuntime(): string {
     .at(-1)!;
 }
 
-describe('API functions', () => {
-  it('creates exactly one function per FUNCTIONS entry', () => {
-    template.resourceCountIs('AWS::Lambda::Function', FUNCTIONS.length);
+describe('backend functions', () => {
+  it('creates one function per FUNCTIONS entry, the ingest function, and the endpoint lookup provider', () => {
+    const all = template.findResources('AWS::Lambda::Function');
+    const backend = Object.values(all).filter((f) =>
+      String(f.Properties.Description).startsWith('Fleet OTA '),
+    );
+    assert.deepEqual(
+      backend.map((f) => f.Properties.Description).sort(),
+      ALL_FUNCTIONS.map((f) => `Fleet OTA ${f}`).sort(),
+    );
+    // The one other function is the provider of the deploy-time IoT endpoint lookup (FleetIdentity).
+    assert.equal(Object.keys(all).length, ALL_FUNCTIONS.length + 1);
   });
 
-  for (const fn of FUNCTIONS) {
+  for (const fn of ALL_FUNCTIONS) {
     describe(fn, () => {
       const props = functionProps(template, fn);
 
@@ -51,7 +61,7 @@ describe('API functions', () => {
         assert.equal(group.Type, 'AWS::Logs::LogGroup');
         assert.equal(group.Properties!.RetentionInDays, 90);
         assert.equal(group.DeletionPolicy, 'Retain');
-        const others = FUNCTIONS.filter((f) => f !== fn).map(
+        const others = ALL_FUNCTIONS.filter((f) => f !== fn).map(
           (f) => (functionProps(template, f).LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref,
         );
         assert.ok(!others.includes(logGroupId), 'not shared');
@@ -81,13 +91,29 @@ describe('API functions', () => {
         assert.equal(env.POWERTOOLS_METRICS_NAMESPACE, 'FleetOta');
       });
 
-      it('gets the shared settings with their defaults', () => {
-        const env = functionEnv(template, fn);
-        assert.equal(env.RELEASE_PUBLIC_KEYS, '[]');
-        assert.equal(env.PRESIGN_TTL_SECONDS, '300');
-        assert.equal(env.TOKEN_TTL_SECONDS, '900');
-        assert.equal(env.HISTORY_RETENTION_DAYS, '90');
-      });
+      if (fn === 'ingest') {
+        it('gets only the history retention setting and its three tables', () => {
+          const env = functionEnv(template, fn);
+          assert.deepEqual(Object.keys(env).sort(), [
+            'HISTORY_RETENTION_DAYS',
+            'NODE_OPTIONS',
+            'POWERTOOLS_METRICS_NAMESPACE',
+            'POWERTOOLS_SERVICE_NAME',
+            'TABLE_HISTORY',
+            'TABLE_UPDATES',
+            'TABLE_VEHICLES',
+          ]);
+          assert.equal(env.HISTORY_RETENTION_DAYS, '90');
+        });
+      } else {
+        it('gets the shared settings with their defaults', () => {
+          const env = functionEnv(template, fn);
+          assert.equal(env.RELEASE_PUBLIC_KEYS, '[]');
+          assert.equal(env.PRESIGN_TTL_SECONDS, '300');
+          assert.equal(env.TOKEN_TTL_SECONDS, '900');
+          assert.equal(env.HISTORY_RETENTION_DAYS, '90');
+        });
+      }
 
       it('has a memory size and a timeout below the API Gateway limit, and no reserved concurrency by default', () => {
         assert.equal(props.MemorySize, 512);
@@ -103,6 +129,7 @@ describe('API functions', () => {
       tokenTtlSeconds: 600,
       historyRetentionDays: 30,
       reservedConcurrentExecutions: 5,
+      ingestReservedConcurrentExecutions: 7,
       functionLogRetention: logs.RetentionDays.ONE_MONTH,
     });
     for (const fn of FUNCTIONS) {
@@ -112,7 +139,9 @@ describe('API functions', () => {
       assert.equal(env.HISTORY_RETENTION_DAYS, '30');
       assert.equal(functionProps(t, fn).ReservedConcurrentExecutions, 5);
     }
-    t.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, FUNCTIONS.length);
+    assert.equal(functionEnv(t, 'ingest').HISTORY_RETENTION_DAYS, '30');
+    assert.equal(functionProps(t, 'ingest').ReservedConcurrentExecutions, 7);
+    t.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, ALL_FUNCTIONS.length);
   });
 
   it('OtaFunction honours memory, timeout and reserved concurrency props', () => {

@@ -2,11 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
 import {
+  ALL_FUNCTIONS,
   actionsOn,
   allActions,
   envTarget,
   functionEnv,
   functionStatements,
+  type OtaFunctionName,
   onlyId,
   otaTemplate,
   referencedIds,
@@ -29,15 +31,13 @@ const tables = {
 const WRITES = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'];
 const READS = ['dynamodb:GetItem', 'dynamodb:Query'];
 
-function dynamoAccess(fn: (typeof FUNCTIONS)[number]): Record<string, 'none' | 'read' | 'readwrite'> {
+function dynamoAccess(fn: OtaFunctionName): Record<string, 'none' | 'read' | 'write' | 'readwrite'> {
   return Object.fromEntries(
     Object.entries(tables).map(([name, id]) => {
       const actions = actionsOn(template, fn, id);
-      const access = WRITES.some((w) => actions.includes(w))
-        ? 'readwrite'
-        : READS.every((r) => actions.includes(r))
-          ? 'read'
-          : 'none';
+      const writes = WRITES.some((w) => actions.includes(w));
+      const reads = READS.some((r) => actions.includes(r));
+      const access = writes ? (reads ? 'readwrite' : 'write') : reads ? 'read' : 'none';
       return [name, access];
     }),
   );
@@ -115,8 +115,41 @@ describe('least privilege per function', () => {
     assert.deepEqual(actionsOn(template, 'operator-api', keyId), []);
   });
 
+  it('ingest: vehicles and updates read/write, history append-only, dead letters; no S3, KMS or IoT', () => {
+    assert.deepEqual(dynamoAccess('ingest'), {
+      releases: 'none',
+      vehicles: 'readwrite',
+      updates: 'readwrite',
+      history: 'write',
+    });
+    const actions = allActions(template, 'ingest');
+    assert.deepEqual(
+      actions.filter((a) => /^(s3|kms|iot):/.test(a)),
+      [],
+    );
+    assert.deepEqual(actionsOn(template, 'ingest', bucketId), []);
+    assert.deepEqual(actionsOn(template, 'ingest', keyId), []);
+    // Beyond its tables, logs and tracing: only sending to the dead-letter queue (its on-failure destination).
+    const queueId = onlyId(template, 'AWS::SQS::Queue');
+    const other = functionStatements(template, 'ingest').filter(
+      (s) => !s.actions.every((a) => /^(dynamodb|logs|xray):/.test(a)),
+    );
+    assert.deepEqual(
+      other.map((s) => ({ actions: s.actions, resources: s.resources })),
+      [{ actions: ['sqs:SendMessage'], resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }] }],
+    );
+    // Every DynamoDB grant names one of its three tables, never releases or a wildcard.
+    const dynamoResources = functionStatements(template, 'ingest')
+      .filter((s) => s.actions.some((a) => a.startsWith('dynamodb:')))
+      .flatMap((s) => s.resources.flatMap(referencedIds));
+    assert.deepEqual(
+      [...new Set(dynamoResources)].sort(),
+      [tables.history, tables.updates, tables.vehicles].sort(),
+    );
+  });
+
   it('only the operator function may create certificates', () => {
-    for (const fn of FUNCTIONS) {
+    for (const fn of ALL_FUNCTIONS) {
       assert.equal(
         allActions(template, fn).includes('iot:CreateCertificateFromCsr'),
         fn === 'operator-api',
@@ -126,7 +159,7 @@ describe('least privilege per function', () => {
   });
 
   it('sets an environment variable exactly where the matching permission was granted', () => {
-    for (const fn of FUNCTIONS) {
+    for (const fn of ALL_FUNCTIONS) {
       const env = functionEnv(template, fn);
       for (const [name, id] of Object.entries(tables)) {
         const granted = actionsOn(template, fn, id).length > 0;
@@ -142,7 +175,7 @@ describe('least privilege per function', () => {
   });
 
   it('grants no wildcard action and no "*" resource except where no resource-level permission exists', () => {
-    for (const fn of FUNCTIONS) {
+    for (const fn of ALL_FUNCTIONS) {
       for (const s of functionStatements(template, fn)) {
         for (const a of s.actions) assert.ok(!a.includes('*'), `${fn}: wildcard action ${a}`);
         if (s.resources.includes('*')) {
@@ -175,7 +208,7 @@ describe('least privilege per function', () => {
   });
 
   it('lets only Lambda assume the function roles', () => {
-    for (const fn of FUNCTIONS) {
+    for (const fn of ALL_FUNCTIONS) {
       const roleId = referencedIds(
         resources(template)[
           Object.keys(

@@ -64,6 +64,7 @@ const variants: [string, OtaStackProps][] = [
       createApiGatewayCloudWatchRole: false,
     },
   ],
+  ['with an alarm topic', { alarmTopicArn: 'arn:aws:sns:eu-west-1:111111111111:ota-alarms' }],
 ];
 
 describe('cdk-nag AwsSolutions', () => {
@@ -103,6 +104,7 @@ describe('cdk-nag AwsSolutions', () => {
       'AwsSolutions-COG4',
       'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
       'AwsSolutions-IAM5[Resource]',
+      'AwsSolutions-SQS3',
     ]);
     for (const a of acks)
       assert.ok(a.reason.length >= 80, `a reviewer-grade reason for ${a.id} at ${a.path}`);
@@ -113,14 +115,22 @@ describe('cdk-nag AwsSolutions', () => {
       apig4.every((p) => /\/(auth|updates)\//.test(p)),
       apig4.join(','),
     );
-    // The bare "*" acknowledgement sits only on X-Ray tracing policies and the IoT registration policy.
+    // The bare "*" acknowledgement sits only on X-Ray tracing policies, the IoT registration policy and the IoT
+    // endpoint lookup's policy.
     const star = acks.filter((a) => a.id === 'AwsSolutions-IAM5[Resource::*]').map((a) => a.path);
     assert.deepEqual(star.sort(), [
       'Ota/AuthApiFunction/TracingPolicy',
+      'Ota/FleetIdentity/DataEndpoint/CustomResourcePolicy',
       `Ota/FleetIdentity/${stack.fleet.node.children.find((c) => c.node.id.startsWith('Registration'))!.node.id}`,
+      'Ota/IngestFunction/TracingPolicy',
       'Ota/OperatorApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
+    // SQS3 (no dead-letter queue) is acknowledged on the ingest dead-letter queue only.
+    assert.deepEqual(
+      acks.filter((a) => a.id === 'AwsSolutions-SQS3').map((a) => a.path),
+      ['Ota/FleetIngest/DeadLetterQueue'],
+    );
     // Every acknowledgement suppresses a finding that would otherwise be reported.
     const unacknowledged = new Set(
       new AwsSolutionsChecks()

@@ -24,11 +24,23 @@ const rsa = () =>
 const NO_KEYS_WARNING = /refuse every release/;
 
 describe('OtaStack', () => {
-  it('exports the API URL, bucket name, IoT policy name and signing key ARN', () => {
+  it('exports the API URL, bucket name, IoT policy name, signing key ARN, MQTT endpoint and dead-letter queue', () => {
     const outputs = otaTemplate().toJSON().Outputs as Record<string, { Value: unknown }>;
-    for (const name of ['ApiUrl', 'FirmwareBucketName', 'IotPolicyName', 'SigningKeyArn']) {
+    for (const name of [
+      'ApiUrl',
+      'FirmwareBucketName',
+      'IotPolicyName',
+      'SigningKeyArn',
+      'MqttEndpoint',
+      'IngestDeadLetterQueueUrl',
+    ]) {
       assert.ok(outputs[name], name);
     }
+    const lookupId = Object.keys(otaTemplate().findResources('Custom::IotDataEndpoint'))[0];
+    assert.deepEqual(outputs.MqttEndpoint!.Value, { 'Fn::GetAtt': [lookupId, 'endpointAddress'] });
+    assert.deepEqual(outputs.IngestDeadLetterQueueUrl!.Value, {
+      Ref: Object.keys(otaTemplate().findResources('AWS::SQS::Queue'))[0],
+    });
     assert.deepEqual(outputs.SigningKeyArn!.Value, {
       'Fn::GetAtt': [Object.keys(otaTemplate().findResources('AWS::KMS::Key'))[0], 'Arn'],
     });

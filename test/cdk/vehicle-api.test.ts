@@ -165,12 +165,22 @@ describe('VehicleApi', () => {
   });
 
   it('lets API Gateway invoke each function only for its own routes on the deployed stage', () => {
-    const permissions = Object.values(template.findResources('AWS::Lambda::Permission')).map((p) => ({
-      fn: referencedIds(p.Properties.FunctionName)[0],
-      principal: p.Properties.Principal,
-      action: p.Properties.Action,
-      parts: p.Properties.SourceArn['Fn::Join'][1] as unknown[],
-    }));
+    const all = Object.values(template.findResources('AWS::Lambda::Permission'));
+    // The only other invoke permission is the IoT topic rule's on the ingest function (fleet-ingest.test.ts).
+    assert.deepEqual(
+      all
+        .filter((p) => p.Properties.Principal !== 'apigateway.amazonaws.com')
+        .map((p) => p.Properties.Principal),
+      ['iot.amazonaws.com'],
+    );
+    const permissions = all
+      .filter((p) => p.Properties.Principal === 'apigateway.amazonaws.com')
+      .map((p) => ({
+        fn: referencedIds(p.Properties.FunctionName)[0],
+        principal: p.Properties.Principal,
+        action: p.Properties.Action,
+        parts: p.Properties.SourceArn['Fn::Join'][1] as unknown[],
+      }));
     assert.equal(permissions.length, ROUTES.length, 'one per method, no test-invoke permissions');
     const stageId = onlyId(template, 'AWS::ApiGateway::Stage');
     for (const route of ROUTES) {
