@@ -76,6 +76,11 @@ export interface LocalCloudOptions {
   readonly throttle?: ThrottleSettings;
   /** @default JSON lines on stderr */
   readonly logger?: GatewayLogger;
+  /**
+   * Period of the campaign engine's tick (EventBridge Scheduler on AWS); 0 turns the loop off.
+   * @default 1000
+   */
+  readonly campaignTickMs?: number;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
@@ -175,6 +180,7 @@ async function start(
     ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
     [ENV.firmwareBucket]: FIRMWARE_BUCKET,
     [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? 300),
+    [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,
     [ENV.localCaDir]: ca.dir,
@@ -231,6 +237,44 @@ async function start(
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
   });
   cleanups.push(() => rules.stop());
+
+  // The campaign engine's schedule: one tick at a time, the next one a period after the previous finished.
+  const tickMs = options.campaignTickMs ?? 1000;
+  if (tickMs > 0 && !options.loadHandler) {
+    let timer: NodeJS.Timeout | undefined;
+    let stopped = false;
+    let running: Promise<void> = Promise.resolve();
+    const tickHandler = import('../lambdas/campaign-tick/handler.js').then(
+      (m) => m.handler as () => Promise<unknown>,
+    );
+    tickHandler.catch(() => {});
+    const loop = () => {
+      timer = setTimeout(() => {
+        running = tickHandler
+          .then((tick) => tick())
+          .then(
+            () => undefined,
+            (err: unknown) => {
+              const extra = { error: err instanceof Error ? err.message : String(err) };
+              if (options.logger) options.logger.error('campaign tick failed', extra);
+              else
+                process.stderr.write(
+                  `${JSON.stringify({ level: 'ERROR', message: 'campaign tick failed', ...extra })}\n`,
+                );
+            },
+          )
+          .finally(() => {
+            if (!stopped) loop();
+          });
+      }, tickMs);
+    };
+    loop();
+    cleanups.push(async () => {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    });
+  }
 
   const gateway = await LocalGateway.start({
     tls,

@@ -12,8 +12,13 @@ import {
   ScanCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
+import { waveKeyPrefix } from '../core/campaigns.js';
 import { ConflictError } from '../core/errors.js';
 import type {
+  CampaignChanges,
+  CampaignRecord,
+  CampaignRepository,
+  CampaignStatus,
   HistoryEvent,
   HistoryRepository,
   ReleaseRecord,
@@ -141,7 +146,21 @@ export class DynamoReleaseRepository implements ReleaseRepository {
 type StoredVehicle = VehicleRecord & {
   challenge?: { nonce: string; expiresAt: number };
   assignmentCounter?: number;
+  campaignLocks?: Record<string, string>;
 };
+
+/** The domain record without the bookkeeping attributes (challenge, counters, locks, rate windows). */
+function toVehicle(item: Record<string, unknown>): VehicleRecord {
+  const {
+    challenge: _c,
+    assignmentCounter: _n,
+    campaignLocks: _l,
+    ...rest
+  } = item as unknown as StoredVehicle;
+  return Object.fromEntries(
+    Object.entries(rest).filter(([k]) => !k.startsWith('rate_')),
+  ) as unknown as VehicleRecord;
+}
 
 export class DynamoVehicleRepository implements VehicleRepository {
   constructor(
@@ -153,11 +172,7 @@ export class DynamoVehicleRepository implements VehicleRepository {
     const out = await this.db.send(
       new GetCommand({ TableName: this.table, Key: { vin }, ConsistentRead: true }),
     );
-    if (!out.Item) return undefined;
-    const { challenge: _challenge, assignmentCounter: _counter, ...rest } = out.Item as StoredVehicle;
-    return Object.fromEntries(
-      Object.entries(rest).filter(([k]) => !k.startsWith('rate_')),
-    ) as unknown as VehicleRecord;
+    return out.Item ? toVehicle(out.Item) : undefined;
   }
 
   async create(vehicle: VehicleRecord): Promise<void> {
@@ -174,6 +189,61 @@ export class DynamoVehicleRepository implements VehicleRepository {
         throw new ConflictError('vehicle_exists', `Vehicle ${vehicle.vin} is already registered`);
       throw err;
     }
+  }
+
+  async scan(cursor?: string): Promise<{ items: VehicleRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new ScanCommand({ TableName: this.table, Limit: 500, ExclusiveStartKey: decodeCursor(cursor) }),
+    );
+    return { items: (out.Items ?? []).map(toVehicle), cursor: encodeCursor(out.LastEvaluatedKey) };
+  }
+
+  async lockCampaign(vin: string, ecu: string, campaignId: string): Promise<boolean> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          UpdateExpression: 'SET campaignLocks.#ecu = :c',
+          ConditionExpression: 'attribute_not_exists(campaignLocks.#ecu) OR campaignLocks.#ecu = :c',
+          ExpressionAttributeNames: { '#ecu': ecu },
+          ExpressionAttributeValues: { ':c': campaignId },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  async unlockCampaign(vin: string, ecu: string, campaignId: string): Promise<void> {
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          UpdateExpression: 'REMOVE campaignLocks.#ecu',
+          ConditionExpression: 'campaignLocks.#ecu = :c',
+          ExpressionAttributeNames: { '#ecu': ecu },
+          ExpressionAttributeValues: { ':c': campaignId },
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+    }
+  }
+
+  async campaignLock(vin: string, ecu: string): Promise<string | undefined> {
+    const out = await this.db.send(
+      new GetCommand({
+        TableName: this.table,
+        Key: { vin },
+        ProjectionExpression: 'campaignLocks',
+        ConsistentRead: true,
+      }),
+    );
+    return (out.Item?.campaignLocks as Record<string, string> | undefined)?.[ecu];
   }
 
   async putChallenge(vin: string, nonce: string, expiresAtSeconds: number): Promise<void> {
@@ -305,6 +375,25 @@ export class DynamoUpdateRepository implements UpdateRepository {
     return items;
   }
 
+  async listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]> {
+    const items: UpdateRecord[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.db.send(
+        new QueryCommand({
+          TableName: this.table,
+          IndexName: 'byCampaign',
+          KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+          ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+          ExclusiveStartKey: start,
+        }),
+      );
+      items.push(...((out.Items ?? []) as UpdateRecord[]));
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return items;
+  }
+
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
     try {
       await this.db.send(
@@ -324,6 +413,111 @@ export class DynamoUpdateRepository implements UpdateRepository {
       if (isConditionFailure(err)) return false;
       throw err;
     }
+  }
+}
+
+export class DynamoCampaignRepository implements CampaignRepository {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async create(campaign: CampaignRecord): Promise<void> {
+    try {
+      await this.db.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: campaign,
+          ConditionExpression: 'attribute_not_exists(campaignId)',
+        }),
+      );
+    } catch (err) {
+      if (isConditionFailure(err))
+        throw new ConflictError('campaign_exists', `Campaign ${campaign.campaignId} already exists`);
+      throw err;
+    }
+  }
+
+  async get(campaignId: string): Promise<CampaignRecord | undefined> {
+    const out = await this.db.send(
+      new GetCommand({ TableName: this.table, Key: { campaignId }, ConsistentRead: true }),
+    );
+    return out.Item as CampaignRecord | undefined;
+  }
+
+  async list(limit: number, cursor?: string): Promise<{ items: CampaignRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: decodeCursor(cursor) }),
+    );
+    return { items: (out.Items ?? []) as CampaignRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+  }
+
+  async listByStatus(status: CampaignStatus): Promise<CampaignRecord[]> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byStatus',
+        KeyConditionExpression: '#s = :s',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: { ':s': status },
+      }),
+    );
+    return (out.Items ?? []) as CampaignRecord[];
+  }
+
+  async change(
+    campaignId: string,
+    expectedRevision: number,
+    changes: CampaignChanges,
+    updatedAt: string,
+  ): Promise<boolean> {
+    const names: Record<string, string> = { '#rev': 'revision', '#at': 'updatedAt' };
+    const values: Record<string, unknown> = {
+      ':rev': expectedRevision,
+      ':next': expectedRevision + 1,
+      ':at': updatedAt,
+    };
+    const sets = ['#rev = :next', '#at = :at'];
+    for (const [i, [k, v]] of Object.entries(changes).entries()) {
+      if (v === undefined) continue;
+      names[`#f${i}`] = k;
+      values[`:f${i}`] = v;
+      sets.push(`#f${i} = :f${i}`);
+    }
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { campaignId },
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: '#rev = :rev',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  async count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void> {
+    if (from === to) return;
+    await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { campaignId },
+        UpdateExpression:
+          from === undefined ? 'ADD counts.#w.#to :one' : 'ADD counts.#w.#to :one, counts.#w.#from :minus',
+        ExpressionAttributeNames: {
+          '#w': `w${wave}`,
+          '#to': to,
+          ...(from === undefined ? {} : { '#from': from }),
+        },
+        ExpressionAttributeValues: { ':one': 1, ...(from === undefined ? {} : { ':minus': -1 }) },
+      }),
+    );
   }
 }
 

@@ -7,6 +7,7 @@ export const ENV = {
   tableVehicles: 'TABLE_VEHICLES',
   tableUpdates: 'TABLE_UPDATES',
   tableHistory: 'TABLE_HISTORY',
+  tableCampaigns: 'TABLE_CAMPAIGNS',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',
@@ -18,6 +19,8 @@ export const ENV = {
   multipartThresholdBytes: 'MULTIPART_THRESHOLD_BYTES',
   /** Part size of multipart uploads, in bytes (S3: at least 5 MiB). */
   multipartPartBytes: 'MULTIPART_PART_BYTES',
+  /** Seconds between campaign engine ticks (the schedule's period). */
+  campaignTickSeconds: 'CAMPAIGN_TICK_SECONDS',
   /** Days a status history item is kept. */
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */

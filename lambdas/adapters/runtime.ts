@@ -14,6 +14,7 @@ import type { TrustedKey } from '../core/signatures.js';
 import { type Signer, trustedKeysFromPems } from '../core/signatures.js';
 import { clientConfig } from './aws-clients.js';
 import {
+  DynamoCampaignRepository,
   DynamoHistoryRepository,
   DynamoReleaseRepository,
   DynamoUpdateRepository,
@@ -38,6 +39,7 @@ export const repositories = {
   releases: () => new DynamoReleaseRepository(db(), requireEnv(ENV.tableReleases)),
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
+  campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), intEnv(ENV.historyRetentionDays, 90)),
 };

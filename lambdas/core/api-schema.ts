@@ -64,6 +64,7 @@ export const signedManifestSchema = z.strictObject({
 });
 
 export const UPDATE_STATUSES = [
+  'scheduled',
   'offered',
   'initiated',
   'downloading',
@@ -123,6 +124,7 @@ export const bodies = {
       .max(10000)
       .optional(),
   }),
+  campaignAction: z.strictObject({}),
   registerVehicle: z.strictObject({
     vin: vinSchema,
     model: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/),
@@ -133,6 +135,53 @@ export const bodies = {
     csr: z.string().min(100).max(8192),
   }),
 } as const;
+
+export const campaignIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -');
+
+const createCampaignSchema = z.strictObject({
+  campaign_id: campaignIdSchema.optional(),
+  name: z.string().min(1).max(128),
+  release_id: releaseIdSchema,
+  targets: z
+    .strictObject({
+      vins: z.array(vinSchema).max(10000).optional(),
+      filter: z
+        .strictObject({
+          model: z.string().max(64).optional(),
+          hardware_id: z.string().max(64).optional(),
+          current_version: versionSchema.optional(),
+        })
+        .optional(),
+    })
+    .refine((t) => t.vins !== undefined || t.filter !== undefined, 'targets needs vins and/or filter'),
+  policy: z
+    .strictObject({
+      waves: z.array(z.number().gt(0).max(100)).min(1).max(20).optional(),
+      advance_success_percent: z.number().min(0).max(100).optional(),
+      soak_seconds: z
+        .number()
+        .int()
+        .min(0)
+        .max(30 * 86400)
+        .optional(),
+      halt_failure_count: z.number().int().min(1).optional(),
+      halt_failure_percent: z.number().gt(0).max(100).optional(),
+      halt_min_outcomes: z.number().int().min(1).optional(),
+      vehicle_timeout_seconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(30 * 86400)
+        .optional(),
+      retry_budget: z.number().int().min(0).max(10).optional(),
+      notify_per_second: z.number().int().min(1).max(10000).optional(),
+    })
+    .optional(),
+});
+
+export { createCampaignSchema };
 
 export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api';
 export type RouteAuth = 'none' | 'vehicle' | 'operator';
@@ -266,6 +315,50 @@ export const ROUTES: readonly RouteDefinition[] = [
     maxBodyBytes: 0,
     summary: 'Get a vehicle with its update state',
   },
+  {
+    method: 'POST',
+    resource: '/campaigns',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: createCampaignSchema,
+    maxBodyBytes: LARGE,
+    summary: 'Create a staged campaign for a published release',
+  },
+  {
+    method: 'GET',
+    resource: '/campaigns',
+    fn: 'operator-api',
+    auth: 'operator',
+    maxBodyBytes: 0,
+    summary: 'List campaigns',
+  },
+  {
+    method: 'GET',
+    resource: '/campaigns/{campaignId}',
+    fn: 'operator-api',
+    auth: 'operator',
+    maxBodyBytes: 0,
+    summary: 'Campaign status with counts per state and per wave',
+  },
+  {
+    method: 'GET',
+    resource: '/campaigns/{campaignId}/vehicles',
+    fn: 'operator-api',
+    auth: 'operator',
+    maxBodyBytes: 0,
+    summary: 'Per-vehicle states of one wave (?wave=N)',
+  },
+  ...(['start', 'pause', 'resume', 'cancel'] as const).map(
+    (action): RouteDefinition => ({
+      method: 'POST',
+      resource: `/campaigns/{campaignId}/${action}`,
+      fn: 'operator-api',
+      auth: 'operator',
+      body: bodies.campaignAction,
+      maxBodyBytes: SMALL,
+      summary: `${action[0]!.toUpperCase()}${action.slice(1)} a campaign`,
+    }),
+  ),
 ];
 
 export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api'];

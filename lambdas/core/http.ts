@@ -109,6 +109,11 @@ const PARAM_PATTERNS: Record<string, { pattern: RegExp; code: string; message: s
     code: 'invalid_version',
     message: 'version must be a semantic version such as 3.0.1',
   },
+  campaignId: {
+    pattern: /^[a-z0-9][a-z0-9-]{2,63}$/,
+    code: 'invalid_campaign_id',
+    message: 'invalid campaign id',
+  },
   releaseId: {
     pattern: /^[a-z0-9][a-z0-9._-]{0,63}$/,
     code: 'invalid_release_id',

@@ -74,6 +74,13 @@ export interface VehicleRepository {
   takeRateToken(vin: string, window: number, limit: number): Promise<boolean>;
   /** Atomically increments and returns the vehicle's assignment counter (1 on first use). */
   nextAssignmentCounter(vin: string): Promise<number>;
+  /** Every registered vehicle, a page at a time (campaign targeting by filter). */
+  scan(cursor?: string): Promise<{ items: VehicleRecord[]; cursor?: string }>;
+  /** Takes the vehicle's per-ECU campaign lock; false when another campaign holds it. */
+  lockCampaign(vin: string, ecu: string, campaignId: string): Promise<boolean>;
+  unlockCampaign(vin: string, ecu: string, campaignId: string): Promise<void>;
+  /** Which campaign holds the vehicle's lock for that ECU, if any. */
+  campaignLock(vin: string, ecu: string): Promise<string | undefined>;
   /** Records the version now running on an ECU after a completed update. */
   setEcuVersion(vin: string, ecu: string, version: string): Promise<void>;
 }
@@ -94,6 +101,12 @@ export interface UpdateRecord {
   readonly updatedAt: string;
   /** Optimistic-concurrency revision: every write is conditional on the one it read. */
   readonly revision: number;
+  /** Campaign updates: the wave, and the index key `<wave, 3 digits>#<VIN>`. */
+  readonly wave?: number;
+  readonly waveKey?: string;
+  /** When the current offer was sent, and by when the vehicle must have finished. */
+  readonly offeredAt?: string;
+  readonly deadline?: string;
 }
 
 export interface UpdateRepository {
@@ -104,6 +117,51 @@ export interface UpdateRepository {
    * another writer got there first; the caller re-reads and decides again.
    */
   put(next: UpdateRecord, expectedRevision: number): Promise<boolean>;
+  /** A campaign's updates in one wave (through the sparse byCampaign index), VIN order. */
+  listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]>;
+}
+
+export type CampaignStatus = 'created' | 'running' | 'paused' | 'halted' | 'cancelled' | 'completed';
+
+export interface CampaignRecord {
+  readonly campaignId: string;
+  readonly name: string;
+  readonly releaseId: string;
+  readonly version: string;
+  readonly ecu: string;
+  readonly status: CampaignStatus;
+  readonly policy: import('./campaign-policy.js').RolloutPolicy;
+  /** Per wave: how many vehicles, and when it started. */
+  readonly waves: readonly { readonly size: number; readonly startedAt?: string }[];
+  readonly currentWave: number;
+  readonly targetCount: number;
+  readonly excluded: readonly { readonly vin: string; readonly reason: string }[];
+  readonly haltReason?: string;
+  /** counts[`w${wave}`][status] = vehicles in that state; maintained by atomic ADDs at every transition. */
+  readonly counts: Record<string, Record<string, number>>;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly revision: number;
+}
+
+export type CampaignChanges = Partial<
+  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason'>
+>;
+
+export interface CampaignRepository {
+  create(campaign: CampaignRecord): Promise<void>;
+  get(campaignId: string): Promise<CampaignRecord | undefined>;
+  list(limit: number, cursor?: string): Promise<{ items: CampaignRecord[]; cursor?: string }>;
+  listByStatus(status: CampaignStatus): Promise<CampaignRecord[]>;
+  /** Applies changes if the revision is still expectedRevision; counts are never touched by this. */
+  change(
+    campaignId: string,
+    expectedRevision: number,
+    changes: CampaignChanges,
+    updatedAt: string,
+  ): Promise<boolean>;
+  /** Moves one vehicle between states in a wave's counts (from undefined: a new vehicle). */
+  count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void>;
 }
 
 export interface HistoryEvent {

@@ -4,7 +4,7 @@
  */
 export interface TableDefinition {
   /** Logical name; the physical name comes from the environment (TABLE_<NAME>). */
-  readonly name: 'releases' | 'vehicles' | 'updates' | 'history';
+  readonly name: 'releases' | 'vehicles' | 'updates' | 'history' | 'campaigns';
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
@@ -38,7 +38,15 @@ export const TABLES: readonly TableDefinition[] = [
     envVar: 'TABLE_UPDATES',
     partitionKey: 'vin',
     sortKey: 'updateId',
-    indexes: [],
+    // Sparse: only campaign updates carry campaignId; waveKey = <wave, 3 digits>#<VIN> lists one wave in order.
+    indexes: [{ indexName: 'byCampaign', partitionKey: 'campaignId', sortKey: 'waveKey' }],
+  },
+  {
+    // One item per campaign: release, policy, waves, status and per-wave counts kept up to date with ADD.
+    name: 'campaigns',
+    envVar: 'TABLE_CAMPAIGNS',
+    partitionKey: 'campaignId',
+    indexes: [{ indexName: 'byStatus', partitionKey: 'status', sortKey: 'campaignId' }],
   },
   {
     // Append-only status history; items expire after the retention period.

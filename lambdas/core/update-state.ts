@@ -6,6 +6,7 @@
 import type { UpdateStatus } from './api-schema.js';
 
 const RANK: Record<UpdateStatus, number> = {
+  scheduled: -1,
   offered: 0,
   initiated: 1,
   downloading: 2,

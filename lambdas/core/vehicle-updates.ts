@@ -8,6 +8,7 @@ import { manifestDigest, type SignedAssignment, signAssignment } from './assignm
 import { ConflictError, NotFoundError, OtaError } from './errors.js';
 import type { ReleaseManifest, SignedManifest } from './manifest.js';
 import type {
+  CampaignRepository,
   Clock,
   HistoryRepository,
   ObjectStore,
@@ -27,6 +28,8 @@ export interface UpdateStatusDeps {
   readonly updates: UpdateRepository;
   readonly history: HistoryRepository;
   readonly clock: Clock;
+  /** Campaign counts follow every transition of a campaign update. */
+  readonly campaigns?: Pick<CampaignRepository, 'count'>;
 }
 
 export interface FirmwareOfferDeps extends UpdateStatusDeps {
@@ -86,8 +89,55 @@ export function toUpdateView(u: UpdateRecord) {
   };
 }
 
+/** Signs per-vehicle assignments, each with the vehicle's next counter value. */
+export class AssignmentIssuer {
+  constructor(
+    private readonly deps: {
+      readonly vehicles: Pick<VehicleRepository, 'nextAssignmentCounter'>;
+      readonly signer: Signer;
+      readonly clock: Clock;
+      /** Seconds an assignment stays valid. @default 86400 */
+      readonly ttlSeconds?: number;
+    },
+  ) {}
+
+  async assign(
+    vehicle: VehicleRecord,
+    update: UpdateRecord,
+    manifest: ReleaseManifest,
+  ): Promise<SignedAssignment> {
+    const now = this.deps.clock.now();
+    const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin);
+    return signAssignment(
+      {
+        schema: 'ota.assignment/v1',
+        vin: vehicle.vin,
+        update_id: update.updateId,
+        campaign_id: update.campaignId ?? null,
+        release_id: manifest.release_id,
+        version: manifest.version,
+        ecu: manifest.ecu,
+        manifest_sha256: manifestDigest(manifest),
+        counter,
+        issued_at: now.toISOString(),
+        expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
+      },
+      this.deps.signer,
+    );
+  }
+}
+
 export class FirmwareOfferService {
-  constructor(private readonly deps: FirmwareOfferDeps) {}
+  private readonly assignments: AssignmentIssuer;
+
+  constructor(private readonly deps: FirmwareOfferDeps) {
+    this.assignments = new AssignmentIssuer({
+      vehicles: deps.vehicles,
+      signer: deps.signer,
+      clock: deps.clock,
+      ttlSeconds: deps.assignmentTtlSeconds,
+    });
+  }
 
   /** The published release of that version built for one of this vehicle's ECUs. */
   async resolveRelease(vehicle: VehicleRecord, version: string): Promise<ReleaseRecord> {
@@ -129,7 +179,13 @@ export class FirmwareOfferService {
   ): Promise<DownloadOffer> {
     const release = await this.resolveRelease(vehicle, version);
     const ecu = vehicle.ecus.find((e) => e.ecu === release.ecu)!;
-    const updateId = directUpdateId(release.releaseId);
+    // A vehicle offered this release by a campaign downloads it as part of that campaign.
+    let updateId = directUpdateId(release.releaseId);
+    if (vehicle.activeUpdateId?.startsWith('campaign#')) {
+      const active = await this.deps.updates.get(vehicle.vin, vehicle.activeUpdateId);
+      if (active && active.releaseId === release.releaseId && !isTerminal(active.status))
+        updateId = active.updateId;
+    }
     let update = await this.deps.updates.get(vehicle.vin, updateId);
 
     if (compareVersions(version, ecu.version) < 0) {
@@ -148,7 +204,7 @@ export class FirmwareOfferService {
     const ttl = this.deps.presignTtlSeconds;
     const url = await this.deps.objects.presignGet(release.objectKey, release.objectVersionId, ttl);
     const m = release.signedManifest.manifest;
-    const assignment = await this.assign(vehicle, update, m);
+    const assignment = await this.assignments.assign(vehicle, update, m);
     return {
       download_url: url,
       expires_at: new Date(this.deps.clock.now().getTime() + ttl * 1000).toISOString(),
@@ -163,32 +219,6 @@ export class FirmwareOfferService {
       manifest: release.signedManifest,
       assignment,
     };
-  }
-
-  /** A fresh backend-signed assignment for this vehicle and update, with the vehicle's next counter value. */
-  async assign(
-    vehicle: VehicleRecord,
-    update: UpdateRecord,
-    manifest: ReleaseManifest,
-  ): Promise<SignedAssignment> {
-    const now = this.deps.clock.now();
-    const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin);
-    return signAssignment(
-      {
-        schema: 'ota.assignment/v1',
-        vin: vehicle.vin,
-        update_id: update.updateId,
-        campaign_id: update.campaignId ?? null,
-        release_id: manifest.release_id,
-        version: manifest.version,
-        ecu: manifest.ecu,
-        manifest_sha256: manifestDigest(manifest),
-        counter,
-        issued_at: now.toISOString(),
-        expires_at: new Date(now.getTime() + (this.deps.assignmentTtlSeconds ?? 86400) * 1000).toISOString(),
-      },
-      this.deps.signer,
-    );
   }
 
   private async startAttempt(
@@ -292,6 +322,11 @@ export class UpdateStatusService {
         await this.recordHistory(vehicle.vin, target.updateId, input, source, result.applied, now);
         if (result.applied && next.status === 'completed') {
           await this.deps.vehicles.setEcuVersion(vehicle.vin, next.ecu, next.version);
+        }
+        if (result.applied && next.campaignId !== undefined) {
+          await this.deps.campaigns?.count(next.campaignId, next.wave ?? 0, target.status, next.status);
+          if (isTerminal(next.status))
+            await this.deps.vehicles.unlockCampaign(vehicle.vin, next.ecu, next.campaignId);
         }
         return { update: next, applied: result.applied };
       }

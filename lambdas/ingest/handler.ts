@@ -11,6 +11,7 @@ const updates = new UpdateStatusService({
   updates: repositories.updates(),
   history: repositories.history(),
   clock: systemClock,
+  campaigns: repositories.campaigns(),
 });
 
 export async function handler(event: unknown, context?: Context) {

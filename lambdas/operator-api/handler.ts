@@ -15,6 +15,7 @@ import {
   tracer,
 } from '../adapters/runtime.js';
 import type { bodies } from '../core/api-schema.js';
+import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
 import { BadRequestError } from '../core/errors.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import type { CertificateIssuer } from '../core/ports.js';
@@ -56,6 +57,23 @@ function listLimit(event: APIGatewayProxyEvent): number {
   return n;
 }
 
+const campaigns = new CampaignService({
+  campaigns: repositories.campaigns(),
+  releases: repositories.releases(),
+  vehicles: repositories.vehicles(),
+  updates,
+  history: repositories.history(),
+  clock: systemClock,
+});
+
+const campaignAction =
+  (action: 'start' | 'pause' | 'resume' | 'cancel') =>
+  async ({ params }: RouteRequest<unknown>) => {
+    const result = await campaigns.act(params.campaignId!, action);
+    metrics.addMetric(`Campaign_${action}`, 'Count', 1);
+    return json(200, result);
+  };
+
 const route = createRouter(
   'operator-api',
   {
@@ -82,6 +100,21 @@ const route = createRouter(
     },
     'GET /vehicles/{vin}': async ({ params }: RouteRequest<undefined>) =>
       json(200, await registry.get(params.vin!)),
+    'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
+      json(201, await campaigns.create(body)),
+    'GET /campaigns': async ({ event }: RouteRequest<undefined>) =>
+      json(200, await campaigns.list(listLimit(event), event.queryStringParameters?.cursor ?? undefined)),
+    'GET /campaigns/{campaignId}': async ({ params }: RouteRequest<undefined>) =>
+      json(200, await campaigns.get(params.campaignId!)),
+    'GET /campaigns/{campaignId}/vehicles': async ({ params, event }: RouteRequest<undefined>) =>
+      json(
+        200,
+        await campaigns.vehicles(params.campaignId!, Number(event.queryStringParameters?.wave ?? '0')),
+      ),
+    'POST /campaigns/{campaignId}/start': campaignAction('start'),
+    'POST /campaigns/{campaignId}/pause': campaignAction('pause'),
+    'POST /campaigns/{campaignId}/resume': campaignAction('resume'),
+    'POST /campaigns/{campaignId}/cancel': campaignAction('cancel'),
   },
   logger,
 );

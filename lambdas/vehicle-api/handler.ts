@@ -24,6 +24,7 @@ const statusDeps = {
   updates: repositories.updates(),
   history: repositories.history(),
   clock: systemClock,
+  campaigns: repositories.campaigns(),
 };
 const statuses = new UpdateStatusService(statusDeps);
 const offers = new FirmwareOfferService({

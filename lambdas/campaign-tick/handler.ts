@@ -1,0 +1,41 @@
+/**
+ * The campaign engine's heartbeat: on a schedule (EventBridge Scheduler every minute on AWS, every second on the
+ * local cloud), advances every running campaign: paced offers, timeouts, halts and wave changes.
+ */
+import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
+import { clientConfig } from '../adapters/aws-clients.js';
+import { ENV, intEnv } from '../adapters/env.js';
+import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
+import { backendSigner, logger, metrics, repositories, tracer } from '../adapters/runtime.js';
+import { CampaignEngine } from '../core/campaigns.js';
+import { systemClock } from '../core/ports.js';
+import { AssignmentIssuer } from '../core/vehicle-updates.js';
+
+const base = {
+  campaigns: repositories.campaigns(),
+  releases: repositories.releases(),
+  vehicles: repositories.vehicles(),
+  updates: repositories.updates(),
+  history: repositories.history(),
+  clock: systemClock,
+};
+const engine = new CampaignEngine({
+  ...base,
+  assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer: backendSigner(), clock: systemClock }),
+  publisher: new IotOfferPublisher(
+    tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
+  ),
+  tickSeconds: intEnv(ENV.campaignTickSeconds, 60),
+  log: logger,
+});
+
+export async function handler() {
+  try {
+    const result = await engine.tickAll();
+    metrics.addMetric('OffersSent', 'Count', result.offered);
+    metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
+    return result;
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+}

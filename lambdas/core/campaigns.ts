@@ -1,0 +1,519 @@
+/**
+ * Campaigns: a published release rolled out to targeted vehicles in waves. Creation resolves the targets (VIN list
+ * and/or filter), excludes incompatible vehicles with a reason, takes a per-vehicle, per-ECU lock so two campaigns
+ * never fight over one ECU, and schedules every target into a wave. The engine's tick (every minute on AWS, every
+ * second locally) offers the current wave at a paced rate, times out silent vehicles (re-offering within a retry
+ * budget), halts the campaign when failures cross the policy's threshold and starts the next wave when the
+ * current one has succeeded enough.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { z } from 'zod';
+import type { createCampaignSchema } from './api-schema.js';
+import {
+  DEFAULT_POLICY,
+  evaluateWave,
+  policyProblems,
+  type RolloutPolicy,
+  summarize,
+  waveSizes,
+} from './campaign-policy.js';
+import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
+import type { OfferPublisher } from './offer.js';
+import type {
+  CampaignRecord,
+  CampaignRepository,
+  CampaignStatus,
+  Clock,
+  HistoryRepository,
+  ReleaseRepository,
+  UpdateRecord,
+  UpdateRepository,
+  VehicleRecord,
+  VehicleRepository,
+} from './ports.js';
+import { isTerminal } from './update-state.js';
+import type { AssignmentIssuer } from './vehicle-updates.js';
+import { compareVersions } from './versions.js';
+
+export type CreateCampaignInput = z.infer<typeof createCampaignSchema>;
+
+export function waveKeyPrefix(wave: number): string {
+  return String(wave).padStart(3, '0');
+}
+
+export function campaignUpdateId(campaignId: string): string {
+  return `campaign#${campaignId}`;
+}
+
+/** Wave membership is a stable pseudo-random order of the targets, so early waves are a sample, not VIN order. */
+function shuffleKey(campaignId: string, vin: string): string {
+  return createHash('sha256').update(`${campaignId}:${vin}`).digest('hex');
+}
+
+function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
+  const p = input ?? {};
+  const halt = p.halt_failure_count !== undefined || p.halt_failure_percent !== undefined;
+  return {
+    waves: p.waves ?? DEFAULT_POLICY.waves,
+    advanceSuccessPercent: p.advance_success_percent ?? DEFAULT_POLICY.advanceSuccessPercent,
+    soakSeconds: p.soak_seconds ?? DEFAULT_POLICY.soakSeconds,
+    haltFailureCount: halt ? p.halt_failure_count : DEFAULT_POLICY.haltFailureCount,
+    haltFailurePercent: halt ? p.halt_failure_percent : DEFAULT_POLICY.haltFailurePercent,
+    haltMinOutcomes: p.halt_min_outcomes ?? DEFAULT_POLICY.haltMinOutcomes,
+    vehicleTimeoutSeconds: p.vehicle_timeout_seconds ?? DEFAULT_POLICY.vehicleTimeoutSeconds,
+    retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
+    notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
+  };
+}
+
+export function campaignView(c: CampaignRecord) {
+  const totals: Record<string, number> = {};
+  const waves = c.waves.map((w, i) => {
+    const counts = Object.fromEntries(Object.entries(c.counts[`w${i}`] ?? {}).filter(([, n]) => n !== 0));
+    for (const [s, n] of Object.entries(counts)) totals[s] = (totals[s] ?? 0) + n;
+    const sum = summarize(counts);
+    return {
+      wave: i,
+      size: w.size,
+      started_at: w.startedAt ?? null,
+      counts,
+      succeeded: sum.succeeded,
+      failed: sum.failed,
+    };
+  });
+  return {
+    campaign_id: c.campaignId,
+    name: c.name,
+    release_id: c.releaseId,
+    version: c.version,
+    ecu: c.ecu,
+    status: c.status,
+    halt_reason: c.haltReason ?? null,
+    current_wave: c.currentWave,
+    target_count: c.targetCount,
+    excluded: c.excluded,
+    counts: totals,
+    waves,
+    policy: c.policy,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
+  };
+}
+
+export interface CampaignDeps {
+  readonly campaigns: CampaignRepository;
+  readonly releases: ReleaseRepository;
+  readonly vehicles: VehicleRepository;
+  readonly updates: UpdateRepository;
+  readonly history: HistoryRepository;
+  readonly clock: Clock;
+}
+
+/** Runs fn over items with at most `limit` in flight. */
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  });
+  await Promise.all(workers);
+}
+
+export class CampaignService {
+  constructor(private readonly deps: CampaignDeps) {}
+
+  async create(input: CreateCampaignInput) {
+    const policy = toPolicy(input.policy);
+    const problems = policyProblems(policy);
+    if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
+    const release = await this.deps.releases.get(input.release_id);
+    if (!release) throw new NotFoundError('unknown_release', `No release ${input.release_id}`);
+    if (release.status !== 'published')
+      throw new ConflictError('release_not_published', 'The release is not published');
+    const campaignId = input.campaign_id ?? `c-${randomBytes(6).toString('hex')}`;
+    if (await this.deps.campaigns.get(campaignId))
+      throw new ConflictError('campaign_exists', `Campaign ${campaignId} exists`);
+
+    const { targets, excluded } = await this.resolveTargets(input.targets, release.signedManifest.manifest);
+    if (targets.length === 0)
+      throw new ConflictError('no_targets', 'No registered vehicle matches the targets');
+
+    // One active campaign per vehicle and ECU: refuse the whole campaign rather than silently shrink it.
+    const held = (
+      await Promise.all(
+        targets.map(async (v) => ({
+          vin: v.vin,
+          by: await this.deps.vehicles.campaignLock(v.vin, release.ecu),
+        })),
+      )
+    ).filter((h) => h.by !== undefined && h.by !== campaignId);
+    if (held.length > 0) {
+      throw new ConflictError(
+        'campaign_conflict',
+        `${held.length} target vehicle(s) are in another active campaign for ${release.ecu} (e.g. ${held[0]!.vin} in ${held[0]!.by})`,
+      );
+    }
+    const locked: string[] = [];
+    for (const v of targets) {
+      if (!(await this.deps.vehicles.lockCampaign(v.vin, release.ecu, campaignId))) {
+        await Promise.all(
+          locked.map((vin) => this.deps.vehicles.unlockCampaign(vin, release.ecu, campaignId)),
+        );
+        throw new ConflictError(
+          'campaign_conflict',
+          `Vehicle ${v.vin} joined another campaign for ${release.ecu} meanwhile`,
+        );
+      }
+      locked.push(v.vin);
+    }
+
+    const ordered = [...targets].sort((a, b) =>
+      shuffleKey(campaignId, a.vin) < shuffleKey(campaignId, b.vin) ? -1 : 1,
+    );
+    const sizes = waveSizes(ordered.length, policy.waves);
+    const now = this.deps.clock.now().toISOString();
+    const campaign: CampaignRecord = {
+      campaignId,
+      name: input.name,
+      releaseId: release.releaseId,
+      version: release.version,
+      ecu: release.ecu,
+      status: 'created',
+      policy,
+      waves: sizes.map((size) => ({ size })),
+      currentWave: 0,
+      targetCount: ordered.length,
+      excluded,
+      counts: Object.fromEntries(sizes.map((size, i) => [`w${i}`, { scheduled: size }])),
+      createdAt: now,
+      updatedAt: now,
+      revision: 1,
+    };
+    let offset = 0;
+    const records: UpdateRecord[] = [];
+    sizes.forEach((size, wave) => {
+      for (const v of ordered.slice(offset, offset + size)) {
+        records.push({
+          vin: v.vin,
+          updateId: campaignUpdateId(campaignId),
+          releaseId: release.releaseId,
+          version: release.version,
+          ecu: release.ecu,
+          campaignId,
+          wave,
+          waveKey: `${waveKeyPrefix(wave)}#${v.vin}`,
+          status: 'scheduled',
+          progress: 0,
+          lastSequence: -1,
+          attempt: 0,
+          createdAt: now,
+          updatedAt: now,
+          revision: 1,
+        });
+      }
+      offset += size;
+    });
+    await pool(records, 16, async (r) => {
+      // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one.
+      const previous = await this.deps.updates.listForVehicle(r.vin);
+      const lastSequence = Math.max(-1, ...previous.map((u) => u.lastSequence));
+      if (!(await this.deps.updates.put({ ...r, lastSequence }, 0))) {
+        throw new ConflictError('campaign_exists', `Vehicle ${r.vin} already has an update in ${campaignId}`);
+      }
+    });
+    await this.deps.campaigns.create(campaign);
+    return campaignView(campaign);
+  }
+
+  private async resolveTargets(
+    targets: CreateCampaignInput['targets'],
+    manifest: { ecu: string; hardware_ids: string[]; version: string },
+  ): Promise<{ targets: VehicleRecord[]; excluded: { vin: string; reason: string }[] }> {
+    const candidates = new Map<string, VehicleRecord>();
+    const excluded: { vin: string; reason: string }[] = [];
+    for (const vin of new Set(targets.vins ?? [])) {
+      const v = await this.deps.vehicles.get(vin);
+      if (v) candidates.set(vin, v);
+      else excluded.push({ vin, reason: 'unknown_vehicle' });
+    }
+    const f = targets.filter;
+    if (f) {
+      let cursor: string | undefined;
+      do {
+        const page = await this.deps.vehicles.scan(cursor);
+        for (const v of page.items) {
+          const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
+          if (f.model !== undefined && v.model !== f.model) continue;
+          if (f.hardware_id !== undefined && ecu?.hardware_id !== f.hardware_id) continue;
+          if (f.current_version !== undefined && ecu?.version !== f.current_version) continue;
+          candidates.set(v.vin, v);
+        }
+        cursor = page.cursor;
+      } while (cursor);
+    }
+    const chosen: VehicleRecord[] = [];
+    for (const v of candidates.values()) {
+      const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
+      if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
+      else if (!manifest.hardware_ids.includes(ecu.hardware_id))
+        excluded.push({ vin: v.vin, reason: 'incompatible_hardware' });
+      else if (compareVersions(ecu.version, manifest.version) >= 0)
+        excluded.push({ vin: v.vin, reason: 'already_at_or_above_version' });
+      else chosen.push(v);
+    }
+    return { targets: chosen, excluded };
+  }
+
+  async get(campaignId: string) {
+    return campaignView(await this.load(campaignId));
+  }
+
+  async list(limit: number, cursor?: string) {
+    const page = await this.deps.campaigns.list(limit, cursor);
+    return { campaigns: page.items.map(campaignView), next_cursor: page.cursor ?? null };
+  }
+
+  async vehicles(campaignId: string, wave: number) {
+    const c = await this.load(campaignId);
+    if (!Number.isInteger(wave) || wave < 0 || wave >= c.waves.length) {
+      throw new BadRequestError('invalid_wave', `wave must be 0-${c.waves.length - 1}`);
+    }
+    const items = await this.deps.updates.listByCampaignWave(campaignId, wave);
+    return {
+      campaign_id: campaignId,
+      wave,
+      vehicles: items.map((u) => ({
+        vin: u.vin,
+        status: u.status,
+        progress: u.progress,
+        attempt: u.attempt,
+        reason: u.reason ?? null,
+        updated_at: u.updatedAt,
+      })),
+    };
+  }
+
+  private async load(campaignId: string): Promise<CampaignRecord> {
+    const c = await this.deps.campaigns.get(campaignId);
+    if (!c) throw new NotFoundError('unknown_campaign', `No campaign ${campaignId}`);
+    return c;
+  }
+
+  /** Operator actions; each is a conditional status change, refused with 409 from a state it does not apply to. */
+  async act(campaignId: string, action: 'start' | 'pause' | 'resume' | 'cancel') {
+    const allowed: Record<typeof action, CampaignStatus[]> = {
+      start: ['created'],
+      pause: ['running'],
+      resume: ['paused', 'halted'],
+      cancel: ['created', 'running', 'paused', 'halted'],
+    };
+    const target: Record<typeof action, CampaignStatus> = {
+      start: 'running',
+      pause: 'paused',
+      resume: 'running',
+      cancel: 'cancelled',
+    };
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const c = await this.load(campaignId);
+      if (!allowed[action].includes(c.status)) {
+        throw new ConflictError('invalid_transition', `Cannot ${action} a campaign that is ${c.status}`);
+      }
+      const now = this.deps.clock.now().toISOString();
+      const changes =
+        action === 'start'
+          ? { status: target[action], waves: c.waves.map((w, i) => (i === 0 ? { ...w, startedAt: now } : w)) }
+          : action === 'resume'
+            ? { status: target[action], haltReason: '' }
+            : { status: target[action] };
+      if (await this.deps.campaigns.change(campaignId, c.revision, changes, now)) {
+        if (action === 'cancel') await this.withdraw(c);
+        return this.get(campaignId);
+      }
+    }
+    throw new ConflictError('concurrent_update', 'The campaign changed concurrently; retry');
+  }
+
+  /** Cancelling withdraws every offer not yet acted on; vehicles already installing finish on their own. */
+  private async withdraw(c: CampaignRecord): Promise<void> {
+    for (let wave = 0; wave < c.waves.length; wave++) {
+      const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+      await pool(items, 16, async (u) => {
+        if (u.status === 'scheduled' || u.status === 'offered') {
+          await transition(this.deps, c.campaignId, u, { status: 'cancelled', reason: 'campaign cancelled' });
+        }
+        if (u.status === 'scheduled' || u.status === 'offered' || isTerminal(u.status)) {
+          await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
+        }
+      });
+    }
+  }
+}
+
+/**
+ * A backend-driven transition of one campaign update (offer, timeout, cancel), with its count moved in the same
+ * breath. False when the item changed under us; the next tick sees the new state.
+ */
+async function transition(
+  deps: Pick<CampaignDeps, 'updates' | 'campaigns' | 'history' | 'clock'>,
+  campaignId: string,
+  u: UpdateRecord,
+  changes: Partial<UpdateRecord>,
+): Promise<boolean> {
+  const now = deps.clock.now().toISOString();
+  const next: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
+  if (!(await deps.updates.put(next, u.revision))) return false;
+  await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
+  await deps.history.append({
+    vin: u.vin,
+    updateId: u.updateId,
+    status: next.status,
+    reason: next.reason,
+    source: 'backend',
+    applied: true,
+    at: now,
+  });
+  return true;
+}
+
+export interface CampaignEngineDeps extends CampaignDeps {
+  readonly assignments: Pick<AssignmentIssuer, 'assign'>;
+  readonly publisher: OfferPublisher;
+  /** Seconds between ticks: the notification budget of a tick is notifyPerSecond x this. */
+  readonly tickSeconds: number;
+  readonly log?: { warn(message: string, extra: Record<string, unknown>): void };
+}
+
+export class CampaignEngine {
+  constructor(private readonly deps: CampaignEngineDeps) {}
+
+  /** One pass over every running campaign. */
+  async tickAll(): Promise<{ campaigns: number; offered: number; timedOut: number }> {
+    const running = await this.deps.campaigns.listByStatus('running');
+    let offered = 0;
+    let timedOut = 0;
+    for (const c of running) {
+      const r = await this.tick(c.campaignId);
+      offered += r.offered;
+      timedOut += r.timedOut;
+    }
+    return { campaigns: running.length, offered, timedOut };
+  }
+
+  async tick(campaignId: string): Promise<{ offered: number; timedOut: number; decision: string }> {
+    const c = await this.deps.campaigns.get(campaignId);
+    if (!c || c.status !== 'running') return { offered: 0, timedOut: 0, decision: 'idle' };
+    const now = this.deps.clock.now();
+    const wave = c.currentWave;
+    const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+
+    let timedOut = 0;
+    const retry: UpdateRecord[] = [];
+    for (const u of items) {
+      if (
+        u.status === 'scheduled' ||
+        isTerminal(u.status) ||
+        !u.deadline ||
+        Date.parse(u.deadline) > now.getTime()
+      )
+        continue;
+      if (u.attempt <= c.policy.retryBudget) retry.push(u);
+      else if (
+        await transition(this.deps, c.campaignId, u, {
+          status: 'timed_out',
+          reason: 'no report before the deadline',
+        })
+      ) {
+        timedOut++;
+        await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
+      }
+    }
+
+    const budget = Math.max(1, Math.floor(c.policy.notifyPerSecond * this.deps.tickSeconds));
+    const toOffer = [...retry, ...items.filter((u) => u.status === 'scheduled')].slice(0, budget);
+    const release = await this.deps.releases.get(c.releaseId);
+    let offered = 0;
+    if (release) {
+      await pool(toOffer, 16, async (u) => {
+        if (await this.offer(c, u, release.signedManifest, now)) offered++;
+      });
+    }
+
+    const fresh = await this.deps.campaigns.get(c.campaignId);
+    if (!fresh || fresh.status !== 'running') return { offered, timedOut, decision: 'stopped' };
+    const startedAt = new Date(fresh.waves[wave]?.startedAt ?? fresh.createdAt);
+    const decision = evaluateWave(fresh.counts[`w${wave}`] ?? {}, fresh.policy, startedAt, now);
+    const stamp = now.toISOString();
+    if (decision.action === 'halt') {
+      await this.deps.campaigns.change(
+        c.campaignId,
+        fresh.revision,
+        { status: 'halted', haltReason: `wave ${wave}: ${decision.reason}` },
+        stamp,
+      );
+      return { offered, timedOut, decision: 'halt' };
+    }
+    if (decision.action === 'advance') {
+      if (wave + 1 < fresh.waves.length) {
+        const waves = fresh.waves.map((w, i) => (i === wave + 1 ? { ...w, startedAt: stamp } : w));
+        await this.deps.campaigns.change(
+          c.campaignId,
+          fresh.revision,
+          { currentWave: wave + 1, waves },
+          stamp,
+        );
+        return { offered, timedOut, decision: 'advance' };
+      }
+      const all = summarize(fresh.counts[`w${wave}`] ?? {});
+      if (all.outcomes === all.size) {
+        await this.deps.campaigns.change(c.campaignId, fresh.revision, { status: 'completed' }, stamp);
+        return { offered, timedOut, decision: 'completed' };
+      }
+    }
+    return { offered, timedOut, decision: 'wait' };
+  }
+
+  private async offer(
+    c: CampaignRecord,
+    u: UpdateRecord,
+    manifest: import('./manifest.js').SignedManifest,
+    now: Date,
+  ): Promise<boolean> {
+    const vehicle = await this.deps.vehicles.get(u.vin);
+    if (!vehicle) return false;
+    const deadline = new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString();
+    const changes: Partial<UpdateRecord> = {
+      status: 'offered',
+      progress: 0,
+      attempt: u.attempt + 1,
+      offeredAt: now.toISOString(),
+      deadline,
+      reason: undefined,
+    };
+    if (!(await transition(this.deps, c.campaignId, u, changes))) return false;
+    await this.deps.vehicles.setActiveUpdate(u.vin, u.updateId);
+    const assignment = await this.deps.assignments.assign(
+      vehicle,
+      { ...u, ...changes } as UpdateRecord,
+      manifest.manifest,
+    );
+    try {
+      await this.deps.publisher.publish(u.vin, {
+        type: 'update_offer',
+        campaign_id: c.campaignId,
+        update_id: u.updateId,
+        firmware_version: c.version,
+        ecu: c.ecu,
+        size: manifest.manifest.size,
+        manifest,
+        assignment,
+      });
+    } catch (err) {
+      // The offer is recorded; the deadline re-offers it within the retry budget. Log, do not fail the tick.
+      this.deps.log?.warn('offer publish failed', {
+        vin: u.vin,
+        campaignId: c.campaignId,
+        error: String(err),
+      });
+    }
+    return true;
+  }
+}
