@@ -180,7 +180,8 @@ export class DynamoVehicleRepository implements VehicleRepository {
       await this.db.send(
         new PutCommand({
           TableName: this.table,
-          Item: vehicle,
+          // campaignLocks starts as an empty map so per-ECU locks can be set with a nested path.
+          Item: { ...vehicle, campaignLocks: {} },
           ConditionExpression: 'attribute_not_exists(vin)',
         }),
       );
@@ -213,6 +214,22 @@ export class DynamoVehicleRepository implements VehicleRepository {
       return true;
     } catch (err) {
       if (isConditionFailure(err)) return false;
+      if (!(err instanceof Error && err.name === 'ValidationException')) throw err;
+    }
+    // An item written before campaignLocks existed: create the map with this lock, if still absent.
+    try {
+      await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          UpdateExpression: 'SET campaignLocks = :locks',
+          ConditionExpression: 'attribute_exists(vin) AND attribute_not_exists(campaignLocks)',
+          ExpressionAttributeValues: { ':locks': { [ecu]: campaignId } },
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return this.lockCampaign(vin, ecu, campaignId);
       throw err;
     }
   }

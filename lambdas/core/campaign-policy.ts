@@ -112,7 +112,18 @@ export function evaluateWave(
     }
   }
   const soaked = now.getTime() - waveStartedAt.getTime() >= policy.soakSeconds * 1000;
-  if (size > 0 && soaked && (succeeded / size) * 100 >= policy.advanceSuccessPercent)
-    return { action: 'advance' };
+  const successPercent = size > 0 ? (succeeded / size) * 100 : 0;
+  if (size > 0 && soaked && successPercent >= policy.advanceSuccessPercent) return { action: 'advance' };
+  // Every vehicle of the wave has an outcome and too few succeeded: waiting would never end.
+  if (
+    size > 0 &&
+    outcomes + (counts.cancelled ?? 0) >= size &&
+    successPercent < policy.advanceSuccessPercent
+  ) {
+    return {
+      action: 'halt',
+      reason: `the wave finished with ${succeeded} of ${size} succeeded, below the ${policy.advanceSuccessPercent}% needed to continue`,
+    };
+  }
   return { action: 'wait' };
 }

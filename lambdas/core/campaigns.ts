@@ -287,6 +287,8 @@ export class CampaignService {
         progress: u.progress,
         attempt: u.attempt,
         reason: u.reason ?? null,
+        offered_at: u.offeredAt ?? null,
+        deadline: u.deadline ?? null,
         updated_at: u.updatedAt,
       })),
     };

@@ -1,0 +1,302 @@
+/**
+ * Campaigns on the local cloud with simulated vehicles answering over MQTT: staged waves gated by their success
+ * threshold, automatic halt on injected failures, pause/resume/cancel, timeouts with a retry budget, conflicts,
+ * and aggregate counts that always equal the per-vehicle states.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startLocalCloud } from '../../local/cloud.js';
+import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
+import { type Behaviour, SimVehicle } from '../support/sim-vehicle.js';
+
+const TICK_MS = 500;
+let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
+let dataDir: string;
+let operator: Operator;
+const releaseKey = newReleaseKey();
+const sims = new Map<string, SimVehicle>();
+
+const vin = (group: string, i: number) => `TEST${group}${String(i).padStart(12, '0')}`;
+const group = (g: string, n: number) => Array.from({ length: n }, (_, i) => vin(g, i));
+
+async function register(
+  vins: string[],
+  behaviour: Behaviour,
+  opts: { model?: string; hardwareId?: string } = {},
+) {
+  for (const v of vins) {
+    const vehicle = await TestVehicle.create(v);
+    const reg = await operator.call('POST', '/vehicles', {
+      ...vehicle.registration([{ ecu: 'tcu', hardware_id: opts.hardwareId ?? 'TCU-HW-1', version: '1.0.0' }]),
+      model: opts.model ?? 'Model T',
+    });
+    assert.equal(reg.status, 201, reg.raw.toString());
+    const sim = new SimVehicle(v, { keyPem: vehicle.keyPem, certPem: reg.json.certificate_pem }, behaviour);
+    await sim.connect(cloud.endpoints.mqtt, cloud.caCertPem);
+    sims.set(v, sim);
+  }
+}
+
+async function campaign(id: string) {
+  const res = await operator.call('GET', `/campaigns/${id}`);
+  assert.equal(res.status, 200, res.raw.toString());
+  return res.json;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the campaign view is JSON read back from the API
+type Json = any;
+
+async function until(id: string, predicate: (c: Json) => boolean, timeoutMs = 20000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const c = await campaign(id);
+    if (predicate(c)) return c;
+    if (Date.now() > deadline)
+      assert.fail(
+        `campaign ${id}: ${what} not reached: ${JSON.stringify({ status: c.status, counts: c.counts, halt: c.halt_reason, wave: c.current_wave })}`,
+      );
+    await sleep(100);
+  }
+}
+
+async function waveVehicles(id: string, wave: number) {
+  const res = await operator.call('GET', `/campaigns/${id}/vehicles?wave=${wave}`);
+  assert.equal(res.status, 200, res.raw.toString());
+  return res.json.vehicles as {
+    vin: string;
+    status: string;
+    attempt: number;
+    offered_at: string | null;
+    updated_at: string;
+  }[];
+}
+
+/** The campaign's counters must equal a tally of its per-vehicle items, wave by wave. */
+async function assertCountsMatch(id: string) {
+  await cloud.rules.idle();
+  const c = await campaign(id);
+  for (const w of c.waves) {
+    const tally: Record<string, number> = {};
+    for (const v of await waveVehicles(id, w.wave)) tally[v.status] = (tally[v.status] ?? 0) + 1;
+    assert.deepEqual(w.counts, tally, `campaign ${id} wave ${w.wave}`);
+  }
+}
+
+async function create(body: Record<string, unknown>) {
+  const res = await operator.call('POST', '/campaigns', { release_id: 'tcu-2.0.0', ...body });
+  assert.equal(res.status, 201, res.raw.toString());
+  return res.json;
+}
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'ota-campaigns-'));
+  cloud = await startLocalCloud({
+    dataDir,
+    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
+    releasePublicKeys: [releaseKey.publicPem],
+    campaignTickMs: TICK_MS,
+    throttle: { ratePerSecond: 10000, burst: 10000 },
+  });
+  operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
+  const image = randomBytes(64 * 1024);
+  const signed = await signedRelease(image, {
+    releaseId: 'tcu-2.0.0',
+    version: '2.0.0',
+    signer: releaseKey.signer,
+  });
+  assert.equal((await operator.publish(signed, image)).published?.status, 200);
+});
+
+after(async () => {
+  await Promise.all([...sims.values()].map((s) => s.end()));
+  await cloud?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('campaigns', { timeout: 120000 }, () => {
+  it('rolls out to 60 vehicles in three waves, each starting only after the previous reached its threshold', async () => {
+    await register(group('A', 60), 'succeed', { model: 'Roadster' });
+    await register([vin('X', 1)], 'succeed', { model: 'Roadster', hardwareId: 'TCU-HW-OLD' });
+    const created = await create({
+      campaign_id: 'wave-rollout',
+      name: 'Roadster TCU 2.0.0',
+      targets: { filter: { model: 'Roadster' }, vins: ['TESTZ000000000099'] },
+      policy: {
+        waves: [10, 50, 100],
+        advance_success_percent: 90,
+        halt_failure_percent: 30,
+        halt_min_outcomes: 3,
+      },
+    });
+    assert.equal(created.target_count, 60);
+    assert.deepEqual(created.excluded.map((e: { vin: string; reason: string }) => [e.vin, e.reason]).sort(), [
+      [vin('X', 1), 'incompatible_hardware'],
+      ['TESTZ000000000099', 'unknown_vehicle'],
+    ]);
+    assert.deepEqual(
+      created.waves.map((w: { size: number }) => w.size),
+      [6, 24, 30],
+    );
+
+    await sleep(3 * TICK_MS);
+    assert.equal((await campaign('wave-rollout')).counts.offered ?? 0, 0, 'nothing is offered before start');
+    assert.equal((await operator.call('POST', '/campaigns/wave-rollout/start', {})).status, 200);
+    const done = await until('wave-rollout', (c) => c.status === 'completed', 60000, 'completion');
+    assert.equal(done.counts.completed, 60);
+
+    for (let k = 0; k < 2; k++) {
+      const current = await waveVehicles('wave-rollout', k);
+      const next = await waveVehicles('wave-rollout', k + 1);
+      const completions = current.map((v) => Date.parse(v.updated_at)).sort((a, b) => a - b);
+      const thresholdReachedAt = completions[Math.ceil(0.9 * current.length) - 1]!;
+      const firstOffer = Math.min(...next.map((v) => Date.parse(v.offered_at!)));
+      assert.ok(firstOffer >= thresholdReachedAt, `wave ${k + 1} offered before wave ${k} reached 90%`);
+    }
+    const seen = await operator.call('GET', `/vehicles/${vin('A', 0)}`);
+    assert.equal(seen.json.ecus[0].version, '2.0.0', 'the ECU inventory follows the completed update');
+    await assertCountsMatch('wave-rollout');
+  });
+
+  it('halts itself when failures in a wave cross the threshold, and says why', async () => {
+    await register(group('B', 20), 'fail');
+    await create({
+      campaign_id: 'failing',
+      name: 'bad batch',
+      targets: { vins: group('B', 20) },
+      policy: { waves: [20, 100], halt_failure_percent: 50, halt_min_outcomes: 3 },
+    });
+    await operator.call('POST', '/campaigns/failing/start', {});
+    const halted = await until('failing', (c) => c.status === 'halted', 20000, 'halt');
+    assert.match(halted.halt_reason, /wave 0: .*failed/);
+    assert.equal(halted.current_wave, 0);
+    await sleep(3 * TICK_MS);
+    const later = await campaign('failing');
+    assert.equal(later.status, 'halted');
+    assert.deepEqual(later.waves[1].counts, { scheduled: 16 }, 'the next wave was never offered');
+    await assertCountsMatch('failing');
+  });
+
+  it('pause stops offers, resume continues, cancel withdraws what was not started while installs finish', async () => {
+    await register(group('C', 12), 'hold');
+    await create({
+      campaign_id: 'operator-control',
+      name: 'paced',
+      targets: { vins: group('C', 12) },
+      policy: { waves: [100], notify_per_second: 1, halt_failure_percent: 50 },
+    });
+    assert.equal(
+      (await operator.call('POST', '/campaigns/operator-control/pause', {})).status,
+      409,
+      'cannot pause before start',
+    );
+    await operator.call('POST', '/campaigns/operator-control/start', {});
+    await until('operator-control', (c) => (c.counts.installing ?? 0) >= 2, 10000, 'two installs');
+    assert.equal((await operator.call('POST', '/campaigns/operator-control/pause', {})).status, 200);
+    await cloud.rules.idle();
+    const paused = await campaign('operator-control');
+    await sleep(4 * TICK_MS);
+    const stillPaused = await campaign('operator-control');
+    assert.equal(stillPaused.status, 'paused');
+    assert.equal(stillPaused.counts.scheduled, paused.counts.scheduled, 'no offers while paused');
+
+    assert.equal((await operator.call('POST', '/campaigns/operator-control/resume', {})).status, 200);
+    await until(
+      'operator-control',
+      (c) => c.counts.scheduled < paused.counts.scheduled,
+      10000,
+      'offers after resume',
+    );
+
+    const cancelled = await operator.call('POST', '/campaigns/operator-control/cancel', {});
+    assert.equal(cancelled.status, 200);
+    assert.equal(cancelled.json.status, 'cancelled');
+    await cloud.rules.idle();
+    const afterCancel = await campaign('operator-control');
+    assert.ok((afterCancel.counts.cancelled ?? 0) > 0, 'scheduled vehicles were withdrawn');
+    assert.equal(afterCancel.counts.scheduled ?? 0, 0);
+    const installing = afterCancel.counts.installing ?? 0;
+    assert.ok(installing >= 2, 'vehicles already installing keep going');
+
+    const offersBefore = [...sims.values()].reduce((n, s) => n + s.offers.length, 0);
+    await sleep(3 * TICK_MS);
+    assert.equal(
+      [...sims.values()].reduce((n, s) => n + s.offers.length, 0),
+      offersBefore,
+      'no offer after cancel',
+    );
+
+    for (const v of group('C', 12)) await sims.get(v)!.release('completed');
+    const finished = await until(
+      'operator-control',
+      (c) => (c.counts.completed ?? 0) === installing,
+      10000,
+      'installs finishing',
+    );
+    assert.equal(finished.status, 'cancelled');
+    assert.equal(
+      (await operator.call('POST', '/campaigns/operator-control/resume', {})).status,
+      409,
+      'a cancelled campaign stays cancelled',
+    );
+    await assertCountsMatch('operator-control');
+  });
+
+  it('times out silent vehicles after re-offering them within the retry budget', async () => {
+    await register(group('D', 4), 'silent');
+    await create({
+      campaign_id: 'silent-fleet',
+      name: 'timeouts',
+      targets: { vins: group('D', 4) },
+      policy: {
+        waves: [100],
+        vehicle_timeout_seconds: 1,
+        retry_budget: 1,
+        halt_failure_percent: 100,
+        halt_min_outcomes: 10,
+      },
+    });
+    await operator.call('POST', '/campaigns/silent-fleet/start', {});
+    // A wave where every vehicle timed out cannot reach its success threshold, so the campaign halts.
+    const c = await until('silent-fleet', (x) => x.status === 'halted', 20000, 'timeouts and halt');
+    assert.equal(c.counts.timed_out, 4);
+    assert.match(c.halt_reason, /0 of 4 succeeded/);
+    const vehicles = await waveVehicles('silent-fleet', 0);
+    assert.deepEqual(
+      vehicles.map((v) => [v.status, v.attempt]),
+      Array(4).fill(['timed_out', 2]),
+    );
+    for (const v of group('D', 4))
+      assert.equal(sims.get(v)!.offers.length, 2, `${v} was offered exactly twice`);
+    await assertCountsMatch('silent-fleet');
+  });
+
+  it('refuses a second campaign for a vehicle and ECU already in an active one (409)', async () => {
+    await register(group('E', 3), 'hold');
+    await create({ campaign_id: 'first-claim', name: 'one', targets: { vins: group('E', 3) } });
+    const second = await operator.call('POST', '/campaigns', {
+      release_id: 'tcu-2.0.0',
+      name: 'two',
+      targets: { vins: [vin('E', 1)] },
+    });
+    assert.equal(second.status, 409);
+    assert.equal(second.json.error.code, 'campaign_conflict');
+    const bad = await operator.call('POST', '/campaigns', {
+      release_id: 'tcu-2.0.0',
+      name: 'bad waves',
+      targets: { vins: [vin('E', 2)] },
+      policy: { waves: [50, 40] },
+    });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.code, 'invalid_policy');
+    assert.equal(
+      (await operator.call('POST', '/campaigns', { name: 'x', release_id: 'nope', targets: { vins: [] } }))
+        .status,
+      404,
+    );
+  });
+});

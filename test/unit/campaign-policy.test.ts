@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  DEFAULT_POLICY,
+  evaluateWave,
+  policyProblems,
+  waveSizes,
+} from '../../lambdas/core/campaign-policy.js';
+
+const t0 = new Date('2026-11-27T00:00:00Z');
+const later = (s: number) => new Date(t0.getTime() + s * 1000);
+
+describe('wave sizes', () => {
+  it('splits by cumulative percentages and gives every wave at least one vehicle', () => {
+    assert.deepEqual(waveSizes(60, [10, 50, 100]), [6, 24, 30]);
+    assert.deepEqual(waveSizes(50, [1, 10, 50, 100]), [1, 4, 20, 25]);
+    assert.deepEqual(waveSizes(3, [1, 10, 50, 100]), [1, 1, 1, 0]);
+    for (const [n, waves] of [
+      [1000, [1, 10, 50, 100]],
+      [7, [33, 66, 100]],
+    ] as const) {
+      assert.equal(
+        waveSizes(n, waves).reduce((a, b) => a + b, 0),
+        n,
+      );
+    }
+  });
+});
+
+describe('wave evaluation', () => {
+  const policy = {
+    ...DEFAULT_POLICY,
+    advanceSuccessPercent: 90,
+    haltFailurePercent: 30,
+    haltMinOutcomes: 3,
+    soakSeconds: 60,
+  };
+
+  it('waits for the soak time even when the threshold is met', () => {
+    assert.deepEqual(evaluateWave({ completed: 10 }, policy, t0, later(30)), { action: 'wait' });
+    assert.deepEqual(evaluateWave({ completed: 10 }, policy, t0, later(60)), { action: 'advance' });
+  });
+
+  it('waits below the success threshold while vehicles are still working', () => {
+    assert.deepEqual(evaluateWave({ completed: 8, installing: 2 }, policy, t0, later(120)), {
+      action: 'wait',
+    });
+  });
+
+  it('does not halt on early failures below the minimum number of outcomes', () => {
+    assert.deepEqual(evaluateWave({ failed: 2, offered: 8 }, policy, t0, later(1)), { action: 'wait' });
+  });
+
+  it('halts when the failure share crosses the threshold, counting every failure status', () => {
+    const d = evaluateWave(
+      { completed: 4, failed: 1, rolled_back: 1, timed_out: 1, offered: 3 },
+      policy,
+      t0,
+      later(1),
+    );
+    assert.equal(d.action, 'halt');
+    assert.match(d.action === 'halt' ? d.reason : '', /3 of 7 outcomes failed/);
+  });
+
+  it('halts on an absolute failure count', () => {
+    const p = { ...policy, haltFailurePercent: undefined, haltFailureCount: 2 };
+    assert.equal(evaluateWave({ completed: 50, failed: 2 }, p, t0, later(1)).action, 'halt');
+    assert.equal(evaluateWave({ completed: 50, failed: 1, offered: 2 }, p, t0, later(1)).action, 'wait');
+  });
+
+  it('halts a finished wave that cannot reach its threshold instead of waiting forever', () => {
+    const p = { ...policy, haltFailurePercent: 50, haltMinOutcomes: 100, soakSeconds: 0 };
+    const d = evaluateWave({ completed: 8, failed: 2 }, p, t0, later(1));
+    assert.equal(d.action, 'halt');
+  });
+});
+
+describe('policy validation', () => {
+  it('refuses decreasing waves, a last wave below 100 and no halt threshold', () => {
+    assert.deepEqual(policyProblems(DEFAULT_POLICY), []);
+    assert.equal(policyProblems({ ...DEFAULT_POLICY, waves: [50, 40, 100] }).length, 1);
+    assert.equal(policyProblems({ ...DEFAULT_POLICY, waves: [10, 50] }).length, 1);
+    assert.equal(
+      policyProblems({ ...DEFAULT_POLICY, haltFailurePercent: undefined, haltFailureCount: undefined })
+        .length,
+      1,
+    );
+  });
+});
