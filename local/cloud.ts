@@ -85,6 +85,14 @@ export interface LocalCloudOptions {
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
 
+export interface LocalBroker extends MqttBroker {
+  /**
+   * Stops the broker and starts a new one on the same port after downMs, as a broker outage would. Sessions are
+   * in memory: persistent sessions and queued messages do not survive (IoT Core keeps them; agents must cope).
+   */
+  restart(downMs?: number): Promise<void>;
+}
+
 export interface LocalCloud {
   readonly endpoints: {
     readonly api: string;
@@ -95,7 +103,7 @@ export interface LocalCloud {
     readonly iotData: string;
   };
   /** The broker, for tests that need to observe or restart it. */
-  readonly broker: MqttBroker;
+  readonly broker: LocalBroker;
   /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
   readonly rules: RulesRouter;
   readonly caCertPem: string;
@@ -201,12 +209,40 @@ async function start(
     POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
   };
-  const broker = await startMqttBroker({
-    port: ports.mqtt,
-    key: tls.keyPem,
-    cert: tls.certPem,
-    ca: ca.certPem,
-  });
+  // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
+  // broker is current through this handle.
+  const brokerProps = { key: tls.keyPem, cert: tls.certPem, ca: ca.certPem };
+  let current = await startMqttBroker({ ...brokerProps, port: ports.mqtt });
+  const brokerPort = current.port;
+  const listeners = new Set<Parameters<MqttBroker['onVehicleMessage']>[0]>();
+  const attach = (b: MqttBroker) =>
+    b.onVehicleMessage((m) => {
+      for (const l of listeners) l(m);
+    });
+  attach(current);
+  const broker: LocalBroker = {
+    get port() {
+      return current.port;
+    },
+    get url() {
+      return current.url;
+    },
+    get aedes() {
+      return current.aedes;
+    },
+    publish: (topic, payload, qos) => current.publish(topic, payload, qos),
+    onVehicleMessage(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    stop: () => current.stop(),
+    async restart(downMs = 0) {
+      await current.stop();
+      if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+      current = await startMqttBroker({ ...brokerProps, port: brokerPort });
+      attach(current);
+    },
+  };
   cleanups.push(() => broker.stop());
   const iotData = await startIotDataShim({
     port: ports.iotData,

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
+import mqtt from 'mqtt';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
 import {
   DynamoHistoryRepository,
@@ -253,5 +254,46 @@ describe('vehicle -> backend through the rules path', () => {
     assert.equal(cloud.rules.stats().failed, before.failed, 'no message was lost to the dead-letter path');
     const recorded = (await history.listForVehicle(SHUFFLED, 500)).filter((e) => e.source === 'mqtt');
     assert.equal(recorded.length, 100, 'all 100 messages are in the status history');
+  });
+});
+
+describe('broker restart', () => {
+  it('vehicles reconnect to the restarted broker and the rules path keeps recording', async () => {
+    const v = vehicles.get(NOISY)!;
+    const client = mqtt.connect(cloud.endpoints.mqtt, {
+      protocolVersion: 4,
+      clientId: NOISY,
+      clean: false,
+      ca: cloud.caCertPem,
+      key: v.vehicle.keyPem,
+      cert: v.certPem,
+      reconnectPeriod: 200,
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.once('connect', () => resolve());
+        client.once('error', reject);
+      });
+      let reconnects = 0;
+      client.on('connect', () => {
+        reconnects++;
+      });
+      await cloud.broker.restart(300);
+      assert.equal(
+        await waitFor(() => reconnects > 0 && client.connected, 10000),
+        true,
+        'reconnected after the restart',
+      );
+      const before = cloud.rules.stats();
+      await client.publishAsync(
+        `vehicle/updates/${NOISY}/progress`,
+        JSON.stringify({ progress: 60, status: 'downloading' }),
+        { qos: 1 },
+      );
+      await settled(before.delivered + before.failed + 1);
+      assert.equal((await updates.get(NOISY, 'release#tcu-3.0.1'))?.progress, 60);
+    } finally {
+      await client.endAsync();
+    }
   });
 });
