@@ -1,12 +1,40 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
-import { type IBindableFunction, policyOwner } from './bindable.js';
-import { acknowledgeWildcardResources } from './nag.js';
+import type { IBindableFunction } from './bindable.js';
 
 export type TableName = TableDefinition['name'];
+
+/** Item reads. No stream actions (the tables have no streams) and no table metadata (the code never asks). */
+const READ_ACTIONS = [
+  'dynamodb:GetItem',
+  'dynamodb:BatchGetItem',
+  'dynamodb:Query',
+  'dynamodb:Scan',
+  'dynamodb:ConditionCheckItem',
+];
+/** Item writes. */
+const WRITE_ACTIONS = [
+  'dynamodb:PutItem',
+  'dynamodb:UpdateItem',
+  'dynamodb:DeleteItem',
+  'dynamodb:BatchWriteItem',
+];
+/** Key actions for reading items of a table under a customer managed key (those aws-dynamodb grants). */
+const KEY_READ_ACTIONS = ['kms:Decrypt', 'kms:DescribeKey'];
+/** Key actions for writing items of a table under a customer managed key (those aws-dynamodb grants). */
+const KEY_WRITE_ACTIONS = ['kms:Encrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'];
+
+export interface BindOptions {
+  /**
+   * Global secondary indexes of the table the function queries. Each gets dynamodb:Query on that index's ARN.
+   * @default [] - the function may not query any index
+   */
+  readonly indexes?: readonly string[];
+}
 
 export interface DataTablesProps {
   /**
@@ -38,7 +66,8 @@ export interface DataTablesProps {
  * managed key; the bind helpers then grant the matching kms permissions automatically.
  *
  * Physical table names are generated; functions learn them from the definition's environment variable, which
- * bindRead/bindReadWrite set together with the grant.
+ * the bindX helpers set together with the grant. Grants name the table and, only where asked for, individual
+ * indexes: a function that never queries an index gets no access to it.
  */
 export class DataTables extends Construct {
   readonly tables: ReadonlyMap<TableName, dynamodb.Table>;
@@ -86,39 +115,75 @@ export class DataTables extends Construct {
     return table;
   }
 
-  /** Grants read access (items and the table's own indexes) and sets the table's environment variable. */
-  bindRead(fn: IBindableFunction, name: TableName): void {
-    this.table(name).grantReadData(fn);
-    this.bind(fn, name, 'reads');
+  /**
+   * Grants item reads (GetItem, BatchGetItem, Query and Scan on the table, ConditionCheckItem) and sets the table's
+   * environment variable. The table's GSIs are not included unless named in options.indexes.
+   */
+  bindRead(fn: IBindableFunction, name: TableName, options: BindOptions = {}): void {
+    this.grantItems(fn, name, READ_ACTIONS, KEY_READ_ACTIONS, options.indexes ?? []);
   }
 
   /**
-   * Grants item writes only (no reads, no table management) and sets the table's environment variable: for an
-   * append-only writer such as the status history.
+   * Grants item writes only (PutItem, UpdateItem, DeleteItem, BatchWriteItem; no reads, no table management) and
+   * sets the table's environment variable: for an append-only writer such as the status history.
    */
   bindWrite(fn: IBindableFunction, name: TableName): void {
-    this.table(name).grantWriteData(fn);
-    this.bind(fn, name, 'writes');
+    this.grantItems(fn, name, WRITE_ACTIONS, [...KEY_READ_ACTIONS, ...KEY_WRITE_ACTIONS], []);
   }
 
-  /** Grants read and write access to items (not table management) and sets the table's environment variable. */
-  bindReadWrite(fn: IBindableFunction, name: TableName): void {
-    this.table(name).grantReadWriteData(fn);
-    this.bind(fn, name, 'reads and writes');
+  /**
+   * Grants dynamodb:UpdateItem alone and sets the table's environment variable: for a function that only applies
+   * atomic updates to items it never reads, creates or deletes (e.g. ADD on a campaign's counts).
+   */
+  bindUpdateItem(fn: IBindableFunction, name: TableName): void {
+    this.grantItems(fn, name, ['dynamodb:UpdateItem'], [...KEY_READ_ACTIONS, ...KEY_WRITE_ACTIONS], []);
   }
 
-  private bind(fn: IBindableFunction, name: TableName, what: string): void {
-    const def = this.definitions.get(name)!;
+  /**
+   * Grants item reads and writes (not table management) and sets the table's environment variable. The table's
+   * GSIs are not included unless named in options.indexes.
+   */
+  bindReadWrite(fn: IBindableFunction, name: TableName, options: BindOptions = {}): void {
+    this.grantItems(
+      fn,
+      name,
+      [...READ_ACTIONS, ...WRITE_ACTIONS],
+      [...KEY_READ_ACTIONS, ...KEY_WRITE_ACTIONS],
+      options.indexes ?? [],
+    );
+  }
+
+  /**
+   * The one place grants are made. Item actions go on the table ARN alone; each requested index gets
+   * dynamodb:Query on its own ARN (never table/index/*), so no grant needs a wildcard and a function cannot query
+   * an index it was not meant to. With a customer managed key, the key actions the item actions need are granted
+   * on that key.
+   */
+  private grantItems(
+    fn: IBindableFunction,
+    name: TableName,
+    actions: readonly string[],
+    keyActions: readonly string[],
+    indexes: readonly string[],
+  ): void {
+    const def = this.definitions.get(name);
     const table = this.table(name);
-    fn.addEnvironment(def.envVar, table.tableName);
-    if (def.indexes.length > 0) {
-      acknowledgeWildcardResources(
-        policyOwner(fn),
-        [`${table.tableArn}/index/*`],
-        `The function ${what} the ${name} table and queries its own global secondary indexes ` +
-          `(${def.indexes.map((i) => i.indexName).join(', ')}); the wildcard spans index names of this one table.`,
-      );
+    if (!def) throw new Error(`DataTables: no table named ${name}`);
+    for (const index of indexes) {
+      if (!def.indexes.some((i) => i.indexName === index)) {
+        throw new Error(`DataTables: table ${name} has no index ${index}`);
+      }
     }
+    iam.Grant.addToPrincipal({ grantee: fn, actions: [...actions], resourceArns: [table.tableArn] });
+    if (indexes.length > 0) {
+      iam.Grant.addToPrincipal({
+        grantee: fn,
+        actions: ['dynamodb:Query'],
+        resourceArns: [...new Set(indexes)].map((i) => `${table.tableArn}/index/${i}`),
+      });
+    }
+    table.encryptionKey?.grant(fn, ...keyActions);
+    fn.addEnvironment(def.envVar, table.tableName);
   }
 }
 

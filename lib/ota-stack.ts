@@ -7,6 +7,7 @@ import type { Construct } from 'constructs';
 import { ENV } from '../lambdas/adapters/env.js';
 import { FUNCTIONS, type FunctionName } from '../lambdas/core/api-schema.js';
 import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
+import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
@@ -89,17 +90,18 @@ export interface OtaStackProps extends StackProps {
    */
   readonly ingestReservedConcurrentExecutions?: number;
   /**
-   * ARN of an SNS topic to notify when vehicle messages land in the ingest dead-letter queue, and when it is empty
-   * again.
-   * @default - the alarm has no actions
+   * ARN of an SNS topic to notify when an alarm fires and when it clears: vehicle messages in the ingest
+   * dead-letter queue, campaign ticks failing, ticks the schedule could not deliver.
+   * @default - the alarms have no actions
    */
   readonly alarmTopicArn?: string;
 }
 
 /**
  * The vehicle OTA backend on AWS: firmware storage, data tables, the backend signing key, the vehicles' IoT identity,
- * the HTTPS API with one function per FUNCTIONS entry, and the MQTT ingest path (topic rule -> ingest function, with
- * a dead-letter queue), each function granted exactly what it needs.
+ * the HTTPS API with one function per FUNCTIONS entry, the MQTT ingest path (topic rule -> ingest function, with
+ * a dead-letter queue) and the campaign engine (EventBridge Scheduler -> tick function every minute), each function
+ * granted exactly what it needs.
  */
 export class OtaStack extends Stack {
   readonly storage: FirmwareStorage;
@@ -110,6 +112,12 @@ export class OtaStack extends Stack {
   /** Records vehicle progress and status messages delivered by the topic rule (lambdas/ingest/handler.ts). */
   readonly ingestFunction: OtaFunction;
   readonly ingest: FleetIngest;
+  /**
+   * Advances running campaigns once per schedule period (lambdas/campaign-tick/handler.ts): paced offers signed
+   * and published over MQTT, timeouts, halts, wave changes. Reserved concurrency 1: two ticks never run at once.
+   */
+  readonly campaignTickFunction: OtaFunction;
+  readonly campaignSchedule: CampaignSchedule;
   readonly api: VehicleApi;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
@@ -167,13 +175,29 @@ export class OtaStack extends Stack {
       reservedConcurrentExecutions: props.ingestReservedConcurrentExecutions,
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
+    this.campaignTickFunction = new OtaFunction(this, 'CampaignTickFunction', {
+      entry: join(PROJECT_ROOT, 'lambdas', 'campaign-tick', 'handler.ts'),
+      depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
+      serviceName: 'campaign-tick',
+      logRetention: props.functionLogRetention,
+      logRemovalPolicy,
+      timeout: CAMPAIGN_TICK_TIMEOUT,
+      reservedConcurrentExecutions: 1,
+      environment: { [ENV.historyRetentionDays]: String(historyDays) },
+    });
     this.grantLeastPrivilege();
 
+    const alarmTopic = props.alarmTopicArn
+      ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
+      : undefined;
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,
-      alarmTopic: props.alarmTopicArn
-        ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
-        : undefined,
+      alarmTopic,
+      destroyOnRemoval: destroy,
+    });
+    this.campaignSchedule = new CampaignSchedule(this, 'CampaignSchedule', {
+      tickFunction: this.campaignTickFunction.function,
+      alarmTopic,
       destroyOnRemoval: destroy,
     });
 
@@ -198,6 +222,10 @@ export class OtaStack extends Stack {
       value: this.ingest.deadLetterQueue.queueUrl,
       description: 'Vehicle MQTT messages that were not recorded',
     });
+    new CfnOutput(this, 'CampaignTickDeadLetterQueueUrl', {
+      value: this.campaignSchedule.deadLetterQueue.queueUrl,
+      description: 'Campaign engine ticks EventBridge Scheduler could not deliver',
+    });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
     if (releaseKeys.length === 0) {
       const warning =
@@ -207,7 +235,11 @@ export class OtaStack extends Stack {
     }
   }
 
-  /** The one place that decides what each function may do. */
+  /**
+   * The one place that decides what each function may do. Index access is granted per index, only to the
+   * functions whose code queries it: releases.byVersion (release creation, firmware requests), updates.byCampaign
+   * (campaign routes, the tick), campaigns.byStatus (the tick).
+   */
   private grantLeastPrivilege(): void {
     const fn = (name: FunctionName) => this.functions.get(name)!;
 
@@ -218,33 +250,57 @@ export class OtaStack extends Stack {
     // Tokens carry the signer's key id, derived from the public key (lambdas/core/vehicle-auth.ts).
     this.signingKey.grantVerify(auth);
 
-    // vehicle-api: offers (signed assignments, presigned downloads) and status reports.
+    // vehicle-api: offers (signed assignments, presigned downloads) and status reports. A status report of a
+    // campaign update moves the campaign's counts (UpdateItem with ADD); it never reads or creates campaigns.
     const vehicle = fn('vehicle-api');
-    this.data.bindRead(vehicle, 'releases');
+    this.data.bindRead(vehicle, 'releases', { indexes: ['byVersion'] });
     this.data.bindReadWrite(vehicle, 'vehicles');
     this.data.bindReadWrite(vehicle, 'updates');
-    this.data.bindReadWrite(vehicle, 'history');
+    this.data.bindWrite(vehicle, 'history');
+    this.data.bindUpdateItem(vehicle, 'campaigns');
     this.storage.grantPresignDownload(vehicle);
     this.signingKey.grantVerify(vehicle);
     // Every offer carries a per-vehicle assignment signed with the backend key (lambdas/core/assignment.ts).
     this.signingKey.grantSign(vehicle);
 
-    // operator-api: releases and vehicle registration.
+    // operator-api: releases, vehicle registration and campaigns. Creating a campaign locks vehicles' ECUs and
+    // writes one update per target; cancelling times them out and appends history. Campaigns are listed with a
+    // Scan, so the byStatus index is not granted.
     const operator = fn('operator-api');
-    this.data.bindReadWrite(operator, 'releases');
+    this.data.bindReadWrite(operator, 'releases', { indexes: ['byVersion'] });
     this.data.bindReadWrite(operator, 'vehicles');
-    this.data.bindRead(operator, 'updates');
-    this.data.bindRead(operator, 'history');
+    this.data.bindReadWrite(operator, 'updates', { indexes: ['byCampaign'] });
+    this.data.bindReadWrite(operator, 'campaigns');
+    this.data.bindWrite(operator, 'history');
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);
     // No signing-key access: operator routes neither sign nor verify backend signatures.
 
     // ingest: applies vehicle reports. Vehicles are read, and written when an update completes (the ECU's new
-    // version); history is append-only. No S3, no KMS, no IoT.
+    // version, the campaign lock released); history is append-only; campaign counts move by UpdateItem only. No S3,
+    // no KMS, no IoT.
     const ingest = this.ingestFunction;
     this.data.bindReadWrite(ingest, 'vehicles');
     this.data.bindReadWrite(ingest, 'updates');
     this.data.bindWrite(ingest, 'history');
+    this.data.bindUpdateItem(ingest, 'campaigns');
+
+    // campaign-tick: finds running campaigns (byStatus), reads the release, offers the current wave (vehicles'
+    // active update and assignment counter, the update items found through byCampaign), signs each assignment,
+    // publishes the offer on the vehicle's issue_details topic, times out silent vehicles (unlocking them) and
+    // moves the campaign on (UpdateItem: status, wave, counts). It never creates or deletes a campaign. No S3: the
+    // offer carries no download URL; the vehicle asks vehicle-api for one.
+    const tick = this.campaignTickFunction;
+    this.data.bindRead(tick, 'campaigns', { indexes: ['byStatus'] });
+    this.data.bindUpdateItem(tick, 'campaigns');
+    this.data.bindRead(tick, 'releases');
+    this.data.bindReadWrite(tick, 'vehicles');
+    this.data.bindReadWrite(tick, 'updates', { indexes: ['byCampaign'] });
+    this.data.bindWrite(tick, 'history');
+    this.signingKey.grantSign(tick);
+    // Assignments carry the signer's key id, derived from the public key (KmsSigner.publicKeyPem).
+    this.signingKey.grantVerify(tick);
+    this.fleet.grantPublishNotifications(tick);
   }
 }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -23,6 +24,36 @@ function tableByEnv(
     }
   }
   throw new Error(`no function has ${envVar}`);
+}
+
+function inlineFunction(stack: Stack, id: string): lambda.Function {
+  return new lambda.Function(stack, id, {
+    runtime: lambda.Runtime.NODEJS_24_X,
+    handler: 'index.handler',
+    code: lambda.Code.fromInline('export const handler = () => {}'),
+  });
+}
+
+function policyStatements(t: Template): { actions: string[]; resources: unknown[] }[] {
+  return Object.values(t.findResources('AWS::IAM::Policy')).flatMap((p) =>
+    (p.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[]).map(
+      (s) => ({
+        actions: [s.Action].flat(),
+        resources: [s.Resource].flat(),
+      }),
+    ),
+  );
+}
+
+/** One function bound by `bind` on a bare stack: its IAM statements and environment. */
+function bound(bind: (data: DataTables, fn: lambda.Function) => void) {
+  const stack = newStack();
+  const data = new DataTables(stack, 'Data');
+  bind(data, inlineFunction(stack, 'Fn'));
+  const t = Template.fromStack(stack);
+  const variables = Object.values(t.findResources('AWS::Lambda::Function'))[0]!.Properties.Environment
+    .Variables as Record<string, { Ref: string }>;
+  return { t, statements: policyStatements(t), variables };
 }
 
 describe('DataTables', () => {
@@ -75,6 +106,50 @@ describe('DataTables', () => {
       });
     });
   }
+
+  // Written out here rather than derived from TABLES, so a change to the data model has to change this test too.
+  it('campaigns: keyed by campaignId, GSI byStatus (status, campaignId), recoverable, encrypted, retained', () => {
+    const { props, raw } = tableByEnv(template, 'TABLE_CAMPAIGNS');
+    assert.deepEqual(props.KeySchema, [{ AttributeName: 'campaignId', KeyType: 'HASH' }]);
+    assert.deepEqual(props.GlobalSecondaryIndexes, [
+      {
+        IndexName: 'byStatus',
+        KeySchema: [
+          { AttributeName: 'status', KeyType: 'HASH' },
+          { AttributeName: 'campaignId', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+    ]);
+    assert.deepEqual(
+      (props.AttributeDefinitions as { AttributeName: string }[]).map((a) => a.AttributeName).sort(),
+      ['campaignId', 'status'],
+    );
+    assert.equal(props.BillingMode, 'PAY_PER_REQUEST');
+    assert.deepEqual(props.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.deepEqual(props.SSESpecification, { SSEEnabled: true });
+    assert.equal(props.TimeToLiveSpecification, undefined);
+    assert.equal(props.DeletionProtectionEnabled, true);
+    assert.equal(raw.DeletionPolicy, 'Retain');
+  });
+
+  it('updates: sparse GSI byCampaign (campaignId, waveKey) next to its VIN x update key', () => {
+    const { props } = tableByEnv(template, 'TABLE_UPDATES');
+    assert.deepEqual(props.KeySchema, [
+      { AttributeName: 'vin', KeyType: 'HASH' },
+      { AttributeName: 'updateId', KeyType: 'RANGE' },
+    ]);
+    assert.deepEqual(props.GlobalSecondaryIndexes, [
+      {
+        IndexName: 'byCampaign',
+        KeySchema: [
+          { AttributeName: 'campaignId', KeyType: 'HASH' },
+          { AttributeName: 'waveKey', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+    ]);
+  });
 
   it('deletes tables and lifts deletion protection in dev mode', () => {
     const dev = otaTemplate({ devMode: true });
@@ -172,12 +247,65 @@ describe('DataTables', () => {
           actions: [
             'dynamodb:BatchWriteItem',
             'dynamodb:DeleteItem',
-            'dynamodb:DescribeTable',
             'dynamodb:PutItem',
             'dynamodb:UpdateItem',
           ],
           resources: [{ 'Fn::GetAtt': [historyId, 'Arn'] }],
         },
+      ],
+    );
+  });
+
+  it('bindUpdateItem sets the env var and grants dynamodb:UpdateItem alone, on the table alone', () => {
+    const { t, statements, variables } = bound((data, fn) => data.bindUpdateItem(fn, 'campaigns'));
+    assert.deepEqual(Object.keys(variables), ['TABLE_CAMPAIGNS']);
+    const campaignsId = variables.TABLE_CAMPAIGNS!.Ref;
+    assert.deepEqual(resources(t)[campaignsId]!.Properties!.KeySchema, [
+      { AttributeName: 'campaignId', KeyType: 'HASH' },
+    ]);
+    assert.deepEqual(statements, [
+      { actions: ['dynamodb:UpdateItem'], resources: [{ 'Fn::GetAtt': [campaignsId, 'Arn'] }] },
+    ]);
+  });
+
+  it('grants dynamodb:Query on exactly the indexes named, never on table/index/*', () => {
+    const { statements, variables } = bound((data, fn) => {
+      data.bindRead(fn, 'campaigns', { indexes: ['byStatus'] });
+      data.bindReadWrite(fn, 'updates');
+    });
+    const campaigns = { 'Fn::GetAtt': [variables.TABLE_CAMPAIGNS!.Ref, 'Arn'] };
+    const updates = { 'Fn::GetAtt': [variables.TABLE_UPDATES!.Ref, 'Arn'] };
+    const onIndexes = statements.filter((s) => JSON.stringify(s.resources).includes('/index/'));
+    assert.deepEqual(onIndexes, [
+      { actions: ['dynamodb:Query'], resources: [{ 'Fn::Join': ['', [campaigns, '/index/byStatus']] }] },
+    ]);
+    // updates has an index (byCampaign) but none was asked for.
+    assert.ok(!JSON.stringify(statements).includes('byCampaign'));
+    assert.ok(!JSON.stringify(statements).includes('/index/*'));
+    assert.ok(statements.some((s) => JSON.stringify(s.resources) === JSON.stringify([updates])));
+  });
+
+  it('rejects an index the table does not have', () => {
+    assert.throws(
+      () => bound((data, fn) => data.bindRead(fn, 'updates', { indexes: ['byStatus'] })),
+      /table updates has no index byStatus/,
+    );
+  });
+
+  it('grants the customer managed key actions the item actions need', () => {
+    const stack = newStack();
+    const key = new kms.Key(stack, 'Key', { enableKeyRotation: true });
+    const data = new DataTables(stack, 'Data', { encryptionKey: key });
+    const fn = inlineFunction(stack, 'Fn');
+    data.bindUpdateItem(fn, 'campaigns');
+    data.bindRead(fn, 'releases');
+    const statements = policyStatements(Template.fromStack(stack));
+    const onKey = statements.filter((s) => JSON.stringify(s.resources).includes('Key961B73FD'));
+    assert.deepEqual(
+      onKey.map((s) => s.actions),
+      [
+        ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'],
+        ['kms:Decrypt', 'kms:DescribeKey'],
       ],
     );
   });

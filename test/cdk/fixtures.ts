@@ -43,9 +43,9 @@ export function resources(template: Template): Resources {
   return template.toJSON().Resources as Resources;
 }
 
-/** Every function of the backend by service name: the API functions and the MQTT ingest function. */
-export type OtaFunctionName = FunctionName | 'ingest';
-export const ALL_FUNCTIONS: readonly OtaFunctionName[] = [...FUNCTIONS, 'ingest'];
+/** Every function of the backend by service name: the API functions, the MQTT ingest function, the campaign tick. */
+export type OtaFunctionName = FunctionName | 'ingest' | 'campaign-tick';
+export const ALL_FUNCTIONS: readonly OtaFunctionName[] = [...FUNCTIONS, 'ingest', 'campaign-tick'];
 
 /** Logical id of the backend function with this service name. */
 export function functionId(template: Template, fn: OtaFunctionName): string {
@@ -150,4 +150,24 @@ export function onlyId(template: Template, type: string, props?: Record<string, 
   const found = Object.keys(template.findResources(type, props ? { Properties: props } : undefined));
   if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}`);
   return found[0]!;
+}
+
+/** Logical id of the resource a stack output refers to (Ref or Fn::GetAtt). */
+export function outputTarget(template: Template, output: string): string {
+  const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+  const ids = referencedIds(outputs[output]?.Value);
+  if (ids.length !== 1) throw new Error(`output ${output} does not reference exactly one resource`);
+  return ids[0]!;
+}
+
+/** The ingest dead-letter queue: the one the IoT topic rule's error action sends to. */
+export function ingestQueueId(template: Template): string {
+  const rule = Object.values(template.findResources('AWS::IoT::TopicRule'))[0]!;
+  return referencedIds(rule.Properties.TopicRulePayload.ErrorAction.Sqs.QueueUrl)[0]!;
+}
+
+/** The campaign schedule's dead-letter queue: the one the schedule's target dead-letters to. */
+export function scheduleQueueId(template: Template): string {
+  const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0]!;
+  return referencedIds(schedule.Properties.Target.DeadLetterConfig.Arn)[0]!;
 }

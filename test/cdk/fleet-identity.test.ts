@@ -121,11 +121,11 @@ describe('FleetIdentity', () => {
     );
   });
 
-  it('gives no other function any IoT permission', () => {
+  it('gives no other function any IoT permission, except publishing offers to the campaign tick', () => {
     for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'operator-api')) {
       assert.deepEqual(
         allActions(template, fn).filter((a) => a.startsWith('iot:')),
-        [],
+        fn === 'campaign-tick' ? ['iot:Publish'] : [],
         fn,
       );
     }
@@ -200,10 +200,21 @@ describe('FleetIdentity', () => {
     assert.equal(IOT_DATA_ENDPOINT_ENV, 'AWS_ENDPOINT_URL_IOT_DATA_PLANE');
   });
 
-  it('grants no function of the stack notification publishing yet', () => {
-    for (const fn of ALL_FUNCTIONS) {
+  it('grants notification publishing to the campaign tick only, on issue_details topics, with the endpoint', () => {
+    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'campaign-tick')) {
       assert.equal(functionEnv(template, fn)[IOT_DATA_ENDPOINT_ENV], undefined, fn);
       assert.ok(!allActions(template, fn).includes('iot:Publish'), fn);
     }
+    const publish = functionStatements(template, 'campaign-tick').filter((s) =>
+      s.actions.includes('iot:Publish'),
+    );
+    assert.deepEqual(
+      publish.map((s) => ({ actions: s.actions, resources: s.resources })),
+      [{ actions: ['iot:Publish'], resources: [iotArn('topic/vehicle/updates/*/issue_details')] }],
+    );
+    const lookupId = Object.keys(template.findResources('Custom::IotDataEndpoint'))[0]!;
+    assert.deepEqual(functionEnv(template, 'campaign-tick')[IOT_DATA_ENDPOINT_ENV], {
+      'Fn::Join': ['', ['https://', { 'Fn::GetAtt': [lookupId, 'endpointAddress'] }]],
+    });
   });
 });

@@ -7,6 +7,7 @@ import { FleetIngest } from '../../lib/fleet-ingest.js';
 import {
   functionId,
   functionRoleId,
+  ingestQueueId,
   newStack,
   onlyId,
   otaTemplate,
@@ -25,9 +26,19 @@ const rule = all[ruleId]!.Properties! as {
     ErrorAction: { Sqs: { QueueUrl: unknown; RoleArn: unknown; UseBase64: boolean } };
   };
 };
-const queueId = onlyId(template, 'AWS::SQS::Queue');
+const queueId = ingestQueueId(template);
 const queueArn = { 'Fn::GetAtt': [queueId, 'Arn'] };
 const ingestId = functionId(template, 'ingest');
+
+/** The alarm watching the ingest dead-letter queue (the campaign schedule has alarms of its own). */
+function deadLetterAlarm(t: ReturnType<typeof otaTemplate>) {
+  const queue = ingestQueueId(t);
+  const found = Object.values(t.findResources('AWS::CloudWatch::Alarm')).filter((a) =>
+    referencedIds(a.Properties.Dimensions).includes(queue),
+  );
+  assert.equal(found.length, 1, 'one alarm on the ingest dead-letter queue');
+  return found[0]!;
+}
 
 /** The rule's SQL, written out here independently of lib/fleet-ingest.ts: it is the contract with the handler. */
 const SQL =
@@ -115,7 +126,9 @@ describe('FleetIngest', () => {
   });
 
   it('dead-letters failed asynchronous invocations into the same queue after 2 retries or an hour', () => {
-    const configs = Object.values(template.findResources('AWS::Lambda::EventInvokeConfig'));
+    const configs = Object.values(template.findResources('AWS::Lambda::EventInvokeConfig')).filter((c) =>
+      referencedIds(c.Properties.FunctionName).includes(ingestId),
+    );
     assert.deepEqual(
       configs.map((c) => c.Properties),
       [
@@ -146,7 +159,9 @@ describe('FleetIngest', () => {
   });
 
   it('denies every request to the dead-letter queue that does not use TLS', () => {
-    const policies = Object.values(template.findResources('AWS::SQS::QueuePolicy'));
+    const policies = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
+      referencedIds(p.Properties.Queues).includes(queueId),
+    );
     assert.equal(policies.length, 1);
     assert.deepEqual(policies[0]!.Properties.Queues, [{ Ref: queueId }]);
     assert.deepEqual(policies[0]!.Properties.PolicyDocument.Statement, [
@@ -161,9 +176,7 @@ describe('FleetIngest', () => {
   });
 
   it('alarms as soon as one message is visible in the dead-letter queue', () => {
-    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm'));
-    assert.equal(alarms.length, 1);
-    const p = alarms[0]!.Properties;
+    const p = deadLetterAlarm(template).Properties;
     assert.equal(p.Namespace, 'AWS/SQS');
     assert.equal(p.MetricName, 'ApproximateNumberOfMessagesVisible');
     assert.deepEqual(p.Dimensions, [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueId, 'QueueName'] } }]);
@@ -178,16 +191,14 @@ describe('FleetIngest', () => {
 
   it('notifies the configured SNS topic when the alarm fires and when it clears', () => {
     const topic = 'arn:aws:sns:eu-west-1:111111111111:ota-alarms';
-    const alarm = Object.values(
-      otaTemplate({ alarmTopicArn: topic }).findResources('AWS::CloudWatch::Alarm'),
-    )[0]!;
+    const alarm = deadLetterAlarm(otaTemplate({ alarmTopicArn: topic }));
     assert.deepEqual(alarm.Properties.AlarmActions, [topic]);
     assert.deepEqual(alarm.Properties.OKActions, [topic]);
   });
 
   it('deletes the dead-letter queue with a development stack', () => {
     const dev = otaTemplate({ devMode: true });
-    assert.equal(Object.values(dev.findResources('AWS::SQS::Queue'))[0]!.DeletionPolicy, 'Delete');
+    assert.equal(resources(dev)[ingestQueueId(dev)]!.DeletionPolicy, 'Delete');
   });
 
   describe('construct', () => {

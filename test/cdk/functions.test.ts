@@ -28,7 +28,7 @@ function newestNodeRuntime(): string {
 }
 
 describe('backend functions', () => {
-  it('creates one function per FUNCTIONS entry, the ingest function, and the endpoint lookup provider', () => {
+  it('creates one function per FUNCTIONS entry, the ingest and campaign tick functions, and the endpoint lookup provider', () => {
     const all = template.findResources('AWS::Lambda::Function');
     const backend = Object.values(all).filter((f) =>
       String(f.Properties.Description).startsWith('Fleet OTA '),
@@ -92,17 +92,38 @@ describe('backend functions', () => {
       });
 
       if (fn === 'ingest') {
-        it('gets only the history retention setting and its three tables', () => {
+        it('gets only the history retention setting and its four tables', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
             'HISTORY_RETENTION_DAYS',
             'NODE_OPTIONS',
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
+            'TABLE_CAMPAIGNS',
             'TABLE_HISTORY',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
           ]);
+          assert.equal(env.HISTORY_RETENTION_DAYS, '90');
+        });
+      } else if (fn === 'campaign-tick') {
+        it('gets the tick period, history retention, its five tables, the signing key and the IoT endpoint only', () => {
+          const env = functionEnv(template, fn);
+          assert.deepEqual(Object.keys(env).sort(), [
+            'AWS_ENDPOINT_URL_IOT_DATA_PLANE',
+            'CAMPAIGN_TICK_SECONDS',
+            'HISTORY_RETENTION_DAYS',
+            'NODE_OPTIONS',
+            'POWERTOOLS_METRICS_NAMESPACE',
+            'POWERTOOLS_SERVICE_NAME',
+            'SIGNING_KEY_ARN',
+            'TABLE_CAMPAIGNS',
+            'TABLE_HISTORY',
+            'TABLE_RELEASES',
+            'TABLE_UPDATES',
+            'TABLE_VEHICLES',
+          ]);
+          assert.equal(env.CAMPAIGN_TICK_SECONDS, '60');
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       } else {
@@ -115,11 +136,19 @@ describe('backend functions', () => {
         });
       }
 
-      it('has a memory size and a timeout below the API Gateway limit, and no reserved concurrency by default', () => {
-        assert.equal(props.MemorySize, 512);
-        assert.equal(props.Timeout, 10);
-        assert.equal(props.ReservedConcurrentExecutions, undefined);
-      });
+      if (fn === 'campaign-tick') {
+        it('times out within its 60 s period and never runs twice at once (reserved concurrency 1)', () => {
+          assert.equal(props.MemorySize, 512);
+          assert.equal(props.Timeout, 55);
+          assert.equal(props.ReservedConcurrentExecutions, 1);
+        });
+      } else {
+        it('has a memory size and a timeout below the API Gateway limit, and no reserved concurrency by default', () => {
+          assert.equal(props.MemorySize, 512);
+          assert.equal(props.Timeout, 10);
+          assert.equal(props.ReservedConcurrentExecutions, undefined);
+        });
+      }
     });
   }
 
@@ -141,6 +170,8 @@ describe('backend functions', () => {
     }
     assert.equal(functionEnv(t, 'ingest').HISTORY_RETENTION_DAYS, '30');
     assert.equal(functionProps(t, 'ingest').ReservedConcurrentExecutions, 7);
+    assert.equal(functionEnv(t, 'campaign-tick').HISTORY_RETENTION_DAYS, '30');
+    assert.equal(functionProps(t, 'campaign-tick').ReservedConcurrentExecutions, 1, 'the tick stays at 1');
     t.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, ALL_FUNCTIONS.length);
   });
 

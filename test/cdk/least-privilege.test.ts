@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
 import {
   ALL_FUNCTIONS,
   actionsOn,
@@ -8,6 +7,7 @@ import {
   envTarget,
   functionEnv,
   functionStatements,
+  ingestQueueId,
   type OtaFunctionName,
   onlyId,
   otaTemplate,
@@ -19,7 +19,7 @@ const template = otaTemplate();
 const bucketId = onlyId(template, 'AWS::S3::Bucket', { VersioningConfiguration: { Status: 'Enabled' } });
 const keyId = onlyId(template, 'AWS::KMS::Key');
 const table = (env: string) => {
-  for (const fn of FUNCTIONS) if (functionEnv(template, fn)[env]) return envTarget(template, fn, env);
+  for (const fn of ALL_FUNCTIONS) if (functionEnv(template, fn)[env]) return envTarget(template, fn, env);
   throw new Error(env);
 };
 const tables = {
@@ -27,23 +27,86 @@ const tables = {
   vehicles: table('TABLE_VEHICLES'),
   updates: table('TABLE_UPDATES'),
   history: table('TABLE_HISTORY'),
+  campaigns: table('TABLE_CAMPAIGNS'),
 };
-const WRITES = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'];
-const READS = ['dynamodb:GetItem', 'dynamodb:Query'];
+type TableName = keyof typeof tables;
+/** The exact item action sets of DataTables' bind helpers, written out here independently. */
+const READ = [
+  'dynamodb:BatchGetItem',
+  'dynamodb:ConditionCheckItem',
+  'dynamodb:GetItem',
+  'dynamodb:Query',
+  'dynamodb:Scan',
+];
+const WRITE = ['dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'];
+const UPDATE = ['dynamodb:UpdateItem'];
+const LEVELS: Record<string, readonly string[]> = {
+  read: READ,
+  write: WRITE,
+  readwrite: [...READ, ...WRITE],
+  update: UPDATE,
+  'read+update': [...READ, ...UPDATE],
+};
+const same = (a: readonly string[], b: readonly string[]) =>
+  JSON.stringify([...new Set(a)].sort()) === JSON.stringify([...new Set(b)].sort());
 
-function dynamoAccess(fn: OtaFunctionName): Record<string, 'none' | 'read' | 'write' | 'readwrite'> {
+/**
+ * What a function may do with each table's items, by the exact action set on the table ARN itself: none, read,
+ * write, readwrite, update (UpdateItem alone) or read+update; anything else is reported as its action list.
+ */
+function dynamoAccess(fn: OtaFunctionName): Record<TableName, string> {
   return Object.fromEntries(
     Object.entries(tables).map(([name, id]) => {
-      const actions = actionsOn(template, fn, id);
-      const writes = WRITES.some((w) => actions.includes(w));
-      const reads = READS.some((r) => actions.includes(r));
-      const access = writes ? (reads ? 'readwrite' : 'write') : reads ? 'read' : 'none';
-      return [name, access];
+      const onTable = functionStatements(template, fn)
+        .filter((s) =>
+          s.resources.some((r) => JSON.stringify(r) === JSON.stringify({ 'Fn::GetAtt': [id, 'Arn'] })),
+        )
+        .flatMap((s) => s.actions);
+      if (onTable.length === 0) return [name, 'none'];
+      const level = Object.entries(LEVELS).find(([, actions]) => same(onTable, actions));
+      return [name, level ? level[0] : [...new Set(onTable)].sort().join(',')];
     }),
-  );
+  ) as Record<TableName, string>;
+}
+
+/**
+ * The indexes a function may query, as <table>/<index>, from every DynamoDB grant whose resource is an index ARN.
+ * Fails on any other action on an index, or an index wildcard.
+ */
+function indexAccess(fn: OtaFunctionName): string[] {
+  const found: string[] = [];
+  for (const s of functionStatements(template, fn)) {
+    for (const r of s.resources) {
+      const text = JSON.stringify(r);
+      if (!text.includes('/index/')) continue;
+      assert.deepEqual(s.actions, ['dynamodb:Query'], `${fn}: only Query on an index`);
+      const parts = (r as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1];
+      const id = referencedIds(parts[0])[0]!;
+      const name = Object.entries(tables).find(([, t]) => t === id)![0];
+      const index = String(parts[1]).replace(/^\/index\//, '');
+      assert.ok(!index.includes('*'), `${fn}: index wildcard on ${name}`);
+      found.push(`${name}/${index}`);
+    }
+  }
+  return found.sort();
 }
 
 const releaseObjects = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/releases/*']] };
+
+const topicArn = {
+  'Fn::Join': [
+    '',
+    [
+      'arn:',
+      { Ref: 'AWS::Partition' },
+      ':iot:',
+      { Ref: 'AWS::Region' },
+      ':',
+      { Ref: 'AWS::AccountId' },
+      ':topic/vehicle/updates/*/issue_details',
+    ],
+  ],
+};
 
 describe('least privilege per function', () => {
   it('auth-api: vehicles read/write, signs with the key, no S3, no IoT', () => {
@@ -52,7 +115,9 @@ describe('least privilege per function', () => {
       vehicles: 'readwrite',
       updates: 'none',
       history: 'none',
+      campaigns: 'none',
     });
+    assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', keyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
     assert.deepEqual(
       allActions(template, 'auth-api').filter((a) => /^(s3|iot):/.test(a)),
@@ -61,13 +126,16 @@ describe('least privilege per function', () => {
     assert.equal(functionEnv(template, 'auth-api').FIRMWARE_BUCKET, undefined);
   });
 
-  it('vehicle-api: reads releases, writes vehicle state, presigns downloads only, signs assignments', () => {
+  it('vehicle-api: reads releases, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
     assert.deepEqual(dynamoAccess('vehicle-api'), {
       releases: 'read',
       vehicles: 'readwrite',
       updates: 'readwrite',
-      history: 'readwrite',
+      history: 'write',
+      campaigns: 'update',
     });
+    // Firmware requests look releases up by version; nothing else queries an index.
+    assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
     const s3 = functionStatements(template, 'vehicle-api').filter((s) =>
       s.actions.some((a) => a.startsWith('s3:')),
     );
@@ -85,13 +153,17 @@ describe('least privilege per function', () => {
     );
   });
 
-  it('operator-api: releases and vehicles read/write, updates and history read-only, uploads, no signing key', () => {
+  it('operator-api: releases, vehicles, updates and campaigns read/write, history append-only, uploads, no signing key', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: 'readwrite',
       vehicles: 'readwrite',
-      updates: 'read',
-      history: 'read',
+      updates: 'readwrite',
+      history: 'write',
+      campaigns: 'readwrite',
     });
+    // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
+    // listed with a Scan, so byStatus is not granted.
+    assert.deepEqual(indexAccess('operator-api'), ['releases/byVersion', 'updates/byCampaign']);
     const s3 = functionStatements(template, 'operator-api').filter((s) =>
       s.actions.some((a) => a.startsWith('s3:')),
     );
@@ -113,15 +185,21 @@ describe('least privilege per function', () => {
       ],
     );
     assert.deepEqual(actionsOn(template, 'operator-api', keyId), []);
+    assert.deepEqual(
+      allActions(template, 'operator-api').filter((a) => a === 'iot:Publish'),
+      [],
+    );
   });
 
-  it('ingest: vehicles and updates read/write, history append-only, dead letters; no S3, KMS or IoT', () => {
+  it('ingest: vehicles and updates read/write, history append-only, campaign counts, dead letters; no S3, KMS or IoT', () => {
     assert.deepEqual(dynamoAccess('ingest'), {
       releases: 'none',
       vehicles: 'readwrite',
       updates: 'readwrite',
       history: 'write',
+      campaigns: 'update',
     });
+    assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
     assert.deepEqual(
       actions.filter((a) => /^(s3|kms|iot):/.test(a)),
@@ -130,7 +208,7 @@ describe('least privilege per function', () => {
     assert.deepEqual(actionsOn(template, 'ingest', bucketId), []);
     assert.deepEqual(actionsOn(template, 'ingest', keyId), []);
     // Beyond its tables, logs and tracing: only sending to the dead-letter queue (its on-failure destination).
-    const queueId = onlyId(template, 'AWS::SQS::Queue');
+    const queueId = ingestQueueId(template);
     const other = functionStatements(template, 'ingest').filter(
       (s) => !s.actions.every((a) => /^(dynamodb|logs|xray):/.test(a)),
     );
@@ -138,14 +216,91 @@ describe('least privilege per function', () => {
       other.map((s) => ({ actions: s.actions, resources: s.resources })),
       [{ actions: ['sqs:SendMessage'], resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }] }],
     );
-    // Every DynamoDB grant names one of its three tables, never releases or a wildcard.
+    // Every DynamoDB grant names one of its four tables, never releases or a wildcard.
     const dynamoResources = functionStatements(template, 'ingest')
       .filter((s) => s.actions.some((a) => a.startsWith('dynamodb:')))
       .flatMap((s) => s.resources.flatMap(referencedIds));
     assert.deepEqual(
       [...new Set(dynamoResources)].sort(),
-      [tables.history, tables.updates, tables.vehicles].sort(),
+      [tables.campaigns, tables.history, tables.updates, tables.vehicles].sort(),
     );
+  });
+
+  it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles and updates read/write, history append-only', () => {
+    assert.deepEqual(dynamoAccess('campaign-tick'), {
+      releases: 'read',
+      vehicles: 'readwrite',
+      updates: 'readwrite',
+      history: 'write',
+      campaigns: 'read+update',
+    });
+    // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
+    assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);
+  });
+
+  it('campaign-tick: signs assignments with the signing key only (kms:Sign, kms:GetPublicKey), nothing else in KMS', () => {
+    const kms = functionStatements(template, 'campaign-tick').filter((s) =>
+      s.actions.some((a) => a.startsWith('kms:')),
+    );
+    assert.ok(kms.length > 0);
+    for (const s of kms) {
+      assert.deepEqual(s.resources, [{ 'Fn::GetAtt': [keyId, 'Arn'] }], 'only the signing key');
+    }
+    assert.deepEqual(kms.flatMap((s) => s.actions).sort(), ['kms:GetPublicKey', 'kms:Sign']);
+    assert.deepEqual(functionEnv(template, 'campaign-tick').SIGNING_KEY_ARN, {
+      'Fn::GetAtt': [keyId, 'Arn'],
+    });
+  });
+
+  it('campaign-tick: publishes only on vehicle issue_details topics, with the data endpoint set', () => {
+    const iot = functionStatements(template, 'campaign-tick').filter((s) =>
+      s.actions.some((a) => a.startsWith('iot:')),
+    );
+    assert.deepEqual(
+      iot.map((s) => ({ actions: s.actions, resources: s.resources, Condition: s.Condition })),
+      [{ actions: ['iot:Publish'], resources: [topicArn], Condition: undefined }],
+    );
+    const lookupId = Object.keys(template.findResources('Custom::IotDataEndpoint'))[0]!;
+    assert.deepEqual(functionEnv(template, 'campaign-tick').AWS_ENDPOINT_URL_IOT_DATA_PLANE, {
+      'Fn::Join': ['', ['https://', { 'Fn::GetAtt': [lookupId, 'endpointAddress'] }]],
+    });
+  });
+
+  it('campaign-tick: no S3, no SQS, no IoT control plane; nothing beyond tables, key, topic, logs and tracing', () => {
+    const actions = allActions(template, 'campaign-tick');
+    assert.deepEqual(
+      actions.filter((a) => /^(s3|sqs|lambda):/.test(a)),
+      [],
+    );
+    assert.deepEqual(actionsOn(template, 'campaign-tick', bucketId), []);
+    assert.equal(functionEnv(template, 'campaign-tick').FIRMWARE_BUCKET, undefined);
+    const services = [...new Set(actions.map((a) => a.split(':')[0]))].sort();
+    assert.deepEqual(services, ['dynamodb', 'iot', 'kms', 'logs', 'xray']);
+    assert.deepEqual(
+      actions.filter((a) => a.startsWith('iot:')),
+      ['iot:Publish'],
+    );
+  });
+
+  it('only the campaign tick publishes to vehicles', () => {
+    for (const fn of ALL_FUNCTIONS) {
+      assert.equal(allActions(template, fn).includes('iot:Publish'), fn === 'campaign-tick', fn);
+      assert.equal(
+        functionEnv(template, fn).AWS_ENDPOINT_URL_IOT_DATA_PLANE !== undefined,
+        fn === 'campaign-tick',
+        fn,
+      );
+    }
+  });
+
+  it('grants no index wildcard: every index a function may query is named', () => {
+    for (const fn of ALL_FUNCTIONS) {
+      for (const s of functionStatements(template, fn)) {
+        for (const r of s.resources)
+          assert.ok(!JSON.stringify(r).includes('/index/*'), `${fn}: ${JSON.stringify(r)}`);
+      }
+      indexAccess(fn);
+    }
   });
 
   it('only the operator function may create certificates', () => {

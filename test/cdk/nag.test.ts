@@ -120,16 +120,40 @@ describe('cdk-nag AwsSolutions', () => {
     const star = acks.filter((a) => a.id === 'AwsSolutions-IAM5[Resource::*]').map((a) => a.path);
     assert.deepEqual(star.sort(), [
       'Ota/AuthApiFunction/TracingPolicy',
+      'Ota/CampaignTickFunction/TracingPolicy',
       'Ota/FleetIdentity/DataEndpoint/CustomResourcePolicy',
       `Ota/FleetIdentity/${stack.fleet.node.children.find((c) => c.node.id.startsWith('Registration'))!.node.id}`,
       'Ota/IngestFunction/TracingPolicy',
       'Ota/OperatorApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
-    // SQS3 (no dead-letter queue) is acknowledged on the ingest dead-letter queue only.
+    // SQS3 (no dead-letter queue) is acknowledged on the two dead-letter queues only: ingest and campaign schedule.
     assert.deepEqual(
-      acks.filter((a) => a.id === 'AwsSolutions-SQS3').map((a) => a.path),
-      ['Ota/FleetIngest/DeadLetterQueue'],
+      acks
+        .filter((a) => a.id === 'AwsSolutions-SQS3')
+        .map((a) => a.path)
+        .sort(),
+      ['Ota/CampaignSchedule/DeadLetterQueue', 'Ota/FleetIngest/DeadLetterQueue'],
+    );
+    // Wildcard resources (IAM5) are acknowledged only on function roles, tracing policies and the IoT policies:
+    // never on the schedule's role, which names the tick function and its dead-letter queue exactly.
+    assert.deepEqual(
+      acks.filter((a) => a.path.startsWith('Ota/CampaignSchedule/')).map((a) => a.id),
+      ['AwsSolutions-SQS3'],
+    );
+    // The tick's one wildcard is the issue_details topic of any VIN; DynamoDB grants name tables and indexes.
+    assert.deepEqual(
+      acks
+        .filter((a) => a.path === 'Ota/CampaignTickFunction/Role')
+        .map((a) => a.id)
+        .sort(),
+      [
+        'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:topic/vehicle/updates/*/issue_details]',
+      ],
+    );
+    assert.ok(
+      !acks.some((a) => a.id.includes('/index/*')),
+      'no index wildcard is granted, so none is acknowledged',
     );
     // Every acknowledgement suppresses a finding that would otherwise be reported.
     const unacknowledged = new Set(

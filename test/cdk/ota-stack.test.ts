@@ -10,7 +10,7 @@ import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
 import { OtaStack } from '../../lib/ota-stack.js';
 import { parseReleasePublicKeys } from '../../lib/release-keys.js';
-import { functionEnv, NO_BUNDLING, newApp, otaTemplate } from './fixtures.js';
+import { functionEnv, ingestQueueId, NO_BUNDLING, newApp, otaTemplate, scheduleQueueId } from './fixtures.js';
 
 const p256 = () =>
   generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
@@ -24,7 +24,7 @@ const rsa = () =>
 const NO_KEYS_WARNING = /refuse every release/;
 
 describe('OtaStack', () => {
-  it('exports the API URL, bucket name, IoT policy name, signing key ARN, MQTT endpoint and dead-letter queue', () => {
+  it('exports the API URL, bucket name, IoT policy name, signing key ARN, MQTT endpoint and dead-letter queues', () => {
     const outputs = otaTemplate().toJSON().Outputs as Record<string, { Value: unknown }>;
     for (const name of [
       'ApiUrl',
@@ -33,14 +33,15 @@ describe('OtaStack', () => {
       'SigningKeyArn',
       'MqttEndpoint',
       'IngestDeadLetterQueueUrl',
+      'CampaignTickDeadLetterQueueUrl',
     ]) {
       assert.ok(outputs[name], name);
     }
     const lookupId = Object.keys(otaTemplate().findResources('Custom::IotDataEndpoint'))[0];
     assert.deepEqual(outputs.MqttEndpoint!.Value, { 'Fn::GetAtt': [lookupId, 'endpointAddress'] });
-    assert.deepEqual(outputs.IngestDeadLetterQueueUrl!.Value, {
-      Ref: Object.keys(otaTemplate().findResources('AWS::SQS::Queue'))[0],
-    });
+    assert.deepEqual(outputs.IngestDeadLetterQueueUrl!.Value, { Ref: ingestQueueId(otaTemplate()) });
+    assert.deepEqual(outputs.CampaignTickDeadLetterQueueUrl!.Value, { Ref: scheduleQueueId(otaTemplate()) });
+    assert.notEqual(ingestQueueId(otaTemplate()), scheduleQueueId(otaTemplate()));
     assert.deepEqual(outputs.SigningKeyArn!.Value, {
       'Fn::GetAtt': [Object.keys(otaTemplate().findResources('AWS::KMS::Key'))[0], 'Arn'],
     });

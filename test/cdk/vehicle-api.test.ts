@@ -90,6 +90,39 @@ describe('VehicleApi', () => {
     });
   }
 
+  // Written out here rather than read from ROUTES: the campaign routes must exist even if ROUTES loses one.
+  it('serves the campaign routes from the operator function with IAM (SigV4) authorization', () => {
+    const operatorId = functionId(template, 'operator-api');
+    const campaignRoutes = [
+      'POST /campaigns',
+      'GET /campaigns',
+      'GET /campaigns/{campaignId}',
+      'GET /campaigns/{campaignId}/vehicles',
+      'POST /campaigns/{campaignId}/start',
+      'POST /campaigns/{campaignId}/pause',
+      'POST /campaigns/{campaignId}/resume',
+      'POST /campaigns/{campaignId}/cancel',
+    ];
+    assert.deepEqual(
+      methods
+        .map((m) => m.key)
+        .filter((k) => k.includes(' /campaigns'))
+        .sort(),
+      [...campaignRoutes].sort(),
+    );
+    for (const key of campaignRoutes) {
+      const [httpMethod, resource] = key.split(' ') as [string, string];
+      const props = method({ method: httpMethod, resource });
+      assert.equal(props.AuthorizationType, 'AWS_IAM', key);
+      assert.deepEqual(referencedIds((props.Integration as { Uri: unknown }).Uri), [operatorId], key);
+      if (resource.includes('{campaignId}')) {
+        assert.deepEqual(props.RequestParameters, { 'method.request.path.campaignId': true }, key);
+      }
+      // Every POST has a body model (an empty object for the actions), so the gateway refuses stray fields.
+      assert.equal(props.RequestModels !== undefined, httpMethod === 'POST', key);
+    }
+  });
+
   it('requires the body fields a vehicle must send for a token', () => {
     const token = method({ method: 'POST', resource: '/auth/token' });
     const model =
