@@ -3,6 +3,7 @@
  * local cloud), advances every running campaign: paced offers, timeouts, halts and wave changes.
  */
 import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
+import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { ENV, intEnv } from '../adapters/env.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
@@ -29,9 +30,9 @@ const engine = new CampaignEngine({
   log: logger,
 });
 
-export async function handler() {
+export async function handler(_event?: unknown, context?: Context) {
   try {
-    const result = await engine.tickAll();
+    const result = await engine.tickAll(context ? () => context.getRemainingTimeInMillis() : undefined);
     metrics.addMetric('OffersSent', 'Count', result.offered);
     metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
     return result;

@@ -385,10 +385,19 @@ export interface CampaignEngineDeps extends CampaignDeps {
 }
 
 export class CampaignEngine {
+  private remainingMs: () => number = () => Number.POSITIVE_INFINITY;
+
   constructor(private readonly deps: CampaignEngineDeps) {}
 
   /** One pass over every running campaign. */
-  async tickAll(): Promise<{ campaigns: number; offered: number; timedOut: number }> {
+  /**
+   * @param remainingMs how long the invocation may still run; offers stop starting 10 s before it ends, so a
+   * tick never leaves a vehicle marked offered without its offer published.
+   */
+  async tickAll(
+    remainingMs: () => number = () => Number.POSITIVE_INFINITY,
+  ): Promise<{ campaigns: number; offered: number; timedOut: number }> {
+    this.remainingMs = remainingMs;
     const running = await this.deps.campaigns.listByStatus('running');
     let offered = 0;
     let timedOut = 0;
@@ -435,6 +444,7 @@ export class CampaignEngine {
     let offered = 0;
     if (release) {
       await pool(toOffer, 16, async (u) => {
+        if (this.remainingMs() < 10_000) return;
         if (await this.offer(c, u, release.signedManifest, now)) offered++;
       });
     }
