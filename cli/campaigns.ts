@@ -1,0 +1,147 @@
+/** `ota campaigns ...`: staged rollouts of a published release. */
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ApiClient } from './api.js';
+import { booleanOption, EXIT, numberOption, stringOption } from './args.js';
+import type { Context } from './context.js';
+import { CliError } from './errors.js';
+import { campaignBody, parseVinList } from './inputs.js';
+import {
+  type CampaignVehiclesView,
+  type CampaignView,
+  campaignLine,
+  campaignRows,
+  campaignVehicleRows,
+  countsText,
+  renderCampaign,
+} from './render.js';
+
+const path = (id: string, suffix = '') => `/campaigns/${encodeURIComponent(id)}${suffix}`;
+
+export async function create(ctx: Context): Promise<void> {
+  const file = stringOption(ctx.args.values, 'vins-file');
+  let fromFile: string[] = [];
+  if (file !== undefined) {
+    const p = ctx.path(file);
+    try {
+      fromFile = parseVinList(readFileSync(p, 'utf8'));
+    } catch (err) {
+      throw new CliError(`cannot read the VIN file ${p} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    if (fromFile.length === 0) throw new CliError(`${p} lists no VINs`);
+  }
+  const body = campaignBody(ctx.args.values, fromFile);
+  const api = await ctx.api();
+  const c = await api.post<CampaignView>('/campaigns', body);
+  ctx.printJson(c);
+  ctx.print(
+    [
+      `created campaign ${c.campaign_id} (${c.name}): ${c.release_id}, ${c.target_count} vehicle(s) in ${c.waves.length} wave(s) of ${c.waves.map((w) => w.size).join(', ')}`,
+      ...(c.excluded.length
+        ? [
+            `excluded ${c.excluded.length}: ${c.excluded
+              .slice(0, 5)
+              .map((e) => `${e.vin} (${e.reason})`)
+              .join(', ')}${c.excluded.length > 5 ? ', ...' : ''}`,
+          ]
+        : []),
+      `start it: ota campaigns start ${c.campaign_id}`,
+    ].join('\n'),
+  );
+}
+
+/** start, pause, resume, cancel: POST with an empty body; the API refuses a transition that does not apply. */
+export function action(name: 'start' | 'pause' | 'resume' | 'cancel') {
+  return async (ctx: Context): Promise<void> => {
+    const id = ctx.args.positionals[0]!;
+    const api = await ctx.api();
+    const c = await api.post<CampaignView>(path(id, `/${name}`), {});
+    ctx.printJson(c);
+    ctx.print(`${c.campaign_id}: ${c.status}${c.halt_reason ? ` (halt reason: ${c.halt_reason})` : ''}`);
+  };
+}
+
+const END_STATES = new Set(['completed', 'halted', 'cancelled']);
+
+export async function status(ctx: Context): Promise<number> {
+  const id = ctx.args.positionals[0]!;
+  const watch = booleanOption(ctx.args.values, 'watch');
+  const interval = numberOption(ctx.args.values, 'interval', { min: 0.2, max: 3600 }) ?? 2;
+  const api = await ctx.api();
+  if (!watch) {
+    const c = await api.get<CampaignView>(path(id));
+    ctx.printJson(c);
+    ctx.print(renderCampaign(c).join('\n'));
+    return EXIT.ok;
+  }
+  return watchCampaign(ctx, api, id, interval * 1000);
+}
+
+/**
+ * Polls the campaign until it ends (completed: exit 0; halted or cancelled: exit 3) or Ctrl-C (130). A terminal
+ * gets the status redrawn in place; a pipe gets one line per change; --json one JSON document per line per change.
+ */
+export async function watchCampaign(
+  ctx: Context,
+  api: ApiClient,
+  id: string,
+  intervalMs: number,
+): Promise<number> {
+  const out = ctx.io.stdout;
+  const tty = !ctx.json && out.isTTY === true;
+  let previous = '';
+  let drawn = 0;
+  try {
+    for (;;) {
+      const c = await api.get<CampaignView>(path(id));
+      const { updated_at: _ignored, ...state } = c;
+      const key = JSON.stringify(state);
+      const now = new Date();
+      if (tty) {
+        const width = Math.max(20, (out.columns || 80) - 1);
+        const lines = [
+          ...renderCampaign(c),
+          '',
+          `${now.toISOString().slice(11, 19)}  refreshing every ${intervalMs / 1000}s; Ctrl-C to stop`,
+        ].map((l) => (l.length > width ? l.slice(0, width) : l));
+        out.write(`${drawn ? `\x1b[${drawn}A\r\x1b[J` : ''}${lines.join('\n')}\n`);
+        drawn = lines.length;
+      } else if (key !== previous) {
+        out.write(ctx.json ? `${JSON.stringify(c)}\n` : `${campaignLine(c, now)}\n`);
+      }
+      previous = key;
+      if (END_STATES.has(c.status)) {
+        if (!ctx.json && c.status !== 'completed') {
+          ctx.note(
+            `campaign ${c.campaign_id} ${c.status}${c.halt_reason ? `: ${c.halt_reason}` : ''} (${countsText(c.counts)})`,
+          );
+        }
+        return c.status === 'completed' ? EXIT.ok : EXIT.stopped;
+      }
+      await sleep(intervalMs, undefined, { signal: ctx.signal });
+    }
+  } catch (err) {
+    if (ctx.signal.aborted) return EXIT.interrupted;
+    throw err;
+  }
+}
+
+export async function list(ctx: Context): Promise<void> {
+  const api = await ctx.api();
+  const page = await api.get<{ campaigns: CampaignView[]; next_cursor: string | null }>('/campaigns', {
+    limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: 100 }),
+    cursor: stringOption(ctx.args.values, 'cursor'),
+  });
+  ctx.printJson(page);
+  ctx.print(campaignRows(page.campaigns).join('\n'));
+  if (page.next_cursor) ctx.print(`more: ota campaigns list --cursor ${page.next_cursor}`);
+}
+
+export async function vehicles(ctx: Context): Promise<void> {
+  const id = ctx.args.positionals[0]!;
+  const wave = numberOption(ctx.args.values, 'wave', { integer: true, min: 0 }) ?? 0;
+  const api = await ctx.api();
+  const page = await api.get<CampaignVehiclesView>(path(id, '/vehicles'), { wave });
+  ctx.printJson(page);
+  ctx.print([`campaign ${page.campaign_id}, wave ${page.wave}`, ...campaignVehicleRows(page)].join('\n'));
+}

@@ -1,0 +1,356 @@
+/**
+ * Every `ota` command: its arguments, options and examples (help is generated from this table) and the module
+ * that runs it, loaded only when that command runs so `--help` and the small commands start fast.
+ */
+import type { CommandSpec, GroupSpec } from './args.js';
+import type { Context } from './context.js';
+
+/** Runs a command; a number answered is the exit code (anything else: 0). */
+export type Runner = (ctx: Context) => Promise<unknown>;
+
+export interface Command extends CommandSpec {
+  readonly load: () => Promise<Runner>;
+}
+
+export const GROUPS: readonly GroupSpec[] = [
+  { name: 'keys', summary: 'OEM release keys that sign firmware manifests.' },
+  { name: 'firmware', summary: 'Signed firmware releases: sign, upload and publish, inspect.' },
+  { name: 'vehicles', summary: 'The vehicle registry: register a vehicle from its CSR, inspect it.' },
+  { name: 'campaigns', summary: 'Staged rollouts of a published release to targeted vehicles.' },
+];
+
+const id = (name: string, description: string) => [{ name, description, required: true }] as const;
+const pagination = {
+  limit: { type: 'string', placeholder: '<n>', description: 'items per page, 1-100 (default 50)' },
+  cursor: {
+    type: 'string',
+    placeholder: '<cursor>',
+    description: 'next page, as printed by the previous page',
+  },
+} as const;
+
+export const COMMANDS: readonly Command[] = [
+  {
+    group: 'keys',
+    name: 'create',
+    summary: 'Create an ECDSA P-256 release key pair; prints its key id',
+    details: [
+      'Writes <dir>/release.key.pem (private, mode 0600) and <dir>/release.pub.pem. The backend trusts the public',
+      'key (npm start -- --release-public-key <file>, or cdk deploy -c releasePublicKeysFile=<file>).',
+    ],
+    api: false,
+    options: {
+      out: {
+        type: 'string',
+        required: true,
+        placeholder: '<dir>',
+        description: 'folder for the two key files',
+      },
+      force: { type: 'boolean', description: 'replace existing key files' },
+    },
+    examples: ['ota keys create --out keys'],
+    load: async () => (await import('./keys.js')).create,
+  },
+  {
+    group: 'firmware',
+    name: 'sign',
+    summary: 'Hash an image (streamed) and write its signed release manifest',
+    details: [
+      'Computes size, SHA-256 and per-chunk SHA-256 in one streaming pass (memory stays bounded for any image',
+      'size) and signs the manifest with the release key.',
+    ],
+    api: false,
+    positionals: id('image', 'firmware image file'),
+    options: {
+      'release-id': {
+        type: 'string',
+        required: true,
+        placeholder: '<id>',
+        description: 'release id, e.g. tcu-3.0.1',
+      },
+      ecu: { type: 'string', required: true, placeholder: '<name>', description: 'target ECU, e.g. tcu' },
+      'hardware-id': {
+        type: 'string',
+        multiple: true,
+        required: true,
+        placeholder: '<id>',
+        description: 'compatible hardware id',
+      },
+      version: {
+        type: 'string',
+        required: true,
+        placeholder: '<semver>',
+        description: 'firmware version, e.g. 3.0.1',
+      },
+      key: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'release private key (PEM)',
+      },
+      out: { type: 'string', required: true, placeholder: '<file>', description: 'manifest file to write' },
+      'chunk-size': {
+        type: 'string',
+        placeholder: '<size>',
+        description: 'chunk size, 64KiB-64MiB (default 4MiB)',
+      },
+    },
+    examples: [
+      'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',
+      '    --key keys/release.key.pem --out manifest.json',
+    ],
+    load: async () => (await import('./firmware.js')).sign,
+  },
+  {
+    group: 'firmware',
+    name: 'upload',
+    summary: 'Create the release, upload the image (single or multipart) and publish it',
+    details: [
+      'POST /releases with the signed manifest, then streams the image to the presigned URL(s) answered (a',
+      'progress bar on a terminal, a line every 10% otherwise), then POST /releases/{id}/publish, which verifies the',
+      'stored image against the manifest. Running it again after a failure starts a fresh upload.',
+    ],
+    api: true,
+    positionals: id('image', 'firmware image file, as signed'),
+    options: {
+      manifest: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'signed manifest (firmware sign)',
+      },
+      concurrency: {
+        type: 'string',
+        placeholder: '<n>',
+        description: 'parts uploaded at once, 1-16 (default 4)',
+      },
+    },
+    examples: ['ota firmware upload tcu.bin --manifest manifest.json'],
+    load: async () => (await import('./firmware.js')).upload,
+  },
+  {
+    group: 'firmware',
+    name: 'publish',
+    summary: 'Verify an uploaded image and publish its release',
+    details: ['For an image already uploaded with a single PUT; `firmware upload` publishes by itself.'],
+    api: true,
+    positionals: id('release-id', 'release id'),
+    examples: ['ota firmware publish tcu-3.0.1'],
+    load: async () => (await import('./firmware.js')).publish,
+  },
+  {
+    group: 'firmware',
+    name: 'list',
+    summary: 'List releases',
+    api: true,
+    options: pagination,
+    examples: ['ota firmware list', 'ota firmware list --json'],
+    load: async () => (await import('./firmware.js')).list,
+  },
+  {
+    group: 'firmware',
+    name: 'show',
+    summary: 'Show a release and its manifest summary',
+    api: true,
+    positionals: id('release-id', 'release id'),
+    examples: ['ota firmware show tcu-3.0.1'],
+    load: async () => (await import('./firmware.js')).show,
+  },
+  {
+    group: 'vehicles',
+    name: 'register',
+    summary: 'Register a vehicle from its CSR; answers its device certificate',
+    details: ['The vehicle makes its key and a CSR with CN = its VIN; the key never leaves the vehicle.'],
+    api: true,
+    options: {
+      vin: {
+        type: 'string',
+        required: true,
+        placeholder: '<vin>',
+        description: 'vehicle identification number',
+      },
+      model: { type: 'string', required: true, placeholder: '<model>', description: 'vehicle model' },
+      ecu: {
+        type: 'string',
+        multiple: true,
+        required: true,
+        placeholder: '<name:hardware_id:version>',
+        description: 'an ECU of the inventory, e.g. tcu:TCU-HW-1:1.0.0',
+      },
+      csr: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'PEM certificate request of the vehicle',
+      },
+      out: {
+        type: 'string',
+        placeholder: '<file>',
+        description: 'write the device certificate here (default: print it)',
+      },
+    },
+    examples: [
+      'ota vehicles register --vin 1HGCM82633A004352 --model "Model T" --ecu tcu:TCU-HW-1:1.0.0 \\',
+      '    --csr vehicle.csr.pem --out vehicle.cert.pem',
+    ],
+    load: async () => (await import('./vehicles.js')).register,
+  },
+  {
+    group: 'vehicles',
+    name: 'show',
+    summary: 'Show a vehicle, its ECU inventory and its updates',
+    api: true,
+    positionals: id('vin', 'vehicle identification number'),
+    examples: ['ota vehicles show 1HGCM82633A004352'],
+    load: async () => (await import('./vehicles.js')).show,
+  },
+  {
+    group: 'campaigns',
+    name: 'create',
+    summary: 'Create a staged campaign for a published release',
+    details: [
+      'Targets: any of --vin, --vins-file and a filter (--model, --hardware-id, --current-version); incompatible',
+      'vehicles are excluded with a reason. Policy flags left out take the backend defaults (waves 1,10,50,100;',
+      'advance at 90% success; halt at 10% failures once a wave has 5 outcomes; 24 h vehicle timeout; 1 retry).',
+    ],
+    api: true,
+    options: {
+      name: { type: 'string', required: true, placeholder: '<text>', description: 'campaign name' },
+      'release-id': {
+        type: 'string',
+        required: true,
+        placeholder: '<id>',
+        description: 'published release to roll out',
+      },
+      'campaign-id': {
+        type: 'string',
+        placeholder: '<id>',
+        description: 'choose the id (default: generated)',
+      },
+      vin: { type: 'string', multiple: true, placeholder: '<vin>', description: 'target vehicle' },
+      'vins-file': {
+        type: 'string',
+        placeholder: '<file>',
+        description: 'target VINs, whitespace or comma separated; # comments',
+      },
+      model: { type: 'string', placeholder: '<model>', description: 'filter: vehicle model' },
+      'hardware-id': {
+        type: 'string',
+        placeholder: '<id>',
+        description: "filter: hardware id of the release's ECU",
+      },
+      'current-version': {
+        type: 'string',
+        placeholder: '<semver>',
+        description: 'filter: current version of that ECU',
+      },
+      waves: {
+        type: 'string',
+        placeholder: '<list>',
+        description: 'cumulative percent per wave, e.g. 1,10,50,100',
+      },
+      'advance-success-percent': {
+        type: 'string',
+        placeholder: '<pct>',
+        description: 'success needed to start the next wave',
+      },
+      'soak-seconds': {
+        type: 'string',
+        placeholder: '<s>',
+        description: 'least time a wave runs before the next',
+      },
+      'halt-failure-percent': {
+        type: 'string',
+        placeholder: '<pct>',
+        description: 'halt when this share of outcomes failed',
+      },
+      'halt-failure-count': {
+        type: 'string',
+        placeholder: '<n>',
+        description: 'halt when a wave has this many failures',
+      },
+      'halt-min-outcomes': {
+        type: 'string',
+        placeholder: '<n>',
+        description: 'outcomes needed before the percent applies',
+      },
+      'vehicle-timeout-seconds': {
+        type: 'string',
+        placeholder: '<s>',
+        description: 'time out a silent vehicle after this',
+      },
+      'retry-budget': {
+        type: 'string',
+        placeholder: '<n>',
+        description: 're-offers to a timed-out vehicle, 0-10',
+      },
+      'notify-per-second': { type: 'string', placeholder: '<n>', description: 'offers sent per second' },
+    },
+    examples: [
+      'ota campaigns create --name "TCU 3.0.1" --release-id tcu-3.0.1 --model "Model T" --waves 10,50,100',
+      'ota campaigns create --name pilot --release-id tcu-3.0.1 --vins-file pilot.txt --halt-failure-count 1',
+    ],
+    load: async () => (await import('./campaigns.js')).create,
+  },
+  ...(
+    [
+      ['start', 'Start a created campaign: offers go out wave by wave'],
+      ['pause', 'Pause a running campaign: no new offers'],
+      ['resume', 'Resume a paused or halted campaign'],
+      ['cancel', 'Cancel a campaign: offers not yet acted on are withdrawn'],
+    ] as const
+  ).map(
+    ([name, summary]): Command => ({
+      group: 'campaigns',
+      name,
+      summary,
+      api: true,
+      positionals: id('campaign-id', 'campaign id'),
+      examples: [`ota campaigns ${name} c-1a2b3c4d5e6f`],
+      load: async () => (await import('./campaigns.js')).action(name),
+    }),
+  ),
+  {
+    group: 'campaigns',
+    name: 'status',
+    summary: 'Show a campaign: status, halt reason, counts per wave and state',
+    details: [
+      'With --watch, refreshes until the campaign is completed (exit 0), halted or cancelled (exit 3), or Ctrl-C',
+      '(exit 130): redrawn in place on a terminal, one line per change otherwise, one JSON per line with --json.',
+    ],
+    api: true,
+    positionals: id('campaign-id', 'campaign id'),
+    options: {
+      watch: { type: 'boolean', description: 'keep refreshing until the campaign ends' },
+      interval: {
+        type: 'string',
+        placeholder: '<s>',
+        description: 'seconds between refreshes with --watch (default 2)',
+      },
+    },
+    examples: [
+      'ota campaigns status c-1a2b3c4d5e6f',
+      'ota campaigns status c-1a2b3c4d5e6f --watch --interval 5',
+    ],
+    load: async () => (await import('./campaigns.js')).status,
+  },
+  {
+    group: 'campaigns',
+    name: 'list',
+    summary: 'List campaigns',
+    api: true,
+    options: pagination,
+    examples: ['ota campaigns list'],
+    load: async () => (await import('./campaigns.js')).list,
+  },
+  {
+    group: 'campaigns',
+    name: 'vehicles',
+    summary: 'Per-vehicle states of one wave',
+    api: true,
+    positionals: id('campaign-id', 'campaign id'),
+    options: { wave: { type: 'string', placeholder: '<n>', description: 'wave number, from 0 (default 0)' } },
+    examples: ['ota campaigns vehicles c-1a2b3c4d5e6f --wave 1'],
+    load: async () => (await import('./campaigns.js')).vehicles,
+  },
+];

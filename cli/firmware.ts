@@ -1,0 +1,266 @@
+/** `ota firmware sign|upload|publish|list|show`: signed release manifests and their images. */
+import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { releaseManifestSchema, signedManifestSchema } from '../lambdas/core/api-schema.js';
+import type { ReleaseManifest } from '../lambdas/core/manifest.js';
+import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
+import type { Context } from './context.js';
+import { CliError } from './errors.js';
+import { checkReleaseId, parseChunkSize } from './inputs.js';
+import { Progress } from './progress.js';
+import { type ReleaseView, releaseRows, renderRelease } from './render.js';
+import { type UploadTarget, uploadImage } from './upload.js';
+
+const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+const PLACEHOLDER_DIGEST = '0'.repeat(64);
+
+function imageFile(ctx: Context): { path: string; size: number } {
+  const path = ctx.path(ctx.args.positionals[0]!);
+  let stat: ReturnType<typeof statSync>;
+  try {
+    stat = statSync(path);
+  } catch (err) {
+    throw new CliError(`cannot read the image ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (!stat.isFile()) throw new CliError(`${path} is not a file`);
+  if (stat.size === 0) throw new CliError(`${path} is empty`);
+  return { path, size: stat.size };
+}
+
+const MANIFEST_FLAGS: Record<string, string> = {
+  release_id: '--release-id',
+  ecu: '--ecu',
+  hardware_ids: '--hardware-id',
+  version: '--version',
+  chunk_size: '--chunk-size',
+};
+
+/** Checks the manifest fields that come from flags, before hashing a possibly large image. */
+function checkManifestFlags(m: ReleaseManifest): void {
+  const r = releaseManifestSchema.safeParse(m);
+  if (r.success) return;
+  const issue = r.error.issues[0]!;
+  const field = String(issue.path[0] ?? '');
+  const flag = MANIFEST_FLAGS[field];
+  if (!flag) return;
+  const index = issue.path[1];
+  const given = typeof index === 'number' ? ` '${m.hardware_ids[index]}'` : '';
+  throw new UsageError(`${flag}${given} ${issue.message}`);
+}
+
+export async function sign(ctx: Context): Promise<void> {
+  const v = ctx.args.values;
+  const hardwareIds = stringList(v, 'hardware-id');
+  const duplicate = hardwareIds.find((h, i) => hardwareIds.indexOf(h) !== i);
+  if (duplicate) throw new UsageError(`--hardware-id ${duplicate} is given twice`);
+  const chunkSize = parseChunkSize(stringOption(v, 'chunk-size'), DEFAULT_CHUNK_SIZE);
+  const draft: ReleaseManifest = {
+    schema: 'ota.release-manifest/v1',
+    release_id: checkReleaseId(requireString(v, 'release-id')),
+    ecu: requireString(v, 'ecu'),
+    hardware_ids: hardwareIds,
+    version: requireString(v, 'version'),
+    size: 1,
+    sha256: PLACEHOLDER_DIGEST,
+    chunk_size: chunkSize,
+    chunks: [PLACEHOLDER_DIGEST],
+    created_at: new Date().toISOString(),
+  };
+  checkManifestFlags(draft);
+  const keyFile = ctx.path(requireString(v, 'key'));
+  const out = ctx.path(requireString(v, 'out'));
+  const image = imageFile(ctx);
+
+  // Loaded here: the signer module also carries the KMS signer and its SDK client.
+  const [{ KeyFileSigner }, { digestStream, signManifest }, { keyIdOf }] = await Promise.all([
+    import('../lambdas/adapters/signers.js'),
+    import('../lambdas/core/manifest.js'),
+    import('../lambdas/core/signatures.js'),
+  ]);
+  let keyPem: string;
+  try {
+    keyPem = readFileSync(keyFile, 'utf8');
+  } catch (err) {
+    throw new CliError(
+      `cannot read the release key ${keyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  let signer: InstanceType<typeof KeyFileSigner>;
+  try {
+    signer = new KeyFileSigner(keyPem);
+  } catch {
+    throw new CliError(
+      `${keyFile} is not an ECDSA P-256 private key (PEM); make one with: ota keys create --out <dir>`,
+    );
+  }
+
+  const expectedChunks = Math.ceil(image.size / chunkSize);
+  if (expectedChunks > 8192) {
+    throw new UsageError(
+      `the image needs ${expectedChunks} chunks of ${chunkSize} bytes; a manifest lists at most 8192: use a larger --chunk-size`,
+    );
+  }
+  const progress = new Progress(ctx.io.stderr, `hashing ${basename(image.path)}`, image.size, {
+    quiet: ctx.json,
+  });
+  const stream = createReadStream(image.path, { highWaterMark: 1024 * 1024 });
+  const counted = (async function* () {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      progress.add(chunk.length);
+      yield chunk;
+    }
+  })();
+  ctx.signal.addEventListener('abort', () => stream.destroy(ctx.signal.reason as Error), { once: true });
+  let digest: Awaited<ReturnType<typeof digestStream>>;
+  try {
+    digest = await digestStream(counted, chunkSize);
+  } catch (err) {
+    progress.finish(false);
+    if (ctx.signal.aborted) throw ctx.signal.reason;
+    throw new CliError(`reading ${image.path} failed: ${(err as Error).message}`);
+  }
+  progress.finish();
+  if (digest.size !== image.size)
+    throw new CliError(`${image.path} changed while it was read; sign it again`);
+
+  const manifest: ReleaseManifest = {
+    ...draft,
+    size: digest.size,
+    sha256: digest.sha256,
+    chunks: digest.chunks,
+    created_at: new Date().toISOString(),
+  };
+  const r = releaseManifestSchema.safeParse(manifest);
+  if (!r.success) throw new CliError(`the manifest is not valid: ${r.error.issues[0]?.message ?? 'invalid'}`);
+  const signed = await signManifest(manifest, [signer]);
+  try {
+    writeFileSync(out, `${JSON.stringify(signed, null, 2)}\n`);
+  } catch (err) {
+    throw new CliError(`cannot write ${out}: ${(err as Error).message}`);
+  }
+  const keyId = keyIdOf(await signer.publicKeyPem());
+  ctx.printJson({
+    release_id: manifest.release_id,
+    version: manifest.version,
+    ecu: manifest.ecu,
+    size: manifest.size,
+    sha256: manifest.sha256,
+    chunk_size: manifest.chunk_size,
+    chunks: manifest.chunks.length,
+    key_id: keyId,
+    manifest_file: out,
+  });
+  ctx.print(
+    [
+      `signed ${manifest.release_id} (${manifest.ecu} ${manifest.version}) with key ${keyId}`,
+      `  image     ${formatImage(manifest)}`,
+      `  sha256    ${manifest.sha256}`,
+      `  manifest  ${ctx.display(out)}`,
+    ].join('\n'),
+  );
+}
+
+function formatImage(m: ReleaseManifest): string {
+  return `${m.size} bytes, ${m.chunks.length} chunk(s) of ${m.chunk_size}`;
+}
+
+function readManifest(path: string) {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CliError(
+      `cannot read the manifest ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new CliError(`${path} is not JSON`);
+  }
+  const r = signedManifestSchema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new CliError(
+      `${path} is not a signed release manifest: ${issue.path.join('.') || 'document'}: ${issue.message}`,
+    );
+  }
+  return r.data;
+}
+
+type CreatedRelease = ReleaseView & { upload: UploadTarget };
+
+export async function upload(ctx: Context): Promise<void> {
+  const manifestFile = ctx.path(requireString(ctx.args.values, 'manifest'));
+  const concurrency = numberOption(ctx.args.values, 'concurrency', { integer: true, min: 1, max: 16 }) ?? 4;
+  const signed = readManifest(manifestFile);
+  const image = imageFile(ctx);
+  const m = signed.manifest;
+  if (image.size !== m.size) {
+    throw new CliError(
+      `${image.path} is ${image.size} bytes but the manifest describes ${m.size}: wrong image or manifest`,
+    );
+  }
+  const api = await ctx.api();
+  const created = await api.post<CreatedRelease>('/releases', signed);
+  const target = created.upload;
+  ctx.print(
+    `created ${created.release_id} (${created.ecu} ${created.version}); uploading ${image.size} bytes` +
+      (target.method === 'MULTIPART' ? ` in ${target.parts.length} parts` : ''),
+  );
+  const progress = new Progress(ctx.io.stderr, `uploading ${created.release_id}`, image.size, {
+    quiet: ctx.json,
+  });
+  let publishBody: Awaited<ReturnType<typeof uploadImage>>;
+  let uploaded = false;
+  try {
+    publishBody = await uploadImage({
+      file: image.path,
+      size: image.size,
+      target,
+      agent: ctx.agent(concurrency),
+      signal: ctx.signal,
+      concurrency,
+      onProgress: (n) => progress.add(n),
+    });
+    uploaded = true;
+  } finally {
+    progress.finish(uploaded);
+  }
+  ctx.print(`verifying and publishing ${created.release_id}...`);
+  const published = await api.post<ReleaseView>(
+    `/releases/${encodeURIComponent(created.release_id)}/publish`,
+    publishBody,
+  );
+  ctx.printJson(published);
+  ctx.print(
+    `published ${published.release_id}: ${published.ecu} ${published.version}, sha256 ${published.sha256}`,
+  );
+}
+
+export async function publish(ctx: Context): Promise<void> {
+  const id = ctx.args.positionals[0]!;
+  const api = await ctx.api();
+  const published = await api.post<ReleaseView>(`/releases/${encodeURIComponent(id)}/publish`, {});
+  ctx.printJson(published);
+  ctx.print(`${published.release_id} is ${published.status} (${published.ecu} ${published.version})`);
+}
+
+export async function list(ctx: Context): Promise<void> {
+  const api = await ctx.api();
+  const page = await api.get<{ releases: ReleaseView[]; next_cursor: string | null }>('/releases', {
+    limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: 100 }),
+    cursor: stringOption(ctx.args.values, 'cursor'),
+  });
+  ctx.printJson(page);
+  ctx.print(releaseRows(page.releases).join('\n'));
+  if (page.next_cursor) ctx.print(`more: ota firmware list --cursor ${page.next_cursor}`);
+}
+
+export async function show(ctx: Context): Promise<void> {
+  const api = await ctx.api();
+  const release = await api.get<ReleaseView>(`/releases/${encodeURIComponent(ctx.args.positionals[0]!)}`);
+  ctx.printJson(release);
+  ctx.print(renderRelease(release).join('\n'));
+}

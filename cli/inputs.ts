@@ -1,0 +1,211 @@
+/**
+ * Turning flags into API bodies, pure: ECU specs, wave lists, VIN files, byte sizes, and the campaign create
+ * body, checked against the same zod schemas the API validates with so a mistake is reported against the flag
+ * that caused it, before any request is made.
+ */
+import type { z } from 'zod';
+import {
+  createCampaignSchema,
+  MAX_CHUNK_SIZE,
+  MIN_CHUNK_SIZE,
+  releaseIdSchema,
+  versionSchema,
+  vinSchema,
+} from '../lambdas/core/api-schema.js';
+import {
+  type NumberRule,
+  numberOption,
+  type OptionValues,
+  parseNumber,
+  requireString,
+  stringList,
+  stringOption,
+  UsageError,
+} from './args.js';
+
+export interface EcuSpec {
+  readonly ecu: string;
+  readonly hardware_id: string;
+  readonly version: string;
+}
+
+/** `tcu:TCU-HW-1:1.0.0` -> { ecu, hardware_id, version }. */
+export function parseEcuSpec(raw: string): EcuSpec {
+  const parts = raw.split(':');
+  if (parts.length !== 3 || parts.some((p) => p.trim() === '')) {
+    throw new UsageError(`--ecu must be name:hardware_id:version, e.g. tcu:TCU-HW-1:1.0.0 (got '${raw}')`);
+  }
+  const [ecu, hardware_id, version] = parts.map((p) => p.trim()) as [string, string, string];
+  checkWith(versionSchema, version, `--ecu ${raw}: version`);
+  return { ecu, hardware_id, version };
+}
+
+/** `1,10,50,100` -> [1, 10, 50, 100]: cumulative percentages, strictly increasing, ending at 100. */
+export function parseWaves(raw: string): number[] {
+  const waves = raw
+    .split(',')
+    .map((w) => parseNumber(w.trim(), '--waves entries', { min: 0, max: 100, exclusiveMin: true }));
+  if (waves.some((w, i) => i > 0 && w <= waves[i - 1]!)) {
+    throw new UsageError(
+      `--waves must be strictly increasing cumulative percentages, e.g. 1,10,50,100 (got '${raw}')`,
+    );
+  }
+  if (waves.at(-1) !== 100) throw new UsageError(`--waves must end at 100 (got '${raw}')`);
+  return waves;
+}
+
+/** VINs from a file: one or more per line, separated by commas or white space; '#' starts a comment. */
+export function parseVinList(text: string): string[] {
+  return text
+    .split('\n')
+    .map((line) => line.replace(/#.*/, ''))
+    .flatMap((line) => line.split(/[\s,]+/))
+    .filter((v) => v !== '')
+    .map((v) => v.toUpperCase());
+}
+
+const UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+};
+
+/** `4MiB`, `64k`, `65536` -> bytes. */
+export function parseByteSize(raw: string, label: string): number {
+  const m = /^(\d+)\s*([a-z]*)$/i.exec(raw.trim());
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined)
+    throw new UsageError(`${label} must be a size such as 4MiB, 64KiB or 65536 (got '${raw}')`);
+  return Number(m[1]) * unit;
+}
+
+export function parseChunkSize(raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const n = parseByteSize(raw, '--chunk-size');
+  if (n < MIN_CHUNK_SIZE || n > MAX_CHUNK_SIZE) {
+    throw new UsageError(`--chunk-size must be between 64KiB and 64MiB (got '${raw}')`);
+  }
+  return n;
+}
+
+function checkWith<T>(schema: z.ZodType<T>, value: unknown, label: string): T {
+  const r = schema.safeParse(value);
+  if (!r.success)
+    throw new UsageError(`${label} ${r.error.issues[0]?.message ?? 'is invalid'} (got '${String(value)}')`);
+  return r.data;
+}
+
+export function checkReleaseId(value: string, label = '--release-id'): string {
+  return checkWith(releaseIdSchema, value, label);
+}
+
+export function checkVersion(value: string, label = '--version'): string {
+  return checkWith(versionSchema, value, label);
+}
+
+export function checkVin(value: string, label = 'VIN'): string {
+  return checkWith(vinSchema, value, label);
+}
+
+export type CampaignBody = z.infer<typeof createCampaignSchema>;
+
+/** Flag name for each policy field of the create body, so schema problems name the flag. */
+const POLICY_FLAGS = {
+  waves: 'waves',
+  advance_success_percent: 'advance-success-percent',
+  soak_seconds: 'soak-seconds',
+  halt_failure_percent: 'halt-failure-percent',
+  halt_failure_count: 'halt-failure-count',
+  halt_min_outcomes: 'halt-min-outcomes',
+  vehicle_timeout_seconds: 'vehicle-timeout-seconds',
+  retry_budget: 'retry-budget',
+  notify_per_second: 'notify-per-second',
+} as const;
+
+const POLICY_RULES: Record<keyof typeof POLICY_FLAGS, NumberRule> = {
+  waves: {},
+  advance_success_percent: { min: 0, max: 100 },
+  soak_seconds: { integer: true, min: 0, max: 30 * 86400 },
+  halt_failure_percent: { min: 0, max: 100, exclusiveMin: true },
+  halt_failure_count: { integer: true, min: 1 },
+  halt_min_outcomes: { integer: true, min: 1 },
+  vehicle_timeout_seconds: { integer: true, min: 1, max: 30 * 86400 },
+  retry_budget: { integer: true, min: 0, max: 10 },
+  notify_per_second: { integer: true, min: 1, max: 10000 },
+};
+
+const FIELD_FLAGS: Record<string, string> = {
+  name: 'name',
+  release_id: 'release-id',
+  campaign_id: 'campaign-id',
+  'targets.vins': 'vin',
+  'targets.filter.model': 'model',
+  'targets.filter.hardware_id': 'hardware-id',
+  'targets.filter.current_version': 'current-version',
+  ...Object.fromEntries(Object.entries(POLICY_FLAGS).map(([k, flag]) => [`policy.${k}`, flag])),
+};
+
+/**
+ * The POST /campaigns body from the flags of `campaigns create`; `vinsFromFile` are the VINs read from
+ * --vins-file (the caller reads the file). Throws UsageError naming the flag at fault.
+ */
+export function campaignBody(values: OptionValues, vinsFromFile: readonly string[] = []): CampaignBody {
+  const vins = [
+    ...new Set([...stringList(values, 'vin').map((v) => v.trim().toUpperCase()), ...vinsFromFile]),
+  ];
+  const filter = {
+    model: stringOption(values, 'model'),
+    hardware_id: stringOption(values, 'hardware-id'),
+    current_version: stringOption(values, 'current-version'),
+  };
+  const hasFilter = Object.values(filter).some((v) => v !== undefined);
+  if (vins.length === 0 && !hasFilter) {
+    throw new UsageError(
+      'choose the targets: --vin, --vins-file and/or a filter (--model, --hardware-id, --current-version)',
+    );
+  }
+  const policy: Record<string, number | number[]> = {};
+  for (const [field, flag] of Object.entries(POLICY_FLAGS) as [keyof typeof POLICY_FLAGS, string][]) {
+    if (field === 'waves') {
+      const raw = stringOption(values, flag);
+      if (raw !== undefined) policy.waves = parseWaves(raw);
+    } else {
+      const n = numberOption(values, flag, POLICY_RULES[field]);
+      if (n !== undefined) policy[field] = n;
+    }
+  }
+  const body = {
+    ...(stringOption(values, 'campaign-id') !== undefined
+      ? { campaign_id: stringOption(values, 'campaign-id') }
+      : {}),
+    name: requireString(values, 'name'),
+    release_id: requireString(values, 'release-id'),
+    targets: {
+      ...(vins.length ? { vins } : {}),
+      ...(hasFilter
+        ? { filter: Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) }
+        : {}),
+    },
+    ...(Object.keys(policy).length ? { policy } : {}),
+  };
+  const r = createCampaignSchema.safeParse(body);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const path = issue.path.filter((p) => typeof p === 'string').join('.');
+    const index = issue.path.find((p) => typeof p === 'number');
+    const flag = FIELD_FLAGS[path];
+    const what =
+      path === 'targets.vins' && index !== undefined
+        ? `VIN '${vins[index] ?? ''}'`
+        : flag
+          ? `--${flag}`
+          : path || 'the campaign';
+    throw new UsageError(`${what}: ${issue.message}`);
+  }
+  return r.data;
+}

@@ -1,0 +1,47 @@
+/** `ota keys create`: an OEM release key pair (ECDSA P-256) for signing firmware manifests. */
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { keyIdOf } from '../lambdas/core/signatures.js';
+import { booleanOption, requireString } from './args.js';
+import type { Context } from './context.js';
+import { CliError } from './errors.js';
+
+export const PRIVATE_KEY_FILE = 'release.key.pem';
+export const PUBLIC_KEY_FILE = 'release.pub.pem';
+
+export async function create(ctx: Context): Promise<void> {
+  const dir = ctx.path(requireString(ctx.args.values, 'out'));
+  const privatePath = join(dir, PRIVATE_KEY_FILE);
+  const publicPath = join(dir, PUBLIC_KEY_FILE);
+  const force = booleanOption(ctx.args.values, 'force');
+  for (const p of [privatePath, publicPath]) {
+    if (existsSync(p) && !force) {
+      throw new CliError(`${p} exists; a release key is not replaced by accident (--force replaces it)`);
+    }
+  }
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const publicPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // mode applies only when the file is created; chmod covers --force over an existing file.
+    writeFileSync(privatePath, privatePem, { mode: 0o600 });
+    chmodSync(privatePath, 0o600);
+    writeFileSync(publicPath, publicPem, { mode: 0o644 });
+  } catch (err) {
+    throw new CliError(`cannot write the key files in ${dir}: ${(err as Error).message}`);
+  }
+  const keyId = keyIdOf(publicPem);
+  ctx.printJson({ key_id: keyId, private_key_file: privatePath, public_key_file: publicPath });
+  const show = (p: string) => ctx.display(p);
+  ctx.print(
+    [
+      `key id       ${keyId}`,
+      `private key  ${show(privatePath)}  (0600: keep it offline, it signs firmware)`,
+      `public key   ${show(publicPath)}`,
+      `Trust it locally: npm start -- --release-public-key ${show(publicPath)}`,
+      `or on AWS:        npx cdk deploy -c releasePublicKeysFile=${show(publicPath)}`,
+    ].join('\n'),
+  );
+}

@@ -1,0 +1,189 @@
+/**
+ * Human-readable views of API answers, pure. The answer types are inferred from the domain functions that
+ * produce them, so a field renamed in the API breaks the build here rather than printing blanks.
+ */
+import { UPDATE_STATUSES } from '../lambdas/core/api-schema.js';
+import type { campaignView } from '../lambdas/core/campaigns.js';
+import type { releaseView } from '../lambdas/core/releases.js';
+import type { toUpdateView } from '../lambdas/core/vehicle-updates.js';
+import type { VehicleRegistryService } from '../lambdas/core/vehicles.js';
+import { formatBytes } from './progress.js';
+
+export type ReleaseView = ReturnType<typeof releaseView>;
+export type CampaignView = ReturnType<typeof campaignView>;
+export type VehicleView = Awaited<ReturnType<VehicleRegistryService['get']>>;
+export type UpdateView = ReturnType<typeof toUpdateView>;
+export type CampaignVehiclesView = {
+  campaign_id: string;
+  wave: number;
+  vehicles: {
+    vin: string;
+    status: string;
+    progress: number;
+    attempt: number;
+    reason: string | null;
+    updated_at: string;
+  }[];
+};
+
+/** Left-aligned columns separated by two spaces; the last column is not padded. */
+export function table(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string[] {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells.map((r) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+function keyValues(rows: readonly (readonly [string, string])[]): string[] {
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`);
+}
+
+const orNone = (v: string | null | undefined) => (v === null || v === undefined || v === '' ? '-' : v);
+
+export function releaseRows(releases: readonly ReleaseView[]): string[] {
+  if (releases.length === 0) return ['no releases'];
+  return table(
+    ['RELEASE', 'ECU', 'VERSION', 'SIZE', 'STATUS', 'CREATED'],
+    releases.map((r) => [r.release_id, r.ecu, r.version, formatBytes(r.size), r.status, r.created_at]),
+  );
+}
+
+export function renderRelease(r: ReleaseView): string[] {
+  const m = r.manifest.manifest;
+  return keyValues([
+    ['release', r.release_id],
+    ['status', r.status],
+    ['ecu', r.ecu],
+    ['version', r.version],
+    ['hardware ids', r.hardware_ids.join(', ')],
+    ['size', `${formatBytes(r.size)} (${r.size} bytes)`],
+    ['sha256', r.sha256],
+    ['chunks', `${m.chunks.length} x ${formatBytes(m.chunk_size)}`],
+    ['signed by', r.manifest.signatures.map((s) => s.key_id).join(', ')],
+    ['created', r.created_at],
+    ['published', orNone(r.published_at)],
+  ]);
+}
+
+export function renderVehicle(v: VehicleView): string[] {
+  const lines = keyValues([
+    ['vin', v.vin],
+    ['model', v.model],
+    ['registered', v.registered_at],
+    ['certificate', v.certificate_id],
+    ['active update', orNone(v.active_update_id)],
+  ]);
+  lines.push(
+    '',
+    ...table(
+      ['ECU', 'HARDWARE', 'VERSION'],
+      v.ecus.map((e) => [e.ecu, e.hardware_id, e.version]),
+    ),
+  );
+  lines.push(
+    '',
+    ...(v.updates.length === 0
+      ? ['no updates']
+      : table(
+          ['UPDATE', 'RELEASE', 'VERSION', 'STATUS', 'PROGRESS', 'UPDATED'],
+          v.updates.map((u) => [
+            u.update_id,
+            u.release_id,
+            u.firmware_version,
+            u.status,
+            `${u.progress}%`,
+            u.updated_at,
+          ]),
+        )),
+  );
+  return lines;
+}
+
+/** Waves are numbered from 0, as in the API and `campaigns vehicles --wave`. */
+function waveText(c: CampaignView): string {
+  return `${c.current_wave} (of 0-${c.waves.length - 1})`;
+}
+
+/** Statuses in their lifecycle order, keeping only those that appear. */
+function statusesIn(countSets: readonly Record<string, number>[]): string[] {
+  const seen = new Set(countSets.flatMap((c) => Object.keys(c)));
+  const known: readonly string[] = UPDATE_STATUSES;
+  return [...known.filter((s) => seen.has(s)), ...[...seen].filter((s) => !known.includes(s)).sort()];
+}
+
+export function countsText(counts: Record<string, number>): string {
+  const statuses = statusesIn([counts]);
+  return statuses.length === 0 ? 'none' : statuses.map((s) => `${s} ${counts[s]}`).join(', ');
+}
+
+/** A campaign's status with a wave x state matrix; `current` marks the wave being rolled out. */
+export function renderCampaign(c: CampaignView): string[] {
+  const lines = keyValues([
+    ['campaign', `${c.campaign_id} (${c.name})`],
+    ['release', `${c.release_id} (${c.ecu} ${c.version})`],
+    ['status', c.status],
+    ...(c.halt_reason ? ([['halt reason', c.halt_reason]] as const) : []),
+    ['wave', waveText(c)],
+    ['targets', `${c.target_count}${c.excluded.length ? ` (${c.excluded.length} excluded)` : ''}`],
+    ['totals', countsText(c.counts)],
+    ['updated', c.updated_at],
+  ]);
+  const statuses = statusesIn(c.waves.map((w) => w.counts));
+  lines.push(
+    '',
+    ...table(
+      ['WAVE', 'SIZE', ...statuses.map((s) => s.toUpperCase()), 'OK', 'FAILED', 'STARTED'],
+      c.waves.map((w) => [
+        `${w.wave}${w.wave === c.current_wave && c.status !== 'completed' ? '*' : ''}`,
+        w.size,
+        ...statuses.map((s) => w.counts[s] ?? 0),
+        w.succeeded,
+        w.failed,
+        orNone(w.started_at),
+      ]),
+    ),
+  );
+  if (c.excluded.length) {
+    const shown = c.excluded.slice(0, 10);
+    lines.push('', 'excluded:', ...shown.map((e) => `  ${e.vin}  ${e.reason}`));
+    if (c.excluded.length > shown.length)
+      lines.push(`  ... and ${c.excluded.length - shown.length} more (--json)`);
+  }
+  return lines;
+}
+
+/** One line per change for logs: time, status, wave, totals and halt reason. */
+export function campaignLine(c: CampaignView, at: Date): string {
+  const time = at.toISOString().slice(11, 19);
+  const halt = c.halt_reason ? `; halt reason: ${c.halt_reason}` : '';
+  return `${time} ${c.campaign_id} ${c.status} wave ${waveText(c)}: ${countsText(c.counts)}${halt}`;
+}
+
+export function campaignRows(campaigns: readonly CampaignView[]): string[] {
+  if (campaigns.length === 0) return ['no campaigns'];
+  return table(
+    ['CAMPAIGN', 'NAME', 'RELEASE', 'STATUS', 'WAVE', 'TARGETS', 'CREATED'],
+    campaigns.map((c) => [
+      c.campaign_id,
+      c.name,
+      c.release_id,
+      c.status,
+      waveText(c),
+      c.target_count,
+      c.created_at,
+    ]),
+  );
+}
+
+export function campaignVehicleRows(v: CampaignVehiclesView): string[] {
+  if (v.vehicles.length === 0) return [`no vehicles in wave ${v.wave}`];
+  return table(
+    ['VIN', 'STATUS', 'PROGRESS', 'ATTEMPT', 'REASON', 'UPDATED'],
+    v.vehicles.map((x) => [x.vin, x.status, `${x.progress}%`, x.attempt, orNone(x.reason), x.updated_at]),
+  );
+}
