@@ -37,6 +37,6 @@ export async function handler(_event?: unknown, context?: Context) {
     metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
     return result;
   } finally {
-    metrics.publishStoredMetrics();
+    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
   }
 }

@@ -23,6 +23,6 @@ export async function handler(event: unknown, context?: Context) {
     else logger.debug('vehicle message recorded', { ...outcome });
     return outcome;
   } finally {
-    metrics.publishStoredMetrics();
+    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
   }
 }

@@ -93,6 +93,6 @@ export async function handler(event: APIGatewayProxyEvent, context: Context): Pr
   try {
     return await route(event);
   } finally {
-    metrics.publishStoredMetrics();
+    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
   }
 }
