@@ -519,12 +519,24 @@ export class CampaignEngine {
         assignment,
       });
     } catch (err) {
-      // The offer is recorded; the deadline re-offers it within the retry budget. Log, do not fail the tick.
-      this.deps.log?.warn('offer publish failed', {
+      // Not delivered (broker or Data Plane unavailable): take the offer back so the next tick sends it again,
+      // instead of leaving the vehicle waiting for its deadline. If the vehicle acted meanwhile (it can poll),
+      // the revision moved on and this does nothing.
+      this.deps.log?.warn('offer publish failed; will retry', {
         vin: u.vin,
         campaignId: c.campaignId,
         error: String(err),
       });
+      const offered: UpdateRecord = { ...u, ...changes, revision: u.revision + 1 };
+      await transition(this.deps, c.campaignId, offered, {
+        status: u.status,
+        progress: u.progress,
+        attempt: u.attempt,
+        offeredAt: u.offeredAt,
+        deadline: u.deadline,
+        reason: 'offer not delivered; retrying',
+      });
+      return false;
     }
     return true;
   }

@@ -358,8 +358,14 @@ export class UpdateStatusService {
     });
   }
 
+  /**
+   * What the vehicle may see: its updates, newest first, and the pending ones it should act on. Campaign updates
+   * still scheduled for a later wave are not shown: the vehicle learns of them when its wave is offered.
+   */
   async list(vehicle: VehicleRecord) {
-    const updates = await this.deps.updates.listForVehicle(vehicle.vin);
+    const updates = (await this.deps.updates.listForVehicle(vehicle.vin)).filter(
+      (u) => u.status !== 'scheduled',
+    );
     updates.sort((a, b) => (a.updatedAt < b.updatedAt ? 1 : -1));
     return {
       vin: vehicle.vin,

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
+import { jsonRequest } from '../support/https.js';
 import { type Behaviour, SimVehicle } from '../support/sim-vehicle.js';
 
 const TICK_MS = 500;
@@ -20,6 +21,7 @@ let dataDir: string;
 let operator: Operator;
 const releaseKey = newReleaseKey();
 const sims = new Map<string, SimVehicle>();
+const testVehicles = new Map<string, TestVehicle>();
 
 const vin = (group: string, i: number) => `TEST${group}${String(i).padStart(12, '0')}`;
 const group = (g: string, n: number) => Array.from({ length: n }, (_, i) => vin(g, i));
@@ -31,6 +33,7 @@ async function register(
 ) {
   for (const v of vins) {
     const vehicle = await TestVehicle.create(v);
+    testVehicles.set(v, vehicle);
     const reg = await operator.call('POST', '/vehicles', {
       ...vehicle.registration([{ ecu: 'tcu', hardware_id: opts.hardwareId ?? 'TCU-HW-1', version: '1.0.0' }]),
       model: opts.model ?? 'Model T',
@@ -178,6 +181,19 @@ describe('campaigns', { timeout: 120000 }, () => {
     const later = await campaign('failing');
     assert.equal(later.status, 'halted');
     assert.deepEqual(later.waves[1].counts, { scheduled: 16 }, 'the next wave was never offered');
+    // A vehicle of a wave not yet offered does not see the update, even when it polls.
+    const waiting = (await waveVehicles('failing', 1))[0]!.vin;
+    const token = await testVehicles.get(waiting)!.token(cloud.endpoints.api, cloud.caCertPem);
+    const polled = await jsonRequest(
+      cloud.endpoints.api,
+      'GET',
+      `/updates/${waiting}`,
+      cloud.caCertPem,
+      undefined,
+      token,
+    );
+    assert.equal(polled.status, 200);
+    assert.deepEqual([polled.json.updates, polled.json.pending], [[], []]);
     await assertCountsMatch('failing');
   });
 
