@@ -1,0 +1,310 @@
+/**
+ * `npm run bench`: the vehicle agent's download against curl, on the same presigned URL of the local cloud.
+ *
+ * This process starts the local cloud in-process (temporary folder, ephemeral ports on 127.0.0.1), generates a
+ * random image of --size MiB by streaming it to a file (never held in memory) while computing its signed
+ * manifest (4 MiB chunks), uploads it (multipart above 128 MiB) and publishes it, registers a vehicle from a CSR
+ * and asks POST /updates/{vin}/download for one presigned URL. Then, on that URL:
+ *
+ *   baseline  `curl --cacert <local CA> -o file URL`, then `sha256sum file` (compared with the manifest)
+ *   agent     the agent's Downloader (Range requests, per-chunk SHA-256 as bytes arrive, fsynced checkpoints)
+ *             then its whole-image check from disk, in a child process (bench/agent-download-worker.ts) whose
+ *             peak RSS it reports itself; its time excludes Node/tsx start-up, which is printed separately
+ *   resume    the same, through a TCP proxy that cuts the connection --interruptions times, evenly spaced:
+ *             bytes received (HTTP bodies) and bytes on the wire (TLS) divided by the image size
+ *
+ * Timings are wall clock on this machine; the S3 emulator serves from this process and shares its CPUs. Each
+ * output file is deleted after its check. Nothing leaves 127.0.0.1.
+ *
+ *   npm run bench -- [--size 1024] [--interruptions 10] [--json out.json] [--keep]
+ */
+import { spawn } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  DEFAULT_CHUNK_SIZE,
+  ImageHasher,
+  type ReleaseManifest,
+  signManifest,
+} from '../lambdas/core/manifest.js';
+import { startLocalCloud } from '../local/cloud.js';
+import { startFaultProxy } from '../test/support/agent-net.js';
+import { newReleaseKey, Operator } from '../test/support/fleet.js';
+import { https } from '../test/support/https.js';
+import { registerVehicle, VehicleApiClient } from '../vehicle/api-client.js';
+import { NodeHttpsTransport } from '../vehicle/http-transport.js';
+import { challengeSigner, ensureIdentity } from '../vehicle/provisioning.js';
+import type { WorkerJob, WorkerResult } from './agent-download-worker.js';
+
+const { values: args } = parseArgs({
+  options: {
+    size: { type: 'string', default: '1024' },
+    interruptions: { type: 'string', default: '10' },
+    json: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const SIZE_MIB = Number(args.size);
+const INTERRUPTIONS = Number(args.interruptions);
+if (!Number.isInteger(SIZE_MIB) || SIZE_MIB < 1 || SIZE_MIB > 8192) throw new Error('--size: 1..8192 MiB');
+if (!Number.isInteger(INTERRUPTIONS) || INTERRUPTIONS < 0 || INTERRUPTIONS > 100)
+  throw new Error('--interruptions: 0..100');
+const SIZE = SIZE_MIB * 1024 * 1024;
+const WORKER = fileURLToPath(new URL('./agent-download-worker.ts', import.meta.url));
+const VIN = 'BENCH0AGENT000001';
+const MiB = 1024 * 1024;
+
+const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const rate = (bytes: number, ms: number) => `${(((bytes / MiB) * 1000) / ms).toFixed(0)} MiB/s`;
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+/** Streams `size` pseudo-random bytes (AES-CTR keystream) to a file while hashing; never holds the image. */
+async function generateImage(file: string, size: number) {
+  const cipher = createCipheriv('aes-128-ctr', randomBytes(16), randomBytes(16));
+  const zeros = Buffer.alloc(MiB);
+  const hasher = new ImageHasher(DEFAULT_CHUNK_SIZE);
+  const out = createWriteStream(file);
+  for (let written = 0; written < size; written += MiB) {
+    const block = cipher.update(zeros.subarray(0, Math.min(MiB, size - written)));
+    hasher.update(block);
+    if (!out.write(block)) await once(out, 'drain');
+  }
+  out.end();
+  await once(out, 'finish');
+  return hasher.digest();
+}
+
+async function upload(ca: string, file: string, created: { upload: Record<string, unknown> }) {
+  const u = created.upload as {
+    method: 'PUT' | 'MULTIPART';
+    url?: string;
+    upload_id?: string;
+    part_size?: number;
+    parts?: { part_number: number; url: string }[];
+  };
+  const put = async (url: string, start: number, end: number) => {
+    const chunks: Buffer[] = [];
+    for await (const c of createReadStream(file, { start, end: end - 1 })) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks); // one part (<= 64 MiB) at a time
+    const res = await https(url, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(body.length) },
+      body,
+      ca,
+    });
+    if (res.status !== 200) throw new Error(`upload failed: ${res.status} ${res.raw.toString()}`);
+    return String(res.headers.etag ?? '');
+  };
+  if (u.method === 'PUT' && u.url) {
+    await put(u.url, 0, SIZE);
+    return {};
+  }
+  const partSize = u.part_size ?? 64 * MiB;
+  const parts: { part_number: number; etag: string }[] = [];
+  for (const p of u.parts ?? []) {
+    const start = (p.part_number - 1) * partSize;
+    parts.push({
+      part_number: p.part_number,
+      etag: await put(p.url, start, Math.min(SIZE, start + partSize)),
+    });
+  }
+  return { upload_id: u.upload_id, parts };
+}
+
+/** Runs a command to completion, asynchronously: the S3 emulator serving it lives in this process's event loop. */
+async function timed(command: string, argv: string[]): Promise<{ ms: number; stdout: string }> {
+  const t0 = performance.now();
+  const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  const ms = performance.now() - t0;
+  if (code !== 0) throw new Error(`${command} failed (${code}): ${stderr}`);
+  return { ms, stdout };
+}
+
+async function runWorker(job: WorkerJob, dir: string): Promise<WorkerResult & { wallMs: number }> {
+  const jobFile = join(dir, `job-${Date.now()}.json`);
+  writeFileSync(jobFile, JSON.stringify(job));
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, '--job', jobFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  const wallMs = performance.now() - t0;
+  if (code !== 0) throw new Error(`worker exited with ${code}`);
+  return { ...(JSON.parse(out.trim().split('\n').at(-1)!) as WorkerResult), wallMs };
+}
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'ota-bench-agent-'));
+  const releaseKey = newReleaseKey();
+  const cloud = await startLocalCloud({
+    dataDir: join(dir, 'cloud'),
+    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
+    releasePublicKeys: [releaseKey.publicPem],
+    presignTtlSeconds: 3600,
+    logger: { warn() {}, error() {} },
+  });
+  try {
+    const ca = cloud.caCertPem;
+    const operator = new Operator(cloud.endpoints.api, ca, cloud.adminToken);
+    log(
+      `agent download benchmark: ${SIZE_MIB} MiB image, ${INTERRUPTIONS} interruptions, node ${process.version}`,
+    );
+
+    const imageFile = join(dir, 'image.bin');
+    let t = performance.now();
+    const digest = await generateImage(imageFile, SIZE);
+    log(`generated image             ${fmt(performance.now() - t)}`);
+    const manifest: ReleaseManifest = {
+      schema: 'ota.release-manifest/v1',
+      release_id: 'bench-9.0.0',
+      ecu: 'tcu',
+      hardware_ids: ['TCU-HW-1'],
+      version: '9.0.0',
+      size: digest.size,
+      sha256: digest.sha256,
+      chunk_size: DEFAULT_CHUNK_SIZE,
+      chunks: digest.chunks,
+      created_at: new Date().toISOString(),
+    };
+    const signed = await signManifest(manifest, [releaseKey.signer]);
+    t = performance.now();
+    const created = await operator.call('POST', '/releases', signed);
+    if (created.status !== 201) throw new Error(`create release: ${created.raw.toString()}`);
+    const completion = await upload(ca, imageFile, created.json);
+    const published = await operator.call('POST', '/releases/bench-9.0.0/publish', completion);
+    if (published.status !== 200) throw new Error(`publish: ${published.raw.toString()}`);
+    log(`uploaded and published      ${fmt(performance.now() - t)}`);
+
+    const transport = new NodeHttpsTransport({ ca });
+    const identity = await ensureIdentity(join(dir, 'vehicle'), VIN);
+    await registerVehicle(transport, cloud.endpoints.api, cloud.adminToken, {
+      vin: VIN,
+      model: 'Bench',
+      ecus: [{ ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '1.0.0' }],
+      csr: identity.csrPem,
+    });
+    const api = new VehicleApiClient({
+      baseUrl: cloud.endpoints.api,
+      vin: VIN,
+      signChallenge: challengeSigner(identity),
+      transport,
+    });
+    const answer = await api.download('9.0.0');
+    transport.close();
+    const url = answer.download_url;
+
+    // Baseline: curl to a file, then sha256sum of the file.
+    const curlOut = join(dir, 'curl.bin');
+    const curl = await timed('curl', ['--cacert', cloud.caFile, '-sS', '--fail', '-o', curlOut, url]);
+    const sum = await timed('sha256sum', [curlOut]);
+    if (sum.stdout.split(' ')[0] !== manifest.sha256)
+      throw new Error('curl download does not match the manifest');
+    rmSync(curlOut);
+    const baselineMs = curl.ms + sum.ms;
+
+    // The agent on the same URL, in its own process.
+    const agentOut = join(dir, 'agent.part');
+    const agent = await runWorker({ url, manifest, caFile: cloud.caFile, out: agentOut }, dir);
+    if (agent.problems.length) throw new Error(`agent image mismatch: ${agent.problems.join('; ')}`);
+    rmSync(agentOut);
+    const agentMs = agent.downloadMs + agent.verifyMs;
+    const emptyStart = await runWorkerStartup();
+
+    // The agent through a proxy that cuts the connection `INTERRUPTIONS` times, evenly spaced.
+    const s3Port = Number(new URL(cloud.endpoints.s3).port);
+    const proxy = await startFaultProxy(s3Port);
+    if (INTERRUPTIONS > 0) proxy.cutEvery(Math.floor(SIZE / (INTERRUPTIONS + 1)), INTERRUPTIONS);
+    const resumedOut = join(dir, 'resumed.part');
+    const resumed = await runWorker(
+      { url, manifest, caFile: cloud.caFile, out: resumedOut, via: { s3Port, proxyPort: proxy.port } },
+      dir,
+    );
+    await proxy.stop();
+    if (resumed.problems.length) throw new Error(`resumed image mismatch: ${resumed.problems.join('; ')}`);
+    rmSync(resumedOut);
+
+    log('');
+    log(`baseline  curl -o           ${fmt(curl.ms)}  (${rate(SIZE, curl.ms)})`);
+    log(`          sha256sum         ${fmt(sum.ms)}  (${rate(SIZE, sum.ms)})`);
+    log(`          total             ${fmt(baselineMs)}`);
+    log(
+      `agent     download+chunks   ${fmt(agent.downloadMs)}  (${rate(SIZE, agent.downloadMs)}, ${agent.requests} range requests)`,
+    );
+    log(`          whole-image check ${fmt(agent.verifyMs)}  (${rate(SIZE, agent.verifyMs)})`);
+    log(`          total             ${fmt(agentMs)}   process start-up ${fmt(emptyStart)} not included`);
+    log(
+      `ratio     agent / curl+sha256sum = ${(agentMs / baselineMs).toFixed(2)}  (with start-up ${((agentMs + emptyStart) / baselineMs).toFixed(2)})`,
+    );
+    log(
+      `memory    agent peak RSS ${(agent.maxRssKiB / 1024).toFixed(0)} MiB for a ${SIZE_MIB} MiB image (${(resumed.maxRssKiB / 1024).toFixed(0)} MiB in the interrupted run)`,
+    );
+    log(
+      `resume    ${proxy.cuts} interruptions: body bytes / size = ${(resumed.bytesReceived / SIZE).toFixed(4)}, ` +
+        `wire bytes (TLS) / size = ${(proxy.bytesToClient / SIZE).toFixed(4)}, ${resumed.requests} requests, ${fmt(resumed.downloadMs)}`,
+    );
+    if (args.json) {
+      writeFileSync(
+        args.json,
+        JSON.stringify(
+          {
+            sizeBytes: SIZE,
+            curlMs: curl.ms,
+            sha256sumMs: sum.ms,
+            agent: { ...agent, totalMs: agentMs, startupMs: emptyStart },
+            ratio: agentMs / baselineMs,
+            resumed: {
+              ...resumed,
+              interruptions: proxy.cuts,
+              wireBytes: proxy.bytesToClient,
+              bodyRatio: resumed.bytesReceived / SIZE,
+              wireRatio: proxy.bytesToClient / SIZE,
+            },
+          },
+          null,
+          2,
+        ),
+      );
+    }
+  } finally {
+    await cloud.stop();
+    if (!args.keep) rmSync(dir, { recursive: true, force: true });
+    else log(`kept ${dir}`);
+  }
+}
+
+/** Start-up cost of a worker process alone (Node, tsx and the agent modules it imports), for reference. */
+async function runWorkerStartup(): Promise<number> {
+  const modules = ['../vehicle/downloader.ts', '../vehicle/http-transport.ts'].map(
+    (m) => new URL(m, import.meta.url).href,
+  );
+  const t0 = performance.now();
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '-e', modules.map((m) => `await import(${JSON.stringify(m)});`).join('')],
+    {
+      stdio: 'ignore',
+    },
+  );
+  await once(child, 'exit');
+  return performance.now() - t0;
+}
+
+await main();

@@ -1,0 +1,296 @@
+/**
+ * Power cuts and unsafe moments: an agent process SIGKILLed mid-download resumes after its last verified chunk;
+ * an agent cut off mid-install comes back to either the old version (and installs again) or, when the new slot
+ * was switched to but never confirmed, switches back and says so; a failing health check rolls back; an unsafe
+ * vehicle state defers installation until it is safe. Every test ends with the vehicle's slots and state file and
+ * with the backend's view.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { VehicleAgent } from '../../vehicle/agent.js';
+import { createVehicleAgent } from '../../vehicle/setup.js';
+import { StaticVehicleState } from '../../vehicle/vehicle-state.js';
+import {
+  type AgentCloud,
+  activeSlot,
+  agentOptions,
+  assertVehicleRuns,
+  backendUpdate,
+  backendVehicle,
+  FACTORY_IMAGE,
+  initiateOffer,
+  type PublishedRelease,
+  publishOffer,
+  publishRelease,
+  readAgentState,
+  registerAgentVehicle,
+  sha256,
+  startAgent,
+  startAgentCloud,
+  waitUntil,
+} from '../support/agent-cloud.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+let ac: AgentCloud;
+let rel: PublishedRelease;
+let vinSerial = 0;
+const nextVin = () => `1HGCM82633A4${String(++vinSerial).padStart(5, '0')}`;
+const children: ChildProcess[] = [];
+
+before(async () => {
+  ac = await startAgentCloud();
+  rel = await publishRelease(ac, { version: '2.0.0', size: 2 * MiB + 77 });
+});
+
+after(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await ac?.stop();
+});
+
+async function connected(v: {
+  events: {
+    waitFor: (
+      p: (e: { type: string; connected?: boolean }) => boolean,
+      t: number,
+      w: string,
+    ) => Promise<unknown>;
+  };
+}) {
+  await v.events.waitFor((e) => e.type === 'connection' && e.connected === true, 10_000, 'MQTT connection');
+}
+
+describe('vehicle agent: power cuts, failed installs and unsafe moments', { timeout: 60_000 }, () => {
+  it('SIGKILLed mid-download (a real process), resumes after the last verified chunk on restart', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    // The backend has the update pending; the agent process finds it by polling (no MQTT) and starts downloading.
+    const setup = await createVehicleAgent(agentOptions(ac, vin, dir, { mqttUrl: undefined }));
+    await setup.api.initiate('2.0.0');
+    await setup.close();
+
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'bin/vehicle-agent.ts',
+        ...['--vin', vin, '--state-dir', dir, '--api', ac.cloud.endpoints.api, '--mqtt', 'none'],
+        ...['--ca', ac.files.ca, '--release-key', ac.files.releaseKey, '--backend-key', ac.files.backendKey],
+        ...['--poll-interval', '0.5', '--max-rate', String(512 * KiB), '--log-level', 'info'],
+      ],
+      { cwd: join(import.meta.dirname, '..', '..'), stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    children.push(child);
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    await waitUntil(
+      () => {
+        if (child.exitCode !== null)
+          throw new Error(`agent process exited early (${child.exitCode}): ${stderr}`);
+        try {
+          const s = readAgentState(dir);
+          return s.current?.phase === 'downloading' && s.current.verified_bytes >= 512 * KiB;
+        } catch {
+          return false; // not created yet
+        }
+      },
+      30_000,
+      'the agent process to checkpoint half a megabyte',
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; agent stderr:\n${stderr.slice(-3000)}`);
+    });
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    const checkpoint = readAgentState(dir).current?.verified_bytes ?? 0;
+    assert.ok(
+      checkpoint >= 512 * KiB && checkpoint < rel.image.length,
+      `killed mid-download at ${checkpoint}`,
+    );
+    assert.equal(checkpoint % (64 * KiB), 0, 'the checkpoint is a chunk boundary');
+    assert.equal(activeSlot(dir).version, '1.0.0', 'nothing installed yet');
+
+    const restarted = await startAgent(ac, vin, dir, { mqttUrl: undefined });
+    try {
+      const outcome = await restarted.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      const first = restarted.events.events.find((e) => e.type === 'request');
+      assert.equal(
+        first?.type === 'request' && first.offset,
+        checkpoint,
+        'the first request after restart starts at the checkpoint',
+      );
+      await restarted.agent.whenIdle();
+      assertVehicleRuns(dir, '2.0.0', rel.image);
+      const backend = await backendVehicle(ac, vin);
+      assert.equal(backendUpdate(backend, '2.0.0')?.status, 'completed');
+      assert.equal(backend.ecus[0]?.version, '2.0.0');
+    } finally {
+      await restarted.close();
+    }
+  });
+
+  it('power cut after writing the inactive slot, before switching: restart keeps the old version, installs again', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    let first: VehicleAgent | undefined;
+    let cutDone = false;
+    const v1 = await startAgent(ac, vin, dir, {
+      hooks: {
+        beforeInstallStep: (step) => {
+          if (step !== 'activate') return;
+          first?.kill();
+          cutDone = true;
+          return new Promise<void>(() => {}); // the process is gone: nothing after this point runs
+        },
+      },
+    });
+    first = v1.agent;
+    await connected(v1);
+    await publishOffer(ac, vin, await initiateOffer(v1, '2.0.0'));
+    await waitUntil(() => cutDone, 30_000, 'the power cut');
+
+    const cut = readAgentState(dir);
+    assert.equal(cut.current?.phase, 'installing', 'the state file says an install was running');
+    const slot = activeSlot(dir);
+    assert.equal(slot.version, '1.0.0', 'the old slot is still the active one');
+    assert.equal(slot.contentSha256, sha256(FACTORY_IMAGE), 'and holds the old image');
+    assert.equal(slot.state, 'committed');
+
+    const v2 = await startAgent(ac, vin, dir);
+    try {
+      const outcome = await v2.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      await v2.agent.whenIdle();
+      assertVehicleRuns(dir, '2.0.0', rel.image);
+      const backend = await backendVehicle(ac, vin);
+      assert.equal(backendUpdate(backend, '2.0.0')?.status, 'completed');
+      assert.equal(backend.ecus[0]?.version, '2.0.0');
+    } finally {
+      await v2.close();
+    }
+  });
+
+  it('power cut after switching slots, before the new version was confirmed: restart switches back, reports rolled_back', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    let first: VehicleAgent | undefined;
+    let cutDone = false;
+    const v1 = await startAgent(ac, vin, dir, {
+      hooks: {
+        beforeInstallStep: (step) => {
+          if (step !== 'commit') return;
+          first?.kill();
+          cutDone = true;
+          return new Promise<void>(() => {});
+        },
+      },
+    });
+    first = v1.agent;
+    await connected(v1);
+    await publishOffer(ac, vin, await initiateOffer(v1, '2.0.0'));
+    await waitUntil(() => cutDone, 30_000, 'the power cut');
+
+    const slot = activeSlot(dir);
+    assert.equal(slot.state, 'trial', 'the new slot was switched to, unconfirmed');
+    assert.equal(slot.version, '2.0.0');
+
+    const v2 = await startAgent(ac, vin, dir);
+    try {
+      const outcome = await v2.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'rolled_back', JSON.stringify(outcome));
+      assert.match(outcome.reason ?? '', /confirmed healthy.*1\.0\.0 restored/);
+      await v2.agent.whenIdle();
+      assertVehicleRuns(dir, '1.0.0', FACTORY_IMAGE);
+      const backend = await backendVehicle(ac, vin);
+      assert.equal(backendUpdate(backend, '2.0.0')?.status, 'rolled_back');
+      assert.match(backendUpdate(backend, '2.0.0')?.reason ?? '', /restored/);
+      assert.equal(backend.ecus[0]?.version, '1.0.0');
+    } finally {
+      await v2.close();
+    }
+  });
+
+  it('a failing health check after activation switches back and reports rolled_back', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    const checked: string[] = [];
+    const v = await startAgent(ac, vin, dir, {
+      healthCheck: ({ version }) => {
+        checked.push(version);
+        return false;
+      },
+    });
+    try {
+      await connected(v);
+      await publishOffer(ac, vin, await initiateOffer(v, '2.0.0'));
+      const outcome = await v.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'rolled_back', JSON.stringify(outcome));
+      assert.match(outcome.reason ?? '', /health check failed/);
+      assert.deepEqual(checked, ['2.0.0'], 'the health check ran on the new version');
+      await v.agent.whenIdle();
+      assertVehicleRuns(dir, '1.0.0', FACTORY_IMAGE);
+      const backend = await backendVehicle(ac, vin);
+      assert.equal(backendUpdate(backend, '2.0.0')?.status, 'rolled_back');
+      assert.equal(backend.ecus[0]?.version, '1.0.0');
+    } finally {
+      await v.close();
+    }
+  });
+
+  it('defers installation while the vehicle is unsafe (driving, weak battery), then installs when it is safe', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    const car = new StaticVehicleState({ parked: false, batteryPercent: 90 });
+    const v = await startAgent(ac, vin, dir, {
+      vehicleState: car,
+      safety: { pollMs: 50, minBatteryPercent: 50 },
+    });
+    try {
+      await connected(v);
+      await publishOffer(ac, vin, await initiateOffer(v, '2.0.0'));
+      await v.events.waitFor(
+        (e) => e.type === 'deferred' && /not parked/.test(e.reason),
+        30_000,
+        'deferral while driving',
+      );
+      await sleep(300);
+      assert.equal(readAgentState(dir).current?.phase, 'verified', 'downloaded and verified, waiting');
+      assert.equal(activeSlot(dir).version, '1.0.0', 'nothing written to the ECU');
+      assert.ok(
+        !v.events.events.some((e) => e.type === 'phase' && e.phase === 'installing'),
+        'not installing',
+      );
+      const waiting = await backendVehicle(ac, vin);
+      assert.equal(
+        backendUpdate(waiting, '2.0.0')?.status,
+        'verifying',
+        'the backend sees it verified, not installing',
+      );
+
+      car.set({ parked: true, batteryPercent: 20 });
+      await v.events.waitFor(
+        (e) => e.type === 'deferred' && /battery at 20%/.test(e.reason),
+        5000,
+        'deferral on a weak battery',
+      );
+      assert.equal(activeSlot(dir).version, '1.0.0');
+
+      car.set({ batteryPercent: 80 });
+      const outcome = await v.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      await v.agent.whenIdle();
+      assertVehicleRuns(dir, '2.0.0', rel.image);
+      const backend = await backendVehicle(ac, vin);
+      assert.equal(backendUpdate(backend, '2.0.0')?.status, 'completed');
+      assert.equal(backend.ecus[0]?.version, '2.0.0');
+    } finally {
+      await v.close();
+    }
+  });
+});

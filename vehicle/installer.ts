@@ -1,0 +1,298 @@
+/**
+ * ECU installation with A/B slots. EcuInstaller is what a real flasher implements (UDS over CAN, an eMMC
+ * partition pair, a bootloader flag...); FileSlotInstaller keeps the two slots as files in a folder and the
+ * active-slot pointer in an atomically written JSON file, which is enough to show and test the guarantees:
+ *
+ * - the new image goes to the inactive slot and is read back and hashed before anything points at it;
+ * - switching is one atomic write of the pointer, into a "trial" state;
+ * - a health check then decides: commit, or switch back (rolled back);
+ * - after a power cut, recover() finds either the old slot active, or a committed new one; a trial that was never
+ *   confirmed is switched back. Never a mix.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { ensureDir, fsyncDir, writeFileAtomic } from './atomic-file.js';
+import { type FreeSpace, systemFreeSpace } from './downloader.js';
+import { InstallError } from './errors.js';
+import { throwIfAborted } from './runtime.js';
+
+/** The verified image to install. */
+export interface ImageToInstall {
+  readonly path: string;
+  readonly version: string;
+  readonly size: number;
+  readonly sha256: string;
+}
+
+export interface ActiveImage {
+  readonly version: string;
+  readonly sha256: string;
+}
+
+/** What recover() found after a restart. */
+export interface RecoveryReport {
+  /** What runs now. */
+  readonly active: ActiveImage;
+  /** A switched but unconfirmed image was found and the previous slot made active again. */
+  readonly revertedTrial?: ActiveImage;
+}
+
+export interface HealthCheckContext {
+  readonly ecu: string;
+  readonly version: string;
+  /** Where the image now active lives (FileSlotInstaller: the slot file). */
+  readonly location: string;
+}
+
+/** True when the ECU runs the new image correctly. Injectable: a real one boots and probes the ECU. */
+export type HealthCheck = (ctx: HealthCheckContext) => Promise<boolean> | boolean;
+
+export interface EcuInstaller {
+  readonly ecu: string;
+  /** Settles any interrupted install (call at start-up, before anything else) and answers what runs now. */
+  recover(): Promise<RecoveryReport>;
+  active(): Promise<ActiveImage>;
+  /** Writes the image to the inactive slot and verifies it there; the active slot is untouched. */
+  writeInactive(
+    image: ImageToInstall,
+    opts: { signal: AbortSignal; onProgress?: (written: number) => void },
+  ): Promise<void>;
+  /** Points at the slot just written, as a trial (atomic). */
+  activate(image: ImageToInstall): Promise<void>;
+  healthCheck(): Promise<boolean>;
+  /** Makes the trial permanent. */
+  commit(): Promise<void>;
+  /** Switches back to the previous slot after a failed trial. */
+  rollback(): Promise<ActiveImage>;
+}
+
+const slotName = z.enum(['a', 'b']);
+type SlotName = z.infer<typeof slotName>;
+const slotSchema = z.object({
+  status: z.enum(['empty', 'writing', 'valid']),
+  version: z.string().optional(),
+  sha256: z.string().optional(),
+  size: z.number().int().optional(),
+});
+const slotsFileSchema = z.object({
+  schema: z.literal('ota.ab-slots/v1'),
+  ecu: z.string(),
+  active: slotName,
+  /** committed: the active slot is confirmed; trial: switched, waiting for the health check. */
+  state: z.enum(['committed', 'trial']),
+  previous: slotName.optional(),
+  slots: z.object({ a: slotSchema, b: slotSchema }),
+});
+export type SlotsFile = z.infer<typeof slotsFileSchema>;
+
+export interface FileSlotInstallerOptions {
+  readonly dir: string;
+  readonly ecu: string;
+  /** What slot A holds on first run (the factory image). */
+  readonly factory: { readonly version: string; readonly image: Buffer };
+  /** @default re-hash the active slot and compare with what was written */
+  readonly healthCheck?: HealthCheck;
+  /** @default statfs */
+  readonly freeSpace?: FreeSpace;
+}
+
+const other = (s: SlotName): SlotName => (s === 'a' ? 'b' : 'a');
+
+async function sha256File(path: string): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const data of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+    hash.update(data as Buffer);
+    size += (data as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+export class FileSlotInstaller implements EcuInstaller {
+  readonly ecu: string;
+  private slots: SlotsFile | undefined;
+
+  constructor(private readonly options: FileSlotInstallerOptions) {
+    this.ecu = options.ecu;
+  }
+
+  slotPath(slot: SlotName): string {
+    return join(this.options.dir, `slot-${slot}.img`);
+  }
+
+  private get pointerFile(): string {
+    return join(this.options.dir, 'slots.json');
+  }
+
+  /** The pointer file, creating the factory state on first use. */
+  async read(): Promise<SlotsFile> {
+    if (this.slots) return this.slots;
+    await ensureDir(this.options.dir);
+    let text: string | undefined;
+    try {
+      text = await readFile(this.pointerFile, 'utf8');
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT') throw err;
+    }
+    if (text === undefined) {
+      const f = this.options.factory;
+      await writeFileAtomic(this.slotPath('a'), f.image, 0o600);
+      const initial: SlotsFile = {
+        schema: 'ota.ab-slots/v1',
+        ecu: this.ecu,
+        active: 'a',
+        state: 'committed',
+        slots: {
+          a: {
+            status: 'valid',
+            version: f.version,
+            sha256: createHash('sha256').update(f.image).digest('hex'),
+            size: f.image.length,
+          },
+          b: { status: 'empty' },
+        },
+      };
+      await this.write(initial);
+      return initial;
+    }
+    this.slots = slotsFileSchema.parse(JSON.parse(text));
+    return this.slots;
+  }
+
+  private async write(next: SlotsFile): Promise<void> {
+    await writeFileAtomic(this.pointerFile, `${JSON.stringify(next, null, 2)}\n`);
+    this.slots = next;
+  }
+
+  async active(): Promise<ActiveImage> {
+    const s = await this.read();
+    const slot = s.slots[s.active];
+    if (slot.status !== 'valid' || !slot.version || !slot.sha256) {
+      throw new InstallError('no_valid_active_slot', `${this.ecu}: the active slot holds no valid image`);
+    }
+    return { version: slot.version, sha256: slot.sha256 };
+  }
+
+  /** The file of the slot in use (what a bootloader would start). */
+  async activeSlotPath(): Promise<string> {
+    return this.slotPath((await this.read()).active);
+  }
+
+  async recover(): Promise<RecoveryReport> {
+    const s = await this.read();
+    let revertedTrial: ActiveImage | undefined;
+    if (s.state === 'trial') {
+      const slot = s.slots[s.active];
+      revertedTrial = { version: slot.version ?? 'unknown', sha256: slot.sha256 ?? '' };
+      await this.rollback();
+    }
+    const now = await this.read();
+    const inactive = other(now.active);
+    if (now.slots[inactive].status === 'writing') {
+      // Power was cut while writing the inactive slot: its content is garbage and is never pointed at.
+      await this.write({ ...now, slots: { ...now.slots, [inactive]: { status: 'empty' } } });
+    }
+    return { active: await this.active(), ...(revertedTrial ? { revertedTrial } : {}) };
+  }
+
+  async writeInactive(
+    image: ImageToInstall,
+    opts: { signal: AbortSignal; onProgress?: (written: number) => void },
+  ): Promise<void> {
+    const s = await this.read();
+    if (s.state !== 'committed')
+      throw new InstallError('trial_pending', `${this.ecu}: a trial install is pending`);
+    const target = other(s.active);
+    const free = await (this.options.freeSpace ?? systemFreeSpace)(this.options.dir);
+    if (free < image.size)
+      throw new InstallError('no_space', `${this.ecu}: ${image.size} bytes needed, ${free} free`);
+    await this.write({ ...s, slots: { ...s.slots, [target]: { status: 'writing' } } });
+
+    const path = this.slotPath(target);
+    const out = await open(path, 'w', 0o600);
+    const hash = createHash('sha256');
+    let written = 0;
+    try {
+      for await (const data of createReadStream(image.path, {
+        highWaterMark: 1024 * 1024,
+        signal: opts.signal,
+      })) {
+        const buf = data as Buffer;
+        await out.write(buf, 0, buf.length, written);
+        hash.update(buf);
+        written += buf.length;
+        opts.onProgress?.(written);
+      }
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await fsyncDir(this.options.dir);
+    throwIfAborted(opts.signal);
+    // Read back what the slot holds: this is what would boot, so this is what must match the signed digest.
+    const back = await sha256File(path);
+    if (back.sha256 !== image.sha256 || back.size !== image.size || hash.digest('hex') !== image.sha256) {
+      await this.write({ ...(await this.read()), slots: { ...s.slots, [target]: { status: 'empty' } } });
+      throw new InstallError(
+        'slot_verification_failed',
+        `${this.ecu}: slot ${target} does not hold the verified image after writing`,
+      );
+    }
+    const after = await this.read();
+    await this.write({
+      ...after,
+      slots: {
+        ...after.slots,
+        [target]: { status: 'valid', version: image.version, sha256: image.sha256, size: image.size },
+      },
+    });
+  }
+
+  async activate(image: ImageToInstall): Promise<void> {
+    const s = await this.read();
+    const target = other(s.active);
+    const slot = s.slots[target];
+    if (s.state !== 'committed' || slot.status !== 'valid' || slot.sha256 !== image.sha256) {
+      throw new InstallError('slot_not_ready', `${this.ecu}: slot ${target} does not hold ${image.version}`);
+    }
+    await this.write({ ...s, active: target, state: 'trial', previous: s.active });
+  }
+
+  async healthCheck(): Promise<boolean> {
+    const s = await this.read();
+    const slot = s.slots[s.active];
+    const location = this.slotPath(s.active);
+    if (this.options.healthCheck) {
+      return this.options.healthCheck({ ecu: this.ecu, version: slot.version ?? 'unknown', location });
+    }
+    const { sha256 } = await sha256File(location);
+    return sha256 === slot.sha256;
+  }
+
+  async commit(): Promise<void> {
+    const s = await this.read();
+    if (s.state !== 'trial') throw new InstallError('no_trial', `${this.ecu}: nothing to commit`);
+    const { previous: _previous, ...rest } = s;
+    await this.write({ ...rest, state: 'committed' });
+  }
+
+  async rollback(): Promise<ActiveImage> {
+    const s = await this.read();
+    if (s.state === 'trial' && s.previous) {
+      const failed = s.active;
+      const { previous, ...rest } = s;
+      // The failed image is dropped from its slot so nothing boots it again.
+      await this.write({
+        ...rest,
+        active: previous,
+        state: 'committed',
+        slots: { ...s.slots, [failed]: { status: 'empty' } },
+      });
+      await rm(this.slotPath(failed), { force: true });
+    }
+    return this.active();
+  }
+}
