@@ -1,0 +1,110 @@
+/**
+ * `npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--json]`: the fleet simulation (see
+ * sim/fleet.ts). Prints a summary and exits non-zero unless every check holds:
+ *   - the main campaign completed and the backend's view equals every vehicle's view,
+ *   - every vehicle runs the old or the new version, never anything else,
+ *   - with --faults: the injected faults happened, failures were counted as such, and the campaign of the
+ *     tampered release halted itself with every vehicle refusing it.
+ */
+import { parseArgs } from 'node:util';
+import { runFleet } from '../sim/fleet.js';
+
+const { values } = parseArgs({
+  options: {
+    vehicles: { type: 'string', default: '50' },
+    faults: { type: 'boolean', default: false },
+    'image-kb': { type: 'string', default: '256' },
+    seed: { type: 'string' },
+    'timeout-s': { type: 'string', default: '900' },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (values.help) {
+  process.stdout.write(
+    'usage: npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--timeout-s 900] [--json]\n',
+  );
+  process.exit(0);
+}
+const vehicles = Number(values.vehicles);
+if (!Number.isInteger(vehicles) || vehicles < 1) {
+  process.stderr.write('error: --vehicles must be a positive integer\n');
+  process.exit(2);
+}
+
+const began = Date.now();
+const summary = await runFleet({
+  vehicles,
+  faults: values.faults ?? false,
+  imageBytes: Number(values['image-kb']) * 1024,
+  timeoutMs: Number(values['timeout-s']) * 1000,
+  ...(values.seed ? { seed: Number(values.seed) } : {}),
+  log: (line) => process.stderr.write(`[fleet +${((Date.now() - began) / 1000).toFixed(1)}s] ${line}\n`),
+});
+
+const checks: [string, boolean][] = [
+  ['main campaign completed', summary.campaign.status === 'completed'],
+  ['backend and vehicles agree on every vehicle', summary.disagreements.length === 0],
+  [
+    'every vehicle runs the old or the new version',
+    Object.keys(summary.versions).every((v) => v === '1.0.0' || v === '2.0.0'),
+  ],
+  [
+    'every vehicle has an outcome (no status lost)',
+    Object.entries(summary.campaign.counts)
+      .filter(([s]) =>
+        ['completed', 'failed', 'verification_failed', 'rolled_back', 'rejected', 'timed_out'].includes(s),
+      )
+      .reduce((n, [, c]) => n + c, 0) === vehicles,
+  ],
+];
+if (summary.faults) {
+  const failures = ['failed', 'verification_failed', 'rolled_back', 'rejected', 'timed_out'].reduce(
+    (n, s) => n + (summary.campaign.counts[s] ?? 0),
+    0,
+  );
+  const c = summary.injected;
+  checks.push(
+    ['downloads were cut and resumed', (c.downloadsCut ?? 0) > 0],
+    ['vehicles lost power mid-install and rebooted', (c.powerCuts ?? 0) > 0],
+    ['MQTT messages were duplicated and reordered', (c.duplicatedMessages ?? 0) > 0],
+    ['the broker restarted mid-campaign', c.brokerRestarts === 1],
+    [
+      'health-check failures were counted as failures',
+      failures > 0 && (summary.campaign.counts.rolled_back ?? 0) === failures,
+    ],
+    ['the tampered release halted its campaign', summary.tamperedCampaign?.status === 'halted'],
+    ['no vehicle installed the tampered release', (summary.tamperedCampaign?.counts.completed ?? 0) === 0],
+  );
+}
+
+const bytesRatio =
+  summary.bytesServed / (summary.imageBytes * Math.max(1, summary.campaign.counts.completed ?? 0));
+if (values.json) {
+  process.stdout.write(`${JSON.stringify({ ...summary, checks: Object.fromEntries(checks) }, null, 2)}\n`);
+} else {
+  const lines = [
+    `Fleet simulation: ${summary.vehicles} vehicles, faults ${summary.faults ? 'on' : 'off'}`,
+    `  main campaign      ${summary.campaign.status}  ${JSON.stringify(summary.campaign.counts)}`,
+    `  halt reason        ${summary.campaign.haltReason ?? '-'}`,
+    ...Object.entries(summary.campaign.reasons).map(([r, n]) => `    ${n} x ${r}`),
+    `  time to notify all ${(summary.timings.notifyAllMs / 1000).toFixed(1)} s`,
+    `  time to complete   ${(summary.timings.completeMs / 1000).toFixed(1)} s`,
+    `  offer -> installed p50 ${(summary.timings.p50InstallMs / 1000).toFixed(2)} s, p99 ${(summary.timings.p99InstallMs / 1000).toFixed(2)} s`,
+    `  bytes served       ${summary.bytesServed} (${bytesRatio.toFixed(3)} x image size per completed vehicle, image ${summary.imageBytes} B)`,
+    `  versions running   ${JSON.stringify(summary.versions)}`,
+    `  injected faults    ${JSON.stringify(summary.injected)}`,
+    ...(summary.tamperedCampaign
+      ? [
+          `  tampered release   ${summary.tamperedCampaign.status}: ${summary.tamperedCampaign.haltReason ?? ''} ${JSON.stringify(summary.tamperedCampaign.counts)}`,
+        ]
+      : []),
+    `  backend vs vehicles ${summary.disagreements.length === 0 ? 'agree exactly' : `${summary.disagreements.length} disagreements`}`,
+    ...summary.disagreements.slice(0, 20).map((d) => `    ${d}`),
+    ...checks.map(([name, ok]) => `  ${ok ? 'ok  ' : 'FAIL'} ${name}`),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+const failed = checks.filter(([, ok]) => !ok).length;
+process.stdout.write(`${checks.length - failed} passed, ${failed} failed\n`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,540 @@
+/**
+ * Fleet simulation: the whole system end to end on one machine. Starts the local cloud, registers N vehicles with
+ * their own keys and certificates, runs N real TCU agents in this process, publishes a signed release, runs a
+ * staged campaign to its end and compares what the backend recorded with what every vehicle actually runs.
+ *
+ * With faults: a share of downloads is cut mid-way, a share of vehicles loses power during installation and
+ * reboots, a share duplicates and reorders its MQTT messages, a share of ECUs fails the health check, the broker
+ * restarts mid-campaign, and afterwards a second release whose S3 object was tampered with is rolled out: every
+ * vehicle must refuse it and the campaign must halt itself.
+ */
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { Agent as HttpsAgent, request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import mqtt from 'mqtt';
+import { KeyFileSigner } from '../lambdas/adapters/signers.js';
+import { digestStream, type ReleaseManifest, signManifest } from '../lambdas/core/manifest.js';
+import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
+import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
+import type { AgentEvent, EcuConfig } from '../vehicle/agent.js';
+import { registerVehicle } from '../vehicle/api-client.js';
+import {
+  type HttpResponse,
+  type HttpTransport,
+  NodeHttpsTransport,
+  TransportError,
+} from '../vehicle/http-transport.js';
+import { ensureIdentity, saveCertificate } from '../vehicle/provisioning.js';
+import { type CreatedAgent, createVehicleAgent, identityDir } from '../vehicle/setup.js';
+
+export interface FleetOptions {
+  readonly vehicles: number;
+  readonly faults: boolean;
+  /** Jitter of the duplicated messages' delay. */
+  /** Image size in bytes. @default 256 KiB */
+  readonly imageBytes?: number;
+  /** Give up after this long. @default 600 s */
+  readonly timeoutMs?: number;
+  readonly seed?: number;
+  readonly log?: (line: string) => void;
+}
+
+export interface FleetSummary {
+  readonly vehicles: number;
+  readonly faults: boolean;
+  readonly campaign: {
+    readonly status: string;
+    readonly counts: Record<string, number>;
+    readonly haltReason: string | null;
+    /** Why vehicles did not complete, as they reported it. */
+    readonly reasons: Record<string, number>;
+  };
+  readonly timings: {
+    readonly notifyAllMs: number;
+    readonly completeMs: number;
+    readonly p50InstallMs: number;
+    readonly p99InstallMs: number;
+  };
+  readonly bytesServed: number;
+  readonly imageBytes: number;
+  readonly injected: Record<string, number>;
+  readonly disagreements: string[];
+  readonly versions: Record<string, number>;
+  readonly tamperedCampaign?: {
+    readonly status: string;
+    readonly haltReason: string | null;
+    readonly counts: Record<string, number>;
+  };
+}
+
+const TCU: EcuConfig = { ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '1.0.0' };
+const CHUNK = 64 * 1024;
+
+/** Deterministic per-vehicle fault assignment, so a failing run can be repeated exactly. */
+function rng(seed: number) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+function vinOf(i: number): string {
+  return `SMFLT${String(i).padStart(12, '0')}`;
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** Counts bytes received and, for chosen vehicles, cuts the first image download half-way. */
+class FaultyTransport implements HttpTransport {
+  bytes = 0;
+  private cutDone = false;
+
+  constructor(
+    private readonly inner: HttpTransport,
+    private readonly cut: boolean,
+    private readonly counters: Record<string, number>,
+  ) {}
+
+  async send(req: Parameters<HttpTransport['send']>[0]): Promise<HttpResponse> {
+    const res = await this.inner.send(req);
+    const total = Number(res.headers['content-length'] ?? 0);
+    const cutHere = this.cut && !this.cutDone && req.method === 'GET' && total > 2 * CHUNK;
+    if (cutHere) this.cutDone = true;
+    const self = this;
+    const body = (async function* () {
+      let seen = 0;
+      for await (const chunk of res.body) {
+        self.bytes += chunk.length;
+        seen += chunk.length;
+        yield chunk;
+        if (cutHere && seen >= total / 2) {
+          self.counters.downloadsCut = (self.counters.downloadsCut ?? 0) + 1;
+          res.abort();
+          throw new TransportError('connection_cut', 'connection cut (injected fault)');
+        }
+      }
+    })();
+    return { status: res.status, headers: res.headers, body, abort: () => res.abort() };
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+}
+
+export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
+  const log = options.log ?? (() => {});
+  const random = rng(options.seed ?? 20261127);
+  const root = mkdtempSync(join(tmpdir(), 'ota-fleet-'));
+  const imageBytes = options.imageBytes ?? 256 * 1024;
+  const deadline = Date.now() + (options.timeoutMs ?? 600_000);
+  const injected: Record<string, number> = {};
+  process.env.VEHICLE_RATE_PER_MINUTE ??= '100000';
+  const { privateKey } = await import('node:crypto').then((c) =>
+    c.generateKeyPairSync('ec', { namedCurve: 'prime256v1' }),
+  );
+  const releaseSigner = new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+  const releasePub = await releaseSigner.publicKeyPem();
+
+  const cloud: LocalCloud = await startLocalCloud({
+    dataDir: join(root, 'cloud'),
+    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
+    releasePublicKeys: [releasePub],
+    campaignTickMs: 1000,
+    throttle: { ratePerSecond: 100_000, burst: 100_000 },
+    logger: { warn() {}, error: (m, e) => log(`gateway error: ${m} ${JSON.stringify(e)}`) },
+  });
+  const agents = new Map<string, CreatedAgent>();
+  const transports = new Map<string, FaultyTransport>();
+  try {
+    const ca = cloud.caCertPem;
+    const api = cloud.endpoints.api;
+    const adminHeaders = { authorization: `Bearer ${cloud.adminToken}`, 'content-type': 'application/json' };
+    const http = new NodeHttpsTransport({ ca });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const res = await httpsCall(
+        method,
+        `${api}${path}`,
+        ca,
+        adminHeaders,
+        body === undefined ? undefined : JSON.stringify(body),
+      );
+      const text = res.body.toString('utf8');
+      if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+      return JSON.parse(text);
+    };
+    const s3 = new S3Client({
+      endpoint: cloud.endpoints.s3,
+      region: LOCAL_REGION,
+      credentials: LOCAL_CREDENTIALS,
+      forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      requestHandler: { httpsAgent: new HttpsAgent({ ca }) },
+    });
+    const publishRelease = async (version: string, image: Buffer) => {
+      const d = await digestStream(Readable.from([image]), CHUNK);
+      const manifest: ReleaseManifest = {
+        schema: 'ota.release-manifest/v1',
+        release_id: `tcu-${version}`,
+        ecu: 'tcu',
+        hardware_ids: ['TCU-HW-1'],
+        version,
+        size: d.size,
+        sha256: d.sha256,
+        chunk_size: CHUNK,
+        chunks: d.chunks,
+        created_at: new Date().toISOString(),
+      };
+      const signed = await signManifest(manifest, [releaseSigner]);
+      const created = await call('POST', '/releases', signed);
+      const put = await httpsCall(
+        'PUT',
+        created.upload.url,
+        ca,
+        { 'content-type': 'application/octet-stream', 'content-length': String(image.length) },
+        image,
+      );
+      if (put.status !== 200) throw new Error(`upload of ${version} failed: ${put.status}`);
+      await call('POST', `/releases/tcu-${version}/publish`, {});
+      return signed;
+    };
+
+    // Trust anchors as a factory would provision them: the OEM release key and the backend's public key.
+    const backendPub = createPublicKey(readFileSync(cloud.signingKeyFile, 'utf8'))
+      .export({ type: 'spki', format: 'pem' })
+      .toString();
+    const trust = {
+      releaseKeys: trustedKeysFromPems([releasePub]),
+      backendKeys: trustedKeysFromPems([backendPub]),
+    };
+
+    log(`registering ${options.vehicles} vehicles`);
+    const plan = new Map<string, { cut: boolean; kill: boolean; dup: boolean; unhealthy: boolean }>();
+    const vins = Array.from({ length: options.vehicles }, (_, i) => vinOf(i));
+    // Fault shares by position, so every run with enough vehicles has each kind: 10% cut downloads, 5% power
+    // cuts during install, 10% duplicated/reordered messages, 5% failing health checks (disjoint from the cuts).
+    vins.forEach((vin, i) => {
+      const f = options.faults;
+      plan.set(vin, {
+        cut: f && i % 10 === 1,
+        kill: f && i % 20 === 3,
+        dup: f && i % 10 === 7,
+        unhealthy: f && i % 20 === 5,
+      });
+    });
+    const stateDirOf = (vin: string) => join(root, 'vehicles', vin);
+    await pool(vins, 8, async (vin) => {
+      const identity = await ensureIdentity(identityDir(stateDirOf(vin)), vin);
+      const cert = await registerVehicle(http, api, cloud.adminToken, {
+        vin,
+        model: 'Simulator',
+        ecus: [{ ...TCU }],
+        csr: identity.csrPem,
+      });
+      await saveCertificate(identity, cert);
+    });
+
+    const events = new Map<string, AgentEvent[]>();
+    const startAgent = async (vin: string, reboot: boolean) => {
+      const p = plan.get(vin)!;
+      const transport =
+        transports.get(vin) ?? new FaultyTransport(new NodeHttpsTransport({ ca }), p.cut, injected);
+      transports.set(vin, transport);
+      let killedOnce = reboot;
+      const created = await createVehicleAgent({
+        vin,
+        stateDir: stateDirOf(vin),
+        trust,
+        ecus: [TCU],
+        apiUrl: api,
+        mqttUrl: cloud.endpoints.mqtt,
+        apiCa: ca,
+        downloadTransport: transport,
+        factoryImage: () => Buffer.from('factory image of tcu 1.0.0\n'),
+        healthCheck: () => !p.unhealthy,
+        mqttKeepaliveSeconds: 5,
+        mqttBackoff: { baseMs: 200, maxMs: 2000 },
+        polling: { intervalMs: 2000, connectedIntervalMs: 10_000, mqttGraceMs: 3000 },
+        safety: { pollMs: 100 },
+        retryBackoff: { baseMs: 200, maxMs: 2000 },
+        reportBackoff: { baseMs: 200, maxMs: 2000 },
+        download: { backoff: { baseMs: 100, maxMs: 1000 }, minBytesPerSecond: 0 },
+        ...(p.dup
+          ? {
+              mqttClientFactory: (url, opts) => {
+                const client = mqtt.connect(url, opts);
+                const publish = client.publish.bind(client) as (...a: unknown[]) => unknown;
+                // Every report goes out twice, the copy late: duplicated and reordered at the backend.
+                (client as unknown as { publish: (...a: unknown[]) => unknown }).publish = (
+                  ...args: unknown[]
+                ) => {
+                  const [topic, message] = args as [string, Buffer | string];
+                  setTimeout(
+                    () => {
+                      injected.duplicatedMessages = (injected.duplicatedMessages ?? 0) + 1;
+                      if (client.connected) publish(topic, message, { qos: 1 });
+                    },
+                    50 + Math.floor(random() * 400),
+                  );
+                  return publish(...args);
+                };
+                return client;
+              },
+            }
+          : {}),
+        hooks: p.kill
+          ? {
+              beforeInstallStep: async (step) => {
+                if (step !== 'activate' || killedOnce) return;
+                killedOnce = true;
+                injected.powerCuts = (injected.powerCuts ?? 0) + 1;
+                agents.get(vin)?.agent.kill();
+                // Reboot a moment later: a fresh agent on the same folder.
+                setTimeout(() => void startAgent(vin, true), 300);
+                await new Promise(() => {});
+              },
+            }
+          : {},
+      });
+      const list = events.get(vin) ?? [];
+      events.set(vin, list);
+      created.agent.onEvent((e) => list.push(e));
+      agents.set(vin, created);
+      await created.agent.start();
+    };
+    log('starting agents');
+    await pool(vins, 16, (vin) => startAgent(vin, false));
+
+    log('publishing release 2.0.0');
+    const image = randomBytes(imageBytes);
+    await publishRelease('2.0.0', image);
+    const t0 = Date.now();
+    await call('POST', '/campaigns', {
+      campaign_id: 'fleet-main',
+      name: 'fleet simulation',
+      release_id: 'tcu-2.0.0',
+      targets: { filter: { model: 'Simulator' } },
+      policy: {
+        waves: [10, 50, 100],
+        advance_success_percent: 80,
+        halt_failure_percent: 25,
+        halt_min_outcomes: 5,
+        vehicle_timeout_seconds: 120,
+        retry_budget: 1,
+        notify_per_second: 100,
+      },
+    });
+    await call('POST', '/campaigns/fleet-main/start', {});
+
+    let restarted = false;
+    let lastReport = Date.now();
+    let campaign = await call('GET', '/campaigns/fleet-main');
+    while (!['completed', 'halted', 'cancelled'].includes(campaign.status)) {
+      if (Date.now() > deadline)
+        throw new Error(`fleet campaign did not finish in time: ${JSON.stringify(campaign.counts)}`);
+      if (options.faults && !restarted && campaign.current_wave >= 1) {
+        restarted = true;
+        injected.brokerRestarts = 1;
+        log('restarting the MQTT broker');
+        await cloud.broker.restart(1000);
+        log('broker back');
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      campaign = await call('GET', '/campaigns/fleet-main');
+      if (Date.now() - lastReport > 5000) {
+        lastReport = Date.now();
+        log(`wave ${campaign.current_wave}: ${JSON.stringify(campaign.counts)}`);
+      }
+    }
+    const completeMs = Date.now() - t0;
+    log(
+      `main campaign ${campaign.status} after ${(completeMs / 1000).toFixed(1)} s; waiting for agents to settle`,
+    );
+    // Let in-flight reports land (agents retry until acknowledged).
+    await settle(agents, log);
+    await cloud.rules.idle();
+    campaign = await call('GET', '/campaigns/fleet-main');
+    log(`main campaign ${campaign.status}: ${JSON.stringify(campaign.counts)}`);
+
+    const offeredAt: number[] = [];
+    const reasons: Record<string, number> = {};
+    const installMs: number[] = [];
+    for (const w of campaign.waves) {
+      const res = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w.wave}`);
+      for (const v of res.vehicles) {
+        if (v.reason && v.status !== 'completed')
+          reasons[`${v.status}: ${v.reason}`] = (reasons[`${v.status}: ${v.reason}`] ?? 0) + 1;
+        if (v.offered_at) offeredAt.push(Date.parse(v.offered_at));
+        if (v.status === 'completed' && v.offered_at)
+          installMs.push(Date.parse(v.updated_at) - Date.parse(v.offered_at));
+      }
+    }
+
+    let tamperedCampaign: FleetSummary['tamperedCampaign'];
+    if (options.faults) {
+      log('publishing release 2.1.0 and tampering with its object in S3');
+      const evil = randomBytes(imageBytes);
+      const signed = await publishRelease('2.1.0', evil);
+      const tampered = Buffer.from(evil);
+      tampered.writeUInt8(tampered.readUInt8(CHUNK + 1) ^ 0xff, CHUNK + 1);
+      await s3.send(
+        new PutObjectCommand({
+          Bucket: cloud.bucket,
+          Key: `releases/${signed.manifest.sha256}`,
+          Body: tampered,
+        }),
+      );
+      injected.tamperedObjects = 1;
+      await call('POST', '/campaigns', {
+        campaign_id: 'fleet-tampered',
+        name: 'tampered release',
+        release_id: 'tcu-2.1.0',
+        targets: { filter: { model: 'Simulator', current_version: '2.0.0' } },
+        policy: { waves: [10, 100], halt_failure_percent: 50, halt_min_outcomes: 3, notify_per_second: 100 },
+      });
+      await call('POST', '/campaigns/fleet-tampered/start', {});
+      let c = await call('GET', '/campaigns/fleet-tampered');
+      while (!['completed', 'halted', 'cancelled'].includes(c.status)) {
+        if (Date.now() > deadline)
+          throw new Error(`tampered campaign did not halt in time: ${JSON.stringify(c.counts)}`);
+        await new Promise((r) => setTimeout(r, 500));
+        c = await call('GET', '/campaigns/fleet-tampered');
+      }
+      await settle(agents, log);
+      await cloud.rules.idle();
+      c = await call('GET', '/campaigns/fleet-tampered');
+      tamperedCampaign = { status: c.status, haltReason: c.halt_reason, counts: c.counts };
+      log(`tampered campaign ${c.status}: ${c.halt_reason}`);
+    }
+
+    // The backend's view against each vehicle's own view: they must agree exactly.
+    const disagreements: string[] = [];
+    const versions: Record<string, number> = {};
+    for (const vin of vins) {
+      const backend = await call('GET', `/vehicles/${vin}`);
+      const agent = agents.get(vin)!.agent;
+      const running = agent.state?.ecus.tcu?.version;
+      versions[running ?? 'unknown'] = (versions[running ?? 'unknown'] ?? 0) + 1;
+      if (running !== '1.0.0' && running !== '2.0.0')
+        disagreements.push(`${vin}: runs ${running}, neither old nor new`);
+      if (backend.ecus[0].version !== running) {
+        disagreements.push(`${vin}: backend says ${backend.ecus[0].version}, vehicle runs ${running}`);
+      }
+      const main = backend.updates.find((u: { update_id: string }) => u.update_id === 'campaign#fleet-main');
+      const last = agent.state?.recent.filter((r) => r.update_id === 'campaign#fleet-main').at(-1);
+      const outcome = last?.status;
+      if (main?.status !== outcome) {
+        disagreements.push(
+          `${vin}: backend status ${main?.status}, vehicle outcome ${outcome} (${last?.reason ?? ''})`,
+        );
+      }
+      if (tamperedCampaign) {
+        const t = backend.updates.find(
+          (u: { update_id: string }) => u.update_id === 'campaign#fleet-tampered',
+        );
+        const tOutcome = agent.state?.recent
+          .filter((r) => r.update_id === 'campaign#fleet-tampered')
+          .at(-1)?.status;
+        if (t && t.status !== 'scheduled' && t.status !== tOutcome) {
+          disagreements.push(`${vin}: tampered campaign: backend ${t.status}, vehicle ${tOutcome}`);
+        }
+      }
+    }
+    http.close();
+    s3.destroy();
+    return {
+      vehicles: options.vehicles,
+      faults: options.faults,
+      campaign: {
+        status: campaign.status,
+        counts: campaign.counts,
+        haltReason: campaign.halt_reason,
+        reasons,
+      },
+      timings: {
+        notifyAllMs: offeredAt.length ? Math.max(...offeredAt) - t0 : 0,
+        completeMs,
+        p50InstallMs: percentile(installMs, 50),
+        p99InstallMs: percentile(installMs, 99),
+      },
+      bytesServed: [...transports.values()].reduce((n, t) => n + t.bytes, 0),
+      imageBytes,
+      injected,
+      disagreements,
+      versions,
+      ...(tamperedCampaign ? { tamperedCampaign } : {}),
+    };
+  } finally {
+    await pool([...agents.values()], 32, (a) => a.close().catch(() => {}));
+    await cloud.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** A plain HTTPS request for the operator's side of the simulation, trusting exactly the local CA. */
+function httpsCall(
+  method: string,
+  url: string,
+  ca: string,
+  headers: Record<string, string>,
+  body?: string | Buffer,
+): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, headers, ca }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Waits (at most 30 s in all) until every agent has no offer waiting, no update running and no report unsent. */
+async function settle(agents: Map<string, CreatedAgent>, log: (line: string) => void): Promise<void> {
+  const all = [...agents.values()];
+  const idle = await Promise.race([
+    Promise.all(all.map((a) => a.agent.whenIdle())).then(() => true),
+    sleep(30_000).then(() => false),
+  ]);
+  if (!idle) {
+    const busy = all.filter((a) => {
+      const s = a.agent.state;
+      return s && (s.current !== null || s.inbox.length > 0 || s.pending_reports.length > 0);
+    });
+    log(
+      `${busy.length} agents still busy after 30 s: ${busy
+        .slice(0, 5)
+        .map(
+          (a) =>
+            `${a.agent.vin} ${JSON.stringify({ current: a.agent.state?.current?.phase, inbox: a.agent.state?.inbox.length, reports: a.agent.state?.pending_reports.length })}`,
+        )
+        .join('; ')}`,
+    );
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
