@@ -482,9 +482,16 @@ export class VehicleAgent {
       ecus: s.ecus,
       ...(this.options.maxImageBytes ? { maxImageBytes: this.options.maxImageBytes } : {}),
     });
-    if (!verdict.ok) {
-      const reason = `${verdict.reason}: ${verdict.message}`;
-      this.logger.warn('offer rejected', {
+    // An authentic offer for exactly the version this ECU already runs: the state the backend wants is already
+    // reached (the update finished while this copy of the offer was on its way, or another path installed it).
+    // Report completed, idempotently, rather than rejecting a genuine offer.
+    const satisfied = !verdict.ok && verdict.reason === 'already_installed';
+    if (!verdict.ok || satisfied) {
+      const status = satisfied ? 'completed' : 'rejected';
+      const reason = satisfied
+        ? `already running ${offer.firmware_version}`
+        : `${verdict.reason}: ${verdict.message}`;
+      this.logger.warn(satisfied ? 'offer already satisfied' : 'offer rejected', {
         update_id: offer.update_id,
         firmware_version: offer.firmware_version,
         reason,
@@ -497,14 +504,14 @@ export class VehicleAgent {
           firmware_version: offer.firmware_version,
           counter: offer.assignment.assignment.counter,
           offer_digest: entry.offer_digest,
-          status: 'rejected',
+          status,
           reason,
           at: new Date(now).toISOString(),
         });
         appendReport(
           d,
           {
-            status: 'rejected',
+            status,
             reason,
             ...(VERSION_PATTERN.test(offer.firmware_version)
               ? { firmware_version: offer.firmware_version }
@@ -522,7 +529,7 @@ export class VehicleAgent {
         update_id: offer.update_id,
         firmware_version: offer.firmware_version,
         ecu: offer.ecu,
-        status: 'rejected',
+        status,
         reason,
       });
       return;
