@@ -153,17 +153,18 @@ export class CampaignService {
       );
     }
     const locked: string[] = [];
-    for (const v of targets) {
-      if (!(await this.deps.vehicles.lockCampaign(v.vin, release.ecu, campaignId))) {
-        await Promise.all(
-          locked.map((vin) => this.deps.vehicles.unlockCampaign(vin, release.ecu, campaignId)),
-        );
-        throw new ConflictError(
-          'campaign_conflict',
-          `Vehicle ${v.vin} joined another campaign for ${release.ecu} meanwhile`,
-        );
-      }
-      locked.push(v.vin);
+    let lost: string | undefined;
+    await pool(targets, 16, async (v) => {
+      if (lost) return;
+      if (await this.deps.vehicles.lockCampaign(v.vin, release.ecu, campaignId)) locked.push(v.vin);
+      else lost ??= v.vin;
+    });
+    if (lost) {
+      await pool(locked, 16, (vin) => this.deps.vehicles.unlockCampaign(vin, release.ecu, campaignId));
+      throw new ConflictError(
+        'campaign_conflict',
+        `Vehicle ${lost} joined another campaign for ${release.ecu} meanwhile`,
+      );
     }
 
     const ordered = [...targets].sort((a, b) =>
@@ -213,7 +214,8 @@ export class CampaignService {
       offset += size;
     });
     await pool(records, 16, async (r) => {
-      // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one.
+      // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one, so a
+      // replayed report from an earlier update cannot move the new one.
       const previous = await this.deps.updates.listForVehicle(r.vin);
       const lastSequence = Math.max(-1, ...previous.map((u) => u.lastSequence));
       if (!(await this.deps.updates.put({ ...r, lastSequence }, 0))) {
