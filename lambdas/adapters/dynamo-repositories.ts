@@ -33,6 +33,21 @@ export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
   return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
 }
 
+/** Sends a conditional write: true when it applied, false when its condition did not hold. */
+async function conditionally(
+  db: DynamoDBDocumentClient,
+  command: PutCommand | UpdateCommand,
+): Promise<boolean> {
+  try {
+    if (command instanceof PutCommand) await db.send(command);
+    else await db.send(command);
+    return true;
+  } catch (err) {
+    if (isConditionFailure(err)) return false;
+    throw err;
+  }
+}
+
 function isConditionFailure(err: unknown): boolean {
   return err instanceof Error && err.name === 'ConditionalCheckFailedException';
 }
@@ -85,29 +100,24 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     publishedAt: string,
     objectVersionId: string | undefined,
   ): Promise<boolean> {
-    try {
-      await this.db.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { releaseId },
-          UpdateExpression: objectVersionId
-            ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
-            : 'SET #s = :published, publishedAt = :at',
-          ConditionExpression: '#s = :pending',
-          ExpressionAttributeNames: { '#s': 'status' },
-          ExpressionAttributeValues: {
-            ':published': 'published',
-            ':pending': 'pending_upload',
-            ':at': publishedAt,
-            ...(objectVersionId ? { ':v': objectVersionId } : {}),
-          },
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailure(err)) return false;
-      throw err;
-    }
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: objectVersionId
+          ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
+          : 'SET #s = :published, publishedAt = :at',
+        ConditionExpression: '#s = :pending',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: {
+          ':published': 'published',
+          ':pending': 'pending_upload',
+          ':at': publishedAt,
+          ...(objectVersionId ? { ':v': objectVersionId } : {}),
+        },
+      }),
+    );
   }
 
   async setUploadId(releaseId: string, uploadId: string): Promise<void> {
@@ -280,21 +290,16 @@ export class DynamoVehicleRepository implements VehicleRepository {
   }
 
   async consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean> {
-    try {
-      await this.db.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { vin },
-          UpdateExpression: 'REMOVE challenge',
-          ConditionExpression: 'challenge.nonce = :n AND challenge.expiresAt > :now',
-          ExpressionAttributeValues: { ':n': nonce, ':now': nowSeconds },
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailure(err)) return false;
-      throw err;
-    }
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression: 'REMOVE challenge',
+        ConditionExpression: 'challenge.nonce = :n AND challenge.expiresAt > :now',
+        ExpressionAttributeValues: { ':n': nonce, ':now': nowSeconds },
+      }),
+    );
   }
 
   async setActiveUpdate(vin: string, updateId: string): Promise<void> {
@@ -310,23 +315,18 @@ export class DynamoVehicleRepository implements VehicleRepository {
   }
 
   async takeRateToken(vin: string, window: number, limit: number): Promise<boolean> {
-    try {
-      await this.db.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { vin },
-          // One attribute per window; the previous window's is removed in the same write, so the item never grows.
-          UpdateExpression: 'ADD #cur :one REMOVE #prev',
-          ConditionExpression: 'attribute_exists(vin) AND (attribute_not_exists(#cur) OR #cur < :limit)',
-          ExpressionAttributeNames: { '#cur': `rate_${window}`, '#prev': `rate_${window - 1}` },
-          ExpressionAttributeValues: { ':one': 1, ':limit': limit },
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailure(err)) return false;
-      throw err;
-    }
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        // One attribute per window; the previous window's is removed in the same write, so the item never grows.
+        UpdateExpression: 'ADD #cur :one REMOVE #prev',
+        ConditionExpression: 'attribute_exists(vin) AND (attribute_not_exists(#cur) OR #cur < :limit)',
+        ExpressionAttributeNames: { '#cur': `rate_${window}`, '#prev': `rate_${window - 1}` },
+        ExpressionAttributeValues: { ':one': 1, ':limit': limit },
+      }),
+    );
   }
 
   async nextAssignmentCounter(vin: string): Promise<number> {
@@ -412,24 +412,19 @@ export class DynamoUpdateRepository implements UpdateRepository {
   }
 
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
-    try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: next,
-          ...(expectedRevision === 0
-            ? { ConditionExpression: 'attribute_not_exists(vin)' }
-            : {
-                ConditionExpression: 'revision = :r',
-                ExpressionAttributeValues: { ':r': expectedRevision },
-              }),
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailure(err)) return false;
-      throw err;
-    }
+    return conditionally(
+      this.db,
+      new PutCommand({
+        TableName: this.table,
+        Item: next,
+        ...(expectedRevision === 0
+          ? { ConditionExpression: 'attribute_not_exists(vin)' }
+          : {
+              ConditionExpression: 'revision = :r',
+              ExpressionAttributeValues: { ':r': expectedRevision },
+            }),
+      }),
+    );
   }
 }
 
@@ -501,22 +496,17 @@ export class DynamoCampaignRepository implements CampaignRepository {
       values[`:f${i}`] = v;
       sets.push(`#f${i} = :f${i}`);
     }
-    try {
-      await this.db.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { campaignId },
-          UpdateExpression: `SET ${sets.join(', ')}`,
-          ConditionExpression: '#rev = :rev',
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailure(err)) return false;
-      throw err;
-    }
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { campaignId },
+        UpdateExpression: `SET ${sets.join(', ')}`,
+        ConditionExpression: '#rev = :rev',
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+      }),
+    );
   }
 
   async count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void> {
