@@ -339,6 +339,29 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
 
     let restarted = false;
     let lastReport = Date.now();
+    let lastCounts = '';
+    let stalledReports = 0;
+    const explainStall = async (waves: number) => {
+      for (let w = 0; w < waves; w++) {
+        const listed = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w}`);
+        const open = (listed.vehicles as { vin: string; status: string; attempt: number }[]).filter(
+          (v) => !['completed', 'rolled_back', 'failed', 'verification_failed', 'timed_out', 'scheduled'].includes(v.status),
+        );
+        for (const v of open.slice(0, 5)) {
+          const st = agents.get(v.vin)?.agent.state;
+          log(
+            `stalled: ${v.vin} wave ${w} backend ${v.status} (attempt ${v.attempt}); agent ${JSON.stringify({
+              current: st?.current ? { version: st.current.firmware_version, phase: st.current.phase } : null,
+              inbox: st?.inbox.length,
+              pending_reports: st?.pending_reports.map((r) => r.status),
+              ecus: st?.ecus,
+              last_counter: st?.last_counter,
+              recent: st?.recent.slice(-2),
+            })}; last events ${JSON.stringify((events.get(v.vin) ?? []).slice(-6))}`,
+          );
+        }
+      }
+    };
     let campaign = await call('GET', '/campaigns/fleet-main');
     while (!['completed', 'halted', 'cancelled'].includes(campaign.status)) {
       if (Date.now() > deadline)
@@ -354,7 +377,12 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       campaign = await call('GET', '/campaigns/fleet-main');
       if (Date.now() - lastReport > 5000) {
         lastReport = Date.now();
-        log(`wave ${campaign.current_wave}: ${JSON.stringify(campaign.counts)}`);
+        const counts = JSON.stringify(campaign.counts);
+        log(`wave ${campaign.current_wave}: ${counts}`);
+        stalledReports = counts === lastCounts ? stalledReports + 1 : 0;
+        lastCounts = counts;
+        // Nothing moved for 15 s: say which vehicles hold the campaign up and what their agents believe.
+        if (stalledReports === 3) await explainStall(campaign.waves.length);
       }
     }
     const completeMs = Date.now() - t0;

@@ -74,7 +74,7 @@ export interface AgentMqttSession extends ReportPublisher {
 
 export type AgentMqttFactory = (handlers: {
   onOffer: (payload: Buffer) => Promise<void>;
-  onConnectionChange: (connected: boolean) => void;
+  onConnectionChange: (connected: boolean, sessionPresent?: boolean) => void;
 }) => AgentMqttSession;
 
 export type InstallStep = 'write' | 'activate' | 'health' | 'commit';
@@ -90,6 +90,7 @@ export interface AgentHooks {
 
 export type AgentEvent =
   | { type: 'offer'; source: 'mqtt' | 'poll'; update_id: string; firmware_version: string; counter: number }
+  | { type: 'poll'; reason: 'interval' | 'catch_up'; pending: number }
   | { type: 'accepted'; update_id: string; firmware_version: string; ecu: string }
   | {
       type: 'phase';
@@ -193,6 +194,9 @@ export class VehicleAgent {
   private readonly logger: AgentLogger;
   private mqttDownSince: number;
   private lastPollAt = Number.NEGATIVE_INFINITY;
+  /** Poll once as soon as the agent is not busy, whatever the interval (set after losing the MQTT session). */
+  private catchUp = false;
+  private mqttConnectedBefore = false;
   private retryLaterCount = 0;
 
   constructor(private readonly options: VehicleAgentOptions) {
@@ -251,8 +255,13 @@ export class VehicleAgent {
     if (o.mqtt) {
       this.session = o.mqtt({
         onOffer: (payload) => this.receiveOffer(payload, 'mqtt'),
-        onConnectionChange: (connected) => {
+        onConnectionChange: (connected, sessionPresent) => {
           if (!connected) this.mqttDownSince = this.runtime.now();
+          // A reconnect without our session: whatever the backend published while we were away is lost at the
+          // broker, so ask the backend directly instead of waiting for the campaign's deadline to re-offer.
+          // (The first connection is covered by the poll every start makes.)
+          if (connected && sessionPresent === false && this.mqttConnectedBefore) this.catchUp = true;
+          if (connected) this.mqttConnectedBefore = true;
           this.emit({ type: 'connection', connected });
           this.pollWake.notify();
           if (connected) this.reporterInstance?.notify();
@@ -1027,16 +1036,23 @@ export class VehicleAgent {
       const s = this.store?.state;
       // Busy: a poll could only queue more work, and would spend the vehicle's API rate budget meanwhile.
       const busy = !s || s.current !== null || s.inbox.length > 0;
-      if (interval !== undefined && !busy && now >= notBefore && now - this.lastPollAt >= interval) {
+      const due = this.catchUp || (interval !== undefined && now - this.lastPollAt >= interval);
+      if (due && !busy && now >= notBefore) {
         this.lastPollAt = now;
+        const catchingUp = this.catchUp;
+        this.catchUp = false;
         try {
-          await this.pollOnce();
+          const pending = await this.pollOnce();
+          this.emit({ type: 'poll', reason: catchingUp ? 'catch_up' : 'interval', pending });
           failures = 0;
         } catch (err) {
           if (signal.aborted || err instanceof StoreClosedError) return;
+          // A failed catch-up stays owed; it is retried after the same backoff as any failed poll.
+          if (catchingUp) this.catchUp = true;
+          const base = interval ?? 60_000;
           const wait = Math.max(
             err instanceof ApiError ? (err.retryAfterMs ?? 0) : 0,
-            backoffDelay(failures++, { baseMs: interval, maxMs: Math.max(interval, 600_000) }, () =>
+            backoffDelay(failures++, { baseMs: base, maxMs: Math.max(base, 600_000) }, () =>
               this.runtime.random(),
             ),
           );
@@ -1048,8 +1064,11 @@ export class VehicleAgent {
     }
   }
 
-  /** One poll of GET /updates/{vin}: each pending update not yet known here becomes an offer via /download. */
-  async pollOnce(): Promise<void> {
+  /**
+   * One poll of GET /updates/{vin}: each pending update not yet known here becomes an offer via /download.
+   * Answers how many updates the backend listed as pending.
+   */
+  async pollOnce(): Promise<number> {
     const signal = this.abort.signal;
     const list = await this.options.api.listUpdates(signal);
     for (const u of list.pending) {
@@ -1060,8 +1079,10 @@ export class VehicleAgent {
         s.pending_reports.some(
           (p) => TERMINAL_REPORTS.has(p.status) && p.firmware_version === u.firmware_version,
         ) ||
-        s.ecus[u.ecu]?.version === u.firmware_version ||
         !VERSION_PATTERN.test(u.firmware_version);
+      // Not skipped when the ECU already runs that version: the backend still counts the update as open (its
+      // offer was lost, or it was installed under another update), and only the signed offer /download answers
+      // lets the agent check it is the very image that runs and report it completed.
       if (known) continue;
       let answer: Awaited<ReturnType<VehicleApi['download']>>;
       try {
@@ -1099,6 +1120,7 @@ export class VehicleAgent {
       };
       await this.receiveOffer(Buffer.from(JSON.stringify(offer)), 'poll');
     }
+    return list.pending.length;
   }
 }
 

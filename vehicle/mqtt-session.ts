@@ -27,7 +27,11 @@ export interface MqttSessionOptions {
   readonly certPem: string;
   /** Called for each offer message; the PUBACK waits for it. Throwing withholds the PUBACK (redelivery). */
   readonly onOffer: (payload: Buffer) => Promise<void>;
-  readonly onConnectionChange?: (connected: boolean) => void;
+  /**
+   * Connection up or down. On the way up, sessionPresent false means the broker kept nothing for us (first
+   * connection, an expired persistent session, a broker that lost its state): offers published meanwhile are gone.
+   */
+  readonly onConnectionChange?: (connected: boolean, sessionPresent?: boolean) => void;
   /** @default mqtt.connect */
   readonly factory?: MqttClientFactory;
   /** @default 30 */
@@ -149,7 +153,7 @@ export class MqttSession {
       if (this.client !== client) return;
       this.connections++;
       this.logger.info('mqtt connected', { session_present: connack.sessionPresent });
-      this.setConnected(true);
+      this.setConnected(true, connack.sessionPresent);
       client.subscribe(topic, { qos: 1 }, (err, granted) => {
         if (err) {
           this.logger.warn('mqtt subscribe failed', { error: describeError(err) });
@@ -189,9 +193,10 @@ export class MqttSession {
     );
   }
 
-  private setConnected(connected: boolean): void {
+  private setConnected(connected: boolean, sessionPresent?: boolean): void {
     const was = this.connected;
     this.connectedSince = connected ? this.runtime.now() : undefined;
-    if (was !== connected) this.options.onConnectionChange?.(connected);
+    if (was !== connected)
+      this.options.onConnectionChange?.(connected, connected ? sessionPresent : undefined);
   }
 }

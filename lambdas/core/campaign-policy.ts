@@ -84,6 +84,12 @@ export function summarize(counts: WaveCounts): {
   return { size, succeeded, failed, outcomes: succeeded + failed };
 }
 
+/** Every vehicle of the wave has an outcome or was cancelled: nothing in it can change any more. */
+export function waveSettled(counts: WaveCounts): boolean {
+  const { size, outcomes } = summarize(counts);
+  return outcomes + (counts.cancelled ?? 0) >= size;
+}
+
 export type WaveDecision =
   | { readonly action: 'halt'; readonly reason: string }
   | { readonly action: 'advance' }
@@ -96,6 +102,8 @@ export function evaluateWave(
   now: Date,
 ): WaveDecision {
   const { size, succeeded, failed, outcomes } = summarize(counts);
+  // A campaign with fewer vehicles than waves has empty waves (waveSizes): nothing to wait for in them.
+  if (size === 0) return { action: 'advance' };
   if (outcomes >= policy.haltMinOutcomes) {
     if (policy.haltFailureCount !== undefined && failed >= policy.haltFailureCount) {
       return {

@@ -15,6 +15,7 @@ import {
   policyProblems,
   type RolloutPolicy,
   summarize,
+  waveSettled,
   waveSizes,
 } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
@@ -413,14 +414,24 @@ export class CampaignEngine {
 
   async tick(campaignId: string): Promise<{ offered: number; timedOut: number; decision: string }> {
     const c = await this.deps.campaigns.get(campaignId);
-    if (!c || c.status !== 'running') return { offered: 0, timedOut: 0, decision: 'idle' };
+    if (c?.status !== 'running') return { offered: 0, timedOut: 0, decision: 'idle' };
     const now = this.deps.clock.now();
     const wave = c.currentWave;
     const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    // A wave advances on its success threshold, not on every vehicle's outcome, so earlier waves may still have
+    // vehicles under way (a lost offer, a slow download). Their deadlines and retries are watched too; the
+    // counts say which waves have any, so a settled wave costs no read.
+    const laggards: UpdateRecord[] = [];
+    for (let w = 0; w < wave; w++) {
+      if (waveSettled(c.counts[`w${w}`] ?? {})) continue;
+      const earlier = await this.deps.updates.listByCampaignWave(c.campaignId, w);
+      laggards.push(...earlier.filter((u) => !isTerminal(u.status)));
+    }
+    const watched = [...laggards, ...items];
 
     let timedOut = 0;
     const retry: UpdateRecord[] = [];
-    for (const u of items) {
+    for (const u of watched) {
       if (
         u.status === 'scheduled' ||
         isTerminal(u.status) ||
@@ -441,7 +452,7 @@ export class CampaignEngine {
     }
 
     const budget = Math.max(1, Math.floor(c.policy.notifyPerSecond * this.deps.tickSeconds));
-    const toOffer = [...retry, ...items.filter((u) => u.status === 'scheduled')].slice(0, budget);
+    const toOffer = [...retry, ...watched.filter((u) => u.status === 'scheduled')].slice(0, budget);
     const release = await this.deps.releases.get(c.releaseId);
     let offered = 0;
     if (release) {
@@ -452,7 +463,7 @@ export class CampaignEngine {
     }
 
     const fresh = await this.deps.campaigns.get(c.campaignId);
-    if (!fresh || fresh.status !== 'running') return { offered, timedOut, decision: 'stopped' };
+    if (fresh?.status !== 'running') return { offered, timedOut, decision: 'stopped' };
     const startedAt = new Date(fresh.waves[wave]?.startedAt ?? fresh.createdAt);
     const decision = evaluateWave(fresh.counts[`w${wave}`] ?? {}, fresh.policy, startedAt, now);
     const stamp = now.toISOString();
@@ -476,8 +487,8 @@ export class CampaignEngine {
         );
         return { offered, timedOut, decision: 'advance' };
       }
-      const all = summarize(fresh.counts[`w${wave}`] ?? {});
-      if (all.outcomes === all.size) {
+      // Completed only once every vehicle of every wave has its outcome, not just the last wave's.
+      if (fresh.waves.every((_, w) => waveSettled(fresh.counts[`w${w}`] ?? {}))) {
         await this.deps.campaigns.change(c.campaignId, fresh.revision, { status: 'completed' }, stamp);
         return { offered, timedOut, decision: 'completed' };
       }

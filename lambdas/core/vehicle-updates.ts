@@ -180,13 +180,9 @@ export class FirmwareOfferService {
     const release = await this.resolveRelease(vehicle, version);
     const ecu = vehicle.ecus.find((e) => e.ecu === release.ecu)!;
     // A vehicle offered this release by a campaign downloads it as part of that campaign.
-    let updateId = directUpdateId(release.releaseId);
-    if (vehicle.activeUpdateId?.startsWith('campaign#')) {
-      const active = await this.deps.updates.get(vehicle.vin, vehicle.activeUpdateId);
-      if (active && active.releaseId === release.releaseId && !isTerminal(active.status))
-        updateId = active.updateId;
-    }
-    let update = await this.deps.updates.get(vehicle.vin, updateId);
+    const campaignUpdate = await this.campaignUpdateFor(vehicle, release.releaseId);
+    const updateId = campaignUpdate?.updateId ?? directUpdateId(release.releaseId);
+    let update = campaignUpdate ?? (await this.deps.updates.get(vehicle.vin, updateId));
 
     if (compareVersions(version, ecu.version) < 0) {
       throw new ConflictError(
@@ -219,6 +215,29 @@ export class FirmwareOfferService {
       manifest: release.signedManifest,
       assignment,
     };
+  }
+
+  /**
+   * The campaign update offering this release to the vehicle, if one is under way. The vehicle's active update is
+   * the fast path; the vehicle's own updates are the truth, because a request can arrive between the campaign
+   * marking the update offered and recording it as active (or after another update took the active slot), and
+   * must not then start a second, direct update of the same release beside the campaign's.
+   */
+  private async campaignUpdateFor(
+    vehicle: VehicleRecord,
+    releaseId: string,
+  ): Promise<UpdateRecord | undefined> {
+    const underWay = (u: UpdateRecord | undefined): u is UpdateRecord =>
+      !!u &&
+      u.updateId.startsWith('campaign#') &&
+      u.releaseId === releaseId &&
+      u.status !== 'scheduled' &&
+      !isTerminal(u.status);
+    if (vehicle.activeUpdateId?.startsWith('campaign#')) {
+      const active = await this.deps.updates.get(vehicle.vin, vehicle.activeUpdateId);
+      if (underWay(active)) return active;
+    }
+    return (await this.deps.updates.listForVehicle(vehicle.vin)).find(underWay);
   }
 
   private async startAttempt(

@@ -70,7 +70,6 @@ describe('vehicle agent: MQTT session resilience', { timeout: 60_000 }, () => {
     const v = await startAgent(ac, vin, dir, mqttOnly);
     try {
       await v.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'first connection');
-      const offer = await initiateOffer(v, '2.0.0');
       // Down for 1.5 s: reconnect attempts are refused meanwhile, with growing backoff.
       await ac.cloud.broker.restart(1500);
       // The new broker has no session: only a fresh SUBSCRIBE from the agent lets an offer through.
@@ -84,6 +83,14 @@ describe('vehicle agent: MQTT session resilience', { timeout: 60_000 }, () => {
         sleep(15_000).then(() => Promise.reject(new Error('the agent did not subscribe again'))),
       ]);
       assert.deepEqual(connections(v.events.events), [true, false, true]);
+      // The session was lost, so the agent asks the backend what it missed; nothing was pending yet.
+      const catchUp = await v.events.waitFor(
+        (e) => e.type === 'poll' && e.reason === 'catch_up',
+        10_000,
+        'catch-up poll',
+      );
+      assert.deepEqual(catchUp, { type: 'poll', reason: 'catch_up', pending: 0 });
+      const offer = await initiateOffer(v, '2.0.0');
       await publishOffer(ac, vin, offer); // through the IoT Data Plane shim, into the restarted broker
       await expectInstalledOverMqtt(v, vin, dir);
       const statuses = heard.map((m) => JSON.parse(m.payload.toString()).status);
@@ -91,6 +98,34 @@ describe('vehicle agent: MQTT session resilience', { timeout: 60_000 }, () => {
         statuses.includes('completed'),
         `status published to the restarted broker: ${statuses.join(',')}`,
       );
+    } finally {
+      await v.close();
+    }
+  });
+
+  it('asks the backend for what it missed when it comes back without its session (offer lost with the broker)', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    const v = await startAgent(ac, vin, dir, mqttOnly);
+    try {
+      await v.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'first connection');
+      // The backend records the update while the broker is about to go: its notification never reaches the car,
+      // and with polling off while MQTT is up, only the catch-up after the lost session can find it.
+      await initiateOffer(v, '2.0.0');
+      await ac.cloud.broker.restart(500);
+      const catchUp = await v.events.waitFor(
+        (e) => e.type === 'poll' && e.reason === 'catch_up',
+        15_000,
+        'catch-up poll',
+      );
+      assert.deepEqual(catchUp, { type: 'poll', reason: 'catch_up', pending: 1 });
+      const outcome = await v.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      assert.ok(v.events.events.some((e) => e.type === 'offer' && e.source === 'poll'));
+      assert.equal(v.events.events.filter((e) => e.type === 'poll').length, 1, 'no poll but the catch-up');
+      await v.agent.whenIdle();
+      assertVehicleRuns(dir, '2.0.0', rel.image);
+      assert.equal(backendUpdate(await backendVehicle(ac, vin), '2.0.0')?.status, 'completed');
     } finally {
       await v.close();
     }

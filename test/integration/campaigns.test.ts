@@ -10,6 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
@@ -289,6 +293,87 @@ describe('campaigns', { timeout: 120000 }, () => {
     for (const v of group('D', 4))
       assert.equal(sims.get(v)!.offers.length, 2, `${v} was offered exactly twice`);
     await assertCountsMatch('silent-fleet');
+  });
+
+  it('keeps watching a vehicle left behind in an earlier wave, and completes only when it has its outcome', async () => {
+    await register(group('F', 4), 'succeed');
+    await create({
+      campaign_id: 'laggard',
+      name: 'laggard',
+      targets: { vins: group('F', 4) },
+      policy: {
+        waves: [50, 100],
+        advance_success_percent: 50,
+        vehicle_timeout_seconds: 1,
+        retry_budget: 1,
+        halt_failure_percent: 100,
+        halt_min_outcomes: 10,
+      },
+    });
+    // One canary of wave 0 loses its first offer (as a car does when the broker forgets its session).
+    const [laggard] = await waveVehicles('laggard', 0);
+    const sim = sims.get(laggard!.vin)!;
+    sim.behaviour = 'silent';
+    await operator.call('POST', '/campaigns/laggard/start', {});
+    await until('laggard', (x) => x.current_wave === 1, 20000, 'wave 1 started on 50% success');
+    sim.behaviour = 'succeed';
+    const c = await until('laggard', (x) => x.status !== 'running', 20000, 'the campaign to end');
+    assert.equal(c.status, 'completed');
+    assert.deepEqual(c.counts, { completed: 4 });
+    const [w0] = await Promise.all([waveVehicles('laggard', 0)]);
+    const again = w0!.find((v) => v.vin === laggard!.vin)!;
+    assert.deepEqual([again.status, again.attempt], ['completed', 2]);
+    assert.equal(sim.offers.length, 2, 'the laggard was offered again after its deadline');
+    await assertCountsMatch('laggard');
+  });
+
+  it('a download asked for while the campaign offer is in flight joins the campaign update, never a second one', async () => {
+    await register(group('G', 1), 'hold');
+    const car = vin('G', 0);
+    await create({ campaign_id: 'in-flight', name: 'race', targets: { vins: [car] } });
+    await operator.call('POST', '/campaigns/in-flight/start', {});
+    await until('in-flight', (x) => x.counts.installing === 1, 20000, 'the vehicle to start installing');
+    // The window between the engine marking the update offered and recording it as the vehicle's active update
+    // (or another update taking that slot): the vehicle record does not point at the campaign update.
+    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    await db.send(
+      new UpdateCommand({
+        TableName: cloud.tables.vehicles,
+        Key: { vin: car },
+        UpdateExpression: 'REMOVE activeUpdateId',
+      }),
+    );
+    const token = await testVehicles.get(car)!.token(cloud.endpoints.api, cloud.caCertPem);
+    const asked = await jsonRequest(
+      cloud.endpoints.api,
+      'POST',
+      `/updates/${car}/download`,
+      cloud.caCertPem,
+      { firmware_version: '2.0.0' },
+      token,
+    );
+    assert.equal(asked.status, 200, asked.raw.toString());
+    const [item] = await waveVehicles('in-flight', 0);
+    assert.match(asked.json.update_id, /^campaign#/);
+    assert.equal(asked.json.assignment.assignment.campaign_id, 'in-flight');
+    const listed = await jsonRequest(
+      cloud.endpoints.api,
+      'GET',
+      `/updates/${car}`,
+      cloud.caCertPem,
+      undefined,
+      token,
+    );
+    assert.deepEqual(
+      listed.json.updates.map((u: { update_id: string }) => u.update_id),
+      [asked.json.update_id],
+      'one update for the release, the campaign one',
+    );
+    await sims.get(car)!.release('completed');
+    const done = await until('in-flight', (x) => x.status === 'completed', 20000, 'completion');
+    assert.deepEqual(done.counts, { completed: 1 });
+    assert.equal(item!.vin, car);
+    await assertCountsMatch('in-flight');
   });
 
   it('refuses a second campaign for a vehicle and ECU already in an active one (409)', async () => {

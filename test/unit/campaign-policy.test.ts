@@ -4,6 +4,7 @@ import {
   DEFAULT_POLICY,
   evaluateWave,
   policyProblems,
+  waveSettled,
   waveSizes,
 } from '../../lambdas/core/campaign-policy.js';
 
@@ -72,6 +73,20 @@ describe('wave evaluation', () => {
     const p = { ...policy, haltFailurePercent: 50, haltMinOutcomes: 100, soakSeconds: 0 };
     const d = evaluateWave({ completed: 8, failed: 2 }, p, t0, later(1));
     assert.equal(d.action, 'halt');
+  });
+});
+
+describe('empty and settled waves', () => {
+  it('moves past a wave with no vehicle (fewer targets than waves) instead of waiting on it forever', () => {
+    assert.deepEqual(waveSizes(1, [1, 10, 50, 100]), [1, 0, 0, 0]);
+    assert.deepEqual(evaluateWave({}, DEFAULT_POLICY, t0, t0), { action: 'advance' });
+  });
+
+  it('calls a wave settled only when every vehicle has an outcome or was cancelled', () => {
+    assert.equal(waveSettled({ completed: 9, offered: 1 }), false);
+    assert.equal(waveSettled({ completed: 9, scheduled: 1 }), false);
+    assert.equal(waveSettled({ completed: 8, timed_out: 1, cancelled: 1 }), true);
+    assert.equal(waveSettled({}), true);
   });
 });
 
