@@ -345,7 +345,10 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       for (let w = 0; w < waves; w++) {
         const listed = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w}`);
         const open = (listed.vehicles as { vin: string; status: string; attempt: number }[]).filter(
-          (v) => !['completed', 'rolled_back', 'failed', 'verification_failed', 'timed_out', 'scheduled'].includes(v.status),
+          (v) =>
+            !['completed', 'rolled_back', 'failed', 'verification_failed', 'timed_out', 'scheduled'].includes(
+              v.status,
+            ),
         );
         for (const v of open.slice(0, 5)) {
           const st = agents.get(v.vin)?.agent.state;
