@@ -28,7 +28,7 @@ import {
   type FreeSpace,
   verifyImageFile,
 } from './downloader.js';
-import { AgentError, ApiError, DownloadError } from './errors.js';
+import { AgentError, ApiError, DownloadError, InstallError } from './errors.js';
 import type { HttpTransport } from './http-transport.js';
 import type { EcuInstaller, ImageToInstall } from './installer.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
@@ -196,6 +196,8 @@ export class VehicleAgent {
   private lastPollAt = Number.NEGATIVE_INFINITY;
   /** Poll once as soon as the agent is not busy, whatever the interval (set after losing the MQTT session). */
   private catchUp = false;
+  /** Whole-image digests the downloader computed in this process, by .part file. */
+  private readonly streamedDigests = new Map<string, string>();
   private mqttConnectedBefore = false;
   private retryLaterCount = 0;
 
@@ -741,6 +743,7 @@ export class VehicleAgent {
           this.options.hooks?.onChunkVerified?.({ update_id: cur.update_id, ...info }),
       });
       this.logger.info('download complete', { firmware_version: m.version, ...stats });
+      this.streamedDigests.set(this.partFile(m), stats.sha256);
     } catch (err) {
       if (this.abort.signal.aborted) throw abortReason(this.abort.signal);
       if (err instanceof ApiError) {
@@ -793,9 +796,18 @@ export class VehicleAgent {
     this.emit({ type: 'phase', update_id: cur.update_id, firmware_version: m.version, phase: 'verifying' });
     await this.reporter.status({ status: 'verifying', ...this.base(cur) });
     const part = this.partFile(m);
+    // The digest the downloader computed over the bytes it wrote, in this process; after a restart the file is
+    // read back instead.
+    const streamed = this.streamedDigests.get(part);
+    this.streamedDigests.delete(part);
     let problems: string[];
     try {
-      problems = await verifyImageFile(part, m, this.abort.signal);
+      problems =
+        streamed === undefined
+          ? await verifyImageFile(part, m, this.abort.signal)
+          : streamed === m.sha256
+            ? []
+            : [`whole-image SHA-256 ${streamed} is not the manifest's ${m.sha256}`];
     } catch (err) {
       if (this.abort.signal.aborted) throw abortReason(this.abort.signal);
       if ((err as { code?: string }).code !== 'ENOENT') throw err;
@@ -809,7 +821,17 @@ export class VehicleAgent {
       this.logger.info('image verified', { firmware_version: m.version, sha256: m.sha256 });
       return;
     }
-    await rm(part, { force: true });
+    await this.imageRefused(cur, m, problems);
+  }
+
+  /**
+   * The image failed its whole-image check, at the verify step or while the installer read it (damaged on disk
+   * after the download): delete it and download again, or give up with verification_failed once the budget is
+   * spent. Nothing was activated either way.
+   */
+  private async imageRefused(cur: CurrentUpdate, m: ReleaseManifest, problems: string[]): Promise<void> {
+    await rm(this.partFile(m), { force: true });
+    await rm(this.imageFile(m), { force: true });
     const attempts = cur.attempts.verify + 1;
     const budget = this.options.budgets?.verifyAttempts ?? 2;
     this.logger.error('image does not match the signed manifest; deleted', {
@@ -826,9 +848,12 @@ export class VehicleAgent {
       );
       return;
     }
-    await store.update((d) => {
+    const installing = cur.phase === 'installing';
+    await this.stateStore.update((d) => {
       if (d.current) {
         d.current.attempts.verify = attempts;
+        // A damaged source is not an interrupted install: it does not spend the install budget.
+        if (installing) d.current.attempts.install = Math.max(0, d.current.attempts.install - 1);
         d.current.phase = 'downloading';
         d.current.verified_bytes = 0;
       }
@@ -938,6 +963,12 @@ export class VehicleAgent {
       await installer.commit();
     } catch (err) {
       if (this.abort.signal.aborted || this.killed) throw abortReason(this.abort.signal);
+      if (err instanceof InstallError && err.code === 'image_damaged') {
+        // Caught before anything was activated: the inactive slot was only written, and is marked empty again.
+        const now = this.stateStore.state.current;
+        if (now) await this.imageRefused(now, m, [err.message]);
+        return;
+      }
       // Whatever failed, the A/B state decides what runs; settle it and report exactly that.
       const settled = await installer.recover();
       if (settled.active.sha256 === m.sha256) {

@@ -4,7 +4,12 @@
  * - The image is fetched in HTTP Range requests of `requestBytes` (chunk-aligned) into a .part file.
  * - Every chunk is hashed as it arrives and compared with the signed manifest's chunk digest; only then does it
  *   count as verified. A corrupt chunk is cut off the file and fetched again (within a budget).
- * - Resume starts after the last verified chunk that was fsynced and checkpointed; anything after it is cut.
+ * - The whole-image SHA-256 is computed in the same pass, over exactly the verified bytes written to the file, so
+ *   the image is checked against the manifest's digest without reading it back (curl + sha256sum is two passes).
+ * - Resume starts after the last checkpointed chunk that still verifies on disk: the prefix is read back and
+ *   checked chunk by chunk (which also rebuilds the whole-image hash), so a power cut that lost unflushed pages
+ *   costs a re-fetch of those chunks, never a bad image. Checkpoints therefore need no fsync of the data; the
+ *   file is synced once, at the end, before the download counts as done.
  * - Nothing past manifest.size is ever read or written: an oversized or endless response is cut off there.
  * - Slow retrieval: a minimum average speed over a window, an idle-socket timeout and an overall deadline.
  * - 403 (the presigned URL expired) asks the source for a fresh URL and continues where it was.
@@ -43,15 +48,21 @@ export interface DownloaderOptions {
   readonly maxBytesPerSecond?: number;
   /** Free space to leave on the volume besides the image. @default 16 MiB */
   readonly reserveBytes?: number;
-  /**
-   * Least time between checkpoints (fsync + persisted resume point). Each one forces the file to disk, which costs
-   * throughput; a power cut loses at most this much download time. @default 2000
-   */
+  /** Least time between checkpoints (persisted resume points). @default 2000 */
   readonly checkpointIntervalMs?: number;
+  /**
+   * Start writing the file back to disk every this many bytes, in the background (the download does not wait), so
+   * the final sync has little left to do and a power cut loses little. 0 leaves it to the kernel. @default 64 MiB
+   */
+  readonly flushEveryBytes?: number;
   /** Between failed attempts. @default { baseMs: 500, maxMs: 30000 } */
   readonly backoff?: BackoffPolicy;
-  /** Writes are gathered up to this size (fewer, larger writes). @default 4 MiB */
+  /** Writes are gathered up to this size (fewer, larger writes). @default 2 MiB */
   readonly writeBufferBytes?: number;
+  /** Force the finished file to disk before the download counts as done. @default true */
+  readonly syncOnComplete?: boolean;
+  /** File writes allowed in flight at once (memory held: this x writeBufferBytes). @default 2 */
+  readonly writesInFlight?: number;
 }
 
 export interface DownloadSource {
@@ -69,7 +80,10 @@ export interface DownloadJob {
   readonly signal: AbortSignal;
   /** Each verified chunk. */
   readonly onProgress?: (verifiedBytes: number, bytesPerSecond: number) => void;
-  /** After the file is fsynced up to verifiedBytes: persist it as the resume point. */
+  /**
+   * Persist verifiedBytes as the resume point. The data may not be on disk yet: the next run verifies the prefix
+   * again before it trusts it.
+   */
   readonly onCheckpoint?: (verifiedBytes: number) => Promise<void>;
   /** Each Range request, before it is sent. */
   readonly onRequest?: (range: { offset: number; end: number }) => void;
@@ -83,9 +97,45 @@ export interface DownloadStats {
   readonly requests: number;
   readonly urlRefreshes: number;
   readonly corruptChunks: number;
-  /** Where this run started (the resume point). */
+  /** Where this run started (the resume point, after re-verifying the prefix on disk). */
   readonly resumedFrom: number;
   readonly durationMs: number;
+  /** Time spent forcing the finished file to disk. */
+  readonly finalSyncMs: number;
+  /** Time spent re-verifying the prefix already on disk. */
+  readonly prefixCheckMs: number;
+  /**
+   * SHA-256 of the whole file as written (the verified prefix read back, then every verified chunk), hex. The caller
+   * compares it with the manifest's digest.
+   */
+  readonly sha256: string;
+}
+
+/**
+ * SHA-256 of the verified prefix, fed as bytes arrive: it moves on with each verified chunk and falls back to the
+ * last one when a chunk fails or a connection drops mid-chunk (Hash.copy keeps the state at that boundary).
+ */
+class PrefixHash {
+  private committed = createHash('sha256');
+  private working = createHash('sha256');
+
+  update(data: Buffer): void {
+    this.working.update(data);
+  }
+
+  /** The bytes fed since the last commit form a verified chunk. */
+  commit(): void {
+    this.committed = this.working.copy();
+  }
+
+  /** Forget the bytes fed since the last commit. */
+  rollback(): void {
+    this.working = this.committed.copy();
+  }
+
+  digest(): string {
+    return this.committed.copy().digest('hex');
+  }
 }
 
 /** Answers free bytes for a path (injectable: tests simulate a full disk). */
@@ -142,26 +192,30 @@ export class Downloader {
     if (job.verifiedBytes === m.size) verified = m.size;
     let checkpointed = verified;
     let lastCheckpointAt = this.runtime.now();
-    /** Makes `upTo` (verified bytes, a chunk boundary) the durable resume point: fsync first, then persist. */
-    const checkpoint = async (upTo: number, force: boolean) => {
+    /** Persists `upTo` (verified bytes, a chunk boundary) as the resume point. */
+    const checkpoint = async (upTo: number, force: boolean, settle?: () => Promise<void>) => {
       if (upTo <= checkpointed) return;
       if (!force && this.runtime.now() - lastCheckpointAt < (o.checkpointIntervalMs ?? 2000)) return;
-      await fh.datasync();
+      await settle?.(); // the bytes it names are written (not necessarily on disk: the next run re-checks them)
       await job.onCheckpoint?.(upTo);
       checkpointed = upTo;
       lastCheckpointAt = this.runtime.now();
     };
+    const whole = new PrefixHash();
+    const flusher = new BackgroundFlush(fh, o.flushEveryBytes ?? 64 * MiB);
 
     try {
-      const onDisk = (await fh.stat()).size;
-      if (onDisk < verified) {
-        this.logger.warn('part file is shorter than its checkpoint; starting over', {
-          on_disk: onDisk,
+      const prefixStarted = this.runtime.now();
+      const intact = await verifyPrefix(fh, m, verified, whole, job.signal);
+      if (intact < verified) {
+        this.logger.warn('part file no longer matches its checkpoint; resuming from the last intact chunk', {
           checkpoint: verified,
+          intact,
         });
-        verified = 0;
-        checkpointed = 0;
+        verified = intact;
+        checkpointed = intact;
       }
+      const prefixCheckMs = this.runtime.now() - prefixStarted;
       await fh.truncate(verified);
       const free = await this.freeSpace(dirname(job.file));
       const needed = m.size - verified + (o.reserveBytes ?? 16 * MiB);
@@ -196,6 +250,8 @@ export class Downloader {
             deadline,
             stats,
             checkpoint,
+            whole,
+            flusher,
           });
           if (verified > before) {
             refreshes = 0;
@@ -262,13 +318,26 @@ export class Downloader {
           await this.runtime.sleep(Math.min(wait, Math.max(0, deadline - this.runtime.now())), job.signal);
         }
       }
+      // Done only once the image is on disk: later phases (verify, install) read it after a reboot too.
+      const syncStarted = this.runtime.now();
+      await flusher.idle();
+      if (o.syncOnComplete ?? true) await fh.datasync();
+      const finalSyncMs = this.runtime.now() - syncStarted;
       await checkpoint(verified, true);
-      return { ...stats, resumedFrom, durationMs: this.runtime.now() - started };
+      return {
+        ...stats,
+        resumedFrom,
+        durationMs: this.runtime.now() - started,
+        prefixCheckMs,
+        finalSyncMs,
+        sha256: whole.digest(),
+      };
     } catch (err) {
       // Keep what was verified for the next run, unless the process is going down (then nothing more is written).
       if (!job.signal.aborted) await checkpoint(verified, true).catch(() => {});
       throw err;
     } finally {
+      await flusher.idle();
       await fh.close().catch(() => {});
     }
   }
@@ -282,7 +351,9 @@ export class Downloader {
     end: number;
     deadline: number;
     stats: { bytesReceived: number; requests: number };
-    checkpoint: (upTo: number, force: boolean) => Promise<void>;
+    checkpoint: (upTo: number, force: boolean, settle?: () => Promise<void>) => Promise<void>;
+    whole: PrefixHash;
+    flusher: BackgroundFlush;
   }): Promise<number> {
     const { job, fh, end } = a;
     const m = job.manifest;
@@ -300,6 +371,13 @@ export class Downloader {
     }, 500);
     let verified = a.offset;
     let res: HttpResponse | undefined;
+    /** File writes under way (each never rejects: a failure is kept in writeError). */
+    const writes: Promise<void>[] = [];
+    let writeError: unknown;
+    const settle = async () => {
+      await Promise.all(writes.splice(0));
+      if (writeError !== undefined) throw writeError;
+    };
     try {
       a.job.onRequest?.({ offset: a.offset, end });
       a.stats.requests++;
@@ -365,9 +443,22 @@ export class Downloader {
         pending = [];
         pendingAt += pendingBytes;
         pendingBytes = 0;
-        await fh.writev(buffers, at);
+        // Writes stay in flight while the next bytes arrive and are hashed: reading the socket and writing the file
+        // overlap instead of taking turns. At most writesInFlight buffers are held.
+        while (writes.length >= maxWrites) await writes.shift();
+        if (writeError !== undefined) throw writeError;
+        writes.push(
+          fh.writev(buffers, at).then(
+            () => {},
+            (err: unknown) => {
+              writeError ??= err;
+            },
+          ),
+        );
       };
-      const writeBuffer = o.writeBufferBytes ?? 4 * MiB;
+
+      const writeBuffer = o.writeBufferBytes ?? 2 * MiB;
+      const maxWrites = Math.max(1, o.writesInFlight ?? 2);
 
       try {
         for await (const piece of res.body) {
@@ -392,20 +483,24 @@ export class Downloader {
             const part = data.subarray(0, take);
             data = data.subarray(take);
             hash.update(part);
+            a.whole.update(part);
             pending.push(part);
             pendingBytes += take;
             pos += take;
             if (pos === chunkEnd) {
-              await flush();
               if (hash.digest('hex') !== m.chunks[chunkIndex]) {
+                await settle();
                 await fh.truncate(verified);
                 res.abort();
                 throw new CorruptChunk(chunkIndex);
               }
+              await flush();
+              a.whole.commit();
+              a.flusher.wrote(pos);
               verified = pos;
               job.onProgress?.(verified, speed.rate(this.runtime.now()));
               await job.onChunkVerified?.({ index: chunkIndex, verifiedBytes: verified });
-              await a.checkpoint(verified, false);
+              await a.checkpoint(verified, false, settle);
               chunkIndex++;
               chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
               hash = createHash('sha256');
@@ -428,16 +523,91 @@ export class Downloader {
         if (attempt.signal.aborted) throw abortReason(attempt.signal);
         throw new Transient('network', describeError(err));
       }
+      await settle();
       // A partial chunk at the end is dropped: the next request starts again at its beginning.
       return verified;
-    } catch (err) {
+    } catch (caught) {
       res?.abort();
+      await Promise.all(writes.splice(0));
+      // A failed file write outranks whatever else went wrong: the run stops, and the next one re-checks the
+      // prefix on disk before trusting it.
+      const err = writeError ?? caught;
       if (err instanceof AgentError || err instanceof Error) Object.assign(err, { verified });
       throw err;
     } finally {
+      await Promise.all(writes.splice(0)); // never reject: a failed write is kept in writeError
+      // Whatever was fed past the last verified chunk is not part of the image.
+      a.whole.rollback();
       clearInterval(guard);
     }
   }
+}
+
+/**
+ * Starts writing the file back every `everyBytes`, without waiting for it (at most one sync in flight): the kernel
+ * would otherwise hold the whole image in dirty pages and the final fsync would write all of it at once.
+ */
+class BackgroundFlush {
+  private inFlight: Promise<void> | undefined;
+  private lastAt = 0;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly everyBytes: number,
+  ) {}
+
+  wrote(position: number): void {
+    if (this.everyBytes <= 0 || this.inFlight || position - this.lastAt < this.everyBytes) return;
+    this.lastAt = position;
+    this.inFlight = this.fh
+      .datasync()
+      .catch(() => {}) // a failed early flush is retried by the final, awaited one
+      .finally(() => {
+        this.inFlight = undefined;
+      });
+  }
+
+  async idle(): Promise<void> {
+    await this.inFlight;
+  }
+}
+
+/**
+ * Reads back the first `upTo` bytes of the file chunk by chunk against the manifest, feeding the whole-image hash;
+ * answers how many bytes (a chunk boundary) still verify.
+ */
+async function verifyPrefix(
+  fh: FileHandle,
+  m: ReleaseManifest,
+  upTo: number,
+  whole: PrefixHash,
+  signal: AbortSignal,
+): Promise<number> {
+  if (upTo <= 0) return 0;
+  const buffer = Buffer.allocUnsafe(Math.min(m.chunk_size, MiB));
+  let at = 0;
+  while (at < upTo) {
+    throwIfAborted(signal);
+    const index = at / m.chunk_size;
+    const end = Math.min(upTo, at + m.chunk_size);
+    const hash = createHash('sha256');
+    let pos = at;
+    while (pos < end) {
+      const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, end - pos), pos);
+      if (bytesRead === 0) break;
+      const data = buffer.subarray(0, bytesRead);
+      hash.update(data);
+      whole.update(data);
+      pos += bytesRead;
+    }
+    if (pos < end || hash.digest('hex') !== m.chunks[index]) {
+      whole.rollback();
+      return at;
+    }
+    whole.commit();
+    at = end;
+  }
+  return at;
 }
 
 async function openPart(file: string): Promise<FileHandle> {

@@ -5,6 +5,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, request } from 'node:https';
+import type { Readable } from 'node:stream';
 import { AgentError } from './errors.js';
 
 export interface HttpRequest {
@@ -42,13 +43,21 @@ export interface NodeHttpsTransportOptions {
   readonly agent?: Agent;
   /** @default 8 */
   readonly maxSockets?: number;
+  /**
+   * Body bytes read from the socket ahead of the consumer. An HTTPS response buffers only 16 KiB (its
+   * highWaterMark cannot be raised), so a consumer that pauses to write a file lets TCP stall the sender; reading
+   * ahead keeps the connection streaming meanwhile. @default 2 MiB
+   */
+  readonly readAheadBytes?: number;
 }
 
 export class NodeHttpsTransport implements HttpTransport {
   private readonly agent: Agent;
   private readonly ca: string[] | undefined;
+  private readonly readAheadBytes: number;
 
   constructor(options: NodeHttpsTransportOptions = {}) {
+    this.readAheadBytes = options.readAheadBytes ?? 2 * 1024 * 1024;
     this.ca =
       options.ca === undefined ? undefined : typeof options.ca === 'string' ? [options.ca] : [...options.ca];
     this.agent =
@@ -80,7 +89,7 @@ export class NodeHttpsTransport implements HttpTransport {
           resolve({
             status: res.statusCode ?? 0,
             headers: res.headers,
-            body: res,
+            body: readAhead(res, this.readAheadBytes),
             abort: () => {
               if (!res.complete) r.destroy();
               res.destroy();
@@ -128,4 +137,85 @@ export async function readBody(res: HttpResponse, maxBytes: number): Promise<Buf
     throw new TransportError('network', (err as Error).message, { cause: err });
   }
   return Buffer.concat(parts);
+}
+
+/**
+ * The stream's data as an async iterable that keeps reading while the consumer is busy, up to maxBytes queued:
+ * the stream flows, is paused above maxBytes and resumed once the consumer has taken half of it back.
+ */
+export function readAhead(stream: Readable, maxBytes: number): AsyncIterable<Buffer> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+      const queue: Buffer[] = [];
+      let queued = 0;
+      let ended = false;
+      let failure: unknown;
+      let wake: (() => void) | undefined;
+      const notify = () => {
+        const w = wake;
+        wake = undefined;
+        w?.();
+      };
+      const onData = (chunk: Buffer) => {
+        queue.push(chunk);
+        queued += chunk.length;
+        if (queued >= maxBytes) stream.pause();
+        notify();
+      };
+      const onEnd = () => {
+        ended = true;
+        notify();
+      };
+      const onError = (err: unknown) => {
+        failure ??= err;
+        notify();
+      };
+      // A destroyed response (abort) ends the iteration like an end, or with its error.
+      const onClose = () => {
+        if (!stream.readableEnded && failure === undefined)
+          failure = new Error('the response was closed early');
+        notify();
+      };
+      const detach = () => {
+        stream.off('data', onData);
+        stream.off('end', onEnd);
+        stream.off('error', onError);
+        stream.off('close', onClose);
+      };
+      stream.on('data', onData);
+      stream.on('end', onEnd);
+      stream.on('error', onError);
+      stream.on('close', onClose);
+      return {
+        async next(): Promise<IteratorResult<Buffer>> {
+          for (;;) {
+            const chunk = queue.shift();
+            if (chunk) {
+              queued -= chunk.length;
+              if (queued <= maxBytes / 2 && stream.isPaused() && !ended) stream.resume();
+              return { value: chunk, done: false };
+            }
+            if (failure !== undefined) {
+              detach();
+              throw failure;
+            }
+            if (ended) {
+              detach();
+              return { value: undefined, done: true };
+            }
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+            });
+          }
+        },
+        async return(): Promise<IteratorResult<Buffer>> {
+          // The consumer stopped early (break): stop reading; the caller aborts the response.
+          detach();
+          stream.pause();
+          queue.length = 0;
+          return { value: undefined, done: true };
+        },
+      };
+    },
+  };
 }

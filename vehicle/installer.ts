@@ -232,9 +232,18 @@ export class FileSlotInstaller implements EcuInstaller {
     }
     await fsyncDir(this.options.dir);
     throwIfAborted(opts.signal);
+    // The image as read now, at the time of use: damage on disk since the download is caught here.
+    const source = hash.digest('hex');
+    if (source !== image.sha256 || written !== image.size) {
+      await this.write({ ...(await this.read()), slots: { ...s.slots, [target]: { status: 'empty' } } });
+      throw new InstallError(
+        'image_damaged',
+        `${this.ecu}: the image file read for slot ${target} has SHA-256 ${source} (${written} bytes), not the signed ${image.sha256}`,
+      );
+    }
     // Read back what the slot holds: this is what would boot, so this is what must match the signed digest.
     const back = await sha256File(path);
-    if (back.sha256 !== image.sha256 || back.size !== image.size || hash.digest('hex') !== image.sha256) {
+    if (back.sha256 !== image.sha256 || back.size !== image.size) {
       await this.write({ ...(await this.read()), slots: { ...s.slots, [target]: { status: 'empty' } } });
       throw new InstallError(
         'slot_verification_failed',

@@ -308,7 +308,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
     });
   });
 
-  it('checks the whole image on disk before installing: a file damaged after download is deleted and fetched again', async () => {
+  it('checks the image again as the installer reads it: a file damaged after download is deleted and fetched again, nothing activated', async () => {
     // Every chunk verified as it arrived; then the storage flips a bit before the install (a disk fault).
     const damage = (times: number) => (dir: string) => ({
       hooks: {

@@ -78,6 +78,7 @@ describe('Downloader', () => {
     );
     assert.ok(readFileSync(j.file).equals(image), 'file holds the image');
     assert.equal(stats.bytesReceived, image.length);
+    assert.equal(stats.sha256, sha(image));
     assert.deepEqual(await verifyImageFile(j.file, j.manifest), []);
   });
 
@@ -94,14 +95,50 @@ describe('Downloader', () => {
     assert.equal(checkpoints.at(-1), image.length, 'the final resume point is the whole image');
   });
 
-  it('starts over when the file is shorter than its checkpoint claims', async () => {
+  it('resumes from the last intact chunk when the file is shorter than its checkpoint claims', async () => {
     const image = randomBytes(3 * CHUNK);
     const j = job(image, { verifiedBytes: 2 * CHUNK });
-    writeFileSync(j.file, image.subarray(0, CHUNK));
+    writeFileSync(j.file, image.subarray(0, CHUNK + 100));
     const t = new FakeTransport((req) => rangeAnswer(image, req));
-    await make(t).download(j);
-    assert.deepEqual(j.offsets, [0]);
+    const stats = await make(t).download(j);
+    assert.deepEqual(j.offsets, [CHUNK]);
+    assert.equal(stats.resumedFrom, CHUNK);
     assert.ok(readFileSync(j.file).equals(image));
+    assert.equal(stats.sha256, sha(image));
+  });
+
+  it('re-verifies the checkpointed prefix on disk: pages lost or damaged before a power cut are fetched again', async () => {
+    const image = randomBytes(4 * CHUNK);
+    const j = job(image, { verifiedBytes: 3 * CHUNK });
+    const damaged = Buffer.from(image.subarray(0, 3 * CHUNK));
+    damaged.fill(0, CHUNK + 4096, CHUNK + 8192); // a page that never reached the disk
+    writeFileSync(j.file, damaged);
+    const t = new FakeTransport((req) => rangeAnswer(image, req));
+    const stats = await make(t).download(j);
+    assert.deepEqual(j.offsets, [CHUNK], 'resumes at the damaged chunk, keeps the intact one before it');
+    assert.equal(stats.resumedFrom, CHUNK);
+    assert.ok(readFileSync(j.file).equals(image));
+    assert.equal(stats.sha256, sha(image), 'the whole-image digest covers the re-read prefix too');
+  });
+
+  it('answers the whole-image SHA-256 of what it wrote, also across corrupt chunks and cut responses', async () => {
+    const image = randomBytes(4 * CHUNK + 7);
+    const bad = Buffer.from(image);
+    bad[2 * CHUNK + 3] = bad[2 * CHUNK + 3]! ^ 1;
+    let calls = 0;
+    const t = new FakeTransport((req) => {
+      calls++;
+      // 1st answer: cut in the middle of chunk 1; 2nd: chunk 2 corrupt; then the true bytes.
+      if (calls === 1) return { ...rangeAnswer(image, req), body: pieces(image.subarray(0, CHUNK + 999)) };
+      return rangeAnswer(calls === 2 ? bad : image, req);
+    });
+    const j = job(image);
+    const stats = await make(t).download(j);
+    assert.equal(stats.corruptChunks, 1);
+    assert.ok(readFileSync(j.file).equals(image));
+    assert.equal(stats.sha256, sha(image));
+    // The same bytes with a manifest whose whole digest differs: the streamed digest tells them apart.
+    assert.notEqual(stats.sha256, sha(bad));
   });
 
   it('re-fetches a corrupt chunk from its start, and gives up after the budget', async () => {

@@ -96,12 +96,12 @@ describe('FileSlotInstaller', () => {
     assert.equal((await make().read()).slots.b.status, 'empty');
   });
 
-  it('refuses to activate a slot whose content does not match the verified digest', async () => {
+  it('refuses an image file that does not match its signed digest as it reads it, and never activates it', async () => {
     const { make, image } = setup();
     const i = make();
     await assert.rejects(
       i.writeInactive({ ...image, sha256: 'f'.repeat(64) }, { signal }),
-      (e: unknown) => e instanceof InstallError && e.code === 'slot_verification_failed',
+      (e: unknown) => e instanceof InstallError && e.code === 'image_damaged',
     );
     assert.equal((await i.read()).slots.b.status, 'empty');
     await assert.rejects(
