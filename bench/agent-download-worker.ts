@@ -1,13 +1,15 @@
 /**
  * Child process of bench/agent-download.ts: the agent's downloader and whole-image check, alone in a process so
- * its peak RSS can be read. Reads a job (JSON file), downloads with resume and per-chunk verification, checks the
- * whole image on disk, and prints one JSON line with timings, transfer statistics and its own max RSS.
+ * its peak RSS can be read. Reads a job (JSON file), downloads with resume, per-chunk verification and the
+ * whole-image digest computed as bytes are written, compares that digest with the manifest (the agent's verify
+ * step), then - untimed - reads the file back to prove it, and prints one JSON line with timings, transfer
+ * statistics and its own max RSS.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ReleaseManifest } from '../lambdas/core/manifest.js';
 import { RedirectingAgent } from '../test/support/agent-net.js';
-import { Downloader, verifyImageFile } from '../vehicle/downloader.js';
+import { Downloader, type DownloaderOptions, verifyImageFile } from '../vehicle/downloader.js';
 import { NodeHttpsTransport } from '../vehicle/http-transport.js';
 
 export interface WorkerJob {
@@ -15,6 +17,11 @@ export interface WorkerJob {
   readonly manifest: ReleaseManifest;
   readonly caFile: string;
   readonly out: string;
+  /** Downloader settings to try instead of the agent's defaults (bench flags). */
+  readonly options?: Pick<
+    DownloaderOptions,
+    'requestBytes' | 'flushEveryBytes' | 'writeBufferBytes' | 'writesInFlight' | 'syncOnComplete'
+  >;
   /** Send connections for the S3 port through this local port (the interrupting proxy). */
   readonly via?: { readonly s3Port: number; readonly proxyPort: number };
 }
@@ -24,12 +31,19 @@ export interface WorkerResult {
   readonly verifyMs: number;
   readonly bytesReceived: number;
   readonly requests: number;
+  /** Of downloadMs: forcing the finished file to disk (curl does not). */
+  readonly finalSyncMs: number;
   readonly problems: string[];
+  /** CPU time of this process during download and verify (user, system), ms. */
+  readonly cpuMs: { readonly user: number; readonly system: number };
   /** Peak resident set size of this process, KiB. */
   readonly maxRssKiB: number;
 }
 
-const { values } = parseArgs({ options: { job: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { job: { type: 'string' }, 'startup-only': { type: 'boolean', default: false } },
+});
+if (values['startup-only']) process.exit(0);
 if (!values.job) throw new Error('--job <file> is required');
 const job = JSON.parse(readFileSync(values.job, 'utf8')) as WorkerJob;
 const ca = readFileSync(job.caFile, 'utf8');
@@ -42,8 +56,18 @@ const transport = via
       ),
     })
   : new NodeHttpsTransport({ ca });
-const downloader = new Downloader(transport, { maxAttempts: 20, backoff: { baseMs: 50, maxMs: 200 } });
+const downloader = new Downloader(transport, {
+  maxAttempts: 20,
+  backoff: { baseMs: 50, maxMs: 200 },
+  ...job.options,
+});
 
+// Where the memory is, sampled: peak of each part of process.memoryUsage(), MiB.
+const peaks: Record<string, number> = {};
+const sampler = setInterval(() => {
+  for (const [k, v] of Object.entries(process.memoryUsage())) peaks[k] = Math.max(peaks[k] ?? 0, v / 2 ** 20);
+}, 50);
+const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const stats = await downloader.download({
   manifest: job.manifest,
@@ -53,15 +77,29 @@ const stats = await downloader.download({
   signal: new AbortController().signal,
 });
 const t1 = performance.now();
-const problems = await verifyImageFile(job.out, job.manifest);
+// The agent's verify step after a download in the same process: the whole-image digest the downloader computed
+// over the bytes it wrote, against the signed manifest's.
+const verdict = stats.sha256 === job.manifest.sha256;
 const t2 = performance.now();
+const cpu = process.cpuUsage(cpu0);
+// Peak RSS of download and verify, read before the untimed read-back below (which is the bench's, not the agent's).
+const maxRssKiB = process.resourceUsage().maxRSS;
+clearInterval(sampler);
+if (process.env.BENCH_MEMORY)
+  process.stderr.write(
+    `memory peaks MiB ${JSON.stringify(peaks, (_k, v) => (typeof v === 'number' ? Math.round(v) : v))}\n`,
+  );
 transport.close();
+// Not timed, not the agent's path: read the file back, so a fast but wrong download cannot pass the bench.
+const problems = verdict ? await verifyImageFile(job.out, job.manifest) : ['streamed digest mismatch'];
 const result: WorkerResult = {
   downloadMs: t1 - t0,
   verifyMs: t2 - t1,
   bytesReceived: stats.bytesReceived,
   requests: stats.requests,
+  finalSyncMs: stats.finalSyncMs,
+  cpuMs: { user: cpu.user / 1000, system: cpu.system / 1000 },
   problems,
-  maxRssKiB: process.resourceUsage().maxRSS,
+  maxRssKiB,
 };
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -7,16 +7,21 @@
  * and asks POST /updates/{vin}/download for one presigned URL. Then, on that URL:
  *
  *   baseline  `curl --cacert <local CA> -o file URL`, then `sha256sum file` (compared with the manifest)
- *   agent     the agent's Downloader (Range requests, per-chunk SHA-256 as bytes arrive, fsynced checkpoints)
- *             then its whole-image check from disk, in a child process (bench/agent-download-worker.ts) whose
- *             peak RSS it reports itself; its time excludes Node/tsx start-up, which is printed separately
+ *   agent     the agent's Downloader as it ships (bundled by esbuild with bin/agent-bundle.ts, run by plain node, in
+ *             a child process that reports its own CPU time and peak RSS): Range requests, per-chunk and
+ *             whole-image SHA-256 computed as the bytes are written, background write-back, a final fsync; then the
+ *             agent's verify step (that digest against the manifest). Untimed, the worker then reads the file back
+ *             so a fast but wrong download cannot pass. Start-up is printed separately.
  *   resume    the same, through a TCP proxy that cuts the connection --interruptions times, evenly spaced:
  *             bytes received (HTTP bodies) and bytes on the wire (TLS) divided by the image size
  *
- * Timings are wall clock on this machine; the S3 emulator serves from this process and shares its CPUs. Each
- * output file is deleted after its check. Nothing leaves 127.0.0.1.
+ * Baseline and agent alternate --repeat times; medians are compared, memory is the highest run. Timings are wall
+ * clock on this machine; the S3 emulator serves from this process and shares its CPUs. Each output file is deleted
+ * after its check. Nothing leaves 127.0.0.1. Profiling: BENCH_WRAP=<command> runs the worker under a wrapper
+ * (perf, strace) that is given node's arguments; BENCH_MEMORY=1 prints the worker's sampled memory peaks.
  *
- *   npm run bench -- [--size 1024] [--interruptions 10] [--json out.json] [--keep]
+ *   npm run bench -- [--size 1024] [--interruptions 10] [--repeat 3] [--json out.json] [--keep]
+ *                    [--request-mib N] [--flush-mib N] [--write-buffer-mib N] [--no-sync]
  */
 import { spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -26,6 +31,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+import { AGENT_BUNDLE_OPTIONS } from '../bin/agent-bundle.js';
 import {
   DEFAULT_CHUNK_SIZE,
   ImageHasher,
@@ -47,15 +54,37 @@ const { values: args } = parseArgs({
     interruptions: { type: 'string', default: '10' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    repeat: { type: 'string', default: '3' },
+    // Downloader settings to compare with the agent's defaults (MiB; --flush-mib 0 leaves write-back to the kernel).
+    'request-mib': { type: 'string' },
+    'flush-mib': { type: 'string' },
+    'write-buffer-mib': { type: 'string' },
+    'no-sync': { type: 'boolean', default: false },
   },
 });
+const mib = (v: string | undefined) => (v === undefined ? undefined : Number(v) * 1024 * 1024);
+const TUNING = Object.fromEntries(
+  Object.entries({
+    requestBytes: mib(args['request-mib']),
+    flushEveryBytes: mib(args['flush-mib']),
+    writeBufferBytes: mib(args['write-buffer-mib']),
+    syncOnComplete: args['no-sync'] ? false : undefined,
+  }).filter(([, v]) => v !== undefined),
+) as WorkerJob['options'];
+const REPEAT = Number(args.repeat);
+if (!Number.isInteger(REPEAT) || REPEAT < 1 || REPEAT > 20) throw new Error('--repeat: 1..20');
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 const SIZE_MIB = Number(args.size);
 const INTERRUPTIONS = Number(args.interruptions);
 if (!Number.isInteger(SIZE_MIB) || SIZE_MIB < 1 || SIZE_MIB > 8192) throw new Error('--size: 1..8192 MiB');
 if (!Number.isInteger(INTERRUPTIONS) || INTERRUPTIONS < 0 || INTERRUPTIONS > 100)
   throw new Error('--interruptions: 0..100');
 const SIZE = SIZE_MIB * 1024 * 1024;
-const WORKER = fileURLToPath(new URL('./agent-download-worker.ts', import.meta.url));
+const WORKER_SOURCE = fileURLToPath(new URL('./agent-download-worker.ts', import.meta.url));
 const VIN = 'BENCH0AGENT000001';
 const MiB = 1024 * 1024;
 
@@ -134,11 +163,25 @@ async function timed(command: string, argv: string[]): Promise<{ ms: number; std
   return { ms, stdout };
 }
 
-async function runWorker(job: WorkerJob, dir: string): Promise<WorkerResult & { wallMs: number }> {
+/**
+ * The worker as the agent ships: one esbuild bundle run by plain node (as npm run build:agent makes the agent), so
+ * neither time nor memory includes a TypeScript loader.
+ */
+async function bundleWorker(dir: string): Promise<string> {
+  const outfile = join(dir, 'agent-download-worker.mjs');
+  await build({ ...AGENT_BUNDLE_OPTIONS, entryPoints: [WORKER_SOURCE], outfile });
+  return outfile;
+}
+
+async function runWorker(
+  worker: string,
+  job: WorkerJob,
+  dir: string,
+): Promise<WorkerResult & { wallMs: number }> {
   const jobFile = join(dir, `job-${Date.now()}.json`);
   writeFileSync(jobFile, JSON.stringify(job));
   const t0 = performance.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', WORKER, '--job', jobFile], {
+  const child = spawn(process.env.BENCH_WRAP ?? process.execPath, [worker, '--job', jobFile], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
@@ -211,22 +254,47 @@ async function main() {
     transport.close();
     const url = answer.download_url;
 
-    // Baseline: curl to a file, then sha256sum of the file.
+    const worker = await bundleWorker(dir);
+    // Baseline and agent alternate, REPEAT times each, on the same URL; medians are compared (single runs on this
+    // shared 2-core machine vary by +-15%).
     const curlOut = join(dir, 'curl.bin');
-    const curl = await timed('curl', ['--cacert', cloud.caFile, '-sS', '--fail', '-o', curlOut, url]);
-    const sum = await timed('sha256sum', [curlOut]);
-    if (sum.stdout.split(' ')[0] !== manifest.sha256)
-      throw new Error('curl download does not match the manifest');
-    rmSync(curlOut);
-    const baselineMs = curl.ms + sum.ms;
-
-    // The agent on the same URL, in its own process.
     const agentOut = join(dir, 'agent.part');
-    const agent = await runWorker({ url, manifest, caFile: cloud.caFile, out: agentOut }, dir);
-    if (agent.problems.length) throw new Error(`agent image mismatch: ${agent.problems.join('; ')}`);
-    rmSync(agentOut);
-    const agentMs = agent.downloadMs + agent.verifyMs;
-    const emptyStart = await runWorkerStartup();
+    const curls: number[] = [];
+    const sums: number[] = [];
+    const agents: (WorkerResult & { wallMs: number })[] = [];
+    for (let i = 0; i < REPEAT; i++) {
+      // Baseline: curl to a file, then sha256sum of the file.
+      const c = await timed('curl', ['--cacert', cloud.caFile, '-sS', '--fail', '-o', curlOut, url]);
+      const sum = await timed('sha256sum', [curlOut]);
+      if (sum.stdout.split(' ')[0] !== manifest.sha256)
+        throw new Error('curl download does not match the manifest');
+      rmSync(curlOut);
+      curls.push(c.ms);
+      sums.push(sum.ms);
+      // The agent on the same URL, in its own process.
+      const a = await runWorker(
+        worker,
+        { url, manifest, caFile: cloud.caFile, out: agentOut, options: TUNING },
+        dir,
+      );
+      if (a.problems.length) throw new Error(`agent image mismatch: ${a.problems.join('; ')}`);
+      rmSync(agentOut);
+      agents.push(a);
+      log(
+        `run ${i + 1}/${REPEAT}: curl ${fmt(c.ms)} + sha256sum ${fmt(sum.ms)} = ${fmt(c.ms + sum.ms)}; ` +
+          `agent ${fmt(a.downloadMs + a.verifyMs)} (final fsync ${fmt(a.finalSyncMs)}, CPU user ` +
+          `${fmt(a.cpuMs.user)} system ${fmt(a.cpuMs.system)}), peak RSS ${(a.maxRssKiB / 1024).toFixed(0)} MiB`,
+      );
+    }
+    const curl = { ms: median(curls) };
+    const sum = { ms: median(sums) };
+    const baselineMs = median(curls.map((c, i) => c + sums[i]!));
+    const agentMs = median(agents.map((a) => a.downloadMs + a.verifyMs));
+    const agentDownloadMs = median(agents.map((a) => a.downloadMs));
+    const agentVerifyMs = median(agents.map((a) => a.verifyMs));
+    // Memory is reported for the run that used the most.
+    const agent = agents.reduce((worst, a) => (a.maxRssKiB > worst.maxRssKiB ? a : worst));
+    const emptyStart = await runWorkerStartup(worker);
 
     // The agent through a proxy that cuts the connection `INTERRUPTIONS` times, evenly spaced.
     const s3Port = Number(new URL(cloud.endpoints.s3).port);
@@ -234,7 +302,15 @@ async function main() {
     if (INTERRUPTIONS > 0) proxy.cutEvery(Math.floor(SIZE / (INTERRUPTIONS + 1)), INTERRUPTIONS);
     const resumedOut = join(dir, 'resumed.part');
     const resumed = await runWorker(
-      { url, manifest, caFile: cloud.caFile, out: resumedOut, via: { s3Port, proxyPort: proxy.port } },
+      worker,
+      {
+        url,
+        manifest,
+        caFile: cloud.caFile,
+        out: resumedOut,
+        via: { s3Port, proxyPort: proxy.port },
+        options: TUNING,
+      },
       dir,
     );
     await proxy.stop();
@@ -242,19 +318,20 @@ async function main() {
     rmSync(resumedOut);
 
     log('');
+    log(`medians of ${REPEAT} alternating runs`);
     log(`baseline  curl -o           ${fmt(curl.ms)}  (${rate(SIZE, curl.ms)})`);
     log(`          sha256sum         ${fmt(sum.ms)}  (${rate(SIZE, sum.ms)})`);
     log(`          total             ${fmt(baselineMs)}`);
     log(
-      `agent     download+chunks   ${fmt(agent.downloadMs)}  (${rate(SIZE, agent.downloadMs)}, ${agent.requests} range requests)`,
+      `agent     download          ${fmt(agentDownloadMs)}  (${rate(SIZE, agentDownloadMs)}, ${agent.requests} range requests; chunk and whole-image SHA-256 as the bytes are written)`,
     );
-    log(`          whole-image check ${fmt(agent.verifyMs)}  (${rate(SIZE, agent.verifyMs)})`);
+    log(`          digest check      ${fmt(agentVerifyMs)}`);
     log(`          total             ${fmt(agentMs)}   process start-up ${fmt(emptyStart)} not included`);
     log(
       `ratio     agent / curl+sha256sum = ${(agentMs / baselineMs).toFixed(2)}  (with start-up ${((agentMs + emptyStart) / baselineMs).toFixed(2)})`,
     );
     log(
-      `memory    agent peak RSS ${(agent.maxRssKiB / 1024).toFixed(0)} MiB for a ${SIZE_MIB} MiB image (${(resumed.maxRssKiB / 1024).toFixed(0)} MiB in the interrupted run)`,
+      `memory    agent peak RSS ${(agent.maxRssKiB / 1024).toFixed(0)} MiB (highest of ${REPEAT} runs) for a ${SIZE_MIB} MiB image (${(resumed.maxRssKiB / 1024).toFixed(0)} MiB in the interrupted run)`,
     );
     log(
       `resume    ${proxy.cuts} interruptions: body bytes / size = ${(resumed.bytesReceived / SIZE).toFixed(4)}, ` +
@@ -290,19 +367,10 @@ async function main() {
   }
 }
 
-/** Start-up cost of a worker process alone (Node, tsx and the agent modules it imports), for reference. */
-async function runWorkerStartup(): Promise<number> {
-  const modules = ['../vehicle/downloader.ts', '../vehicle/http-transport.ts'].map(
-    (m) => new URL(m, import.meta.url).href,
-  );
+/** Start-up cost of the bundled worker alone (Node and the agent modules it loads), for reference. */
+async function runWorkerStartup(worker: string): Promise<number> {
   const t0 = performance.now();
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', '-e', modules.map((m) => `await import(${JSON.stringify(m)});`).join('')],
-    {
-      stdio: 'ignore',
-    },
-  );
+  const child = spawn(process.execPath, [worker, '--startup-only'], { stdio: 'ignore' });
   await once(child, 'exit');
   return performance.now() - t0;
 }

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
-import { DEFAULT_PORTS } from '../local/cloud.js';
+import { DEFAULT_PORTS } from '../local/ports.js';
 import {
   type AgentEvent,
   ensureIdentity,

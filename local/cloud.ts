@@ -44,7 +44,10 @@ export const LOCAL_REGION = 'us-east-1';
 /** s3rver's built-in account; dynalite accepts any credentials (it does not check signatures). */
 export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 export const FIRMWARE_BUCKET = 'ota-firmware';
-export const DEFAULT_PORTS = { api: 8443, s3: 9443, dynamodb: 8444, mqtt: 8883, iotData: 8445 } as const;
+
+import { DEFAULT_PORTS } from './ports.js';
+
+export { DEFAULT_PORTS };
 
 export interface LocalCloudPorts {
   readonly api?: number;
