@@ -526,6 +526,23 @@ export class DynamoCampaignRepository implements CampaignRepository {
       }),
     );
   }
+
+  async resetCounts(
+    campaignId: string,
+    wave: number,
+    counts: Readonly<Record<string, number>>,
+  ): Promise<void> {
+    await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { campaignId },
+        UpdateExpression: 'SET counts.#w = :counts',
+        ConditionExpression: 'attribute_exists(campaignId)',
+        ExpressionAttributeNames: { '#w': `w${wave}` },
+        ExpressionAttributeValues: { ':counts': counts },
+      }),
+    );
+  }
 }
 
 export class DynamoHistoryRepository implements HistoryRepository {

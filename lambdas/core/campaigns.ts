@@ -389,6 +389,8 @@ export interface CampaignEngineDeps extends CampaignDeps {
 
 export class CampaignEngine {
   private remainingMs: () => number = () => Number.POSITIVE_INFINITY;
+  /** Last tally/counts mismatch seen per campaign wave (a mismatch must repeat before it is repaired). */
+  private readonly mismatches = new Map<string, string>();
 
   constructor(private readonly deps: CampaignEngineDeps) {}
 
@@ -428,6 +430,7 @@ export class CampaignEngine {
       laggards.push(...earlier.filter((u) => !isTerminal(u.status)));
     }
     const watched = [...laggards, ...items];
+    await this.repairDrift(c, wave, items);
 
     let timedOut = 0;
     const retry: UpdateRecord[] = [];
@@ -487,13 +490,65 @@ export class CampaignEngine {
         );
         return { offered, timedOut, decision: 'advance' };
       }
-      // Completed only once every vehicle of every wave has its outcome, not just the last wave's.
-      if (fresh.waves.every((_, w) => waveSettled(fresh.counts[`w${w}`] ?? {}))) {
+      // Completed only once every vehicle of every wave has its outcome, not just the last wave's; and since
+      // that is final, the counts are checked against the vehicles themselves first.
+      if (
+        fresh.waves.every((_, w) => waveSettled(fresh.counts[`w${w}`] ?? {})) &&
+        (await this.countsConfirmed(fresh))
+      ) {
         await this.deps.campaigns.change(c.campaignId, fresh.revision, { status: 'completed' }, stamp);
         return { offered, timedOut, decision: 'completed' };
       }
     }
     return { offered, timedOut, decision: 'wait' };
+  }
+
+  /**
+   * Counters move in a second write after each vehicle's state (transition, ingest); a write lost in between (a
+   * crash, a throttle) leaves them off for good, and a campaign deciding on them could stall or finish early. The
+   * tick already lists the current wave: when its tally differs from the stored counts in the same way on two
+   * consecutive ticks (not a change in flight), the counts are rewritten from the tally.
+   */
+  private async repairDrift(c: CampaignRecord, wave: number, items: readonly UpdateRecord[]): Promise<void> {
+    const key = `${c.campaignId}#${wave}`;
+    const tally = tallyOf(items);
+    const stored = nonZero(c.counts[`w${wave}`] ?? {});
+    if (sameCounts(tally, stored)) {
+      this.mismatches.delete(key);
+      return;
+    }
+    const signature = JSON.stringify([tally, stored]);
+    if (this.mismatches.get(key) !== signature) {
+      this.mismatches.set(key, signature);
+      return;
+    }
+    this.mismatches.delete(key);
+    this.deps.log?.warn('campaign counts drifted from the vehicles; recounted', {
+      campaignId: c.campaignId,
+      wave,
+      stored,
+      tally,
+    });
+    await this.deps.campaigns.resetCounts(c.campaignId, wave, tally);
+  }
+
+  /** Recounts every wave from its vehicles; repairs and answers false where the stored counts differ. */
+  private async countsConfirmed(c: CampaignRecord): Promise<boolean> {
+    let confirmed = true;
+    for (let wave = 0; wave < c.waves.length; wave++) {
+      const tally = tallyOf(await this.deps.updates.listByCampaignWave(c.campaignId, wave));
+      const stored = nonZero(c.counts[`w${wave}`] ?? {});
+      if (sameCounts(tally, stored)) continue;
+      confirmed = false;
+      this.deps.log?.warn('campaign counts drifted from the vehicles; recounted before completing', {
+        campaignId: c.campaignId,
+        wave,
+        stored,
+        tally,
+      });
+      await this.deps.campaigns.resetCounts(c.campaignId, wave, tally);
+    }
+    return confirmed;
   }
 
   private async offer(
@@ -553,4 +608,23 @@ export class CampaignEngine {
     }
     return true;
   }
+}
+
+function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {
+  const tally: Record<string, number> = {};
+  for (const u of items) tally[u.status] = (tally[u.status] ?? 0) + 1;
+  return tally;
+}
+
+function nonZero(counts: Readonly<Record<string, number | undefined>>): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts).filter(([, n]) => n !== undefined && n !== 0)) as Record<
+    string,
+    number
+  >;
+}
+
+function sameCounts(a: Record<string, number>, b: Record<string, number>): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) if ((a[k] ?? 0) !== (b[k] ?? 0)) return false;
+  return true;
 }

@@ -162,6 +162,8 @@ export interface CampaignRepository {
   ): Promise<boolean>;
   /** Moves one vehicle between states in a wave's counts (from undefined: a new vehicle). */
   count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void>;
+  /** Replaces a wave's counts with a recount of its vehicles (repair after a lost count write). */
+  resetCounts(campaignId: string, wave: number, counts: Readonly<Record<string, number>>): Promise<void>;
 }
 
 export interface HistoryEvent {

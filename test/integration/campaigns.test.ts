@@ -376,6 +376,46 @@ describe('campaigns', { timeout: 120000 }, () => {
     await assertCountsMatch('in-flight');
   });
 
+  it('repairs counts that drifted from the vehicles (a lost counter write) instead of stalling or finishing early', async () => {
+    await register(group('H', 3), 'hold');
+    await create({
+      campaign_id: 'drift',
+      name: 'drift',
+      targets: { vins: group('H', 3) },
+      policy: { waves: [100], halt_failure_percent: 100, halt_min_outcomes: 10 },
+    });
+    await operator.call('POST', '/campaigns/drift/start', {});
+    await until('drift', (x) => x.counts.installing === 3, 20000, 'three vehicles installing');
+    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    const skew = (expression: string, values: Record<string, number>) =>
+      db.send(
+        new UpdateCommand({
+          TableName: cloud.tables.campaigns,
+          Key: { campaignId: 'drift' },
+          UpdateExpression: expression,
+          ExpressionAttributeNames: { '#w': 'w0' },
+          ExpressionAttributeValues: values,
+        }),
+      );
+    // One vehicle finishes; then the counts claim the other two did too (a count moved twice): finishing now
+    // would leave two vehicles mid-install in a campaign called completed.
+    const [first, second, third] = group('H', 3).map((v) => sims.get(v)!);
+    await first!.release('completed');
+    await until('drift', (x) => x.counts.completed === 1, 20000, 'one completed');
+    await skew('ADD counts.#w.completed :two, counts.#w.installing :minus', { ':two': 2, ':minus': -2 });
+    await sleep(5 * TICK_MS);
+    let c = await campaign('drift');
+    assert.equal(c.status, 'running', 'not completed on counts the vehicles contradict');
+    assert.deepEqual(c.counts, { completed: 1, installing: 2 }, 'recounted from the vehicles');
+    // The other direction: a phantom vehicle still installing would hold the campaign open forever.
+    await skew('ADD counts.#w.installing :one', { ':one': 1 });
+    await second!.release('completed');
+    await third!.release('completed');
+    c = await until('drift', (x) => x.status === 'completed', 20000, 'completion after the repair');
+    assert.deepEqual(c.counts, { completed: 3 });
+    await assertCountsMatch('drift');
+  });
+
   it('refuses a second campaign for a vehicle and ECU already in an active one (409)', async () => {
     await register(group('E', 3), 'hold');
     await create({ campaign_id: 'first-claim', name: 'one', targets: { vins: group('E', 3) } });
