@@ -16,7 +16,7 @@
 import { rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VERSION_PATTERN } from '../lambdas/core/api-schema.js';
-import { manifestDigest } from '../lambdas/core/assignment.js';
+import { checkAssignment, manifestDigest } from '../lambdas/core/assignment.js';
 import type { ReleaseManifest } from '../lambdas/core/manifest.js';
 import { offerSchema, type UpdateOffer } from '../lambdas/core/offer.js';
 import type { VehicleApi } from './api-client.js';
@@ -91,6 +91,8 @@ export interface AgentHooks {
 export type AgentEvent =
   | { type: 'offer'; source: 'mqtt' | 'poll'; update_id: string; firmware_version: string; counter: number }
   | { type: 'poll'; reason: 'interval' | 'catch_up'; pending: number }
+  /** The accepted assignment had expired by install time and the backend signed a fresh one. */
+  | { type: 'renewed'; update_id: string; expires_at: string }
   | { type: 'accepted'; update_id: string; firmware_version: string; ecu: string }
   | {
       type: 'phase';
@@ -198,6 +200,8 @@ export class VehicleAgent {
   private catchUp = false;
   /** Whole-image digests the downloader computed in this process, by .part file. */
   private readonly streamedDigests = new Map<string, string>();
+  /** Expiry of assignments renewed in this process, by update (the stored offer keeps the original). */
+  private readonly renewals = new Map<string, number>();
   private mqttConnectedBefore = false;
   private retryLaterCount = 0;
 
@@ -904,6 +908,8 @@ export class VehicleAgent {
       },
     });
 
+    if (!(await this.stillAuthorized(cur, offer))) return;
+
     await store.update((d) => {
       if (d.current) {
         d.current.phase = 'installing';
@@ -991,6 +997,71 @@ export class VehicleAgent {
       return;
     }
     await this.finishAndClean(cur, m, 'completed');
+  }
+
+  /**
+   * An assignment authorises an update for a bounded time. When it has run out by the time the car is safe to
+   * install (parked for days, offline), the backend must confirm it still wants this update: a fresh assignment
+   * for the same update and manifest, signed by a trusted backend key for this VIN, with a higher counter. A
+   * refusal ends the update as rejected with nothing installed; an unreachable backend means waiting, never
+   * installing on a lapsed authorisation.
+   */
+  private async stillAuthorized(cur: CurrentUpdate, offer: UpdateOffer): Promise<boolean> {
+    const m = offer.manifest.manifest;
+    if (Date.parse(offer.assignment.assignment.expires_at) > this.runtime.now()) return true;
+    const renewed = this.renewals.get(cur.update_id);
+    if (renewed !== undefined && renewed > this.runtime.now()) return true;
+    let answer: Awaited<ReturnType<VehicleApi['download']>>;
+    try {
+      answer = await this.options.api.download(offer.firmware_version, this.abort.signal);
+    } catch (err) {
+      if (this.abort.signal.aborted) throw abortReason(this.abort.signal);
+      if (err instanceof ApiError && !err.transient) {
+        await this.finishAndClean(
+          cur,
+          m,
+          'rejected',
+          `the assignment expired before installation and the backend no longer offers it: ${err.code}`,
+        );
+        return false;
+      }
+      throw new RetryLater('assignment_expired', 'the assignment expired; the backend must renew it first', {
+        cause: err,
+      });
+    }
+    const fresh = answer.assignment;
+    const check = checkAssignment(fresh, {
+      keys: this.options.trust.backendKeys,
+      vin: this.options.vin,
+      now: new Date(this.runtime.now()),
+      lastCounter: cur.counter,
+      manifest: m,
+    });
+    const problem = !check.ok
+      ? check.reason
+      : fresh.assignment.update_id !== cur.update_id
+        ? 'another update'
+        : undefined;
+    if (problem) {
+      await this.finishAndClean(
+        cur,
+        m,
+        'rejected',
+        `the assignment expired before installation and its renewal was refused: ${problem}`,
+      );
+      return false;
+    }
+    const counter = fresh.assignment.counter;
+    await this.stateStore.update((d) => {
+      d.last_counter = Math.max(d.last_counter, counter);
+    });
+    this.renewals.set(cur.update_id, Date.parse(fresh.assignment.expires_at));
+    this.logger.info('assignment renewed before installation', {
+      update_id: cur.update_id,
+      expires_at: fresh.assignment.expires_at,
+    });
+    this.emit({ type: 'renewed', update_id: cur.update_id, expires_at: fresh.assignment.expires_at });
+    return true;
   }
 
   private async finishAndClean(

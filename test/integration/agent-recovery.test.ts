@@ -10,6 +10,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
 import type { VehicleAgent } from '../../vehicle/agent.js';
 import { createVehicleAgent } from '../../vehicle/setup.js';
 import { StaticVehicleState } from '../../vehicle/vehicle-state.js';
@@ -27,6 +31,7 @@ import {
   publishRelease,
   readAgentState,
   registerAgentVehicle,
+  resignAssignment,
   sha256,
   startAgent,
   startAgentCloud,
@@ -291,6 +296,73 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
       assert.equal(backend.ecus[0]?.version, '2.0.0');
     } finally {
       await v.close();
+    }
+  });
+  it('renews an assignment that expired while the car waited, and installs nothing when the backend refuses', async () => {
+    const lapse = async (vin: string, dir: string, version: string) => {
+      const car = new StaticVehicleState({ parked: false, batteryPercent: 90 });
+      const v = await startAgent(ac, vin, dir, { vehicleState: car, safety: { pollMs: 50 } });
+      await connected(v);
+      const offer = await initiateOffer(v, version);
+      // The backend's assignment, re-signed with its key to run out in 2 s: the car is driving meanwhile.
+      const expiresAt = new Date(Date.now() + 2000).toISOString();
+      await publishOffer(ac, vin, {
+        ...offer,
+        assignment: await resignAssignment(ac, offer.assignment, { expires_at: expiresAt }),
+      });
+      await v.events.waitFor((e) => e.type === 'deferred', 30_000, 'deferral while driving');
+      await sleep(Math.max(0, Date.parse(expiresAt) - Date.now()) + 200);
+      return { v, car };
+    };
+
+    // Still wanted: a fresh assignment for the same update, then the install.
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    const { v, car } = await lapse(vin, dir, '2.0.0');
+    try {
+      car.set({ parked: true });
+      const outcome = await v.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      const renewed = v.events.events.find((e) => e.type === 'renewed');
+      assert.ok(renewed && renewed.type === 'renewed' && Date.parse(renewed.expires_at) > Date.now());
+      assert.ok(readAgentState(dir).last_counter > 1, 'the renewal raised the counter');
+      await v.agent.whenIdle();
+      assertVehicleRuns(dir, '2.0.0', rel.image);
+      assert.equal(backendUpdate(await backendVehicle(ac, vin), '2.0.0')?.status, 'completed');
+    } finally {
+      await v.close();
+    }
+
+    // No longer wanted: the release was taken out of service while the car waited.
+    const withdrawn = await publishRelease(ac, { version: '2.7.0', releaseId: 'tcu-2.7.0' });
+    const vin2 = nextVin();
+    const dir2 = await registerAgentVehicle(ac, vin2);
+    const second = await lapse(vin2, dir2, '2.7.0');
+    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    const setStatus = (status: string) =>
+      db.send(
+        new UpdateCommand({
+          TableName: ac.cloud.tables.releases,
+          Key: { releaseId: 'tcu-2.7.0' },
+          UpdateExpression: 'SET #s = :s',
+          ExpressionAttributeNames: { '#s': 'status' },
+          ExpressionAttributeValues: { ':s': status },
+        }),
+      );
+    try {
+      await setStatus('pending');
+      second.car.set({ parked: true });
+      const outcome = await second.v.events.outcome('2.7.0');
+      assert.equal(outcome.status, 'rejected');
+      assert.match(outcome.reason ?? '', /expired before installation.*no longer offers it: unknown_version/);
+      assert.ok(!second.v.events.events.some((e) => e.type === 'phase' && e.phase === 'installing'));
+      await second.v.agent.whenIdle();
+      assert.equal(activeSlot(dir2).version, '1.0.0', 'nothing installed');
+      assert.equal(backendUpdate(await backendVehicle(ac, vin2), '2.7.0')?.status, 'rejected');
+      assert.ok(withdrawn.signed.manifest.version === '2.7.0');
+    } finally {
+      await setStatus('published');
+      await second.v.close();
     }
   });
 });
