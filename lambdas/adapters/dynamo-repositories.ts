@@ -48,6 +48,23 @@ async function conditionally(
   }
 }
 
+/** Puts an item that must not exist yet; answers 409 with the given code and message when it does. */
+async function createOnce(
+  db: DynamoDBDocumentClient,
+  table: string,
+  item: Record<string, unknown>,
+  key: string,
+  conflict: { code: string; message: string },
+): Promise<void> {
+  const put = new PutCommand({
+    TableName: table,
+    Item: item,
+    ConditionExpression: 'attribute_not_exists(#key)',
+    ExpressionAttributeNames: { '#key': key },
+  });
+  if (!(await conditionally(db, put))) throw new ConflictError(conflict.code, conflict.message);
+}
+
 function isConditionFailure(err: unknown): boolean {
   return err instanceof Error && err.name === 'ConditionalCheckFailedException';
 }
@@ -80,19 +97,10 @@ export class DynamoReleaseRepository implements ReleaseRepository {
   }
 
   async create(release: ReleaseRecord): Promise<void> {
-    try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: release,
-          ConditionExpression: 'attribute_not_exists(releaseId)',
-        }),
-      );
-    } catch (err) {
-      if (isConditionFailure(err))
-        throw new ConflictError('release_exists', `Release ${release.releaseId} already exists`);
-      throw err;
-    }
+    await createOnce(this.db, this.table, { ...release }, 'releaseId', {
+      code: 'release_exists',
+      message: `Release ${release.releaseId} already exists`,
+    });
   }
 
   async markPublished(
@@ -186,20 +194,11 @@ export class DynamoVehicleRepository implements VehicleRepository {
   }
 
   async create(vehicle: VehicleRecord): Promise<void> {
-    try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          // campaignLocks starts as an empty map so per-ECU locks can be set with a nested path.
-          Item: { ...vehicle, campaignLocks: {} },
-          ConditionExpression: 'attribute_not_exists(vin)',
-        }),
-      );
-    } catch (err) {
-      if (isConditionFailure(err))
-        throw new ConflictError('vehicle_exists', `Vehicle ${vehicle.vin} is already registered`);
-      throw err;
-    }
+    // campaignLocks starts as an empty map so per-ECU locks can be set with a nested path.
+    await createOnce(this.db, this.table, { ...vehicle, campaignLocks: {} }, 'vin', {
+      code: 'vehicle_exists',
+      message: `Vehicle ${vehicle.vin} is already registered`,
+    });
   }
 
   async scan(cursor?: string): Promise<{ items: VehicleRecord[]; cursor?: string }> {
@@ -435,19 +434,10 @@ export class DynamoCampaignRepository implements CampaignRepository {
   ) {}
 
   async create(campaign: CampaignRecord): Promise<void> {
-    try {
-      await this.db.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: campaign,
-          ConditionExpression: 'attribute_not_exists(campaignId)',
-        }),
-      );
-    } catch (err) {
-      if (isConditionFailure(err))
-        throw new ConflictError('campaign_exists', `Campaign ${campaign.campaignId} already exists`);
-      throw err;
-    }
+    await createOnce(this.db, this.table, { ...campaign }, 'campaignId', {
+      code: 'campaign_exists',
+      message: `Campaign ${campaign.campaignId} already exists`,
+    });
   }
 
   async get(campaignId: string): Promise<CampaignRecord | undefined> {

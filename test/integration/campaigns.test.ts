@@ -439,5 +439,16 @@ describe('campaigns', { timeout: 120000 }, () => {
         .status,
       404,
     );
+    // The same campaign id again, for vehicles nobody holds: 409, and the vehicles stay free.
+    await register(group('J', 1), 'hold');
+    const again = await operator.call('POST', '/campaigns', {
+      campaign_id: 'first-claim',
+      release_id: 'tcu-2.0.0',
+      name: 'same id',
+      targets: { vins: group('J', 1) },
+    });
+    assert.equal(again.status, 409, again.raw.toString());
+    assert.equal(again.json.error.code, 'campaign_exists');
+    await create({ campaign_id: 'after-the-refusal', name: 'free', targets: { vins: group('J', 1) } });
   });
 });
