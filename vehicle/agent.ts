@@ -908,6 +908,15 @@ export class VehicleAgent {
       },
     });
 
+    if (await this.cancelledByBackend(cur)) {
+      await this.finishAndClean(
+        cur,
+        m,
+        'rejected',
+        'the backend cancelled the update before installation; nothing installed',
+      );
+      return;
+    }
     if (!(await this.stillAuthorized(cur, offer))) return;
 
     await store.update((d) => {
@@ -997,6 +1006,25 @@ export class VehicleAgent {
       return;
     }
     await this.finishAndClean(cur, m, 'completed');
+  }
+
+  /**
+   * Asks the backend, just before writing to the ECU, whether the update was cancelled meanwhile (a campaign
+   * cancelled while this car downloaded or waited for a safe moment). Best effort: a car that cannot reach the
+   * backend installs what it accepted while the assignment is valid.
+   */
+  private async cancelledByBackend(cur: CurrentUpdate): Promise<boolean> {
+    try {
+      const list = await this.options.api.listUpdates(this.abort.signal);
+      return list.updates.some((u) => u.update_id === cur.update_id && u.status === 'cancelled');
+    } catch (err) {
+      if (this.abort.signal.aborted) throw abortReason(this.abort.signal);
+      this.logger.warn('could not ask the backend before installing; going ahead', {
+        update_id: cur.update_id,
+        error: describeError(err),
+      });
+      return false;
+    }
   }
 
   /**

@@ -337,15 +337,22 @@ export class CampaignService {
     throw new ConflictError('concurrent_update', 'The campaign changed concurrently; retry');
   }
 
-  /** Cancelling withdraws every offer not yet acted on; vehicles already installing finish on their own. */
+  /**
+   * Cancelling withdraws every update not yet being installed: scheduled and offered ones, and those still
+   * downloading or verifying (their agents ask before installing and stand down). Vehicles already installing
+   * finish on their own; an outcome a vehicle reports after the cancel is still recorded (update-state.ts).
+   */
   private async withdraw(c: CampaignRecord): Promise<void> {
     for (let wave = 0; wave < c.waves.length; wave++) {
       const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
       await pool(items, 16, async (u) => {
-        if (u.status === 'scheduled' || u.status === 'offered') {
-          await transition(this.deps, c.campaignId, u, { status: 'cancelled', reason: 'campaign cancelled' });
-        }
-        if (u.status === 'scheduled' || u.status === 'offered' || isTerminal(u.status)) {
+        const withdrawn =
+          BEFORE_INSTALL.has(u.status) &&
+          (await transition(this.deps, c.campaignId, u, {
+            status: 'cancelled',
+            reason: 'campaign cancelled',
+          }));
+        if (withdrawn || isTerminal(u.status)) {
           await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
         }
       });
@@ -609,6 +616,16 @@ export class CampaignEngine {
     return true;
   }
 }
+
+/** Campaign update states in which nothing has been written to the vehicle's ECU yet. */
+const BEFORE_INSTALL: ReadonlySet<UpdateRecord['status']> = new Set([
+  'scheduled',
+  'offered',
+  'initiated',
+  'downloading',
+  'downloaded',
+  'verifying',
+]);
 
 function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {
   const tally: Record<string, number> = {};

@@ -62,10 +62,32 @@ export type TransitionResult =
       readonly next?: UpdateProgressState;
     };
 
+/**
+ * Install outcomes a vehicle may report on an update the backend cancelled: a cancel is a wish that can lose the
+ * race with a car already installing, and what the car then runs is the fact that must be recorded.
+ */
+export const OUTCOMES_AFTER_CANCEL: ReadonlySet<UpdateStatus> = new Set([
+  'completed',
+  'failed',
+  'verification_failed',
+  'rolled_back',
+]);
+
 export function applyReport(current: UpdateProgressState, report: StatusReport): TransitionResult {
-  if (isTerminal(current.status)) return { applied: false, reason: 'terminal' };
+  const overridesCancel = current.status === 'cancelled' && OUTCOMES_AFTER_CANCEL.has(report.status);
+  if (isTerminal(current.status) && !overridesCancel) return { applied: false, reason: 'terminal' };
   if (report.sequence !== undefined && report.sequence <= current.lastSequence) {
     return { applied: false, reason: 'stale_sequence' };
+  }
+  if (overridesCancel) {
+    return {
+      applied: true,
+      next: {
+        status: report.status,
+        progress: report.status === 'completed' ? 100 : current.progress,
+        lastSequence: report.sequence ?? current.lastSequence,
+      },
+    };
   }
   const from = RANK[current.status];
   const to = RANK[report.status];

@@ -365,4 +365,48 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
       await second.v.close();
     }
   });
+  it('stands down when its campaign is cancelled while it waits to install, and the backend keeps it cancelled', async () => {
+    const vin = nextVin();
+    const dir = await registerAgentVehicle(ac, vin);
+    const car = new StaticVehicleState({ parked: false, batteryPercent: 90 });
+    const v = await startAgent(ac, vin, dir, { vehicleState: car, safety: { pollMs: 50 } });
+    try {
+      await connected(v);
+      const created = await ac.operator.call('POST', '/campaigns', {
+        campaign_id: 'cancel-while-waiting',
+        name: 'cancelled before install',
+        release_id: 'tcu-2.0.0',
+        targets: { vins: [vin] },
+        policy: { waves: [100] },
+      });
+      assert.equal(created.status, 201, created.raw.toString());
+      assert.equal((await ac.operator.call('POST', '/campaigns/cancel-while-waiting/start', {})).status, 200);
+      await v.events.waitFor((e) => e.type === 'deferred', 30_000, 'downloaded, waiting to park');
+      const cancelled = await ac.operator.call('POST', '/campaigns/cancel-while-waiting/cancel', {});
+      assert.equal(cancelled.status, 200);
+      assert.equal(
+        backendUpdate(await backendVehicle(ac, vin), '2.0.0')?.status,
+        'cancelled',
+        'the verified-but-waiting update was withdrawn',
+      );
+      car.set({ parked: true });
+      const outcome = await v.events.outcome('2.0.0');
+      assert.equal(outcome.status, 'rejected');
+      assert.match(outcome.reason ?? '', /cancelled the update before installation/);
+      assert.ok(!v.events.events.some((e) => e.type === 'phase' && e.phase === 'installing'));
+      await v.agent.whenIdle();
+      assert.equal(activeSlot(dir).version, '1.0.0', 'nothing written to the ECU');
+      const backend = await backendVehicle(ac, vin);
+      assert.equal(
+        backendUpdate(backend, '2.0.0')?.status,
+        'cancelled',
+        'the stand-down does not turn into a failure',
+      );
+      assert.equal(backend.ecus[0]?.version, '1.0.0');
+      const campaign = await ac.operator.call('GET', '/campaigns/cancel-while-waiting');
+      assert.deepEqual(campaign.json.counts, { cancelled: 1 });
+    } finally {
+      await v.close();
+    }
+  });
 });

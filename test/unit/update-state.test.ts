@@ -111,4 +111,33 @@ describe('version ordering', () => {
     }
     assert.equal(compareVersions('3.0.1', '3.0.1'), 0);
   });
+
+  it('records an install outcome reported after a cancel (the car won the race), but nothing else', () => {
+    const cancelled = { status: 'cancelled' as const, progress: 40, lastSequence: 7 };
+    assert.deepEqual(applyReport(cancelled, { status: 'completed', sequence: 8 }), {
+      applied: true,
+      next: { status: 'completed', progress: 100, lastSequence: 8 },
+    });
+    assert.deepEqual(applyReport(cancelled, { status: 'rolled_back' }), {
+      applied: true,
+      next: { status: 'rolled_back', progress: 40, lastSequence: 7 },
+    });
+    for (const status of ['downloading', 'installing', 'rejected'] as const)
+      assert.deepEqual(applyReport(cancelled, { status, sequence: 9 }), {
+        applied: false,
+        reason: 'terminal',
+      });
+    assert.deepEqual(applyReport(cancelled, { status: 'completed', sequence: 7 }), {
+      applied: false,
+      reason: 'stale_sequence',
+    });
+    // Any other terminal state stays final.
+    assert.deepEqual(
+      applyReport({ ...cancelled, status: 'timed_out' }, { status: 'completed', sequence: 9 }),
+      {
+        applied: false,
+        reason: 'terminal',
+      },
+    );
+  });
 });
