@@ -60,8 +60,9 @@ export class SimVehicle {
       case 'silent':
         return;
       case 'hold':
-        await this.send('progress', { progress: 30, status: 'installing', campaign_id });
+        // Held before it is announced: a test that sees 'installing' in the backend may release it at once.
         this.held.push(offer);
+        await this.send('progress', { progress: 30, status: 'installing', campaign_id });
         return;
       case 'fail':
         await this.send('progress', { progress: 50, status: 'downloading', campaign_id });
