@@ -304,8 +304,8 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
       const v = await startAgent(ac, vin, dir, { vehicleState: car, safety: { pollMs: 50 } });
       await connected(v);
       const offer = await initiateOffer(v, version);
-      // The backend's assignment, re-signed with its key to run out in 2 s: the car is driving meanwhile.
-      const expiresAt = new Date(Date.now() + 2000).toISOString();
+      // The backend's assignment, re-signed with its key to run out in 4 s: the car is driving meanwhile.
+      const expiresAt = new Date(Date.now() + 4000).toISOString();
       await publishOffer(ac, vin, {
         ...offer,
         assignment: await resignAssignment(ac, offer.assignment, { expires_at: expiresAt }),
