@@ -40,6 +40,20 @@ export interface WorkerResult {
   readonly maxRssKiB: number;
 }
 
+/**
+ * This process's peak resident set: VmHWM of its own address space. (getrusage's maxRSS is not used: on Linux it
+ * keeps the high-water mark across exec, so a child spawned by a large parent reports the parent's size.)
+ */
+function peakRssKiB(): number {
+  try {
+    const hwm = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (hwm) return Number(hwm[1]);
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS;
+}
+
 const { values } = parseArgs({
   options: { job: { type: 'string' }, 'startup-only': { type: 'boolean', default: false } },
 });
@@ -83,7 +97,7 @@ const verdict = stats.sha256 === job.manifest.sha256;
 const t2 = performance.now();
 const cpu = process.cpuUsage(cpu0);
 // Peak RSS of download and verify, read before the untimed read-back below (which is the bench's, not the agent's).
-const maxRssKiB = process.resourceUsage().maxRSS;
+const maxRssKiB = peakRssKiB();
 clearInterval(sampler);
 if (process.env.BENCH_MEMORY)
   process.stderr.write(
