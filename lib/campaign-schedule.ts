@@ -1,14 +1,13 @@
 import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import type * as sns from 'aws-cdk-lib/aws-sns';
-import * as sqs from 'aws-cdk-lib/aws-sqs';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/adapters/env.js';
-import { acknowledge } from './nag.js';
+import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /**
  * The campaign engine's period on AWS. EventBridge Scheduler's finest rate is one minute; the function learns the
@@ -108,18 +107,10 @@ export class CampaignSchedule extends Construct {
     }
     fn.addEnvironment(ENV.campaignTickSeconds, String(CAMPAIGN_TICK_PERIOD.toSeconds()));
 
-    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      retentionPeriod: Duration.days(14),
-      removalPolicy: props.destroyOnRemoval ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
-    });
-    acknowledge(
-      this.deadLetterQueue,
-      'AwsSolutions-SQS3',
-      'This queue is itself the dead-letter queue of the campaign tick schedule (EventBridge Scheduler ' +
-        'DeadLetterConfig). cdk-nag only recognises a dead-letter queue through an SQS RedrivePolicy or a Lambda ' +
-        'DeadLetterConfig, and a dead-letter queue of a dead-letter queue would only move the problem.',
+    this.deadLetterQueue = createDeadLetterQueue(
+      this,
+      props.destroyOnRemoval,
+      ' of the campaign tick schedule (EventBridge Scheduler DeadLetterConfig)',
     );
 
     // Always deleted with the stack: the group holds nothing but this schedule, and a retained group would keep its
@@ -192,25 +183,12 @@ export class CampaignSchedule extends Construct {
       datapointsToAlarm: 5,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    this.deadLetterAlarm = new cloudwatch.Alarm(this, 'DeadLetterAlarm', {
-      alarmDescription:
-        `EventBridge Scheduler could not invoke the campaign engine tick: see the dead-letter queue ` +
+    this.deadLetterAlarm = createDeadLetterAlarm(
+      this,
+      this.deadLetterQueue,
+      `EventBridge Scheduler could not invoke the campaign engine tick: see the dead-letter queue ` +
         `${this.deadLetterQueue.queueName}.`,
-      metric: this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-        period: Duration.minutes(1),
-        statistic: cloudwatch.Stats.MAXIMUM,
-      }),
-      threshold: 0,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    if (props.alarmTopic) {
-      const action = new cwActions.SnsAction(props.alarmTopic);
-      for (const alarm of [this.errorAlarm, this.deadLetterAlarm]) {
-        alarm.addAlarmAction(action);
-        alarm.addOkAction(action);
-      }
-    }
+    );
+    notify(props.alarmTopic, [this.errorAlarm, this.deadLetterAlarm]);
   }
 }

@@ -1,13 +1,12 @@
-import { Duration, RemovalPolicy, Stack, Token } from 'aws-cdk-lib';
-import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import { Duration, Stack, Token } from 'aws-cdk-lib';
+import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as iot from 'aws-cdk-lib/aws-iot';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
-import * as sqs from 'aws-cdk-lib/aws-sqs';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
-import { acknowledge } from './nag.js';
+import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /**
  * The topic rule's query. It selects exactly the event lambdas/core/ingest.ts parses ({payload: base64 of the raw
@@ -109,18 +108,10 @@ export class FleetIngest extends Construct {
     }
     const ruleArn = stack.formatArn({ service: 'iot', resource: 'rule', resourceName: this.ruleName });
 
-    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      retentionPeriod: Duration.days(14),
-      removalPolicy: props.destroyOnRemoval ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
-    });
-    acknowledge(
-      this.deadLetterQueue,
-      'AwsSolutions-SQS3',
-      'This queue is itself the dead-letter queue: the IoT rule error action and the ingest function on-failure ' +
-        'destination send to it. cdk-nag only recognises a dead-letter queue through an SQS RedrivePolicy or a ' +
-        'Lambda DeadLetterConfig, and a dead-letter queue of a dead-letter queue would only move the problem.',
+    this.deadLetterQueue = createDeadLetterQueue(
+      this,
+      props.destroyOnRemoval,
+      ': the IoT rule error action and the ingest function on-failure destination send to it',
     );
     const sendDeadLetter = new iam.PolicyStatement({
       actions: ['sqs:SendMessage'],
@@ -173,25 +164,13 @@ export class FleetIngest extends Construct {
       onFailure: sendOnlyDestination(this.deadLetterQueue, sendDeadLetter),
     });
 
-    this.deadLetterAlarm = new cloudwatch.Alarm(this, 'DeadLetterAlarm', {
-      alarmDescription:
-        `Vehicle MQTT messages were not recorded: see the dead-letter queue ${this.deadLetterQueue.queueName} ` +
+    this.deadLetterAlarm = createDeadLetterAlarm(
+      this,
+      this.deadLetterQueue,
+      `Vehicle MQTT messages were not recorded: see the dead-letter queue ${this.deadLetterQueue.queueName} ` +
         `(IoT rule ${this.ruleName} error action and ingest function failures).`,
-      metric: this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
-        period: Duration.minutes(1),
-        statistic: cloudwatch.Stats.MAXIMUM,
-      }),
-      threshold: 0,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 1,
-      // SQS stops reporting for a queue idle for hours; an empty, idle dead-letter queue is the healthy state.
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    if (props.alarmTopic) {
-      const action = new cwActions.SnsAction(props.alarmTopic);
-      this.deadLetterAlarm.addAlarmAction(action);
-      this.deadLetterAlarm.addOkAction(action);
-    }
+    );
+    notify(props.alarmTopic, [this.deadLetterAlarm]);
   }
 }
 
