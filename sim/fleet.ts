@@ -17,8 +17,10 @@ import { Readable } from 'node:stream';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import mqtt from 'mqtt';
 import { KeyFileSigner } from '../lambdas/adapters/signers.js';
+import type { UpdateStatus } from '../lambdas/core/api-schema.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../lambdas/core/manifest.js';
 import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
+import { isTerminal } from '../lambdas/core/update-state.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import type { AgentEvent, EcuConfig } from '../vehicle/agent.js';
 import { registerVehicle } from '../vehicle/api-client.js';
@@ -344,11 +346,8 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const explainStall = async (waves: number) => {
       for (let w = 0; w < waves; w++) {
         const listed = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w}`);
-        const open = (listed.vehicles as { vin: string; status: string; attempt: number }[]).filter(
-          (v) =>
-            !['completed', 'rolled_back', 'failed', 'verification_failed', 'timed_out', 'scheduled'].includes(
-              v.status,
-            ),
+        const open = (listed.vehicles as { vin: string; status: UpdateStatus; attempt: number }[]).filter(
+          (v) => v.status !== 'scheduled' && !isTerminal(v.status),
         );
         for (const v of open.slice(0, 5)) {
           const st = agents.get(v.vin)?.agent.state;

@@ -70,7 +70,7 @@ function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
 export function campaignView(c: CampaignRecord) {
   const totals: Record<string, number> = {};
   const waves = c.waves.map((w, i) => {
-    const counts = Object.fromEntries(Object.entries(c.counts[`w${i}`] ?? {}).filter(([, n]) => n !== 0));
+    const counts = nonZero(c.counts[`w${i}`] ?? {});
     for (const [s, n] of Object.entries(counts)) totals[s] = (totals[s] ?? 0) + n;
     const sum = summarize(counts);
     return {
