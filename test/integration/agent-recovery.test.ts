@@ -14,7 +14,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
 import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
-import type { VehicleAgent } from '../../vehicle/agent.js';
+import type { InstallStep, VehicleAgent } from '../../vehicle/agent.js';
 import { createVehicleAgent } from '../../vehicle/setup.js';
 import { StaticVehicleState } from '../../vehicle/vehicle-state.js';
 import {
@@ -66,6 +66,29 @@ async function connected(v: {
   };
 }) {
   await v.events.waitFor((e) => e.type === 'connection' && e.connected === true, 10_000, 'MQTT connection');
+}
+
+/** A new vehicle is offered 2.0.0 and loses power just before the given install step (the agent is killed). */
+async function powerCutBefore(cutAt: InstallStep): Promise<{ vin: string; dir: string }> {
+  const vin = nextVin();
+  const dir = await registerAgentVehicle(ac, vin);
+  let first: VehicleAgent | undefined;
+  let cutDone = false;
+  const v1 = await startAgent(ac, vin, dir, {
+    hooks: {
+      beforeInstallStep: (step) => {
+        if (step !== cutAt) return;
+        first?.kill();
+        cutDone = true;
+        return new Promise<void>(() => {}); // the process is gone: nothing after this point runs
+      },
+    },
+  });
+  first = v1.agent;
+  await connected(v1);
+  await publishOffer(ac, vin, await initiateOffer(v1, '2.0.0'));
+  await waitUntil(() => cutDone, 30_000, 'the power cut');
+  return { vin, dir };
 }
 
 describe('vehicle agent: power cuts, failed installs and unsafe moments', { timeout: 60_000 }, () => {
@@ -141,24 +164,7 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
   });
 
   it('power cut after writing the inactive slot, before switching: restart keeps the old version, installs again', async () => {
-    const vin = nextVin();
-    const dir = await registerAgentVehicle(ac, vin);
-    let first: VehicleAgent | undefined;
-    let cutDone = false;
-    const v1 = await startAgent(ac, vin, dir, {
-      hooks: {
-        beforeInstallStep: (step) => {
-          if (step !== 'activate') return;
-          first?.kill();
-          cutDone = true;
-          return new Promise<void>(() => {}); // the process is gone: nothing after this point runs
-        },
-      },
-    });
-    first = v1.agent;
-    await connected(v1);
-    await publishOffer(ac, vin, await initiateOffer(v1, '2.0.0'));
-    await waitUntil(() => cutDone, 30_000, 'the power cut');
+    const { vin, dir } = await powerCutBefore('activate');
 
     const cut = readAgentState(dir);
     assert.equal(cut.current?.phase, 'installing', 'the state file says an install was running');
@@ -182,24 +188,7 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
   });
 
   it('power cut after switching slots, before the new version was confirmed: restart switches back, reports rolled_back', async () => {
-    const vin = nextVin();
-    const dir = await registerAgentVehicle(ac, vin);
-    let first: VehicleAgent | undefined;
-    let cutDone = false;
-    const v1 = await startAgent(ac, vin, dir, {
-      hooks: {
-        beforeInstallStep: (step) => {
-          if (step !== 'commit') return;
-          first?.kill();
-          cutDone = true;
-          return new Promise<void>(() => {});
-        },
-      },
-    });
-    first = v1.agent;
-    await connected(v1);
-    await publishOffer(ac, vin, await initiateOffer(v1, '2.0.0'));
-    await waitUntil(() => cutDone, 30_000, 'the power cut');
+    const { vin, dir } = await powerCutBefore('commit');
 
     const slot = activeSlot(dir);
     assert.equal(slot.state, 'trial', 'the new slot was switched to, unconfirmed');
