@@ -437,7 +437,7 @@ export class CampaignEngine {
       laggards.push(...earlier.filter((u) => !isTerminal(u.status)));
     }
     const watched = [...laggards, ...items];
-    await this.repairDrift(c, wave, items);
+    await this.recount(c, wave, items, 'tick');
 
     let timedOut = 0;
     const retry: UpdateRecord[] = [];
@@ -512,48 +512,47 @@ export class CampaignEngine {
 
   /**
    * Counters move in a second write after each vehicle's state (transition, ingest); a write lost in between (a
-   * crash, a throttle) leaves them off for good, and a campaign deciding on them could stall or finish early. The
-   * tick already lists the current wave: when its tally differs from the stored counts in the same way on two
-   * consecutive ticks (not a change in flight), the counts are rewritten from the tally.
+   * crash, a throttle) leaves them off for good, and a campaign deciding on them could stall or finish early.
+   * This compares a wave's stored counts with a tally of its vehicles and rewrites them from the tally when they
+   * differ: at once before completing, and on a tick only when the same difference was also seen on the previous
+   * tick (so a change in flight between the two reads is not taken for drift). Answers whether they agreed.
    */
-  private async repairDrift(c: CampaignRecord, wave: number, items: readonly UpdateRecord[]): Promise<void> {
+  private async recount(
+    c: CampaignRecord,
+    wave: number,
+    items: readonly UpdateRecord[],
+    when: 'tick' | 'completion',
+  ): Promise<boolean> {
     const key = `${c.campaignId}#${wave}`;
     const tally = tallyOf(items);
     const stored = nonZero(c.counts[`w${wave}`] ?? {});
     if (sameCounts(tally, stored)) {
       this.mismatches.delete(key);
-      return;
+      return true;
     }
     const signature = JSON.stringify([tally, stored]);
-    if (this.mismatches.get(key) !== signature) {
+    if (when === 'tick' && this.mismatches.get(key) !== signature) {
       this.mismatches.set(key, signature);
-      return;
+      return false;
     }
     this.mismatches.delete(key);
     this.deps.log?.warn('campaign counts drifted from the vehicles; recounted', {
       campaignId: c.campaignId,
       wave,
+      when,
       stored,
       tally,
     });
     await this.deps.campaigns.resetCounts(c.campaignId, wave, tally);
+    return false;
   }
 
-  /** Recounts every wave from its vehicles; repairs and answers false where the stored counts differ. */
+  /** Recounts every wave from its vehicles before a campaign completes; false if any had to be repaired. */
   private async countsConfirmed(c: CampaignRecord): Promise<boolean> {
     let confirmed = true;
     for (let wave = 0; wave < c.waves.length; wave++) {
-      const tally = tallyOf(await this.deps.updates.listByCampaignWave(c.campaignId, wave));
-      const stored = nonZero(c.counts[`w${wave}`] ?? {});
-      if (sameCounts(tally, stored)) continue;
-      confirmed = false;
-      this.deps.log?.warn('campaign counts drifted from the vehicles; recounted before completing', {
-        campaignId: c.campaignId,
-        wave,
-        stored,
-        tally,
-      });
-      await this.deps.campaigns.resetCounts(c.campaignId, wave, tally);
+      const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+      if (!(await this.recount(c, wave, items, 'completion'))) confirmed = false;
     }
     return confirmed;
   }
