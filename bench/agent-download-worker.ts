@@ -8,9 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ReleaseManifest } from '../lambdas/core/manifest.js';
-import { RedirectingAgent } from '../test/support/agent-net.js';
+import { DirectHttpsTransport } from '../vehicle/direct-https.js';
 import { Downloader, type DownloaderOptions, verifyImageFile } from '../vehicle/downloader.js';
-import { NodeHttpsTransport } from '../vehicle/http-transport.js';
 
 export interface WorkerJob {
   readonly url: string;
@@ -62,14 +61,13 @@ if (!values.job) throw new Error('--job <file> is required');
 const job = JSON.parse(readFileSync(values.job, 'utf8')) as WorkerJob;
 const ca = readFileSync(job.caFile, 'utf8');
 const via = job.via;
-const transport = via
-  ? new NodeHttpsTransport({
-      ca,
-      agent: new RedirectingAgent({ ca, keepAlive: true }, (_h, p) =>
-        p === via.s3Port ? via.proxyPort : undefined,
-      ),
-    })
-  : new NodeHttpsTransport({ ca });
+// The agent's image transport, as createVehicleAgent sets it up.
+const transport = new DirectHttpsTransport({
+  ca,
+  ...(via
+    ? { route: (host: string, p: number) => ({ host, port: p === via.s3Port ? via.proxyPort : p }) }
+    : {}),
+});
 const downloader = new Downloader(transport, {
   maxAttempts: 20,
   backoff: { baseMs: 50, maxMs: 200 },

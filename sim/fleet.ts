@@ -24,6 +24,7 @@ import { isTerminal } from '../lambdas/core/update-state.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import type { AgentEvent, EcuConfig } from '../vehicle/agent.js';
 import { registerVehicle } from '../vehicle/api-client.js';
+import { DirectHttpsTransport } from '../vehicle/direct-https.js';
 import {
   type HttpResponse,
   type HttpTransport,
@@ -251,7 +252,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const startAgent = async (vin: string, reboot: boolean) => {
       const p = plan.get(vin)!;
       const transport =
-        transports.get(vin) ?? new FaultyTransport(new NodeHttpsTransport({ ca }), p.cut, injected);
+        transports.get(vin) ?? new FaultyTransport(new DirectHttpsTransport({ ca }), p.cut, injected);
       transports.set(vin, transport);
       let killedOnce = reboot;
       const created = await createVehicleAgent({

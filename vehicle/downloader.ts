@@ -1,7 +1,9 @@
 /**
  * Firmware download with resume and per-chunk verification.
  *
- * - The image is fetched in HTTP Range requests of `requestBytes` (chunk-aligned) into a .part file.
+ * - The image is fetched with HTTP Range requests into a .part file: by default one request for everything not yet
+ *   verified (a request costs a round trip and a pipeline drain, and nothing is gained by stopping early: every
+ *   chunk is checked as it arrives and a failure cancels the request), or `requestBytes` (chunk-aligned) at a time.
  * - Every chunk is hashed as it arrives and compared with the signed manifest's chunk digest; only then does it
  *   count as verified. A corrupt chunk is cut off the file and fetched again (within a budget).
  * - The whole-image SHA-256 is computed in the same pass, over exactly the verified bytes written to the file, so
@@ -28,7 +30,7 @@ import { SpeedMonitor } from './rate.js';
 import { type AgentRuntime, abortReason, systemRuntime, throwIfAborted } from './runtime.js';
 
 export interface DownloaderOptions {
-  /** Bytes per Range request (rounded down to whole chunks). @default 32 MiB */
+  /** Bytes per Range request (rounded down to whole chunks). @default the rest of the image, in one request */
   readonly requestBytes?: number;
   /** Re-fetches of one corrupt chunk before giving up. @default 3 */
   readonly chunkRetries?: number;
@@ -203,6 +205,7 @@ export class Downloader {
     };
     const whole = new PrefixHash();
     const flusher = new BackgroundFlush(fh, o.flushEveryBytes ?? 64 * MiB);
+    const buffers = new BufferPool(Math.max(64 * 1024, o.writeBufferBytes ?? 2 * MiB));
 
     try {
       const prefixStarted = this.runtime.now();
@@ -223,7 +226,10 @@ export class Downloader {
         throw new DownloadError('no_space', `needs ${needed} bytes free, ${free} available`);
       }
       const resumedFrom = verified;
-      const window = Math.max(1, Math.floor((o.requestBytes ?? 32 * MiB) / m.chunk_size)) * m.chunk_size;
+      const window =
+        o.requestBytes === undefined
+          ? m.size
+          : Math.max(1, Math.floor(o.requestBytes / m.chunk_size)) * m.chunk_size;
       const chunkFailures = new Map<number, number>();
       let failures = 0;
       let refreshes = 0;
@@ -252,6 +258,7 @@ export class Downloader {
             checkpoint,
             whole,
             flusher,
+            buffers,
           });
           if (verified > before) {
             refreshes = 0;
@@ -354,6 +361,7 @@ export class Downloader {
     checkpoint: (upTo: number, force: boolean, settle?: () => Promise<void>) => Promise<void>;
     whole: PrefixHash;
     flusher: BackgroundFlush;
+    buffers: BufferPool;
   }): Promise<number> {
     const { job, fh, end } = a;
     const m = job.manifest;
@@ -371,13 +379,8 @@ export class Downloader {
     }, 500);
     let verified = a.offset;
     let res: HttpResponse | undefined;
-    /** File writes under way (each never rejects: a failure is kept in writeError). */
-    const writes: Promise<void>[] = [];
-    let writeError: unknown;
-    const settle = async () => {
-      await Promise.all(writes.splice(0));
-      if (writeError !== undefined) throw writeError;
-    };
+    const writer = new FileWriter(fh, a.buffers, a.offset, Math.max(1, o.writesInFlight ?? 2));
+    const settle = () => writer.settle();
     try {
       a.job.onRequest?.({ offset: a.offset, end });
       a.stats.requests++;
@@ -433,37 +436,15 @@ export class Downloader {
       let chunkIndex = Math.floor(pos / m.chunk_size);
       let chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
       let hash = createHash('sha256');
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      let pendingAt = pos;
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        const buffers = pending;
-        const at = pendingAt;
-        pending = [];
-        pendingAt += pendingBytes;
-        pendingBytes = 0;
-        // Writes stay in flight while the next bytes arrive and are hashed: reading the socket and writing the file
-        // overlap instead of taking turns. At most writesInFlight buffers are held.
-        while (writes.length >= maxWrites) await writes.shift();
-        if (writeError !== undefined) throw writeError;
-        writes.push(
-          fh.writev(buffers, at).then(
-            () => {},
-            (err: unknown) => {
-              writeError ??= err;
-            },
-          ),
-        );
-      };
-
-      const writeBuffer = o.writeBufferBytes ?? 2 * MiB;
-      const maxWrites = Math.max(1, o.writesInFlight ?? 2);
-
       try {
         for await (const piece of res.body) {
           a.stats.bytesReceived += piece.length;
           speed.add(piece.length, this.runtime.now());
+          if (o.maxBytesPerSecond) {
+            // Before the piece is used, so a response that arrives in one piece is paced too.
+            const ahead = (speed.received * 1000) / o.maxBytesPerSecond - (this.runtime.now() - startedAt);
+            if (ahead > 1) await this.runtime.sleep(ahead, signal);
+          }
           let data = piece;
           if (skip > 0) {
             const drop = Math.min(skip, data.length);
@@ -484,17 +465,20 @@ export class Downloader {
             data = data.subarray(take);
             hash.update(part);
             a.whole.update(part);
-            pending.push(part);
-            pendingBytes += take;
+            for (let copied = 0; copied < take; ) {
+              copied += writer.append(part, copied);
+              if (writer.full) await writer.flush();
+            }
             pos += take;
             if (pos === chunkEnd) {
               if (hash.digest('hex') !== m.chunks[chunkIndex]) {
+                writer.discard(); // the failed chunk's bytes are never written
                 await settle();
                 await fh.truncate(verified);
                 res.abort();
                 throw new CorruptChunk(chunkIndex);
               }
-              await flush();
+              await writer.flush();
               a.whole.commit();
               a.flusher.wrote(pos);
               verified = pos;
@@ -504,17 +488,11 @@ export class Downloader {
               chunkIndex++;
               chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
               hash = createHash('sha256');
-            } else if (pendingBytes >= writeBuffer) {
-              await flush();
             }
           }
           if (pos > end) {
             res.abort(); // got every byte asked for; whatever else the server sends is never read
             break;
-          }
-          if (o.maxBytesPerSecond) {
-            const ahead = (speed.received * 1000) / o.maxBytesPerSecond - (this.runtime.now() - startedAt);
-            if (ahead > 1) await this.runtime.sleep(ahead, signal);
           }
         }
       } catch (err) {
@@ -528,18 +506,122 @@ export class Downloader {
       return verified;
     } catch (caught) {
       res?.abort();
-      await Promise.all(writes.splice(0));
+      await writer.close();
       // A failed file write outranks whatever else went wrong: the run stops, and the next one re-checks the
       // prefix on disk before trusting it.
-      const err = writeError ?? caught;
+      const err = writer.failure ?? caught;
       if (err instanceof AgentError || err instanceof Error) Object.assign(err, { verified });
       throw err;
     } finally {
-      await Promise.all(writes.splice(0)); // never reject: a failed write is kept in writeError
+      await writer.close(); // never rejects: a failed write is kept in writer.failure
       // Whatever was fed past the last verified chunk is not part of the image.
       a.whole.rollback();
       clearInterval(guard);
     }
+  }
+}
+
+/**
+ * Write buffers allocated once per download and reused: a transport may hand out body parts in memory it reuses, so
+ * the bytes are copied, and copying into the same few buffers leaves no garbage behind (a GiB of freshly allocated
+ * buffers would sit in memory until the garbage collector ran).
+ */
+class BufferPool {
+  private readonly free: Buffer[] = [];
+
+  constructor(private readonly size: number) {}
+
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+
+  give(buffer: Buffer): void {
+    this.free.push(buffer);
+  }
+}
+
+/**
+ * The file writes of one Range request: bytes are copied into a pooled buffer and each full buffer is written while
+ * the next bytes arrive and are hashed, so reading the socket and writing the file overlap. At most `maxWrites`
+ * writes are in flight (the memory held is maxWrites + 1 buffers). A failed write is kept, not thrown at once.
+ */
+class FileWriter {
+  private current: Buffer | undefined;
+  private used = 0;
+  private readonly writes: Promise<void>[] = [];
+  failure: unknown;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly pool: BufferPool,
+    private at: number,
+    private readonly maxWrites: number,
+  ) {}
+
+  /** Copies what fits of data (from `from`) into the current buffer; answers how many bytes were taken. */
+  append(data: Buffer, from: number): number {
+    this.current ??= this.pool.take();
+    const n = data.copy(this.current, this.used, from);
+    this.used += n;
+    return n;
+  }
+
+  get full(): boolean {
+    return this.current !== undefined && this.used === this.current.length;
+  }
+
+  /** Starts writing the buffered bytes; waits only for room among the writes in flight. */
+  async flush(): Promise<void> {
+    if (this.used === 0 || !this.current) return;
+    const buffer = this.current;
+    const length = this.used;
+    const at = this.at;
+    this.current = undefined;
+    this.used = 0;
+    this.at += length;
+    while (this.writes.length >= this.maxWrites) await this.writes.shift();
+    if (this.failure !== undefined) {
+      this.pool.give(buffer);
+      throw this.failure;
+    }
+    this.writes.push(
+      writeAll(this.fh, buffer, length, at).then(
+        () => this.pool.give(buffer),
+        (err: unknown) => {
+          this.failure ??= err;
+          this.pool.give(buffer);
+        },
+      ),
+    );
+  }
+
+  /** Forgets the bytes buffered and not yet written. */
+  discard(): void {
+    this.used = 0;
+  }
+
+  /** Waits for every write in flight; throws the first failure. */
+  async settle(): Promise<void> {
+    await Promise.all(this.writes.splice(0));
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Waits for the writes (never throws) and returns the buffer. */
+  async close(): Promise<void> {
+    await Promise.all(this.writes.splice(0));
+    if (this.current) this.pool.give(this.current);
+    this.current = undefined;
+    this.used = 0;
+  }
+}
+
+/** Writes all `length` bytes at `position` (a regular file may take fewer in one call, e.g. near a full disk). */
+async function writeAll(fh: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await fh.write(buffer, done, length - done, position + done);
+    if (bytesWritten <= 0) throw new Error('the file write made no progress');
+    done += bytesWritten;
   }
 }
 

@@ -21,7 +21,10 @@ export interface HttpRequest {
 export interface HttpResponse {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
-  /** The body as it arrives; iterate it or call abort(). */
+  /**
+   * The body as it arrives; iterate it or call abort(). A part may live in memory the transport reuses once the next
+   * part is asked for: copy what is kept.
+   */
   readonly body: AsyncIterable<Buffer>;
   /** Stops the response and releases its connection (it is not reused). */
   abort(): void;
@@ -130,7 +133,7 @@ export async function readBody(res: HttpResponse, maxBytes: number): Promise<Buf
         res.abort();
         throw new TransportError('response_too_large', `response body exceeds ${maxBytes} bytes`);
       }
-      parts.push(part);
+      parts.push(Buffer.from(part)); // the transport may reuse the part's memory
     }
   } catch (err) {
     if (err instanceof TransportError) throw err;

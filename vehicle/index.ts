@@ -19,6 +19,7 @@ export {
   type VehicleApiClientOptions,
 } from './api-client.js';
 export { type BackoffPolicy, backoffDelay } from './backoff.js';
+export { DirectHttpsTransport, type DirectHttpsTransportOptions } from './direct-https.js';
 export {
   Downloader,
   type DownloaderOptions,

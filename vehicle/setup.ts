@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { type AgentMqttFactory, type EcuConfig, VehicleAgent, type VehicleAgentOptions } from './agent.js';
 import { VehicleApiClient } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
+import { DirectHttpsTransport } from './direct-https.js';
 import { AgentError } from './errors.js';
 import { type HttpTransport, NodeHttpsTransport } from './http-transport.js';
 import { type EcuInstaller, FileSlotInstaller, type HealthCheck } from './installer.js';
@@ -72,13 +73,17 @@ export async function createVehicleAgent(o: CreateAgentOptions): Promise<Created
     throw new AgentError('not_registered', `${o.vin} has no device certificate yet: register it first`);
   }
   const owned: HttpTransport[] = [];
-  const make = (ca: string | undefined) => {
-    const t = new NodeHttpsTransport(ca ? { ca } : {});
+  const own = <T extends HttpTransport>(t: T) => {
     owned.push(t);
     return t;
   };
-  const apiTransport = o.apiTransport ?? make(o.apiCa);
-  const downloadTransport = o.downloadTransport ?? make(o.downloadCa ?? o.apiCa);
+  const apiCa = o.apiCa;
+  const downloadCa = o.downloadCa ?? o.apiCa;
+  // The API: many small calls on pooled keep-alive connections. Images: few large responses read without
+  // per-record allocations (memory stays flat whatever the image size).
+  const apiTransport = o.apiTransport ?? own(new NodeHttpsTransport(apiCa ? { ca: apiCa } : {}));
+  const downloadTransport =
+    o.downloadTransport ?? own(new DirectHttpsTransport(downloadCa ? { ca: downloadCa } : {}));
   const api = new VehicleApiClient({
     baseUrl: o.apiUrl,
     vin: o.vin,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LocalCa, type TlsMaterial } from '../../local/ca.js';
 import type { AgentEvent } from '../../vehicle/agent.js';
-import { NodeHttpsTransport } from '../../vehicle/http-transport.js';
+import { DirectHttpsTransport } from '../../vehicle/direct-https.js';
 import type { CreateAgentOptions } from '../../vehicle/setup.js';
 import {
   type AgentCloud,
@@ -26,13 +26,7 @@ import {
   startAgent,
   startAgentCloud,
 } from '../support/agent-cloud.js';
-import {
-  type HostileBehaviour,
-  portOf,
-  RedirectingAgent,
-  startFaultProxy,
-  startHostileServer,
-} from '../support/agent-net.js';
+import { type HostileBehaviour, portOf, startFaultProxy, startHostileServer } from '../support/agent-net.js';
 
 const PRESIGN_TTL = 2;
 const KiB = 1024;
@@ -53,13 +47,16 @@ after(async () => {
   await ac?.stop();
 });
 
-/** A transport whose connections to the S3 emulator go to `port` instead (TLS still checks 127.0.0.1 and the CA). */
-function transportVia(port: number): NodeHttpsTransport {
+/**
+ * The agent's download transport, with its connections to the S3 emulator sent to `port` instead (TLS still checks
+ * 127.0.0.1 against the CA).
+ */
+function transportVia(port: number): DirectHttpsTransport {
   const s3 = portOf(ac.cloud.endpoints.s3);
-  const agent = new RedirectingAgent({ ca: ac.cloud.caCertPem, keepAlive: true }, (_h, p) =>
-    p === s3 ? port : undefined,
-  );
-  return new NodeHttpsTransport({ agent, ca: ac.cloud.caCertPem });
+  return new DirectHttpsTransport({
+    ca: ac.cloud.caCertPem,
+    route: (host, p) => ({ host, port: p === s3 ? port : p }),
+  });
 }
 
 async function runUpdate(overrides: Partial<CreateAgentOptions>, watch?: (dir: string) => () => void) {
@@ -100,7 +97,7 @@ function watchDownloads(max: { bytes: number }) {
 
 async function withHostile<T>(
   behaviour: HostileBehaviour,
-  fn: (transport: NodeHttpsTransport, server: Awaited<ReturnType<typeof startHostileServer>>) => Promise<T>,
+  fn: (transport: DirectHttpsTransport, server: Awaited<ReturnType<typeof startHostileServer>>) => Promise<T>,
 ) {
   const server = await startHostileServer(tls, behaviour);
   const transport = transportVia(server.port);

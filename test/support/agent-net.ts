@@ -1,7 +1,5 @@
 /**
  * Network faults over real sockets for the agent tests:
- * - RedirectingAgent: an https.Agent that sends connections for one host:port to another local port (a proxy or
- *   an impersonating server) while TLS still verifies the original name against the trusted CA;
  * - FaultProxy: a TCP proxy that counts bytes, cuts connections after N bytes, and can refuse connections for a
  *   while (network loss) and come back on the same port;
  * - HostileServer: an HTTPS server with a certificate from the same CA that answers downloads the way a
@@ -10,37 +8,8 @@
 
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import {
-  Agent,
-  type AgentOptions,
-  createServer as createHttpsServer,
-  type Server as HttpsServer,
-} from 'node:https';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
-
-export class RedirectingAgent extends Agent {
-  constructor(
-    options: AgentOptions,
-    private readonly redirect: (host: string, port: number) => number | undefined,
-  ) {
-    super(options);
-  }
-
-  override createConnection(
-    options: Parameters<Agent['createConnection']>[0],
-    callback?: Parameters<Agent['createConnection']>[1],
-  ): Duplex {
-    const o = options as { host?: string; port?: number | string };
-    const to = this.redirect(String(o.host ?? ''), Number(o.port));
-    // biome-ignore lint/suspicious/noExplicitAny: Node's Agent.createConnection takes the request options as is
-    return (Agent.prototype as any).createConnection.call(
-      this,
-      to ? { ...options, port: to } : options,
-      callback,
-    );
-  }
-}
 
 export function portOf(url: string): number {
   return Number(new URL(url).port);
