@@ -194,6 +194,8 @@ async function runWorker(
   return { ...(JSON.parse(out.trim().split('\n').at(-1)!) as WorkerResult), wallMs };
 }
 
+const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
+
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'ota-bench-agent-'));
   const releaseKey = newReleaseKey();
@@ -264,7 +266,10 @@ async function main() {
     const agents: (WorkerResult & { wallMs: number })[] = [];
     for (let i = 0; i < REPEAT; i++) {
       // Baseline: curl to a file, then sha256sum of the file.
+      // The S3 emulator serves from this process: its CPU time shows what the client competes with for the cores.
+      let served = process.cpuUsage();
       const c = await timed('curl', ['--cacert', cloud.caFile, '-sS', '--fail', '-o', curlOut, url]);
+      const serverForCurl = process.cpuUsage(served);
       const sum = await timed('sha256sum', [curlOut]);
       if (sum.stdout.split(' ')[0] !== manifest.sha256)
         throw new Error('curl download does not match the manifest');
@@ -272,18 +277,21 @@ async function main() {
       curls.push(c.ms);
       sums.push(sum.ms);
       // The agent on the same URL, in its own process.
+      served = process.cpuUsage();
       const a = await runWorker(
         worker,
         { url, manifest, caFile: cloud.caFile, out: agentOut, options: TUNING },
         dir,
       );
+      const serverForAgent = process.cpuUsage(served);
       if (a.problems.length) throw new Error(`agent image mismatch: ${a.problems.join('; ')}`);
       rmSync(agentOut);
       agents.push(a);
       log(
         `run ${i + 1}/${REPEAT}: curl ${fmt(c.ms)} + sha256sum ${fmt(sum.ms)} = ${fmt(c.ms + sum.ms)}; ` +
           `agent ${fmt(a.downloadMs + a.verifyMs)} (final fsync ${fmt(a.finalSyncMs)}, CPU user ` +
-          `${fmt(a.cpuMs.user)} system ${fmt(a.cpuMs.system)}), peak RSS ${(a.maxRssKiB / 1024).toFixed(0)} MiB`,
+          `${fmt(a.cpuMs.user)} system ${fmt(a.cpuMs.system)}), peak RSS ${(a.maxRssKiB / 1024).toFixed(0)} MiB; ` +
+          `server CPU ${fmt(cpuMs(serverForCurl))} for curl, ${fmt(cpuMs(serverForAgent))} for the agent`,
       );
     }
     const curl = { ms: median(curls) };
