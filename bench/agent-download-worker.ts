@@ -20,7 +20,7 @@ export interface WorkerJob {
   readonly options?: Pick<
     DownloaderOptions,
     'requestBytes' | 'flushEveryBytes' | 'writeBufferBytes' | 'writesInFlight' | 'syncOnComplete'
-  >;
+  > & { readonly readAheadBytes?: number };
   /** Send connections for the S3 port through this local port (the interrupting proxy). */
   readonly via?: { readonly s3Port: number; readonly proxyPort: number };
 }
@@ -62,8 +62,10 @@ const job = JSON.parse(readFileSync(values.job, 'utf8')) as WorkerJob;
 const ca = readFileSync(job.caFile, 'utf8');
 const via = job.via;
 // The agent's image transport, as createVehicleAgent sets it up.
+const { readAheadBytes, ...downloaderOptions } = job.options ?? {};
 const transport = new DirectHttpsTransport({
   ca,
+  ...(readAheadBytes ? { readAheadBytes } : {}),
   ...(via
     ? { route: (host: string, p: number) => ({ host, port: p === via.s3Port ? via.proxyPort : p }) }
     : {}),
@@ -71,7 +73,7 @@ const transport = new DirectHttpsTransport({
 const downloader = new Downloader(transport, {
   maxAttempts: 20,
   backoff: { baseMs: 50, maxMs: 200 },
-  ...job.options,
+  ...downloaderOptions,
 });
 
 // Where the memory is, sampled: peak of each part of process.memoryUsage(), MiB.

@@ -21,7 +21,8 @@
  * (perf, strace) that is given node's arguments; BENCH_MEMORY=1 prints the worker's sampled memory peaks.
  *
  *   npm run bench -- [--size 1024] [--interruptions 10] [--repeat 3] [--json out.json] [--keep]
- *                    [--request-mib N] [--flush-mib N] [--write-buffer-mib N] [--no-sync]
+ *                    [--request-mib N] [--flush-mib N] [--write-buffer-mib N] [--writes N] [--read-ahead-mib N]
+ *                    [--no-sync]
  */
 import { spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -59,6 +60,8 @@ const { values: args } = parseArgs({
     'request-mib': { type: 'string' },
     'flush-mib': { type: 'string' },
     'write-buffer-mib': { type: 'string' },
+    writes: { type: 'string' },
+    'read-ahead-mib': { type: 'string' },
     'no-sync': { type: 'boolean', default: false },
   },
 });
@@ -68,6 +71,8 @@ const TUNING = Object.fromEntries(
     requestBytes: mib(args['request-mib']),
     flushEveryBytes: mib(args['flush-mib']),
     writeBufferBytes: mib(args['write-buffer-mib']),
+    writesInFlight: args.writes === undefined ? undefined : Number(args.writes),
+    readAheadBytes: mib(args['read-ahead-mib']),
     syncOnComplete: args['no-sync'] ? false : undefined,
   }).filter(([, v]) => v !== undefined),
 ) as WorkerJob['options'];
@@ -145,10 +150,18 @@ async function upload(ca: string, file: string, created: { upload: Record<string
   return { upload_id: u.upload_id, parts };
 }
 
-/** Runs a command to completion, asynchronously: the S3 emulator serving it lives in this process's event loop. */
-async function timed(command: string, argv: string[]): Promise<{ ms: number; stdout: string }> {
+/**
+ * Runs a command to completion, asynchronously: the S3 emulator serving it lives in this process's event loop. It
+ * runs under bash so bash's `times` can report the command's CPU time (bash costs ~2 ms of the wall time).
+ */
+async function timed(
+  command: string,
+  argv: string[],
+): Promise<{ ms: number; stdout: string; cpu: { user: number; system: number } }> {
   const t0 = performance.now();
-  const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['-c', '"$@"; status=$?; times >&2; exit $status', 'timed', command, ...argv], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => {
@@ -160,7 +173,13 @@ async function timed(command: string, argv: string[]): Promise<{ ms: number; std
   const [code] = (await once(child, 'exit')) as [number | null];
   const ms = performance.now() - t0;
   if (code !== 0) throw new Error(`${command} failed (${code}): ${stderr}`);
-  return { ms, stdout };
+  // times prints the shell's own user/system time, then its children's: "0m1.234s 0m0.567s".
+  const children = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(stderr.trim());
+  const seconds = (m: string, s: string) => (Number(m) * 60 + Number(s)) * 1000;
+  const cpu = children
+    ? { user: seconds(children[1]!, children[2]!), system: seconds(children[3]!, children[4]!) }
+    : { user: Number.NaN, system: Number.NaN };
+  return { ms, stdout, cpu };
 }
 
 /**
@@ -288,7 +307,8 @@ async function main() {
       rmSync(agentOut);
       agents.push(a);
       log(
-        `run ${i + 1}/${REPEAT}: curl ${fmt(c.ms)} + sha256sum ${fmt(sum.ms)} = ${fmt(c.ms + sum.ms)}; ` +
+        `run ${i + 1}/${REPEAT}: curl ${fmt(c.ms)} (CPU user ${fmt(c.cpu.user)} system ${fmt(c.cpu.system)}) + ` +
+          `sha256sum ${fmt(sum.ms)} = ${fmt(c.ms + sum.ms)}; ` +
           `agent ${fmt(a.downloadMs + a.verifyMs)} (final fsync ${fmt(a.finalSyncMs)}, CPU user ` +
           `${fmt(a.cpuMs.user)} system ${fmt(a.cpuMs.system)}), peak RSS ${(a.maxRssKiB / 1024).toFixed(0)} MiB; ` +
           `server CPU ${fmt(cpuMs(serverForCurl))} for curl, ${fmt(cpuMs(serverForAgent))} for the agent`,

@@ -497,15 +497,24 @@ export class VehicleAgent {
       ecus: s.ecus,
       ...(this.options.maxImageBytes ? { maxImageBytes: this.options.maxImageBytes } : {}),
     });
-    // An authentic offer for exactly the version this ECU already runs: the state the backend wants is already
+    // An authentic offer for exactly the version this ECU already runs: the state the backend wants may already be
     // reached (the update finished while this copy of the offer was on its way, or another path installed it).
-    // Report completed, idempotently, rather than rejecting a genuine offer.
-    const satisfied = !verdict.ok && verdict.reason === 'already_installed';
-    if (!verdict.ok || satisfied) {
+    // It is completed only if the image that runs is the signed one, byte for byte (its SHA-256); a different
+    // build under the same version number is refused, never reported as installed.
+    let satisfied = false;
+    let mismatch: string | undefined;
+    if (!verdict.ok && verdict.reason === 'already_installed') {
+      const active = await this.options.installers[offer.ecu]?.active();
+      satisfied = active?.sha256 === offer.manifest.manifest.sha256;
+      if (!satisfied) {
+        mismatch = `${offer.ecu} runs ${offer.firmware_version} with a different image (SHA-256 ${active?.sha256 ?? 'unknown'}) than the signed release`;
+      }
+    }
+    if (!verdict.ok) {
       const status = satisfied ? 'completed' : 'rejected';
       const reason = satisfied
         ? `already running ${offer.firmware_version}`
-        : `${verdict.reason}: ${verdict.message}`;
+        : (mismatch ?? `${verdict.reason}: ${verdict.message}`);
       this.logger.warn(satisfied ? 'offer already satisfied' : 'offer rejected', {
         update_id: offer.update_id,
         firmware_version: offer.firmware_version,
@@ -1212,7 +1221,7 @@ export class VehicleAgent {
         !VERSION_PATTERN.test(u.firmware_version);
       // Not skipped when the ECU already runs that version: the backend still counts the update as open (its
       // offer was lost, or it was installed under another update), and only the signed offer /download answers
-      // lets the agent check it is the very image that runs and report it completed.
+      // lets the agent check it is the very image that runs (SHA-256) and report it completed.
       if (known) continue;
       let answer: Awaited<ReturnType<VehicleApi['download']>>;
       try {

@@ -20,6 +20,8 @@ import {
   registerAgentVehicle,
   startAgent,
   startAgentCloud,
+  TCU,
+  waitUntil,
 } from '../support/agent-cloud.js';
 
 let ac: AgentCloud;
@@ -162,6 +164,54 @@ describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
       assert.equal(vehicle.events.events.filter((e) => e.type === 'outcome').length, 1, 'installed once');
     } finally {
       await vehicle.close();
+    }
+  });
+
+  it('closes by polling an update for the version its ECU already runs: completed only for the signed image', async () => {
+    // The backend still counts 2.0.0 as pending for these cars (its registry says 1.0.0), but their TCU already
+    // runs 2.0.0 (installed by a workshop, or under an update whose offer was lost). One runs the signed image,
+    // byte for byte; the other a different build that calls itself 2.0.0.
+    const cases = [
+      { vin: '1HGCM82633A100007', image: v2.image, status: 'completed', reason: /already running 2\.0\.0/ },
+      {
+        vin: '1HGCM82633A100008',
+        image: Buffer.from('an unsigned build that calls itself 2.0.0\n'),
+        status: 'rejected',
+        reason: /different image/,
+      },
+    ] as const;
+    for (const c of cases) {
+      const dir = await registerAgentVehicle(ac, c.vin);
+      const vehicle = await startAgent(ac, c.vin, dir, {
+        mqttUrl: undefined,
+        polling: { intervalMs: 300 },
+        ecus: [{ ...TCU, version: '2.0.0' }],
+        factoryImage: () => c.image,
+      });
+      try {
+        await vehicle.api.initiate('2.0.0');
+        const outcome = await vehicle.events.outcome('2.0.0');
+        assert.equal(outcome.status, c.status, outcome.reason);
+        assert.match(outcome.reason ?? '', c.reason);
+        await vehicle.agent.whenIdle();
+        assert.ok(
+          !vehicle.events.events.some((e) => e.type === 'request'),
+          'nothing was downloaded or installed',
+        );
+        assertVehicleRuns(dir, '2.0.0', c.image);
+        await waitUntil(
+          async () => backendUpdate(await backendVehicle(ac, c.vin), '2.0.0')?.status === c.status,
+          10_000,
+          `the backend records ${c.status}`,
+        );
+        const backend = await backendVehicle(ac, c.vin);
+        assert.equal(backend.ecus[0]?.version, c.status === 'completed' ? '2.0.0' : '1.0.0');
+        // Closed for good: later polls find nothing pending and do not report again.
+        await sleep(800);
+        assert.equal(vehicle.events.events.filter((e) => e.type === 'outcome').length, 1, 'one outcome');
+      } finally {
+        await vehicle.close();
+      }
     }
   });
 
