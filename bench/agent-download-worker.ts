@@ -3,9 +3,9 @@
  * its peak RSS can be read. Reads a job (JSON file), downloads with resume, per-chunk verification and the
  * whole-image digest computed as bytes are written, compares that digest with the manifest (the agent's verify
  * step), then - untimed - reads the file back to prove it, and prints one JSON line with timings, transfer
- * statistics and its own max RSS.
+ * statistics and its own max RSS. BENCH_THREADS=1 prints each thread's CPU time (main thread vs the write pool).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ReleaseManifest } from '../lambdas/core/manifest.js';
 import { DirectHttpsTransport } from '../vehicle/direct-https.js';
@@ -53,6 +53,21 @@ function peakRssKiB(): number {
   return process.resourceUsage().maxRSS;
 }
 
+/** User and system CPU of each of this process's threads that used any (main, libuv pool, V8), from /proc. */
+function threadCpu(): string {
+  const tick = 10; // ms per clock tick (USER_HZ 100 on Linux)
+  const rows: string[] = [];
+  for (const tid of readdirSync('/proc/self/task')) {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const user = Number(fields[11]) * tick;
+    const system = Number(fields[12]) * tick;
+    if (user + system >= 50)
+      rows.push(`${tid === String(process.pid) ? 'main' : tid} u${user / 1000} s${system / 1000}`);
+  }
+  return rows.join(', ');
+}
+
 const { values } = parseArgs({
   options: { job: { type: 'string' }, 'startup-only': { type: 'boolean', default: false } },
 });
@@ -96,6 +111,7 @@ const t1 = performance.now();
 const verdict = stats.sha256 === job.manifest.sha256;
 const t2 = performance.now();
 const cpu = process.cpuUsage(cpu0);
+if (process.env.BENCH_THREADS) process.stderr.write(`threads CPU s ${threadCpu()}\n`);
 // Peak RSS of download and verify, read before the untimed read-back below (which is the bench's, not the agent's).
 const maxRssKiB = peakRssKiB();
 clearInterval(sampler);

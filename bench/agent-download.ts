@@ -18,7 +18,8 @@
  * Baseline and agent alternate --repeat times; medians are compared, memory is the highest run. Timings are wall
  * clock on this machine; the S3 emulator serves from this process and shares its CPUs. Each output file is deleted
  * after its check. Nothing leaves 127.0.0.1. Profiling: BENCH_WRAP=<command> runs the worker under a wrapper
- * (perf, strace) that is given node's arguments; BENCH_MEMORY=1 prints the worker's sampled memory peaks.
+ * (perf, strace) that is given node's arguments; BENCH_MEMORY=1 prints the worker's sampled memory peaks,
+ * BENCH_THREADS=1 its CPU time per thread.
  *
  *   npm run bench -- [--size 1024] [--interruptions 10] [--repeat 3] [--json out.json] [--keep]
  *                    [--request-mib N] [--flush-mib N] [--write-buffer-mib N] [--writes N] [--read-ahead-mib N]

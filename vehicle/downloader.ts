@@ -59,7 +59,10 @@ export interface DownloaderOptions {
   readonly flushEveryBytes?: number;
   /** Between failed attempts. @default { baseMs: 500, maxMs: 30000 } */
   readonly backoff?: BackoffPolicy;
-  /** Writes are gathered up to this size (fewer, larger writes). @default 2 MiB */
+  /**
+   * Bytes per file write. 256 KiB measured best on the 1 GiB bench (ratio to curl + sha256sum 0.86-0.92; 2 MiB
+   * writes 0.97-1.06, 128 KiB 0.97): small enough that the socket never waits long for a write. @default 256 KiB
+   */
   readonly writeBufferBytes?: number;
   /** Force the finished file to disk before the download counts as done. @default true */
   readonly syncOnComplete?: boolean;
@@ -205,7 +208,7 @@ export class Downloader {
     };
     const whole = new PrefixHash();
     const flusher = new BackgroundFlush(fh, o.flushEveryBytes ?? 64 * MiB);
-    const buffers = new BufferPool(Math.max(64 * 1024, o.writeBufferBytes ?? 2 * MiB));
+    const buffers = new BufferPool(Math.max(64 * 1024, o.writeBufferBytes ?? 256 * 1024));
 
     try {
       const prefixStarted = this.runtime.now();
