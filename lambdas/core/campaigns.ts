@@ -345,14 +345,24 @@ export class CampaignService {
   private async withdraw(c: CampaignRecord): Promise<void> {
     for (let wave = 0; wave < c.waves.length; wave++) {
       const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
-      await pool(items, 16, async (u) => {
-        const withdrawn =
-          BEFORE_INSTALL.has(u.status) &&
-          (await transition(this.deps, c.campaignId, u, {
+      await pool(items, 16, async (listed) => {
+        // A vehicle's report can land between the read and the write (downloading -> downloaded): the write then
+        // fails on the revision, and the update is read again and withdrawn if it is still before installing.
+        // Without this retry a raced update stayed open, and its car would install a cancelled campaign's image.
+        let u: UpdateRecord | undefined = listed;
+        for (let attempt = 0; u && attempt < 5; attempt++) {
+          if (!BEFORE_INSTALL.has(u.status)) break;
+          const withdrawn = await transition(this.deps, c.campaignId, u, {
             status: 'cancelled',
             reason: 'campaign cancelled',
-          }));
-        if (withdrawn || isTerminal(u.status)) {
+          });
+          if (withdrawn) {
+            u = { ...u, status: 'cancelled' };
+            break;
+          }
+          u = await this.deps.updates.get(u.vin, u.updateId);
+        }
+        if (u && (u.status === 'cancelled' || isTerminal(u.status))) {
           await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
         }
       });

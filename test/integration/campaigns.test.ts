@@ -13,7 +13,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import {
+  DynamoCampaignRepository,
+  DynamoHistoryRepository,
+  DynamoReleaseRepository,
+  DynamoUpdateRepository,
+  DynamoVehicleRepository,
+  documentClient,
+} from '../../lambdas/adapters/dynamo-repositories.js';
+import { CampaignService } from '../../lambdas/core/campaigns.js';
+import { systemClock, type UpdateRecord, type UpdateRepository } from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
@@ -267,6 +276,60 @@ describe('campaigns', { timeout: 120000 }, () => {
       'a cancelled campaign stays cancelled',
     );
     await assertCountsMatch('operator-control');
+  });
+
+  it('cancel withdraws an update whose car reported in the same moment, and frees the car for the next campaign', async () => {
+    const [car] = group('X', 1) as [string];
+    await register([car], 'silent');
+    await create({
+      campaign_id: 'cancel-race',
+      name: 'raced',
+      targets: { vins: [car] },
+      policy: { waves: [100] },
+    });
+    await operator.call('POST', '/campaigns/cancel-race/start', {});
+    await until('cancel-race', (c) => (c.counts.offered ?? 0) === 1, 10000, 'the offer');
+
+    // The operator's cancel, through the real repositories, with the car's 'downloading' report (through the real
+    // API) landing between the cancel's read of the update and its conditional write: the write loses the race.
+    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    const updates = new DynamoUpdateRepository(db, cloud.tables.updates);
+    let raced = 0;
+    const racingUpdates: UpdateRepository = Object.assign(Object.create(updates) as UpdateRepository, {
+      put: async (next: UpdateRecord, expectedRevision: number) => {
+        if (next.status === 'cancelled' && raced++ === 0) {
+          const token = await testVehicles.get(car)!.token(cloud.endpoints.api, cloud.caCertPem);
+          const report = await jsonRequest(
+            cloud.endpoints.api,
+            'POST',
+            `/updates/${car}/status`,
+            cloud.caCertPem,
+            { status: 'downloading' },
+            token,
+          );
+          assert.equal(report.status, 200, report.raw.toString());
+        }
+        return updates.put(next, expectedRevision);
+      },
+    });
+    const service = new CampaignService({
+      campaigns: new DynamoCampaignRepository(db, cloud.tables.campaigns),
+      releases: new DynamoReleaseRepository(db, cloud.tables.releases),
+      vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
+      updates: racingUpdates,
+      history: new DynamoHistoryRepository(db, cloud.tables.history, 1),
+      clock: systemClock,
+    });
+    const cancelled = await service.act('cancel-race', 'cancel');
+    assert.equal(cancelled.status, 'cancelled');
+    const [update] = await waveVehicles('cancel-race', 0);
+    assert.equal(update?.status, 'cancelled', 'the raced update is withdrawn, not left downloading');
+    assert.ok(raced >= 2, 'the first withdrawal lost the race and was tried again');
+    await assertCountsMatch('cancel-race');
+    // Its campaign lock is gone: the car can join the next campaign (a stuck lock answers 409 campaign_conflict).
+    const next = await create({ campaign_id: 'after-race', name: 'next', targets: { vins: [car] } });
+    assert.equal(next.target_count, 1);
+    await operator.call('POST', '/campaigns/after-race/cancel', {});
   });
 
   it('times out silent vehicles after re-offering them within the retry budget', async () => {
