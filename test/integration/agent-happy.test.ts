@@ -172,9 +172,9 @@ describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
     // runs 2.0.0 (installed by a workshop, or under an update whose offer was lost). One runs the signed image,
     // byte for byte; the other a different build that calls itself 2.0.0.
     const cases = [
-      { vin: '1HGCM82633A100007', image: v2.image, status: 'completed', reason: /already running 2\.0\.0/ },
+      { vin: '1HGCM82633A100011', image: v2.image, status: 'completed', reason: /already running 2\.0\.0/ },
       {
-        vin: '1HGCM82633A100008',
+        vin: '1HGCM82633A100012',
         image: Buffer.from('an unsigned build that calls itself 2.0.0\n'),
         status: 'rejected',
         reason: /different image/,
