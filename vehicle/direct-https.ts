@@ -112,6 +112,8 @@ export class DirectHttpsTransport implements HttpTransport {
                   headers: response.head.headers,
                   body,
                   abort: () => {
+                    // Asked for by the consumer: the response ends here, the closing socket is no failure.
+                    response.done = true;
                     body.end();
                     socket.destroy();
                   },
