@@ -52,6 +52,33 @@ export const COMMANDS: readonly Command[] = [
     load: async () => (await import('./keys.js')).create,
   },
   {
+    group: 'keys',
+    name: 'set',
+    summary: 'Write the release-key set vehicles trust, as an image for the release-keys pseudo-ECU',
+    details: [
+      'Vehicles that list the pseudo-ECU release-keys (hardware id OTA-RELEASE-KEYS) trust exactly the keys of',
+      'the set they run. Sign this file as firmware for that ECU with a key they trust now, publish it and roll',
+      'it out: the new set replaces the old (leave a compromised key out to revoke it; add one to trust it).',
+    ],
+    api: false,
+    options: {
+      key: {
+        type: 'string',
+        multiple: true,
+        required: true,
+        placeholder: '<file>',
+        description: 'public key (PEM) to trust; repeat for each',
+      },
+      out: { type: 'string', required: true, placeholder: '<file>', description: 'the key-set document' },
+    },
+    examples: [
+      'ota keys set --key keys2/release.pub.pem --out release-keys.json',
+      'ota firmware sign release-keys.json --release-id release-keys-1.1.0 --ecu release-keys \\',
+      '    --hardware-id OTA-RELEASE-KEYS --version 1.1.0 --key keys/release.key.pem --out keys-manifest.json',
+    ],
+    load: async () => (await import('./keys.js')).keySet,
+  },
+  {
     group: 'firmware',
     name: 'sign',
     summary: 'Hash an image (streamed) and write its signed release manifest',

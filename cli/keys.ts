@@ -1,8 +1,12 @@
-/** `ota keys create`: an OEM release key pair (ECDSA P-256) for signing firmware manifests. */
+/**
+ * `ota keys create`: an OEM release key pair (ECDSA P-256) for signing firmware manifests.
+ * `ota keys set`: the document of release keys vehicles trust, published as the release-keys pseudo-ECU's image.
+ */
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { keyIdOf } from '../lambdas/core/signatures.js';
+import { TRUST_ECU, TRUST_HARDWARE_ID, trustDocument } from '../vehicle/trust-store.js';
 import { booleanOption, requireString } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
@@ -42,6 +46,35 @@ export async function create(ctx: Context): Promise<void> {
       `public key   ${show(publicPath)}`,
       `Trust it locally: npm start -- --release-public-key ${show(publicPath)}`,
       `or on AWS:        npx cdk deploy -c releasePublicKeysFile=${show(publicPath)}`,
+    ].join('\n'),
+  );
+}
+
+export async function keySet(ctx: Context): Promise<void> {
+  const files = ctx.args.values.key;
+  const list = (Array.isArray(files) ? files : [files]).filter((f): f is string => typeof f === 'string');
+  if (list.length === 0) throw new CliError('--key: at least one public key file');
+  const pems = list.map((f) => {
+    try {
+      return readFileSync(ctx.path(f), 'utf8');
+    } catch (err) {
+      throw new CliError(`cannot read ${f}: ${(err as Error).message}`);
+    }
+  });
+  let doc: Buffer;
+  try {
+    doc = trustDocument(pems);
+  } catch (err) {
+    throw new CliError(`not an ECDSA P-256 public key among --key: ${(err as Error).message}`);
+  }
+  const out = ctx.path(requireString(ctx.args.values, 'out'));
+  writeFileSync(out, doc);
+  const keyIds = pems.map((p) => keyIdOf(p));
+  ctx.printJson({ out, ecu: TRUST_ECU, hardware_id: TRUST_HARDWARE_ID, key_ids: keyIds });
+  ctx.print(
+    [
+      `key set      ${ctx.display(out)} (${keyIds.join(', ')})`,
+      `Sign it as firmware for ECU ${TRUST_ECU}, hardware id ${TRUST_HARDWARE_ID}, with a key vehicles trust now.`,
     ].join('\n'),
   );
 }

@@ -52,6 +52,7 @@ import {
   StoreClosedError,
   type VehicleStatus,
 } from './state-store.js';
+import { installedReleaseKeys, TRUST_ECU } from './trust-store.js';
 import {
   type InstallSafetyPolicy,
   StaticVehicleState,
@@ -445,6 +446,26 @@ export class VehicleAgent {
     this.workWake.notify();
   }
 
+  /**
+   * The anchors offers are checked against. With a release-keys pseudo-ECU (trust-store.ts), the release keys are
+   * the ones its active slot names: rotated by a signed update, read at each check so a committed rotation applies
+   * to the very next offer. An unreadable key set trusts nothing (fail closed) rather than the factory keys, which
+   * the rotation may have revoked.
+   */
+  private async trustAnchors(): Promise<TrustAnchors> {
+    const installer = this.options.installers[TRUST_ECU];
+    if (!installer || !this.stateStore.state.ecus[TRUST_ECU]) return this.options.trust;
+    try {
+      const releaseKeys = await installedReleaseKeys(installer);
+      return releaseKeys ? { ...this.options.trust, releaseKeys } : this.options.trust;
+    } catch (err) {
+      this.logger.error('the installed release-key set is unreadable; trusting no release key', {
+        error: describeError(err),
+      });
+      return { ...this.options.trust, releaseKeys: [] };
+    }
+  }
+
   /** A redelivery of an offer already handled or in progress (QoS 1 may deliver twice), or of a finished update. */
   private isRedelivery(offer: UpdateOffer, digest: string, s: Readonly<AgentState>): boolean {
     if (s.current?.offer_digest === digest) return true;
@@ -493,7 +514,7 @@ export class VehicleAgent {
       vin: this.options.vin,
       now: new Date(this.runtime.now()),
       lastCounter: s.last_counter,
-      trust: this.options.trust,
+      trust: await this.trustAnchors(),
       ecus: s.ecus,
       ...(this.options.maxImageBytes ? { maxImageBytes: this.options.maxImageBytes } : {}),
     });

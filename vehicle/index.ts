@@ -86,6 +86,14 @@ export {
 } from './setup.js';
 export { type AgentState, STATE_FILE, StateStore } from './state-store.js';
 export {
+  installedReleaseKeys,
+  parseTrustDocument,
+  TRUST_ECU,
+  TRUST_HARDWARE_ID,
+  trustDocument,
+  trustDocumentHealthCheck,
+} from './trust-store.js';
+export {
   checkSafety,
   FileVehicleState,
   type InstallSafetyPolicy,

@@ -24,6 +24,7 @@ import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
 import { verifyManifestSignatures } from '../../lambdas/core/manifest.js';
 import { keyIdOf, trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { startLocalCloud } from '../../local/cloud.js';
+import { parseTrustDocument } from '../../vehicle/trust-store.js';
 import { https, jsonRequest } from '../support/https.js';
 
 const MiB = 1024 * 1024;
@@ -182,6 +183,22 @@ describe('release keys and firmware', () => {
     const again = await ota('keys', 'create', '--out', 'keys');
     failed(again, 1, /release\.key\.pem exists.*--force/, 'keys create over an existing key');
   });
+
+  it(
+    'keys set writes the release-key set document vehicles install (and refuses a file that is no key)',
+    TIMEOUT,
+    async () => {
+      ok(await ota('keys', 'set', '--key', 'keys/release.pub.pem', '--out', 'release-keys.json'), 'keys set');
+      const publicPem = readFileSync(join(work, 'keys', 'release.pub.pem'), 'utf8');
+      const keys = parseTrustDocument(readFileSync(join(work, 'release-keys.json')));
+      assert.deepEqual(
+        keys.map((k) => k.keyId),
+        [keyIdOf(publicPem)],
+      );
+      const wrong = await ota('keys', 'set', '--key', 'keys/release.key.pem', '--out', 'nope.json');
+      failed(wrong, 1, /not an ECDSA P-256 public key/, 'keys set with a private key');
+    },
+  );
 
   it('firmware sign streams the image and writes a manifest signed by that key', TIMEOUT, async () => {
     const small = json(

@@ -59,14 +59,16 @@ export interface AgentCloud {
   stop(): Promise<void>;
 }
 
-export async function startAgentCloud(opts: { presignTtlSeconds?: number } = {}): Promise<AgentCloud> {
+export async function startAgentCloud(
+  opts: { presignTtlSeconds?: number; extraReleaseKeys?: readonly string[] } = {},
+): Promise<AgentCloud> {
   const root = mkdtempSync(join(tmpdir(), 'ota-agent-'));
   const releaseKey = newReleaseKey();
   const quiet = { warn() {}, error() {} };
   const cloud = await startLocalCloud({
     dataDir: join(root, 'cloud'),
     ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
-    releasePublicKeys: [releaseKey.publicPem],
+    releasePublicKeys: [releaseKey.publicPem, ...(opts.extraReleaseKeys ?? [])],
     presignTtlSeconds: opts.presignTtlSeconds ?? 300,
     logger: process.env.AGENT_TEST_LOG ? undefined : quiet,
   });
@@ -123,14 +125,24 @@ export interface PublishedRelease {
 /** Signs, uploads and publishes a release of random bytes (or the image given). */
 export async function publishRelease(
   ac: AgentCloud,
-  opts: { version: string; size?: number; image?: Buffer; hardwareIds?: string[]; releaseId?: string },
+  opts: {
+    version: string;
+    size?: number;
+    image?: Buffer;
+    hardwareIds?: string[];
+    releaseId?: string;
+    ecu?: string;
+    /** @default the cloud's release key */
+    signer?: KeyFileSigner;
+  },
 ): Promise<PublishedRelease> {
   const image = opts.image ?? randomBytes(opts.size ?? 512 * 1024);
   const signed = await signedRelease(image, {
-    releaseId: opts.releaseId ?? `tcu-${opts.version}`,
+    releaseId: opts.releaseId ?? `${opts.ecu ?? 'tcu'}-${opts.version}`,
     version: opts.version,
+    ...(opts.ecu ? { ecu: opts.ecu } : {}),
     ...(opts.hardwareIds ? { hardwareIds: opts.hardwareIds } : {}),
-    signer: ac.releaseKey.signer,
+    signer: opts.signer ?? ac.releaseKey.signer,
   });
   const { created, published } = await ac.operator.publish(signed, image);
   assert.equal(created.status, 201, `create release ${opts.version}: ${created.raw.toString()}`);
@@ -358,12 +370,12 @@ export function s3ObjectFile(ac: AgentCloud, imageSha256: string): string {
 }
 
 /** Asserts the vehicle runs `version` with exactly `image` in its active slot, committed, with nothing left over. */
-export function assertVehicleRuns(stateDir: string, version: string, image: Buffer): void {
+export function assertVehicleRuns(stateDir: string, version: string, image: Buffer, ecu = 'tcu'): void {
   const state = readAgentState(stateDir);
-  assert.equal(state.ecus.tcu?.version, version, 'state file: installed version');
+  assert.equal(state.ecus[ecu]?.version, version, 'state file: installed version');
   assert.equal(state.current, null, 'state file: no update in progress');
   assert.deepEqual(state.pending_reports, [], 'state file: every report acknowledged');
-  const slot = activeSlot(stateDir);
+  const slot = activeSlot(stateDir, ecu);
   assert.equal(slot.version, version, 'slots.json: active slot version');
   assert.equal(slot.state, 'committed', 'slots.json: committed');
   assert.equal(slot.contentSha256, sha256(image), 'active slot content is exactly the expected image');
