@@ -32,7 +32,7 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from './ports.js';
-import { isTerminal } from './update-state.js';
+import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 import type { AssignmentIssuer } from './vehicle-updates.js';
 import { compareVersions } from './versions.js';
 
@@ -351,7 +351,7 @@ export class CampaignService {
         // Without this retry a raced update stayed open, and its car would install a cancelled campaign's image.
         let u: UpdateRecord | undefined = listed;
         for (let attempt = 0; u && attempt < 5; attempt++) {
-          if (!BEFORE_INSTALL.has(u.status)) break;
+          if (!BEFORE_INSTALL_STATUSES.has(u.status)) break;
           const withdrawn = await transition(this.deps, c.campaignId, u, {
             status: 'cancelled',
             reason: 'campaign cancelled',
@@ -625,16 +625,6 @@ export class CampaignEngine {
     return true;
   }
 }
-
-/** Campaign update states in which nothing has been written to the vehicle's ECU yet. */
-const BEFORE_INSTALL: ReadonlySet<UpdateRecord['status']> = new Set([
-  'scheduled',
-  'offered',
-  'initiated',
-  'downloading',
-  'downloaded',
-  'verifying',
-]);
 
 function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {
   const tally: Record<string, number> = {};

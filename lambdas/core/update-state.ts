@@ -25,6 +25,10 @@ const RANK: Record<UpdateStatus, number> = {
 export const TERMINAL_STATUSES: ReadonlySet<UpdateStatus> = new Set(
   (Object.keys(RANK) as UpdateStatus[]).filter((s) => RANK[s] === 9),
 );
+/** States in which nothing has been written to the vehicle's ECU yet (ranked below installing). */
+export const BEFORE_INSTALL_STATUSES: ReadonlySet<UpdateStatus> = new Set(
+  (Object.keys(RANK) as UpdateStatus[]).filter((s) => RANK[s] < RANK.installing),
+);
 export const FAILURE_STATUSES: ReadonlySet<UpdateStatus> = new Set([
   'failed',
   'verification_failed',
