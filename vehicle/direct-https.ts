@@ -15,6 +15,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { isIP, type OnReadOpts } from 'node:net';
 import { type ConnectionOptions, connect, type TLSSocket } from 'node:tls';
+import { BufferPool } from './buffer-pool.js';
 import { type HttpRequest, type HttpResponse, type HttpTransport, TransportError } from './http-transport.js';
 
 export interface DirectHttpsTransportOptions {
@@ -41,13 +42,15 @@ export class DirectHttpsTransport implements HttpTransport {
   private readonly ca: string[] | undefined;
   private readonly readAheadBytes: number;
   private readonly open = new Set<TLSSocket>();
-  private readonly pool: BlockPool;
+  /** Memory reused across requests (a download is a series of them): body blocks and socket read buffers. */
+  private readonly blocks: BufferPool;
+  private readonly reads = new BufferPool(READ_BYTES, 4);
 
   constructor(private readonly options: DirectHttpsTransportOptions = {}) {
     this.ca =
       options.ca === undefined ? undefined : typeof options.ca === 'string' ? [options.ca] : [...options.ca];
     this.readAheadBytes = Math.max(BLOCK_BYTES, options.readAheadBytes ?? 2 * 1024 * 1024);
-    this.pool = new BlockPool(2 * Math.ceil(this.readAheadBytes / BLOCK_BYTES));
+    this.blocks = new BufferPool(BLOCK_BYTES, 2 * Math.ceil(this.readAheadBytes / BLOCK_BYTES));
   }
 
   send(req: HttpRequest): Promise<HttpResponse> {
@@ -71,8 +74,8 @@ export class DirectHttpsTransport implements HttpTransport {
     const port = url.port === '' ? 443 : Number(url.port);
     const target = this.options.route?.(host, port) ?? { host, port };
     return new Promise<HttpResponse>((resolve, reject) => {
-      const body = new BodyBlocks(this.pool, this.readAheadBytes, () => socket.resume());
-      const readBuffer = this.pool.readBuffer();
+      const body = new BodyBlocks(this.blocks, this.readAheadBytes, () => socket.resume());
+      const readBuffer = this.reads.take();
       const response = new ResponseReader(req.method, body);
       let answered = false;
       let direct = false;
@@ -152,7 +155,7 @@ export class DirectHttpsTransport implements HttpTransport {
       );
       socket.on('close', () => {
         this.open.delete(socket);
-        this.pool.giveReadBuffer(readBuffer);
+        this.reads.give(readBuffer);
         req.signal?.removeEventListener('abort', onAbort);
         if (response.done) return;
         if (response.head && response.endsWithConnection) {
@@ -378,33 +381,6 @@ export class ChunkedDecoder {
 }
 
 /**
- * Memory reused across requests: the blocks bodies are copied into and the buffers sockets decrypt into. A download
- * is a series of Range requests; without this each would leave its read-ahead behind as garbage.
- */
-class BlockPool {
-  private readonly blocks: Buffer[] = [];
-  private readonly reads: Buffer[] = [];
-
-  constructor(private readonly keep: number) {}
-
-  block(): Buffer {
-    return this.blocks.pop() ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
-  }
-
-  giveBlock(block: Buffer): void {
-    if (this.blocks.length < this.keep) this.blocks.push(block);
-  }
-
-  readBuffer(): Buffer {
-    return this.reads.pop() ?? Buffer.allocUnsafeSlow(READ_BYTES);
-  }
-
-  giveReadBuffer(buffer: Buffer): void {
-    if (this.reads.length < 4) this.reads.push(buffer);
-  }
-}
-
-/**
  * The body as an async iterable over pooled blocks: bytes are copied in as they are decrypted; the part handed to the
  * consumer goes back to the pool when it asks for the next one, and every block when the iteration ends. More than
  * the read-ahead in use pauses the socket (the kernel's window then slows the sender); it resumes once half is free.
@@ -426,7 +402,7 @@ class BodyBlocks implements AsyncIterable<Buffer> {
   private readonly maxBlocks: number;
 
   constructor(
-    private readonly pool: BlockPool,
+    private readonly pool: BufferPool,
     readAheadBytes: number,
     private readonly resume: () => void,
   ) {
@@ -441,7 +417,7 @@ class BodyBlocks implements AsyncIterable<Buffer> {
   /** Where the next bytes go: the free end of the filling block (the socket decrypts into it; see commit). */
   space(): Buffer {
     if (!this.filling) {
-      this.filling = this.pool.block();
+      this.filling = this.pool.take();
       this.held++;
       this.fill = 0;
     }
@@ -459,24 +435,15 @@ class BodyBlocks implements AsyncIterable<Buffer> {
     this.notify();
   }
 
+  /** Copies bytes in (the head's read, chunked bodies): the path of a direct read, one block's room at a time. */
   push(data: Uint8Array): void {
-    if (this.released) return;
-    let at = 0;
-    while (at < data.length) {
-      if (!this.filling) {
-        this.filling = this.pool.block();
-        this.held++;
-        this.fill = 0;
-      }
-      const n = Math.min(data.length - at, BLOCK_BYTES - this.fill);
-      this.filling.set(data.subarray(at, at + n), this.fill);
-      this.fill += n;
+    for (let at = 0; at < data.length && !this.released; ) {
+      const room = this.space();
+      const n = Math.min(room.length, data.length - at);
+      room.set(data.subarray(at, at + n));
+      this.commit(n);
       at += n;
-      if (this.fill === BLOCK_BYTES) this.seal();
     }
-    // A consumer waiting for data gets what there is now rather than when a block fills.
-    if (this.wake && this.fill > 0) this.seal();
-    this.notify();
   }
 
   /** Whether the socket should keep reading (false pauses it until the consumer frees blocks). */
@@ -547,7 +514,7 @@ class BodyBlocks implements AsyncIterable<Buffer> {
 
   private giveBack(): void {
     if (!this.lent) return;
-    this.pool.giveBlock(this.lent);
+    this.pool.give(this.lent);
     this.lent = undefined;
     this.held--;
     this.maybeResume();
@@ -557,9 +524,9 @@ class BodyBlocks implements AsyncIterable<Buffer> {
   private release(): void {
     if (this.released) return;
     this.released = true;
-    for (const r of this.ready.splice(0)) this.pool.giveBlock(r.block);
+    for (const r of this.ready.splice(0)) this.pool.give(r.block);
     // A block the socket may still write into is left to the garbage collector, never reused.
-    if (this.filling && !this.reserved) this.pool.giveBlock(this.filling);
+    if (this.filling && !this.reserved) this.pool.give(this.filling);
     this.filling = undefined;
     this.fill = 0;
     this.held = 0;

@@ -23,6 +23,7 @@ import { type FileHandle, mkdir, open, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { compareDigest, ImageHasher, type ReleaseManifest } from '../lambdas/core/manifest.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
+import { BufferPool } from './buffer-pool.js';
 import { AgentError, DownloadError, type DownloadFailure } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http-transport.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
@@ -208,6 +209,7 @@ export class Downloader {
     };
     const whole = new PrefixHash();
     const flusher = new BackgroundFlush(fh, o.flushEveryBytes ?? 64 * MiB);
+    // Write buffers for the whole download: a transport may reuse a part's memory, so parts are copied into these.
     const buffers = new BufferPool(Math.max(64 * 1024, o.writeBufferBytes ?? 256 * 1024));
 
     try {
@@ -521,25 +523,6 @@ export class Downloader {
       a.whole.rollback();
       clearInterval(guard);
     }
-  }
-}
-
-/**
- * Write buffers allocated once per download and reused: a transport may hand out body parts in memory it reuses, so
- * the bytes are copied, and copying into the same few buffers leaves no garbage behind (a GiB of freshly allocated
- * buffers would sit in memory until the garbage collector ran).
- */
-class BufferPool {
-  private readonly free: Buffer[] = [];
-
-  constructor(private readonly size: number) {}
-
-  take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-  }
-
-  give(buffer: Buffer): void {
-    this.free.push(buffer);
   }
 }
 
