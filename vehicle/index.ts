@@ -92,6 +92,7 @@ export {
   TRUST_HARDWARE_ID,
   trustDocument,
   trustDocumentHealthCheck,
+  trustDocumentOf,
 } from './trust-store.js';
 export {
   checkSafety,

@@ -4,7 +4,6 @@
  * every piece stays overridable (transports, MQTT client factory, installers, runtime, logger).
  */
 import { join } from 'node:path';
-import type { TrustedKey } from '../lambdas/core/signatures.js';
 import { type AgentMqttFactory, type EcuConfig, VehicleAgent, type VehicleAgentOptions } from './agent.js';
 import { VehicleApiClient } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
@@ -16,7 +15,7 @@ import { silentLogger, withFields } from './logger.js';
 import { type MqttClientFactory, MqttSession } from './mqtt-session.js';
 import { challengeSigner, type DeviceIdentity, ensureIdentity, type TrustAnchors } from './provisioning.js';
 import { systemRuntime } from './runtime.js';
-import { TRUST_ECU, trustDocument, trustDocumentHealthCheck } from './trust-store.js';
+import { TRUST_ECU, trustDocumentHealthCheck, trustDocumentOf } from './trust-store.js';
 
 export interface CreateAgentOptions
   extends Partial<
@@ -64,8 +63,6 @@ export interface CreatedAgent {
 export const identityDir = (stateDir: string) => join(stateDir, 'identity');
 export const ecuDir = (stateDir: string, ecu: string) => join(stateDir, 'ecus', ecu);
 
-const pemOf = (k: TrustedKey) => k.key.export({ type: 'spki', format: 'pem' }).toString();
-
 export const placeholderFactoryImage = (e: EcuConfig) =>
   Buffer.from(`factory image of ${e.ecu} ${e.version}\n`);
 
@@ -99,25 +96,25 @@ export async function createVehicleAgent(o: CreateAgentOptions): Promise<Created
   const installers =
     o.installers ??
     Object.fromEntries(
-      o.ecus.map((e) => [
-        e.ecu,
-        e.ecu === TRUST_ECU
-          ? // The release-key set as a pseudo-ECU (trust-store.ts): its factory image is the configured keys.
-            new FileSlotInstaller({
-              dir: ecuDir(o.stateDir, e.ecu),
-              ecu: e.ecu,
-              factory: { version: e.version, image: trustDocument(o.trust.releaseKeys.map(pemOf)) },
-              healthCheck: trustDocumentHealthCheck,
-              ...(o.freeSpace ? { freeSpace: o.freeSpace } : {}),
-            })
-          : new FileSlotInstaller({
-              dir: ecuDir(o.stateDir, e.ecu),
-              ecu: e.ecu,
-              factory: { version: e.version, image: (o.factoryImage ?? placeholderFactoryImage)(e) },
-              ...(o.healthCheck ? { healthCheck: o.healthCheck } : {}),
-              ...(o.freeSpace ? { freeSpace: o.freeSpace } : {}),
-            }),
-      ]),
+      o.ecus.map((e) => {
+        // The release-key set as a pseudo-ECU (trust-store.ts): its factory image is the configured keys, and its
+        // health check is that the set parses.
+        const keys = e.ecu === TRUST_ECU;
+        const healthCheck = keys ? trustDocumentHealthCheck : o.healthCheck;
+        const image = keys
+          ? trustDocumentOf(o.trust.releaseKeys)
+          : (o.factoryImage ?? placeholderFactoryImage)(e);
+        return [
+          e.ecu,
+          new FileSlotInstaller({
+            dir: ecuDir(o.stateDir, e.ecu),
+            ecu: e.ecu,
+            factory: { version: e.version, image },
+            ...(healthCheck ? { healthCheck } : {}),
+            ...(o.freeSpace ? { freeSpace: o.freeSpace } : {}),
+          }),
+        ];
+      }),
     );
   const mqttUrl = o.mqttUrl;
   const certPem = identity.certPem;

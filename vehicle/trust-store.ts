@@ -26,14 +26,18 @@ const trustDocumentSchema = z.strictObject({
 });
 
 /**
- * The document for a set of PEM public keys (the factory set, or a new one to publish), each normalised to SPKI
- * PEM. A private key is refused: Node would derive its public half, but the document is published.
+ * The document for a set of PEM public keys (a new set to publish), each normalised to SPKI PEM. A private key is
+ * refused: Node would derive its public half, but the document is published.
  */
 export function trustDocument(pems: readonly string[]): Buffer {
   if (pems.some((p) => /PRIVATE KEY/.test(p))) {
     throw new Error('a private key was given: a key set lists public keys only');
   }
-  const keys = trustedKeysFromPems(pems); // refuses anything but P-256 keys before it is ever published
+  return trustDocumentOf(trustedKeysFromPems(pems)); // refuses anything but P-256 keys before it is published
+}
+
+/** The document for keys already trusted (the factory set: the agent's configured release keys). */
+export function trustDocumentOf(keys: readonly TrustedKey[]): Buffer {
   const spki = keys.map((k) => k.key.export({ type: 'spki', format: 'pem' }).toString());
   return Buffer.from(`${JSON.stringify({ schema: 'ota.release-keys/v1', release_keys: spki }, null, 2)}\n`);
 }
