@@ -58,6 +58,15 @@ async function register(
   }
 }
 
+/** A document client on the local cloud's DynamoDB, for tests that reach under the API. */
+const dynamo = () => documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+
+/** A call of the vehicle API as the registered vehicle `car` (bearer token from its device key). */
+async function asVehicle(car: string, method: string, path: string, body?: unknown) {
+  const token = await testVehicles.get(car)!.token(cloud.endpoints.api, cloud.caCertPem);
+  return jsonRequest(cloud.endpoints.api, method, path, cloud.caCertPem, body, token);
+}
+
 async function campaign(id: string) {
   const res = await operator.call('GET', `/campaigns/${id}`);
   assert.equal(res.status, 200, res.raw.toString());
@@ -196,15 +205,7 @@ describe('campaigns', { timeout: 120000 }, () => {
     assert.deepEqual(later.waves[1].counts, { scheduled: 16 }, 'the next wave was never offered');
     // A vehicle of a wave not yet offered does not see the update, even when it polls.
     const waiting = (await waveVehicles('failing', 1))[0]!.vin;
-    const token = await testVehicles.get(waiting)!.token(cloud.endpoints.api, cloud.caCertPem);
-    const polled = await jsonRequest(
-      cloud.endpoints.api,
-      'GET',
-      `/updates/${waiting}`,
-      cloud.caCertPem,
-      undefined,
-      token,
-    );
+    const polled = await asVehicle(waiting, 'GET', `/updates/${waiting}`);
     assert.equal(polled.status, 200);
     assert.deepEqual([polled.json.updates, polled.json.pending], [[], []]);
     await assertCountsMatch('failing');
@@ -292,21 +293,13 @@ describe('campaigns', { timeout: 120000 }, () => {
 
     // The operator's cancel, through the real repositories, with the car's 'downloading' report (through the real
     // API) landing between the cancel's read of the update and its conditional write: the write loses the race.
-    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    const db = dynamo();
     const updates = new DynamoUpdateRepository(db, cloud.tables.updates);
     let raced = 0;
     const racingUpdates: UpdateRepository = Object.assign(Object.create(updates) as UpdateRepository, {
       put: async (next: UpdateRecord, expectedRevision: number) => {
         if (next.status === 'cancelled' && raced++ === 0) {
-          const token = await testVehicles.get(car)!.token(cloud.endpoints.api, cloud.caCertPem);
-          const report = await jsonRequest(
-            cloud.endpoints.api,
-            'POST',
-            `/updates/${car}/status`,
-            cloud.caCertPem,
-            { status: 'downloading' },
-            token,
-          );
+          const report = await asVehicle(car, 'POST', `/updates/${car}/status`, { status: 'downloading' });
           assert.equal(report.status, 200, report.raw.toString());
         }
         return updates.put(next, expectedRevision);
@@ -401,7 +394,7 @@ describe('campaigns', { timeout: 120000 }, () => {
     await until('in-flight', (x) => x.counts.installing === 1, 20000, 'the vehicle to start installing');
     // The window between the engine marking the update offered and recording it as the vehicle's active update
     // (or another update taking that slot): the vehicle record does not point at the campaign update.
-    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    const db = dynamo();
     await db.send(
       new UpdateCommand({
         TableName: cloud.tables.vehicles,
@@ -409,27 +402,12 @@ describe('campaigns', { timeout: 120000 }, () => {
         UpdateExpression: 'REMOVE activeUpdateId',
       }),
     );
-    const token = await testVehicles.get(car)!.token(cloud.endpoints.api, cloud.caCertPem);
-    const asked = await jsonRequest(
-      cloud.endpoints.api,
-      'POST',
-      `/updates/${car}/download`,
-      cloud.caCertPem,
-      { firmware_version: '2.0.0' },
-      token,
-    );
+    const asked = await asVehicle(car, 'POST', `/updates/${car}/download`, { firmware_version: '2.0.0' });
     assert.equal(asked.status, 200, asked.raw.toString());
     const [item] = await waveVehicles('in-flight', 0);
     assert.match(asked.json.update_id, /^campaign#/);
     assert.equal(asked.json.assignment.assignment.campaign_id, 'in-flight');
-    const listed = await jsonRequest(
-      cloud.endpoints.api,
-      'GET',
-      `/updates/${car}`,
-      cloud.caCertPem,
-      undefined,
-      token,
-    );
+    const listed = await asVehicle(car, 'GET', `/updates/${car}`);
     assert.deepEqual(
       listed.json.updates.map((u: { update_id: string }) => u.update_id),
       [asked.json.update_id],
@@ -452,7 +430,7 @@ describe('campaigns', { timeout: 120000 }, () => {
     });
     await operator.call('POST', '/campaigns/drift/start', {});
     await until('drift', (x) => x.counts.installing === 3, 20000, 'three vehicles installing');
-    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
+    const db = dynamo();
     const skew = (expression: string, values: Record<string, number>) =>
       db.send(
         new UpdateCommand({

@@ -41,28 +41,17 @@ describe('release-key set documents', () => {
       '{"schema":"ota.release-keys/v1","release_keys":[],"extra":1}',
     ];
     const dir = mkdtempSync(join(tmpdir(), 'trust-store-'));
+    /** The health check's verdict on a slot holding `content`. */
+    const healthy = async (content: string | Buffer) => {
+      writeFileSync(join(dir, 'slot.img'), content);
+      return trustDocumentHealthCheck({ ecu: 'release-keys', version: '1', location: join(dir, 'slot.img') });
+    };
     try {
       for (const text of bad) {
         assert.throws(() => parseTrustDocument(Buffer.from(text)), Error, text);
-        writeFileSync(join(dir, 'slot.img'), text);
-        assert.equal(
-          await trustDocumentHealthCheck({
-            ecu: 'release-keys',
-            version: '1',
-            location: join(dir, 'slot.img'),
-          }),
-          false,
-        );
+        assert.equal(await healthy(text), false, text);
       }
-      writeFileSync(join(dir, 'slot.img'), trustDocument([pem(ec())]));
-      assert.equal(
-        await trustDocumentHealthCheck({
-          ecu: 'release-keys',
-          version: '1',
-          location: join(dir, 'slot.img'),
-        }),
-        true,
-      );
+      assert.equal(await healthy(trustDocument([pem(ec())])), true);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
