@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { ReleaseManifest } from '../lambdas/core/manifest.js';
+import type { ReleaseManifest } from '../protocol/manifest.js';
 import { DirectHttpsTransport } from '../vehicle/direct-https.js';
 import { Downloader, type DownloaderOptions, verifyImageFile } from '../vehicle/downloader.js';
 

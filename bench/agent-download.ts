@@ -35,13 +35,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 import { AGENT_BUNDLE_OPTIONS } from '../bin/agent-bundle.js';
-import {
-  DEFAULT_CHUNK_SIZE,
-  ImageHasher,
-  type ReleaseManifest,
-  signManifest,
-} from '../lambdas/core/manifest.js';
 import { startLocalCloud } from '../local/cloud.js';
+import { DEFAULT_CHUNK_SIZE, ImageHasher, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
 import { startFaultProxy } from '../test/support/agent-net.js';
 import { newReleaseKey, Operator } from '../test/support/fleet.js';
 import { https } from '../test/support/https.js';

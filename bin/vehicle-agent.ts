@@ -6,8 +6,8 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
 import { DEFAULT_PORTS } from '../local/ports.js';
+import { trustedKeysFromPems } from '../protocol/signatures.js';
 import {
   type AgentEvent,
   ensureIdentity,

@@ -1,8 +1,8 @@
 /** `ota firmware sign|upload|publish|list|show`: signed release manifests and their images. */
 import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { releaseManifestSchema, signedManifestSchema } from '../lambdas/core/api-schema.js';
-import type { ReleaseManifest } from '../lambdas/core/manifest.js';
+import type { ReleaseManifest } from '../protocol/manifest.js';
+import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
@@ -71,11 +71,9 @@ export async function sign(ctx: Context): Promise<void> {
   const out = ctx.path(requireString(v, 'out'));
   const image = imageFile(ctx);
 
-  // Loaded here: the signer module also carries the KMS signer and its SDK client.
-  const [{ KeyFileSigner }, { digestStream, signManifest }, { keyIdOf }] = await Promise.all([
-    import('../lambdas/adapters/signers.js'),
-    import('../lambdas/core/manifest.js'),
-    import('../lambdas/core/signatures.js'),
+  const [{ digestStream, signManifest }, { KeyFileSigner, keyIdOf }] = await Promise.all([
+    import('../protocol/manifest.js'),
+    import('../protocol/signatures.js'),
   ]);
   let keyPem: string;
   try {

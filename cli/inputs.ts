@@ -4,14 +4,14 @@
  * that caused it, before any request is made.
  */
 import type { z } from 'zod';
+import { createCampaignSchema } from '../protocol/routes.js';
 import {
-  createCampaignSchema,
   MAX_CHUNK_SIZE,
   MIN_CHUNK_SIZE,
   releaseIdSchema,
   versionSchema,
   vinSchema,
-} from '../lambdas/core/api-schema.js';
+} from '../protocol/schemas.js';
 import {
   type NumberRule,
   numberOption,

@@ -5,8 +5,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { keyIdOf } from '../lambdas/core/signatures.js';
-import { TRUST_ECU, TRUST_HARDWARE_ID, trustDocument } from '../vehicle/trust-store.js';
+import { keyIdOf } from '../protocol/signatures.js';
+import { TRUST_ECU, TRUST_HARDWARE_ID, trustDocument } from '../protocol/trust-document.js';
 import { booleanOption, requireString } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';

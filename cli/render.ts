@@ -2,11 +2,12 @@
  * Human-readable views of API answers, pure. The answer types are inferred from the domain functions that
  * produce them, so a field renamed in the API breaks the build here rather than printing blanks.
  */
-import { UPDATE_STATUSES } from '../lambdas/core/api-schema.js';
+
 import type { campaignView } from '../lambdas/core/campaigns.js';
 import type { releaseView } from '../lambdas/core/releases.js';
 import type { toUpdateView } from '../lambdas/core/vehicle-updates.js';
 import type { VehicleRegistryService } from '../lambdas/core/vehicles.js';
+import { UPDATE_STATUSES } from '../protocol/schemas.js';
 import { formatBytes } from './progress.js';
 
 export type ReleaseView = ReturnType<typeof releaseView>;
@@ -97,7 +98,7 @@ export function renderVehicle(v: VehicleView): string[] {
             u.firmware_version,
             u.status,
             `${u.progress}%`,
-            u.updated_at,
+            u.updated_at ?? '',
           ]),
         )),
   );

@@ -3,7 +3,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import { Construct } from 'constructs';
-import { ENV } from '../lambdas/adapters/env.js';
+import { ENV } from '../lambdas/core/env.js';
 import { type IBindableFunction, policyOwner } from './bindable.js';
 import { acknowledgeWildcardResources } from './nag.js';
 

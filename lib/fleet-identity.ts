@@ -4,12 +4,11 @@ import * as iot from 'aws-cdk-lib/aws-iot';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
-import { ENV } from '../lambdas/adapters/env.js';
+import { ENV } from '../lambdas/core/env.js';
+import { BACKEND_CHANNELS, VEHICLE_CHANNELS, vehicleTopic } from '../protocol/topics.js';
 import { type IBindableFunction, policyOwner } from './bindable.js';
 import { acknowledge, acknowledgeWildcardResources } from './nag.js';
 
-/** Root of every vehicle topic: vehicle/updates/{VIN}/issue_details | progress | status. */
-export const VEHICLE_TOPIC_ROOT = 'vehicle/updates';
 /** The thing name of the connected client, which is its VIN; the policy only works for a certificate's own thing. */
 // biome-ignore lint/suspicious/noTemplateCurlyInString: an IoT policy variable, substituted by IoT Core, not by JS
 const THING = '${iot:Connection.Thing.ThingName}';
@@ -77,7 +76,7 @@ export class FleetIdentity extends Construct {
     const topics = Stack.of(this).formatArn({
       service: 'iot',
       resource: 'topic',
-      resourceName: `${VEHICLE_TOPIC_ROOT}/*/issue_details`,
+      resourceName: vehicleTopic('*', 'issue_details'),
     });
     fn.grantPrincipal.addToPrincipalPolicy(
       new iam.PolicyStatement({ actions: ['iot:Publish'], resources: [topics] }),
@@ -175,12 +174,16 @@ export class FleetIdentity extends Construct {
   }
 }
 
+/** IAM policy documents write a lone resource as a string. */
+function oneOrMany(resources: string[]): string | string[] {
+  return resources.length === 1 ? resources[0]! : resources;
+}
+
 /** The exact vehicle policy document: own client id, own topics, nothing else. */
 function vehiclePolicyDocument(scope: Construct): Record<string, unknown> {
   const stack = Stack.of(scope);
   const iotArn = (resource: string) =>
     `arn:${stack.partition}:iot:${stack.region}:${stack.account}:${resource}`;
-  const own = `${VEHICLE_TOPIC_ROOT}/${THING}`;
   return {
     Version: '2012-10-17',
     Statement: [
@@ -190,12 +193,20 @@ function vehiclePolicyDocument(scope: Construct): Record<string, unknown> {
         Resource: iotArn(`client/${THING}`),
         Condition: { Bool: { 'iot:Connection.Thing.IsAttached': 'true' } },
       },
-      { Effect: 'Allow', Action: 'iot:Subscribe', Resource: iotArn(`topicfilter/${own}/issue_details`) },
-      { Effect: 'Allow', Action: 'iot:Receive', Resource: iotArn(`topic/${own}/issue_details`) },
+      {
+        Effect: 'Allow',
+        Action: 'iot:Subscribe',
+        Resource: oneOrMany(BACKEND_CHANNELS.map((c) => iotArn(`topicfilter/${vehicleTopic(THING, c)}`))),
+      },
+      {
+        Effect: 'Allow',
+        Action: 'iot:Receive',
+        Resource: oneOrMany(BACKEND_CHANNELS.map((c) => iotArn(`topic/${vehicleTopic(THING, c)}`))),
+      },
       {
         Effect: 'Allow',
         Action: 'iot:Publish',
-        Resource: [iotArn(`topic/${own}/progress`), iotArn(`topic/${own}/status`)],
+        Resource: oneOrMany(VEHICLE_CHANNELS.map((c) => iotArn(`topic/${vehicleTopic(THING, c)}`))),
       },
     ],
   };

@@ -6,17 +6,16 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { topicRuleSql } from '../protocol/topics.js';
 import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /**
- * The topic rule's query. It selects exactly the event lambdas/core/ingest.ts parses ({payload: base64 of the raw
- * message, vin, channel, received_at: epoch ms}); local/rules-router.ts reproduces it for the local cloud. The topic
- * filter matches any vehicle/updates/{VIN}/{channel}; the WHERE keeps the two channels vehicles publish on, so the
- * backend's own issue_details offers never loop back into ingestion.
+ * The topic rule's query, from the topic table. It selects exactly the event lambdas/core/ingest.ts parses
+ * ({payload: base64 of the raw message, vin, channel, received_at: epoch ms}); local/rules-router.ts reproduces it
+ * for the local cloud. The topic filter matches any vehicle/updates/{VIN}/{channel}; the WHERE keeps the channels
+ * vehicles publish on, so the backend's own issue_details offers never loop back into ingestion.
  */
-export const VEHICLE_MESSAGES_SQL =
-  "SELECT encode(*, 'base64') AS payload, topic(3) AS vin, topic(4) AS channel, timestamp() AS received_at " +
-  "FROM 'vehicle/updates/+/+' WHERE topic(4) = 'progress' OR topic(4) = 'status'";
+export const VEHICLE_MESSAGES_SQL = topicRuleSql();
 
 /** The rules engine SQL version the query is written for. */
 export const VEHICLE_MESSAGES_SQL_VERSION = '2016-03-23';

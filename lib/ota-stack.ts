@@ -4,9 +4,9 @@ import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'a
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
-import { ENV } from '../lambdas/adapters/env.js';
-import { FUNCTIONS, type FunctionName } from '../lambdas/core/api-schema.js';
-import { trustedKeysFromPems } from '../lambdas/core/signatures.js';
+import { ENV } from '../lambdas/core/env.js';
+import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
+import { trustedKeysFromPems } from '../protocol/signatures.js';
 import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';

@@ -4,7 +4,7 @@
  * gateway check is a first filter, never the only one.
  */
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** JSON Schema draft 4 of a zod schema, in the shape aws-apigateway's JsonSchema expects. */
 export function toApiGatewaySchema(schema: z.ZodType): apigw.JsonSchema {

@@ -1,7 +1,7 @@
 import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
-import { ENV } from '../lambdas/adapters/env.js';
+import { ENV } from '../lambdas/core/env.js';
 import type { IBindableFunction } from './bindable.js';
 
 export interface SigningKeyProps {

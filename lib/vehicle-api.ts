@@ -4,7 +4,7 @@ import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
-import { type FunctionName, ROUTES, type RouteDefinition } from '../lambdas/core/api-schema.js';
+import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
 import { acknowledge } from './nag.js';
 import { modelName, toApiGatewaySchema } from './request-models.js';
 

@@ -11,7 +11,7 @@ import {
   inspectCsr,
   issueClientCertificate,
   issueServerCertificate,
-} from '../lambdas/adapters/x509.js';
+} from '../protocol/x509.js';
 import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
 
 /** A cached server certificate is replaced when it has less than this left. */

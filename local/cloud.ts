@@ -22,9 +22,9 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import dynalite from 'dynalite';
-import { ENV } from '../lambdas/adapters/env.js';
-import type { FunctionName } from '../lambdas/core/api-schema.js';
+import { ENV } from '../lambdas/core/env.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
+import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
 import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
 import {

@@ -11,9 +11,9 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { type FunctionName, ROUTES, type RouteDefinition } from '../lambdas/core/api-schema.js';
 import { INTERNAL_ERROR_BODY } from '../lambdas/core/errors.js';
 import { json } from '../lambdas/core/http.js';
+import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
 import type { TlsMaterial } from './ca.js';
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;

@@ -17,6 +17,7 @@ import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { Socket } from 'node:net';
+import { isBackendPublishTopic } from '../protocol/topics.js';
 
 export interface IotDataShimProps {
   /** @default '127.0.0.1' */
@@ -50,7 +51,6 @@ export interface IotDataShim {
   stop(): Promise<void>;
 }
 
-const ISSUE_DETAILS_RE = /^vehicle\/updates\/[A-HJ-NPR-Z0-9]{17}\/issue_details$/;
 const AUTH_RE =
   /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$/;
 const MAX_SKEW_MS = 15 * 60 * 1000;
@@ -264,7 +264,7 @@ export async function startIotDataShim(props: IotDataShimProps): Promise<IotData
     } catch {
       throw new ShimError(400, 'InvalidRequestException', 'Malformed topic');
     }
-    if (!ISSUE_DETAILS_RE.test(topic)) {
+    if (!isBackendPublishTopic(topic)) {
       throw new ShimError(403, 'ForbiddenException', 'Not authorized to publish to this topic');
     }
     const qos = query.get('qos') ?? '0';

@@ -24,8 +24,13 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
-import { VIN_PATTERN } from '../lambdas/core/api-schema.js';
-import { issueDetailsTopic } from '../lambdas/core/offer.js';
+import { VIN_PATTERN } from '../protocol/schemas.js';
+import {
+  BACKEND_CHANNELS,
+  isVehiclePublishTopic,
+  MAX_MQTT_PAYLOAD_BYTES,
+  vehicleTopic,
+} from '../protocol/topics.js';
 
 /** Narrow logger; Powertools Logger and console-like adapters both fit. */
 export interface BrokerLogger {
@@ -82,11 +87,6 @@ export interface MqttBroker {
   onVehicleMessage(listener: VehicleMessageListener): () => void;
   stop(): Promise<void>;
 }
-
-/** The topic the backend uses to notify one vehicle. */
-export { issueDetailsTopic };
-
-const vehicleChannels = ['progress', 'status'] as const;
 
 const silent: BrokerLogger = { info() {}, warn() {} };
 const HEADER_ALLOWANCE = 1024; // fixed header, topic (IoT Core: <= 256 bytes) and packet id
@@ -187,14 +187,15 @@ function vinOf(client: Client | null | undefined): string | undefined {
   return cn !== undefined && client.id === cn && VIN_PATTERN.test(cn) ? cn : undefined;
 }
 
-function isOwnVehicleTopic(vin: string, topic: string): boolean {
-  return vehicleChannels.some((channel) => topic === `vehicle/updates/${vin}/${channel}`);
+/** A topic the backend publishes on for this vehicle, which the vehicle may subscribe to and receive. */
+function isOwnBackendTopic(vin: string, topic: string): boolean {
+  return BACKEND_CHANNELS.some((channel) => topic === vehicleTopic(vin, channel));
 }
 
 export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroker> {
   const host = props.host ?? '127.0.0.1';
   const log = props.log ?? silent;
-  const maxPayloadBytes = props.maxPayloadBytes ?? 128 * 1024;
+  const maxPayloadBytes = props.maxPayloadBytes ?? MAX_MQTT_PAYLOAD_BYTES;
   const internalClientId = props.internalClientId ?? 'iot-data-plane';
   if (VIN_PATTERN.test(internalClientId)) throw new Error('internalClientId must not look like a VIN');
   const listeners = new Set<VehicleMessageListener>();
@@ -221,7 +222,7 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
 
     authorizeSubscribe(client, subscription, done) {
       const vin = vinOf(client);
-      if (vin !== undefined && subscription.topic === issueDetailsTopic(vin)) {
+      if (vin !== undefined && isOwnBackendTopic(vin, subscription.topic)) {
         return done(null, { ...subscription, qos: subscription.qos >= 1 ? 1 : 0 });
       }
       log.warn('mqtt subscribe refused', { clientId: client.id, topic: subscription.topic });
@@ -233,7 +234,7 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
       // client is null only for wills of a client that is gone; the will keeps the id it was stored under.
       const vin = client ? vinOf(client) : (packet as { clientId?: string }).clientId;
       let reason: string | undefined;
-      if (vin === undefined || !VIN_PATTERN.test(vin) || !isOwnVehicleTopic(vin, packet.topic))
+      if (vin === undefined || !VIN_PATTERN.test(vin) || !isVehiclePublishTopic(vin, packet.topic))
         reason = 'topic not allowed';
       else if (packet.retain) reason = 'retained messages are not allowed';
       else if (packet.qos > 1) reason = 'QoS 2 is not supported';
@@ -251,7 +252,7 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
 
     authorizeForward(client, packet) {
       const vin = vinOf(client);
-      return vin !== undefined && packet.topic === issueDetailsTopic(vin) ? packet : null;
+      return vin !== undefined && isOwnBackendTopic(vin, packet.topic) ? packet : null;
     },
   });
 

@@ -1,6 +1,6 @@
 /**
  * Local stand-in for the IoT topic rule that feeds vehicle progress and status messages to the ingest function.
- * The AWS rule is
+ * The AWS rule is protocol/topics.ts topicRuleSql():
  *
  *   SELECT encode(*, 'base64') AS payload, topic(3) AS vin, topic(4) AS channel, timestamp() AS received_at
  *   FROM 'vehicle/updates/+/+' WHERE topic(4) = 'progress' OR topic(4) = 'status'
@@ -12,14 +12,9 @@
  * state machine tolerates (sequence numbers, monotonic phases).
  */
 import { appendFile } from 'node:fs/promises';
+import { matchTopicRule, type TopicRuleEvent } from '../protocol/topics.js';
 
-/** What the topic rule delivers to the ingest function. */
-export interface TopicRuleEvent {
-  readonly payload: string;
-  readonly vin: string;
-  readonly channel: 'progress' | 'status';
-  readonly received_at: number;
-}
+export type { TopicRuleEvent };
 
 /** A message as the broker hands it over (structurally the broker's VehicleMessage). */
 export interface RoutedMessage {
@@ -76,16 +71,14 @@ export interface RulesRouter {
   stop(): Promise<void>;
 }
 
-const TOPIC_RE = /^vehicle\/updates\/([^/]+)\/(progress|status)$/;
-
 /** The rule's SELECT and WHERE for one message, or undefined when the rule does not match the topic. */
 export function toTopicRuleEvent(message: RoutedMessage): TopicRuleEvent | undefined {
-  const match = TOPIC_RE.exec(message.topic);
+  const match = matchTopicRule(message.topic);
   if (!match) return undefined;
   return {
     payload: message.payload.toString('base64'),
-    vin: match[1]!,
-    channel: match[2] as 'progress' | 'status',
+    vin: match.vin,
+    channel: match.channel,
     received_at: message.receivedAt,
   };
 }

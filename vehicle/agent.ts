@@ -15,10 +15,11 @@
  */
 import { rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { VERSION_PATTERN } from '../lambdas/core/api-schema.js';
-import { checkAssignment, manifestDigest } from '../lambdas/core/assignment.js';
-import type { ReleaseManifest } from '../lambdas/core/manifest.js';
-import { offerSchema, type UpdateOffer } from '../lambdas/core/offer.js';
+import { checkAssignment, manifestDigest } from '../protocol/assignment.js';
+import type { ReleaseManifest } from '../protocol/manifest.js';
+import { offerSchema, type UpdateOffer } from '../protocol/offer.js';
+import { VERSION_PATTERN } from '../protocol/schemas.js';
+import { TRUST_ECU } from '../protocol/trust-document.js';
 import type { VehicleApi } from './api-client.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import {
@@ -52,7 +53,7 @@ import {
   StoreClosedError,
   type VehicleStatus,
 } from './state-store.js';
-import { installedReleaseKeys, TRUST_ECU } from './trust-store.js';
+import { installedReleaseKeys } from './trust-store.js';
 import {
   type InstallSafetyPolicy,
   StaticVehicleState,

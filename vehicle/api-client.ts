@@ -3,59 +3,24 @@
  * they expire and once more on a 401, and the update routes. Responses are validated; a download answer whose
  * manifest or assignment does not parse is refused here, before anything acts on it.
  */
-import { z } from 'zod';
-import { signedManifestSchema, type VEHICLE_STATUSES } from '../lambdas/core/api-schema.js';
-import { signedAssignmentSchema } from '../lambdas/core/assignment.js';
+import type { z } from 'zod';
+import {
+  challengeAnswerSchema,
+  type DownloadAnswer,
+  downloadAnswerSchema,
+  type StatusAnswer,
+  statusAnswerSchema,
+  tokenAnswerSchema,
+  type UpdateList,
+  updateListSchema,
+} from '../protocol/responses.js';
+import type { StatusReport } from '../protocol/schemas.js';
 import { ApiError } from './errors.js';
 import { type HttpTransport, readBody, TransportError } from './http-transport.js';
 import { type AgentLogger, silentLogger } from './logger.js';
 import { type AgentRuntime, systemRuntime } from './runtime.js';
 
-export const downloadAnswerSchema = z.object({
-  download_url: z.url({ protocol: /^https$/ }),
-  expires_at: z.string(),
-  expires_in: z.number(),
-  firmware_version: z.string(),
-  release_id: z.string(),
-  ecu: z.string(),
-  size: z.number().int(),
-  sha256: z.string(),
-  update_id: z.string(),
-  status: z.string(),
-  manifest: signedManifestSchema,
-  assignment: signedAssignmentSchema,
-});
-export type DownloadAnswer = z.infer<typeof downloadAnswerSchema>;
-
-const updateViewSchema = z.object({
-  update_id: z.string(),
-  release_id: z.string(),
-  firmware_version: z.string(),
-  ecu: z.string(),
-  campaign_id: z.string().nullish(),
-  status: z.string(),
-  progress: z.number().optional(),
-  attempt: z.number().optional(),
-  pending: z.boolean().optional(),
-});
-export const updateListSchema = z.object({
-  updates: z.array(updateViewSchema),
-  pending: z.array(updateViewSchema),
-});
-export type UpdateList = z.infer<typeof updateListSchema>;
-export type UpdateView = z.infer<typeof updateViewSchema>;
-
-const statusAnswerSchema = z.object({ applied: z.boolean(), status: z.string() });
-export type StatusAnswer = z.infer<typeof statusAnswerSchema>;
-
-export interface StatusBody {
-  readonly status: (typeof VEHICLE_STATUSES)[number];
-  readonly firmware_version?: string;
-  readonly campaign_id?: string;
-  readonly sequence?: number;
-  readonly progress?: number;
-  readonly reason?: string;
-}
+export type StatusBody = StatusReport;
 
 /** What the agent needs from the backend; the HTTPS client implements it, tests may fake it. */
 export interface VehicleApi {
@@ -172,19 +137,13 @@ export class VehicleApiClient implements VehicleApi {
 
   private async login(signal: AbortSignal | undefined): Promise<string> {
     const vin = this.options.vin;
-    const challenge = await this.call(
-      'POST',
-      '/auth/challenge',
-      { vin },
-      signal,
-      z.object({ nonce: z.string() }),
-    );
+    const challenge = await this.call('POST', '/auth/challenge', { vin }, signal, challengeAnswerSchema);
     const issued = await this.call(
       'POST',
       '/auth/token',
       { vin, nonce: challenge.nonce, signature: this.options.signChallenge(challenge.nonce) },
       signal,
-      z.object({ token: z.string(), expires_in: z.number().positive() }),
+      tokenAnswerSchema,
     );
     this.token = { value: issued.token, expiresAt: this.runtime.now() + issued.expires_in * 1000 };
     this.logger.debug('logged in', { expires_in: issued.expires_in });

@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { compareDigest, ImageHasher, type ReleaseManifest } from '../lambdas/core/manifest.js';
+import { compareDigest, ImageHasher, type ReleaseManifest } from '../protocol/manifest.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { BufferPool } from './buffer-pool.js';
 import { AgentError, DownloadError, type DownloadFailure } from './errors.js';

@@ -1,4 +1,13 @@
 /** The TCU agent's public API. */
+
+export type { DownloadAnswer, UpdateList } from '../protocol/responses.js';
+export {
+  parseTrustDocument,
+  TRUST_ECU,
+  TRUST_HARDWARE_ID,
+  trustDocument,
+  trustDocumentOf,
+} from '../protocol/trust-document.js';
 export {
   type AgentEvent,
   type AgentHooks,
@@ -10,10 +19,8 @@ export {
   type VehicleAgentOptions,
 } from './agent.js';
 export {
-  type DownloadAnswer,
   registerVehicle,
   type StatusBody,
-  type UpdateList,
   type VehicleApi,
   VehicleApiClient,
   type VehicleApiClientOptions,
@@ -85,15 +92,7 @@ export {
   identityDir,
 } from './setup.js';
 export { type AgentState, STATE_FILE, StateStore } from './state-store.js';
-export {
-  installedReleaseKeys,
-  parseTrustDocument,
-  TRUST_ECU,
-  TRUST_HARDWARE_ID,
-  trustDocument,
-  trustDocumentHealthCheck,
-  trustDocumentOf,
-} from './trust-store.js';
+export { installedReleaseKeys, trustDocumentHealthCheck } from './trust-store.js';
 export {
   checkSafety,
   FileVehicleState,

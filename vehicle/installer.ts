@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ensureDir, fsyncDir, writeFileAtomic } from './atomic-file.js';
 import { type FreeSpace, systemFreeSpace } from './downloader.js';
 import { InstallError } from './errors.js';

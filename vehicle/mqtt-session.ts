@@ -8,7 +8,7 @@
  * stored it, so a crash between receipt and storage makes the broker deliver it again.
  */
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import { issueDetailsTopic } from '../lambdas/core/offer.js';
+import { vehicleTopic } from '../protocol/topics.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { AgentError } from './errors.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
@@ -132,7 +132,7 @@ export class MqttSession {
       queueQoSZero: false,
     });
     this.client = client;
-    const topic = issueDetailsTopic(o.vin);
+    const topic = vehicleTopic(o.vin, 'issue_details');
 
     // Installed before the connection opens: a persistent session may deliver right after CONNACK.
     client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {

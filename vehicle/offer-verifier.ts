@@ -10,10 +10,11 @@
  * - the ECU exists here and its hardware id is one the manifest was built for (wrong software);
  * - the version is above the installed one (rollback).
  */
-import { checkAssignment } from '../lambdas/core/assignment.js';
-import { checkManifestConsistency, verifyManifestSignatures } from '../lambdas/core/manifest.js';
-import { offerSchema, type UpdateOffer } from '../lambdas/core/offer.js';
-import { compareVersions } from '../lambdas/core/versions.js';
+import { checkAssignment } from '../protocol/assignment.js';
+import { ProtocolError } from '../protocol/errors.js';
+import { checkManifestConsistency, verifyManifestSignatures } from '../protocol/manifest.js';
+import { offerSchema, type UpdateOffer } from '../protocol/offer.js';
+import { compareVersions } from '../protocol/versions.js';
 import type { TrustAnchors } from './provisioning.js';
 
 export type RejectReason =
@@ -75,7 +76,8 @@ export function verifyOffer(raw: unknown, ctx: OfferCheckContext): OfferVerdict 
   try {
     checkManifestConsistency(m);
   } catch (err) {
-    return reject('manifest_inconsistent', (err as Error).message);
+    if (!(err instanceof ProtocolError)) throw err;
+    return reject('manifest_inconsistent', err.message);
   }
   if (!verifyManifestSignatures(offer.manifest, ctx.trust.releaseKeys)) {
     return reject('manifest_signature', 'the release manifest is not signed by a trusted release key');

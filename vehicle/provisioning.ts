@@ -10,10 +10,10 @@
 import { createPrivateKey, createPublicKey, sign, X509Certificate } from 'node:crypto';
 import { chmod, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generateKeyAndCsr } from '../lambdas/adapters/x509.js';
-import { VIN_PATTERN } from '../lambdas/core/api-schema.js';
-import { type TrustedKey, trustedKeysFromPems } from '../lambdas/core/signatures.js';
-import { challengeSigningInput } from '../lambdas/core/token.js';
+import { challengeSigningInput } from '../protocol/challenge.js';
+import { VIN_PATTERN } from '../protocol/schemas.js';
+import { type TrustedKey, trustedKeysFromPems } from '../protocol/signatures.js';
+import { generateKeyAndCsr } from '../protocol/x509.js';
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
 import { AgentError } from './errors.js';
 

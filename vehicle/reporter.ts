@@ -9,6 +9,9 @@
  * - progress(): best effort. MQTT (vehicle/updates/{VIN}/progress) when connected, else one HTTPS post; never
  *   retried, never stored: the next progress report supersedes it.
  */
+
+import { MAX_REASON_LENGTH } from '../protocol/schemas.js';
+import { vehicleTopic } from '../protocol/topics.js';
 import type { StatusBody, VehicleApi } from './api-client.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { ApiError } from './errors.js';
@@ -57,8 +60,6 @@ export interface ReporterOptions {
   readonly logger?: AgentLogger;
 }
 
-const MAX_REASON = 500;
-
 function statusBody(
   r: Pick<PendingReport, 'status' | 'firmware_version' | 'campaign_id' | 'progress' | 'reason' | 'sequence'>,
 ): StatusBody {
@@ -84,7 +85,7 @@ export function appendReport(s: AgentState, input: ReportInput, nowMs: number): 
     ...(input.campaign_id ? { campaign_id: input.campaign_id } : {}),
     ...(input.update_id !== undefined ? { update_id: input.update_id } : {}),
     ...(input.progress !== undefined ? { progress: input.progress } : {}),
-    ...(input.reason !== undefined ? { reason: input.reason.slice(0, MAX_REASON) } : {}),
+    ...(input.reason !== undefined ? { reason: input.reason.slice(0, MAX_REASON_LENGTH) } : {}),
     created_at: new Date(nowMs).toISOString(),
     mqtt_sent: false,
     attempts: 0,
@@ -152,7 +153,7 @@ export class Reporter {
       const mqtt = this.options.mqtt?.();
       if (mqtt?.connected) {
         try {
-          await mqtt.publish(`vehicle/updates/${this.options.vin}/progress`, this.mqttPayload(body));
+          await mqtt.publish(vehicleTopic(this.options.vin, 'progress'), this.mqttPayload(body));
           return;
         } catch (err) {
           this.logger.debug('progress not published on MQTT; trying HTTPS', { error: describeError(err) });
@@ -191,10 +192,7 @@ export class Reporter {
         const mqtt = this.options.mqtt?.();
         if (!next.mqtt_sent && mqtt?.connected) {
           try {
-            await mqtt.publish(
-              `vehicle/updates/${this.options.vin}/status`,
-              this.mqttPayload(statusBody(next)),
-            );
+            await mqtt.publish(vehicleTopic(this.options.vin, 'status'), this.mqttPayload(statusBody(next)));
             await store.update((s) => {
               const r = s.pending_reports.find((p) => p.sequence === next.sequence);
               if (r) r.mqtt_sent = true;

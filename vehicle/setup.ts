@@ -4,6 +4,7 @@
  * every piece stays overridable (transports, MQTT client factory, installers, runtime, logger).
  */
 import { join } from 'node:path';
+import { TRUST_ECU, trustDocumentOf } from '../protocol/trust-document.js';
 import { type AgentMqttFactory, type EcuConfig, VehicleAgent, type VehicleAgentOptions } from './agent.js';
 import { VehicleApiClient } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
@@ -15,7 +16,7 @@ import { silentLogger, withFields } from './logger.js';
 import { type MqttClientFactory, MqttSession } from './mqtt-session.js';
 import { challengeSigner, type DeviceIdentity, ensureIdentity, type TrustAnchors } from './provisioning.js';
 import { systemRuntime } from './runtime.js';
-import { TRUST_ECU, trustDocumentHealthCheck, trustDocumentOf } from './trust-store.js';
+import { trustDocumentHealthCheck } from './trust-store.js';
 
 export interface CreateAgentOptions
   extends Partial<

@@ -11,10 +11,10 @@
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
-import { VEHICLE_STATUSES } from '../lambdas/core/api-schema.js';
-import { canonicalJson } from '../lambdas/core/canonical-json.js';
-import { offerSchema, type UpdateOffer } from '../lambdas/core/offer.js';
+import * as z from 'zod';
+import { canonicalJson } from '../protocol/canonical-json.js';
+import { offerSchema, type UpdateOffer } from '../protocol/offer.js';
+import { VEHICLE_STATUSES } from '../protocol/schemas.js';
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
 import { StateError } from './errors.js';
 

@@ -4,7 +4,7 @@
  * the battery is above the threshold; otherwise it waits and checks again.
  */
 import { readFile } from 'node:fs/promises';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { AgentRuntime } from './runtime.js';
 
 export interface VehicleConditions {

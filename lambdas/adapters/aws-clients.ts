@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { rootCertificates } from 'node:tls';
-import { ENV, optionalEnv } from './env.js';
+import { ENV, optionalEnv } from '../core/env.js';
 
 export type ServiceId = 'S3' | 'DYNAMODB' | 'KMS' | 'IOT' | 'IOT_DATA_PLANE';
 

@@ -13,9 +13,9 @@ import {
   type IoTClient,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
+import { inspectCsr, issueClientCertificate } from '../../protocol/x509.js';
 import { BadRequestError } from '../core/errors.js';
 import type { CertificateIssuer, IssuedCertificate } from '../core/ports.js';
-import { inspectCsr, issueClientCertificate } from './x509.js';
 
 async function checkCsr(vin: string, csrPem: string): Promise<void> {
   let inspected: { commonName: string | undefined };

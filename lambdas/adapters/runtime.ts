@@ -10,8 +10,9 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { TrustedKey } from '../core/signatures.js';
-import { type Signer, trustedKeysFromPems } from '../core/signatures.js';
+import type { TrustedKey } from '../../protocol/signatures.js';
+import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
+import { ENV, intEnv, optionalEnv, requireEnv } from '../core/env.js';
 import { clientConfig } from './aws-clients.js';
 import {
   DynamoCampaignRepository,
@@ -21,9 +22,8 @@ import {
   DynamoVehicleRepository,
   documentClient,
 } from './dynamo-repositories.js';
-import { ENV, intEnv, optionalEnv, requireEnv } from './env.js';
 import { S3ObjectStore } from './s3-object-store.js';
-import { KeyFileSigner, KmsSigner } from './signers.js';
+import { KmsSigner } from './signers.js';
 
 export const logger = new Logger();
 export const metrics = new Metrics();

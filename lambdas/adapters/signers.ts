@@ -1,8 +1,7 @@
-/** Backend signers: KMS (ECC_NIST_P256) on AWS, a PEM key file on the local cloud. Both produce DER ECDSA. */
-import { createPrivateKey, createPublicKey, type KeyObject, sign } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+/** The backend's signer on AWS: KMS (ECC_NIST_P256), DER ECDSA like protocol/signatures.ts KeyFileSigner (the local cloud's). */
+import { createPublicKey } from 'node:crypto';
 import { GetPublicKeyCommand, type KMSClient, SignCommand } from '@aws-sdk/client-kms';
-import type { Signer } from '../core/signatures.js';
+import type { Signer } from '../../protocol/signatures.js';
 
 export class KmsSigner implements Signer {
   private publicKey?: Promise<string>;
@@ -31,28 +30,5 @@ export class KmsSigner implements Signer {
       }),
     );
     return Buffer.from(out.Signature!);
-  }
-}
-
-export class KeyFileSigner implements Signer {
-  private readonly key: KeyObject;
-
-  constructor(privateKeyPem: string) {
-    this.key = createPrivateKey(privateKeyPem);
-    if (this.key.asymmetricKeyType !== 'ec' || this.key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-      throw new Error('signing key must be an ECDSA P-256 private key');
-    }
-  }
-
-  static fromFile(path: string): KeyFileSigner {
-    return new KeyFileSigner(readFileSync(path, 'utf8'));
-  }
-
-  async publicKeyPem(): Promise<string> {
-    return createPublicKey(this.key).export({ type: 'spki', format: 'pem' }).toString();
-  }
-
-  async sign(data: Buffer): Promise<Buffer> {
-    return sign('sha256', data, { key: this.key, dsaEncoding: 'der' });
   }
 }

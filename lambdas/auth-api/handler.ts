@@ -1,8 +1,8 @@
 /** Vehicle authentication routes: challenge, and token for a signed challenge. */
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { z } from 'zod';
+import type { bodies } from '../../protocol/routes.js';
 import { backendSigner, logger, metrics, repositories, settings } from '../adapters/runtime.js';
-import type { bodies } from '../core/api-schema.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { VehicleAuthService } from '../core/vehicle-auth.js';

@@ -5,10 +5,10 @@
 import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
 import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
-import { ENV, intEnv } from '../adapters/env.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { backendSigner, logger, metrics, repositories, tracer } from '../adapters/runtime.js';
 import { CampaignEngine } from '../core/campaigns.js';
+import { ENV, intEnv } from '../core/env.js';
 import { systemClock } from '../core/ports.js';
 import { AssignmentIssuer } from '../core/vehicle-updates.js';
 

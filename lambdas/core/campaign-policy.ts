@@ -2,7 +2,7 @@
  * Campaign rollout policy, pure: how targets split into waves, when a wave may be followed by the next, and when
  * failures must halt the campaign. The campaign engine only feeds it counts and times.
  */
-import type { UpdateStatus } from './api-schema.js';
+import type { UpdateStatus } from '../../protocol/schemas.js';
 import { FAILURE_STATUSES } from './update-state.js';
 
 export interface RolloutPolicy {

@@ -8,7 +8,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { z } from 'zod';
-import type { createCampaignSchema } from './api-schema.js';
+import type { createCampaignSchema } from '../../protocol/routes.js';
+import { compareVersions } from '../../protocol/versions.js';
 import {
   DEFAULT_POLICY,
   evaluateWave,
@@ -19,13 +20,13 @@ import {
   waveSizes,
 } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
-import type { OfferPublisher } from './offer.js';
 import type {
   CampaignRecord,
   CampaignRepository,
   CampaignStatus,
   Clock,
   HistoryRepository,
+  OfferPublisher,
   ReleaseRepository,
   UpdateRecord,
   UpdateRepository,
@@ -34,7 +35,6 @@ import type {
 } from './ports.js';
 import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 import type { AssignmentIssuer } from './vehicle-updates.js';
-import { compareVersions } from './versions.js';
 
 export type CreateCampaignInput = z.infer<typeof createCampaignSchema>;
 
@@ -570,7 +570,7 @@ export class CampaignEngine {
   private async offer(
     c: CampaignRecord,
     u: UpdateRecord,
-    manifest: import('./manifest.js').SignedManifest,
+    manifest: import('../../protocol/manifest.js').SignedManifest,
     now: Date,
   ): Promise<boolean> {
     const vehicle = await this.deps.vehicles.get(u.vin);

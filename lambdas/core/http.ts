@@ -4,13 +4,9 @@
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import type { z } from 'zod';
-import {
-  type FunctionName,
-  ROUTES,
-  type RouteDefinition,
-  VERSION_PATTERN,
-  VIN_PATTERN,
-} from './api-schema.js';
+import { ProtocolError } from '../../protocol/errors.js';
+import { type FunctionName, ROUTES, type RouteDefinition } from '../../protocol/routes.js';
+import { VERSION_PATTERN, VIN_PATTERN } from '../../protocol/schemas.js';
 import {
   BadRequestError,
   INTERNAL_ERROR_BODY,
@@ -40,6 +36,9 @@ export interface ErrorLogger {
 }
 
 export function errorResponse(err: unknown, logger: ErrorLogger): APIGatewayProxyResult {
+  // A message that breaks the wire contract is the caller's mistake: 400 with the protocol's own code.
+  if (err instanceof ProtocolError)
+    err = new BadRequestError(err.code, err.message, { cause: err, context: err.context });
   if (err instanceof OtaError && err.statusCode < 500) {
     logger.warn('request refused', { code: err.code, statusCode: err.statusCode, ...err.context });
     return json(err.statusCode, err.toBody(), err.statusCode === 429 ? { 'retry-after': '1' } : {});

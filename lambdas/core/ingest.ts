@@ -4,30 +4,11 @@
  * refused and reported as an outcome, never thrown, so one bad message cannot crash the function or be retried
  * forever. Only infrastructure failures throw (and reach the rule's dead-letter queue).
  */
-import { z } from 'zod';
-import { VEHICLE_STATUSES, VIN_PATTERN } from './api-schema.js';
+import { VIN_PATTERN } from '../../protocol/schemas.js';
+import { type mqttReportSchema, topicDefinition, topicRuleEventSchema } from '../../protocol/topics.js';
 import { OtaError } from './errors.js';
 import type { VehicleRepository } from './ports.js';
 import type { UpdateStatusService } from './vehicle-updates.js';
-
-export const ruleEventSchema = z.object({
-  payload: z.string().max(256 * 1024),
-  vin: z.string(),
-  channel: z.enum(['progress', 'status']),
-  received_at: z.number().optional(),
-});
-export type RuleEvent = z.infer<typeof ruleEventSchema>;
-
-const messageSchema = z.strictObject({
-  status: z.enum(VEHICLE_STATUSES),
-  progress: z.number().min(0).max(100).optional(),
-  campaign_id: z.string().max(64).optional(),
-  firmware_version: z.string().max(64).optional(),
-  sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  reason: z.string().max(500).optional(),
-  /** Vehicle-side timestamp; informational. */
-  timestamp: z.union([z.number(), z.string().max(40)]).optional(),
-});
 
 export type IngestOutcome =
   | {
@@ -42,7 +23,7 @@ export async function ingestVehicleMessage(
   raw: unknown,
   deps: { vehicles: VehicleRepository; updates: UpdateStatusService },
 ): Promise<IngestOutcome> {
-  const event = ruleEventSchema.safeParse(raw);
+  const event = topicRuleEventSchema.safeParse(raw);
   if (!event.success) return { result: 'rejected', code: 'invalid_event', message: 'not a topic rule event' };
   const { vin, channel } = event.data;
   if (!VIN_PATTERN.test(vin))
@@ -54,7 +35,8 @@ export async function ingestVehicleMessage(
   } catch {
     return { result: 'rejected', code: 'malformed_json', message: 'payload is not JSON', vin };
   }
-  const message = messageSchema.safeParse(json);
+  const topic = topicDefinition(channel);
+  const message = topic.payload.safeParse(json) as ReturnType<typeof mqttReportSchema.safeParse>;
   if (!message.success) {
     const issue = message.error.issues[0]!;
     return {
@@ -64,11 +46,14 @@ export async function ingestVehicleMessage(
       vin,
     };
   }
-  if (channel === 'progress' && message.data.progress === undefined) {
+  if (
+    topic.requires !== undefined &&
+    (message.data as Record<string, unknown>)[topic.requires] === undefined
+  ) {
     return {
       result: 'rejected',
       code: 'invalid_message',
-      message: 'progress: required on the progress topic',
+      message: `${topic.requires}: required on the ${channel} topic`,
       vin,
     };
   }

@@ -1,6 +1,6 @@
 /** Generates the OpenAPI 3 document of the HTTP API from ROUTES and their schemas (the single source). */
-import { z } from 'zod';
-import { ROUTES } from './api-schema.js';
+import * as z from 'zod';
+import { ROUTES } from '../../protocol/routes.js';
 
 const ERROR_SCHEMA = {
   type: 'object',

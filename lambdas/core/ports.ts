@@ -3,8 +3,9 @@
  * lambdas/adapters; the local cloud reuses those same implementations against emulators.
  */
 import type { Readable } from 'node:stream';
-import type { UpdateStatus } from './api-schema.js';
-import type { SignedManifest } from './manifest.js';
+import type { SignedManifest } from '../../protocol/manifest.js';
+import type { UpdateOffer } from '../../protocol/offer.js';
+import type { UpdateStatus } from '../../protocol/schemas.js';
 
 export type ReleaseStatus = 'pending_upload' | 'published';
 
@@ -230,3 +231,8 @@ export interface Clock {
   now(): Date;
 }
 export const systemClock: Clock = { now: () => new Date() };
+
+/** Publishes offers to vehicles (IoT Data Plane on AWS and on the local cloud). */
+export interface OfferPublisher {
+  publish(vin: string, offer: UpdateOffer): Promise<void>;
+}

@@ -5,17 +5,17 @@
  * object never changes under a given key.
  */
 
-import { canonicalJson } from './canonical-json.js';
-import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
+import { canonicalJson } from '../../protocol/canonical-json.js';
 import {
   checkManifestConsistency,
   compareDigest,
   digestStream,
   type SignedManifest,
   verifyManifestSignatures,
-} from './manifest.js';
+} from '../../protocol/manifest.js';
+import type { TrustedKey } from '../../protocol/signatures.js';
+import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type { Clock, ObjectStore, ReleaseRecord, ReleaseRepository } from './ports.js';
-import type { TrustedKey } from './signatures.js';
 
 export interface ReleaseServiceDeps {
   readonly releases: ReleaseRepository;

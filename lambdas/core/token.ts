@@ -4,11 +4,11 @@
  * backend key (KMS on AWS) and verified with its public key, so verification needs no call to KMS.
  */
 import { randomBytes } from 'node:crypto';
-import { z } from 'zod';
-import { VIN_PATTERN } from './api-schema.js';
+import * as z from 'zod';
+import { VIN_PATTERN } from '../../protocol/schemas.js';
+import type { Signer, TrustedKey } from '../../protocol/signatures.js';
+import { verifyEcdsa } from '../../protocol/signatures.js';
 import { UnauthorizedError } from './errors.js';
-import type { Signer, TrustedKey } from './signatures.js';
-import { verifyEcdsa } from './signatures.js';
 
 const claimsSchema = z.strictObject({
   sub: z.string().regex(VIN_PATTERN),
@@ -66,11 +66,6 @@ export function verifyToken(token: string, keys: readonly TrustedKey[], nowSecon
   if (claims.iat > nowSeconds + CLOCK_SKEW_SECONDS) throw invalid();
   if (claims.exp <= nowSeconds) throw new UnauthorizedError('token_expired', 'The bearer token has expired');
   return claims;
-}
-
-/** The bytes a vehicle signs with its device key to answer a challenge. */
-export function challengeSigningInput(vin: string, nonce: string): Buffer {
-  return Buffer.from(`ota-auth-v1\n${vin}\n${nonce}`, 'utf8');
 }
 
 export function parseBearer(header: string | undefined): string {

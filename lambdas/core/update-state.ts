@@ -3,7 +3,7 @@
  * nothing changes. Reports may arrive twice, late or out of order (HTTPS retries, MQTT QoS 1 redelivery), so the
  * state only moves forward: a higher phase, or more progress in the same phase, or nothing.
  */
-import type { UpdateStatus } from './api-schema.js';
+import type { UpdateStatus } from '../../protocol/schemas.js';
 
 const RANK: Record<UpdateStatus, number> = {
   scheduled: -1,

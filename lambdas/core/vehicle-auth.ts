@@ -3,10 +3,11 @@
  * short-lived challenge, and receives a bearer token scoped to its VIN and bound to that key.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
+import { challengeSigningInput } from '../../protocol/challenge.js';
+import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
 import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
-import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
-import { challengeSigningInput, issueToken, parseBearer, verifyToken } from './token.js';
+import { issueToken, parseBearer, verifyToken } from './token.js';
 
 export interface VehicleAuthDeps {
   readonly vehicles: VehicleRepository;

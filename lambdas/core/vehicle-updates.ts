@@ -3,10 +3,14 @@
  * the signed manifest), report status, and list its updates. Every state change is a single-item conditional
  * write that only moves forward; every report lands in the status history whether it changed state or not.
  */
-import type { VEHICLE_STATUSES } from './api-schema.js';
-import { manifestDigest, type SignedAssignment, signAssignment } from './assignment.js';
+
+import { manifestDigest, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
+import type { ReleaseManifest } from '../../protocol/manifest.js';
+import type { DownloadAnswer, UpdateView } from '../../protocol/responses.js';
+import type { StatusReport } from '../../protocol/schemas.js';
+import type { Signer } from '../../protocol/signatures.js';
+import { compareVersions } from '../../protocol/versions.js';
 import { ConflictError, NotFoundError, OtaError } from './errors.js';
-import type { ReleaseManifest, SignedManifest } from './manifest.js';
 import type {
   CampaignRepository,
   Clock,
@@ -19,9 +23,7 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from './ports.js';
-import type { Signer } from './signatures.js';
 import { applyReport, isTerminal } from './update-state.js';
-import { compareVersions } from './versions.js';
 
 export interface UpdateStatusDeps {
   readonly vehicles: VehicleRepository;
@@ -42,29 +44,11 @@ export interface FirmwareOfferDeps extends UpdateStatusDeps {
   readonly assignmentTtlSeconds?: number;
 }
 
-export interface DownloadOffer {
-  readonly download_url: string;
-  readonly expires_at: string;
-  readonly expires_in: number;
-  readonly firmware_version: string;
-  readonly release_id: string;
-  readonly ecu: string;
-  readonly size: number;
-  readonly sha256: string;
-  readonly update_id: string;
-  readonly status: string;
-  readonly manifest: SignedManifest;
-  readonly assignment: SignedAssignment;
-}
+/** The answer of POST /updates/{vin}/initiate and /download (protocol/responses.ts). */
+export type DownloadOffer = DownloadAnswer;
 
-export interface StatusInput {
-  readonly status: (typeof VEHICLE_STATUSES)[number];
-  readonly firmware_version?: string;
-  readonly campaign_id?: string;
-  readonly sequence?: number;
-  readonly progress?: number;
-  readonly reason?: string;
-}
+/** A status report as received over HTTPS or MQTT (protocol/schemas.ts). */
+export type StatusInput = StatusReport;
 
 const MAX_WRITE_ATTEMPTS = 5;
 
@@ -72,7 +56,7 @@ export function directUpdateId(releaseId: string): string {
   return `release#${releaseId}`;
 }
 
-export function toUpdateView(u: UpdateRecord) {
+export function toUpdateView(u: UpdateRecord): UpdateView {
   return {
     update_id: u.updateId,
     release_id: u.releaseId,

@@ -3,9 +3,9 @@
  * private key never leaves it); the backend answers the device certificate that identifies it on MQTT and HTTPS.
  */
 import { X509Certificate } from 'node:crypto';
+import { keyIdOf } from '../../protocol/signatures.js';
 import { ConflictError, NotFoundError } from './errors.js';
 import type { CertificateIssuer, Clock, UpdateRepository, VehicleRepository } from './ports.js';
-import { keyIdOf } from './signatures.js';
 import { toUpdateView } from './vehicle-updates.js';
 
 export interface RegisterVehicleInput {

@@ -2,9 +2,9 @@
 import { IoTClient } from '@aws-sdk/client-iot';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { z } from 'zod';
+import type { bodies } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
-import { ENV, optionalEnv, requireEnv } from '../adapters/env.js';
 import {
   logger,
   metrics,
@@ -14,8 +14,8 @@ import {
   settings,
   tracer,
 } from '../adapters/runtime.js';
-import type { bodies } from '../core/api-schema.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
+import { ENV, optionalEnv, requireEnv } from '../core/env.js';
 import { BadRequestError } from '../core/errors.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import type { CertificateIssuer } from '../core/ports.js';

@@ -1,6 +1,7 @@
 /** Vehicle update routes: every request carries a bearer token scoped to the VIN in its path. */
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { z } from 'zod';
+import type { bodies } from '../../protocol/routes.js';
 import {
   backendSigner,
   backendVerificationKeys,
@@ -10,7 +11,6 @@ import {
   repositories,
   settings,
 } from '../adapters/runtime.js';
-import type { bodies } from '../core/api-schema.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { authorizeVehicle } from '../core/vehicle-auth.js';

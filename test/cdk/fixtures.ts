@@ -1,8 +1,8 @@
 /** Shared helpers for the CDK assertions: synthesise stacks without bundling and read IAM grants per function. */
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import { FUNCTIONS, type FunctionName } from '../../lambdas/core/api-schema.js';
 import { OtaStack, type OtaStackProps } from '../../lib/ota-stack.js';
+import { FUNCTIONS, type FunctionName } from '../../protocol/routes.js';
 
 /** Context that skips esbuild bundling: these tests look at the template, not the code. */
 export const NO_BUNDLING = { 'aws:cdk:bundling-stacks': [] };

@@ -4,8 +4,8 @@ import { Duration } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
 import { OtaFunction } from '../../lib/ota-function.js';
+import { FUNCTIONS } from '../../protocol/routes.js';
 import {
   ALL_FUNCTIONS,
   functionEnv,

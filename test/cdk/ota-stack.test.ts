@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
-import { FUNCTIONS } from '../../lambdas/core/api-schema.js';
 import { OtaStack } from '../../lib/ota-stack.js';
 import { parseReleasePublicKeys } from '../../lib/release-keys.js';
+import { FUNCTIONS } from '../../protocol/routes.js';
 import { functionEnv, ingestQueueId, NO_BUNDLING, newApp, otaTemplate, scheduleQueueId } from './fixtures.js';
 
 const p256 = () =>

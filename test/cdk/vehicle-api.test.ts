@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { z } from 'zod';
-import { ROUTES } from '../../lambdas/core/api-schema.js';
+import * as z from 'zod';
+import { ROUTES } from '../../protocol/routes.js';
 import { functionId, onlyId, otaTemplate, referencedIds, resources } from './fixtures.js';
 
 const template = otaTemplate();

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { issueDetailsTopic } from '../../lambdas/core/offer.js';
 import type { VehicleMessage } from '../../local/mqtt-broker.js';
+import { vehicleTopic } from '../../protocol/topics.js';
 import type { AgentEvent } from '../../vehicle/agent.js';
 import {
   type AgentCloud,
@@ -75,7 +75,8 @@ describe('vehicle agent: MQTT session resilience', { timeout: 60_000 }, () => {
       // The new broker has no session: only a fresh SUBSCRIBE from the agent lets an offer through.
       const subscribed = new Promise<void>((resolve) =>
         ac.cloud.broker.aedes.on('subscribe', (subs, client) => {
-          if (client?.id === vin && subs.some((s) => s.topic === issueDetailsTopic(vin))) resolve();
+          if (client?.id === vin && subs.some((s) => s.topic === vehicleTopic(vin, 'issue_details')))
+            resolve();
         }),
       );
       await Promise.race([

@@ -7,14 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { keyIdOf } from '../../lambdas/core/signatures.js';
+import { keyIdOf } from '../../protocol/signatures.js';
+import { TRUST_ECU, TRUST_HARDWARE_ID, trustDocument } from '../../protocol/trust-document.js';
 import type { EcuConfig } from '../../vehicle/agent.js';
-import {
-  installedReleaseKeys,
-  TRUST_ECU,
-  TRUST_HARDWARE_ID,
-  trustDocument,
-} from '../../vehicle/trust-store.js';
+import { installedReleaseKeys } from '../../vehicle/trust-store.js';
 import {
   type AgentCloud,
   activeSlot,

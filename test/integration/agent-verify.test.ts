@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { signAssignment } from '../../lambdas/core/assignment.js';
-import { signManifest } from '../../lambdas/core/manifest.js';
-import type { UpdateOffer } from '../../lambdas/core/offer.js';
+import { signAssignment } from '../../protocol/assignment.js';
+import { signManifest } from '../../protocol/manifest.js';
+import type { UpdateOffer } from '../../protocol/offer.js';
 import type { EcuConfig } from '../../vehicle/agent.js';
 import type { CreateAgentOptions } from '../../vehicle/setup.js';
 import {

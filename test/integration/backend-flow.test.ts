@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { checkAssignment } from '../../lambdas/core/assignment.js';
-import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { startLocalCloud } from '../../local/cloud.js';
+import { checkAssignment } from '../../protocol/assignment.js';
+import { trustedKeysFromPems } from '../../protocol/signatures.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { https, jsonRequest } from '../support/https.js';
 

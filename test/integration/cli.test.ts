@@ -20,11 +20,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
-import { verifyManifestSignatures } from '../../lambdas/core/manifest.js';
-import { keyIdOf, trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { startLocalCloud } from '../../local/cloud.js';
-import { parseTrustDocument } from '../../vehicle/trust-store.js';
+import { verifyManifestSignatures } from '../../protocol/manifest.js';
+import { keyIdOf, trustedKeysFromPems } from '../../protocol/signatures.js';
+import { parseTrustDocument } from '../../protocol/trust-document.js';
+import { generateKeyAndCsr } from '../../protocol/x509.js';
 import { https, jsonRequest } from '../support/https.js';
 
 const MiB = 1024 * 1024;

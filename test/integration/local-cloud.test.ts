@@ -24,8 +24,6 @@ import {
 import { GetObjectCommand, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
-import { createCa, generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
-import type { FunctionName } from '../../lambdas/core/api-schema.js';
 import { INTERNAL_ERROR_BODY } from '../../lambdas/core/errors.js';
 import { TABLES } from '../../lambdas/core/tables.js';
 import { LocalCa } from '../../local/ca.js';
@@ -36,6 +34,8 @@ import {
   LocalGateway,
   type ProxyHandler,
 } from '../../local/gateway.js';
+import type { FunctionName } from '../../protocol/routes.js';
+import { createCa, generateKeyAndCsr } from '../../protocol/x509.js';
 import { https } from '../support/https.js';
 
 const VIN = '1HGCM82633A004352';

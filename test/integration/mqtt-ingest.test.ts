@@ -19,8 +19,8 @@ import {
   documentClient,
 } from '../../lambdas/adapters/dynamo-repositories.js';
 import { IotOfferPublisher } from '../../lambdas/adapters/iot-offer-publisher.js';
-import { offerSchema } from '../../lambdas/core/offer.js';
 import { startLocalCloud } from '../../local/cloud.js';
+import { offerSchema } from '../../protocol/offer.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
 import { VehicleConnection, waitFor } from '../support/mqtt-clients.js';

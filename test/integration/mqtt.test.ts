@@ -13,13 +13,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
 import { type IotDataShim, startIotDataShim } from '../../local/iot-data-shim.js';
-import { issueDetailsTopic, type MqttBroker, startMqttBroker } from '../../local/mqtt-broker.js';
+import { type MqttBroker, startMqttBroker } from '../../local/mqtt-broker.js';
 import {
   type RoutedMessage,
   type RulesRouter,
   startRulesRouter,
   type TopicRuleEvent,
 } from '../../local/rules-router.js';
+import { vehicleTopic } from '../../protocol/topics.js';
 import { https } from '../support/https.js';
 import { rawConnectPacket, rawPublishHeader, VehicleConnection, waitFor } from '../support/mqtt-clients.js';
 import { createMqttTestPki, type KeyAndCert, type MqttTestPki } from '../support/mqtt-pki.js';
@@ -142,16 +143,16 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
     async () => {
       const car = await connect();
       const other = await connect({ clientId: OTHER_VIN, identity: otherId });
-      assert.deepEqual(await car.subscribe([issueDetailsTopic(VIN)]), [1]);
-      assert.deepEqual(await other.subscribe([issueDetailsTopic(OTHER_VIN)]), [1]);
+      assert.deepEqual(await car.subscribe([vehicleTopic(VIN, 'issue_details')]), [1]);
+      assert.deepEqual(await other.subscribe([vehicleTopic(OTHER_VIN, 'issue_details')]), [1]);
 
       const payload = JSON.stringify({ update_id: 'campaign#c-1', release_id: 'tcu-3.0.1' });
-      const out = await sdkPublish(issueDetailsTopic(VIN), payload);
+      const out = await sdkPublish(vehicleTopic(VIN, 'issue_details'), payload);
       assert.equal(out.$metadata.httpStatusCode, 200);
 
       assert.ok(await waitFor(() => car.messages.length === 1), 'vehicle never received the notification');
       const [message] = car.messages;
-      assert.equal(message?.topic, issueDetailsTopic(VIN));
+      assert.equal(message?.topic, vehicleTopic(VIN, 'issue_details'));
       assert.equal(message?.payload.toString(), payload);
       assert.equal(message?.qos, 1);
       assert.equal(message?.retain, false);
@@ -166,18 +167,18 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
     async () => {
       const car = await connect();
       const codes = await car.subscribe([
-        issueDetailsTopic(OTHER_VIN),
+        vehicleTopic(OTHER_VIN, 'issue_details'),
         'vehicle/updates/#',
         'vehicle/updates/+/issue_details',
         '#',
         `vehicle/updates/${VIN}/+`,
-        issueDetailsTopic(VIN),
+        vehicleTopic(VIN, 'issue_details'),
       ]);
       assert.deepEqual(codes, [128, 128, 128, 128, 128, 1]);
       assert.equal(car.closed, false);
 
-      await broker.publish(issueDetailsTopic(OTHER_VIN), 'for the other car', 1);
-      await broker.publish(issueDetailsTopic(VIN), 'control', 1);
+      await broker.publish(vehicleTopic(OTHER_VIN, 'issue_details'), 'for the other car', 1);
+      await broker.publish(vehicleTopic(VIN, 'issue_details'), 'control', 1);
       assert.ok(
         await waitFor(() => car.messages.some((m) => m.payload.toString() === 'control')),
         'control message missing',
@@ -185,7 +186,7 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
       await sleep(QUIET_MS);
       assert.deepEqual(
         car.messages.map((m) => m.topic),
-        [issueDetailsTopic(VIN)],
+        [vehicleTopic(VIN, 'issue_details')],
       );
     },
   );
@@ -228,7 +229,7 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
     const attempts: Array<[string, string | Buffer, { qos?: 0 | 1 | 2; retain?: boolean }]> = [
       [topicOf(VIN, 'status'), '{"status":"failed"}', { qos: 1, retain: true }],
       [topicOf(VIN, 'status'), '{"status":"failed"}', { qos: 2 }],
-      [issueDetailsTopic(VIN), '{"forged":true}', { qos: 1 }],
+      [vehicleTopic(VIN, 'issue_details'), '{"forged":true}', { qos: 1 }],
       [topicOf(VIN, 'progress'), Buffer.alloc(128 * 1024 + 1, 0x20), { qos: 1 }],
       [topicOf(VIN, 'progress'), Buffer.alloc(200 * 1024, 0x20), { qos: 1 }],
     ];
@@ -343,9 +344,9 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
     T,
     async () => {
       const car = await connect({ username: 'someone-else', password: 'not checked' });
-      assert.deepEqual(await car.subscribe([issueDetailsTopic(VIN)]), [1]);
+      assert.deepEqual(await car.subscribe([vehicleTopic(VIN, 'issue_details')]), [1]);
       // The password grants nothing beyond the certificate: other VINs are still refused.
-      assert.deepEqual(await car.subscribe([issueDetailsTopic(OTHER_VIN)]), [128]);
+      assert.deepEqual(await car.subscribe([vehicleTopic(OTHER_VIN, 'issue_details')]), [128]);
     },
   );
 
@@ -354,7 +355,7 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
     const second = await connect();
     assert.ok(await first.waitForClose(), 'first connection was not closed on takeover');
     assert.equal(second.closed, false);
-    assert.deepEqual(await second.subscribe([issueDetailsTopic(VIN)]), [1]);
+    assert.deepEqual(await second.subscribe([vehicleTopic(VIN, 'issue_details')]), [1]);
   });
 });
 
@@ -364,10 +365,10 @@ describe('persistent sessions', () => {
     T,
     async () => {
       const first = await connect({ clientId: THIRD_VIN, identity: thirdId, clean: false });
-      assert.deepEqual(await first.subscribe([issueDetailsTopic(THIRD_VIN)]), [1]);
+      assert.deepEqual(await first.subscribe([vehicleTopic(THIRD_VIN, 'issue_details')]), [1]);
       await first.end();
 
-      await sdkPublish(issueDetailsTopic(THIRD_VIN), '{"queued":true}');
+      await sdkPublish(vehicleTopic(THIRD_VIN, 'issue_details'), '{"queued":true}');
 
       // A new client object that does not resubscribe: only the broker's session can deliver this.
       const back = await connect({
@@ -395,13 +396,16 @@ describe('persistent sessions', () => {
     async () => {
       const first = await connect({ clientId: THIRD_VIN, identity: thirdId, clean: false });
       assert.deepEqual(
-        await first.subscribe([issueDetailsTopic(OTHER_VIN), issueDetailsTopic(THIRD_VIN)]),
+        await first.subscribe([
+          vehicleTopic(OTHER_VIN, 'issue_details'),
+          vehicleTopic(THIRD_VIN, 'issue_details'),
+        ]),
         [128, 1],
       );
       await first.end();
 
-      await broker.publish(issueDetailsTopic(OTHER_VIN), 'for the other car', 1);
-      await broker.publish(issueDetailsTopic(THIRD_VIN), 'control', 1);
+      await broker.publish(vehicleTopic(OTHER_VIN, 'issue_details'), 'for the other car', 1);
+      await broker.publish(vehicleTopic(THIRD_VIN, 'issue_details'), 'control', 1);
 
       const back = await connect({
         clientId: THIRD_VIN,
@@ -413,8 +417,8 @@ describe('persistent sessions', () => {
         await waitFor(() => back.messages.some((m) => m.payload.toString() === 'control')),
         'queued control missing',
       );
-      await broker.publish(issueDetailsTopic(OTHER_VIN), 'for the other car, live', 1);
-      await broker.publish(issueDetailsTopic(THIRD_VIN), 'control, live', 1);
+      await broker.publish(vehicleTopic(OTHER_VIN, 'issue_details'), 'for the other car, live', 1);
+      await broker.publish(vehicleTopic(THIRD_VIN, 'issue_details'), 'control, live', 1);
       assert.ok(
         await waitFor(() => back.messages.some((m) => m.payload.toString() === 'control, live')),
         'live control missing',
@@ -422,7 +426,7 @@ describe('persistent sessions', () => {
       await sleep(QUIET_MS);
       assert.deepEqual(
         back.messages.map((m) => m.topic),
-        [issueDetailsTopic(THIRD_VIN), issueDetailsTopic(THIRD_VIN)],
+        [vehicleTopic(THIRD_VIN, 'issue_details'), vehicleTopic(THIRD_VIN, 'issue_details')],
       );
       await back.end();
     },
@@ -556,7 +560,7 @@ describe('rules router (topic rule -> ingest)', () => {
     });
     for (let n = 0; n < 6; n++) emit(message(n));
     // Not a progress/status topic: the rule's WHERE clause drops it.
-    emit({ topic: issueDetailsTopic(VIN), payload: Buffer.from('{}'), receivedAt: 0 });
+    emit({ topic: vehicleTopic(VIN, 'issue_details'), payload: Buffer.from('{}'), receivedAt: 0 });
     assert.ok(await waitFor(() => gates.length === 2), 'two invocations should be running');
     assert.equal(local.stats().pending, 5);
     assert.equal(local.stats().failed, 1);
@@ -579,8 +583,8 @@ describe('IoT Data Plane shim', () => {
     T,
     async () => {
       const car = await connect();
-      await car.subscribe([issueDetailsTopic(VIN)]);
-      const url = `${shim.url}/topics/${encodeURIComponent(issueDetailsTopic(VIN))}?qos=1`;
+      await car.subscribe([vehicleTopic(VIN, 'issue_details')]);
+      const url = `${shim.url}/topics/${encodeURIComponent(vehicleTopic(VIN, 'issue_details'))}?qos=1`;
       const unsigned = await https(url, { method: 'POST', body: '{"unsigned":true}', ca: pki.caPem });
       assert.equal(unsigned.status, 403);
       assert.equal(unsigned.headers['x-amzn-errortype'], 'ForbiddenException');
@@ -593,7 +597,7 @@ describe('IoT Data Plane shim', () => {
       });
       assert.equal(bearer.status, 403);
 
-      await sdkPublish(issueDetailsTopic(VIN), '{"signed":true}');
+      await sdkPublish(vehicleTopic(VIN, 'issue_details'), '{"signed":true}');
       assert.ok(await waitFor(() => car.messages.length > 0), 'signed publish not delivered');
       await sleep(QUIET_MS);
       assert.deepEqual(
@@ -614,7 +618,11 @@ describe('IoT Data Plane shim', () => {
     try {
       await assert.rejects(
         forged.send(
-          new PublishCommand({ topic: issueDetailsTopic(VIN), qos: 1, payload: Buffer.from('{}') }),
+          new PublishCommand({
+            topic: vehicleTopic(VIN, 'issue_details'),
+            qos: 1,
+            payload: Buffer.from('{}'),
+          }),
         ),
         (err: Error & { $metadata?: { httpStatusCode?: number } }) => {
           assert.equal(err.name, 'ForbiddenException');
@@ -644,7 +652,11 @@ describe('IoT Data Plane shim', () => {
     try {
       await assert.rejects(
         tampering.send(
-          new PublishCommand({ topic: issueDetailsTopic(VIN), qos: 1, payload: Buffer.from('{"ok":1}') }),
+          new PublishCommand({
+            topic: vehicleTopic(VIN, 'issue_details'),
+            qos: 1,
+            payload: Buffer.from('{"ok":1}'),
+          }),
         ),
         { name: 'ForbiddenException' },
       );
@@ -655,7 +667,7 @@ describe('IoT Data Plane shim', () => {
 
   it('refuses topics other than issue_details, retained publishes and QoS 2 (403/400)', T, async () => {
     const spy = await connect({ clientId: OTHER_VIN, identity: otherId });
-    await spy.subscribe([issueDetailsTopic(OTHER_VIN)]);
+    await spy.subscribe([vehicleTopic(OTHER_VIN, 'issue_details')]);
     const from = invoked.length;
     for (const topic of [
       topicOf(VIN, 'progress'),
@@ -674,14 +686,14 @@ describe('IoT Data Plane shim', () => {
         },
       );
     }
-    await assert.rejects(sdkPublish(issueDetailsTopic(OTHER_VIN), '{}', { retain: true }), {
+    await assert.rejects(sdkPublish(vehicleTopic(OTHER_VIN, 'issue_details'), '{}', { retain: true }), {
       name: 'ForbiddenException',
     });
-    await assert.rejects(sdkPublish(issueDetailsTopic(OTHER_VIN), '{}', { qos: 2 }), {
+    await assert.rejects(sdkPublish(vehicleTopic(OTHER_VIN, 'issue_details'), '{}', { qos: 2 }), {
       name: 'InvalidRequestException',
     });
 
-    await sdkPublish(issueDetailsTopic(OTHER_VIN), 'control', { qos: 0 });
+    await sdkPublish(vehicleTopic(OTHER_VIN, 'issue_details'), 'control', { qos: 0 });
     assert.ok(await waitFor(() => spy.messages.length > 0), 'control publish not delivered');
     await sleep(QUIET_MS);
     assert.deepEqual(
@@ -693,14 +705,14 @@ describe('IoT Data Plane shim', () => {
 
   it('refuses bodies over 128 KiB with 413 and accepts exactly 128 KiB', T, async () => {
     await assert.rejects(
-      sdkPublish(issueDetailsTopic(VIN), Buffer.alloc(128 * 1024 + 1)),
+      sdkPublish(vehicleTopic(VIN, 'issue_details'), Buffer.alloc(128 * 1024 + 1)),
       (err: Error & { $metadata?: { httpStatusCode?: number } }) => {
         assert.equal(err.$metadata?.httpStatusCode, 413);
         assert.equal(err.name, 'RequestEntityTooLargeException');
         return true;
       },
     );
-    const ok = await sdkPublish(issueDetailsTopic(VIN), Buffer.alloc(128 * 1024));
+    const ok = await sdkPublish(vehicleTopic(VIN, 'issue_details'), Buffer.alloc(128 * 1024));
     assert.equal(ok.$metadata.httpStatusCode, 200);
   });
 });

@@ -11,14 +11,15 @@ import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
-import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
-import { type Assignment, type SignedAssignment, signAssignment } from '../../lambdas/core/assignment.js';
-import type { SignedManifest } from '../../lambdas/core/manifest.js';
-import { issueDetailsTopic, type UpdateOffer } from '../../lambdas/core/offer.js';
-import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
+import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
+import type { SignedManifest } from '../../protocol/manifest.js';
+import type { UpdateOffer } from '../../protocol/offer.js';
+import type { DownloadAnswer } from '../../protocol/responses.js';
+import { KeyFileSigner, trustedKeysFromPems } from '../../protocol/signatures.js';
+import { vehicleTopic } from '../../protocol/topics.js';
 import type { AgentEvent, EcuConfig, VehicleAgent } from '../../vehicle/agent.js';
-import { type DownloadAnswer, registerVehicle } from '../../vehicle/api-client.js';
+import { registerVehicle } from '../../vehicle/api-client.js';
 import { NodeHttpsTransport } from '../../vehicle/http-transport.js';
 import type { FileSlotInstaller } from '../../vehicle/installer.js';
 import { type AgentLogger, jsonLinesLogger, silentLogger } from '../../vehicle/logger.js';
@@ -292,7 +293,7 @@ export async function initiateOffer(
 export async function publishOffer(ac: AgentCloud, vin: string, offer: unknown): Promise<void> {
   await ac.iotData.send(
     new PublishCommand({
-      topic: issueDetailsTopic(vin),
+      topic: vehicleTopic(vin, 'issue_details'),
       qos: 1,
       payload: Buffer.from(JSON.stringify(offer)),
     }),

@@ -1,15 +1,15 @@
 /** Test fixtures over real sockets: signed releases, operator calls, vehicle identities and tokens. */
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
-import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
+import { challengeSigningInput } from '../../protocol/challenge.js';
 import {
   digestStream,
   type ReleaseManifest,
   type SignedManifest,
   signManifest,
-} from '../../lambdas/core/manifest.js';
-import { challengeSigningInput } from '../../lambdas/core/token.js';
+} from '../../protocol/manifest.js';
+import { KeyFileSigner } from '../../protocol/signatures.js';
+import { generateKeyAndCsr } from '../../protocol/x509.js';
 import { https, jsonRequest } from './https.js';
 
 export const TEST_CHUNK = 64 * 1024;

@@ -3,8 +3,9 @@
  * 127.0.0.1 server certificate, vehicle certificates signed from the vehicle's own CSR (CN = VIN), and a
  * certificate from an unrelated CA that carries the very same names, which the broker must refuse.
  */
-import { createCa, generateKeyAndCsr, issueClientCertificate } from '../../lambdas/adapters/x509.js';
+
 import { LocalCa } from '../../local/ca.js';
+import { createCa, generateKeyAndCsr, issueClientCertificate } from '../../protocol/x509.js';
 
 export interface KeyAndCert {
   readonly keyPem: string;

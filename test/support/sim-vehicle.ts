@@ -3,7 +3,7 @@
  * TCU would (progress then an outcome, with campaign id and sequence numbers), without downloading anything.
  */
 import mqtt, { type MqttClient } from 'mqtt';
-import { offerSchema, type UpdateOffer } from '../../lambdas/core/offer.js';
+import { offerSchema, type UpdateOffer } from '../../protocol/offer.js';
 
 export type Behaviour = 'succeed' | 'fail' | 'silent' | 'hold';
 

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, verify } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
-import { challengeSigningInput } from '../../lambdas/core/token.js';
+import { challengeSigningInput } from '../../protocol/challenge.js';
+import { generateKeyAndCsr } from '../../protocol/x509.js';
 import { VehicleApiClient } from '../../vehicle/api-client.js';
 import { ApiError } from '../../vehicle/errors.js';
 import type { HttpRequest } from '../../vehicle/http-transport.js';
@@ -30,7 +30,7 @@ async function setup(
     if (req.url.endsWith('/auth/token')) {
       logins++;
       signatures.push({ nonce: body.nonce, signature: body.signature });
-      return json(200, { token: `token-${logins}`, expires_in: 900 });
+      return json(200, { token: `token-${logins}`, token_type: 'Bearer', expires_in: 900, expires_at: '' });
     }
     return route(req, body, logins) ?? json(404, { error: { code: 'not_found', message: 'nope' } });
   });

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { ReleaseManifest } from '../../lambdas/core/manifest.js';
+import type { ReleaseManifest } from '../../protocol/manifest.js';
 import { Downloader, type DownloadJob, verifyImageFile } from '../../vehicle/downloader.js';
 import { DownloadError } from '../../vehicle/errors.js';
 import { FakeRuntime, FakeTransport, pieces, rangeAnswer } from '../support/agent-fakes.js';

@@ -2,10 +2,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { before, describe, it } from 'node:test';
-import { type Assignment, manifestDigest, signAssignment } from '../../lambdas/core/assignment.js';
-import { signManifest } from '../../lambdas/core/manifest.js';
-import type { UpdateOffer } from '../../lambdas/core/offer.js';
-import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
+import { type Assignment, manifestDigest, signAssignment } from '../../protocol/assignment.js';
+import { signManifest } from '../../protocol/manifest.js';
+import type { UpdateOffer } from '../../protocol/offer.js';
+import { trustedKeysFromPems } from '../../protocol/signatures.js';
 import { type OfferCheckContext, verifyOffer } from '../../vehicle/offer-verifier.js';
 import type { TrustAnchors } from '../../vehicle/provisioning.js';
 import { newReleaseKey, signedRelease } from '../support/fleet.js';

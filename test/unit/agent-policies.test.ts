@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { createCa, issueClientCertificate } from '../../lambdas/adapters/x509.js';
+import { createCa, issueClientCertificate } from '../../protocol/x509.js';
 import { backoffDelay } from '../../vehicle/backoff.js';
 import { ensureIdentity, loadTrustAnchors, saveCertificate } from '../../vehicle/provisioning.js';
 import { ProgressThrottle, SpeedMonitor } from '../../vehicle/rate.js';

@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
 import {
   type Assignment,
   checkAssignment,
   manifestDigest,
   signAssignment,
-} from '../../lambdas/core/assignment.js';
-import type { ReleaseManifest } from '../../lambdas/core/manifest.js';
-import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
+} from '../../protocol/assignment.js';
+import type { ReleaseManifest } from '../../protocol/manifest.js';
+import { KeyFileSigner, trustedKeysFromPems } from '../../protocol/signatures.js';
 
 const VIN = '1HGCM82633A004352';
 const manifest: ReleaseManifest = {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { IoTClient } from '@aws-sdk/client-iot';
 import { IotCertificateIssuer } from '../../lambdas/adapters/certificate-issuer.js';
-import { generateKeyAndCsr } from '../../lambdas/adapters/x509.js';
+import { generateKeyAndCsr } from '../../protocol/x509.js';
 
 const VIN = '1HGCM82633A004352';
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CliError } from '../../cli/errors.js';
 import { uploadImage } from '../../cli/upload.js';
-import { createCa, issueServerCertificate } from '../../lambdas/adapters/x509.js';
+import { createCa, issueServerCertificate } from '../../protocol/x509.js';
 
 interface Received {
   readonly path: string;

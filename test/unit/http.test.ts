@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { ROUTES } from '../../lambdas/core/api-schema.js';
 import { ConflictError } from '../../lambdas/core/errors.js';
 import { createRouter, json } from '../../lambdas/core/http.js';
 import { openApiDocument } from '../../lambdas/core/openapi.js';
+import { ROUTES } from '../../protocol/routes.js';
 
 const silent = { warn: () => {}, error: () => {} };
 const VIN = '1HGCM82633A004352';

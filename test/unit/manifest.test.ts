@@ -2,9 +2,7 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
-import { signedManifestSchema } from '../../lambdas/core/api-schema.js';
-import { canonicalJson } from '../../lambdas/core/canonical-json.js';
+import { canonicalJson } from '../../protocol/canonical-json.js';
 import {
   checkManifestConsistency,
   compareDigest,
@@ -13,8 +11,9 @@ import {
   type ReleaseManifest,
   signManifest,
   verifyManifestSignatures,
-} from '../../lambdas/core/manifest.js';
-import { sha256Hex, trustedKeysFromPems } from '../../lambdas/core/signatures.js';
+} from '../../protocol/manifest.js';
+import { signedManifestSchema } from '../../protocol/schemas.js';
+import { KeyFileSigner, sha256Hex, trustedKeysFromPems } from '../../protocol/signatures.js';
 
 function p256() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });

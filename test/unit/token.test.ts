@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { KeyFileSigner } from '../../lambdas/adapters/signers.js';
-import { keyIdOf, trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { issueToken, parseBearer, verifyToken } from '../../lambdas/core/token.js';
+import { KeyFileSigner, keyIdOf, trustedKeysFromPems } from '../../protocol/signatures.js';
 
 const VIN = '1HGCM82633A004352';
 

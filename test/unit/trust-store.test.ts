@@ -4,8 +4,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { keyIdOf } from '../../lambdas/core/signatures.js';
-import { parseTrustDocument, trustDocument, trustDocumentHealthCheck } from '../../vehicle/trust-store.js';
+import { keyIdOf } from '../../protocol/signatures.js';
+import { parseTrustDocument, trustDocument } from '../../protocol/trust-document.js';
+import { trustDocumentHealthCheck } from '../../vehicle/trust-store.js';
 
 const ec = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 const pem = (k: ReturnType<typeof ec>) => k.publicKey.export({ type: 'spki', format: 'pem' }).toString();

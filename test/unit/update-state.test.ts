@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { applyReport, type StatusReport, type UpdateProgressState } from '../../lambdas/core/update-state.js';
-import { compareVersions } from '../../lambdas/core/versions.js';
+import { compareVersions } from '../../protocol/versions.js';
 
 const start: UpdateProgressState = { status: 'initiated', progress: 0, lastSequence: -1 };
 

@@ -11,7 +11,7 @@ import {
   inspectCsr,
   issueClientCertificate,
   issueServerCertificate,
-} from '../../lambdas/adapters/x509.js';
+} from '../../protocol/x509.js';
 
 const VIN = '1HGCM82633A004352';
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';

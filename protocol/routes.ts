@@ -3,96 +3,16 @@
  * body. The CDK stack builds API Gateway from ROUTES, the local gateway dispatches with it, handlers validate
  * with it and the OpenAPI document is generated from it, so none of them can drift from the others.
  */
-import { z } from 'zod';
-
-/** 17 characters, digits and capital letters without I, O and Q (ISO 3779). */
-export const VIN_PATTERN = /^[A-HJ-NPR-Z0-9]{17}$/;
-export const vinSchema = z
-  .string()
-  .regex(VIN_PATTERN, 'must be 17 characters: digits and letters except I, O, Q');
-
-/** Semantic version; pre-release tags allowed. */
-export const VERSION_PATTERN =
-  /^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(-[0-9A-Za-z][0-9A-Za-z.-]{0,31})?$/;
-export const versionSchema = z
-  .string()
-  .max(64)
-  .regex(VERSION_PATTERN, 'must be a semantic version such as 3.0.1');
-
-export const RELEASE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
-export const releaseIdSchema = z
-  .string()
-  .regex(RELEASE_ID_PATTERN, 'must be 1-64 characters: lowercase letters, digits, dot, dash, underscore');
-
-const ecuNameSchema = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 lowercase letters, digits, - or _');
-const hardwareIdSchema = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, . _ -');
-const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
-
-export const MAX_IMAGE_SIZE = 16 * 1024 ** 3;
-export const MIN_CHUNK_SIZE = 64 * 1024;
-export const MAX_CHUNK_SIZE = 64 * 1024 ** 2;
-
-export const releaseManifestSchema = z.strictObject({
-  schema: z.literal('ota.release-manifest/v1'),
-  release_id: releaseIdSchema,
-  ecu: ecuNameSchema,
-  hardware_ids: z.array(hardwareIdSchema).min(1).max(32),
-  version: versionSchema,
-  size: z.number().int().min(1).max(MAX_IMAGE_SIZE),
-  sha256: sha256Schema,
-  chunk_size: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
-  chunks: z.array(sha256Schema).min(1).max(8192),
-  created_at: z.iso.datetime(),
-});
-
-export const signatureSchema = z.strictObject({
-  key_id: z.string().regex(/^[0-9a-f]{16}$/),
-  signature: z
-    .string()
-    .min(16)
-    .max(256)
-    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
-});
-
-export const signedManifestSchema = z.strictObject({
-  manifest: releaseManifestSchema,
-  signatures: z.array(signatureSchema).min(1).max(8),
-});
-
-export const UPDATE_STATUSES = [
-  'scheduled',
-  'offered',
-  'initiated',
-  'downloading',
-  'downloaded',
-  'verifying',
-  'installing',
-  'completed',
-  'failed',
-  'verification_failed',
-  'rolled_back',
-  'rejected',
-  'cancelled',
-  'timed_out',
-] as const;
-export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
-
-/** What a vehicle may report; offered, initiated, cancelled and timed_out are set by the backend only. */
-export const VEHICLE_STATUSES = [
-  'downloading',
-  'downloaded',
-  'verifying',
-  'installing',
-  'completed',
-  'failed',
-  'verification_failed',
-  'rolled_back',
-  'rejected',
-] as const satisfies readonly UpdateStatus[];
+import * as z from 'zod';
+import {
+  ecuNameSchema,
+  hardwareIdSchema,
+  releaseIdSchema,
+  signedManifestSchema,
+  statusReportSchema,
+  versionSchema,
+  vinSchema,
+} from './schemas.js';
 
 export const bodies = {
   challenge: z.strictObject({ vin: vinSchema }),
@@ -106,14 +26,7 @@ export const bodies = {
       .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
   }),
   firmwareRequest: z.strictObject({ firmware_version: versionSchema }),
-  status: z.strictObject({
-    status: z.enum(VEHICLE_STATUSES),
-    firmware_version: versionSchema.optional(),
-    campaign_id: z.string().max(64).optional(),
-    sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-    progress: z.number().min(0).max(100).optional(),
-    reason: z.string().max(500).optional(),
-  }),
+  status: statusReportSchema,
   createRelease: signedManifestSchema,
   publishRelease: z.strictObject({
     upload_id: z.string().min(1).max(1024).optional(),

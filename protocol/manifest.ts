@@ -5,9 +5,9 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { z } from 'zod';
-import type { releaseManifestSchema, signedManifestSchema } from './api-schema.js';
 import { canonicalJson } from './canonical-json.js';
-import { BadRequestError } from './errors.js';
+import { ProtocolError } from './errors.js';
+import type { releaseManifestSchema, signedManifestSchema } from './schemas.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
 
 export type ReleaseManifest = z.infer<typeof releaseManifestSchema>;
@@ -39,13 +39,13 @@ export async function signManifest(
 export function checkManifestConsistency(manifest: ReleaseManifest): void {
   const expectedChunks = Math.ceil(manifest.size / manifest.chunk_size);
   if (manifest.chunks.length !== expectedChunks) {
-    throw new BadRequestError(
+    throw new ProtocolError(
       'invalid_manifest',
       `manifest lists ${manifest.chunks.length} chunks but size ${manifest.size} with chunk_size ${manifest.chunk_size} makes ${expectedChunks}`,
     );
   }
   if (new Set(manifest.hardware_ids).size !== manifest.hardware_ids.length) {
-    throw new BadRequestError('invalid_manifest', 'manifest hardware_ids has duplicates');
+    throw new ProtocolError('invalid_manifest', 'manifest hardware_ids has duplicates');
   }
 }
 

@@ -4,10 +4,10 @@
  * stolen release key alone can make a car install something. The per-vehicle counter only grows, so a replayed
  * (frozen) older assignment is recognisably stale.
  */
-import { z } from 'zod';
-import { VIN_PATTERN } from './api-schema.js';
+import * as z from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import type { ReleaseManifest } from './manifest.js';
+import { VIN_PATTERN } from './schemas.js';
 import { keyIdOf, type Signer, sha256Hex, type TrustedKey, verifyEcdsa } from './signatures.js';
 
 export const assignmentSchema = z.strictObject({

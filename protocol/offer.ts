@@ -4,9 +4,9 @@
  * backend-signed assignment. The download URL is not in it: URLs live minutes, offers may wait for days in a
  * persistent session, so the vehicle asks POST /updates/{vin}/download when it is ready.
  */
-import { z } from 'zod';
-import { signedManifestSchema } from './api-schema.js';
+import * as z from 'zod';
 import { signedAssignmentSchema } from './assignment.js';
+import { signedManifestSchema } from './schemas.js';
 
 export const offerSchema = z.strictObject({
   type: z.literal('update_offer'),
@@ -19,12 +19,3 @@ export const offerSchema = z.strictObject({
   assignment: signedAssignmentSchema,
 });
 export type UpdateOffer = z.infer<typeof offerSchema>;
-
-export function issueDetailsTopic(vin: string): string {
-  return `vehicle/updates/${vin}/issue_details`;
-}
-
-/** Publishes offers to vehicles (IoT Data Plane on AWS and on the local cloud). */
-export interface OfferPublisher {
-  publish(vin: string, offer: UpdateOffer): Promise<void>;
-}

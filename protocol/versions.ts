@@ -1,5 +1,5 @@
 /** Semantic-version ordering (SemVer 2.0 precedence, build metadata not allowed by our pattern). */
-import { VERSION_PATTERN } from './api-schema.js';
+import { VERSION_PATTERN } from './schemas.js';
 
 function parse(v: string): { core: [number, number, number]; pre: string[] } {
   const m = VERSION_PATTERN.exec(v);

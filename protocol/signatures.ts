@@ -2,7 +2,8 @@
  * ECDSA P-256 / SHA-256 signatures, DER-encoded and base64 on the wire (the format AWS KMS returns), with key ids
  * derived from the public key so a verifier can pick the right key from a trusted set without trusting the signer.
  */
-import { createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 /** Anything that can sign: a local key, or KMS on AWS. */
 export interface Signer {
@@ -48,4 +49,28 @@ export function verifyEcdsa(key: KeyObject, data: Buffer, signatureB64: string):
 
 export function sha256Hex(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** A signer over a PEM private key (OEM release keys, the local cloud's backend key). */
+export class KeyFileSigner implements Signer {
+  private readonly key: KeyObject;
+
+  constructor(privateKeyPem: string) {
+    this.key = createPrivateKey(privateKeyPem);
+    if (this.key.asymmetricKeyType !== 'ec' || this.key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+      throw new Error('signing key must be an ECDSA P-256 private key');
+    }
+  }
+
+  static fromFile(path: string): KeyFileSigner {
+    return new KeyFileSigner(readFileSync(path, 'utf8'));
+  }
+
+  async publicKeyPem(): Promise<string> {
+    return createPublicKey(this.key).export({ type: 'spki', format: 'pem' }).toString();
+  }
+
+  async sign(data: Buffer): Promise<Buffer> {
+    return sign('sha256', data, { key: this.key, dsaEncoding: 'der' });
+  }
 }

@@ -1,0 +1,65 @@
+/**
+ * What the vehicle routes answer. The backend builds these shapes, the agent validates what it receives with the
+ * same schemas, and the OpenAPI document describes them, so an answer has one definition. Clients parse them
+ * leniently (unknown fields are dropped, not refused) so the backend can add fields without breaking old cars.
+ */
+import * as z from 'zod';
+import { signedAssignmentSchema } from './assignment.js';
+import { signedManifestSchema } from './schemas.js';
+
+/** POST /auth/challenge */
+export const challengeAnswerSchema = z.object({ nonce: z.string(), expires_at: z.string() });
+export type ChallengeAnswer = z.infer<typeof challengeAnswerSchema>;
+
+/** POST /auth/token */
+export const tokenAnswerSchema = z.object({
+  token: z.string(),
+  token_type: z.literal('Bearer'),
+  expires_in: z.number().positive(),
+  expires_at: z.string(),
+});
+export type TokenAnswer = z.infer<typeof tokenAnswerSchema>;
+
+/** POST /updates/{vin}/initiate and /download */
+export const downloadAnswerSchema = z.object({
+  download_url: z.url({ protocol: /^https$/ }),
+  expires_at: z.string(),
+  expires_in: z.number(),
+  firmware_version: z.string(),
+  release_id: z.string(),
+  ecu: z.string(),
+  size: z.number().int(),
+  sha256: z.string(),
+  update_id: z.string(),
+  status: z.string(),
+  manifest: signedManifestSchema,
+  assignment: signedAssignmentSchema,
+});
+export type DownloadAnswer = z.infer<typeof downloadAnswerSchema>;
+
+export const updateViewSchema = z.object({
+  update_id: z.string(),
+  release_id: z.string(),
+  firmware_version: z.string(),
+  ecu: z.string(),
+  campaign_id: z.string().nullish(),
+  status: z.string(),
+  progress: z.number().optional(),
+  attempt: z.number().optional(),
+  reason: z.string().optional(),
+  pending: z.boolean().optional(),
+  created_at: z.string().optional(),
+  updated_at: z.string().optional(),
+});
+export type UpdateView = z.infer<typeof updateViewSchema>;
+
+/** GET /updates/{vin} */
+export const updateListSchema = z.object({
+  updates: z.array(updateViewSchema),
+  pending: z.array(updateViewSchema),
+});
+export type UpdateList = z.infer<typeof updateListSchema>;
+
+/** POST /updates/{vin}/status */
+export const statusAnswerSchema = z.object({ applied: z.boolean(), status: z.string() });
+export type StatusAnswer = z.infer<typeof statusAnswerSchema>;

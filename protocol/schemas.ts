@@ -1,0 +1,113 @@
+/**
+ * The vocabulary of the wire protocol: identifiers, versions, digests, the signed release manifest and the update
+ * statuses. Routes (routes.ts) and topics (topics.ts) build their payloads from these, so a VIN or a version means
+ * the same over HTTPS and MQTT, on the backend and on the vehicle.
+ */
+import * as z from 'zod';
+
+/** 17 characters, digits and capital letters without I, O and Q (ISO 3779). */
+export const VIN_PATTERN = /^[A-HJ-NPR-Z0-9]{17}$/;
+export const vinSchema = z
+  .string()
+  .regex(VIN_PATTERN, 'must be 17 characters: digits and letters except I, O, Q');
+
+/** Semantic version; pre-release tags allowed. */
+export const VERSION_PATTERN =
+  /^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})(-[0-9A-Za-z][0-9A-Za-z.-]{0,31})?$/;
+export const versionSchema = z
+  .string()
+  .max(64)
+  .regex(VERSION_PATTERN, 'must be a semantic version such as 3.0.1');
+
+export const RELEASE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const releaseIdSchema = z
+  .string()
+  .regex(RELEASE_ID_PATTERN, 'must be 1-64 characters: lowercase letters, digits, dot, dash, underscore');
+
+export const ecuNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 lowercase letters, digits, - or _');
+export const hardwareIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, . _ -');
+export const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+
+export const MAX_IMAGE_SIZE = 16 * 1024 ** 3;
+export const MIN_CHUNK_SIZE = 64 * 1024;
+export const MAX_CHUNK_SIZE = 64 * 1024 ** 2;
+
+export const releaseManifestSchema = z.strictObject({
+  schema: z.literal('ota.release-manifest/v1'),
+  release_id: releaseIdSchema,
+  ecu: ecuNameSchema,
+  hardware_ids: z.array(hardwareIdSchema).min(1).max(32),
+  version: versionSchema,
+  size: z.number().int().min(1).max(MAX_IMAGE_SIZE),
+  sha256: sha256Schema,
+  chunk_size: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
+  chunks: z.array(sha256Schema).min(1).max(8192),
+  created_at: z.iso.datetime(),
+});
+
+export const signatureSchema = z.strictObject({
+  key_id: z.string().regex(/^[0-9a-f]{16}$/),
+  signature: z
+    .string()
+    .min(16)
+    .max(256)
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+});
+
+export const signedManifestSchema = z.strictObject({
+  manifest: releaseManifestSchema,
+  signatures: z.array(signatureSchema).min(1).max(8),
+});
+
+export const UPDATE_STATUSES = [
+  'scheduled',
+  'offered',
+  'initiated',
+  'downloading',
+  'downloaded',
+  'verifying',
+  'installing',
+  'completed',
+  'failed',
+  'verification_failed',
+  'rolled_back',
+  'rejected',
+  'cancelled',
+  'timed_out',
+] as const;
+export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
+
+/** What a vehicle may report; offered, initiated, cancelled and timed_out are set by the backend only. */
+export const VEHICLE_STATUSES = [
+  'downloading',
+  'downloaded',
+  'verifying',
+  'installing',
+  'completed',
+  'failed',
+  'verification_failed',
+  'rolled_back',
+  'rejected',
+] as const satisfies readonly UpdateStatus[];
+
+/** Largest reason text a vehicle may send. */
+export const MAX_REASON_LENGTH = 500;
+
+/**
+ * A status report, the same over HTTPS (POST /updates/{vin}/status) and MQTT (vehicle/updates/{VIN}/progress and
+ * .../status). Minimal payloads ({"status"} or {"progress", "status"}) are valid: they are attributed to the
+ * vehicle's active update.
+ */
+export const statusReportSchema = z.strictObject({
+  status: z.enum(VEHICLE_STATUSES),
+  firmware_version: versionSchema.optional(),
+  campaign_id: z.string().max(64).optional(),
+  sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  progress: z.number().min(0).max(100).optional(),
+  reason: z.string().max(MAX_REASON_LENGTH).optional(),
+});
+export type StatusReport = z.infer<typeof statusReportSchema>;
