@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import dynalite from 'dynalite';
-import { ENV } from '../lambdas/core/env.js';
+import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
@@ -190,7 +190,7 @@ async function start(
   const env: Record<string, string | undefined> = {
     ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
     [ENV.firmwareBucket]: FIRMWARE_BUCKET,
-    [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? 300),
+    [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? DEFAULTS.presignTtlSeconds),
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,

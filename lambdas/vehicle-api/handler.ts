@@ -1,7 +1,7 @@
 /** Vehicle update routes: every request carries a bearer token scoped to the VIN in its path. */
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { z } from 'zod';
 import type { bodies } from '../../protocol/routes.js';
+import { instrumented } from '../adapters/observability.js';
 import {
   backendSigner,
   backendVerificationKeys,
@@ -88,11 +88,4 @@ const route = createRouter(
   logger,
 );
 
-export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
-  logger.addContext(context);
-  try {
-    return await route(event);
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-  }
-}
+export const handler = instrumented(route);
