@@ -21,15 +21,10 @@ import type { ReleaseManifest } from '../lambdas/core/manifest.js';
 import { offerSchema, type UpdateOffer } from '../lambdas/core/offer.js';
 import type { VehicleApi } from './api-client.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
-import {
-  Downloader,
-  type DownloaderOptions,
-  type DownloadSource,
-  type FreeSpace,
-  verifyImageFile,
-} from './downloader.js';
+import { Downloader, type DownloaderOptions, type DownloadSource } from './downloader.js';
 import { AgentError, ApiError, DownloadError, InstallError } from './errors.js';
 import type { HttpTransport } from './http-transport.js';
+import { type FreeSpace, verifyImageFile } from './image-file.js';
 import type { EcuInstaller, ImageToInstall } from './installer.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
 import { verifyOffer } from './offer-verifier.js';

@@ -26,9 +26,6 @@ export {
   type DownloadJob,
   type DownloadSource,
   type DownloadStats,
-  type FreeSpace,
-  systemFreeSpace,
-  verifyImageFile,
 } from './downloader.js';
 export {
   AgentError,
@@ -45,6 +42,7 @@ export {
   NodeHttpsTransport,
   TransportError,
 } from './http-transport.js';
+export { type FreeSpace, systemFreeSpace, verifyImageFile } from './image-file.js';
 export {
   type ActiveImage,
   type EcuInstaller,
