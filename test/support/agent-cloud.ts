@@ -18,10 +18,11 @@ import { issueDetailsTopic, type UpdateOffer } from '../../lambdas/core/offer.js
 import { trustedKeysFromPems } from '../../lambdas/core/signatures.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import type { AgentEvent, EcuConfig, VehicleAgent } from '../../vehicle/agent.js';
-import { type DownloadAnswer, registerVehicle } from '../../vehicle/api-client.js';
+import { registerVehicle } from '../../vehicle/api-client.js';
 import { NodeHttpsTransport } from '../../vehicle/http-transport.js';
 import type { FileSlotInstaller } from '../../vehicle/installer.js';
 import { type AgentLogger, jsonLinesLogger, silentLogger } from '../../vehicle/logger.js';
+import { offerFromAnswer } from '../../vehicle/poller.js';
 import { ensureIdentity, saveCertificate, type TrustAnchors } from '../../vehicle/provisioning.js';
 import {
   type CreateAgentOptions,
@@ -265,19 +266,6 @@ export class EventLog {
       `the outcome of ${firmwareVersion}`,
     );
   }
-}
-
-export function offerFromAnswer(answer: DownloadAnswer): UpdateOffer {
-  return {
-    type: 'update_offer',
-    campaign_id: answer.assignment.assignment.campaign_id,
-    update_id: answer.update_id,
-    firmware_version: answer.firmware_version,
-    ecu: answer.ecu,
-    size: answer.size,
-    manifest: answer.manifest,
-    assignment: answer.assignment,
-  };
 }
 
 /** An offer as the backend makes it: POST /updates/{vin}/initiate's manifest and assignment. */
