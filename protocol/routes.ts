@@ -5,6 +5,24 @@
  */
 import * as z from 'zod';
 import {
+  campaignListSchema,
+  campaignVehiclesSchema,
+  campaignViewSchema,
+  releaseCreatedSchema,
+  releaseListSchema,
+  releaseViewSchema,
+  vehicleRegisteredSchema,
+  vehicleViewSchema,
+} from './operator-responses.js';
+import {
+  challengeAnswerSchema,
+  downloadAnswerSchema,
+  firmwareRedirectSchema,
+  statusAnswerSchema,
+  tokenAnswerSchema,
+  updateListSchema,
+} from './responses.js';
+import {
   ecuNameSchema,
   hardwareIdSchema,
   releaseIdSchema,
@@ -110,6 +128,11 @@ export interface RouteDefinition {
   /** Largest accepted body in bytes; larger ones answer 413. */
   readonly maxBodyBytes: number;
   readonly summary: string;
+  /**
+   * The success answers: status code -> schema of the JSON body. Refusals share one error body
+   * (errorAnswerSchema), documented for every route.
+   */
+  readonly responses: Readonly<Record<number, z.ZodType>>;
 }
 
 const SMALL = 16 * 1024;
@@ -123,6 +146,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'none',
     body: bodies.challenge,
     maxBodyBytes: SMALL,
+    responses: { 200: challengeAnswerSchema },
     summary: 'Get a single-use challenge for a vehicle',
   },
   {
@@ -132,6 +156,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'none',
     body: bodies.token,
     maxBodyBytes: SMALL,
+    responses: { 200: tokenAnswerSchema },
     summary: 'Exchange a signed challenge for a short-lived vehicle token',
   },
   {
@@ -140,6 +165,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'vehicle-api',
     auth: 'vehicle',
     maxBodyBytes: 0,
+    responses: { 200: updateListSchema },
     summary: 'List the vehicle updates and which are pending (polling fallback)',
   },
   {
@@ -149,6 +175,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'vehicle',
     body: bodies.firmwareRequest,
     maxBodyBytes: SMALL,
+    responses: { 200: downloadAnswerSchema },
     summary: 'Start an update to a firmware version; answers a download URL',
   },
   {
@@ -158,6 +185,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'vehicle',
     body: bodies.firmwareRequest,
     maxBodyBytes: SMALL,
+    responses: { 200: downloadAnswerSchema },
     summary: 'Get a fresh short-lived download URL for a firmware version',
   },
   {
@@ -166,6 +194,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'vehicle-api',
     auth: 'vehicle',
     maxBodyBytes: 0,
+    responses: { 302: firmwareRedirectSchema },
     summary: 'Redirect (302) to a short-lived download URL',
   },
   {
@@ -175,6 +204,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'vehicle',
     body: bodies.status,
     maxBodyBytes: SMALL,
+    responses: { 200: statusAnswerSchema },
     summary: 'Report update status',
   },
   {
@@ -184,6 +214,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.createRelease,
     maxBodyBytes: LARGE,
+    responses: { 201: releaseCreatedSchema },
     summary: 'Create a release from a signed manifest; answers upload URLs',
   },
   {
@@ -192,6 +223,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: releaseListSchema },
     summary: 'List releases',
   },
   {
@@ -200,6 +232,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: releaseViewSchema },
     summary: 'Get a release',
   },
   {
@@ -209,6 +242,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.publishRelease,
     maxBodyBytes: LARGE,
+    responses: { 200: releaseViewSchema },
     summary: 'Verify the uploaded image against its manifest and publish it',
   },
   {
@@ -218,6 +252,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.registerVehicle,
     maxBodyBytes: SMALL,
+    responses: { 201: vehicleRegisteredSchema },
     summary: 'Register a vehicle from its CSR; answers its device certificate',
   },
   {
@@ -226,6 +261,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: vehicleViewSchema },
     summary: 'Get a vehicle with its update state',
   },
   {
@@ -235,6 +271,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: createCampaignSchema,
     maxBodyBytes: LARGE,
+    responses: { 201: campaignViewSchema },
     summary: 'Create a staged campaign for a published release',
   },
   {
@@ -243,6 +280,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: campaignListSchema },
     summary: 'List campaigns',
   },
   {
@@ -251,6 +289,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: campaignViewSchema },
     summary: 'Campaign status with counts per state and per wave',
   },
   {
@@ -259,6 +298,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: campaignVehiclesSchema },
     summary: 'Per-vehicle states of one wave (?wave=N)',
   },
   ...(['start', 'pause', 'resume', 'cancel'] as const).map(
@@ -269,6 +309,7 @@ export const ROUTES: readonly RouteDefinition[] = [
       auth: 'operator',
       body: bodies.campaignAction,
       maxBodyBytes: SMALL,
+      responses: { 200: campaignViewSchema },
       summary: `${action[0]!.toUpperCase()}${action.slice(1)} a campaign`,
     }),
   ),

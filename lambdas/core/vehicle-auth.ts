@@ -4,6 +4,7 @@
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { challengeSigningInput } from '../../protocol/challenge.js';
+import type { ChallengeAnswer, TokenAnswer } from '../../protocol/responses.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
 import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
@@ -27,7 +28,7 @@ export class VehicleAuthService {
    * Answers the same way for unknown VINs, so the endpoint cannot be used to learn which VINs are registered;
    * only a known vehicle's challenge is stored and can later be redeemed.
    */
-  async createChallenge(vin: string): Promise<{ nonce: string; expires_at: string }> {
+  async createChallenge(vin: string): Promise<ChallengeAnswer> {
     const nonce = randomBytes(32).toString('base64url');
     const now = this.nowSeconds();
     const expiresAt = now + (this.deps.challengeTtlSeconds ?? 120);
@@ -35,11 +36,7 @@ export class VehicleAuthService {
     return { nonce, expires_at: new Date(expiresAt * 1000).toISOString() };
   }
 
-  async exchange(
-    vin: string,
-    nonce: string,
-    signatureB64: string,
-  ): Promise<{ token: string; token_type: 'Bearer'; expires_in: number; expires_at: string }> {
+  async exchange(vin: string, nonce: string, signatureB64: string): Promise<TokenAnswer> {
     const refused = () =>
       new UnauthorizedError('invalid_challenge', 'The challenge answer is invalid or expired');
     // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.

@@ -1,5 +1,6 @@
 /** Vehicle update routes: every request carries a bearer token scoped to the VIN in its path. */
 import type { z } from 'zod';
+import type { FirmwareRedirect, StatusAnswer } from '../../protocol/responses.js';
 import type { bodies } from '../../protocol/routes.js';
 import { instrumented } from '../adapters/observability.js';
 import {
@@ -68,7 +69,7 @@ const route = createRouter(
       metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
       return json(
         302,
-        { download_url: offer.download_url, expires_at: offer.expires_at },
+        { download_url: offer.download_url, expires_at: offer.expires_at } satisfies FirmwareRedirect,
         { location: offer.download_url },
       );
     },
@@ -82,7 +83,7 @@ const route = createRouter(
         status: update.status,
         progress: update.progress,
         applied,
-      });
+      } satisfies StatusAnswer);
     },
   },
   logger,
