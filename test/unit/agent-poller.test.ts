@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { UpdateOffer } from '../../protocol/offer.js';
-import type { DownloadAnswer, UpdateList } from '../../protocol/responses.js';
+import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/responses.js';
 import type { AgentMqttFactory } from '../../vehicle/agent-options.js';
 import { DownloadUrls } from '../../vehicle/download-phase.js';
 import { ApiError } from '../../vehicle/errors.js';
@@ -95,7 +95,7 @@ function answerFor(o: UpdateOffer): DownloadAnswer {
   };
 }
 
-function view(version: string, campaign: string | null = null) {
+function view(version: string, campaign: string | null = null): UpdateView {
   return {
     update_id: `release#tcu-${version}`,
     release_id: `tcu-${version}`,
@@ -103,7 +103,17 @@ function view(version: string, campaign: string | null = null) {
     ecu: 'tcu',
     campaign_id: campaign,
     status: 'notified',
+    progress: 0,
+    attempt: 1,
+    pending: true,
+    created_at: '2026-12-01T00:00:00.000Z',
+    updated_at: '2026-12-01T00:00:00.000Z',
   };
+}
+
+/** A GET /updates/{vin} answer as the backend sends it. */
+function listOf(pending: UpdateView[]): UpdateList {
+  return { vin: 'TESTVIN0000000001', active_update_id: null, updates: [], pending };
 }
 
 let v2: UpdateOffer;
@@ -116,10 +126,7 @@ before(async () => {
 describe('Poller.pollOnce', () => {
   it('turns each unknown pending update into an offer, rejects what the backend refuses, skips the rest', async () => {
     const downloads: string[] = [];
-    const list: UpdateList = {
-      updates: [],
-      pending: [view('2.0.0'), view('3.0.0', 'camp-1'), view('latest'), view('4.0.0')],
-    };
+    const list = listOf([view('2.0.0'), view('3.0.0', 'camp-1'), view('latest'), view('4.0.0')]);
     const ctx = await testContext(freshDir(), {
       api: unusedApi({
         listUpdates: async () => list,
@@ -164,7 +171,7 @@ describe('Poller.pollOnce', () => {
   it('lets a transient failure through for the loop to retry, reporting nothing', async () => {
     const ctx = await testContext(freshDir(), {
       api: unusedApi({
-        listUpdates: async () => ({ updates: [], pending: [view('2.0.0')] }),
+        listUpdates: async () => listOf([view('2.0.0')]),
         download: async () => {
           throw new ApiError(503, 'unavailable', 'try later');
         },
@@ -190,7 +197,7 @@ describe('Poller.loop', () => {
             failNext = false;
             throw new ApiError(503, 'unavailable', 'later', 120_000);
           }
-          return { updates: [], pending: [] };
+          return listOf([]);
         },
       }),
     });
