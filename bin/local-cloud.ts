@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startLocalCloud } from '../local/cloud.js';
+import { DEFAULT_PORTS, startLocalCloud } from '../local/cloud.js';
 
 const { values } = parseArgs({
   options: {
@@ -16,8 +16,11 @@ const { values } = parseArgs({
 });
 
 const began = performance.now();
+// The fixed ports and the .ota-local folder are asked for here only: the library's defaults are free ports and a
+// temporary folder, so tests run beside this process.
 const cloud = await startLocalCloud({
-  dataDir: values['data-dir'],
+  dataDir: values['data-dir'] ?? '.ota-local',
+  ports: DEFAULT_PORTS,
   releasePublicKeys: values['release-public-key']?.map((f) => readFileSync(f, 'utf8')),
 });
 const show = (path: string) => {

@@ -5,9 +5,10 @@
  * one folder, so a restart finds its data, keys and CA again.
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { Agent, createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import S3rver from '@20minutes/s3rver';
@@ -28,15 +29,14 @@ import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
 import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
 import {
-  closeServer,
   type GatewayLogger,
   type HandlerLoader,
   LocalGateway,
-  listen,
   type ProxyHandler,
   type ThrottleSettings,
 } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
+import { closeServer, listen } from './listen.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 
@@ -49,6 +49,9 @@ import { DEFAULT_PORTS } from './ports.js';
 
 export { DEFAULT_PORTS };
 
+/** What a caller gets without asking: free ports, so a test never collides with `npm start` or another test. */
+const EPHEMERAL_PORTS = { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 } as const;
+
 export interface LocalCloudPorts {
   readonly api?: number;
   readonly s3?: number;
@@ -60,9 +63,12 @@ export interface LocalCloudPorts {
 }
 
 export interface LocalCloudOptions {
-  /** Folder for all state: CA, keys, admin token, S3 objects, DynamoDB data. @default '.ota-local' */
+  /**
+   * Folder for all state: CA, keys, admin token, S3 objects, DynamoDB data.
+   * @default a new temporary folder, removed by stop() (`npm start` passes .ota-local)
+   */
   readonly dataDir?: string;
-  /** 0 picks a free port (tests). @default DEFAULT_PORTS */
+  /** 0 picks a free port. @default all 0; only `npm start` asks for DEFAULT_PORTS */
   readonly ports?: LocalCloudPorts;
   /**
    * PEM (SPKI) public keys of the OEM release keys to trust. @default a development release key pair made once
@@ -152,8 +158,8 @@ async function start(
   options: LocalCloudOptions,
   cleanups: (() => Promise<void>)[],
 ): Promise<Omit<LocalCloud, 'stop'>> {
-  const dataDir = resolve(options.dataDir ?? '.ota-local');
-  const ports = { ...DEFAULT_PORTS, ...options.ports };
+  const dataDir = options.dataDir === undefined ? temporaryDir(cleanups) : resolve(options.dataDir);
+  const ports = { ...EPHEMERAL_PORTS, ...options.ports };
 
   const ca = await LocalCa.open(join(dataDir, 'ca'));
   const tls = await ca.serverCertificate();
@@ -173,12 +179,14 @@ async function start(
     : LOCAL_CREDENTIALS;
   const s3 = external
     ? { endpoint: external, close: async () => {} }
-    : await startS3(tls, ports.s3, join(dataDir, 's3'));
+    : await service('S3 emulator', ports.s3, () => startS3(tls, ports.s3, join(dataDir, 's3')));
   cleanups.push(s3.close);
   if (external) await ensureBucket(external, ca.certPem, credentials);
   const dynamo = external
     ? { endpoint: external, close: async () => {} }
-    : await startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'));
+    : await service('DynamoDB emulator', ports.dynamodb, () =>
+        startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb')),
+      );
   cleanups.push(dynamo.close);
 
   const tables = Object.fromEntries(TABLES.map((t) => [t.name, `fleet-ota-${t.name}`])) as Record<
@@ -215,7 +223,9 @@ async function start(
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
   const brokerProps = { key: tls.keyPem, cert: tls.certPem, ca: ca.certPem };
-  let current = await startMqttBroker({ ...brokerProps, port: ports.mqtt });
+  let current = await service('MQTT broker', ports.mqtt, () =>
+    startMqttBroker({ ...brokerProps, port: ports.mqtt }),
+  );
   const brokerPort = current.port;
   const listeners = new Set<Parameters<MqttBroker['onVehicleMessage']>[0]>();
   const attach = (b: MqttBroker) =>
@@ -247,14 +257,16 @@ async function start(
     },
   };
   cleanups.push(() => broker.stop());
-  const iotData = await startIotDataShim({
-    port: ports.iotData,
-    key: tls.keyPem,
-    cert: tls.certPem,
-    broker,
-    credentials,
-    region: LOCAL_REGION,
-  });
+  const iotData = await service('IoT Data Plane shim', ports.iotData, () =>
+    startIotDataShim({
+      port: ports.iotData,
+      key: tls.keyPem,
+      cert: tls.certPem,
+      broker,
+      credentials,
+      region: LOCAL_REGION,
+    }),
+  );
   cleanups.push(() => iotData.stop());
   env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = iotData.url;
 
@@ -315,14 +327,16 @@ async function start(
     });
   }
 
-  const gateway = await LocalGateway.start({
-    tls,
-    port: ports.api,
-    adminToken: admin.token,
-    loadHandler,
-    throttle: options.throttle,
-    logger: options.logger,
-  });
+  const gateway = await service('API gateway', ports.api, () =>
+    LocalGateway.start({
+      tls,
+      port: ports.api,
+      adminToken: admin.token,
+      loadHandler,
+      throttle: options.throttle,
+      logger: options.logger,
+    }),
+  );
   cleanups.push(() => gateway.close());
 
   return {
@@ -345,6 +359,24 @@ async function start(
     tables,
     dataDir,
   };
+}
+
+/** Starts one server, naming it in the error so a taken port says which part of the cloud could not start. */
+async function service<T>(name: string, port: number, begin: () => Promise<T>): Promise<T> {
+  try {
+    return await begin();
+  } catch (err) {
+    const where = port === 0 ? 'on a free port' : `on port ${port}`;
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`Local cloud: the ${name} could not start ${where}: ${why}`, { cause: err });
+  }
+}
+
+/** A fresh state folder, removed when the cloud stops (registered first, so it goes after every server). */
+function temporaryDir(cleanups: (() => Promise<void>)[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ota-local-'));
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** Sets the variables (undefined unsets) and answers a function that puts the previous values back. */
@@ -411,7 +443,10 @@ async function startS3(tls: TlsMaterial, port: number, directory: string): Promi
     res.writeHead(403, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
     res.end(body);
   });
-  await listen(server, port);
+  await listen(server, port).catch((err: unknown) => {
+    s3rver.logger.close();
+    throw err;
+  });
   return {
     endpoint: endpointOf(server),
     close: async () => {
@@ -434,18 +469,23 @@ async function startDynamo(tls: TlsMaterial, caPem: string, port: number, path: 
     deleteTableMs: 0,
     updateTableMs: 0,
   });
-  await listen(server, port);
-  return {
-    endpoint: endpointOf(server),
-    close: async () => {
-      const timer = setTimeout(() => server.closeAllConnections(), 2000);
-      timer.unref();
-      server.closeIdleConnections();
-      // dynalite's close also closes LevelDB once pending writes are done, which releases its lock.
-      await new Promise<void>((done, fail) => server.close((err) => (err ? fail(err) : done())));
-      clearTimeout(timer);
-    },
+  const close = async () => {
+    const timer = setTimeout(() => server.closeAllConnections(), 2000);
+    timer.unref();
+    server.closeIdleConnections();
+    // dynalite's close also closes LevelDB once pending writes are done, which releases its lock.
+    await new Promise<void>((done, fail) => server.close((err) => (err ? fail(err) : done())));
+    clearTimeout(timer);
   };
+  try {
+    await listen(server, port);
+  } catch (err) {
+    // dynalite opened LevelDB (and took its lock) when it was created, and only its server's close() releases it,
+    // which needs a listening server: bind a free port just to close properly, so the data folder can be reused.
+    await listen(server, 0).then(close, () => {});
+    throw err;
+  }
+  return { endpoint: endpointOf(server), close };
 }
 
 function endpointOf(server: Server): string {

@@ -15,6 +15,7 @@ import { INTERNAL_ERROR_BODY } from '../lambdas/core/errors.js';
 import { json } from '../lambdas/core/http.js';
 import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
 import type { TlsMaterial } from './ca.js';
+import { closeServer, LOCALHOST, listen } from './listen.js';
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 /** Returns the `handler` export of lambdas/<fn>/handler.ts, or a stand-in for it in tests. */
@@ -52,7 +53,7 @@ export interface LocalGatewayProps {
   readonly clock?: () => number;
 }
 
-const HOST = '127.0.0.1';
+const HOST = LOCALHOST;
 const LOCAL_ACCOUNT = '000000000000';
 /** The identity API Gateway reports for a caller that passed IAM authorisation; locally, whoever has the token. */
 export const LOCAL_OPERATOR_ARN = `arn:aws:iam::${LOCAL_ACCOUNT}:user/local-operator`;
@@ -569,44 +570,4 @@ function describe(err: unknown): Record<string, unknown> {
   return err instanceof Error
     ? { name: err.name, message: err.message, stack: err.stack }
     : { value: String(err) };
-}
-
-export function listen(server: Server | import('node:net').Server, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      server.off('listening', onListening);
-      reject(
-        err.code === 'EADDRINUSE'
-          ? new Error(
-              `Port ${port} on ${HOST} is already in use; stop whatever holds it or choose another port`,
-              {
-                cause: err,
-              },
-            )
-          : err,
-      );
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve();
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen(port, HOST);
-  });
-}
-
-/** Stops accepting, closes idle keep-alive connections at once and cuts the rest after a short grace. */
-export function closeServer(server: Server, graceMs = 2000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (!server.listening) return resolve();
-    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-    timer.unref();
-    server.close((err) => {
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve();
-    });
-    server.closeIdleConnections();
-  });
 }

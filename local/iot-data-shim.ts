@@ -18,6 +18,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { Socket } from 'node:net';
 import { isBackendPublishTopic } from '../protocol/topics.js';
+import { listen } from './listen.js';
 
 export interface IotDataShimProps {
   /** @default '127.0.0.1' */
@@ -315,13 +316,7 @@ export async function startIotDataShim(props: IotDataShimProps): Promise<IotData
     socket.once('close', () => sockets.delete(socket));
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(props.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, props.port ?? 0, host);
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('IoT Data shim has no TCP address');
 

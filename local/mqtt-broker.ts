@@ -31,6 +31,7 @@ import {
   MAX_MQTT_PAYLOAD_BYTES,
   vehicleTopic,
 } from '../protocol/topics.js';
+import { listen } from './listen.js';
 
 /** Narrow logger; Powertools Logger and console-like adapters both fit. */
 export interface BrokerLogger {
@@ -303,13 +304,13 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
     aedes.handle(new GuardedConnection(socket, cn, maxPayloadBytes + HEADER_ALLOWANCE));
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(props.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  try {
+    await listen(server, props.port ?? 0, host);
+  } catch (err) {
+    // createBroker started aedes' heartbeat timers; left running they keep the process alive after a failed start.
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    throw err;
+  }
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('MQTT broker has no TCP address');
   const port = address.port;

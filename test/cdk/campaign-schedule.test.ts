@@ -46,7 +46,7 @@ function alarmOn(t: Template, namespace: string, metric: string) {
   return found;
 }
 
-describe('campaign schedule', () => {
+describe('campaign schedule', { timeout: 300_000 }, () => {
   it('is one EventBridge Scheduler schedule, every minute, on time (flexible time window off), enabled', () => {
     assert.equal(schedules.length, 1);
     assert.equal(schedule.ScheduleExpression, 'rate(1 minute)');

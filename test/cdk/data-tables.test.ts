@@ -56,7 +56,7 @@ function bound(bind: (data: DataTables, fn: lambda.Function) => void) {
   return { t, statements: policyStatements(t), variables };
 }
 
-describe('DataTables', () => {
+describe('DataTables', { timeout: 300_000 }, () => {
   it('creates one table per definition in TABLES', () => {
     template.resourceCountIs('AWS::DynamoDB::Table', TABLES.length);
   });

@@ -18,7 +18,7 @@ function bucketPolicyStatements(t: Template, bucketId: string): Record<string, u
   return (policies[0]!.Properties.PolicyDocument as { Statement: Record<string, unknown>[] }).Statement;
 }
 
-describe('FirmwareStorage', () => {
+describe('FirmwareStorage', { timeout: 300_000 }, () => {
   it('creates exactly two buckets: firmware and its access log bucket', () => {
     template.resourceCountIs('AWS::S3::Bucket', 2);
     assert.ok(logsId);

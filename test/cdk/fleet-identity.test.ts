@@ -35,7 +35,7 @@ const iotArn = (resource: string) => ({
 // biome-ignore lint/suspicious/noTemplateCurlyInString: an IoT policy variable, substituted by IoT Core, not by JS
 const THING = '${iot:Connection.Thing.ThingName}';
 
-describe('FleetIdentity', () => {
+describe('FleetIdentity', { timeout: 300_000 }, () => {
   it('defines one vehicle thing type and one vehicle policy, both retained', () => {
     template.resourceCountIs('AWS::IoT::ThingType', 1);
     template.resourceCountIs('AWS::IoT::Policy', 1);

@@ -45,7 +45,7 @@ const SQL =
   "SELECT encode(*, 'base64') AS payload, topic(3) AS vin, topic(4) AS channel, timestamp() AS received_at " +
   "FROM 'vehicle/updates/+/+' WHERE topic(4) = 'progress' OR topic(4) = 'status'";
 
-describe('FleetIngest', () => {
+describe('FleetIngest', { timeout: 300_000 }, () => {
   it('has one topic rule with the exact query the ingest handler expects, enabled, SQL version 2016-03-23', () => {
     assert.equal(rule.TopicRulePayload.Sql, SQL);
     assert.equal(rule.TopicRulePayload.AwsIotSqlVersion, '2016-03-23');

@@ -27,7 +27,7 @@ function newestNodeRuntime(): string {
     .at(-1)!;
 }
 
-describe('backend functions', () => {
+describe('backend functions', { timeout: 300_000 }, () => {
   it('creates one function per FUNCTIONS entry, the ingest and campaign tick functions, and the endpoint lookup provider', () => {
     const all = template.findResources('AWS::Lambda::Function');
     const backend = Object.values(all).filter((f) =>

@@ -108,7 +108,7 @@ const topicArn = {
   ],
 };
 
-describe('least privilege per function', () => {
+describe('least privilege per function', { timeout: 300_000 }, () => {
   it('auth-api: vehicles read/write, signs with the key, no S3, no IoT', () => {
     assert.deepEqual(dynamoAccess('auth-api'), {
       releases: 'none',

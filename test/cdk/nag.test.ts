@@ -67,7 +67,7 @@ const variants: [string, OtaStackProps][] = [
   ['with an alarm topic', { alarmTopicArn: 'arn:aws:sns:eu-west-1:111111111111:ota-alarms' }],
 ];
 
-describe('cdk-nag AwsSolutions', () => {
+describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
   for (const [name, props] of variants) {
     it(`reports no unacknowledged finding for the stack (${name})`, () => {
       const app = newApp();

@@ -23,7 +23,7 @@ const rsa = () =>
 
 const NO_KEYS_WARNING = /refuse every release/;
 
-describe('OtaStack', () => {
+describe('OtaStack', { timeout: 300_000 }, () => {
   it('exports the API URL, bucket name, IoT policy name, signing key ARN, MQTT endpoint and dead-letter queues', () => {
     const outputs = otaTemplate().toJSON().Outputs as Record<string, { Value: unknown }>;
     for (const name of [
@@ -86,7 +86,7 @@ describe('OtaStack', () => {
   });
 });
 
-describe('release key files', () => {
+describe('release key files', { timeout: 300_000 }, () => {
   it('reads a JSON array of PEM strings', () => {
     const keys = [p256()];
     assert.deepEqual(parseReleasePublicKeys(JSON.stringify(keys)), keys);
@@ -103,7 +103,7 @@ describe('release key files', () => {
   });
 });
 
-describe('bin/app.ts', () => {
+describe('bin/app.ts', { timeout: 300_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'ota-app-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 

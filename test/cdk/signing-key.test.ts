@@ -23,7 +23,7 @@ function fnWith(bind: (key: SigningKey, fn: lambda.Function) => void) {
   return { statements, env, keyArn };
 }
 
-describe('SigningKey', () => {
+describe('SigningKey', { timeout: 300_000 }, () => {
   it('is an ECC_NIST_P256 SIGN_VERIFY key, retained', () => {
     const template = otaTemplate();
     template.resourceCountIs('AWS::KMS::Key', 1);

@@ -34,7 +34,7 @@ function render(templateText: string): string {
     .replace(/\$context\.[A-Za-z.]+/g, 'VALUE');
 }
 
-describe('VehicleApi', () => {
+describe('VehicleApi', { timeout: 300_000 }, () => {
   it('has one method per route and nothing else', () => {
     assert.equal(methods.length, ROUTES.length);
     assert.deepEqual(methods.map((m) => m.key).sort(), ROUTES.map((r) => `${r.method} ${r.resource}`).sort());

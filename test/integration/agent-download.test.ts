@@ -37,15 +37,18 @@ let rel: PublishedRelease;
 let vinSerial = 0;
 const nextVin = () => `1HGCM82633A3${String(++vinSerial).padStart(5, '0')}`;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud({ presignTtlSeconds: PRESIGN_TTL });
   tls = await (await LocalCa.open(join(ac.cloud.dataDir, 'ca'))).serverCertificate();
   rel = await publishRelease(ac, { version: '2.0.0', size: MiB + 999 });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 /**
  * The agent's download transport, with its connections to the S3 emulator sent to `port` instead (TLS still checks

@@ -29,16 +29,19 @@ let v2: PublishedRelease;
 let v3: PublishedRelease;
 const messages: VehicleMessage[] = [];
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud();
   ac.cloud.broker.onVehicleMessage((m) => messages.push(m));
   v2 = await publishRelease(ac, { version: '2.0.0', size: 1024 * 1024 + 4321 });
   v3 = await publishRelease(ac, { version: '3.0.0', size: 300 * 1024 });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
   it('installs an offer published over MQTT, reports over MQTT and HTTPS, and ignores its redelivery', async () => {

@@ -36,14 +36,17 @@ const connections = (events: AgentEvent[]) =>
 // Polling stays off while MQTT is merely down: what arrives here must come over MQTT.
 const mqttOnly = { polling: { intervalMs: 60_000, connectedIntervalMs: 0, mqttGraceMs: 600_000 } };
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud();
   rel = await publishRelease(ac, { version: '2.0.0', size: 256 * 1024 });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 async function expectInstalledOverMqtt(v: Awaited<ReturnType<typeof startAgent>>, vin: string, dir: string) {
   const outcome = await v.events.outcome('2.0.0');

@@ -46,15 +46,18 @@ let vinSerial = 0;
 const nextVin = () => `1HGCM82633A4${String(++vinSerial).padStart(5, '0')}`;
 const children: ChildProcess[] = [];
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud();
   rel = await publishRelease(ac, { version: '2.0.0', size: 2 * MiB + 77 });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 async function connected(v: {
   events: {

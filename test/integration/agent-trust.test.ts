@@ -31,13 +31,16 @@ const KEYS: EcuConfig = { ecu: TRUST_ECU, hardware_id: TRUST_HARDWARE_ID, versio
 const keyB = newReleaseKey();
 let ac: AgentCloud;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud({ extraReleaseKeys: [keyB.publicPem] });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 describe('vehicle agent: release keys rotate by a signed update', { timeout: 90_000 }, () => {
   it('revokes the old key and trusts the new one; a bad key set is rolled back; the set survives a restart', async () => {

@@ -45,6 +45,9 @@ const rogue = newReleaseKey();
 let vinSerial = 0;
 const nextVin = () => `1HGCM82633A2${String(++vinSerial).padStart(5, '0')}`;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud();
   [v15, v2, v3] = await Promise.all([
@@ -52,11 +55,11 @@ before(async () => {
     publishRelease(ac, { version: '2.0.0', size: 256 * 1024 + 17 }),
     publishRelease(ac, { version: '3.0.0', size: 256 * 1024 }),
   ]);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 type Vehicle = Awaited<ReturnType<typeof startAgent>> & { vin: string; dir: string };
 

@@ -39,6 +39,9 @@ const expectError = (
   if (code) assert.equal(res.json.error?.code, code);
 };
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-flow-'));
   cloud = await startLocalCloud({
@@ -52,14 +55,14 @@ before(async () => {
   operator = new Operator(api, ca, cloud.adminToken);
   vehicle = await TestVehicle.create(VIN);
   other = await TestVehicle.create(OTHER_VIN);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
-describe('backend core, end to end', () => {
+describe('backend core, end to end', { timeout: 300_000 }, () => {
   it('publishes a signed release, registers a vehicle from a CSR, and the vehicle downloads, verifies and reports', async () => {
     const signed = await signedRelease(image, {
       releaseId: 'tcu-3.0.1',
@@ -193,7 +196,7 @@ describe('backend core, end to end', () => {
   });
 });
 
-describe('vehicle authentication', () => {
+describe('vehicle authentication', { timeout: 300_000 }, () => {
   it('a challenge is single-use and must be signed by the registered device key', async () => {
     const c1 = await jsonRequest(api, 'POST', '/auth/challenge', ca, { vin: VIN });
     assert.equal(c1.status, 200);
@@ -263,7 +266,7 @@ describe('vehicle authentication', () => {
   });
 });
 
-describe('bad input', () => {
+describe('bad input', { timeout: 300_000 }, () => {
   it('answers 400 with a JSON error for malformed JSON, unknown fields, wrong types and bad VINs', async () => {
     const token = await vehicle.token(api, ca);
     const dl = `/updates/${VIN}/download`;
@@ -375,7 +378,7 @@ describe('bad input', () => {
   });
 });
 
-describe('release integrity', () => {
+describe('release integrity', { timeout: 300_000 }, () => {
   it('refuses a manifest not signed by a trusted release key', async () => {
     const rogue = newReleaseKey();
     const signed = await signedRelease(Buffer.from('rogue'), {

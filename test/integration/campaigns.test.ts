@@ -118,6 +118,9 @@ async function create(body: Record<string, unknown>) {
   return res.json;
 }
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-campaigns-'));
   cloud = await startLocalCloud({
@@ -135,13 +138,13 @@ before(async () => {
     signer: releaseKey.signer,
   });
   assert.equal((await operator.publish(signed, image)).published?.status, 200);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await Promise.all([...sims.values()].map((s) => s.end()));
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 describe('campaigns', { timeout: 120000 }, () => {
   it('rolls out to 60 vehicles in three waves, each starting only after the previous reached its threshold', async () => {

@@ -146,6 +146,9 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const smallImage = randomBytes(300 * 1024 + 123);
 const bigImage = randomBytes(11 * MiB + 123);
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'ota-cli-'));
   cliEnv = {};
@@ -167,14 +170,14 @@ before(async () => {
   };
   writeFileSync(join(work, 'small.bin'), smallImage);
   writeFileSync(join(work, 'big.bin'), bigImage);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(work, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
-describe('release keys and firmware', () => {
+describe('release keys and firmware', { timeout: 300_000 }, () => {
   it('keys create writes a P-256 pair (private key 0600) and prints its key id', TIMEOUT, async () => {
     const r = ok(keysCreated, 'keys create');
     const publicPem = readFileSync(join(work, 'keys', 'release.pub.pem'), 'utf8');
@@ -343,7 +346,7 @@ describe('release keys and firmware', () => {
   });
 });
 
-describe('error paths', () => {
+describe('error paths', { timeout: 300_000 }, () => {
   it('an unknown release: exit 1 and the API error code', TIMEOUT, async () => {
     failed(
       await ota('firmware', 'show', 'no-such-release'),
@@ -452,7 +455,7 @@ describe('error paths', () => {
   });
 });
 
-describe('vehicles and campaigns', () => {
+describe('vehicles and campaigns', { timeout: 300_000 }, () => {
   it('vehicles register from a CSR and show', TIMEOUT, async () => {
     for (const [i, vin] of VINS.entries()) {
       const { csrPem } = await generateKeyAndCsr(vin);
@@ -660,7 +663,7 @@ describe('vehicles and campaigns', () => {
   });
 });
 
-describe('large images', () => {
+describe('large images', { timeout: 300_000 }, () => {
   it('signs a 2 GiB image with bounded memory', { timeout: 180_000 }, async () => {
     const size = 2 * 1024 * MiB + 1;
     const fd = openSync(join(work, 'huge.bin'), 'w');
@@ -699,7 +702,7 @@ describe('large images', () => {
   });
 });
 
-describe('secrets', () => {
+describe('secrets', { timeout: 300_000 }, () => {
   it('never printed the admin token in any output', () => {
     assert.ok(transcript.length > 40, 'the commands above ran');
     const token = cloud!.adminToken;

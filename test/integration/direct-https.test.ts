@@ -24,6 +24,9 @@ let port: number;
 let answer: (socket: TLSSocket, requestHead: string) => void;
 const requests: string[] = [];
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'direct-https-'));
   const localCa = await LocalCa.open(dir);
@@ -43,12 +46,12 @@ before(async () => {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   port = (server.address() as AddressInfo).port;
-});
+}, HOOK_TIMEOUT);
 
 after(() => {
   server?.close();
   rmSync(dir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 const url = (path = '/image.bin?X-Amz-Signature=abc') => `https://127.0.0.1:${port}${path}`;
 
@@ -244,7 +247,7 @@ describe('DirectHttpsTransport', { timeout: 30_000 }, () => {
   });
 });
 
-describe('ChunkedDecoder', () => {
+describe('ChunkedDecoder', { timeout: 300_000 }, () => {
   it('decodes sizes split across reads and refuses data longer than its size', () => {
     const wire = Buffer.from('5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n');
     for (let split = 1; split < wire.length; split++) {

@@ -148,19 +148,22 @@ function refused(res: Awaited<ReturnType<typeof api>>, status: number, code: str
   assert.equal(fake.calls.length, 0, 'no function ran');
 }
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-local-cloud-'));
   cloud = await start();
   connectClients();
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   closeClients();
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
-describe('TLS from the local CA', () => {
+describe('TLS from the local CA', { timeout: 300_000 }, () => {
   const endpoints = () => Object.entries(cloud.endpoints);
   // The MQTT endpoint's mutual TLS is covered in mqtt.test.ts.
   const httpsEndpoints = () => endpoints().filter(([, url]) => url.startsWith('https:'));
@@ -244,7 +247,7 @@ describe('TLS from the local CA', () => {
   });
 });
 
-describe('S3 emulator', () => {
+describe('S3 emulator', { timeout: 300_000 }, () => {
   it('round-trips bytes exactly, from a buffer and from a stream', async () => {
     const { s3 } = clients!;
     const image = randomBytes(3 * 1024 * 1024 + 17);
@@ -351,7 +354,7 @@ describe('S3 emulator', () => {
   });
 });
 
-describe('DynamoDB emulator', () => {
+describe('DynamoDB emulator', { timeout: 300_000 }, () => {
   it('has every table of TABLES with its keys and GSIs', async () => {
     const { dynamo } = clients!;
     const listed = await dynamo.send(new ListTablesCommand({}));
@@ -377,7 +380,7 @@ describe('DynamoDB emulator', () => {
   });
 });
 
-describe('environment for the functions', () => {
+describe('environment for the functions', { timeout: 300_000 }, () => {
   it('is set per ENV before a function is loaded, and each function is loaded once', async () => {
     assert.equal(process.env.TABLE_RELEASES, cloud.tables.releases);
     for (const table of TABLES) assert.equal(process.env[table.envVar], cloud.tables[table.name]);
@@ -421,7 +424,7 @@ describe('environment for the functions', () => {
   });
 });
 
-describe('gateway', () => {
+describe('gateway', { timeout: 300_000 }, () => {
   it('builds an API Gateway proxy event for the matched route and writes the result back', async () => {
     fake.reset();
     const res = await api(`/updates/${VIN}/firmware/3.0.1?x=1&x=2&y=z`, {
@@ -588,7 +591,7 @@ describe('gateway', () => {
   });
 });
 
-describe('gateway, standalone', () => {
+describe('gateway, standalone', { timeout: 300_000 }, () => {
   let tls: { keyPem: string; certPem: string };
   let caPem: string;
   const TOKEN = 'standalone-admin-token-0123456789';
@@ -670,7 +673,7 @@ describe('gateway, standalone', () => {
   });
 });
 
-describe('LocalCa', () => {
+describe('LocalCa', { timeout: 300_000 }, () => {
   it('is made once per folder, signs only a CSR that names the VIN, and renews its server certificate', async () => {
     const dir = join(dataDir, 'ca-unit');
     const ca = await LocalCa.open(dir);
@@ -694,7 +697,7 @@ describe('LocalCa', () => {
   });
 });
 
-describe('restart', () => {
+describe('restart', { timeout: 300_000 }, () => {
   it('keeps objects, items, tables, the CA, keys and the admin token across stop and start', async () => {
     const { s3, dynamo } = clients!;
     const object = randomBytes(4096);

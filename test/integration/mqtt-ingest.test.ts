@@ -74,6 +74,9 @@ async function settled(expectedDelivered: number) {
   await cloud.rules.idle();
 }
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-mqtt-ingest-'));
   cloud = await startLocalCloud({
@@ -98,14 +101,14 @@ before(async () => {
   const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
   updates = new DynamoUpdateRepository(db, cloud.tables.updates);
   history = new DynamoHistoryRepository(db, cloud.tables.history, 1);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
-describe('backend -> vehicle', () => {
+describe('backend -> vehicle', { timeout: 300_000 }, () => {
   it('a vehicle receives the offer the backend publishes through the IoT Data Plane client, also after being offline', async () => {
     const first = await connect(CAR);
     assert.deepEqual(await first.subscribe([`vehicle/updates/${CAR}/issue_details`]), [1]);
@@ -144,7 +147,7 @@ describe('backend -> vehicle', () => {
   });
 });
 
-describe('vehicle -> backend through the rules path', () => {
+describe('vehicle -> backend through the rules path', { timeout: 300_000 }, () => {
   it('minimal progress and status payloads land in DynamoDB, attributed to the active update', async () => {
     const car = await connect(CAR);
     const before = cloud.rules.stats().delivered;
@@ -257,7 +260,7 @@ describe('vehicle -> backend through the rules path', () => {
   });
 });
 
-describe('broker restart', () => {
+describe('broker restart', { timeout: 300_000 }, () => {
   it('vehicles reconnect to the restarted broker and the rules path keeps recording', async () => {
     const v = vehicles.get(NOISY)!;
     const client = mqtt.connect(cloud.endpoints.mqtt, {

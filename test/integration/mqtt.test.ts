@@ -82,6 +82,9 @@ const sdkPublish = (
 
 const topicOf = (vin: string, channel: 'progress' | 'status') => `vehicle/updates/${vin}/${channel}`;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-mqtt-'));
   pki = await createMqttTestPki(join(dataDir, 'ca'));
@@ -121,11 +124,11 @@ before(async () => {
     maxAttempts: 1,
     requestHandler: { httpsAgent: new Agent({ ca: pki.caPem }) },
   });
-});
+}, HOOK_TIMEOUT);
 
 beforeEach(() => {
   invoke = async () => {};
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await Promise.all(open.map((c) => c.end()));
@@ -134,9 +137,9 @@ after(async () => {
   await shim?.stop();
   await broker?.stop();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
-describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
+describe('MQTT broker policy (mutual TLS, IoT policy rules)', { timeout: 300_000 }, () => {
   it(
     'delivers an issue_details published through the real IoTDataPlaneClient to that vehicle only',
     T,
@@ -359,7 +362,7 @@ describe('MQTT broker policy (mutual TLS, IoT policy rules)', () => {
   });
 });
 
-describe('persistent sessions', () => {
+describe('persistent sessions', { timeout: 300_000 }, () => {
   it(
     'queues a QoS 1 issue_details published while the vehicle was offline and delivers it on reconnect',
     T,
@@ -433,7 +436,7 @@ describe('persistent sessions', () => {
   );
 });
 
-describe('rules router (topic rule -> ingest)', () => {
+describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
   it(
     'delivers a progress message as the topic rule event: base64 raw payload, vin, channel, received_at',
     T,
@@ -577,7 +580,7 @@ describe('rules router (topic rule -> ingest)', () => {
   });
 });
 
-describe('IoT Data Plane shim', () => {
+describe('IoT Data Plane shim', { timeout: 300_000 }, () => {
   it(
     'refuses requests without a SigV4 Authorization header (403 JSON), and nothing is published',
     T,

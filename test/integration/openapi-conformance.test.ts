@@ -49,6 +49,9 @@ async function asVehicle(method: string, path: string, status: number, body?: un
   return res;
 }
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-openapi-'));
   // Read by the operator function at its cold start: a small threshold shows the multipart upload answer too.
@@ -63,12 +66,12 @@ before(async () => {
   operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
   car = await TestVehicle.create(VIN);
   other = await TestVehicle.create(OTHER_VIN);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () => {
   it('releases: create (single PUT and multipart), publish, get, list, and refusals', async () => {

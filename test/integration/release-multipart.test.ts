@@ -14,6 +14,9 @@ let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
 let dataDir: string;
 const releaseKey = newReleaseKey();
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-multipart-'));
   // Read by the operator function at its cold start, like any Lambda environment variable.
@@ -24,12 +27,12 @@ before(async () => {
     ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
     releasePublicKeys: [releaseKey.publicPem],
   });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 async function uploadParts(parts: { part_number: number; url: string }[], image: Buffer, partSize: number) {
   const done: { part_number: number; etag: string }[] = [];
@@ -47,7 +50,9 @@ async function uploadParts(parts: { part_number: number; url: string }[], image:
   return done;
 }
 
-it('uploads an image in parts, refuses a corrupted part and an unknown upload, publishes and serves the exact bytes', async () => {
+it('uploads an image in parts, refuses a corrupted part and an unknown upload, publishes and serves the exact bytes', {
+  timeout: 300_000,
+}, async () => {
   const operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
   const image = randomBytes(11 * MiB + 123);
   const signed = await signedRelease(image, {

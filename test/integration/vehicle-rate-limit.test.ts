@@ -12,6 +12,9 @@ const LIMIT = 5;
 let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
 let dataDir: string;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ota-rate-'));
   process.env.VEHICLE_RATE_PER_MINUTE = String(LIMIT);
@@ -21,14 +24,14 @@ before(async () => {
     releasePublicKeys: [newReleaseKey().publicPem],
     campaignTickMs: 0,
   });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
-it('limits each vehicle separately and answers 429 with a JSON error', async () => {
+it('limits each vehicle separately and answers 429 with a JSON error', { timeout: 300_000 }, async () => {
   const operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
   const a = await TestVehicle.create('1HGCM82633A004352');
   const b = await TestVehicle.create('5YJSA1E26HF000337');

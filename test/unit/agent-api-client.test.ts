@@ -46,7 +46,7 @@ async function setup(
 
 const listing = { vin: VIN, active_update_id: null, updates: [], pending: [] };
 
-describe('VehicleApiClient', () => {
+describe('VehicleApiClient', { timeout: 60_000 }, () => {
   it('logs in by signing the challenge with the device key, then reuses the token', async () => {
     const t = await setup((req) => (req.url.endsWith(`/updates/${VIN}`) ? json(200, listing) : undefined));
     await t.client.listUpdates();

@@ -13,7 +13,10 @@ import { FakeRuntime, FakeTransport, pieces, rangeAnswer } from '../support/agen
 
 const CHUNK = 64 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'agent-dl-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(dir, { recursive: true, force: true }), HOOK_TIMEOUT);
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 function manifestOf(image: Buffer): ReleaseManifest {
@@ -66,7 +69,7 @@ const make = (t: FakeTransport, opts = {}) =>
     { runtime: new FakeRuntime(), freeSpace: plenty },
   );
 
-describe('Downloader', () => {
+describe('Downloader', { timeout: 60_000 }, () => {
   it('fetches chunk-aligned ranges into the file and verifies every chunk', async () => {
     const image = randomBytes(5 * CHUNK + 123);
     const t = new FakeTransport((req) => rangeAnswer(image, req));

@@ -16,7 +16,10 @@ import {
 import { TEST_VIN, testContext, testOffer } from '../support/agent-context.js';
 
 const root = mkdtempSync(join(tmpdir(), 'agent-inbox-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(root, { recursive: true, force: true }), HOOK_TIMEOUT);
 let n = 0;
 const freshDir = () => join(root, `i${++n}`);
 const bytes = (o: unknown) => Buffer.from(JSON.stringify(o));
@@ -26,9 +29,9 @@ let v3: UpdateOffer;
 before(async () => {
   v2 = await testOffer('2.0.0', 7);
   v3 = await testOffer('3.0.0', 8);
-});
+}, HOOK_TIMEOUT);
 
-describe('parseOffer', () => {
+describe('parseOffer', { timeout: 60_000 }, () => {
   it('answers the offer, or why there is none and which version to report', () => {
     const ok = parseOffer(bytes(v2));
     assert.equal(ok.ok && ok.offer.update_id, 'release#tcu-2.0.0');
@@ -43,7 +46,7 @@ describe('parseOffer', () => {
   });
 });
 
-describe('OfferInbox.receive', () => {
+describe('OfferInbox.receive', { timeout: 60_000 }, () => {
   it('stores offers durably in arrival order, tells the work loop, and ignores a second delivery', async () => {
     const dir = freshDir();
     const ctx = await testContext(dir);
@@ -117,7 +120,7 @@ function outcome(o: UpdateOffer, change: Partial<RecordedOutcome>): RecordedOutc
   };
 }
 
-describe('isRedelivery', () => {
+describe('isRedelivery', { timeout: 60_000 }, () => {
   it('recognises the offer in progress and another offer for the update in progress', async () => {
     const current = {
       offer_file: 'f',
@@ -156,7 +159,7 @@ describe('isRedelivery', () => {
   });
 });
 
-describe('isKnownPending', () => {
+describe('isKnownPending', { timeout: 60_000 }, () => {
   const pending = { firmware_version: '2.0.0', ecu: 'tcu' };
   it('knows updates queued or awaiting their outcome report, and skips what is not a version', () => {
     assert.equal(isKnownPending(pending, stateWith({})), false);

@@ -9,7 +9,10 @@ import { InstallError } from '../../vehicle/errors.js';
 import { FileSlotInstaller, type ImageToInstall } from '../../vehicle/installer.js';
 
 const root = mkdtempSync(join(tmpdir(), 'agent-slots-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(root, { recursive: true, force: true }), HOOK_TIMEOUT);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const factory = Buffer.from('factory 1.0.0');
 let n = 0;
@@ -34,7 +37,7 @@ function setup(healthy: boolean | (() => boolean) = true) {
 
 const activeBytes = async (i: FileSlotInstaller) => readFileSync(await i.activeSlotPath());
 
-describe('FileSlotInstaller', () => {
+describe('FileSlotInstaller', { timeout: 60_000 }, () => {
   it('starts on the factory image in slot A', async () => {
     const { make } = setup();
     const i = make();

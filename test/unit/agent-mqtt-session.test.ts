@@ -78,7 +78,7 @@ function setup(onOffer: (p: Buffer) => Promise<void> = async () => {}) {
 
 const tick = () => new Promise((r) => setImmediate(r));
 
-describe('MqttSession', () => {
+describe('MqttSession', { timeout: 60_000 }, () => {
   it('connects as the VIN with a persistent session over verified TLS, and subscribes on every connection', async () => {
     const { session, clients, changes } = setup();
     session.start();

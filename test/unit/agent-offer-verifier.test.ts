@@ -54,6 +54,9 @@ function reason(o: unknown, c = ctx()): string {
   return v.ok ? 'ok' : v.reason;
 }
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
 before(async () => {
   const manifest = await signedRelease(randomBytes(100_000), {
     releaseId: 'tcu-2.0.0',
@@ -75,9 +78,9 @@ before(async () => {
     releaseKeys: trustedKeysFromPems([releaseKey.publicPem, nextReleaseKey.publicPem]),
     backendKeys: trustedKeysFromPems([backendKey.publicPem]),
   };
-});
+}, HOOK_TIMEOUT);
 
-describe('verifyOffer', () => {
+describe('verifyOffer', { timeout: 60_000 }, () => {
   it('accepts a consistent offer signed by both trusted keys', () => {
     const v = verifyOffer(offer, ctx());
     assert.equal(v.ok, true, v.ok ? '' : v.message);

@@ -19,10 +19,13 @@ import { FakeRuntime } from '../support/agent-fakes.js';
 import { newReleaseKey } from '../support/fleet.js';
 
 const root = mkdtempSync(join(tmpdir(), 'agent-pol-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(root, { recursive: true, force: true }), HOOK_TIMEOUT);
 const VIN = '1HGCM82633A004352';
 
-describe('backoffDelay', () => {
+describe('backoffDelay', { timeout: 60_000 }, () => {
   it('grows exponentially to the cap, with full jitter', () => {
     const p = { baseMs: 100, maxMs: 1000 };
     assert.deepEqual(
@@ -36,7 +39,7 @@ describe('backoffDelay', () => {
   });
 });
 
-describe('ProgressThrottle', () => {
+describe('ProgressThrottle', { timeout: 60_000 }, () => {
   it('reports every 5 points or every 2 seconds, and 100% once', () => {
     const t = new ProgressThrottle(5, 2000);
     const seen = [0, 1, 4.9, 5, 6, 9.99, 10.5, 11, 11.5, 100, 100].filter((p, i) =>
@@ -46,7 +49,7 @@ describe('ProgressThrottle', () => {
   });
 });
 
-describe('SpeedMonitor', () => {
+describe('SpeedMonitor', { timeout: 60_000 }, () => {
   it('flags a trickle once the window has passed, not before', () => {
     const m = new SpeedMonitor(1000, 10_000, 0);
     for (let t = 0; t <= 9000; t += 1000) m.add(10, t);
@@ -60,7 +63,7 @@ describe('SpeedMonitor', () => {
   });
 });
 
-describe('install safety', () => {
+describe('install safety', { timeout: 60_000 }, () => {
   it('needs parked and enough battery', () => {
     assert.deepEqual(checkSafety({ parked: true, batteryPercent: 80 }), { safe: true });
     assert.match(
@@ -109,7 +112,7 @@ describe('install safety', () => {
   });
 });
 
-describe('provisioning', () => {
+describe('provisioning', { timeout: 60_000 }, () => {
   it('makes the device key (0600) and a CSR for the VIN once, and keeps them', async () => {
     const dir = join(root, 'identity');
     const a = await ensureIdentity(dir, VIN);

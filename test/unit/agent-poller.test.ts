@@ -16,14 +16,17 @@ import { testContext, testOffer, unusedApi } from '../support/agent-context.js';
 import { FakeRuntime } from '../support/agent-fakes.js';
 
 const root = mkdtempSync(join(tmpdir(), 'agent-poller-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(root, { recursive: true, force: true }), HOOK_TIMEOUT);
 let n = 0;
 const freshDir = () => join(root, `p${++n}`);
 
 const usable = { usable: () => true };
 const unusable = { usable: () => false };
 
-describe('pollInterval', () => {
+describe('pollInterval', { timeout: 60_000 }, () => {
   it('polls every minute without MQTT, hourly as a safety net while MQTT is usable', () => {
     assert.equal(pollInterval(undefined, undefined), 60_000);
     assert.equal(pollInterval({ intervalMs: 5000 }, undefined), 5000);
@@ -40,7 +43,7 @@ describe('pollInterval', () => {
   });
 });
 
-describe('pollRetryDelay', () => {
+describe('pollRetryDelay', { timeout: 60_000 }, () => {
   it('backs off exponentially from the interval with full jitter, capped at 10 minutes', () => {
     assert.equal(
       pollRetryDelay(0, 60_000, new Error('x'), () => 0.5),
@@ -121,9 +124,9 @@ let v4: UpdateOffer;
 before(async () => {
   v2 = await testOffer('2.0.0', 7);
   v4 = await testOffer('4.0.0', 9);
-});
+}, HOOK_TIMEOUT);
 
-describe('Poller.pollOnce', () => {
+describe('Poller.pollOnce', { timeout: 60_000 }, () => {
   it('turns each unknown pending update into an offer, rejects what the backend refuses, skips the rest', async () => {
     const downloads: string[] = [];
     const list = listOf([view('2.0.0'), view('3.0.0', 'camp-1'), view('latest'), view('4.0.0')]);
@@ -184,7 +187,7 @@ describe('Poller.pollOnce', () => {
   });
 });
 
-describe('Poller.loop', () => {
+describe('Poller.loop', { timeout: 60_000 }, () => {
   it('polls at start, backs off after a failure (Retry-After), then keeps the interval, and makes a catch-up poll', async () => {
     const polls: number[] = [];
     let failNext = true;
@@ -222,7 +225,7 @@ describe('Poller.loop', () => {
   });
 });
 
-describe('MqttLink', () => {
+describe('MqttLink', { timeout: 60_000 }, () => {
   function link(runtime: FakeRuntime) {
     let change: ((connected: boolean, sessionPresent?: boolean) => void) | undefined;
     const session = { connected: false, started: false };

@@ -7,7 +7,7 @@ import { readAhead } from '../../vehicle/http-transport.js';
 
 const KiB = 1024;
 
-describe('readAhead', () => {
+describe('readAhead', { timeout: 60_000 }, () => {
   it('reads ahead up to its bound while the consumer is busy, then pauses the stream and resumes it', async () => {
     const stream = new PassThrough();
     const it = readAhead(stream, 64 * KiB)[Symbol.asyncIterator]();

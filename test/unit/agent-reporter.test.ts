@@ -12,7 +12,10 @@ import { FakeRuntime } from '../support/agent-fakes.js';
 
 const VIN = '1HGCM82633A004352';
 const root = mkdtempSync(join(tmpdir(), 'agent-report-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(root, { recursive: true, force: true }), HOOK_TIMEOUT);
 let n = 0;
 const open = (dir = join(root, `r${++n}`)) => StateStore.open(dir, () => initialState(VIN, {}));
 
@@ -41,7 +44,7 @@ class FakeMqtt {
   }
 }
 
-describe('Reporter', () => {
+describe('Reporter', { timeout: 60_000 }, () => {
   it('numbers reports in order, publishes each once on MQTT, and posts until acknowledged', async () => {
     const store = await open();
     const api = new FakeApi();

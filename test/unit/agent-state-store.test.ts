@@ -9,12 +9,15 @@ import { initialState, StateStore, StoreClosedError } from '../../vehicle/state-
 
 const VIN = '1HGCM82633A004352';
 const root = mkdtempSync(join(tmpdir(), 'agent-state-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
+after(() => rmSync(root, { recursive: true, force: true }), HOOK_TIMEOUT);
 let n = 0;
 const fresh = () => join(root, `s${++n}`);
 const init = () => initialState(VIN, { tcu: { hardware_id: 'TCU-HW-1', version: '1.0.0' } });
 
-describe('StateStore', () => {
+describe('StateStore', { timeout: 60_000 }, () => {
   it('creates the state on first run (0600) and finds it again after a restart', async () => {
     const dir = fresh();
     const a = await StateStore.open(dir, init);

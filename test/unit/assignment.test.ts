@@ -44,7 +44,7 @@ const base: Assignment = {
 };
 const now = new Date('2026-11-27T12:00:00.000Z');
 
-describe('assignments', () => {
+describe('assignments', { timeout: 60_000 }, () => {
   it('accepts a fresh, signed assignment for this VIN and manifest', async () => {
     const signer = backendKey();
     const keys = trustedKeysFromPems([await signer.publicKeyPem()]);

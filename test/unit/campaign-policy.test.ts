@@ -11,7 +11,7 @@ import {
 const t0 = new Date('2026-11-27T00:00:00Z');
 const later = (s: number) => new Date(t0.getTime() + s * 1000);
 
-describe('wave sizes', () => {
+describe('wave sizes', { timeout: 60_000 }, () => {
   it('splits by cumulative percentages and gives every wave at least one vehicle', () => {
     assert.deepEqual(waveSizes(60, [10, 50, 100]), [6, 24, 30]);
     assert.deepEqual(waveSizes(50, [1, 10, 50, 100]), [1, 4, 20, 25]);
@@ -28,7 +28,7 @@ describe('wave sizes', () => {
   });
 });
 
-describe('wave evaluation', () => {
+describe('wave evaluation', { timeout: 60_000 }, () => {
   const policy = {
     ...DEFAULT_POLICY,
     advanceSuccessPercent: 90,
@@ -76,7 +76,7 @@ describe('wave evaluation', () => {
   });
 });
 
-describe('empty and settled waves', () => {
+describe('empty and settled waves', { timeout: 60_000 }, () => {
   it('moves past a wave with no vehicle (fewer targets than waves) instead of waiting on it forever', () => {
     assert.deepEqual(waveSizes(1, [1, 10, 50, 100]), [1, 0, 0, 0]);
     assert.deepEqual(evaluateWave({}, DEFAULT_POLICY, t0, t0), { action: 'advance' });
@@ -90,7 +90,7 @@ describe('empty and settled waves', () => {
   });
 });
 
-describe('policy validation', () => {
+describe('policy validation', { timeout: 60_000 }, () => {
   it('refuses decreasing waves, a last wave below 100 and no halt threshold', () => {
     assert.deepEqual(policyProblems(DEFAULT_POLICY), []);
     assert.equal(policyProblems({ ...DEFAULT_POLICY, waves: [50, 40, 100] }).length, 1);

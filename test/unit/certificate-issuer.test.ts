@@ -25,7 +25,7 @@ function recordingClient() {
   return { client: client as unknown as IoTClient, calls };
 }
 
-describe('IoT certificate issuer', () => {
+describe('IoT certificate issuer', { timeout: 60_000 }, () => {
   it('creates the thing, a certificate from the CSR, attaches the fleet policy and the thing, in that order', async () => {
     const { client, calls } = recordingClient();
     const { csrPem } = await generateKeyAndCsr(VIN);

@@ -34,7 +34,7 @@ function usageError(fn: () => unknown, pattern: RegExp, helpFor?: string) {
   );
 }
 
-describe('parseCommandLine', () => {
+describe('parseCommandLine', { timeout: 60_000 }, () => {
   it('finds the command and reads positionals, repeatable and boolean options', () => {
     const inv = command(
       parse(
@@ -156,7 +156,7 @@ describe('parseCommandLine', () => {
   });
 });
 
-describe('numbers', () => {
+describe('numbers', { timeout: 60_000 }, () => {
   it('parses strictly and explains the accepted range', () => {
     assert.equal(parseNumber('10', '--x', { integer: true }), 10);
     assert.equal(parseNumber('2.5', '--x'), 2.5);

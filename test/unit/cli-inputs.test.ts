@@ -22,7 +22,7 @@ function usageError(fn: () => unknown, pattern: RegExp) {
   );
 }
 
-describe('value parsers', () => {
+describe('value parsers', { timeout: 60_000 }, () => {
   it('reads ECU specs name:hardware_id:version', () => {
     assert.deepEqual(parseEcuSpec('tcu:TCU-HW-1:1.0.0'), {
       ecu: 'tcu',
@@ -62,7 +62,7 @@ describe('value parsers', () => {
   });
 });
 
-describe('campaignBody', () => {
+describe('campaignBody', { timeout: 60_000 }, () => {
   it('builds targets and only the policy fields given', () => {
     const body = campaignBody(
       {
@@ -110,7 +110,7 @@ describe('campaignBody', () => {
   });
 });
 
-describe('resolveConnection', () => {
+describe('resolveConnection', { timeout: 60_000 }, () => {
   const cwd = '/work/project';
   const none = () => false;
 

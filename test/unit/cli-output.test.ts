@@ -16,7 +16,7 @@ import { describeS3Error, partRanges } from '../../cli/upload.js';
 import { campaignView } from '../../lambdas/core/campaigns.js';
 import type { CampaignRecord } from '../../lambdas/core/ports.js';
 
-describe('formatError', () => {
+describe('formatError', { timeout: 60_000 }, () => {
   const sign = COMMANDS.find((c) => c.group === 'firmware' && c.name === 'sign')!;
 
   it('usage errors: exit 2 and a pointer to the command help', () => {
@@ -74,7 +74,7 @@ describe('formatError', () => {
   });
 });
 
-describe('toApiError', () => {
+describe('toApiError', { timeout: 60_000 }, () => {
   it('reads the API error body, API Gateway bodies and anything else', () => {
     const body = { error: { code: 'unknown_release', message: 'No release x' } };
     const e = toApiError(404, body, Buffer.from(JSON.stringify(body)));
@@ -90,7 +90,7 @@ describe('toApiError', () => {
   });
 });
 
-describe('render', () => {
+describe('render', { timeout: 60_000 }, () => {
   it('aligns table columns without trailing blanks', () => {
     assert.deepEqual(
       table(
@@ -152,7 +152,7 @@ describe('render', () => {
   });
 });
 
-describe('upload parts', () => {
+describe('upload parts', { timeout: 60_000 }, () => {
   it('maps part numbers to byte ranges covering the image exactly', () => {
     const parts = [3, 1, 2].map((n) => ({ part_number: n, url: `https://s3/p${n}` }));
     assert.deepEqual(
@@ -174,7 +174,7 @@ describe('upload parts', () => {
   });
 });
 
-describe('--aws SigV4', () => {
+describe('--aws SigV4', { timeout: 60_000 }, () => {
   const hmac = (key: Buffer | string, data: string) => createHmac('sha256', key).update(data).digest();
   const hex = (data: string) => createHash('sha256').update(data).digest('hex');
 

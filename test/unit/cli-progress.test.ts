@@ -18,7 +18,7 @@ function recorder(isTTY: boolean, columns = 80) {
   return { writes, out: { isTTY, columns, write: (t: string) => writes.push(t) } };
 }
 
-describe('formatting', () => {
+describe('formatting', { timeout: 60_000 }, () => {
   it('formats bytes in binary units', () => {
     assert.equal(formatBytes(0), '0 B');
     assert.equal(formatBytes(1023), '1023 B');
@@ -69,7 +69,7 @@ describe('formatting', () => {
   });
 });
 
-describe('Progress', () => {
+describe('Progress', { timeout: 60_000 }, () => {
   it('prints a line at 0% and at each 10% step when not a terminal, never twice for one step', () => {
     const { writes, out } = recorder(false);
     const p = new Progress(out, 'uploading r', 100, { now: () => 0 });

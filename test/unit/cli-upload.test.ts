@@ -31,6 +31,9 @@ const script = new Map<string, number[]>();
 const image = randomBytes(23 * 1024 + 7);
 let file: string;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
 before(async () => {
   const ca = await createCa('cli upload test CA');
   const tls = await issueServerCertificate({ caKeyPem: ca.keyPem, caCertPem: ca.certPem });
@@ -61,13 +64,13 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ota-cli-upload-'));
   file = join(dir, 'image.bin');
   writeFileSync(file, image);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   agent.destroy();
   await new Promise((r) => server.close(r));
   rmSync(dir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 function progress() {
   const deltas: number[] = [];
@@ -78,7 +81,7 @@ function progress() {
   };
 }
 
-describe('uploadImage', () => {
+describe('uploadImage', { timeout: 60_000 }, () => {
   it('sends a single PUT of the whole image with its length and content type', async () => {
     received.length = 0;
     const p = progress();

@@ -56,7 +56,7 @@ async function call(body: string | null, params = { vin: VIN }) {
   return { status: res.statusCode, body: JSON.parse(res.body) };
 }
 
-describe('request validation', () => {
+describe('request validation', { timeout: 60_000 }, () => {
   it('passes a valid body to the route', async () => {
     const res = await call('{"firmware_version":"3.0.1"}');
     assert.equal(res.status, 200);
@@ -107,7 +107,7 @@ describe('request validation', () => {
   });
 });
 
-describe('OpenAPI document', () => {
+describe('OpenAPI document', { timeout: 60_000 }, () => {
   it('describes every route with its body schema', () => {
     const doc = openApiDocument();
     for (const r of ROUTES) {

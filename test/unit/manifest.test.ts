@@ -41,7 +41,7 @@ async function manifestFor(image: Buffer): Promise<ReleaseManifest> {
   };
 }
 
-describe('canonical JSON', () => {
+describe('canonical JSON', { timeout: 60_000 }, () => {
   it('sorts keys at every depth and drops undefined', () => {
     assert.equal(
       canonicalJson({ b: 1, a: { d: [1, { z: 0, y: 'x' }], c: undefined } }),
@@ -53,7 +53,7 @@ describe('canonical JSON', () => {
   });
 });
 
-describe('image digests', () => {
+describe('image digests', { timeout: 60_000 }, () => {
   it('chunks at exact boundaries however the input is split', () => {
     const image = Buffer.alloc(CHUNK * 2 + 10, 7);
     const h = new ImageHasher(CHUNK);
@@ -78,7 +78,7 @@ describe('image digests', () => {
   });
 });
 
-describe('manifest signatures', () => {
+describe('manifest signatures', { timeout: 60_000 }, () => {
   it('verifies with a trusted key and survives a JSON round trip', async () => {
     const oem = p256();
     const signed = await signManifest(await manifestFor(Buffer.from('firmware')), [oem.signer]);

@@ -24,7 +24,7 @@ async function setup() {
   return { s, keys, token };
 }
 
-describe('vehicle tokens', () => {
+describe('vehicle tokens', { timeout: 60_000 }, () => {
   it('round-trips claims while valid', async () => {
     const { keys, token } = await setup();
     const claims = verifyToken(token, keys, 1500);

@@ -11,7 +11,7 @@ import { trustDocumentHealthCheck } from '../../vehicle/trust-store.js';
 const ec = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 const pem = (k: ReturnType<typeof ec>) => k.publicKey.export({ type: 'spki', format: 'pem' }).toString();
 
-describe('release-key set documents', () => {
+describe('release-key set documents', { timeout: 60_000 }, () => {
   it('round-trips a set of P-256 public keys', () => {
     const a = ec();
     const b = ec();

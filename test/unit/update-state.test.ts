@@ -26,7 +26,7 @@ function shuffle<T>(items: T[], seed: number): T[] {
   return out;
 }
 
-describe('update state machine', () => {
+describe('update state machine', { timeout: 60_000 }, () => {
   it('moves forward through phases and progress', () => {
     const s = run([
       { status: 'downloading', progress: 10 },
@@ -91,7 +91,7 @@ describe('update state machine', () => {
   });
 });
 
-describe('version ordering', () => {
+describe('version ordering', { timeout: 60_000 }, () => {
   it('follows semantic version precedence', () => {
     const ordered = [
       '1.0.0-alpha',

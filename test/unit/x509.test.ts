@@ -42,7 +42,7 @@ function tamperSubject(csrPem: string, from: string, to: string): string {
   return x509.PemConverter.encode(der, 'CERTIFICATE REQUEST');
 }
 
-describe('inspectCsr', () => {
+describe('inspectCsr', { timeout: 60_000 }, () => {
   it('accepts a P-256 CSR and answers its CN and public key', async () => {
     const { csrPem, privateKeyPem } = await generateKeyAndCsr(VIN);
     const inspected = await inspectCsr(csrPem);
@@ -103,7 +103,7 @@ describe('inspectCsr', () => {
   });
 });
 
-describe('issueClientCertificate', () => {
+describe('issueClientCertificate', { timeout: 60_000 }, () => {
   it('issues a clientAuth certificate for the CSR key, CN = VIN, that chains to the CA', async () => {
     const ca = await createCa('Test CA');
     const { csrPem, privateKeyPem } = await generateKeyAndCsr(VIN);
@@ -151,7 +151,7 @@ describe('issueClientCertificate', () => {
   });
 });
 
-describe('createCa and issueServerCertificate', () => {
+describe('createCa and issueServerCertificate', { timeout: 60_000 }, () => {
   it('makes a P-256 CA that can only sign certificates, and a 127.0.0.1 server certificate under it', async () => {
     const ca = await createCa('Local CA');
     const caCert = new X509Certificate(ca.certPem);
