@@ -6,11 +6,14 @@
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Agent, createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import S3rver from '@20minutes/s3rver';
+import s3rverAccounts from '@20minutes/s3rver/lib/models/account.js';
 import {
   type AttributeDefinition,
   CreateTableCommand,
@@ -26,7 +29,13 @@ import { ENV } from '../lambdas/core/env.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
-import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
+import {
+  ensurePrivateTree,
+  readIfExists,
+  readPrivateFile,
+  writePrivateFile,
+  writePublicFile,
+} from './files.js';
 import {
   closeServer,
   type GatewayLogger,
@@ -39,10 +48,9 @@ import {
 import { startIotDataShim } from './iot-data-shim.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
+import { type LocalCredentials, parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
 export const LOCAL_REGION = 'us-east-1';
-/** s3rver's built-in account; dynalite accepts any credentials (it does not check signatures). */
-export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 export const FIRMWARE_BUCKET = 'ota-firmware';
 
 import { DEFAULT_PORTS } from './ports.js';
@@ -118,6 +126,12 @@ export interface LocalCloud {
   /** The development release key pair, when no releasePublicKeys were given. */
   readonly releaseKeyFiles: { readonly privateKey: string; readonly publicKey: string } | undefined;
   readonly signingKeyFile: string;
+  /**
+   * The access key of the S3 emulator, the DynamoDB emulator and the IoT Data shim: random per data folder, made on
+   * first start and kept in <dataDir>/emulator-credentials.json (0600). Requests signed with anything else are
+   * refused. (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY instead with an external AWS_ENDPOINT_URL.)
+   */
+  readonly credentials: LocalCredentials;
   readonly bucket: string;
   /** Logical table name -> physical name. */
   readonly tables: Readonly<Record<TableDefinition['name'], string>>;
@@ -154,6 +168,9 @@ async function start(
 ): Promise<Omit<LocalCloud, 'stop'>> {
   const dataDir = resolve(options.dataDir ?? '.ota-local');
   const ports = { ...DEFAULT_PORTS, ...options.ports };
+  // The folder holds the registry, keys, CA, nonces and firmware: owner only, also when it already existed.
+  ensurePrivateTree(dataDir);
+  cleanups.push(async () => ensurePrivateTree(dataDir));
 
   const ca = await LocalCa.open(join(dataDir, 'ca'));
   const tls = await ca.serverCertificate();
@@ -170,15 +187,15 @@ async function start(
         accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'test',
         secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'test',
       }
-    : LOCAL_CREDENTIALS;
+    : emulatorCredentials(join(dataDir, 'emulator-credentials.json'));
   const s3 = external
     ? { endpoint: external, close: async () => {} }
-    : await startS3(tls, ports.s3, join(dataDir, 's3'));
+    : await startS3(tls, ports.s3, join(dataDir, 's3'), credentials);
   cleanups.push(s3.close);
   if (external) await ensureBucket(external, ca.certPem, credentials);
   const dynamo = external
     ? { endpoint: external, close: async () => {} }
-    : await startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'));
+    : await startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'), credentials);
   cleanups.push(dynamo.close);
 
   const tables = Object.fromEntries(TABLES.map((t) => [t.name, `fleet-ota-${t.name}`])) as Record<
@@ -324,6 +341,9 @@ async function start(
     logger: options.logger,
   });
   cleanups.push(() => gateway.close());
+  // The emulators have created their stores under the process umask meanwhile: tighten those files too. Files
+  // made later while running sit in 0700 folders, and are tightened again at stop.
+  ensurePrivateTree(dataDir);
 
   return {
     endpoints: {
@@ -341,6 +361,7 @@ async function start(
     adminTokenFile: admin.file,
     releaseKeyFiles: release.files,
     signingKeyFile,
+    credentials,
     bucket: FIRMWARE_BUCKET,
     tables,
     dataDir,
@@ -392,8 +413,18 @@ interface Started {
 /**
  * S3 on @20minutes/s3rver over TLS. s3rver lets unsigned requests through as if every bucket were public; a
  * private bucket on AWS refuses them, so this front answers 403 AccessDenied to any request without a signature.
+ * s3rver verifies signatures against its process-wide key registry, which ships with the fixed pair S3RVER/S3RVER
+ * that anyone can read in its source: that pair is revoked and the data folder's own random pair registered.
  */
-async function startS3(tls: TlsMaterial, port: number, directory: string): Promise<Started> {
+async function startS3(
+  tls: TlsMaterial,
+  port: number,
+  directory: string,
+  credentials: LocalCredentials,
+): Promise<Started> {
+  const account = s3rverAccounts.DUMMY_ACCOUNT;
+  account.revokeAccessKey('S3RVER');
+  account.createKeyPair(credentials.accessKeyId, credentials.secretAccessKey);
   const s3rver = new S3rver({
     silent: true,
     directory,
@@ -417,12 +448,24 @@ async function startS3(tls: TlsMaterial, port: number, directory: string): Promi
     close: async () => {
       await closeServer(server);
       s3rver.logger.close();
+      account.revokeAccessKey(credentials.accessKeyId);
     },
   };
 }
 
-/** DynamoDB on dynalite over TLS, persisted with LevelDB in `path`. */
-async function startDynamo(tls: TlsMaterial, caPem: string, port: number, path: string): Promise<Started> {
+/**
+ * DynamoDB on dynalite over TLS, persisted with LevelDB in `path`. dynalite checks no signature at all (any
+ * process on the host could rewrite a vehicle's key and obtain its tokens), so its request handler only ever sees
+ * requests whose SigV4 signature verifies with the data folder's credentials; the rest are answered as DynamoDB
+ * does (400 UnrecognizedClientException or InvalidSignatureException). dynalite never listens on its own.
+ */
+async function startDynamo(
+  tls: TlsMaterial,
+  caPem: string,
+  port: number,
+  path: string,
+  credentials: LocalCredentials,
+): Promise<Started> {
   const server = dynalite({
     ssl: true,
     key: tls.keyPem,
@@ -434,6 +477,7 @@ async function startDynamo(tls: TlsMaterial, caPem: string, port: number, path: 
     deleteTableMs: 0,
     updateTableMs: 0,
   });
+  guardWithSigV4(server, credentials);
   await listen(server, port);
   return {
     endpoint: endpointOf(server),
@@ -446,6 +490,63 @@ async function startDynamo(tls: TlsMaterial, caPem: string, port: number, path: 
       clearTimeout(timer);
     },
   };
+}
+
+/** Largest request dynalite itself accepts. */
+const DYNAMO_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+
+/** Replaces the server's request handler with one that verifies SigV4 first and then replays the body to it. */
+function guardWithSigV4(server: Server, credentials: LocalCredentials): void {
+  const inner = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
+  server.removeAllListeners('request');
+  const refuse = (res: ServerResponse, type: string, message: string, status = 400) => {
+    const body = JSON.stringify({ __type: `com.amazon.coral.service#${type}`, message });
+    res.writeHead(status, {
+      'content-type': 'application/x-amz-json-1.0',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  };
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= DYNAMO_MAX_REQUEST_BYTES) parts.push(chunk);
+    });
+    req.on('error', () => res.destroy());
+    req.on('end', () => {
+      if (size > DYNAMO_MAX_REQUEST_BYTES)
+        return refuse(res, 'ValidationException', 'Request too large', 413);
+      const body = Buffer.concat(parts);
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+      try {
+        verifySigV4(
+          req,
+          parseAuthorization(req),
+          { rawPath: q < 0 ? url : url.slice(0, q), query: new Map(query), body },
+          { credentials, service: 'dynamodb', region: LOCAL_REGION },
+        );
+      } catch (err) {
+        if (!(err instanceof SigV4Error)) return refuse(res, 'InternalFailure', 'Internal error', 500);
+        if (err.kind === 'mismatch') return refuse(res, 'InvalidSignatureException', err.message);
+        return refuse(
+          res,
+          'UnrecognizedClientException',
+          'The security token included in the request is invalid.',
+        );
+      }
+      // dynalite reads the body with on('data')/on('end'): hand it the verified bytes in a stream of their own.
+      const replay = Object.assign(Readable.from(body.length > 0 ? [body] : []), {
+        headers: req.headers,
+        method: req.method,
+        url: req.url,
+      }) as unknown as IncomingMessage;
+      for (const handler of inner) handler(replay, res);
+    });
+  });
 }
 
 function endpointOf(server: Server): string {
@@ -591,6 +692,22 @@ function checkPublicKey(pem: string): string {
     throw new Error('releasePublicKeys must be PEM public keys', { cause: err });
   }
   return pem;
+}
+
+/** The emulators' access key pair, made once per data folder and kept owner-only. */
+function emulatorCredentials(file: string): LocalCredentials {
+  if (existsSync(file)) {
+    const stored = JSON.parse(readPrivateFile(file)) as Partial<LocalCredentials>;
+    if (typeof stored.accessKeyId === 'string' && typeof stored.secretAccessKey === 'string') {
+      return { accessKeyId: stored.accessKeyId, secretAccessKey: stored.secretAccessKey };
+    }
+  }
+  const made: LocalCredentials = {
+    accessKeyId: `LOCAL${randomBytes(8).toString('hex').toUpperCase()}`,
+    secretAccessKey: randomBytes(30).toString('base64url'),
+  };
+  writePrivateFile(file, `${JSON.stringify(made, null, 2)}\n`);
+  return made;
 }
 
 function adminTokenFrom(

@@ -17,7 +17,7 @@ import { Readable } from 'node:stream';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import mqtt from 'mqtt';
 import { isTerminal } from '../lambdas/core/update-state.js';
-import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
+import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
 import type { UpdateStatus } from '../protocol/schemas.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
@@ -179,7 +179,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const s3 = new S3Client({
       endpoint: cloud.endpoints.s3,
       region: LOCAL_REGION,
-      credentials: LOCAL_CREDENTIALS,
+      credentials: cloud.credentials,
       forcePathStyle: true,
       requestChecksumCalculation: 'WHEN_REQUIRED',
       requestHandler: { httpsAgent: new HttpsAgent({ ca }) },

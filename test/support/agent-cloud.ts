@@ -11,7 +11,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
-import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
+import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
@@ -85,7 +85,7 @@ export async function startAgentCloud(
   const iotData = new IoTDataPlaneClient({
     region: LOCAL_REGION,
     endpoint: cloud.endpoints.iotData,
-    credentials: LOCAL_CREDENTIALS,
+    credentials: cloud.credentials,
     maxAttempts: 1,
     // An Agent instance: the SDK drops a CA given as plain agent options on some requests.
     requestHandler: { httpsAgent: new HttpsAgent({ ca: cloud.caCertPem }) },
