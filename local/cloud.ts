@@ -6,14 +6,9 @@
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Agent, createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { Agent } from 'node:https';
 import { join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import S3rver from '@20minutes/s3rver';
-import s3rverAccounts from '@20minutes/s3rver/lib/models/account.js';
 import {
   type AttributeDefinition,
   CreateTableCommand,
@@ -24,11 +19,11 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import dynalite from 'dynalite';
+import { RevocationList } from '../lambdas/adapters/revocation-list.js';
 import { ENV } from '../lambdas/core/env.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import type { FunctionName } from '../protocol/routes.js';
-import { LocalCa, type TlsMaterial } from './ca.js';
+import { LocalCa } from './ca.js';
 import {
   ensurePrivateTree,
   readIfExists,
@@ -37,21 +32,25 @@ import {
   writePublicFile,
 } from './files.js';
 import {
-  closeServer,
   type GatewayLogger,
   type HandlerLoader,
   LocalGateway,
-  listen,
   type ProxyHandler,
   type ThrottleSettings,
 } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
-import { type LocalCredentials, parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
+import type { LocalCredentials } from './sigv4.js';
+import {
+  emulatorCredentials,
+  FIRMWARE_BUCKET,
+  LOCAL_REGION,
+  startDynamo,
+  startS3,
+} from './storage-emulators.js';
 
-export const LOCAL_REGION = 'us-east-1';
-export const FIRMWARE_BUCKET = 'ota-firmware';
+export { FIRMWARE_BUCKET, LOCAL_REGION };
 
 import { DEFAULT_PORTS } from './ports.js';
 
@@ -190,7 +189,7 @@ async function start(
     : emulatorCredentials(join(dataDir, 'emulator-credentials.json'));
   const s3 = external
     ? { endpoint: external, close: async () => {} }
-    : await startS3(tls, ports.s3, join(dataDir, 's3'), credentials);
+    : await startS3(tls, ports.s3, join(dataDir, 's3'), credentials, join(dataDir, 's3-legal-holds.json'));
   cleanups.push(s3.close);
   if (external) await ensureBucket(external, ca.certPem, credentials);
   const dynamo = external
@@ -231,7 +230,13 @@ async function start(
   };
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
-  const brokerProps = { key: tls.keyPem, cert: tls.certPem, ca: ca.certPem };
+  const revocations = new RevocationList(ca.dir);
+  const brokerProps = {
+    key: tls.keyPem,
+    cert: tls.certPem,
+    ca: ca.certPem,
+    isRevoked: (certificateId: string) => revocations.has(certificateId),
+  };
   let current = await startMqttBroker({ ...brokerProps, port: ports.mqtt });
   const brokerPort = current.port;
   const listeners = new Set<Parameters<MqttBroker['onVehicleMessage']>[0]>();
@@ -405,154 +410,6 @@ function importHandlerModules(env: Record<string, string | undefined>): HandlerL
   };
 }
 
-interface Started {
-  readonly endpoint: string;
-  close(): Promise<void>;
-}
-
-/**
- * S3 on @20minutes/s3rver over TLS. s3rver lets unsigned requests through as if every bucket were public; a
- * private bucket on AWS refuses them, so this front answers 403 AccessDenied to any request without a signature.
- * s3rver verifies signatures against its process-wide key registry, which ships with the fixed pair S3RVER/S3RVER
- * that anyone can read in its source: that pair is revoked and the data folder's own random pair registered.
- */
-async function startS3(
-  tls: TlsMaterial,
-  port: number,
-  directory: string,
-  credentials: LocalCredentials,
-): Promise<Started> {
-  const account = s3rverAccounts.DUMMY_ACCOUNT;
-  account.revokeAccessKey('S3RVER');
-  account.createKeyPair(credentials.accessKeyId, credentials.secretAccessKey);
-  const s3rver = new S3rver({
-    silent: true,
-    directory,
-    vhostBuckets: false,
-    configureBuckets: [{ name: FIRMWARE_BUCKET, configs: [] }],
-  });
-  await s3rver.configureBuckets();
-  const app = s3rver.callback();
-  const server = createServer({ key: tls.keyPem, cert: tls.certPem, minVersion: 'TLSv1.2' }, (req, res) => {
-    const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
-    const signed = 'authorization' in req.headers || query.has('X-Amz-Algorithm') || query.has('Signature');
-    if (signed) return app(req, res);
-    const body =
-      '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>';
-    res.writeHead(403, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  });
-  await listen(server, port);
-  return {
-    endpoint: endpointOf(server),
-    close: async () => {
-      await closeServer(server);
-      s3rver.logger.close();
-      account.revokeAccessKey(credentials.accessKeyId);
-    },
-  };
-}
-
-/**
- * DynamoDB on dynalite over TLS, persisted with LevelDB in `path`. dynalite checks no signature at all (any
- * process on the host could rewrite a vehicle's key and obtain its tokens), so its request handler only ever sees
- * requests whose SigV4 signature verifies with the data folder's credentials; the rest are answered as DynamoDB
- * does (400 UnrecognizedClientException or InvalidSignatureException). dynalite never listens on its own.
- */
-async function startDynamo(
-  tls: TlsMaterial,
-  caPem: string,
-  port: number,
-  path: string,
-  credentials: LocalCredentials,
-): Promise<Started> {
-  const server = dynalite({
-    ssl: true,
-    key: tls.keyPem,
-    cert: tls.certPem,
-    // Without it dynalite falls back to the test CA it ships with.
-    ca: caPem,
-    path,
-    createTableMs: 0,
-    deleteTableMs: 0,
-    updateTableMs: 0,
-  });
-  guardWithSigV4(server, credentials);
-  await listen(server, port);
-  return {
-    endpoint: endpointOf(server),
-    close: async () => {
-      const timer = setTimeout(() => server.closeAllConnections(), 2000);
-      timer.unref();
-      server.closeIdleConnections();
-      // dynalite's close also closes LevelDB once pending writes are done, which releases its lock.
-      await new Promise<void>((done, fail) => server.close((err) => (err ? fail(err) : done())));
-      clearTimeout(timer);
-    },
-  };
-}
-
-/** Largest request dynalite itself accepts. */
-const DYNAMO_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
-
-/** Replaces the server's request handler with one that verifies SigV4 first and then replays the body to it. */
-function guardWithSigV4(server: Server, credentials: LocalCredentials): void {
-  const inner = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
-  server.removeAllListeners('request');
-  const refuse = (res: ServerResponse, type: string, message: string, status = 400) => {
-    const body = JSON.stringify({ __type: `com.amazon.coral.service#${type}`, message });
-    res.writeHead(status, {
-      'content-type': 'application/x-amz-json-1.0',
-      'content-length': Buffer.byteLength(body),
-    });
-    res.end(body);
-  };
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const parts: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= DYNAMO_MAX_REQUEST_BYTES) parts.push(chunk);
-    });
-    req.on('error', () => res.destroy());
-    req.on('end', () => {
-      if (size > DYNAMO_MAX_REQUEST_BYTES)
-        return refuse(res, 'ValidationException', 'Request too large', 413);
-      const body = Buffer.concat(parts);
-      const url = req.url ?? '/';
-      const q = url.indexOf('?');
-      const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
-      try {
-        verifySigV4(
-          req,
-          parseAuthorization(req),
-          { rawPath: q < 0 ? url : url.slice(0, q), query: new Map(query), body },
-          { credentials, service: 'dynamodb', region: LOCAL_REGION },
-        );
-      } catch (err) {
-        if (!(err instanceof SigV4Error)) return refuse(res, 'InternalFailure', 'Internal error', 500);
-        if (err.kind === 'mismatch') return refuse(res, 'InvalidSignatureException', err.message);
-        return refuse(
-          res,
-          'UnrecognizedClientException',
-          'The security token included in the request is invalid.',
-        );
-      }
-      // dynalite reads the body with on('data')/on('end'): hand it the verified bytes in a stream of their own.
-      const replay = Object.assign(Readable.from(body.length > 0 ? [body] : []), {
-        headers: req.headers,
-        method: req.method,
-        url: req.url,
-      }) as unknown as IncomingMessage;
-      for (const handler of inner) handler(replay, res);
-    });
-  });
-}
-
-function endpointOf(server: Server): string {
-  return `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
 /**
  * Creates the tables from TABLES when absent, and refuses to run on tables whose keys or indexes differ (an
  * older data folder). dynalite has no UpdateTimeToLive, so TTL is not configured locally: history never expires.
@@ -692,22 +549,6 @@ function checkPublicKey(pem: string): string {
     throw new Error('releasePublicKeys must be PEM public keys', { cause: err });
   }
   return pem;
-}
-
-/** The emulators' access key pair, made once per data folder and kept owner-only. */
-function emulatorCredentials(file: string): LocalCredentials {
-  if (existsSync(file)) {
-    const stored = JSON.parse(readPrivateFile(file)) as Partial<LocalCredentials>;
-    if (typeof stored.accessKeyId === 'string' && typeof stored.secretAccessKey === 'string') {
-      return { accessKeyId: stored.accessKeyId, secretAccessKey: stored.secretAccessKey };
-    }
-  }
-  const made: LocalCredentials = {
-    accessKeyId: `LOCAL${randomBytes(8).toString('hex').toUpperCase()}`,
-    secretAccessKey: randomBytes(30).toString('base64url'),
-  };
-  writePrivateFile(file, `${JSON.stringify(made, null, 2)}\n`);
-  return made;
 }
 
 function adminTokenFrom(

@@ -15,6 +15,10 @@ export const ENV = {
   tokenTtlSeconds: 'TOKEN_TTL_SECONDS',
   /** Requests a vehicle may make per minute on the vehicle routes. */
   vehicleRatePerMinute: 'VEHICLE_RATE_PER_MINUTE',
+  /** MQTT reports per second one vehicle may sustain through ingest (per function instance). */
+  ingestVinRatePerSecond: 'INGEST_VIN_RATE_PER_SECOND',
+  /** MQTT reports one vehicle may send at once through ingest (per function instance). */
+  ingestVinBurst: 'INGEST_VIN_BURST',
   /** Images larger than this many bytes are uploaded in parts (S3 multipart). */
   multipartThresholdBytes: 'MULTIPART_THRESHOLD_BYTES',
   /** Part size of multipart uploads, in bytes (S3: at least 5 MiB). */

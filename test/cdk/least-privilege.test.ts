@@ -178,6 +178,7 @@ describe('least privilege per function', () => {
             's3:GetObject',
             's3:GetObjectVersion',
             's3:DeleteObject',
+            's3:PutObjectLegalHold',
           ],
           resources: [releaseObjects],
         },
