@@ -174,6 +174,7 @@ async function start(
   const ca = await LocalCa.open(join(dataDir, 'ca'));
   const tls = await ca.serverCertificate();
   const signingKeyFile = ensureEcKey(join(dataDir, 'keys', 'backend-signing.key.pem'));
+  const tokenKeyFile = ensureEcKey(join(dataDir, 'keys', 'token-signing.key.pem'));
   const release = options.releasePublicKeys
     ? { pems: options.releasePublicKeys.map(checkPublicKey), files: undefined }
     : devReleaseKey(join(dataDir, 'keys'));
@@ -210,10 +211,12 @@ async function start(
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,
+    [ENV.localTokenSigningKeyFile]: tokenKeyFile,
     [ENV.localCaDir]: ca.dir,
     [ENV.endpointCaFile]: ca.certFile,
     // AWS-only settings inherited from a shell would send the functions to real AWS services.
     [ENV.signingKeyArn]: undefined,
+    [ENV.tokenSigningKeyArn]: undefined,
     [ENV.iotPolicyName]: undefined,
     [ENV.iotThingType]: undefined,
     AWS_ENDPOINT_URL_S3: s3.endpoint,

@@ -29,10 +29,17 @@ export const ENV = {
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */
   releasePublicKeys: 'RELEASE_PUBLIC_KEYS',
-  /** KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs vehicle tokens and assignments, on AWS. */
+  /** KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs update assignments, on AWS. */
   signingKeyArn: 'SIGNING_KEY_ARN',
   /** PEM file of the backend signing key, on the local cloud (used when SIGNING_KEY_ARN is unset). */
   localSigningKeyFile: 'LOCAL_SIGNING_KEY_FILE',
+  /**
+   * KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs vehicle bearer tokens, on AWS: a key of its own, so the
+   * unauthenticated auth function can never sign an assignment.
+   */
+  tokenSigningKeyArn: 'TOKEN_SIGNING_KEY_ARN',
+  /** PEM file of the token signing key, on the local cloud (used when TOKEN_SIGNING_KEY_ARN is unset). */
+  localTokenSigningKeyFile: 'LOCAL_TOKEN_SIGNING_KEY_FILE',
   /** IoT policy attached to every vehicle certificate, on AWS. */
   iotPolicyName: 'IOT_POLICY_NAME',
   /** IoT thing type of vehicles, on AWS. */

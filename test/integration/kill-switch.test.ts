@@ -4,13 +4,15 @@
  * withdrew a release; none revoked a vehicle, whose certificate and tokens stayed valid.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { issueToken } from '../../lambdas/core/token.js';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
+import { KeyFileSigner, keyIdOf } from '../../protocol/signatures.js';
 import { vehicleTopic } from '../../protocol/topics.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
@@ -250,5 +252,31 @@ describe('POST /vehicles/{vin}/revoke (issue 18 #4)', { timeout: 120_000 }, () =
       ['cancelled'],
     );
     assert.equal((await operator.call('POST', `/vehicles/${vin('Z', 9)}/revoke`, {})).status, 404);
+  });
+});
+
+describe('separate token key (issue 18 #9)', { timeout: 60_000 }, () => {
+  it('a token signed with the assignment key is refused; the token key signs no assignment', async () => {
+    const v = vin('D', 0);
+    await register(v);
+    const assignmentKey = KeyFileSigner.fromFile(cloud.signingKeyFile);
+    const forged = await issueToken(assignmentKey, keyIdOf(await assignmentKey.publicKeyPem()), {
+      vin: v,
+      deviceKeyId: keyIdOf(
+        createPublicKey(createPrivateKey(cars.get(v)!.vehicle.keyPem))
+          .export({ type: 'spki', format: 'pem' })
+          .toString(),
+      ),
+      nowSeconds: Math.floor(Date.now() / 1000),
+      ttlSeconds: 300,
+    });
+    const refused = await asVehicle(v, 'GET', `/updates/${v}`, undefined, forged.token);
+    assert.equal(refused.status, 401);
+    assert.equal(refused.json.error.code, 'invalid_token');
+    // A genuine token verifies, and its key is not the one vehicles trust for assignments.
+    const genuine = await cars.get(v)!.vehicle.token(cloud.endpoints.api, cloud.caCertPem);
+    const claims = JSON.parse(Buffer.from(genuine.split('.')[1]!, 'base64url').toString('utf8'));
+    assert.notEqual(claims.kid, keyIdOf(await assignmentKey.publicKeyPem()));
+    assert.equal((await asVehicle(v, 'GET', `/updates/${v}`, undefined, genuine)).status, 200);
   });
 });
