@@ -269,7 +269,8 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
 
     authorizeForward(client, packet) {
       const vin = vinOf(client);
-      return vin !== undefined && isOwnBackendTopic(vin, packet.topic) ? packet : null;
+      // A connection made before its certificate was revoked receives nothing more either.
+      return vin !== undefined && !revoked(client) && isOwnBackendTopic(vin, packet.topic) ? packet : null;
     },
   });
 

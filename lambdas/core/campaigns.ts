@@ -256,7 +256,8 @@ export class CampaignService {
     const chosen: VehicleRecord[] = [];
     for (const v of candidates.values()) {
       const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
-      if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
+      if (v.revokedAt !== undefined) excluded.push({ vin: v.vin, reason: 'revoked' });
+      else if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
       else if (!manifest.hardware_ids.includes(ecu.hardware_id))
         excluded.push({ vin: v.vin, reason: 'incompatible_hardware' });
       else if (compareVersions(ecu.version, manifest.version) >= 0)

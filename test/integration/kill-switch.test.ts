@@ -252,6 +252,14 @@ describe('POST /vehicles/{vin}/revoke (issue 18 #4)', { timeout: 120_000 }, () =
       ['cancelled'],
     );
     assert.equal((await operator.call('POST', `/vehicles/${vin('Z', 9)}/revoke`, {})).status, 404);
+    // A later campaign leaves it out, with the reason.
+    const campaign = await operator.call('POST', '/campaigns', {
+      name: 'after revoke',
+      release_id: 'tcu-6.0.0',
+      targets: { vins: [stolen, bystander] },
+    });
+    assert.equal(campaign.status, 201, campaign.raw.toString());
+    assert.deepEqual(campaign.json.excluded, [{ vin: stolen, reason: 'revoked' }]);
   });
 });
 

@@ -365,9 +365,19 @@ export function downloadsLeft(stateDir: string): string[] {
   }
 }
 
-/** The object file of a release inside the S3 emulator's folder (for tampering tests). */
-export function s3ObjectFile(ac: AgentCloud, imageSha256: string): string {
-  return join(ac.cloud.dataDir, 's3', ac.cloud.bucket, 'releases', `${imageSha256}._S3rver_object`);
+/**
+ * The object file of a release inside the S3 emulator's folder (for tampering tests: bytes changed in storage
+ * behind S3's back, since the published object itself is under a legal hold). Key: releases/<release id>/<sha256>.
+ */
+export function s3ObjectFile(ac: AgentCloud, manifest: { release_id: string; sha256: string }): string {
+  return join(
+    ac.cloud.dataDir,
+    's3',
+    ac.cloud.bucket,
+    'releases',
+    manifest.release_id,
+    `${manifest.sha256}._S3rver_object`,
+  );
 }
 
 /** Asserts the vehicle runs `version` with exactly `image` in its active slot, committed, with nothing left over. */
