@@ -167,6 +167,20 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     group: 'firmware',
+    name: 'withdraw',
+    summary: 'Kill switch: withdraw a release for good',
+    details: [
+      'The release is never offered or answered again; its campaigns are cancelled and every update of it not yet',
+      'being installed is withdrawn (agents stand down before installing). Cannot be undone: publish a new release.',
+    ],
+    api: true,
+    positionals: id('release-id', 'release id'),
+    options: { reason: { type: 'string', placeholder: '<text>', description: 'why, kept with the release' } },
+    examples: ['ota firmware withdraw tcu-3.0.1 --reason "bricks TCU-HW-2"'],
+    load: async () => (await import('./firmware.js')).withdraw,
+  },
+  {
+    group: 'firmware',
     name: 'list',
     summary: 'List releases',
     api: true,
@@ -230,6 +244,20 @@ export const COMMANDS: readonly Command[] = [
     positionals: id('vin', 'vehicle identification number'),
     examples: ['ota vehicles show 1HGCM82633A004352'],
     load: async () => (await import('./vehicles.js')).show,
+  },
+  {
+    group: 'vehicles',
+    name: 'revoke',
+    summary: 'Kill switch: revoke a vehicle',
+    details: [
+      'Its certificate is revoked (MQTT refused), its tokens and logins are refused, its messages are dropped and its',
+      'updates not yet being installed are withdrawn. Cannot be undone: register the vehicle again with a new key.',
+    ],
+    api: true,
+    positionals: id('vin', 'vehicle identification number'),
+    options: { reason: { type: 'string', placeholder: '<text>', description: 'why, kept with the vehicle' } },
+    examples: ['ota vehicles revoke 1HGCM82633A004352 --reason "stolen"'],
+    load: async () => (await import('./vehicles.js')).revoke,
   },
   {
     group: 'campaigns',

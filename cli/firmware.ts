@@ -244,6 +244,21 @@ export async function publish(ctx: Context): Promise<void> {
   ctx.print(`${published.release_id} is ${published.status} (${published.ecu} ${published.version})`);
 }
 
+export async function withdraw(ctx: Context): Promise<void> {
+  const id = ctx.args.positionals[0]!;
+  const reason = stringOption(ctx.args.values, 'reason');
+  const api = await ctx.api();
+  const withdrawn = await api.post<ReleaseView & { campaigns_cancelled: number; updates_withdrawn: number }>(
+    `/releases/${encodeURIComponent(id)}/withdraw`,
+    reason === undefined ? {} : { reason },
+  );
+  ctx.printJson(withdrawn);
+  ctx.print(
+    `${withdrawn.release_id} is ${withdrawn.status}: ${withdrawn.campaigns_cancelled} campaign(s) cancelled, ` +
+      `${withdrawn.updates_withdrawn} open update(s) withdrawn`,
+  );
+}
+
 export async function list(ctx: Context): Promise<void> {
   const api = await ctx.api();
   const page = await api.get<ReleaseList>('/releases', {

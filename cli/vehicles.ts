@@ -55,3 +55,20 @@ export async function show(ctx: Context): Promise<void> {
   ctx.printJson(vehicle);
   ctx.print(renderVehicle(vehicle).join('\n'));
 }
+
+export async function revoke(ctx: Context): Promise<void> {
+  const vin = checkVin(ctx.args.positionals[0]!.trim().toUpperCase(), 'the VIN');
+  const reason = stringOption(ctx.args.values, 'reason');
+  const api = await ctx.api();
+  const revoked = await api.post<{
+    vin: string;
+    certificate_id: string;
+    revoked_at: string;
+    updates_withdrawn: number;
+  }>(`/vehicles/${encodeURIComponent(vin)}/revoke`, reason === undefined ? {} : { reason });
+  ctx.printJson(revoked);
+  ctx.print(
+    `revoked ${revoked.vin} at ${revoked.revoked_at}: certificate ${revoked.certificate_id} revoked, ` +
+      `${revoked.updates_withdrawn} open update(s) withdrawn`,
+  );
+}

@@ -28,6 +28,24 @@ const KEY_READ_ACTIONS = ['kms:Decrypt', 'kms:DescribeKey'];
 /** Key actions for writing items of a table under a customer managed key (those aws-dynamodb grants). */
 const KEY_WRITE_ACTIONS = ['kms:Encrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'];
 
+/** The item-level DynamoDB actions a grant may name (no table management, no streams). */
+export type ItemAction =
+  | 'GetItem'
+  | 'BatchGetItem'
+  | 'Query'
+  | 'Scan'
+  | 'ConditionCheckItem'
+  | 'PutItem'
+  | 'UpdateItem'
+  | 'DeleteItem'
+  | 'BatchWriteItem';
+const ITEM_WRITES: ReadonlySet<ItemAction> = new Set([
+  'PutItem',
+  'UpdateItem',
+  'DeleteItem',
+  'BatchWriteItem',
+]);
+
 export interface BindOptions {
   /**
    * Global secondary indexes of the table the function queries. Each gets dynamodb:Query on that index's ARN.
@@ -154,6 +172,28 @@ export class DataTables extends Construct {
   }
 
   /**
+   * Grants exactly the item actions named, on the table ARN alone (an empty list grants nothing on the table
+   * itself, e.g. a function that only queries an index), plus dynamodb:Query on each index in options.indexes,
+   * and sets the table's environment variable. The broad helpers above grant Scan, DeleteItem and BatchWriteItem to
+   * whoever reads or writes; this one lets each function hold only what its code calls.
+   */
+  bindItems(
+    fn: IBindableFunction,
+    name: TableName,
+    actions: readonly ItemAction[],
+    options: BindOptions = {},
+  ): void {
+    const writes = actions.some((a) => ITEM_WRITES.has(a));
+    this.grantItems(
+      fn,
+      name,
+      [...new Set(actions)].map((a) => `dynamodb:${a}`),
+      writes ? [...KEY_READ_ACTIONS, ...KEY_WRITE_ACTIONS] : KEY_READ_ACTIONS,
+      options.indexes ?? [],
+    );
+  }
+
+  /**
    * The one place grants are made. Item actions go on the table ARN alone; each requested index gets
    * dynamodb:Query on its own ARN (never table/index/*), so no grant needs a wildcard and a function cannot query
    * an index it was not meant to. With a customer managed key, the key actions the item actions need are granted
@@ -174,7 +214,9 @@ export class DataTables extends Construct {
         throw new Error(`DataTables: table ${name} has no index ${index}`);
       }
     }
-    iam.Grant.addToPrincipal({ grantee: fn, actions: [...actions], resourceArns: [table.tableArn] });
+    if (actions.length > 0) {
+      iam.Grant.addToPrincipal({ grantee: fn, actions: [...actions], resourceArns: [table.tableArn] });
+    }
     if (indexes.length > 0) {
       iam.Grant.addToPrincipal({
         grantee: fn,

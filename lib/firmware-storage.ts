@@ -7,7 +7,10 @@ import { ENV } from '../lambdas/core/env.js';
 import { type IBindableFunction, policyOwner } from './bindable.js';
 import { acknowledgeWildcardResources } from './nag.js';
 
-/** Key prefix of release images. Keys are content-addressed (releases/<sha256>), so an object is never rewritten. */
+/**
+ * Key prefix of release images: releases/<release id>/<sha256>, one key per release. The version verified at
+ * publish gets an Object Lock legal hold, so it is never rewritten or deleted.
+ */
 export const RELEASES_PREFIX = 'releases/';
 
 export interface FirmwareStorageProps {
@@ -18,7 +21,7 @@ export interface FirmwareStorageProps {
   readonly noncurrentVersionRetentionDays?: number;
   /**
    * Days after which an incomplete multipart upload is aborted and its parts deleted.
-   * Upload URLs live for an hour, so a day leaves ample margin.
+   * Upload URLs live for minutes, so a day leaves ample margin.
    * @default 1
    */
   readonly abortIncompleteMultipartUploadAfterDays?: number;
@@ -91,9 +94,14 @@ export class FirmwareStorage extends Construct {
     this.bucket = new s3.Bucket(this, 'Firmware', {
       ...secure,
       versioned: true,
+      // Published images get a legal hold on the version vehicles download (ObjectStore.protect at publish).
+      objectLockEnabled: true,
       serverAccessLogsBucket: this.accessLogBucket,
       serverAccessLogsPrefix: 'firmware/',
       lifecycleRules: [
+        // Expires what an upload left behind (a replaced or deleted upload that was never published). A published
+        // release's version is under a legal hold, which lifecycle expiration cannot remove: before, an overwrite
+        // or delete made the pinned version noncurrent and this rule deleted it 30 days later.
         {
           id: 'expire-noncurrent-versions',
           noncurrentVersionExpiration: Duration.days(noncurrentDays),
@@ -105,6 +113,36 @@ export class FirmwareStorage extends Construct {
         },
       ],
     });
+    this.denyUnlocking();
+  }
+
+  /**
+   * Nobody, whatever their IAM rights, may destroy a version of a release image or lift a legal hold: deleting a
+   * version (s3:DeleteObjectVersion; a plain DeleteObject only adds a delete marker), removing a hold
+   * (PutObjectLegalHold with status OFF) and bypassing governance retention are denied to every principal. Lifting
+   * this takes a change to the bucket policy itself, which the stack owns and the functions cannot make.
+   */
+  private denyUnlocking(): void {
+    const releases = this.releaseObjectsArn;
+    this.bucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'PublishedFirmwareIsPermanent',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ['s3:DeleteObjectVersion', 's3:BypassGovernanceRetention'],
+        resources: [releases],
+      }),
+    );
+    this.bucket.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'LegalHoldsAreNeverLifted',
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ['s3:PutObjectLegalHold'],
+        resources: [releases],
+        conditions: { StringNotEquals: { 's3:object-lock-legal-hold': 'ON' } },
+      }),
+    );
   }
 
   /** ARN pattern of every release image object. */
@@ -129,8 +167,9 @@ export class FirmwareStorage extends Construct {
   /**
    * Lets a function receive release images and verify them: presign single and multipart uploads (s3:PutObject,
    * which also covers Create/UploadPart/CompleteMultipartUpload), abort and list parts, read the image back
-   * (including by version id) to check its digest, and delete an upload that does not match its manifest. All on
-   * releases/* only. Also s3:ListBucket on the bucket, without which HeadObject answers 403 instead of 404 for a
+   * (including by version id) to check its digest, delete an upload that does not match its manifest (a delete
+   * marker on that release's own key; versions cannot be deleted) and put the legal hold on the verified version
+   * (s3:PutObjectLegalHold, which the bucket policy allows only with status ON). All on releases/* only. Also s3:ListBucket on the bucket, without which HeadObject answers 403 instead of 404 for a
    * release not uploaded yet. Sets FIRMWARE_BUCKET.
    */
   grantUpload(fn: IBindableFunction): void {
@@ -143,6 +182,7 @@ export class FirmwareStorage extends Construct {
           's3:GetObject',
           's3:GetObjectVersion',
           's3:DeleteObject',
+          's3:PutObjectLegalHold',
         ],
         resources: [this.releaseObjectsArn],
       }),
@@ -158,7 +198,7 @@ export class FirmwareStorage extends Construct {
     acknowledgeWildcardResources(
       policyOwner(fn),
       [this.releaseObjectsArn],
-      `The function ${what} release images, whose keys (releases/<sha256>) are only known per request; the ` +
+      `The function ${what} release images, whose keys (releases/<release id>/<sha256>) are only known per request; the ` +
         'wildcard covers object keys under the releases/ prefix of this one bucket.',
     );
   }

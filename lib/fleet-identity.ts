@@ -131,7 +131,8 @@ export class FleetIdentity extends Construct {
   /**
    * Lets a function register vehicles: create the thing (a VIN) of the vehicle type, create a certificate from the
    * vehicle's CSR, attach the vehicle policy to that certificate and the certificate to the thing, and revoke a
-   * certificate again when registration fails halfway. Sets IOT_POLICY_NAME and IOT_THING_TYPE.
+   * certificate (the operator's revoke kill switch, and the undo when registration fails halfway). Sets
+   * IOT_POLICY_NAME and IOT_THING_TYPE.
    *
    * The grants land in a policy of their own on the function's role, so the acknowledged wildcards cover exactly
    * these statements. IAM cannot narrow iot:AttachPolicy to one IoT policy (its resource is the target certificate),
@@ -155,10 +156,11 @@ export class FleetIdentity extends Construct {
           resources: [things, thingType],
         }),
         new iam.PolicyStatement({ actions: ['iot:AttachThingPrincipal'], resources: [things, certs] }),
-        new iam.PolicyStatement({
-          actions: ['iot:AttachPolicy', 'iot:UpdateCertificate'],
-          resources: [certs],
-        }),
+        // Attach the vehicle policy to the certificate just created. IAM cannot name that certificate ahead of
+        // time nor the policy attached (AttachPolicy authorises on the target alone), so cert/* is the floor.
+        new iam.PolicyStatement({ actions: ['iot:AttachPolicy'], resources: [certs] }),
+        // Revoke: the kill switch and the undo of a registration that lost a race; UpdateCertificate only.
+        new iam.PolicyStatement({ actions: ['iot:UpdateCertificate'], resources: [certs] }),
       ],
     });
     role.attachInlinePolicy(policy);

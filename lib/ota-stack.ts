@@ -106,7 +106,10 @@ export interface OtaStackProps extends StackProps {
 export class OtaStack extends Stack {
   readonly storage: FirmwareStorage;
   readonly data: DataTables;
+  /** Signs update assignments (vehicle-api, campaign tick). */
   readonly signingKey: SigningKey;
+  /** Signs vehicle tokens (auth-api); vehicle-api only reads its public key. */
+  readonly tokenKey: SigningKey;
   readonly fleet: FleetIdentity;
   readonly functions: ReadonlyMap<FunctionName, OtaFunction>;
   /** Records vehicle progress and status messages delivered by the topic rule (lambdas/ingest/handler.ts). */
@@ -145,6 +148,11 @@ export class OtaStack extends Stack {
     });
     this.data = new DataTables(this, 'Data', { destroyOnRemoval: destroy });
     this.signingKey = new SigningKey(this, 'SigningKey');
+    this.tokenKey = new SigningKey(this, 'TokenKey', {
+      aliasName: `alias/${this.stackName}/token-signing`,
+      purpose: 'vehicle bearer tokens',
+      envVar: ENV.tokenSigningKeyArn,
+    });
     this.fleet = new FleetIdentity(this, 'FleetIdentity', { destroyOnRemoval: destroy });
 
     const functions = new Map<FunctionName, OtaFunction>();
@@ -227,6 +235,7 @@ export class OtaStack extends Stack {
       description: 'Campaign engine ticks EventBridge Scheduler could not deliver',
     });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
+    new CfnOutput(this, 'TokenSigningKeyArn', { value: this.tokenKey.key.keyArn });
     if (releaseKeys.length === 0) {
       const warning =
         'No release public keys configured (context releasePublicKeysFile): the backend will refuse every release.';
@@ -242,61 +251,66 @@ export class OtaStack extends Stack {
    */
   private grantLeastPrivilege(): void {
     const fn = (name: FunctionName) => this.functions.get(name)!;
+    const d = this.data;
 
-    // auth-api: challenges and tokens.
+    // auth-api: challenges (UpdateItem to set and to spend one) and the vehicle read; tokens signed with the token
+    // key only, whose public key gives the token's key id. No assignment key: an exploit of this unauthenticated
+    // function cannot mint assignments.
     const auth = fn('auth-api');
-    this.data.bindReadWrite(auth, 'vehicles');
-    this.signingKey.grantSign(auth);
-    // Tokens carry the signer's key id, derived from the public key (lambdas/core/vehicle-auth.ts).
-    this.signingKey.grantVerify(auth);
+    d.bindItems(auth, 'vehicles', ['GetItem', 'UpdateItem']);
+    this.tokenKey.grantSign(auth);
+    this.tokenKey.grantVerify(auth);
 
-    // vehicle-api: offers (signed assignments, presigned downloads) and status reports. A status report of a
-    // campaign update moves the campaign's counts (UpdateItem with ADD); it never reads or creates campaigns.
+    // vehicle-api: offers (releases by version through the index only, signed assignments, presigned downloads) and
+    // status reports (updates read by key or per vehicle, written whole with a revision check; vehicles' rate
+    // window, active update, assignment counter and ECU version by UpdateItem; campaign counts by UpdateItem).
     const vehicle = fn('vehicle-api');
-    this.data.bindRead(vehicle, 'releases', { indexes: ['byVersion'] });
-    this.data.bindReadWrite(vehicle, 'vehicles');
-    this.data.bindReadWrite(vehicle, 'updates');
-    this.data.bindWrite(vehicle, 'history');
-    this.data.bindUpdateItem(vehicle, 'campaigns');
+    d.bindItems(vehicle, 'releases', [], { indexes: ['byVersion'] });
+    d.bindItems(vehicle, 'vehicles', ['GetItem', 'UpdateItem']);
+    d.bindItems(vehicle, 'updates', ['GetItem', 'Query', 'PutItem']);
+    d.bindItems(vehicle, 'history', ['PutItem']);
+    d.bindItems(vehicle, 'campaigns', ['UpdateItem']);
     this.storage.grantPresignDownload(vehicle);
+    this.tokenKey.grantVerify(vehicle);
     this.signingKey.grantVerify(vehicle);
-    // Every offer carries a per-vehicle assignment signed with the backend key (lambdas/core/assignment.ts).
     this.signingKey.grantSign(vehicle);
 
-    // operator-api: releases, vehicle registration and campaigns. Creating a campaign locks vehicles' ECUs and
-    // writes one update per target; cancelling times them out and appends history. Campaigns are listed with a
-    // Scan, so the byStatus index is not granted.
+    // operator-api: releases (create, publish, withdraw, list with a Scan), vehicle registration and revocation,
+    // campaigns (targets by a Scan of vehicles, one update per target, listed with a Scan, cancelled through the
+    // byCampaign index) and the release withdraw's search for open direct updates (a Scan of updates). History is
+    // append-only. Nothing is ever deleted.
     const operator = fn('operator-api');
-    this.data.bindReadWrite(operator, 'releases', { indexes: ['byVersion'] });
-    this.data.bindReadWrite(operator, 'vehicles');
-    this.data.bindReadWrite(operator, 'updates', { indexes: ['byCampaign'] });
-    this.data.bindReadWrite(operator, 'campaigns');
-    this.data.bindWrite(operator, 'history');
+    d.bindItems(operator, 'releases', ['GetItem', 'PutItem', 'UpdateItem', 'Scan'], {
+      indexes: ['byVersion'],
+    });
+    d.bindItems(operator, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
+    d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
+    d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
+    d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);
     // No signing-key access: operator routes neither sign nor verify backend signatures.
 
-    // ingest: applies vehicle reports. Vehicles are read, and written when an update completes (the ECU's new
-    // version, the campaign lock released); history is append-only; campaign counts move by UpdateItem only. No S3,
-    // no KMS, no IoT.
+    // ingest: applies vehicle reports: vehicles read, and updated when an update completes (the ECU's new version,
+    // the campaign lock released); updates read and written with a revision check; history append-only; campaign
+    // counts by UpdateItem. No S3, no KMS, no IoT.
     const ingest = this.ingestFunction;
-    this.data.bindReadWrite(ingest, 'vehicles');
-    this.data.bindReadWrite(ingest, 'updates');
-    this.data.bindWrite(ingest, 'history');
-    this.data.bindUpdateItem(ingest, 'campaigns');
+    d.bindItems(ingest, 'vehicles', ['GetItem', 'UpdateItem']);
+    d.bindItems(ingest, 'updates', ['GetItem', 'Query', 'PutItem']);
+    d.bindItems(ingest, 'history', ['PutItem']);
+    d.bindItems(ingest, 'campaigns', ['UpdateItem']);
 
     // campaign-tick: finds running campaigns (byStatus), reads the release, offers the current wave (vehicles'
-    // active update and assignment counter, the update items found through byCampaign), signs each assignment,
-    // publishes the offer on the vehicle's issue_details topic, times out silent vehicles (unlocking them) and
-    // moves the campaign on (UpdateItem: status, wave, counts). It never creates or deletes a campaign. No S3: the
-    // offer carries no download URL; the vehicle asks vehicle-api for one.
+    // active update and assignment counter, the update items found through byCampaign and written with a revision
+    // check), signs each assignment, publishes the offer on the vehicle's issue_details topic, times out silent
+    // vehicles (unlocking them) and moves the campaign on (UpdateItem: status, wave, counts). It never creates or
+    // deletes a campaign. No S3: the offer carries no download URL; the vehicle asks vehicle-api for one.
     const tick = this.campaignTickFunction;
-    this.data.bindRead(tick, 'campaigns', { indexes: ['byStatus'] });
-    this.data.bindUpdateItem(tick, 'campaigns');
-    this.data.bindRead(tick, 'releases');
-    this.data.bindReadWrite(tick, 'vehicles');
-    this.data.bindReadWrite(tick, 'updates', { indexes: ['byCampaign'] });
-    this.data.bindWrite(tick, 'history');
+    d.bindItems(tick, 'campaigns', ['GetItem', 'UpdateItem'], { indexes: ['byStatus'] });
+    d.bindItems(tick, 'releases', ['GetItem']);
+    d.bindItems(tick, 'vehicles', ['GetItem', 'UpdateItem']);
+    d.bindItems(tick, 'updates', ['PutItem'], { indexes: ['byCampaign'] });
+    d.bindItems(tick, 'history', ['PutItem']);
     this.signingKey.grantSign(tick);
     // Assignments carry the signer's key id, derived from the public key (KmsSigner.publicKeyPem).
     this.signingKey.grantVerify(tick);

@@ -15,17 +15,29 @@ export interface SigningKeyProps {
    * @default 30
    */
   readonly pendingWindowDays?: number;
+  /**
+   * What the key signs, for its description.
+   * @default 'update assignments'
+   */
+  readonly purpose?: string;
+  /**
+   * Environment variable that tells a granted function the key's ARN.
+   * @default ENV.signingKeyArn (SIGNING_KEY_ARN)
+   */
+  readonly envVar?: string;
 }
 
 /**
- * The backend's online signing key: a KMS asymmetric ECC_NIST_P256 key for SIGN_VERIFY. It signs vehicle tokens and
- * per-vehicle update assignments; the private key never leaves KMS. It is always retained: deleting it would make
+ * A backend online signing key: a KMS asymmetric ECC_NIST_P256 key for SIGN_VERIFY. The stack has two: one signs
+ * per-vehicle update assignments, the other vehicle tokens, so that the function vehicles reach without a token
+ * (auth-api) holds no key that could sign an assignment. The private keys never leave KMS. It is always retained: deleting it would make
  * every outstanding token and assignment unverifiable and cannot be undone. (Automatic rotation does not exist for
  * asymmetric keys; rotating means a new key and a trust-store update on vehicles.)
  */
 export class SigningKey extends Construct {
   readonly key: kms.Key;
   readonly alias: kms.Alias;
+  private readonly envVar: string;
 
   constructor(scope: Construct, id: string, props: SigningKeyProps = {}) {
     super(scope, id);
@@ -38,7 +50,7 @@ export class SigningKey extends Construct {
       throw new Error(`SigningKey: pendingWindowDays must be 7-30, got ${pendingWindowDays}`);
     }
     this.key = new kms.Key(this, 'Key', {
-      description: 'Fleet OTA backend signing key (vehicle tokens and update assignments)',
+      description: `Fleet OTA backend signing key (${props.purpose ?? 'update assignments'})`,
       keySpec: kms.KeySpec.ECC_NIST_P256,
       keyUsage: kms.KeyUsage.SIGN_VERIFY,
       enableKeyRotation: false,
@@ -46,17 +58,18 @@ export class SigningKey extends Construct {
       pendingWindow: Duration.days(pendingWindowDays),
     });
     this.alias = this.key.addAlias(aliasName);
+    this.envVar = props.envVar ?? ENV.signingKeyArn;
   }
 
-  /** Allows kms:Sign (nothing else) and sets SIGNING_KEY_ARN. */
+  /** Allows kms:Sign (nothing else) and sets the key's environment variable. */
   grantSign(fn: IBindableFunction): void {
     this.key.grant(fn, 'kms:Sign');
-    fn.addEnvironment(ENV.signingKeyArn, this.key.keyArn);
+    fn.addEnvironment(this.envVar, this.key.keyArn);
   }
 
-  /** Allows kms:GetPublicKey (verification happens locally with the public key) and sets SIGNING_KEY_ARN. */
+  /** Allows kms:GetPublicKey (verification happens locally with the public key) and sets its variable. */
   grantVerify(fn: IBindableFunction): void {
     this.key.grant(fn, 'kms:GetPublicKey');
-    fn.addEnvironment(ENV.signingKeyArn, this.key.keyArn);
+    fn.addEnvironment(this.envVar, this.key.keyArn);
   }
 }

@@ -6,12 +6,10 @@
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { Agent, createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { rootCertificates } from 'node:tls';
-import S3rver from '@20minutes/s3rver';
 import {
   type AttributeDefinition,
   CreateTableCommand,
@@ -22,12 +20,18 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import dynalite from 'dynalite';
+import { RevocationList } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import type { FunctionName } from '../protocol/routes.js';
-import { LocalCa, type TlsMaterial } from './ca.js';
-import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
+import { LocalCa } from './ca.js';
+import {
+  ensurePrivateTree,
+  readIfExists,
+  readPrivateFile,
+  writePrivateFile,
+  writePublicFile,
+} from './files.js';
 import {
   type GatewayLogger,
   type HandlerLoader,
@@ -36,14 +40,18 @@ import {
   type ThrottleSettings,
 } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
-import { closeServer, listen } from './listen.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
+import type { LocalCredentials } from './sigv4.js';
+import {
+  emulatorCredentials,
+  FIRMWARE_BUCKET,
+  LOCAL_REGION,
+  startDynamo,
+  startS3,
+} from './storage-emulators.js';
 
-export const LOCAL_REGION = 'us-east-1';
-/** s3rver's built-in account; dynalite accepts any credentials (it does not check signatures). */
-export const LOCAL_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
-export const FIRMWARE_BUCKET = 'ota-firmware';
+export { FIRMWARE_BUCKET, LOCAL_REGION };
 
 import { DEFAULT_PORTS } from './ports.js';
 
@@ -124,6 +132,12 @@ export interface LocalCloud {
   /** The development release key pair, when no releasePublicKeys were given. */
   readonly releaseKeyFiles: { readonly privateKey: string; readonly publicKey: string } | undefined;
   readonly signingKeyFile: string;
+  /**
+   * The access key of the S3 emulator, the DynamoDB emulator and the IoT Data shim: random per data folder, made on
+   * first start and kept in <dataDir>/emulator-credentials.json (0600). Requests signed with anything else are
+   * refused. (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY instead with an external AWS_ENDPOINT_URL.)
+   */
+  readonly credentials: LocalCredentials;
   readonly bucket: string;
   /** Logical table name -> physical name. */
   readonly tables: Readonly<Record<TableDefinition['name'], string>>;
@@ -160,10 +174,14 @@ async function start(
 ): Promise<Omit<LocalCloud, 'stop'>> {
   const dataDir = options.dataDir === undefined ? temporaryDir(cleanups) : resolve(options.dataDir);
   const ports = { ...EPHEMERAL_PORTS, ...options.ports };
+  // The folder holds the registry, keys, CA, nonces and firmware: owner only, also when it already existed.
+  ensurePrivateTree(dataDir);
+  cleanups.push(async () => ensurePrivateTree(dataDir));
 
   const ca = await LocalCa.open(join(dataDir, 'ca'));
   const tls = await ca.serverCertificate();
   const signingKeyFile = ensureEcKey(join(dataDir, 'keys', 'backend-signing.key.pem'));
+  const tokenKeyFile = ensureEcKey(join(dataDir, 'keys', 'token-signing.key.pem'));
   const release = options.releasePublicKeys
     ? { pems: options.releasePublicKeys.map(checkPublicKey), files: undefined }
     : devReleaseKey(join(dataDir, 'keys'));
@@ -176,16 +194,18 @@ async function start(
         accessKeyId: process.env.AWS_ACCESS_KEY_ID ?? 'test',
         secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY ?? 'test',
       }
-    : LOCAL_CREDENTIALS;
+    : emulatorCredentials(join(dataDir, 'emulator-credentials.json'));
   const s3 = external
     ? { endpoint: external, close: async () => {} }
-    : await service('S3 emulator', ports.s3, () => startS3(tls, ports.s3, join(dataDir, 's3')));
+    : await service('S3 emulator', ports.s3, () =>
+        startS3(tls, ports.s3, join(dataDir, 's3'), credentials, join(dataDir, 's3-legal-holds.json')),
+      );
   cleanups.push(s3.close);
   if (external) await ensureBucket(external, ca.certPem, credentials);
   const dynamo = external
     ? { endpoint: external, close: async () => {} }
     : await service('DynamoDB emulator', ports.dynamodb, () =>
-        startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb')),
+        startDynamo(tls, ca.certPem, ports.dynamodb, join(dataDir, 'dynamodb'), credentials),
       );
   cleanups.push(dynamo.close);
 
@@ -202,10 +222,12 @@ async function start(
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,
+    [ENV.localTokenSigningKeyFile]: tokenKeyFile,
     [ENV.localCaDir]: ca.dir,
     [ENV.endpointCaFile]: ca.certFile,
     // AWS-only settings inherited from a shell would send the functions to real AWS services.
     [ENV.signingKeyArn]: undefined,
+    [ENV.tokenSigningKeyArn]: undefined,
     [ENV.iotPolicyName]: undefined,
     [ENV.iotThingType]: undefined,
     AWS_ENDPOINT_URL_S3: s3.endpoint,
@@ -222,7 +244,13 @@ async function start(
   };
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
-  const brokerProps = { key: tls.keyPem, cert: tls.certPem, ca: ca.certPem };
+  const revocations = new RevocationList(ca.dir);
+  const brokerProps = {
+    key: tls.keyPem,
+    cert: tls.certPem,
+    ca: ca.certPem,
+    isRevoked: (certificateId: string) => revocations.has(certificateId),
+  };
   let current = await service('MQTT broker', ports.mqtt, () =>
     startMqttBroker({ ...brokerProps, port: ports.mqtt }),
   );
@@ -338,6 +366,9 @@ async function start(
     }),
   );
   cleanups.push(() => gateway.close());
+  // The emulators have created their stores under the process umask meanwhile: tighten those files too. Files
+  // made later while running sit in 0700 folders, and are tightened again at stop.
+  ensurePrivateTree(dataDir);
 
   return {
     endpoints: {
@@ -355,6 +386,7 @@ async function start(
     adminTokenFile: admin.file,
     releaseKeyFiles: release.files,
     signingKeyFile,
+    credentials,
     bucket: FIRMWARE_BUCKET,
     tables,
     dataDir,
@@ -414,82 +446,6 @@ function importHandlerModules(env: Record<string, string | undefined>): HandlerL
       throw new Error(`lambdas/${fn}/handler.ts exports no handler function`);
     return mod.handler as ProxyHandler;
   };
-}
-
-interface Started {
-  readonly endpoint: string;
-  close(): Promise<void>;
-}
-
-/**
- * S3 on @20minutes/s3rver over TLS. s3rver lets unsigned requests through as if every bucket were public; a
- * private bucket on AWS refuses them, so this front answers 403 AccessDenied to any request without a signature.
- */
-async function startS3(tls: TlsMaterial, port: number, directory: string): Promise<Started> {
-  const s3rver = new S3rver({
-    silent: true,
-    directory,
-    vhostBuckets: false,
-    configureBuckets: [{ name: FIRMWARE_BUCKET, configs: [] }],
-  });
-  await s3rver.configureBuckets();
-  const app = s3rver.callback();
-  const server = createServer({ key: tls.keyPem, cert: tls.certPem, minVersion: 'TLSv1.2' }, (req, res) => {
-    const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
-    const signed = 'authorization' in req.headers || query.has('X-Amz-Algorithm') || query.has('Signature');
-    if (signed) return app(req, res);
-    const body =
-      '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>';
-    res.writeHead(403, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  });
-  await listen(server, port).catch((err: unknown) => {
-    s3rver.logger.close();
-    throw err;
-  });
-  return {
-    endpoint: endpointOf(server),
-    close: async () => {
-      await closeServer(server);
-      s3rver.logger.close();
-    },
-  };
-}
-
-/** DynamoDB on dynalite over TLS, persisted with LevelDB in `path`. */
-async function startDynamo(tls: TlsMaterial, caPem: string, port: number, path: string): Promise<Started> {
-  const server = dynalite({
-    ssl: true,
-    key: tls.keyPem,
-    cert: tls.certPem,
-    // Without it dynalite falls back to the test CA it ships with.
-    ca: caPem,
-    path,
-    createTableMs: 0,
-    deleteTableMs: 0,
-    updateTableMs: 0,
-  });
-  const close = async () => {
-    const timer = setTimeout(() => server.closeAllConnections(), 2000);
-    timer.unref();
-    server.closeIdleConnections();
-    // dynalite's close also closes LevelDB once pending writes are done, which releases its lock.
-    await new Promise<void>((done, fail) => server.close((err) => (err ? fail(err) : done())));
-    clearTimeout(timer);
-  };
-  try {
-    await listen(server, port);
-  } catch (err) {
-    // dynalite opened LevelDB (and took its lock) when it was created, and only its server's close() releases it,
-    // which needs a listening server: bind a free port just to close properly, so the data folder can be reused.
-    await listen(server, 0).then(close, () => {});
-    throw err;
-  }
-  return { endpoint: endpointOf(server), close };
-}
-
-function endpointOf(server: Server): string {
-  return `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 /**

@@ -44,3 +44,13 @@ declare module 'dynalite' {
 
   export default function dynalite(options?: DynaliteOptions): Server;
 }
+
+declare module '@20minutes/s3rver/lib/models/account.js' {
+  /** s3rver's registry of access keys, one process-wide map; DUMMY_ACCOUNT ships with the key pair S3RVER/S3RVER. */
+  interface AWSAccount {
+    createKeyPair(accessKeyId: string, secretAccessKey: string): void;
+    revokeAccessKey(accessKeyId: string): void;
+  }
+  const account: { DUMMY_ACCOUNT: AWSAccount };
+  export default account;
+}

@@ -12,6 +12,7 @@
  *   128 KiB. Anything else closes the connection, as IoT Core disconnects a client on an unauthorised publish.
  * - Delivery: a vehicle is only ever sent its own issue_details topic, even from a persisted session (aedes stores
  *   a whole SUBSCRIBE packet in the session, refused filters included, so forwarding is checked again).
+ * - A revoked certificate (isRevoked) is refused at CONNECT, and a live connection is cut at its next publish.
  * - A second connection with the same client id takes over the first (IoT Core behaviour).
  * - Abuse limits: MQTT frames larger than the payload limit plus headers are cut off before they are buffered,
  *   keep-alive must be 1..1200 s, CONNECT must arrive within 10 s, TLS handshakes within 10 s.
@@ -60,6 +61,12 @@ export interface MqttBrokerProps {
   readonly maxConnections?: number;
   /** An aedes persistence instance (e.g. a durable one); sessions are in memory without it. @default in memory */
   readonly persistence?: AedesOptions['persistence'];
+  /**
+   * Whether a client certificate (by its id: lowercase hex SHA-256 fingerprint) has been revoked. Checked at
+   * CONNECT and at every subscribe and publish, so a connection made before the revoke is cut at its next publish.
+   * @default none revoked
+   */
+  readonly isRevoked?: (certificateId: string) => boolean;
   /** @default silent */
   readonly log?: BrokerLogger;
 }
@@ -110,6 +117,7 @@ class GuardedConnection extends Duplex {
     private readonly socket: TLSSocket,
     readonly commonName: string | undefined,
     private readonly maxFrameBytes: number,
+    readonly certificateId: string | undefined,
   ) {
     super();
     socket.on('data', (chunk: Buffer) => {
@@ -200,6 +208,10 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
   const internalClientId = props.internalClientId ?? 'iot-data-plane';
   if (VIN_PATTERN.test(internalClientId)) throw new Error('internalClientId must not look like a VIN');
   const listeners = new Set<VehicleMessageListener>();
+  const revoked = (client: Client | null | undefined): boolean => {
+    const id = client?.conn instanceof GuardedConnection ? client.conn.certificateId : undefined;
+    return id === undefined || (props.isRevoked?.(id) ?? false);
+  };
 
   const aedes = await Aedes.createBroker({
     persistence: props.persistence,
@@ -218,12 +230,16 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
         log.warn('mqtt connect refused: client id differs from certificate CN', { clientId: client.id, cn });
         return done(refusal('client id must equal the certificate CN'), false);
       }
+      if (revoked(client)) {
+        log.warn('mqtt connect refused: certificate revoked', { clientId: client.id });
+        return done(refusal('certificate revoked'), false);
+      }
       done(null, true);
     },
 
     authorizeSubscribe(client, subscription, done) {
       const vin = vinOf(client);
-      if (vin !== undefined && isOwnBackendTopic(vin, subscription.topic)) {
+      if (vin !== undefined && !revoked(client) && isOwnBackendTopic(vin, subscription.topic)) {
         return done(null, { ...subscription, qos: subscription.qos >= 1 ? 1 : 0 });
       }
       log.warn('mqtt subscribe refused', { clientId: client.id, topic: subscription.topic });
@@ -237,6 +253,7 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
       let reason: string | undefined;
       if (vin === undefined || !VIN_PATTERN.test(vin) || !isVehiclePublishTopic(vin, packet.topic))
         reason = 'topic not allowed';
+      else if (client && revoked(client)) reason = 'certificate revoked';
       else if (packet.retain) reason = 'retained messages are not allowed';
       else if (packet.qos > 1) reason = 'QoS 2 is not supported';
       else if (Buffer.byteLength(packet.payload) > maxPayloadBytes) reason = 'payload too large';
@@ -253,7 +270,8 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
 
     authorizeForward(client, packet) {
       const vin = vinOf(client);
-      return vin !== undefined && isOwnBackendTopic(vin, packet.topic) ? packet : null;
+      // A connection made before its certificate was revoked receives nothing more either.
+      return vin !== undefined && !revoked(client) && isOwnBackendTopic(vin, packet.topic) ? packet : null;
     },
   });
 
@@ -301,7 +319,9 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
   server.on('secureConnection', (socket: TLSSocket) => {
     const subject = socket.getPeerCertificate().subject as Record<string, string | string[]> | undefined;
     const cn = typeof subject?.CN === 'string' ? subject.CN : undefined; // several CNs: no identity
-    aedes.handle(new GuardedConnection(socket, cn, maxPayloadBytes + HEADER_ALLOWANCE));
+    const fingerprint = socket.getPeerCertificate().fingerprint256;
+    const certificateId = fingerprint ? fingerprint.replaceAll(':', '').toLowerCase() : undefined;
+    aedes.handle(new GuardedConnection(socket, cn, maxPayloadBytes + HEADER_ALLOWANCE, certificateId));
   });
 
   try {

@@ -10,6 +10,11 @@
  * the error action: here a dead-letter list, and optionally a JSON-lines file standing in for the SQS queue.
  * Concurrency is bounded; messages of one vehicle may be processed out of order, as on AWS, which the ingest
  * state machine tolerates (sequence numbers, monotonic phases).
+ *
+ * Fairness: each vehicle has a queue of its own, served round-robin, and holds at most `maxQueuedPerVehicle`
+ * events; beyond that its messages are dropped (counted as throttled, not dead-lettered: they are the flood, not
+ * a failure). One vehicle's flood of 14,000 messages used to fill the single shared queue, so another vehicle's
+ * acknowledged status was dead-lettered (issue 18 #8).
  */
 import { appendFile } from 'node:fs/promises';
 import { matchTopicRule, type TopicRuleEvent } from '../protocol/topics.js';
@@ -44,6 +49,8 @@ export interface RulesRouterStats {
   readonly deadLetters: number;
   /** Events queued or running now. */
   readonly pending: number;
+  /** Events dropped because their vehicle already had maxQueuedPerVehicle waiting. */
+  readonly throttled: number;
 }
 
 export interface RulesRouterProps {
@@ -54,6 +61,8 @@ export interface RulesRouterProps {
   readonly concurrency?: number;
   /** Events waiting beyond the running ones; further events are dead-lettered at once. @default 10000 */
   readonly maxQueued?: number;
+  /** Events one vehicle may have waiting; its further events are dropped as throttled. @default 1000 */
+  readonly maxQueuedPerVehicle?: number;
   /** Appends each dead letter as one JSON line (the local dead-letter queue). @default none */
   readonly deadLetterFile?: string;
   /** Dead letters kept in memory, oldest dropped first. @default 1000 */
@@ -86,12 +95,38 @@ export function toTopicRuleEvent(message: RoutedMessage): TopicRuleEvent | undef
 export function startRulesRouter(props: RulesRouterProps): RulesRouter {
   const concurrency = Math.max(1, props.concurrency ?? 4);
   const maxQueued = props.maxQueued ?? 10_000;
+  const maxPerVehicle = props.maxQueuedPerVehicle ?? 1000;
   const maxDeadLetters = props.maxDeadLettersInMemory ?? 1000;
-  const queue: TopicRuleEvent[] = [];
+  /** Per-VIN queues, and the VINs that have events waiting, in the order they are served. */
+  const queues = new Map<string, TopicRuleEvent[]>();
+  const turns: string[] = [];
+  let queued = 0;
   const dead: DeadLetter[] = [];
   let running = 0;
   let delivered = 0;
   let failed = 0;
+  let throttled = 0;
+  const enqueue = (event: TopicRuleEvent) => {
+    let q = queues.get(event.vin);
+    if (!q) {
+      q = [];
+      queues.set(event.vin, q);
+      turns.push(event.vin);
+    }
+    q.push(event);
+    queued++;
+  };
+  /** The next vehicle's oldest event; that vehicle goes to the back of the line. */
+  const dequeue = (): TopicRuleEvent | undefined => {
+    const vin = turns.shift();
+    if (vin === undefined) return undefined;
+    const q = queues.get(vin)!;
+    const event = q.shift()!;
+    queued--;
+    if (q.length > 0) turns.push(vin);
+    else queues.delete(vin);
+    return event;
+  };
   let fileWrites: Promise<void> = Promise.resolve();
   let idleWaiters: Array<() => void> = [];
 
@@ -114,7 +149,7 @@ export function startRulesRouter(props: RulesRouterProps): RulesRouter {
   };
 
   const settleIdle = () => {
-    if (running > 0 || queue.length > 0) return;
+    if (running > 0 || queued > 0) return;
     const waiters = idleWaiters;
     idleWaiters = [];
     void fileWrites.then(() => {
@@ -123,8 +158,8 @@ export function startRulesRouter(props: RulesRouterProps): RulesRouter {
   };
 
   const pump = () => {
-    while (running < concurrency && queue.length > 0) {
-      const event = queue.shift()!;
+    while (running < concurrency && queued > 0) {
+      const event = dequeue()!;
       running++;
       // The microtask hop keeps a synchronous invoke (or one that throws synchronously) off the publisher's path.
       void Promise.resolve()
@@ -146,11 +181,17 @@ export function startRulesRouter(props: RulesRouterProps): RulesRouter {
   const unsubscribe = props.source.onVehicleMessage((message) => {
     const event = toTopicRuleEvent(message);
     if (!event) return;
-    if (queue.length >= maxQueued) {
+    if ((queues.get(event.vin)?.length ?? 0) >= maxPerVehicle) {
+      throttled++;
+      if (throttled % 1000 === 1)
+        props.log?.warn('vehicle floods the rules path; dropping', { vin: event.vin });
+      return;
+    }
+    if (queued >= maxQueued) {
       deadLetter(event, new Error('rules router queue is full'));
       return;
     }
-    queue.push(event);
+    enqueue(event);
     pump();
   });
 
@@ -162,7 +203,7 @@ export function startRulesRouter(props: RulesRouterProps): RulesRouter {
 
   let stopped: Promise<void> | undefined;
   return {
-    stats: () => ({ delivered, failed, deadLetters: dead.length, pending: running + queue.length }),
+    stats: () => ({ delivered, failed, deadLetters: dead.length, pending: running + queued, throttled }),
     deadLetters: () => [...dead],
     idle,
     stop() {

@@ -7,7 +7,7 @@ import * as z from 'zod';
 import { updateViewSchema } from './responses.js';
 import { signedManifestSchema, UPDATE_STATUSES } from './schemas.js';
 
-/** A release as stored: pending_upload until its image is uploaded and verified, then published. */
+/** A release as stored: pending_upload until its image is uploaded and verified, then published; withdrawn for good by the kill switch. */
 export const releaseViewSchema = z.object({
   release_id: z.string(),
   version: z.string(),
@@ -15,9 +15,10 @@ export const releaseViewSchema = z.object({
   hardware_ids: z.array(z.string()),
   size: z.number().int(),
   sha256: z.string(),
-  status: z.enum(['pending_upload', 'published']),
+  status: z.enum(['pending_upload', 'published', 'withdrawn']),
   created_at: z.string(),
   published_at: z.string().nullable(),
+  withdrawn_at: z.string().nullable(),
   manifest: signedManifestSchema,
 });
 export type ReleaseView = z.infer<typeof releaseViewSchema>;
@@ -64,9 +65,27 @@ export const vehicleViewSchema = z.object({
   certificate_id: z.string(),
   registered_at: z.string(),
   active_update_id: z.string().nullable(),
+  revoked_at: z.string().nullable(),
   updates: z.array(updateViewSchema),
 });
 export type VehicleView = z.infer<typeof vehicleViewSchema>;
+
+/** POST /releases/{releaseId}/withdraw: the release, now withdrawn, and what the withdraw ended. */
+export const releaseWithdrawnSchema = releaseViewSchema.extend({
+  campaigns_cancelled: z.number().int(),
+  updates_withdrawn: z.number().int(),
+});
+export type ReleaseWithdrawn = z.infer<typeof releaseWithdrawnSchema>;
+
+/** POST /vehicles/{vin}/revoke */
+export const vehicleRevokedSchema = z.object({
+  vin: z.string(),
+  certificate_id: z.string(),
+  revoked_at: z.string(),
+  reason: z.string(),
+  updates_withdrawn: z.number().int(),
+});
+export type VehicleRevoked = z.infer<typeof vehicleRevokedSchema>;
 
 /** Vehicles per update state (only states with at least one vehicle appear). */
 const countsSchema = z.record(z.string(), z.number().int());

@@ -11,7 +11,9 @@ import {
   releaseCreatedSchema,
   releaseListSchema,
   releaseViewSchema,
+  releaseWithdrawnSchema,
   vehicleRegisteredSchema,
+  vehicleRevokedSchema,
   vehicleViewSchema,
 } from './operator-responses.js';
 import {
@@ -56,6 +58,13 @@ export const bodies = {
       .optional(),
   }),
   campaignAction: z.strictObject({}),
+  /** Kill switches: an optional reason, printable ASCII only (it is stored and shown to operators). */
+  killSwitch: z.strictObject({
+    reason: z
+      .string()
+      .regex(/^[\x20-\x7e]{1,200}$/, 'must be 1-200 printable ASCII characters')
+      .optional(),
+  }),
   registerVehicle: z.strictObject({
     vin: vinSchema,
     model: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/),
@@ -247,6 +256,17 @@ export const ROUTES: readonly RouteDefinition[] = [
   },
   {
     method: 'POST',
+    resource: '/releases/{releaseId}/withdraw',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: bodies.killSwitch,
+    maxBodyBytes: SMALL,
+    responses: { 200: releaseWithdrawnSchema },
+    summary:
+      'Kill switch: withdraw a release for good (never offered again, its campaigns cancelled, open updates withdrawn)',
+  },
+  {
+    method: 'POST',
     resource: '/vehicles',
     fn: 'operator-api',
     auth: 'operator',
@@ -263,6 +283,17 @@ export const ROUTES: readonly RouteDefinition[] = [
     maxBodyBytes: 0,
     responses: { 200: vehicleViewSchema },
     summary: 'Get a vehicle with its update state',
+  },
+  {
+    method: 'POST',
+    resource: '/vehicles/{vin}/revoke',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: bodies.killSwitch,
+    maxBodyBytes: SMALL,
+    responses: { 200: vehicleRevokedSchema },
+    summary:
+      'Kill switch: revoke a vehicle (certificate revoked, tokens and messages refused, open updates withdrawn)',
   },
   {
     method: 'POST',

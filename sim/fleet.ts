@@ -9,15 +9,14 @@
  * vehicle must refuse it and the campaign must halt itself.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent as HttpsAgent, request } from 'node:https';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import mqtt from 'mqtt';
 import { isTerminal } from '../lambdas/core/update-state.js';
-import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
+import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
 import type { UpdateStatus } from '../protocol/schemas.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
@@ -176,14 +175,6 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
       return JSON.parse(text);
     };
-    const s3 = new S3Client({
-      endpoint: cloud.endpoints.s3,
-      region: LOCAL_REGION,
-      credentials: LOCAL_CREDENTIALS,
-      forcePathStyle: true,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      requestHandler: { httpsAgent: new HttpsAgent({ ca }) },
-    });
     const publishRelease = async (version: string, image: Buffer) => {
       const d = await digestStream(Readable.from([image]), CHUNK);
       const manifest: ReleaseManifest = {
@@ -418,12 +409,18 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       const signed = await publishRelease('2.1.0', evil);
       const tampered = Buffer.from(evil);
       tampered.writeUInt8(tampered.readUInt8(CHUNK + 1) ^ 0xff, CHUNK + 1);
-      await s3.send(
-        new PutObjectCommand({
-          Bucket: cloud.bucket,
-          Key: `releases/${signed.manifest.sha256}`,
-          Body: tampered,
-        }),
+      // Behind S3's back, in the emulator's storage: through the S3 API the published object is under a legal
+      // hold and cannot be replaced (issue 18 #5), so this stands for bytes changed in storage or in transit.
+      writeFileSync(
+        join(
+          cloud.dataDir,
+          's3',
+          cloud.bucket,
+          'releases',
+          signed.manifest.release_id,
+          `${signed.manifest.sha256}._S3rver_object`,
+        ),
+        tampered,
       );
       injected.tamperedObjects = 1;
       await call('POST', '/campaigns', {
@@ -482,7 +479,6 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       }
     }
     http.close();
-    s3.destroy();
     return {
       vehicles: options.vehicles,
       faults: options.faults,

@@ -16,6 +16,7 @@ import {
 import { inspectCsr, issueClientCertificate } from '../../protocol/x509.js';
 import { BadRequestError } from '../core/errors.js';
 import type { CertificateIssuer, IssuedCertificate } from '../core/ports.js';
+import { RevocationList } from './revocation-list.js';
 
 async function checkCsr(vin: string, csrPem: string): Promise<void> {
   let inspected: { commonName: string | undefined };
@@ -76,7 +77,8 @@ export class LocalCaCertificateIssuer implements CertificateIssuer {
     };
   }
 
-  async revoke(): Promise<void> {
-    // The local CA keeps no revocation list; the vehicle registry is the source of truth for who is registered.
+  /** Lists the certificate as revoked: the local broker refuses its connections and publishes from then on. */
+  async revoke(_vin: string, certificateId: string): Promise<void> {
+    new RevocationList(this.caDir).add(certificateId);
   }
 }

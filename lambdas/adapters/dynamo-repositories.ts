@@ -28,6 +28,7 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from '../core/ports.js';
+import { TERMINAL_STATUSES } from '../core/update-state.js';
 
 export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
   return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
@@ -123,6 +124,26 @@ export class DynamoReleaseRepository implements ReleaseRepository {
           ':pending': 'pending_upload',
           ':at': publishedAt,
           ...(objectVersionId ? { ':v': objectVersionId } : {}),
+        },
+      }),
+    );
+  }
+
+  async markWithdrawn(releaseId: string, withdrawnAt: string, reason: string): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: 'SET #s = :withdrawn, withdrawnAt = :at, withdrawnReason = :r',
+        ConditionExpression: '#s IN (:pending, :published)',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: {
+          ':withdrawn': 'withdrawn',
+          ':pending': 'pending_upload',
+          ':published': 'published',
+          ':at': withdrawnAt,
+          ':r': reason,
         },
       }),
     );
@@ -342,6 +363,19 @@ export class DynamoVehicleRepository implements VehicleRepository {
     return Number(out.Attributes?.assignmentCounter);
   }
 
+  async revoke(vin: string, revokedAt: string, reason: string): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression: 'SET revokedAt = :at, revokedReason = :r REMOVE challenge',
+        ConditionExpression: 'attribute_exists(vin) AND attribute_not_exists(revokedAt)',
+        ExpressionAttributeValues: { ':at': revokedAt, ':r': reason },
+      }),
+    );
+  }
+
   async setEcuVersion(vin: string, ecu: string, version: string): Promise<void> {
     const vehicle = await this.get(vin);
     const index = vehicle?.ecus.findIndex((e) => e.ecu === ecu) ?? -1;
@@ -408,6 +442,26 @@ export class DynamoUpdateRepository implements UpdateRepository {
       start = out.LastEvaluatedKey;
     } while (start);
     return items;
+  }
+
+  async listOpenDirectUpdates(
+    releaseId: string,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }> {
+    const terminal = [...TERMINAL_STATUSES];
+    const out = await this.db.send(
+      new ScanCommand({
+        TableName: this.table,
+        FilterExpression: `updateId = :u AND NOT (#s IN (${terminal.map((_, i) => `:t${i}`).join(', ')}))`,
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: {
+          ':u': `release#${releaseId}`,
+          ...Object.fromEntries(terminal.map((status, i) => [`:t${i}`, status])),
+        },
+        ExclusiveStartKey: decodeCursor(cursor),
+      }),
+    );
+    return { items: (out.Items ?? []) as UpdateRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
   }
 
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {

@@ -58,6 +58,16 @@ export function backendSigner(): Signer {
   return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
 }
 
+/**
+ * The key that signs vehicle bearer tokens, never assignments: KMS on AWS (TOKEN_SIGNING_KEY_ARN), a key file on
+ * the local cloud (LOCAL_TOKEN_SIGNING_KEY_FILE).
+ */
+export function tokenSigner(): Signer {
+  const arn = optionalEnv(ENV.tokenSigningKeyArn);
+  if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
+  return KeyFileSigner.fromFile(requireEnv(ENV.localTokenSigningKeyFile));
+}
+
 /** The backend's public key as a trusted key set, fetched once and cached for the life of the function. */
 export function backendVerificationKeys(signer: Signer): () => Promise<readonly TrustedKey[]> {
   let keys: Promise<readonly TrustedKey[]> | undefined;

@@ -7,6 +7,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
+  PutObjectLegalHoldCommand,
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
@@ -128,5 +129,16 @@ export class S3ObjectStore implements ObjectStore {
 
   async delete(key: string): Promise<void> {
     await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
+  async protect(key: string, versionId: string | undefined): Promise<void> {
+    await this.s3.send(
+      new PutObjectLegalHoldCommand({
+        Bucket: this.bucket,
+        Key: key,
+        VersionId: versionId,
+        LegalHold: { Status: 'ON' },
+      }),
+    );
   }
 }

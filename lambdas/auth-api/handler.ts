@@ -2,14 +2,15 @@
 import type { z } from 'zod';
 import type { bodies } from '../../protocol/routes.js';
 import { instrumented } from '../adapters/observability.js';
-import { backendSigner, logger, metrics, repositories, settings } from '../adapters/runtime.js';
+import { logger, metrics, repositories, settings, tokenSigner } from '../adapters/runtime.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { VehicleAuthService } from '../core/vehicle-auth.js';
 
 const service = new VehicleAuthService({
   vehicles: repositories.vehicles(),
-  signer: backendSigner(),
+  // Tokens only: this unauthenticated function holds no key that signs assignments.
+  signer: tokenSigner(),
   clock: systemClock,
   tokenTtlSeconds: settings.tokenTtlSeconds(),
 });

@@ -258,7 +258,8 @@ export class CampaignService {
     const chosen: VehicleRecord[] = [];
     for (const v of candidates.values()) {
       const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
-      if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
+      if (v.revokedAt !== undefined) excluded.push({ vin: v.vin, reason: 'revoked' });
+      else if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
       else if (!manifest.hardware_ids.includes(ecu.hardware_id))
         excluded.push({ vin: v.vin, reason: 'incompatible_hardware' });
       else if (compareVersions(ecu.version, manifest.version) >= 0)
@@ -348,44 +349,54 @@ export class CampaignService {
     for (let wave = 0; wave < c.waves.length; wave++) {
       const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
       await pool(items, 16, async (listed) => {
-        // A vehicle's report can land between the read and the write (downloading -> downloaded): the write then
-        // fails on the revision, and the update is read again and withdrawn if it is still before installing.
-        // Without this retry a raced update stayed open, and its car would install a cancelled campaign's image.
-        let u: UpdateRecord | undefined = listed;
-        for (let attempt = 0; u && attempt < 5; attempt++) {
-          if (!BEFORE_INSTALL_STATUSES.has(u.status)) break;
-          const withdrawn = await transition(this.deps, c.campaignId, u, {
-            status: 'cancelled',
-            reason: 'campaign cancelled',
-          });
-          if (withdrawn) {
-            u = { ...u, status: 'cancelled' };
-            break;
-          }
-          u = await this.deps.updates.get(u.vin, u.updateId);
-        }
-        if (u && (u.status === 'cancelled' || isTerminal(u.status))) {
-          await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
-        }
+        await withdrawUpdate(this.deps, listed, 'campaign cancelled');
       });
     }
   }
 }
 
 /**
- * A backend-driven transition of one campaign update (offer, timeout, cancel), with its count moved in the same
+ * Takes back one update not yet being installed (campaign cancel, release withdraw, vehicle revoke): cancelled with
+ * the reason, its campaign count moved, and the vehicle's campaign lock released once the update is final. A
+ * vehicle's report can land between the read and the write (downloading -> downloaded): the write then fails on
+ * the revision, and the update is read again and withdrawn if it is still before installing. Without this retry a
+ * raced update stayed open, and its car would install a cancelled campaign's image. Answers the update as it ends.
+ */
+export async function withdrawUpdate(
+  deps: Pick<CampaignDeps, 'updates' | 'campaigns' | 'history' | 'clock' | 'vehicles'>,
+  listed: UpdateRecord,
+  reason: string,
+): Promise<UpdateRecord | undefined> {
+  let u: UpdateRecord | undefined = listed;
+  for (let attempt = 0; u && attempt < 5; attempt++) {
+    if (!BEFORE_INSTALL_STATUSES.has(u.status)) break;
+    if (await transition(deps, u.campaignId, u, { status: 'cancelled', reason })) {
+      u = { ...u, status: 'cancelled', reason };
+      break;
+    }
+    u = await deps.updates.get(u.vin, u.updateId);
+  }
+  if (u?.campaignId !== undefined && isTerminal(u.status)) {
+    await deps.vehicles.unlockCampaign(u.vin, u.ecu, u.campaignId);
+  }
+  return u;
+}
+
+/**
+ * A backend-driven transition of one update (offer, timeout, cancel), with its campaign count moved in the same
  * breath. False when the item changed under us; the next tick sees the new state.
  */
 async function transition(
   deps: Pick<CampaignDeps, 'updates' | 'campaigns' | 'history' | 'clock'>,
-  campaignId: string,
+  campaignId: string | undefined,
   u: UpdateRecord,
   changes: Partial<UpdateRecord>,
 ): Promise<boolean> {
   const now = deps.clock.now().toISOString();
   const next: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
   if (!(await deps.updates.put(next, u.revision))) return false;
-  await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
+  // Direct (vehicle-initiated) updates belong to no campaign and move no counts.
+  if (campaignId !== undefined) await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
   await deps.history.append({
     vin: u.vin,
     updateId: u.updateId,
@@ -477,7 +488,8 @@ export class CampaignEngine {
     const toOffer = [...retry, ...watched.filter((u) => u.status === 'scheduled')].slice(0, budget);
     const release = await this.deps.releases.get(c.releaseId);
     let offered = 0;
-    if (release) {
+    // A withdrawn release is never offered again, even if its campaign was not cancelled yet (kill switch).
+    if (release?.status === 'published') {
       await pool(toOffer, 16, async (u) => {
         if (this.remainingMs() < 10_000) return;
         if (await this.offer(c, u, release.signedManifest, now)) offered++;
@@ -576,7 +588,7 @@ export class CampaignEngine {
     now: Date,
   ): Promise<boolean> {
     const vehicle = await this.deps.vehicles.get(u.vin);
-    if (!vehicle) return false;
+    if (!vehicle || vehicle.revokedAt !== undefined) return false;
     const deadline = new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString();
     const changes: Partial<UpdateRecord> = {
       status: 'offered',

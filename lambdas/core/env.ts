@@ -15,6 +15,10 @@ export const ENV = {
   tokenTtlSeconds: 'TOKEN_TTL_SECONDS',
   /** Requests a vehicle may make per minute on the vehicle routes. */
   vehicleRatePerMinute: 'VEHICLE_RATE_PER_MINUTE',
+  /** MQTT reports per second one vehicle may sustain through ingest (per function instance). */
+  ingestVinRatePerSecond: 'INGEST_VIN_RATE_PER_SECOND',
+  /** MQTT reports one vehicle may send at once through ingest (per function instance). */
+  ingestVinBurst: 'INGEST_VIN_BURST',
   /** Images larger than this many bytes are uploaded in parts (S3 multipart). */
   multipartThresholdBytes: 'MULTIPART_THRESHOLD_BYTES',
   /** Part size of multipart uploads, in bytes (S3: at least 5 MiB). */
@@ -25,10 +29,17 @@ export const ENV = {
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */
   releasePublicKeys: 'RELEASE_PUBLIC_KEYS',
-  /** KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs vehicle tokens and assignments, on AWS. */
+  /** KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs update assignments, on AWS. */
   signingKeyArn: 'SIGNING_KEY_ARN',
   /** PEM file of the backend signing key, on the local cloud (used when SIGNING_KEY_ARN is unset). */
   localSigningKeyFile: 'LOCAL_SIGNING_KEY_FILE',
+  /**
+   * KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs vehicle bearer tokens, on AWS: a key of its own, so the
+   * unauthenticated auth function can never sign an assignment.
+   */
+  tokenSigningKeyArn: 'TOKEN_SIGNING_KEY_ARN',
+  /** PEM file of the token signing key, on the local cloud (used when TOKEN_SIGNING_KEY_ARN is unset). */
+  localTokenSigningKeyFile: 'LOCAL_TOKEN_SIGNING_KEY_FILE',
   /** IoT policy attached to every vehicle certificate, on AWS. */
   iotPolicyName: 'IOT_POLICY_NAME',
   /** IoT thing type of vehicles, on AWS. */
@@ -51,6 +62,8 @@ export const DEFAULTS = {
   multipartPartBytes: 64 * 1024 * 1024,
   campaignTickSeconds: 60,
   historyRetentionDays: 90,
+  ingestVinRatePerSecond: 5,
+  ingestVinBurst: 200,
 } as const satisfies Partial<Record<keyof typeof ENV, number>>;
 
 export class MissingConfigError extends Error {

@@ -7,7 +7,8 @@
 import { VIN_PATTERN } from '../../protocol/schemas.js';
 import { type mqttReportSchema, topicDefinition, topicRuleEventSchema } from '../../protocol/topics.js';
 import { OtaError } from './errors.js';
-import type { VehicleRepository } from './ports.js';
+import { type Clock, systemClock, type VehicleRepository } from './ports.js';
+import type { VinRateLimiter } from './rate-limit.js';
 import type { UpdateStatusService } from './vehicle-updates.js';
 
 export type IngestOutcome =
@@ -21,13 +22,27 @@ export type IngestOutcome =
 
 export async function ingestVehicleMessage(
   raw: unknown,
-  deps: { vehicles: VehicleRepository; updates: UpdateStatusService },
+  deps: {
+    vehicles: VehicleRepository;
+    updates: UpdateStatusService;
+    /** Per-VIN budget, checked before anything is read: a flooding vehicle costs no table access. */
+    limiter?: Pick<VinRateLimiter, 'take'>;
+    clock?: Clock;
+  },
 ): Promise<IngestOutcome> {
   const event = topicRuleEventSchema.safeParse(raw);
   if (!event.success) return { result: 'rejected', code: 'invalid_event', message: 'not a topic rule event' };
   const { vin, channel } = event.data;
   if (!VIN_PATTERN.test(vin))
     return { result: 'rejected', code: 'invalid_vin', message: 'topic VIN is malformed' };
+  if (deps.limiter && !deps.limiter.take(vin, (deps.clock ?? systemClock).now().getTime())) {
+    return {
+      result: 'rejected',
+      code: 'rate_limited',
+      message: 'the vehicle sends faster than allowed',
+      vin,
+    };
+  }
 
   let json: unknown;
   try {
@@ -60,6 +75,10 @@ export async function ingestVehicleMessage(
 
   const vehicle = await deps.vehicles.get(vin);
   if (!vehicle) return { result: 'rejected', code: 'unknown_vehicle', message: 'no such vehicle', vin };
+  // A revoked vehicle's certificate may still have a live connection (or IoT may not have cut it yet).
+  if (vehicle.revokedAt !== undefined) {
+    return { result: 'rejected', code: 'vehicle_revoked', message: 'the vehicle has been revoked', vin };
+  }
   try {
     const { timestamp: _t, ...report } = message.data;
     const { update, applied } = await deps.updates.reportStatus(vehicle, report, 'mqtt');

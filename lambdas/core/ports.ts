@@ -7,7 +7,8 @@ import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
 import type { UpdateStatus } from '../../protocol/schemas.js';
 
-export type ReleaseStatus = 'pending_upload' | 'published';
+/** withdrawn: taken back by an operator (kill switch); never offered again, and final. */
+export type ReleaseStatus = 'pending_upload' | 'published' | 'withdrawn';
 
 export interface ReleaseRecord {
   readonly releaseId: string;
@@ -22,6 +23,8 @@ export interface ReleaseRecord {
   readonly publishedAt?: string;
   /** The multipart upload the backend started for this release, the only one publish will complete. */
   readonly uploadId?: string;
+  readonly withdrawnAt?: string;
+  readonly withdrawnReason?: string;
 }
 
 export interface ReleaseRepository {
@@ -34,6 +37,8 @@ export interface ReleaseRepository {
     publishedAt: string,
     objectVersionId: string | undefined,
   ): Promise<boolean>;
+  /** Moves pending_upload or published -> withdrawn; false when it was already withdrawn or does not exist. */
+  markWithdrawn(releaseId: string, withdrawnAt: string, reason: string): Promise<boolean>;
   listByVersion(version: string): Promise<ReleaseRecord[]>;
   /** Records the multipart upload started for a pending release. */
   setUploadId(releaseId: string, uploadId: string): Promise<void>;
@@ -57,6 +62,9 @@ export interface VehicleRecord {
   readonly deviceKeyId: string;
   readonly registeredAt: string;
   readonly activeUpdateId?: string;
+  /** Set by an operator's revoke (kill switch): no token, no message and no offer for this vehicle any more. */
+  readonly revokedAt?: string;
+  readonly revokedReason?: string;
 }
 
 export interface VehicleRepository {
@@ -82,6 +90,8 @@ export interface VehicleRepository {
   unlockCampaign(vin: string, ecu: string, campaignId: string): Promise<void>;
   /** Which campaign holds the vehicle's lock for that ECU, if any. */
   campaignLock(vin: string, ecu: string): Promise<string | undefined>;
+  /** Marks the vehicle revoked and drops its outstanding challenge; false when it is unknown or already revoked. */
+  revoke(vin: string, revokedAt: string, reason: string): Promise<boolean>;
   /** Records the version now running on an ECU after a completed update. */
   setEcuVersion(vin: string, ecu: string, version: string): Promise<void>;
 }
@@ -120,6 +130,14 @@ export interface UpdateRepository {
   put(next: UpdateRecord, expectedRevision: number): Promise<boolean>;
   /** A campaign's updates in one wave (through the sparse byCampaign index), VIN order. */
   listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]>;
+  /**
+   * Direct (vehicle-initiated) updates of a release that are not finished, a page at a time. A full-table read
+   * (no index by release): an operator's rare withdraw, never a vehicle's request.
+   */
+  listOpenDirectUpdates(
+    releaseId: string,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }>;
 }
 
 export type CampaignStatus = 'created' | 'running' | 'paused' | 'halted' | 'cancelled' | 'completed';
@@ -213,6 +231,11 @@ export interface ObjectStore {
   head(key: string): Promise<{ size: number; versionId?: string } | undefined>;
   read(key: string, versionId?: string): Promise<Readable>;
   delete(key: string): Promise<void>;
+  /**
+   * Makes a verified object version permanent: no overwrite, no deletion, no lifecycle expiry (S3 Object Lock legal
+   * hold on that version; the local S3 front refuses every later write or delete of the key).
+   */
+  protect(key: string, versionId: string | undefined): Promise<void>;
 }
 
 export interface IssuedCertificate {
@@ -223,7 +246,10 @@ export interface IssuedCertificate {
 export interface CertificateIssuer {
   /** Creates the vehicle's identity (IoT thing + certificate on AWS) from a verified CSR. */
   issue(vin: string, csrPem: string): Promise<IssuedCertificate>;
-  /** Best-effort undo when registration loses a race. */
+  /**
+   * Revokes a certificate (IoT Core: status REVOKED, so connections with it are refused; locally: the broker's
+   * revocation list). Also the undo when registration loses a race.
+   */
   revoke(vin: string, certificateId: string): Promise<void>;
 }
 

@@ -1,8 +1,11 @@
 /**
  * Firmware releases: an operator submits a manifest signed by an OEM release key, uploads the image to the
  * presigned URL(s) answered, then publishes; publishing streams the stored object through the digests and
- * refuses anything that differs from the signed manifest. Object keys are content-addressed, so a release's
- * object never changes under a given key.
+ * refuses anything that differs from the signed manifest. Each release has an object key of its own
+ * (releases/<release id>/<sha256>): two releases of the same bytes once shared one key, so an upload to the second
+ * overwrote the first's published image and the second's failed publish deleted it. Publishing verifies one
+ * object version and makes it permanent (ObjectStore.protect); downloads name that version (AWS). Upload URLs live
+ * minutes, not an hour.
  */
 
 import { canonicalJson } from '../../protocol/canonical-json.js';
@@ -23,12 +26,20 @@ export interface ReleaseServiceDeps {
   readonly objects: ObjectStore;
   readonly clock: Clock;
   readonly trustedReleaseKeys: readonly TrustedKey[];
-  /** Seconds the upload URLs stay valid. @default 3600 */
+  /** Seconds the upload URLs stay valid. @default 900 */
   readonly uploadTtlSeconds?: number;
   /** Images above this size are uploaded in parts. @default 128 MiB */
   readonly multipartThreshold?: number;
   /** @default 64 MiB */
   readonly partSize?: number;
+}
+
+/** Upload URLs live minutes: long enough for one image's upload, short enough not to linger after publishing. */
+export const DEFAULT_UPLOAD_TTL_SECONDS = 900;
+
+/** Each release's own object key; never shared by two releases, even of the same bytes. */
+export function releaseObjectKey(releaseId: string, sha256: string): string {
+  return `releases/${releaseId}/${sha256}`;
 }
 
 /** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
@@ -44,6 +55,7 @@ export function releaseView(r: ReleaseRecord): ReleaseView {
     status: r.status,
     created_at: r.createdAt,
     published_at: r.publishedAt ?? null,
+    withdrawn_at: r.withdrawnAt ?? null,
     manifest: r.signedManifest,
   };
 }
@@ -80,18 +92,18 @@ export class ReleaseService {
         ecu: m.ecu,
         status: 'pending_upload',
         signedManifest: signed,
-        objectKey: `releases/${m.sha256}`,
+        objectKey: releaseObjectKey(m.release_id, m.sha256),
         createdAt: this.deps.clock.now().toISOString(),
       });
     }
-    const upload = await this.uploadTarget(m.sha256, m.size);
+    const record = (await this.deps.releases.get(m.release_id))!;
+    const upload = await this.uploadTarget(record.objectKey, m.size);
     if (upload.method === 'MULTIPART') await this.deps.releases.setUploadId(m.release_id, upload.upload_id);
     return { ...releaseView((await this.deps.releases.get(m.release_id))!), upload };
   }
 
-  private async uploadTarget(sha256: string, size: number): Promise<ReleaseCreated['upload']> {
-    const ttl = this.deps.uploadTtlSeconds ?? 3600;
-    const key = `releases/${sha256}`;
+  private async uploadTarget(key: string, size: number): Promise<ReleaseCreated['upload']> {
+    const ttl = this.deps.uploadTtlSeconds ?? DEFAULT_UPLOAD_TTL_SECONDS;
     const threshold = this.deps.multipartThreshold ?? 128 * 1024 * 1024;
     if (size <= threshold) {
       return {
@@ -122,6 +134,8 @@ export class ReleaseService {
     const release = await this.deps.releases.get(releaseId);
     if (!release) throw new NotFoundError('unknown_release', `No release ${releaseId}`);
     if (release.status === 'published') return releaseView(release);
+    if (release.status === 'withdrawn')
+      throw new ConflictError('release_withdrawn', `${releaseId} was withdrawn`);
     const m = release.signedManifest.manifest;
     if (input.upload_id !== undefined) {
       if (!input.parts?.length)
@@ -145,13 +159,17 @@ export class ReleaseService {
             await digestStream(await this.deps.objects.read(release.objectKey, head.versionId), m.chunk_size),
           );
     if (problems.length > 0) {
-      // The bytes under this content-addressed key are not the release: remove them so they can never be served.
+      // The bytes under this release's own key are not the release: remove them so they can never be served. The
+      // key belongs to this pending release alone, so no other release's image is touched.
       await this.deps.objects.delete(release.objectKey);
       throw new ConflictError(
         'image_mismatch',
         `The uploaded image does not match the manifest: ${problems.join('; ')}`,
       );
     }
+    // The verified version becomes permanent before anyone is told it exists: a leftover upload URL, a lifecycle
+    // rule or a later failed publish can no longer replace or delete it.
+    await this.deps.objects.protect(release.objectKey, head.versionId);
     const publishedAt = this.deps.clock.now().toISOString();
     await this.deps.releases.markPublished(releaseId, publishedAt, head.versionId);
     return releaseView((await this.deps.releases.get(releaseId))!);

@@ -42,7 +42,8 @@ export class VehicleAuthService {
     // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.
     if (!(await this.deps.vehicles.consumeChallenge(vin, nonce, this.nowSeconds()))) throw refused();
     const vehicle = await this.deps.vehicles.get(vin);
-    if (!vehicle) throw refused();
+    // A revoked vehicle proves nothing by its key any more: no token (kill switch).
+    if (!vehicle || vehicle.revokedAt !== undefined) throw refused();
     const key = createPublicKey(vehicle.publicKeyPem);
     if (!verifyEcdsa(key, challengeSigningInput(vin, nonce), signatureB64)) throw refused();
     this.signerKeyId ??= this.deps.signer.publicKeyPem().then(keyIdOf);
@@ -67,7 +68,8 @@ export class VehicleAuthService {
 
 /**
  * Checks a vehicle request: a valid token (401), for the VIN in the path (403), of a registered vehicle whose
- * current device key is the one the token was bound to (401, so re-registering a vehicle revokes old tokens).
+ * current device key is the one the token was bound to (401, so re-registering a vehicle revokes old tokens) and
+ * that an operator has not revoked (401).
  */
 export async function authorizeVehicle(
   authorization: string | undefined,
@@ -97,6 +99,10 @@ export async function authorizeVehicle(
   const vehicle = await deps.vehicles.get(pathVin);
   if (!vehicle || vehicle.deviceKeyId !== claims.cnf) {
     throw new UnauthorizedError('invalid_token', 'The bearer token is invalid');
+  }
+  // Tokens issued before a revoke are still unexpired and correctly signed: the registry flag decides.
+  if (vehicle.revokedAt !== undefined) {
+    throw new UnauthorizedError('vehicle_revoked', 'This vehicle has been revoked');
   }
   return vehicle;
 }

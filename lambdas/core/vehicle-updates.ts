@@ -125,17 +125,16 @@ export class FirmwareOfferService {
 
   /** The published release of that version built for one of this vehicle's ECUs. */
   async resolveRelease(vehicle: VehicleRecord, version: string): Promise<ReleaseRecord> {
-    const candidates = (await this.deps.releases.listByVersion(version)).filter(
-      (r) => r.status === 'published',
-    );
+    const all = await this.deps.releases.listByVersion(version);
+    const candidates = all.filter((r) => r.status === 'published');
     if (candidates.length === 0) {
+      // A withdrawn release is gone for good (kill switch): say so rather than "unknown".
+      if (all.some((r) => r.status === 'withdrawn' && this.fits(vehicle, r))) {
+        throw new OtaError('release_withdrawn', `Firmware ${version} was withdrawn`, 410);
+      }
       throw new NotFoundError('unknown_version', `No published firmware ${version}`);
     }
-    const compatible = candidates.filter((r) =>
-      vehicle.ecus.some(
-        (e) => e.ecu === r.ecu && r.signedManifest.manifest.hardware_ids.includes(e.hardware_id),
-      ),
-    );
+    const compatible = candidates.filter((r) => this.fits(vehicle, r));
     if (compatible.length === 0) {
       throw new NotFoundError(
         'no_compatible_release',
@@ -149,6 +148,12 @@ export class FirmwareOfferService {
       );
     }
     return compatible[0]!;
+  }
+
+  private fits(vehicle: VehicleRecord, r: ReleaseRecord): boolean {
+    return vehicle.ecus.some(
+      (e) => e.ecu === r.ecu && r.signedManifest.manifest.hardware_ids.includes(e.hardware_id),
+    );
   }
 
   /**
@@ -167,6 +172,7 @@ export class FirmwareOfferService {
     const campaignUpdate = await this.campaignUpdateFor(vehicle, release.releaseId);
     const updateId = campaignUpdate?.updateId ?? directUpdateId(release.releaseId);
     let update = campaignUpdate ?? (await this.deps.updates.get(vehicle.vin, updateId));
+    if (!campaignUpdate) await this.refuseOutsideCampaign(vehicle, release.releaseId, update);
 
     if (compareVersions(version, ecu.version) < 0) {
       throw new ConflictError(
@@ -222,6 +228,39 @@ export class FirmwareOfferService {
       if (underWay(active)) return active;
     }
     return (await this.deps.updates.listForVehicle(vehicle.vin)).find(underWay);
+  }
+
+  /**
+   * A vehicle a campaign targets with this release gets it through that campaign only. Cancelling a campaign is
+   * the operator saying "not this release to these cars": a car of it (in any wave, offered or not yet) that asked
+   * for the release directly got a freshly signed assignment and installed it anyway. Likewise a car whose wave has
+   * not come yet would jump the staged rollout. Such a request is refused, unless the vehicle's own direct update
+   * of the release was already under way before (it was allowed independently of the campaign) or a later
+   * campaign offers it again.
+   */
+  private async refuseOutsideCampaign(
+    vehicle: VehicleRecord,
+    releaseId: string,
+    direct: UpdateRecord | undefined,
+  ): Promise<void> {
+    if (direct && !isTerminal(direct.status)) return;
+    // The latest campaign of this release for the vehicle decides.
+    const latest = (await this.deps.updates.listForVehicle(vehicle.vin))
+      .filter((u) => u.campaignId !== undefined && u.releaseId === releaseId)
+      .sort((a, b) => (a.createdAt < b.createdAt ? -1 : 1))
+      .at(-1);
+    if (latest?.status === 'scheduled') {
+      throw new ConflictError(
+        'not_yet_offered',
+        'This release reaches this vehicle through a campaign whose wave has not started',
+      );
+    }
+    if (latest?.status === 'cancelled') {
+      throw new ConflictError(
+        'campaign_cancelled',
+        'The campaign that offered this release to this vehicle was cancelled',
+      );
+    }
   }
 
   private async startAttempt(

@@ -73,6 +73,7 @@ export class VehicleRegistryService {
       certificate_id: vehicle.certificateId,
       registered_at: vehicle.registeredAt,
       active_update_id: vehicle.activeUpdateId ?? null,
+      revoked_at: vehicle.revokedAt ?? null,
       updates: updates.map(toUpdateView),
     };
   }

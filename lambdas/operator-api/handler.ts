@@ -20,6 +20,7 @@ import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js'
 import { ENV, optionalEnv, requireEnv } from '../core/env.js';
 import { BadRequestError } from '../core/errors.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
+import { KillSwitchService } from '../core/kill-switch.js';
 import type { CertificateIssuer } from '../core/ports.js';
 import { systemClock } from '../core/ports.js';
 import { ReleaseService } from '../core/releases.js';
@@ -35,6 +36,7 @@ function certificateIssuer(): CertificateIssuer {
 }
 
 const updates = repositories.updates();
+const issuer = certificateIssuer();
 const releases = new ReleaseService({
   releases: repositories.releases(),
   objects: objectStore(),
@@ -46,7 +48,7 @@ const releases = new ReleaseService({
 const registry = new VehicleRegistryService({
   vehicles: repositories.vehicles(),
   updates,
-  issuer: certificateIssuer(),
+  issuer,
   clock: systemClock,
 });
 
@@ -66,6 +68,17 @@ const campaigns = new CampaignService({
   updates,
   history: repositories.history(),
   clock: systemClock,
+});
+
+const killSwitch = new KillSwitchService({
+  releases: repositories.releases(),
+  vehicles: repositories.vehicles(),
+  updates,
+  campaigns: repositories.campaigns(),
+  history: repositories.history(),
+  clock: systemClock,
+  issuer,
+  campaignService: campaigns,
 });
 
 const campaignAction =
@@ -94,6 +107,22 @@ const route = createRouter(
       const published = await releases.publish(params.releaseId!, body);
       metrics.addMetric('ReleasesPublished', 'Count', 1);
       return json(200, published);
+    },
+    'POST /releases/{releaseId}/withdraw': async ({
+      params,
+      body,
+    }: RouteRequest<z.infer<typeof bodies.killSwitch>>) => {
+      const withdrawn = await killSwitch.withdrawRelease(params.releaseId!, body.reason);
+      metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
+      return json(200, withdrawn);
+    },
+    'POST /vehicles/{vin}/revoke': async ({
+      params,
+      body,
+    }: RouteRequest<z.infer<typeof bodies.killSwitch>>) => {
+      const revoked = await killSwitch.revokeVehicle(params.vin!, body.reason);
+      metrics.addMetric('VehiclesRevoked', 'Count', 1);
+      return json(200, revoked);
     },
     'POST /vehicles': async ({ body }: RouteRequest<z.infer<typeof bodies.registerVehicle>>) => {
       const registered = await registry.register(body);

@@ -11,6 +11,7 @@ import {
   objectStore,
   repositories,
   settings,
+  tokenSigner,
 } from '../adapters/runtime.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
@@ -18,8 +19,9 @@ import { authorizeVehicle } from '../core/vehicle-auth.js';
 import { FirmwareOfferService, UpdateStatusService } from '../core/vehicle-updates.js';
 
 const vehicles = repositories.vehicles();
+// Assignments are signed with the backend key; tokens are verified against the token key's public key alone.
 const signer = backendSigner();
-const tokenKeys = backendVerificationKeys(signer);
+const tokenKeys = backendVerificationKeys(tokenSigner());
 const statusDeps = {
   vehicles,
   updates: repositories.updates(),

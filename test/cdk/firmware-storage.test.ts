@@ -88,6 +88,31 @@ describe('FirmwareStorage', { timeout: 300_000 }, () => {
     });
   });
 
+  it('enables Object Lock on the firmware bucket, so a published version can be held (issue 18 #5)', () => {
+    assert.equal(resources(template)[firmwareId]!.Properties!.ObjectLockEnabled, true);
+    // No default retention: only the published version of each release is held, by its legal hold.
+    assert.equal(resources(template)[firmwareId]!.Properties!.ObjectLockConfiguration, undefined);
+  });
+
+  it('denies everyone deleting release versions, bypassing retention and lifting a legal hold (issue 18 #5)', () => {
+    const releases = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [firmwareId, 'Arn'] }, '/releases/*']] };
+    const denies = bucketPolicyStatements(template, firmwareId).filter(
+      (s) =>
+        s.Effect === 'Deny' && JSON.stringify(s.Principal) === JSON.stringify({ AWS: '*' }) && !s.Condition,
+    );
+    assert.deepEqual(
+      denies.map((s) => [s.Action, s.Resource]),
+      [[['s3:DeleteObjectVersion', 's3:BypassGovernanceRetention'], releases]],
+    );
+    const holds = bucketPolicyStatements(template, firmwareId).filter(
+      (s) => s.Effect === 'Deny' && s.Action === 's3:PutObjectLegalHold',
+    );
+    assert.deepEqual(
+      holds.map((s) => [s.Principal, s.Resource, s.Condition]),
+      [[{ AWS: '*' }, releases, { StringNotEquals: { 's3:object-lock-legal-hold': 'ON' } }]],
+    );
+  });
+
   it('sends firmware bucket access logs to the log bucket, delivered by bucket policy scoped to the source', () => {
     assert.deepEqual(resources(template)[firmwareId]!.Properties!.LoggingConfiguration, {
       DestinationBucketName: { Ref: logsId },

@@ -100,7 +100,8 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
           resources: [iotArn('thing/*'), { 'Fn::GetAtt': [typeId, 'Arn'] }],
         },
         { actions: ['iot:AttachThingPrincipal'], resources: [iotArn('thing/*'), iotArn('cert/*')] },
-        { actions: ['iot:AttachPolicy', 'iot:UpdateCertificate'], resources: [iotArn('cert/*')] },
+        { actions: ['iot:AttachPolicy'], resources: [iotArn('cert/*')] },
+        { actions: ['iot:UpdateCertificate'], resources: [iotArn('cert/*')] },
       ],
     );
   });

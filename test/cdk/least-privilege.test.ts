@@ -11,13 +11,16 @@ import {
   type OtaFunctionName,
   onlyId,
   otaTemplate,
+  outputTarget,
   referencedIds,
   resources,
 } from './fixtures.js';
 
 const template = otaTemplate();
 const bucketId = onlyId(template, 'AWS::S3::Bucket', { VersioningConfiguration: { Status: 'Enabled' } });
-const keyId = onlyId(template, 'AWS::KMS::Key');
+/** The key that signs assignments, and the one that signs tokens (issue 18 #9: never the same). */
+const keyId = outputTarget(template, 'SigningKeyArn');
+const tokenKeyId = outputTarget(template, 'TokenSigningKeyArn');
 const table = (env: string) => {
   for (const fn of ALL_FUNCTIONS) if (functionEnv(template, fn)[env]) return envTarget(template, fn, env);
   throw new Error(env);
@@ -30,31 +33,11 @@ const tables = {
   campaigns: table('TABLE_CAMPAIGNS'),
 };
 type TableName = keyof typeof tables;
-/** The exact item action sets of DataTables' bind helpers, written out here independently. */
-const READ = [
-  'dynamodb:BatchGetItem',
-  'dynamodb:ConditionCheckItem',
-  'dynamodb:GetItem',
-  'dynamodb:Query',
-  'dynamodb:Scan',
-];
-const WRITE = ['dynamodb:BatchWriteItem', 'dynamodb:DeleteItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'];
-const UPDATE = ['dynamodb:UpdateItem'];
-const LEVELS: Record<string, readonly string[]> = {
-  read: READ,
-  write: WRITE,
-  readwrite: [...READ, ...WRITE],
-  update: UPDATE,
-  'read+update': [...READ, ...UPDATE],
-};
-const same = (a: readonly string[], b: readonly string[]) =>
-  JSON.stringify([...new Set(a)].sort()) === JSON.stringify([...new Set(b)].sort());
-
 /**
- * What a function may do with each table's items, by the exact action set on the table ARN itself: none, read,
- * write, readwrite, update (UpdateItem alone) or read+update; anything else is reported as its action list.
+ * The exact DynamoDB actions a function holds on each table's own ARN, sorted, without the dynamodb: prefix
+ * (issue 18 #9: each function holds what its code calls, never Scan, DeleteItem or BatchWriteItem by default).
  */
-function dynamoAccess(fn: OtaFunctionName): Record<TableName, string> {
+function dynamoAccess(fn: OtaFunctionName): Record<TableName, string[]> {
   return Object.fromEntries(
     Object.entries(tables).map(([name, id]) => {
       const onTable = functionStatements(template, fn)
@@ -62,11 +45,9 @@ function dynamoAccess(fn: OtaFunctionName): Record<TableName, string> {
           s.resources.some((r) => JSON.stringify(r) === JSON.stringify({ 'Fn::GetAtt': [id, 'Arn'] })),
         )
         .flatMap((s) => s.actions);
-      if (onTable.length === 0) return [name, 'none'];
-      const level = Object.entries(LEVELS).find(([, actions]) => same(onTable, actions));
-      return [name, level ? level[0] : [...new Set(onTable)].sort().join(',')];
+      return [name, [...new Set(onTable)].map((a) => a.replace(/^dynamodb:/, '')).sort()];
     }),
-  ) as Record<TableName, string>;
+  ) as Record<TableName, string[]>;
 }
 
 /**
@@ -109,16 +90,21 @@ const topicArn = {
 };
 
 describe('least privilege per function', { timeout: 300_000 }, () => {
-  it('auth-api: vehicles read/write, signs with the key, no S3, no IoT', () => {
+  it('auth-api: vehicles Get/UpdateItem, signs with the token key only, no S3, no IoT', () => {
     assert.deepEqual(dynamoAccess('auth-api'), {
-      releases: 'none',
-      vehicles: 'readwrite',
-      updates: 'none',
-      history: 'none',
-      campaigns: 'none',
+      releases: [],
+      vehicles: ['GetItem', 'UpdateItem'],
+      updates: [],
+      history: [],
+      campaigns: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
-    assert.deepEqual(actionsOn(template, 'auth-api', keyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
+    assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
+    assert.deepEqual(actionsOn(template, 'auth-api', keyId), [], 'no key that signs assignments');
+    assert.equal(functionEnv(template, 'auth-api').SIGNING_KEY_ARN, undefined);
+    assert.deepEqual(functionEnv(template, 'auth-api').TOKEN_SIGNING_KEY_ARN, {
+      'Fn::GetAtt': [tokenKeyId, 'Arn'],
+    });
     assert.deepEqual(
       allActions(template, 'auth-api').filter((a) => /^(s3|iot):/.test(a)),
       [],
@@ -128,11 +114,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
 
   it('vehicle-api: reads releases, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
     assert.deepEqual(dynamoAccess('vehicle-api'), {
-      releases: 'read',
-      vehicles: 'readwrite',
-      updates: 'readwrite',
-      history: 'write',
-      campaigns: 'update',
+      releases: [],
+      vehicles: ['GetItem', 'UpdateItem'],
+      updates: ['GetItem', 'PutItem', 'Query'],
+      history: ['PutItem'],
+      campaigns: ['UpdateItem'],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -147,6 +133,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       assert.ok(!allActions(template, 'vehicle-api').includes(forbidden), forbidden);
     }
     assert.deepEqual(actionsOn(template, 'vehicle-api', keyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
+    // Tokens are verified with the token key's public key; it never signs one.
+    assert.deepEqual(actionsOn(template, 'vehicle-api', tokenKeyId), ['kms:GetPublicKey']);
     assert.deepEqual(
       allActions(template, 'vehicle-api').filter((a) => a.startsWith('iot:')),
       [],
@@ -155,11 +143,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
 
   it('operator-api: releases, vehicles, updates and campaigns read/write, history append-only, uploads, no signing key', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
-      releases: 'readwrite',
-      vehicles: 'readwrite',
-      updates: 'readwrite',
-      history: 'write',
-      campaigns: 'readwrite',
+      releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
+      vehicles: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
+      updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
+      history: ['PutItem'],
+      campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -178,6 +166,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
             's3:GetObject',
             's3:GetObjectVersion',
             's3:DeleteObject',
+            's3:PutObjectLegalHold',
           ],
           resources: [releaseObjects],
         },
@@ -185,6 +174,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       ],
     );
     assert.deepEqual(actionsOn(template, 'operator-api', keyId), []);
+    assert.deepEqual(actionsOn(template, 'operator-api', tokenKeyId), []);
     assert.deepEqual(
       allActions(template, 'operator-api').filter((a) => a === 'iot:Publish'),
       [],
@@ -193,11 +183,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
 
   it('ingest: vehicles and updates read/write, history append-only, campaign counts, dead letters; no S3, KMS or IoT', () => {
     assert.deepEqual(dynamoAccess('ingest'), {
-      releases: 'none',
-      vehicles: 'readwrite',
-      updates: 'readwrite',
-      history: 'write',
-      campaigns: 'update',
+      releases: [],
+      vehicles: ['GetItem', 'UpdateItem'],
+      updates: ['GetItem', 'PutItem', 'Query'],
+      history: ['PutItem'],
+      campaigns: ['UpdateItem'],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -228,11 +218,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
 
   it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles and updates read/write, history append-only', () => {
     assert.deepEqual(dynamoAccess('campaign-tick'), {
-      releases: 'read',
-      vehicles: 'readwrite',
-      updates: 'readwrite',
-      history: 'write',
-      campaigns: 'read+update',
+      releases: ['GetItem'],
+      vehicles: ['GetItem', 'UpdateItem'],
+      updates: ['PutItem'],
+      history: ['PutItem'],
+      campaigns: ['GetItem', 'UpdateItem'],
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);
@@ -293,6 +283,28 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
+  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator (issue 18 #9)', () => {
+    for (const fn of ALL_FUNCTIONS) {
+      const actions = allActions(template, fn);
+      for (const never of ['dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:BatchGetItem']) {
+        assert.ok(!actions.includes(never), `${fn}: ${never}`);
+      }
+      assert.equal(actions.includes('dynamodb:Scan'), fn === 'operator-api', `${fn}: Scan`);
+    }
+  });
+
+  it('signs tokens and assignments with different keys; only auth-api signs tokens (issue 18 #9)', () => {
+    assert.notEqual(keyId, tokenKeyId);
+    for (const fn of ALL_FUNCTIONS) {
+      assert.equal(actionsOn(template, fn, tokenKeyId).includes('kms:Sign'), fn === 'auth-api', fn);
+      assert.equal(
+        actionsOn(template, fn, keyId).includes('kms:Sign'),
+        fn === 'vehicle-api' || fn === 'campaign-tick',
+        fn,
+      );
+    }
+  });
+
   it('grants no index wildcard: every index a function may query is named', () => {
     for (const fn of ALL_FUNCTIONS) {
       for (const s of functionStatements(template, fn)) {
@@ -326,6 +338,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
         `${fn} bucket`,
       );
       assert.equal(env.SIGNING_KEY_ARN !== undefined, actionsOn(template, fn, keyId).length > 0, `${fn} key`);
+      assert.equal(
+        env.TOKEN_SIGNING_KEY_ARN !== undefined,
+        actionsOn(template, fn, tokenKeyId).length > 0,
+        `${fn} token key`,
+      );
     }
   });
 

@@ -42,9 +42,12 @@ describe('OtaStack', { timeout: 300_000 }, () => {
     assert.deepEqual(outputs.IngestDeadLetterQueueUrl!.Value, { Ref: ingestQueueId(otaTemplate()) });
     assert.deepEqual(outputs.CampaignTickDeadLetterQueueUrl!.Value, { Ref: scheduleQueueId(otaTemplate()) });
     assert.notEqual(ingestQueueId(otaTemplate()), scheduleQueueId(otaTemplate()));
-    assert.deepEqual(outputs.SigningKeyArn!.Value, {
-      'Fn::GetAtt': [Object.keys(otaTemplate().findResources('AWS::KMS::Key'))[0], 'Arn'],
-    });
+    const keys = Object.keys(otaTemplate().findResources('AWS::KMS::Key'));
+    assert.equal(keys.length, 2);
+    const [signing, token] = [outputs.SigningKeyArn!.Value, outputs.TokenSigningKeyArn!.Value] as unknown as {
+      'Fn::GetAtt': [string, string];
+    }[];
+    assert.deepEqual([signing!['Fn::GetAtt'][0], token!['Fn::GetAtt'][0]].sort(), [...keys].sort());
     assert.ok(!Object.keys(outputs).some((k) => k.startsWith('ApiEndpoint')), 'no duplicate URL output');
   });
 

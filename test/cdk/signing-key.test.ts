@@ -24,9 +24,9 @@ function fnWith(bind: (key: SigningKey, fn: lambda.Function) => void) {
 }
 
 describe('SigningKey', { timeout: 300_000 }, () => {
-  it('is an ECC_NIST_P256 SIGN_VERIFY key, retained', () => {
+  it('two ECC_NIST_P256 SIGN_VERIFY keys, retained: assignments and tokens (issue 18 #9)', () => {
     const template = otaTemplate();
-    template.resourceCountIs('AWS::KMS::Key', 1);
+    template.resourceCountIs('AWS::KMS::Key', 2);
     template.hasResource('AWS::KMS::Key', {
       Properties: { KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY', PendingWindowInDays: 30 },
       DeletionPolicy: 'Retain',
@@ -40,6 +40,7 @@ describe('SigningKey', { timeout: 300_000 }, () => {
 
   it('has an alias under the stack name', () => {
     otaTemplate().hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/Ota/backend-signing' });
+    otaTemplate().hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/Ota/token-signing' });
   });
 
   it('grantSign allows kms:Sign only and sets SIGNING_KEY_ARN', () => {

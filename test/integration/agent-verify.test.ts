@@ -284,7 +284,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
 
   it('refuses an image changed in S3 after publication: corrupt chunks are re-fetched, then verification_failed', async () => {
     const tampered = await publishRelease(ac, { version: '4.0.0', size: 640 * 1024 });
-    const file = s3ObjectFile(ac, tampered.signed.manifest.sha256);
+    const file = s3ObjectFile(ac, tampered.signed.manifest);
     assert.equal(statSync(file).size, tampered.image.length, 'found the stored object');
     const at = 5 * 64 * 1024 + 1000; // inside chunk 5
     const fd = openSync(file, 'r+');

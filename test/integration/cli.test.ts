@@ -663,6 +663,40 @@ describe('vehicles and campaigns', { timeout: 300_000 }, () => {
   });
 });
 
+describe('kill switches (issue 18 #4)', { timeout: 300_000 }, () => {
+  it('vehicles revoke and firmware withdraw, for people and for scripts', TIMEOUT, async () => {
+    const revoked = ok(await ota('vehicles', 'revoke', VINS[2], '--reason', 'stolen'), 'revoke');
+    assert.match(
+      revoked.stdout,
+      new RegExp(
+        `^revoked ${VINS[2]} at \\S+: certificate [0-9a-f]+ revoked, \\d+ open update\\(s\\) withdrawn$`,
+        'm',
+      ),
+    );
+    assert.notEqual(json(await ota('vehicles', 'show', VINS[2], '--json'), 'show revoked').revoked_at, null);
+    failed(await ota('vehicles', 'revoke', UNKNOWN_VIN), 1, /^error: unknown_vehicle: /, 'revoke unknown');
+    assert.equal((await ota('vehicles', 'revoke', 'not-a-vin')).code, 2, 'a malformed VIN is a usage error');
+
+    const withdrawn = json(
+      await ota('firmware', 'withdraw', 'tcu-4.0.0', '--reason', 'bad batch', '--json'),
+      'withdraw --json',
+    );
+    assert.equal(withdrawn.status, 'withdrawn');
+    assert.equal(withdrawn.campaigns_cancelled, 0, 'its campaigns were all cancelled already');
+    const again = ok(await ota('firmware', 'withdraw', 'tcu-4.0.0'), 'withdraw again');
+    assert.match(
+      again.stdout,
+      /^tcu-4\.0\.0 is withdrawn: 0 campaign\(s\) cancelled, 0 open update\(s\) withdrawn$/m,
+    );
+    failed(
+      await ota('firmware', 'withdraw', 'nope-9.9.9'),
+      1,
+      /^error: unknown_release: /,
+      'withdraw unknown',
+    );
+  });
+});
+
 describe('large images', { timeout: 300_000 }, () => {
   it('signs a 2 GiB image with bounded memory', { timeout: 180_000 }, async () => {
     const size = 2 * 1024 * MiB + 1;

@@ -27,7 +27,7 @@ import type { APIGatewayProxyEvent, Context } from 'aws-lambda';
 import { INTERNAL_ERROR_BODY } from '../../lambdas/core/errors.js';
 import { TABLES } from '../../lambdas/core/tables.js';
 import { LocalCa } from '../../local/ca.js';
-import { LOCAL_CREDENTIALS, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
+import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import {
   type GatewayLogger,
   type HandlerLoader,
@@ -104,7 +104,7 @@ function s3Client(overrides: Partial<S3ClientConfig> = {}): S3Client {
     forcePathStyle: true,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-    credentials: LOCAL_CREDENTIALS,
+    credentials: cloud.credentials,
     // An Agent instance, not agent options: for uploads over 2 MB the SDK sends Expect: 100-continue through a
     // fresh default Agent unless the agent is the caller's own, and that one would not trust the local CA.
     requestHandler: { httpsAgent: new Agent({ ca: cloud.caCertPem, keepAlive: true }) },
@@ -116,7 +116,7 @@ function dynamoClient(): DynamoDBClient {
   return new DynamoDBClient({
     endpoint: cloud.endpoints.dynamodb,
     region: 'us-east-1',
-    credentials: LOCAL_CREDENTIALS,
+    credentials: cloud.credentials,
     requestHandler: { httpsAgent: new Agent({ ca: cloud.caCertPem, keepAlive: true }) },
   });
 }
@@ -293,7 +293,7 @@ describe('S3 emulator', { timeout: 300_000 }, () => {
       name: 'tamperSignature',
     });
     const wrongSecret = s3Client({
-      credentials: { ...LOCAL_CREDENTIALS, secretAccessKey: 'not-the-secret' },
+      credentials: { ...cloud.credentials, secretAccessKey: 'not-the-secret' },
     });
     try {
       for (const client of [tampering, wrongSecret]) {
@@ -392,7 +392,7 @@ describe('environment for the functions', { timeout: 300_000 }, () => {
     assert.equal(readFileSync(cloud.caFile, 'utf8'), cloud.caCertPem);
     assert.equal(process.env.LOCAL_CA_DIR, join(cloud.dataDir, 'ca'));
     assert.equal(process.env.AWS_REGION, 'us-east-1');
-    assert.equal(process.env.AWS_ACCESS_KEY_ID, LOCAL_CREDENTIALS.accessKeyId);
+    assert.equal(process.env.AWS_ACCESS_KEY_ID, cloud.credentials.accessKeyId);
     const signing = createPrivateKey(readFileSync(process.env.LOCAL_SIGNING_KEY_FILE!, 'utf8'));
     assert.equal(signing.asymmetricKeyDetails?.namedCurve, 'prime256v1');
     assert.ok(cloud.releaseKeyFiles, 'a development release key is made when none is given');

@@ -576,7 +576,7 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
     }
     await local.stop();
     assert.equal(peak, 2);
-    assert.deepEqual(local.stats(), { delivered: 5, failed: 1, deadLetters: 1, pending: 0 });
+    assert.deepEqual(local.stats(), { delivered: 5, failed: 1, deadLetters: 1, pending: 0, throttled: 0 });
   });
 });
 

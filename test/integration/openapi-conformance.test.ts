@@ -238,6 +238,18 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asOperator('POST', '/campaigns/conformance/start', 400, { now: true });
   });
 
+  it('kill switches: withdraw a release, revoke a vehicle, and refusals', async () => {
+    const withdrawn = await asOperator('POST', '/releases/tcu-4.0.0/withdraw', 200, { reason: 'bad batch' });
+    assert.equal(withdrawn.json.status, 'withdrawn');
+    assert.equal(typeof withdrawn.json.withdrawn_at, 'string');
+    await asOperator('POST', '/releases/no-such-release/withdraw', 404, {});
+    const revoked = await asOperator('POST', `/vehicles/${OTHER_VIN}/revoke`, 200, { reason: 'stolen' });
+    assert.equal(revoked.json.vin, OTHER_VIN);
+    const v = await asOperator('GET', `/vehicles/${OTHER_VIN}`, 200);
+    assert.equal(v.json.revoked_at, revoked.json.revoked_at);
+    await asOperator('POST', '/vehicles/1M8GDM9AXKP042788/revoke', 404, {});
+  });
+
   it('every route of ROUTES answered a success that conforms to the document', () => {
     const routes = new Set(ROUTES.map((r) => `${r.method} ${r.resource}`));
     assert.deepEqual([...doc.operations()].sort(), [...routes].sort(), 'the document lists exactly ROUTES');

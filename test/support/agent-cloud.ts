@@ -11,7 +11,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
-import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
+import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
@@ -85,7 +85,7 @@ export async function startAgentCloud(
   const iotData = new IoTDataPlaneClient({
     region: LOCAL_REGION,
     endpoint: cloud.endpoints.iotData,
-    credentials: LOCAL_CREDENTIALS,
+    credentials: cloud.credentials,
     maxAttempts: 1,
     // An Agent instance: the SDK drops a CA given as plain agent options on some requests.
     requestHandler: { httpsAgent: new HttpsAgent({ ca: cloud.caCertPem }) },
@@ -352,9 +352,19 @@ export function downloadsLeft(stateDir: string): string[] {
   }
 }
 
-/** The object file of a release inside the S3 emulator's folder (for tampering tests). */
-export function s3ObjectFile(ac: AgentCloud, imageSha256: string): string {
-  return join(ac.cloud.dataDir, 's3', ac.cloud.bucket, 'releases', `${imageSha256}._S3rver_object`);
+/**
+ * The object file of a release inside the S3 emulator's folder (for tampering tests: bytes changed in storage
+ * behind S3's back, since the published object itself is under a legal hold). Key: releases/<release id>/<sha256>.
+ */
+export function s3ObjectFile(ac: AgentCloud, manifest: { release_id: string; sha256: string }): string {
+  return join(
+    ac.cloud.dataDir,
+    's3',
+    ac.cloud.bucket,
+    'releases',
+    manifest.release_id,
+    `${manifest.sha256}._S3rver_object`,
+  );
 }
 
 /** Asserts the vehicle runs `version` with exactly `image` in its active slot, committed, with nothing left over. */
