@@ -108,6 +108,11 @@ export interface UpdateRecord {
   /** When the current offer was sent, and by when the vehicle must have finished. */
   readonly offeredAt?: string;
   readonly deadline?: string;
+  /**
+   * The counter of the assignment sent with the current offer (or attempt). A report naming an older counter is
+   * about an earlier offer and is refused.
+   */
+  readonly offerCounter?: number;
 }
 
 export interface UpdateRepository {
