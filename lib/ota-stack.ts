@@ -68,10 +68,16 @@ export interface OtaStackProps extends StackProps {
    */
   readonly firmwareNoncurrentVersionRetentionDays?: number;
   /**
-   * Existing WAFv2 web ACL (REGIONAL) to associate with the API stage.
-   * @default - none
+   * Existing WAFv2 web ACL (REGIONAL) to associate with the API stage instead of the stack's own (which limits
+   * /auth/* per source address); it should carry an equivalent rate rule.
+   * @default - the stack's web ACL with the /auth/* rate rule
    */
   readonly webAclArn?: string;
+  /**
+   * Requests to /auth/* one source address may make in 5 minutes before WAF answers 429 (the stack's web ACL).
+   * @default 1000
+   */
+  readonly authRateLimitPerFiveMinutes?: number;
   /**
    * Create API Gateway's account-level CloudWatch Logs role; turn off when the account already has one.
    * @default true
@@ -206,6 +212,7 @@ export class OtaStack extends Stack {
       throttlingRateLimit: props.apiThrottlingRateLimit,
       throttlingBurstLimit: props.apiThrottlingBurstLimit,
       webAclArn: props.webAclArn,
+      authRateLimitPerFiveMinutes: props.authRateLimitPerFiveMinutes,
       createCloudWatchRole: props.createApiGatewayCloudWatchRole,
       logRemovalPolicy,
     });
@@ -246,6 +253,7 @@ export class OtaStack extends Stack {
     // auth-api: challenges and tokens.
     const auth = fn('auth-api');
     this.data.bindReadWrite(auth, 'vehicles');
+    this.data.bindReadWrite(auth, 'challenges');
     this.signingKey.grantSign(auth);
     // Tokens carry the signer's key id, derived from the public key (lambdas/core/vehicle-auth.ts).
     this.signingKey.grantVerify(auth);

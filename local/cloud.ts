@@ -73,6 +73,8 @@ export interface LocalCloudOptions {
   readonly adminToken?: string;
   /** @default 300 */
   readonly presignTtlSeconds?: number;
+  /** Login challenges issued per VIN per minute. @default DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE (600) */
+  readonly challengesPerVinPerMinute?: number;
   /** @default imports lambdas/<fn>/handler.ts once per function, after the environment is set */
   readonly loadHandler?: HandlerLoader;
   /** Gateway throttling per source IP. @default { ratePerSecond: 100, burst: 200 } */
@@ -191,6 +193,8 @@ async function start(
     ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
     [ENV.firmwareBucket]: FIRMWARE_BUCKET,
     [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? 300),
+    [ENV.challengesPerVinPerMinute]:
+      options.challengesPerVinPerMinute === undefined ? undefined : String(options.challengesPerVinPerMinute),
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,

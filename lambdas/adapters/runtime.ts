@@ -13,7 +13,9 @@ import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, intEnv, optionalEnv, requireEnv } from '../core/env.js';
+import { DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE } from '../core/vehicle-auth.js';
 import { clientConfig } from './aws-clients.js';
+import { DynamoChallengeRepository } from './dynamo-challenges.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -40,6 +42,7 @@ export const repositories = {
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
+  challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), intEnv(ENV.historyRetentionDays, 90)),
 };
@@ -83,6 +86,8 @@ export const settings = {
   presignTtlSeconds: () => intEnv(ENV.presignTtlSeconds, 300),
   tokenTtlSeconds: () => intEnv(ENV.tokenTtlSeconds, 900),
   vehicleRatePerMinute: () => intEnv(ENV.vehicleRatePerMinute, 120),
+  challengesPerVinPerMinute: () =>
+    intEnv(ENV.challengesPerVinPerMinute, DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE),
   multipartThresholdBytes: () => intEnv(ENV.multipartThresholdBytes, 128 * 1024 * 1024),
   multipartPartBytes: () => intEnv(ENV.multipartPartBytes, 64 * 1024 * 1024),
 };

@@ -8,11 +8,14 @@ export const ENV = {
   tableUpdates: 'TABLE_UPDATES',
   tableHistory: 'TABLE_HISTORY',
   tableCampaigns: 'TABLE_CAMPAIGNS',
+  tableChallenges: 'TABLE_CHALLENGES',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',
   /** Seconds a vehicle bearer token stays valid. */
   tokenTtlSeconds: 'TOKEN_TTL_SECONDS',
+  /** Login challenges issued per VIN per minute (POST /auth/challenge); more answer 429. */
+  challengesPerVinPerMinute: 'CHALLENGES_PER_VIN_PER_MINUTE',
   /** Requests a vehicle may make per minute on the vehicle routes. */
   vehicleRatePerMinute: 'VEHICLE_RATE_PER_MINUTE',
   /** Images larger than this many bytes are uploaded in parts (S3 multipart). */

@@ -6,11 +6,20 @@ import { createPublicKey, randomBytes } from 'node:crypto';
 import { challengeSigningInput } from '../../protocol/challenge.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
-import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
+import type { ChallengeRepository, Clock, VehicleRecord, VehicleRepository } from './ports.js';
 import { issueToken, parseBearer, verifyToken } from './token.js';
+
+/**
+ * Default per-VIN issuance cap. It bounds the work and storage one VIN can cause, and sits well above what a car
+ * needs (two logins an hour) and above a single flooding client's reach once WAF limits it per source address.
+ */
+export const DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE = 600;
 
 export interface VehicleAuthDeps {
   readonly vehicles: VehicleRepository;
+  readonly challenges: ChallengeRepository;
+  /** @default DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE */
+  readonly challengesPerVinPerMinute?: number;
   readonly signer: Signer;
   readonly clock: Clock;
   readonly tokenTtlSeconds: number;
@@ -24,14 +33,25 @@ export class VehicleAuthService {
   constructor(private readonly deps: VehicleAuthDeps) {}
 
   /**
-   * Answers the same way for unknown VINs, so the endpoint cannot be used to learn which VINs are registered;
-   * only a known vehicle's challenge is stored and can later be redeemed.
+   * Every challenge is stored on its own and stays valid until it is spent or expires, so issuing one (anyone
+   * may, for any VIN) never displaces the challenge a vehicle is answering. Unknown VINs are treated exactly like
+   * known ones (counted, stored, answered), so the endpoint does not reveal which VINs are registered; their
+   * challenges can never be redeemed.
    */
   async createChallenge(vin: string): Promise<{ nonce: string; expires_at: string }> {
-    const nonce = randomBytes(32).toString('base64url');
     const now = this.nowSeconds();
     const expiresAt = now + (this.deps.challengeTtlSeconds ?? 120);
-    await this.deps.vehicles.putChallenge(vin, nonce, expiresAt);
+    const limit = this.deps.challengesPerVinPerMinute ?? DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE;
+    const minute = Math.floor(now / 60);
+    // The counter outlives its window by a minute, then TTL removes it.
+    if (!(await this.deps.challenges.countIssued(vin, minute, limit, (minute + 2) * 60))) {
+      throw new TooManyRequestsError(
+        'rate_limited',
+        `At most ${limit} challenges a minute for one vehicle; retry in a minute`,
+      );
+    }
+    const nonce = randomBytes(32).toString('base64url');
+    await this.deps.challenges.put(vin, nonce, expiresAt);
     return { nonce, expires_at: new Date(expiresAt * 1000).toISOString() };
   }
 
@@ -43,7 +63,7 @@ export class VehicleAuthService {
     const refused = () =>
       new UnauthorizedError('invalid_challenge', 'The challenge answer is invalid or expired');
     // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.
-    if (!(await this.deps.vehicles.consumeChallenge(vin, nonce, this.nowSeconds()))) throw refused();
+    if (!(await this.deps.challenges.consume(vin, nonce, this.nowSeconds()))) throw refused();
     const vehicle = await this.deps.vehicles.get(vin);
     if (!vehicle) throw refused();
     const key = createPublicKey(vehicle.publicKeyPem);
