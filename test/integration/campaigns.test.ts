@@ -367,7 +367,7 @@ describe('campaigns', { timeout: 120000 }, () => {
         vehicle_timeout_seconds: 1,
         retry_budget: 1,
         halt_failure_percent: 100,
-        halt_min_outcomes: 10,
+        halt_min_outcomes: 2,
       },
     });
     // One canary of wave 0 loses its first offer (as a car does when the broker forgets its session).
