@@ -9,7 +9,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import { DirectHttpsTransport } from '../vehicle/direct-https.js';
-import { Downloader, type DownloaderOptions, verifyImageFile } from '../vehicle/downloader.js';
+import { Downloader, type DownloaderOptions } from '../vehicle/downloader.js';
+import { verifyImageFile } from '../vehicle/image-file.js';
 
 export interface WorkerJob {
   readonly url: string;

@@ -1,6 +1,7 @@
 /** `ota campaigns ...`: staged rollouts of a published release. */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { CampaignList } from '../protocol/operator-responses.js';
 import type { ApiClient } from './api.js';
 import { booleanOption, EXIT, numberOption, stringOption } from './args.js';
 import type { Context } from './context.js';
@@ -132,7 +133,7 @@ export async function watchCampaign(
 
 export async function list(ctx: Context): Promise<void> {
   const api = await ctx.api();
-  const page = await api.get<{ campaigns: CampaignView[]; next_cursor: string | null }>('/campaigns', {
+  const page = await api.get<CampaignList>('/campaigns', {
     limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: 100 }),
     cursor: stringOption(ctx.args.values, 'cursor'),
   });

@@ -2,6 +2,7 @@
 import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { ReleaseManifest } from '../protocol/manifest.js';
+import type { ReleaseCreated, ReleaseList } from '../protocol/operator-responses.js';
 import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
@@ -9,7 +10,7 @@ import { CliError } from './errors.js';
 import { checkReleaseId, parseChunkSize } from './inputs.js';
 import { Progress } from './progress.js';
 import { type ReleaseView, releaseRows, renderRelease } from './render.js';
-import { type UploadTarget, uploadImage } from './upload.js';
+import { uploadImage } from './upload.js';
 
 const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
 const PLACEHOLDER_DIGEST = '0'.repeat(64);
@@ -187,8 +188,6 @@ function readManifest(path: string) {
   return r.data;
 }
 
-type CreatedRelease = ReleaseView & { upload: UploadTarget };
-
 export async function upload(ctx: Context): Promise<void> {
   const manifestFile = ctx.path(requireString(ctx.args.values, 'manifest'));
   const concurrency = numberOption(ctx.args.values, 'concurrency', { integer: true, min: 1, max: 16 }) ?? 4;
@@ -201,7 +200,7 @@ export async function upload(ctx: Context): Promise<void> {
     );
   }
   const api = await ctx.api();
-  const created = await api.post<CreatedRelease>('/releases', signed);
+  const created = await api.post<ReleaseCreated>('/releases', signed);
   const target = created.upload;
   ctx.print(
     `created ${created.release_id} (${created.ecu} ${created.version}); uploading ${image.size} bytes` +
@@ -247,7 +246,7 @@ export async function publish(ctx: Context): Promise<void> {
 
 export async function list(ctx: Context): Promise<void> {
   const api = await ctx.api();
-  const page = await api.get<{ releases: ReleaseView[]; next_cursor: string | null }>('/releases', {
+  const page = await api.get<ReleaseList>('/releases', {
     limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: 100 }),
     cursor: stringOption(ctx.args.values, 'cursor'),
   });

@@ -1,32 +1,22 @@
 /**
- * Human-readable views of API answers, pure. The answer types are inferred from the domain functions that
- * produce them, so a field renamed in the API breaks the build here rather than printing blanks.
+ * Human-readable views of API answers, pure. The answer types are the protocol's response schemas, the ones the
+ * backend's views are typed by and the OpenAPI document describes, so a field renamed in the API breaks the build
+ * here rather than printing blanks.
  */
 
-import type { campaignView } from '../lambdas/core/campaigns.js';
-import type { releaseView } from '../lambdas/core/releases.js';
-import type { toUpdateView } from '../lambdas/core/vehicle-updates.js';
-import type { VehicleRegistryService } from '../lambdas/core/vehicles.js';
+import type {
+  CampaignVehicles,
+  CampaignView,
+  ReleaseView,
+  VehicleView,
+} from '../protocol/operator-responses.js';
+import type { UpdateView } from '../protocol/responses.js';
 import { UPDATE_STATUSES } from '../protocol/schemas.js';
 import { escapeUnsafe } from '../protocol/text.js';
 import { formatBytes } from './progress.js';
 
-export type ReleaseView = ReturnType<typeof releaseView>;
-export type CampaignView = ReturnType<typeof campaignView>;
-export type VehicleView = Awaited<ReturnType<VehicleRegistryService['get']>>;
-export type UpdateView = ReturnType<typeof toUpdateView>;
-export type CampaignVehiclesView = {
-  campaign_id: string;
-  wave: number;
-  vehicles: {
-    vin: string;
-    status: string;
-    progress: number;
-    attempt: number;
-    reason: string | null;
-    updated_at: string;
-  }[];
-};
+export type { CampaignView, ReleaseView, UpdateView, VehicleView };
+export type CampaignVehiclesView = CampaignVehicles;
 
 /**
  * Text for a terminal: every control character (ESC, CSI, BEL, DEL, C1), bidi override and lone surrogate is shown

@@ -1,18 +1,11 @@
 /** `ota vehicles register|show`: the vehicle registry. */
 import { readFileSync, writeFileSync } from 'node:fs';
+import type { VehicleRegistered } from '../protocol/operator-responses.js';
 import { requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
 import { checkVin, parseEcuSpec } from './inputs.js';
 import { renderVehicle, type VehicleView } from './render.js';
-
-interface Registered {
-  vin: string;
-  model: string;
-  certificate_pem: string;
-  certificate_id: string;
-  registered_at: string;
-}
 
 export async function register(ctx: Context): Promise<void> {
   const v = ctx.args.values;
@@ -32,7 +25,7 @@ export async function register(ctx: Context): Promise<void> {
   }
   const out = stringOption(v, 'out');
   const api = await ctx.api();
-  const registered = await api.post<Registered>('/vehicles', {
+  const registered = await api.post<VehicleRegistered>('/vehicles', {
     vin,
     model: requireString(v, 'model'),
     ecus,

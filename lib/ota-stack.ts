@@ -4,7 +4,7 @@ import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'a
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
-import { ENV } from '../lambdas/core/env.js';
+import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
 import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
@@ -128,9 +128,9 @@ export class OtaStack extends Stack {
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
     super(scope, id, props);
-    const presignTtl = props.presignTtlSeconds ?? 300;
-    const tokenTtl = props.tokenTtlSeconds ?? 900;
-    const historyDays = props.historyRetentionDays ?? 90;
+    const presignTtl = props.presignTtlSeconds ?? DEFAULTS.presignTtlSeconds;
+    const tokenTtl = props.tokenTtlSeconds ?? DEFAULTS.tokenTtlSeconds;
+    const historyDays = props.historyRetentionDays ?? DEFAULTS.historyRetentionDays;
     positiveInteger('presignTtlSeconds', presignTtl, 604800);
     positiveInteger('tokenTtlSeconds', tokenTtl, 86400);
     positiveInteger('historyRetentionDays', historyDays, 36500);

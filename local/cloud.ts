@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import dynalite from 'dynalite';
-import { ENV } from '../lambdas/core/env.js';
+import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
@@ -73,7 +73,7 @@ export interface LocalCloudOptions {
   readonly adminToken?: string;
   /** @default 300 */
   readonly presignTtlSeconds?: number;
-  /** Login challenges issued per VIN per minute. @default DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE (600) */
+  /** Login challenges issued per VIN per minute. @default DEFAULTS.challengesPerVinPerMinute (600) */
   readonly challengesPerVinPerMinute?: number;
   /** @default imports lambdas/<fn>/handler.ts once per function, after the environment is set */
   readonly loadHandler?: HandlerLoader;
@@ -192,9 +192,10 @@ async function start(
   const env: Record<string, string | undefined> = {
     ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
     [ENV.firmwareBucket]: FIRMWARE_BUCKET,
-    [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? 300),
-    [ENV.challengesPerVinPerMinute]:
-      options.challengesPerVinPerMinute === undefined ? undefined : String(options.challengesPerVinPerMinute),
+    [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? DEFAULTS.presignTtlSeconds),
+    [ENV.challengesPerVinPerMinute]: String(
+      options.challengesPerVinPerMinute ?? DEFAULTS.challengesPerVinPerMinute,
+    ),
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,

@@ -7,6 +7,12 @@ import * as z from 'zod';
 import { signedAssignmentSchema } from './assignment.js';
 import { signedManifestSchema } from './schemas.js';
 
+/** Every refused request (4xx) and internal error (500): a stable machine-readable code and a human message. */
+export const errorAnswerSchema = z.object({
+  error: z.object({ code: z.string(), message: z.string() }),
+});
+export type ErrorAnswer = z.infer<typeof errorAnswerSchema>;
+
 /** POST /auth/challenge */
 export const challengeAnswerSchema = z.object({ nonce: z.string(), expires_at: z.string() });
 export type ChallengeAnswer = z.infer<typeof challengeAnswerSchema>;
@@ -44,22 +50,39 @@ export const updateViewSchema = z.object({
   ecu: z.string(),
   campaign_id: z.string().nullish(),
   status: z.string(),
-  progress: z.number().optional(),
-  attempt: z.number().optional(),
+  progress: z.number(),
+  attempt: z.number().int(),
   reason: z.string().optional(),
-  pending: z.boolean().optional(),
-  created_at: z.string().optional(),
-  updated_at: z.string().optional(),
+  /** Not yet in a terminal state: the vehicle should act on it. */
+  pending: z.boolean(),
+  created_at: z.string(),
+  updated_at: z.string(),
 });
 export type UpdateView = z.infer<typeof updateViewSchema>;
 
+/** GET /updates/{vin}/firmware/{version}: a 302 whose Location is download_url. */
+export const firmwareRedirectSchema = z.object({
+  download_url: z.url({ protocol: /^https$/ }),
+  expires_at: z.string(),
+});
+export type FirmwareRedirect = z.infer<typeof firmwareRedirectSchema>;
+
 /** GET /updates/{vin} */
 export const updateListSchema = z.object({
+  vin: z.string(),
+  active_update_id: z.string().nullable(),
   updates: z.array(updateViewSchema),
   pending: z.array(updateViewSchema),
 });
 export type UpdateList = z.infer<typeof updateListSchema>;
 
 /** POST /updates/{vin}/status */
-export const statusAnswerSchema = z.object({ applied: z.boolean(), status: z.string() });
+export const statusAnswerSchema = z.object({
+  vin: z.string(),
+  update_id: z.string(),
+  status: z.string(),
+  progress: z.number(),
+  /** False for a duplicate, late or out-of-order report: recorded in the history, state unchanged. */
+  applied: z.boolean(),
+});
 export type StatusAnswer = z.infer<typeof statusAnswerSchema>;

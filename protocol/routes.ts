@@ -5,6 +5,24 @@
  */
 import * as z from 'zod';
 import {
+  campaignListSchema,
+  campaignVehiclesSchema,
+  campaignViewSchema,
+  releaseCreatedSchema,
+  releaseListSchema,
+  releaseViewSchema,
+  vehicleRegisteredSchema,
+  vehicleViewSchema,
+} from './operator-responses.js';
+import {
+  challengeAnswerSchema,
+  downloadAnswerSchema,
+  firmwareRedirectSchema,
+  statusAnswerSchema,
+  tokenAnswerSchema,
+  updateListSchema,
+} from './responses.js';
+import {
   ecuNameSchema,
   hardwareIdSchema,
   releaseIdSchema,
@@ -116,6 +134,11 @@ export interface RouteDefinition {
   /** Largest accepted body in bytes; larger ones answer 413. */
   readonly maxBodyBytes: number;
   readonly summary: string;
+  /**
+   * The success answers: status code -> schema of the JSON body. Refusals share one error body
+   * (errorAnswerSchema), documented for every route.
+   */
+  readonly responses: Readonly<Record<number, z.ZodType>>;
 }
 
 const SMALL = 16 * 1024;
@@ -129,6 +152,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'none',
     body: bodies.challenge,
     maxBodyBytes: SMALL,
+    responses: { 200: challengeAnswerSchema },
     summary: 'Get a single-use challenge for a vehicle',
   },
   {
@@ -138,6 +162,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'none',
     body: bodies.token,
     maxBodyBytes: SMALL,
+    responses: { 200: tokenAnswerSchema },
     summary: 'Exchange a signed challenge for a short-lived vehicle token',
   },
   {
@@ -146,6 +171,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'vehicle-api',
     auth: 'vehicle',
     maxBodyBytes: 0,
+    responses: { 200: updateListSchema },
     summary: 'List the vehicle updates and which are pending (polling fallback)',
   },
   {
@@ -155,6 +181,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'vehicle',
     body: bodies.firmwareRequest,
     maxBodyBytes: SMALL,
+    responses: { 200: downloadAnswerSchema },
     summary: 'Start an update to a firmware version; answers a download URL',
   },
   {
@@ -164,6 +191,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'vehicle',
     body: bodies.firmwareRequest,
     maxBodyBytes: SMALL,
+    responses: { 200: downloadAnswerSchema },
     summary: 'Get a fresh short-lived download URL for a firmware version',
   },
   {
@@ -172,6 +200,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'vehicle-api',
     auth: 'vehicle',
     maxBodyBytes: 0,
+    responses: { 302: firmwareRedirectSchema },
     summary: 'Redirect (302) to a short-lived download URL',
   },
   {
@@ -181,6 +210,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'vehicle',
     body: bodies.status,
     maxBodyBytes: SMALL,
+    responses: { 200: statusAnswerSchema },
     summary: 'Report update status',
   },
   {
@@ -190,6 +220,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.createRelease,
     maxBodyBytes: LARGE,
+    responses: { 201: releaseCreatedSchema },
     summary: 'Create a release from a signed manifest; answers upload URLs',
   },
   {
@@ -198,6 +229,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: releaseListSchema },
     summary: 'List releases',
   },
   {
@@ -206,6 +238,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: releaseViewSchema },
     summary: 'Get a release',
   },
   {
@@ -215,6 +248,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.publishRelease,
     maxBodyBytes: LARGE,
+    responses: { 200: releaseViewSchema },
     summary: 'Verify the uploaded image against its manifest and publish it',
   },
   {
@@ -224,6 +258,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.registerVehicle,
     maxBodyBytes: SMALL,
+    responses: { 201: vehicleRegisteredSchema },
     summary: 'Register a vehicle from its CSR; answers its device certificate',
   },
   {
@@ -232,6 +267,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: vehicleViewSchema },
     summary: 'Get a vehicle with its update state',
   },
   {
@@ -241,6 +277,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: createCampaignSchema,
     maxBodyBytes: LARGE,
+    responses: { 201: campaignViewSchema },
     summary: 'Create a staged campaign for a published release',
   },
   {
@@ -249,6 +286,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: campaignListSchema },
     summary: 'List campaigns',
   },
   {
@@ -257,6 +295,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: campaignViewSchema },
     summary: 'Campaign status with counts per state and per wave',
   },
   {
@@ -265,6 +304,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     fn: 'operator-api',
     auth: 'operator',
     maxBodyBytes: 0,
+    responses: { 200: campaignVehiclesSchema },
     summary: 'Per-vehicle states of one wave (?wave=N)',
   },
   ...(['start', 'pause', 'resume', 'cancel'] as const).map(
@@ -275,6 +315,7 @@ export const ROUTES: readonly RouteDefinition[] = [
       auth: 'operator',
       body: bodies.campaignAction,
       maxBodyBytes: SMALL,
+      responses: { 200: campaignViewSchema },
       summary: `${action[0]!.toUpperCase()}${action.slice(1)} a campaign`,
     }),
   ),

@@ -16,18 +16,27 @@
  * - Slow retrieval: a minimum average speed over a window, an idle-socket timeout and an overall deadline.
  * - 403 (the presigned URL expired) asks the source for a fresh URL and continues where it was.
  * - Free space is checked before anything is written.
+ *
+ * This file plans the requests and decides retries, URL refreshes and budgets; range-fetch.ts streams one Range
+ * request into verified chunks, and image-file.ts holds the file side (writes, write-back, prefix re-check).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { type FileHandle, mkdir, open, statfs } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { compareDigest, ImageHasher, type ReleaseManifest } from '../protocol/manifest.js';
+import type { ReleaseManifest } from '../protocol/manifest.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { BufferPool } from './buffer-pool.js';
-import { AgentError, DownloadError, type DownloadFailure } from './errors.js';
-import type { HttpResponse, HttpTransport } from './http-transport.js';
-import { type AgentLogger, describeError, silentLogger } from './logger.js';
-import { SpeedMonitor } from './rate.js';
+import { DownloadError } from './errors.js';
+import type { HttpTransport } from './http-transport.js';
+import {
+  BackgroundFlush,
+  type FreeSpace,
+  openPart,
+  PrefixHash,
+  systemFreeSpace,
+  verifyPrefix,
+} from './image-file.js';
+import { type AgentLogger, silentLogger } from './logger.js';
+import { CorruptChunk, fetchRange, type RangeFetchDeps, Transient, UrlRefused } from './range-fetch.js';
 import { type AgentRuntime, abortReason, systemRuntime, throwIfAborted } from './runtime.js';
 
 export interface DownloaderOptions {
@@ -117,74 +126,26 @@ export interface DownloadStats {
   readonly sha256: string;
 }
 
-/**
- * SHA-256 of the verified prefix, fed as bytes arrive: it moves on with each verified chunk and falls back to the
- * last one when a chunk fails or a connection drops mid-chunk (Hash.copy keeps the state at that boundary).
- */
-class PrefixHash {
-  private committed = createHash('sha256');
-  private working = createHash('sha256');
-
-  update(data: Buffer): void {
-    this.working.update(data);
-  }
-
-  /** The bytes fed since the last commit form a verified chunk. */
-  commit(): void {
-    this.committed = this.working.copy();
-  }
-
-  /** Forget the bytes fed since the last commit. */
-  rollback(): void {
-    this.working = this.committed.copy();
-  }
-
-  digest(): string {
-    return this.committed.copy().digest('hex');
-  }
-}
-
-/** Answers free bytes for a path (injectable: tests simulate a full disk). */
-export type FreeSpace = (path: string) => Promise<number>;
-
-export const systemFreeSpace: FreeSpace = async (path) => {
-  const s = await statfs(path);
-  return Number(s.bavail) * Number(s.bsize);
-};
-
-class UrlRefused extends Error {}
-class CorruptChunk extends Error {
-  constructor(readonly index: number) {
-    super(`chunk ${index} does not match the manifest digest`);
-  }
-}
-class Transient extends Error {
-  constructor(
-    readonly failure: DownloadFailure,
-    message: string,
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-  }
-}
-
 const MiB = 1024 * 1024;
 
 export class Downloader {
   private readonly runtime: AgentRuntime;
   private readonly logger: AgentLogger;
 
+  private readonly freeSpace: FreeSpace;
+  /** What each Range request runs with. */
+  private readonly fetch: RangeFetchDeps;
+
   constructor(
-    private readonly transport: HttpTransport,
+    transport: HttpTransport,
     private readonly options: DownloaderOptions = {},
     deps: { runtime?: AgentRuntime; logger?: AgentLogger; freeSpace?: FreeSpace } = {},
   ) {
     this.runtime = deps.runtime ?? systemRuntime;
     this.logger = deps.logger ?? silentLogger;
     this.freeSpace = deps.freeSpace ?? systemFreeSpace;
+    this.fetch = { transport, options, runtime: this.runtime, logger: this.logger };
   }
-
-  private readonly freeSpace: FreeSpace;
 
   async download(job: DownloadJob): Promise<DownloadStats> {
     const o = this.options;
@@ -252,7 +213,7 @@ export class Downloader {
         const before = verified;
         const end = Math.min(m.size, verified + window) - 1;
         try {
-          verified = await this.fetchRange({
+          verified = await fetchRange(this.fetch, {
             job,
             fh,
             url,
@@ -353,360 +314,4 @@ export class Downloader {
       await fh.close().catch(() => {});
     }
   }
-
-  /** One Range request; answers the new verified offset. Errors carry the verified offset reached. */
-  private async fetchRange(a: {
-    job: DownloadJob;
-    fh: FileHandle;
-    url: string;
-    offset: number;
-    end: number;
-    deadline: number;
-    stats: { bytesReceived: number; requests: number };
-    checkpoint: (upTo: number, force: boolean, settle?: () => Promise<void>) => Promise<void>;
-    whole: PrefixHash;
-    flusher: BackgroundFlush;
-    buffers: BufferPool;
-  }): Promise<number> {
-    const { job, fh, end } = a;
-    const m = job.manifest;
-    const o = this.options;
-    const attempt = new AbortController();
-    const signal = AbortSignal.any([job.signal, attempt.signal]);
-    const startedAt = this.runtime.now();
-    const speed = new SpeedMonitor(o.minBytesPerSecond ?? 4096, o.minSpeedWindowMs ?? 60_000, startedAt);
-    const guard = setInterval(() => {
-      const now = this.runtime.now();
-      if (now > a.deadline) attempt.abort(new DownloadError('deadline', 'download deadline passed'));
-      else if (speed.tooSlow(now)) {
-        attempt.abort(new Transient('too_slow', `download slower than ${o.minBytesPerSecond ?? 4096} B/s`));
-      }
-    }, 500);
-    let verified = a.offset;
-    let res: HttpResponse | undefined;
-    const writer = new FileWriter(fh, a.buffers, a.offset, Math.max(1, o.writesInFlight ?? 2));
-    const settle = () => writer.settle();
-    try {
-      a.job.onRequest?.({ offset: a.offset, end });
-      a.stats.requests++;
-      try {
-        res = await this.transport.send({
-          method: 'GET',
-          url: a.url,
-          headers: { range: `bytes=${a.offset}-${end}` },
-          signal,
-          idleTimeoutMs: o.idleTimeoutMs ?? 30_000,
-        });
-      } catch (err) {
-        if (attempt.signal.aborted && !job.signal.aborted) throw abortReason(attempt.signal);
-        if (job.signal.aborted) throw abortReason(job.signal);
-        throw new Transient('network', describeError(err));
-      }
-      let skip = 0;
-      if (res.status === 206) {
-        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(String(res.headers['content-range'] ?? ''));
-        if (!range || Number(range[1]) !== a.offset) {
-          res.abort();
-          throw new DownloadError(
-            'bad_response',
-            `unusable Content-Range ${String(res.headers['content-range'])}`,
-          );
-        }
-        if (range[3] !== '*' && Number(range[3]) < m.size) {
-          res.abort();
-          throw new DownloadError('bad_response', `the object has ${range[3]} bytes, the manifest ${m.size}`);
-        }
-      } else if (res.status === 200) {
-        const length = Number(res.headers['content-length'] ?? Number.NaN);
-        if (Number.isFinite(length) && length < m.size) {
-          res.abort();
-          throw new DownloadError('bad_response', `the object has ${length} bytes, the manifest ${m.size}`);
-        }
-        skip = a.offset; // the server ignored Range: skip what is already verified
-      } else {
-        res.abort();
-        if (res.status === 403) throw new UrlRefused();
-        if (res.status === 408 || res.status === 429 || res.status >= 500) {
-          const ra = Number(res.headers['retry-after']);
-          throw new Transient(
-            'network',
-            `server answered ${res.status}`,
-            Number.isFinite(ra) ? ra * 1000 : undefined,
-          );
-        }
-        throw new DownloadError('bad_response', `server answered ${res.status}`);
-      }
-
-      let pos = a.offset;
-      let chunkIndex = Math.floor(pos / m.chunk_size);
-      let chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
-      let hash = createHash('sha256');
-      try {
-        for await (const piece of res.body) {
-          a.stats.bytesReceived += piece.length;
-          speed.add(piece.length, this.runtime.now());
-          if (o.maxBytesPerSecond) {
-            // Before the piece is used, so a response that arrives in one piece is paced too.
-            const ahead = (speed.received * 1000) / o.maxBytesPerSecond - (this.runtime.now() - startedAt);
-            if (ahead > 1) await this.runtime.sleep(ahead, signal);
-          }
-          let data = piece;
-          if (skip > 0) {
-            const drop = Math.min(skip, data.length);
-            skip -= drop;
-            data = data.subarray(drop);
-          }
-          while (data.length > 0) {
-            if (pos > end) {
-              // More than asked for (oversized or endless response): never read or store past the range.
-              this.logger.warn('server sent more than the requested range; cutting the response', {
-                at: pos,
-              });
-              res.abort();
-              break;
-            }
-            const take = Math.min(data.length, chunkEnd - pos);
-            const part = data.subarray(0, take);
-            data = data.subarray(take);
-            hash.update(part);
-            a.whole.update(part);
-            for (let copied = 0; copied < take; ) {
-              copied += writer.append(part, copied);
-              if (writer.full) await writer.flush();
-            }
-            pos += take;
-            if (pos === chunkEnd) {
-              if (hash.digest('hex') !== m.chunks[chunkIndex]) {
-                writer.discard(); // the failed chunk's bytes are never written
-                await settle();
-                await fh.truncate(verified);
-                res.abort();
-                throw new CorruptChunk(chunkIndex);
-              }
-              await writer.flush();
-              a.whole.commit();
-              a.flusher.wrote(pos);
-              verified = pos;
-              job.onProgress?.(verified, speed.rate(this.runtime.now()));
-              await job.onChunkVerified?.({ index: chunkIndex, verifiedBytes: verified });
-              await a.checkpoint(verified, false, settle);
-              chunkIndex++;
-              chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
-              hash = createHash('sha256');
-            }
-          }
-          if (pos > end) {
-            res.abort(); // got every byte asked for; whatever else the server sends is never read
-            break;
-          }
-        }
-      } catch (err) {
-        if (err instanceof CorruptChunk || err instanceof DownloadError) throw err;
-        if (job.signal.aborted) throw abortReason(job.signal);
-        if (attempt.signal.aborted) throw abortReason(attempt.signal);
-        throw new Transient('network', describeError(err));
-      }
-      await settle();
-      // A partial chunk at the end is dropped: the next request starts again at its beginning.
-      return verified;
-    } catch (caught) {
-      res?.abort();
-      await writer.close();
-      // A failed file write outranks whatever else went wrong: the run stops, and the next one re-checks the
-      // prefix on disk before trusting it.
-      const err = writer.failure ?? caught;
-      if (err instanceof AgentError || err instanceof Error) Object.assign(err, { verified });
-      throw err;
-    } finally {
-      await writer.close(); // never rejects: a failed write is kept in writer.failure
-      // Whatever was fed past the last verified chunk is not part of the image.
-      a.whole.rollback();
-      clearInterval(guard);
-    }
-  }
-}
-
-/**
- * The file writes of one Range request: bytes are copied into a pooled buffer and each full buffer is written while
- * the next bytes arrive and are hashed, so reading the socket and writing the file overlap. At most `maxWrites`
- * writes are in flight (the memory held is maxWrites + 1 buffers). A failed write is kept, not thrown at once.
- */
-class FileWriter {
-  private current: Buffer | undefined;
-  private used = 0;
-  private readonly writes: Promise<void>[] = [];
-  failure: unknown;
-
-  constructor(
-    private readonly fh: FileHandle,
-    private readonly pool: BufferPool,
-    private at: number,
-    private readonly maxWrites: number,
-  ) {}
-
-  /** Copies what fits of data (from `from`) into the current buffer; answers how many bytes were taken. */
-  append(data: Buffer, from: number): number {
-    this.current ??= this.pool.take();
-    const n = data.copy(this.current, this.used, from);
-    this.used += n;
-    return n;
-  }
-
-  get full(): boolean {
-    return this.current !== undefined && this.used === this.current.length;
-  }
-
-  /** Starts writing the buffered bytes; waits only for room among the writes in flight. */
-  async flush(): Promise<void> {
-    if (this.used === 0 || !this.current) return;
-    const buffer = this.current;
-    const length = this.used;
-    const at = this.at;
-    this.current = undefined;
-    this.used = 0;
-    this.at += length;
-    while (this.writes.length >= this.maxWrites) await this.writes.shift();
-    if (this.failure !== undefined) {
-      this.pool.give(buffer);
-      throw this.failure;
-    }
-    this.writes.push(
-      writeAll(this.fh, buffer, length, at).then(
-        () => this.pool.give(buffer),
-        (err: unknown) => {
-          this.failure ??= err;
-          this.pool.give(buffer);
-        },
-      ),
-    );
-  }
-
-  /** Forgets the bytes buffered and not yet written. */
-  discard(): void {
-    this.used = 0;
-  }
-
-  /** Waits for every write in flight; throws the first failure. */
-  async settle(): Promise<void> {
-    await Promise.all(this.writes.splice(0));
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  /** Waits for the writes (never throws) and returns the buffer. */
-  async close(): Promise<void> {
-    await Promise.all(this.writes.splice(0));
-    if (this.current) this.pool.give(this.current);
-    this.current = undefined;
-    this.used = 0;
-  }
-}
-
-/** Writes all `length` bytes at `position` (a regular file may take fewer in one call, e.g. near a full disk). */
-async function writeAll(fh: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
-  let done = 0;
-  while (done < length) {
-    const { bytesWritten } = await fh.write(buffer, done, length - done, position + done);
-    if (bytesWritten <= 0) throw new Error('the file write made no progress');
-    done += bytesWritten;
-  }
-}
-
-/**
- * Starts writing the file back every `everyBytes`, without waiting for it (at most one sync in flight): the kernel
- * would otherwise hold the whole image in dirty pages and the final fsync would write all of it at once.
- */
-class BackgroundFlush {
-  private inFlight: Promise<void> | undefined;
-  private lastAt = 0;
-
-  constructor(
-    private readonly fh: FileHandle,
-    private readonly everyBytes: number,
-  ) {}
-
-  wrote(position: number): void {
-    if (this.everyBytes <= 0 || this.inFlight || position - this.lastAt < this.everyBytes) return;
-    this.lastAt = position;
-    this.inFlight = this.fh
-      .datasync()
-      .catch(() => {}) // a failed early flush is retried by the final, awaited one
-      .finally(() => {
-        this.inFlight = undefined;
-      });
-  }
-
-  async idle(): Promise<void> {
-    await this.inFlight;
-  }
-}
-
-/**
- * Reads back the first `upTo` bytes of the file chunk by chunk against the manifest, feeding the whole-image hash;
- * answers how many bytes (a chunk boundary) still verify.
- */
-async function verifyPrefix(
-  fh: FileHandle,
-  m: ReleaseManifest,
-  upTo: number,
-  whole: PrefixHash,
-  signal: AbortSignal,
-): Promise<number> {
-  if (upTo <= 0) return 0;
-  const buffer = Buffer.allocUnsafe(Math.min(m.chunk_size, MiB));
-  let at = 0;
-  while (at < upTo) {
-    throwIfAborted(signal);
-    const index = at / m.chunk_size;
-    const end = Math.min(upTo, at + m.chunk_size);
-    const hash = createHash('sha256');
-    let pos = at;
-    while (pos < end) {
-      const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, end - pos), pos);
-      if (bytesRead === 0) break;
-      const data = buffer.subarray(0, bytesRead);
-      hash.update(data);
-      whole.update(data);
-      pos += bytesRead;
-    }
-    if (pos < end || hash.digest('hex') !== m.chunks[index]) {
-      whole.rollback();
-      return at;
-    }
-    whole.commit();
-    at = end;
-  }
-  return at;
-}
-
-async function openPart(file: string): Promise<FileHandle> {
-  try {
-    return await open(file, 'r+');
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOENT') throw err;
-    return open(file, 'w+', 0o600);
-  }
-}
-
-/**
- * Checks an image file against its manifest: size and whole-image SHA-256, in one streaming pass over what is on
- * disk (not what went through memory). Answers the differences, empty when it matches. On a mismatch a second
- * pass locates the first chunk that differs, for the report.
- */
-export async function verifyImageFile(
-  path: string,
-  manifest: ReleaseManifest,
-  signal?: AbortSignal,
-): Promise<string[]> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const data of createReadStream(path, { highWaterMark: MiB, ...(signal ? { signal } : {}) })) {
-    hash.update(data as Buffer);
-    size += (data as Buffer).length;
-  }
-  if (size === manifest.size && hash.digest('hex') === manifest.sha256) return [];
-  const hasher = new ImageHasher(manifest.chunk_size);
-  for await (const data of createReadStream(path, { highWaterMark: MiB, ...(signal ? { signal } : {}) })) {
-    hasher.update(data as Buffer);
-  }
-  return compareDigest(manifest, hasher.digest());
 }

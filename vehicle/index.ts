@@ -33,9 +33,6 @@ export {
   type DownloadJob,
   type DownloadSource,
   type DownloadStats,
-  type FreeSpace,
-  systemFreeSpace,
-  verifyImageFile,
 } from './downloader.js';
 export {
   AgentError,
@@ -52,6 +49,7 @@ export {
   NodeHttpsTransport,
   TransportError,
 } from './http-transport.js';
+export { type FreeSpace, systemFreeSpace, verifyImageFile } from './image-file.js';
 export {
   type ActiveImage,
   type EcuInstaller,

@@ -15,8 +15,8 @@ import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod';
 import { ensureDir, fsyncDir, writeFileAtomic } from './atomic-file.js';
-import { type FreeSpace, systemFreeSpace } from './downloader.js';
 import { InstallError } from './errors.js';
+import { type FreeSpace, systemFreeSpace } from './image-file.js';
 import { throwIfAborted } from './runtime.js';
 
 /** The verified image to install. */

@@ -12,8 +12,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
-import { ENV, intEnv, optionalEnv, requireEnv } from '../core/env.js';
-import { DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE } from '../core/vehicle-auth.js';
+import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
 import { clientConfig } from './aws-clients.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
 import {
@@ -44,7 +43,7 @@ export const repositories = {
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   history: () =>
-    new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), intEnv(ENV.historyRetentionDays, 90)),
+    new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
 };
 
 export function objectStore(): S3ObjectStore {
@@ -82,12 +81,4 @@ export function releaseKeys(): readonly TrustedKey[] {
   return trustedKeysFromPems(pems);
 }
 
-export const settings = {
-  presignTtlSeconds: () => intEnv(ENV.presignTtlSeconds, 300),
-  tokenTtlSeconds: () => intEnv(ENV.tokenTtlSeconds, 900),
-  vehicleRatePerMinute: () => intEnv(ENV.vehicleRatePerMinute, 120),
-  challengesPerVinPerMinute: () =>
-    intEnv(ENV.challengesPerVinPerMinute, DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE),
-  multipartThresholdBytes: () => intEnv(ENV.multipartThresholdBytes, 128 * 1024 * 1024),
-  multipartPartBytes: () => intEnv(ENV.multipartPartBytes, 64 * 1024 * 1024),
-};
+export { settings };

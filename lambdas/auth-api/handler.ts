@@ -1,7 +1,7 @@
 /** Vehicle authentication routes: challenge, and token for a signed challenge. */
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { z } from 'zod';
 import type { bodies } from '../../protocol/routes.js';
+import { instrumented } from '../adapters/observability.js';
 import { backendSigner, logger, metrics, repositories, settings } from '../adapters/runtime.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
@@ -30,11 +30,4 @@ const route = createRouter(
   logger,
 );
 
-export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
-  logger.addContext(context);
-  try {
-    return await route(event);
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-  }
-}
+export const handler = instrumented(route);

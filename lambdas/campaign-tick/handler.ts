@@ -6,9 +6,10 @@ import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
 import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
+import { instrumented } from '../adapters/observability.js';
 import { backendSigner, logger, metrics, repositories, tracer } from '../adapters/runtime.js';
 import { CampaignEngine } from '../core/campaigns.js';
-import { ENV, intEnv } from '../core/env.js';
+import { settings } from '../core/env.js';
 import { systemClock } from '../core/ports.js';
 import { AssignmentIssuer } from '../core/vehicle-updates.js';
 
@@ -26,17 +27,13 @@ const engine = new CampaignEngine({
   publisher: new IotOfferPublisher(
     tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
   ),
-  tickSeconds: intEnv(ENV.campaignTickSeconds, 60),
+  tickSeconds: settings.campaignTickSeconds(),
   log: logger,
 });
 
-export async function handler(_event?: unknown, context?: Context) {
-  try {
-    const result = await engine.tickAll(context ? () => context.getRemainingTimeInMillis() : undefined);
-    metrics.addMetric('OffersSent', 'Count', result.offered);
-    metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
-    return result;
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-  }
-}
+export const handler = instrumented(async (_event?: unknown, context?: Context) => {
+  const result = await engine.tickAll(context ? () => context.getRemainingTimeInMillis() : undefined);
+  metrics.addMetric('OffersSent', 'Count', result.offered);
+  metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
+  return result;
+});

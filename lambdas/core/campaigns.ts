@@ -8,6 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { z } from 'zod';
+import type { CampaignList, CampaignVehicles, CampaignView } from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import { compareVersions } from '../../protocol/versions.js';
 import {
@@ -87,7 +88,8 @@ function checkTargets(t: CreateCampaignInput['targets']): void {
   }
 }
 
-export function campaignView(c: CampaignRecord) {
+/** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
+export function campaignView(c: CampaignRecord): CampaignView {
   const totals: Record<string, number> = {};
   const waves = c.waves.map((w, i) => {
     const counts = nonZero(c.counts[`w${i}`] ?? {});
@@ -112,10 +114,10 @@ export function campaignView(c: CampaignRecord) {
     halt_reason: c.haltReason ?? null,
     current_wave: c.currentWave,
     target_count: c.targetCount,
-    excluded: c.excluded,
+    excluded: c.excluded.map((e) => ({ vin: e.vin, reason: e.reason })),
     counts: totals,
     waves,
-    policy: c.policy,
+    policy: { ...c.policy, waves: [...c.policy.waves] },
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
@@ -142,7 +144,7 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 export class CampaignService {
   constructor(private readonly deps: CampaignDeps) {}
 
-  async create(input: CreateCampaignInput) {
+  async create(input: CreateCampaignInput): Promise<CampaignView> {
     let policy = toPolicy(input.policy);
     const problems = policyProblems(policy);
     if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
@@ -294,16 +296,16 @@ export class CampaignService {
     return { targets: chosen, excluded };
   }
 
-  async get(campaignId: string) {
+  async get(campaignId: string): Promise<CampaignView> {
     return campaignView(await this.load(campaignId));
   }
 
-  async list(limit: number, cursor?: string) {
+  async list(limit: number, cursor?: string): Promise<CampaignList> {
     const page = await this.deps.campaigns.list(limit, cursor);
     return { campaigns: page.items.map(campaignView), next_cursor: page.cursor ?? null };
   }
 
-  async vehicles(campaignId: string, wave: number) {
+  async vehicles(campaignId: string, wave: number): Promise<CampaignVehicles> {
     const c = await this.load(campaignId);
     if (!Number.isInteger(wave) || wave < 0 || wave >= c.waves.length) {
       throw new BadRequestError('invalid_wave', `wave must be 0-${c.waves.length - 1}`);
@@ -332,7 +334,7 @@ export class CampaignService {
   }
 
   /** Operator actions; each is a conditional status change, refused with 409 from a state it does not apply to. */
-  async act(campaignId: string, action: 'start' | 'pause' | 'resume' | 'cancel') {
+  async act(campaignId: string, action: 'start' | 'pause' | 'resume' | 'cancel'): Promise<CampaignView> {
     const allowed: Record<typeof action, CampaignStatus[]> = {
       start: ['created'],
       pause: ['running'],

@@ -42,6 +42,25 @@ export const ENV = {
   endpointCaFile: 'OTA_ENDPOINT_CA_FILE',
 } as const;
 
+/**
+ * Defaults of the tunable settings, in one place: the functions fall back to them when a variable is unset, and
+ * the CDK stack and the local cloud pass them on unless told otherwise.
+ */
+export const DEFAULTS = {
+  presignTtlSeconds: 300,
+  tokenTtlSeconds: 900,
+  vehicleRatePerMinute: 120,
+  /**
+   * Per-VIN login challenge cap: bounds the work and storage one VIN can cause, well above what a car needs (two
+   * logins an hour) and above what one flooding address reaches once WAF limits /auth/* per address.
+   */
+  challengesPerVinPerMinute: 600,
+  multipartThresholdBytes: 128 * 1024 * 1024,
+  multipartPartBytes: 64 * 1024 * 1024,
+  campaignTickSeconds: 60,
+  historyRetentionDays: 90,
+} as const satisfies Partial<Record<keyof typeof ENV, number>>;
+
 export class MissingConfigError extends Error {
   constructor(name: string) {
     super(`Missing required environment variable ${name}`);
@@ -68,3 +87,11 @@ export function intEnv(name: string, fallback: number, env: NodeJS.ProcessEnv = 
     throw new Error(`Environment variable ${name} must be a positive integer`);
   return n;
 }
+
+/** The tunable settings a function reads, each from its variable or its default. */
+export const settings = Object.fromEntries(
+  Object.entries(DEFAULTS).map(([name, fallback]) => [
+    name,
+    (env: NodeJS.ProcessEnv = process.env) => intEnv(ENV[name as keyof typeof DEFAULTS], fallback, env),
+  ]),
+) as { readonly [K in keyof typeof DEFAULTS]: (env?: NodeJS.ProcessEnv) => number };

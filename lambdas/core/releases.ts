@@ -13,6 +13,7 @@ import {
   type SignedManifest,
   verifyManifestSignatures,
 } from '../../protocol/manifest.js';
+import type { ReleaseCreated, ReleaseList, ReleaseView } from '../../protocol/operator-responses.js';
 import type { TrustedKey } from '../../protocol/signatures.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type { Clock, ObjectStore, ReleaseRecord, ReleaseRepository } from './ports.js';
@@ -30,7 +31,8 @@ export interface ReleaseServiceDeps {
   readonly partSize?: number;
 }
 
-export function releaseView(r: ReleaseRecord) {
+/** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
+export function releaseView(r: ReleaseRecord): ReleaseView {
   const m = r.signedManifest.manifest;
   return {
     release_id: r.releaseId,
@@ -49,7 +51,7 @@ export function releaseView(r: ReleaseRecord) {
 export class ReleaseService {
   constructor(private readonly deps: ReleaseServiceDeps) {}
 
-  async create(signed: SignedManifest) {
+  async create(signed: SignedManifest): Promise<ReleaseCreated> {
     const m = signed.manifest;
     checkManifestConsistency(m);
     if (!verifyManifestSignatures(signed, this.deps.trustedReleaseKeys)) {
@@ -87,7 +89,7 @@ export class ReleaseService {
     return { ...releaseView((await this.deps.releases.get(m.release_id))!), upload };
   }
 
-  private async uploadTarget(sha256: string, size: number) {
+  private async uploadTarget(sha256: string, size: number): Promise<ReleaseCreated['upload']> {
     const ttl = this.deps.uploadTtlSeconds ?? 3600;
     const key = `releases/${sha256}`;
     const threshold = this.deps.multipartThreshold ?? 128 * 1024 * 1024;
@@ -116,7 +118,7 @@ export class ReleaseService {
   async publish(
     releaseId: string,
     input: { upload_id?: string; parts?: { part_number: number; etag: string }[] },
-  ) {
+  ): Promise<ReleaseView> {
     const release = await this.deps.releases.get(releaseId);
     if (!release) throw new NotFoundError('unknown_release', `No release ${releaseId}`);
     if (release.status === 'published') return releaseView(release);
@@ -155,13 +157,13 @@ export class ReleaseService {
     return releaseView((await this.deps.releases.get(releaseId))!);
   }
 
-  async get(releaseId: string) {
+  async get(releaseId: string): Promise<ReleaseView> {
     const release = await this.deps.releases.get(releaseId);
     if (!release) throw new NotFoundError('unknown_release', `No release ${releaseId}`);
     return releaseView(release);
   }
 
-  async list(limit: number, cursor?: string) {
+  async list(limit: number, cursor?: string): Promise<ReleaseList> {
     const page = await this.deps.releases.list(limit, cursor);
     return { releases: page.items.map(releaseView), next_cursor: page.cursor ?? null };
   }

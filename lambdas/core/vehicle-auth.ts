@@ -4,21 +4,17 @@
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { challengeSigningInput } from '../../protocol/challenge.js';
+import type { ChallengeAnswer, TokenAnswer } from '../../protocol/responses.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
+import { DEFAULTS } from './env.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
 import type { ChallengeRepository, Clock, VehicleRecord, VehicleRepository } from './ports.js';
 import { issueToken, parseBearer, verifyToken } from './token.js';
 
-/**
- * Default per-VIN issuance cap. It bounds the work and storage one VIN can cause, and sits well above what a car
- * needs (two logins an hour) and above a single flooding client's reach once WAF limits it per source address.
- */
-export const DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE = 600;
-
 export interface VehicleAuthDeps {
   readonly vehicles: VehicleRepository;
   readonly challenges: ChallengeRepository;
-  /** @default DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE */
+  /** @default DEFAULTS.challengesPerVinPerMinute */
   readonly challengesPerVinPerMinute?: number;
   readonly signer: Signer;
   readonly clock: Clock;
@@ -38,10 +34,10 @@ export class VehicleAuthService {
    * known ones (counted, stored, answered), so the endpoint does not reveal which VINs are registered; their
    * challenges can never be redeemed.
    */
-  async createChallenge(vin: string): Promise<{ nonce: string; expires_at: string }> {
+  async createChallenge(vin: string): Promise<ChallengeAnswer> {
     const now = this.nowSeconds();
     const expiresAt = now + (this.deps.challengeTtlSeconds ?? 120);
-    const limit = this.deps.challengesPerVinPerMinute ?? DEFAULT_CHALLENGES_PER_VIN_PER_MINUTE;
+    const limit = this.deps.challengesPerVinPerMinute ?? DEFAULTS.challengesPerVinPerMinute;
     const minute = Math.floor(now / 60);
     // The counter outlives its window by a minute, then TTL removes it.
     if (!(await this.deps.challenges.countIssued(vin, minute, limit, (minute + 2) * 60))) {
@@ -55,11 +51,7 @@ export class VehicleAuthService {
     return { nonce, expires_at: new Date(expiresAt * 1000).toISOString() };
   }
 
-  async exchange(
-    vin: string,
-    nonce: string,
-    signatureB64: string,
-  ): Promise<{ token: string; token_type: 'Bearer'; expires_in: number; expires_at: string }> {
+  async exchange(vin: string, nonce: string, signatureB64: string): Promise<TokenAnswer> {
     const refused = () =>
       new UnauthorizedError('invalid_challenge', 'The challenge answer is invalid or expired');
     // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.

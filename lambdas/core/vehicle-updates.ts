@@ -6,7 +6,7 @@
 
 import { manifestDigest, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { ReleaseManifest } from '../../protocol/manifest.js';
-import type { DownloadAnswer, UpdateView } from '../../protocol/responses.js';
+import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/responses.js';
 import type { StatusReport } from '../../protocol/schemas.js';
 import type { Signer } from '../../protocol/signatures.js';
 import { compareVersions } from '../../protocol/versions.js';
@@ -407,7 +407,7 @@ export class UpdateStatusService {
    * What the vehicle may see: its updates, newest first, and the pending ones it should act on. Campaign updates
    * still scheduled for a later wave are not shown: the vehicle learns of them when its wave is offered.
    */
-  async list(vehicle: VehicleRecord) {
+  async list(vehicle: VehicleRecord): Promise<UpdateList> {
     const updates = (await this.deps.updates.listForVehicle(vehicle.vin)).filter(
       (u) => u.status !== 'scheduled',
     );

@@ -3,6 +3,7 @@
  * private key never leaves it); the backend answers the device certificate that identifies it on MQTT and HTTPS.
  */
 import { X509Certificate } from 'node:crypto';
+import type { VehicleRegistered, VehicleView } from '../../protocol/operator-responses.js';
 import { keyIdOf } from '../../protocol/signatures.js';
 import { ConflictError, NotFoundError } from './errors.js';
 import type { CertificateIssuer, Clock, UpdateRepository, VehicleRepository } from './ports.js';
@@ -25,7 +26,7 @@ export class VehicleRegistryService {
     },
   ) {}
 
-  async register(input: RegisterVehicleInput) {
+  async register(input: RegisterVehicleInput): Promise<VehicleRegistered> {
     if (new Set(input.ecus.map((e) => e.ecu)).size !== input.ecus.length) {
       throw new ConflictError('duplicate_ecu', 'Each ECU may appear once in the inventory');
     }
@@ -61,14 +62,14 @@ export class VehicleRegistryService {
     };
   }
 
-  async get(vin: string) {
+  async get(vin: string): Promise<VehicleView> {
     const vehicle = await this.deps.vehicles.get(vin);
     if (!vehicle) throw new NotFoundError('unknown_vehicle', `No vehicle ${vin}`);
     const updates = await this.deps.updates.listForVehicle(vin);
     return {
       vin: vehicle.vin,
       model: vehicle.model,
-      ecus: vehicle.ecus,
+      ecus: vehicle.ecus.map((e) => ({ ecu: e.ecu, hardware_id: e.hardware_id, version: e.version })),
       certificate_id: vehicle.certificateId,
       registered_at: vehicle.registeredAt,
       active_update_id: vehicle.activeUpdateId ?? null,

@@ -1,5 +1,5 @@
 /** IoT topic rule target: records vehicle progress and status messages. */
-import type { Context } from 'aws-lambda';
+import { instrumented } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { ingestVehicleMessage, rejectionLogFields } from '../core/ingest.js';
 import { systemClock } from '../core/ports.js';
@@ -14,15 +14,10 @@ const updates = new UpdateStatusService({
   campaigns: repositories.campaigns(),
 });
 
-export async function handler(event: unknown, context?: Context) {
-  if (context) logger.addContext(context);
-  try {
-    const outcome = await ingestVehicleMessage(event, { vehicles, updates });
-    metrics.addMetric(`Message_${outcome.result}`, 'Count', 1);
-    if (outcome.result === 'rejected') logger.warn('vehicle message rejected', rejectionLogFields(outcome));
-    else logger.debug('vehicle message recorded', { ...outcome });
-    return outcome;
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-  }
-}
+export const handler = instrumented(async (event: unknown) => {
+  const outcome = await ingestVehicleMessage(event, { vehicles, updates });
+  metrics.addMetric(`Message_${outcome.result}`, 'Count', 1);
+  if (outcome.result === 'rejected') logger.warn('vehicle message rejected', rejectionLogFields(outcome));
+  else logger.debug('vehicle message recorded', { ...outcome });
+  return outcome;
+});

@@ -1,10 +1,12 @@
 /** Operator routes: releases and the vehicle registry. IAM-authorised on AWS, admin token on the local cloud. */
+
 import { IoTClient } from '@aws-sdk/client-iot';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import type { APIGatewayProxyEvent } from 'aws-lambda';
 import type { z } from 'zod';
 import type { bodies } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
+import { instrumented } from '../adapters/observability.js';
 import {
   logger,
   metrics,
@@ -119,11 +121,4 @@ const route = createRouter(
   logger,
 );
 
-export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
-  logger.addContext(context);
-  try {
-    return await route(event);
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-  }
-}
+export const handler = instrumented(route);

@@ -1,7 +1,8 @@
 /** Vehicle update routes: every request carries a bearer token scoped to the VIN in its path. */
-import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import type { z } from 'zod';
+import type { FirmwareRedirect, StatusAnswer } from '../../protocol/responses.js';
 import type { bodies } from '../../protocol/routes.js';
+import { instrumented } from '../adapters/observability.js';
 import {
   backendSigner,
   backendVerificationKeys,
@@ -68,7 +69,7 @@ const route = createRouter(
       metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
       return json(
         302,
-        { download_url: offer.download_url, expires_at: offer.expires_at },
+        { download_url: offer.download_url, expires_at: offer.expires_at } satisfies FirmwareRedirect,
         { location: offer.download_url },
       );
     },
@@ -82,17 +83,10 @@ const route = createRouter(
         status: update.status,
         progress: update.progress,
         applied,
-      });
+      } satisfies StatusAnswer);
     },
   },
   logger,
 );
 
-export async function handler(event: APIGatewayProxyEvent, context: Context): Promise<APIGatewayProxyResult> {
-  logger.addContext(context);
-  try {
-    return await route(event);
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-  }
-}
+export const handler = instrumented(route);

@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { LocalCa } from '../../local/ca.js';
-import { ChunkedDecoder, DirectHttpsTransport } from '../../vehicle/direct-https.js';
+import { DirectHttpsTransport } from '../../vehicle/direct-https.js';
 import { readBody, TransportError } from '../../vehicle/http-transport.js';
+import { ChunkedDecoder } from '../../vehicle/http1-response.js';
 
 let dir: string;
 let ca: string;

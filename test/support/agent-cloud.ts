@@ -15,7 +15,6 @@ import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } fro
 import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
-import type { DownloadAnswer } from '../../protocol/responses.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { vehicleTopic } from '../../protocol/topics.js';
 import type { AgentEvent, EcuConfig, VehicleAgent } from '../../vehicle/agent.js';
@@ -23,6 +22,7 @@ import { registerVehicle } from '../../vehicle/api-client.js';
 import { NodeHttpsTransport } from '../../vehicle/http-transport.js';
 import type { FileSlotInstaller } from '../../vehicle/installer.js';
 import { type AgentLogger, jsonLinesLogger, silentLogger } from '../../vehicle/logger.js';
+import { offerFromAnswer } from '../../vehicle/poller.js';
 import { ensureIdentity, saveCertificate, type TrustAnchors } from '../../vehicle/provisioning.js';
 import {
   type CreateAgentOptions,
@@ -266,19 +266,6 @@ export class EventLog {
       `the outcome of ${firmwareVersion}`,
     );
   }
-}
-
-export function offerFromAnswer(answer: DownloadAnswer): UpdateOffer {
-  return {
-    type: 'update_offer',
-    campaign_id: answer.assignment.assignment.campaign_id,
-    update_id: answer.update_id,
-    firmware_version: answer.firmware_version,
-    ecu: answer.ecu,
-    size: answer.size,
-    manifest: answer.manifest,
-    assignment: answer.assignment,
-  };
 }
 
 /** An offer as the backend makes it: POST /updates/{vin}/initiate's manifest and assignment. */

@@ -44,7 +44,7 @@ async function setup(
   return { client, transport, runtime, signatures, keyPem: privateKeyPem, logins: () => logins };
 }
 
-const listing = { updates: [], pending: [] };
+const listing = { vin: VIN, active_update_id: null, updates: [], pending: [] };
 
 describe('VehicleApiClient', () => {
   it('logs in by signing the challenge with the device key, then reuses the token', async () => {

@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { ReleaseManifest } from '../../protocol/manifest.js';
-import { Downloader, type DownloadJob, verifyImageFile } from '../../vehicle/downloader.js';
+import { Downloader, type DownloadJob } from '../../vehicle/downloader.js';
 import { DownloadError } from '../../vehicle/errors.js';
+import { verifyImageFile } from '../../vehicle/image-file.js';
 import { FakeRuntime, FakeTransport, pieces, rangeAnswer } from '../support/agent-fakes.js';
 
 const CHUNK = 64 * 1024;

@@ -22,7 +22,13 @@ class FakeApi {
   async reportStatus(body: StatusBody) {
     const i = this.received.push(body) - 1;
     await this.answer(body, i);
-    return { applied: true, status: body.status };
+    return {
+      vin: VIN,
+      update_id: 'release#r1',
+      status: body.status,
+      progress: body.progress ?? 0,
+      applied: true,
+    };
   }
 }
 

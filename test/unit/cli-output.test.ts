@@ -270,10 +270,12 @@ describe('escape sequences from the API (issue 18, finding 7)', { timeout: 10_00
         vehicles: [
           {
             vin: '1HGCM82633A004352',
-            status: 'failed',
+            status: 'failed' as const,
             progress: 0,
             attempt: 1,
             reason: hostile,
+            offered_at: null,
+            deadline: null,
             updated_at: 't',
           },
         ],

@@ -126,6 +126,45 @@ describe('OpenAPI document', () => {
     assert.equal(schema.additionalProperties, false);
   });
 
+  it('gives every route its success answers and the error body, as schemas in the document', () => {
+    const doc = openApiDocument();
+    type Response = { content: Record<string, { schema: { $ref: string } }> };
+    const resolve = (ref: string) => {
+      const name = ref.replace('#/components/schemas/', '');
+      const schema = (doc.components.schemas as Record<string, { type?: string }>)[name];
+      assert.ok(schema, `${ref} resolves`);
+      return schema;
+    };
+    for (const r of ROUTES) {
+      const op = (doc.paths[r.resource] as Record<string, { responses: Record<string, Response> }>)[
+        r.method.toLowerCase()
+      ]!;
+      const success = Object.keys(r.responses);
+      assert.ok(success.length > 0, `${r.method} ${r.resource} declares its answer`);
+      for (const status of success) {
+        const schema = resolve(op.responses[status]!.content['application/json']!.schema.$ref);
+        assert.equal(schema.type, 'object', `${r.method} ${r.resource} ${status} is a typed object`);
+      }
+      for (const status of ['400', '401', '403', '404', '409', '413', '429', '500']) {
+        const ref = op.responses[status]?.content['application/json']?.schema.$ref;
+        assert.equal(ref, '#/components/schemas/Error', `${r.method} ${r.resource} ${status}`);
+      }
+    }
+    assert.deepEqual(doc.components.schemas.Error, {
+      type: 'object',
+      properties: {
+        error: {
+          type: 'object',
+          properties: { code: { type: 'string' }, message: { type: 'string' } },
+          required: ['code', 'message'],
+          additionalProperties: false,
+        },
+      },
+      required: ['error'],
+      additionalProperties: false,
+    });
+  });
+
   it('docs/openapi.json is up to date (npm run openapi)', () => {
     const committed = JSON.parse(readFileSync(new URL('../../docs/openapi.json', import.meta.url), 'utf8'));
     assert.deepEqual(committed, JSON.parse(JSON.stringify(openApiDocument())));

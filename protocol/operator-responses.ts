@@ -1,0 +1,154 @@
+/**
+ * What the operator routes answer (releases, vehicle registry, campaigns). The backend's views are typed by these
+ * schemas, the CLI renders their types and the OpenAPI document describes them, so a field renamed or dropped on
+ * one side breaks the build or the conformance test instead of printing blanks.
+ */
+import * as z from 'zod';
+import { updateViewSchema } from './responses.js';
+import { signedManifestSchema, UPDATE_STATUSES } from './schemas.js';
+
+/** A release as stored: pending_upload until its image is uploaded and verified, then published. */
+export const releaseViewSchema = z.object({
+  release_id: z.string(),
+  version: z.string(),
+  ecu: z.string(),
+  hardware_ids: z.array(z.string()),
+  size: z.number().int(),
+  sha256: z.string(),
+  status: z.enum(['pending_upload', 'published']),
+  created_at: z.string(),
+  published_at: z.string().nullable(),
+  manifest: signedManifestSchema,
+});
+export type ReleaseView = z.infer<typeof releaseViewSchema>;
+
+/** Where to upload a release's image: one presigned PUT, or presigned parts of a multipart upload. */
+export const uploadTargetSchema = z.discriminatedUnion('method', [
+  z.object({ method: z.literal('PUT'), url: z.string(), expires_at: z.string() }),
+  z.object({
+    method: z.literal('MULTIPART'),
+    upload_id: z.string(),
+    part_size: z.number().int(),
+    parts: z.array(z.object({ part_number: z.number().int(), url: z.string() })),
+    expires_at: z.string(),
+  }),
+]);
+export type UploadTargetView = z.infer<typeof uploadTargetSchema>;
+
+/** POST /releases (201) */
+export const releaseCreatedSchema = releaseViewSchema.extend({ upload: uploadTargetSchema });
+export type ReleaseCreated = z.infer<typeof releaseCreatedSchema>;
+
+/** GET /releases */
+export const releaseListSchema = z.object({
+  releases: z.array(releaseViewSchema),
+  next_cursor: z.string().nullable(),
+});
+export type ReleaseList = z.infer<typeof releaseListSchema>;
+
+/** POST /vehicles (201): the device certificate issued for the vehicle's CSR. */
+export const vehicleRegisteredSchema = z.object({
+  vin: z.string(),
+  model: z.string(),
+  certificate_pem: z.string(),
+  certificate_id: z.string(),
+  registered_at: z.string(),
+});
+export type VehicleRegistered = z.infer<typeof vehicleRegisteredSchema>;
+
+/** GET /vehicles/{vin} */
+export const vehicleViewSchema = z.object({
+  vin: z.string(),
+  model: z.string(),
+  ecus: z.array(z.object({ ecu: z.string(), hardware_id: z.string(), version: z.string() })),
+  certificate_id: z.string(),
+  registered_at: z.string(),
+  active_update_id: z.string().nullable(),
+  updates: z.array(updateViewSchema),
+});
+export type VehicleView = z.infer<typeof vehicleViewSchema>;
+
+/** Vehicles per update state (only states with at least one vehicle appear). */
+const countsSchema = z.record(z.string(), z.number().int());
+
+/**
+ * The rollout policy in effect, defaults filled in. It is echoed as stored, in camelCase (the request's policy
+ * is snake_case); changing that would change the route's answer, so it is described as it is.
+ */
+export const rolloutPolicyViewSchema = z.object({
+  waves: z.array(z.number()),
+  advanceSuccessPercent: z.number(),
+  soakSeconds: z.number(),
+  haltFailureCount: z.number().optional(),
+  haltFailurePercent: z.number().optional(),
+  haltMinOutcomes: z.number(),
+  vehicleTimeoutSeconds: z.number(),
+  retryBudget: z.number(),
+  notifyPerSecond: z.number(),
+  /** Present (true) when the operator allowed a first wave above the canary share. */
+  skipCanary: z.boolean().optional(),
+});
+
+export const CAMPAIGN_STATUSES = [
+  'created',
+  'running',
+  'paused',
+  'halted',
+  'cancelled',
+  'completed',
+] as const;
+
+/** POST /campaigns (201), GET /campaigns/{id} and every campaign action. */
+export const campaignViewSchema = z.object({
+  campaign_id: z.string(),
+  name: z.string(),
+  release_id: z.string(),
+  version: z.string(),
+  ecu: z.string(),
+  status: z.enum(CAMPAIGN_STATUSES),
+  halt_reason: z.string().nullable(),
+  current_wave: z.number().int(),
+  target_count: z.number().int(),
+  excluded: z.array(z.object({ vin: z.string(), reason: z.string() })),
+  counts: countsSchema,
+  waves: z.array(
+    z.object({
+      wave: z.number().int(),
+      size: z.number().int(),
+      started_at: z.string().nullable(),
+      counts: countsSchema,
+      succeeded: z.number().int(),
+      failed: z.number().int(),
+    }),
+  ),
+  policy: rolloutPolicyViewSchema,
+  created_at: z.string(),
+  updated_at: z.string(),
+});
+export type CampaignView = z.infer<typeof campaignViewSchema>;
+
+/** GET /campaigns */
+export const campaignListSchema = z.object({
+  campaigns: z.array(campaignViewSchema),
+  next_cursor: z.string().nullable(),
+});
+export type CampaignList = z.infer<typeof campaignListSchema>;
+
+/** GET /campaigns/{id}/vehicles?wave=N */
+export const campaignVehiclesSchema = z.object({
+  campaign_id: z.string(),
+  wave: z.number().int(),
+  vehicles: z.array(
+    z.object({
+      vin: z.string(),
+      status: z.enum(UPDATE_STATUSES),
+      progress: z.number(),
+      attempt: z.number().int(),
+      reason: z.string().nullable(),
+      offered_at: z.string().nullable(),
+      deadline: z.string().nullable(),
+      updated_at: z.string(),
+    }),
+  ),
+});
+export type CampaignVehicles = z.infer<typeof campaignVehiclesSchema>;

@@ -1,0 +1,243 @@
+/**
+ * Real answers against the API document: every route of the local cloud is driven over HTTPS (the real handlers,
+ * emulators and gateway) and each answer, success or refusal, is validated against docs/openapi.json by a JSON
+ * Schema validator. The last test requires every route of ROUTES to have answered a conforming success, so a
+ * route added without a conformance check here fails.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startLocalCloud } from '../../local/cloud.js';
+import { ROUTES } from '../../protocol/routes.js';
+import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
+import { https, jsonRequest } from '../support/https.js';
+import { OpenApiConformance } from '../support/openapi-conformance.js';
+
+const MiB = 1024 * 1024;
+const VIN = '1HGCM82633A004352';
+const OTHER_VIN = '5YJSA1E26HF000337';
+
+let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
+let dataDir: string;
+let operator: Operator;
+let car: TestVehicle;
+let other: TestVehicle;
+let token: string;
+const releaseKey = newReleaseKey();
+const image = randomBytes(200 * 1024 + 7);
+const doc = new OpenApiConformance();
+
+/** An operator call whose answer must conform to the document and have the expected status. */
+async function asOperator(method: string, path: string, status: number, body?: unknown) {
+  const res = doc.check(method, path, await operator.call(method, path, body));
+  assert.equal(res.status, status, `${method} ${path}: ${res.raw.toString().slice(0, 300)}`);
+  return res;
+}
+
+/** A vehicle call (as VIN, with its bearer token unless another is given), checked the same way. */
+async function asVehicle(method: string, path: string, status: number, body?: unknown, bearer = token) {
+  const res = doc.check(
+    method,
+    path,
+    await jsonRequest(cloud.endpoints.api, method, path, cloud.caCertPem, body, bearer),
+  );
+  assert.equal(res.status, status, `${method} ${path}: ${res.raw.toString().slice(0, 300)}`);
+  return res;
+}
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'ota-openapi-'));
+  // Read by the operator function at its cold start: a small threshold shows the multipart upload answer too.
+  process.env.MULTIPART_THRESHOLD_BYTES = String(5 * MiB);
+  process.env.MULTIPART_PART_BYTES = String(5 * MiB);
+  cloud = await startLocalCloud({
+    dataDir,
+    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0 },
+    releasePublicKeys: [releaseKey.publicPem],
+    campaignTickMs: 200,
+  });
+  operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
+  car = await TestVehicle.create(VIN);
+  other = await TestVehicle.create(OTHER_VIN);
+});
+
+after(async () => {
+  await cloud?.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () => {
+  it('releases: create (single PUT and multipart), publish, get, list, and refusals', async () => {
+    const signed = await signedRelease(image, {
+      releaseId: 'tcu-3.0.1',
+      version: '3.0.1',
+      signer: releaseKey.signer,
+    });
+    const created = await asOperator('POST', '/releases', 201, signed);
+    assert.equal(created.json.upload.method, 'PUT');
+    const put = await https(created.json.upload.url, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(image.length) },
+      body: image,
+      ca: cloud.caCertPem,
+    });
+    assert.equal(put.status, 200);
+    await asOperator('POST', '/releases/tcu-3.0.1/publish', 200, {});
+
+    const big = await signedRelease(randomBytes(6 * MiB), {
+      releaseId: 'tcu-4.0.0',
+      version: '4.0.0',
+      signer: releaseKey.signer,
+    });
+    const multipart = await asOperator('POST', '/releases', 201, big);
+    assert.equal(multipart.json.upload.method, 'MULTIPART');
+    assert.equal(multipart.json.upload.parts.length, 2);
+
+    assert.equal((await asOperator('GET', '/releases/tcu-3.0.1', 200)).json.status, 'published');
+    assert.equal((await asOperator('GET', '/releases/tcu-4.0.0', 200)).json.published_at, null);
+    const list = await asOperator('GET', '/releases?limit=1', 200);
+    assert.equal(list.json.releases.length, 1);
+    assert.equal(typeof list.json.next_cursor, 'string');
+    await asOperator('GET', `/releases?limit=1&cursor=${encodeURIComponent(list.json.next_cursor)}`, 200);
+
+    await asOperator('GET', '/releases/no-such-release', 404);
+    await asOperator('POST', '/releases/tcu-4.0.0/publish', 409, {});
+    await asOperator('POST', '/releases', 400, { manifest: {} });
+    await asOperator('GET', '/releases?limit=1000', 400);
+  });
+
+  it('vehicles: register, get, and refusals', async () => {
+    await asOperator('POST', '/vehicles', 201, car.registration());
+    await asOperator('POST', '/vehicles', 201, other.registration());
+    await asOperator('POST', '/vehicles', 409, car.registration());
+    const v = await asOperator('GET', `/vehicles/${VIN}`, 200);
+    assert.deepEqual(v.json.updates, []);
+    assert.equal(v.json.active_update_id, null);
+    await asOperator('GET', '/vehicles/1M8GDM9AXKP042788', 404);
+    await asOperator('GET', '/vehicles/not-a-vin', 400);
+    const res = doc.check(
+      'GET',
+      `/vehicles/${VIN}`,
+      await jsonRequest(cloud.endpoints.api, 'GET', `/vehicles/${VIN}`, cloud.caCertPem, undefined, 'wrong'),
+    );
+    assert.equal(res.status, 401, 'operator routes need the admin token');
+  });
+
+  it('vehicle auth: challenge, token, and a refused answer', async () => {
+    const challenge = await asVehicle('POST', '/auth/challenge', 200, { vin: VIN }, undefined);
+    const issued = await asVehicle(
+      'POST',
+      '/auth/token',
+      200,
+      { vin: VIN, nonce: challenge.json.nonce, signature: car.signChallenge(challenge.json.nonce) },
+      undefined,
+    );
+    token = issued.json.token;
+    const again = await asVehicle('POST', '/auth/challenge', 200, { vin: VIN }, undefined);
+    await asVehicle(
+      'POST',
+      '/auth/token',
+      401,
+      { vin: VIN, nonce: again.json.nonce, signature: other.signChallenge(again.json.nonce) },
+      undefined,
+    );
+    await asVehicle('POST', '/auth/challenge', 400, { vin: VIN, extra: 1 }, undefined);
+  });
+
+  it('vehicle updates: initiate, download, redirect, status, list, and refusals', async () => {
+    const initiated = await asVehicle('POST', `/updates/${VIN}/initiate`, 200, { firmware_version: '3.0.1' });
+    assert.equal(initiated.json.status, 'initiated');
+    await asVehicle('POST', `/updates/${VIN}/download`, 200, { firmware_version: '3.0.1' });
+    const redirect = await asVehicle('GET', `/updates/${VIN}/firmware/3.0.1`, 302);
+    assert.equal(redirect.headers.location, redirect.json.download_url);
+    const progress = await asVehicle('POST', `/updates/${VIN}/status`, 200, {
+      status: 'downloading',
+      progress: 40,
+      sequence: 1,
+    });
+    assert.equal(progress.json.applied, true);
+    const list = await asVehicle('GET', `/updates/${VIN}`, 200);
+    assert.equal(list.json.pending.length, 1);
+    await asVehicle('POST', `/updates/${VIN}/status`, 200, { status: 'completed', sequence: 2 });
+    const replay = await asVehicle('POST', `/updates/${VIN}/status`, 200, {
+      status: 'downloading',
+      sequence: 1,
+    });
+    assert.equal(replay.json.applied, false);
+    const done = await asVehicle('GET', `/updates/${VIN}`, 200);
+    assert.equal(done.json.pending.length, 0);
+    assert.equal(done.json.updates[0].status, 'completed');
+
+    const v = await asOperator('GET', `/vehicles/${VIN}`, 200);
+    assert.equal(v.json.updates[0].status, 'completed');
+    assert.equal(v.json.ecus[0].version, '3.0.1');
+
+    await asVehicle('GET', `/updates/${OTHER_VIN}`, 403);
+    await asVehicle('GET', `/updates/${VIN}`, 401, undefined, 'not-a-token');
+    await asVehicle('POST', `/updates/${VIN}/initiate`, 409, { firmware_version: '3.0.1' });
+    await asVehicle('POST', `/updates/${VIN}/download`, 404, { firmware_version: '9.9.9' });
+    await asVehicle('POST', `/updates/${VIN}/status`, 400, { status: 'offered' });
+    await asVehicle('POST', `/updates/${VIN}/status`, 413, { status: 'failed', reason: 'x'.repeat(20_000) });
+    await asVehicle('GET', `/updates/${VIN}/firmware/not-a-version`, 400);
+  });
+
+  it('campaigns: create, list, get, vehicles, start, pause, resume, cancel, and refusals', async () => {
+    const created = await asOperator('POST', '/campaigns', 201, {
+      campaign_id: 'conformance',
+      name: 'conformance',
+      release_id: 'tcu-3.0.1',
+      targets: { vins: [OTHER_VIN, VIN, '1M8GDM9AXKP042788'] },
+      policy: { waves: [100], skip_canary: true, halt_failure_count: 1 },
+    });
+    assert.equal(created.json.status, 'created');
+    assert.deepEqual(created.json.excluded.map((e: { reason: string }) => e.reason).sort(), [
+      'already_at_or_above_version',
+      'unknown_vehicle',
+    ]);
+    await asOperator('POST', '/campaigns', 409, {
+      campaign_id: 'conformance',
+      name: 'again',
+      release_id: 'tcu-3.0.1',
+      targets: { vins: [OTHER_VIN] },
+    });
+    await asOperator('POST', '/campaigns/conformance/pause', 409, {});
+    await asOperator('POST', '/campaigns/conformance/start', 200, {});
+    // The engine's tick offers the wave: the per-vehicle view then has its offer time and deadline.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const wave = await asOperator('GET', '/campaigns/conformance/vehicles?wave=0', 200);
+      if (wave.json.vehicles[0]?.offered_at) {
+        assert.equal(typeof wave.json.vehicles[0].deadline, 'string');
+        break;
+      }
+      assert.ok(Date.now() < deadline, 'the campaign never offered its wave');
+      await sleep(100);
+    }
+    await asOperator('GET', '/campaigns/conformance/vehicles?wave=5', 400);
+    await asOperator('POST', '/campaigns/conformance/pause', 200, {});
+    await asOperator('POST', '/campaigns/conformance/resume', 200, {});
+    const running = await asOperator('GET', '/campaigns/conformance', 200);
+    assert.equal(running.json.status, 'running');
+    assert.equal(running.json.counts.offered, 1);
+    const list = await asOperator('GET', '/campaigns?limit=10', 200);
+    assert.deepEqual(
+      list.json.campaigns.map((c: { campaign_id: string }) => c.campaign_id),
+      ['conformance'],
+    );
+    const cancelled = await asOperator('POST', '/campaigns/conformance/cancel', 200, {});
+    assert.equal(cancelled.json.status, 'cancelled');
+    await asOperator('POST', '/campaigns/conformance/resume', 409, {});
+    await asOperator('GET', '/campaigns/no-such-campaign', 404);
+    await asOperator('POST', '/campaigns/conformance/start', 400, { now: true });
+  });
+
+  it('every route of ROUTES answered a success that conforms to the document', () => {
+    const routes = new Set(ROUTES.map((r) => `${r.method} ${r.resource}`));
+    assert.deepEqual([...doc.operations()].sort(), [...routes].sort(), 'the document lists exactly ROUTES');
+    assert.deepEqual([...doc.succeeded()].sort(), [...routes].sort(), 'routes without a conforming success');
+  });
+});

@@ -1,0 +1,127 @@
+/** The agent's public configuration and event types (VehicleAgent in agent.ts; its parts read the options). */
+import type { VehicleApi } from './api-client.js';
+import type { BackoffPolicy } from './backoff.js';
+import type { DownloaderOptions } from './downloader.js';
+import type { HttpTransport } from './http-transport.js';
+import type { FreeSpace } from './image-file.js';
+import type { EcuInstaller } from './installer.js';
+import type { AgentLogger } from './logger.js';
+import type { TrustAnchors } from './provisioning.js';
+import type { ReportPublisher } from './reporter.js';
+import type { AgentRuntime } from './runtime.js';
+import type { VehicleStatus } from './state-store.js';
+import type { InstallSafetyPolicy, VehicleStateProvider } from './vehicle-state.js';
+
+export interface EcuConfig {
+  readonly ecu: string;
+  readonly hardware_id: string;
+  /** The version on first run; afterwards the A/B slots say what runs. */
+  readonly version: string;
+}
+
+/** The MQTT side as the agent uses it (MqttSession implements it). */
+export interface AgentMqttSession extends ReportPublisher {
+  start(): void;
+  stop(force?: boolean): Promise<void>;
+}
+
+export type AgentMqttFactory = (handlers: {
+  onOffer: (payload: Buffer) => Promise<void>;
+  onConnectionChange: (connected: boolean, sessionPresent?: boolean) => void;
+}) => AgentMqttSession;
+
+export type InstallStep = 'write' | 'activate' | 'health' | 'commit';
+
+/** Points where tests (or diagnostics) can observe or freeze the agent; each is awaited. */
+export interface AgentHooks {
+  onChunkVerified?(info: { update_id: string; index: number; verifiedBytes: number }): Promise<void> | void;
+  beforeInstallStep?(
+    step: InstallStep,
+    info: { update_id: string; ecu: string; version: string },
+  ): Promise<void> | void;
+}
+
+export type AgentEvent =
+  | { type: 'offer'; source: 'mqtt' | 'poll'; update_id: string; firmware_version: string; counter: number }
+  | { type: 'poll'; reason: 'interval' | 'catch_up'; pending: number }
+  /** The accepted assignment had expired by install time and the backend signed a fresh one. */
+  | { type: 'renewed'; update_id: string; expires_at: string }
+  | { type: 'accepted'; update_id: string; firmware_version: string; ecu: string }
+  | {
+      type: 'phase';
+      update_id: string;
+      firmware_version: string;
+      phase: 'downloading' | 'verifying' | 'waiting' | 'installing';
+    }
+  | {
+      type: 'progress';
+      update_id: string;
+      firmware_version: string;
+      phase: 'downloading' | 'installing';
+      bytes: number;
+      total: number;
+      percent: number;
+      bytesPerSecond: number;
+    }
+  | { type: 'request'; update_id: string; offset: number; end: number }
+  /** A download URL was asked for; refresh: the previous one was refused (expired). */
+  | { type: 'url'; update_id: string; refresh: boolean }
+  | { type: 'deferred'; update_id: string; reason: string }
+  | {
+      type: 'outcome';
+      update_id: string;
+      firmware_version: string;
+      ecu: string;
+      status: VehicleStatus;
+      reason?: string;
+    }
+  | { type: 'connection'; connected: boolean }
+  | { type: 'error'; message: string };
+
+export interface VehicleAgentOptions {
+  readonly vin: string;
+  /** The agent's own folder: state.json, offers/, downloads/. */
+  readonly stateDir: string;
+  readonly trust: TrustAnchors;
+  /** ECU inventory for the first run. */
+  readonly ecus: readonly EcuConfig[];
+  /** One installer per ECU name. */
+  readonly installers: Readonly<Record<string, EcuInstaller>>;
+  readonly api: VehicleApi;
+  /** Transport for image downloads (presigned S3 URLs). */
+  readonly transport: HttpTransport;
+  /** Makes the MQTT session; omit for polling only. */
+  readonly mqtt?: AgentMqttFactory;
+  /** @default always parked with a full battery */
+  readonly vehicleState?: VehicleStateProvider;
+  /** @default parked, battery >= 50 %, checked every 10 s */
+  readonly safety?: InstallSafetyPolicy & { readonly pollMs?: number };
+  readonly download?: DownloaderOptions;
+  readonly budgets?: {
+    /** Download runs (each with the downloader's own retries) that may fail before the update fails. @default 3 */
+    readonly downloadRuns?: number;
+    /** Whole-image verifications that may fail (each followed by a fresh download). @default 2 */
+    readonly verifyAttempts?: number;
+    /** Install attempts (an attempt interrupted before switching slots counts). @default 2 */
+    readonly installAttempts?: number;
+  };
+  readonly polling?: {
+    /** Poll interval while MQTT is unavailable (or not configured). @default 60000 */
+    readonly intervalMs?: number;
+    /** Poll interval while MQTT is connected, as a safety net; 0 disables. @default 3600000 */
+    readonly connectedIntervalMs?: number;
+    /** MQTT down this long counts as unavailable. @default 30000 */
+    readonly mqttGraceMs?: number;
+  };
+  /** Delay policy between a failed download run and the next, and while the backend is unreachable. */
+  readonly retryBackoff?: BackoffPolicy;
+  readonly reportBackoff?: BackoffPolicy;
+  /** Offers waiting at most. @default 16 */
+  readonly maxInbox?: number;
+  /** @default 16 GiB */
+  readonly maxImageBytes?: number;
+  readonly freeSpace?: FreeSpace;
+  readonly runtime?: AgentRuntime;
+  readonly logger?: AgentLogger;
+  readonly hooks?: AgentHooks;
+}
