@@ -15,6 +15,8 @@ import {
   campaignVehicleRows,
   countsText,
   renderCampaign,
+  terminalJson,
+  terminalText,
 } from './render.js';
 
 const path = (id: string, suffix = '') => `/campaigns/${encodeURIComponent(id)}${suffix}`;
@@ -104,11 +106,13 @@ export async function watchCampaign(
           ...renderCampaign(c),
           '',
           `${now.toISOString().slice(11, 19)}  refreshing every ${intervalMs / 1000}s; Ctrl-C to stop`,
-        ].map((l) => (l.length > width ? l.slice(0, width) : l));
+        ]
+          .map(terminalText)
+          .map((l) => (l.length > width ? l.slice(0, width) : l));
         out.write(`${drawn ? `\x1b[${drawn}A\r\x1b[J` : ''}${lines.join('\n')}\n`);
         drawn = lines.length;
       } else if (key !== previous) {
-        out.write(ctx.json ? `${JSON.stringify(c)}\n` : `${campaignLine(c, now)}\n`);
+        out.write(ctx.json ? `${terminalJson(c)}\n` : `${terminalText(campaignLine(c, now))}\n`);
       }
       previous = key;
       if (END_STATES.has(c.status)) {

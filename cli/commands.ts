@@ -299,10 +299,15 @@ export const COMMANDS: readonly Command[] = [
         placeholder: '<semver>',
         description: 'filter: current version of that ECU',
       },
+      all: { type: 'boolean', description: 'target every registered vehicle (instead of --vin or a filter)' },
       waves: {
         type: 'string',
         placeholder: '<list>',
-        description: 'cumulative percent per wave, e.g. 1,10,50,100',
+        description: 'cumulative percent per wave, e.g. 1,10,50,100 (the first at most 50)',
+      },
+      'skip-canary': {
+        type: 'boolean',
+        description: 'allow a first wave above 50%, e.g. a single 100% wave',
       },
       'advance-success-percent': {
         type: 'string',

@@ -9,6 +9,7 @@ import { booleanOption, type ParsedCommand } from './args.js';
 import { type Connection, resolveConnection } from './config.js';
 import { createAgent } from './http.js';
 import type { ProgressOutput } from './progress.js';
+import { terminalJson, terminalText } from './render.js';
 
 export interface Output extends ProgressOutput {
   write(text: string): unknown;
@@ -55,17 +56,19 @@ export class Context {
 
   /** Human output on stdout (nothing with --json). */
   print(text = ''): void {
-    if (!this.json) this.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    const safe = terminalText(text);
+    if (!this.json) this.io.stdout.write(safe.endsWith('\n') ? safe : `${safe}\n`);
   }
 
   /** Machine output on stdout (only with --json). */
   printJson(value: unknown): void {
-    if (this.json) this.io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+    if (this.json) this.io.stdout.write(`${terminalJson(value, 2)}\n`);
   }
 
   /** Notes and warnings on stderr, kept off stdout so it stays parseable. */
   note(text: string): void {
-    this.io.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+    const safe = terminalText(text);
+    this.io.stderr.write(safe.endsWith('\n') ? safe : `${safe}\n`);
   }
 
   connectionSettings(): Connection {

@@ -2,6 +2,8 @@
  * Failures the CLI expects, and how each becomes one line on stderr and an exit code. Anything else is a bug and
  * still gets one line; OTA_DEBUG=1 adds the stack.
  */
+
+import { escapeUnsafe } from '../protocol/text.js';
 import { commandTitle, EXIT, type ParsedCommand, UsageError } from './args.js';
 
 /** An expected failure with a message fit for the operator (file missing, bad input file, network). */
@@ -78,6 +80,7 @@ export function formatError(
   return { text: mask(`error: ${oneLine(message)}${stack}\n`), exitCode: EXIT.failed };
 }
 
+/** One line, with any control character from the server's message shown escaped rather than sent raw. */
 function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, ' ').trim();
+  return escapeUnsafe(text.replace(/\s*\n\s*/g, ' ').trim());
 }

@@ -13,6 +13,7 @@ import {
   vinSchema,
 } from '../protocol/schemas.js';
 import {
+  booleanOption,
   type NumberRule,
   numberOption,
   type OptionValues,
@@ -164,12 +165,19 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
     current_version: stringOption(values, 'current-version'),
   };
   const hasFilter = Object.values(filter).some((v) => v !== undefined);
-  if (vins.length === 0 && !hasFilter) {
+  const all = booleanOption(values, 'all');
+  if (all && (vins.length > 0 || hasFilter)) {
     throw new UsageError(
-      'choose the targets: --vin, --vins-file and/or a filter (--model, --hardware-id, --current-version)',
+      '--all targets every vehicle: it cannot be combined with --vin, --vins-file or a filter',
     );
   }
-  const policy: Record<string, number | number[]> = {};
+  if (vins.length === 0 && !hasFilter && !all) {
+    throw new UsageError(
+      'choose the targets: --vin, --vins-file, a filter (--model, --hardware-id, --current-version) or --all',
+    );
+  }
+  const policy: Record<string, number | number[] | true> = {};
+  if (booleanOption(values, 'skip-canary')) policy.skip_canary = true;
   for (const [field, flag] of Object.entries(POLICY_FLAGS) as [keyof typeof POLICY_FLAGS, string][]) {
     if (field === 'waves') {
       const raw = stringOption(values, flag);
@@ -186,6 +194,7 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
     name: requireString(values, 'name'),
     release_id: requireString(values, 'release-id'),
     targets: {
+      ...(all ? { all: true as const } : {}),
       ...(vins.length ? { vins } : {}),
       ...(hasFilter
         ? { filter: Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) }

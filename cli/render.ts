@@ -12,10 +12,28 @@ import type {
 } from '../protocol/operator-responses.js';
 import type { UpdateView } from '../protocol/responses.js';
 import { UPDATE_STATUSES } from '../protocol/schemas.js';
+import { escapeUnsafe } from '../protocol/text.js';
 import { formatBytes } from './progress.js';
 
 export type { CampaignView, ReleaseView, UpdateView, VehicleView };
 export type CampaignVehiclesView = CampaignVehicles;
+
+/**
+ * Text for a terminal: every control character (ESC, CSI, BEL, DEL, C1), bidi override and lone surrogate is shown
+ * as a visible escape (`\x1b`), line breaks kept. Strings from the API (a vehicle's `reason`, names) pass through
+ * here before they are printed, so a stored escape sequence can never clear the screen or fake a line.
+ */
+export function terminalText(text: string): string {
+  return text.split('\n').map(escapeUnsafe).join('\n');
+}
+
+/** JSON for a terminal: JSON.stringify escapes C0 controls but leaves DEL, C1 and bidi characters raw. */
+export function terminalJson(value: unknown, indent?: number): string {
+  return JSON.stringify(value, null, indent).replace(
+    /[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
 
 /** Left-aligned columns separated by two spaces; the last column is not padded. */
 export function table(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string[] {

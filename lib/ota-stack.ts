@@ -68,10 +68,16 @@ export interface OtaStackProps extends StackProps {
    */
   readonly firmwareNoncurrentVersionRetentionDays?: number;
   /**
-   * Existing WAFv2 web ACL (REGIONAL) to associate with the API stage.
-   * @default - none
+   * Existing WAFv2 web ACL (REGIONAL) to associate with the API stage instead of the stack's own (which limits
+   * /auth/* per source address); it should carry an equivalent rate rule.
+   * @default - the stack's web ACL with the /auth/* rate rule
    */
   readonly webAclArn?: string;
+  /**
+   * Requests to /auth/* one source address may make in 5 minutes before WAF answers 429 (the stack's web ACL).
+   * @default 1000
+   */
+  readonly authRateLimitPerFiveMinutes?: number;
   /**
    * Create API Gateway's account-level CloudWatch Logs role; turn off when the account already has one.
    * @default true
@@ -214,6 +220,7 @@ export class OtaStack extends Stack {
       throttlingRateLimit: props.apiThrottlingRateLimit,
       throttlingBurstLimit: props.apiThrottlingBurstLimit,
       webAclArn: props.webAclArn,
+      authRateLimitPerFiveMinutes: props.authRateLimitPerFiveMinutes,
       createCloudWatchRole: props.createApiGatewayCloudWatchRole,
       logRemovalPolicy,
     });
@@ -257,7 +264,9 @@ export class OtaStack extends Stack {
     // key only, whose public key gives the token's key id. No assignment key: an exploit of this unauthenticated
     // function cannot mint assignments.
     const auth = fn('auth-api');
-    d.bindItems(auth, 'vehicles', ['GetItem', 'UpdateItem']);
+    d.bindItems(auth, 'vehicles', ['GetItem']);
+    // A challenge is issued (PutItem), counted per VIN and minute and spent once (conditional UpdateItem).
+    d.bindItems(auth, 'challenges', ['PutItem', 'UpdateItem']);
     this.tokenKey.grantSign(auth);
     this.tokenKey.grantVerify(auth);
 

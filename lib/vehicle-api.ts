@@ -5,6 +5,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
 import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
+import { AuthWaf } from './auth-waf.js';
 import { acknowledge } from './nag.js';
 import { modelName, toApiGatewaySchema } from './request-models.js';
 
@@ -42,11 +43,16 @@ export interface VehicleApiProps {
    */
   readonly logRemovalPolicy?: RemovalPolicy;
   /**
-   * ARN of an existing AWS WAFv2 web ACL (REGIONAL scope) to associate with the stage, e.g. one managed centrally
-   * by Firewall Manager.
-   * @default - no web ACL (stage throttling and in-handler authentication only)
+   * ARN of an existing AWS WAFv2 web ACL (REGIONAL scope) to associate with the stage instead of the API's own,
+   * e.g. one managed centrally by Firewall Manager. It should carry a rate rule on /auth/* like AuthWaf's.
+   * @default - the API's own web ACL (AuthWaf): a per-address rate rule on /auth/*
    */
   readonly webAclArn?: string;
+  /**
+   * Requests to /auth/* one source address may make in 5 minutes (the API's own web ACL only).
+   * @default 1000
+   */
+  readonly authRateLimitPerFiveMinutes?: number;
   /**
    * Create the account-level IAM role that lets API Gateway write CloudWatch logs (AWS::ApiGateway::Account).
    * Access and execution logging need it once per account and region; turn this off when another stack or the
@@ -76,6 +82,8 @@ export class VehicleApi extends Construct {
   readonly requestValidator: apigw.RequestValidator;
   /** Every method, keyed "METHOD /resource". */
   readonly methods: ReadonlyMap<string, apigw.Method>;
+  /** The API's own web ACL; undefined when an existing one (webAclArn) is associated instead. */
+  readonly webAcl?: wafv2.CfnWebACL;
 
   constructor(scope: Construct, id: string, props: VehicleApiProps) {
     super(scope, id);
@@ -169,21 +177,14 @@ export class VehicleApi extends Construct {
     }
     this.methods = methods;
 
-    if (props.webAclArn) {
-      new wafv2.CfnWebACLAssociation(this, 'WebAcl', {
-        resourceArn: this.api.deploymentStage.stageArn,
-        webAclArn: props.webAclArn,
-      });
-    } else {
-      acknowledge(
-        this.api.deploymentStage,
-        'AwsSolutions-APIG3',
-        'No WAF by default: the stage is throttled, operator routes need SigV4, vehicle routes need a backend-signed ' +
-          'token checked before any data access, and the open auth routes only issue single-use challenges for ' +
-          'registered VINs. Per-IP rate rules would also misfire on fleets behind carrier-grade NAT. Pass webAclArn ' +
-          'to attach an organisation-managed web ACL.',
-      );
-    }
+    // Anyone who knows a VIN may call the open login routes: a web ACL limits them per source address.
+    this.webAcl = props.webAclArn
+      ? undefined
+      : new AuthWaf(this, 'AuthWaf', { authRateLimit: props.authRateLimitPerFiveMinutes }).webAcl;
+    new wafv2.CfnWebACLAssociation(this, 'WebAcl', {
+      resourceArn: this.api.deploymentStage.stageArn,
+      webAclArn: props.webAclArn ?? this.webAcl!.attrArn,
+    });
     if (createCloudWatchRole) {
       acknowledge(
         this.api,
@@ -209,8 +210,8 @@ export class VehicleApi extends Construct {
               "by the backend's KMS key, short-lived, bound to the vehicle's device key) and that its VIN matches the " +
               'path before touching any data.'
           : 'Vehicle authentication route: it is how a vehicle obtains a token, so it cannot require one. It only ' +
-              'issues single-use challenges for registered VINs and exchanges a challenge signed by the device key ' +
-              'for a short-lived token; the stage throttle bounds abuse.',
+              'issues single-use challenges (capped per VIN) and exchanges a challenge signed by the device key for ' +
+              'a short-lived token; the web ACL rate rule per address and the stage throttle bound abuse.',
       );
     }
     acknowledge(

@@ -87,6 +87,8 @@ export interface LocalCloudOptions {
   readonly adminToken?: string;
   /** @default 300 */
   readonly presignTtlSeconds?: number;
+  /** Login challenges issued per VIN per minute. @default DEFAULTS.challengesPerVinPerMinute (600) */
+  readonly challengesPerVinPerMinute?: number;
   /** @default imports lambdas/<fn>/handler.ts once per function, after the environment is set */
   readonly loadHandler?: HandlerLoader;
   /** Gateway throttling per source IP. @default { ratePerSecond: 100, burst: 200 } */
@@ -219,6 +221,9 @@ async function start(
     ...Object.fromEntries(TABLES.map((t) => [t.envVar, tables[t.name]])),
     [ENV.firmwareBucket]: FIRMWARE_BUCKET,
     [ENV.presignTtlSeconds]: String(options.presignTtlSeconds ?? DEFAULTS.presignTtlSeconds),
+    [ENV.challengesPerVinPerMinute]: String(
+      options.challengesPerVinPerMinute ?? DEFAULTS.challengesPerVinPerMinute,
+    ),
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,

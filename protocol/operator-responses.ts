@@ -104,6 +104,8 @@ export const rolloutPolicyViewSchema = z.object({
   vehicleTimeoutSeconds: z.number(),
   retryBudget: z.number(),
   notifyPerSecond: z.number(),
+  /** Present (true) when the operator allowed a first wave above the canary share. */
+  skipCanary: z.boolean().optional(),
 });
 
 export const CAMPAIGN_STATUSES = [

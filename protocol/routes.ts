@@ -33,6 +33,7 @@ import {
   versionSchema,
   vinSchema,
 } from './schemas.js';
+import { plainText } from './text.js';
 
 export const bodies = {
   challenge: z.strictObject({ vin: vinSchema }),
@@ -49,11 +50,9 @@ export const bodies = {
   status: statusReportSchema,
   createRelease: signedManifestSchema,
   publishRelease: z.strictObject({
-    upload_id: z.string().min(1).max(1024).optional(),
+    upload_id: plainText(1024).min(1).optional(),
     parts: z
-      .array(
-        z.strictObject({ part_number: z.number().int().min(1).max(10000), etag: z.string().min(1).max(256) }),
-      )
+      .array(z.strictObject({ part_number: z.number().int().min(1).max(10000), etag: plainText(256).min(1) }))
       .max(10000)
       .optional(),
   }),
@@ -82,23 +81,30 @@ export const campaignIdSchema = z
 
 const createCampaignSchema = z.strictObject({
   campaign_id: campaignIdSchema.optional(),
-  name: z.string().min(1).max(128),
+  name: plainText(128).min(1),
   release_id: releaseIdSchema,
   targets: z
     .strictObject({
       vins: z.array(vinSchema).max(10000).optional(),
       filter: z
         .strictObject({
-          model: z.string().max(64).optional(),
-          hardware_id: z.string().max(64).optional(),
+          model: plainText(64).optional(),
+          hardware_id: plainText(64).optional(),
           current_version: versionSchema.optional(),
         })
         .optional(),
+      /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
+      all: z.literal(true).optional(),
     })
-    .refine((t) => t.vins !== undefined || t.filter !== undefined, 'targets needs vins and/or filter'),
+    .refine(
+      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true,
+      'targets needs vins, a filter or all',
+    ),
   policy: z
     .strictObject({
       waves: z.array(z.number().gt(0).max(100)).min(1).max(20).optional(),
+      /** Allows a first wave above CANARY_MAX_PERCENT (e.g. one 100% wave for a handful of test vehicles). */
+      skip_canary: z.literal(true).optional(),
       advance_success_percent: z.number().min(0).max(100).optional(),
       soak_seconds: z
         .number()

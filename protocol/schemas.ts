@@ -4,6 +4,7 @@
  * the same over HTTPS and MQTT, on the backend and on the vehicle.
  */
 import * as z from 'zod';
+import { plainText, storableNumber } from './text.js';
 
 /** 17 characters, digits and capital letters without I, O and Q (ISO 3779). */
 export const VIN_PATTERN = /^[A-HJ-NPR-Z0-9]{17}$/;
@@ -105,9 +106,15 @@ export const MAX_REASON_LENGTH = 500;
 export const statusReportSchema = z.strictObject({
   status: z.enum(VEHICLE_STATUSES),
   firmware_version: versionSchema.optional(),
-  campaign_id: z.string().max(64).optional(),
+  campaign_id: plainText(64).optional(),
   sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-  progress: z.number().min(0).max(100).optional(),
-  reason: z.string().max(MAX_REASON_LENGTH).optional(),
+  // Every number must be one DynamoDB holds: 5e-324 is within 0-100 but would be refused by the store (500).
+  progress: storableNumber().min(0).max(100).optional(),
+  reason: plainText(MAX_REASON_LENGTH).optional(),
+  /**
+   * The counter of the assignment the vehicle acts on. When given, it must be that of the update's current offer
+   * or a later assignment of it; a report about an earlier offer is refused (409).
+   */
+  assignment_counter: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 export type StatusReport = z.infer<typeof statusReportSchema>;

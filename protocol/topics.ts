@@ -7,6 +7,7 @@
 import * as z from 'zod';
 import { offerSchema } from './offer.js';
 import { statusReportSchema, VIN_PATTERN } from './schemas.js';
+import { plainText, storableNumber } from './text.js';
 
 /** Every vehicle topic is `vehicle/updates/{VIN}/{channel}`. */
 export const TOPIC_ROOT = 'vehicle/updates';
@@ -17,7 +18,7 @@ export const MAX_MQTT_PAYLOAD_BYTES = 128 * 1024;
 /** A status or progress report as a vehicle publishes it: the HTTPS status body plus an informational timestamp. */
 export const mqttReportSchema = statusReportSchema.extend({
   /** Vehicle-side timestamp; informational, never trusted. */
-  timestamp: z.union([z.number(), z.string().max(40)]).optional(),
+  timestamp: z.union([storableNumber(), plainText(40)]).optional(),
 });
 export type MqttReport = z.infer<typeof mqttReportSchema>;
 

@@ -11,6 +11,7 @@
  */
 
 import { MAX_REASON_LENGTH } from '../protocol/schemas.js';
+import { toPlainText } from '../protocol/text.js';
 import { vehicleTopic } from '../protocol/topics.js';
 import type { StatusBody, VehicleApi } from './api-client.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
@@ -85,7 +86,8 @@ export function appendReport(s: AgentState, input: ReportInput, nowMs: number): 
     ...(input.campaign_id ? { campaign_id: input.campaign_id } : {}),
     ...(input.update_id !== undefined ? { update_id: input.update_id } : {}),
     ...(input.progress !== undefined ? { progress: input.progress } : {}),
-    ...(input.reason !== undefined ? { reason: input.reason.slice(0, MAX_REASON_LENGTH) } : {}),
+    // Error texts may hold line breaks or escapes, which the backend refuses (400 forever for a durable report).
+    ...(input.reason !== undefined ? { reason: toPlainText(input.reason.slice(0, MAX_REASON_LENGTH)) } : {}),
     created_at: new Date(nowMs).toISOString(),
     mqtt_sent: false,
     attempts: 0,

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
+  DeleteCommand,
   DynamoDBDocumentClient,
   GetCommand,
   PutCommand,
@@ -35,12 +36,13 @@ export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
 }
 
 /** Sends a conditional write: true when it applied, false when its condition did not hold. */
-async function conditionally(
+export async function conditionally(
   db: DynamoDBDocumentClient,
-  command: PutCommand | UpdateCommand,
+  command: PutCommand | UpdateCommand | DeleteCommand,
 ): Promise<boolean> {
   try {
     if (command instanceof PutCommand) await db.send(command);
+    else if (command instanceof DeleteCommand) await db.send(command);
     else await db.send(command);
     return true;
   } catch (err) {
@@ -183,6 +185,7 @@ export class DynamoReleaseRepository implements ReleaseRepository {
 }
 
 type StoredVehicle = VehicleRecord & {
+  /** Items written before challenges had their own table may still hold one; never read. */
   challenge?: { nonce: string; expiresAt: number };
   assignmentCounter?: number;
   campaignLocks?: Record<string, string>;
@@ -291,35 +294,6 @@ export class DynamoVehicleRepository implements VehicleRepository {
       }),
     );
     return (out.Item?.campaignLocks as Record<string, string> | undefined)?.[ecu];
-  }
-
-  async putChallenge(vin: string, nonce: string, expiresAtSeconds: number): Promise<void> {
-    try {
-      await this.db.send(
-        new UpdateCommand({
-          TableName: this.table,
-          Key: { vin },
-          UpdateExpression: 'SET challenge = :c',
-          ConditionExpression: 'attribute_exists(vin)',
-          ExpressionAttributeValues: { ':c': { nonce, expiresAt: expiresAtSeconds } },
-        }),
-      );
-    } catch (err) {
-      if (!isConditionFailure(err)) throw err;
-    }
-  }
-
-  async consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { vin },
-        UpdateExpression: 'REMOVE challenge',
-        ConditionExpression: 'challenge.nonce = :n AND challenge.expiresAt > :now',
-        ExpressionAttributeValues: { ':n': nonce, ':now': nowSeconds },
-      }),
-    );
   }
 
   async setActiveUpdate(vin: string, updateId: string): Promise<void> {

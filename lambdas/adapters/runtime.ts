@@ -14,6 +14,7 @@ import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
 import { clientConfig } from './aws-clients.js';
+import { DynamoChallengeRepository } from './dynamo-challenges.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -40,6 +41,7 @@ export const repositories = {
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
+  challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
 };

@@ -9,6 +9,8 @@ import { VehicleAuthService } from '../core/vehicle-auth.js';
 
 const service = new VehicleAuthService({
   vehicles: repositories.vehicles(),
+  challenges: repositories.challenges(),
+  challengesPerVinPerMinute: settings.challengesPerVinPerMinute(),
   // Tokens only: this unauthenticated function holds no key that signs assignments.
   signer: tokenSigner(),
   clock: systemClock,

@@ -24,6 +24,50 @@ export interface RolloutPolicy {
   readonly retryBudget: number;
   /** Notifications sent per second. */
   readonly notifyPerSecond: number;
+  /** The operator chose a first wave above CANARY_MAX_PERCENT (recorded so the choice shows on the campaign). */
+  readonly skipCanary?: boolean;
+}
+
+/**
+ * The first wave is a canary: at most this share of the targets, so a bad release meets a sample of the fleet
+ * before all of it. A larger first wave (a single 100% wave for a few test cars) must be asked for (skip_canary).
+ */
+export const CANARY_MAX_PERCENT = 50;
+
+/** A problem with a campaign that would run, but not as an operator means it to: a 400 with its own code. */
+export interface GuardrailProblem {
+  readonly code: 'canary_required' | 'unreachable_halt';
+  readonly message: string;
+}
+
+export function canaryProblem(p: RolloutPolicy): GuardrailProblem | undefined {
+  const first = p.waves[0] ?? 100;
+  if (first <= CANARY_MAX_PERCENT || p.skipCanary) return undefined;
+  return {
+    code: 'canary_required',
+    message: `the first wave (${first}%) must be a canary of at most ${CANARY_MAX_PERCENT}% of the targets; add waves (e.g. 10,100) or set policy.skip_canary`,
+  };
+}
+
+/**
+ * Halt thresholds must be able to fire: failures and outcomes are counted per wave, so a threshold above the
+ * largest wave's size can never be reached and the campaign would roll on through any failure rate.
+ */
+export function haltProblem(p: RolloutPolicy, sizes: readonly number[]): GuardrailProblem | undefined {
+  const largest = Math.max(0, ...sizes);
+  if (p.haltMinOutcomes > largest) {
+    return {
+      code: 'unreachable_halt',
+      message: `halt_min_outcomes ${p.haltMinOutcomes} is more than the largest wave (${largest} vehicles) can produce`,
+    };
+  }
+  if (p.haltFailureCount !== undefined && p.haltFailureCount > largest) {
+    return {
+      code: 'unreachable_halt',
+      message: `halt_failure_count ${p.haltFailureCount} is more than the largest wave (${largest} vehicles) can reach`,
+    };
+  }
+  return undefined;
 }
 
 export const DEFAULT_POLICY: RolloutPolicy = {

@@ -12,8 +12,10 @@ import type { CampaignList, CampaignVehicles, CampaignView } from '../../protoco
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import { compareVersions } from '../../protocol/versions.js';
 import {
+  canaryProblem,
   DEFAULT_POLICY,
   evaluateWave,
+  haltProblem,
   policyProblems,
   type RolloutPolicy,
   summarize,
@@ -65,7 +67,25 @@ function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
     vehicleTimeoutSeconds: p.vehicle_timeout_seconds ?? DEFAULT_POLICY.vehicleTimeoutSeconds,
     retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
     notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
+    ...(p.skip_canary ? { skipCanary: true } : {}),
   };
+}
+
+/** An empty filter targets every registered vehicle: only with an explicit `all`, never by omission. */
+function checkTargets(t: CreateCampaignInput['targets']): void {
+  const criteria = t.filter !== undefined && Object.values(t.filter).some((v) => v !== undefined);
+  if (t.filter !== undefined && !criteria && t.all !== true) {
+    throw new BadRequestError(
+      'explicit_all_required',
+      'targets.filter has no criteria, which would target every vehicle; set targets.all = true to mean that',
+    );
+  }
+  if (t.all === true && (criteria || t.vins !== undefined)) {
+    throw new BadRequestError(
+      'invalid_targets',
+      'targets.all cannot be combined with vins or filter criteria',
+    );
+  }
 }
 
 /** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
@@ -125,9 +145,12 @@ export class CampaignService {
   constructor(private readonly deps: CampaignDeps) {}
 
   async create(input: CreateCampaignInput): Promise<CampaignView> {
-    const policy = toPolicy(input.policy);
+    let policy = toPolicy(input.policy);
     const problems = policyProblems(policy);
     if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
+    checkTargets(input.targets);
+    const canary = canaryProblem(policy);
+    if (canary) throw new BadRequestError(canary.code, canary.message);
     const release = await this.deps.releases.get(input.release_id);
     if (!release) throw new NotFoundError('unknown_release', `No release ${input.release_id}`);
     if (release.status !== 'published')
@@ -139,6 +162,12 @@ export class CampaignService {
     const { targets, excluded } = await this.resolveTargets(input.targets, release.signedManifest.manifest);
     if (targets.length === 0)
       throw new ConflictError('no_targets', 'No registered vehicle matches the targets');
+    const sizes = waveSizes(targets.length, policy.waves);
+    // The default minimum is lowered to what the largest wave can produce; a value the operator chose is checked.
+    if (input.policy?.halt_min_outcomes === undefined)
+      policy = { ...policy, haltMinOutcomes: Math.min(policy.haltMinOutcomes, Math.max(...sizes)) };
+    const halt = haltProblem(policy, sizes);
+    if (halt) throw new BadRequestError(halt.code, halt.message);
 
     // One active campaign per vehicle and ECU: refuse the whole campaign rather than silently shrink it.
     const held = (
@@ -173,7 +202,6 @@ export class CampaignService {
     const ordered = [...targets].sort((a, b) =>
       shuffleKey(campaignId, a.vin) < shuffleKey(campaignId, b.vin) ? -1 : 1,
     );
-    const sizes = waveSizes(ordered.length, policy.waves);
     const now = this.deps.clock.now().toISOString();
     const campaign: CampaignRecord = {
       campaignId,
@@ -240,7 +268,7 @@ export class CampaignService {
       if (v) candidates.set(vin, v);
       else excluded.push({ vin, reason: 'unknown_vehicle' });
     }
-    const f = targets.filter;
+    const f = targets.all === true ? {} : targets.filter;
     if (f) {
       let cursor: string | undefined;
       do {
@@ -410,7 +438,7 @@ async function transition(
 }
 
 export interface CampaignEngineDeps extends CampaignDeps {
-  readonly assignments: Pick<AssignmentIssuer, 'assign'>;
+  readonly assignments: Pick<AssignmentIssuer, 'assign' | 'reserveCounter'>;
   readonly publisher: OfferPublisher;
   /** Seconds between ticks: the notification budget of a tick is notifyPerSecond x this. */
   readonly tickSeconds: number;
@@ -590,6 +618,8 @@ export class CampaignEngine {
     const vehicle = await this.deps.vehicles.get(u.vin);
     if (!vehicle || vehicle.revokedAt !== undefined) return false;
     const deadline = new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString();
+    // The offer's counter is recorded with it: reports about an earlier offer of this update are refused.
+    const offerCounter = await this.deps.assignments.reserveCounter(u.vin);
     const changes: Partial<UpdateRecord> = {
       status: 'offered',
       progress: 0,
@@ -597,6 +627,7 @@ export class CampaignEngine {
       offeredAt: now.toISOString(),
       deadline,
       reason: undefined,
+      offerCounter,
     };
     if (!(await transition(this.deps, c.campaignId, u, changes))) return false;
     await this.deps.vehicles.setActiveUpdate(u.vin, u.updateId);
@@ -604,6 +635,7 @@ export class CampaignEngine {
       vehicle,
       { ...u, ...changes } as UpdateRecord,
       manifest.manifest,
+      offerCounter,
     );
     try {
       await this.deps.publisher.publish(u.vin, {

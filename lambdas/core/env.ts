@@ -8,11 +8,14 @@ export const ENV = {
   tableUpdates: 'TABLE_UPDATES',
   tableHistory: 'TABLE_HISTORY',
   tableCampaigns: 'TABLE_CAMPAIGNS',
+  tableChallenges: 'TABLE_CHALLENGES',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',
   /** Seconds a vehicle bearer token stays valid. */
   tokenTtlSeconds: 'TOKEN_TTL_SECONDS',
+  /** Login challenges issued per VIN per minute (POST /auth/challenge); more answer 429. */
+  challengesPerVinPerMinute: 'CHALLENGES_PER_VIN_PER_MINUTE',
   /** Requests a vehicle may make per minute on the vehicle routes. */
   vehicleRatePerMinute: 'VEHICLE_RATE_PER_MINUTE',
   /** MQTT reports per second one vehicle may sustain through ingest (per function instance). */
@@ -58,6 +61,11 @@ export const DEFAULTS = {
   presignTtlSeconds: 300,
   tokenTtlSeconds: 900,
   vehicleRatePerMinute: 120,
+  /**
+   * Per-VIN login challenge cap: bounds the work and storage one VIN can cause, well above what a car needs (two
+   * logins an hour) and above what one flooding address reaches once WAF limits /auth/* per address.
+   */
+  challengesPerVinPerMinute: 600,
   multipartThresholdBytes: 128 * 1024 * 1024,
   multipartPartBytes: 64 * 1024 * 1024,
   campaignTickSeconds: 60,

@@ -40,7 +40,13 @@ export function errorResponse(err: unknown, logger: ErrorLogger): APIGatewayProx
   if (err instanceof ProtocolError)
     err = new BadRequestError(err.code, err.message, { cause: err, context: err.context });
   if (err instanceof OtaError && err.statusCode < 500) {
-    logger.warn('request refused', { code: err.code, statusCode: err.statusCode, ...err.context });
+    // The text goes under `reason`: `message` is reserved by the Powertools logger and would be dropped.
+    logger.warn('request refused', {
+      ...err.context,
+      code: err.code,
+      statusCode: err.statusCode,
+      reason: err.message,
+    });
     return json(err.statusCode, err.toBody(), err.statusCode === 429 ? { 'retry-after': '1' } : {});
   }
   logger.error('unhandled error', {

@@ -20,6 +20,16 @@ export type IngestOutcome =
     }
   | { readonly result: 'rejected'; readonly code: string; readonly message: string; readonly vin?: string };
 
+/**
+ * The log fields of a refused message. The refusal's text goes under `reason`: `message` is a reserved key of the
+ * Powertools logger, which drops it (the reason a message was refused would never reach the logs).
+ */
+export function rejectionLogFields(
+  outcome: Extract<IngestOutcome, { result: 'rejected' }>,
+): Record<string, unknown> {
+  return { result: outcome.result, code: outcome.code, reason: outcome.message, vin: outcome.vin };
+}
+
 export async function ingestVehicleMessage(
   raw: unknown,
   deps: {

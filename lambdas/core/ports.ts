@@ -67,14 +67,25 @@ export interface VehicleRecord {
   readonly revokedReason?: string;
 }
 
+/**
+ * Login challenges. Every challenge is stored on its own, so any number may be outstanding for a VIN and issuing
+ * one never invalidates another (one slot per VIN let anyone who knows a VIN keep the car from logging in).
+ */
+export interface ChallengeRepository {
+  /**
+   * Counts one issued challenge for the VIN in a fixed window; false when the window already holds `limit`.
+   * Counted for any VIN, registered or not, so the answer does not reveal which VINs exist.
+   */
+  countIssued(vin: string, window: number, limit: number, expiresAtSeconds: number): Promise<boolean>;
+  put(vin: string, nonce: string, expiresAtSeconds: number): Promise<void>;
+  /** Deletes the challenge if it was issued for this VIN and is unexpired: true exactly once per challenge. */
+  consume(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
+}
+
 export interface VehicleRepository {
   get(vin: string): Promise<VehicleRecord | undefined>;
   /** Fails with a ConflictError when the VIN is registered. */
   create(vehicle: VehicleRecord): Promise<void>;
-  /** Stores the one outstanding auth challenge of a known vehicle; unknown VINs are ignored (no enumeration). */
-  putChallenge(vin: string, nonce: string, expiresAtSeconds: number): Promise<void>;
-  /** Atomically removes the challenge if it matches and is unexpired; true when it was consumed. */
-  consumeChallenge(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
   setActiveUpdate(vin: string, updateId: string): Promise<void>;
   /**
    * Counts one request in the vehicle's current rate window; false when the window already holds limit requests.
@@ -118,6 +129,11 @@ export interface UpdateRecord {
   /** When the current offer was sent, and by when the vehicle must have finished. */
   readonly offeredAt?: string;
   readonly deadline?: string;
+  /**
+   * The counter of the assignment sent with the current offer (or attempt). A report naming an older counter is
+   * about an earlier offer and is refused.
+   */
+  readonly offerCounter?: number;
 }
 
 export interface UpdateRepository {

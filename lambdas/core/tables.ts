@@ -4,7 +4,7 @@
  */
 export interface TableDefinition {
   /** Logical name; the physical name comes from the environment (TABLE_<NAME>). */
-  readonly name: 'releases' | 'vehicles' | 'updates' | 'history' | 'campaigns';
+  readonly name: 'releases' | 'vehicles' | 'updates' | 'history' | 'campaigns' | 'challenges';
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
@@ -26,7 +26,7 @@ export const TABLES: readonly TableDefinition[] = [
     indexes: [{ indexName: 'byVersion', partitionKey: 'version', sortKey: 'releaseId' }],
   },
   {
-    // One item per VIN: model, ECU inventory, device certificate, the pending auth challenge and active update.
+    // One item per VIN: model, ECU inventory, device certificate and active update.
     name: 'vehicles',
     envVar: 'TABLE_VEHICLES',
     partitionKey: 'vin',
@@ -47,6 +47,15 @@ export const TABLES: readonly TableDefinition[] = [
     envVar: 'TABLE_CAMPAIGNS',
     partitionKey: 'campaignId',
     indexes: [{ indexName: 'byStatus', partitionKey: 'status', sortKey: 'campaignId' }],
+  },
+  {
+    // Login challenges, one item each (`c#<nonce>`, spent by a conditional delete), and per-VIN issuance counters
+    // (`r#<VIN>#<minute>`). Each challenge is its own item, so a new one never displaces another; all expire.
+    name: 'challenges',
+    envVar: 'TABLE_CHALLENGES',
+    partitionKey: 'id',
+    indexes: [],
+    ttlAttribute: 'expiresAt',
   },
   {
     // Append-only status history; items expire after the retention period.

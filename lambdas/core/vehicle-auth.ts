@@ -6,12 +6,16 @@ import { createPublicKey, randomBytes } from 'node:crypto';
 import { challengeSigningInput } from '../../protocol/challenge.js';
 import type { ChallengeAnswer, TokenAnswer } from '../../protocol/responses.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
+import { DEFAULTS } from './env.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
-import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
+import type { ChallengeRepository, Clock, VehicleRecord, VehicleRepository } from './ports.js';
 import { issueToken, parseBearer, verifyToken } from './token.js';
 
 export interface VehicleAuthDeps {
   readonly vehicles: VehicleRepository;
+  readonly challenges: ChallengeRepository;
+  /** @default DEFAULTS.challengesPerVinPerMinute */
+  readonly challengesPerVinPerMinute?: number;
   readonly signer: Signer;
   readonly clock: Clock;
   readonly tokenTtlSeconds: number;
@@ -25,14 +29,25 @@ export class VehicleAuthService {
   constructor(private readonly deps: VehicleAuthDeps) {}
 
   /**
-   * Answers the same way for unknown VINs, so the endpoint cannot be used to learn which VINs are registered;
-   * only a known vehicle's challenge is stored and can later be redeemed.
+   * Every challenge is stored on its own and stays valid until it is spent or expires, so issuing one (anyone
+   * may, for any VIN) never displaces the challenge a vehicle is answering. Unknown VINs are treated exactly like
+   * known ones (counted, stored, answered), so the endpoint does not reveal which VINs are registered; their
+   * challenges can never be redeemed.
    */
   async createChallenge(vin: string): Promise<ChallengeAnswer> {
-    const nonce = randomBytes(32).toString('base64url');
     const now = this.nowSeconds();
     const expiresAt = now + (this.deps.challengeTtlSeconds ?? 120);
-    await this.deps.vehicles.putChallenge(vin, nonce, expiresAt);
+    const limit = this.deps.challengesPerVinPerMinute ?? DEFAULTS.challengesPerVinPerMinute;
+    const minute = Math.floor(now / 60);
+    // The counter outlives its window by a minute, then TTL removes it.
+    if (!(await this.deps.challenges.countIssued(vin, minute, limit, (minute + 2) * 60))) {
+      throw new TooManyRequestsError(
+        'rate_limited',
+        `At most ${limit} challenges a minute for one vehicle; retry in a minute`,
+      );
+    }
+    const nonce = randomBytes(32).toString('base64url');
+    await this.deps.challenges.put(vin, nonce, expiresAt);
     return { nonce, expires_at: new Date(expiresAt * 1000).toISOString() };
   }
 
@@ -40,7 +55,7 @@ export class VehicleAuthService {
     const refused = () =>
       new UnauthorizedError('invalid_challenge', 'The challenge answer is invalid or expired');
     // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.
-    if (!(await this.deps.vehicles.consumeChallenge(vin, nonce, this.nowSeconds()))) throw refused();
+    if (!(await this.deps.challenges.consume(vin, nonce, this.nowSeconds()))) throw refused();
     const vehicle = await this.deps.vehicles.get(vin);
     // A revoked vehicle proves nothing by its key any more: no token (kill switch).
     if (!vehicle || vehicle.revokedAt !== undefined) throw refused();

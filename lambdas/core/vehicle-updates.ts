@@ -85,13 +85,20 @@ export class AssignmentIssuer {
     },
   ) {}
 
+  /** Takes the vehicle's next counter value, to record on an update before its assignment is signed. */
+  reserveCounter(vin: string): Promise<number> {
+    return this.deps.vehicles.nextAssignmentCounter(vin);
+  }
+
+  /** Signs an assignment, with a counter from reserveCounter or else the vehicle's next one. */
   async assign(
     vehicle: VehicleRecord,
     update: UpdateRecord,
     manifest: ReleaseManifest,
+    reservedCounter?: number,
   ): Promise<SignedAssignment> {
     const now = this.deps.clock.now();
-    const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin);
+    const counter = reservedCounter ?? (await this.deps.vehicles.nextAssignmentCounter(vehicle.vin));
     return signAssignment(
       {
         schema: 'ota.assignment/v1',
@@ -183,14 +190,18 @@ export class FirmwareOfferService {
     if (mode === 'initiate' && update?.status === 'completed') {
       throw new ConflictError('already_installed', `Firmware ${version} is already installed`);
     }
+    let counter: number | undefined;
     if (!update || (mode === 'initiate' && isTerminal(update.status))) {
-      update = await this.startAttempt(vehicle, release, update);
+      // The attempt records the counter of its first assignment, so reports about an older attempt are told apart.
+      counter = await this.assignments.reserveCounter(vehicle.vin);
+      update = await this.startAttempt(vehicle, release, update, counter);
+      if (update.offerCounter !== counter) counter = undefined;
     }
 
     const ttl = this.deps.presignTtlSeconds;
     const url = await this.deps.objects.presignGet(release.objectKey, release.objectVersionId, ttl);
     const m = release.signedManifest.manifest;
-    const assignment = await this.assignments.assign(vehicle, update, m);
+    const assignment = await this.assignments.assign(vehicle, update, m, counter);
     return {
       download_url: url,
       expires_at: new Date(this.deps.clock.now().getTime() + ttl * 1000).toISOString(),
@@ -267,6 +278,7 @@ export class FirmwareOfferService {
     vehicle: VehicleRecord,
     release: ReleaseRecord,
     previous: UpdateRecord | undefined,
+    offerCounter: number,
   ): Promise<UpdateRecord> {
     const now = this.deps.clock.now().toISOString();
     const next: UpdateRecord = {
@@ -282,6 +294,7 @@ export class FirmwareOfferService {
       createdAt: previous?.createdAt ?? now,
       updatedAt: now,
       revision: (previous?.revision ?? 0) + 1,
+      offerCounter,
     };
     if (!(await this.deps.updates.put(next, previous?.revision ?? 0))) {
       // Someone else (a concurrent retry of the same request) started it; use theirs.
@@ -302,6 +315,31 @@ export class FirmwareOfferService {
   }
 }
 
+/**
+ * The update was offered to the vehicle: a campaign offer was sent (attempt 1 or more, not back to scheduled) or
+ * the vehicle started it itself. A scheduled update, or one cancelled before its wave, was never offered.
+ */
+export function wasOffered(u: UpdateRecord): boolean {
+  return u.status !== 'scheduled' && u.attempt > 0;
+}
+
+/**
+ * A vehicle reports only on what it was offered, and about the current offer: an outcome on a later wave's update
+ * would set the registry's version for a car that downloaded nothing and count towards (even halt) the campaign.
+ */
+function refuseUnoffered(target: UpdateRecord, input: StatusInput): void {
+  if (!wasOffered(target)) {
+    throw new ConflictError('not_offered', 'This update has not been offered to the vehicle');
+  }
+  const counter = input.assignment_counter;
+  if (counter !== undefined && target.offerCounter !== undefined && counter < target.offerCounter) {
+    throw new ConflictError(
+      'stale_offer',
+      `assignment_counter ${counter} belongs to an earlier offer of this update (current: ${target.offerCounter})`,
+    );
+  }
+}
+
 export class UpdateStatusService {
   constructor(private readonly deps: UpdateStatusDeps) {}
 
@@ -319,9 +357,12 @@ export class UpdateStatusService {
     if (input.firmware_version !== undefined) {
       const all = await this.deps.updates.listForVehicle(vehicle.vin);
       const matching = all.filter((u) => u.version === input.firmware_version);
+      // Updates never offered (a later wave's) are not candidates; if only those match, the report is refused.
+      const offered = matching.filter(wasOffered);
       const chosen =
-        matching.find((u) => u.updateId === vehicle.activeUpdateId) ??
-        matching.find((u) => !isTerminal(u.status)) ??
+        offered.find((u) => u.updateId === vehicle.activeUpdateId) ??
+        offered.find((u) => !isTerminal(u.status)) ??
+        offered[0] ??
         matching[0];
       if (!chosen)
         throw new NotFoundError('unknown_update', `This vehicle has no update to ${input.firmware_version}`);
@@ -345,6 +386,7 @@ export class UpdateStatusService {
   ): Promise<{ update: UpdateRecord; applied: boolean }> {
     let target = await this.findTarget(vehicle, input);
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      refuseUnoffered(target, input);
       const result = applyReport(target, input);
       const now = this.deps.clock.now().toISOString();
       if (!result.next) {

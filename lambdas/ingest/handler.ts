@@ -2,7 +2,7 @@
 import { instrumented } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { settings } from '../core/env.js';
-import { ingestVehicleMessage } from '../core/ingest.js';
+import { ingestVehicleMessage, rejectionLogFields } from '../core/ingest.js';
 import { systemClock } from '../core/ports.js';
 import { VinRateLimiter } from '../core/rate-limit.js';
 import { UpdateStatusService } from '../core/vehicle-updates.js';
@@ -25,7 +25,7 @@ const limiter = new VinRateLimiter({
 export const handler = instrumented(async (event: unknown) => {
   const outcome = await ingestVehicleMessage(event, { vehicles, updates, limiter });
   metrics.addMetric(`Message_${outcome.result}`, 'Count', 1);
-  if (outcome.result === 'rejected') logger.warn('vehicle message rejected', { ...outcome });
+  if (outcome.result === 'rejected') logger.warn('vehicle message rejected', rejectionLogFields(outcome));
   else logger.debug('vehicle message recorded', { ...outcome });
   return outcome;
 });

@@ -31,6 +31,7 @@ const tables = {
   updates: table('TABLE_UPDATES'),
   history: table('TABLE_HISTORY'),
   campaigns: table('TABLE_CAMPAIGNS'),
+  challenges: table('TABLE_CHALLENGES'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -90,13 +91,14 @@ const topicArn = {
 };
 
 describe('least privilege per function', { timeout: 300_000 }, () => {
-  it('auth-api: vehicles Get/UpdateItem, signs with the token key only, no S3, no IoT', () => {
+  it('auth-api: vehicles GetItem, challenges Put/UpdateItem, signs with the token key only, no S3, no IoT', () => {
     assert.deepEqual(dynamoAccess('auth-api'), {
       releases: [],
-      vehicles: ['GetItem', 'UpdateItem'],
+      vehicles: ['GetItem'],
       updates: [],
       history: [],
       campaigns: [],
+      challenges: ['PutItem', 'UpdateItem'],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -119,6 +121,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
       campaigns: ['UpdateItem'],
+      challenges: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -148,6 +151,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
       history: ['PutItem'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
+      challenges: [],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -188,6 +192,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
       campaigns: ['UpdateItem'],
+      challenges: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -223,6 +228,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       updates: ['PutItem'],
       history: ['PutItem'],
       campaigns: ['GetItem', 'UpdateItem'],
+      challenges: [],
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);

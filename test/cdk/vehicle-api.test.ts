@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Match } from 'aws-cdk-lib/assertions';
 import * as z from 'zod';
 import { ROUTES } from '../../protocol/routes.js';
 import { functionId, onlyId, otaTemplate, referencedIds, resources } from './fixtures.js';
@@ -228,12 +229,44 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
     }
   });
 
-  it('associates no web ACL by default, and the given one when configured', () => {
-    template.resourceCountIs('AWS::WAFv2::WebACLAssociation', 0);
-    const acl = 'arn:aws:wafv2:eu-west-1:111111111111:regional/webacl/fleet/abc';
-    otaTemplate({ webAclArn: acl }).hasResourceProperties('AWS::WAFv2::WebACLAssociation', {
-      WebACLArn: acl,
+  it('associates its own web ACL, rate-limiting /auth/* per source address with a JSON 429, by default', () => {
+    const acls = template.findResources('AWS::WAFv2::WebACL');
+    assert.equal(Object.keys(acls).length, 1);
+    const [aclId, acl] = Object.entries(acls)[0]!;
+    const props = acl.Properties;
+    assert.equal(props.Scope, 'REGIONAL');
+    assert.deepEqual(props.DefaultAction, { Allow: {} });
+    assert.equal(props.Rules.length, 1);
+    const rule = props.Rules[0];
+    assert.deepEqual(rule.Action.Block.CustomResponse, {
+      ResponseCode: 429,
+      CustomResponseBodyKey: 'rateLimited',
     });
+    const body = JSON.parse(props.CustomResponseBodies.rateLimited.Content);
+    assert.equal(body.error.code, 'rate_limited');
+    const rate = rule.Statement.RateBasedStatement;
+    assert.equal(rate.AggregateKeyType, 'IP');
+    assert.equal(rate.Limit, 1000);
+    assert.equal(rate.EvaluationWindowSec, 300);
+    assert.deepEqual(rate.ScopeDownStatement.ByteMatchStatement.FieldToMatch, { UriPath: {} });
+    assert.equal(rate.ScopeDownStatement.ByteMatchStatement.SearchString, '/auth/');
+    assert.equal(rate.ScopeDownStatement.ByteMatchStatement.PositionalConstraint, 'CONTAINS');
+    template.hasResourceProperties('AWS::WAFv2::WebACLAssociation', {
+      WebACLArn: { 'Fn::GetAtt': [aclId, 'Arn'] },
+    });
+    const stages = template.findResources('AWS::ApiGateway::Stage');
+    const association = Object.values(template.findResources('AWS::WAFv2::WebACLAssociation'))[0]!;
+    assert.match(JSON.stringify(association.Properties.ResourceArn), new RegExp(Object.keys(stages)[0]!));
+  });
+
+  it('takes the /auth/* limit as a prop, and associates a given web ACL instead of its own', () => {
+    otaTemplate({ authRateLimitPerFiveMinutes: 300 }).hasResourceProperties('AWS::WAFv2::WebACL', {
+      Rules: [Match.objectLike({ Statement: { RateBasedStatement: Match.objectLike({ Limit: 300 }) } })],
+    });
+    const acl = 'arn:aws:wafv2:eu-west-1:111111111111:regional/webacl/fleet/abc';
+    const withGiven = otaTemplate({ webAclArn: acl });
+    withGiven.resourceCountIs('AWS::WAFv2::WebACL', 0);
+    withGiven.hasResourceProperties('AWS::WAFv2::WebACLAssociation', { WebACLArn: acl });
   });
 
   it('creates the API Gateway CloudWatch role unless told the account has one', () => {

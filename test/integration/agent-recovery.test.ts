@@ -369,7 +369,7 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
         name: 'cancelled before install',
         release_id: 'tcu-2.0.0',
         targets: { vins: [vin] },
-        policy: { waves: [100] },
+        policy: { waves: [100], skip_canary: true },
       });
       assert.equal(created.status, 201, created.raw.toString());
       assert.equal((await ac.operator.call('POST', '/campaigns/cancel-while-waiting/start', {})).status, 200);

@@ -220,7 +220,7 @@ describe('campaigns', { timeout: 120000 }, () => {
       campaign_id: 'operator-control',
       name: 'paced',
       targets: { vins: group('C', 12) },
-      policy: { waves: [100], notify_per_second: 1, halt_failure_percent: 50 },
+      policy: { waves: [100], skip_canary: true, notify_per_second: 1, halt_failure_percent: 50 },
     });
     assert.equal(
       (await operator.call('POST', '/campaigns/operator-control/pause', {})).status,
@@ -289,7 +289,7 @@ describe('campaigns', { timeout: 120000 }, () => {
       campaign_id: 'cancel-race',
       name: 'raced',
       targets: { vins: [car] },
-      policy: { waves: [100] },
+      policy: { waves: [100], skip_canary: true },
     });
     await operator.call('POST', '/campaigns/cancel-race/start', {});
     await until('cancel-race', (c) => (c.counts.offered ?? 0) === 1, 10000, 'the offer');
@@ -336,17 +336,18 @@ describe('campaigns', { timeout: 120000 }, () => {
       targets: { vins: group('D', 4) },
       policy: {
         waves: [100],
+        skip_canary: true,
         vehicle_timeout_seconds: 1,
         retry_budget: 1,
         halt_failure_percent: 100,
-        halt_min_outcomes: 10,
+        halt_min_outcomes: 4,
       },
     });
     await operator.call('POST', '/campaigns/silent-fleet/start', {});
     // A wave where every vehicle timed out cannot reach its success threshold, so the campaign halts.
     const c = await until('silent-fleet', (x) => x.status === 'halted', 20000, 'timeouts and halt');
     assert.equal(c.counts.timed_out, 4);
-    assert.match(c.halt_reason, /0 of 4 succeeded/);
+    assert.match(c.halt_reason, /4 of 4 outcomes failed/);
     const vehicles = await waveVehicles('silent-fleet', 0);
     assert.deepEqual(
       vehicles.map((v) => [v.status, v.attempt]),
@@ -369,7 +370,7 @@ describe('campaigns', { timeout: 120000 }, () => {
         vehicle_timeout_seconds: 1,
         retry_budget: 1,
         halt_failure_percent: 100,
-        halt_min_outcomes: 10,
+        halt_min_outcomes: 2,
       },
     });
     // One canary of wave 0 loses its first offer (as a car does when the broker forgets its session).
@@ -429,7 +430,7 @@ describe('campaigns', { timeout: 120000 }, () => {
       campaign_id: 'drift',
       name: 'drift',
       targets: { vins: group('H', 3) },
-      policy: { waves: [100], halt_failure_percent: 100, halt_min_outcomes: 10 },
+      policy: { waves: [100], skip_canary: true, halt_failure_percent: 100, halt_min_outcomes: 3 },
     });
     await operator.call('POST', '/campaigns/drift/start', {});
     await until('drift', (x) => x.counts.installing === 3, 20000, 'three vehicles installing');

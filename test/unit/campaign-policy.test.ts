@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  CANARY_MAX_PERCENT,
+  canaryProblem,
   DEFAULT_POLICY,
   evaluateWave,
+  haltProblem,
   policyProblems,
   waveSettled,
   waveSizes,
@@ -99,6 +102,32 @@ describe('policy validation', { timeout: 60_000 }, () => {
       policyProblems({ ...DEFAULT_POLICY, haltFailurePercent: undefined, haltFailureCount: undefined })
         .length,
       1,
+    );
+  });
+});
+
+describe('guardrails (issue 18, finding 10)', { timeout: 10_000 }, () => {
+  it('wants a canary first wave unless skip_canary says otherwise', () => {
+    assert.equal(CANARY_MAX_PERCENT, 50);
+    assert.equal(canaryProblem({ ...DEFAULT_POLICY, waves: [1, 10, 50, 100] }), undefined);
+    assert.equal(canaryProblem({ ...DEFAULT_POLICY, waves: [50, 100] }), undefined);
+    assert.equal(canaryProblem({ ...DEFAULT_POLICY, waves: [51, 100] })?.code, 'canary_required');
+    assert.match(canaryProblem({ ...DEFAULT_POLICY, waves: [100] })!.message, /skip_canary/);
+    assert.equal(canaryProblem({ ...DEFAULT_POLICY, waves: [100], skipCanary: true }), undefined);
+  });
+
+  it('refuses halt thresholds no wave can reach', () => {
+    const sizes = waveSizes(20, [10, 50, 100]);
+    assert.deepEqual(sizes, [2, 8, 10]);
+    assert.equal(haltProblem({ ...DEFAULT_POLICY, haltMinOutcomes: 10 }, sizes), undefined);
+    assert.equal(haltProblem({ ...DEFAULT_POLICY, haltMinOutcomes: 11 }, sizes)?.code, 'unreachable_halt');
+    assert.equal(
+      haltProblem({ ...DEFAULT_POLICY, haltMinOutcomes: 1, haltFailureCount: 10 }, sizes),
+      undefined,
+    );
+    assert.match(
+      haltProblem({ ...DEFAULT_POLICY, haltMinOutcomes: 1, haltFailureCount: 11 }, sizes)!.message,
+      /halt_failure_count 11 is more than the largest wave \(10 vehicles\)/,
     );
   });
 });

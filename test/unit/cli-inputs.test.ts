@@ -84,6 +84,15 @@ describe('campaignBody', { timeout: 60_000 }, () => {
     });
   });
 
+  it('targets every vehicle only with --all, alone; --skip-canary allows a single wave', () => {
+    const body = campaignBody({ name: 'x', 'release-id': 'r', all: true, waves: '100', 'skip-canary': true });
+    assert.deepEqual(body.targets, { all: true });
+    assert.deepEqual(body.policy, { skip_canary: true, waves: [100] });
+    usageError(() => campaignBody({ name: 'x', 'release-id': 'r', all: true, model: 'm' }), /--all targets/);
+    usageError(() => campaignBody({ name: 'x', 'release-id': 'r' }), /or --all/);
+    usageError(() => campaignBody({ name: 'x\x1b[2J', 'release-id': 'r', model: 'm' }), /^--name: .*control/);
+  });
+
   it('refuses a campaign without targets, and names the flag at fault', () => {
     usageError(() => campaignBody({ name: 'x', 'release-id': 'r' }), /choose the targets/);
     usageError(

@@ -9,9 +9,18 @@ import { toApiError } from '../../cli/api.js';
 import { EXIT, UsageError } from '../../cli/args.js';
 import { sigV4Authorizer } from '../../cli/aws-auth.js';
 import { COMMANDS } from '../../cli/commands.js';
+import { Context } from '../../cli/context.js';
 import { ApiError, CliError, formatError } from '../../cli/errors.js';
 import { describeNetworkError } from '../../cli/http.js';
-import { campaignLine, countsText, renderCampaign, table } from '../../cli/render.js';
+import {
+  campaignLine,
+  campaignVehicleRows,
+  countsText,
+  renderCampaign,
+  table,
+  terminalJson,
+  terminalText,
+} from '../../cli/render.js';
 import { describeS3Error, partRanges } from '../../cli/upload.js';
 import { campaignView } from '../../lambdas/core/campaigns.js';
 import type { CampaignRecord } from '../../lambdas/core/ports.js';
@@ -225,5 +234,62 @@ describe('--aws SigV4', { timeout: 60_000 }, () => {
       !('host' in (await auth.headers({ method: 'GET', url, headers: {}, body: '' }))),
       'Node sets host',
     );
+  });
+});
+
+describe('escape sequences from the API (issue 18, finding 7)', { timeout: 10_000 }, () => {
+  const hostile = '\x1b[2J\x1b[32mcompleted OK\x1b[0m\x1b]0;owned\x07\u009b31m\u202e';
+  const RAW = ['\x1b', '\x07', '\u009b', '\u202e'];
+
+  it('terminalText shows controls escaped and keeps line breaks; terminalJson stays valid JSON', () => {
+    const text = terminalText(`line one ${hostile}\nline two`);
+    for (const raw of RAW) assert.ok(!text.includes(raw), JSON.stringify(raw));
+    assert.equal(text.split('\n').length, 2);
+    assert.ok(text.includes('\\x1b[2J'));
+    const json = terminalJson({ reason: hostile }, 2);
+    for (const raw of RAW) assert.ok(!json.includes(raw), JSON.stringify(raw));
+    assert.equal(JSON.parse(json).reason, hostile);
+  });
+
+  it('what a command prints, as text, JSON or a note, never carries a raw control character', () => {
+    let out = '';
+    const stream = {
+      write: (t: string) => {
+        out += t;
+        return true;
+      },
+    };
+    for (const json of [false, true]) {
+      const ctx = new Context(
+        { stdout: stream, stderr: stream, env: {}, cwd: '/', signal: new AbortController().signal },
+        { values: json ? { json: true } : {}, positionals: [] } as never,
+      );
+      const view = {
+        campaign_id: 'c-1',
+        wave: 0,
+        vehicles: [
+          {
+            vin: '1HGCM82633A004352',
+            status: 'failed' as const,
+            progress: 0,
+            attempt: 1,
+            reason: hostile,
+            offered_at: null,
+            deadline: null,
+            updated_at: 't',
+          },
+        ],
+      };
+      ctx.print(campaignVehicleRows(view).join('\n'));
+      ctx.printJson(view);
+      ctx.note(`warning: ${hostile}`);
+    }
+    for (const raw of RAW) assert.ok(!out.includes(raw), `${JSON.stringify(raw)} in ${out}`);
+    assert.ok(out.includes('completed OK'), 'the text itself is still shown');
+  });
+
+  it('an API error message is printed escaped', () => {
+    const f = formatError(new ApiError(409, 'conflict', `bad ${hostile}`));
+    for (const raw of RAW) assert.ok(!f.text.includes(raw), JSON.stringify(raw));
   });
 });
