@@ -4,14 +4,17 @@
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { challengeSigningInput } from '../../protocol/challenge.js';
-import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
+import { type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
 import type { Clock, VehicleRecord, VehicleRepository } from './ports.js';
-import { issueToken, parseBearer, verifyToken } from './token.js';
+import { DelegatedTokenSigner, parseBearer, verifyToken } from './token.js';
 
 export interface VehicleAuthDeps {
   readonly vehicles: VehicleRepository;
+  /** The backend key tokens chain to (KMS on AWS); it signs one delegation per instance period, not tokens. */
   readonly signer: Signer;
+  /** Seconds a token delegation is valid (token.ts). @default 3600 */
+  readonly delegationSeconds?: number;
   readonly clock: Clock;
   readonly tokenTtlSeconds: number;
   /** @default 120 */
@@ -19,9 +22,14 @@ export interface VehicleAuthDeps {
 }
 
 export class VehicleAuthService {
-  private signerKeyId?: Promise<string>;
+  private readonly tokens: DelegatedTokenSigner;
 
-  constructor(private readonly deps: VehicleAuthDeps) {}
+  constructor(private readonly deps: VehicleAuthDeps) {
+    this.tokens = new DelegatedTokenSigner(deps.signer, deps.clock, {
+      maxTokenSeconds: deps.tokenTtlSeconds,
+      delegationSeconds: deps.delegationSeconds ?? Math.max(3600, deps.tokenTtlSeconds * 4),
+    });
+  }
 
   /**
    * Answers the same way for unknown VINs, so the endpoint cannot be used to learn which VINs are registered;
@@ -48,8 +56,7 @@ export class VehicleAuthService {
     if (!vehicle) throw refused();
     const key = createPublicKey(vehicle.publicKeyPem);
     if (!verifyEcdsa(key, challengeSigningInput(vin, nonce), signatureB64)) throw refused();
-    this.signerKeyId ??= this.deps.signer.publicKeyPem().then(keyIdOf);
-    const { token, claims } = await issueToken(this.deps.signer, await this.signerKeyId, {
+    const { token, claims } = await this.tokens.issue({
       vin,
       deviceKeyId: vehicle.deviceKeyId,
       nowSeconds: this.nowSeconds(),
