@@ -161,12 +161,13 @@ function verifySignature(
   req: IncomingMessage,
   auth: ParsedAuthorization,
   parts: { rawPath: string; query: Map<string, string>; body: Buffer },
-  props: IotDataShimProps,
+  props: Pick<IotDataShimProps, 'region' | 'now'>,
   credentials: NonNullable<IotDataShimProps['credentials']>,
+  service = 'iotdata',
 ): void {
   const forbidden = (message: string) => new ShimError(403, 'ForbiddenException', message);
   if (auth.accessKeyId !== credentials.accessKeyId) throw forbidden('Unknown access key');
-  if (auth.service !== 'iotdata') throw forbidden('Credential scope is not for iotdata');
+  if (auth.service !== service) throw forbidden(`Credential scope is not for ${service}`);
   if (props.region !== undefined && auth.region !== props.region)
     throw forbidden('Credential scope region mismatch');
   if (!auth.signedHeaders.includes('host') || !auth.signedHeaders.includes('x-amz-date')) {
@@ -205,6 +206,33 @@ function verifySignature(
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
     throw forbidden('The request signature does not match');
   }
+}
+
+/**
+ * The same SigV4 check for another local AWS stand-in (local/job-queue.ts, service sqs): throws an error with a
+ * statusCode of 403 when the request is unsigned or its signature does not verify.
+ */
+export function verifySigV4(
+  req: IncomingMessage,
+  body: Buffer,
+  opts: {
+    credentials: NonNullable<IotDataShimProps['credentials']>;
+    region: string;
+    service: string;
+  },
+): void {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const query = parseQuery(q < 0 ? '' : url.slice(q + 1));
+  verifySignature(
+    req,
+    parseAuthorization(req),
+    { rawPath, query, body },
+    opts,
+    opts.credentials,
+    opts.service,
+  );
 }
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {

@@ -27,6 +27,7 @@ import type {
   UpdateRepository,
   VehicleRecord,
   VehicleRepository,
+  VerificationCheckpoint,
 } from '../core/ports.js';
 
 export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
@@ -116,16 +117,112 @@ export class DynamoReleaseRepository implements ReleaseRepository {
         UpdateExpression: objectVersionId
           ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
           : 'SET #s = :published, publishedAt = :at',
-        ConditionExpression: '#s = :pending',
+        ConditionExpression: '#s = :verifying',
         ExpressionAttributeNames: { '#s': 'status' },
         ExpressionAttributeValues: {
           ':published': 'published',
-          ':pending': 'pending_upload',
+          ':verifying': 'verifying',
           ':at': publishedAt,
           ...(objectVersionId ? { ':v': objectVersionId } : {}),
         },
       }),
     );
+  }
+
+  async startVerification(releaseId: string, checkpoint: VerificationCheckpoint): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: 'SET #s = :verifying, verification = :c REMOVE failureReason',
+        ConditionExpression: '#s IN (:pending, :failed)',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: {
+          ':verifying': 'verifying',
+          ':pending': 'pending_upload',
+          ':failed': 'failed',
+          ':c': checkpoint,
+        },
+      }),
+    );
+  }
+
+  async saveVerification(
+    releaseId: string,
+    expectedBytes: number,
+    checkpoint: VerificationCheckpoint,
+  ): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: 'SET verification = :c',
+        ConditionExpression: '#s = :verifying AND verification.bytesVerified = :b',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: { ':verifying': 'verifying', ':b': expectedBytes, ':c': checkpoint },
+      }),
+    );
+  }
+
+  async markFailed(releaseId: string, reason: string, at: string): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: 'SET #s = :failed, failureReason = :r, failedAt = :at',
+        ConditionExpression: '#s = :verifying',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: {
+          ':failed': 'failed',
+          ':verifying': 'verifying',
+          ':r': reason,
+          ':at': at,
+        },
+      }),
+    );
+  }
+
+  async reopen(releaseId: string): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { releaseId },
+        UpdateExpression: 'SET #s = :pending REMOVE verification, uploadId',
+        ConditionExpression: '#s = :failed',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: { ':pending': 'pending_upload', ':failed': 'failed' },
+      }),
+    );
+  }
+
+  /** A filtered Scan: run only when a verification fails, over a table of releases (thousands, not millions). */
+  async othersUsingObject(
+    objectKey: string,
+    exceptReleaseId: string,
+  ): Promise<{ releaseId: string; versionIds: string[] }[]> {
+    const found: { releaseId: string; versionIds: string[] }[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.db.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: 'objectKey = :k AND releaseId <> :me',
+          ProjectionExpression: 'releaseId, objectVersionId, verification',
+          ExpressionAttributeValues: { ':k': objectKey, ':me': exceptReleaseId },
+          ExclusiveStartKey: start,
+        }),
+      );
+      for (const item of (out.Items ?? []) as ReleaseRecord[]) {
+        const versions = [item.objectVersionId, item.verification?.objectVersionId];
+        found.push({ releaseId: item.releaseId, versionIds: versions.filter((v): v is string => !!v) });
+      }
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return found;
   }
 
   async setUploadId(releaseId: string, uploadId: string): Promise<void> {
@@ -408,6 +505,25 @@ export class DynamoUpdateRepository implements UpdateRepository {
       start = out.LastEvaluatedKey;
     } while (start);
     return items;
+  }
+
+  async pageByCampaignWave(
+    campaignId: string,
+    wave: number,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byCampaign',
+        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+        ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+        Limit: limit,
+        ExclusiveStartKey: decodeCursor(cursor),
+      }),
+    );
+    return { items: (out.Items ?? []) as UpdateRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
   }
 
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {

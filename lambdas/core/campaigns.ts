@@ -26,6 +26,7 @@ import type {
   CampaignStatus,
   Clock,
   HistoryRepository,
+  JobQueue,
   OfferPublisher,
   ReleaseRepository,
   UpdateRecord,
@@ -33,7 +34,7 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from './ports.js';
-import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
+import { isTerminal } from './update-state.js';
 import type { AssignmentIssuer } from './vehicle-updates.js';
 
 export type CreateCampaignInput = z.infer<typeof createCampaignSchema>;
@@ -90,6 +91,10 @@ export function campaignView(c: CampaignRecord) {
     ecu: c.ecu,
     status: c.status,
     halt_reason: c.haltReason ?? null,
+    /** While cancelling: the wave being withdrawn (the counts show how many are cancelled so far). */
+    cancel: c.cancel
+      ? { wave: Math.min(c.cancel.wave, c.waves.length), started_at: c.cancel.startedAt }
+      : null,
     current_wave: c.currentWave,
     target_count: c.targetCount,
     excluded: c.excluded,
@@ -110,6 +115,11 @@ export interface CampaignDeps {
   readonly clock: Clock;
 }
 
+export interface CampaignServiceDeps extends CampaignDeps {
+  /** Where cancel sends the withdrawal job. */
+  readonly jobs: JobQueue;
+}
+
 /** Runs fn over items with at most `limit` in flight. */
 async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -120,7 +130,7 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 }
 
 export class CampaignService {
-  constructor(private readonly deps: CampaignDeps) {}
+  constructor(private readonly deps: CampaignServiceDeps) {}
 
   async create(input: CreateCampaignInput) {
     const policy = toPolicy(input.policy);
@@ -303,7 +313,11 @@ export class CampaignService {
     return c;
   }
 
-  /** Operator actions; each is a conditional status change, refused with 409 from a state it does not apply to. */
+  /**
+   * Operator actions; each is a conditional status change, refused with 409 from a state it does not apply to.
+   * Cancel marks the campaign cancelling and queues the withdrawal (campaign-cancel.ts); cancelling again while
+   * it runs queues it again (a stopped job resumes from its checkpoint), and once cancelled it changes nothing.
+   */
   async act(campaignId: string, action: 'start' | 'pause' | 'resume' | 'cancel') {
     const allowed: Record<typeof action, CampaignStatus[]> = {
       start: ['created'],
@@ -315,10 +329,15 @@ export class CampaignService {
       start: 'running',
       pause: 'paused',
       resume: 'running',
-      cancel: 'cancelled',
+      cancel: 'cancelling',
     };
     for (let attempt = 0; attempt < 5; attempt++) {
       const c = await this.load(campaignId);
+      if (action === 'cancel' && c.status === 'cancelled') return campaignView(c);
+      if (action === 'cancel' && c.status === 'cancelling') {
+        await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
+        return campaignView(c);
+      }
       if (!allowed[action].includes(c.status)) {
         throw new ConflictError('invalid_transition', `Cannot ${action} a campaign that is ${c.status}`);
       }
@@ -328,45 +347,16 @@ export class CampaignService {
           ? { status: target[action], waves: c.waves.map((w, i) => (i === 0 ? { ...w, startedAt: now } : w)) }
           : action === 'resume'
             ? { status: target[action], haltReason: '' }
-            : { status: target[action] };
+            : action === 'cancel'
+              ? { status: target[action], cancel: { wave: 0, startedAt: now } }
+              : { status: target[action] };
       if (await this.deps.campaigns.change(campaignId, c.revision, changes, now)) {
-        if (action === 'cancel') await this.withdraw(c);
+        if (action === 'cancel')
+          await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
         return this.get(campaignId);
       }
     }
     throw new ConflictError('concurrent_update', 'The campaign changed concurrently; retry');
-  }
-
-  /**
-   * Cancelling withdraws every update not yet being installed: scheduled and offered ones, and those still
-   * downloading or verifying (their agents ask before installing and stand down). Vehicles already installing
-   * finish on their own; an outcome a vehicle reports after the cancel is still recorded (update-state.ts).
-   */
-  private async withdraw(c: CampaignRecord): Promise<void> {
-    for (let wave = 0; wave < c.waves.length; wave++) {
-      const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
-      await pool(items, 16, async (listed) => {
-        // A vehicle's report can land between the read and the write (downloading -> downloaded): the write then
-        // fails on the revision, and the update is read again and withdrawn if it is still before installing.
-        // Without this retry a raced update stayed open, and its car would install a cancelled campaign's image.
-        let u: UpdateRecord | undefined = listed;
-        for (let attempt = 0; u && attempt < 5; attempt++) {
-          if (!BEFORE_INSTALL_STATUSES.has(u.status)) break;
-          const withdrawn = await transition(this.deps, c.campaignId, u, {
-            status: 'cancelled',
-            reason: 'campaign cancelled',
-          });
-          if (withdrawn) {
-            u = { ...u, status: 'cancelled' };
-            break;
-          }
-          u = await this.deps.updates.get(u.vin, u.updateId);
-        }
-        if (u && (u.status === 'cancelled' || isTerminal(u.status))) {
-          await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
-        }
-      });
-    }
   }
 }
 
@@ -374,8 +364,10 @@ export class CampaignService {
  * A backend-driven transition of one campaign update (offer, timeout, cancel), with its count moved in the same
  * breath. False when the item changed under us; the next tick sees the new state.
  */
-async function transition(
-  deps: Pick<CampaignDeps, 'updates' | 'campaigns' | 'history' | 'clock'>,
+export async function transition(
+  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock'> & {
+    readonly campaigns: Pick<CampaignRepository, 'count'>;
+  },
   campaignId: string,
   u: UpdateRecord,
   changes: Partial<UpdateRecord>,
