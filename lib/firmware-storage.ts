@@ -153,6 +153,25 @@ export class FirmwareStorage extends Construct {
     this.bindBucket(fn, 'uploads and verifies');
   }
 
+  /**
+   * Lets the background verification job read a release image (by version id too, and by ranges) to hash it,
+   * and remove an upload that does not match its manifest: the one version it verified (s3:DeleteObjectVersion)
+   * or, without versions, the key. On releases/* only, plus s3:ListBucket so HeadObject answers 404, not 403,
+   * for a missing image. No s3:PutObject: it never writes an image. Sets FIRMWARE_BUCKET.
+   */
+  grantVerify(fn: IBindableFunction): void {
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:GetObject', 's3:GetObjectVersion', 's3:DeleteObject', 's3:DeleteObjectVersion'],
+        resources: [this.releaseObjectsArn],
+      }),
+    );
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [this.bucket.bucketArn] }),
+    );
+    this.bindBucket(fn, 'verifies');
+  }
+
   private bindBucket(fn: IBindableFunction, what: string): void {
     fn.addEnvironment(ENV.firmwareBucket, this.bucket.bucketName);
     acknowledgeWildcardResources(

@@ -7,6 +7,7 @@ import type { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
+import { BackgroundJobs, JOBS_WORKER_TIMEOUT } from './background-jobs.js';
 import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
@@ -118,6 +119,12 @@ export class OtaStack extends Stack {
    */
   readonly campaignTickFunction: OtaFunction;
   readonly campaignSchedule: CampaignSchedule;
+  /**
+   * Runs background jobs from a queue (lambdas/jobs-worker/handler.ts): release verification, hashing up to 16 GiB
+   * in resumable slices, and campaign cancel, withdrawing offers a page at a time.
+   */
+  readonly jobsWorkerFunction: OtaFunction;
+  readonly jobs: BackgroundJobs;
   readonly api: VehicleApi;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
@@ -185,11 +192,28 @@ export class OtaStack extends Stack {
       reservedConcurrentExecutions: 1,
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
-    this.grantLeastPrivilege();
-
+    this.jobsWorkerFunction = new OtaFunction(this, 'JobsWorkerFunction', {
+      entry: join(PROJECT_ROOT, 'lambdas', 'jobs-worker', 'handler.ts'),
+      depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
+      serviceName: 'jobs-worker',
+      logRetention: props.functionLogRetention,
+      logRemovalPolicy,
+      timeout: JOBS_WORKER_TIMEOUT,
+      // A full vCPU (1,769 MB): hashing is CPU bound; memory use stays at one chunk and one hash state.
+      memorySize: 1769,
+      environment: { [ENV.historyRetentionDays]: String(historyDays) },
+    });
     const alarmTopic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
       : undefined;
+    this.jobs = new BackgroundJobs(this, 'BackgroundJobs', {
+      worker: this.jobsWorkerFunction,
+      workerTimeout: JOBS_WORKER_TIMEOUT,
+      alarmTopic,
+      destroyOnRemoval: destroy,
+    });
+    this.grantLeastPrivilege();
+
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,
       alarmTopic,
@@ -226,6 +250,10 @@ export class OtaStack extends Stack {
       value: this.campaignSchedule.deadLetterQueue.queueUrl,
       description: 'Campaign engine ticks EventBridge Scheduler could not deliver',
     });
+    new CfnOutput(this, 'JobsDeadLetterQueueUrl', {
+      value: this.jobs.deadLetterQueue.queueUrl,
+      description: 'Background jobs (release verification, campaign cancel) that failed repeatedly',
+    });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
     if (releaseKeys.length === 0) {
       const warning =
@@ -258,6 +286,8 @@ export class OtaStack extends Stack {
     this.data.bindReadWrite(vehicle, 'updates');
     this.data.bindWrite(vehicle, 'history');
     this.data.bindUpdateItem(vehicle, 'campaigns');
+    // A campaign being cancelled refuses its updates' downloads (lambdas/core/vehicle-updates.ts): GetItem.
+    this.data.bindRead(vehicle, 'campaigns');
     this.storage.grantPresignDownload(vehicle);
     this.signingKey.grantVerify(vehicle);
     // Every offer carries a per-vehicle assignment signed with the backend key (lambdas/core/assignment.ts).
@@ -274,7 +304,22 @@ export class OtaStack extends Stack {
     this.data.bindWrite(operator, 'history');
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);
+    // Publish and cancel queue their background job.
+    this.jobs.grantSend(operator);
     // No signing-key access: operator routes neither sign nor verify backend signatures.
+
+    // jobs-worker: verifies release images (reads the object by ranges, saves its checkpoint on the release,
+    // publishes or fails it, finding other releases on the same object with a Scan before removing a bad upload)
+    // and withdraws cancelled campaigns' updates a page at a time (byCampaign; counts by UpdateItem; history
+    // appended; vehicles' campaign locks released by UpdateItem). Queue consumption and self-continuation are
+    // granted by BackgroundJobs. No KMS, no IoT.
+    const worker = this.jobsWorkerFunction;
+    this.data.bindReadWrite(worker, 'releases');
+    this.storage.grantVerify(worker);
+    this.data.bindReadWrite(worker, 'campaigns');
+    this.data.bindReadWrite(worker, 'updates', { indexes: ['byCampaign'] });
+    this.data.bindUpdateItem(worker, 'vehicles');
+    this.data.bindWrite(worker, 'history');
 
     // ingest: applies vehicle reports. Vehicles are read, and written when an update completes (the ECU's new
     // version, the campaign lock released); history is append-only; campaign counts move by UpdateItem only. No S3,
