@@ -12,6 +12,7 @@ import type { JobResult } from './jobs.js';
 import type {
   CampaignRecord,
   CampaignRepository,
+  CancelCheckpoint,
   Clock,
   HistoryRepository,
   UpdateRecord,
@@ -74,11 +75,16 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 export class CampaignCanceller {
   constructor(private readonly deps: CampaignCancellerDeps) {}
 
-  /** Continues the withdrawal from the campaign's checkpoint; 'continue' when the invocation is nearly over. */
+  /**
+   * Continues the withdrawal from the campaign's checkpoint; 'continue' when the invocation is nearly over. Each
+   * wave takes two passes of pages: withdraw, then recount. An update's state and its campaign count are two
+   * writes, so a worker stopped between them leaves the count behind; the recount tallies the wave's statuses page
+   * by page (the running tally saved with the cursor) and replaces the wave's counts with it at the end.
+   */
   async run(campaignId: string, shouldYield: () => boolean): Promise<JobResult> {
     let c = await this.deps.campaigns.get(campaignId);
     if (c?.status !== 'cancelling') return 'done';
-    let at = c.cancel ?? { wave: 0, startedAt: c.updatedAt };
+    let at: CancelCheckpoint = c.cancel ?? { wave: 0, startedAt: c.updatedAt };
     while (at.wave < c.waves.length) {
       if (shouldYield()) return 'continue';
       const page = await this.deps.updates.pageByCampaignWave(
@@ -88,12 +94,24 @@ export class CampaignCanceller {
         at.cursor,
       );
       const campaign = c;
-      await pool(page.items, 16, async (u) => {
-        await withdrawUpdate(this.deps, campaign, u);
-      });
-      const next = page.cursor
-        ? { wave: at.wave, cursor: page.cursor, startedAt: at.startedAt }
-        : { wave: at.wave + 1, startedAt: at.startedAt };
+      let next: CancelCheckpoint;
+      if (at.phase !== 'recount') {
+        await pool(page.items, 16, async (u) => {
+          await withdrawUpdate(this.deps, campaign, u);
+        });
+        next = page.cursor
+          ? { wave: at.wave, cursor: page.cursor, startedAt: at.startedAt }
+          : { wave: at.wave, phase: 'recount', tally: {}, startedAt: at.startedAt };
+      } else {
+        const tally: Record<string, number> = { ...at.tally };
+        for (const u of page.items) tally[u.status] = (tally[u.status] ?? 0) + 1;
+        if (page.cursor) {
+          next = { wave: at.wave, phase: 'recount', cursor: page.cursor, tally, startedAt: at.startedAt };
+        } else {
+          await this.deps.campaigns.resetCounts(campaignId, at.wave, tally);
+          next = { wave: at.wave + 1, startedAt: at.startedAt };
+        }
+      }
       const now = this.deps.clock.now().toISOString();
       // Conditional on the revision read: of two workers on one cancel, only one moves the checkpoint on.
       if (!(await this.deps.campaigns.change(campaignId, c.revision, { cancel: next }, now))) return 'done';

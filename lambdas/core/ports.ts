@@ -185,6 +185,12 @@ export type CampaignStatus =
 export interface CancelCheckpoint {
   readonly wave: number;
   readonly cursor?: string;
+  /**
+   * withdraw: the wave's updates are being withdrawn; recount: its statuses are being tallied (into tally) to
+   * replace its counts, which a worker stopped between an update's write and its count's lost.
+   */
+  readonly phase?: 'withdraw' | 'recount';
+  readonly tally?: Readonly<Record<string, number>>;
   readonly startedAt: string;
 }
 
