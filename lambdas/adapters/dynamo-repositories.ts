@@ -104,47 +104,52 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     });
   }
 
-  async markPublished(
+  /** A conditional UpdateItem of one release; `#s` names its status. */
+  private updateIf(
     releaseId: string,
-    publishedAt: string,
-    objectVersionId: string | undefined,
+    update: string,
+    condition: string,
+    values: Record<string, unknown>,
   ): Promise<boolean> {
     return conditionally(
       this.db,
       new UpdateCommand({
         TableName: this.table,
         Key: { releaseId },
-        UpdateExpression: objectVersionId
-          ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
-          : 'SET #s = :published, publishedAt = :at',
-        ConditionExpression: '#s = :verifying',
+        UpdateExpression: update,
+        ConditionExpression: condition,
         ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':published': 'published',
-          ':verifying': 'verifying',
-          ':at': publishedAt,
-          ...(objectVersionId ? { ':v': objectVersionId } : {}),
-        },
+        ExpressionAttributeValues: values,
       }),
     );
   }
 
+  async markPublished(
+    releaseId: string,
+    publishedAt: string,
+    objectVersionId: string | undefined,
+  ): Promise<boolean> {
+    return this.updateIf(
+      releaseId,
+      objectVersionId
+        ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
+        : 'SET #s = :published, publishedAt = :at',
+      '#s = :verifying',
+      {
+        ':published': 'published',
+        ':verifying': 'verifying',
+        ':at': publishedAt,
+        ...(objectVersionId ? { ':v': objectVersionId } : {}),
+      },
+    );
+  }
+
   async startVerification(releaseId: string, checkpoint: VerificationCheckpoint): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { releaseId },
-        UpdateExpression: 'SET #s = :verifying, verification = :c REMOVE failureReason',
-        ConditionExpression: '#s IN (:pending, :failed)',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':verifying': 'verifying',
-          ':pending': 'pending_upload',
-          ':failed': 'failed',
-          ':c': checkpoint,
-        },
-      }),
+    return this.updateIf(
+      releaseId,
+      'SET #s = :verifying, verification = :c REMOVE failureReason',
+      '#s IN (:pending, :failed)',
+      { ':verifying': 'verifying', ':pending': 'pending_upload', ':failed': 'failed', ':c': checkpoint },
     );
   }
 
@@ -153,50 +158,28 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     expectedBytes: number,
     checkpoint: VerificationCheckpoint,
   ): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { releaseId },
-        UpdateExpression: 'SET verification = :c',
-        ConditionExpression: '#s = :verifying AND verification.bytesVerified = :b',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':verifying': 'verifying', ':b': expectedBytes, ':c': checkpoint },
-      }),
+    return this.updateIf(
+      releaseId,
+      'SET verification = :c',
+      '#s = :verifying AND verification.bytesVerified = :b',
+      { ':verifying': 'verifying', ':b': expectedBytes, ':c': checkpoint },
     );
   }
 
   async markFailed(releaseId: string, reason: string, at: string): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { releaseId },
-        UpdateExpression: 'SET #s = :failed, failureReason = :r, failedAt = :at',
-        ConditionExpression: '#s = :verifying',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':failed': 'failed',
-          ':verifying': 'verifying',
-          ':r': reason,
-          ':at': at,
-        },
-      }),
+    return this.updateIf(
+      releaseId,
+      'SET #s = :failed, failureReason = :r, failedAt = :at',
+      '#s = :verifying',
+      { ':failed': 'failed', ':verifying': 'verifying', ':r': reason, ':at': at },
     );
   }
 
   async reopen(releaseId: string): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { releaseId },
-        UpdateExpression: 'SET #s = :pending REMOVE verification, uploadId',
-        ConditionExpression: '#s = :failed',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':pending': 'pending_upload', ':failed': 'failed' },
-      }),
-    );
+    return this.updateIf(releaseId, 'SET #s = :pending REMOVE verification, uploadId', '#s = :failed', {
+      ':pending': 'pending_upload',
+      ':failed': 'failed',
+    });
   }
 
   /** A filtered Scan: run only when a verification fails, over a table of releases (thousands, not millions). */
@@ -490,27 +473,20 @@ export class DynamoUpdateRepository implements UpdateRepository {
 
   async listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]> {
     const items: UpdateRecord[] = [];
-    let start: Record<string, unknown> | undefined;
+    let cursor: string | undefined;
     do {
-      const out = await this.db.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: 'byCampaign',
-          KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
-          ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
-          ExclusiveStartKey: start,
-        }),
-      );
-      items.push(...((out.Items ?? []) as UpdateRecord[]));
-      start = out.LastEvaluatedKey;
-    } while (start);
+      const page = await this.pageByCampaignWave(campaignId, wave, undefined, cursor);
+      items.push(...page.items);
+      cursor = page.cursor;
+    } while (cursor);
     return items;
   }
 
+  /** @param limit items per page; undefined: DynamoDB's 1 MB pages */
   async pageByCampaignWave(
     campaignId: string,
     wave: number,
-    limit: number,
+    limit: number | undefined,
     cursor?: string,
   ): Promise<{ items: UpdateRecord[]; cursor?: string }> {
     const out = await this.db.send(
