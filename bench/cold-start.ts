@@ -156,6 +156,7 @@ function lambdaEnv(fn: string, dir: string, sourceMaps: boolean): NodeJS.Process
     IOT_POLICY_NAME: 'fleet-ota-vehicle-policy',
     IOT_THING_TYPE: 'fleet-ota-vehicle',
     AWS_ENDPOINT_URL_IOT_DATA_PLANE: 'https://127.0.0.1:9',
+    JOB_QUEUE_URL: 'https://sqs.us-east-1.amazonaws.com/111122223333/fleet-ota-jobs',
   };
 }
 

@@ -58,7 +58,12 @@ export function action(name: 'start' | 'pause' | 'resume' | 'cancel') {
   return async (ctx: Context): Promise<void> => {
     const id = ctx.args.positionals[0]!;
     const api = await ctx.api();
-    const c = await api.post<CampaignView>(path(id, `/${name}`), {});
+    let c = await api.post<CampaignView>(path(id, `/${name}`), {});
+    // Cancel withdraws offers in the background (202, cancelling); wait for the end so the answer is final.
+    while (c.status === 'cancelling') {
+      await sleep(1000, undefined, { signal: ctx.signal });
+      c = await api.get<CampaignView>(path(id));
+    }
     ctx.printJson(c);
     ctx.print(`${c.campaign_id}: ${c.status}${c.halt_reason ? ` (halt reason: ${c.halt_reason})` : ''}`);
   };

@@ -1,6 +1,7 @@
 /** `ota firmware sign|upload|publish|list|show`: signed release manifests and their images. */
 import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { ReleaseCreated, ReleaseList } from '../protocol/operator-responses.js';
 import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
@@ -226,20 +227,50 @@ export async function upload(ctx: Context): Promise<void> {
     progress.finish(uploaded);
   }
   ctx.print(`verifying and publishing ${created.release_id}...`);
-  const published = await api.post<ReleaseView>(
-    `/releases/${encodeURIComponent(created.release_id)}/publish`,
-    publishBody,
-  );
+  const published = await publishAndWait(ctx, api, created.release_id, publishBody);
   ctx.printJson(published);
   ctx.print(
     `published ${published.release_id}: ${published.ecu} ${published.version}, sha256 ${published.sha256}`,
   );
 }
 
+/**
+ * POST /releases/{id}/publish answers at once (202) while a background job verifies the stored image; this follows
+ * the job on GET /releases/{id}, with its bytes verified as a progress bar, until the release is published. A
+ * failed verification is an error with the backend's reason.
+ */
+async function publishAndWait(
+  ctx: Context,
+  api: Awaited<ReturnType<Context['api']>>,
+  id: string,
+  body: unknown,
+): Promise<ReleaseView> {
+  const path = `/releases/${encodeURIComponent(id)}`;
+  let release = await api.post<ReleaseView>(`${path}/publish`, body);
+  const progress = new Progress(ctx.io.stderr, `verifying ${id}`, release.size, { quiet: ctx.json });
+  let shown = 0;
+  try {
+    while (release.status === 'verifying') {
+      const done = release.verification?.bytes_verified ?? 0;
+      progress.add(done - shown);
+      shown = done;
+      await sleep(1000, undefined, { signal: ctx.signal });
+      release = await api.get<ReleaseView>(path);
+    }
+    if (release.status === 'published') progress.add(release.size - shown);
+  } finally {
+    progress.finish(release.status === 'published');
+  }
+  if (release.status !== 'published') {
+    throw new CliError(`${id} was not published: ${release.failure_reason ?? release.status}`);
+  }
+  return release;
+}
+
 export async function publish(ctx: Context): Promise<void> {
   const id = ctx.args.positionals[0]!;
   const api = await ctx.api();
-  const published = await api.post<ReleaseView>(`/releases/${encodeURIComponent(id)}/publish`, {});
+  const published = await publishAndWait(ctx, api, id, {});
   ctx.printJson(published);
   ctx.print(`${published.release_id} is ${published.status} (${published.ecu} ${published.version})`);
 }

@@ -14,6 +14,8 @@ export function createDeadLetterQueue(
   scope: Construct,
   destroyOnRemoval: boolean | undefined,
   whose: string,
+  /** It is another queue's RedrivePolicy target, which cdk-nag recognises: nothing to acknowledge. */
+  redriveTarget = false,
 ): sqs.Queue {
   const queue = new sqs.Queue(scope, 'DeadLetterQueue', {
     encryption: sqs.QueueEncryption.SQS_MANAGED,
@@ -21,6 +23,7 @@ export function createDeadLetterQueue(
     retentionPeriod: Duration.days(14),
     removalPolicy: destroyOnRemoval ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
   });
+  if (redriveTarget) return queue;
   acknowledge(
     queue,
     'AwsSolutions-SQS3',

@@ -193,6 +193,27 @@ export class FirmwareStorage extends Construct {
     this.bindBucket(fn, 'uploads and verifies');
   }
 
+  /**
+   * Lets the background verification job read a release image (by version id too, and by ranges) to hash it,
+   * put the legal hold on the version it verified (s3:PutObjectLegalHold, which the bucket policy allows only with
+   * status ON), and remove an upload that does not match its manifest (s3:DeleteObject: a delete marker on the
+   * versioned bucket; deleting versions is denied to every principal). On releases/* only, plus s3:ListBucket so
+   * HeadObject answers 404, not 403, for a missing image. No s3:PutObject: it never writes an image. Sets
+   * FIRMWARE_BUCKET.
+   */
+  grantVerify(fn: IBindableFunction): void {
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObjectLegalHold', 's3:DeleteObject'],
+        resources: [this.releaseObjectsArn],
+      }),
+    );
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [this.bucket.bucketArn] }),
+    );
+    this.bindBucket(fn, 'verifies');
+  }
+
   private bindBucket(fn: IBindableFunction, what: string): void {
     fn.addEnvironment(ENV.firmwareBucket, this.bucket.bucketName);
     acknowledgeWildcardResources(

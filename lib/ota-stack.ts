@@ -7,6 +7,7 @@ import type { Construct } from 'constructs';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
+import { BackgroundJobs, JOBS_WORKER_TIMEOUT } from './background-jobs.js';
 import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
@@ -127,6 +128,12 @@ export class OtaStack extends Stack {
    */
   readonly campaignTickFunction: OtaFunction;
   readonly campaignSchedule: CampaignSchedule;
+  /**
+   * Runs background jobs from a queue (lambdas/jobs-worker/handler.ts): release verification, hashing up to 16 GiB
+   * in resumable slices, and campaign cancel, withdrawing offers a page at a time.
+   */
+  readonly jobsWorkerFunction: OtaFunction;
+  readonly jobs: BackgroundJobs;
   readonly api: VehicleApi;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
@@ -199,11 +206,28 @@ export class OtaStack extends Stack {
       reservedConcurrentExecutions: 1,
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
-    this.grantLeastPrivilege();
-
+    this.jobsWorkerFunction = new OtaFunction(this, 'JobsWorkerFunction', {
+      entry: join(PROJECT_ROOT, 'lambdas', 'jobs-worker', 'handler.ts'),
+      depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
+      serviceName: 'jobs-worker',
+      logRetention: props.functionLogRetention,
+      logRemovalPolicy,
+      timeout: JOBS_WORKER_TIMEOUT,
+      // A full vCPU (1,769 MB): hashing is CPU bound; memory use stays at one chunk and one hash state.
+      memorySize: 1769,
+      environment: { [ENV.historyRetentionDays]: String(historyDays) },
+    });
     const alarmTopic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
       : undefined;
+    this.jobs = new BackgroundJobs(this, 'BackgroundJobs', {
+      worker: this.jobsWorkerFunction,
+      workerTimeout: JOBS_WORKER_TIMEOUT,
+      alarmTopic,
+      destroyOnRemoval: destroy,
+    });
+    this.grantLeastPrivilege();
+
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,
       alarmTopic,
@@ -240,6 +264,10 @@ export class OtaStack extends Stack {
     new CfnOutput(this, 'CampaignTickDeadLetterQueueUrl', {
       value: this.campaignSchedule.deadLetterQueue.queueUrl,
       description: 'Campaign engine ticks EventBridge Scheduler could not deliver',
+    });
+    new CfnOutput(this, 'JobsDeadLetterQueueUrl', {
+      value: this.jobs.deadLetterQueue.queueUrl,
+      description: 'Background jobs (release verification, campaign cancel) that failed repeatedly',
     });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
     new CfnOutput(this, 'TokenSigningKeyArn', { value: this.tokenKey.key.keyArn });
@@ -278,7 +306,8 @@ export class OtaStack extends Stack {
     d.bindItems(vehicle, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(vehicle, 'updates', ['GetItem', 'Query', 'PutItem']);
     d.bindItems(vehicle, 'history', ['PutItem']);
-    d.bindItems(vehicle, 'campaigns', ['UpdateItem']);
+    // Counts move by UpdateItem; a campaign being cancelled refuses its updates' downloads (GetItem).
+    d.bindItems(vehicle, 'campaigns', ['GetItem', 'UpdateItem']);
     this.storage.grantPresignDownload(vehicle);
     this.tokenKey.grantVerify(vehicle);
     this.signingKey.grantVerify(vehicle);
@@ -298,7 +327,21 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);
+    // Publish and cancel queue their background job.
+    this.jobs.grantSend(operator);
     // No signing-key access: operator routes neither sign nor verify backend signatures.
+
+    // jobs-worker: verifies release images (reads the object by ranges, saves its checkpoint on the release,
+    // protects and publishes it, or fails it and removes the bad upload under its own key) and withdraws cancelled campaigns' updates a page at a time (byCampaign; counts by UpdateItem;
+    // history appended; vehicles' campaign locks released by UpdateItem). Queue consumption and self-continuation
+    // are granted by BackgroundJobs. No KMS, no IoT.
+    const worker = this.jobsWorkerFunction;
+    d.bindItems(worker, 'releases', ['GetItem', 'UpdateItem']);
+    this.storage.grantVerify(worker);
+    d.bindItems(worker, 'campaigns', ['GetItem', 'UpdateItem']);
+    d.bindItems(worker, 'updates', ['GetItem', 'PutItem', 'Query'], { indexes: ['byCampaign'] });
+    d.bindItems(worker, 'vehicles', ['UpdateItem']);
+    d.bindItems(worker, 'history', ['PutItem']);
 
     // ingest: applies vehicle reports: vehicles read, and updated when an update completes (the ECU's new version,
     // the campaign lock released); updates read and written with a revision check; history append-only; campaign

@@ -40,6 +40,7 @@ import {
   type ThrottleSettings,
 } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
+import { type LocalJobQueue, type LocalJobQueueProps, startLocalJobQueue } from './job-queue.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 import type { LocalCredentials } from './sigv4.js';
@@ -68,6 +69,8 @@ export interface LocalCloudPorts {
   readonly mqtt?: number;
   /** IoT Data Plane API (Publish) stand-in. */
   readonly iotData?: number;
+  /** Background jobs queue (SQS SendMessage) stand-in. @default 0 (any free port) */
+  readonly jobs?: number;
 }
 
 export interface LocalCloudOptions {
@@ -100,6 +103,8 @@ export interface LocalCloudOptions {
    * @default 1000
    */
   readonly campaignTickMs?: number;
+  /** The jobs-worker function's timeout and its queue's redelivery settings (local/job-queue.ts). */
+  readonly jobs?: Pick<LocalJobQueueProps, 'timeoutMs' | 'visibilityTimeoutMs' | 'maxReceiveCount'>;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
@@ -125,6 +130,8 @@ export interface LocalCloud {
   readonly broker: LocalBroker;
   /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
   readonly rules: RulesRouter;
+  /** Stand-in for the background jobs queue feeding the jobs-worker function. */
+  readonly jobs: LocalJobQueue;
   readonly caCertPem: string;
   /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
   readonly caFile: string;
@@ -302,6 +309,17 @@ async function start(
   );
   cleanups.push(() => iotData.stop());
   env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = iotData.url;
+  const jobs = await startLocalJobQueue({
+    ...options.jobs,
+    port: ports.jobs ?? 0,
+    key: tls.keyPem,
+    cert: tls.certPem,
+    credentials,
+    region: LOCAL_REGION,
+    deadLetterFile: join(dataDir, 'jobs-dead-letters.jsonl'),
+  });
+  cleanups.push(() => jobs.stop());
+  env[ENV.jobQueueUrl] = jobs.queueUrl;
 
   const loadHandler = options.loadHandler ?? importHandlerModules(env);
   cleanups.push(setEnv(env));
@@ -385,6 +403,7 @@ async function start(
     },
     broker,
     rules,
+    jobs,
     caCertPem: ca.certPem,
     caFile: ca.certFile,
     adminToken: admin.token,

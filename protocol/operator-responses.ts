@@ -15,7 +15,12 @@ export const releaseViewSchema = z.object({
   hardware_ids: z.array(z.string()),
   size: z.number().int(),
   sha256: z.string(),
-  status: z.enum(['pending_upload', 'published', 'withdrawn']),
+  status: z.enum(['pending_upload', 'verifying', 'published', 'failed', 'withdrawn']),
+  /** Progress of the background verification job (status verifying), or where it stopped (failed). */
+  verification: z
+    .object({ bytes_verified: z.number().int(), size: z.number().int(), started_at: z.string() })
+    .nullable(),
+  failure_reason: z.string().nullable(),
   created_at: z.string(),
   published_at: z.string().nullable(),
   withdrawn_at: z.string().nullable(),
@@ -113,6 +118,7 @@ export const CAMPAIGN_STATUSES = [
   'running',
   'paused',
   'halted',
+  'cancelling',
   'cancelled',
   'completed',
 ] as const;
@@ -126,6 +132,8 @@ export const campaignViewSchema = z.object({
   ecu: z.string(),
   status: z.enum(CAMPAIGN_STATUSES),
   halt_reason: z.string().nullable(),
+  /** While cancelling: the wave being withdrawn (the counts show how many are cancelled so far). */
+  cancel: z.object({ wave: z.number().int(), started_at: z.string() }).nullable(),
   current_wave: z.number().int(),
   target_count: z.number().int(),
   excluded: z.array(z.object({ vin: z.string(), reason: z.string() })),

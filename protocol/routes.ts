@@ -257,7 +257,8 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: bodies.publishRelease,
     maxBodyBytes: LARGE,
-    responses: { 200: releaseViewSchema },
+    // 202: verification started (or still running) in the background; 200: already published.
+    responses: { 200: releaseViewSchema, 202: releaseViewSchema },
     summary: 'Verify the uploaded image against its manifest and publish it',
   },
   {
@@ -346,7 +347,11 @@ export const ROUTES: readonly RouteDefinition[] = [
       auth: 'operator',
       body: bodies.campaignAction,
       maxBodyBytes: SMALL,
-      responses: { 200: campaignViewSchema },
+      // cancel answers 202 while its offers are withdrawn in the background (cancelling), 200 once cancelled.
+      responses:
+        action === 'cancel'
+          ? { 200: campaignViewSchema, 202: campaignViewSchema }
+          : { 200: campaignViewSchema },
       summary: `${action[0]!.toUpperCase()}${action.slice(1)} a campaign`,
     }),
   ),

@@ -12,7 +12,8 @@ export type ServiceId = 'S3' | 'DYNAMODB' | 'KMS' | 'IOT' | 'IOT_DATA_PLANE';
 
 let agent: Agent | undefined;
 
-function httpsAgent(): Agent | undefined {
+/** The agent trusting the local CA, when one is configured (also used by the SQS job queue adapter). */
+export function httpsAgent(): Agent | undefined {
   const caFile = optionalEnv(ENV.endpointCaFile);
   if (!caFile) return undefined;
   agent ??= new Agent({

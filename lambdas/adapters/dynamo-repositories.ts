@@ -28,6 +28,7 @@ import type {
   UpdateRepository,
   VehicleRecord,
   VehicleRepository,
+  VerificationCheckpoint,
 } from '../core/ports.js';
 import { TERMINAL_STATUSES } from '../core/update-state.js';
 
@@ -106,27 +107,22 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     });
   }
 
-  async markPublished(
+  /** A conditional UpdateItem of one release; `#s` names its status. */
+  private updateIf(
     releaseId: string,
-    publishedAt: string,
-    objectVersionId: string | undefined,
+    update: string,
+    condition: string,
+    values: Record<string, unknown>,
   ): Promise<boolean> {
     return conditionally(
       this.db,
       new UpdateCommand({
         TableName: this.table,
         Key: { releaseId },
-        UpdateExpression: objectVersionId
-          ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
-          : 'SET #s = :published, publishedAt = :at',
-        ConditionExpression: '#s = :pending',
+        UpdateExpression: update,
+        ConditionExpression: condition,
         ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':published': 'published',
-          ':pending': 'pending_upload',
-          ':at': publishedAt,
-          ...(objectVersionId ? { ':v': objectVersionId } : {}),
-        },
+        ExpressionAttributeValues: values,
       }),
     );
   }
@@ -138,17 +134,77 @@ export class DynamoReleaseRepository implements ReleaseRepository {
         TableName: this.table,
         Key: { releaseId },
         UpdateExpression: 'SET #s = :withdrawn, withdrawnAt = :at, withdrawnReason = :r',
-        ConditionExpression: '#s IN (:pending, :published)',
+        ConditionExpression: '#s IN (:pending, :verifying, :failed, :published)',
         ExpressionAttributeNames: { '#s': 'status' },
         ExpressionAttributeValues: {
           ':withdrawn': 'withdrawn',
           ':pending': 'pending_upload',
+          ':verifying': 'verifying',
+          ':failed': 'failed',
           ':published': 'published',
           ':at': withdrawnAt,
           ':r': reason,
         },
       }),
     );
+  }
+
+  async markPublished(
+    releaseId: string,
+    publishedAt: string,
+    objectVersionId: string | undefined,
+  ): Promise<boolean> {
+    return this.updateIf(
+      releaseId,
+      objectVersionId
+        ? 'SET #s = :published, publishedAt = :at, objectVersionId = :v'
+        : 'SET #s = :published, publishedAt = :at',
+      '#s = :verifying',
+      {
+        ':published': 'published',
+        ':verifying': 'verifying',
+        ':at': publishedAt,
+        ...(objectVersionId ? { ':v': objectVersionId } : {}),
+      },
+    );
+  }
+
+  async startVerification(releaseId: string, checkpoint: VerificationCheckpoint): Promise<boolean> {
+    return this.updateIf(
+      releaseId,
+      'SET #s = :verifying, verification = :c REMOVE failureReason',
+      '#s IN (:pending, :failed)',
+      { ':verifying': 'verifying', ':pending': 'pending_upload', ':failed': 'failed', ':c': checkpoint },
+    );
+  }
+
+  async saveVerification(
+    releaseId: string,
+    expectedBytes: number,
+    checkpoint: VerificationCheckpoint,
+  ): Promise<boolean> {
+    return this.updateIf(
+      releaseId,
+      'SET verification = :c',
+      '#s = :verifying AND verification.bytesVerified = :b',
+      { ':verifying': 'verifying', ':b': expectedBytes, ':c': checkpoint },
+    );
+  }
+
+  async markFailed(releaseId: string, reason: string, at: string): Promise<boolean> {
+    return this.updateIf(
+      releaseId,
+      'SET #s = :failed, failureReason = :r, failedAt = :at',
+      '#s = :verifying',
+      { ':failed': 'failed', ':verifying': 'verifying', ':r': reason, ':at': at },
+    );
+  }
+
+  async reopen(releaseId: string): Promise<boolean> {
+    return this.updateIf(releaseId, 'SET #s = :pending REMOVE verification, uploadId', '#s = :failed', {
+      ':pending': 'pending_upload',
+      ':failed': 'failed',
+    });
   }
 
   async setUploadId(releaseId: string, uploadId: string): Promise<void> {
@@ -401,20 +457,12 @@ export class DynamoUpdateRepository implements UpdateRepository {
 
   async listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]> {
     const items: UpdateRecord[] = [];
-    let start: Record<string, unknown> | undefined;
+    let cursor: string | undefined;
     do {
-      const out = await this.db.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: 'byCampaign',
-          KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
-          ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
-          ExclusiveStartKey: start,
-        }),
-      );
-      items.push(...((out.Items ?? []) as UpdateRecord[]));
-      start = out.LastEvaluatedKey;
-    } while (start);
+      const page = await this.pageByCampaignWave(campaignId, wave, undefined, cursor);
+      items.push(...page.items);
+      cursor = page.cursor;
+    } while (cursor);
     return items;
   }
 
@@ -432,6 +480,26 @@ export class DynamoUpdateRepository implements UpdateRepository {
           ':u': `release#${releaseId}`,
           ...Object.fromEntries(terminal.map((status, i) => [`:t${i}`, status])),
         },
+        ExclusiveStartKey: decodeCursor(cursor),
+      }),
+    );
+    return { items: (out.Items ?? []) as UpdateRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+  }
+
+  /** @param limit items per page; undefined: DynamoDB's 1 MB pages */
+  async pageByCampaignWave(
+    campaignId: string,
+    wave: number,
+    limit: number | undefined,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byCampaign',
+        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+        ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+        Limit: limit,
         ExclusiveStartKey: decodeCursor(cursor),
       }),
     );

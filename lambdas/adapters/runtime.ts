@@ -25,6 +25,7 @@ import {
 } from './dynamo-repositories.js';
 import { S3ObjectStore } from './s3-object-store.js';
 import { KmsSigner } from './signers.js';
+import { SqsJobQueue } from './sqs-job-queue.js';
 
 export const logger = new Logger();
 export const metrics = new Metrics();
@@ -51,6 +52,11 @@ export function objectStore(): S3ObjectStore {
     tracer.captureAWSv3Client(new S3Client(clientConfig('S3'))),
     requireEnv(ENV.firmwareBucket),
   );
+}
+
+/** The background jobs queue (JOB_QUEUE_URL): SQS on AWS, the local stand-in on the local cloud. */
+export function jobQueue(): SqsJobQueue {
+  return new SqsJobQueue(requireEnv(ENV.jobQueueUrl), requireEnv('AWS_REGION'));
 }
 
 /** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */

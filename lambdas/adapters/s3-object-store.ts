@@ -120,15 +120,20 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async read(key: string, versionId?: string): Promise<Readable> {
+  async read(key: string, versionId?: string, start = 0): Promise<Readable> {
     const out = await this.s3.send(
-      new GetObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }),
+      new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        VersionId: versionId,
+        ...(start > 0 ? { Range: `bytes=${start}-` } : {}),
+      }),
     );
     return out.Body as Readable;
   }
 
-  async delete(key: string): Promise<void> {
-    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  async delete(key: string, versionId?: string): Promise<void> {
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }));
   }
 
   async protect(key: string, versionId: string | undefined): Promise<void> {

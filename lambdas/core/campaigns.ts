@@ -29,6 +29,7 @@ import type {
   CampaignStatus,
   Clock,
   HistoryRepository,
+  JobQueue,
   OfferPublisher,
   ReleaseRepository,
   UpdateRecord,
@@ -112,6 +113,10 @@ export function campaignView(c: CampaignRecord): CampaignView {
     ecu: c.ecu,
     status: c.status,
     halt_reason: c.haltReason ?? null,
+    /** While cancelling: the wave being withdrawn (the counts show how many are cancelled so far). */
+    cancel: c.cancel
+      ? { wave: Math.min(c.cancel.wave, c.waves.length), started_at: c.cancel.startedAt }
+      : null,
     current_wave: c.currentWave,
     target_count: c.targetCount,
     excluded: c.excluded.map((e) => ({ vin: e.vin, reason: e.reason })),
@@ -132,6 +137,11 @@ export interface CampaignDeps {
   readonly clock: Clock;
 }
 
+export interface CampaignServiceDeps extends CampaignDeps {
+  /** Where cancel sends the withdrawal job. */
+  readonly jobs: JobQueue;
+}
+
 /** Runs fn over items with at most `limit` in flight. */
 async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -142,7 +152,7 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 }
 
 export class CampaignService {
-  constructor(private readonly deps: CampaignDeps) {}
+  constructor(private readonly deps: CampaignServiceDeps) {}
 
   async create(input: CreateCampaignInput): Promise<CampaignView> {
     let policy = toPolicy(input.policy);
@@ -334,7 +344,11 @@ export class CampaignService {
     return c;
   }
 
-  /** Operator actions; each is a conditional status change, refused with 409 from a state it does not apply to. */
+  /**
+   * Operator actions; each is a conditional status change, refused with 409 from a state it does not apply to.
+   * Cancel marks the campaign cancelling and queues the withdrawal (campaign-cancel.ts); cancelling again while
+   * it runs queues it again (a stopped job resumes from its checkpoint), and once cancelled it changes nothing.
+   */
   async act(campaignId: string, action: 'start' | 'pause' | 'resume' | 'cancel'): Promise<CampaignView> {
     const allowed: Record<typeof action, CampaignStatus[]> = {
       start: ['created'],
@@ -346,10 +360,15 @@ export class CampaignService {
       start: 'running',
       pause: 'paused',
       resume: 'running',
-      cancel: 'cancelled',
+      cancel: 'cancelling',
     };
     for (let attempt = 0; attempt < 5; attempt++) {
       const c = await this.load(campaignId);
+      if (action === 'cancel' && c.status === 'cancelled') return campaignView(c);
+      if (action === 'cancel' && c.status === 'cancelling') {
+        await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
+        return campaignView(c);
+      }
       if (!allowed[action].includes(c.status)) {
         throw new ConflictError('invalid_transition', `Cannot ${action} a campaign that is ${c.status}`);
       }
@@ -359,27 +378,16 @@ export class CampaignService {
           ? { status: target[action], waves: c.waves.map((w, i) => (i === 0 ? { ...w, startedAt: now } : w)) }
           : action === 'resume'
             ? { status: target[action], haltReason: '' }
-            : { status: target[action] };
+            : action === 'cancel'
+              ? { status: target[action], cancel: { wave: 0, startedAt: now } }
+              : { status: target[action] };
       if (await this.deps.campaigns.change(campaignId, c.revision, changes, now)) {
-        if (action === 'cancel') await this.withdraw(c);
+        if (action === 'cancel')
+          await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
         return this.get(campaignId);
       }
     }
     throw new ConflictError('concurrent_update', 'The campaign changed concurrently; retry');
-  }
-
-  /**
-   * Cancelling withdraws every update not yet being installed: scheduled and offered ones, and those still
-   * downloading or verifying (their agents ask before installing and stand down). Vehicles already installing
-   * finish on their own; an outcome a vehicle reports after the cancel is still recorded (update-state.ts).
-   */
-  private async withdraw(c: CampaignRecord): Promise<void> {
-    for (let wave = 0; wave < c.waves.length; wave++) {
-      const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
-      await pool(items, 16, async (listed) => {
-        await withdrawUpdate(this.deps, listed, 'campaign cancelled');
-      });
-    }
   }
 }
 
@@ -414,8 +422,10 @@ export async function withdrawUpdate(
  * A backend-driven transition of one update (offer, timeout, cancel), with its campaign count moved in the same
  * breath. False when the item changed under us; the next tick sees the new state.
  */
-async function transition(
-  deps: Pick<CampaignDeps, 'updates' | 'campaigns' | 'history' | 'clock'>,
+export async function transition(
+  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock'> & {
+    readonly campaigns: Pick<CampaignRepository, 'count'>;
+  },
   campaignId: string | undefined,
   u: UpdateRecord,
   changes: Partial<UpdateRecord>,

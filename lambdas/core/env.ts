@@ -49,6 +49,8 @@ export const ENV = {
   iotThingType: 'IOT_THING_TYPE',
   /** Folder of the local CA (ca.key.pem, ca.cert.pem) that signs vehicle CSRs, on the local cloud. */
   localCaDir: 'LOCAL_CA_DIR',
+  /** URL of the background jobs queue (SQS on AWS, local/job-queue.ts on the local cloud). */
+  jobQueueUrl: 'JOB_QUEUE_URL',
   /** PEM file of a CA to trust for AWS endpoints (the local cloud's CA). */
   endpointCaFile: 'OTA_ENDPOINT_CA_FILE',
 } as const;

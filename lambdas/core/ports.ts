@@ -7,8 +7,24 @@ import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
 import type { UpdateStatus } from '../../protocol/schemas.js';
 
-/** withdrawn: taken back by an operator (kill switch); never offered again, and final. */
-export type ReleaseStatus = 'pending_upload' | 'published' | 'withdrawn';
+/**
+ * pending_upload -> verifying (publish asked; a background job hashes the object) -> published, or -> failed (the
+ * object differs from the signed manifest). A failed release can be created again to upload anew. withdrawn: taken
+ * back by an operator (kill switch); never offered again, and final.
+ */
+export type ReleaseStatus = 'pending_upload' | 'verifying' | 'published' | 'failed' | 'withdrawn';
+
+/** Where a release's verification job is: saved after every chunk so a stopped worker resumes, not restarts. */
+export interface VerificationCheckpoint {
+  /** Bytes hashed and found to match so far (a multiple of the chunk size, or the whole size). */
+  readonly bytesVerified: number;
+  /** The whole-image SHA-256 state after those bytes (sha256-state.ts); absent at 0. */
+  readonly hashState?: string;
+  /** The object version being verified (pinned at publish; AWS only). */
+  readonly objectVersionId?: string;
+  readonly startedAt: string;
+  readonly updatedAt: string;
+}
 
 export interface ReleaseRecord {
   readonly releaseId: string;
@@ -25,20 +41,38 @@ export interface ReleaseRecord {
   readonly uploadId?: string;
   readonly withdrawnAt?: string;
   readonly withdrawnReason?: string;
+  readonly verification?: VerificationCheckpoint;
+  /** Why verification failed (status failed). */
+  readonly failureReason?: string;
 }
 
 export interface ReleaseRepository {
   get(releaseId: string): Promise<ReleaseRecord | undefined>;
   /** Fails with a ConflictError when the id exists. */
   create(release: ReleaseRecord): Promise<void>;
-  /** Moves pending_upload -> published; false when the release was not pending. */
+  /** Moves verifying -> published; false when the release was not verifying. */
   markPublished(
     releaseId: string,
     publishedAt: string,
     objectVersionId: string | undefined,
   ): Promise<boolean>;
-  /** Moves pending_upload or published -> withdrawn; false when it was already withdrawn or does not exist. */
+  /** Moves any status but withdrawn -> withdrawn; false when it was already withdrawn or does not exist. */
   markWithdrawn(releaseId: string, withdrawnAt: string, reason: string): Promise<boolean>;
+  /** Moves pending_upload or failed -> verifying with a fresh checkpoint; false from any other status. */
+  startVerification(releaseId: string, checkpoint: VerificationCheckpoint): Promise<boolean>;
+  /**
+   * Saves a verifying release's checkpoint if the stored one still has expectedBytes verified, so of two workers
+   * running the same job only one advances; false otherwise.
+   */
+  saveVerification(
+    releaseId: string,
+    expectedBytes: number,
+    checkpoint: VerificationCheckpoint,
+  ): Promise<boolean>;
+  /** Moves verifying -> failed with the reason; false when the release was not verifying. */
+  markFailed(releaseId: string, reason: string, at: string): Promise<boolean>;
+  /** Failed -> pending_upload (an operator uploads again); false from any other status. */
+  reopen(releaseId: string): Promise<boolean>;
   listByVersion(version: string): Promise<ReleaseRecord[]>;
   /** Records the multipart upload started for a pending release. */
   setUploadId(releaseId: string, uploadId: string): Promise<void>;
@@ -154,9 +188,37 @@ export interface UpdateRepository {
     releaseId: string,
     cursor?: string,
   ): Promise<{ items: UpdateRecord[]; cursor?: string }>;
+  /** One page of a wave's updates, VIN order, for work done in bounded slices (campaign cancel). */
+  pageByCampaignWave(
+    campaignId: string,
+    wave: number,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }>;
 }
 
-export type CampaignStatus = 'created' | 'running' | 'paused' | 'halted' | 'cancelled' | 'completed';
+/** cancelling: offers are being withdrawn in the background (campaign-cancel.ts); then cancelled. */
+export type CampaignStatus =
+  | 'created'
+  | 'running'
+  | 'paused'
+  | 'halted'
+  | 'cancelling'
+  | 'cancelled'
+  | 'completed';
+
+/** How far a cancel's withdrawal got: the next page to withdraw, saved after every slice. */
+export interface CancelCheckpoint {
+  readonly wave: number;
+  readonly cursor?: string;
+  /**
+   * withdraw: the wave's updates are being withdrawn; recount: its statuses are being tallied (into tally) to
+   * replace its counts, which a worker stopped between an update's write and its count's lost.
+   */
+  readonly phase?: 'withdraw' | 'recount';
+  readonly tally?: Readonly<Record<string, number>>;
+  readonly startedAt: string;
+}
 
 export interface CampaignRecord {
   readonly campaignId: string;
@@ -172,6 +234,7 @@ export interface CampaignRecord {
   readonly targetCount: number;
   readonly excluded: readonly { readonly vin: string; readonly reason: string }[];
   readonly haltReason?: string;
+  readonly cancel?: CancelCheckpoint;
   /** counts[`w${wave}`][status] = vehicles in that state; maintained by atomic ADDs at every transition. */
   readonly counts: Record<string, Record<string, number>>;
   readonly createdAt: string;
@@ -180,7 +243,7 @@ export interface CampaignRecord {
 }
 
 export type CampaignChanges = Partial<
-  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason'>
+  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason' | 'cancel'>
 >;
 
 export interface CampaignRepository {
@@ -245,8 +308,10 @@ export interface ObjectStore {
     parts: { partNumber: number; etag: string }[],
   ): Promise<void>;
   head(key: string): Promise<{ size: number; versionId?: string } | undefined>;
-  read(key: string, versionId?: string): Promise<Readable>;
-  delete(key: string): Promise<void>;
+  /** The object's bytes from offset start (a ranged GET) to its end. */
+  read(key: string, versionId?: string, start?: number): Promise<Readable>;
+  /** With a versionId, removes only that version (a versioned bucket keeps the others). */
+  delete(key: string, versionId?: string): Promise<void>;
   /**
    * Makes a verified object version permanent: no overwrite, no deletion, no lifecycle expiry (S3 Object Lock legal
    * hold on that version; the local S3 front refuses every later write or delete of the key).
@@ -277,4 +342,9 @@ export const systemClock: Clock = { now: () => new Date() };
 /** Publishes offers to vehicles (IoT Data Plane on AWS and on the local cloud). */
 export interface OfferPublisher {
   publish(vin: string, offer: UpdateOffer): Promise<void>;
+}
+
+/** Background jobs: an SQS queue feeding the jobs-worker function on AWS, a local stand-in on the local cloud. */
+export interface JobQueue {
+  send(job: import('./jobs.js').Job): Promise<void>;
 }

@@ -1,31 +1,33 @@
 /**
  * Firmware releases: an operator submits a manifest signed by an OEM release key, uploads the image to the
- * presigned URL(s) answered, then publishes; publishing streams the stored object through the digests and
- * refuses anything that differs from the signed manifest. Each release has an object key of its own
- * (releases/<release id>/<sha256>): two releases of the same bytes once shared one key, so an upload to the second
- * overwrote the first's published image and the second's failed publish deleted it. Publishing verifies one
- * object version and makes it permanent (ObjectStore.protect); downloads name that version (AWS). Upload URLs live
- * minutes, not an hour.
+ * presigned URL(s) answered, then publishes. Publishing answers at once (202) and starts a background job
+ * (release-verification.ts) that streams the stored object through the digests: the release is `verifying`, with
+ * the bytes verified so far, then `published`, or `failed` when the object differs from the signed manifest.
+ * Hashing up to 16 GiB does not fit an API request (29 s at API Gateway, 10 s for the function). Each release has
+ * an object key of its own (releases/<release id>/<sha256>): two releases of the same bytes once shared one key,
+ * so an upload to the second overwrote the first's published image and its failed publish deleted it. The job
+ * makes the one verified object version permanent (ObjectStore.protect) before it publishes; downloads name that
+ * version (AWS). Upload URLs live minutes, not an hour.
  */
 
 import { canonicalJson } from '../../protocol/canonical-json.js';
 import {
   checkManifestConsistency,
-  compareDigest,
-  digestStream,
   type SignedManifest,
   verifyManifestSignatures,
 } from '../../protocol/manifest.js';
 import type { ReleaseCreated, ReleaseList, ReleaseView } from '../../protocol/operator-responses.js';
 import type { TrustedKey } from '../../protocol/signatures.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
-import type { Clock, ObjectStore, ReleaseRecord, ReleaseRepository } from './ports.js';
+import type { Clock, JobQueue, ObjectStore, ReleaseRecord, ReleaseRepository } from './ports.js';
 
 export interface ReleaseServiceDeps {
   readonly releases: ReleaseRepository;
   readonly objects: ObjectStore;
   readonly clock: Clock;
   readonly trustedReleaseKeys: readonly TrustedKey[];
+  /** Where publish sends the verification job. */
+  readonly jobs: JobQueue;
   /** Seconds the upload URLs stay valid. @default 900 */
   readonly uploadTtlSeconds?: number;
   /** Images above this size are uploaded in parts. @default 128 MiB */
@@ -53,6 +55,11 @@ export function releaseView(r: ReleaseRecord): ReleaseView {
     size: m.size,
     sha256: m.sha256,
     status: r.status,
+    /** Progress of the verification job (status verifying), or where it stopped (failed). */
+    verification: r.verification
+      ? { bytes_verified: r.verification.bytesVerified, size: m.size, started_at: r.verification.startedAt }
+      : null,
+    failure_reason: r.failureReason ?? null,
     created_at: r.createdAt,
     published_at: r.publishedAt ?? null,
     withdrawn_at: r.withdrawnAt ?? null,
@@ -72,11 +79,15 @@ export class ReleaseService {
     const existing = await this.deps.releases.get(m.release_id);
     if (existing) {
       // Retrying the same create (e.g. after an upload failed) answers fresh upload URLs; anything else conflicts.
+      // A failed release (its upload did not match) is reopened the same way, for a fresh upload.
       if (
-        existing.status !== 'pending_upload' ||
+        !['pending_upload', 'failed'].includes(existing.status) ||
         canonicalJson(existing.signedManifest.manifest) !== canonicalJson(m)
       ) {
         throw new ConflictError('release_exists', `Release ${m.release_id} already exists`);
+      }
+      if (existing.status === 'failed' && !(await this.deps.releases.reopen(m.release_id))) {
+        throw new ConflictError('concurrent_update', 'The release changed concurrently; retry');
       }
     } else {
       const sameTarget = (await this.deps.releases.listByVersion(m.version)).find((r) => r.ecu === m.ecu);
@@ -127,52 +138,52 @@ export class ReleaseService {
     };
   }
 
+  /**
+   * Starts (or, while it runs, re-sends) the verification job; answers whether the release is published already
+   * (200) or being verified (202). Re-sending is harmless: the job resumes from its checkpoint and two workers on
+   * one release cannot both advance it (ReleaseRepository.saveVerification).
+   */
   async publish(
     releaseId: string,
     input: { upload_id?: string; parts?: { part_number: number; etag: string }[] },
-  ): Promise<ReleaseView> {
+  ): Promise<{ accepted: boolean; release: ReleaseView }> {
     const release = await this.deps.releases.get(releaseId);
     if (!release) throw new NotFoundError('unknown_release', `No release ${releaseId}`);
-    if (release.status === 'published') return releaseView(release);
+    if (release.status === 'published') return { accepted: false, release: releaseView(release) };
     if (release.status === 'withdrawn')
       throw new ConflictError('release_withdrawn', `${releaseId} was withdrawn`);
-    const m = release.signedManifest.manifest;
-    if (input.upload_id !== undefined) {
-      if (!input.parts?.length)
-        throw new BadRequestError('invalid_request', 'parts are required with upload_id');
-      if (input.upload_id !== release.uploadId) {
-        throw new BadRequestError('invalid_upload', 'upload_id is not the upload started for this release');
-      }
-      await this.deps.objects.completeMultipartUpload(
-        release.objectKey,
-        input.upload_id,
-        input.parts.map((p) => ({ partNumber: p.part_number, etag: p.etag })),
-      );
-    }
-    const head = await this.deps.objects.head(release.objectKey);
-    if (!head) throw new ConflictError('not_uploaded', 'The image has not been uploaded yet');
-    const problems =
-      head.size !== m.size
-        ? [`size is ${head.size}, manifest says ${m.size}`]
-        : compareDigest(
-            m,
-            await digestStream(await this.deps.objects.read(release.objectKey, head.versionId), m.chunk_size),
-          );
-    if (problems.length > 0) {
-      // The bytes under this release's own key are not the release: remove them so they can never be served. The
-      // key belongs to this pending release alone, so no other release's image is touched.
-      await this.deps.objects.delete(release.objectKey);
+    if (release.status === 'failed') {
       throw new ConflictError(
-        'image_mismatch',
-        `The uploaded image does not match the manifest: ${problems.join('; ')}`,
+        'verification_failed',
+        `The uploaded image does not match the manifest: ${release.failureReason ?? 'unknown'}; create the release again to upload anew`,
       );
     }
-    // The verified version becomes permanent before anyone is told it exists: a leftover upload URL, a lifecycle
-    // rule or a later failed publish can no longer replace or delete it.
-    await this.deps.objects.protect(release.objectKey, head.versionId);
-    const publishedAt = this.deps.clock.now().toISOString();
-    await this.deps.releases.markPublished(releaseId, publishedAt, head.versionId);
-    return releaseView((await this.deps.releases.get(releaseId))!);
+    if (release.status === 'pending_upload') {
+      if (input.upload_id !== undefined) {
+        if (!input.parts?.length)
+          throw new BadRequestError('invalid_request', 'parts are required with upload_id');
+        if (input.upload_id !== release.uploadId) {
+          throw new BadRequestError('invalid_upload', 'upload_id is not the upload started for this release');
+        }
+        await this.deps.objects.completeMultipartUpload(
+          release.objectKey,
+          input.upload_id,
+          input.parts.map((p) => ({ partNumber: p.part_number, etag: p.etag })),
+        );
+      }
+      const head = await this.deps.objects.head(release.objectKey);
+      if (!head) throw new ConflictError('not_uploaded', 'The image has not been uploaded yet');
+      const now = this.deps.clock.now().toISOString();
+      const started = await this.deps.releases.startVerification(releaseId, {
+        bytesVerified: 0,
+        objectVersionId: head.versionId,
+        startedAt: now,
+        updatedAt: now,
+      });
+      if (!started) return this.publish(releaseId, {});
+    }
+    await this.deps.jobs.send({ type: 'verify_release', release_id: releaseId });
+    return { accepted: true, release: releaseView((await this.deps.releases.get(releaseId))!) };
   }
 
   async get(releaseId: string): Promise<ReleaseView> {

@@ -5,18 +5,21 @@
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { challengeSigningInput } from '../../protocol/challenge.js';
 import type { ChallengeAnswer, TokenAnswer } from '../../protocol/responses.js';
-import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
+import { type Signer, type TrustedKey, verifyEcdsa } from '../../protocol/signatures.js';
 import { DEFAULTS } from './env.js';
 import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.js';
 import type { ChallengeRepository, Clock, VehicleRecord, VehicleRepository } from './ports.js';
-import { issueToken, parseBearer, verifyToken } from './token.js';
+import { DelegatedTokenSigner, parseBearer, verifyToken } from './token.js';
 
 export interface VehicleAuthDeps {
   readonly vehicles: VehicleRepository;
   readonly challenges: ChallengeRepository;
   /** @default DEFAULTS.challengesPerVinPerMinute */
   readonly challengesPerVinPerMinute?: number;
+  /** The backend's token key tokens chain to (KMS on AWS); it signs one delegation per instance period, not tokens. */
   readonly signer: Signer;
+  /** Seconds a token delegation is valid (token.ts). @default 3600 */
+  readonly delegationSeconds?: number;
   readonly clock: Clock;
   readonly tokenTtlSeconds: number;
   /** @default 120 */
@@ -24,9 +27,14 @@ export interface VehicleAuthDeps {
 }
 
 export class VehicleAuthService {
-  private signerKeyId?: Promise<string>;
+  private readonly tokens: DelegatedTokenSigner;
 
-  constructor(private readonly deps: VehicleAuthDeps) {}
+  constructor(private readonly deps: VehicleAuthDeps) {
+    this.tokens = new DelegatedTokenSigner(deps.signer, deps.clock, {
+      maxTokenSeconds: deps.tokenTtlSeconds,
+      delegationSeconds: deps.delegationSeconds ?? Math.max(3600, deps.tokenTtlSeconds * 4),
+    });
+  }
 
   /**
    * Every challenge is stored on its own and stays valid until it is spent or expires, so issuing one (anyone
@@ -61,8 +69,7 @@ export class VehicleAuthService {
     if (!vehicle || vehicle.revokedAt !== undefined) throw refused();
     const key = createPublicKey(vehicle.publicKeyPem);
     if (!verifyEcdsa(key, challengeSigningInput(vin, nonce), signatureB64)) throw refused();
-    this.signerKeyId ??= this.deps.signer.publicKeyPem().then(keyIdOf);
-    const { token, claims } = await issueToken(this.deps.signer, await this.signerKeyId, {
+    const { token, claims } = await this.tokens.issue({
       vin,
       deviceKeyId: vehicle.deviceKeyId,
       nowSeconds: this.nowSeconds(),

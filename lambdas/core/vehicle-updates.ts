@@ -10,6 +10,7 @@ import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/resp
 import type { StatusReport } from '../../protocol/schemas.js';
 import type { Signer } from '../../protocol/signatures.js';
 import { compareVersions } from '../../protocol/versions.js';
+import { withdrawUpdate } from './campaign-cancel.js';
 import { ConflictError, NotFoundError, OtaError } from './errors.js';
 import type {
   CampaignRepository,
@@ -23,7 +24,7 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from './ports.js';
-import { applyReport, isTerminal } from './update-state.js';
+import { applyReport, BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 
 export interface UpdateStatusDeps {
   readonly vehicles: VehicleRepository;
@@ -35,6 +36,8 @@ export interface UpdateStatusDeps {
 }
 
 export interface FirmwareOfferDeps extends UpdateStatusDeps {
+  /** A campaign's status decides whether its updates may still be downloaded (cancelling: no). */
+  readonly campaigns?: Pick<CampaignRepository, 'count' | 'get'>;
   readonly releases: ReleaseRepository;
   readonly objects: ObjectStore;
   readonly presignTtlSeconds: number;
@@ -177,6 +180,7 @@ export class FirmwareOfferService {
     const ecu = vehicle.ecus.find((e) => e.ecu === release.ecu)!;
     // A vehicle offered this release by a campaign downloads it as part of that campaign.
     const campaignUpdate = await this.campaignUpdateFor(vehicle, release.releaseId);
+    if (campaignUpdate) await this.refuseIfCancelled(campaignUpdate);
     const updateId = campaignUpdate?.updateId ?? directUpdateId(release.releaseId);
     let update = campaignUpdate ?? (await this.deps.updates.get(vehicle.vin, updateId));
     if (!campaignUpdate) await this.refuseOutsideCampaign(vehicle, release.releaseId, update);
@@ -216,6 +220,21 @@ export class FirmwareOfferService {
       manifest: release.signedManifest,
       assignment,
     };
+  }
+
+  /**
+   * A campaign being cancelled withdraws its updates in the background, which can take a while for a large one; a
+   * vehicle not reached yet that asks for the release meanwhile is withdrawn here and refused, so no car gets a
+   * cancelled campaign's assignment. One already installing goes on (it has the image; cancel never interrupts
+   * an install).
+   */
+  private async refuseIfCancelled(update: UpdateRecord): Promise<void> {
+    const campaigns = this.deps.campaigns;
+    if (!update.campaignId || !campaigns || !BEFORE_INSTALL_STATUSES.has(update.status)) return;
+    const campaign = await campaigns.get(update.campaignId);
+    if (campaign?.status !== 'cancelling' && campaign?.status !== 'cancelled') return;
+    await withdrawUpdate({ ...this.deps, campaigns }, campaign, update);
+    throw new ConflictError('campaign_cancelled', `Campaign ${campaign.campaignId} was cancelled`);
   }
 
   /**

@@ -8,6 +8,7 @@ import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
 import {
+  jobQueue,
   logger,
   metrics,
   objectStore,
@@ -37,7 +38,9 @@ function certificateIssuer(): CertificateIssuer {
 
 const updates = repositories.updates();
 const issuer = certificateIssuer();
+const jobs = jobQueue();
 const releases = new ReleaseService({
+  jobs,
   releases: repositories.releases(),
   objects: objectStore(),
   clock: systemClock,
@@ -68,6 +71,7 @@ const campaigns = new CampaignService({
   updates,
   history: repositories.history(),
   clock: systemClock,
+  jobs,
 });
 
 const killSwitch = new KillSwitchService({
@@ -86,7 +90,8 @@ const campaignAction =
   async ({ params }: RouteRequest<unknown>) => {
     const result = await campaigns.act(params.campaignId!, action);
     metrics.addMetric(`Campaign_${action}`, 'Count', 1);
-    return json(200, result);
+    // 202: the withdrawal goes on in the background; GET /campaigns/{id} says when it is cancelled.
+    return json(result.status === 'cancelling' ? 202 : 200, result);
   };
 
 const route = createRouter(
@@ -104,9 +109,10 @@ const route = createRouter(
       params,
       body,
     }: RouteRequest<z.infer<typeof bodies.publishRelease>>) => {
-      const published = await releases.publish(params.releaseId!, body);
-      metrics.addMetric('ReleasesPublished', 'Count', 1);
-      return json(200, published);
+      const { accepted, release } = await releases.publish(params.releaseId!, body);
+      if (accepted) metrics.addMetric('ReleaseVerificationsStarted', 'Count', 1);
+      // 202: verification runs in the background; GET /releases/{id} shows its progress and outcome.
+      return json(accepted ? 202 : 200, release);
     },
     'POST /releases/{releaseId}/withdraw': async ({
       params,

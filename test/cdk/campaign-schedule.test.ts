@@ -184,7 +184,11 @@ describe('campaign schedule', { timeout: 300_000 }, () => {
     const topic = 'arn:aws:sns:eu-west-1:111111111111:ota-alarms';
     const t = otaTemplate({ alarmTopicArn: topic });
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
-    assert.equal(alarms.length, 3, 'ingest dead letters, tick errors, tick dead letters');
+    assert.equal(
+      alarms.length,
+      5,
+      'ingest dead letters, tick errors, tick dead letters, job dead letters, job backlog',
+    );
     for (const alarm of alarms) {
       assert.deepEqual(alarm.Properties.AlarmActions, [topic]);
       assert.deepEqual(alarm.Properties.OKActions, [topic]);

@@ -43,9 +43,14 @@ export function resources(template: Template): Resources {
   return template.toJSON().Resources as Resources;
 }
 
-/** Every function of the backend by service name: the API functions, the MQTT ingest function, the campaign tick. */
-export type OtaFunctionName = FunctionName | 'ingest' | 'campaign-tick';
-export const ALL_FUNCTIONS: readonly OtaFunctionName[] = [...FUNCTIONS, 'ingest', 'campaign-tick'];
+/** Every function of the backend by service name: the API functions, MQTT ingest, the campaign tick, the jobs worker. */
+export type OtaFunctionName = FunctionName | 'ingest' | 'campaign-tick' | 'jobs-worker';
+export const ALL_FUNCTIONS: readonly OtaFunctionName[] = [
+  ...FUNCTIONS,
+  'ingest',
+  'campaign-tick',
+  'jobs-worker',
+];
 
 /** Logical id of the backend function with this service name. */
 export function functionId(template: Template, fn: OtaFunctionName): string {

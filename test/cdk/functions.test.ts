@@ -126,6 +126,23 @@ describe('backend functions', { timeout: 300_000 }, () => {
           assert.equal(env.CAMPAIGN_TICK_SECONDS, '60');
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
+      } else if (fn === 'jobs-worker') {
+        it('gets history retention, the queue it continues on, its five tables and the bucket only', () => {
+          const env = functionEnv(template, fn);
+          assert.deepEqual(Object.keys(env).sort(), [
+            'FIRMWARE_BUCKET',
+            'HISTORY_RETENTION_DAYS',
+            'JOB_QUEUE_URL',
+            'NODE_OPTIONS',
+            'POWERTOOLS_METRICS_NAMESPACE',
+            'POWERTOOLS_SERVICE_NAME',
+            'TABLE_CAMPAIGNS',
+            'TABLE_HISTORY',
+            'TABLE_RELEASES',
+            'TABLE_UPDATES',
+            'TABLE_VEHICLES',
+          ]);
+        });
       } else {
         it('gets the shared settings with their defaults', () => {
           const env = functionEnv(template, fn);
@@ -141,6 +158,12 @@ describe('backend functions', { timeout: 300_000 }, () => {
           assert.equal(props.MemorySize, 512);
           assert.equal(props.Timeout, 55);
           assert.equal(props.ReservedConcurrentExecutions, 1);
+        });
+      } else if (fn === 'jobs-worker') {
+        it('has a full vCPU, the 15-minute Lambda maximum, and no reserved concurrency', () => {
+          assert.equal(props.MemorySize, 1769);
+          assert.equal(props.Timeout, 900);
+          assert.equal(props.ReservedConcurrentExecutions, undefined);
         });
       } else {
         it('has a memory size and a timeout below the API Gateway limit, and no reserved concurrency by default', () => {

@@ -120,7 +120,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
-      campaigns: ['UpdateItem'],
+      // Reads a campaign's status (a cancelling campaign's downloads are refused) and moves its counts.
+      campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
@@ -218,6 +219,70 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.deepEqual(
       [...new Set(dynamoResources)].sort(),
       [tables.campaigns, tables.history, tables.updates, tables.vehicles].sort(),
+    );
+  });
+
+  it('jobs-worker: releases, campaigns and updates read/write, vehicles UpdateItem only, history append-only', () => {
+    assert.deepEqual(dynamoAccess('jobs-worker'), {
+      releases: ['GetItem', 'UpdateItem'],
+      vehicles: ['UpdateItem'],
+      updates: ['GetItem', 'PutItem', 'Query'],
+      history: ['PutItem'],
+      campaigns: ['GetItem', 'UpdateItem'],
+      challenges: [],
+    });
+    // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
+    assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
+  });
+
+  it('jobs-worker: reads, legal-holds and removes release images only (no PutObject), consumes and continues on its own queue, no KMS or IoT', () => {
+    const s3 = functionStatements(template, 'jobs-worker').filter((s) =>
+      s.actions.some((a) => a.startsWith('s3:')),
+    );
+    assert.deepEqual(
+      s3.map((s) => ({ actions: s.actions, resources: s.resources })),
+      [
+        {
+          actions: ['s3:GetObject', 's3:GetObjectVersion', 's3:PutObjectLegalHold', 's3:DeleteObject'],
+          resources: [releaseObjects],
+        },
+        { actions: ['s3:ListBucket'], resources: [{ 'Fn::GetAtt': [bucketId, 'Arn'] }] },
+      ],
+    );
+    const queueId = envTarget(template, 'jobs-worker', 'JOB_QUEUE_URL');
+    const sqs = functionStatements(template, 'jobs-worker').filter((s) =>
+      s.actions.some((a) => a.startsWith('sqs:')),
+    );
+    for (const st of sqs)
+      assert.deepEqual(st.resources, [{ 'Fn::GetAtt': [queueId, 'Arn'] }], 'its own queue only');
+    assert.deepEqual([...new Set(sqs.flatMap((st) => st.actions))].sort(), [
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes',
+      'sqs:GetQueueUrl',
+      'sqs:ReceiveMessage',
+      'sqs:SendMessage',
+    ]);
+    assert.deepEqual(
+      allActions(template, 'jobs-worker').filter((a) => /^(kms|iot|lambda):/.test(a)),
+      [],
+    );
+  });
+
+  it('operator-api: may only send to the jobs queue (publish and cancel queue their job)', () => {
+    const queueId = envTarget(template, 'operator-api', 'JOB_QUEUE_URL');
+    assert.equal(queueId, envTarget(template, 'jobs-worker', 'JOB_QUEUE_URL'));
+    const sqs = functionStatements(template, 'operator-api').filter((s) =>
+      s.actions.some((a) => a.startsWith('sqs:')),
+    );
+    assert.deepEqual(
+      sqs.map((s) => ({ actions: s.actions, resources: s.resources })),
+      [
+        {
+          actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'],
+          resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }],
+        },
+      ],
     );
   });
 

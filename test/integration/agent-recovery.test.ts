@@ -375,7 +375,12 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
       assert.equal((await ac.operator.call('POST', '/campaigns/cancel-while-waiting/start', {})).status, 200);
       await v.events.waitFor((e) => e.type === 'deferred', 30_000, 'downloaded, waiting to park');
       const cancelled = await ac.operator.call('POST', '/campaigns/cancel-while-waiting/cancel', {});
-      assert.equal(cancelled.status, 200);
+      assert.equal(cancelled.status, 202, 'withdrawn in the background');
+      for (let i = 0; i < 300; i++) {
+        if ((await ac.operator.call('GET', '/campaigns/cancel-while-waiting')).json.status === 'cancelled')
+          break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
       assert.equal(
         backendUpdate(await backendVehicle(ac, vin), '2.0.0')?.status,
         'cancelled',

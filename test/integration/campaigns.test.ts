@@ -16,12 +16,11 @@ import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
-  DynamoReleaseRepository,
   DynamoUpdateRepository,
   DynamoVehicleRepository,
   documentClient,
 } from '../../lambdas/adapters/dynamo-repositories.js';
-import { CampaignService } from '../../lambdas/core/campaigns.js';
+import { CampaignCanceller } from '../../lambdas/core/campaign-cancel.js';
 import { systemClock, type UpdateRecord, type UpdateRepository } from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
@@ -246,8 +245,9 @@ describe('campaigns', { timeout: 120000 }, () => {
     );
 
     const cancelled = await operator.call('POST', '/campaigns/operator-control/cancel', {});
-    assert.equal(cancelled.status, 200);
-    assert.equal(cancelled.json.status, 'cancelled');
+    assert.equal(cancelled.status, 202, 'withdrawn in the background');
+    assert.equal(cancelled.json.status, 'cancelling');
+    await until('operator-control', (c) => c.status === 'cancelled', 30000, 'the withdrawal job');
     await cloud.rules.idle();
     const afterCancel = await campaign('operator-control');
     assert.ok((afterCancel.counts.cancelled ?? 0) > 0, 'scheduled vehicles were withdrawn');
@@ -308,16 +308,28 @@ describe('campaigns', { timeout: 120000 }, () => {
         return updates.put(next, expectedRevision);
       },
     });
-    const service = new CampaignService({
-      campaigns: new DynamoCampaignRepository(db, cloud.tables.campaigns),
-      releases: new DynamoReleaseRepository(db, cloud.tables.releases),
+    // The cancel's withdrawal job, run here on the racing repository (the operator's cancel would queue it for
+    // the jobs worker); the campaign is marked cancelling as the operator route does.
+    const campaigns = new DynamoCampaignRepository(db, cloud.tables.campaigns);
+    const before = (await campaigns.get('cancel-race'))!;
+    const now = new Date().toISOString();
+    assert.ok(
+      await campaigns.change(
+        'cancel-race',
+        before.revision,
+        { status: 'cancelling', cancel: { wave: 0, startedAt: now } },
+        now,
+      ),
+    );
+    const canceller = new CampaignCanceller({
+      campaigns,
       vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
       updates: racingUpdates,
       history: new DynamoHistoryRepository(db, cloud.tables.history, 1),
       clock: systemClock,
     });
-    const cancelled = await service.act('cancel-race', 'cancel');
-    assert.equal(cancelled.status, 'cancelled');
+    assert.equal(await canceller.run('cancel-race', () => false), 'done');
+    assert.equal((await campaign('cancel-race')).status, 'cancelled');
     const [update] = await waveVehicles('cancel-race', 0);
     assert.equal(update?.status, 'cancelled', 'the raced update is withdrawn, not left downloading');
     assert.ok(raced >= 2, 'the first withdrawal lost the race and was tried again');

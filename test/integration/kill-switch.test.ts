@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { issueToken } from '../../lambdas/core/token.js';
+import { DelegatedTokenSigner } from '../../lambdas/core/token.js';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { KeyFileSigner, keyIdOf } from '../../protocol/signatures.js';
 import { vehicleTopic } from '../../protocol/topics.js';
@@ -271,7 +271,13 @@ describe('separate token key (issue 18 #9)', { timeout: 60_000 }, () => {
     const v = vin('D', 0);
     await register(v);
     const assignmentKey = KeyFileSigner.fromFile(cloud.signingKeyFile);
-    const forged = await issueToken(assignmentKey, keyIdOf(await assignmentKey.publicKeyPem()), {
+    // A token chained to the assignment key (a delegation it signed) instead of the token key.
+    const forger = new DelegatedTokenSigner(
+      assignmentKey,
+      { now: () => new Date() },
+      { maxTokenSeconds: 900 },
+    );
+    const forged = await forger.issue({
       vin: v,
       deviceKeyId: keyIdOf(
         createPublicKey(createPrivateKey(cars.get(v)!.vehicle.keyPem))

@@ -77,8 +77,11 @@ it('uploads an image in parts, refuses a corrupted part and an unknown upload, p
     upload_id: upload.upload_id,
     parts: badParts,
   });
-  assert.equal(refused.status, 409, refused.raw.toString());
-  assert.equal(refused.json.error.code, 'image_mismatch');
+  assert.equal(refused.status, 202, refused.raw.toString());
+  assert.equal(refused.json.status, 'verifying', 'verified in the background');
+  const failed = await operator.publishAndWait('tcu-8.0.0', {});
+  assert.equal(failed.json.status, 'failed', failed.raw.toString());
+  assert.match(failed.json.failure_reason, /chunk \d+ differs from the manifest/);
 
   const retry = await operator.call('POST', '/releases', signed);
   assert.equal(retry.status, 201, 'creating again answers a fresh multipart upload');
@@ -90,7 +93,7 @@ it('uploads an image in parts, refuses a corrupted part and an unknown upload, p
   assert.equal(unknownUpload.status, 400, unknownUpload.raw.toString());
   assert.equal(unknownUpload.json.error.code, 'invalid_upload');
 
-  const published = await operator.call('POST', '/releases/tcu-8.0.0/publish', {
+  const published = await operator.publishAndWait('tcu-8.0.0', {
     upload_id: retry.json.upload.upload_id,
     parts,
   });

@@ -63,8 +63,28 @@ export class Operator {
       body: image,
       ca: this.ca,
     });
-    const published = await this.call('POST', `/releases/${signed.manifest.release_id}/publish`, {});
+    const published = await this.publishAndWait(signed.manifest.release_id, {});
     return { created, upload, published };
+  }
+
+  /**
+   * POST /releases/{id}/publish, then, while the background verification runs (202, verifying), GET /releases/{id}
+   * until it ends: answers that last GET (status 200, json.status published or failed) or the refusal of publish.
+   * Records the bytes verified seen on the way.
+   */
+  async publishAndWait(releaseId: string, body: unknown, timeoutMs = 120_000) {
+    const seen: number[] = [];
+    let res = await this.call('POST', `/releases/${releaseId}/publish`, body);
+    if (res.status !== 202) return Object.assign(res, { seen });
+    const deadline = Date.now() + timeoutMs;
+    while (res.json.status === 'verifying') {
+      seen.push(res.json.verification?.bytes_verified ?? 0);
+      if (Date.now() > deadline)
+        throw new Error(`release ${releaseId} still verifying after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+      res = await this.call('GET', `/releases/${releaseId}`);
+    }
+    return Object.assign(res, { seen });
   }
 }
 

@@ -1,0 +1,60 @@
+/**
+ * The background jobs worker (lambdas/core/jobs.ts): SQS delivers one job per invocation (batch size 1); each runs
+ * until done or until the invocation is nearly out of time, then sends itself again to continue from its
+ * checkpoint. A job that throws is reported as a batch item failure: SQS redelivers it after the visibility
+ * timeout, and after a few tries moves it to the dead-letter queue, which raises an alarm.
+ */
+import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { jobQueue, logger, metrics, objectStore, repositories } from '../adapters/runtime.js';
+import { CampaignCanceller } from '../core/campaign-cancel.js';
+import { type Job, jobSchema, yieldAfter } from '../core/jobs.js';
+import { systemClock } from '../core/ports.js';
+import { ReleaseVerifier } from '../core/release-verification.js';
+
+const queue = jobQueue();
+const releases = repositories.releases();
+const verifier = new ReleaseVerifier({ releases, objects: objectStore(), clock: systemClock, log: logger });
+const canceller = new CampaignCanceller({
+  campaigns: repositories.campaigns(),
+  updates: repositories.updates(),
+  vehicles: repositories.vehicles(),
+  history: repositories.history(),
+  clock: systemClock,
+});
+
+async function run(job: Job, shouldYield: () => boolean) {
+  return job.type === 'verify_release'
+    ? verifier.run(job.release_id, shouldYield)
+    : canceller.run(job.campaign_id, shouldYield);
+}
+
+export async function handler(event: SQSEvent, context?: Context): Promise<SQSBatchResponse> {
+  if (context) logger.addContext(context);
+  const shouldYield = yieldAfter(() => context?.getRemainingTimeInMillis() ?? Number.POSITIVE_INFINITY);
+  const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+  try {
+    for (const record of event.Records) {
+      let job: Job;
+      try {
+        job = jobSchema.parse(JSON.parse(record.body));
+      } catch (err) {
+        // A malformed message can never succeed: log and drop it rather than cycle it to the dead-letter queue.
+        logger.error('dropped a malformed job message', { messageId: record.messageId, error: String(err) });
+        continue;
+      }
+      try {
+        const result = await run(job, shouldYield);
+        if (result === 'continue') {
+          await queue.send(job);
+          metrics.addMetric('JobContinued', 'Count', 1);
+        } else metrics.addMetric('JobDone', 'Count', 1);
+      } catch (err) {
+        logger.error('job failed; the queue will redeliver it', { job, error: String(err) });
+        batchItemFailures.push({ itemIdentifier: record.messageId });
+      }
+    }
+    return { batchItemFailures };
+  } finally {
+    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+  }
+}
