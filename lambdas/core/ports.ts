@@ -138,6 +138,11 @@ export interface CampaignRecord {
   readonly targetCount: number;
   readonly excluded: readonly { readonly vin: string; readonly reason: string }[];
   readonly haltReason?: string;
+  /**
+   * Failures in the halted wave when the engine halted it. A late outcome that corrects one of them (a timed-out
+   * vehicle that did install) lowers the wave's count below this, and the engine looks at the halt again.
+   */
+  readonly haltFailures?: number;
   /** counts[`w${wave}`][status] = vehicles in that state; maintained by atomic ADDs at every transition. */
   readonly counts: Record<string, Record<string, number>>;
   readonly createdAt: string;
@@ -146,7 +151,7 @@ export interface CampaignRecord {
 }
 
 export type CampaignChanges = Partial<
-  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason'>
+  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason' | 'haltFailures'>
 >;
 
 export interface CampaignRepository {
