@@ -264,6 +264,9 @@ export async function gatherEvidence(a: {
     [...a.events.values()].flatMap((list) =>
       list.filter((x) => x.at >= since && x.e.type === type).map((x) => x.e),
     );
+  const mainOffers = stampedAfter('offer', restartedAt).flatMap((e) =>
+    e.type === 'offer' && e.update_id === MAIN_UPDATE ? [e] : [],
+  );
   const offeredAfter = a.vins.filter((vin) => (a.offeredAtByVin.get(vin) ?? 0) >= restartedAt);
   return {
     imageBytes: a.imageBytes,
@@ -307,10 +310,8 @@ export async function gatherEvidence(a: {
       offersAckedAfterRestart: a.brokerProbe.offersAckedAfterRestart,
       offeredAfterRestart: offeredAfter.length,
       offersReceived: {
-        mqtt: stampedAfter('offer', restartedAt).filter((e) => e.type === 'offer' && e.source === 'mqtt')
-          .length,
-        poll: stampedAfter('offer', restartedAt).filter((e) => e.type === 'offer' && e.source === 'poll')
-          .length,
+        mqtt: mainOffers.filter((e) => e.source === 'mqtt').length,
+        poll: mainOffers.filter((e) => e.source === 'poll').length,
       },
       catchUpPolls: stampedAfter('poll', restartedAt).filter(
         (e) => e.type === 'poll' && e.reason === 'catch_up',
