@@ -42,6 +42,11 @@ async function campaign(id: string) {
   return res.json as { status: string; halt_reason: string | null; counts: Record<string, number> };
 }
 
+async function campaignReaches(id: string, status: string, what: string) {
+  await waitUntil(async () => (await campaign(id)).status === status, 20_000, what);
+  return campaign(id);
+}
+
 describe('a late outcome after the backend timed the vehicle out', { timeout: 90_000 }, () => {
   it('updates the record, the ECU version and the campaign counts, lifts the halt and keeps both events', async () => {
     const vin = '1HGCM82633A700001';
@@ -68,12 +73,7 @@ describe('a late outcome after the backend timed the vehicle out', { timeout: 90
         20_000,
         'the backend to time the update out',
       );
-      await waitUntil(
-        async () => (await campaign('late-outcome')).status === 'halted',
-        20_000,
-        'the campaign to halt',
-      );
-      const halted = await campaign('late-outcome');
+      const halted = await campaignReaches('late-outcome', 'halted', 'the campaign to halt');
       assert.deepEqual(halted.counts, { timed_out: 1 });
       assert.match(halted.halt_reason ?? '', /wave 0: the wave finished with 0 of 1 succeeded/);
       assert.equal((await backendVehicle(ac, vin)).ecus[0]?.version, '1.0.0');
@@ -93,12 +93,11 @@ describe('a late outcome after the backend timed the vehicle out', { timeout: 90
 
       // The success is counted instead of the timeout, and the halt for a failure that never was is lifted: the
       // campaign carries on and, its only vehicle updated, completes.
-      await waitUntil(
-        async () => (await campaign('late-outcome')).status === 'completed',
-        20_000,
-        'the campaign to complete once the halt is lifted',
+      const done = await campaignReaches(
+        'late-outcome',
+        'completed',
+        'the halt to be lifted and the campaign to complete',
       );
-      const done = await campaign('late-outcome');
       assert.deepEqual(done.counts, { completed: 1 });
       assert.match(done.halt_reason ?? '', /^halt lifted: late outcomes corrected wave 0 to 0 failure\(s\)/);
       assert.match(done.halt_reason ?? '', /was: wave 0: the wave finished with 0 of 1 succeeded/);
