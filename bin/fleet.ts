@@ -3,10 +3,13 @@
  * sim/fleet.ts). Prints a summary and exits non-zero unless every check holds:
  *   - the main campaign completed and the backend's view equals every vehicle's view,
  *   - every vehicle runs the old or the new version, never anything else,
- *   - with --faults: the injected faults happened, failures were counted as such, and the campaign of the
- *     tampered release halted itself with every vehicle refusing it.
+ *   - with --faults: each injected fault had its effect in the system (sim/fault-probes.ts: cut downloads resumed,
+ *     power cuts recovered from the state files, every vehicle reconnected after the broker restart and offers
+ *     caught up, duplicated messages reached the backend twice and were applied once), failures were counted as
+ *     such, and the campaign of the tampered release halted itself with every vehicle refusing it.
  */
 import { parseArgs } from 'node:util';
+import { type FaultCheck, faultChecks } from '../sim/fault-probes.js';
 import { runFleet } from '../sim/fleet.js';
 
 const { values } = parseArgs({
@@ -58,17 +61,17 @@ const checks: [string, boolean][] = [
       .reduce((n, [, c]) => n + c, 0) === vehicles,
   ],
 ];
+let details: FaultCheck[] = [];
 if (summary.faults) {
   const failures = ['failed', 'verification_failed', 'rolled_back', 'rejected', 'timed_out'].reduce(
     (n, s) => n + (summary.campaign.counts[s] ?? 0),
     0,
   );
-  const c = summary.injected;
+  const evidence = summary.faultEvidence;
+  details = evidence ? faultChecks(evidence, 'campaign#fleet-main') : [];
   checks.push(
-    ['downloads were cut and resumed', (c.downloadsCut ?? 0) > 0],
-    ['vehicles lost power mid-install and rebooted', (c.powerCuts ?? 0) > 0],
-    ['MQTT messages were duplicated and reordered', (c.duplicatedMessages ?? 0) > 0],
-    ['the broker restarted mid-campaign', c.brokerRestarts === 1],
+    ...details.map((c): [string, boolean] => [c.name, c.ok]),
+    ['fault evidence was gathered', evidence !== undefined],
     [
       'health-check failures were counted as failures',
       failures > 0 && (summary.campaign.counts.rolled_back ?? 0) === failures,
@@ -101,6 +104,7 @@ if (values.json) {
       : []),
     `  backend vs vehicles ${summary.disagreements.length === 0 ? 'agree exactly' : `${summary.disagreements.length} disagreements`}`,
     ...summary.disagreements.slice(0, 20).map((d) => `    ${d}`),
+    ...details.map((c) => `  ${c.ok ? 'fault' : 'FAULT'} ${c.name}: ${c.detail}`),
     ...checks.map(([name, ok]) => `  ${ok ? 'ok  ' : 'FAIL'} ${name}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

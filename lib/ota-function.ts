@@ -1,7 +1,7 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
+import { type BundlingOptions, NodejsFunction, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import type { IBindableFunction } from './bindable.js';
@@ -18,8 +18,23 @@ export const NODE_TARGET = 'node24';
 /**
  * ESM bundles have no `require`; a few CommonJS dependencies still call it for Node built-ins.
  */
-const CREATE_REQUIRE_BANNER =
+export const CREATE_REQUIRE_BANNER =
   "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);";
+
+/**
+ * How every function is bundled. Exported so that the bundle test and the cold-start benchmark
+ * (lib/function-bundles.ts) build with exactly these options instead of a copy of them.
+ */
+export const OTA_BUNDLING = {
+  format: OutputFormat.ESM,
+  target: NODE_TARGET,
+  mainFields: ['module', 'main'],
+  minify: true,
+  sourceMap: true,
+  sourcesContent: false,
+  bundleAwsSDK: true,
+  banner: CREATE_REQUIRE_BANNER,
+} as const satisfies BundlingOptions;
 
 export interface OtaFunctionProps {
   /** Path of the TypeScript entry point exporting the handler. */
@@ -87,9 +102,14 @@ export class OtaFunction extends Construct implements IBindableFunction {
   readonly role: iam.Role;
   readonly logGroup: logs.LogGroup;
   readonly grantPrincipal: iam.IPrincipal;
+  /** The TypeScript entry point bundled into the function (for tests that build it as the stack does). */
+  readonly entry: string;
+  readonly serviceName: string;
 
   constructor(scope: Construct, id: string, props: OtaFunctionProps) {
     super(scope, id);
+    this.entry = props.entry;
+    this.serviceName = props.serviceName;
     if (props.memorySize !== undefined && (props.memorySize < 128 || props.memorySize > 10240)) {
       throw new Error(`OtaFunction ${id}: memorySize must be 128-10240 MB, got ${props.memorySize}`);
     }
@@ -131,16 +151,7 @@ export class OtaFunction extends Construct implements IBindableFunction {
         POWERTOOLS_SERVICE_NAME: props.serviceName,
         POWERTOOLS_METRICS_NAMESPACE: props.metricsNamespace ?? 'FleetOta',
       },
-      bundling: {
-        format: OutputFormat.ESM,
-        target: NODE_TARGET,
-        mainFields: ['module', 'main'],
-        minify: true,
-        sourceMap: true,
-        sourcesContent: false,
-        bundleAwsSDK: true,
-        banner: CREATE_REQUIRE_BANNER,
-      },
+      bundling: { ...OTA_BUNDLING, mainFields: [...OTA_BUNDLING.mainFields] },
     });
 
     // Active tracing is set on the L1 function with its X-Ray permissions in a policy of their own, instead of

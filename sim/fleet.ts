@@ -6,7 +6,9 @@
  * With faults: a share of downloads is cut mid-way, a share of vehicles loses power during installation and
  * reboots, a share duplicates and reorders its MQTT messages, a share of ECUs fails the health check, the broker
  * restarts mid-campaign, and afterwards a second release whose S3 object was tampered with is rolled out: every
- * vehicle must refuse it and the campaign must halt itself.
+ * vehicle must refuse it and the campaign must halt itself. Each fault is watched for its effect in the system,
+ * not just counted as injected (sim/fault-probes.ts): bytes pulled per vehicle, state files found on reboot,
+ * connections to the restarted broker and offers it delivered, messages the broker and the ingest saw twice.
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,23 +16,28 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import mqtt from 'mqtt';
 import { isTerminal } from '../lambdas/core/update-state.js';
 import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
 import type { UpdateStatus } from '../protocol/schemas.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
-import type { AgentEvent, EcuConfig } from '../vehicle/agent.js';
+import type { EcuConfig } from '../vehicle/agent.js';
 import { registerVehicle } from '../vehicle/api-client.js';
 import { DirectHttpsTransport } from '../vehicle/direct-https.js';
-import {
-  type HttpResponse,
-  type HttpTransport,
-  NodeHttpsTransport,
-  TransportError,
-} from '../vehicle/http-transport.js';
+import { NodeHttpsTransport } from '../vehicle/http-transport.js';
 import { ensureIdentity, saveCertificate } from '../vehicle/provisioning.js';
 import { type CreatedAgent, createVehicleAgent, identityDir } from '../vehicle/setup.js';
+import {
+  BrokerProbe,
+  DownloadProbe,
+  duplicatingMqtt,
+  type FaultEvidence,
+  gatherEvidence,
+  persistedUpdate,
+  type StampedEvent,
+} from './fault-probes.js';
 
 export interface FleetOptions {
   readonly vehicles: number;
@@ -70,6 +77,8 @@ export interface FleetSummary {
     readonly haltReason: string | null;
     readonly counts: Record<string, number>;
   };
+  /** With faults: what the system did about each injected fault (checked by faultChecks in sim/fault-probes.ts). */
+  readonly faultEvidence?: FaultEvidence;
 }
 
 const TCU: EcuConfig = { ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '1.0.0' };
@@ -96,44 +105,6 @@ function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-/** Counts bytes received and, for chosen vehicles, cuts the first image download half-way. */
-class FaultyTransport implements HttpTransport {
-  bytes = 0;
-  private cutDone = false;
-
-  constructor(
-    private readonly inner: HttpTransport,
-    private readonly cut: boolean,
-    private readonly counters: Record<string, number>,
-  ) {}
-
-  async send(req: Parameters<HttpTransport['send']>[0]): Promise<HttpResponse> {
-    const res = await this.inner.send(req);
-    const total = Number(res.headers['content-length'] ?? 0);
-    const cutHere = this.cut && !this.cutDone && req.method === 'GET' && total > 2 * CHUNK;
-    if (cutHere) this.cutDone = true;
-    const self = this;
-    const body = (async function* () {
-      let seen = 0;
-      for await (const chunk of res.body) {
-        self.bytes += chunk.length;
-        seen += chunk.length;
-        yield chunk;
-        if (cutHere && seen >= total / 2) {
-          self.counters.downloadsCut = (self.counters.downloadsCut ?? 0) + 1;
-          res.abort();
-          throw new TransportError('connection_cut', 'connection cut (injected fault)');
-        }
-      }
-    })();
-    return { status: res.status, headers: res.headers, body, abort: () => res.abort() };
-  }
-
-  close(): void {
-    this.inner.close();
-  }
-}
-
 export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   const log = options.log ?? (() => {});
   const random = rng(options.seed ?? 20261127);
@@ -157,7 +128,11 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     logger: { warn() {}, error: (m, e) => log(`gateway error: ${m} ${JSON.stringify(e)}`) },
   });
   const agents = new Map<string, CreatedAgent>();
-  const transports = new Map<string, FaultyTransport>();
+  const transports = new Map<string, DownloadProbe>();
+  const brokerProbe = new BrokerProbe(cloud.broker);
+  const duplicated = { sent: 0 };
+  /** Power-cut vehicles: when they rebooted and what their state file held then. */
+  const reboots = new Map<string, { at: number; persisted: ReturnType<typeof persistedUpdate> }>();
   try {
     const ca = cloud.caCertPem;
     const api = cloud.endpoints.api;
@@ -238,11 +213,12 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       await saveCertificate(identity, cert);
     });
 
-    const events = new Map<string, AgentEvent[]>();
+    const events = new Map<string, StampedEvent[]>();
     const startAgent = async (vin: string, reboot: boolean) => {
       const p = plan.get(vin)!;
+      if (reboot) reboots.set(vin, { at: Date.now(), persisted: persistedUpdate(stateDirOf(vin)) });
       const transport =
-        transports.get(vin) ?? new FaultyTransport(new DirectHttpsTransport({ ca }), p.cut, injected);
+        transports.get(vin) ?? new DownloadProbe(new DirectHttpsTransport({ ca }), p.cut, 2 * CHUNK);
       transports.set(vin, transport);
       let killedOnce = reboot;
       const created = await createVehicleAgent({
@@ -265,25 +241,8 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         download: { backoff: { baseMs: 100, maxMs: 1000 }, minBytesPerSecond: 0 },
         ...(p.dup
           ? {
-              mqttClientFactory: (url, opts) => {
-                const client = mqtt.connect(url, opts);
-                const publish = client.publish.bind(client) as (...a: unknown[]) => unknown;
-                // Every report goes out twice, the copy late: duplicated and reordered at the backend.
-                (client as unknown as { publish: (...a: unknown[]) => unknown }).publish = (
-                  ...args: unknown[]
-                ) => {
-                  const [topic, message] = args as [string, Buffer | string];
-                  setTimeout(
-                    () => {
-                      injected.duplicatedMessages = (injected.duplicatedMessages ?? 0) + 1;
-                      if (client.connected) publish(topic, message, { qos: 1 });
-                    },
-                    50 + Math.floor(random() * 400),
-                  );
-                  return publish(...args);
-                };
-                return client;
-              },
+              // Every report goes out twice, the copy late: duplicated and reordered at the backend.
+              mqttClientFactory: duplicatingMqtt(duplicated, () => 50 + Math.floor(random() * 400)),
             }
           : {}),
         hooks: p.kill
@@ -302,7 +261,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       });
       const list = events.get(vin) ?? [];
       events.set(vin, list);
-      created.agent.onEvent((e) => list.push(e));
+      created.agent.onEvent((e) => list.push({ at: Date.now(), e }));
       agents.set(vin, created);
       await created.agent.start();
     };
@@ -311,7 +270,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
 
     log('publishing release 2.0.0');
     const image = randomBytes(imageBytes);
-    await publishRelease('2.0.0', image);
+    const mainKey = (await publishRelease('2.0.0', image)).manifest.sha256;
     const t0 = Date.now();
     await call('POST', '/campaigns', {
       campaign_id: 'fleet-main',
@@ -350,7 +309,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
               ecus: st?.ecus,
               last_counter: st?.last_counter,
               recent: st?.recent.slice(-2),
-            })}; last events ${JSON.stringify((events.get(v.vin) ?? []).slice(-6))}`,
+            })}; last events ${JSON.stringify((events.get(v.vin) ?? []).slice(-6).map((x) => x.e))}`,
           );
         }
       }
@@ -363,7 +322,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         restarted = true;
         injected.brokerRestarts = 1;
         log('restarting the MQTT broker');
-        await cloud.broker.restart(1000);
+        await brokerProbe.restart(1000);
         log('broker back');
       }
       await new Promise((r) => setTimeout(r, 500));
@@ -389,6 +348,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     log(`main campaign ${campaign.status}: ${JSON.stringify(campaign.counts)}`);
 
     const offeredAt: number[] = [];
+    const offeredAtByVin = new Map<string, number>();
     const reasons: Record<string, number> = {};
     const installMs: number[] = [];
     for (const w of campaign.waves) {
@@ -397,6 +357,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         if (v.reason && v.status !== 'completed')
           reasons[`${v.status}: ${v.reason}`] = (reasons[`${v.status}: ${v.reason}`] ?? 0) + 1;
         if (v.offered_at) offeredAt.push(Date.parse(v.offered_at));
+        if (v.offered_at) offeredAtByVin.set(v.vin, Date.parse(v.offered_at));
         if (v.status === 'completed' && v.offered_at)
           installMs.push(Date.parse(v.updated_at) - Date.parse(v.offered_at));
       }
@@ -448,6 +409,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     // The backend's view against each vehicle's own view: they must agree exactly.
     const disagreements: string[] = [];
     const versions: Record<string, number> = {};
+    const backendStatus = new Map<string, string | undefined>();
     for (const vin of vins) {
       const backend = await call('GET', `/vehicles/${vin}`);
       const agent = agents.get(vin)!.agent;
@@ -459,6 +421,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         disagreements.push(`${vin}: backend says ${backend.ecus[0].version}, vehicle runs ${running}`);
       }
       const main = backend.updates.find((u: { update_id: string }) => u.update_id === 'campaign#fleet-main');
+      backendStatus.set(vin, main?.status);
       const last = agent.state?.recent.filter((r) => r.update_id === 'campaign#fleet-main').at(-1);
       const outcome = last?.status;
       if (main?.status !== outcome) {
@@ -478,6 +441,26 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         }
       }
     }
+    const faultEvidence = options.faults
+      ? await gatherEvidence({
+          vins,
+          plan,
+          agents,
+          transports,
+          events,
+          reboots,
+          brokerProbe,
+          duplicated,
+          backendStatus,
+          offeredAtByVin,
+          mainKey,
+          imageBytes,
+          chunkBytes: CHUNK,
+          historyTable: cloud.tables.history,
+        })
+      : undefined;
+    injected.downloadsCut = [...transports.values()].filter((t) => t.cutDone).length;
+    injected.duplicatedMessages = duplicated.sent;
     http.close();
     return {
       vehicles: options.vehicles,
@@ -500,6 +483,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       disagreements,
       versions,
       ...(tamperedCampaign ? { tamperedCampaign } : {}),
+      ...(faultEvidence ? { faultEvidence } : {}),
     };
   } finally {
     await pool([...agents.values()], 32, (a) => a.close().catch(() => {}));

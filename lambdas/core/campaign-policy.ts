@@ -179,3 +179,31 @@ export function evaluateWave(
   }
   return { action: 'wait' };
 }
+
+export type HaltReview =
+  | { readonly action: 'keep' }
+  | { readonly action: 'lift' }
+  | { readonly action: 'restate'; readonly reason: string; readonly failures: number };
+
+/**
+ * A halted wave looked at again. A halt is the engine's reaction to failures; when some of those failures are
+ * corrected by the vehicles themselves (a timed-out car reports, late, that it installed), the wave has fewer
+ * failures than when it halted. Then the policy is applied to the corrected counts: if it no longer calls for a
+ * halt the halt is lifted (the campaign was stopped for failures it did not have), and if it still does, the
+ * reason is restated with the corrected numbers. A halt whose failures stand is kept, even when more successes
+ * arrive and dilute the failure share: stopping early is the point of the halt, and only an operator resumes it.
+ */
+export function reviewHalt(
+  counts: WaveCounts,
+  policy: RolloutPolicy,
+  failuresAtHalt: number | undefined,
+  waveStartedAt: Date,
+  now: Date,
+): HaltReview {
+  const { failed } = summarize(counts);
+  // Halted before the engine recorded its failures (an older record): nothing to compare with.
+  if (failuresAtHalt === undefined || failed >= failuresAtHalt) return { action: 'keep' };
+  const decision = evaluateWave(counts, policy, waveStartedAt, now);
+  if (decision.action === 'halt') return { action: 'restate', reason: decision.reason, failures: failed };
+  return { action: 'lift' };
+}

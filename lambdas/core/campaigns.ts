@@ -18,12 +18,14 @@ import {
   haltProblem,
   policyProblems,
   type RolloutPolicy,
+  reviewHalt,
   summarize,
   waveSettled,
   waveSizes,
 } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type {
+  CampaignChanges,
   CampaignRecord,
   CampaignRepository,
   CampaignStatus,
@@ -471,6 +473,7 @@ export class CampaignEngine {
     remainingMs: () => number = () => Number.POSITIVE_INFINITY,
   ): Promise<{ campaigns: number; offered: number; timedOut: number }> {
     this.remainingMs = remainingMs;
+    for (const c of await this.deps.campaigns.listByStatus('halted')) await this.reviewHalted(c);
     const running = await this.deps.campaigns.listByStatus('running');
     let offered = 0;
     let timedOut = 0;
@@ -480,6 +483,40 @@ export class CampaignEngine {
       timedOut += r.timedOut;
     }
     return { campaigns: running.length, offered, timedOut };
+  }
+
+  /**
+   * A halted campaign whose wave had failures corrected by late outcomes since it halted (campaign-policy.ts
+   * reviewHalt): lifted when the policy no longer calls for the halt (the next tick carries on, or completes it),
+   * its reason restated when it still does. Either way halt_reason says what happened. Costs no read beyond the
+   * campaign itself.
+   */
+  async reviewHalted(c: CampaignRecord): Promise<'kept' | 'lifted' | 'restated'> {
+    const wave = c.currentWave;
+    const startedAt = new Date(c.waves[wave]?.startedAt ?? c.createdAt);
+    const now = this.deps.clock.now();
+    const review = reviewHalt(c.counts[`w${wave}`] ?? {}, c.policy, c.haltFailures, startedAt, now);
+    if (review.action === 'keep') return 'kept';
+    const was = c.haltReason ?? 'halted';
+    const failures = summarize(c.counts[`w${wave}`] ?? {}).failed;
+    const changes: CampaignChanges =
+      review.action === 'lift'
+        ? {
+            status: 'running',
+            haltReason: `halt lifted: late outcomes corrected wave ${wave} to ${failures} failure(s) (was: ${was})`,
+            haltFailures: failures,
+          }
+        : {
+            haltReason: `wave ${wave}: ${review.reason} (corrected by late outcomes; was: ${was})`,
+            haltFailures: review.failures,
+          };
+    if (!(await this.deps.campaigns.change(c.campaignId, c.revision, changes, now.toISOString())))
+      return 'kept';
+    this.deps.log?.warn(
+      review.action === 'lift' ? 'campaign halt lifted by late outcomes' : 'campaign halt restated',
+      { campaignId: c.campaignId, wave, failures, was },
+    );
+    return review.action === 'lift' ? 'lifted' : 'restated';
   }
 
   async tick(campaignId: string): Promise<{ offered: number; timedOut: number; decision: string }> {
@@ -543,7 +580,11 @@ export class CampaignEngine {
       await this.deps.campaigns.change(
         c.campaignId,
         fresh.revision,
-        { status: 'halted', haltReason: `wave ${wave}: ${decision.reason}` },
+        {
+          status: 'halted',
+          haltReason: `wave ${wave}: ${decision.reason}`,
+          haltFailures: summarize(fresh.counts[`w${wave}`] ?? {}).failed,
+        },
         stamp,
       );
       return { offered, timedOut, decision: 'halt' };

@@ -235,6 +235,11 @@ export interface CampaignRecord {
   readonly excluded: readonly { readonly vin: string; readonly reason: string }[];
   readonly haltReason?: string;
   readonly cancel?: CancelCheckpoint;
+  /**
+   * Failures in the halted wave when the engine halted it. A late outcome that corrects one of them (a timed-out
+   * vehicle that did install) lowers the wave's count below this, and the engine looks at the halt again.
+   */
+  readonly haltFailures?: number;
   /** counts[`w${wave}`][status] = vehicles in that state; maintained by atomic ADDs at every transition. */
   readonly counts: Record<string, Record<string, number>>;
   readonly createdAt: string;
@@ -243,7 +248,7 @@ export interface CampaignRecord {
 }
 
 export type CampaignChanges = Partial<
-  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason' | 'cancel'>
+  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason' | 'cancel' | 'haltFailures'>
 >;
 
 export interface CampaignRepository {

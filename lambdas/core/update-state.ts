@@ -67,10 +67,18 @@ export type TransitionResult =
     };
 
 /**
- * Install outcomes a vehicle may report on an update the backend cancelled: a cancel is a wish that can lose the
- * race with a car already installing, and what the car then runs is the fact that must be recorded.
+ * Terminal states the backend decides on its own, not from anything the vehicle said: a cancel is a wish that can
+ * lose the race with a car already installing, and a timeout is a guess that the car is not coming back. Neither
+ * is evidence about what the car runs, so an install outcome the car reports later overrides them.
  */
-export const OUTCOMES_AFTER_CANCEL: ReadonlySet<UpdateStatus> = new Set([
+export const BACKEND_DECIDED_STATUSES: ReadonlySet<UpdateStatus> = new Set(['cancelled', 'timed_out']);
+
+/**
+ * Install outcomes a vehicle may report on an update the backend had ended (BACKEND_DECIDED_STATUSES): what the
+ * car then runs is the fact that must be recorded. Nothing else moves such an update (a late progress report or a
+ * stand-down does not reopen it).
+ */
+export const LATE_OUTCOMES: ReadonlySet<UpdateStatus> = new Set([
   'completed',
   'failed',
   'verification_failed',
@@ -78,12 +86,12 @@ export const OUTCOMES_AFTER_CANCEL: ReadonlySet<UpdateStatus> = new Set([
 ]);
 
 export function applyReport(current: UpdateProgressState, report: StatusReport): TransitionResult {
-  const overridesCancel = current.status === 'cancelled' && OUTCOMES_AFTER_CANCEL.has(report.status);
-  if (isTerminal(current.status) && !overridesCancel) return { applied: false, reason: 'terminal' };
+  const lateOutcome = BACKEND_DECIDED_STATUSES.has(current.status) && LATE_OUTCOMES.has(report.status);
+  if (isTerminal(current.status) && !lateOutcome) return { applied: false, reason: 'terminal' };
   if (report.sequence !== undefined && report.sequence <= current.lastSequence) {
     return { applied: false, reason: 'stale_sequence' };
   }
-  if (overridesCancel) {
+  if (lateOutcome) {
     return {
       applied: true,
       next: {

@@ -7,6 +7,7 @@ import {
   evaluateWave,
   haltProblem,
   policyProblems,
+  reviewHalt,
   waveSettled,
   waveSizes,
 } from '../../lambdas/core/campaign-policy.js';
@@ -129,5 +130,35 @@ describe('guardrails (issue 18, finding 10)', { timeout: 10_000 }, () => {
       haltProblem({ ...DEFAULT_POLICY, haltMinOutcomes: 1, haltFailureCount: 11 }, sizes)!.message,
       /halt_failure_count 11 is more than the largest wave \(10 vehicles\)/,
     );
+  });
+});
+
+describe('a halt looked at again after late outcomes', { timeout: 10_000 }, () => {
+  const single = { ...DEFAULT_POLICY, waves: [100], retryBudget: 0 };
+  it('lifts a halt whose only failure was a timeout the vehicle corrected by completing', () => {
+    // Halted: the one vehicle timed out, so the wave finished with 0 of 1 succeeded.
+    assert.equal(evaluateWave({ timed_out: 1 }, single, t0, later(5)).action, 'halt');
+    assert.deepEqual(reviewHalt({ timed_out: 1 }, single, 1, t0, later(5)), { action: 'keep' });
+    assert.deepEqual(reviewHalt({ completed: 1 }, single, 1, t0, later(9)), { action: 'lift' });
+  });
+
+  it('restates the reason with the corrected numbers when the halt still holds', () => {
+    const policy = { ...DEFAULT_POLICY, haltFailurePercent: 10, haltMinOutcomes: 5 };
+    const review = reviewHalt({ completed: 4, timed_out: 1, downloading: 5 }, policy, 2, t0, later(9));
+    assert.equal(review.action, 'restate');
+    assert.ok(review.action === 'restate');
+    assert.equal(review.failures, 1);
+    assert.match(review.reason, /1 of 5 outcomes failed \(20\.0%\)/);
+  });
+
+  it('keeps a halt whose failures stand, even when later successes dilute their share', () => {
+    const policy = { ...DEFAULT_POLICY, haltFailurePercent: 10, haltMinOutcomes: 5 };
+    // Halted at 2 failures of 5; 30 successes later the share is 6%, but no failure was corrected.
+    assert.notEqual(evaluateWave({ completed: 30, failed: 2 }, policy, t0, later(9)).action, 'halt');
+    assert.deepEqual(reviewHalt({ completed: 30, failed: 2 }, policy, 2, t0, later(9)), { action: 'keep' });
+    // A timed-out vehicle that reports, late, that it failed is still a failure.
+    assert.deepEqual(reviewHalt({ completed: 3, failed: 2 }, policy, 2, t0, later(9)), { action: 'keep' });
+    // A halt recorded without its failure count (before the engine kept it) is left to the operator.
+    assert.deepEqual(reviewHalt({ completed: 1 }, single, undefined, t0, later(9)), { action: 'keep' });
   });
 });

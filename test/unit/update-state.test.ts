@@ -131,13 +131,41 @@ describe('version ordering', { timeout: 60_000 }, () => {
       applied: false,
       reason: 'stale_sequence',
     });
-    // Any other terminal state stays final.
-    assert.deepEqual(
-      applyReport({ ...cancelled, status: 'timed_out' }, { status: 'completed', sequence: 9 }),
-      {
+    // A terminal state the vehicle reported stays final.
+    for (const status of ['completed', 'failed', 'rejected', 'rolled_back'] as const)
+      assert.deepEqual(applyReport({ ...cancelled, status }, { status: 'completed', sequence: 9 }), {
         applied: false,
         reason: 'terminal',
-      },
-    );
+      });
+  });
+
+  it('records an install outcome reported after a timeout (the car was late, not gone), but nothing else', () => {
+    const timedOut = { status: 'timed_out' as const, progress: 100, lastSequence: 4 };
+    assert.deepEqual(applyReport(timedOut, { status: 'completed', sequence: 5 }), {
+      applied: true,
+      next: { status: 'completed', progress: 100, lastSequence: 5 },
+    });
+    assert.deepEqual(applyReport(timedOut, { status: 'verification_failed', sequence: 5 }), {
+      applied: true,
+      next: { status: 'verification_failed', progress: 100, lastSequence: 4 + 1 },
+    });
+    // Progress, a stand-down or a replayed report does not reopen it.
+    for (const status of ['downloading', 'downloaded', 'installing', 'rejected', 'offered'] as const)
+      assert.deepEqual(applyReport(timedOut, { status, progress: 50, sequence: 9 }), {
+        applied: false,
+        reason: 'terminal',
+      });
+    assert.deepEqual(applyReport(timedOut, { status: 'completed', sequence: 4 }), {
+      applied: false,
+      reason: 'stale_sequence',
+    });
+    // Once the late outcome is recorded, it is final like any outcome: a duplicate changes nothing.
+    const s = run([{ status: 'installing', sequence: 1 }]);
+    const after = applyReport({ ...s, status: 'timed_out' }, { status: 'completed', sequence: 2 });
+    assert.ok(after.applied);
+    assert.deepEqual(applyReport(after.next, { status: 'completed', sequence: 3 }), {
+      applied: false,
+      reason: 'terminal',
+    });
   });
 });

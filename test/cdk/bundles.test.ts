@@ -1,0 +1,85 @@
+/**
+ * The other CDK tests skip bundling; this one builds every function of the stack exactly as the stack bundles it
+ * (entry and environment from the synthesised stack, esbuild options from OTA_BUNDLING through the translation the
+ * cold-start benchmark uses too) and loads each bundle in a fresh node process with that environment, as Lambda
+ * would. A broken build, banner, external or import, a missing `handler` export or a network call at init fails.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { build } from 'esbuild';
+import {
+  esbuildOptions,
+  INIT_RUNNER,
+  lambdaRuntimeEnv,
+  loadBundle,
+  type StackFunction,
+  stackFunctions,
+} from '../../lib/function-bundles.js';
+import { CREATE_REQUIRE_BANNER } from '../../lib/ota-function.js';
+import { ALL_FUNCTIONS } from './fixtures.js';
+
+let dir: string;
+let runner: string;
+let functions: StackFunction[];
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'ota-bundles-'));
+  runner = join(dir, 'runner.mjs');
+  writeFileSync(runner, INIT_RUNNER);
+  functions = stackFunctions();
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('Lambda bundles, built as the stack builds them', { timeout: 180_000 }, () => {
+  it('the stack has every backend function, each with its entry point and environment', () => {
+    assert.deepEqual(functions.map((f) => f.name).sort(), [...ALL_FUNCTIONS].sort());
+    for (const f of functions) {
+      assert.match(f.entry, /lambdas\/[a-z-]+\/handler\.ts$/);
+      assert.equal(f.environment.POWERTOOLS_SERVICE_NAME, f.name);
+      assert.ok(f.environment.TABLE_VEHICLES || f.environment.TABLE_CAMPAIGNS, `${f.name} has its tables`);
+    }
+  });
+
+  it('builds and loads every function: an ESM bundle with the banner, exporting handler, no network at init', async () => {
+    for (const f of functions) {
+      const outfile = join(dir, f.name, 'index.mjs');
+      const result = await build(esbuildOptions(f.entry, outfile));
+      assert.deepEqual(result.errors, [], `${f.name}: build errors`);
+      const js = readFileSync(outfile, 'utf8');
+      assert.ok(js.startsWith(CREATE_REQUIRE_BANNER), `${f.name}: starts with the createRequire banner`);
+      assert.doesNotMatch(js, /from\s*["']@aws-sdk\//, `${f.name}: the AWS SDK is bundled, not imported`);
+      const sample = loadBundle(runner, outfile, {
+        ...lambdaRuntimeEnv(f.name, dirname(outfile)),
+        ...f.environment,
+      });
+      assert.deepEqual(sample.attempts, [], `${f.name}: no network call at init`);
+    }
+  });
+
+  it('fails a bundle that does not load (the check can fail)', async () => {
+    const broken = join(dir, 'broken', 'handler.ts');
+    const missing = join(dir, 'missing', 'handler.ts');
+    writeFileSync(
+      join(dir, 'throws.ts'),
+      "throw new Error('init failed');\nexport const handler = () => 1;\n",
+    );
+    for (const [file, source] of [
+      [broken, "import '../throws.ts';\nexport const handler = async () => 1;\n"],
+      [missing, 'export const handle = async () => 1;\n'],
+    ] as const) {
+      rmSync(dirname(file), { recursive: true, force: true });
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, source);
+      const outfile = join(dirname(file), 'index.mjs');
+      await build(esbuildOptions(file, outfile));
+      assert.throws(
+        () => loadBundle(runner, outfile, lambdaRuntimeEnv('broken', dirname(outfile))),
+        /init of/,
+      );
+    }
+  });
+});
