@@ -16,8 +16,6 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import mqtt from 'mqtt';
 import { isTerminal } from '../lambdas/core/update-state.js';
 import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';

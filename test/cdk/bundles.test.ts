@@ -25,14 +25,17 @@ let dir: string;
 let runner: string;
 let functions: StackFunction[];
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'ota-bundles-'));
   runner = join(dir, 'runner.mjs');
   writeFileSync(runner, INIT_RUNNER);
   functions = stackFunctions();
-});
+}, HOOK_TIMEOUT);
 
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => rmSync(dir, { recursive: true, force: true }), HOOK_TIMEOUT);
 
 describe('Lambda bundles, built as the stack builds them', { timeout: 180_000 }, () => {
   it('the stack has every backend function, each with its entry point and environment', () => {

@@ -26,14 +26,17 @@ import {
 let ac: AgentCloud;
 let rel: PublishedRelease;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
 before(async () => {
   ac = await startAgentCloud();
   rel = await publishRelease(ac, { version: '2.0.0', size: 256 * 1024 + 13 });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await ac?.stop();
-});
+}, HOOK_TIMEOUT);
 
 async function campaign(id: string) {
   await ac.cloud.rules.idle();
