@@ -4,6 +4,7 @@
  * with it and the OpenAPI document is generated from it, so none of them can drift from the others.
  */
 import * as z from 'zod';
+import { freshnessAlertSchema } from './freshness.js';
 import {
   ecuNameSchema,
   hardwareIdSchema,
@@ -27,6 +28,7 @@ export const bodies = {
   }),
   firmwareRequest: z.strictObject({ firmware_version: versionSchema }),
   status: statusReportSchema,
+  freshnessAlert: freshnessAlertSchema,
   createRelease: signedManifestSchema,
   publishRelease: z.strictObject({
     upload_id: z.string().min(1).max(1024).optional(),
@@ -176,6 +178,23 @@ export const ROUTES: readonly RouteDefinition[] = [
     body: bodies.status,
     maxBodyBytes: SMALL,
     summary: 'Report update status',
+  },
+  {
+    method: 'GET',
+    resource: '/updates/{vin}/freshness',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    maxBodyBytes: 0,
+    summary: "The newest signed freshness statement with this vehicle's leaf and inclusion proof",
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/freshness/alert',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bodies.freshnessAlert,
+    maxBodyBytes: SMALL,
+    summary: 'Report a withheld offer or a lack of freshness statements',
   },
   {
     method: 'POST',

@@ -14,6 +14,7 @@ import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
 import { clientConfig } from './aws-clients.js';
+import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -42,6 +43,11 @@ export const repositories = {
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
+  freshness: () =>
+    new DynamoFreshnessRepository(db(), {
+      vehicles: requireEnv(ENV.tableVehicles),
+      freshness: requireEnv(ENV.tableFreshness),
+    }),
 };
 
 export function objectStore(): S3ObjectStore {

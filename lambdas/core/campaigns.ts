@@ -590,6 +590,7 @@ export class CampaignEngine {
       vehicle,
       { ...u, ...changes } as UpdateRecord,
       manifest.manifest,
+      'offer',
     );
     try {
       await this.deps.publisher.publish(u.vin, {

@@ -8,6 +8,7 @@ export const ENV = {
   tableUpdates: 'TABLE_UPDATES',
   tableHistory: 'TABLE_HISTORY',
   tableCampaigns: 'TABLE_CAMPAIGNS',
+  tableFreshness: 'TABLE_FRESHNESS',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',
@@ -21,6 +22,10 @@ export const ENV = {
   multipartPartBytes: 'MULTIPART_PART_BYTES',
   /** Seconds between campaign engine ticks (the schedule's period). */
   campaignTickSeconds: 'CAMPAIGN_TICK_SECONDS',
+  /** Seconds between freshness statements (the schedule's period); each is valid for 4 periods. */
+  freshnessPeriodSeconds: 'FRESHNESS_PERIOD_SECONDS',
+  /** Most vehicles one freshness statement may cover; a larger fleet fails the job loudly (the scan is bounded). */
+  freshnessMaxVehicles: 'FRESHNESS_MAX_VEHICLES',
   /** Days a status history item is kept. */
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */
@@ -51,6 +56,8 @@ export const DEFAULTS = {
   multipartPartBytes: 64 * 1024 * 1024,
   campaignTickSeconds: 60,
   historyRetentionDays: 90,
+  freshnessPeriodSeconds: 300,
+  freshnessMaxVehicles: 200_000,
 } as const satisfies Partial<Record<keyof typeof ENV, number>>;
 
 export class MissingConfigError extends Error {

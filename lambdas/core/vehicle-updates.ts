@@ -89,9 +89,11 @@ export class AssignmentIssuer {
     vehicle: VehicleRecord,
     update: UpdateRecord,
     manifest: ReleaseManifest,
+    /** offer: the assignment goes out in a pushed offer, which the freshness statement then commits to. */
+    purpose: 'offer' | 'answer' = 'answer',
   ): Promise<SignedAssignment> {
     const now = this.deps.clock.now();
-    const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin);
+    const counter = await this.deps.vehicles.nextAssignmentCounter(vehicle.vin, purpose === 'offer');
     return signAssignment(
       {
         schema: 'ota.assignment/v1',

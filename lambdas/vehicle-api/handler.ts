@@ -11,6 +11,7 @@ import {
   repositories,
   settings,
 } from '../adapters/runtime.js';
+import { FreshnessService } from '../core/freshness.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { authorizeVehicle } from '../core/vehicle-auth.js';
@@ -33,6 +34,14 @@ const offers = new FirmwareOfferService({
   objects: objectStore(),
   signer,
   presignTtlSeconds: settings.presignTtlSeconds(),
+});
+
+const freshness = new FreshnessService({
+  repo: repositories.freshness(),
+  signer,
+  clock: systemClock,
+  periodSeconds: settings.freshnessPeriodSeconds(),
+  maxVehicles: settings.freshnessMaxVehicles(),
 });
 
 const ratePerMinute = settings.vehicleRatePerMinute();
@@ -83,6 +92,16 @@ const route = createRouter(
         progress: update.progress,
         applied,
       });
+    },
+    'GET /updates/{vin}/freshness': async (req: RouteRequest<undefined>) =>
+      json(200, await freshness.answer(await authorize(req))),
+    'POST /updates/{vin}/freshness/alert': async (
+      req: RouteRequest<z.infer<typeof bodies.freshnessAlert>>,
+    ) => {
+      const vehicle = await authorize(req);
+      metrics.addMetric('FreshnessAlerts', 'Count', 1);
+      logger.warn('vehicle reports a freshness problem', { vin: vehicle.vin, ...req.body });
+      return json(202, await freshness.alert(vehicle, req.body));
     },
   },
   logger,
