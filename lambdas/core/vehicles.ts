@@ -72,6 +72,8 @@ export class VehicleRegistryService {
       certificate_id: vehicle.certificateId,
       registered_at: vehicle.registeredAt,
       active_update_id: vehicle.activeUpdateId ?? null,
+      /** The last withheld offer or freshness silence the vehicle reported (lambdas/core/freshness.ts). */
+      freshness_alert: vehicle.freshnessAlert ?? null,
       updates: updates.map(toUpdateView),
     };
   }
