@@ -258,6 +258,8 @@ export class OtaStack extends Stack {
     this.data.bindReadWrite(vehicle, 'updates');
     this.data.bindWrite(vehicle, 'history');
     this.data.bindUpdateItem(vehicle, 'campaigns');
+    // Freshness: reads the newest statement and the vehicle's bucket; alerts are written on the vehicle's item.
+    this.data.bindRead(vehicle, 'freshness');
     this.storage.grantPresignDownload(vehicle);
     this.signingKey.grantVerify(vehicle);
     // Every offer carries a per-vehicle assignment signed with the backend key (lambdas/core/assignment.ts).
@@ -297,6 +299,8 @@ export class OtaStack extends Stack {
     this.data.bindReadWrite(tick, 'vehicles');
     this.data.bindReadWrite(tick, 'updates', { indexes: ['byCampaign'] });
     this.data.bindWrite(tick, 'history');
+    // Freshness job (same function): scans vehicles for leaves, writes statements and buckets.
+    this.data.bindReadWrite(tick, 'freshness');
     this.signingKey.grantSign(tick);
     // Assignments carry the signer's key id, derived from the public key (KmsSigner.publicKeyPem).
     this.signingKey.grantVerify(tick);

@@ -28,6 +28,7 @@ const tables = {
   updates: table('TABLE_UPDATES'),
   history: table('TABLE_HISTORY'),
   campaigns: table('TABLE_CAMPAIGNS'),
+  freshness: table('TABLE_FRESHNESS'),
 };
 type TableName = keyof typeof tables;
 /** The exact item action sets of DataTables' bind helpers, written out here independently. */
@@ -116,6 +117,7 @@ describe('least privilege per function', () => {
       updates: 'none',
       history: 'none',
       campaigns: 'none',
+      freshness: 'none',
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', keyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -126,13 +128,14 @@ describe('least privilege per function', () => {
     assert.equal(functionEnv(template, 'auth-api').FIRMWARE_BUCKET, undefined);
   });
 
-  it('vehicle-api: reads releases, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
+  it('vehicle-api: reads releases and freshness statements, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
     assert.deepEqual(dynamoAccess('vehicle-api'), {
       releases: 'read',
       vehicles: 'readwrite',
       updates: 'readwrite',
       history: 'write',
       campaigns: 'update',
+      freshness: 'read',
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -160,6 +163,7 @@ describe('least privilege per function', () => {
       updates: 'readwrite',
       history: 'write',
       campaigns: 'readwrite',
+      freshness: 'none',
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -198,6 +202,7 @@ describe('least privilege per function', () => {
       updates: 'readwrite',
       history: 'write',
       campaigns: 'update',
+      freshness: 'none',
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -226,13 +231,14 @@ describe('least privilege per function', () => {
     );
   });
 
-  it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles and updates read/write, history append-only', () => {
+  it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles, updates and freshness read/write, history append-only', () => {
     assert.deepEqual(dynamoAccess('campaign-tick'), {
       releases: 'read',
       vehicles: 'readwrite',
       updates: 'readwrite',
       history: 'write',
       campaigns: 'read+update',
+      freshness: 'readwrite',
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);
