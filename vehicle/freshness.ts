@@ -118,6 +118,9 @@ export class FreshnessMonitor {
 
   async loop(): Promise<void> {
     const interval = this.options.checkIntervalMs ?? 300_000;
+    // The first check at a random point of the first interval: a fleet starting together (or reconnecting after an
+    // outage) spreads its statement requests instead of sending them all at once.
+    await this.wakeup.wait(this.ctx.runtime, this.ctx.runtime.random() * interval, this.ctx.signal);
     while (!this.ctx.signal.aborted) {
       try {
         await this.checkOnce();

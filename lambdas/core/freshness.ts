@@ -5,11 +5,11 @@
  * Cost, honestly: the period job reads every vehicle item (a paged Scan of the vehicles table projecting the VIN
  * and the latest offer counter) and writes one item per bucket of BUCKET_SIZE vehicles plus one for the statement.
  * A Scan is billed by the size of the items read, not of the projection, so at 1,000,000 vehicles of ~2 KB it
- * reads ~2 GB (~250,000 read request units, about $0.06 per statement on demand) and writes ~4,000 bucket items
- * of ~20 KB (~80,000 write units, about $0.10): at the default period of 5 minutes that is ~$45 a day, and
- * the Scan takes minutes. The job is bounded by FRESHNESS_MAX_VEHICLES and refuses to publish beyond it, rather
- * than silently covering part of the fleet (vehicles then report missing statements). docs/architecture.md
- * ("Freshness") names what changes at that scale. The leaves are the counters the offers already write
+ * reads ~2 GB (~250,000 read units) and writes ~2,000 bucket items of ~15 KB (~30,000 write units): about $0.05
+ * per statement on demand, and the Scan takes minutes. The job is bounded by FRESHNESS_MAX_VEHICLES and refuses
+ * to publish beyond it, rather than silently covering part of the fleet (vehicles then report missing
+ * statements). docs/architecture.md ("Freshness") names what changes at that scale. The leaves are the counters
+ * the offers already write
  * (VehicleRepository.nextAssignmentCounter with offer), so nothing else is maintained per offer.
  */
 import {
