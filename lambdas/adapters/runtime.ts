@@ -13,6 +13,8 @@ import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
+import { FreshnessService } from '../core/freshness.js';
+import { systemClock } from '../core/ports.js';
 import { clientConfig } from './aws-clients.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import {
@@ -62,6 +64,17 @@ export function backendSigner(): Signer {
   const arn = optionalEnv(ENV.signingKeyArn);
   if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
   return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
+}
+
+/** The freshness role over the tables, signing with the backend key (the tick publishes, vehicle-api serves). */
+export function freshnessService(signer: Signer): FreshnessService {
+  return new FreshnessService({
+    repo: repositories.freshness(),
+    signer,
+    clock: systemClock,
+    periodSeconds: settings.freshnessPeriodSeconds(),
+    maxVehicles: settings.freshnessMaxVehicles(),
+  });
 }
 
 /** The backend's public key as a trusted key set, fetched once and cached for the life of the function. */

@@ -11,10 +11,17 @@ import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
-import { backendSigner, logger, metrics, repositories, tracer } from '../adapters/runtime.js';
+import {
+  backendSigner,
+  freshnessService,
+  logger,
+  metrics,
+  repositories,
+  tracer,
+} from '../adapters/runtime.js';
 import { CampaignEngine } from '../core/campaigns.js';
 import { settings } from '../core/env.js';
-import { FRESHNESS_JOB, FreshnessService } from '../core/freshness.js';
+import { FRESHNESS_JOB } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { AssignmentIssuer } from '../core/vehicle-updates.js';
 
@@ -37,13 +44,7 @@ const engine = new CampaignEngine({
   log: logger,
 });
 
-const freshness = new FreshnessService({
-  repo: repositories.freshness(),
-  signer,
-  clock: systemClock,
-  periodSeconds: settings.freshnessPeriodSeconds(),
-  maxVehicles: settings.freshnessMaxVehicles(),
-});
+const freshness = freshnessService(signer);
 
 export const handler = instrumented(async (event?: unknown, context?: Context) => {
   if ((event as { job?: unknown } | undefined)?.job === FRESHNESS_JOB.job) {

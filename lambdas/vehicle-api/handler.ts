@@ -5,13 +5,13 @@ import { instrumented } from '../adapters/observability.js';
 import {
   backendSigner,
   backendVerificationKeys,
+  freshnessService,
   logger,
   metrics,
   objectStore,
   repositories,
   settings,
 } from '../adapters/runtime.js';
-import { FreshnessService } from '../core/freshness.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { authorizeVehicle } from '../core/vehicle-auth.js';
@@ -36,13 +36,7 @@ const offers = new FirmwareOfferService({
   presignTtlSeconds: settings.presignTtlSeconds(),
 });
 
-const freshness = new FreshnessService({
-  repo: repositories.freshness(),
-  signer,
-  clock: systemClock,
-  periodSeconds: settings.freshnessPeriodSeconds(),
-  maxVehicles: settings.freshnessMaxVehicles(),
-});
+const freshness = freshnessService(signer);
 
 const ratePerMinute = settings.vehicleRatePerMinute();
 
