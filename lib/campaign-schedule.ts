@@ -7,6 +7,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
+import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /**
@@ -20,6 +21,12 @@ export const CAMPAIGN_TICK_PERIOD = Duration.minutes(1);
  * one is due and a campaign never stalls longer than one period behind a stuck tick.
  */
 export const CAMPAIGN_TICK_TIMEOUT = Duration.seconds(55);
+
+/**
+ * Period of the freshness statement (lambdas/core/freshness.ts): one signature for the fleet per period, each
+ * statement valid for 4 periods. Vehicles check every 5 minutes and report silence after an hour by default.
+ */
+export const FRESHNESS_PERIOD = Duration.minutes(5);
 
 export interface CampaignScheduleProps {
   /**
@@ -77,6 +84,11 @@ export interface CampaignScheduleProps {
  */
 export class CampaignSchedule extends Construct {
   readonly schedule: scheduler.Schedule;
+  /**
+   * Publishes the freshness statement every FRESHNESS_PERIOD: the same function, role, retry policy and dead-letter
+   * queue as the tick, with the input {"job":"freshness"}. Its failures show in the same alarms.
+   */
+  readonly freshnessSchedule: scheduler.Schedule;
   /** The group holding the schedule; the role trusts schedules of this group only. */
   readonly scheduleGroup: scheduler.ScheduleGroup;
   /** The role EventBridge Scheduler assumes to invoke the tick function. */
@@ -106,6 +118,7 @@ export class CampaignSchedule extends Construct {
       );
     }
     fn.addEnvironment(ENV.campaignTickSeconds, String(CAMPAIGN_TICK_PERIOD.toSeconds()));
+    fn.addEnvironment(ENV.freshnessPeriodSeconds, String(FRESHNESS_PERIOD.toSeconds()));
 
     this.deadLetterQueue = createDeadLetterQueue(
       this,
@@ -142,6 +155,20 @@ export class CampaignSchedule extends Construct {
 
     const role = this.role;
     const deadLetterQueue = this.deadLetterQueue;
+    // A target of our own rather than aws-scheduler-targets' LambdaInvoke, which also grants the role
+    // lambda:InvokeFunction on <function>:* (every version and alias).
+    const target = (input?: scheduler.ScheduleTargetInput): scheduler.IScheduleTarget => ({
+      bind: () => ({
+        arn: fn.functionArn,
+        role,
+        retryPolicy: {
+          maximumRetryAttempts: retryAttempts,
+          maximumEventAgeInSeconds: CAMPAIGN_TICK_PERIOD.toSeconds(),
+        },
+        deadLetterConfig: { arn: deadLetterQueue.queueArn },
+        ...(input ? { input } : {}),
+      }),
+    });
     this.schedule = new scheduler.Schedule(this, 'Schedule', {
       description:
         'Campaign engine tick: paced offers, timeouts, halts and wave changes of running campaigns',
@@ -149,22 +176,20 @@ export class CampaignSchedule extends Construct {
       timeWindow: scheduler.TimeWindow.off(),
       scheduleGroup: this.scheduleGroup,
       enabled: true,
-      // A target of our own rather than aws-scheduler-targets' LambdaInvoke, which also grants the role
-      // lambda:InvokeFunction on <function>:* (every version and alias).
-      target: {
-        bind: () => ({
-          arn: fn.functionArn,
-          role,
-          retryPolicy: {
-            maximumRetryAttempts: retryAttempts,
-            maximumEventAgeInSeconds: CAMPAIGN_TICK_PERIOD.toSeconds(),
-          },
-          deadLetterConfig: { arn: deadLetterQueue.queueArn },
-        }),
-      },
+      target: target(),
     });
-    // The schedule names its group by name, which CloudFormation cannot see as a reference.
+    this.freshnessSchedule = new scheduler.Schedule(this, 'FreshnessSchedule', {
+      description:
+        "Freshness statement: signed time and every vehicle's latest offer, one signature per period",
+      schedule: scheduler.ScheduleExpression.rate(FRESHNESS_PERIOD),
+      timeWindow: scheduler.TimeWindow.off(),
+      scheduleGroup: this.scheduleGroup,
+      enabled: true,
+      target: target(scheduler.ScheduleTargetInput.fromObject(FRESHNESS_JOB)),
+    });
+    // The schedules name their group by name, which CloudFormation cannot see as a reference.
     this.schedule.node.addDependency(this.scheduleGroup);
+    this.freshnessSchedule.node.addDependency(this.scheduleGroup);
 
     new lambda.EventInvokeConfig(this, 'AsyncInvoke', {
       function: fn,

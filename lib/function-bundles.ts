@@ -28,7 +28,10 @@ export function stackFunctions(): StackFunction[] {
   const app = new App({ context: { 'aws:cdk:bundling-stacks': [] }, builtinCloudFormationValidation: false });
   const stack = new OtaStack(app, 'Bundles');
   const template = app.synth().getStackByName(stack.stackName).template as {
-    Resources: Record<string, { Properties?: { Environment?: { Variables?: Record<string, unknown> } } }>;
+    Resources: Record<
+      string,
+      { Type?: string; Properties?: { Environment?: { Variables?: Record<string, unknown> } } }
+    >;
   };
   return stack.node
     .findAll()
@@ -39,13 +42,18 @@ export function stackFunctions(): StackFunction[] {
       return {
         name: fn.serviceName,
         entry: fn.entry,
-        environment: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, dummyValue(v)])),
+        environment: Object.fromEntries(
+          Object.entries(vars).map(([k, v]) => [k, dummyValue(v, template.Resources)]),
+        ),
       };
     });
 }
 
-/** A plausible stand-in for a CloudFormation value: a name for a Ref, an ARN for an Arn attribute. */
-function dummyValue(v: unknown): string {
+/**
+ * A plausible stand-in for a CloudFormation value: a name for a Ref (a queue URL for a queue's, as CloudFormation
+ * answers), an ARN for an Arn attribute.
+ */
+function dummyValue(v: unknown, resources: Record<string, { Type?: string }>): string {
   if (typeof v === 'string') return v;
   const o = v as Record<string, unknown>;
   if (typeof o?.Ref === 'string') {
@@ -55,6 +63,9 @@ function dummyValue(v: unknown): string {
       'AWS::Partition': 'aws',
       'AWS::URLSuffix': 'amazonaws.com',
     };
+    if (resources[o.Ref]?.Type === 'AWS::SQS::Queue') {
+      return `https://sqs.${DUMMY_REGION}.amazonaws.com/${DUMMY_ACCOUNT}/dummy-${o.Ref.toLowerCase()}`;
+    }
     return pseudo[o.Ref] ?? `dummy-${o.Ref.toLowerCase()}`;
   }
   const att = o?.['Fn::GetAtt'] as [string, string] | undefined;
@@ -64,7 +75,7 @@ function dummyValue(v: unknown): string {
       : `dummy-${att[0]}-${att[1]}`.toLowerCase();
   }
   const join = o?.['Fn::Join'] as [string, unknown[]] | undefined;
-  if (join) return join[1].map(dummyValue).join(join[0]);
+  if (join) return join[1].map((part) => dummyValue(part, resources)).join(join[0]);
   throw new Error(`no dummy for the CloudFormation value ${JSON.stringify(v)}`);
 }
 

@@ -308,6 +308,8 @@ export class OtaStack extends Stack {
     d.bindItems(vehicle, 'history', ['PutItem']);
     // Counts move by UpdateItem; a campaign being cancelled refuses its updates' downloads (GetItem).
     d.bindItems(vehicle, 'campaigns', ['GetItem', 'UpdateItem']);
+    // Freshness: reads the newest statement and the vehicle's bucket; alerts are written on the vehicle's item.
+    d.bindItems(vehicle, 'freshness', ['GetItem']);
     this.storage.grantPresignDownload(vehicle);
     this.tokenKey.grantVerify(vehicle);
     this.signingKey.grantVerify(vehicle);
@@ -360,9 +362,12 @@ export class OtaStack extends Stack {
     const tick = this.campaignTickFunction;
     d.bindItems(tick, 'campaigns', ['GetItem', 'UpdateItem'], { indexes: ['byStatus'] });
     d.bindItems(tick, 'releases', ['GetItem']);
-    d.bindItems(tick, 'vehicles', ['GetItem', 'UpdateItem']);
+    // The freshness job (same function) scans the vehicles for its leaves (bounded by FRESHNESS_MAX_VEHICLES).
+    d.bindItems(tick, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
     d.bindItems(tick, 'updates', ['PutItem'], { indexes: ['byCampaign'] });
     d.bindItems(tick, 'history', ['PutItem']);
+    // ...and writes statements and their buckets.
+    d.bindItems(tick, 'freshness', ['GetItem', 'PutItem']);
     this.signingKey.grantSign(tick);
     // Assignments carry the signer's key id, derived from the public key (KmsSigner.publicKeyPem).
     this.signingKey.grantVerify(tick);

@@ -22,6 +22,7 @@ import {
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { RevocationList } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
+import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa } from './ca.js';
@@ -43,6 +44,7 @@ import { startIotDataShim } from './iot-data-shim.js';
 import { type LocalJobQueue, type LocalJobQueueProps, startLocalJobQueue } from './job-queue.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
+import { startLocalSchedule } from './schedule.js';
 import type { LocalCredentials } from './sigv4.js';
 import {
   emulatorCredentials,
@@ -105,6 +107,12 @@ export interface LocalCloudOptions {
   readonly campaignTickMs?: number;
   /** The jobs-worker function's timeout and its queue's redelivery settings (local/job-queue.ts). */
   readonly jobs?: Pick<LocalJobQueueProps, 'timeoutMs' | 'visibilityTimeoutMs' | 'maxReceiveCount'>;
+  /**
+   * Period of the freshness statement (EventBridge Scheduler on AWS); 0 turns the loop off (publishFreshness()
+   * still publishes one on demand).
+   * @default 60000
+   */
+  readonly freshnessPeriodMs?: number;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
@@ -151,11 +159,15 @@ export interface LocalCloud {
   /** Logical table name -> physical name. */
   readonly tables: Readonly<Record<TableDefinition['name'], string>>;
   readonly dataDir: string;
+  /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
+  publishFreshness(): Promise<unknown>;
   /** Closes every server and restores the environment variables the cloud set. */
   stop(): Promise<void>;
 }
 
 let running = false;
+
+const DEFAULT_FRESHNESS_PERIOD_MS = 60_000;
 
 /** Starts the local cloud. One per process: the handlers read their configuration from process.env. */
 export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
@@ -232,6 +244,9 @@ async function start(
       options.challengesPerVinPerMinute ?? DEFAULTS.challengesPerVinPerMinute,
     ),
     [ENV.campaignTickSeconds]: String(Math.max(1, Math.round((options.campaignTickMs ?? 1000) / 1000))),
+    [ENV.freshnessPeriodSeconds]: String(
+      Math.max(1, Math.round((options.freshnessPeriodMs || DEFAULT_FRESHNESS_PERIOD_MS) / 1000)),
+    ),
     [ENV.releasePublicKeys]: JSON.stringify(release.pems),
     [ENV.localSigningKeyFile]: signingKeyFile,
     [ENV.localTokenSigningKeyFile]: tokenKeyFile,
@@ -340,42 +355,27 @@ async function start(
   });
   cleanups.push(() => rules.stop());
 
-  // The campaign engine's schedule: one tick at a time, the next one a period after the previous finished.
+  // The campaign engine's schedule, and the freshness statement's (both EventBridge Scheduler on AWS, both served
+  // by the campaign-tick function): one run at a time, the next one a period after the previous finished.
+  const tickHandler = () =>
+    import('../lambdas/campaign-tick/handler.js').then(
+      (m) => m.handler as (event?: unknown) => Promise<unknown>,
+    );
   const tickMs = options.campaignTickMs ?? 1000;
   if (tickMs > 0 && !options.loadHandler) {
-    let timer: NodeJS.Timeout | undefined;
-    let stopped = false;
-    let running: Promise<void> = Promise.resolve();
-    const tickHandler = import('../lambdas/campaign-tick/handler.js').then(
-      (m) => m.handler as () => Promise<unknown>,
+    const schedule = startLocalSchedule(
+      'campaign tick',
+      tickMs,
+      async () => (await tickHandler())(),
+      options.logger,
     );
-    tickHandler.catch(() => {});
-    const loop = () => {
-      timer = setTimeout(() => {
-        running = tickHandler
-          .then((tick) => tick())
-          .then(
-            () => undefined,
-            (err: unknown) => {
-              const extra = { error: err instanceof Error ? err.message : String(err) };
-              if (options.logger) options.logger.error('campaign tick failed', extra);
-              else
-                process.stderr.write(
-                  `${JSON.stringify({ level: 'ERROR', message: 'campaign tick failed', ...extra })}\n`,
-                );
-            },
-          )
-          .finally(() => {
-            if (!stopped) loop();
-          });
-      }, tickMs);
-    };
-    loop();
-    cleanups.push(async () => {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
-    });
+    cleanups.push(() => schedule.stop());
+  }
+  const freshnessMs = options.freshnessPeriodMs ?? DEFAULT_FRESHNESS_PERIOD_MS;
+  const publishFreshness = async () => (await tickHandler())(FRESHNESS_JOB);
+  if (freshnessMs > 0 && !options.loadHandler) {
+    const schedule = startLocalSchedule('freshness statement', freshnessMs, publishFreshness, options.logger);
+    cleanups.push(() => schedule.stop());
   }
 
   const gateway = await service('API gateway', ports.api, () =>
@@ -414,6 +414,7 @@ async function start(
     bucket: FIRMWARE_BUCKET,
     tables,
     dataDir,
+    publishFreshness,
   };
 }
 

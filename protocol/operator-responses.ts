@@ -71,6 +71,10 @@ export const vehicleViewSchema = z.object({
   registered_at: z.string(),
   active_update_id: z.string().nullable(),
   revoked_at: z.string().nullable(),
+  /** The last withheld offer or freshness silence the vehicle reported. */
+  freshness_alert: z
+    .object({ kind: z.string(), sequence: z.number().int(), detail: z.string(), at: z.string() })
+    .nullable(),
   updates: z.array(updateViewSchema),
 });
 export type VehicleView = z.infer<typeof vehicleViewSchema>;

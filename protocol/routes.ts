@@ -4,6 +4,7 @@
  * with it and the OpenAPI document is generated from it, so none of them can drift from the others.
  */
 import * as z from 'zod';
+import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import {
   campaignListSchema,
   campaignVehiclesSchema,
@@ -48,6 +49,7 @@ export const bodies = {
   }),
   firmwareRequest: z.strictObject({ firmware_version: versionSchema }),
   status: statusReportSchema,
+  freshnessAlert: freshnessAlertSchema,
   createRelease: signedManifestSchema,
   publishRelease: z.strictObject({
     upload_id: plainText(1024).min(1).optional(),
@@ -221,6 +223,25 @@ export const ROUTES: readonly RouteDefinition[] = [
     maxBodyBytes: SMALL,
     responses: { 200: statusAnswerSchema },
     summary: 'Report update status',
+  },
+  {
+    method: 'GET',
+    resource: '/updates/{vin}/freshness',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    maxBodyBytes: 0,
+    responses: { 200: freshnessAnswerSchema },
+    summary: "The newest signed freshness statement with this vehicle's leaf and inclusion proof",
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/freshness/alert',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bodies.freshnessAlert,
+    maxBodyBytes: SMALL,
+    responses: { 202: freshnessAlertAnswerSchema },
+    summary: 'Report a withheld offer or a lack of freshness statements',
   },
   {
     method: 'POST',

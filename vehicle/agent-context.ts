@@ -17,6 +17,11 @@ export interface AgentContext {
   readonly store: StateStore;
   readonly reporter: Reporter;
   readonly runtime: AgentRuntime;
+  /**
+   * The time offers and assignments expire against: the vehicle's clock, or the newest signed freshness time if
+   * that is later (freshness.ts), so a clock set back cannot revive an expired assignment.
+   */
+  expiryNow(): number;
   readonly logger: AgentLogger;
   /** Aborted by stop() and kill(). */
   readonly signal: AbortSignal;

@@ -2,6 +2,7 @@
 import type { VehicleApi } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { DownloaderOptions } from './downloader.js';
+import type { FreshnessOptions } from './freshness.js';
 import type { HttpTransport } from './http-transport.js';
 import type { FreeSpace } from './image-file.js';
 import type { EcuInstaller } from './installer.js';
@@ -76,6 +77,19 @@ export type AgentEvent =
       reason?: string;
     }
   | { type: 'connection'; connected: boolean }
+  /**
+   * Freshness (freshness.ts): a newer statement verified (fresh), one refused (refused: older, forged, another
+   * VIN's, future-dated or expired), an offer found withheld (withheld), no statement for too long (silent), an
+   * alert taken by the backend (reported; reason names its kind).
+   */
+  | {
+      type: 'freshness';
+      status: 'fresh' | 'refused' | 'withheld' | 'silent' | 'reported';
+      sequence?: number;
+      issued_at?: string;
+      counter?: number;
+      reason?: string;
+    }
   | { type: 'error'; message: string };
 
 export interface VehicleAgentOptions {
@@ -121,6 +135,12 @@ export interface VehicleAgentOptions {
   /** @default 16 GiB */
   readonly maxImageBytes?: number;
   readonly freeSpace?: FreeSpace;
+  /**
+   * Checking the backend's signed freshness statements (withheld offers, silence, signed time); false turns it
+   * off. Active only when the api can fetch statements.
+   * @default every 5 minutes, silence reported after 1 hour
+   */
+  readonly freshness?: FreshnessOptions | false;
   readonly runtime?: AgentRuntime;
   readonly logger?: AgentLogger;
   readonly hooks?: AgentHooks;

@@ -18,6 +18,7 @@ import type { AgentEvent, VehicleAgentOptions } from './agent-options.js';
 import { DownloadUrls } from './download-phase.js';
 import { Downloader } from './downloader.js';
 import { AgentError } from './errors.js';
+import { FreshnessMonitor } from './freshness.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
 import { MqttLink } from './mqtt-link.js';
 import { OfferAcceptance } from './offer-acceptance.js';
@@ -44,6 +45,7 @@ interface Parts {
   readonly reporter: Reporter;
   readonly inbox: OfferInbox;
   readonly poller: Poller;
+  readonly freshness: FreshnessMonitor | undefined;
 }
 
 /**
@@ -125,11 +127,13 @@ export class VehicleAgent {
       logger: this.logger,
       ...(o.reportBackoff ? { backoff: o.reportBackoff } : {}),
     });
+    let freshness: FreshnessMonitor | undefined;
     const ctx: AgentContext = {
       options: o,
       store,
       reporter,
       runtime: this.runtime,
+      expiryNow: () => freshness?.signedNow() ?? this.runtime.now(),
       logger: this.logger,
       signal: this.abort.signal,
       killed: () => this.killed,
@@ -139,11 +143,18 @@ export class VehicleAgent {
     const urls = new DownloadUrls();
     const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox), this.downloader, urls);
     const poller = new Poller(ctx, inbox, urls, this.mqtt);
-    this.parts = { store, reporter, inbox, poller };
+    if (o.freshness !== false && o.api.freshness) {
+      freshness = new FreshnessMonitor(ctx, o.freshness ?? {}, () => {
+        poller.requestCatchUp();
+        poller.wake();
+      });
+      await freshness.open();
+    }
+    this.parts = { store, reporter, inbox, poller, freshness };
     await runner.recover();
     reporter.start();
     this.mqtt?.start();
-    this.loops = [runner.loop(this.workWake), poller.loop()];
+    this.loops = [runner.loop(this.workWake), poller.loop(), ...(freshness ? [freshness.loop()] : [])];
   }
 
   /** Graceful stop: the update in progress keeps its phase and resumes on the next start. */
@@ -152,6 +163,7 @@ export class VehicleAgent {
     this.abort.abort(new AgentError('stopped', 'the agent is stopping'));
     this.workWake.notify();
     this.parts?.poller.wake();
+    this.parts?.freshness?.wake();
     await this.mqtt?.stop();
     for (const loop of this.loops) await Promise.race([loop, this.runtime.sleep(5000)]);
     await this.parts?.reporter.stop();
@@ -180,6 +192,11 @@ export class VehicleAgent {
       if (s && s.current === null && s.inbox.length === 0 && s.pending_reports.length === 0) return;
       await this.runtime.sleep(pollMs);
     }
+  }
+
+  /** Checks the freshness statement now (fetch, verify, withheld offer, silence, alerts). */
+  async checkFreshnessOnce(): Promise<void> {
+    await this.started.freshness?.checkOnce();
   }
 
   /** Asks the polling loop to poll now. */

@@ -3,7 +3,8 @@
  * they expire and once more on a 401, and the update routes. Responses are validated; a download answer whose
  * manifest or assignment does not parse is refused here, before anything acts on it.
  */
-import type { z } from 'zod';
+import * as z from 'zod';
+import { type FreshnessAlert, type FreshnessAnswer, freshnessAnswerSchema } from '../protocol/freshness.js';
 import {
   challengeAnswerSchema,
   type DownloadAnswer,
@@ -28,6 +29,10 @@ export interface VehicleApi {
   download(firmwareVersion: string, signal?: AbortSignal): Promise<DownloadAnswer>;
   listUpdates(signal?: AbortSignal): Promise<UpdateList>;
   reportStatus(body: StatusBody, signal?: AbortSignal): Promise<StatusAnswer>;
+  /** The newest freshness statement with this vehicle's leaf and proof (absent: freshness is not checked). */
+  freshness?(signal?: AbortSignal): Promise<FreshnessAnswer>;
+  /** Reports a withheld offer or missing statements. */
+  freshnessAlert?(alert: FreshnessAlert, signal?: AbortSignal): Promise<unknown>;
 }
 
 export interface VehicleApiClientOptions {
@@ -95,6 +100,26 @@ export class VehicleApiClient implements VehicleApi {
 
   reportStatus(body: StatusBody, signal?: AbortSignal): Promise<StatusAnswer> {
     return this.authorized('POST', `/updates/${this.options.vin}/status`, body, signal, statusAnswerSchema);
+  }
+
+  freshness(signal?: AbortSignal): Promise<FreshnessAnswer> {
+    return this.authorized(
+      'GET',
+      `/updates/${this.options.vin}/freshness`,
+      undefined,
+      signal,
+      freshnessAnswerSchema,
+    );
+  }
+
+  freshnessAlert(alert: FreshnessAlert, signal?: AbortSignal): Promise<unknown> {
+    return this.authorized(
+      'POST',
+      `/updates/${this.options.vin}/freshness/alert`,
+      alert,
+      signal,
+      z.unknown(),
+    );
   }
 
   /** Forgets the token (e.g. after re-registration). */

@@ -208,9 +208,9 @@ export class InstallPhase {
    */
   private async stillAuthorized(cur: CurrentUpdate, offer: UpdateOffer): Promise<boolean> {
     const m = offer.manifest.manifest;
-    if (Date.parse(offer.assignment.assignment.expires_at) > this.ctx.runtime.now()) return true;
+    if (Date.parse(offer.assignment.assignment.expires_at) > this.ctx.expiryNow()) return true;
     const renewed = this.renewals.get(cur.update_id);
-    if (renewed !== undefined && renewed > this.ctx.runtime.now()) return true;
+    if (renewed !== undefined && renewed > this.ctx.expiryNow()) return true;
     let answer: Awaited<ReturnType<VehicleApi['download']>>;
     try {
       answer = await this.ctx.options.api.download(offer.firmware_version, this.ctx.signal);
@@ -233,7 +233,7 @@ export class InstallPhase {
     const check = checkAssignment(fresh, {
       keys: this.ctx.options.trust.backendKeys,
       vin: this.ctx.options.vin,
-      now: new Date(this.ctx.runtime.now()),
+      now: new Date(this.ctx.expiryNow()),
       lastCounter: cur.counter,
       manifest: m,
     });

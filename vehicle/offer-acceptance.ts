@@ -66,7 +66,7 @@ export class OfferAcceptance {
     }
     const verdict = verifyOffer(offer, {
       vin: this.ctx.options.vin,
-      now: new Date(this.ctx.runtime.now()),
+      now: new Date(this.ctx.expiryNow()),
       lastCounter: s.last_counter,
       trust: await this.trustAnchors(),
       ecus: s.ecus,

@@ -69,15 +69,15 @@ async function createOnce(
   if (!(await conditionally(db, put))) throw new ConflictError(conflict.code, conflict.message);
 }
 
-function isConditionFailure(err: unknown): boolean {
+export function isConditionFailure(err: unknown): boolean {
   return err instanceof Error && err.name === 'ConditionalCheckFailedException';
 }
 
-function encodeCursor(key: Record<string, unknown> | undefined): string | undefined {
+export function encodeCursor(key: Record<string, unknown> | undefined): string | undefined {
   return key ? Buffer.from(JSON.stringify(key)).toString('base64url') : undefined;
 }
 
-function decodeCursor(cursor: string | undefined): Record<string, unknown> | undefined {
+export function decodeCursor(cursor: string | undefined): Record<string, unknown> | undefined {
   if (!cursor) return undefined;
   try {
     const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
@@ -244,6 +244,7 @@ type StoredVehicle = VehicleRecord & {
   /** Items written before challenges had their own table may still hold one; never read. */
   challenge?: { nonce: string; expiresAt: number };
   assignmentCounter?: number;
+  offerCounter?: number;
   campaignLocks?: Record<string, string>;
 };
 
@@ -252,6 +253,7 @@ function toVehicle(item: Record<string, unknown>): VehicleRecord {
   const {
     challenge: _c,
     assignmentCounter: _n,
+    offerCounter: _o,
     campaignLocks: _l,
     ...rest
   } = item as unknown as StoredVehicle;
@@ -379,14 +381,17 @@ export class DynamoVehicleRepository implements VehicleRepository {
     );
   }
 
-  async nextAssignmentCounter(vin: string): Promise<number> {
+  async nextAssignmentCounter(vin: string, offer = false): Promise<number> {
+    // For an offer, the same write records the new counter as the latest offer (both computed from the old value).
     const out = await this.db.send(
       new UpdateCommand({
         TableName: this.table,
         Key: { vin },
-        UpdateExpression: 'ADD assignmentCounter :one',
+        UpdateExpression: offer
+          ? 'SET assignmentCounter = if_not_exists(assignmentCounter, :zero) + :one, offerCounter = if_not_exists(assignmentCounter, :zero) + :one'
+          : 'ADD assignmentCounter :one',
         ConditionExpression: 'attribute_exists(vin)',
-        ExpressionAttributeValues: { ':one': 1 },
+        ExpressionAttributeValues: offer ? { ':one': 1, ':zero': 0 } : { ':one': 1 },
         ReturnValues: 'UPDATED_NEW',
       }),
     );

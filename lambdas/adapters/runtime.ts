@@ -13,8 +13,11 @@ import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
+import { FreshnessService } from '../core/freshness.js';
+import { systemClock } from '../core/ports.js';
 import { clientConfig } from './aws-clients.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
+import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -45,6 +48,11 @@ export const repositories = {
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
+  freshness: () =>
+    new DynamoFreshnessRepository(db(), {
+      vehicles: requireEnv(ENV.tableVehicles),
+      freshness: requireEnv(ENV.tableFreshness),
+    }),
 };
 
 export function objectStore(): S3ObjectStore {
@@ -74,6 +82,17 @@ export function tokenSigner(): Signer {
   const arn = optionalEnv(ENV.tokenSigningKeyArn);
   if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
   return KeyFileSigner.fromFile(requireEnv(ENV.localTokenSigningKeyFile));
+}
+
+/** The freshness role over the tables, signing with the backend key (the tick publishes, vehicle-api serves). */
+export function freshnessService(signer: Signer): FreshnessService {
+  return new FreshnessService({
+    repo: repositories.freshness(),
+    signer,
+    clock: systemClock,
+    periodSeconds: settings.freshnessPeriodSeconds(),
+    maxVehicles: settings.freshnessMaxVehicles(),
+  });
 }
 
 /** The backend's public key as a trusted key set, fetched once and cached for the life of the function. */

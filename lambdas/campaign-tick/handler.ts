@@ -1,15 +1,27 @@
 /**
  * The campaign engine's heartbeat: on a schedule (EventBridge Scheduler every minute on AWS, every second on the
  * local cloud), advances every running campaign: paced offers, timeouts, halts and wave changes.
+ *
+ * The same function publishes the freshness statement when invoked with {"job":"freshness"} (its own schedule,
+ * lib/campaign-schedule.ts): it shares the tick's signer and tables, and its reserved concurrency of 1 keeps the
+ * two jobs from overlapping.
  */
 import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
 import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
-import { backendSigner, logger, metrics, repositories, tracer } from '../adapters/runtime.js';
+import {
+  backendSigner,
+  freshnessService,
+  logger,
+  metrics,
+  repositories,
+  tracer,
+} from '../adapters/runtime.js';
 import { CampaignEngine } from '../core/campaigns.js';
 import { settings } from '../core/env.js';
+import { FRESHNESS_JOB } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { AssignmentIssuer } from '../core/vehicle-updates.js';
 
@@ -21,9 +33,10 @@ const base = {
   history: repositories.history(),
   clock: systemClock,
 };
+const signer = backendSigner();
 const engine = new CampaignEngine({
   ...base,
-  assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer: backendSigner(), clock: systemClock }),
+  assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer, clock: systemClock }),
   publisher: new IotOfferPublisher(
     tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
   ),
@@ -31,7 +44,15 @@ const engine = new CampaignEngine({
   log: logger,
 });
 
-export const handler = instrumented(async (_event?: unknown, context?: Context) => {
+const freshness = freshnessService(signer);
+
+export const handler = instrumented(async (event?: unknown, context?: Context) => {
+  if ((event as { job?: unknown } | undefined)?.job === FRESHNESS_JOB.job) {
+    const published = await freshness.publish();
+    metrics.addMetric('FreshnessVehicles', 'Count', published.leafCount);
+    logger.info('freshness statement published', { ...published });
+    return published;
+  }
   const result = await engine.tickAll(context ? () => context.getRemainingTimeInMillis() : undefined);
   metrics.addMetric('OffersSent', 'Count', result.offered);
   metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);

@@ -670,7 +670,8 @@ export class CampaignEngine {
     if (!vehicle || vehicle.revokedAt !== undefined) return false;
     const deadline = new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString();
     // The offer's counter is recorded with it: reports about an earlier offer of this update are refused.
-    const offerCounter = await this.deps.assignments.reserveCounter(u.vin);
+    // Drawn as an offer's counter: the vehicle's latest offer, which the freshness statement commits to.
+    const offerCounter = await this.deps.assignments.reserveCounter(u.vin, 'offer');
     const changes: Partial<UpdateRecord> = {
       status: 'offered',
       progress: 0,

@@ -9,6 +9,7 @@ export const ENV = {
   tableHistory: 'TABLE_HISTORY',
   tableCampaigns: 'TABLE_CAMPAIGNS',
   tableChallenges: 'TABLE_CHALLENGES',
+  tableFreshness: 'TABLE_FRESHNESS',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',
@@ -28,6 +29,10 @@ export const ENV = {
   multipartPartBytes: 'MULTIPART_PART_BYTES',
   /** Seconds between campaign engine ticks (the schedule's period). */
   campaignTickSeconds: 'CAMPAIGN_TICK_SECONDS',
+  /** Seconds between freshness statements (the schedule's period); each is valid for 4 periods. */
+  freshnessPeriodSeconds: 'FRESHNESS_PERIOD_SECONDS',
+  /** Most vehicles one freshness statement may cover; a larger fleet fails the job loudly (the scan is bounded). */
+  freshnessMaxVehicles: 'FRESHNESS_MAX_VEHICLES',
   /** Days a status history item is kept. */
   historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */
@@ -74,6 +79,8 @@ export const DEFAULTS = {
   historyRetentionDays: 90,
   ingestVinRatePerSecond: 5,
   ingestVinBurst: 200,
+  freshnessPeriodSeconds: 300,
+  freshnessMaxVehicles: 200_000,
 } as const satisfies Partial<Record<keyof typeof ENV, number>>;
 
 export class MissingConfigError extends Error {

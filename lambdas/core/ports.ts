@@ -3,6 +3,7 @@
  * lambdas/adapters; the local cloud reuses those same implementations against emulators.
  */
 import type { Readable } from 'node:stream';
+import type { FreshnessAlert, ProofStep, SignedFreshness } from '../../protocol/freshness.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
 import type { UpdateStatus } from '../../protocol/schemas.js';
@@ -99,6 +100,15 @@ export interface VehicleRecord {
   /** Set by an operator's revoke (kill switch): no token, no message and no offer for this vehicle any more. */
   readonly revokedAt?: string;
   readonly revokedReason?: string;
+  /** The last freshness alert the vehicle reported (lambdas/core/freshness.ts). */
+  readonly freshnessAlert?: FreshnessAlertRecord;
+}
+
+export interface FreshnessAlertRecord {
+  readonly kind: FreshnessAlert['kind'];
+  readonly sequence: number;
+  readonly detail: string;
+  readonly at: string;
 }
 
 /**
@@ -112,7 +122,7 @@ export interface ChallengeRepository {
    */
   countIssued(vin: string, window: number, limit: number, expiresAtSeconds: number): Promise<boolean>;
   put(vin: string, nonce: string, expiresAtSeconds: number): Promise<void>;
-  /** Deletes the challenge if it was issued for this VIN and is unexpired: true exactly once per challenge. */
+  /** Spends the challenge if it was issued for this VIN and is unexpired: true exactly once per challenge. */
   consume(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
 }
 
@@ -126,8 +136,12 @@ export interface VehicleRepository {
    * Windows are fixed (e.g. one minute), keyed by their start time.
    */
   takeRateToken(vin: string, window: number, limit: number): Promise<boolean>;
-  /** Atomically increments and returns the vehicle's assignment counter (1 on first use). */
-  nextAssignmentCounter(vin: string): Promise<number>;
+  /**
+   * Atomically increments and returns the vehicle's assignment counter (1 on first use). offer: the assignment
+   * goes out in an offer the backend pushes, and the same write records the counter as the vehicle's latest
+   * offer (the leaf of its freshness statement).
+   */
+  nextAssignmentCounter(vin: string, offer?: boolean): Promise<number>;
   /** Every registered vehicle, a page at a time (campaign targeting by filter). */
   scan(cursor?: string): Promise<{ items: VehicleRecord[]; cursor?: string }>;
   /** Takes the vehicle's per-ECU campaign lock; false when another campaign holds it. */
@@ -352,4 +366,25 @@ export interface OfferPublisher {
 /** Background jobs: an SQS queue feeding the jobs-worker function on AWS, a local stand-in on the local cloud. */
 export interface JobQueue {
   send(job: import('./jobs.js').Job): Promise<void>;
+}
+
+/** Freshness statements (lambdas/core/freshness.ts): the leaves they commit to and where they are kept. */
+export interface FreshnessRepository {
+  /** A page of (VIN, latest offer counter), 0 for a vehicle never offered anything: a scan of the vehicles. */
+  latestOffers(cursor?: string): Promise<{ items: { vin: string; counter: number }[]; cursor?: string }>;
+  /** The newest statement and how many buckets its leaves were stored in. */
+  latest(): Promise<{ signed: SignedFreshness; bucketCount: number } | undefined>;
+  /** One bucket of a statement: its leaves in order and its bucket root's path to the statement root. */
+  bucket(
+    sequence: number,
+    index: number,
+  ): Promise<{ leaves: { vin: string; counter: number }[]; path: ProofStep[] } | undefined>;
+  /** Stores a statement's buckets, then the statement; false when a statement of that sequence exists already. */
+  publish(
+    signed: SignedFreshness,
+    buckets: readonly { leaves: { vin: string; counter: number }[]; path: ProofStep[] }[],
+    expiresAtSeconds: number,
+  ): Promise<boolean>;
+  /** Records the vehicle's latest freshness alert on its record. */
+  recordAlert(vin: string, alert: FreshnessAlertRecord): Promise<void>;
 }

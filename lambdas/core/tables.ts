@@ -4,7 +4,7 @@
  */
 export interface TableDefinition {
   /** Logical name; the physical name comes from the environment (TABLE_<NAME>). */
-  readonly name: 'releases' | 'vehicles' | 'updates' | 'history' | 'campaigns' | 'challenges';
+  readonly name: 'releases' | 'vehicles' | 'updates' | 'history' | 'campaigns' | 'challenges' | 'freshness';
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
@@ -63,6 +63,15 @@ export const TABLES: readonly TableDefinition[] = [
     envVar: 'TABLE_HISTORY',
     partitionKey: 'vin',
     sortKey: 'eventId',
+    indexes: [],
+    ttlAttribute: 'expiresAt',
+  },
+  {
+    // Freshness statements: the newest under key `statement`, and each statement's leaves in buckets under
+    // `bucket#<sequence>#<index>`, which expire a day after their statement.
+    name: 'freshness',
+    envVar: 'TABLE_FRESHNESS',
+    partitionKey: 'key',
     indexes: [],
     ttlAttribute: 'expiresAt',
   },

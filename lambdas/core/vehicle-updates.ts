@@ -89,8 +89,12 @@ export class AssignmentIssuer {
   ) {}
 
   /** Takes the vehicle's next counter value, to record on an update before its assignment is signed. */
-  reserveCounter(vin: string): Promise<number> {
-    return this.deps.vehicles.nextAssignmentCounter(vin);
+  /**
+   * The vehicle's next assignment counter. offer: it goes out in a pushed offer, and the same write records it as the
+   * vehicle's latest offer, which the freshness statement commits to (download answers and renewals do not move it).
+   */
+  reserveCounter(vin: string, purpose: 'offer' | 'answer' = 'answer'): Promise<number> {
+    return this.deps.vehicles.nextAssignmentCounter(vin, purpose === 'offer');
   }
 
   /** Signs an assignment, with a counter from reserveCounter or else the vehicle's next one. */

@@ -74,6 +74,8 @@ export class VehicleRegistryService {
       registered_at: vehicle.registeredAt,
       active_update_id: vehicle.activeUpdateId ?? null,
       revoked_at: vehicle.revokedAt ?? null,
+      /** The last withheld offer or freshness silence the vehicle reported (lambdas/core/freshness.ts). */
+      freshness_alert: vehicle.freshnessAlert ?? null,
       updates: updates.map(toUpdateView),
     };
   }

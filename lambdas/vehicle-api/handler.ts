@@ -6,6 +6,7 @@ import { instrumented } from '../adapters/observability.js';
 import {
   backendSigner,
   backendVerificationKeys,
+  freshnessService,
   logger,
   metrics,
   objectStore,
@@ -37,6 +38,8 @@ const offers = new FirmwareOfferService({
   signer,
   presignTtlSeconds: settings.presignTtlSeconds(),
 });
+
+const freshness = freshnessService(signer);
 
 const ratePerMinute = settings.vehicleRatePerMinute();
 
@@ -86,6 +89,16 @@ const route = createRouter(
         progress: update.progress,
         applied,
       } satisfies StatusAnswer);
+    },
+    'GET /updates/{vin}/freshness': async (req: RouteRequest<undefined>) =>
+      json(200, await freshness.answer(await authorize(req))),
+    'POST /updates/{vin}/freshness/alert': async (
+      req: RouteRequest<z.infer<typeof bodies.freshnessAlert>>,
+    ) => {
+      const vehicle = await authorize(req);
+      metrics.addMetric('FreshnessAlerts', 'Count', 1);
+      logger.warn('vehicle reports a freshness problem', { vin: vehicle.vin, ...req.body });
+      return json(202, await freshness.alert(vehicle, req.body));
     },
   },
   logger,

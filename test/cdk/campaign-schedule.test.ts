@@ -19,7 +19,7 @@ import {
 const template = otaTemplate();
 const all = resources(template);
 const schedules = Object.entries(template.findResources('AWS::Scheduler::Schedule'));
-const schedule = schedules[0]![1].Properties as {
+type ScheduleProps = {
   ScheduleExpression: string;
   FlexibleTimeWindow: unknown;
   State: string;
@@ -32,6 +32,10 @@ const schedule = schedules[0]![1].Properties as {
     Input?: unknown;
   };
 };
+const scheduleProps = schedules.map(([, s]) => s.Properties as ScheduleProps);
+// The tick has no input; the freshness statement's schedule asks for that job.
+const schedule = scheduleProps.find((s) => s.Target.Input === undefined)!;
+const freshness = scheduleProps.find((s) => s.Target.Input !== undefined)!;
 const tickId = functionId(template, 'campaign-tick');
 const tickArn = { 'Fn::GetAtt': [tickId, 'Arn'] };
 const queueId = scheduleQueueId(template);
@@ -48,7 +52,7 @@ function alarmOn(t: Template, namespace: string, metric: string) {
 
 describe('campaign schedule', { timeout: 300_000 }, () => {
   it('is one EventBridge Scheduler schedule, every minute, on time (flexible time window off), enabled', () => {
-    assert.equal(schedules.length, 1);
+    assert.equal(schedules.length, 2, 'the tick and the freshness statement');
     assert.equal(schedule.ScheduleExpression, 'rate(1 minute)');
     assert.deepEqual(schedule.FlexibleTimeWindow, { Mode: 'OFF' });
     assert.equal(schedule.State, 'ENABLED');
@@ -64,6 +68,17 @@ describe('campaign schedule', { timeout: 300_000 }, () => {
     const seconds = Number(functionEnv(template, 'campaign-tick').CAMPAIGN_TICK_SECONDS);
     const match = /^rate\((\d+) minutes?\)$/.exec(schedule.ScheduleExpression)!;
     assert.equal(seconds, Number(match[1]) * 60);
+  });
+
+  it('publishes the freshness statement every 5 minutes through the same function, role and dead-letter queue', () => {
+    assert.equal(freshness.ScheduleExpression, 'rate(5 minutes)');
+    assert.deepEqual(JSON.parse(freshness.Target.Input as string), { job: 'freshness' });
+    assert.deepEqual(freshness.Target.Arn, tickArn);
+    assert.deepEqual(freshness.Target.RoleArn, schedule.Target.RoleArn);
+    assert.deepEqual(freshness.Target.DeadLetterConfig, { Arn: queueArn });
+    assert.deepEqual(freshness.FlexibleTimeWindow, { Mode: 'OFF' });
+    assert.equal(freshness.GroupName, schedule.GroupName);
+    assert.equal(Number(functionEnv(template, 'campaign-tick').FRESHNESS_PERIOD_SECONDS), 300);
   });
 
   it('ends a tick before the next is due, and never runs two at once', () => {

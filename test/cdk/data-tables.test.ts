@@ -133,6 +133,15 @@ describe('DataTables', { timeout: 300_000 }, () => {
     assert.equal(raw.DeletionPolicy, 'Retain');
   });
 
+  it('freshness: keyed by key, no index, items expire by expiresAt, recoverable, retained', () => {
+    const { props, raw } = tableByEnv(template, 'TABLE_FRESHNESS');
+    assert.deepEqual(props.KeySchema, [{ AttributeName: 'key', KeyType: 'HASH' }]);
+    assert.equal(props.GlobalSecondaryIndexes, undefined);
+    assert.deepEqual(props.TimeToLiveSpecification, { AttributeName: 'expiresAt', Enabled: true });
+    assert.deepEqual(props.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.equal(raw.DeletionPolicy, 'Retain');
+  });
+
   it('updates: sparse GSI byCampaign (campaignId, waveKey) next to its VIN x update key', () => {
     const { props } = tableByEnv(template, 'TABLE_UPDATES');
     assert.deepEqual(props.KeySchema, [

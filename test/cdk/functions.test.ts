@@ -107,17 +107,19 @@ describe('backend functions', { timeout: 300_000 }, () => {
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       } else if (fn === 'campaign-tick') {
-        it('gets the tick period, history retention, its five tables, the signing key and the IoT endpoint only', () => {
+        it('gets the tick and freshness periods, history retention, its six tables, the signing key and the IoT endpoint only', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
             'AWS_ENDPOINT_URL_IOT_DATA_PLANE',
             'CAMPAIGN_TICK_SECONDS',
+            'FRESHNESS_PERIOD_SECONDS',
             'HISTORY_RETENTION_DAYS',
             'NODE_OPTIONS',
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
             'SIGNING_KEY_ARN',
             'TABLE_CAMPAIGNS',
+            'TABLE_FRESHNESS',
             'TABLE_HISTORY',
             'TABLE_RELEASES',
             'TABLE_UPDATES',

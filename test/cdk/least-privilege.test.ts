@@ -32,6 +32,7 @@ const tables = {
   history: table('TABLE_HISTORY'),
   campaigns: table('TABLE_CAMPAIGNS'),
   challenges: table('TABLE_CHALLENGES'),
+  freshness: table('TABLE_FRESHNESS'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -99,6 +100,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       history: [],
       campaigns: [],
       challenges: ['PutItem', 'UpdateItem'],
+      freshness: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -114,7 +116,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.equal(functionEnv(template, 'auth-api').FIRMWARE_BUCKET, undefined);
   });
 
-  it('vehicle-api: reads releases, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
+  it('vehicle-api: reads releases and freshness statements, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
     assert.deepEqual(dynamoAccess('vehicle-api'), {
       releases: [],
       vehicles: ['GetItem', 'UpdateItem'],
@@ -123,6 +125,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       // Reads a campaign's status (a cancelling campaign's downloads are refused) and moves its counts.
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
+      freshness: ['GetItem'],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -153,6 +156,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       history: ['PutItem'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
+      freshness: [],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -194,6 +198,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       history: ['PutItem'],
       campaigns: ['UpdateItem'],
       challenges: [],
+      freshness: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -230,6 +235,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       history: ['PutItem'],
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
+      freshness: [],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -286,14 +292,15 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles and updates read/write, history append-only', () => {
+  it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles read/write (and scanned by the freshness job), updates written, freshness statements, history append-only', () => {
     assert.deepEqual(dynamoAccess('campaign-tick'), {
       releases: ['GetItem'],
-      vehicles: ['GetItem', 'UpdateItem'],
+      vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['PutItem'],
       history: ['PutItem'],
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
+      freshness: ['GetItem', 'PutItem'],
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);
@@ -354,13 +361,18 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
-  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator (issue 18 #9)', () => {
+  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator and the freshness job (issue 18 #9)', () => {
     for (const fn of ALL_FUNCTIONS) {
       const actions = allActions(template, fn);
       for (const never of ['dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:BatchGetItem']) {
         assert.ok(!actions.includes(never), `${fn}: ${never}`);
       }
-      assert.equal(actions.includes('dynamodb:Scan'), fn === 'operator-api', `${fn}: Scan`);
+      // The campaign tick also runs the freshness job, which scans the vehicles for its leaves.
+      assert.equal(
+        actions.includes('dynamodb:Scan'),
+        fn === 'operator-api' || fn === 'campaign-tick',
+        `${fn}: Scan`,
+      );
     }
   });
 

@@ -238,6 +238,24 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asOperator('POST', '/campaigns/conformance/start', 400, { now: true });
   });
 
+  it("freshness: the statement with this vehicle's proof, an alert, and refusals", async () => {
+    await cloud.publishFreshness();
+    const answer = await asVehicle('GET', `/updates/${VIN}/freshness`, 200);
+    assert.equal(answer.json.vin, VIN);
+    const alert = await asVehicle('POST', `/updates/${VIN}/freshness/alert`, 202, {
+      kind: 'no_statement',
+      sequence: answer.json.signed.statement.sequence,
+      detail: 'conformance',
+    });
+    assert.equal(alert.json.recorded, true);
+    await asVehicle('POST', `/updates/${VIN}/freshness/alert`, 400, {
+      kind: 'nonsense',
+      sequence: 1,
+      detail: '',
+    });
+    await asVehicle('GET', `/updates/${OTHER_VIN}/freshness`, 403);
+  });
+
   it('kill switches: withdraw a release, revoke a vehicle, and refusals', async () => {
     const withdrawn = await asOperator('POST', '/releases/tcu-4.0.0/withdraw', 200, { reason: 'bad batch' });
     assert.equal(withdrawn.json.status, 'withdrawn');

@@ -61,7 +61,7 @@ export interface AgentCloud {
 }
 
 export async function startAgentCloud(
-  opts: { presignTtlSeconds?: number; extraReleaseKeys?: readonly string[] } = {},
+  opts: { presignTtlSeconds?: number; extraReleaseKeys?: readonly string[]; freshnessPeriodMs?: number } = {},
 ): Promise<AgentCloud> {
   const root = mkdtempSync(join(tmpdir(), 'ota-agent-'));
   const releaseKey = newReleaseKey();
@@ -71,6 +71,7 @@ export async function startAgentCloud(
     ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
     releasePublicKeys: [releaseKey.publicPem, ...(opts.extraReleaseKeys ?? [])],
     presignTtlSeconds: opts.presignTtlSeconds ?? 300,
+    ...(opts.freshnessPeriodMs !== undefined ? { freshnessPeriodMs: opts.freshnessPeriodMs } : {}),
     logger: process.env.AGENT_TEST_LOG ? undefined : quiet,
   });
   const backendPem = readFileSync(cloud.signingKeyFile, 'utf8');

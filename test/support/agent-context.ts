@@ -50,6 +50,7 @@ export async function testContext(
     store,
     reporter: new Reporter({ vin: TEST_VIN, store, api, runtime }),
     runtime,
+    expiryNow: () => runtime.now(),
     logger: silentLogger,
     signal: abort.signal,
     killed: () => false,
