@@ -137,7 +137,7 @@ export class VehicleAgent {
     };
     const inbox = new OfferInbox(ctx, () => this.workWake.notify());
     const urls = new DownloadUrls();
-    const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox), this.downloader, urls);
+    const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox, urls), this.downloader, urls);
     const poller = new Poller(ctx, inbox, urls, this.mqtt);
     this.parts = { store, reporter, inbox, poller };
     await runner.recover();
