@@ -19,8 +19,8 @@ import { describeError } from './logger.js';
 import { isRedelivery, type OfferInbox } from './offer-inbox.js';
 import {
   type OfferCheckContext,
-  type OfferVerdict,
-  type RejectReason,
+  type Rejection,
+  rejecter,
   verifyOffer,
   verifyOfferHeader,
 } from './offer-verifier.js';
@@ -28,8 +28,6 @@ import type { TrustAnchors } from './provisioning.js';
 import { appendReport } from './reporter.js';
 import type { InboxEntry } from './state-store.js';
 import { installedReleaseKeys } from './trust-store.js';
-
-type Rejection = Extract<OfferVerdict, { ok: false }>;
 
 export class OfferAcceptance {
   constructor(
@@ -143,13 +141,8 @@ export class OfferAcceptance {
    * the digest the signed assignment binds; verifyOffer then checks its signatures and everything else.
    */
   private async fetchManifest(offer: UpdateOffer): Promise<SignedManifest | Rejection> {
-    const refused = (reason: RejectReason, message: string): Rejection => ({
-      ok: false,
-      reason,
-      message,
-      offer,
-      authentic: true,
-    });
+    // Called only once the assignment verified for this vehicle.
+    const refused = rejecter(offer, true);
     let answer: DownloadAnswer;
     try {
       answer = await this.ctx.options.api.download(offer.firmware_version, this.ctx.signal);

@@ -68,7 +68,18 @@ export type OfferVerdict =
       readonly authentic: boolean;
     };
 
-type Rejection = Extract<OfferVerdict, { ok: false }>;
+export type Rejection = Extract<OfferVerdict, { ok: false }>;
+
+/** Makes the rejections of one offer; `authentic`: its assignment is genuinely for this vehicle. */
+export function rejecter(offer: UpdateOffer, authentic: boolean) {
+  return (reason: RejectReason, message: string): Rejection => ({
+    ok: false,
+    reason,
+    message,
+    offer,
+    authentic,
+  });
+}
 
 /** The assignment in a payload (even a malformed offer), if it is signed by a trusted backend key for this VIN. */
 export function authenticAssignment(
@@ -87,13 +98,7 @@ export function authenticAssignment(
 export function verifyOfferHeader(offer: UpdateOffer, ctx: OfferCheckContext): Rejection | undefined {
   const a = offer.assignment.assignment;
   const authentic = assignmentSignedBy(offer.assignment, ctx.trust.backendKeys) && a.vin === ctx.vin;
-  const reject = (reason: RejectReason, message: string): Rejection => ({
-    ok: false,
-    reason,
-    message,
-    offer,
-    authentic,
-  });
+  const reject = rejecter(offer, authentic);
   if (!assignmentSignedBy(offer.assignment, ctx.trust.backendKeys)) {
     return reject('assignment_signature', 'the assignment is not signed by a trusted backend key');
   }
@@ -139,13 +144,7 @@ export function verifyOffer(raw: unknown, ctx: OfferCheckContext): OfferVerdict 
   const header = verifyOfferHeader(offer, ctx);
   if (header) return header;
   // Past the header, the assignment is genuine and for this vehicle: every rejection below is attributable.
-  const reject = (reason: RejectReason, message: string): OfferVerdict => ({
-    ok: false,
-    reason,
-    message,
-    offer,
-    authentic: true,
-  });
+  const reject = rejecter(offer, true);
   if (!offer.manifest) return reject('invalid_offer', 'the offer has no manifest');
   const full: FullOffer = { ...offer, manifest: offer.manifest };
   const m = full.manifest.manifest;
