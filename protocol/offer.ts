@@ -16,19 +16,26 @@ import { type SignedAssignment, signedAssignmentSchema } from './assignment.js';
 import type { SignedManifest } from './manifest.js';
 import { releaseIdSchema, sha256Schema, signedManifestSchema } from './schemas.js';
 
-export const offerSchema = z.strictObject({
-  type: z.literal('update_offer'),
-  campaign_id: z.string().max(64).nullable(),
-  update_id: z.string().min(1).max(128),
-  firmware_version: z.string().max(64),
-  ecu: z.string().max(32),
-  size: z.number().int().min(1),
-  release_id: releaseIdSchema,
-  /** SHA-256 of the canonical release manifest; equal to the signed assignment's manifest_sha256. */
-  manifest_sha256: sha256Schema,
-  manifest: signedManifestSchema.optional(),
-  assignment: signedAssignmentSchema,
-});
+export const offerSchema = z
+  .strictObject({
+    type: z.literal('update_offer'),
+    campaign_id: z.string().max(64).nullable(),
+    update_id: z.string().min(1).max(128),
+    firmware_version: z.string().max(64),
+    ecu: z.string().max(32),
+    size: z.number().int().min(1),
+    // release_id and manifest_sha256 are always sent by this backend. They are optional so that an offer of an
+    // earlier backend (which embedded `manifest` and had neither) still parses; either way the vehicle goes by the
+    // digest in the signed assignment, which these must equal when present.
+    release_id: releaseIdSchema.optional(),
+    /** SHA-256 of the canonical release manifest; equal to the signed assignment's manifest_sha256. */
+    manifest_sha256: sha256Schema.optional(),
+    manifest: signedManifestSchema.optional(),
+    assignment: signedAssignmentSchema,
+  })
+  .refine((o) => o.manifest !== undefined || o.manifest_sha256 !== undefined, {
+    message: 'an offer names its manifest (manifest_sha256) or carries it (manifest)',
+  });
 export type UpdateOffer = z.infer<typeof offerSchema>;
 
 /** An offer together with the signed manifest it names: what the vehicle works from once it has the manifest. */

@@ -117,8 +117,8 @@ export function verifyOfferHeader(offer: UpdateOffer, ctx: OfferCheckContext): R
     offer.ecu !== a.ecu && 'ecu',
     offer.update_id !== a.update_id && 'update_id',
     (offer.campaign_id ?? null) !== a.campaign_id && 'campaign_id',
-    offer.release_id !== a.release_id && 'release_id',
-    offer.manifest_sha256 !== a.manifest_sha256 && 'manifest_sha256',
+    offer.release_id !== undefined && offer.release_id !== a.release_id && 'release_id',
+    offer.manifest_sha256 !== undefined && offer.manifest_sha256 !== a.manifest_sha256 && 'manifest_sha256',
   ].filter((x): x is string => typeof x === 'string');
   if (mismatches.length > 0) {
     return reject(

@@ -40,7 +40,7 @@ function answer(manifest = v2.manifest): DownloadAnswer {
     expires_at: '2026-11-27T00:15:00.000Z',
     expires_in: 900,
     firmware_version: '2.0.0',
-    release_id: v2.release_id,
+    release_id: v2.assignment.assignment.release_id,
     ecu: 'tcu',
     size: v2.size,
     sha256: manifest.manifest.sha256,

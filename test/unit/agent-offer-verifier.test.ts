@@ -85,6 +85,12 @@ describe('verifyOffer', () => {
     assert.equal(v.ok, true, v.ok ? '' : v.message);
   });
 
+  it('accepts an offer of an earlier backend: the manifest embedded, no release_id or manifest_sha256', () => {
+    const { release_id: _r, manifest_sha256: _d, ...earlier } = offer;
+    const v = verifyOffer(earlier, ctx());
+    assert.equal(v.ok, true, v.ok ? '' : v.message);
+  });
+
   it('refuses malformed offers', () => {
     assert.equal(reason({ type: 'update_offer' }), 'invalid_offer');
     assert.equal(reason({ ...offer, extra: 1 }), 'invalid_offer');
@@ -190,6 +196,8 @@ describe('verifyOffer', () => {
     assert.equal(verifyOffer(compact, ctx()).ok, false, 'but is never accepted without its manifest');
     const header = (o: typeof compact, c = ctx()) => verifyOfferHeader(o, c)?.reason ?? 'ok';
     assert.equal(header({ ...compact, manifest_sha256: 'b'.repeat(64) }), 'offer_mismatch');
+    const { manifest_sha256: _named, ...nameless } = compact;
+    assert.equal(reason(nameless), 'invalid_offer', 'neither names nor carries its manifest');
     assert.equal(header({ ...compact, release_id: 'tcu-9.9.9' }), 'offer_mismatch');
     assert.equal(
       header({ ...compact, assignment: await assignmentFor(offer, {}, rogue.signer) }),
