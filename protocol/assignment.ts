@@ -48,6 +48,14 @@ export async function signAssignment(assignment: Assignment, signer: Signer): Pr
   };
 }
 
+/** Whether the assignment is signed by one of these (backend) keys: the first thing to know of any assignment. */
+export function assignmentSignedBy(signed: SignedAssignment, keys: readonly TrustedKey[]): boolean {
+  const key = keys.find((k) => k.keyId === signed.key_id);
+  return (
+    !!key && verifyEcdsa(key.key, Buffer.from(CONTEXT + canonicalJson(signed.assignment)), signed.signature)
+  );
+}
+
 export type AssignmentCheck =
   | { ok: true }
   | { ok: false; reason: 'bad_signature' | 'wrong_vin' | 'expired' | 'stale_counter' | 'manifest_mismatch' };
@@ -66,13 +74,7 @@ export function checkAssignment(
     manifest: ReleaseManifest;
   },
 ): AssignmentCheck {
-  const key = ctx.keys.find((k) => k.keyId === signed.key_id);
-  if (
-    !key ||
-    !verifyEcdsa(key.key, Buffer.from(CONTEXT + canonicalJson(signed.assignment)), signed.signature)
-  ) {
-    return { ok: false, reason: 'bad_signature' };
-  }
+  if (!assignmentSignedBy(signed, ctx.keys)) return { ok: false, reason: 'bad_signature' };
   const a = signed.assignment;
   if (a.vin !== ctx.vin) return { ok: false, reason: 'wrong_vin' };
   if (Date.parse(a.expires_at) <= ctx.now.getTime()) return { ok: false, reason: 'expired' };

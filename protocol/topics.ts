@@ -38,7 +38,8 @@ export const TOPICS = [
     channel: 'issue_details',
     direction: 'backend_to_vehicle',
     payload: offerSchema,
-    summary: 'Update offer: the OEM-signed manifest and the backend-signed assignment for this VIN',
+    summary:
+      'Update offer: the backend-signed assignment for this VIN and the digest of the OEM-signed manifest it binds (fetched over HTTPS)',
   },
   {
     channel: 'progress',

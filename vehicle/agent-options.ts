@@ -76,6 +76,8 @@ export type AgentEvent =
       status: VehicleStatus;
       reason?: string;
     }
+  /** An offer refused without a report: its assignment is not verifiably for this vehicle (forged, other VIN). */
+  | { type: 'refused'; reason: string; message: string }
   | { type: 'connection'; connected: boolean }
   /**
    * Freshness (freshness.ts): a newer statement verified (fresh), one refused (refused: older, forged, another

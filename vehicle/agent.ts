@@ -141,7 +141,7 @@ export class VehicleAgent {
     };
     const inbox = new OfferInbox(ctx, () => this.workWake.notify());
     const urls = new DownloadUrls();
-    const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox), this.downloader, urls);
+    const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox, urls), this.downloader, urls);
     const poller = new Poller(ctx, inbox, urls, this.mqtt);
     if (o.freshness !== false && o.api.freshness) {
       freshness = new FreshnessMonitor(ctx, o.freshness ?? {}, () => {

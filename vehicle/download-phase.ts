@@ -5,7 +5,7 @@
  */
 import { rename } from 'node:fs/promises';
 import { manifestDigest } from '../protocol/assignment.js';
-import type { UpdateOffer } from '../protocol/offer.js';
+import type { FullOffer } from '../protocol/offer.js';
 import {
   type AgentContext,
   DEFAULT_RETRY_BACKOFF,
@@ -53,7 +53,7 @@ export class DownloadPhase {
     private readonly outcomes: UpdateOutcomes,
   ) {}
 
-  private urlSource(offer: UpdateOffer): DownloadSource {
+  private urlSource(offer: FullOffer): DownloadSource {
     return {
       url: async (refresh, signal) => {
         const cached = this.urls.valid(offer.update_id, this.ctx.runtime.now());
@@ -76,7 +76,7 @@ export class DownloadPhase {
     };
   }
 
-  async download(cur: CurrentUpdate, offer: UpdateOffer): Promise<void> {
+  async download(cur: CurrentUpdate, offer: FullOffer): Promise<void> {
     const store = this.ctx.store;
     const m = offer.manifest.manifest;
     if (cur.phase === 'accepted') {
@@ -181,7 +181,7 @@ export class DownloadPhase {
     await this.ctx.reporter.status({ status: 'downloaded', ...reportBase(cur) });
   }
 
-  async verify(cur: CurrentUpdate, offer: UpdateOffer): Promise<void> {
+  async verify(cur: CurrentUpdate, offer: FullOffer): Promise<void> {
     const store = this.ctx.store;
     const m = offer.manifest.manifest;
     this.ctx.emit({

@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { checkAssignment } from '../protocol/assignment.js';
-import type { UpdateOffer } from '../protocol/offer.js';
+import type { FullOffer } from '../protocol/offer.js';
 import { type AgentContext, imageFile, RetryLater, reportBase } from './agent-context.js';
 import type { InstallStep } from './agent-options.js';
 import type { VehicleApi } from './api-client.js';
@@ -27,7 +27,7 @@ export class InstallPhase {
     private readonly outcomes: UpdateOutcomes,
   ) {}
 
-  async install(cur: CurrentUpdate, offer: UpdateOffer): Promise<void> {
+  async install(cur: CurrentUpdate, offer: FullOffer): Promise<void> {
     const store = this.ctx.store;
     const m = offer.manifest.manifest;
     const installer = this.ctx.options.installers[cur.ecu];
@@ -206,7 +206,7 @@ export class InstallPhase {
    * refusal ends the update as rejected with nothing installed; an unreachable backend means waiting, never
    * installing on a lapsed authorisation.
    */
-  private async stillAuthorized(cur: CurrentUpdate, offer: UpdateOffer): Promise<boolean> {
+  private async stillAuthorized(cur: CurrentUpdate, offer: FullOffer): Promise<boolean> {
     const m = offer.manifest.manifest;
     if (Date.parse(offer.assignment.assignment.expires_at) > this.ctx.expiryNow()) return true;
     const renewed = this.renewals.get(cur.update_id);

@@ -4,18 +4,23 @@
  * one). It also holds the parsed offers in use, and the rules that recognise an offer as already handled.
  */
 
-import { offerSchema, type UpdateOffer } from '../protocol/offer.js';
+import { type FullOffer, offerSchema, type UpdateOffer } from '../protocol/offer.js';
 import { VERSION_PATTERN } from '../protocol/schemas.js';
 import type { AgentContext } from './agent-context.js';
+import { AgentError } from './errors.js';
+import { authenticAssignment } from './offer-verifier.js';
 import { TERMINAL_REPORTS } from './reporter.js';
 import { type AgentState, type CurrentUpdate, offerDigest } from './state-store.js';
 
 export type OfferSource = 'mqtt' | 'poll';
 
-/** The payload as an offer, or why it is none (`version`: a well-formed firmware version it names, to report). */
+/**
+ * The payload as an offer, or why it is none (`json`: the payload, when it is JSON: its assignment may be genuine,
+ * and then the refusal is reported against it).
+ */
 export type ParsedOffer =
   | { readonly ok: true; readonly offer: UpdateOffer }
-  | { readonly ok: false; readonly reason: string; readonly version?: string };
+  | { readonly ok: false; readonly reason: string; readonly json?: unknown };
 
 export function parseOffer(payload: Buffer): ParsedOffer {
   let json: unknown;
@@ -28,10 +33,7 @@ export function parseOffer(payload: Buffer): ParsedOffer {
   if (parsed.success) return { ok: true, offer: parsed.data };
   const issue = parsed.error.issues[0];
   const reason = `invalid_offer: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'malformed'}`;
-  const version = (json as { firmware_version?: unknown } | null)?.firmware_version;
-  return typeof version === 'string' && VERSION_PATTERN.test(version)
-    ? { ok: false, reason, version }
-    : { ok: false, reason };
+  return { ok: false, reason, json };
 }
 
 /** A redelivery of an offer already handled or in progress (QoS 1 may deliver twice), or of a finished update. */
@@ -75,7 +77,7 @@ export function isKnownPending(
 
 export class OfferInbox {
   /** Parsed offers by stored file, for the update in progress (read once per process). */
-  private readonly offers = new Map<string, UpdateOffer>();
+  private readonly offers = new Map<string, FullOffer>();
 
   constructor(
     private readonly ctx: AgentContext,
@@ -92,13 +94,23 @@ export class OfferInbox {
         logger.warn('offer is not JSON; ignored', { source, bytes: payload.length });
         return;
       }
-      logger.warn('malformed offer rejected', { source, reason: parsed.reason });
-      if (parsed.version !== undefined) {
+      // Reported only under an assignment signed by a trusted backend key for this VIN: anyone able to publish on
+      // the offer topic could otherwise end a genuine update by naming its version in a malformed offer.
+      const a = authenticAssignment(parsed.json, {
+        vin: this.ctx.options.vin,
+        trust: this.ctx.options.trust,
+      });
+      logger.warn('malformed offer rejected', { source, reason: parsed.reason, reported: !!a });
+      if (a && VERSION_PATTERN.test(a.version)) {
         await this.ctx.reporter.status({
           status: 'rejected',
-          firmware_version: parsed.version,
+          firmware_version: a.version,
+          campaign_id: a.campaign_id,
+          update_id: a.update_id,
           reason: parsed.reason,
         });
+      } else {
+        this.ctx.emit({ type: 'refused', reason: 'invalid_offer', message: parsed.reason });
       }
       return;
     }
@@ -132,17 +144,21 @@ export class OfferInbox {
     this.onStored();
   }
 
-  /** The offer of the update in progress. */
-  async load(cur: CurrentUpdate): Promise<UpdateOffer> {
+  /** The offer of the update in progress, with its manifest (kept with it when it was accepted). */
+  async load(cur: CurrentUpdate): Promise<FullOffer> {
     const cached = this.offers.get(cur.offer_file);
     if (cached) return cached;
     const offer = await this.ctx.store.loadOffer(cur.offer_file);
-    this.offers.set(cur.offer_file, offer);
-    return offer;
+    if (!offer.manifest) {
+      throw new AgentError('offer_without_manifest', `stored offer ${cur.offer_file} has no manifest`);
+    }
+    const full: FullOffer = { ...offer, manifest: offer.manifest };
+    this.offers.set(cur.offer_file, full);
+    return full;
   }
 
   /** Keeps an offer just accepted (stored as `file`) for load(). */
-  remember(file: string, offer: UpdateOffer): void {
+  remember(file: string, offer: FullOffer): void {
     this.offers.set(file, offer);
   }
 

@@ -4,7 +4,7 @@
  * while an update runs or offers wait. A failed poll backs off exponentially with jitter, at least as long as the
  * backend's Retry-After. Each pending update not yet known becomes an offer in the inbox, built from /download.
  */
-import type { UpdateOffer } from '../protocol/offer.js';
+import type { FullOffer } from '../protocol/offer.js';
 import type { DownloadAnswer } from '../protocol/responses.js';
 import type { AgentContext } from './agent-context.js';
 import type { VehicleAgentOptions } from './agent-options.js';
@@ -53,8 +53,8 @@ export function pollRetryDelay(
   );
 }
 
-/** The offer a /download answer amounts to (it carries the same signed manifest and assignment). */
-export function offerFromAnswer(answer: DownloadAnswer): UpdateOffer {
+/** The offer a /download answer amounts to (it carries the signed manifest itself, and the assignment). */
+export function offerFromAnswer(answer: DownloadAnswer): FullOffer {
   return {
     type: 'update_offer',
     campaign_id: answer.assignment.assignment.campaign_id,
@@ -62,6 +62,8 @@ export function offerFromAnswer(answer: DownloadAnswer): UpdateOffer {
     firmware_version: answer.firmware_version,
     ecu: answer.ecu,
     size: answer.size,
+    release_id: answer.assignment.assignment.release_id,
+    manifest_sha256: answer.assignment.assignment.manifest_sha256,
     manifest: answer.manifest,
     assignment: answer.assignment,
   };

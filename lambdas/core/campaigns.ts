@@ -8,6 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { z } from 'zod';
+import { offerFor } from '../../protocol/offer.js';
 import type { CampaignList, CampaignVehicles, CampaignView } from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import { compareVersions } from '../../protocol/versions.js';
@@ -690,20 +691,14 @@ export class CampaignEngine {
       offerCounter,
     );
     try {
-      await this.deps.publisher.publish(u.vin, {
-        type: 'update_offer',
-        campaign_id: c.campaignId,
-        update_id: u.updateId,
-        firmware_version: c.version,
-        ecu: c.ecu,
-        size: manifest.manifest.size,
-        manifest,
-        assignment,
-      });
+      // The offer names the manifest by digest; the vehicle fetches it (with its chunk digests) over HTTPS, so the
+      // message stays small whatever the image size.
+      await this.deps.publisher.publish(u.vin, offerFor(assignment, manifest.manifest.size));
     } catch (err) {
-      // Not delivered (broker or Data Plane unavailable): take the offer back so the next tick sends it again,
-      // instead of leaving the vehicle waiting for its deadline. If the vehicle acted meanwhile (it can poll),
-      // the revision moved on and this does nothing.
+      // Not delivered (broker or Data Plane unavailable). The update stays offered and active, so a polling vehicle
+      // still sees it and can install it; its deadline is moved to now so the next tick publishes it again, and
+      // the attempt is given back: an unreachable broker must not spend the vehicle's retry budget. If the vehicle
+      // acted meanwhile, the revision moved on and this does nothing.
       this.deps.log?.warn('offer publish failed; will retry', {
         vin: u.vin,
         campaignId: c.campaignId,
@@ -711,11 +706,8 @@ export class CampaignEngine {
       });
       const offered: UpdateRecord = { ...u, ...changes, revision: u.revision + 1 };
       await transition(this.deps, c.campaignId, offered, {
-        status: u.status,
-        progress: u.progress,
         attempt: u.attempt,
-        offeredAt: u.offeredAt,
-        deadline: u.deadline,
+        deadline: now.toISOString(),
         reason: 'offer not delivered; retrying',
       });
       return false;

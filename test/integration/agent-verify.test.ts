@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { signAssignment } from '../../protocol/assignment.js';
 import { signManifest } from '../../protocol/manifest.js';
-import type { UpdateOffer } from '../../protocol/offer.js';
+import type { FullOffer } from '../../protocol/offer.js';
 import type { EcuConfig } from '../../vehicle/agent.js';
 import type { CreateAgentOptions } from '../../vehicle/setup.js';
 import {
@@ -109,6 +109,33 @@ async function expectRejected(v: Vehicle, offer: unknown, version: string, reaso
   assert.deepEqual(downloadsLeft(v.dir), [], 'no download files');
 }
 
+/**
+ * Publishes an offer whose assignment is not verifiably for this vehicle and waits for the agent to refuse it: no
+ * download, no counter, no outcome and no report (it cannot tell which update the offer really concerns).
+ */
+async function expectRefused(v: Vehicle, offer: unknown, reason: RegExp): Promise<void> {
+  const before = readAgentState(v.dir);
+  const seen = v.events.events.length;
+  await publishOffer(ac, v.vin, offer);
+  const refused = await v.events.waitFor(
+    (e) => e.type === 'refused' && v.events.events.indexOf(e) >= seen,
+    20_000,
+    'the refusal',
+  );
+  assert.match(refused.type === 'refused' ? refused.reason : '', reason);
+  await v.agent.whenIdle();
+  const after = v.events.events.slice(seen);
+  assert.deepEqual(
+    after.filter((e) => e.type === 'request' || e.type === 'outcome' || e.type === 'url'),
+    [],
+    'nothing fetched, no outcome',
+  );
+  const state = readAgentState(v.dir);
+  assert.equal(state.last_counter, before.last_counter);
+  assert.equal(state.pending_reports.length, 0, 'nothing to report');
+  assert.equal(state.current, null);
+}
+
 async function expectBackend(
   vin: string,
   version: string,
@@ -129,7 +156,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
   it('refuses a manifest not signed by a trusted release key (compromised backend alone)', async () => {
     await withVehicle(async (v) => {
       const offer = await initiateOffer(v, '2.0.0');
-      const forged: UpdateOffer = {
+      const forged: FullOffer = {
         ...offer,
         manifest: await signManifest(offer.manifest.manifest, [rogue.signer]),
       };
@@ -139,17 +166,22 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
     });
   });
 
-  it('refuses an assignment not signed by the backend key (stolen release key alone)', async () => {
+  it('refuses an assignment not signed by the backend key (stolen release key alone), without reporting on the update it names', async () => {
     await withVehicle(async (v) => {
       const offer = await initiateOffer(v, '2.0.0');
       const bySomeoneElse = await signAssignment(offer.assignment.assignment, rogue.signer);
-      const forged: UpdateOffer = {
+      const forged: FullOffer = {
         ...offer,
         assignment: { ...bySomeoneElse, key_id: offer.assignment.key_id },
       };
-      await expectRejected(v, forged, '2.0.0', /^assignment_signature/);
+      await expectRefused(v, forged, /^assignment_signature/);
       assertFactory(v.dir);
-      await expectBackend(v.vin, '2.0.0', 'rejected', '1.0.0', /assignment_signature/);
+      // A forged offer says nothing about the genuine update it names: that update is untouched, and installs.
+      await expectBackend(v.vin, '2.0.0', 'initiated', '1.0.0');
+      await publishOffer(ac, v.vin, offer);
+      assert.equal((await v.events.outcome('2.0.0')).status, 'completed');
+      await v.agent.whenIdle();
+      await expectBackend(v.vin, '2.0.0', 'completed', '2.0.0');
     });
   });
 
@@ -172,7 +204,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
     await withVehicle(async (v) => {
       const offer = await initiateOffer(v, '2.0.0');
       const past = Date.now() - 3600_000;
-      const expired: UpdateOffer = {
+      const expired: FullOffer = {
         ...offer,
         assignment: await resignAssignment(ac, offer.assignment, {
           issued_at: new Date(past - 60_000).toISOString(),
@@ -221,7 +253,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
     const theirs = await initiateOffer(other, '2.0.0');
     await other.close();
     await withVehicle(async (v) => {
-      await expectRejected(v, theirs, '2.0.0', /^wrong_vin/);
+      await expectRefused(v, theirs, /^wrong_vin/);
       // Its own offer for the same update (same per-vehicle counter value as theirs) is still installed.
       const own2 = await initiateOffer(v, '2.0.0');
       assert.equal(
@@ -240,7 +272,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
       assert.equal(installed.type === 'outcome' && installed.status, 'completed', JSON.stringify(installed));
       // Its own assignment for 3.0.0 with the 1.5.0 manifest: the assignment binds the manifest digest.
       const own3 = await initiateOffer(v, '3.0.0');
-      const mixed: UpdateOffer = { ...own3, manifest: v15.signed };
+      const mixed: FullOffer = { ...own3, manifest: v15.signed };
       await expectRejected(v, mixed, '3.0.0', /^manifest_mismatch/);
       assertVehicleRuns(v.dir, '2.0.0', v2.image);
       await expectBackend(v.vin, '3.0.0', 'rejected', '2.0.0', /manifest_mismatch/);

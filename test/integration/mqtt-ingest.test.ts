@@ -20,7 +20,7 @@ import {
 } from '../../lambdas/adapters/dynamo-repositories.js';
 import { IotOfferPublisher } from '../../lambdas/adapters/iot-offer-publisher.js';
 import { startLocalCloud } from '../../local/cloud.js';
-import { offerSchema } from '../../protocol/offer.js';
+import { offerFor, offerSchema } from '../../protocol/offer.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
 import { VehicleConnection, waitFor } from '../support/mqtt-clients.js';
@@ -117,16 +117,7 @@ describe('backend -> vehicle', { timeout: 300_000 }, () => {
     // Published while the vehicle is offline: its persistent session queues it (QoS 1).
     const offered = await startUpdate(CAR);
     const publisher = new IotOfferPublisher(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')));
-    const offer = offerSchema.parse({
-      type: 'update_offer',
-      campaign_id: null,
-      update_id: offered.update_id,
-      firmware_version: offered.firmware_version,
-      ecu: offered.ecu,
-      size: offered.size,
-      manifest: offered.manifest,
-      assignment: offered.assignment,
-    });
+    const offer = offerSchema.parse(offerFor(offered.assignment, offered.size));
     await publisher.publish(CAR, offer);
 
     const back = await connect(CAR);

@@ -14,7 +14,7 @@ import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-pla
 import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
-import type { UpdateOffer } from '../../protocol/offer.js';
+import type { FullOffer } from '../../protocol/offer.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { vehicleTopic } from '../../protocol/topics.js';
 import type { AgentEvent, EcuConfig, VehicleAgent } from '../../vehicle/agent.js';
@@ -270,10 +270,7 @@ export class EventLog {
 }
 
 /** An offer as the backend makes it: POST /updates/{vin}/initiate's manifest and assignment. */
-export async function initiateOffer(
-  created: Pick<CreatedAgent, 'api'>,
-  version: string,
-): Promise<UpdateOffer> {
+export async function initiateOffer(created: Pick<CreatedAgent, 'api'>, version: string): Promise<FullOffer> {
   return offerFromAnswer(await created.api.initiate(version));
 }
 

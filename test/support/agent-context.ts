@@ -1,11 +1,13 @@
 /** A started agent's shared context for unit tests of its parts: a real state store and reporter, a fake clock. */
 import { randomBytes } from 'node:crypto';
 import { manifestDigest, signAssignment } from '../../protocol/assignment.js';
-import type { UpdateOffer } from '../../protocol/offer.js';
+import type { FullOffer } from '../../protocol/offer.js';
+import { trustedKeysFromPems } from '../../protocol/signatures.js';
 import type { AgentContext } from '../../vehicle/agent-context.js';
 import type { AgentEvent, VehicleAgentOptions } from '../../vehicle/agent-options.js';
 import type { VehicleApi } from '../../vehicle/api-client.js';
 import { silentLogger } from '../../vehicle/logger.js';
+import type { TrustAnchors } from '../../vehicle/provisioning.js';
 import { Reporter } from '../../vehicle/reporter.js';
 import { initialState, StateStore } from '../../vehicle/state-store.js';
 import { FakeRuntime } from './agent-fakes.js';
@@ -45,6 +47,7 @@ export async function testContext(
       ecus: [],
       installers: {},
       api,
+      trust: testTrust(),
       ...options,
     } as VehicleAgentOptions,
     store,
@@ -62,6 +65,14 @@ export async function testContext(
 
 const releaseKey = newReleaseKey();
 const backendKey = newReleaseKey();
+
+/** The trust anchors testOffer's signatures verify against. */
+export function testTrust(): TrustAnchors {
+  return {
+    releaseKeys: trustedKeysFromPems([releaseKey.publicPem]),
+    backendKeys: trustedKeysFromPems([backendKey.publicPem]),
+  };
+}
 
 /** A well-formed signed offer (the inbox checks form, not trust: acceptance verifies signatures). */
 export async function testOffer(version: string, counter: number, updateId = `release#tcu-${version}`) {
@@ -87,13 +98,15 @@ export async function testOffer(version: string, counter: number, updateId = `re
     },
     backendKey.signer,
   );
-  const offer: UpdateOffer = {
+  const offer: FullOffer = {
     type: 'update_offer',
     campaign_id: null,
     update_id: updateId,
     firmware_version: version,
     ecu: 'tcu',
     size: m.size,
+    release_id: m.release_id,
+    manifest_sha256: manifestDigest(m),
     manifest,
     assignment,
   };

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { UpdateOffer } from '../../protocol/offer.js';
+import type { FullOffer } from '../../protocol/offer.js';
 import { isKnownPending, isRedelivery, OfferInbox, parseOffer } from '../../vehicle/offer-inbox.js';
 import {
   type AgentState,
@@ -13,7 +13,7 @@ import {
   type RecordedOutcome,
   StateStore,
 } from '../../vehicle/state-store.js';
-import { TEST_VIN, testContext, testOffer } from '../support/agent-context.js';
+import { TEST_VIN, testContext, testOffer, testTrust } from '../support/agent-context.js';
 
 const root = mkdtempSync(join(tmpdir(), 'agent-inbox-'));
 /** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
@@ -24,25 +24,22 @@ let n = 0;
 const freshDir = () => join(root, `i${++n}`);
 const bytes = (o: unknown) => Buffer.from(JSON.stringify(o));
 
-let v2: UpdateOffer;
-let v3: UpdateOffer;
+let v2: FullOffer;
+let v3: FullOffer;
 before(async () => {
   v2 = await testOffer('2.0.0', 7);
   v3 = await testOffer('3.0.0', 8);
 }, HOOK_TIMEOUT);
 
 describe('parseOffer', { timeout: 60_000 }, () => {
-  it('answers the offer, or why there is none and which version to report', () => {
+  it('answers the offer, or why there is none and the payload (whose assignment may be genuine)', () => {
     const ok = parseOffer(bytes(v2));
     assert.equal(ok.ok && ok.offer.update_id, 'release#tcu-2.0.0');
     assert.deepEqual(parseOffer(Buffer.from('{not json')), { ok: false, reason: 'not_json' });
     const bad = parseOffer(bytes({ ...v2, size: 0 }));
     assert.equal(bad.ok, false);
-    assert.equal(!bad.ok && bad.version, '2.0.0');
+    assert.deepEqual(!bad.ok && bad.json, JSON.parse(bytes({ ...v2, size: 0 }).toString()));
     assert.match(!bad.ok ? bad.reason : '', /^invalid_offer: size: /);
-    // A version that is not one is never echoed into a report.
-    const noVersion = parseOffer(bytes({ ...v2, size: 0, firmware_version: 'x\ny' }));
-    assert.equal(!noVersion.ok && noVersion.version, undefined);
   });
 });
 
@@ -89,17 +86,33 @@ describe('OfferInbox.receive', { timeout: 60_000 }, () => {
     assert.equal(ctx.events.length, 1);
   });
 
-  it('reports a malformed offer naming a version as rejected, and ignores one that is not JSON', async () => {
+  it('reports a malformed offer only under a genuine assignment for this VIN, and ignores one that is not JSON', async () => {
     const ctx = await testContext(freshDir());
     const inbox = new OfferInbox(ctx, () => assert.fail('nothing is stored'));
     await inbox.receive(Buffer.from('garbage'), 'mqtt');
     assert.equal(ctx.store.state.pending_reports.length, 0);
-    await inbox.receive(bytes({ ...v2, assignment: { nope: true } }), 'mqtt');
+    // Anyone can write an offer naming a version: without a verifiable assignment, nothing is reported.
+    await inbox.receive(bytes({ ...v2, size: 0, assignment: { nope: true } }), 'mqtt');
+    const forged = { ...v2.assignment, signature: v3.assignment.signature };
+    await inbox.receive(bytes({ ...v2, size: 0, assignment: forged }), 'mqtt');
+    const genuine = await testOffer('2.0.0', 7);
+    const ownTrust = { ...testTrust(), backendKeys: [] };
+    const strict = await testContext(freshDir(), { trust: ownTrust });
+    await new OfferInbox(strict, () => assert.fail('nothing is stored')).receive(
+      bytes({ ...genuine, size: 0 }),
+      'mqtt',
+    );
+    assert.equal(strict.store.state.pending_reports.length, 0, 'signed by a key this car does not trust');
+    assert.equal(ctx.store.state.pending_reports.length, 0, 'no report for an unverifiable offer');
+    assert.equal(ctx.events.filter((e) => e.type === 'refused').length, 2);
+    // Its genuine assignment identifies the update: reported under the assignment's (signed) ids.
+    await inbox.receive(bytes({ ...v2, size: 0, update_id: 'campaign#someone-else' }), 'mqtt');
     const reports = ctx.store.state.pending_reports;
     assert.equal(reports.length, 1);
     assert.equal(reports[0]?.status, 'rejected');
     assert.equal(reports[0]?.firmware_version, '2.0.0');
-    assert.match(reports[0]?.reason ?? '', /^invalid_offer: assignment/);
+    assert.equal(reports[0]?.update_id, v2.update_id);
+    assert.match(reports[0]?.reason ?? '', /^invalid_offer: size/);
     assert.equal(ctx.store.state.inbox.length, 0);
   });
 });
@@ -108,7 +121,7 @@ function stateWith(change: Partial<AgentState>): AgentState {
   return { ...initialState(TEST_VIN, { tcu: { hardware_id: 'TCU-HW-1', version: '1.0.0' } }), ...change };
 }
 
-function outcome(o: UpdateOffer, change: Partial<RecordedOutcome>): RecordedOutcome {
+function outcome(o: FullOffer, change: Partial<RecordedOutcome>): RecordedOutcome {
   return {
     update_id: o.update_id,
     firmware_version: o.firmware_version,

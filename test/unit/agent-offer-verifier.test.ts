@@ -4,9 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { before, describe, it } from 'node:test';
 import { type Assignment, manifestDigest, signAssignment } from '../../protocol/assignment.js';
 import { signManifest } from '../../protocol/manifest.js';
-import type { UpdateOffer } from '../../protocol/offer.js';
+import type { FullOffer } from '../../protocol/offer.js';
 import { trustedKeysFromPems } from '../../protocol/signatures.js';
-import { type OfferCheckContext, verifyOffer } from '../../vehicle/offer-verifier.js';
+import { type OfferCheckContext, verifyOffer, verifyOfferHeader } from '../../vehicle/offer-verifier.js';
 import type { TrustAnchors } from '../../vehicle/provisioning.js';
 import { newReleaseKey, signedRelease } from '../support/fleet.js';
 
@@ -16,10 +16,10 @@ const releaseKey = newReleaseKey();
 const nextReleaseKey = newReleaseKey();
 const backendKey = newReleaseKey();
 const rogue = newReleaseKey();
-let offer: UpdateOffer;
+let offer: FullOffer;
 let trust: TrustAnchors;
 
-async function assignmentFor(o: UpdateOffer, change: Partial<Assignment> = {}, signer = backendKey.signer) {
+async function assignmentFor(o: FullOffer, change: Partial<Assignment> = {}, signer = backendKey.signer) {
   const m = o.manifest.manifest;
   return signAssignment(
     {
@@ -70,6 +70,8 @@ before(async () => {
     firmware_version: '2.0.0',
     ecu: 'tcu',
     size: manifest.manifest.size,
+    release_id: manifest.manifest.release_id,
+    manifest_sha256: manifestDigest(manifest.manifest),
     manifest,
     assignment: undefined as never,
   };
@@ -83,6 +85,12 @@ before(async () => {
 describe('verifyOffer', { timeout: 60_000 }, () => {
   it('accepts a consistent offer signed by both trusted keys', () => {
     const v = verifyOffer(offer, ctx());
+    assert.equal(v.ok, true, v.ok ? '' : v.message);
+  });
+
+  it('accepts an offer of an earlier backend: the manifest embedded, no release_id or manifest_sha256', () => {
+    const { release_id: _r, manifest_sha256: _d, ...earlier } = offer;
+    const v = verifyOffer(earlier, ctx());
     assert.equal(v.ok, true, v.ok ? '' : v.message);
   });
 
@@ -118,7 +126,7 @@ describe('verifyOffer', { timeout: 60_000 }, () => {
     const m = offer.manifest.manifest;
     const bad = { ...m, chunks: [...m.chunks, m.chunks[0]!] };
     const signed = await signManifest(bad, [releaseKey.signer]);
-    const o = { ...offer, manifest: signed };
+    const o = { ...offer, manifest: signed, manifest_sha256: manifestDigest(bad) };
     assert.equal(reason({ ...o, assignment: await assignmentFor(o) }), 'manifest_inconsistent');
   });
 
@@ -146,9 +154,62 @@ describe('verifyOffer', { timeout: 60_000 }, () => {
       'the same counter again is a replay',
     );
     assert.equal(reason(offer, ctx({ lastCounter: 9 })), 'stale_counter');
+    // The offer and its assignment name another manifest than the one that came with it (mix-and-match).
     assert.equal(
-      reason({ ...offer, assignment: await assignmentFor(offer, { manifest_sha256: 'a'.repeat(64) }) }),
+      reason({
+        ...offer,
+        manifest_sha256: 'a'.repeat(64),
+        assignment: await assignmentFor(offer, { manifest_sha256: 'a'.repeat(64) }),
+      }),
       'manifest_mismatch',
+    );
+  });
+
+  it('says a rejection is authentic (reportable) only when the assignment is genuinely for this VIN', async () => {
+    const authentic = async (o: unknown, c = ctx()) => {
+      const v = verifyOffer(o, c);
+      assert.equal(v.ok, false);
+      return !v.ok && v.authentic;
+    };
+    assert.equal(
+      await authentic({ ...offer, assignment: await assignmentFor(offer, {}, rogue.signer) }),
+      false,
+    );
+    assert.equal(
+      await authentic({ ...offer, assignment: await assignmentFor(offer, { vin: '5YJSA1E26HF000337' }) }),
+      false,
+    );
+    assert.equal(await authentic({ ...offer, size: 'big', assignment: { forged: true } }), false);
+    assert.equal(
+      await authentic({ ...offer, size: 'big' }),
+      true,
+      'malformed, but under a genuine assignment',
+    );
+    assert.equal(await authentic(offer, ctx({ lastCounter: 9 })), true);
+    assert.equal(await authentic({ ...offer, firmware_version: '9.9.9' }), true);
+    assert.equal(
+      await authentic(offer, ctx({ ecus: { tcu: { hardware_id: 'TCU-HW-2', version: '1.0.0' } } })),
+      true,
+    );
+  });
+
+  it('checks an offer without its manifest against its assignment first (verifyOfferHeader)', async () => {
+    const { manifest: _fetchedLater, ...compact } = offer;
+    assert.equal(verifyOfferHeader(compact, ctx()), undefined, 'a genuine compact offer passes');
+    assert.equal(verifyOffer(compact, ctx()).ok, false, 'but is never accepted without its manifest');
+    const header = (o: typeof compact, c = ctx()) => verifyOfferHeader(o, c)?.reason ?? 'ok';
+    assert.equal(header({ ...compact, manifest_sha256: 'b'.repeat(64) }), 'offer_mismatch');
+    const { manifest_sha256: _named, ...nameless } = compact;
+    assert.equal(reason(nameless), 'invalid_offer', 'neither names nor carries its manifest');
+    assert.equal(header({ ...compact, release_id: 'tcu-9.9.9' }), 'offer_mismatch');
+    assert.equal(
+      header({ ...compact, assignment: await assignmentFor(offer, {}, rogue.signer) }),
+      'assignment_signature',
+    );
+    assert.equal(header(compact, ctx({ lastCounter: 7 })), 'stale_counter');
+    assert.equal(
+      header({ ...compact, assignment: await assignmentFor(offer, { expires_at: NOW.toISOString() }) }),
+      'expired',
     );
   });
 
@@ -157,6 +218,8 @@ describe('verifyOffer', { timeout: 60_000 }, () => {
     assert.equal(reason({ ...offer, size: offer.size + 1 }), 'offer_mismatch');
     assert.equal(reason({ ...offer, campaign_id: 'c-1' }), 'offer_mismatch');
     assert.equal(reason({ ...offer, update_id: 'campaign#x' }), 'offer_mismatch');
+    assert.equal(reason({ ...offer, release_id: 'tcu-9.9.9' }), 'offer_mismatch');
+    assert.equal(reason({ ...offer, manifest_sha256: 'b'.repeat(64) }), 'offer_mismatch');
   });
 
   it('refuses other hardware, unknown ECUs, downgrades, reinstalls and oversized images', () => {

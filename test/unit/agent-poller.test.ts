@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { UpdateOffer } from '../../protocol/offer.js';
+import type { FullOffer } from '../../protocol/offer.js';
 import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/responses.js';
 import type { AgentMqttFactory } from '../../vehicle/agent-options.js';
 import { DownloadUrls } from '../../vehicle/download-phase.js';
@@ -81,7 +81,7 @@ describe('pollRetryDelay', { timeout: 60_000 }, () => {
   });
 });
 
-function answerFor(o: UpdateOffer): DownloadAnswer {
+function answerFor(o: FullOffer): DownloadAnswer {
   return {
     download_url: `https://s3.example/${o.firmware_version}`,
     expires_at: '2026-11-27T00:15:00.000Z',
@@ -119,8 +119,8 @@ function listOf(pending: UpdateView[]): UpdateList {
   return { vin: 'TESTVIN0000000001', active_update_id: null, updates: [], pending };
 }
 
-let v2: UpdateOffer;
-let v4: UpdateOffer;
+let v2: FullOffer;
+let v4: FullOffer;
 before(async () => {
   v2 = await testOffer('2.0.0', 7);
   v4 = await testOffer('4.0.0', 9);

@@ -115,6 +115,8 @@ describe('StateStore', { timeout: 60_000 }, () => {
       firmware_version: '2.0.0',
       ecu: 'tcu',
       size: 1,
+      release_id: 'x',
+      manifest_sha256: 'a'.repeat(64),
       manifest: {
         manifest: {
           schema: 'ota.release-manifest/v1' as const,
