@@ -67,7 +67,13 @@ async function startCampaign(id: string, releaseId: string, vins: string[], star
     release_id: releaseId,
     targets: { vins },
     // Any failure or rejection halts it at once: a rejection forged into it would show.
-    policy: { waves: [100], advance_success_percent: 100, halt_failure_count: 1, halt_min_outcomes: 1 },
+    policy: {
+      waves: [100],
+      skip_canary: true,
+      advance_success_percent: 100,
+      halt_failure_count: 1,
+      halt_min_outcomes: 1,
+    },
   });
   assert.equal(created.status, 201, created.raw.toString());
   if (start) assert.equal((await ac.operator.call('POST', `/campaigns/${id}/start`, {})).status, 200);

@@ -72,7 +72,7 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
       name: 'publish fails',
       release_id: 'tcu-2.0.0',
       targets: { vins: [VIN] },
-      policy: { waves: [100], retry_budget: 0 },
+      policy: { waves: [100], skip_canary: true, retry_budget: 0 },
     });
     assert.equal(created.status, 201, created.raw.toString());
     assert.equal((await operator.call('POST', '/campaigns/publish-fails/start', {})).status, 200);

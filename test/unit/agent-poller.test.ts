@@ -11,7 +11,7 @@ import { DownloadUrls } from '../../vehicle/download-phase.js';
 import { ApiError } from '../../vehicle/errors.js';
 import { MqttLink } from '../../vehicle/mqtt-link.js';
 import { OfferInbox } from '../../vehicle/offer-inbox.js';
-import { Poller, pollInterval, pollRetryDelay } from '../../vehicle/poller.js';
+import { nextPollWait, Poller, pollInterval, pollRetryDelay } from '../../vehicle/poller.js';
 import { testContext, testOffer, unusedApi } from '../support/agent-context.js';
 import { FakeRuntime } from '../support/agent-fakes.js';
 
@@ -31,7 +31,7 @@ describe('pollInterval', { timeout: 60_000 }, () => {
     assert.equal(pollInterval(undefined, undefined), 60_000);
     assert.equal(pollInterval({ intervalMs: 5000 }, undefined), 5000);
     assert.equal(pollInterval({}, unusable), 60_000);
-    assert.equal(pollInterval({}, usable), 3_600_000);
+    assert.equal(pollInterval({}, usable), 86_400_000);
     assert.equal(pollInterval({ connectedIntervalMs: 0 }, usable), undefined);
   });
 
@@ -184,6 +184,28 @@ describe('Poller.pollOnce', { timeout: 60_000 }, () => {
     await assert.rejects(poller.pollOnce(), (err: unknown) => err instanceof ApiError && err.status === 503);
     assert.equal(ctx.store.state.pending_reports.length, 0);
     assert.equal(ctx.store.state.inbox.length, 0);
+  });
+});
+
+describe('nextPollWait', { timeout: 60_000 }, () => {
+  it('jitters the connected safety net x0.5-1.5, so a fleet that connected together does not poll together', () => {
+    assert.equal(
+      nextPollWait(86_400_000, true, () => 0),
+      43_200_000,
+    );
+    assert.equal(
+      nextPollWait(86_400_000, true, () => 0.999999),
+      Math.round(86_400_000 * 1.499999),
+    );
+    assert.equal(
+      nextPollWait(86_400_000, true, () => 0.5),
+      86_400_000,
+    );
+    // Without MQTT the fallback interval is kept as it is (the car is waiting for any news).
+    assert.equal(
+      nextPollWait(60_000, false, () => 0),
+      60_000,
+    );
   });
 });
 
