@@ -124,7 +124,7 @@ export interface VehicleAgentOptions {
   readonly polling?: {
     /** Poll interval while MQTT is unavailable (or not configured). @default 60000 */
     readonly intervalMs?: number;
-    /** Poll interval while MQTT is connected, as a safety net; 0 disables. @default 3600000 */
+    /** Poll interval while MQTT is connected, as a safety net, jittered x0.5-1.5 per poll; 0 disables. @default 86400000 (a day) */
     readonly connectedIntervalMs?: number;
     /** MQTT down this long counts as unavailable. @default 30000 */
     readonly mqttGraceMs?: number;

@@ -1,6 +1,7 @@
 /**
- * The HTTPS polling fallback: GET /updates/{vin} every minute while MQTT is unavailable (or not configured), every
- * hour as a safety net while it is connected, at once when a reconnect lost the MQTT session (catch-up), and never
+ * The HTTPS polling fallback: GET /updates/{vin} every minute while MQTT is unavailable (or not configured), about
+ * once a day as a safety net while it is connected (jittered x0.5-1.5 per poll, so a fleet that connected together
+ * does not poll together: 1,000,000 cars make ~12 requests/s, BENCHMARKS.md), at once when a reconnect lost the MQTT session (catch-up), and never
  * while an update runs or offers wait. A failed poll backs off exponentially with jitter, at least as long as the
  * backend's Retry-After. Each pending update not yet known becomes an offer in the inbox, built from /download.
  */
@@ -32,8 +33,16 @@ export function pollInterval(
 ): number | undefined {
   const interval = polling.intervalMs ?? 60_000;
   if (!mqtt?.usable(polling.mqttGraceMs ?? 30_000)) return interval;
-  const connected = polling.connectedIntervalMs ?? 3_600_000;
+  const connected = polling.connectedIntervalMs ?? CONNECTED_POLL_MS;
   return connected > 0 ? connected : undefined;
+}
+
+/** The safety-net poll interval while MQTT is connected: a day. */
+export const CONNECTED_POLL_MS = 86_400_000;
+
+/** The wait before the next interval poll: the interval itself without MQTT, jittered x0.5-1.5 with it. */
+export function nextPollWait(interval: number, mqttConnected: boolean, random: () => number): number {
+  return mqttConnected ? Math.round(interval * (0.5 + random())) : interval;
 }
 
 /**
@@ -102,15 +111,24 @@ export class Poller {
     const { signal, runtime, store } = this.ctx;
     let failures = 0;
     let notBefore = 0;
+    // The jittered wait drawn for the current interval; drawn again whenever the interval changes or a poll is made.
+    let drawn: { interval: number; wait: number } | undefined;
     while (!signal.aborted) {
       const interval = pollInterval(this.ctx.options.polling, this.mqtt);
+      if (interval !== undefined && drawn?.interval !== interval) {
+        const connected = this.mqtt?.usable(this.ctx.options.polling?.mqttGraceMs ?? 30_000) ?? false;
+        drawn = { interval, wait: nextPollWait(interval, connected, () => runtime.random()) };
+      }
       const now = runtime.now();
       const s = store.state;
       // Busy: a poll could only queue more work, and would spend the vehicle's API rate budget meanwhile.
       const busy = s.current !== null || s.inbox.length > 0;
-      const due = this.catchUp || (interval !== undefined && now - this.lastPollAt >= interval);
+      const due =
+        this.catchUp ||
+        (interval !== undefined && drawn !== undefined && now - this.lastPollAt >= drawn.wait);
       if (due && !busy && now >= notBefore) {
         this.lastPollAt = now;
+        drawn = undefined;
         const catchingUp = this.catchUp;
         this.catchUp = false;
         try {
