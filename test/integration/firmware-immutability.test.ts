@@ -75,9 +75,11 @@ describe('published firmware is immutable (issue 18 #5)', { timeout: 120_000 }, 
     assert.notEqual(new URL(createdB.json.upload.url).pathname, urlA.pathname);
     const garbage = randomBytes(image.length);
     assert.equal((await put(createdB.json.upload.url, garbage)).status, 200);
-    const failed = await operator.call('POST', '/releases/tcu-7.0.1/publish', {});
-    assert.equal(failed.status, 409);
-    assert.equal(failed.json.error.code, 'image_mismatch');
+    // Verification runs in the background (202): B ends failed, and removing its bad upload touches only B's key.
+    const failed = await operator.publishAndWait('tcu-7.0.1', {});
+    assert.equal(failed.status, 200, failed.raw.toString());
+    assert.equal(failed.json.status, 'failed');
+    assert.match(failed.json.failure_reason ?? '', /does not match|differs|mismatch/i);
 
     // A's URL, still unexpired, can no longer replace the published image.
     assert.equal((await put(createdA.json.upload.url, garbage)).status, 403);
