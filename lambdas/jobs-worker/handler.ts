@@ -5,6 +5,7 @@
  * timeout, and after a few tries moves it to the dead-letter queue, which raises an alarm.
  */
 import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import { instrumented } from '../adapters/observability.js';
 import { jobQueue, logger, metrics, objectStore, repositories } from '../adapters/runtime.js';
 import { CampaignCanceller } from '../core/campaign-cancel.js';
 import { type Job, jobSchema, yieldAfter } from '../core/jobs.js';
@@ -28,33 +29,28 @@ async function run(job: Job, shouldYield: () => boolean) {
     : canceller.run(job.campaign_id, shouldYield);
 }
 
-export async function handler(event: SQSEvent, context?: Context): Promise<SQSBatchResponse> {
-  if (context) logger.addContext(context);
+export const handler = instrumented(async (event: SQSEvent, context?: Context): Promise<SQSBatchResponse> => {
   const shouldYield = yieldAfter(() => context?.getRemainingTimeInMillis() ?? Number.POSITIVE_INFINITY);
   const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-  try {
-    for (const record of event.Records) {
-      let job: Job;
-      try {
-        job = jobSchema.parse(JSON.parse(record.body));
-      } catch (err) {
-        // A malformed message can never succeed: log and drop it rather than cycle it to the dead-letter queue.
-        logger.error('dropped a malformed job message', { messageId: record.messageId, error: String(err) });
-        continue;
-      }
-      try {
-        const result = await run(job, shouldYield);
-        if (result === 'continue') {
-          await queue.send(job);
-          metrics.addMetric('JobContinued', 'Count', 1);
-        } else metrics.addMetric('JobDone', 'Count', 1);
-      } catch (err) {
-        logger.error('job failed; the queue will redeliver it', { job, error: String(err) });
-        batchItemFailures.push({ itemIdentifier: record.messageId });
-      }
+  for (const record of event.Records) {
+    let job: Job;
+    try {
+      job = jobSchema.parse(JSON.parse(record.body));
+    } catch (err) {
+      // A malformed message can never succeed: log and drop it rather than cycle it to the dead-letter queue.
+      logger.error('dropped a malformed job message', { messageId: record.messageId, error: String(err) });
+      continue;
     }
-    return { batchItemFailures };
-  } finally {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+    try {
+      const result = await run(job, shouldYield);
+      if (result === 'continue') {
+        await queue.send(job);
+        metrics.addMetric('JobContinued', 'Count', 1);
+      } else metrics.addMetric('JobDone', 'Count', 1);
+    } catch (err) {
+      logger.error('job failed; the queue will redeliver it', { job, error: String(err) });
+      batchItemFailures.push({ itemIdentifier: record.messageId });
+    }
   }
-}
+  return { batchItemFailures };
+});
