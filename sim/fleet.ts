@@ -172,7 +172,19 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         image,
       );
       if (put.status !== 200) throw new Error(`upload of ${version} failed: ${put.status}`);
-      await call('POST', `/releases/tcu-${version}/publish`, {});
+      // Publishing verifies in the background (202): wait until the release is published.
+      let release = await call('POST', `/releases/tcu-${version}/publish`, {});
+      const deadline = Date.now() + 120_000;
+      while (release.status === 'verifying') {
+        if (Date.now() > deadline) throw new Error(`release ${version} still verifying after 120 s`);
+        await sleep(100);
+        release = await call('GET', `/releases/tcu-${version}`);
+      }
+      if (release.status !== 'published') {
+        throw new Error(
+          `release ${version} was not published: ${release.status} ${release.failure_reason ?? ''}`,
+        );
+      }
       return signed;
     };
 
