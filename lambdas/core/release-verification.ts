@@ -23,11 +23,13 @@ export interface ReleaseVerifierDeps {
   readonly clock: Clock;
   readonly log?: { warn(message: string, extra: Record<string, unknown>): void };
   /**
-   * Saves a checkpoint at a chunk boundary at most this often, and always before yielding. @default 0: after every
-   * chunk (one UpdateItem per chunk, at most 8,192 for the largest release, nothing next to reading the chunk), so a
-   * stopped worker loses at most one chunk of work and progress is visible from the first chunk on.
+   * Saves a checkpoint at a chunk boundary once this long has passed since the last, or checkpointBytes more have
+   * been verified, whichever comes first, and always before yielding: a stopped worker loses little, progress shows
+   * from the first few MiB, and small chunks do not cost a write each. @default 1000
    */
   readonly checkpointMs?: number;
+  /** @default 8 MiB */
+  readonly checkpointBytes?: number;
 }
 
 export class ReleaseVerifier {
@@ -57,7 +59,9 @@ export class ReleaseVerifier {
       });
     }
 
-    const every = this.deps.checkpointMs ?? 0;
+    const every = this.deps.checkpointMs ?? 1000;
+    const everyBytes = this.deps.checkpointBytes ?? 8 * 1024 * 1024;
+    let savedOffset = offset;
     let savedAt = this.deps.clock.now().getTime();
     let chunkIndex = offset / m.chunk_size;
     let chunk = createHash('sha256');
@@ -84,11 +88,16 @@ export class ReleaseVerifier {
             inChunk = 0;
             if (offset >= m.size) break;
             const outOfTime = shouldYield();
-            if (this.deps.clock.now().getTime() - savedAt >= every || outOfTime) {
+            if (
+              this.deps.clock.now().getTime() - savedAt >= every ||
+              offset - savedOffset >= everyBytes ||
+              outOfTime
+            ) {
               const saved = await this.save(release, checkpoint, offset, whole);
               if (!saved) return 'done'; // another worker owns this job now
               checkpoint = saved;
               savedAt = this.deps.clock.now().getTime();
+              savedOffset = offset;
               if (outOfTime) return 'continue';
             }
           }
