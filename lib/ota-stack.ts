@@ -1,13 +1,14 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
+import { FUNCTION_SETTINGS, type LambdaName } from '../lambdas/core/functions.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
-import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
+import { CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
@@ -90,6 +91,15 @@ export interface OtaStackProps extends StackProps {
    */
   readonly ingestReservedConcurrentExecutions?: number;
   /**
+   * Reserved concurrency of the campaign tick function. Off by default: reserving concurrency takes it from the
+   * account's unreserved pool, which must keep at least 10, so on an account whose Lambda concurrency quota is 10
+   * (new accounts) any reservation makes the deploy fail and roll back. Two ticks running at once are harmless
+   * anyway: every change a tick makes is a conditional write on the item's revision, so the second tick's write fails
+   * and it moves on (lambdas/core/campaigns.ts). Set it to 1 on accounts with room to spare to make overlap impossible.
+   * @default - none
+   */
+  readonly campaignTickReservedConcurrency?: number;
+  /**
    * ARN of an SNS topic to notify when an alarm fires and when it clears: vehicle messages in the ingest
    * dead-letter queue, campaign ticks failing, ticks the schedule could not deliver.
    * @default - the alarms have no actions
@@ -114,7 +124,9 @@ export class OtaStack extends Stack {
   readonly ingest: FleetIngest;
   /**
    * Advances running campaigns once per schedule period (lambdas/campaign-tick/handler.ts): paced offers signed
-   * and published over MQTT, timeouts, halts, wave changes. Reserved concurrency 1: two ticks never run at once.
+   * and published over MQTT, timeouts, halts, wave changes. No reserved concurrency unless configured
+   * (campaignTickReservedConcurrency): its timeout is shorter than the period, so ticks rarely overlap, and an overlap
+   * is safe.
    */
   readonly campaignTickFunction: OtaFunction;
   readonly campaignSchedule: CampaignSchedule;
@@ -153,6 +165,7 @@ export class OtaStack extends Stack {
         entry: join(PROJECT_ROOT, 'lambdas', name, 'handler.ts'),
         depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
         serviceName: name,
+        ...sized(name),
         logRetention: props.functionLogRetention,
         logRemovalPolicy,
         reservedConcurrentExecutions: props.reservedConcurrentExecutions,
@@ -170,6 +183,7 @@ export class OtaStack extends Stack {
       entry: join(PROJECT_ROOT, 'lambdas', 'ingest', 'handler.ts'),
       depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
       serviceName: 'ingest',
+      ...sized('ingest'),
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
       reservedConcurrentExecutions: props.ingestReservedConcurrentExecutions,
@@ -179,10 +193,10 @@ export class OtaStack extends Stack {
       entry: join(PROJECT_ROOT, 'lambdas', 'campaign-tick', 'handler.ts'),
       depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
       serviceName: 'campaign-tick',
+      ...sized('campaign-tick'),
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
-      timeout: CAMPAIGN_TICK_TIMEOUT,
-      reservedConcurrentExecutions: 1,
+      reservedConcurrentExecutions: props.campaignTickReservedConcurrency,
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     this.grantLeastPrivilege();
@@ -302,6 +316,12 @@ export class OtaStack extends Stack {
     this.signingKey.grantVerify(tick);
     this.fleet.grantPublishNotifications(tick);
   }
+}
+
+/** Timeout and memory from FUNCTION_SETTINGS, the table the local cloud enforces too. */
+function sized(name: LambdaName): { timeout: Duration; memorySize: number } {
+  const s = FUNCTION_SETTINGS[name];
+  return { timeout: Duration.seconds(s.timeoutSeconds), memorySize: s.memoryMb };
 }
 
 function positiveInteger(name: string, value: number, max: number): void {
