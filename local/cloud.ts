@@ -23,8 +23,8 @@ import {
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import dynalite from 'dynalite';
 import { ENV } from '../lambdas/core/env.js';
+import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
-import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa, type TlsMaterial } from './ca.js';
 import { readIfExists, readPrivateFile, writePrivateFile, writePublicFile } from './files.js';
 import {
@@ -33,10 +33,10 @@ import {
   type HandlerLoader,
   LocalGateway,
   listen,
-  type ProxyHandler,
   type ThrottleSettings,
 } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
+import { LocalLambdas } from './lambda-runtime.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 
@@ -73,8 +73,15 @@ export interface LocalCloudOptions {
   readonly adminToken?: string;
   /** @default 300 */
   readonly presignTtlSeconds?: number;
-  /** @default imports lambdas/<fn>/handler.ts once per function, after the environment is set */
+  /**
+   * Stand-in handlers run in this process (tests of the gateway itself); they cannot be stopped at their timeout.
+   * @default lambdas/<fn>/handler.ts in worker threads with the function's timeout and memory (lambda-runtime.ts)
+   */
   readonly loadHandler?: HandlerLoader;
+  /** Overrides of the functions' timeout and memory. @default FUNCTION_SETTINGS, as deployed */
+  readonly functionSettings?: Partial<Record<LambdaName, FunctionSettings>>;
+  /** Concurrent warm instances per function. @default 4 */
+  readonly maxInstancesPerFunction?: number;
   /** Gateway throttling per source IP. @default { ratePerSecond: 100, burst: 200 } */
   readonly throttle?: ThrottleSettings;
   /** @default JSON lines on stderr */
@@ -109,6 +116,8 @@ export interface LocalCloud {
   readonly broker: LocalBroker;
   /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
   readonly rules: RulesRouter;
+  /** The functions' instances (worker threads), for tests that observe or invoke them. */
+  readonly lambdas: LocalLambdas;
   readonly caCertPem: string;
   /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
   readonly caFile: string;
@@ -258,21 +267,18 @@ async function start(
   cleanups.push(() => iotData.stop());
   env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = iotData.url;
 
-  const loadHandler = options.loadHandler ?? importHandlerModules(env);
   cleanups.push(setEnv(env));
+  // Instances start after the environment is set: each worker copies it at its cold start.
+  const lambdas = new LocalLambdas({
+    settings: options.functionSettings,
+    maxInstances: options.maxInstancesPerFunction,
+  });
+  cleanups.push(() => lambdas.close());
+  const loadHandler = options.loadHandler ?? lambdas.handlerLoader;
 
-  // The ingest handler is imported on the first vehicle message, after the environment is set, like a cold start.
-  let ingest: Promise<(event: TopicRuleEvent) => Promise<unknown>> | undefined;
   const rules = startRulesRouter({
     source: broker,
-    invoke: async (event) => {
-      ingest ??= options.ingest
-        ? Promise.resolve(options.ingest)
-        : import('../lambdas/ingest/handler.js').then(
-            (m) => m.handler as (e: TopicRuleEvent) => Promise<unknown>,
-          );
-      return (await ingest)(event);
-    },
+    invoke: (event) => (options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event)),
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
   });
   cleanups.push(() => rules.stop());
@@ -283,14 +289,10 @@ async function start(
     let timer: NodeJS.Timeout | undefined;
     let stopped = false;
     let running: Promise<void> = Promise.resolve();
-    const tickHandler = import('../lambdas/campaign-tick/handler.js').then(
-      (m) => m.handler as () => Promise<unknown>,
-    );
-    tickHandler.catch(() => {});
     const loop = () => {
       timer = setTimeout(() => {
-        running = tickHandler
-          .then((tick) => tick())
+        running = lambdas
+          .invoke('campaign-tick', {})
           .then(
             () => undefined,
             (err: unknown) => {
@@ -335,6 +337,7 @@ async function start(
     },
     broker,
     rules,
+    lambdas,
     caCertPem: ca.certPem,
     caFile: ca.certFile,
     adminToken: admin.token,
@@ -358,30 +361,6 @@ function setEnv(env: Record<string, string | undefined>): () => Promise<void> {
   };
   apply(env);
   return async () => apply(previous);
-}
-
-let importedWith: string | undefined;
-
-/**
- * Imports lambdas/<fn>/handler.ts on first use, like a Lambda cold start. Handler modules read their environment
- * once at import and stay cached for the life of the process, so a second local cloud with other settings in
- * the same process would silently talk to the first one's endpoints; that is refused here instead.
- */
-function importHandlerModules(env: Record<string, string | undefined>): HandlerLoader {
-  const settings = JSON.stringify(env);
-  if (importedWith !== undefined && importedWith !== settings) {
-    throw new Error(
-      'The Lambda handler modules in this process were loaded for a local cloud with other settings (data folder ' +
-        'or ports) and keep them; restart with the same dataDir and ports, or use a new process',
-    );
-  }
-  return async (fn: FunctionName): Promise<ProxyHandler> => {
-    importedWith = settings;
-    const mod = (await import(`../lambdas/${fn}/handler.js`)) as { handler?: unknown };
-    if (typeof mod.handler !== 'function')
-      throw new Error(`lambdas/${fn}/handler.ts exports no handler function`);
-    return mod.handler as ProxyHandler;
-  };
 }
 
 interface Started {
