@@ -11,6 +11,8 @@ import { UPDATE_STATUSES } from '../protocol/schemas.js';
 import { formatBytes } from './progress.js';
 
 export type ReleaseView = ReturnType<typeof releaseView>;
+/** A release as listings show it: without its manifest. */
+export type ReleaseSummary = Omit<ReleaseView, 'manifest'>;
 export type CampaignView = ReturnType<typeof campaignView>;
 export type VehicleView = Awaited<ReturnType<VehicleRegistryService['get']>>;
 export type UpdateView = ReturnType<typeof toUpdateView>;
@@ -46,7 +48,7 @@ function keyValues(rows: readonly (readonly [string, string])[]): string[] {
 
 const orNone = (v: string | null | undefined) => (v === null || v === undefined || v === '' ? '-' : v);
 
-export function releaseRows(releases: readonly ReleaseView[]): string[] {
+export function releaseRows(releases: readonly ReleaseSummary[]): string[] {
   if (releases.length === 0) return ['no releases'];
   return table(
     ['RELEASE', 'ECU', 'VERSION', 'SIZE', 'STATUS', 'CREATED'],
@@ -130,7 +132,7 @@ export function renderCampaign(c: CampaignView): string[] {
     ['status', c.status],
     ...(c.halt_reason ? ([['halt reason', c.halt_reason]] as const) : []),
     ['wave', waveText(c)],
-    ['targets', `${c.target_count}${c.excluded.length ? ` (${c.excluded.length} excluded)` : ''}`],
+    ['targets', `${c.target_count}${c.excluded.count ? ` (${c.excluded.count} excluded)` : ''}`],
     ['totals', countsText(c.counts)],
     ['updated', c.updated_at],
   ]);
@@ -149,11 +151,13 @@ export function renderCampaign(c: CampaignView): string[] {
       ]),
     ),
   );
-  if (c.excluded.length) {
-    const shown = c.excluded.slice(0, 10);
-    lines.push('', 'excluded:', ...shown.map((e) => `  ${e.vin}  ${e.reason}`));
-    if (c.excluded.length > shown.length)
-      lines.push(`  ... and ${c.excluded.length - shown.length} more (--json)`);
+  if (c.excluded.count) {
+    lines.push(
+      '',
+      'excluded:',
+      ...Object.entries(c.excluded.by_reason).map(([reason, n]) => `  ${reason}  ${n}`),
+      `  (the VINs: ota campaigns excluded ${c.campaign_id})`,
+    );
   }
   return lines;
 }

@@ -285,6 +285,8 @@ export class OtaStack extends Stack {
     this.data.bindReadWrite(operator, 'vehicles');
     this.data.bindReadWrite(operator, 'updates', { indexes: ['byCampaign'] });
     this.data.bindReadWrite(operator, 'campaigns');
+    // Campaign exclusions: written in batches at creation, listed a page at a time.
+    this.data.bindReadWrite(operator, 'exclusions');
     this.data.bindWrite(operator, 'history');
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);

@@ -13,7 +13,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { waveKeyPrefix } from '../core/campaigns.js';
-import { ConflictError } from '../core/errors.js';
+import { BadRequestError, ConflictError } from '../core/errors.js';
 import type {
   CampaignChanges,
   CampaignRecord,
@@ -21,6 +21,7 @@ import type {
   CampaignStatus,
   HistoryEvent,
   HistoryRepository,
+  Page,
   ReleaseRecord,
   ReleaseRepository,
   UpdateRecord,
@@ -28,6 +29,7 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from '../core/ports.js';
+import { decodePageToken, encodePageToken } from './page-token.js';
 
 export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
   return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
@@ -153,11 +155,12 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     return (out.Items ?? []) as ReleaseRecord[];
   }
 
-  async list(limit: number, cursor?: string): Promise<{ items: ReleaseRecord[]; cursor?: string }> {
+  async list(limit: number, token?: string): Promise<Page<ReleaseRecord>> {
+    const start = decodePageToken(token, ['releaseId']);
     const out = await this.db.send(
-      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: decodeCursor(cursor) }),
+      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: start }),
     );
-    return { items: (out.Items ?? []) as ReleaseRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+    return { items: (out.Items ?? []) as ReleaseRecord[], token: encodePageToken(out.LastEvaluatedKey) };
   }
 }
 
@@ -410,6 +413,29 @@ export class DynamoUpdateRepository implements UpdateRepository {
     return items;
   }
 
+  async pageByCampaignWave(
+    campaignId: string,
+    wave: number,
+    limit: number,
+    token?: string,
+  ): Promise<Page<UpdateRecord>> {
+    const start = decodePageToken(token, ['vin', 'updateId', 'campaignId', 'waveKey'], { campaignId });
+    if (start && !start.waveKey!.startsWith(`${waveKeyPrefix(wave)}#`)) {
+      throw new BadRequestError('invalid_next_token', 'next_token belongs to another wave');
+    }
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byCampaign',
+        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+        ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+        Limit: limit,
+        ExclusiveStartKey: start,
+      }),
+    );
+    return { items: (out.Items ?? []) as UpdateRecord[], token: encodePageToken(out.LastEvaluatedKey) };
+  }
+
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
     return conditionally(
       this.db,
@@ -447,11 +473,12 @@ export class DynamoCampaignRepository implements CampaignRepository {
     return out.Item as CampaignRecord | undefined;
   }
 
-  async list(limit: number, cursor?: string): Promise<{ items: CampaignRecord[]; cursor?: string }> {
+  async list(limit: number, token?: string): Promise<Page<CampaignRecord>> {
+    const start = decodePageToken(token, ['campaignId']);
     const out = await this.db.send(
-      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: decodeCursor(cursor) }),
+      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: start }),
     );
-    return { items: (out.Items ?? []) as CampaignRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+    return { items: (out.Items ?? []) as CampaignRecord[], token: encodePageToken(out.LastEvaluatedKey) };
   }
 
   async listByStatus(status: CampaignStatus): Promise<CampaignRecord[]> {

@@ -14,6 +14,7 @@ import type { TrustedKey } from '../../protocol/signatures.js';
 import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, intEnv, optionalEnv, requireEnv } from '../core/env.js';
 import { clientConfig } from './aws-clients.js';
+import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -40,6 +41,7 @@ export const repositories = {
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
+  exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), intEnv(ENV.historyRetentionDays, 90)),
 };

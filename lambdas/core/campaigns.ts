@@ -25,6 +25,7 @@ import type {
   CampaignRepository,
   CampaignStatus,
   Clock,
+  ExclusionRepository,
   HistoryRepository,
   OfferPublisher,
   ReleaseRepository,
@@ -92,13 +93,22 @@ export function campaignView(c: CampaignRecord) {
     halt_reason: c.haltReason ?? null,
     current_wave: c.currentWave,
     target_count: c.targetCount,
-    excluded: c.excluded,
+    // A bounded summary; the VINs are listed a page at a time by GET /campaigns/{id}/excluded.
+    excluded: excludedSummary(c),
     counts: totals,
     waves,
     policy: c.policy,
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
+}
+
+/** Counts per reason; campaigns stored before exclusions had their own items carried the list itself. */
+function excludedSummary(c: CampaignRecord): { count: number; by_reason: Record<string, number> } {
+  const legacy = (c as { excluded?: readonly { reason: string }[] }).excluded;
+  const byReason: Record<string, number> = { ...(c.excludedByReason ?? {}) };
+  for (const e of legacy ?? []) byReason[e.reason] = (byReason[e.reason] ?? 0) + 1;
+  return { count: Object.values(byReason).reduce((a, b) => a + b, 0), by_reason: byReason };
 }
 
 export interface CampaignDeps {
@@ -119,8 +129,12 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
   await Promise.all(workers);
 }
 
+export interface CampaignServiceDeps extends CampaignDeps {
+  readonly exclusions: ExclusionRepository;
+}
+
 export class CampaignService {
-  constructor(private readonly deps: CampaignDeps) {}
+  constructor(private readonly deps: CampaignServiceDeps) {}
 
   async create(input: CreateCampaignInput) {
     const policy = toPolicy(input.policy);
@@ -184,7 +198,7 @@ export class CampaignService {
       waves: sizes.map((size) => ({ size })),
       currentWave: 0,
       targetCount: ordered.length,
-      excluded,
+      excludedByReason: countBy(excluded.map((e) => e.reason)),
       counts: Object.fromEntries(sizes.map((size, i) => [`w${i}`, { scheduled: size }])),
       createdAt: now,
       updatedAt: now,
@@ -223,6 +237,8 @@ export class CampaignService {
         throw new ConflictError('campaign_exists', `Vehicle ${r.vin} already has an update in ${campaignId}`);
       }
     });
+    // Before the campaign item: a campaign that exists always has all its exclusions listed.
+    await this.deps.exclusions.putAll(campaignId, excluded);
     await this.deps.campaigns.create(campaign);
     return campaignView(campaign);
   }
@@ -270,21 +286,23 @@ export class CampaignService {
     return campaignView(await this.load(campaignId));
   }
 
-  async list(limit: number, cursor?: string) {
-    const page = await this.deps.campaigns.list(limit, cursor);
-    return { campaigns: page.items.map(campaignView), next_cursor: page.cursor ?? null };
+  async list(limit: number, token?: string) {
+    const page = await this.deps.campaigns.list(limit, token);
+    return { campaigns: page.items.map(campaignView), next_token: page.token ?? null };
   }
 
-  async vehicles(campaignId: string, wave: number) {
+  /** One page of a wave's vehicles (VIN order). */
+  async vehicles(campaignId: string, wave: number, limit: number, token?: string) {
     const c = await this.load(campaignId);
     if (!Number.isInteger(wave) || wave < 0 || wave >= c.waves.length) {
       throw new BadRequestError('invalid_wave', `wave must be 0-${c.waves.length - 1}`);
     }
-    const items = await this.deps.updates.listByCampaignWave(campaignId, wave);
+    const page = await this.deps.updates.pageByCampaignWave(campaignId, wave, limit, token);
     return {
       campaign_id: campaignId,
       wave,
-      vehicles: items.map((u) => ({
+      next_token: page.token ?? null,
+      vehicles: page.items.map((u) => ({
         vin: u.vin,
         status: u.status,
         progress: u.progress,
@@ -295,6 +313,16 @@ export class CampaignService {
         updated_at: u.updatedAt,
       })),
     };
+  }
+
+  /** One page of the targets the campaign excluded, with the reason (VIN order). */
+  async excluded(campaignId: string, limit: number, token?: string) {
+    const c = await this.load(campaignId);
+    const legacy = (c as { excluded?: { vin: string; reason: string }[] }).excluded;
+    const page = legacy
+      ? { items: legacy, token: undefined }
+      : await this.deps.exclusions.page(campaignId, limit, token);
+    return { campaign_id: campaignId, excluded: page.items, next_token: page.token ?? null };
   }
 
   private async load(campaignId: string): Promise<CampaignRecord> {
@@ -624,6 +652,12 @@ export class CampaignEngine {
     }
     return true;
   }
+}
+
+function countBy(values: readonly string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
 }
 
 function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {

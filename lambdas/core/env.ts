@@ -8,6 +8,7 @@ export const ENV = {
   tableUpdates: 'TABLE_UPDATES',
   tableHistory: 'TABLE_HISTORY',
   tableCampaigns: 'TABLE_CAMPAIGNS',
+  tableExclusions: 'TABLE_EXCLUSIONS',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',

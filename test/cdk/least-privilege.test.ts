@@ -28,6 +28,7 @@ const tables = {
   updates: table('TABLE_UPDATES'),
   history: table('TABLE_HISTORY'),
   campaigns: table('TABLE_CAMPAIGNS'),
+  exclusions: table('TABLE_EXCLUSIONS'),
 };
 type TableName = keyof typeof tables;
 /** The exact item action sets of DataTables' bind helpers, written out here independently. */
@@ -116,6 +117,7 @@ describe('least privilege per function', () => {
       updates: 'none',
       history: 'none',
       campaigns: 'none',
+      exclusions: 'none',
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', keyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -133,6 +135,7 @@ describe('least privilege per function', () => {
       updates: 'readwrite',
       history: 'write',
       campaigns: 'update',
+      exclusions: 'none',
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -153,13 +156,14 @@ describe('least privilege per function', () => {
     );
   });
 
-  it('operator-api: releases, vehicles, updates and campaigns read/write, history append-only, uploads, no signing key', () => {
+  it('operator-api: releases, vehicles, updates, campaigns and exclusions read/write, history append-only, uploads, no signing key', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: 'readwrite',
       vehicles: 'readwrite',
       updates: 'readwrite',
       history: 'write',
       campaigns: 'readwrite',
+      exclusions: 'readwrite',
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -198,6 +202,7 @@ describe('least privilege per function', () => {
       updates: 'readwrite',
       history: 'write',
       campaigns: 'update',
+      exclusions: 'none',
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -233,6 +238,7 @@ describe('least privilege per function', () => {
       updates: 'readwrite',
       history: 'write',
       campaigns: 'read+update',
+      exclusions: 'none',
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);

@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import { DynamoExclusionRepository } from '../../lambdas/adapters/dynamo-exclusions.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -159,10 +160,18 @@ describe('campaigns', { timeout: 120000 }, () => {
       },
     });
     assert.equal(created.target_count, 60);
-    assert.deepEqual(created.excluded.map((e: { vin: string; reason: string }) => [e.vin, e.reason]).sort(), [
-      [vin('X', 1), 'incompatible_hardware'],
-      ['TESTZ000000000099', 'unknown_vehicle'],
-    ]);
+    assert.deepEqual(created.excluded, {
+      count: 2,
+      by_reason: { incompatible_hardware: 1, unknown_vehicle: 1 },
+    });
+    const excluded = await operator.call('GET', '/campaigns/wave-rollout/excluded');
+    assert.deepEqual(
+      excluded.json.excluded.map((e: { vin: string; reason: string }) => [e.vin, e.reason]).sort(),
+      [
+        [vin('X', 1), 'incompatible_hardware'],
+        ['TESTZ000000000099', 'unknown_vehicle'],
+      ],
+    );
     assert.deepEqual(
       created.waves.map((w: { size: number }) => w.size),
       [6, 24, 30],
@@ -307,6 +316,7 @@ describe('campaigns', { timeout: 120000 }, () => {
     });
     const service = new CampaignService({
       campaigns: new DynamoCampaignRepository(db, cloud.tables.campaigns),
+      exclusions: new DynamoExclusionRepository(db, cloud.tables.exclusions),
       releases: new DynamoReleaseRepository(db, cloud.tables.releases),
       vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
       updates: racingUpdates,
