@@ -98,6 +98,7 @@ describe('VehicleApi', () => {
       'GET /campaigns',
       'GET /campaigns/{campaignId}',
       'GET /campaigns/{campaignId}/vehicles',
+      'GET /campaigns/{campaignId}/excluded',
       'POST /campaigns/{campaignId}/start',
       'POST /campaigns/{campaignId}/pause',
       'POST /campaigns/{campaignId}/resume',
