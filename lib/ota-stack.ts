@@ -241,6 +241,18 @@ export class OtaStack extends Stack {
       description: 'Campaign engine ticks EventBridge Scheduler could not deliver',
     });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
+    // Vehicles verify backend signatures with this key's public half, which stays in KMS; the CLI fetches it
+    // (kms:GetPublicKey) and writes the PEM a vehicle is provisioned with.
+    new CfnOutput(this, 'BackendPublicKeyCommand', {
+      value: `npm run ota -- keys backend --aws --key-id ${this.signingKey.key.keyArn} --region ${this.region} --out backend.pub.pem`,
+      description:
+        'Writes the backend public key (PEM) vehicles need, fetched from KMS with your AWS credentials',
+    });
+    new CfnOutput(this, 'OperatorPolicyArn', {
+      value: this.api.operatorPolicy.managedPolicyArn,
+      description:
+        'IAM managed policy to attach to operators: execute-api:Invoke on the operator routes only',
+    });
     if (releaseKeys.length === 0) {
       const warning =
         'No release public keys configured (context releasePublicKeysFile): the backend will refuse every release.';
