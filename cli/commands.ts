@@ -75,6 +75,29 @@ export const COMMANDS: readonly Command[] = [
     load: async () => (await import('./keys.js')).keySet,
   },
   {
+    group: 'keys',
+    name: 'backend',
+    summary: "Write the deployed stack's backend public key (from KMS), the PEM vehicles trust",
+    details: [
+      'The backend signs tokens and assignments with a KMS key whose private half never leaves KMS. This fetches',
+      'its public half (kms:GetPublicKey, default AWS credential chain) and writes it as PEM. The stack output',
+      'BackendPublicKeyCommand holds the exact command.',
+    ],
+    api: false,
+    options: {
+      'key-id': {
+        type: 'string',
+        required: true,
+        placeholder: '<arn>',
+        description: 'the signing key (stack output SigningKeyArn)',
+      },
+      region: { type: 'string', placeholder: '<region>', description: 'default: from the key ARN' },
+      out: { type: 'string', required: true, placeholder: '<file>', description: 'PEM file to write' },
+    },
+    examples: ['ota keys backend --key-id arn:aws:kms:eu-west-1:111122223333:key/abcd --out backend.pub.pem'],
+    load: async () => (await import('./keys.js')).backend,
+  },
+  {
     group: 'firmware',
     name: 'sign',
     summary: 'Hash an image (streamed) and write its signed release manifest',

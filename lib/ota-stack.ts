@@ -244,7 +244,7 @@ export class OtaStack extends Stack {
     // Vehicles verify backend signatures with this key's public half, which stays in KMS; the CLI fetches it
     // (kms:GetPublicKey) and writes the PEM a vehicle is provisioned with.
     new CfnOutput(this, 'BackendPublicKeyCommand', {
-      value: `npm run ota -- keys backend --aws --key-id ${this.signingKey.key.keyArn} --region ${this.region} --out backend.pub.pem`,
+      value: `npm run ota -- keys backend --key-id ${this.signingKey.key.keyArn} --region ${this.region} --out backend.pub.pem`,
       description:
         'Writes the backend public key (PEM) vehicles need, fetched from KMS with your AWS credentials',
     });

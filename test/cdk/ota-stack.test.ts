@@ -54,7 +54,7 @@ describe('OtaStack', () => {
     const outputs = json.Outputs as Record<string, { Value: unknown }>;
     const keyId = Object.keys(template.findResources('AWS::KMS::Key'))[0]!;
     const command = JSON.stringify(outputs.BackendPublicKeyCommand?.Value);
-    assert.match(command, /keys backend --aws --key-id /);
+    assert.match(command, /keys backend --key-id /);
     assert.ok(command.includes(`"Fn::GetAtt":["${keyId}","Arn"]`), 'names the signing key');
 
     const policies = template.findResources('AWS::IAM::ManagedPolicy');
