@@ -321,6 +321,8 @@ async function start(
     tls,
     port: ports.api,
     adminToken: admin.token,
+    // `ota --aws` against the local cloud: operator requests signed with the local credentials pass, as IAM would.
+    sigv4: { credentials, region: LOCAL_REGION },
     loadHandler,
     throttle: options.throttle,
     logger: options.logger,

@@ -25,6 +25,7 @@ import {
 } from './aws-limits.js';
 import type { TlsMaterial } from './ca.js';
 import { type LambdaFailure, LambdaInvocationError } from './lambda-runtime.js';
+import { type ParsedAuthorization, parseSigV4Authorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 /** Returns the `handler` export of lambdas/<fn>/handler.ts, or a stand-in for it in tests. */
@@ -49,6 +50,15 @@ export interface LocalGatewayProps {
   readonly port: number;
   /** Bearer token that operator routes require, standing in for IAM authorisation. */
   readonly adminToken: string;
+  /**
+   * Operator routes also take requests signed with SigV4 (service execute-api) with these credentials, as the
+   * deployed API's IAM authorisation does, so `ota ... --aws` works against the local cloud too.
+   * @default admin token only
+   */
+  readonly sigv4?: {
+    readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+    readonly region: string;
+  };
   readonly loadHandler: HandlerLoader;
   /** @default ROUTES */
   readonly routes?: readonly RouteDefinition[];
@@ -294,7 +304,21 @@ export class LocalGateway {
     }
     const { route, pathParameters } = found;
 
-    if (route.auth === 'operator') {
+    let signed: ParsedAuthorization | undefined;
+    const forbidden = (err: SigV4Error) =>
+      json(403, errorBody('forbidden', `SigV4 authorisation failed: ${err.message}`));
+    if (
+      route.auth === 'operator' &&
+      this.props.sigv4 &&
+      /^AWS4-HMAC-SHA256 /.test(req.headers.authorization ?? '')
+    ) {
+      try {
+        signed = parseSigV4Authorization(req);
+      } catch (err) {
+        if (err instanceof SigV4Error) return this.refuse(req, res, requestId, forbidden(err));
+        throw err;
+      }
+    } else if (route.auth === 'operator') {
       const token = bearer(req.headers.authorization);
       if (token === undefined || !sameSecret(token, this.props.adminToken)) {
         return this.refuse(
@@ -324,6 +348,22 @@ export class LocalGateway {
       if (err instanceof BodyTooLarge) return this.refuse(req, res, requestId, tooLarge(limit));
       if (err instanceof ClientGone) return;
       throw err;
+    }
+
+    if (signed && this.props.sigv4) {
+      // Checked once the body is read: the signature covers its hash.
+      try {
+        const query = new Map(new URLSearchParams(target.slice(path.length + 1)));
+        verifySigV4(
+          req,
+          signed,
+          { rawPath: path, query, body },
+          { ...this.props.sigv4, service: 'execute-api' },
+        );
+      } catch (err) {
+        if (err instanceof SigV4Error) return this.send(res, forbidden(err), requestId);
+        throw err;
+      }
     }
 
     const event = this.event(
