@@ -398,15 +398,7 @@ export class DynamoUpdateRepository implements UpdateRepository {
     const items: UpdateRecord[] = [];
     let start: Record<string, unknown> | undefined;
     do {
-      const out = await this.db.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: 'byCampaign',
-          KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
-          ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
-          ExclusiveStartKey: start,
-        }),
-      );
+      const out = await this.db.send(this.waveQuery(campaignId, wave, start));
       items.push(...((out.Items ?? []) as UpdateRecord[]));
       start = out.LastEvaluatedKey;
     } while (start);
@@ -423,17 +415,20 @@ export class DynamoUpdateRepository implements UpdateRepository {
     if (start && !start.waveKey!.startsWith(`${waveKeyPrefix(wave)}#`)) {
       throw new BadRequestError('invalid_next_token', 'next_token belongs to another wave');
     }
-    const out = await this.db.send(
-      new QueryCommand({
-        TableName: this.table,
-        IndexName: 'byCampaign',
-        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
-        ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
-        Limit: limit,
-        ExclusiveStartKey: start,
-      }),
-    );
+    const out = await this.db.send(this.waveQuery(campaignId, wave, start, limit));
     return { items: (out.Items ?? []) as UpdateRecord[], token: encodePageToken(out.LastEvaluatedKey) };
+  }
+
+  /** One wave of a campaign through the sparse byCampaign index, from `start`, at most `limit` items. */
+  private waveQuery(campaignId: string, wave: number, start?: Record<string, unknown>, limit?: number) {
+    return new QueryCommand({
+      TableName: this.table,
+      IndexName: 'byCampaign',
+      KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+      ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+      Limit: limit,
+      ExclusiveStartKey: start,
+    });
   }
 
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
