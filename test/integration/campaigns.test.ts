@@ -91,8 +91,10 @@ async function until(id: string, predicate: (c: Json) => boolean, timeoutMs = 20
 }
 
 async function waveVehicles(id: string, wave: number) {
-  const res = await operator.call('GET', `/campaigns/${id}/vehicles?wave=${wave}`);
+  // At most 1000 per page; no wave of these tests is that large.
+  const res = await operator.call('GET', `/campaigns/${id}/vehicles?wave=${wave}&limit=1000`);
   assert.equal(res.status, 200, res.raw.toString());
+  assert.equal(res.json.next_token, null, 'one page');
   return res.json.vehicles as {
     vin: string;
     status: string;
