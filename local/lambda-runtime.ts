@@ -5,14 +5,18 @@
  *   "Task timed out"; the next invocation gets a fresh instance (a cold start);
  * - a handler that outgrows its memory (V8 heap limit, plus off-heap memory sampled in the worker) is stopped;
  * - warm instances are kept and reused, so only the first invocation of each concurrent instance pays the import;
- * - instances scale out with concurrent invocations up to maxInstances per function; beyond that invocations wait
- *   for a free instance (Lambda would start more; the cap keeps a laptop's memory in check).
+ * - instances scale out with concurrent invocations up to maxInstances per function, a new one when an invocation
+ *   has waited SCALE_OUT_AFTER_MS for a busy one (Lambda starts one at once; a local cold start costs seconds of
+ *   CPU, so a brief overlap is better served by the warm instance); beyond the cap invocations wait.
  * The API Gateway limits (integration timeout, payload sizes) are the gateway's job (local/gateway.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { FUNCTION_SETTINGS, type FunctionSettings, type LambdaName } from '../lambdas/core/functions.js';
 import type { HandlerLoader, ProxyHandler } from './gateway.js';
+
+/** How long an invocation waits for a busy instance before another one is started. */
+export const SCALE_OUT_AFTER_MS = 50;
 
 /** Exit code with which a worker reports that it went over its memory size. */
 export const OUT_OF_MEMORY_EXIT = 137;
@@ -181,7 +185,11 @@ class Instance {
 class Pool {
   private readonly idle: Instance[] = [];
   private readonly all = new Set<Instance>();
-  private readonly waiting: { resolve: (i: Instance) => void; reject: (e: unknown) => void }[] = [];
+  private readonly waiting: {
+    resolve: (i: Instance) => void;
+    reject: (e: unknown) => void;
+    timer?: NodeJS.Timeout;
+  }[] = [];
   coldStarts = 0;
 
   constructor(
@@ -198,12 +206,25 @@ class Pool {
   acquire(): Promise<Instance> {
     const warm = this.idle.pop();
     if (warm) return Promise.resolve(warm);
-    if (this.all.size < this.max) return this.spawn();
-    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
+    if (this.all.size === 0) return this.spawn();
+    return new Promise((resolve, reject) => {
+      const waiter: (typeof this.waiting)[number] = { resolve, reject };
+      if (this.all.size < this.max) {
+        waiter.timer = setTimeout(() => {
+          const at = this.waiting.indexOf(waiter);
+          if (at === -1) return;
+          this.waiting.splice(at, 1);
+          if (this.all.size < this.max) this.spawn().then(resolve, reject);
+          else this.waiting.push({ resolve, reject });
+        }, SCALE_OUT_AFTER_MS);
+      }
+      this.waiting.push(waiter);
+    });
   }
 
   release(instance: Instance): void {
     const waiter = this.waiting.shift();
+    if (waiter?.timer) clearTimeout(waiter.timer);
     if (!instance.alive) {
       this.all.delete(instance);
       if (waiter) this.spawn().then(waiter.resolve, waiter.reject);
@@ -227,7 +248,10 @@ class Pool {
   }
 
   async close(): Promise<void> {
-    for (const w of this.waiting.splice(0)) w.reject(new Error('the local Lambda runtime is closed'));
+    for (const w of this.waiting.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new Error('the local Lambda runtime is closed'));
+    }
     await Promise.all([...this.all].map((i) => i.stop()));
     this.all.clear();
     this.idle.length = 0;
