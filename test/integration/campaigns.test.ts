@@ -23,6 +23,7 @@ import {
   documentClient,
 } from '../../lambdas/adapters/dynamo-repositories.js';
 import { CampaignService } from '../../lambdas/core/campaigns.js';
+import { FUNCTION_SETTINGS } from '../../lambdas/core/functions.js';
 import { systemClock, type UpdateRecord, type UpdateRepository } from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
@@ -129,6 +130,10 @@ before(async () => {
     releasePublicKeys: [releaseKey.publicPem],
     campaignTickMs: TICK_MS,
     throttle: { ratePerSecond: 10000, burst: 10000 },
+    // These tests are about rollouts, not timeouts (aws-limits.test.ts is). Creating the 60-vehicle campaign makes
+    // about 250 calls to the DynamoDB emulator, which on a loaded 2-core machine took over the deployed 10 s
+    // (DynamoDB answers them in a fraction of that): the operator function gets API Gateway's 29 s here instead.
+    functionSettings: { 'operator-api': { ...FUNCTION_SETTINGS['operator-api'], timeoutSeconds: 29 } },
   });
   operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
   const image = randomBytes(64 * 1024);
