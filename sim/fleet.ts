@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import mqtt from 'mqtt';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { isTerminal } from '../lambdas/core/update-state.js';
 import { LOCAL_CREDENTIALS, LOCAL_REGION, type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
@@ -155,6 +156,10 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     releasePublicKeys: [releasePub],
     campaignTickMs: 1000,
     throttle: { ratePerSecond: 100_000, burst: 100_000 },
+    // Creating one campaign for the whole simulated fleet makes about 4 DynamoDB emulator calls per vehicle, which
+    // outlasts the deployed 10 s on a loaded machine long before DynamoDB would: the operator function gets API
+    // Gateway's 29 s here. Every other function keeps its deployed timeout and memory.
+    functionSettings: { 'operator-api': { ...FUNCTION_SETTINGS['operator-api'], timeoutSeconds: 29 } },
     logger: { warn() {}, error: (m, e) => log(`gateway error: ${m} ${JSON.stringify(e)}`) },
   });
   const agents = new Map<string, CreatedAgent>();
