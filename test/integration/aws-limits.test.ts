@@ -20,6 +20,9 @@ import { LocalLambdas } from '../../local/lambda-runtime.js';
 import type { RouteDefinition } from '../../protocol/routes.js';
 import { https } from '../support/https.js';
 
+/** Starting or stopping the local cloud on a loaded machine. */
+const HOOK_TIMEOUT = { timeout: 120_000 };
+
 const FIXTURES = new URL('../support/limit-handlers.ts', import.meta.url).href;
 const dataDir = mkdtempSync(join(tmpdir(), 'ota-limits-'));
 const TOKEN = 'limits-admin-token-0123456789';
@@ -52,8 +55,8 @@ before(async () => {
   const localCa = await LocalCa.open(join(dataDir, 'ca'));
   tls = await localCa.serverCertificate();
   ca = localCa.certPem;
-});
-after(() => rmSync(dataDir, { recursive: true, force: true }));
+}, HOOK_TIMEOUT);
+after(() => rmSync(dataDir, { recursive: true, force: true }), HOOK_TIMEOUT);
 
 /** A gateway whose operator-api is the fixture export `exportName`, run by the worker runtime. */
 async function withFunction(

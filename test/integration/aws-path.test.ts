@@ -12,6 +12,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 
+/** Starting or stopping the local cloud on a loaded machine. */
+const HOOK_TIMEOUT = { timeout: 120_000 };
+
 const ROOT = join(import.meta.dirname, '..', '..');
 const VIN = '1HGCM82633A004352';
 let cloud: LocalCloud;
@@ -63,12 +66,12 @@ before(async () => {
     ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
     campaignTickMs: 0,
   });
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 describe('first vehicle, the AWS way (SigV4 operator, CSR from the agent)', { timeout: 120_000 }, () => {
   const agentArgs = () => [

@@ -15,6 +15,9 @@ import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 
+/** Starting or stopping the local cloud on a loaded machine. */
+const HOOK_TIMEOUT = { timeout: 120_000 };
+
 let cloud: LocalCloud;
 let dataDir: string;
 let operator: Operator;
@@ -80,12 +83,12 @@ before(async () => {
   ]);
   await campaign('pages-b', [vin(8), vin(9), unknown(0)]);
   await campaign('pages-c', [vin(10), vin(11)]);
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   await cloud?.stop();
   rmSync(dataDir, { recursive: true, force: true });
-});
+}, HOOK_TIMEOUT);
 
 describe('listings page with limit and next_token', { timeout: 180_000 }, () => {
   it('releases, without their manifests', async () => {
