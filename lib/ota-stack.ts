@@ -350,8 +350,8 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
     d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
-    // Campaign exclusions: written in batches at creation (BatchWriteItem), listed a page at a time (Query).
-    d.bindItems(operator, 'exclusions', ['BatchWriteItem', 'Query']);
+    // Campaign exclusions: written at creation (PutItem), listed a page at a time (Query).
+    d.bindItems(operator, 'exclusions', ['PutItem', 'Query']);
     d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);

@@ -1,10 +1,13 @@
-/** Campaign exclusions in their own table: one item per campaign x VIN, written in batches, listed a page at a time. */
-import { BatchWriteCommand, type DynamoDBDocumentClient, QueryCommand } from '@aws-sdk/lib-dynamodb';
+/** Campaign exclusions in their own table: one item per campaign x VIN, written one by one, listed a page at a time. */
+import { type DynamoDBDocumentClient, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { Exclusion, ExclusionRepository, Page } from '../core/ports.js';
 import { decodePageToken, encodePageToken } from './page-token.js';
 
-/** BatchWriteItem's largest batch. */
-const BATCH = 25;
+/**
+ * Exclusions written at once. One PutItem each, like the campaign's updates: BatchWriteItem would also let the
+ * function delete items, which no function is granted (issue 18 #9); the SDK retries throttled writes.
+ */
+const CONCURRENCY = 16;
 
 export class DynamoExclusionRepository implements ExclusionRepository {
   constructor(
@@ -13,18 +16,16 @@ export class DynamoExclusionRepository implements ExclusionRepository {
   ) {}
 
   async putAll(campaignId: string, exclusions: readonly Exclusion[]): Promise<void> {
-    for (let i = 0; i < exclusions.length; i += BATCH) {
-      let requests = exclusions.slice(i, i + BATCH).map((e) => ({
-        PutRequest: { Item: { campaignId, vin: e.vin, reason: e.reason } },
-      }));
-      // Throttled writes come back as UnprocessedItems: send them again, backing off, until none are left.
-      for (let attempt = 0; requests.length > 0; attempt++) {
-        if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
-        if (attempt > 8) throw new Error(`exclusions of ${campaignId} not written: still throttled`);
-        const out = await this.db.send(new BatchWriteCommand({ RequestItems: { [this.table]: requests } }));
-        requests = (out.UnprocessedItems?.[this.table] ?? []) as typeof requests;
+    let next = 0;
+    const put = async () => {
+      while (next < exclusions.length) {
+        const e = exclusions[next++]!;
+        await this.db.send(
+          new PutCommand({ TableName: this.table, Item: { campaignId, vin: e.vin, reason: e.reason } }),
+        );
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, exclusions.length) }, put));
   }
 
   async page(campaignId: string, limit: number, token?: string): Promise<Page<Exclusion>> {
