@@ -73,7 +73,7 @@ before(async () => {
       name: id,
       release_id: 'tcu-2.0.2',
       targets: { vins },
-      policy: { waves: [100] },
+      policy: { waves: [100], skip_canary: true },
     });
     assert.equal(res.status, 201, res.raw.toString());
   };
