@@ -3,7 +3,7 @@
  * agent lives in vehicle/. `npm run agent -- --help`.
  */
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORTS } from '../local/ports.js';
@@ -41,8 +41,12 @@ Vehicle
   --vin <VIN>               the vehicle (required)
   --state-dir <dir>         agent state, identity and ECU slots (default .ota-vehicles/<VIN>)
   --ecu <ecu:hw:version>    ECU inventory on first run (repeatable; default tcu:TCU-HW-1:1.0.0)
-  --register                register the vehicle first if it has no certificate (operator call)
+  --register                register the vehicle first if it has no certificate (local cloud: admin token)
   --admin-token-file <file> operator token for --register (default <local dir>/admin-token)
+  --csr-out <file>          write the device's CSR (its key is made on first run and stays here) and exit;
+                            on AWS the operator registers it: ota vehicles register --aws --csr <file> ...
+  --certificate <file>      the device certificate the operator got for that CSR: checked against the
+                            device key and VIN, stored, then the agent starts
   --model <name>            model name for --register (default "Model T")
   --vehicle-state <file>    JSON {"parked": true, "battery_percent": 80}, read before installing
   --min-battery <percent>   least battery charge to install (default 50)
@@ -128,6 +132,8 @@ async function main(): Promise<void> {
       'state-dir': { type: 'string' },
       ecu: { type: 'string', multiple: true },
       register: { type: 'boolean' },
+      'csr-out': { type: 'string' },
+      certificate: { type: 'string' },
       'admin-token-file': { type: 'string' },
       model: { type: 'string' },
       'vehicle-state': { type: 'string' },
@@ -174,7 +180,29 @@ async function main(): Promise<void> {
   const ecus = (values.ecu ?? ['tcu:TCU-HW-1:1.0.0']).map(parseEcu);
   const stateDir = resolve(values['state-dir'] ?? join('.ota-vehicles', vin));
 
-  const identity = await ensureIdentity(identityDir(stateDir), vin);
+  let identity = await ensureIdentity(identityDir(stateDir), vin);
+  if (values['csr-out']) {
+    // The AWS path: operator routes are IAM-authorised, so the vehicle cannot register itself with a token. It
+    // hands its CSR to an operator, who registers it with SigV4 and gives back the certificate.
+    const out = resolve(values['csr-out']);
+    writeFileSync(out, identity.csrPem);
+    process.stdout.write(
+      `CSR for ${vin} written to ${out}\nRegister it: npm run ota -- vehicles register --aws --vin ${vin} ` +
+        `--model <model> --ecu <ecu:hw:version> --csr ${out} --out ${vin}.cert.pem\n` +
+        `Then start the agent with --certificate ${vin}.cert.pem\n`,
+    );
+    return;
+  }
+  if (values.certificate) {
+    identity = await saveCertificate(identity, readFileSync(values.certificate, 'utf8'));
+    logger.info('device certificate installed', { vin });
+  }
+  if (!identity.certPem && !values.register) {
+    fail(
+      'the vehicle has no certificate: --csr-out <file> for an operator to register (AWS), then --certificate, ' +
+        'or --register on the local cloud',
+    );
+  }
   if (!identity.certPem && values.register) {
     const tokenFile =
       values['admin-token-file'] ??

@@ -91,6 +91,25 @@ export class ApiClient {
     return this.call<T>('GET', path, undefined, query);
   }
 
+  /**
+   * Every item of a paginated listing: follows next_token from page to page (protocol/routes.ts PAGE_LIMITS) and
+   * answers the items of `field` in order, with the other fields of the last page.
+   */
+  async getAll<T>(
+    path: string,
+    field: string,
+    query: Query = {},
+  ): Promise<{ items: T[]; page: Record<string, unknown> }> {
+    const items: T[] = [];
+    let token: string | undefined;
+    for (;;) {
+      const page = await this.get<Record<string, unknown>>(path, { ...query, next_token: token });
+      items.push(...((page[field] as T[] | undefined) ?? []));
+      token = typeof page.next_token === 'string' ? page.next_token : undefined;
+      if (!token) return { items, page };
+    }
+  }
+
   post<T>(path: string, body: unknown): Promise<T> {
     return this.call<T>('POST', path, body);
   }

@@ -1,7 +1,8 @@
 /** `ota campaigns ...`: staged rollouts of a published release. */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CampaignList } from '../protocol/operator-responses.js';
+import type { CampaignExcluded } from '../protocol/operator-responses.js';
+import { PAGE_LIMITS } from '../protocol/routes.js';
 import type { ApiClient } from './api.js';
 import { booleanOption, EXIT, numberOption, stringOption } from './args.js';
 import type { Context } from './context.js';
@@ -40,12 +41,9 @@ export async function create(ctx: Context): Promise<void> {
   ctx.print(
     [
       `created campaign ${c.campaign_id} (${c.name}): ${c.release_id}, ${c.target_count} vehicle(s) in ${c.waves.length} wave(s) of ${c.waves.map((w) => w.size).join(', ')}`,
-      ...(c.excluded.length
+      ...(c.excluded.count
         ? [
-            `excluded ${c.excluded.length}: ${c.excluded
-              .slice(0, 5)
-              .map((e) => `${e.vin} (${e.reason})`)
-              .join(', ')}${c.excluded.length > 5 ? ', ...' : ''}`,
+            `excluded ${c.excluded.count}: ${excludedText(c)} (list them: ota campaigns excluded ${c.campaign_id})`,
           ]
         : []),
       `start it: ota campaigns start ${c.campaign_id}`,
@@ -136,22 +134,51 @@ export async function watchCampaign(
   }
 }
 
+export const pageLimit = (ctx: Context) =>
+  numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: PAGE_LIMITS.max });
+
 export async function list(ctx: Context): Promise<void> {
   const api = await ctx.api();
-  const page = await api.get<CampaignList>('/campaigns', {
-    limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: 100 }),
-    cursor: stringOption(ctx.args.values, 'cursor'),
-  });
-  ctx.printJson(page);
-  ctx.print(campaignRows(page.campaigns).join('\n'));
-  if (page.next_cursor) ctx.print(`more: ota campaigns list --cursor ${page.next_cursor}`);
+  const { items } = await api.getAll<CampaignView>('/campaigns', 'campaigns', { limit: pageLimit(ctx) });
+  ctx.printJson({ campaigns: items });
+  ctx.print(campaignRows(items).join('\n'));
 }
 
 export async function vehicles(ctx: Context): Promise<void> {
   const id = ctx.args.positionals[0]!;
   const wave = numberOption(ctx.args.values, 'wave', { integer: true, min: 0 }) ?? 0;
   const api = await ctx.api();
-  const page = await api.get<CampaignVehiclesView>(path(id, '/vehicles'), { wave });
-  ctx.printJson(page);
-  ctx.print([`campaign ${page.campaign_id}, wave ${page.wave}`, ...campaignVehicleRows(page)].join('\n'));
+  const { items } = await api.getAll<CampaignVehiclesView['vehicles'][number]>(
+    path(id, '/vehicles'),
+    'vehicles',
+    {
+      wave,
+      limit: pageLimit(ctx),
+    },
+  );
+  const view: CampaignVehiclesView = { campaign_id: id, wave, vehicles: items, next_token: null };
+  ctx.printJson(view);
+  ctx.print([`campaign ${id}, wave ${wave}`, ...campaignVehicleRows(view)].join('\n'));
+}
+
+export async function excluded(ctx: Context): Promise<void> {
+  const id = ctx.args.positionals[0]!;
+  const api = await ctx.api();
+  const { items } = await api.getAll<CampaignExcluded['excluded'][number]>(
+    path(id, '/excluded'),
+    'excluded',
+    {
+      limit: pageLimit(ctx),
+    },
+  );
+  ctx.printJson({ campaign_id: id, excluded: items });
+  ctx.print(
+    items.length ? items.map((e) => `${e.vin}  ${e.reason}`).join('\n') : `campaign ${id} excluded no target`,
+  );
+}
+
+function excludedText(c: CampaignView): string {
+  return Object.entries(c.excluded.by_reason)
+    .map(([reason, n]) => `${reason} ${n}`)
+    .join(', ');
 }

@@ -20,13 +20,9 @@ export const GROUPS: readonly GroupSpec[] = [
 ];
 
 const id = (name: string, description: string) => [{ name, description, required: true }] as const;
+/** Listings are read a page at a time (the API never answers an unbounded list); the CLI follows every page. */
 const pagination = {
-  limit: { type: 'string', placeholder: '<n>', description: 'items per page, 1-100 (default 50)' },
-  cursor: {
-    type: 'string',
-    placeholder: '<cursor>',
-    description: 'next page, as printed by the previous page',
-  },
+  limit: { type: 'string', placeholder: '<n>', description: 'items per API page, 1-1000 (default 100)' },
 } as const;
 
 export const COMMANDS: readonly Command[] = [
@@ -77,6 +73,29 @@ export const COMMANDS: readonly Command[] = [
       '    --hardware-id OTA-RELEASE-KEYS --version 1.1.0 --key keys/release.key.pem --out keys-manifest.json',
     ],
     load: async () => (await import('./keys.js')).keySet,
+  },
+  {
+    group: 'keys',
+    name: 'backend',
+    summary: "Write the deployed stack's backend public key (from KMS), the PEM vehicles trust",
+    details: [
+      'The backend signs tokens and assignments with a KMS key whose private half never leaves KMS. This fetches',
+      'its public half (kms:GetPublicKey, default AWS credential chain) and writes it as PEM. The stack output',
+      'BackendPublicKeyCommand holds the exact command.',
+    ],
+    api: false,
+    options: {
+      'key-id': {
+        type: 'string',
+        required: true,
+        placeholder: '<arn>',
+        description: 'the signing key (stack output SigningKeyArn)',
+      },
+      region: { type: 'string', placeholder: '<region>', description: 'default: from the key ARN' },
+      out: { type: 'string', required: true, placeholder: '<file>', description: 'PEM file to write' },
+    },
+    examples: ['ota keys backend --key-id arn:aws:kms:eu-west-1:111122223333:key/abcd --out backend.pub.pem'],
+    load: async () => (await import('./keys.js')).backend,
   },
   {
     group: 'firmware',
@@ -409,8 +428,21 @@ export const COMMANDS: readonly Command[] = [
     summary: 'Per-vehicle states of one wave',
     api: true,
     positionals: id('campaign-id', 'campaign id'),
-    options: { wave: { type: 'string', placeholder: '<n>', description: 'wave number, from 0 (default 0)' } },
+    options: {
+      wave: { type: 'string', placeholder: '<n>', description: 'wave number, from 0 (default 0)' },
+      ...pagination,
+    },
     examples: ['ota campaigns vehicles c-1a2b3c4d5e6f --wave 1'],
     load: async () => (await import('./campaigns.js')).vehicles,
+  },
+  {
+    group: 'campaigns',
+    name: 'excluded',
+    summary: 'Targets a campaign left out, with the reason',
+    api: true,
+    positionals: id('campaign-id', 'campaign id'),
+    options: pagination,
+    examples: ['ota campaigns excluded c-1a2b3c4d5e6f'],
+    load: async () => (await import('./campaigns.js')).excluded,
   },
 ];

@@ -3,14 +3,15 @@ import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReleaseManifest } from '../protocol/manifest.js';
-import type { ReleaseCreated, ReleaseList } from '../protocol/operator-responses.js';
+import type { ReleaseCreated } from '../protocol/operator-responses.js';
+import { PAGE_LIMITS } from '../protocol/routes.js';
 import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
 import { checkReleaseId, parseChunkSize } from './inputs.js';
 import { Progress } from './progress.js';
-import { type ReleaseView, releaseRows, renderRelease } from './render.js';
+import { type ReleaseSummary, type ReleaseView, releaseRows, renderRelease } from './render.js';
 import { uploadImage } from './upload.js';
 
 const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
@@ -292,13 +293,11 @@ export async function withdraw(ctx: Context): Promise<void> {
 
 export async function list(ctx: Context): Promise<void> {
   const api = await ctx.api();
-  const page = await api.get<ReleaseList>('/releases', {
-    limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: 100 }),
-    cursor: stringOption(ctx.args.values, 'cursor'),
+  const { items } = await api.getAll<ReleaseSummary>('/releases', 'releases', {
+    limit: numberOption(ctx.args.values, 'limit', { integer: true, min: 1, max: PAGE_LIMITS.max }),
   });
-  ctx.printJson(page);
-  ctx.print(releaseRows(page.releases).join('\n'));
-  if (page.next_cursor) ctx.print(`more: ota firmware list --cursor ${page.next_cursor}`);
+  ctx.printJson({ releases: items });
+  ctx.print(releaseRows(items).join('\n'));
 }
 
 export async function show(ctx: Context): Promise<void> {

@@ -7,6 +7,7 @@
 import type {
   CampaignVehicles,
   CampaignView,
+  ReleaseSummary,
   ReleaseView,
   VehicleView,
 } from '../protocol/operator-responses.js';
@@ -15,7 +16,7 @@ import { UPDATE_STATUSES } from '../protocol/schemas.js';
 import { escapeUnsafe } from '../protocol/text.js';
 import { formatBytes } from './progress.js';
 
-export type { CampaignView, ReleaseView, UpdateView, VehicleView };
+export type { CampaignView, ReleaseSummary, ReleaseView, UpdateView, VehicleView };
 export type CampaignVehiclesView = CampaignVehicles;
 
 /**
@@ -54,7 +55,7 @@ function keyValues(rows: readonly (readonly [string, string])[]): string[] {
 
 const orNone = (v: string | null | undefined) => (v === null || v === undefined || v === '' ? '-' : v);
 
-export function releaseRows(releases: readonly ReleaseView[]): string[] {
+export function releaseRows(releases: readonly ReleaseSummary[]): string[] {
   if (releases.length === 0) return ['no releases'];
   return table(
     ['RELEASE', 'ECU', 'VERSION', 'SIZE', 'STATUS', 'CREATED'],
@@ -138,7 +139,7 @@ export function renderCampaign(c: CampaignView): string[] {
     ['status', c.status],
     ...(c.halt_reason ? ([['halt reason', c.halt_reason]] as const) : []),
     ['wave', waveText(c)],
-    ['targets', `${c.target_count}${c.excluded.length ? ` (${c.excluded.length} excluded)` : ''}`],
+    ['targets', `${c.target_count}${c.excluded.count ? ` (${c.excluded.count} excluded)` : ''}`],
     ['totals', countsText(c.counts)],
     ['updated', c.updated_at],
   ]);
@@ -157,11 +158,13 @@ export function renderCampaign(c: CampaignView): string[] {
       ]),
     ),
   );
-  if (c.excluded.length) {
-    const shown = c.excluded.slice(0, 10);
-    lines.push('', 'excluded:', ...shown.map((e) => `  ${e.vin}  ${e.reason}`));
-    if (c.excluded.length > shown.length)
-      lines.push(`  ... and ${c.excluded.length - shown.length} more (--json)`);
+  if (c.excluded.count) {
+    lines.push(
+      '',
+      'excluded:',
+      ...Object.entries(c.excluded.by_reason).map(([reason, n]) => `  ${reason}  ${n}`),
+      `  (the VINs: ota campaigns excluded ${c.campaign_id})`,
+    );
   }
   return lines;
 }

@@ -6,11 +6,12 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import type { IBindableFunction } from './bindable.js';
 import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /** The jobs worker's timeout: the Lambda maximum, so a slice of a 16 GiB verification never needs more. */
-export const JOBS_WORKER_TIMEOUT = Duration.minutes(15);
+export const JOBS_WORKER_TIMEOUT = Duration.seconds(FUNCTION_SETTINGS['jobs-worker'].timeoutSeconds);
 
 export interface BackgroundJobsProps {
   /** The function that runs jobs (lambdas/jobs-worker/handler.ts). */

@@ -8,6 +8,7 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /**
@@ -20,7 +21,7 @@ export const CAMPAIGN_TICK_PERIOD = Duration.minutes(1);
  * Timeout of the tick function: shorter than the period, so a tick has ended (or been stopped) before the next
  * one is due and a campaign never stalls longer than one period behind a stuck tick.
  */
-export const CAMPAIGN_TICK_TIMEOUT = Duration.seconds(55);
+export const CAMPAIGN_TICK_TIMEOUT = Duration.seconds(FUNCTION_SETTINGS['campaign-tick'].timeoutSeconds);
 
 /**
  * Period of the freshness statement (lambdas/core/freshness.ts): one signature for the fleet per period, each
@@ -31,8 +32,9 @@ export const FRESHNESS_PERIOD = Duration.minutes(5);
 export interface CampaignScheduleProps {
   /**
    * The campaign engine's tick (lambdas/campaign-tick/handler.ts). This construct sets its CAMPAIGN_TICK_SECONDS
-   * and asynchronous invocation settings; the function's own permissions are granted by the stack. Give it
-   * reserved concurrency 1 so that two ticks can never run at once.
+   * and asynchronous invocation settings; the function's own permissions are granted by the stack. It needs no
+   * reserved concurrency: ticks rarely overlap (timeout < period, events older than a period dropped) and an
+   * overlap is safe (conditional writes).
    */
   readonly tickFunction: lambda.Function;
   /**
@@ -74,8 +76,8 @@ export interface CampaignScheduleProps {
  *   visible message, since a dead-lettered tick means the schedule is broken, not that the engine had a bad minute.
  * - The tick itself fails or times out: Scheduler invokes Lambda asynchronously, so this is Lambda's concern. The
  *   function is not retried (retryAttempts 0) and an event older than a minute is dropped (maxEventAge 60 s):
- *   every tick does the whole job again from the tables, so the next tick is the retry, and a tick throttled by
- *   reserved concurrency 1 behind a slow one waits at most one period rather than piling up. An alarm fires when
+ *   every tick does the whole job again from the tables, so the next tick is the retry, and a tick delayed behind
+ *   a slow one waits at most one period rather than piling up. An alarm fires when
  *   the function reported errors (including timeouts) in 5 consecutive minutes: campaigns have then been stalled
  *   for 5 ticks, while one failed tick on its own heals itself.
  *

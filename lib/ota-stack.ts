@@ -1,14 +1,15 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Annotations, CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
+import { FUNCTION_SETTINGS, type LambdaName } from '../lambdas/core/functions.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
 import { BackgroundJobs, JOBS_WORKER_TIMEOUT } from './background-jobs.js';
-import { CAMPAIGN_TICK_TIMEOUT, CampaignSchedule } from './campaign-schedule.js';
+import { CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
@@ -97,6 +98,15 @@ export interface OtaStackProps extends StackProps {
    */
   readonly ingestReservedConcurrentExecutions?: number;
   /**
+   * Reserved concurrency of the campaign tick function. Off by default: reserving concurrency takes it from the
+   * account's unreserved pool, which must keep at least 10, so on an account whose Lambda concurrency quota is 10
+   * (new accounts) any reservation makes the deploy fail and roll back. Two ticks running at once are harmless
+   * anyway: every change a tick makes is a conditional write on the item's revision, so the second tick's write fails
+   * and it moves on (lambdas/core/campaigns.ts). Set it to 1 on accounts with room to spare to make overlap impossible.
+   * @default - none
+   */
+  readonly campaignTickReservedConcurrency?: number;
+  /**
    * ARN of an SNS topic to notify when an alarm fires and when it clears: vehicle messages in the ingest
    * dead-letter queue, campaign ticks failing, ticks the schedule could not deliver.
    * @default - the alarms have no actions
@@ -124,7 +134,9 @@ export class OtaStack extends Stack {
   readonly ingest: FleetIngest;
   /**
    * Advances running campaigns once per schedule period (lambdas/campaign-tick/handler.ts): paced offers signed
-   * and published over MQTT, timeouts, halts, wave changes. Reserved concurrency 1: two ticks never run at once.
+   * and published over MQTT, timeouts, halts, wave changes. No reserved concurrency unless configured
+   * (campaignTickReservedConcurrency): its timeout is shorter than the period, so ticks rarely overlap, and an overlap
+   * is safe.
    */
   readonly campaignTickFunction: OtaFunction;
   readonly campaignSchedule: CampaignSchedule;
@@ -174,6 +186,7 @@ export class OtaStack extends Stack {
         entry: join(PROJECT_ROOT, 'lambdas', name, 'handler.ts'),
         depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
         serviceName: name,
+        ...sized(name),
         logRetention: props.functionLogRetention,
         logRemovalPolicy,
         reservedConcurrentExecutions: props.reservedConcurrentExecutions,
@@ -191,6 +204,7 @@ export class OtaStack extends Stack {
       entry: join(PROJECT_ROOT, 'lambdas', 'ingest', 'handler.ts'),
       depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
       serviceName: 'ingest',
+      ...sized('ingest'),
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
       reservedConcurrentExecutions: props.ingestReservedConcurrentExecutions,
@@ -200,10 +214,10 @@ export class OtaStack extends Stack {
       entry: join(PROJECT_ROOT, 'lambdas', 'campaign-tick', 'handler.ts'),
       depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
       serviceName: 'campaign-tick',
+      ...sized('campaign-tick'),
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
-      timeout: CAMPAIGN_TICK_TIMEOUT,
-      reservedConcurrentExecutions: 1,
+      reservedConcurrentExecutions: props.campaignTickReservedConcurrency,
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     this.jobsWorkerFunction = new OtaFunction(this, 'JobsWorkerFunction', {
@@ -212,9 +226,7 @@ export class OtaStack extends Stack {
       serviceName: 'jobs-worker',
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
-      timeout: JOBS_WORKER_TIMEOUT,
-      // A full vCPU (1,769 MB): hashing is CPU bound; memory use stays at one chunk and one hash state.
-      memorySize: 1769,
+      ...sized('jobs-worker'),
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     const alarmTopic = props.alarmTopicArn
@@ -271,6 +283,18 @@ export class OtaStack extends Stack {
     });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
     new CfnOutput(this, 'TokenSigningKeyArn', { value: this.tokenKey.key.keyArn });
+    // Vehicles verify backend signatures with this key's public half, which stays in KMS; the CLI fetches it
+    // (kms:GetPublicKey) and writes the PEM a vehicle is provisioned with.
+    new CfnOutput(this, 'BackendPublicKeyCommand', {
+      value: `npm run ota -- keys backend --key-id ${this.signingKey.key.keyArn} --region ${this.region} --out backend.pub.pem`,
+      description:
+        'Writes the backend public key (PEM) vehicles need, fetched from KMS with your AWS credentials',
+    });
+    new CfnOutput(this, 'OperatorPolicyArn', {
+      value: this.api.operatorPolicy.managedPolicyArn,
+      description:
+        'IAM managed policy to attach to operators: execute-api:Invoke on the operator routes only',
+    });
     if (releaseKeys.length === 0) {
       const warning =
         'No release public keys configured (context releasePublicKeysFile): the backend will refuse every release.';
@@ -326,6 +350,8 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
     d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
+    // Campaign exclusions: written at creation (PutItem), listed a page at a time (Query).
+    d.bindItems(operator, 'exclusions', ['PutItem', 'Query']);
     d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
     this.fleet.bindRegistration(operator);
@@ -373,6 +399,12 @@ export class OtaStack extends Stack {
     this.signingKey.grantVerify(tick);
     this.fleet.grantPublishNotifications(tick);
   }
+}
+
+/** Timeout and memory from FUNCTION_SETTINGS, the table the local cloud enforces too. */
+function sized(name: LambdaName): { timeout: Duration; memorySize: number } {
+  const s = FUNCTION_SETTINGS[name];
+  return { timeout: Duration.seconds(s.timeoutSeconds), memorySize: s.memoryMb };
 }
 
 function positiveInteger(name: string, value: number, max: number): void {

@@ -1,12 +1,13 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
 import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
 import { AuthWaf } from './auth-waf.js';
-import { acknowledge } from './nag.js';
+import { acknowledge, acknowledgeWildcardResources } from './nag.js';
 import { modelName, toApiGatewaySchema } from './request-models.js';
 
 export interface VehicleApiProps {
@@ -84,6 +85,12 @@ export class VehicleApi extends Construct {
   readonly methods: ReadonlyMap<string, apigw.Method>;
   /** The API's own web ACL; undefined when an existing one (webAclArn) is associated instead. */
   readonly webAcl?: wafv2.CfnWebACL;
+  /**
+   * What an operator needs and nothing more: execute-api:Invoke on each operator route of this API's stage (a
+   * {param} becomes *), never on vehicle or auth routes and never on another stage or API. Attach it to the
+   * operators' role or group.
+   */
+  readonly operatorPolicy: iam.ManagedPolicy;
 
   constructor(scope: Construct, id: string, props: VehicleApiProps) {
     super(scope, id);
@@ -176,6 +183,21 @@ export class VehicleApi extends Construct {
       this.acknowledgeAuthorization(method, route);
     }
     this.methods = methods;
+
+    const stage = this.api.deploymentStage.stageName;
+    const operatorArns = routes
+      .filter((r) => r.auth === 'operator')
+      .map((r) => this.api.arnForExecuteApi(r.method, r.resource.replace(/\{[^}]+\}/g, '*'), stage));
+    this.operatorPolicy = new iam.ManagedPolicy(this, 'OperatorPolicy', {
+      description: 'Fleet OTA operators: call the operator routes of the API (releases, vehicles, campaigns)',
+      statements: [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: operatorArns })],
+    });
+    acknowledgeWildcardResources(
+      this.operatorPolicy,
+      operatorArns,
+      'Each resource is one operator route of this API and stage; the only wildcards stand for its path parameters ' +
+        '(release id, VIN, campaign id), which an operator must be able to name.',
+    );
 
     // Anyone who knows a VIN may call the open login routes: a web ACL limits them per source address.
     this.webAcl = props.webAclArn

@@ -23,8 +23,8 @@ import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/clien
 import { RevocationList } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
+import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
-import type { FunctionName } from '../protocol/routes.js';
 import { LocalCa } from './ca.js';
 import {
   ensurePrivateTree,
@@ -33,15 +33,10 @@ import {
   writePrivateFile,
   writePublicFile,
 } from './files.js';
-import {
-  type GatewayLogger,
-  type HandlerLoader,
-  LocalGateway,
-  type ProxyHandler,
-  type ThrottleSettings,
-} from './gateway.js';
+import { type GatewayLogger, type HandlerLoader, LocalGateway, type ThrottleSettings } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
 import { type LocalJobQueue, type LocalJobQueueProps, startLocalJobQueue } from './job-queue.js';
+import { LocalLambdas } from './lambda-runtime.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 import { startLocalSchedule } from './schedule.js';
@@ -94,8 +89,15 @@ export interface LocalCloudOptions {
   readonly presignTtlSeconds?: number;
   /** Login challenges issued per VIN per minute. @default DEFAULTS.challengesPerVinPerMinute (600) */
   readonly challengesPerVinPerMinute?: number;
-  /** @default imports lambdas/<fn>/handler.ts once per function, after the environment is set */
+  /**
+   * Stand-in handlers run in this process (tests of the gateway itself); they cannot be stopped at their timeout.
+   * @default lambdas/<fn>/handler.ts in worker threads with the function's timeout and memory (lambda-runtime.ts)
+   */
   readonly loadHandler?: HandlerLoader;
+  /** Overrides of the functions' timeout and memory. @default FUNCTION_SETTINGS, as deployed */
+  readonly functionSettings?: Partial<Record<LambdaName, FunctionSettings>>;
+  /** Concurrent warm instances per function. @default 4 */
+  readonly maxInstancesPerFunction?: number;
   /** Gateway throttling per source IP. @default { ratePerSecond: 100, burst: 200 } */
   readonly throttle?: ThrottleSettings;
   /** @default JSON lines on stderr */
@@ -140,6 +142,8 @@ export interface LocalCloud {
   readonly rules: RulesRouter;
   /** Stand-in for the background jobs queue feeding the jobs-worker function. */
   readonly jobs: LocalJobQueue;
+  /** The functions' instances (worker threads), for tests that observe or invoke them. */
+  readonly lambdas: LocalLambdas;
   readonly caCertPem: string;
   /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
   readonly caFile: string;
@@ -336,43 +340,36 @@ async function start(
   cleanups.push(() => jobs.stop());
   env[ENV.jobQueueUrl] = jobs.queueUrl;
 
-  const loadHandler = options.loadHandler ?? importHandlerModules(env);
   cleanups.push(setEnv(env));
+  // Instances start after the environment is set: each worker copies it at its cold start.
+  const lambdas = new LocalLambdas({
+    settings: options.functionSettings,
+    maxInstances: options.maxInstancesPerFunction,
+  });
+  cleanups.push(() => lambdas.close());
+  const loadHandler = options.loadHandler ?? lambdas.handlerLoader;
 
-  // The ingest handler is imported on the first vehicle message, after the environment is set, like a cold start.
-  let ingest: Promise<(event: TopicRuleEvent) => Promise<unknown>> | undefined;
   const rules = startRulesRouter({
     source: broker,
-    invoke: async (event) => {
-      ingest ??= options.ingest
-        ? Promise.resolve(options.ingest)
-        : import('../lambdas/ingest/handler.js').then(
-            (m) => m.handler as (e: TopicRuleEvent) => Promise<unknown>,
-          );
-      return (await ingest)(event);
-    },
+    invoke: (event) => (options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event)),
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
   });
   cleanups.push(() => rules.stop());
 
   // The campaign engine's schedule, and the freshness statement's (both EventBridge Scheduler on AWS, both served
   // by the campaign-tick function): one run at a time, the next one a period after the previous finished.
-  const tickHandler = () =>
-    import('../lambdas/campaign-tick/handler.js').then(
-      (m) => m.handler as (event?: unknown) => Promise<unknown>,
-    );
   const tickMs = options.campaignTickMs ?? 1000;
   if (tickMs > 0 && !options.loadHandler) {
     const schedule = startLocalSchedule(
       'campaign tick',
       tickMs,
-      async () => (await tickHandler())(),
+      () => lambdas.invoke('campaign-tick', {}),
       options.logger,
     );
     cleanups.push(() => schedule.stop());
   }
   const freshnessMs = options.freshnessPeriodMs ?? DEFAULT_FRESHNESS_PERIOD_MS;
-  const publishFreshness = async () => (await tickHandler())(FRESHNESS_JOB);
+  const publishFreshness = () => lambdas.invoke('campaign-tick', FRESHNESS_JOB);
   if (freshnessMs > 0 && !options.loadHandler) {
     const schedule = startLocalSchedule('freshness statement', freshnessMs, publishFreshness, options.logger);
     cleanups.push(() => schedule.stop());
@@ -383,6 +380,8 @@ async function start(
       tls,
       port: ports.api,
       adminToken: admin.token,
+      // `ota --aws` against the local cloud: operator requests signed with the local credentials pass, as IAM would.
+      sigv4: { credentials, region: LOCAL_REGION },
       loadHandler,
       throttle: options.throttle,
       logger: options.logger,
@@ -404,6 +403,7 @@ async function start(
     broker,
     rules,
     jobs,
+    lambdas,
     caCertPem: ca.certPem,
     caFile: ca.certFile,
     adminToken: admin.token,
@@ -447,30 +447,6 @@ function setEnv(env: Record<string, string | undefined>): () => Promise<void> {
   };
   apply(env);
   return async () => apply(previous);
-}
-
-let importedWith: string | undefined;
-
-/**
- * Imports lambdas/<fn>/handler.ts on first use, like a Lambda cold start. Handler modules read their environment
- * once at import and stay cached for the life of the process, so a second local cloud with other settings in
- * the same process would silently talk to the first one's endpoints; that is refused here instead.
- */
-function importHandlerModules(env: Record<string, string | undefined>): HandlerLoader {
-  const settings = JSON.stringify(env);
-  if (importedWith !== undefined && importedWith !== settings) {
-    throw new Error(
-      'The Lambda handler modules in this process were loaded for a local cloud with other settings (data folder ' +
-        'or ports) and keep them; restart with the same dataDir and ports, or use a new process',
-    );
-  }
-  return async (fn: FunctionName): Promise<ProxyHandler> => {
-    importedWith = settings;
-    const mod = (await import(`../lambdas/${fn}/handler.js`)) as { handler?: unknown };
-    if (typeof mod.handler !== 'function')
-      throw new Error(`lambdas/${fn}/handler.ts exports no handler function`);
-    return mod.handler as ProxyHandler;
-  };
 }
 
 /**

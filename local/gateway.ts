@@ -2,8 +2,10 @@
  * A local stand-in for API Gateway (REST, Lambda proxy integration): an HTTPS server on 127.0.0.1 that matches
  * requests against ROUTES, turns them into APIGatewayProxyEvent objects for the same handler modules that run on
  * Lambda, and writes their results back. It mirrors what API Gateway does before a function runs: unknown route
- * (404), wrong method (405), operator authorisation (IAM on AWS, an admin token here: 401), body size (413),
- * throttling (429), integration timeout (504), and a fixed body for anything unexpected (500), never a stack.
+ * (404), wrong method (405), operator authorisation (IAM on AWS, an admin token here: 401), body size (the route's
+ * limit, and never above API Gateway's 10 MB: 413), throttling (429), integration timeout (504), a function error
+ * (timeout, out of memory, crash) or a response above Lambda's 6 MB (502), and a fixed body for anything
+ * unexpected (500), never a stack.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
@@ -12,10 +14,19 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { INTERNAL_ERROR_BODY } from '../lambdas/core/errors.js';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { json } from '../lambdas/core/http.js';
 import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
+import {
+  API_GATEWAY_INTEGRATION_TIMEOUT_MS,
+  API_GATEWAY_MAX_PAYLOAD_BYTES,
+  LAMBDA_SYNC_REQUEST_BYTES,
+  LAMBDA_SYNC_RESPONSE_BYTES,
+} from './aws-limits.js';
 import type { TlsMaterial } from './ca.js';
+import { type LambdaFailure, LambdaInvocationError } from './lambda-runtime.js';
 import { closeServer, LOCALHOST, listen } from './listen.js';
+import { type ParsedAuthorization, parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 /** Returns the `handler` export of lambdas/<fn>/handler.ts, or a stand-in for it in tests. */
@@ -40,6 +51,15 @@ export interface LocalGatewayProps {
   readonly port: number;
   /** Bearer token that operator routes require, standing in for IAM authorisation. */
   readonly adminToken: string;
+  /**
+   * Operator routes also take requests signed with SigV4 (service execute-api) with these credentials, as the
+   * deployed API's IAM authorisation does, so `ota ... --aws` works against the local cloud too.
+   * @default admin token only
+   */
+  readonly sigv4?: {
+    readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+    readonly region: string;
+  };
   readonly loadHandler: HandlerLoader;
   /** @default ROUTES */
   readonly routes?: readonly RouteDefinition[];
@@ -207,7 +227,7 @@ export class LocalGateway {
     this.routes = (props.routes ?? ROUTES).map((r) => ({ ...r, compiled: compile(r.resource) }));
     this.clock = props.clock ?? Date.now;
     this.logger = props.logger ?? stderrLogger;
-    this.timeoutMs = props.timeoutMs ?? 29_000;
+    this.timeoutMs = props.timeoutMs ?? API_GATEWAY_INTEGRATION_TIMEOUT_MS;
     this.buckets = new TokenBuckets(props.throttle ?? { ratePerSecond: 100, burst: 200 }, this.clock);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       // node's own answer to an unparsable request is plain text; API Gateway answers JSON.
@@ -285,7 +305,21 @@ export class LocalGateway {
     }
     const { route, pathParameters } = found;
 
-    if (route.auth === 'operator') {
+    let signed: ParsedAuthorization | undefined;
+    const forbidden = (err: SigV4Error) =>
+      json(403, errorBody('forbidden', `SigV4 authorisation failed: ${err.message}`));
+    if (
+      route.auth === 'operator' &&
+      this.props.sigv4 &&
+      /^AWS4-HMAC-SHA256 /.test(req.headers.authorization ?? '')
+    ) {
+      try {
+        signed = parseAuthorization(req);
+      } catch (err) {
+        if (err instanceof SigV4Error) return this.refuse(req, res, requestId, forbidden(err));
+        throw err;
+      }
+    } else if (route.auth === 'operator') {
       const token = bearer(req.headers.authorization);
       if (token === undefined || !sameSecret(token, this.props.adminToken)) {
         return this.refuse(
@@ -303,17 +337,34 @@ export class LocalGateway {
       }
     }
 
+    const limit = Math.min(route.maxBodyBytes, API_GATEWAY_MAX_PAYLOAD_BYTES);
     const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > route.maxBodyBytes) {
-      return this.refuse(req, res, requestId, tooLarge(route));
+    if (declared > limit) {
+      return this.refuse(req, res, requestId, tooLarge(limit));
     }
     let body: Buffer;
     try {
-      body = await readBody(req, route.maxBodyBytes);
+      body = await readBody(req, limit);
     } catch (err) {
-      if (err instanceof BodyTooLarge) return this.refuse(req, res, requestId, tooLarge(route));
+      if (err instanceof BodyTooLarge) return this.refuse(req, res, requestId, tooLarge(limit));
       if (err instanceof ClientGone) return;
       throw err;
+    }
+
+    if (signed && this.props.sigv4) {
+      // Checked once the body is read: the signature covers its hash.
+      try {
+        const query = new Map(new URLSearchParams(target.slice(path.length + 1)));
+        verifySigV4(
+          req,
+          signed,
+          { rawPath: path, query, body },
+          { ...this.props.sigv4, service: 'execute-api' },
+        );
+      } catch (err) {
+        if (err instanceof SigV4Error) return this.send(res, forbidden(err), requestId);
+        throw err;
+      }
     }
 
     const event = this.event(
@@ -326,6 +377,21 @@ export class LocalGateway {
       requestId,
       ip,
     );
+    const eventBytes = Buffer.byteLength(JSON.stringify(event));
+    if (eventBytes > LAMBDA_SYNC_REQUEST_BYTES) {
+      // Lambda refuses the invocation (RequestEntityTooLargeException); API Gateway answers 413.
+      return this.send(
+        res,
+        json(
+          413,
+          errorBody(
+            'request_too_large',
+            `The request (${eventBytes} bytes as a Lambda event) exceeds Lambda's ${LAMBDA_SYNC_REQUEST_BYTES} bytes`,
+          ),
+        ),
+        requestId,
+      );
+    }
     const result = await this.invoke(route.fn, event, requestId);
     this.send(res, result, requestId);
   }
@@ -439,13 +505,15 @@ export class LocalGateway {
     event: APIGatewayProxyEvent,
     requestId: string,
   ): Promise<APIGatewayProxyResult> {
-    const deadline = this.clock() + this.timeoutMs;
+    // The stand-in context of a handler run in this process; the worker runtime makes its own (lambda-worker.ts).
+    const settings = FUNCTION_SETTINGS[fn];
+    const deadline = this.clock() + settings.timeoutSeconds * 1000;
     const context: Context = {
       callbackWaitsForEmptyEventLoop: true,
       functionName: `fleet-ota-${fn}`,
       functionVersion: '$LATEST',
       invokedFunctionArn: `arn:aws:lambda:us-east-1:${LOCAL_ACCOUNT}:function:fleet-ota-${fn}`,
-      memoryLimitInMB: '1024',
+      memoryLimitInMB: String(settings.memoryMb),
       awsRequestId: randomUUID(),
       logGroupName: `/aws/lambda/fleet-ota-${fn}`,
       logStreamName: 'local',
@@ -468,8 +536,24 @@ export class LocalGateway {
         this.logger.error('malformed handler result', { requestId, fn });
         return json(502, INTERNAL_ERROR_BODY);
       }
+      const size = Buffer.byteLength(JSON.stringify(outcome));
+      if (size > LAMBDA_SYNC_RESPONSE_BYTES) {
+        // Lambda refuses to return it ("Response payload size exceeded"): a function error, 502 at the gateway.
+        this.logger.error('handler response too large', { requestId, fn, bytes: size });
+        return json(
+          502,
+          errorBody(
+            'function_response_too_large',
+            `The function's response (${size} bytes) exceeds Lambda's ${LAMBDA_SYNC_RESPONSE_BYTES} bytes`,
+          ),
+        );
+      }
       return outcome;
     } catch (err) {
+      if (err instanceof LambdaInvocationError) {
+        this.logger.error('function error', { requestId, fn, kind: err.kind, error: err.message });
+        return json(502, errorBody(FAILURE_CODES[err.kind], err.message));
+      }
       this.logger.error('handler failed', { requestId, fn, error: describe(err) });
       return json(500, INTERNAL_ERROR_BODY);
     } finally {
@@ -523,9 +607,18 @@ export class LocalGateway {
   }
 }
 
-function tooLarge(route: RouteDefinition): APIGatewayProxyResult {
-  return json(413, errorBody('body_too_large', `The request body exceeds ${route.maxBodyBytes} bytes`));
+function tooLarge(limit: number): APIGatewayProxyResult {
+  return json(413, errorBody('body_too_large', `The request body exceeds ${limit} bytes`));
 }
+
+/** A Lambda function error reaches the caller as API Gateway's 502; the code says which one. */
+const FAILURE_CODES: Record<LambdaFailure, string> = {
+  timeout: 'function_timeout',
+  out_of_memory: 'function_out_of_memory',
+  crashed: 'function_crashed',
+  init_failed: 'function_init_failed',
+  handler_error: 'function_error',
+};
 
 function compareScores(a: number[], b: number[]): number {
   for (let i = 0; i < a.length; i++) {

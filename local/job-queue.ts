@@ -17,6 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { closeServer, listen } from './listen.js';
 import { parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
@@ -26,7 +27,7 @@ export interface LocalJobQueueProps {
   readonly cert: string;
   readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
   readonly region: string;
-  /** The jobs-worker function's timeout (AWS: 15 minutes). @default 900000 */
+  /** The jobs-worker function's timeout (AWS: 15 minutes). @default FUNCTION_SETTINGS['jobs-worker'] */
   readonly timeoutMs?: number;
   /** @default timeoutMs + 60 s (AWS: at least the function timeout) */
   readonly visibilityTimeoutMs?: number;
@@ -70,7 +71,7 @@ interface Message {
 const MAX_MESSAGE_BYTES = 256 * 1024;
 
 export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<LocalJobQueue> {
-  const timeoutMs = props.timeoutMs ?? 900_000;
+  const timeoutMs = props.timeoutMs ?? FUNCTION_SETTINGS['jobs-worker'].timeoutSeconds * 1000;
   const visibilityMs = props.visibilityTimeoutMs ?? timeoutMs + 60_000;
   const maxReceives = props.maxReceiveCount ?? 5;
   const log =

@@ -45,10 +45,17 @@ export type UploadTargetView = z.infer<typeof uploadTargetSchema>;
 export const releaseCreatedSchema = releaseViewSchema.extend({ upload: uploadTargetSchema });
 export type ReleaseCreated = z.infer<typeof releaseCreatedSchema>;
 
-/** GET /releases */
+/** A release as listings show it: without its manifest (thousands of chunk digests); GET one for it. */
+export const releaseSummarySchema = releaseViewSchema.omit({ manifest: true });
+export type ReleaseSummary = z.infer<typeof releaseSummarySchema>;
+
+/** The opaque token of the next page; null on the last page. */
+const nextTokenAnswer = z.string().nullable();
+
+/** GET /releases, a page at a time */
 export const releaseListSchema = z.object({
-  releases: z.array(releaseViewSchema),
-  next_cursor: z.string().nullable(),
+  releases: z.array(releaseSummarySchema),
+  next_token: nextTokenAnswer,
 });
 export type ReleaseList = z.infer<typeof releaseListSchema>;
 
@@ -140,7 +147,8 @@ export const campaignViewSchema = z.object({
   cancel: z.object({ wave: z.number().int(), started_at: z.string() }).nullable(),
   current_wave: z.number().int(),
   target_count: z.number().int(),
-  excluded: z.array(z.object({ vin: z.string(), reason: z.string() })),
+  /** How many targets were excluded, per reason; GET /campaigns/{id}/excluded lists them a page at a time. */
+  excluded: z.object({ count: z.number().int(), by_reason: z.record(z.string(), z.number().int()) }),
   counts: countsSchema,
   waves: z.array(
     z.object({
@@ -158,17 +166,18 @@ export const campaignViewSchema = z.object({
 });
 export type CampaignView = z.infer<typeof campaignViewSchema>;
 
-/** GET /campaigns */
+/** GET /campaigns, a page at a time */
 export const campaignListSchema = z.object({
   campaigns: z.array(campaignViewSchema),
-  next_cursor: z.string().nullable(),
+  next_token: nextTokenAnswer,
 });
 export type CampaignList = z.infer<typeof campaignListSchema>;
 
-/** GET /campaigns/{id}/vehicles?wave=N */
+/** GET /campaigns/{id}/vehicles?wave=N, a page at a time */
 export const campaignVehiclesSchema = z.object({
   campaign_id: z.string(),
   wave: z.number().int(),
+  next_token: nextTokenAnswer,
   vehicles: z.array(
     z.object({
       vin: z.string(),
@@ -183,3 +192,11 @@ export const campaignVehiclesSchema = z.object({
   ),
 });
 export type CampaignVehicles = z.infer<typeof campaignVehiclesSchema>;
+
+/** GET /campaigns/{id}/excluded, a page at a time (VIN order) */
+export const campaignExcludedSchema = z.object({
+  campaign_id: z.string(),
+  excluded: z.array(z.object({ vin: z.string(), reason: z.string() })),
+  next_token: nextTokenAnswer,
+});
+export type CampaignExcluded = z.infer<typeof campaignExcludedSchema>;

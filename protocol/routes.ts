@@ -6,6 +6,7 @@
 import * as z from 'zod';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import {
+  campaignExcludedSchema,
   campaignListSchema,
   campaignVehiclesSchema,
   campaignViewSchema,
@@ -131,6 +132,26 @@ const createCampaignSchema = z.strictObject({
 
 export { createCampaignSchema };
 
+/**
+ * Every listing is paginated: `limit` items at most (bounded, so no page nears Lambda's 6 MB response), and an
+ * opaque `next_token` from the previous page's answer to continue; a page answers `next_token: null` when it is
+ * the last. Tokens are only meaningful to the listing that made them; anything else is refused with 400.
+ */
+export const PAGE_LIMITS = { default: 100, max: 1000 } as const;
+export const nextTokenSchema = z
+  .string()
+  .min(1)
+  .max(2048)
+  .regex(/^[A-Za-z0-9_-]+$/, 'must be a token from a previous page');
+const pageQuery = {
+  limit: z.coerce.number().int().min(1).max(PAGE_LIMITS.max).optional(),
+  next_token: nextTokenSchema.optional(),
+};
+export const queries = {
+  page: z.strictObject(pageQuery),
+  wavePage: z.strictObject({ ...pageQuery, wave: z.coerce.number().int().min(0).max(19).optional() }),
+} as const;
+
 export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api';
 export type RouteAuth = 'none' | 'vehicle' | 'operator';
 
@@ -142,6 +163,8 @@ export interface RouteDefinition {
   /** none: open (rate-limited); vehicle: bearer token checked in the handler; operator: IAM on AWS, admin token locally. */
   readonly auth: RouteAuth;
   readonly body?: z.ZodType;
+  /** Query string parameters the route takes (listings: limit, next_token); others are refused with 400. */
+  readonly query?: z.ZodType;
   /** Largest accepted body in bytes; larger ones answer 413. */
   readonly maxBodyBytes: number;
   readonly summary: string;
@@ -258,9 +281,10 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/releases',
     fn: 'operator-api',
     auth: 'operator',
+    query: queries.page,
     maxBodyBytes: 0,
     responses: { 200: releaseListSchema },
-    summary: 'List releases',
+    summary: 'List releases, a page at a time (?limit=, ?next_token=); without their manifests',
   },
   {
     method: 'GET',
@@ -338,9 +362,10 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns',
     fn: 'operator-api',
     auth: 'operator',
+    query: queries.page,
     maxBodyBytes: 0,
     responses: { 200: campaignListSchema },
-    summary: 'List campaigns',
+    summary: 'List campaigns, a page at a time (?limit=, ?next_token=)',
   },
   {
     method: 'GET',
@@ -356,9 +381,20 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns/{campaignId}/vehicles',
     fn: 'operator-api',
     auth: 'operator',
+    query: queries.wavePage,
     maxBodyBytes: 0,
     responses: { 200: campaignVehiclesSchema },
-    summary: 'Per-vehicle states of one wave (?wave=N)',
+    summary: 'Per-vehicle states of one wave (?wave=N), a page at a time (?limit=, ?next_token=)',
+  },
+  {
+    method: 'GET',
+    resource: '/campaigns/{campaignId}/excluded',
+    fn: 'operator-api',
+    auth: 'operator',
+    query: queries.page,
+    maxBodyBytes: 0,
+    responses: { 200: campaignExcludedSchema },
+    summary: 'Targets the campaign excluded, with the reason, a page at a time (?limit=, ?next_token=)',
   },
   ...(['start', 'pause', 'resume', 'cancel'] as const).map(
     (action): RouteDefinition => ({

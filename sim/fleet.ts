@@ -16,6 +16,7 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { isTerminal } from '../lambdas/core/update-state.js';
 import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
@@ -123,6 +124,10 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     releasePublicKeys: [releasePub],
     campaignTickMs: 1000,
     throttle: { ratePerSecond: 100_000, burst: 100_000 },
+    // Creating one campaign for the whole simulated fleet makes about 4 DynamoDB emulator calls per vehicle, which
+    // outlasts the deployed 10 s on a loaded machine long before DynamoDB would: the operator function gets API
+    // Gateway's 29 s here. Every other function keeps its deployed timeout and memory.
+    functionSettings: { 'operator-api': { ...FUNCTION_SETTINGS['operator-api'], timeoutSeconds: 29 } },
     logger: { warn() {}, error: (m, e) => log(`gateway error: ${m} ${JSON.stringify(e)}`) },
   });
   const agents = new Map<string, CreatedAgent>();
@@ -299,16 +304,33 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     });
     await call('POST', '/campaigns/fleet-main/start', {});
 
+    // A wave's vehicles, every page (the listing gives at most 1000 at a time).
+    const waveVehicles = async (w: number) => {
+      const all: {
+        vin: string;
+        status: UpdateStatus;
+        attempt: number;
+        reason: string | null;
+        offered_at: string | null;
+        updated_at: string;
+      }[] = [];
+      let token: string | null = null;
+      do {
+        const next: string = token ? `&next_token=${encodeURIComponent(token)}` : '';
+        const page = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w}&limit=1000${next}`);
+        all.push(...page.vehicles);
+        token = page.next_token;
+      } while (token);
+      return all;
+    };
+
     let restarted = false;
     let lastReport = Date.now();
     let lastCounts = '';
     let stalledReports = 0;
     const explainStall = async (waves: number) => {
       for (let w = 0; w < waves; w++) {
-        const listed = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w}`);
-        const open = (listed.vehicles as { vin: string; status: UpdateStatus; attempt: number }[]).filter(
-          (v) => v.status !== 'scheduled' && !isTerminal(v.status),
-        );
+        const open = (await waveVehicles(w)).filter((v) => v.status !== 'scheduled' && !isTerminal(v.status));
         for (const v of open.slice(0, 5)) {
           const st = agents.get(v.vin)?.agent.state;
           log(
@@ -362,8 +384,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const reasons: Record<string, number> = {};
     const installMs: number[] = [];
     for (const w of campaign.waves) {
-      const res = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w.wave}`);
-      for (const v of res.vehicles) {
+      for (const v of await waveVehicles(w.wave)) {
         if (v.reason && v.status !== 'completed')
           reasons[`${v.status}: ${v.reason}`] = (reasons[`${v.status}: ${v.reason}`] ?? 0) + 1;
         if (v.offered_at) offeredAt.push(Date.parse(v.offered_at));

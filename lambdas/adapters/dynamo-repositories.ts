@@ -14,7 +14,7 @@ import {
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
 import { waveKeyPrefix } from '../core/campaigns.js';
-import { ConflictError } from '../core/errors.js';
+import { BadRequestError, ConflictError } from '../core/errors.js';
 import type {
   CampaignChanges,
   CampaignRecord,
@@ -22,6 +22,7 @@ import type {
   CampaignStatus,
   HistoryEvent,
   HistoryRepository,
+  Page,
   ReleaseRecord,
   ReleaseRepository,
   UpdateRecord,
@@ -31,6 +32,7 @@ import type {
   VerificationCheckpoint,
 } from '../core/ports.js';
 import { TERMINAL_STATUSES } from '../core/update-state.js';
+import { decodePageToken, encodePageToken } from './page-token.js';
 
 export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
   return DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
@@ -232,11 +234,12 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     return (out.Items ?? []) as ReleaseRecord[];
   }
 
-  async list(limit: number, cursor?: string): Promise<{ items: ReleaseRecord[]; cursor?: string }> {
+  async list(limit: number, token?: string): Promise<Page<ReleaseRecord>> {
+    const start = decodePageToken(token, ['releaseId']);
     const out = await this.db.send(
-      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: decodeCursor(cursor) }),
+      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: start }),
     );
-    return { items: (out.Items ?? []) as ReleaseRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+    return { items: (out.Items ?? []) as ReleaseRecord[], token: encodePageToken(out.LastEvaluatedKey) };
   }
 }
 
@@ -462,12 +465,12 @@ export class DynamoUpdateRepository implements UpdateRepository {
 
   async listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]> {
     const items: UpdateRecord[] = [];
-    let cursor: string | undefined;
+    let token: string | undefined;
     do {
-      const page = await this.pageByCampaignWave(campaignId, wave, undefined, cursor);
+      const page = await this.pageByCampaignWave(campaignId, wave, undefined, token);
       items.push(...page.items);
-      cursor = page.cursor;
-    } while (cursor);
+      token = page.token;
+    } while (token);
     return items;
   }
 
@@ -496,19 +499,26 @@ export class DynamoUpdateRepository implements UpdateRepository {
     campaignId: string,
     wave: number,
     limit: number | undefined,
-    cursor?: string,
-  ): Promise<{ items: UpdateRecord[]; cursor?: string }> {
-    const out = await this.db.send(
-      new QueryCommand({
-        TableName: this.table,
-        IndexName: 'byCampaign',
-        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
-        ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
-        Limit: limit,
-        ExclusiveStartKey: decodeCursor(cursor),
-      }),
-    );
-    return { items: (out.Items ?? []) as UpdateRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+    token?: string,
+  ): Promise<Page<UpdateRecord>> {
+    const start = decodePageToken(token, ['vin', 'updateId', 'campaignId', 'waveKey'], { campaignId });
+    if (start && !start.waveKey!.startsWith(`${waveKeyPrefix(wave)}#`)) {
+      throw new BadRequestError('invalid_next_token', 'next_token belongs to another wave');
+    }
+    const out = await this.db.send(this.waveQuery(campaignId, wave, start, limit));
+    return { items: (out.Items ?? []) as UpdateRecord[], token: encodePageToken(out.LastEvaluatedKey) };
+  }
+
+  /** One wave of a campaign through the sparse byCampaign index, from `start`, at most `limit` items. */
+  private waveQuery(campaignId: string, wave: number, start?: Record<string, unknown>, limit?: number) {
+    return new QueryCommand({
+      TableName: this.table,
+      IndexName: 'byCampaign',
+      KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+      ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+      Limit: limit,
+      ExclusiveStartKey: start,
+    });
   }
 
   async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
@@ -548,11 +558,12 @@ export class DynamoCampaignRepository implements CampaignRepository {
     return out.Item as CampaignRecord | undefined;
   }
 
-  async list(limit: number, cursor?: string): Promise<{ items: CampaignRecord[]; cursor?: string }> {
+  async list(limit: number, token?: string): Promise<Page<CampaignRecord>> {
+    const start = decodePageToken(token, ['campaignId']);
     const out = await this.db.send(
-      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: decodeCursor(cursor) }),
+      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: start }),
     );
-    return { items: (out.Items ?? []) as CampaignRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+    return { items: (out.Items ?? []) as CampaignRecord[], token: encodePageToken(out.LastEvaluatedKey) };
   }
 
   async listByStatus(status: CampaignStatus): Promise<CampaignRecord[]> {

@@ -17,6 +17,7 @@ import { FreshnessService } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { clientConfig } from './aws-clients.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
+import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import {
   DynamoCampaignRepository,
@@ -46,6 +47,7 @@ export const repositories = {
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
+  exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
   freshness: () =>

@@ -99,14 +99,14 @@ export class CampaignCanceller {
         await pool(page.items, 16, async (u) => {
           await withdrawUpdate(this.deps, campaign, u);
         });
-        next = page.cursor
-          ? { wave: at.wave, cursor: page.cursor, startedAt: at.startedAt }
+        next = page.token
+          ? { wave: at.wave, cursor: page.token, startedAt: at.startedAt }
           : { wave: at.wave, phase: 'recount', tally: {}, startedAt: at.startedAt };
       } else {
         const tally: Record<string, number> = { ...at.tally };
         for (const u of page.items) tally[u.status] = (tally[u.status] ?? 0) + 1;
-        if (page.cursor) {
-          next = { wave: at.wave, phase: 'recount', cursor: page.cursor, tally, startedAt: at.startedAt };
+        if (page.token) {
+          next = { wave: at.wave, phase: 'recount', cursor: page.token, tally, startedAt: at.startedAt };
         } else {
           await this.deps.campaigns.resetCounts(campaignId, at.wave, tally);
           next = { wave: at.wave + 1, startedAt: at.startedAt };

@@ -9,7 +9,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { z } from 'zod';
 import { offerFor } from '../../protocol/offer.js';
-import type { CampaignList, CampaignVehicles, CampaignView } from '../../protocol/operator-responses.js';
+import type {
+  CampaignExcluded,
+  CampaignList,
+  CampaignVehicles,
+  CampaignView,
+} from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import { compareVersions } from '../../protocol/versions.js';
 import {
@@ -31,6 +36,7 @@ import type {
   CampaignRepository,
   CampaignStatus,
   Clock,
+  ExclusionRepository,
   HistoryRepository,
   JobQueue,
   OfferPublisher,
@@ -122,13 +128,22 @@ export function campaignView(c: CampaignRecord): CampaignView {
       : null,
     current_wave: c.currentWave,
     target_count: c.targetCount,
-    excluded: c.excluded.map((e) => ({ vin: e.vin, reason: e.reason })),
+    // A bounded summary; the VINs are listed a page at a time by GET /campaigns/{id}/excluded.
+    excluded: excludedSummary(c),
     counts: totals,
     waves,
     policy: { ...c.policy, waves: [...c.policy.waves] },
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
+}
+
+/** Counts per reason; campaigns stored before exclusions had their own items carried the list itself. */
+function excludedSummary(c: CampaignRecord): { count: number; by_reason: Record<string, number> } {
+  const legacy = (c as { excluded?: readonly { reason: string }[] }).excluded;
+  const byReason: Record<string, number> = { ...(c.excludedByReason ?? {}) };
+  for (const e of legacy ?? []) byReason[e.reason] = (byReason[e.reason] ?? 0) + 1;
+  return { count: Object.values(byReason).reduce((a, b) => a + b, 0), by_reason: byReason };
 }
 
 export interface CampaignDeps {
@@ -143,6 +158,7 @@ export interface CampaignDeps {
 export interface CampaignServiceDeps extends CampaignDeps {
   /** Where cancel sends the withdrawal job. */
   readonly jobs: JobQueue;
+  readonly exclusions: ExclusionRepository;
 }
 
 /** Runs fn over items with at most `limit` in flight. */
@@ -227,7 +243,7 @@ export class CampaignService {
       waves: sizes.map((size) => ({ size })),
       currentWave: 0,
       targetCount: ordered.length,
-      excluded,
+      excludedByReason: countBy(excluded.map((e) => e.reason)),
       counts: Object.fromEntries(sizes.map((size, i) => [`w${i}`, { scheduled: size }])),
       createdAt: now,
       updatedAt: now,
@@ -266,6 +282,8 @@ export class CampaignService {
         throw new ConflictError('campaign_exists', `Vehicle ${r.vin} already has an update in ${campaignId}`);
       }
     });
+    // Before the campaign item: a campaign that exists always has all its exclusions listed.
+    await this.deps.exclusions.putAll(campaignId, excluded);
     await this.deps.campaigns.create(campaign);
     return campaignView(campaign);
   }
@@ -314,21 +332,23 @@ export class CampaignService {
     return campaignView(await this.load(campaignId));
   }
 
-  async list(limit: number, cursor?: string): Promise<CampaignList> {
-    const page = await this.deps.campaigns.list(limit, cursor);
-    return { campaigns: page.items.map(campaignView), next_cursor: page.cursor ?? null };
+  async list(limit: number, token?: string): Promise<CampaignList> {
+    const page = await this.deps.campaigns.list(limit, token);
+    return { campaigns: page.items.map(campaignView), next_token: page.token ?? null };
   }
 
-  async vehicles(campaignId: string, wave: number): Promise<CampaignVehicles> {
+  /** One page of a wave's vehicles (VIN order). */
+  async vehicles(campaignId: string, wave: number, limit: number, token?: string): Promise<CampaignVehicles> {
     const c = await this.load(campaignId);
     if (!Number.isInteger(wave) || wave < 0 || wave >= c.waves.length) {
       throw new BadRequestError('invalid_wave', `wave must be 0-${c.waves.length - 1}`);
     }
-    const items = await this.deps.updates.listByCampaignWave(campaignId, wave);
+    const page = await this.deps.updates.pageByCampaignWave(campaignId, wave, limit, token);
     return {
       campaign_id: campaignId,
       wave,
-      vehicles: items.map((u) => ({
+      next_token: page.token ?? null,
+      vehicles: page.items.map((u) => ({
         vin: u.vin,
         status: u.status,
         progress: u.progress,
@@ -339,6 +359,16 @@ export class CampaignService {
         updated_at: u.updatedAt,
       })),
     };
+  }
+
+  /** One page of the targets the campaign excluded, with the reason (VIN order). */
+  async excluded(campaignId: string, limit: number, token?: string): Promise<CampaignExcluded> {
+    const c = await this.load(campaignId);
+    const legacy = (c as { excluded?: { vin: string; reason: string }[] }).excluded;
+    const page = legacy
+      ? { items: legacy, token: undefined }
+      : await this.deps.exclusions.page(campaignId, limit, token);
+    return { campaign_id: campaignId, excluded: page.items, next_token: page.token ?? null };
   }
 
   private async load(campaignId: string): Promise<CampaignRecord> {
@@ -714,6 +744,12 @@ export class CampaignEngine {
     }
     return true;
   }
+}
+
+function countBy(values: readonly string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
 }
 
 function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {

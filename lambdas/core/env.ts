@@ -10,6 +10,7 @@ export const ENV = {
   tableCampaigns: 'TABLE_CAMPAIGNS',
   tableChallenges: 'TABLE_CHALLENGES',
   tableFreshness: 'TABLE_FRESHNESS',
+  tableExclusions: 'TABLE_EXCLUSIONS',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',

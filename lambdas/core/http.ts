@@ -68,6 +68,9 @@ export interface RouteRequest<B> {
   readonly route: RouteDefinition;
   readonly body: B;
   readonly params: Record<string, string>;
+  /** The query string validated against the route's query schema ({} for routes without one). */
+  // biome-ignore lint/suspicious/noExplicitAny: each route's query type differs; its schema validated it already
+  readonly query: any;
 }
 
 function describeIssue(issue: z.core.$ZodIssue): { code: string; message: string } {
@@ -99,6 +102,21 @@ export function parseBody(event: APIGatewayProxyEvent, route: RouteDefinition): 
   if (!result.success) {
     const { code, message } = describeIssue(result.error.issues[0]!);
     throw new BadRequestError(code, message);
+  }
+  return result.data;
+}
+
+/** Validates the query string against the route's schema (listings: limit, next_token); 400 on anything else. */
+export function parseQuery(event: APIGatewayProxyEvent, route: RouteDefinition): unknown {
+  if (!route.query) return {};
+  const result = route.query.safeParse(event.queryStringParameters ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const { message } = describeIssue(issue);
+    throw new BadRequestError(
+      `invalid_${String(issue.path[0] ?? 'query')}`,
+      message.replace(/^body/, 'query'),
+    );
   }
   return result.data;
 }
@@ -158,7 +176,8 @@ export function createRouter(
       const handle = handlers[`${route.method} ${route.resource}`]!;
       const params = pathParams(event);
       const body = parseBody(event, route);
-      return await handle({ event, route, body, params });
+      const query = parseQuery(event, route);
+      return await handle({ event, route, body, params, query });
     } catch (err) {
       return errorResponse(err, logger);
     }

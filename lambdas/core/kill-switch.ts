@@ -56,7 +56,7 @@ export class KillSwitchService {
         await this.deps.campaignService.act(c.campaignId, 'cancel');
         campaignsCancelled++;
       }
-      cursor = page.cursor;
+      cursor = page.token;
     } while (cursor);
     let updatesWithdrawn = 0;
     cursor = undefined;

@@ -77,7 +77,7 @@ export interface ReleaseRepository {
   listByVersion(version: string): Promise<ReleaseRecord[]>;
   /** Records the multipart upload started for a pending release. */
   setUploadId(releaseId: string, uploadId: string): Promise<void>;
-  list(limit: number, cursor?: string): Promise<{ items: ReleaseRecord[]; cursor?: string }>;
+  list(limit: number, token?: string): Promise<Page<ReleaseRecord>>;
 }
 
 export interface EcuRecord {
@@ -202,13 +202,33 @@ export interface UpdateRepository {
     releaseId: string,
     cursor?: string,
   ): Promise<{ items: UpdateRecord[]; cursor?: string }>;
-  /** One page of a wave's updates, VIN order, for work done in bounded slices (campaign cancel). */
+  /**
+   * One page of a wave's updates, VIN order: the listing route, and work done in bounded slices (campaign cancel).
+   * token from the previous page (400 when it is not one).
+   */
   pageByCampaignWave(
     campaignId: string,
     wave: number,
     limit: number,
-    cursor?: string,
-  ): Promise<{ items: UpdateRecord[]; cursor?: string }>;
+    token?: string,
+  ): Promise<Page<UpdateRecord>>;
+}
+
+/** One page of a listing: the items, and the token of the next page when there is one. */
+export interface Page<T> {
+  readonly items: T[];
+  readonly token?: string;
+}
+
+export interface Exclusion {
+  readonly vin: string;
+  readonly reason: string;
+}
+
+/** Targets a campaign left out, one item each (never a list in the campaign item). */
+export interface ExclusionRepository {
+  putAll(campaignId: string, exclusions: readonly Exclusion[]): Promise<void>;
+  page(campaignId: string, limit: number, token?: string): Promise<Page<Exclusion>>;
 }
 
 /** cancelling: offers are being withdrawn in the background (campaign-cancel.ts); then cancelled. */
@@ -246,7 +266,8 @@ export interface CampaignRecord {
   readonly waves: readonly { readonly size: number; readonly startedAt?: string }[];
   readonly currentWave: number;
   readonly targetCount: number;
-  readonly excluded: readonly { readonly vin: string; readonly reason: string }[];
+  /** How many targets were excluded, per reason (a bounded set); the VINs are in the ExclusionRepository. */
+  readonly excludedByReason: Readonly<Record<string, number>>;
   readonly haltReason?: string;
   readonly cancel?: CancelCheckpoint;
   /**
@@ -268,7 +289,7 @@ export type CampaignChanges = Partial<
 export interface CampaignRepository {
   create(campaign: CampaignRecord): Promise<void>;
   get(campaignId: string): Promise<CampaignRecord | undefined>;
-  list(limit: number, cursor?: string): Promise<{ items: CampaignRecord[]; cursor?: string }>;
+  list(limit: number, token?: string): Promise<Page<CampaignRecord>>;
   listByStatus(status: CampaignStatus): Promise<CampaignRecord[]>;
   /** Applies changes if the revision is still expectedRevision; counts are never touched by this. */
   change(

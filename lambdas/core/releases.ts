@@ -192,8 +192,15 @@ export class ReleaseService {
     return releaseView(release);
   }
 
-  async list(limit: number, cursor?: string): Promise<ReleaseList> {
-    const page = await this.deps.releases.list(limit, cursor);
-    return { releases: page.items.map(releaseView), next_cursor: page.cursor ?? null };
+  /** One page of releases, without their manifests (each can hold thousands of chunk digests): GET one for it. */
+  async list(limit: number, token?: string): Promise<ReleaseList> {
+    const page = await this.deps.releases.list(limit, token);
+    return {
+      releases: page.items.map((r) => {
+        const { manifest: _, ...summary } = releaseView(r);
+        return summary;
+      }),
+      next_token: page.token ?? null,
+    };
   }
 }

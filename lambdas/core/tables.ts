@@ -4,7 +4,15 @@
  */
 export interface TableDefinition {
   /** Logical name; the physical name comes from the environment (TABLE_<NAME>). */
-  readonly name: 'releases' | 'vehicles' | 'updates' | 'history' | 'campaigns' | 'challenges' | 'freshness';
+  readonly name:
+    | 'releases'
+    | 'vehicles'
+    | 'updates'
+    | 'history'
+    | 'campaigns'
+    | 'challenges'
+    | 'freshness'
+    | 'exclusions';
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
@@ -56,6 +64,15 @@ export const TABLES: readonly TableDefinition[] = [
     partitionKey: 'id',
     indexes: [],
     ttlAttribute: 'expiresAt',
+  },
+  {
+    // One item per campaign x excluded target, with the reason: the campaign item keeps only counts per reason, so
+    // its size does not grow with the fleet (DynamoDB's 400 KB item limit), and the listing pages.
+    name: 'exclusions',
+    envVar: 'TABLE_EXCLUSIONS',
+    partitionKey: 'campaignId',
+    sortKey: 'vin',
+    indexes: [],
   },
   {
     // Append-only status history; items expire after the retention period.

@@ -1,9 +1,8 @@
 /** Operator routes: releases and the vehicle registry. IAM-authorised on AWS, admin token on the local cloud. */
 
 import { IoTClient } from '@aws-sdk/client-iot';
-import type { APIGatewayProxyEvent } from 'aws-lambda';
 import type { z } from 'zod';
-import type { bodies } from '../../protocol/routes.js';
+import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
@@ -19,7 +18,6 @@ import {
 } from '../adapters/runtime.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
 import { ENV, optionalEnv, requireEnv } from '../core/env.js';
-import { BadRequestError } from '../core/errors.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
 import type { CertificateIssuer } from '../core/ports.js';
@@ -55,17 +53,13 @@ const registry = new VehicleRegistryService({
   clock: systemClock,
 });
 
-function listLimit(event: APIGatewayProxyEvent): number {
-  const raw = event.queryStringParameters?.limit;
-  if (raw === undefined) return 50;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 100)
-    throw new BadRequestError('invalid_limit', 'limit must be 1-100');
-  return n;
-}
+/** A listing's query, validated against the route's schema (protocol/routes.ts queries.page). */
+type PageQuery = { limit?: number; next_token?: string; wave?: number };
+const pageOf = (q: PageQuery) => [q.limit ?? PAGE_LIMITS.default, q.next_token] as const;
 
 const campaigns = new CampaignService({
   campaigns: repositories.campaigns(),
+  exclusions: repositories.exclusions(),
   releases: repositories.releases(),
   vehicles: repositories.vehicles(),
   updates,
@@ -101,8 +95,8 @@ const route = createRouter(
       const created = await releases.create(body);
       return json(201, created);
     },
-    'GET /releases': async ({ event }: RouteRequest<undefined>) =>
-      json(200, await releases.list(listLimit(event), event.queryStringParameters?.cursor ?? undefined)),
+    'GET /releases': async ({ query }: RouteRequest<undefined>) =>
+      json(200, await releases.list(...pageOf(query))),
     'GET /releases/{releaseId}': async ({ params }: RouteRequest<undefined>) =>
       json(200, await releases.get(params.releaseId!)),
     'POST /releases/{releaseId}/publish': async ({
@@ -139,15 +133,14 @@ const route = createRouter(
       json(200, await registry.get(params.vin!)),
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
       json(201, await campaigns.create(body)),
-    'GET /campaigns': async ({ event }: RouteRequest<undefined>) =>
-      json(200, await campaigns.list(listLimit(event), event.queryStringParameters?.cursor ?? undefined)),
+    'GET /campaigns': async ({ query }: RouteRequest<undefined>) =>
+      json(200, await campaigns.list(...pageOf(query))),
     'GET /campaigns/{campaignId}': async ({ params }: RouteRequest<undefined>) =>
       json(200, await campaigns.get(params.campaignId!)),
-    'GET /campaigns/{campaignId}/vehicles': async ({ params, event }: RouteRequest<undefined>) =>
-      json(
-        200,
-        await campaigns.vehicles(params.campaignId!, Number(event.queryStringParameters?.wave ?? '0')),
-      ),
+    'GET /campaigns/{campaignId}/vehicles': async ({ params, query }: RouteRequest<undefined>) =>
+      json(200, await campaigns.vehicles(params.campaignId!, query.wave ?? 0, ...pageOf(query))),
+    'GET /campaigns/{campaignId}/excluded': async ({ params, query }: RouteRequest<undefined>) =>
+      json(200, await campaigns.excluded(params.campaignId!, ...pageOf(query))),
     'POST /campaigns/{campaignId}/start': campaignAction('start'),
     'POST /campaigns/{campaignId}/pause': campaignAction('pause'),
     'POST /campaigns/{campaignId}/resume': campaignAction('resume'),

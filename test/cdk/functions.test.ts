@@ -4,6 +4,7 @@ import { Duration } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import { FUNCTION_SETTINGS } from '../../lambdas/core/functions.js';
 import { OtaFunction } from '../../lib/ota-function.js';
 import { FUNCTIONS } from '../../protocol/routes.js';
 import {
@@ -156,10 +157,10 @@ describe('backend functions', { timeout: 300_000 }, () => {
       }
 
       if (fn === 'campaign-tick') {
-        it('times out within its 60 s period and never runs twice at once (reserved concurrency 1)', () => {
+        it('times out within its 60 s period, with no reserved concurrency by default', () => {
           assert.equal(props.MemorySize, 512);
           assert.equal(props.Timeout, 55);
-          assert.equal(props.ReservedConcurrentExecutions, 1);
+          assert.equal(props.ReservedConcurrentExecutions, undefined);
         });
       } else if (fn === 'jobs-worker') {
         it('has a full vCPU, the 15-minute Lambda maximum, and no reserved concurrency', () => {
@@ -176,6 +177,27 @@ describe('backend functions', { timeout: 300_000 }, () => {
       }
     });
   }
+
+  it('configures each function with the timeout and memory of FUNCTION_SETTINGS, which the local cloud enforces', () => {
+    assert.deepEqual(Object.keys(FUNCTION_SETTINGS).sort(), [...ALL_FUNCTIONS].sort());
+    for (const fn of ALL_FUNCTIONS) {
+      const props = functionProps(template, fn);
+      assert.equal(props.Timeout, FUNCTION_SETTINGS[fn].timeoutSeconds, fn);
+      assert.equal(props.MemorySize, FUNCTION_SETTINGS[fn].memoryMb, fn);
+    }
+  });
+
+  it('reserves no concurrency by default, so it deploys on an account whose concurrency quota is 10', () => {
+    // AWS keeps at least 10 of the account's concurrency unreserved: with a quota of 10, any reservation fails.
+    for (const f of Object.values(template.findResources('AWS::Lambda::Function'))) {
+      assert.equal(f.Properties.ReservedConcurrentExecutions, undefined, String(f.Properties.Description));
+    }
+    const t = otaTemplate({ campaignTickReservedConcurrency: 1 });
+    assert.equal(functionProps(t, 'campaign-tick').ReservedConcurrentExecutions, 1, 'opt-in');
+    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'campaign-tick')) {
+      assert.equal(functionProps(t, fn).ReservedConcurrentExecutions, undefined, fn);
+    }
+  });
 
   it('passes the stack settings through', () => {
     const t = otaTemplate({
@@ -196,7 +218,11 @@ describe('backend functions', { timeout: 300_000 }, () => {
     assert.equal(functionEnv(t, 'ingest').HISTORY_RETENTION_DAYS, '30');
     assert.equal(functionProps(t, 'ingest').ReservedConcurrentExecutions, 7);
     assert.equal(functionEnv(t, 'campaign-tick').HISTORY_RETENTION_DAYS, '30');
-    assert.equal(functionProps(t, 'campaign-tick').ReservedConcurrentExecutions, 1, 'the tick stays at 1');
+    assert.equal(
+      functionProps(t, 'campaign-tick').ReservedConcurrentExecutions,
+      undefined,
+      'not the API setting',
+    );
     t.resourcePropertiesCountIs('AWS::Logs::LogGroup', { RetentionInDays: 30 }, ALL_FUNCTIONS.length);
   });
 

@@ -33,6 +33,7 @@ const tables = {
   campaigns: table('TABLE_CAMPAIGNS'),
   challenges: table('TABLE_CHALLENGES'),
   freshness: table('TABLE_FRESHNESS'),
+  exclusions: table('TABLE_EXCLUSIONS'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -101,6 +102,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: [],
       challenges: ['PutItem', 'UpdateItem'],
       freshness: [],
+      exclusions: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -126,6 +128,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
       freshness: ['GetItem'],
+      exclusions: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -148,7 +151,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('operator-api: releases, vehicles, updates and campaigns read/write, history append-only, uploads, no signing key', () => {
+  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions written and queried, history append-only, uploads, no signing key', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       vehicles: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
@@ -157,6 +160,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
+      exclusions: ['PutItem', 'Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -199,6 +203,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: ['UpdateItem'],
       challenges: [],
       freshness: [],
+      exclusions: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -236,6 +241,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
       freshness: [],
+      exclusions: [],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -301,6 +307,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
       freshness: ['GetItem', 'PutItem'],
+      exclusions: [],
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);

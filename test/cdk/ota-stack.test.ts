@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { OtaStack } from '../../lib/ota-stack.js';
 import { parseReleasePublicKeys } from '../../lib/release-keys.js';
-import { FUNCTIONS } from '../../protocol/routes.js';
+import { FUNCTIONS, ROUTES } from '../../protocol/routes.js';
 import { functionEnv, ingestQueueId, NO_BUNDLING, newApp, otaTemplate, scheduleQueueId } from './fixtures.js';
 
 const p256 = () =>
@@ -49,6 +49,40 @@ describe('OtaStack', { timeout: 300_000 }, () => {
     }[];
     assert.deepEqual([signing!['Fn::GetAtt'][0], token!['Fn::GetAtt'][0]].sort(), [...keys].sort());
     assert.ok(!Object.keys(outputs).some((k) => k.startsWith('ApiEndpoint')), 'no duplicate URL output');
+  });
+
+  it('outputs what a first vehicle and its operator need: the backend key command and the operator policy', () => {
+    const template = otaTemplate();
+    const json = template.toJSON();
+    const outputs = json.Outputs as Record<string, { Value: unknown }>;
+    const keyId = Object.keys(template.findResources('AWS::KMS::Key'))[0]!;
+    const command = JSON.stringify(outputs.BackendPublicKeyCommand?.Value);
+    assert.match(command, /keys backend --key-id /);
+    assert.ok(command.includes(`"Fn::GetAtt":["${keyId}","Arn"]`), 'names the signing key');
+
+    const policies = template.findResources('AWS::IAM::ManagedPolicy');
+    const [policyId, policy] = Object.entries(policies).find(([, p]) =>
+      String(p.Properties.Description).startsWith('Fleet OTA operators'),
+    )!;
+    assert.deepEqual(outputs.OperatorPolicyArn?.Value, { Ref: policyId });
+    const statements = policy.Properties.PolicyDocument.Statement as {
+      Action: unknown;
+      Resource: unknown[];
+    }[];
+    assert.equal(statements.length, 1);
+    assert.equal(statements[0]!.Action, 'execute-api:Invoke');
+    // Each resource ends in /<stage>/<METHOD>/<path>: exactly the operator routes, path parameters as *.
+    const apiId = Object.keys(template.findResources('AWS::ApiGateway::RestApi'))[0]!;
+    const granted = statements[0]!.Resource.map((r) => {
+      const parts = (r as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1];
+      assert.deepEqual(parts.at(-4), { Ref: apiId }, 'this API only');
+      return String(parts.at(-1));
+    }).sort();
+    const operatorRoutes = ROUTES.filter((r) => r.auth === 'operator')
+      .map((r) => `/${r.method}${r.resource.replace(/\{[^}]+\}/g, '*')}`)
+      .sort();
+    assert.deepEqual(granted, operatorRoutes);
+    assert.ok(!granted.some((g) => /\/(auth|updates)\//.test(g)), 'no vehicle or auth route');
   });
 
   it('warns (annotation and output) when no release keys are configured', () => {

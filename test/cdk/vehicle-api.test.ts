@@ -99,6 +99,7 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
       'GET /campaigns',
       'GET /campaigns/{campaignId}',
       'GET /campaigns/{campaignId}/vehicles',
+      'GET /campaigns/{campaignId}/excluded',
       'POST /campaigns/{campaignId}/start',
       'POST /campaigns/{campaignId}/pause',
       'POST /campaigns/{campaignId}/resume',

@@ -249,7 +249,7 @@ describe('background jobs', { timeout: 480_000 }, () => {
       ],
       currentWave: 1,
       targetCount: N + 1,
-      excluded: [],
+      excludedByReason: {},
       counts: { w0: { offered: N }, w1: { offered: 1 } },
       createdAt: now,
       updatedAt: now,

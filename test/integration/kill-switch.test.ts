@@ -270,7 +270,9 @@ describe('POST /vehicles/{vin}/revoke (issue 18 #4)', { timeout: 120_000 }, () =
       targets: { vins: [stolen, bystander] },
     });
     assert.equal(campaign.status, 201, campaign.raw.toString());
-    assert.deepEqual(campaign.json.excluded, [{ vin: stolen, reason: 'revoked' }]);
+    assert.deepEqual(campaign.json.excluded, { count: 1, by_reason: { revoked: 1 } });
+    const excluded = await operator.call('GET', `/campaigns/${campaign.json.campaign_id}/excluded`);
+    assert.deepEqual(excluded.json.excluded, [{ vin: stolen, reason: 'revoked' }]);
   });
 });
 

@@ -118,13 +118,16 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     assert.equal((await asOperator('GET', '/releases/tcu-4.0.0', 200)).json.published_at, null);
     const list = await asOperator('GET', '/releases?limit=1', 200);
     assert.equal(list.json.releases.length, 1);
-    assert.equal(typeof list.json.next_cursor, 'string');
-    await asOperator('GET', `/releases?limit=1&cursor=${encodeURIComponent(list.json.next_cursor)}`, 200);
+    assert.equal(typeof list.json.next_token, 'string');
+    assert.equal(list.json.releases[0].manifest, undefined, 'listings leave manifests out');
+    const second = await asOperator('GET', `/releases?limit=1&next_token=${list.json.next_token}`, 200);
+    assert.notEqual(second.json.releases[0].release_id, list.json.releases[0].release_id, 'the next page');
+    await asOperator('GET', '/releases?next_token=not-a-token', 400);
 
     await asOperator('GET', '/releases/no-such-release', 404);
     await asOperator('POST', '/releases/tcu-4.0.0/publish', 409, {});
     await asOperator('POST', '/releases', 400, { manifest: {} });
-    await asOperator('GET', '/releases?limit=1000', 400);
+    await asOperator('GET', '/releases?limit=1001', 400);
   });
 
   it('vehicles: register, get, and refusals', async () => {
@@ -202,7 +205,7 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asVehicle('GET', `/updates/${VIN}/firmware/not-a-version`, 400);
   });
 
-  it('campaigns: create, list, get, vehicles, start, pause, resume, cancel, and refusals', async () => {
+  it('campaigns: create, list, get, vehicles, excluded, start, pause, resume, cancel, and refusals', async () => {
     const created = await asOperator('POST', '/campaigns', 201, {
       campaign_id: 'conformance',
       name: 'conformance',
@@ -211,10 +214,23 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
       policy: { waves: [100], skip_canary: true, halt_failure_count: 1 },
     });
     assert.equal(created.json.status, 'created');
-    assert.deepEqual(created.json.excluded.map((e: { reason: string }) => e.reason).sort(), [
-      'already_at_or_above_version',
-      'unknown_vehicle',
-    ]);
+    assert.deepEqual(created.json.excluded, {
+      count: 2,
+      by_reason: { already_at_or_above_version: 1, unknown_vehicle: 1 },
+    });
+    const excluded = await asOperator('GET', '/campaigns/conformance/excluded?limit=1', 200);
+    assert.equal(excluded.json.excluded.length, 1);
+    const rest = await asOperator(
+      'GET',
+      `/campaigns/conformance/excluded?limit=1&next_token=${excluded.json.next_token}`,
+      200,
+    );
+    assert.deepEqual(
+      [...excluded.json.excluded, ...rest.json.excluded].map((e: { reason: string }) => e.reason).sort(),
+      ['already_at_or_above_version', 'unknown_vehicle'],
+    );
+    await asOperator('GET', '/campaigns/conformance/excluded?limit=0', 400);
+    await asOperator('GET', '/campaigns/no-such-campaign/excluded', 404);
     await asOperator('POST', '/campaigns', 409, {
       campaign_id: 'conformance',
       name: 'again',

@@ -1,0 +1,30 @@
+/**
+ * Every Lambda function of the backend with the timeout and memory it runs with. The one source for both the CDK
+ * stack (lib/ota-stack.ts) and the local cloud (local/lambda-runtime.ts), so a handler that outlives its timeout
+ * or its memory locally fails the same way it would on AWS instead of running on.
+ */
+import type { FunctionName } from '../../protocol/routes.js';
+
+export type LambdaName = FunctionName | 'ingest' | 'campaign-tick' | 'jobs-worker';
+
+export interface FunctionSettings {
+  /** Lambda's timeout. API functions stay well under API Gateway's 29 s integration timeout. */
+  readonly timeoutSeconds: number;
+  /** Lambda's memory size; CPU scales with it, and signature and hash checks are CPU bound. */
+  readonly memoryMb: number;
+}
+
+export const FUNCTION_SETTINGS: Readonly<Record<LambdaName, FunctionSettings>> = {
+  'auth-api': { timeoutSeconds: 10, memoryMb: 512 },
+  'vehicle-api': { timeoutSeconds: 10, memoryMb: 512 },
+  'operator-api': { timeoutSeconds: 10, memoryMb: 512 },
+  ingest: { timeoutSeconds: 10, memoryMb: 512 },
+  // Shorter than the one-minute schedule period: a tick has ended (or been stopped) before the next one is due.
+  'campaign-tick': { timeoutSeconds: 55, memoryMb: 512 },
+  // Background jobs (release verification, campaign cancel) save checkpoints and continue past one invocation; a
+  // full vCPU (1,769 MB) because hashing is CPU bound, while memory use stays at one chunk and one hash state. Run
+  // locally by local/job-queue.ts, which enforces the same timeout.
+  'jobs-worker': { timeoutSeconds: 900, memoryMb: 1769 },
+};
+
+export const LAMBDA_NAMES = Object.keys(FUNCTION_SETTINGS) as LambdaName[];
