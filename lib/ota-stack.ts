@@ -14,6 +14,7 @@ import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
 import { FleetIngest } from './fleet-ingest.js';
+import { OfferPacing } from './offer-pacing.js';
 import { OtaFunction } from './ota-function.js';
 import { SigningKey } from './signing-key.js';
 import { VehicleApi } from './vehicle-api.js';
@@ -146,6 +147,12 @@ export class OtaStack extends Stack {
    */
   readonly jobsWorkerFunction: OtaFunction;
   readonly jobs: BackgroundJobs;
+  /**
+   * Takes queued campaign targets into their wave and offers them, and runs each campaign's pacer, from the offers
+   * queue (lambdas/offer-worker/handler.ts, lambdas/core/offer-pacing.ts).
+   */
+  readonly offerWorkerFunction: OtaFunction;
+  readonly offers: OfferPacing;
   readonly api: VehicleApi;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
@@ -229,12 +236,26 @@ export class OtaStack extends Stack {
       ...sized('jobs-worker'),
       environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
+    this.offerWorkerFunction = new OtaFunction(this, 'OfferWorkerFunction', {
+      entry: join(PROJECT_ROOT, 'lambdas', 'offer-worker', 'handler.ts'),
+      depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
+      serviceName: 'offer-worker',
+      logRetention: props.functionLogRetention,
+      logRemovalPolicy,
+      ...sized('offer-worker'),
+      environment: { [ENV.historyRetentionDays]: String(historyDays) },
+    });
     const alarmTopic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
       : undefined;
     this.jobs = new BackgroundJobs(this, 'BackgroundJobs', {
       worker: this.jobsWorkerFunction,
       workerTimeout: JOBS_WORKER_TIMEOUT,
+      alarmTopic,
+      destroyOnRemoval: destroy,
+    });
+    this.offers = new OfferPacing(this, 'OfferPacing', {
+      worker: this.offerWorkerFunction,
       alarmTopic,
       destroyOnRemoval: destroy,
     });
@@ -280,6 +301,10 @@ export class OtaStack extends Stack {
     new CfnOutput(this, 'JobsDeadLetterQueueUrl', {
       value: this.jobs.deadLetterQueue.queueUrl,
       description: 'Background jobs (release verification, campaign cancel) that failed repeatedly',
+    });
+    new CfnOutput(this, 'OffersDeadLetterQueueUrl', {
+      value: this.offers.deadLetterQueue.queueUrl,
+      description: 'Campaign pacer steps and offers that failed repeatedly (their vehicles were not offered)',
     });
     new CfnOutput(this, 'SigningKeyArn', { value: this.signingKey.key.keyArn });
     new CfnOutput(this, 'TokenSigningKeyArn', { value: this.tokenKey.key.keyArn });
@@ -330,8 +355,10 @@ export class OtaStack extends Stack {
     d.bindItems(vehicle, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(vehicle, 'updates', ['GetItem', 'Query', 'PutItem']);
     d.bindItems(vehicle, 'history', ['PutItem']);
-    // Counts move by UpdateItem; a campaign being cancelled refuses its updates' downloads (GetItem).
-    d.bindItems(vehicle, 'campaigns', ['GetItem', 'UpdateItem']);
+    // A campaign being cancelled refuses its updates' downloads (GetItem); its counts move in the counter shards,
+    // by an UpdateItem inside the update's TransactWriteItems (which needs no action of its own).
+    d.bindItems(vehicle, 'campaigns', ['GetItem']);
+    d.bindItems(vehicle, 'counters', ['UpdateItem']);
     // Freshness: reads the newest statement and the vehicle's bucket; alerts are written on the vehicle's item.
     d.bindItems(vehicle, 'freshness', ['GetItem']);
     this.storage.grantPresignDownload(vehicle);
@@ -350,6 +377,8 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
     d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
+    // Campaign views sum the counter shards (a Query per wave); a revoke's or withdraw's cancel moves a count.
+    d.bindItems(operator, 'counters', ['Query', 'UpdateItem']);
     // Campaign exclusions: written at creation (PutItem), listed a page at a time (Query).
     d.bindItems(operator, 'exclusions', ['PutItem', 'Query']);
     d.bindItems(operator, 'history', ['PutItem']);
@@ -368,6 +397,7 @@ export class OtaStack extends Stack {
     this.storage.grantVerify(worker);
     d.bindItems(worker, 'campaigns', ['GetItem', 'UpdateItem']);
     d.bindItems(worker, 'updates', ['GetItem', 'PutItem', 'Query'], { indexes: ['byCampaign'] });
+    d.bindItems(worker, 'counters', ['UpdateItem']);
     d.bindItems(worker, 'vehicles', ['UpdateItem']);
     d.bindItems(worker, 'history', ['PutItem']);
 
@@ -378,26 +408,42 @@ export class OtaStack extends Stack {
     d.bindItems(ingest, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(ingest, 'updates', ['GetItem', 'Query', 'PutItem']);
     d.bindItems(ingest, 'history', ['PutItem']);
-    d.bindItems(ingest, 'campaigns', ['UpdateItem']);
+    d.bindItems(ingest, 'counters', ['UpdateItem']);
 
-    // campaign-tick: finds running campaigns (byStatus), reads the release, offers the current wave (vehicles'
-    // active update and assignment counter, the update items found through byCampaign and written with a revision
-    // check), signs each assignment, publishes the offer on the vehicle's issue_details topic, times out silent
-    // vehicles (unlocking them) and moves the campaign on (UpdateItem: status, wave, counts). It never creates or
-    // deletes a campaign. No S3: the offer carries no download URL; the vehicle asks vehicle-api for one.
+    // campaign-tick: finds running campaigns (byStatus) and decides from each campaign item and its summed counter
+    // shards (a Query per wave); overdue updates come from the sparse byDeadline index, a page per tick, and are timed
+    // out (PutItem with their count, vehicles unlocked by UpdateItem) or sent to the offers queue again; the pacer
+    // is (re)started by a conditional PutItem of its state. No reads of a wave, no signing, no IoT: offers are the
+    // offer worker's. The freshness job (same function) signs statements.
     const tick = this.campaignTickFunction;
     d.bindItems(tick, 'campaigns', ['GetItem', 'UpdateItem'], { indexes: ['byStatus'] });
-    d.bindItems(tick, 'releases', ['GetItem']);
+    d.bindItems(tick, 'counters', ['GetItem', 'Query', 'PutItem', 'UpdateItem']);
     // The freshness job (same function) scans the vehicles for its leaves (bounded by FRESHNESS_MAX_VEHICLES).
-    d.bindItems(tick, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
-    d.bindItems(tick, 'updates', ['PutItem'], { indexes: ['byCampaign'] });
+    d.bindItems(tick, 'vehicles', ['UpdateItem', 'Scan']);
+    d.bindItems(tick, 'updates', ['PutItem'], { indexes: ['byDeadline'] });
     d.bindItems(tick, 'history', ['PutItem']);
     // ...and writes statements and their buckets.
     d.bindItems(tick, 'freshness', ['GetItem', 'PutItem']);
     this.signingKey.grantSign(tick);
-    // Assignments carry the signer's key id, derived from the public key (KmsSigner.publicKeyPem).
+    // Statements carry the signer's key id, derived from the public key (KmsSigner.publicKeyPem).
     this.signingKey.grantVerify(tick);
-    this.fleet.grantPublishNotifications(tick);
+    this.offers.grantSend(tick);
+
+    // offer-worker: a pacer step reads one page of the queued targets (byCampaign) and saves the pacer's state
+    // (conditional PutItem); an offer takes its target into a wave (the update's PutItem and its count's UpdateItem
+    // in one transaction), takes the vehicle's offer counter and active update (one UpdateItem), signs the
+    // assignment and publishes it on the vehicle's issue_details topic. Queue consumption and sending are granted by
+    // OfferPacing. No S3.
+    const offer = this.offerWorkerFunction;
+    d.bindItems(offer, 'campaigns', ['GetItem']);
+    d.bindItems(offer, 'releases', ['GetItem']);
+    d.bindItems(offer, 'vehicles', ['GetItem', 'UpdateItem']);
+    d.bindItems(offer, 'updates', ['GetItem', 'PutItem'], { indexes: ['byCampaign'] });
+    d.bindItems(offer, 'counters', ['GetItem', 'PutItem', 'UpdateItem']);
+    d.bindItems(offer, 'history', ['PutItem']);
+    this.signingKey.grantSign(offer);
+    this.signingKey.grantVerify(offer);
+    this.fleet.grantPublishNotifications(offer);
   }
 }
 

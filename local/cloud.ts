@@ -24,6 +24,7 @@ import { RevocationList } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
+import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import { LocalCa } from './ca.js';
 import {
@@ -68,6 +69,8 @@ export interface LocalCloudPorts {
   readonly iotData?: number;
   /** Background jobs queue (SQS SendMessage) stand-in. @default 0 (any free port) */
   readonly jobs?: number;
+  /** Campaign offers queue (SQS) stand-in. @default 0 (any free port) */
+  readonly offers?: number;
 }
 
 export interface LocalCloudOptions {
@@ -142,6 +145,8 @@ export interface LocalCloud {
   readonly rules: RulesRouter;
   /** Stand-in for the background jobs queue feeding the jobs-worker function. */
   readonly jobs: LocalJobQueue;
+  /** Stand-in for the campaign offers queue feeding the offer-worker function (pacer steps and offers). */
+  readonly offers: LocalJobQueue;
   /** The functions' instances (worker threads), for tests that observe or invoke them. */
   readonly lambdas: LocalLambdas;
   readonly caCertPem: string;
@@ -339,6 +344,24 @@ async function start(
   });
   cleanups.push(() => jobs.stop());
   env[ENV.jobQueueUrl] = jobs.queueUrl;
+  // The offers queue feeds the offer-worker through the local Lambda runtime (its timeout and memory enforced
+  // there), ten messages a batch as the event source mapping on AWS (lib/offer-pacing.ts).
+  let lambdasRef: LocalLambdas | undefined;
+  const offers = await startLocalJobQueue({
+    port: ports.offers ?? 0,
+    name: 'fleet-ota-offers',
+    deliver: (event) => lambdasRef!.invoke('offer-worker', event),
+    batchSize: 10,
+    maxConcurrency: 4,
+    timeoutMs: FUNCTION_SETTINGS['offer-worker'].timeoutSeconds * 1000,
+    key: tls.keyPem,
+    cert: tls.certPem,
+    credentials,
+    region: LOCAL_REGION,
+    deadLetterFile: join(dataDir, 'offers-dead-letters.jsonl'),
+  });
+  cleanups.push(() => offers.stop());
+  env[ENV.offerQueueUrl] = offers.queueUrl;
 
   cleanups.push(setEnv(env));
   // Instances start after the environment is set: each worker copies it at its cold start.
@@ -346,6 +369,7 @@ async function start(
     settings: options.functionSettings,
     maxInstances: options.maxInstancesPerFunction,
   });
+  lambdasRef = lambdas;
   cleanups.push(() => lambdas.close());
   const loadHandler = options.loadHandler ?? lambdas.handlerLoader;
 
@@ -403,6 +427,7 @@ async function start(
     broker,
     rules,
     jobs,
+    offers,
     lambdas,
     caCertPem: ca.certPem,
     caFile: ca.certFile,

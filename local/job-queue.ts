@@ -1,11 +1,13 @@
 /**
- * Local stand-in for the background jobs queue (SQS with a dead-letter queue on AWS) and its event source mapping
- * to the jobs-worker function, so the local cloud runs the same worker code the same way:
- *  - SendMessage over HTTPS in SQS's JSON protocol (x-amz-target AmazonSQS.SendMessage), SigV4 verified, 256 KiB
- *    message limit, so the functions' real SqsJobQueue adapter talks to it unchanged;
- *  - one message per invocation, hidden for the visibility timeout while it runs, deleted when the handler
- *    answers without a batch item failure, otherwise visible again after the visibility timeout; after
- *    maxReceiveCount receives it goes to the dead-letter file instead;
+ * Local stand-in for an SQS queue (with a dead-letter queue on AWS) and its event source mapping to a function, so
+ * the local cloud runs the same worker code the same way. Two run: the background jobs queue (jobs-worker) and the
+ * campaign offers queue (offer-worker, lambdas/core/offer-pacing.ts).
+ *  - SendMessage and SendMessageBatch over HTTPS in SQS's JSON protocol (x-amz-target AmazonSQS.*), SigV4
+ *    verified, 256 KiB message limit, DelaySeconds 0-900, so the functions' real SQS adapters talk to it unchanged;
+ *  - up to batchSize messages per invocation and up to maxConcurrency invocations at once, each message hidden for
+ *    the visibility timeout while it runs, deleted unless the handler names it in batchItemFailures (or fails),
+ *    otherwise visible again after the visibility timeout; after maxReceiveCount receives it goes to the
+ *    dead-letter file instead;
  *  - the handler runs in a worker thread (job-thread.ts) with the function's timeout enforced from the end of its
  *    init phase: an invocation still running at its deadline is stopped (the thread is terminated, the next
  *    invocation cold-starts), not left running, and its message is redelivered after the visibility timeout.
@@ -23,6 +25,17 @@ import { parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
 export interface LocalJobQueueProps {
   readonly port: number;
+  /** The queue's name (its URL's last part). @default fleet-ota-jobs */
+  readonly name?: string;
+  /**
+   * Runs one invocation of the consuming function; @default the jobs-worker in this queue's own worker thread. The
+   * offers queue passes an invocation of the local Lambda runtime, which enforces the function's limits itself.
+   */
+  readonly deliver?: (event: unknown) => Promise<unknown>;
+  /** Messages per invocation (the event source's batch size). @default 1 */
+  readonly batchSize?: number;
+  /** Invocations at once (the event source's maximum concurrency). @default 1 */
+  readonly maxConcurrency?: number;
   readonly key: string;
   readonly cert: string;
   readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
@@ -45,6 +58,8 @@ export interface JobQueueStats {
   stopped: number;
   failed: number;
   deadLettered: number;
+  /** heapUsedBytes answered by the function's invocations (the latest 10,000), where it answers one. */
+  heapSamples: number[];
 }
 
 export interface LocalJobQueue {
@@ -66,6 +81,7 @@ interface Message {
   readonly body: string;
   receives: number;
   visibleAt: number;
+  inFlight?: boolean;
 }
 
 const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -78,10 +94,20 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
     props.log ??
     ((level, message, extra) => process.stderr.write(`${JSON.stringify({ level, message, ...extra })}\n`));
   const messages: Message[] = [];
-  const stats: JobQueueStats = { sent: 0, invocations: 0, stopped: 0, failed: 0, deadLettered: 0 };
+  const stats: JobQueueStats = {
+    sent: 0,
+    invocations: 0,
+    stopped: 0,
+    failed: 0,
+    deadLettered: 0,
+    heapSamples: [],
+  };
+  const name = props.name ?? 'fleet-ota-jobs';
+  const batchSize = props.batchSize ?? 1;
+  const maxConcurrency = props.maxConcurrency ?? 1;
   let crashCurrent: (() => void) | undefined;
   let stopped = false;
-  let inFlight = false;
+  let inFlight = 0;
   let wake: (() => void) | undefined;
   let queueUrl = '';
 
@@ -111,31 +137,58 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       if (!(err instanceof SigV4Error)) throw err;
       return answer(res, 403, { __type: 'InvalidClientTokenId', message: err.message });
     }
-    if (req.method !== 'POST' || req.headers['x-amz-target'] !== 'AmazonSQS.SendMessage') {
-      return answer(res, 400, { __type: 'UnsupportedOperation', message: 'Only SendMessage is emulated' });
+    const target = req.headers['x-amz-target'];
+    if (
+      req.method !== 'POST' ||
+      (target !== 'AmazonSQS.SendMessage' && target !== 'AmazonSQS.SendMessageBatch')
+    ) {
+      return answer(res, 400, {
+        __type: 'UnsupportedOperation',
+        message: 'Only SendMessage and SendMessageBatch are emulated',
+      });
     }
-    const input = JSON.parse(body.toString('utf8')) as { QueueUrl?: string; MessageBody?: string };
+    const input = JSON.parse(body.toString('utf8')) as {
+      QueueUrl?: string;
+      MessageBody?: string;
+      DelaySeconds?: number;
+      Entries?: { Id?: string; MessageBody?: string; DelaySeconds?: number }[];
+    };
     if (input.QueueUrl !== queueUrl) {
       return answer(res, 400, { __type: 'QueueDoesNotExist', message: 'The specified queue does not exist' });
     }
-    if (typeof input.MessageBody !== 'string' || Buffer.byteLength(input.MessageBody) > MAX_MESSAGE_BYTES) {
-      return answer(res, 400, {
-        __type: 'InvalidParameterValue',
-        message: 'MessageBody missing or over 256 KiB',
-      });
+    const entries = target === 'AmazonSQS.SendMessage' ? [{ Id: '', ...input }] : (input.Entries ?? []);
+    if (entries.length === 0 || entries.length > 10) {
+      return answer(res, 400, { __type: 'InvalidParameterValue', message: 'A batch holds 1-10 entries' });
     }
-    const id = randomUUID();
-    messages.push({ id, body: input.MessageBody, receives: 0, visibleAt: Date.now() });
-    stats.sent++;
-    wake?.();
-    answer(res, 200, {
-      MessageId: id,
-      MD5OfMessageBody: createHash('md5').update(input.MessageBody).digest('hex'),
+    for (const e of entries) {
+      const delay = e.DelaySeconds ?? 0;
+      if (typeof e.MessageBody !== 'string' || Buffer.byteLength(e.MessageBody) > MAX_MESSAGE_BYTES) {
+        return answer(res, 400, {
+          __type: 'InvalidParameterValue',
+          message: 'MessageBody missing or over 256 KiB',
+        });
+      }
+      if (!Number.isInteger(delay) || delay < 0 || delay > 900) {
+        return answer(res, 400, { __type: 'InvalidParameterValue', message: 'DelaySeconds must be 0-900' });
+      }
+    }
+    const sent = entries.map((e) => {
+      const id = randomUUID();
+      const text = e.MessageBody!;
+      messages.push({ id, body: text, receives: 0, visibleAt: Date.now() + (e.DelaySeconds ?? 0) * 1000 });
+      stats.sent++;
+      return { Id: e.Id, MessageId: id, MD5OfMessageBody: createHash('md5').update(text).digest('hex') };
     });
+    wake?.();
+    if (target === 'AmazonSQS.SendMessage') {
+      const { Id: _id, ...one } = sent[0]!;
+      return answer(res, 200, one);
+    }
+    answer(res, 200, { Successful: sent, Failed: [] });
   }
   await listen(server, props.port);
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  queueUrl = `${url}/000000000000/fleet-ota-jobs`;
+  queueUrl = `${url}/000000000000/${name}`;
 
   let worker: Worker | undefined;
   let seq = 0;
@@ -158,21 +211,45 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
     void w?.terminate();
   }
 
-  /** One invocation: true when the handler succeeded for the message. */
+  /** The SQS event of a batch, as Lambda's event source mapping sends it. */
+  function eventOf(batch: readonly Message[]) {
+    return {
+      Records: batch.map((m) => ({
+        messageId: m.id,
+        receiptHandle: `${m.id}#${m.receives}`,
+        body: m.body,
+        attributes: { ApproximateReceiveCount: String(m.receives) },
+        eventSource: 'aws:sqs',
+        eventSourceARN: `arn:aws:sqs:${props.region}:000000000000:${name}`,
+      })),
+    };
+  }
+
+  /** One invocation of the function given by `deliver`: the ids of the messages that succeeded. */
+  async function deliverBatch(batch: readonly Message[]): Promise<Set<string>> {
+    stats.invocations++;
+    try {
+      const result = (await props.deliver!(eventOf(batch))) as
+        | { batchItemFailures?: { itemIdentifier: string }[]; heapUsedBytes?: number }
+        | undefined;
+      if (typeof result?.heapUsedBytes === 'number') {
+        stats.heapSamples.push(result.heapUsedBytes);
+        if (stats.heapSamples.length > 10_000) stats.heapSamples.shift();
+      }
+      const failed = new Set((result?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
+      if (failed.size > 0) stats.failed++;
+      return new Set(batch.map((m) => m.id).filter((i) => !failed.has(i)));
+    } catch (err) {
+      stats.failed++;
+      log('WARN', `${name} invocation failed`, { error: err instanceof Error ? err.message : String(err) });
+      return new Set();
+    }
+  }
+
+  /** One invocation in this queue's jobs-worker thread: true when the handler succeeded for the message. */
   function invoke(m: Message): Promise<boolean> {
     const id = ++seq;
-    const event = {
-      Records: [
-        {
-          messageId: m.id,
-          receiptHandle: `${m.id}#${m.receives}`,
-          body: m.body,
-          attributes: { ApproximateReceiveCount: String(m.receives) },
-          eventSource: 'aws:sqs',
-          eventSourceARN: `arn:aws:sqs:${props.region}:000000000000:fleet-ota-jobs`,
-        },
-      ],
-    };
+    const event = eventOf([m]);
     const w = sandbox();
     return new Promise<boolean>((resolve) => {
       const done = (ok: boolean) => {
@@ -226,12 +303,38 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
     });
   }
 
+  async function run(batch: Message[]): Promise<void> {
+    const ok = props.deliver
+      ? await deliverBatch(batch)
+      : new Set((await invoke(batch[0]!)) ? [batch[0]!.id] : []);
+    for (const m of batch) {
+      m.inFlight = false;
+      if (ok.has(m.id)) messages.splice(messages.indexOf(m), 1);
+    }
+  }
+
   const loop = (async () => {
     while (!stopped) {
       const now = Date.now();
-      const next = messages.find((m) => m.visibleAt <= now);
-      if (!next) {
-        const soonest = Math.min(...messages.map((m) => m.visibleAt), now + 1000);
+      const visible =
+        inFlight < maxConcurrency ? messages.filter((m) => !m.inFlight && m.visibleAt <= now) : [];
+      const dead = visible.filter((m) => m.receives >= maxReceives);
+      for (const m of dead) {
+        messages.splice(messages.indexOf(m), 1);
+        stats.deadLettered++;
+        appendFileSync(
+          props.deadLetterFile,
+          `${JSON.stringify({ at: new Date().toISOString(), body: m.body })}\n`,
+        );
+        log('ERROR', `message moved to the dead-letter queue of ${name}`, {
+          messageId: m.id,
+          receives: m.receives,
+        });
+      }
+      const batch = visible.filter((m) => m.receives < maxReceives).slice(0, batchSize);
+      if (batch.length === 0) {
+        const pending = messages.filter((m) => !m.inFlight).map((m) => m.visibleAt);
+        const soonest = Math.min(...pending, now + 1000);
         await new Promise<void>((r) => {
           wake = r;
           setTimeout(r, Math.max(10, soonest - now)).unref();
@@ -239,22 +342,16 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
         wake = undefined;
         continue;
       }
-      if (next.receives >= maxReceives) {
-        messages.splice(messages.indexOf(next), 1);
-        stats.deadLettered++;
-        appendFileSync(
-          props.deadLetterFile,
-          `${JSON.stringify({ at: new Date().toISOString(), body: next.body })}\n`,
-        );
-        log('ERROR', 'job moved to the dead-letter queue', { messageId: next.id, receives: next.receives });
-        continue;
+      for (const m of batch) {
+        m.receives++;
+        m.visibleAt = now + visibilityMs;
+        m.inFlight = true;
       }
-      next.receives++;
-      next.visibleAt = now + visibilityMs;
-      inFlight = true;
-      const ok = await invoke(next);
-      inFlight = false;
-      if (ok) messages.splice(messages.indexOf(next), 1);
+      inFlight++;
+      void run(batch).finally(() => {
+        inFlight--;
+        wake?.();
+      });
     }
   })();
 
@@ -268,7 +365,7 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       return true;
     },
     async idle() {
-      while (messages.length > 0 || inFlight) await new Promise((r) => setTimeout(r, 50));
+      while (messages.length > 0 || inFlight > 0) await new Promise((r) => setTimeout(r, 50));
     },
     async stop() {
       stopped = true;

@@ -13,6 +13,7 @@ import S3rver from '@20minutes/s3rver';
 import s3rverAccounts from '@20minutes/s3rver/lib/models/account.js';
 import dynalite from 'dynalite';
 import type { TlsMaterial } from './ca.js';
+import { transactWrite } from './dynamo-transactions.js';
 import { readPrivateFile, writePrivateFile } from './files.js';
 import { closeServer, listen } from './listen.js';
 import { type LocalCredentials, parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
@@ -242,6 +243,26 @@ function guardWithSigV4(server: Server, credentials: LocalCredentials): void {
           'UnrecognizedClientException',
           'The security token included in the request is invalid.',
         );
+      }
+      if (req.headers['x-amz-target'] === 'DynamoDB_20120810.TransactWriteItems') {
+        let input: { TransactItems?: Record<string, unknown>[] };
+        try {
+          input = JSON.parse(body.toString('utf8'));
+        } catch {
+          return refuse(res, 'SerializationException', 'Request body is not JSON');
+        }
+        void transactWrite(inner, req.headers, input).then(
+          (out) => {
+            const text = JSON.stringify(out.body);
+            res.writeHead(out.status, {
+              'content-type': 'application/x-amz-json-1.0',
+              'content-length': Buffer.byteLength(text),
+            });
+            res.end(text);
+          },
+          () => refuse(res, 'InternalFailure', 'Internal error', 500),
+        );
+        return;
       }
       // dynalite reads the body with on('data')/on('end'): hand it the verified bytes in a stream of their own.
       const replay = Object.assign(Readable.from(body.length > 0 ? [body] : []), {

@@ -1,6 +1,7 @@
 /**
- * DynamoDB implementations of the domain repositories. Every write is a single-item conditional write; no
- * transactions (DynamoDB Local emulators lack them and the design does not need them).
+ * DynamoDB implementations of the domain repositories. Every write is a single-item conditional write, except a
+ * campaign update's state change, which moves its counter shard in the same TransactWriteItems (the local cloud's
+ * DynamoDB front emulates the call, local/dynamo-transactions.ts).
  */
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -11,8 +12,10 @@ import {
   PutCommand,
   QueryCommand,
   ScanCommand,
+  TransactWriteCommand,
   UpdateCommand,
 } from '@aws-sdk/lib-dynamodb';
+import { QUEUE_KEY_PREFIX } from '../core/campaign-counters.js';
 import { waveKeyPrefix } from '../core/campaigns.js';
 import { BadRequestError, ConflictError } from '../core/errors.js';
 import type {
@@ -20,6 +23,7 @@ import type {
   CampaignRecord,
   CampaignRepository,
   CampaignStatus,
+  CountMove,
   HistoryEvent,
   HistoryRepository,
   Page,
@@ -31,7 +35,8 @@ import type {
   VehicleRepository,
   VerificationCheckpoint,
 } from '../core/ports.js';
-import { TERMINAL_STATUSES } from '../core/update-state.js';
+import { isTerminal, TERMINAL_STATUSES } from '../core/update-state.js';
+import { counterKey } from './dynamo-counters.js';
 import { decodePageToken, encodePageToken } from './page-token.js';
 
 export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
@@ -73,6 +78,25 @@ async function createOnce(
 
 export function isConditionFailure(err: unknown): boolean {
   return err instanceof Error && err.name === 'ConditionalCheckFailedException';
+}
+
+/** A transaction cancelled because one of its conditions failed (not a conflict with another transaction). */
+function isTransactionConditionFailure(err: unknown): boolean {
+  const reasons = (err as { CancellationReasons?: { Code?: string }[] }).CancellationReasons ?? [];
+  return (
+    err instanceof Error &&
+    err.name === 'TransactionCanceledException' &&
+    reasons.some((r) => r.Code === 'ConditionalCheckFailed')
+  );
+}
+
+/** Another transaction held one of the items (a busy counter shard): worth retrying after a short wait. */
+function isTransactionConflict(err: unknown): boolean {
+  return (
+    err instanceof Error &&
+    (err.name === 'TransactionConflictException' ||
+      (err.name === 'TransactionCanceledException' && !isTransactionConditionFailure(err)))
+  );
 }
 
 export function encodeCursor(key: Record<string, unknown> | undefined): string | undefined {
@@ -357,6 +381,22 @@ export class DynamoVehicleRepository implements VehicleRepository {
     return (out.Item?.campaignLocks as Record<string, string> | undefined)?.[ecu];
   }
 
+  async reserveOffer(vin: string, updateId: string): Promise<number> {
+    // One write for the offer's counter (recorded as the latest offer) and the vehicle's active update.
+    const out = await this.db.send(
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression:
+          'SET assignmentCounter = if_not_exists(assignmentCounter, :zero) + :one, offerCounter = if_not_exists(assignmentCounter, :zero) + :one, activeUpdateId = :u',
+        ConditionExpression: 'attribute_exists(vin)',
+        ExpressionAttributeValues: { ':one': 1, ':zero': 0, ':u': updateId },
+        ReturnValues: 'UPDATED_NEW',
+      }),
+    );
+    return Number(out.Attributes?.assignmentCounter);
+  }
+
   async setActiveUpdate(vin: string, updateId: string): Promise<void> {
     await this.db.send(
       new UpdateCommand({
@@ -431,17 +471,41 @@ export class DynamoVehicleRepository implements VehicleRepository {
   }
 }
 
+/** Most attempts of a transaction that conflicts with another one on a counter shard. */
+const TRANSACTION_ATTEMPTS = 8;
+
+/**
+ * Attributes kept beside an update for its indexes: deadlineKey (`<deadline>#<VIN>`) only while a campaign update is
+ * in flight, so the sparse byDeadline index holds exactly what a tick may have to time out or offer again.
+ */
+function withIndexKeys(u: UpdateRecord): Record<string, unknown> {
+  const { deadlineKey: _d, ...item } = u as UpdateRecord & { deadlineKey?: string };
+  const inFlight =
+    u.campaignId !== undefined &&
+    u.deadline !== undefined &&
+    u.status !== 'scheduled' &&
+    !isTerminal(u.status);
+  return inFlight ? { ...item, deadlineKey: `${u.deadline}#${u.vin}` } : item;
+}
+
+function toUpdate(item: Record<string, unknown>): UpdateRecord {
+  const { deadlineKey: _d, ...rest } = item;
+  return rest as unknown as UpdateRecord;
+}
+
 export class DynamoUpdateRepository implements UpdateRepository {
   constructor(
     private readonly db: DynamoDBDocumentClient,
     private readonly table: string,
+    /** Where campaign counts are sharded (counters table); needed by writers that move counts. */
+    private readonly countersTable?: string,
   ) {}
 
   async get(vin: string, updateId: string): Promise<UpdateRecord | undefined> {
     const out = await this.db.send(
       new GetCommand({ TableName: this.table, Key: { vin, updateId }, ConsistentRead: true }),
     );
-    return out.Item as UpdateRecord | undefined;
+    return out.Item ? toUpdate(out.Item) : undefined;
   }
 
   async listForVehicle(vin: string): Promise<UpdateRecord[]> {
@@ -457,21 +521,47 @@ export class DynamoUpdateRepository implements UpdateRepository {
           ExclusiveStartKey: start,
         }),
       );
-      items.push(...((out.Items ?? []) as UpdateRecord[]));
+      items.push(...(out.Items ?? []).map(toUpdate));
       start = out.LastEvaluatedKey;
     } while (start);
     return items;
   }
 
-  async listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]> {
-    const items: UpdateRecord[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.pageByCampaignWave(campaignId, wave, undefined, token);
-      items.push(...page.items);
-      token = page.token;
-    } while (token);
-    return items;
+  async pageQueued(
+    campaignId: string,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byCampaign',
+        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :q)',
+        ExpressionAttributeValues: { ':c': campaignId, ':q': QUEUE_KEY_PREFIX },
+        Limit: limit,
+        ExclusiveStartKey: decodeCursor(cursor),
+      }),
+    );
+    const items = (out.Items ?? []).map(toUpdate);
+    const last = items.at(-1);
+    // The position after the last item read, so a step that reads fewer than a page still moves on exactly.
+    const next = last
+      ? { vin: last.vin, updateId: last.updateId, campaignId, waveKey: last.waveKey }
+      : decodeCursor(cursor);
+    return { items, cursor: out.LastEvaluatedKey || last ? encodeCursor(next) : cursor };
+  }
+
+  async listDue(campaignId: string, before: string, limit: number): Promise<UpdateRecord[]> {
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byDeadline',
+        KeyConditionExpression: 'campaignId = :c AND deadlineKey < :now',
+        ExpressionAttributeValues: { ':c': campaignId, ':now': before },
+        Limit: limit,
+      }),
+    );
+    return (out.Items ?? []).map(toUpdate);
   }
 
   async listOpenDirectUpdates(
@@ -491,7 +581,7 @@ export class DynamoUpdateRepository implements UpdateRepository {
         ExclusiveStartKey: decodeCursor(cursor),
       }),
     );
-    return { items: (out.Items ?? []) as UpdateRecord[], cursor: encodeCursor(out.LastEvaluatedKey) };
+    return { items: (out.Items ?? []).map(toUpdate), cursor: encodeCursor(out.LastEvaluatedKey) };
   }
 
   /** @param limit items per page; undefined: DynamoDB's 1 MB pages */
@@ -505,36 +595,68 @@ export class DynamoUpdateRepository implements UpdateRepository {
     if (start && !start.waveKey!.startsWith(`${waveKeyPrefix(wave)}#`)) {
       throw new BadRequestError('invalid_next_token', 'next_token belongs to another wave');
     }
-    const out = await this.db.send(this.waveQuery(campaignId, wave, start, limit));
-    return { items: (out.Items ?? []) as UpdateRecord[], token: encodePageToken(out.LastEvaluatedKey) };
-  }
-
-  /** One wave of a campaign through the sparse byCampaign index, from `start`, at most `limit` items. */
-  private waveQuery(campaignId: string, wave: number, start?: Record<string, unknown>, limit?: number) {
-    return new QueryCommand({
-      TableName: this.table,
-      IndexName: 'byCampaign',
-      KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
-      ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
-      Limit: limit,
-      ExclusiveStartKey: start,
-    });
-  }
-
-  async put(next: UpdateRecord, expectedRevision: number): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new PutCommand({
+    const out = await this.db.send(
+      new QueryCommand({
         TableName: this.table,
-        Item: next,
-        ...(expectedRevision === 0
-          ? { ConditionExpression: 'attribute_not_exists(vin)' }
-          : {
-              ConditionExpression: 'revision = :r',
-              ExpressionAttributeValues: { ':r': expectedRevision },
-            }),
+        IndexName: 'byCampaign',
+        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :w)',
+        ExpressionAttributeValues: { ':c': campaignId, ':w': `${waveKeyPrefix(wave)}#` },
+        Limit: limit,
+        ExclusiveStartKey: start,
       }),
     );
+    return { items: (out.Items ?? []).map(toUpdate), token: encodePageToken(out.LastEvaluatedKey) };
+  }
+
+  async put(
+    next: UpdateRecord,
+    expectedRevision: number,
+    moves: readonly CountMove[] = [],
+  ): Promise<boolean> {
+    const condition =
+      expectedRevision === 0
+        ? { ConditionExpression: 'attribute_not_exists(vin)' }
+        : { ConditionExpression: 'revision = :r', ExpressionAttributeValues: { ':r': expectedRevision } };
+    const counted = moves.filter((m) => m.from !== m.to);
+    if (counted.length === 0) {
+      return conditionally(
+        this.db,
+        new PutCommand({ TableName: this.table, Item: withIndexKeys(next), ...condition }),
+      );
+    }
+    if (!this.countersTable) throw new Error('DynamoUpdateRepository: no counters table to move counts in');
+    const countersTable = this.countersTable;
+    // The update's conditional write first: if it fails (a duplicate, a stale read) the transaction counts nothing.
+    const command = new TransactWriteCommand({
+      TransactItems: [
+        { Put: { TableName: this.table, Item: withIndexKeys(next), ...condition } },
+        ...counted.map((m) => ({
+          Update: {
+            TableName: countersTable,
+            Key: counterKey(m.campaignId, m.wave, m.shard),
+            UpdateExpression: `ADD ${[m.to && '#to :one', m.from && '#from :minus'].filter(Boolean).join(', ')}`,
+            ExpressionAttributeNames: {
+              ...(m.to === undefined ? {} : { '#to': `n_${m.to}` }),
+              ...(m.from === undefined ? {} : { '#from': `n_${m.from}` }),
+            },
+            ExpressionAttributeValues: {
+              ...(m.to === undefined ? {} : { ':one': 1 }),
+              ...(m.from === undefined ? {} : { ':minus': -1 }),
+            },
+          },
+        })),
+      ],
+    });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.db.send(command);
+        return true;
+      } catch (err) {
+        if (isTransactionConditionFailure(err)) return false;
+        if (!isTransactionConflict(err) || attempt >= TRANSACTION_ATTEMPTS) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * 20 * 2 ** attempt));
+      }
+    }
   }
 }
 
@@ -607,41 +729,6 @@ export class DynamoCampaignRepository implements CampaignRepository {
         ConditionExpression: '#rev = :rev',
         ExpressionAttributeNames: names,
         ExpressionAttributeValues: values,
-      }),
-    );
-  }
-
-  async count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void> {
-    if (from === to) return;
-    await this.db.send(
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { campaignId },
-        UpdateExpression:
-          from === undefined ? 'ADD counts.#w.#to :one' : 'ADD counts.#w.#to :one, counts.#w.#from :minus',
-        ExpressionAttributeNames: {
-          '#w': `w${wave}`,
-          '#to': to,
-          ...(from === undefined ? {} : { '#from': from }),
-        },
-        ExpressionAttributeValues: { ':one': 1, ...(from === undefined ? {} : { ':minus': -1 }) },
-      }),
-    );
-  }
-
-  async resetCounts(
-    campaignId: string,
-    wave: number,
-    counts: Readonly<Record<string, number>>,
-  ): Promise<void> {
-    await this.db.send(
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { campaignId },
-        UpdateExpression: 'SET counts.#w = :counts',
-        ConditionExpression: 'attribute_exists(campaignId)',
-        ExpressionAttributeNames: { '#w': `w${wave}` },
-        ExpressionAttributeValues: { ':counts': counts },
       }),
     );
   }

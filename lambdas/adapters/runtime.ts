@@ -17,6 +17,7 @@ import { FreshnessService } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { clientConfig } from './aws-clients.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
+import { DynamoCounterRepository } from './dynamo-counters.js';
 import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import {
@@ -29,7 +30,7 @@ import {
 } from './dynamo-repositories.js';
 import { S3ObjectStore } from './s3-object-store.js';
 import { KmsSigner } from './signers.js';
-import { SqsJobQueue } from './sqs-job-queue.js';
+import { SqsJobQueue, SqsOfferQueue } from './sqs-job-queue.js';
 
 export const logger = new Logger();
 export const metrics = new Metrics();
@@ -44,7 +45,9 @@ function db(): DynamoDBDocumentClient {
 export const repositories = {
   releases: () => new DynamoReleaseRepository(db(), requireEnv(ENV.tableReleases)),
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
-  updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
+  updates: () =>
+    new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates), optionalEnv(ENV.tableCounters)),
+  counters: () => new DynamoCounterRepository(db(), requireEnv(ENV.tableCounters)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
@@ -67,6 +70,11 @@ export function objectStore(): S3ObjectStore {
 /** The background jobs queue (JOB_QUEUE_URL): SQS on AWS, the local stand-in on the local cloud. */
 export function jobQueue(): SqsJobQueue {
   return new SqsJobQueue(requireEnv(ENV.jobQueueUrl), requireEnv('AWS_REGION'));
+}
+
+/** The campaign offers queue (OFFER_QUEUE_URL): SQS on AWS, the local stand-in on the local cloud. */
+export function offerQueue(): SqsOfferQueue {
+  return new SqsOfferQueue(requireEnv(ENV.offerQueueUrl), requireEnv('AWS_REGION'));
 }
 
 /** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */

@@ -8,7 +8,7 @@ import { request } from 'node:https';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { Job } from '../core/jobs.js';
-import type { JobQueue } from '../core/ports.js';
+import type { JobQueue, OfferMessage, OfferQueue } from '../core/ports.js';
 import { httpsAgent } from './aws-clients.js';
 
 type Data = string | ArrayBuffer | ArrayBufferView;
@@ -36,20 +36,18 @@ class Sha256 {
   }
 }
 
-export class SqsJobQueue implements JobQueue {
+/** One SigV4-signed call of SQS's JSON protocol on the queue's endpoint; rejects unless SQS answers 200. */
+class SqsClient {
   private readonly signer: SignatureV4;
   private readonly endpoint: URL;
 
-  constructor(
-    private readonly queueUrl: string,
-    region: string,
-  ) {
+  constructor(queueUrl: string, region: string) {
     this.endpoint = new URL('/', queueUrl);
     this.signer = new SignatureV4({ service: 'sqs', region, credentials: defaultProvider(), sha256: Sha256 });
   }
 
-  async send(job: Job): Promise<void> {
-    const body = JSON.stringify({ QueueUrl: this.queueUrl, MessageBody: JSON.stringify(job) });
+  async call(action: 'SendMessage' | 'SendMessageBatch', input: unknown): Promise<Record<string, unknown>> {
+    const body = JSON.stringify(input);
     const signed = await this.signer.sign({
       method: 'POST',
       protocol: this.endpoint.protocol,
@@ -59,11 +57,11 @@ export class SqsJobQueue implements JobQueue {
       headers: {
         host: this.endpoint.host,
         'content-type': 'application/x-amz-json-1.0',
-        'x-amz-target': 'AmazonSQS.SendMessage',
+        'x-amz-target': `AmazonSQS.${action}`,
       },
       body,
     });
-    await new Promise<void>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       const req = request(
         this.endpoint,
         { method: 'POST', headers: signed.headers, agent: httpsAgent(), timeout: 10_000 },
@@ -71,20 +69,74 @@ export class SqsJobQueue implements JobQueue {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
-            if (res.statusCode === 200) resolve();
-            else
-              reject(
-                new Error(
-                  `SQS SendMessage answered ${res.statusCode}: ${Buffer.concat(chunks).toString().slice(0, 300)}`,
-                ),
-              );
+            const text = Buffer.concat(chunks).toString();
+            if (res.statusCode === 200) resolve(text ? (JSON.parse(text) as Record<string, unknown>) : {});
+            else reject(new Error(`SQS ${action} answered ${res.statusCode}: ${text.slice(0, 300)}`));
           });
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new Error('SQS SendMessage timed out')));
+      req.on('timeout', () => req.destroy(new Error(`SQS ${action} timed out`)));
       req.on('error', reject);
       req.end(body);
     });
+  }
+}
+
+export class SqsJobQueue implements JobQueue {
+  private readonly client: SqsClient;
+
+  constructor(
+    private readonly queueUrl: string,
+    region: string,
+  ) {
+    this.client = new SqsClient(queueUrl, region);
+  }
+
+  async send(job: Job): Promise<void> {
+    await this.client.call('SendMessage', { QueueUrl: this.queueUrl, MessageBody: JSON.stringify(job) });
+  }
+}
+
+/** SendMessageBatch's most entries per call. */
+const BATCH_ENTRIES = 10;
+/** Batches in flight at once while fanning out one pacer step. */
+const BATCHES_IN_FLIGHT = 8;
+
+/** The campaign offers queue: pacer steps and offers, ten to a SendMessageBatch, each with its delay. */
+export class SqsOfferQueue implements OfferQueue {
+  private readonly client: SqsClient;
+
+  constructor(
+    private readonly queueUrl: string,
+    region: string,
+  ) {
+    this.client = new SqsClient(queueUrl, region);
+  }
+
+  async send(messages: readonly { message: OfferMessage; delaySeconds: number }[]): Promise<void> {
+    const batches: (typeof messages)[] = [];
+    for (let i = 0; i < messages.length; i += BATCH_ENTRIES)
+      batches.push(messages.slice(i, i + BATCH_ENTRIES));
+    let next = 0;
+    const worker = async () => {
+      while (next < batches.length) await this.sendBatch(batches[next++]!);
+    };
+    await Promise.all(Array.from({ length: Math.min(BATCHES_IN_FLIGHT, batches.length) }, worker));
+  }
+
+  private async sendBatch(batch: readonly { message: OfferMessage; delaySeconds: number }[]): Promise<void> {
+    let entries = batch.map((m, i) => ({
+      Id: String(i),
+      MessageBody: JSON.stringify(m.message),
+      DelaySeconds: m.delaySeconds,
+    }));
+    for (let attempt = 0; entries.length > 0; attempt++) {
+      if (attempt >= 5) throw new Error(`SQS SendMessageBatch kept failing for ${entries.length} entries`);
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
+      const out = await this.client.call('SendMessageBatch', { QueueUrl: this.queueUrl, Entries: entries });
+      const failed = new Set(((out.Failed ?? []) as { Id: string }[]).map((f) => f.Id));
+      entries = entries.filter((e) => failed.has(e.Id));
+    }
   }
 }

@@ -1,60 +1,47 @@
 /**
  * The campaign engine's heartbeat: on a schedule (EventBridge Scheduler every minute on AWS, every second on the
- * local cloud), advances every running campaign: paced offers, timeouts, halts and wave changes.
+ * local cloud), decides every running campaign's next step from its item and counters (campaign-engine.ts): halts,
+ * wave changes, timeouts and re-offers of overdue updates, and keeping each campaign's offer pacer going. The
+ * offers themselves go out from the offers queue (the offer-worker function).
  *
  * The same function publishes the freshness statement when invoked with {"job":"freshness"} (its own schedule,
- * lib/campaign-schedule.ts): it shares the tick's signer and tables, and its reserved concurrency of 1 keeps the
- * two jobs from overlapping.
+ * lib/campaign-schedule.ts): it shares the signer and tables.
  */
-import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
-import type { Context } from 'aws-lambda';
-import { clientConfig } from '../adapters/aws-clients.js';
-import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
 import {
   backendSigner,
   freshnessService,
   logger,
   metrics,
+  offerQueue,
   repositories,
-  tracer,
 } from '../adapters/runtime.js';
-import { CampaignEngine } from '../core/campaigns.js';
-import { settings } from '../core/env.js';
+import { CampaignEngine } from '../core/campaign-engine.js';
 import { FRESHNESS_JOB } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
-import { AssignmentIssuer } from '../core/vehicle-updates.js';
 
-const base = {
+const engine = new CampaignEngine({
   campaigns: repositories.campaigns(),
-  releases: repositories.releases(),
+  counters: repositories.counters(),
   vehicles: repositories.vehicles(),
   updates: repositories.updates(),
   history: repositories.history(),
   clock: systemClock,
-};
-const signer = backendSigner();
-const engine = new CampaignEngine({
-  ...base,
-  assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer, clock: systemClock }),
-  publisher: new IotOfferPublisher(
-    tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
-  ),
-  tickSeconds: settings.campaignTickSeconds(),
+  offers: offerQueue(),
   log: logger,
 });
 
-const freshness = freshnessService(signer);
+const freshness = freshnessService(backendSigner());
 
-export const handler = instrumented(async (event?: unknown, context?: Context) => {
+export const handler = instrumented(async (event?: unknown) => {
   if ((event as { job?: unknown } | undefined)?.job === FRESHNESS_JOB.job) {
     const published = await freshness.publish();
     metrics.addMetric('FreshnessVehicles', 'Count', published.leafCount);
     logger.info('freshness statement published', { ...published });
     return published;
   }
-  const result = await engine.tickAll(context ? () => context.getRemainingTimeInMillis() : undefined);
-  metrics.addMetric('OffersSent', 'Count', result.offered);
+  const result = await engine.tickAll();
+  metrics.addMetric('OffersRetried', 'Count', result.reoffered);
   metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
   return result;
 });

@@ -1,7 +1,8 @@
 /**
  * Cancelling a campaign of any size. The operator's cancel only marks the campaign `cancelling` and queues a job;
- * the jobs worker withdraws every update not yet being installed, one page of a wave at a time, saving the next
- * page's cursor on the campaign after each, and marks it `cancelled` at the end. A worker that runs out of time
+ * the jobs worker withdraws every update not yet being installed, one page of a wave at a time and then the targets
+ * still queued (the `q#` range), saving the next page's cursor on the campaign after each, and marks it `cancelled`
+ * at the end. Counts need no recount: each moves in its update's transaction. A worker that runs out of time
  * continues in a new invocation; one that is stopped is redelivered and resumes from the saved page. Withdrawing
  * is a conditional state change (before installing -> cancelled), so a page done twice withdraws nobody twice.
  * Meanwhile the campaign tick offers nothing (it runs only `running` campaigns) and a vehicle asking for the
@@ -23,7 +24,6 @@ import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 
 export interface WithdrawDeps {
   readonly updates: UpdateRepository;
-  readonly campaigns: Pick<CampaignRepository, 'count'>;
   readonly history: HistoryRepository;
   readonly vehicles: Pick<VehicleRepository, 'unlockCampaign'>;
   readonly clock: Clock;
@@ -49,9 +49,7 @@ export async function withdrawUpdate(
   let withdrew = false;
   for (let attempt = 0; u && attempt < 5; attempt++) {
     if (!BEFORE_INSTALL_STATUSES.has(u.status)) break;
-    if (
-      await transition(deps, campaign.campaignId, u, { status: 'cancelled', reason: 'campaign cancelled' })
-    ) {
+    if (await transition(deps, u, { status: 'cancelled', reason: 'campaign cancelled' })) {
       u = { ...u, status: 'cancelled' };
       withdrew = true;
       break;
@@ -76,42 +74,30 @@ export class CampaignCanceller {
   constructor(private readonly deps: CampaignCancellerDeps) {}
 
   /**
-   * Continues the withdrawal from the campaign's checkpoint; 'continue' when the invocation is nearly over. Each
-   * wave takes two passes of pages: withdraw, then recount. An update's state and its campaign count are two
-   * writes, so a worker stopped between them leaves the count behind; the recount tallies the wave's statuses page
-   * by page (the running tally saved with the cursor) and replaces the wave's counts with it at the end.
+   * Continues the withdrawal from the campaign's checkpoint; 'continue' when the invocation is nearly over. Wave
+   * index waves.length stands for the queued targets, withdrawn last (offers already in the offers queue take their
+   * target as cancelled, offer-pacing.ts).
    */
   async run(campaignId: string, shouldYield: () => boolean): Promise<JobResult> {
     let c = await this.deps.campaigns.get(campaignId);
     if (c?.status !== 'cancelling') return 'done';
     let at: CancelCheckpoint = c.cancel ?? { wave: 0, startedAt: c.updatedAt };
-    while (at.wave < c.waves.length) {
+    const limit = this.deps.sliceSize ?? 100;
+    while (at.wave <= c.waves.length) {
       if (shouldYield()) return 'continue';
-      const page = await this.deps.updates.pageByCampaignWave(
-        campaignId,
-        at.wave,
-        this.deps.sliceSize ?? 100,
-        at.cursor,
-      );
+      const page =
+        at.wave < c.waves.length
+          ? await this.deps.updates.pageByCampaignWave(campaignId, at.wave, limit, at.cursor)
+          : await this.deps.updates
+              .pageQueued(campaignId, limit, at.cursor)
+              .then((p) => ({ items: p.items, token: p.items.length < limit ? undefined : p.cursor }));
       const campaign = c;
-      let next: CancelCheckpoint;
-      if (at.phase !== 'recount') {
-        await pool(page.items, 16, async (u) => {
-          await withdrawUpdate(this.deps, campaign, u);
-        });
-        next = page.token
-          ? { wave: at.wave, cursor: page.token, startedAt: at.startedAt }
-          : { wave: at.wave, phase: 'recount', tally: {}, startedAt: at.startedAt };
-      } else {
-        const tally: Record<string, number> = { ...at.tally };
-        for (const u of page.items) tally[u.status] = (tally[u.status] ?? 0) + 1;
-        if (page.token) {
-          next = { wave: at.wave, phase: 'recount', cursor: page.token, tally, startedAt: at.startedAt };
-        } else {
-          await this.deps.campaigns.resetCounts(campaignId, at.wave, tally);
-          next = { wave: at.wave + 1, startedAt: at.startedAt };
-        }
-      }
+      await pool(page.items, 16, async (u) => {
+        await withdrawUpdate(this.deps, campaign, u);
+      });
+      const next: CancelCheckpoint = page.token
+        ? { wave: at.wave, cursor: page.token, startedAt: at.startedAt }
+        : { wave: at.wave + 1, startedAt: at.startedAt };
       const now = this.deps.clock.now().toISOString();
       // Conditional on the revision read: of two workers on one cancel, only one moves the checkpoint on.
       if (!(await this.deps.campaigns.change(campaignId, c.revision, { cancel: next }, now))) return 'done';

@@ -1,14 +1,12 @@
 /**
  * Campaigns: a published release rolled out to targeted vehicles in waves. Creation resolves the targets (VIN list
  * and/or filter), excludes incompatible vehicles with a reason, takes a per-vehicle, per-ECU lock so two campaigns
- * never fight over one ECU, and schedules every target into a wave. The engine's tick (every minute on AWS, every
- * second locally) offers the current wave at a paced rate, times out silent vehicles (re-offering within a retry
- * budget), halts the campaign when failures cross the policy's threshold and starts the next wave when the
- * current one has succeeded enough.
+ * never fight over one ECU, and queues every target in a stable pseudo-random order (CAMPAIGN12.md: `wave: -1`,
+ * `waveKey: q#...`); the offer pacer takes them into waves as it offers them (offer-pacing.ts), and the engine's
+ * tick decides halts, wave changes and timeouts from the sharded counts (campaign-engine.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { z } from 'zod';
-import { offerFor } from '../../protocol/offer.js';
 import type {
   CampaignExcluded,
   CampaignList,
@@ -17,29 +15,26 @@ import type {
 } from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import { compareVersions } from '../../protocol/versions.js';
+import { type Counts, countMove, QUEUE_KEY_PREFIX, QUEUED_WAVE, waveCounts } from './campaign-counters.js';
 import {
   canaryProblem,
   DEFAULT_POLICY,
-  evaluateWave,
   haltProblem,
   policyProblems,
   type RolloutPolicy,
-  reviewHalt,
   summarize,
-  waveSettled,
   waveSizes,
 } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type {
-  CampaignChanges,
   CampaignRecord,
   CampaignRepository,
   CampaignStatus,
   Clock,
+  CounterRepository,
   ExclusionRepository,
   HistoryRepository,
   JobQueue,
-  OfferPublisher,
   ReleaseRepository,
   UpdateRecord,
   UpdateRepository,
@@ -47,7 +42,6 @@ import type {
   VehicleRepository,
 } from './ports.js';
 import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
-import type { AssignmentIssuer } from './vehicle-updates.js';
 
 export type CreateCampaignInput = z.infer<typeof createCampaignSchema>;
 
@@ -99,10 +93,10 @@ function checkTargets(t: CreateCampaignInput['targets']): void {
 }
 
 /** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
-export function campaignView(c: CampaignRecord): CampaignView {
+export function campaignView(c: CampaignRecord, waveCounts: readonly Counts[]): CampaignView {
   const totals: Record<string, number> = {};
   const waves = c.waves.map((w, i) => {
-    const counts = nonZero(c.counts[`w${i}`] ?? {});
+    const counts = nonZero(waveCounts[i] ?? {});
     for (const [s, n] of Object.entries(counts)) totals[s] = (totals[s] ?? 0) + n;
     const sum = summarize(counts);
     return {
@@ -146,8 +140,23 @@ function excludedSummary(c: CampaignRecord): { count: number; by_reason: Record<
   return { count: Object.values(byReason).reduce((a, b) => a + b, 0), by_reason: byReason };
 }
 
+/**
+ * A campaign's counts per wave, summed from its counter shards: the waves up to the current one (later waves have
+ * taken nobody yet) and the withdrawn queued targets. Reads grow with the number of waves, not their size.
+ */
+export async function loadWaveCounts(counters: CounterRepository, c: CampaignRecord): Promise<Counts[]> {
+  const sizes = c.waves.map((w) => w.size);
+  const last = Math.min(c.currentWave, sizes.length - 1);
+  const [queued, ...taken] = await Promise.all([
+    counters.waveCounts(c.campaignId, QUEUED_WAVE),
+    ...sizes.map((_, w) => (w <= last ? counters.waveCounts(c.campaignId, w) : Promise.resolve({}))),
+  ]);
+  return waveCounts(sizes, taken, queued ?? {});
+}
+
 export interface CampaignDeps {
   readonly campaigns: CampaignRepository;
+  readonly counters: CounterRepository;
   readonly releases: ReleaseRepository;
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
@@ -228,9 +237,7 @@ export class CampaignService {
       );
     }
 
-    const ordered = [...targets].sort((a, b) =>
-      shuffleKey(campaignId, a.vin) < shuffleKey(campaignId, b.vin) ? -1 : 1,
-    );
+    const ordered = targets;
     const now = this.deps.clock.now().toISOString();
     const campaign: CampaignRecord = {
       campaignId,
@@ -244,35 +251,28 @@ export class CampaignService {
       currentWave: 0,
       targetCount: ordered.length,
       excludedByReason: countBy(excluded.map((e) => e.reason)),
-      counts: Object.fromEntries(sizes.map((size, i) => [`w${i}`, { scheduled: size }])),
       createdAt: now,
       updatedAt: now,
       revision: 1,
     };
-    let offset = 0;
-    const records: UpdateRecord[] = [];
-    sizes.forEach((size, wave) => {
-      for (const v of ordered.slice(offset, offset + size)) {
-        records.push({
-          vin: v.vin,
-          updateId: campaignUpdateId(campaignId),
-          releaseId: release.releaseId,
-          version: release.version,
-          ecu: release.ecu,
-          campaignId,
-          wave,
-          waveKey: `${waveKeyPrefix(wave)}#${v.vin}`,
-          status: 'scheduled',
-          progress: 0,
-          lastSequence: -1,
-          attempt: 0,
-          createdAt: now,
-          updatedAt: now,
-          revision: 1,
-        });
-      }
-      offset += size;
-    });
+    // Queued, not yet in a wave (CAMPAIGN12.md): the pacer takes them into waves in waveKey order as it offers.
+    const records: UpdateRecord[] = ordered.map((v) => ({
+      vin: v.vin,
+      updateId: campaignUpdateId(campaignId),
+      releaseId: release.releaseId,
+      version: release.version,
+      ecu: release.ecu,
+      campaignId,
+      wave: QUEUED_WAVE,
+      waveKey: `${QUEUE_KEY_PREFIX}${shuffleKey(campaignId, v.vin)}#${v.vin}`,
+      status: 'scheduled',
+      progress: 0,
+      lastSequence: -1,
+      attempt: 0,
+      createdAt: now,
+      updatedAt: now,
+      revision: 1,
+    }));
     await pool(records, 16, async (r) => {
       // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one, so a
       // replayed report from an earlier update cannot move the new one.
@@ -285,7 +285,11 @@ export class CampaignService {
     // Before the campaign item: a campaign that exists always has all its exclusions listed.
     await this.deps.exclusions.putAll(campaignId, excluded);
     await this.deps.campaigns.create(campaign);
-    return campaignView(campaign);
+    return this.view(campaign);
+  }
+
+  private async view(c: CampaignRecord): Promise<CampaignView> {
+    return campaignView(c, await loadWaveCounts(this.deps.counters, c));
   }
 
   private async resolveTargets(
@@ -329,12 +333,15 @@ export class CampaignService {
   }
 
   async get(campaignId: string): Promise<CampaignView> {
-    return campaignView(await this.load(campaignId));
+    return this.view(await this.load(campaignId));
   }
 
   async list(limit: number, token?: string): Promise<CampaignList> {
     const page = await this.deps.campaigns.list(limit, token);
-    return { campaigns: page.items.map(campaignView), next_token: page.token ?? null };
+    return {
+      campaigns: await Promise.all(page.items.map((c) => this.view(c))),
+      next_token: page.token ?? null,
+    };
   }
 
   /** One page of a wave's vehicles (VIN order). */
@@ -397,10 +404,10 @@ export class CampaignService {
     };
     for (let attempt = 0; attempt < 5; attempt++) {
       const c = await this.load(campaignId);
-      if (action === 'cancel' && c.status === 'cancelled') return campaignView(c);
+      if (action === 'cancel' && c.status === 'cancelled') return this.view(c);
       if (action === 'cancel' && c.status === 'cancelling') {
         await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
-        return campaignView(c);
+        return this.view(c);
       }
       if (!allowed[action].includes(c.status)) {
         throw new ConflictError('invalid_transition', `Cannot ${action} a campaign that is ${c.status}`);
@@ -432,14 +439,14 @@ export class CampaignService {
  * raced update stayed open, and its car would install a cancelled campaign's image. Answers the update as it ends.
  */
 export async function withdrawUpdate(
-  deps: Pick<CampaignDeps, 'updates' | 'campaigns' | 'history' | 'clock' | 'vehicles'>,
+  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock' | 'vehicles'>,
   listed: UpdateRecord,
   reason: string,
 ): Promise<UpdateRecord | undefined> {
   let u: UpdateRecord | undefined = listed;
   for (let attempt = 0; u && attempt < 5; attempt++) {
     if (!BEFORE_INSTALL_STATUSES.has(u.status)) break;
-    if (await transition(deps, u.campaignId, u, { status: 'cancelled', reason })) {
+    if (await transition(deps, u, { status: 'cancelled', reason })) {
       u = { ...u, status: 'cancelled', reason };
       break;
     }
@@ -452,22 +459,19 @@ export async function withdrawUpdate(
 }
 
 /**
- * A backend-driven transition of one update (offer, timeout, cancel), with its campaign count moved in the same
- * breath. False when the item changed under us; the next tick sees the new state.
+ * A backend-driven transition of one update (timeout, cancel, a failed publish), with its campaign count moved in
+ * the same transaction. False when the item changed under us; the next tick sees the new state.
  */
 export async function transition(
-  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock'> & {
-    readonly campaigns: Pick<CampaignRepository, 'count'>;
-  },
-  campaignId: string | undefined,
+  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock'>,
   u: UpdateRecord,
   changes: Partial<UpdateRecord>,
 ): Promise<boolean> {
   const now = deps.clock.now().toISOString();
   const next: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
-  if (!(await deps.updates.put(next, u.revision))) return false;
-  // Direct (vehicle-initiated) updates belong to no campaign and move no counts.
-  if (campaignId !== undefined) await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
+  // The count moves in the same transaction (direct updates belong to no campaign and move none).
+  const move = countMove(u, next.status);
+  if (!(await deps.updates.put(next, u.revision, move ? [move] : []))) return false;
   await deps.history.append({
     vin: u.vin,
     updateId: u.updateId,
@@ -480,282 +484,10 @@ export async function transition(
   return true;
 }
 
-export interface CampaignEngineDeps extends CampaignDeps {
-  readonly assignments: Pick<AssignmentIssuer, 'assign' | 'reserveCounter'>;
-  readonly publisher: OfferPublisher;
-  /** Seconds between ticks: the notification budget of a tick is notifyPerSecond x this. */
-  readonly tickSeconds: number;
-  readonly log?: { warn(message: string, extra: Record<string, unknown>): void };
-}
-
-export class CampaignEngine {
-  private remainingMs: () => number = () => Number.POSITIVE_INFINITY;
-  /** Last tally/counts mismatch seen per campaign wave (a mismatch must repeat before it is repaired). */
-  private readonly mismatches = new Map<string, string>();
-
-  constructor(private readonly deps: CampaignEngineDeps) {}
-
-  /** One pass over every running campaign. */
-  /**
-   * @param remainingMs how long the invocation may still run; offers stop starting 10 s before it ends, so a
-   * tick never leaves a vehicle marked offered without its offer published.
-   */
-  async tickAll(
-    remainingMs: () => number = () => Number.POSITIVE_INFINITY,
-  ): Promise<{ campaigns: number; offered: number; timedOut: number }> {
-    this.remainingMs = remainingMs;
-    for (const c of await this.deps.campaigns.listByStatus('halted')) await this.reviewHalted(c);
-    const running = await this.deps.campaigns.listByStatus('running');
-    let offered = 0;
-    let timedOut = 0;
-    for (const c of running) {
-      const r = await this.tick(c.campaignId);
-      offered += r.offered;
-      timedOut += r.timedOut;
-    }
-    return { campaigns: running.length, offered, timedOut };
-  }
-
-  /**
-   * A halted campaign whose wave had failures corrected by late outcomes since it halted (campaign-policy.ts
-   * reviewHalt): lifted when the policy no longer calls for the halt (the next tick carries on, or completes it),
-   * its reason restated when it still does. Either way halt_reason says what happened. Costs no read beyond the
-   * campaign itself.
-   */
-  async reviewHalted(c: CampaignRecord): Promise<'kept' | 'lifted' | 'restated'> {
-    const wave = c.currentWave;
-    const startedAt = new Date(c.waves[wave]?.startedAt ?? c.createdAt);
-    const now = this.deps.clock.now();
-    const review = reviewHalt(c.counts[`w${wave}`] ?? {}, c.policy, c.haltFailures, startedAt, now);
-    if (review.action === 'keep') return 'kept';
-    const was = c.haltReason ?? 'halted';
-    const failures = summarize(c.counts[`w${wave}`] ?? {}).failed;
-    const changes: CampaignChanges =
-      review.action === 'lift'
-        ? {
-            status: 'running',
-            haltReason: `halt lifted: late outcomes corrected wave ${wave} to ${failures} failure(s) (was: ${was})`,
-            haltFailures: failures,
-          }
-        : {
-            haltReason: `wave ${wave}: ${review.reason} (corrected by late outcomes; was: ${was})`,
-            haltFailures: review.failures,
-          };
-    if (!(await this.deps.campaigns.change(c.campaignId, c.revision, changes, now.toISOString())))
-      return 'kept';
-    this.deps.log?.warn(
-      review.action === 'lift' ? 'campaign halt lifted by late outcomes' : 'campaign halt restated',
-      { campaignId: c.campaignId, wave, failures, was },
-    );
-    return review.action === 'lift' ? 'lifted' : 'restated';
-  }
-
-  async tick(campaignId: string): Promise<{ offered: number; timedOut: number; decision: string }> {
-    const c = await this.deps.campaigns.get(campaignId);
-    if (c?.status !== 'running') return { offered: 0, timedOut: 0, decision: 'idle' };
-    const now = this.deps.clock.now();
-    const wave = c.currentWave;
-    const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
-    // A wave advances on its success threshold, not on every vehicle's outcome, so earlier waves may still have
-    // vehicles under way (a lost offer, a slow download). Their deadlines and retries are watched too; the
-    // counts say which waves have any, so a settled wave costs no read.
-    const laggards: UpdateRecord[] = [];
-    for (let w = 0; w < wave; w++) {
-      if (waveSettled(c.counts[`w${w}`] ?? {})) continue;
-      const earlier = await this.deps.updates.listByCampaignWave(c.campaignId, w);
-      laggards.push(...earlier.filter((u) => !isTerminal(u.status)));
-    }
-    const watched = [...laggards, ...items];
-    await this.recount(c, wave, items, 'tick');
-
-    let timedOut = 0;
-    const retry: UpdateRecord[] = [];
-    for (const u of watched) {
-      if (
-        u.status === 'scheduled' ||
-        isTerminal(u.status) ||
-        !u.deadline ||
-        Date.parse(u.deadline) > now.getTime()
-      )
-        continue;
-      if (u.attempt <= c.policy.retryBudget) retry.push(u);
-      else if (
-        await transition(this.deps, c.campaignId, u, {
-          status: 'timed_out',
-          reason: 'no report before the deadline',
-        })
-      ) {
-        timedOut++;
-        await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
-      }
-    }
-
-    const budget = Math.max(1, Math.floor(c.policy.notifyPerSecond * this.deps.tickSeconds));
-    const toOffer = [...retry, ...watched.filter((u) => u.status === 'scheduled')].slice(0, budget);
-    const release = await this.deps.releases.get(c.releaseId);
-    let offered = 0;
-    // A withdrawn release is never offered again, even if its campaign was not cancelled yet (kill switch).
-    if (release?.status === 'published') {
-      await pool(toOffer, 16, async (u) => {
-        if (this.remainingMs() < 10_000) return;
-        if (await this.offer(c, u, release.signedManifest, now)) offered++;
-      });
-    }
-
-    const fresh = await this.deps.campaigns.get(c.campaignId);
-    if (fresh?.status !== 'running') return { offered, timedOut, decision: 'stopped' };
-    const startedAt = new Date(fresh.waves[wave]?.startedAt ?? fresh.createdAt);
-    const decision = evaluateWave(fresh.counts[`w${wave}`] ?? {}, fresh.policy, startedAt, now);
-    const stamp = now.toISOString();
-    if (decision.action === 'halt') {
-      await this.deps.campaigns.change(
-        c.campaignId,
-        fresh.revision,
-        {
-          status: 'halted',
-          haltReason: `wave ${wave}: ${decision.reason}`,
-          haltFailures: summarize(fresh.counts[`w${wave}`] ?? {}).failed,
-        },
-        stamp,
-      );
-      return { offered, timedOut, decision: 'halt' };
-    }
-    if (decision.action === 'advance') {
-      if (wave + 1 < fresh.waves.length) {
-        const waves = fresh.waves.map((w, i) => (i === wave + 1 ? { ...w, startedAt: stamp } : w));
-        await this.deps.campaigns.change(
-          c.campaignId,
-          fresh.revision,
-          { currentWave: wave + 1, waves },
-          stamp,
-        );
-        return { offered, timedOut, decision: 'advance' };
-      }
-      // Completed only once every vehicle of every wave has its outcome, not just the last wave's; and since
-      // that is final, the counts are checked against the vehicles themselves first.
-      if (
-        fresh.waves.every((_, w) => waveSettled(fresh.counts[`w${w}`] ?? {})) &&
-        (await this.countsConfirmed(fresh))
-      ) {
-        await this.deps.campaigns.change(c.campaignId, fresh.revision, { status: 'completed' }, stamp);
-        return { offered, timedOut, decision: 'completed' };
-      }
-    }
-    return { offered, timedOut, decision: 'wait' };
-  }
-
-  /**
-   * Counters move in a second write after each vehicle's state (transition, ingest); a write lost in between (a
-   * crash, a throttle) leaves them off for good, and a campaign deciding on them could stall or finish early.
-   * This compares a wave's stored counts with a tally of its vehicles and rewrites them from the tally when they
-   * differ: at once before completing, and on a tick only when the same difference was also seen on the previous
-   * tick (so a change in flight between the two reads is not taken for drift). Answers whether they agreed.
-   */
-  private async recount(
-    c: CampaignRecord,
-    wave: number,
-    items: readonly UpdateRecord[],
-    when: 'tick' | 'completion',
-  ): Promise<boolean> {
-    const key = `${c.campaignId}#${wave}`;
-    const tally = tallyOf(items);
-    const stored = nonZero(c.counts[`w${wave}`] ?? {});
-    if (sameCounts(tally, stored)) {
-      this.mismatches.delete(key);
-      return true;
-    }
-    const signature = JSON.stringify([tally, stored]);
-    if (when === 'tick' && this.mismatches.get(key) !== signature) {
-      this.mismatches.set(key, signature);
-      return false;
-    }
-    this.mismatches.delete(key);
-    this.deps.log?.warn('campaign counts drifted from the vehicles; recounted', {
-      campaignId: c.campaignId,
-      wave,
-      when,
-      stored,
-      tally,
-    });
-    await this.deps.campaigns.resetCounts(c.campaignId, wave, tally);
-    return false;
-  }
-
-  /** Recounts every wave from its vehicles before a campaign completes; false if any had to be repaired. */
-  private async countsConfirmed(c: CampaignRecord): Promise<boolean> {
-    let confirmed = true;
-    for (let wave = 0; wave < c.waves.length; wave++) {
-      const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
-      if (!(await this.recount(c, wave, items, 'completion'))) confirmed = false;
-    }
-    return confirmed;
-  }
-
-  private async offer(
-    c: CampaignRecord,
-    u: UpdateRecord,
-    manifest: import('../../protocol/manifest.js').SignedManifest,
-    now: Date,
-  ): Promise<boolean> {
-    const vehicle = await this.deps.vehicles.get(u.vin);
-    if (!vehicle || vehicle.revokedAt !== undefined) return false;
-    const deadline = new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString();
-    // The offer's counter is recorded with it: reports about an earlier offer of this update are refused.
-    // Drawn as an offer's counter: the vehicle's latest offer, which the freshness statement commits to.
-    const offerCounter = await this.deps.assignments.reserveCounter(u.vin, 'offer');
-    const changes: Partial<UpdateRecord> = {
-      status: 'offered',
-      progress: 0,
-      attempt: u.attempt + 1,
-      offeredAt: now.toISOString(),
-      deadline,
-      reason: undefined,
-      offerCounter,
-    };
-    if (!(await transition(this.deps, c.campaignId, u, changes))) return false;
-    await this.deps.vehicles.setActiveUpdate(u.vin, u.updateId);
-    const assignment = await this.deps.assignments.assign(
-      vehicle,
-      { ...u, ...changes } as UpdateRecord,
-      manifest.manifest,
-      offerCounter,
-    );
-    try {
-      // The offer names the manifest by digest; the vehicle fetches it (with its chunk digests) over HTTPS, so the
-      // message stays small whatever the image size.
-      await this.deps.publisher.publish(u.vin, offerFor(assignment, manifest.manifest.size));
-    } catch (err) {
-      // Not delivered (broker or Data Plane unavailable). The update stays offered and active, so a polling vehicle
-      // still sees it and can install it; its deadline is moved to now so the next tick publishes it again, and
-      // the attempt is given back: an unreachable broker must not spend the vehicle's retry budget. If the vehicle
-      // acted meanwhile, the revision moved on and this does nothing.
-      this.deps.log?.warn('offer publish failed; will retry', {
-        vin: u.vin,
-        campaignId: c.campaignId,
-        error: String(err),
-      });
-      const offered: UpdateRecord = { ...u, ...changes, revision: u.revision + 1 };
-      await transition(this.deps, c.campaignId, offered, {
-        attempt: u.attempt,
-        deadline: now.toISOString(),
-        reason: 'offer not delivered; retrying',
-      });
-      return false;
-    }
-    return true;
-  }
-}
-
 function countBy(values: readonly string[]): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
   return counts;
-}
-
-function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {
-  const tally: Record<string, number> = {};
-  for (const u of items) tally[u.status] = (tally[u.status] ?? 0) + 1;
-  return tally;
 }
 
 function nonZero(counts: Readonly<Record<string, number | undefined>>): Record<string, number> {
@@ -763,10 +495,4 @@ function nonZero(counts: Readonly<Record<string, number | undefined>>): Record<s
     string,
     number
   >;
-}
-
-function sameCounts(a: Record<string, number>, b: Record<string, number>): boolean {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  for (const k of keys) if ((a[k] ?? 0) !== (b[k] ?? 0)) return false;
-  return true;
 }

@@ -11,6 +11,9 @@ export const ENV = {
   tableChallenges: 'TABLE_CHALLENGES',
   tableFreshness: 'TABLE_FRESHNESS',
   tableExclusions: 'TABLE_EXCLUSIONS',
+  tableCounters: 'TABLE_COUNTERS',
+  /** URL of the campaign offers queue (SQS on AWS, local/job-queue.ts on the local cloud): pacer steps and offers. */
+  offerQueueUrl: 'OFFER_QUEUE_URL',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',

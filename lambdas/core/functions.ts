@@ -5,7 +5,7 @@
  */
 import type { FunctionName } from '../../protocol/routes.js';
 
-export type LambdaName = FunctionName | 'ingest' | 'campaign-tick' | 'jobs-worker';
+export type LambdaName = FunctionName | 'ingest' | 'campaign-tick' | 'jobs-worker' | 'offer-worker';
 
 export interface FunctionSettings {
   /** Lambda's timeout. API functions stay well under API Gateway's 29 s integration timeout. */
@@ -25,6 +25,9 @@ export const FUNCTION_SETTINGS: Readonly<Record<LambdaName, FunctionSettings>> =
   // full vCPU (1,769 MB) because hashing is CPU bound, while memory use stays at one chunk and one hash state. Run
   // locally by local/job-queue.ts, which enforces the same timeout.
   'jobs-worker': { timeoutSeconds: 900, memoryMb: 1769 },
+  // Offers queue (lambdas/core/offer-pacing.ts): one pacer page (at most 1,000 targets) or a batch of offers per
+  // invocation, whatever the wave size; 60 s covers a page's SendMessageBatch fan-out several times over.
+  'offer-worker': { timeoutSeconds: 60, memoryMb: 512 },
 };
 
 export const LAMBDA_NAMES = Object.keys(FUNCTION_SETTINGS) as LambdaName[];

@@ -132,6 +132,11 @@ export interface VehicleRepository {
   create(vehicle: VehicleRecord): Promise<void>;
   setActiveUpdate(vin: string, updateId: string): Promise<void>;
   /**
+   * An offer's counter (the vehicle's next assignment counter, recorded as its latest offer) and its active update,
+   * in one write.
+   */
+  reserveOffer(vin: string, updateId: string): Promise<number>;
+  /**
    * Counts one request in the vehicle's current rate window; false when the window already holds limit requests.
    * Windows are fixed (e.g. one minute), keyed by their start time.
    */
@@ -182,6 +187,18 @@ export interface UpdateRecord {
    * about an earlier offer and is refused.
    */
   readonly offerCounter?: number;
+  /** The counter shard its campaign counts go to, chosen when it is taken into its wave (campaign-counters.ts). */
+  readonly shard?: number;
+}
+
+/** One vehicle moving between statuses in a campaign wave's counts (from undefined: newly counted in the wave). */
+export interface CountMove {
+  readonly campaignId: string;
+  readonly wave: number;
+  readonly shard: number;
+  readonly from?: string;
+  /** Absent: the vehicle leaves this count (a withdrawn queued target taken into a wave). */
+  readonly to?: string;
 }
 
 export interface UpdateRepository {
@@ -189,11 +206,21 @@ export interface UpdateRepository {
   listForVehicle(vin: string): Promise<UpdateRecord[]>;
   /**
    * Writes next if the stored revision still equals expectedRevision (0 = item must not exist). False when
-   * another writer got there first; the caller re-reads and decides again.
+   * another writer got there first; the caller re-reads and decides again. With moves, the campaign counts move in
+   * the same transaction: a write that fails its condition (a duplicate, a stale read) counts nothing.
    */
-  put(next: UpdateRecord, expectedRevision: number): Promise<boolean>;
-  /** A campaign's updates in one wave (through the sparse byCampaign index), VIN order. */
-  listByCampaignWave(campaignId: string, wave: number): Promise<UpdateRecord[]>;
+  put(next: UpdateRecord, expectedRevision: number, moves?: readonly CountMove[]): Promise<boolean>;
+  /**
+   * One page of a campaign's targets not yet taken into a wave (the `q#` range of byCampaign, queue order), from
+   * after `cursor`; the cursor of the last item read, absent at the end.
+   */
+  pageQueued(
+    campaignId: string,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ items: UpdateRecord[]; cursor?: string }>;
+  /** At most `limit` of a campaign's in-flight updates whose deadline is before `before` (sparse byDeadline index). */
+  listDue(campaignId: string, before: string, limit: number): Promise<UpdateRecord[]>;
   /**
    * Direct (vehicle-initiated) updates of a release that are not finished, a page at a time. A full-table read
    * (no index by release): an operator's rare withdraw, never a vehicle's request.
@@ -241,16 +268,13 @@ export type CampaignStatus =
   | 'cancelled'
   | 'completed';
 
-/** How far a cancel's withdrawal got: the next page to withdraw, saved after every slice. */
+/**
+ * How far a cancel's withdrawal got: the next page to withdraw, saved after every slice. wave = waves.length: the
+ * targets still queued.
+ */
 export interface CancelCheckpoint {
   readonly wave: number;
   readonly cursor?: string;
-  /**
-   * withdraw: the wave's updates are being withdrawn; recount: its statuses are being tallied (into tally) to
-   * replace its counts, which a worker stopped between an update's write and its count's lost.
-   */
-  readonly phase?: 'withdraw' | 'recount';
-  readonly tally?: Readonly<Record<string, number>>;
   readonly startedAt: string;
 }
 
@@ -275,8 +299,11 @@ export interface CampaignRecord {
    * vehicle that did install) lowers the wave's count below this, and the engine looks at the halt again.
    */
   readonly haltFailures?: number;
-  /** counts[`w${wave}`][status] = vehicles in that state; maintained by atomic ADDs at every transition. */
-  readonly counts: Record<string, Record<string, number>>;
+  /**
+   * Campaigns stored before counts were sharded carried them here; never written now (counts live in counter
+   * shards, CounterRepository).
+   */
+  readonly counts?: Record<string, Record<string, number>>;
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly revision: number;
@@ -298,10 +325,50 @@ export interface CampaignRepository {
     changes: CampaignChanges,
     updatedAt: string,
   ): Promise<boolean>;
-  /** Moves one vehicle between states in a wave's counts (from undefined: a new vehicle). */
-  count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void>;
-  /** Replaces a wave's counts with a recount of its vehicles (repair after a lost count write). */
-  resetCounts(campaignId: string, wave: number, counts: Readonly<Record<string, number>>): Promise<void>;
+}
+
+/** Where a campaign's offer pacer is (offer-pacing.ts): one item per campaign, never the campaign item. */
+export interface PacerState {
+  /** Sequence of the pacer message that may take the next step; any other is a duplicate or a late one. */
+  readonly seq: number;
+  /** The wave being filled, and how many targets it has taken. */
+  readonly wave: number;
+  readonly taken: number;
+  /** Queue position after the last target taken (UpdateRepository.pageQueued). */
+  readonly cursor?: string;
+  /** The wave is full: no step is pending until the tick advances the wave and starts the pacer again. */
+  readonly idle: boolean;
+  /** The chain stopped because the campaign was not running; the tick starts it again when it runs. */
+  readonly waiting?: boolean;
+  /** When the last step ran: a pacer silent for long (a lost message) is started again by the tick. */
+  readonly steppedAt: string;
+}
+
+/** Campaign counters sharded per wave (campaign-counters.ts), and the offer pacer's state. */
+export interface CounterRepository {
+  /** A wave's counts summed over its shards, one Query (wave -1: targets withdrawn while still queued). */
+  waveCounts(campaignId: string, wave: number): Promise<Record<string, number>>;
+  pacer(campaignId: string): Promise<PacerState | undefined>;
+  /** Stores next if the stored sequence is still expectedSeq (undefined: no state yet); false otherwise. */
+  savePacer(campaignId: string, expectedSeq: number | undefined, next: PacerState): Promise<boolean>;
+}
+
+/** A campaign's offer fan-out: the pacer's chain of steps and the offers it spreads (SQS on AWS). */
+export type OfferMessage =
+  | { readonly kind: 'pace'; readonly campaignId: string; readonly seq: number }
+  /** Take a queued target into wave `wave` and offer it. */
+  | { readonly kind: 'take'; readonly campaignId: string; readonly vin: string; readonly wave: number }
+  /** Offer again an update whose deadline passed (still at `revision`). */
+  | {
+      readonly kind: 'reoffer';
+      readonly campaignId: string;
+      readonly vin: string;
+      readonly revision: number;
+    };
+
+export interface OfferQueue {
+  /** Sends the messages, each after its delay in seconds (0-900). */
+  send(messages: readonly { readonly message: OfferMessage; readonly delaySeconds: number }[]): Promise<void>;
 }
 
 export interface HistoryEvent {

@@ -1,6 +1,7 @@
 /**
  * The DynamoDB data model, shared by the CDK stack and the local cloud so the two never drift.
- * Every key is a string attribute; every transition is a single-item conditional write.
+ * Every key is a string attribute; every transition is a conditional write (a campaign update's, in one transaction
+ * with its counter shard).
  */
 export interface TableDefinition {
   /** Logical name; the physical name comes from the environment (TABLE_<NAME>). */
@@ -12,7 +13,8 @@ export interface TableDefinition {
     | 'campaigns'
     | 'challenges'
     | 'freshness'
-    | 'exclusions';
+    | 'exclusions'
+    | 'counters';
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
@@ -46,11 +48,28 @@ export const TABLES: readonly TableDefinition[] = [
     envVar: 'TABLE_UPDATES',
     partitionKey: 'vin',
     sortKey: 'updateId',
-    // Sparse: only campaign updates carry campaignId; waveKey = <wave, 3 digits>#<VIN> lists one wave in order.
-    indexes: [{ indexName: 'byCampaign', partitionKey: 'campaignId', sortKey: 'waveKey' }],
+    // Sparse: only campaign updates carry campaignId; waveKey = <wave, 3 digits>#<VIN> lists one wave in order, and
+    // q#<shuffle hash>#<VIN> the targets not yet taken into a wave, in the pacer's order. byDeadline is sparser
+    // still: deadlineKey = <deadline>#<VIN> exists only while a campaign update is in flight, so a tick finds what is
+    // overdue with one bounded Query instead of reading a wave.
+    indexes: [
+      { indexName: 'byCampaign', partitionKey: 'campaignId', sortKey: 'waveKey' },
+      { indexName: 'byDeadline', partitionKey: 'campaignId', sortKey: 'deadlineKey' },
+    ],
   },
   {
-    // One item per campaign: release, policy, waves, status and per-wave counts kept up to date with ADD.
+    // Campaign counts sharded per campaign x wave x shard (key `<campaign>#<wave>`, shard `<3 digits>`, one
+    // n_<status> number per status, moved in the same transaction as the update's state change; a wave is one
+    // Query), and each campaign's offer pacer state (key `<campaign>`, shard `pacer`). Keeps the campaign item out of
+    // the per-vehicle write path (campaign-counters.ts).
+    name: 'counters',
+    envVar: 'TABLE_COUNTERS',
+    partitionKey: 'key',
+    sortKey: 'shard',
+    indexes: [],
+  },
+  {
+    // One item per campaign: release, policy, waves and status, written only on campaign-level decisions.
     name: 'campaigns',
     envVar: 'TABLE_CAMPAIGNS',
     partitionKey: 'campaignId',

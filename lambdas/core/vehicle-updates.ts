@@ -11,6 +11,7 @@ import type { StatusReport } from '../../protocol/schemas.js';
 import type { Signer } from '../../protocol/signatures.js';
 import { compareVersions } from '../../protocol/versions.js';
 import { withdrawUpdate } from './campaign-cancel.js';
+import { countMove } from './campaign-counters.js';
 import { ConflictError, NotFoundError, OtaError } from './errors.js';
 import type {
   CampaignRepository,
@@ -31,13 +32,11 @@ export interface UpdateStatusDeps {
   readonly updates: UpdateRepository;
   readonly history: HistoryRepository;
   readonly clock: Clock;
-  /** Campaign counts follow every transition of a campaign update. */
-  readonly campaigns?: Pick<CampaignRepository, 'count'>;
 }
 
 export interface FirmwareOfferDeps extends UpdateStatusDeps {
   /** A campaign's status decides whether its updates may still be downloaded (cancelling: no). */
-  readonly campaigns?: Pick<CampaignRepository, 'count' | 'get'>;
+  readonly campaigns?: Pick<CampaignRepository, 'get'>;
   readonly releases: ReleaseRepository;
   readonly objects: ObjectStore;
   readonly presignTtlSeconds: number;
@@ -237,7 +236,7 @@ export class FirmwareOfferService {
     if (!update.campaignId || !campaigns || !BEFORE_INSTALL_STATUSES.has(update.status)) return;
     const campaign = await campaigns.get(update.campaignId);
     if (campaign?.status !== 'cancelling' && campaign?.status !== 'cancelled') return;
-    await withdrawUpdate({ ...this.deps, campaigns }, campaign, update);
+    await withdrawUpdate(this.deps, campaign, update);
     throw new ConflictError('campaign_cancelled', `Campaign ${campaign.campaignId} was cancelled`);
   }
 
@@ -425,15 +424,16 @@ export class UpdateStatusService {
             revision: target.revision + 1,
           }
         : { ...target, lastSequence: result.next.lastSequence, revision: target.revision + 1 };
-      if (await this.deps.updates.put(next, target.revision)) {
+      // A campaign update's count moves in the same transaction as its state: a duplicate or reordered report
+      // fails the revision condition and counts nothing.
+      const move = result.applied ? countMove(target, next.status) : undefined;
+      if (await this.deps.updates.put(next, target.revision, move ? [move] : [])) {
         await this.recordHistory(vehicle.vin, target.updateId, input, source, result.applied, now);
         if (result.applied && next.status === 'completed') {
           await this.deps.vehicles.setEcuVersion(vehicle.vin, next.ecu, next.version);
         }
-        if (result.applied && next.campaignId !== undefined) {
-          await this.deps.campaigns?.count(next.campaignId, next.wave ?? 0, target.status, next.status);
-          if (isTerminal(next.status))
-            await this.deps.vehicles.unlockCampaign(vehicle.vin, next.ecu, next.campaignId);
+        if (result.applied && next.campaignId !== undefined && isTerminal(next.status)) {
+          await this.deps.vehicles.unlockCampaign(vehicle.vin, next.ecu, next.campaignId);
         }
         return { update: next, applied: result.applied };
       }

@@ -13,7 +13,6 @@ const updates = new UpdateStatusService({
   updates: repositories.updates(),
   history: repositories.history(),
   clock: systemClock,
-  campaigns: repositories.campaigns(),
 });
 
 // One per function instance (see lambdas/core/rate-limit.ts for what that bounds and what it does not).

@@ -59,6 +59,7 @@ const pageOf = (q: PageQuery) => [q.limit ?? PAGE_LIMITS.default, q.next_token] 
 
 const campaigns = new CampaignService({
   campaigns: repositories.campaigns(),
+  counters: repositories.counters(),
   exclusions: repositories.exclusions(),
   releases: repositories.releases(),
   vehicles: repositories.vehicles(),

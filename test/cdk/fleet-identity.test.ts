@@ -122,11 +122,11 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
     );
   });
 
-  it('gives no other function any IoT permission, except publishing offers to the campaign tick', () => {
+  it('gives no other function any IoT permission, except publishing offers to the offer worker', () => {
     for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'operator-api')) {
       assert.deepEqual(
         allActions(template, fn).filter((a) => a.startsWith('iot:')),
-        fn === 'campaign-tick' ? ['iot:Publish'] : [],
+        fn === 'offer-worker' ? ['iot:Publish'] : [],
         fn,
       );
     }
@@ -201,12 +201,12 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
     assert.equal(IOT_DATA_ENDPOINT_ENV, 'AWS_ENDPOINT_URL_IOT_DATA_PLANE');
   });
 
-  it('grants notification publishing to the campaign tick only, on issue_details topics, with the endpoint', () => {
-    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'campaign-tick')) {
+  it('grants notification publishing to the offer worker only, on issue_details topics, with the endpoint', () => {
+    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'offer-worker')) {
       assert.equal(functionEnv(template, fn)[IOT_DATA_ENDPOINT_ENV], undefined, fn);
       assert.ok(!allActions(template, fn).includes('iot:Publish'), fn);
     }
-    const publish = functionStatements(template, 'campaign-tick').filter((s) =>
+    const publish = functionStatements(template, 'offer-worker').filter((s) =>
       s.actions.includes('iot:Publish'),
     );
     assert.deepEqual(
@@ -214,7 +214,7 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
       [{ actions: ['iot:Publish'], resources: [iotArn('topic/vehicle/updates/*/issue_details')] }],
     );
     const lookupId = Object.keys(template.findResources('Custom::IotDataEndpoint'))[0]!;
-    assert.deepEqual(functionEnv(template, 'campaign-tick')[IOT_DATA_ENDPOINT_ENV], {
+    assert.deepEqual(functionEnv(template, 'offer-worker')[IOT_DATA_ENDPOINT_ENV], {
       'Fn::Join': ['', ['https://', { 'Fn::GetAtt': [lookupId, 'endpointAddress'] }]],
     });
   });

@@ -34,6 +34,7 @@ const tables = {
   challenges: table('TABLE_CHALLENGES'),
   freshness: table('TABLE_FRESHNESS'),
   exclusions: table('TABLE_EXCLUSIONS'),
+  counters: table('TABLE_COUNTERS'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -103,6 +104,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: ['PutItem', 'UpdateItem'],
       freshness: [],
       exclusions: [],
+      counters: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -124,11 +126,13 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
-      // Reads a campaign's status (a cancelling campaign's downloads are refused) and moves its counts.
-      campaigns: ['GetItem', 'UpdateItem'],
+      // Reads a campaign's status (a cancelling campaign's downloads are refused); counts move in the counter
+      // shards, in the update's transaction.
+      campaigns: ['GetItem'],
       challenges: [],
       freshness: ['GetItem'],
       exclusions: [],
+      counters: ['UpdateItem'],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -161,6 +165,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: ['PutItem', 'Query'],
+      counters: ['Query', 'UpdateItem'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -200,10 +205,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
-      campaigns: ['UpdateItem'],
+      campaigns: [],
       challenges: [],
       freshness: [],
       exclusions: [],
+      counters: ['UpdateItem'],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -222,13 +228,13 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       other.map((s) => ({ actions: s.actions, resources: s.resources })),
       [{ actions: ['sqs:SendMessage'], resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }] }],
     );
-    // Every DynamoDB grant names one of its four tables, never releases or a wildcard.
+    // Every DynamoDB grant names one of its four tables, never releases, campaigns or a wildcard.
     const dynamoResources = functionStatements(template, 'ingest')
       .filter((s) => s.actions.some((a) => a.startsWith('dynamodb:')))
       .flatMap((s) => s.resources.flatMap(referencedIds));
     assert.deepEqual(
       [...new Set(dynamoResources)].sort(),
-      [tables.campaigns, tables.history, tables.updates, tables.vehicles].sort(),
+      [tables.counters, tables.history, tables.updates, tables.vehicles].sort(),
     );
   });
 
@@ -242,6 +248,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: [],
+      counters: ['UpdateItem'],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -298,22 +305,23 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('campaign-tick: campaigns read + UpdateItem, releases read, vehicles read/write (and scanned by the freshness job), updates written, freshness statements, history append-only', () => {
+  it('campaign-tick: campaigns read + UpdateItem, counters summed and pacer state, vehicles unlocked (and scanned by the freshness job), overdue updates through byDeadline, freshness statements, history append-only', () => {
     assert.deepEqual(dynamoAccess('campaign-tick'), {
-      releases: ['GetItem'],
-      vehicles: ['GetItem', 'Scan', 'UpdateItem'],
+      releases: [],
+      vehicles: ['Scan', 'UpdateItem'],
       updates: ['PutItem'],
       history: ['PutItem'],
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
       freshness: ['GetItem', 'PutItem'],
       exclusions: [],
+      counters: ['GetItem', 'PutItem', 'Query', 'UpdateItem'],
     });
-    // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
-    assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);
+    // Running campaigns by status; overdue updates by deadline. It never reads a wave (no byCampaign).
+    assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byDeadline']);
   });
 
-  it('campaign-tick: signs assignments with the signing key only (kms:Sign, kms:GetPublicKey), nothing else in KMS', () => {
+  it('campaign-tick: signs freshness statements with the signing key only (kms:Sign, kms:GetPublicKey), nothing else in KMS', () => {
     const kms = functionStatements(template, 'campaign-tick').filter((s) =>
       s.actions.some((a) => a.startsWith('kms:')),
     );
@@ -327,8 +335,59 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     });
   });
 
-  it('campaign-tick: publishes only on vehicle issue_details topics, with the data endpoint set', () => {
-    const iot = functionStatements(template, 'campaign-tick').filter((s) =>
+  it('campaign-tick: may only send to the offers queue; no S3, no IoT, nothing beyond tables, key, queue, logs and tracing', () => {
+    const actions = allActions(template, 'campaign-tick');
+    const queueId = envTarget(template, 'campaign-tick', 'OFFER_QUEUE_URL');
+    assert.equal(queueId, envTarget(template, 'offer-worker', 'OFFER_QUEUE_URL'));
+    const sqs = functionStatements(template, 'campaign-tick').filter((s) =>
+      s.actions.some((a) => a.startsWith('sqs:')),
+    );
+    assert.deepEqual(
+      sqs.map((s) => ({ actions: s.actions, resources: s.resources })),
+      [
+        {
+          actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'],
+          resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }],
+        },
+      ],
+    );
+    assert.deepEqual(actionsOn(template, 'campaign-tick', bucketId), []);
+    assert.equal(functionEnv(template, 'campaign-tick').FIRMWARE_BUCKET, undefined);
+    const services = [...new Set(actions.map((a) => a.split(':')[0]))].sort();
+    assert.deepEqual(services, ['dynamodb', 'kms', 'logs', 'sqs', 'xray']);
+  });
+
+  it('offer-worker: campaigns and releases read, vehicles and updates read/write, counters and pacer state, queued targets through byCampaign, history append-only', () => {
+    assert.deepEqual(dynamoAccess('offer-worker'), {
+      releases: ['GetItem'],
+      vehicles: ['GetItem', 'UpdateItem'],
+      updates: ['GetItem', 'PutItem'],
+      history: ['PutItem'],
+      campaigns: ['GetItem'],
+      challenges: [],
+      freshness: [],
+      exclusions: [],
+      counters: ['GetItem', 'PutItem', 'UpdateItem'],
+    });
+    assert.deepEqual(indexAccess('offer-worker'), ['updates/byCampaign']);
+  });
+
+  it('offer-worker: consumes and feeds its own queue, signs assignments, publishes only on vehicle issue_details topics; no S3', () => {
+    const queueId = envTarget(template, 'offer-worker', 'OFFER_QUEUE_URL');
+    const sqs = functionStatements(template, 'offer-worker').filter((s) =>
+      s.actions.some((a) => a.startsWith('sqs:')),
+    );
+    for (const st of sqs)
+      assert.deepEqual(st.resources, [{ 'Fn::GetAtt': [queueId, 'Arn'] }], 'its own queue only');
+    assert.deepEqual([...new Set(sqs.flatMap((st) => st.actions))].sort(), [
+      'sqs:ChangeMessageVisibility',
+      'sqs:DeleteMessage',
+      'sqs:GetQueueAttributes',
+      'sqs:GetQueueUrl',
+      'sqs:ReceiveMessage',
+      'sqs:SendMessage',
+    ]);
+    const iot = functionStatements(template, 'offer-worker').filter((s) =>
       s.actions.some((a) => a.startsWith('iot:')),
     );
     assert.deepEqual(
@@ -336,33 +395,21 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       [{ actions: ['iot:Publish'], resources: [topicArn], Condition: undefined }],
     );
     const lookupId = Object.keys(template.findResources('Custom::IotDataEndpoint'))[0]!;
-    assert.deepEqual(functionEnv(template, 'campaign-tick').AWS_ENDPOINT_URL_IOT_DATA_PLANE, {
+    assert.deepEqual(functionEnv(template, 'offer-worker').AWS_ENDPOINT_URL_IOT_DATA_PLANE, {
       'Fn::Join': ['', ['https://', { 'Fn::GetAtt': [lookupId, 'endpointAddress'] }]],
     });
+    assert.deepEqual(actionsOn(template, 'offer-worker', keyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
+    assert.deepEqual(actionsOn(template, 'offer-worker', bucketId), []);
+    const services = [...new Set(allActions(template, 'offer-worker').map((a) => a.split(':')[0]))].sort();
+    assert.deepEqual(services, ['dynamodb', 'iot', 'kms', 'logs', 'sqs', 'xray']);
   });
 
-  it('campaign-tick: no S3, no SQS, no IoT control plane; nothing beyond tables, key, topic, logs and tracing', () => {
-    const actions = allActions(template, 'campaign-tick');
-    assert.deepEqual(
-      actions.filter((a) => /^(s3|sqs|lambda):/.test(a)),
-      [],
-    );
-    assert.deepEqual(actionsOn(template, 'campaign-tick', bucketId), []);
-    assert.equal(functionEnv(template, 'campaign-tick').FIRMWARE_BUCKET, undefined);
-    const services = [...new Set(actions.map((a) => a.split(':')[0]))].sort();
-    assert.deepEqual(services, ['dynamodb', 'iot', 'kms', 'logs', 'xray']);
-    assert.deepEqual(
-      actions.filter((a) => a.startsWith('iot:')),
-      ['iot:Publish'],
-    );
-  });
-
-  it('only the campaign tick publishes to vehicles', () => {
+  it('only the offer worker publishes to vehicles', () => {
     for (const fn of ALL_FUNCTIONS) {
-      assert.equal(allActions(template, fn).includes('iot:Publish'), fn === 'campaign-tick', fn);
+      assert.equal(allActions(template, fn).includes('iot:Publish'), fn === 'offer-worker', fn);
       assert.equal(
         functionEnv(template, fn).AWS_ENDPOINT_URL_IOT_DATA_PLANE !== undefined,
-        fn === 'campaign-tick',
+        fn === 'offer-worker',
         fn,
       );
     }
@@ -389,7 +436,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       assert.equal(actionsOn(template, fn, tokenKeyId).includes('kms:Sign'), fn === 'auth-api', fn);
       assert.equal(
         actionsOn(template, fn, keyId).includes('kms:Sign'),
-        fn === 'vehicle-api' || fn === 'campaign-tick',
+        fn === 'vehicle-api' || fn === 'campaign-tick' || fn === 'offer-worker',
         fn,
       );
     }

@@ -4,7 +4,7 @@
  * and aggregate counts that always equal the per-vehicle states.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,12 @@ import {
 } from '../../lambdas/adapters/dynamo-repositories.js';
 import { CampaignCanceller } from '../../lambdas/core/campaign-cancel.js';
 import { FUNCTION_SETTINGS } from '../../lambdas/core/functions.js';
-import { systemClock, type UpdateRecord, type UpdateRepository } from '../../lambdas/core/ports.js';
+import {
+  type CountMove,
+  systemClock,
+  type UpdateRecord,
+  type UpdateRepository,
+} from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
@@ -103,15 +108,29 @@ async function waveVehicles(id: string, wave: number) {
   }[];
 }
 
-/** The campaign's counters must equal a tally of its per-vehicle items, wave by wave. */
+/**
+ * The campaign's counters must equal a tally of its per-vehicle items, wave by wave: the vehicles the wave took
+ * (listed by wave), and its places not taken yet (scheduled, still queued: CAMPAIGN12.md).
+ */
 async function assertCountsMatch(id: string) {
   await cloud.rules.idle();
+  await cloud.offers.idle();
   const c = await campaign(id);
   for (const w of c.waves) {
     const tally: Record<string, number> = {};
-    for (const v of await waveVehicles(id, w.wave)) tally[v.status] = (tally[v.status] ?? 0) + 1;
+    const listed = await waveVehicles(id, w.wave);
+    for (const v of listed) tally[v.status] = (tally[v.status] ?? 0) + 1;
+    if (listed.length < w.size && c.status !== 'cancelled') tally.scheduled = w.size - listed.length;
+    if (listed.length < w.size && c.status === 'cancelled')
+      tally.cancelled = (tally.cancelled ?? 0) + w.size - listed.length;
     assert.deepEqual(w.counts, tally, `campaign ${id} wave ${w.wave}`);
   }
+}
+
+/** The order the pacer takes a campaign's targets in (CAMPAIGN12.md: a hash of campaign and VIN). */
+function queueOrder(campaignId: string, vins: readonly string[]): string[] {
+  const key = (v: string) => createHash('sha256').update(`${campaignId}:${v}`).digest('hex');
+  return [...vins].sort((a, b) => (key(a) < key(b) ? -1 : 1));
 }
 
 async function create(body: Record<string, unknown>) {
@@ -223,7 +242,9 @@ describe('campaigns', { timeout: 180000 }, () => {
     assert.equal(later.status, 'halted');
     assert.deepEqual(later.waves[1].counts, { scheduled: 16 }, 'the next wave was never offered');
     // A vehicle of a wave not yet offered does not see the update, even when it polls.
-    const waiting = (await waveVehicles('failing', 1))[0]!.vin;
+    const offered = new Set((await waveVehicles('failing', 0)).map((v) => v.vin));
+    assert.deepEqual(await waveVehicles('failing', 1), [], 'wave 1 took nobody');
+    const waiting = group('B', 20).find((v) => !offered.has(v))!;
     const polled = await asVehicle(waiting, 'GET', `/updates/${waiting}`);
     assert.equal(polled.status, 200);
     assert.deepEqual([polled.json.updates, polled.json.pending], [[], []]);
@@ -314,15 +335,15 @@ describe('campaigns', { timeout: 180000 }, () => {
     // The operator's cancel, through the real repositories, with the car's 'downloading' report (through the real
     // API) landing between the cancel's read of the update and its conditional write: the write loses the race.
     const db = dynamo();
-    const updates = new DynamoUpdateRepository(db, cloud.tables.updates);
+    const updates = new DynamoUpdateRepository(db, cloud.tables.updates, cloud.tables.counters);
     let raced = 0;
     const racingUpdates: UpdateRepository = Object.assign(Object.create(updates) as UpdateRepository, {
-      put: async (next: UpdateRecord, expectedRevision: number) => {
+      put: async (next: UpdateRecord, expectedRevision: number, moves?: readonly CountMove[]) => {
         if (next.status === 'cancelled' && raced++ === 0) {
           const report = await asVehicle(car, 'POST', `/updates/${car}/status`, { status: 'downloading' });
           assert.equal(report.status, 200, report.raw.toString());
         }
-        return updates.put(next, expectedRevision);
+        return updates.put(next, expectedRevision, moves);
       },
     });
     // The cancel's withdrawal job, run here on the racing repository (the operator's cancel would queue it for
@@ -402,9 +423,10 @@ describe('campaigns', { timeout: 180000 }, () => {
         halt_min_outcomes: 2,
       },
     });
-    // One canary of wave 0 loses its first offer (as a car does when the broker forgets its session).
-    const [laggard] = await waveVehicles('laggard', 0);
-    const sim = sims.get(laggard!.vin)!;
+    // One canary of wave 0 (the first target in the pacer's order) loses its first offer (as a car does when the
+    // broker forgets its session).
+    const laggard = { vin: queueOrder('laggard', group('F', 4))[0]! };
+    const sim = sims.get(laggard.vin)!;
     sim.behaviour = 'silent';
     await operator.call('POST', '/campaigns/laggard/start', {});
     await until('laggard', (x) => x.current_wave === 1, 20000, 'wave 1 started on 50% success');
@@ -413,7 +435,7 @@ describe('campaigns', { timeout: 180000 }, () => {
     assert.equal(c.status, 'completed');
     assert.deepEqual(c.counts, { completed: 4 });
     const [w0] = await Promise.all([waveVehicles('laggard', 0)]);
-    const again = w0!.find((v) => v.vin === laggard!.vin)!;
+    const again = w0!.find((v) => v.vin === laggard.vin)!;
     assert.deepEqual([again.status, again.attempt], ['completed', 2]);
     assert.equal(sim.offers.length, 2, 'the laggard was offered again after its deadline');
     await assertCountsMatch('laggard');
@@ -453,44 +475,48 @@ describe('campaigns', { timeout: 180000 }, () => {
     await assertCountsMatch('in-flight');
   });
 
-  it('repairs counts that drifted from the vehicles (a lost counter write) instead of stalling or finishing early', async () => {
-    await register(group('H', 3), 'hold');
+  it('keeps counts exact under duplicated and reordered reports over MQTT and HTTPS', async () => {
+    const cars = group('H', 3);
+    await register(cars, 'hold');
     await create({
-      campaign_id: 'drift',
-      name: 'drift',
-      targets: { vins: group('H', 3) },
+      campaign_id: 'exact-counts',
+      name: 'exact counts',
+      targets: { vins: cars },
       policy: { waves: [100], skip_canary: true, halt_failure_percent: 100, halt_min_outcomes: 3 },
     });
-    await operator.call('POST', '/campaigns/drift/start', {});
-    await until('drift', (x) => x.counts.installing === 3, 20000, 'three vehicles installing');
-    const db = dynamo();
-    const skew = (expression: string, values: Record<string, number>) =>
-      db.send(
-        new UpdateCommand({
-          TableName: cloud.tables.campaigns,
-          Key: { campaignId: 'drift' },
-          UpdateExpression: expression,
-          ExpressionAttributeNames: { '#w': 'w0' },
-          ExpressionAttributeValues: values,
-        }),
-      );
-    // One vehicle finishes; then the counts claim the other two did too (a count moved twice): finishing now
-    // would leave two vehicles mid-install in a campaign called completed.
-    const [first, second, third] = group('H', 3).map((v) => sims.get(v)!);
-    await first!.release('completed');
-    await until('drift', (x) => x.counts.completed === 1, 20000, 'one completed');
-    await skew('ADD counts.#w.completed :two, counts.#w.installing :minus', { ':two': 2, ':minus': -2 });
-    await sleep(5 * TICK_MS);
-    let c = await campaign('drift');
-    assert.equal(c.status, 'running', 'not completed on counts the vehicles contradict');
-    assert.deepEqual(c.counts, { completed: 1, installing: 2 }, 'recounted from the vehicles');
-    // The other direction: a phantom vehicle still installing would hold the campaign open forever.
-    await skew('ADD counts.#w.installing :one', { ':one': 1 });
-    await second!.release('completed');
-    await third!.release('completed');
-    c = await until('drift', (x) => x.status === 'completed', 20000, 'completion after the repair');
-    assert.deepEqual(c.counts, { completed: 3 });
-    await assertCountsMatch('drift');
+    await operator.call('POST', '/campaigns/exact-counts/start', {});
+    await until('exact-counts', (x) => x.counts.installing === 3, 20000, 'three vehicles installing');
+    // Over the car's own mutual-TLS MQTT session, through the rules router and the ingest function.
+    const mqttReport = (car: string, body: Record<string, unknown>) =>
+      sims.get(car)!.publishRaw('status', body);
+    // Each car's outcome sent twice over MQTT (QoS 1 redelivery) and once more over HTTPS, then an older
+    // 'downloading' report arriving after the outcome (reordered), over both paths.
+    for (const car of cars) {
+      const body = { status: 'completed', campaign_id: 'exact-counts', sequence: 100 };
+      await Promise.all([
+        mqttReport(car, body),
+        mqttReport(car, body),
+        asVehicle(car, 'POST', `/updates/${car}/status`, body),
+      ]);
+      await mqttReport(car, {
+        status: 'downloading',
+        progress: 40,
+        campaign_id: 'exact-counts',
+        sequence: 50,
+      });
+      const late = await asVehicle(car, 'POST', `/updates/${car}/status`, {
+        status: 'downloading',
+        progress: 40,
+        campaign_id: 'exact-counts',
+        sequence: 50,
+      });
+      assert.equal(late.status, 200, late.raw.toString());
+    }
+    await cloud.rules.idle();
+    const c = await until('exact-counts', (x) => x.status === 'completed', 20000, 'completion');
+    assert.deepEqual(c.counts, { completed: 3 }, 'each car counted once, in its final state');
+    assert.deepEqual(c.waves[0].counts, { completed: 3 });
+    await assertCountsMatch('exact-counts');
   });
 
   it('refuses a second campaign for a vehicle and ECU already in an active one (409)', async () => {

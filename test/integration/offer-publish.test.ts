@@ -1,8 +1,9 @@
 /**
  * A campaign offer whose publish fails (IoT Data Plane unavailable) must not leave the update invisible: it stays
- * offered, so the vehicle sees it when it polls, and it is published again at the next tick, without spending the
- * vehicle's retry budget. Runs the campaign engine over the local cloud's DynamoDB emulator and vehicle API; the
- * fault is injected at the publisher (the only part replaced), and the local cloud's own tick is off.
+ * offered, so the vehicle sees it when it polls, and it is offered again from the next tick, without spending the
+ * vehicle's retry budget. Runs the campaign engine and the offer worker over the local cloud's DynamoDB emulator and
+ * vehicle API; the fault is injected at the publisher, the offers queue is a list this test delivers from, and the
+ * local cloud's own tick is off.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import { DynamoCounterRepository } from '../../lambdas/adapters/dynamo-counters.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -20,8 +22,9 @@ import {
   DynamoVehicleRepository,
   documentClient,
 } from '../../lambdas/adapters/dynamo-repositories.js';
-import { CampaignEngine } from '../../lambdas/core/campaigns.js';
-import { systemClock } from '../../lambdas/core/ports.js';
+import { CampaignEngine } from '../../lambdas/core/campaign-engine.js';
+import { OfferWorker } from '../../lambdas/core/offer-pacing.js';
+import { type OfferMessage, systemClock } from '../../lambdas/core/ports.js';
 import { AssignmentIssuer } from '../../lambdas/core/vehicle-updates.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { MAX_OFFER_BYTES, type UpdateOffer } from '../../protocol/offer.js';
@@ -80,31 +83,46 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
     const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
     const base = {
       campaigns: new DynamoCampaignRepository(db, cloud.tables.campaigns),
+      counters: new DynamoCounterRepository(db, cloud.tables.counters),
       releases: new DynamoReleaseRepository(db, cloud.tables.releases),
       vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
-      updates: new DynamoUpdateRepository(db, cloud.tables.updates),
+      updates: new DynamoUpdateRepository(db, cloud.tables.updates, cloud.tables.counters),
       history: new DynamoHistoryRepository(db, cloud.tables.history, 1),
       clock: systemClock,
+    };
+    const queued: OfferMessage[] = [];
+    const offers = {
+      send: async (ms: readonly { message: OfferMessage }[]) => void queued.push(...ms.map((m) => m.message)),
     };
     const published: UpdateOffer[] = [];
     let failing = true;
     const warnings: string[] = [];
-    const engine = new CampaignEngine({
+    const log = { warn: (message: string) => void warnings.push(message) };
+    const engine = new CampaignEngine({ ...base, offers, log });
+    const worker = new OfferWorker({
       ...base,
+      offers,
+      log,
       assignments: new AssignmentIssuer({
         vehicles: base.vehicles,
         signer: new KeyFileSigner(readFileSync(cloud.signingKeyFile, 'utf8')),
         clock: systemClock,
       }),
       publisher: {
-        publish: async (_vin, offer) => {
+        publish: async (_vin: string, offer: UpdateOffer) => {
           if (failing) throw new Error('ServiceUnavailableException: the Data Plane is unavailable');
           published.push(offer);
         },
       },
-      tickSeconds: 1,
-      log: { warn: (message) => void warnings.push(message) },
     });
+    /** A tick, then every message it (and the messages after it) queued, delivered: how many offers went out. */
+    const tick = async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      await engine.tick('publish-fails');
+      let offered = 0;
+      while (queued.length > 0) if ((await worker.handle(queued.shift()!)) === 'offered') offered++;
+      return offered;
+    };
 
     const vehicleView = async () => {
       const res = await operator.call('GET', '/campaigns/publish-fails/vehicles?wave=0');
@@ -127,7 +145,7 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
 
     // Twice unavailable: more than the retry budget (0) would allow if a failed publish counted as an attempt.
     for (let i = 0; i < 2; i++) {
-      assert.equal((await engine.tick('publish-fails')).offered, 0);
+      assert.equal(await tick(), 0);
       const v = await vehicleView();
       assert.equal(v.status, 'offered', 'still offered, not taken back to scheduled');
       assert.equal(v.attempt, 0, 'a failed publish spends no attempt');
@@ -140,7 +158,7 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
     assert.equal(warnings.filter((w) => w === 'offer publish failed; will retry').length, 2);
 
     failing = false;
-    assert.equal((await engine.tick('publish-fails')).offered, 1, 'published again at the next tick');
+    assert.equal(await tick(), 1, 'published again from the next tick');
     assert.equal(published.length, 1);
     assert.equal(published[0]?.update_id, 'campaign#publish-fails');
     assert.ok(Buffer.byteLength(JSON.stringify(published[0])) < MAX_OFFER_BYTES);

@@ -76,6 +76,13 @@ export class SimVehicle {
     }
   }
 
+  /** Publishes a report exactly as given (a duplicate, a late one) on the vehicle's own topic, QoS 1. */
+  async publishRaw(channel: 'progress' | 'status', body: Record<string, unknown>): Promise<void> {
+    await this.client!.publishAsync(`vehicle/updates/${this.vin}/${channel}`, JSON.stringify(body), {
+      qos: 1,
+    });
+  }
+
   /** Finishes the installs a 'hold' vehicle started. */
   async release(outcome: 'completed' | 'rolled_back'): Promise<void> {
     for (const offer of this.held.splice(0)) {

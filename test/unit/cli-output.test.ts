@@ -135,14 +135,16 @@ describe('render', { timeout: 60_000 }, () => {
     targetCount: 4,
     excludedByReason: { incompatible_hardware: 1 },
     haltReason: 'wave 0: 1 of 2 outcomes failed',
-    counts: { w0: { completed: 1, failed: 1, scheduled: 0 }, w1: { scheduled: 2 } },
     createdAt: '2030-01-01T00:00:00.000Z',
     updatedAt: '2030-01-01T00:01:00.000Z',
     revision: 3,
   };
 
+  // Per wave, as summed from the counter shards (campaign-counters.ts waveCounts).
+  const counts: Record<string, number>[] = [{ completed: 1, failed: 1 }, { scheduled: 2 }];
+
   it('shows status, halt reason and a wave x state matrix in lifecycle order', () => {
-    const text = renderCampaign(campaignView(record)).join('\n');
+    const text = renderCampaign(campaignView(record, counts)).join('\n');
     assert.match(text, /^status +halted$/m);
     assert.match(text, /^halt reason +wave 0: 1 of 2 outcomes failed$/m);
     assert.match(text, /^targets +4 \(1 excluded\)$/m);
@@ -154,7 +156,7 @@ describe('render', { timeout: 60_000 }, () => {
 
   it('one log line per change', () => {
     assert.equal(
-      campaignLine(campaignView(record), new Date('2030-01-01T12:34:56Z')),
+      campaignLine(campaignView(record, counts), new Date('2030-01-01T12:34:56Z')),
       '12:34:56 c-1 halted wave 0 (of 0-1): scheduled 2, completed 1, failed 1; halt reason: wave 0: 1 of 2 outcomes failed',
     );
     assert.equal(countsText({}), 'none');
