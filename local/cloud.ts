@@ -345,14 +345,15 @@ async function start(
   cleanups.push(() => jobs.stop());
   env[ENV.jobQueueUrl] = jobs.queueUrl;
   // The offers queue feeds the offer-worker through the local Lambda runtime (its timeout and memory enforced
-  // there), ten messages a batch as the event source mapping on AWS (lib/offer-pacing.ts).
+  // there), ten messages a batch as the event source mapping on AWS (lib/offer-pacing.ts). Two invocations at once
+  // (AWS: up to 50): each instance is a worker thread whose cold start costs seconds on a loaded machine.
   let lambdasRef: LocalLambdas | undefined;
   const offers = await startLocalJobQueue({
     port: ports.offers ?? 0,
     name: 'fleet-ota-offers',
     deliver: (event) => lambdasRef!.invoke('offer-worker', event),
     batchSize: 10,
-    maxConcurrency: 4,
+    maxConcurrency: 2,
     timeoutMs: FUNCTION_SETTINGS['offer-worker'].timeoutSeconds * 1000,
     key: tls.keyPem,
     cert: tls.certPem,

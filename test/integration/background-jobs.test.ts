@@ -14,7 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import { counterKey } from '../../lambdas/adapters/dynamo-counters.js';
 import { DynamoCampaignRepository, documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { shardOf, shardsFor } from '../../lambdas/core/campaign-counters.js';
 import { DEFAULT_POLICY } from '../../lambdas/core/campaign-policy.js';
 import { campaignUpdateId, waveKeyPrefix } from '../../lambdas/core/campaigns.js';
 import type { UpdateRecord } from '../../lambdas/core/ports.js';
@@ -207,8 +209,17 @@ describe('background jobs', { timeout: 480_000 }, () => {
       revision: 2,
       offeredAt: now,
       deadline: new Date(Date.now() + 3600_000).toISOString(),
+      shard: shardOf(vin, shardsFor(wave === 0 ? N : 1)),
     });
+    // Their counts, in the wave's counter shards (campaign-counters.ts), as the offers would have left them.
+    const shardCounts = new Map<string, { key: string; shard: string; n_offered: number }>();
+    for (const [vin, wave] of [...vins.map((v) => [v, 0] as const), [real.vin, 1] as const]) {
+      const key = counterKey(campaignId, wave, update(vin, wave).shard!);
+      const id = `${key.key}/${key.shard}`;
+      shardCounts.set(id, { ...key, n_offered: (shardCounts.get(id)?.n_offered ?? 0) + 1 });
+    }
     const items = [
+      ...[...shardCounts.values()].map((item) => ({ table: cloud.tables.counters, item })),
       ...vins.map((vin) => ({ table: cloud.tables.updates, item: update(vin, 0) })),
       { table: cloud.tables.updates, item: update(real.vin, 1) },
       ...vins.map((vin) => ({
@@ -250,7 +261,6 @@ describe('background jobs', { timeout: 480_000 }, () => {
       currentWave: 1,
       targetCount: N + 1,
       excludedByReason: {},
-      counts: { w0: { offered: N }, w1: { offered: 1 } },
       createdAt: now,
       updatedAt: now,
       revision: 1,
