@@ -201,8 +201,8 @@ describe('campaign schedule', { timeout: 300_000 }, () => {
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
     assert.equal(
       alarms.length,
-      5,
-      'ingest dead letters, tick errors, tick dead letters, job dead letters, job backlog',
+      7,
+      'ingest dead letters, tick errors, tick dead letters, job dead letters, job backlog, offer dead letters, offer backlog',
     );
     for (const alarm of alarms) {
       assert.deepEqual(alarm.Properties.AlarmActions, [topic]);

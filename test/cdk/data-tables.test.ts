@@ -142,7 +142,7 @@ describe('DataTables', { timeout: 300_000 }, () => {
     assert.equal(raw.DeletionPolicy, 'Retain');
   });
 
-  it('updates: sparse GSI byCampaign (campaignId, waveKey) next to its VIN x update key', () => {
+  it('updates: sparse GSIs byCampaign (campaignId, waveKey) and byDeadline (campaignId, deadlineKey) next to its VIN x update key', () => {
     const { props } = tableByEnv(template, 'TABLE_UPDATES');
     assert.deepEqual(props.KeySchema, [
       { AttributeName: 'vin', KeyType: 'HASH' },
@@ -157,7 +157,24 @@ describe('DataTables', { timeout: 300_000 }, () => {
         ],
         Projection: { ProjectionType: 'ALL' },
       },
+      {
+        IndexName: 'byDeadline',
+        KeySchema: [
+          { AttributeName: 'campaignId', KeyType: 'HASH' },
+          { AttributeName: 'deadlineKey', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
     ]);
+  });
+
+  it('counters: one item per campaign wave shard (key, shard), no index', () => {
+    const { props } = tableByEnv(template, 'TABLE_COUNTERS');
+    assert.deepEqual(props.KeySchema, [
+      { AttributeName: 'key', KeyType: 'HASH' },
+      { AttributeName: 'shard', KeyType: 'RANGE' },
+    ]);
+    assert.equal(props.GlobalSecondaryIndexes, undefined);
   });
 
   it('deletes tables and lifts deletion protection in dev mode', () => {

@@ -100,7 +100,7 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'NODE_OPTIONS',
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
-            'TABLE_CAMPAIGNS',
+            'TABLE_COUNTERS',
             'TABLE_HISTORY',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
@@ -108,21 +108,21 @@ describe('backend functions', { timeout: 300_000 }, () => {
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       } else if (fn === 'campaign-tick') {
-        it('gets the tick and freshness periods, history retention, its six tables, the signing key and the IoT endpoint only', () => {
+        it('gets the tick and freshness periods, history retention, its six tables, the signing key and the offers queue only', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
-            'AWS_ENDPOINT_URL_IOT_DATA_PLANE',
             'CAMPAIGN_TICK_SECONDS',
             'FRESHNESS_PERIOD_SECONDS',
             'HISTORY_RETENTION_DAYS',
             'NODE_OPTIONS',
+            'OFFER_QUEUE_URL',
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
             'SIGNING_KEY_ARN',
             'TABLE_CAMPAIGNS',
+            'TABLE_COUNTERS',
             'TABLE_FRESHNESS',
             'TABLE_HISTORY',
-            'TABLE_RELEASES',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
           ]);
@@ -140,6 +140,26 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
             'TABLE_CAMPAIGNS',
+            'TABLE_COUNTERS',
+            'TABLE_HISTORY',
+            'TABLE_RELEASES',
+            'TABLE_UPDATES',
+            'TABLE_VEHICLES',
+          ]);
+        });
+      } else if (fn === 'offer-worker') {
+        it('gets history retention, its queue, its six tables, the signing key and the IoT endpoint only', () => {
+          const env = functionEnv(template, fn);
+          assert.deepEqual(Object.keys(env).sort(), [
+            'AWS_ENDPOINT_URL_IOT_DATA_PLANE',
+            'HISTORY_RETENTION_DAYS',
+            'NODE_OPTIONS',
+            'OFFER_QUEUE_URL',
+            'POWERTOOLS_METRICS_NAMESPACE',
+            'POWERTOOLS_SERVICE_NAME',
+            'SIGNING_KEY_ARN',
+            'TABLE_CAMPAIGNS',
+            'TABLE_COUNTERS',
             'TABLE_HISTORY',
             'TABLE_RELEASES',
             'TABLE_UPDATES',
@@ -166,6 +186,12 @@ describe('backend functions', { timeout: 300_000 }, () => {
         it('has a full vCPU, the 15-minute Lambda maximum, and no reserved concurrency', () => {
           assert.equal(props.MemorySize, 1769);
           assert.equal(props.Timeout, 900);
+          assert.equal(props.ReservedConcurrentExecutions, undefined);
+        });
+      } else if (fn === 'offer-worker') {
+        it('has a minute per batch (one pacer page or ten offers) and no reserved concurrency', () => {
+          assert.equal(props.MemorySize, 512);
+          assert.equal(props.Timeout, 60);
           assert.equal(props.ReservedConcurrentExecutions, undefined);
         });
       } else {

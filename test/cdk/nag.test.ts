@@ -126,6 +126,7 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
       `Ota/FleetIdentity/${stack.fleet.node.children.find((c) => c.node.id.startsWith('Registration'))!.node.id}`,
       'Ota/IngestFunction/TracingPolicy',
       'Ota/JobsWorkerFunction/TracingPolicy',
+      'Ota/OfferWorkerFunction/TracingPolicy',
       'Ota/OperatorApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
@@ -144,10 +145,15 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
       acks.filter((a) => a.path.startsWith('Ota/CampaignSchedule/')).map((a) => a.id),
       ['AwsSolutions-SQS3'],
     );
-    // The tick's one wildcard is the issue_details topic of any VIN; DynamoDB grants name tables and indexes.
+    // The offer worker's one wildcard is the issue_details topic of any VIN; the tick has none. DynamoDB grants
+    // name tables and indexes.
+    assert.deepEqual(
+      acks.filter((a) => a.path === 'Ota/CampaignTickFunction/Role').map((a) => a.id),
+      [],
+    );
     assert.deepEqual(
       acks
-        .filter((a) => a.path === 'Ota/CampaignTickFunction/Role')
+        .filter((a) => a.path === 'Ota/OfferWorkerFunction/Role')
         .map((a) => a.id)
         .sort(),
       [
