@@ -6,7 +6,7 @@
  * keeps the campaign's offer pacer going (offer-pacing.ts): started when a wave begins, restarted when silent.
  * Memory and time per tick grow with the number of campaigns and waves, not with their vehicles.
  */
-import { DUE_PER_TICK, PACER_STEP_SECONDS } from './campaign-counters.js';
+import { DUE_PER_TICK } from './campaign-counters.js';
 import { evaluateWave, reviewHalt, summarize, waveSettled } from './campaign-policy.js';
 import { type CampaignDeps, loadWaveCounts, transition } from './campaigns.js';
 import type { CampaignChanges, CampaignRecord, OfferQueue, PacerState } from './ports.js';
@@ -16,8 +16,12 @@ export interface CampaignEngineDeps extends Omit<CampaignDeps, 'releases'> {
   readonly log?: { warn(message: string, extra: Record<string, unknown>): void };
 }
 
-/** A pacer that has not stepped for this long while it should (a lost or dead-lettered message) is started again. */
-export const PACER_SILENT_MS = 3 * PACER_STEP_SECONDS * 1000;
+/**
+ * A pacer that has not stepped for this long while it should (a lost or dead-lettered message) is started again.
+ * Generous: a step's message waits behind the offers already queued, and restarting it sooner only queues it
+ * again at the back (a backlog that long raises the queue's own alarm at 15 minutes).
+ */
+export const PACER_SILENT_MS = 5 * 60 * 1000;
 
 export class CampaignEngine {
   constructor(private readonly deps: CampaignEngineDeps) {}
