@@ -150,7 +150,10 @@ describe('offer worker at scale', { timeout: 900_000 }, () => {
     const counters = new DynamoCounterRepository(client, cloud.tables.counters);
     const offered = async (id: string) => (await counters.waveCounts(id, 0)).offered ?? 0;
 
-    /** Starts a campaign, waits for MEASURED offers, pauses it; the heap samples taken meanwhile. */
+    /**
+     * Starts a campaign, waits for MEASURED offers, then stops it (marked cancelling: its pacer stops and the offers
+     * already queued take their targets as cancelled); the heap samples taken meanwhile.
+     */
     const measure = async (id: string, size: number) => {
       const from = cloud.offers.stats.heapSamples.length;
       await campaigns.create(campaign(id, size, new Date().toISOString()));
@@ -160,7 +163,7 @@ describe('offer worker at scale', { timeout: 900_000 }, () => {
         await sleep(500);
       }
       const c = (await campaigns.get(id))!;
-      assert.ok(await campaigns.change(id, c.revision, { status: 'paused' }, new Date().toISOString()));
+      assert.ok(await campaigns.change(id, c.revision, { status: 'cancelling' }, new Date().toISOString()));
       const samples = cloud.offers.stats.heapSamples.slice(from);
       assert.ok(samples.length >= 100, `${id}: ${samples.length} invocations measured`);
       return { peak: Math.max(...samples), samples: samples.length };
