@@ -372,6 +372,9 @@ async function start(
   });
   lambdasRef = lambdas;
   cleanups.push(() => lambdas.close());
+  // One offer-worker instance starts with the cloud (an empty batch), as the queue's event source is always polling:
+  // a campaign's first offer should not wait for a worker thread's cold start (seconds on a loaded machine).
+  void lambdas.invoke('offer-worker', { Records: [] }).catch(() => {});
   const loadHandler = options.loadHandler ?? lambdas.handlerLoader;
 
   const rules = startRulesRouter({
