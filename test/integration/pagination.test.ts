@@ -83,6 +83,14 @@ before(async () => {
   ]);
   await campaign('pages-b', [vin(8), vin(9), unknown(0)]);
   await campaign('pages-c', [vin(10), vin(11)]);
+  // A wave lists the vehicles it has taken (offered), so pages-a runs until its one wave has offered all eight.
+  assert.equal((await operator.call('POST', '/campaigns/pages-a/start', {})).status, 200);
+  for (let i = 0; ; i++) {
+    const c = (await operator.call('GET', '/campaigns/pages-a')).json;
+    if ((c.counts.offered ?? 0) === 8) break;
+    assert.ok(i < 600, `pages-a offered ${JSON.stringify(c.counts)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }, HOOK_TIMEOUT);
 
 after(async () => {
