@@ -53,7 +53,8 @@ Vehicle
   --fail-health-check       make the post-install health check fail (shows the rollback)
 
 Behaviour
-  --poll-interval <s>       poll GET /updates/{vin} this often while MQTT is unavailable (default 60)
+  --poll-interval <s>       poll GET /updates/{vin} this often (jittered x0.5-1.5) while MQTT is down
+                            (default 900) or when --mqtt none (default 60)
   --max-rate <bytes/s>      download bandwidth cap
   --once                    exit after the first update outcome is acknowledged (exit 0 if completed)
   --log-level <level>       debug | info | warn | error (default info)
@@ -222,7 +223,8 @@ async function main(): Promise<void> {
     }
   }
 
-  const pollSeconds = Number(values['poll-interval'] ?? 60);
+  // With MQTT the interval is the fallback for a broker outage (15 min unless given); without it, the only channel.
+  const pollSeconds = Number(values['poll-interval'] ?? (mqttUrl ? 900 : 60));
   const maxRate = values['max-rate'] === undefined ? undefined : Number(values['max-rate']);
   const minBattery = Number(values['min-battery'] ?? 50);
   if (

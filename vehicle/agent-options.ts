@@ -122,8 +122,10 @@ export interface VehicleAgentOptions {
     readonly installAttempts?: number;
   };
   readonly polling?: {
-    /** Poll interval while MQTT is unavailable (or not configured). @default 60000 */
+    /** Poll interval without MQTT configured, jittered x0.5-1.5 per poll. @default 60000 */
     readonly intervalMs?: number;
+    /** Poll interval while a configured MQTT connection is down, jittered likewise. @default intervalMs, else 900000 */
+    readonly fallbackIntervalMs?: number;
     /** Poll interval while MQTT is connected, as a safety net, jittered x0.5-1.5 per poll; 0 disables. @default 86400000 (a day) */
     readonly connectedIntervalMs?: number;
     /** MQTT down this long counts as unavailable. @default 30000 */
