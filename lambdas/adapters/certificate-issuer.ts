@@ -1,12 +1,14 @@
 /**
- * Vehicle identity issuers. On AWS, IoT Core signs the CSR and the vehicle becomes a Thing whose certificate
- * carries the fleet policy; on the local cloud, the local CA signs it. Both refuse a CSR that is not self-signed
- * by an ECDSA P-256 key or whose subject CN is not the VIN.
+ * Vehicle identity issuers. On AWS, IoT Core signs the CSR, the vehicle becomes a Thing with that certificate, and
+ * the thing joins the static vehicles thing group, which carries the vehicle policy (attached at deploy time): the
+ * issuer never attaches a policy to a certificate. On the local cloud, the local CA signs it and the thing joins
+ * the local group the broker honours the same way. Both refuse a CSR that is not self-signed by an ECDSA P-256 key
+ * or whose subject CN is not the VIN.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  AttachPolicyCommand,
+  AddThingToThingGroupCommand,
   AttachThingPrincipalCommand,
   CreateCertificateFromCsrCommand,
   CreateThingCommand,
@@ -16,7 +18,7 @@ import {
 import { inspectCsr, issueClientCertificate } from '../../protocol/x509.js';
 import { BadRequestError } from '../core/errors.js';
 import type { CertificateIssuer, IssuedCertificate } from '../core/ports.js';
-import { RevocationList } from './revocation-list.js';
+import { RevocationList, ThingGroupMembers } from './revocation-list.js';
 
 async function checkCsr(vin: string, csrPem: string): Promise<void> {
   let inspected: { commonName: string | undefined };
@@ -36,7 +38,7 @@ async function checkCsr(vin: string, csrPem: string): Promise<void> {
 export class IotCertificateIssuer implements CertificateIssuer {
   constructor(
     private readonly iot: IoTClient,
-    private readonly policyName: string,
+    private readonly thingGroupName: string,
     private readonly thingTypeName: string,
   ) {}
 
@@ -46,10 +48,11 @@ export class IotCertificateIssuer implements CertificateIssuer {
     const cert = await this.iot.send(
       new CreateCertificateFromCsrCommand({ certificateSigningRequest: csrPem, setAsActive: true }),
     );
-    await this.iot.send(
-      new AttachPolicyCommand({ policyName: this.policyName, target: cert.certificateArn! }),
-    );
     await this.iot.send(new AttachThingPrincipalCommand({ thingName: vin, principal: cert.certificateArn! }));
+    // The vehicle policy applies to the certificate through the thing's group (client id = thing name).
+    await this.iot.send(
+      new AddThingToThingGroupCommand({ thingName: vin, thingGroupName: this.thingGroupName }),
+    );
     return { certificatePem: cert.certificatePem!, certificateId: cert.certificateId! };
   }
 
@@ -71,6 +74,8 @@ export class LocalCaCertificateIssuer implements CertificateIssuer {
       days: 825,
     });
     const { X509Certificate } = await import('node:crypto');
+    // As on AWS, the vehicle policy reaches the thing only through the vehicles group: the broker admits it now.
+    new ThingGroupMembers(this.caDir).add(vin);
     return {
       certificatePem,
       certificateId: new X509Certificate(certificatePem).fingerprint256.replaceAll(':', '').toLowerCase(),
