@@ -11,7 +11,8 @@ import type { bodies } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
-import { logger, metrics, repositories, tracer } from '../adapters/runtime.js';
+import { logger, metrics, repositories } from '../adapters/runtime.js';
+import { traceClient } from '../adapters/tracing.js';
 import { ENV, optionalEnv, requireEnv } from '../core/env.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { VehicleRevocationService } from '../core/kill-switch.js';
@@ -22,7 +23,7 @@ import { VehicleRegistryService } from '../core/vehicles.js';
 function certificateIssuer(): CertificateIssuer {
   const group = optionalEnv(ENV.iotThingGroup);
   if (group) {
-    const iot = tracer.captureAWSv3Client(new IoTClient(clientConfig('IOT')));
+    const iot = traceClient(new IoTClient(clientConfig('IOT')));
     return new IotCertificateIssuer(iot, group, requireEnv(ENV.iotThingType));
   }
   return new LocalCaCertificateIssuer(requireEnv(ENV.localCaDir));
