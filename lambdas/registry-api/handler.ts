@@ -9,7 +9,7 @@ import { IoTClient } from '@aws-sdk/client-iot';
 import type { z } from 'zod';
 import type { bodies } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
-import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
+import { IotCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { traceClient } from '../adapters/tracing.js';
@@ -20,16 +20,25 @@ import type { CertificateIssuer } from '../core/ports.js';
 import { systemClock } from '../core/ports.js';
 import { VehicleRegistryService } from '../core/vehicles.js';
 
-function certificateIssuer(): CertificateIssuer {
+/**
+ * The local cloud's issuer, imported by a specifier esbuild does not resolve (a variable, not a literal), so the
+ * Lambda bundle leaves out the local CA and the X.509 issuing library (about 175 KiB) that only the local cloud
+ * runs; tsx resolves it at run time there. On AWS the branch is never taken (IOT_THING_GROUP is always set).
+ */
+const LOCAL_ISSUER_MODULE = '../adapters/local-ca-issuer.js';
+
+async function certificateIssuer(): Promise<CertificateIssuer> {
   const group = optionalEnv(ENV.iotThingGroup);
   if (group) {
     const iot = traceClient(new IoTClient(clientConfig('IOT')));
     return new IotCertificateIssuer(iot, group, requireEnv(ENV.iotThingType));
   }
-  return new LocalCaCertificateIssuer(requireEnv(ENV.localCaDir));
+  const caDir = requireEnv(ENV.localCaDir);
+  const local = (await import(LOCAL_ISSUER_MODULE)) as typeof import('../adapters/local-ca-issuer.js');
+  return new local.LocalCaCertificateIssuer(caDir);
 }
 
-const issuer = certificateIssuer();
+const issuer = await certificateIssuer();
 const updates = repositories.updates();
 const registry = new VehicleRegistryService({
   vehicles: repositories.vehicles(),
