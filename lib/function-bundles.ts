@@ -219,13 +219,14 @@ syncBuiltinESMExports();
 const t0 = performance.now();
 const mod = await import(pathToFileURL(process.argv[2]).href);
 const ready = performance.now();
+const cpu = process.cpuUsage();
 if (typeof mod.handler !== 'function') {
   console.error('no handler export in ' + process.argv[2]);
   process.exit(2);
 }
 const rss = process.memoryUsage().rss;
 await new Promise((r) => setTimeout(r, 200));
-console.log(JSON.stringify({ ready, importMs: ready - t0, runnerStartMs: started, rss, attempts }));
+console.log(JSON.stringify({ ready, importMs: ready - t0, cpuMs: (cpu.user + cpu.system) / 1000, runnerStartMs: started, rss, attempts }));
 process.exit(0);
 `;
 
@@ -234,6 +235,11 @@ export interface InitSample {
   readonly ready: number;
   /** ms in the dynamic import() alone. */
   readonly importMs: number;
+  /**
+   * CPU ms (user + system) the process used until ready: unlike `ready`, barely moved by other processes competing
+   * for the cores, so it still compares modules on a busy machine.
+   */
+  readonly cpuMs: number;
   readonly runnerStartMs: number;
   readonly rss: number;
   /** Network calls made at init (refused). */
