@@ -159,7 +159,6 @@ async function main() {
       console.log(`\ninit time, ${v.name}:`);
       const base = samples.get(`${v.name}|${modules[0]!.name}`)!;
       const baseReady = median(base.map((s) => s.ready));
-      const baseImport = median(base.map((s) => s.importMs));
       const baseCpu = median(base.map((s) => s.cpuMs));
       for (const m of modules) {
         const s = samples.get(`${v.name}|${m.name}`)!;
