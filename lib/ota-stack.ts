@@ -339,25 +339,34 @@ export class OtaStack extends Stack {
     this.signingKey.grantVerify(vehicle);
     this.signingKey.grantSign(vehicle);
 
-    // operator-api: releases (create, publish, withdraw, list with a Scan), vehicle registration and revocation,
-    // campaigns (targets by a Scan of vehicles, one update per target, listed with a Scan, cancelled through the
+    // operator-api: releases (create, publish, withdraw, list with a Scan), campaigns (targets by a Scan of vehicles, one update per target, listed with a Scan, cancelled through the
     // byCampaign index) and the release withdraw's search for open direct updates (a Scan of updates). History is
     // append-only. Nothing is ever deleted.
     const operator = fn('operator-api');
     d.bindItems(operator, 'releases', ['GetItem', 'PutItem', 'UpdateItem', 'Scan'], {
       indexes: ['byVersion'],
     });
-    d.bindItems(operator, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
+    d.bindItems(operator, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
     d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
     // Campaign exclusions: written at creation (PutItem), listed a page at a time (Query).
     d.bindItems(operator, 'exclusions', ['PutItem', 'Query']);
     d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
-    this.fleet.bindRegistration(operator);
     // Publish and cancel queue their background job.
     this.jobs.grantSend(operator);
-    // No signing-key access: operator routes neither sign nor verify backend signatures.
+    // No signing-key access: operator routes neither sign nor verify backend signatures. No IoT rights.
+
+    // registry-api: vehicle registration (the vehicle written once, PutItem; read back), its view (the vehicle and
+    // its updates by key and per vehicle) and the revoke kill switch (the vehicle flagged by UpdateItem, its open
+    // updates withdrawn: updates rewritten with a revision check, campaign counts by UpdateItem, history appended).
+    // The only function with IoT identity rights (FleetIdentity.bindRegistration).
+    const registry = fn('registry-api');
+    d.bindItems(registry, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem']);
+    d.bindItems(registry, 'updates', ['GetItem', 'Query', 'PutItem']);
+    d.bindItems(registry, 'campaigns', ['GetItem', 'UpdateItem']);
+    d.bindItems(registry, 'history', ['PutItem']);
+    this.fleet.bindRegistration(registry);
 
     // jobs-worker: verifies release images (reads the object by ranges, saves its checkpoint on the release,
     // protects and publishes it, or fails it and removes the bad upload under its own key) and withdraws cancelled campaigns' updates a page at a time (byCampaign; counts by UpdateItem;

@@ -20,7 +20,7 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { RevocationList } from '../lambdas/adapters/revocation-list.js';
+import { RevocationList, ThingGroupMembers } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
@@ -259,7 +259,7 @@ async function start(
     // AWS-only settings inherited from a shell would send the functions to real AWS services.
     [ENV.signingKeyArn]: undefined,
     [ENV.tokenSigningKeyArn]: undefined,
-    [ENV.iotPolicyName]: undefined,
+    [ENV.iotThingGroup]: undefined,
     [ENV.iotThingType]: undefined,
     AWS_ENDPOINT_URL_S3: s3.endpoint,
     AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
@@ -276,11 +276,14 @@ async function start(
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
   const revocations = new RevocationList(ca.dir);
+  // The vehicle policy reaches a thing only through the vehicles group registration adds it to, as on AWS.
+  const vehicleGroup = new ThingGroupMembers(ca.dir);
   const brokerProps = {
     key: tls.keyPem,
     cert: tls.certPem,
     ca: ca.certPem,
     isRevoked: (certificateId: string) => revocations.has(certificateId),
+    hasVehiclePolicy: (thingName: string) => vehicleGroup.has(thingName),
   };
   let current = await service('MQTT broker', ports.mqtt, () =>
     startMqttBroker({ ...brokerProps, port: ports.mqtt }),

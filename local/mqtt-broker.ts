@@ -13,6 +13,7 @@
  * - Delivery: a vehicle is only ever sent its own issue_details topic, even from a persisted session (aedes stores
  *   a whole SUBSCRIBE packet in the session, refused filters included, so forwarding is checked again).
  * - A revoked certificate (isRevoked) is refused at CONNECT, and a live connection is cut at its next publish.
+ * - A thing outside the vehicles group (hasVehiclePolicy) is refused at CONNECT: the policy comes with the group.
  * - A second connection with the same client id takes over the first (IoT Core behaviour).
  * - Abuse limits: MQTT frames larger than the payload limit plus headers are cut off before they are buffered,
  *   keep-alive must be 1..1200 s, CONNECT must arrive within 10 s, TLS handshakes within 10 s.
@@ -67,6 +68,12 @@ export interface MqttBrokerProps {
    * @default none revoked
    */
   readonly isRevoked?: (certificateId: string) => boolean;
+  /**
+   * Whether the vehicle policy applies to this thing (VIN). On AWS it is attached to the vehicles thing group, so a
+   * certificate whose thing is not in the group has no policy and IoT Core refuses its CONNECT; the local cloud
+   * answers from the group registration writes (ThingGroupMembers). @default every thing (a bare broker in tests)
+   */
+  readonly hasVehiclePolicy?: (thingName: string) => boolean;
   /** @default silent */
   readonly log?: BrokerLogger;
 }
@@ -233,6 +240,12 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
       if (revoked(client)) {
         log.warn('mqtt connect refused: certificate revoked', { clientId: client.id });
         return done(refusal('certificate revoked'), false);
+      }
+      if (!(props.hasVehiclePolicy?.(cn) ?? true)) {
+        log.warn('mqtt connect refused: thing not in the vehicles group (no policy)', {
+          clientId: client.id,
+        });
+        return done(refusal('no policy allows this thing to connect'), false);
       }
       done(null, true);
     },

@@ -152,7 +152,7 @@ export const queries = {
   wavePage: z.strictObject({ ...pageQuery, wave: z.coerce.number().int().min(0).max(19).optional() }),
 } as const;
 
-export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api';
+export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api' | 'registry-api';
 export type RouteAuth = 'none' | 'vehicle' | 'operator';
 
 export interface RouteDefinition {
@@ -320,7 +320,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'POST',
     resource: '/vehicles',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     body: bodies.registerVehicle,
     maxBodyBytes: SMALL,
@@ -330,7 +330,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'GET',
     resource: '/vehicles/{vin}',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     maxBodyBytes: 0,
     responses: { 200: vehicleViewSchema },
@@ -339,7 +339,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'POST',
     resource: '/vehicles/{vin}/revoke',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     body: bodies.killSwitch,
     maxBodyBytes: SMALL,
@@ -414,4 +414,4 @@ export const ROUTES: readonly RouteDefinition[] = [
   ),
 ];
 
-export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api'];
+export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api', 'registry-api'];

@@ -5,7 +5,6 @@
 
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { Tracer } from '@aws-lambda-powertools/tracer';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -30,14 +29,14 @@ import {
 import { S3ObjectStore } from './s3-object-store.js';
 import { KmsSigner } from './signers.js';
 import { SqsJobQueue } from './sqs-job-queue.js';
+import { traceClient } from './tracing.js';
 
 export const logger = new Logger();
 export const metrics = new Metrics();
-export const tracer = new Tracer();
 
 let dynamo: DynamoDBDocumentClient | undefined;
 function db(): DynamoDBDocumentClient {
-  dynamo ??= documentClient(tracer.captureAWSv3Client(new DynamoDBClient(clientConfig('DYNAMODB'))));
+  dynamo ??= documentClient(traceClient(new DynamoDBClient(clientConfig('DYNAMODB'))));
   return dynamo;
 }
 
@@ -58,10 +57,7 @@ export const repositories = {
 };
 
 export function objectStore(): S3ObjectStore {
-  return new S3ObjectStore(
-    tracer.captureAWSv3Client(new S3Client(clientConfig('S3'))),
-    requireEnv(ENV.firmwareBucket),
-  );
+  return new S3ObjectStore(traceClient(new S3Client(clientConfig('S3'))), requireEnv(ENV.firmwareBucket));
 }
 
 /** The background jobs queue (JOB_QUEUE_URL): SQS on AWS, the local stand-in on the local cloud. */
@@ -72,7 +68,7 @@ export function jobQueue(): SqsJobQueue {
 /** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */
 export function backendSigner(): Signer {
   const arn = optionalEnv(ENV.signingKeyArn);
-  if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
+  if (arn) return new KmsSigner(traceClient(new KMSClient(clientConfig('KMS'))), arn);
   return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
 }
 
@@ -82,7 +78,7 @@ export function backendSigner(): Signer {
  */
 export function tokenSigner(): Signer {
   const arn = optionalEnv(ENV.tokenSigningKeyArn);
-  if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
+  if (arn) return new KmsSigner(traceClient(new KMSClient(clientConfig('KMS'))), arn);
   return KeyFileSigner.fromFile(requireEnv(ENV.localTokenSigningKeyFile));
 }
 

@@ -11,14 +11,8 @@ import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
-import {
-  backendSigner,
-  freshnessService,
-  logger,
-  metrics,
-  repositories,
-  tracer,
-} from '../adapters/runtime.js';
+import { backendSigner, freshnessService, logger, metrics, repositories } from '../adapters/runtime.js';
+import { traceClient } from '../adapters/tracing.js';
 import { CampaignEngine } from '../core/campaigns.js';
 import { settings } from '../core/env.js';
 import { FRESHNESS_JOB } from '../core/freshness.js';
@@ -37,9 +31,7 @@ const signer = backendSigner();
 const engine = new CampaignEngine({
   ...base,
   assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer, clock: systemClock }),
-  publisher: new IotOfferPublisher(
-    tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
-  ),
+  publisher: new IotOfferPublisher(traceClient(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')))),
   tickSeconds: settings.campaignTickSeconds(),
   log: logger,
 });

@@ -49,8 +49,11 @@ export const ENV = {
   tokenSigningKeyArn: 'TOKEN_SIGNING_KEY_ARN',
   /** PEM file of the token signing key, on the local cloud (used when TOKEN_SIGNING_KEY_ARN is unset). */
   localTokenSigningKeyFile: 'LOCAL_TOKEN_SIGNING_KEY_FILE',
-  /** IoT policy attached to every vehicle certificate, on AWS. */
-  iotPolicyName: 'IOT_POLICY_NAME',
+  /**
+   * Static IoT thing group of vehicles, on AWS. The vehicle policy is attached to the group at deploy time;
+   * registration only adds each new thing to it, so no function may attach a policy to a certificate.
+   */
+  iotThingGroup: 'IOT_THING_GROUP',
   /** IoT thing type of vehicles, on AWS. */
   iotThingType: 'IOT_THING_TYPE',
   /** Folder of the local CA (ca.key.pem, ca.cert.pem) that signs vehicle CSRs, on the local cloud. */

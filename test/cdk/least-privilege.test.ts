@@ -151,10 +151,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions written and queried, history append-only, uploads, no signing key', () => {
+  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions written and queried, history append-only, uploads, no signing key, no IoT', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
-      vehicles: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
+      // Vehicles are created by registry-api only.
+      vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
       history: ['PutItem'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
@@ -189,9 +190,34 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.deepEqual(actionsOn(template, 'operator-api', keyId), []);
     assert.deepEqual(actionsOn(template, 'operator-api', tokenKeyId), []);
     assert.deepEqual(
-      allActions(template, 'operator-api').filter((a) => a === 'iot:Publish'),
+      allActions(template, 'operator-api').filter((a) => a.startsWith('iot:')),
       [],
     );
+  });
+
+  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history append-only; no S3, KMS or queue (issue 18 #9)', () => {
+    assert.deepEqual(dynamoAccess('registry-api'), {
+      releases: [],
+      vehicles: ['GetItem', 'PutItem', 'UpdateItem'],
+      updates: ['GetItem', 'PutItem', 'Query'],
+      history: ['PutItem'],
+      campaigns: ['GetItem', 'UpdateItem'],
+      challenges: [],
+      freshness: [],
+      exclusions: [],
+    });
+    assert.deepEqual(indexAccess('registry-api'), []);
+    for (const prefix of ['s3:', 'kms:', 'sqs:']) {
+      assert.deepEqual(
+        allActions(template, 'registry-api').filter((a) => a.startsWith(prefix)),
+        [],
+        prefix,
+      );
+    }
+    // Revocation (UpdateCertificate) only here: the revoke route and the undo of a failed registration.
+    for (const fn of ALL_FUNCTIONS) {
+      assert.equal(allActions(template, fn).includes('iot:UpdateCertificate'), fn === 'registry-api', fn);
+    }
   });
 
   it('ingest: vehicles and updates read/write, history append-only, campaign counts, dead letters; no S3, KMS or IoT', () => {
@@ -405,11 +431,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
-  it('only the operator function may create certificates', () => {
+  it('only the registry function may create certificates', () => {
     for (const fn of ALL_FUNCTIONS) {
       assert.equal(
         allActions(template, fn).includes('iot:CreateCertificateFromCsr'),
-        fn === 'operator-api',
+        fn === 'registry-api',
         fn,
       );
     }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,6 +14,7 @@ import { DelegatedTokenSigner } from '../../lambdas/core/token.js';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { KeyFileSigner, keyIdOf } from '../../protocol/signatures.js';
 import { vehicleTopic } from '../../protocol/topics.js';
+import { generateKeyAndCsr, issueClientCertificate } from '../../protocol/x509.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
 import { VehicleConnection } from '../support/mqtt-clients.js';
@@ -305,5 +306,38 @@ describe('separate token key (issue 18 #9)', { timeout: 60_000 }, () => {
     const claims = JSON.parse(Buffer.from(genuine.split('.')[1]!, 'base64url').toString('utf8'));
     assert.notEqual(claims.kid, keyIdOf(await assignmentKey.publicKeyPem()));
     assert.equal((await asVehicle(v, 'GET', `/updates/${v}`, undefined, genuine)).status, 200);
+  });
+});
+
+describe('registration rights: the vehicle policy comes with the vehicles thing group (issue 18 #9)', {
+  timeout: 60_000,
+}, () => {
+  it('admits a registered vehicle (its thing joined the group) and refuses a CA-signed certificate whose thing never did', async () => {
+    const member = vin('G', 0);
+    await register(member);
+    const connect = (clientId: string, identity: { keyPem: string; certPem: string }) =>
+      VehicleConnection.connect({ url: cloud.endpoints.mqtt, caPem: cloud.caCertPem, clientId, identity });
+    const live = await connect(member, {
+      keyPem: cars.get(member)!.vehicle.keyPem,
+      certPem: cars.get(member)!.certPem,
+    });
+    assert.equal(live.closed, false, 'registration yields a working connection');
+    await live.end();
+
+    // A certificate from the very CA that signs vehicles, for a VIN that registration never added to the group:
+    // it is not revoked and its CN and client id match, but no policy reaches its thing.
+    const outsider = vin('G', 1);
+    const { privateKeyPem, csrPem } = await generateKeyAndCsr(outsider);
+    const certPem = await issueClientCertificate({
+      csrPem,
+      caKeyPem: readFileSync(join(dataDir, 'ca', 'ca.key.pem'), 'utf8'),
+      caCertPem: cloud.caCertPem,
+      commonName: outsider,
+      days: 1,
+    });
+    await assert.rejects(
+      connect(outsider, { keyPem: privateKeyPem, certPem }),
+      /Not authorized|connection closed|refused/i,
+    );
   });
 });
