@@ -20,7 +20,11 @@ export class DynamoPreparationRepository implements PreparationRepository {
     return Promise.all(
       segments.map(async (segment) => {
         const out = await this.db.send(
-          new GetCommand({ TableName: this.table, Key: { campaignId: keyOf(campaignId, segment) }, ConsistentRead: true }),
+          new GetCommand({
+            TableName: this.table,
+            Key: { campaignId: keyOf(campaignId, segment) },
+            ConsistentRead: true,
+          }),
         );
         if (!out.Item) return undefined;
         const { campaignId: _k, ...state } = out.Item;

@@ -122,7 +122,11 @@ export class S3ObjectStore implements ObjectStore {
 
   async read(key: string, versionId?: string, start = 0, endInclusive?: number): Promise<Readable> {
     const range =
-      endInclusive !== undefined ? `bytes=${start}-${endInclusive}` : start > 0 ? `bytes=${start}-` : undefined;
+      endInclusive !== undefined
+        ? `bytes=${start}-${endInclusive}`
+        : start > 0
+          ? `bytes=${start}-`
+          : undefined;
     const out = await this.s3.send(
       new GetObjectCommand({
         Bucket: this.bucket,

@@ -14,8 +14,10 @@ import type { createCampaignSchema } from '../../protocol/routes.js';
 import {
   canaryProblem,
   DEFAULT_POLICY,
+  haltProblem,
   policyProblems,
   type RolloutPolicy,
+  waveSizes,
 } from './campaign-policy.js';
 import {
   addTotals,
@@ -105,7 +107,10 @@ async function queueSegments(deps: CreationDeps, c: CampaignRecord): Promise<voi
   );
 }
 
-export async function createCampaign(deps: CreationDeps, input: CreateCampaignInput): Promise<CampaignCreated> {
+export async function createCampaign(
+  deps: CreationDeps,
+  input: CreateCampaignInput,
+): Promise<CampaignCreated> {
   const policy = toPolicy(input.policy);
   const problems = policyProblems(policy);
   if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
@@ -121,6 +126,19 @@ export async function createCampaign(deps: CreationDeps, input: CreateCampaignIn
     throw new ConflictError('campaign_exists', `Campaign ${campaignId} exists`);
 
   const t = input.targets;
+  // A list in the request bounds the final count: a halt that cannot fire even if every VIN is targeted never
+  // will (the largest wave only shrinks with fewer targets), so it is refused now rather than failed later.
+  if (t.vins !== undefined && t.filter === undefined) {
+    const sizes = waveSizes(new Set(t.vins).size, policy.waves);
+    const halt =
+      input.policy?.halt_min_outcomes === undefined
+        ? haltProblem(
+            { ...policy, haltMinOutcomes: Math.min(policy.haltMinOutcomes, Math.max(...sizes)) },
+            sizes,
+          )
+        : haltProblem(policy, sizes);
+    if (halt) throw new BadRequestError(halt.code, halt.message);
+  }
   const now = deps.clock.now();
   const key = targetListKey(campaignId);
   let list: PreparationRecord['source']['list'];
@@ -201,7 +219,10 @@ export async function completeTargets(deps: CreationDeps, campaignId: string): P
   const list = p.source.list!;
   const head = await deps.objects.head(list.key);
   if (!head)
-    throw new ConflictError('targets_not_uploaded', 'The VIN list is not uploaded yet: PUT it to the upload URL first');
+    throw new ConflictError(
+      'targets_not_uploaded',
+      'The VIN list is not uploaded yet: PUT it to the upload URL first',
+    );
   if (head.size !== list.size) {
     throw new BadRequestError(
       'vin_list_size_mismatch',

@@ -50,7 +50,13 @@ export const SLICE_SIZE = 250;
 /** Per-vehicle writes in flight within a slice. */
 const CONCURRENCY = 16;
 
-export const ZERO_TOTALS: PreparationTotals = { scanned: 0, targeted: 0, excluded: {}, duplicates: 0, invalid: 0 };
+export const ZERO_TOTALS: PreparationTotals = {
+  scanned: 0,
+  targeted: 0,
+  excluded: {},
+  duplicates: 0,
+  invalid: 0,
+};
 
 /** The target item's index key before the pacer gives it a wave: a stable pseudo-random order (CAMPAIGN12.md). */
 export function queuedWaveKey(campaignId: string, vin: string): string {
@@ -140,7 +146,11 @@ export class CampaignPreparer {
     return this.finish(campaignId, shouldYield);
   }
 
-  private async runSegment(c: CampaignRecord, segment: number, shouldYield: () => boolean): Promise<JobResult> {
+  private async runSegment(
+    c: CampaignRecord,
+    segment: number,
+    shouldYield: () => boolean,
+  ): Promise<JobResult> {
     const release = await this.deps.releases.get(c.releaseId);
     const manifest = release?.signedManifest.manifest;
     let [st] = await this.deps.preparation.segments(c.campaignId, [segment]);
@@ -189,7 +199,13 @@ export class CampaignPreparer {
       if (u?.preparedBy === marker && u.status === 'scheduled') {
         const now = this.deps.clock.now().toISOString();
         await this.deps.updates.put(
-          { ...u, status: 'cancelled', reason: 'campaign cancelled', updatedAt: now, revision: u.revision + 1 },
+          {
+            ...u,
+            status: 'cancelled',
+            reason: 'campaign cancelled',
+            updatedAt: now,
+            revision: u.revision + 1,
+          },
           u.revision,
         );
       }
@@ -205,7 +221,9 @@ export class CampaignPreparer {
       const page = await this.deps.vehicles.scanSegment(st.segment, p.scanSegments, size, st.cursor);
       const f = p.source.filter ?? {};
       return {
-        candidates: page.items.filter((v) => matchesFilter(v, f, c.ecu)).map((v) => ({ vin: v.vin, vehicle: v })),
+        candidates: page.items
+          .filter((v) => matchesFilter(v, f, c.ecu))
+          .map((v) => ({ vin: v.vin, vehicle: v })),
         next: page.cursor,
         scanned: page.items.length,
         invalid: 0,
@@ -320,7 +338,11 @@ export class CampaignPreparer {
         await Promise.all(
           segmentNumbers(p).map(async (i) => {
             if (!segments[i])
-              await this.deps.preparation.save(campaignId, { ...ZERO_TOTALS, segment: i, slices: 0, state: 'stopped' }, 0);
+              await this.deps.preparation.save(
+                campaignId,
+                { ...ZERO_TOTALS, segment: i, slices: 0, state: 'stopped' },
+                0,
+              );
           }),
         );
         const now = await this.deps.preparation.segments(campaignId, segmentNumbers(p));
@@ -354,7 +376,9 @@ export class CampaignPreparer {
       preparation: { ...finished, failure, sweep: { seen: 0 } },
     });
     if (totals.invalid > 0)
-      return fail(`malformed_vin_list: ${totals.invalid} line(s) of the VIN list are not VINs (changed since upload?)`);
+      return fail(
+        `malformed_vin_list: ${totals.invalid} line(s) of the VIN list are not VINs (changed since upload?)`,
+      );
     if (totals.targeted === 0) return fail('no_targets: no registered vehicle matches the targets');
     const sizes = waveSizes(totals.targeted, c.policy.waves);
     // The default minimum is lowered to what the largest wave can produce; a value the operator chose is checked.
@@ -381,7 +405,8 @@ export class CampaignPreparer {
    */
   private async sweep(c: CampaignRecord, shouldYield: () => boolean): Promise<JobResult> {
     let campaign = c;
-    const reason = c.status === 'failed' ? `campaign failed: ${c.haltReason ?? ''}`.trim() : 'campaign cancelled';
+    const reason =
+      c.status === 'failed' ? `campaign failed: ${c.haltReason ?? ''}`.trim() : 'campaign cancelled';
     for (;;) {
       const p = campaign.preparation!;
       const at = p.sweep ?? { seen: 0 };
@@ -390,7 +415,10 @@ export class CampaignPreparer {
       await pool(page.items, CONCURRENCY, async (u) => {
         if (u.status === 'scheduled') {
           const now = this.deps.clock.now().toISOString();
-          await this.deps.updates.put({ ...u, status: 'cancelled', reason, updatedAt: now, revision: u.revision + 1 }, u.revision);
+          await this.deps.updates.put(
+            { ...u, status: 'cancelled', reason, updatedAt: now, revision: u.revision + 1 },
+            u.revision,
+          );
         }
         await this.deps.vehicles.unlockCampaign(u.vin, campaign.ecu, campaign.campaignId);
       });
@@ -408,7 +436,8 @@ export class CampaignPreparer {
         preparation: { ...p, sweep },
         ...(sweep.done && campaign.status === 'cancelling' ? { status: 'cancelled' as const } : {}),
       };
-      if (!(await this.deps.campaigns.change(campaign.campaignId, campaign.revision, changes, stamp))) return 'done';
+      if (!(await this.deps.campaigns.change(campaign.campaignId, campaign.revision, changes, stamp)))
+        return 'done';
       if (sweep.done) return 'done';
       campaign = { ...campaign, ...changes, revision: campaign.revision + 1 } as CampaignRecord;
     }

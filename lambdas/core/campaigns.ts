@@ -17,9 +17,9 @@ import type {
   CampaignView,
 } from '../../protocol/operator-responses.js';
 import {
+  type CreateCampaignInput,
   cancelledInPreparation,
   completeTargets,
-  type CreateCampaignInput,
   createCampaign,
   preparationProgress,
   preparationView,
@@ -240,7 +240,14 @@ export class CampaignService {
       if (action === 'cancel' && c.status === 'preparing' && c.preparation?.state === 'awaiting_targets') {
         const now = this.deps.clock.now().toISOString();
         const finished = { ...c.preparation, state: 'finished' as const, finishedAt: now };
-        if (await this.deps.campaigns.change(campaignId, c.revision, { status: 'cancelled', preparation: finished }, now))
+        if (
+          await this.deps.campaigns.change(
+            campaignId,
+            c.revision,
+            { status: 'cancelled', preparation: finished },
+            now,
+          )
+        )
           return this.get(campaignId);
         continue;
       }
@@ -396,7 +403,12 @@ export class CampaignEngine {
     if (c?.status !== 'running') return { offered: 0, timedOut: 0, decision: 'idle' };
     const now = this.deps.clock.now();
     const wave = c.currentWave;
-    const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    let items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    const size = c.waves[wave]?.size ?? 0;
+    if (items.length < size) {
+      await this.fillWave(c, wave, size - items.length);
+      items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    }
     // A wave advances on its success threshold, not on every vehicle's outcome, so earlier waves may still have
     // vehicles under way (a lost offer, a slow download). Their deadlines and retries are watched too; the
     // counts say which waves have any, so a settled wave costs no read.
@@ -483,6 +495,25 @@ export class CampaignEngine {
       }
     }
     return { offered, timedOut, decision: 'wait' };
+  }
+
+  /**
+   * BRIDGE until the paced offer worker (pace12, CAMPAIGN12.md point 3) assigns waves at offer time; the lead drops
+   * it at merge. Targets are written by the preparation job without a wave (`q#` keys); this moves the next `need`
+   * of them, in their shuffled order, into the current wave when it starts.
+   */
+  private async fillWave(c: CampaignRecord, wave: number, need: number): Promise<void> {
+    let token: string | undefined;
+    while (need > 0) {
+      const page = await this.deps.updates.pageQueued(c.campaignId, need, token);
+      await pool(page.items, 16, async (u) => {
+        const waveKey = `${waveKeyPrefix(wave)}#${u.vin}`;
+        const next = { ...u, wave, waveKey, revision: u.revision + 1 };
+        if (u.status === 'scheduled' && (await this.deps.updates.put(next, u.revision))) need--;
+      });
+      token = page.token;
+      if (!token) break;
+    }
   }
 
   /**
@@ -585,12 +616,6 @@ export class CampaignEngine {
     }
     return true;
   }
-}
-
-function countBy(values: readonly string[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
-  return counts;
 }
 
 function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {

@@ -344,7 +344,11 @@ export interface PreparationTotals {
 
 /** Where the targets come from: a filter scan (filter {} = every vehicle) and/or a VIN list object. */
 export interface PreparationSource {
-  readonly filter?: { readonly model?: string; readonly hardware_id?: string; readonly current_version?: string };
+  readonly filter?: {
+    readonly model?: string;
+    readonly hardware_id?: string;
+    readonly current_version?: string;
+  };
   readonly list?: {
     readonly key: string;
     readonly size: number;

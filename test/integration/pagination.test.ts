@@ -68,14 +68,14 @@ before(async () => {
     assert.equal((await operator.call('POST', '/vehicles', v.registration())).status, 201);
   }
   const campaign = async (id: string, vins: string[]) => {
-    const res = await operator.call('POST', '/campaigns', {
+    const res = await operator.createCampaign({
       campaign_id: id,
       name: id,
       release_id: 'tcu-2.0.2',
       targets: { vins },
       policy: { waves: [100], skip_canary: true },
     });
-    assert.equal(res.status, 201, res.raw.toString());
+    assert.equal(res.json.status, 'created', res.raw.toString());
   };
   await campaign('pages-a', [
     ...Array.from({ length: 8 }, (_, i) => vin(i)),
