@@ -211,7 +211,7 @@ describe('asynchronous campaign creation', { timeout: 1_500_000 }, () => {
     assert.equal(malformed.status, 400, malformed.raw.toString());
     assert.equal(malformed.json.error.code, 'malformed_vin_list');
     assert.match(malformed.json.error.message, /line 3 /);
-    const empty = await upload('empty-list', '\r\n\n  \n');
+    const empty = await upload('empty-list', '\r\n\n  \n'.repeat(4));
     assert.equal(empty.status, 400);
     assert.equal(empty.json.error.code, 'no_targets');
     // Refused lists leave the campaign waiting, untouched: nothing locked, nothing written.
