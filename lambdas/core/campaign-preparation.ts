@@ -47,6 +47,9 @@ export const LIST_SEGMENT_BYTES = 1024 * 1024;
 export const MAX_LIST_SEGMENTS = 16;
 /** Targets (scan page items or list lines) per slice: one checkpoint write per slice. */
 export const SLICE_SIZE = 250;
+/** A slice slower than this halves the next one (down to MIN_SLICE_SIZE); one under a quarter of it doubles it. */
+const SLOW_SLICE_MS = 2000;
+const MIN_SLICE_SIZE = 10;
 /** Per-vehicle writes in flight within a slice. */
 const CONCURRENCY = 16;
 
@@ -155,10 +158,15 @@ export class CampaignPreparer {
     const manifest = release?.signedManifest.manifest;
     let [st] = await this.deps.preparation.segments(c.campaignId, [segment]);
     st ??= { ...ZERO_TOTALS, segment, slices: 0, state: 'running' };
+    // Slices shrink when they run slow (a throttled table, a loaded machine) so one always ends well within the
+    // time a job keeps in reserve, and grow back when they are quick.
+    const most = this.deps.sliceSize ?? SLICE_SIZE;
+    let size = most;
     while (st.state === 'running') {
       if (shouldYield()) return 'continue';
+      const began = Date.now();
       const now = await this.deps.campaigns.get(c.campaignId);
-      const slice = await this.read(c, st);
+      const slice = await this.read(c, st, size);
       let next: SegmentState;
       if (now?.status !== 'preparing' || !manifest) {
         // Cancelled (or failed) meanwhile: this slice may have been begun by a worker that was stopped, with
@@ -187,6 +195,9 @@ export class CampaignPreparer {
         continue;
       }
       st = next;
+      const took = Date.now() - began;
+      if (took > SLOW_SLICE_MS) size = Math.max(MIN_SLICE_SIZE, Math.floor(size / 2));
+      else if (took < SLOW_SLICE_MS / 4) size = Math.min(most, size * 2);
     }
     return 'done';
   }
@@ -214,9 +225,8 @@ export class CampaignPreparer {
   }
 
   /** The next slice of a segment: a page of its scan segment, or lines of its byte range of the list. */
-  private async read(c: CampaignRecord, st: SegmentState): Promise<SliceRead> {
+  private async read(c: CampaignRecord, st: SegmentState, size: number): Promise<SliceRead> {
     const p = c.preparation!;
-    const size = this.deps.sliceSize ?? SLICE_SIZE;
     if (st.segment < p.scanSegments) {
       const page = await this.deps.vehicles.scanSegment(st.segment, p.scanSegments, size, st.cursor);
       const f = p.source.filter ?? {};

@@ -314,8 +314,10 @@ export async function transition(
   const now = deps.clock.now().toISOString();
   const next: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
   if (!(await deps.updates.put(next, u.revision))) return false;
-  // Direct (vehicle-initiated) updates belong to no campaign and move no counts.
-  if (campaignId !== undefined) await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
+  // Direct (vehicle-initiated) updates belong to no campaign and move no counts; nor does a target not yet given
+  // a wave (wave -1, campaign-preparation.ts): wave counts start when its wave does.
+  if (campaignId !== undefined && (u.wave ?? 0) >= 0)
+    await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
   await deps.history.append({
     vin: u.vin,
     updateId: u.updateId,

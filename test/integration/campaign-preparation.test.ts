@@ -141,7 +141,7 @@ before(async () => {
     campaignTickMs: 0,
     throttle: { ratePerSecond: 10000, burst: 10000 },
     // A short function timeout so a stopped invocation is redelivered within the test.
-    jobs: { timeoutMs: 20_000, visibilityTimeoutMs: 21_000 },
+    jobs: { timeoutMs: 60_000, visibilityTimeoutMs: 61_000 },
   });
   operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
   const image = randomBytes(64 * 1024);
