@@ -52,26 +52,59 @@ async function* linesOf(stream: Readable): AsyncGenerator<{ text: string; start:
   }
 }
 
+/** Bytes a VIN may hold: digits and capital letters but I, O and Q. */
+const VIN_BYTE = new Uint8Array(256);
+for (const c of '0123456789ABCDEFGHJKLMNPRSTUVWXYZ') VIN_BYTE[c.charCodeAt(0)] = 1;
+const isBlank = (b: number) => b === 32 || b === 9 || b === 13;
+
 /**
  * Checks a whole uploaded list (synchronously, at upload completion, so a bad list gets a 400 naming the line):
- * every non-blank line a VIN, at least one, at most MAX_VIN_LIST_LINES. Answers how many VINs it lists.
+ * every non-blank line a VIN (surrounding blanks and a CR allowed), at least one, at most MAX_VIN_LIST_LINES.
+ * Answers how many VINs it lists. Byte by byte, with no string per line: a million lines take about a second of
+ * CPU, inside the operator function's 10 s.
  */
 export async function checkVinList(stream: Readable): Promise<number> {
   let count = 0;
-  let lineNo = 0;
-  for await (const line of linesOf(stream)) {
-    lineNo++;
-    const vin = vinOfLine(line.text);
-    if (vin === '') continue;
-    if (line.end < 0 || !isVin(vin)) {
+  let lineNo = 1;
+  // Per line: characters of the VIN so far, whether it ended (blanks after it), whether it is wrong, its start.
+  let length = 0;
+  let ended = false;
+  let wrong = false;
+  let sample: number[] = [];
+  const endLine = () => {
+    if (wrong || (length > 0 && length !== 17)) {
       throw new BadRequestError(
         'malformed_vin_list',
-        `line ${lineNo} of the VIN list is not a VIN (17 characters: digits and letters except I, O, Q): ${JSON.stringify(vin.slice(0, 40))}`,
+        `line ${lineNo} of the VIN list is not a VIN (17 characters: digits and letters except I, O, Q): ${JSON.stringify(Buffer.from(sample).toString('latin1').trim())}`,
       );
     }
-    if (++count > MAX_VIN_LIST_LINES) {
+    if (length > 0 && ++count > MAX_VIN_LIST_LINES) {
       throw new BadRequestError('vin_list_too_long', `The VIN list has more than ${MAX_VIN_LIST_LINES} VINs`);
     }
+    lineNo++;
+    length = 0;
+    ended = false;
+    wrong = false;
+    sample = [];
+  };
+  try {
+    for await (const chunk of stream) {
+      const bytes = chunk as Buffer;
+      for (let i = 0; i < bytes.length; i++) {
+        const b = bytes[i]!;
+        if (b === 10) {
+          endLine();
+          continue;
+        }
+        if (sample.length < 40) sample.push(b);
+        if (isBlank(b)) {
+          if (length > 0) ended = true;
+        } else if (ended || VIN_BYTE[b] !== 1 || ++length > 17) wrong = true;
+      }
+    }
+    if (length > 0 || wrong) endLine();
+  } finally {
+    stream.destroy();
   }
   if (count === 0) throw new BadRequestError('no_targets', 'The VIN list names no VIN');
   return count;
