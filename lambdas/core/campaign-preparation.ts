@@ -51,7 +51,7 @@ export const SLICE_SIZE = 250;
 const SLOW_SLICE_MS = 2000;
 const MIN_SLICE_SIZE = 10;
 /** Per-vehicle writes in flight within a slice. */
-const CONCURRENCY = 16;
+const CONCURRENCY = 32;
 
 export const ZERO_TOTALS: PreparationTotals = {
   scanned: 0,
@@ -292,8 +292,10 @@ export class CampaignPreparer {
         return exclude(v.vin, 'in_other_campaign');
       // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one, so a
       // replayed report from an earlier update cannot move the new one. The same read finds an item this
-      // campaign already has for the vehicle (this slice run before, or the VIN met in another slice).
-      const previous = await this.deps.updates.listForVehicle(v.vin);
+      // campaign already has for the vehicle (this slice run before, or the VIN met in another slice). A vehicle
+      // that never had an update offered or asked for (no active update) has no report, so nothing to continue:
+      // the read is skipped and an item already there is found by the conditional put instead.
+      const previous = v.activeUpdateId === undefined ? [] : await this.deps.updates.listForVehicle(v.vin);
       let mine = previous.find((u) => u.updateId === updateId);
       if (!mine) {
         const now = this.deps.clock.now().toISOString();
