@@ -121,7 +121,14 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
   }
 }
 
-const get = async (id: string) => (await operator.call('GET', `/campaigns/${id}`)).json;
+/** GET /campaigns/{id}; a poll that timed out (the operator function's 10 s on a loaded machine) is asked again. */
+const get = async (id: string) => {
+  for (let attempt = 1; ; attempt++) {
+    const res = await operator.call('GET', `/campaigns/${id}`);
+    if (res.status === 200) return res.json;
+    if (res.status < 500 || attempt === 5) assert.fail(`GET /campaigns/${id}: ${res.status} ${res.raw.toString()}`);
+  }
+};
 const settled = (id: string, timeoutMs = 300_000) =>
   until(
     `${id} prepared`,
