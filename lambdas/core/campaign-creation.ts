@@ -99,12 +99,9 @@ function listSegmentsFor(size: number): number {
   return Math.min(MAX_LIST_SEGMENTS, Math.max(1, Math.ceil(size / LIST_SEGMENT_BYTES)));
 }
 
+/** One message whatever the segment count: the job fans the segments out (campaign-preparation.ts). */
 async function queueSegments(deps: CreationDeps, c: CampaignRecord): Promise<void> {
-  await Promise.all(
-    segmentNumbers(c.preparation!).map((segment) =>
-      deps.jobs.send({ type: 'prepare_campaign', campaign_id: c.campaignId, segment }),
-    ),
-  );
+  await deps.jobs.send({ type: 'prepare_campaign', campaign_id: c.campaignId });
 }
 
 export async function createCampaign(

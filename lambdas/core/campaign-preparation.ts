@@ -27,6 +27,7 @@ import type {
   CampaignRepository,
   Clock,
   ExclusionRepository,
+  JobQueue,
   ObjectStore,
   PreparationRecord,
   PreparationRepository,
@@ -111,6 +112,8 @@ export interface PreparationDeps {
   readonly exclusions: ExclusionRepository;
   readonly preparation: PreparationRepository;
   readonly objects: Pick<ObjectStore, 'read'>;
+  /** Where the fan-out sends the segments' messages. */
+  readonly jobs: JobQueue;
   readonly clock: Clock;
   /** @default SLICE_SIZE */
   readonly sliceSize?: number;
@@ -138,11 +141,25 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 export class CampaignPreparer {
   constructor(private readonly deps: PreparationDeps) {}
 
-  /** The job: the segment (if any) until done or out of time, then the finishing step if every segment is over. */
+  /**
+   * The job: the segment (if any) until done or out of time, then the finishing step if every segment is over.
+   * Without a segment (what creation and cancel send), it first queues a message for every segment of a preparing
+   * campaign that has not finished: the API sends one message whatever the segment count, and a segment whose
+   * message was lost is started again (a duplicate only finds its slices committed).
+   */
   async run(campaignId: string, segment: number | undefined, shouldYield: () => boolean): Promise<JobResult> {
     const c = await this.deps.campaigns.get(campaignId);
     const p = c?.preparation;
     if (!c || !p || p.state === 'awaiting_targets') return 'done';
+    if (segment === undefined && c.status === 'preparing' && p.state === 'running') {
+      const all = segmentNumbers(p);
+      const states = await this.deps.preparation.segments(campaignId, all);
+      await Promise.all(
+        all
+          .filter((i) => states[i]?.state !== 'done')
+          .map((i) => this.deps.jobs.send({ type: 'prepare_campaign', campaign_id: campaignId, segment: i })),
+      );
+    }
     if (segment !== undefined && p.state === 'running' && segment < p.scanSegments + p.listSegments) {
       if ((await this.runSegment(c, segment, shouldYield)) === 'continue') return 'continue';
     }

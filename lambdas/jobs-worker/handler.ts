@@ -32,6 +32,7 @@ const preparer = new CampaignPreparer({
   exclusions: repositories.exclusions(),
   preparation: repositories.preparation(),
   objects: objectStore(),
+  jobs: queue,
   clock: systemClock,
 });
 

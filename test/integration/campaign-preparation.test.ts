@@ -29,7 +29,8 @@ let dataDir: string;
 /** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
 const HOOK_TIMEOUT = { timeout: 600_000 };
 
-const BIG = 50_000;
+/** The issue's 50,000; PREP_TEST_TARGETS runs the same test smaller (a loaded machine, a quick check). */
+const BIG = Number(process.env.PREP_TEST_TARGETS ?? 50_000);
 /** VINs: a letter per group (never I, O, Q) and a 16-digit number. */
 const vin = (group: string, i: number) => `${group}${String(i).padStart(16, '0')}`;
 const db = () => documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));

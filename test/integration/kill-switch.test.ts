@@ -108,9 +108,11 @@ describe('campaign cancel (issue 18 #4)', { timeout: 120_000 }, () => {
         async (w) => (await operator.call('GET', `/campaigns/to-cancel/vehicles?wave=${w}`)).json.vehicles,
       ),
     );
+    // Wave 1 never started, so it lists nobody (targets get their wave when it starts, CAMPAIGN12.md); its two
+    // vehicles' targets were withdrawn by the cancel's pass over the targets without a wave, and are refused below.
     assert.deepEqual(
       waves.map((vs: { status: string }[]) => vs.map((v) => v.status)),
-      [['cancelled'], ['cancelled', 'cancelled']],
+      [['cancelled'], []],
     );
     for (const v of group) {
       for (const route of ['initiate', 'download']) {

@@ -300,10 +300,11 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     assert.equal(running.json.counts.offered, 1);
     const list = await asOperator('GET', '/campaigns?limit=10', 200);
     // Campaigns only: the preparation checkpoints sharing their table are not listed.
-    assert.deepEqual(
-      list.json.campaigns.map((c: { campaign_id: string }) => c.campaign_id).sort(),
-      ['conformance', 'conformance-list', 'conformance-wait'],
-    );
+    assert.deepEqual(list.json.campaigns.map((c: { campaign_id: string }) => c.campaign_id).sort(), [
+      'conformance',
+      'conformance-list',
+      'conformance-wait',
+    ]);
     // 202: the offers are withdrawn by the background job; the campaign is cancelled when it is done.
     const cancelling = await asOperator('POST', '/campaigns/conformance/cancel', 202, {});
     assert.equal(cancelling.json.status, 'cancelling');
