@@ -349,10 +349,12 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
     d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
-    // Campaign exclusions: written at creation (PutItem), listed a page at a time (Query).
-    d.bindItems(operator, 'exclusions', ['PutItem', 'Query']);
+    // Campaign exclusions: listed a page at a time (Query); the preparation job writes them.
+    d.bindItems(operator, 'exclusions', ['Query']);
     d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
+    // Campaign VIN lists: an inline list stored, an upload presigned and checked when complete.
+    this.storage.grantTargetLists(operator, 'write');
     // Publish and cancel queue their background job.
     this.jobs.grantSend(operator);
     // No signing-key access: operator routes neither sign nor verify backend signatures. No IoT rights.
@@ -375,10 +377,16 @@ export class OtaStack extends Stack {
     const worker = this.jobsWorkerFunction;
     d.bindItems(worker, 'releases', ['GetItem', 'UpdateItem']);
     this.storage.grantVerify(worker);
-    d.bindItems(worker, 'campaigns', ['GetItem', 'UpdateItem']);
+    // Campaign preparation: checkpoints are items of the campaigns table (PutItem, conditional on the slice);
+    // vehicles read by a parallel Scan or by VIN (GetItem) and locked (UpdateItem); target items written
+    // conditionally (PutItem) after reading the vehicle's updates (Query); exclusions written conditionally;
+    // the VIN list read by ranges. Nothing is deleted.
+    d.bindItems(worker, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem']);
     d.bindItems(worker, 'updates', ['GetItem', 'PutItem', 'Query'], { indexes: ['byCampaign'] });
-    d.bindItems(worker, 'vehicles', ['UpdateItem']);
+    d.bindItems(worker, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
+    d.bindItems(worker, 'exclusions', ['PutItem']);
     d.bindItems(worker, 'history', ['PutItem']);
+    this.storage.grantTargetLists(worker, 'read');
 
     // ingest: applies vehicle reports: vehicles read, and updated when an update completes (the ECU's new version,
     // the campaign lock released); updates read and written with a revision check; history append-only; campaign

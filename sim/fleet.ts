@@ -153,6 +153,19 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
       return JSON.parse(text);
     };
+    /** Creates a campaign and waits out its background preparation: it must be created before it can start. */
+    const createCampaign = async (body: unknown) => {
+      let c = await call('POST', '/campaigns', body);
+      const prepDeadline = Date.now() + 300_000;
+      while (c.status === 'preparing') {
+        if (Date.now() > prepDeadline) throw new Error(`campaign ${c.campaign_id} still preparing`);
+        await new Promise((r) => setTimeout(r, 200));
+        c = await call('GET', `/campaigns/${c.campaign_id}`);
+      }
+      if (c.status !== 'created')
+        throw new Error(`campaign ${c.campaign_id} ${c.status}: ${c.preparation?.failure_reason ?? ''}`);
+      return c;
+    };
     const publishRelease = async (version: string, image: Buffer) => {
       const d = await digestStream(Readable.from([image]), CHUNK);
       const manifest: ReleaseManifest = {
@@ -287,7 +300,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const image = randomBytes(imageBytes);
     const mainKey = (await publishRelease('2.0.0', image)).manifest.sha256;
     const t0 = Date.now();
-    await call('POST', '/campaigns', {
+    await createCampaign({
       campaign_id: 'fleet-main',
       name: 'fleet simulation',
       release_id: 'tcu-2.0.0',
@@ -415,7 +428,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         tampered,
       );
       injected.tamperedObjects = 1;
-      await call('POST', '/campaigns', {
+      await createCampaign({
         campaign_id: 'fleet-tampered',
         name: 'tampered release',
         release_id: 'tcu-2.1.0',

@@ -18,6 +18,7 @@ import { clientConfig } from './aws-clients.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
 import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
+import { DynamoPreparationRepository } from './dynamo-preparation.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -45,6 +46,7 @@ export const repositories = {
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
+  preparation: () => new DynamoPreparationRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
   history: () =>

@@ -46,6 +46,8 @@ const campaigns = new CampaignService({
   history: repositories.history(),
   clock: systemClock,
   jobs,
+  objects: objectStore(),
+  preparation: repositories.preparation(),
 });
 
 const killSwitch = new KillSwitchService({
@@ -96,7 +98,9 @@ const route = createRouter(
       return json(200, withdrawn);
     },
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
-      json(201, await campaigns.create(body)),
+      json(202, await campaigns.create(body)),
+    'POST /campaigns/{campaignId}/targets': async ({ params }: RouteRequest<undefined>) =>
+      json(202, await campaigns.completeTargets(params.campaignId!)),
     'GET /campaigns': async ({ query }: RouteRequest<undefined>) =>
       json(200, await campaigns.list(...pageOf(query))),
     'GET /campaigns/{campaignId}': async ({ params }: RouteRequest<undefined>) =>

@@ -76,6 +76,7 @@ function indexAccess(fn: OtaFunctionName): string[] {
 }
 
 const releaseObjects = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/releases/*']] };
+const targetLists = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/campaign-targets/*']] };
 
 const topicArn = {
   'Fn::Join': [
@@ -151,7 +152,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions written and queried, history append-only, uploads, no signing key, no IoT', () => {
+  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions queried, history append-only, uploads and VIN lists, no signing key, no IoT', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       // Vehicles are created by registry-api only.
@@ -161,7 +162,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
-      exclusions: ['PutItem', 'Query'],
+      exclusions: ['Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -185,6 +186,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
           resources: [releaseObjects],
         },
         { actions: ['s3:ListBucket'], resources: [{ 'Fn::GetAtt': [bucketId, 'Arn'] }] },
+        // Campaign VIN lists: an inline one written, an upload presigned and read back to check it.
+        { actions: ['s3:PutObject', 's3:GetObject', 's3:GetObjectVersion'], resources: [targetLists] },
       ],
     );
     assert.deepEqual(actionsOn(template, 'operator-api', keyId), []);
@@ -258,22 +261,24 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('jobs-worker: releases, campaigns and updates read/write, vehicles UpdateItem only, history append-only', () => {
+  it('jobs-worker: releases, campaigns and updates read/write, vehicles read and locked, exclusions written, history append-only', () => {
     assert.deepEqual(dynamoAccess('jobs-worker'), {
       releases: ['GetItem', 'UpdateItem'],
-      vehicles: ['UpdateItem'],
+      // Campaign preparation: a parallel Scan (filter) or GetItem (VIN list), locks by UpdateItem.
+      vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
-      campaigns: ['GetItem', 'UpdateItem'],
+      // Preparation checkpoints are items of the campaigns table, written by a conditional PutItem.
+      campaigns: ['GetItem', 'PutItem', 'UpdateItem'],
       challenges: [],
       freshness: [],
-      exclusions: [],
+      exclusions: ['PutItem'],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
   });
 
-  it('jobs-worker: reads, legal-holds and removes release images only (no PutObject), consumes and continues on its own queue, no KMS or IoT', () => {
+  it('jobs-worker: reads, legal-holds and removes release images (no PutObject), reads VIN lists, consumes and continues on its own queue, no KMS or IoT', () => {
     const s3 = functionStatements(template, 'jobs-worker').filter((s) =>
       s.actions.some((a) => a.startsWith('s3:')),
     );
@@ -285,6 +290,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
           resources: [releaseObjects],
         },
         { actions: ['s3:ListBucket'], resources: [{ 'Fn::GetAtt': [bucketId, 'Arn'] }] },
+        { actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: [targetLists] },
       ],
     );
     const queueId = envTarget(template, 'jobs-worker', 'JOB_QUEUE_URL');
@@ -394,16 +400,17 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
-  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator and the freshness job (issue 18 #9)', () => {
+  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator, the freshness job and campaign preparation (issue 18 #9)', () => {
     for (const fn of ALL_FUNCTIONS) {
       const actions = allActions(template, fn);
       for (const never of ['dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:BatchGetItem']) {
         assert.ok(!actions.includes(never), `${fn}: ${never}`);
       }
-      // The campaign tick also runs the freshness job, which scans the vehicles for its leaves.
+      // The campaign tick also runs the freshness job, which scans the vehicles for its leaves; the jobs worker
+      // prepares filter campaigns by a parallel scan of the vehicles.
       assert.equal(
         actions.includes('dynamodb:Scan'),
-        fn === 'operator-api' || fn === 'campaign-tick',
+        fn === 'operator-api' || fn === 'campaign-tick' || fn === 'jobs-worker',
         `${fn}: Scan`,
       );
     }

@@ -53,6 +53,23 @@ export class Operator {
     return jsonRequest(this.api, method, path, this.ca, body, this.adminToken);
   }
 
+  /**
+   * POST /campaigns, then, while its targets are prepared in the background (202, preparing), GET /campaigns/{id}
+   * until it is created (or failed, or cancelled): answers that last GET, or the refusal of the create.
+   */
+  async createCampaign(body: unknown, timeoutMs = 120_000) {
+    let res = await this.call('POST', '/campaigns', body);
+    if (res.status !== 202) return res;
+    const id = res.json.campaign_id as string;
+    const deadline = Date.now() + timeoutMs;
+    while (res.json.status === 'preparing') {
+      if (Date.now() > deadline) throw new Error(`campaign ${id} still preparing after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+      res = await this.call('GET', `/campaigns/${id}`);
+    }
+    return res;
+  }
+
   /** Creates, uploads and publishes a release; asserts nothing, returns each response for the caller to check. */
   async publish(signed: SignedManifest, image: Buffer) {
     const created = await this.call('POST', '/releases', signed);
