@@ -86,6 +86,8 @@ export interface OperationsSnapshot {
     itemsReturned: number;
     byOperation: Record<string, number>;
     byTable: Record<string, TableCounts>;
+    /** The most-written items by key (UpdateItem/DeleteItem; `count` mode), most first, at most 10. */
+    hottestItems: { item: string; writes: number }[];
   };
   kms: { sign: number; byOperation: Record<string, number>; signByKey: Record<string, number> };
   iot: {
@@ -117,6 +119,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
       itemsReturned: 0,
       byOperation: {},
       byTable: {},
+      hottestItems: [],
     },
     kms: { sign: 0, byOperation: {}, signByKey: {} },
     iot: { publish: 0, byOperation: {}, connects: 0, inbound: 0, delivered: 0, ruleActions: 0 },
@@ -129,6 +132,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
     s.dynamodb.byTable[name] ??= { reads: 0, writes: 0 };
     return s.dynamodb.byTable[name];
   };
+  const items: { item: string; writes: number }[] = [];
   for (const [key, n] of Object.entries(flat)) {
     const [service, kind, ...rest] = key.split('.');
     const name = rest.join('.');
@@ -141,6 +145,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
         s.dynamodb.writes += n;
         table(name).writes += n;
       } else if (kind === 'txwrite') s.dynamodb.transactionalWrites += n;
+      else if (kind === 'item') items.push({ item: name, writes: n });
       else if (kind === 'returned') s.dynamodb.itemsReturned += n;
     } else if (service === 'kms') {
       if (kind === 'op') {
@@ -162,6 +167,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
       s.lambda.total += n;
     } else if (service === 'apigateway') s.apigateway.requests += n;
   }
+  s.dynamodb.hottestItems = items.sort((a, b) => b.writes - a.writes).slice(0, 10);
   return s;
 }
 
@@ -189,6 +195,7 @@ const SERVICES: Record<string, string> = {
 type Items = Record<string, unknown[] | { Keys?: unknown[] } | undefined> | undefined;
 type Input = {
   TableName?: string;
+  Key?: Record<string, unknown>;
   RequestItems?: Items;
   TransactItems?: Record<string, { TableName?: string } | undefined>[];
 };
@@ -199,6 +206,23 @@ const lengthOf = (v: unknown): number =>
     : Array.isArray((v as { Keys?: unknown[] } | undefined)?.Keys)
       ? (v as { Keys: unknown[] }).Keys.length
       : 0;
+
+/**
+ * Writes per existing item (UpdateItem and DeleteItem by key, in count mode only: one counter per item), so a
+ * run shows its hottest item, the one a partition's 1,000 writes/s limit applies to. Puts are new items mostly
+ * (updates, history, targets) and are left out.
+ */
+function itemWrite(table: string, key: Record<string, unknown>, tally: OperationTally): void {
+  if (countingMode() !== 'count') return;
+  const parts = Object.keys(key)
+    .sort()
+    .map((k) => {
+      const v = key[k] as unknown;
+      const plain = v && typeof v === 'object' ? Object.values(v as Record<string, unknown>)[0] : v;
+      return `${k}=${String(plain)}`;
+    });
+  tally.add(`dynamodb.item.${table} ${parts.join(',')}`);
+}
 
 /** Items a DynamoDB call reads and writes, per table, from its input (the document client's or the low-level). */
 function dynamoItems(op: string, input: Input, tally: OperationTally, sign: 1 | -1 = 1): void {
@@ -213,6 +237,7 @@ function dynamoItems(op: string, input: Input, tally: OperationTally, sign: 1 | 
     case 'UpdateItem':
     case 'DeleteItem':
       tally.add(`dynamodb.write.${t}`, sign);
+      if (op !== 'PutItem' && input.Key) itemWrite(t, input.Key, tally);
       return;
     case 'BatchWriteItem':
       for (const [table, v] of Object.entries(input.RequestItems ?? {}))
@@ -230,6 +255,8 @@ function dynamoItems(op: string, input: Input, tally: OperationTally, sign: 1 | 
           const key = kind === 'ConditionCheck' ? 'read' : 'write';
           tally.add(`dynamodb.${key}.${body.TableName ?? '?'}`, sign);
           if (key === 'write') tally.add('dynamodb.txwrite.items', sign);
+          const k = (body as { Key?: Record<string, unknown> }).Key;
+          if (kind !== 'ConditionCheck' && k) itemWrite(body.TableName ?? '?', k, tally);
         }
       }
       return;

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient, SignCommand } from '@aws-sdk/client-kms';
-import { BatchWriteCommand, TransactWriteCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchWriteCommand, PutCommand, TransactWriteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
 import {
   counted,
@@ -90,6 +90,33 @@ describe('operation counter', { timeout: 30_000 }, () => {
       assert.deepEqual(s.byTable, { a: { reads: 1, writes: 1 }, b: { reads: 0, writes: 1 } });
       assert.equal(s.transactionalWrites, 2);
       assert.deepEqual(s.byOperation, { TransactWriteItems: 1 });
+    });
+  });
+
+  test('writes per item by key: the hottest item', async () => {
+    await withCounting('count', async () => {
+      operationTally().reset();
+      const { handler } = canned([{ status: 200, body: {} }]);
+      const db = documentClient(counted(new DynamoDBClient({ ...config, requestHandler: handler })));
+      const add = (id: string) =>
+        db.send(
+          new UpdateCommand({
+            TableName: 'campaigns',
+            Key: { campaignId: id },
+            UpdateExpression: 'ADD n :one',
+            ExpressionAttributeValues: { ':one': 1 },
+          }),
+        );
+      await add('c1');
+      await add('c1');
+      await add('c2');
+      await db.send(new PutCommand({ TableName: 'campaigns', Item: { campaignId: 'c1' } }));
+      const s = operationTally().snapshot().dynamodb;
+      assert.deepEqual(s.hottestItems, [
+        { item: 'campaigns campaignId=c1', writes: 2 },
+        { item: 'campaigns campaignId=c2', writes: 1 },
+      ]);
+      assert.equal(s.writes, 4);
     });
   });
 
