@@ -204,7 +204,7 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
         operations?: OperationDelta;
       }) => {
         if (msg.id !== id) return;
-        operationTally().merge(msg.operations);
+        operationTally().merge(msg.operations, 'jobs-worker');
         if (msg.started) {
           clearTimeout(timer);
           timer = setTimeout(() => stop('timeout'), timeoutMs);

@@ -114,7 +114,7 @@ class Instance {
     });
     this.ready = new Promise<void>((resolve, reject) => {
       this.worker.on('message', (m: WorkerReply) => {
-        operationTally().merge(m.operations);
+        operationTally().merge(m.operations, fn);
         if (m.type === 'ready') resolve();
         else if (m.type === 'init_error') {
           reject(new LambdaInvocationError('init_failed', `${m.error.name}: ${m.error.message}`));

@@ -31,9 +31,21 @@ export class OperationTally {
     if (n !== 0) this.counts.set(key, (this.counts.get(key) ?? 0) + n);
   }
 
-  merge(delta: OperationDelta | undefined): void {
+  /**
+   * Adds a delta, e.g. a function instance's. With fn, its DynamoDB items, KMS Signs and IoT Publishes are also
+   * added up for that function (lambda.fn.<fn>.<what>), so a run shows which function spends what.
+   */
+  merge(delta: OperationDelta | undefined, fn?: string): void {
     if (!delta) return;
-    for (const [k, v] of Object.entries(delta)) if (typeof v === 'number') this.add(k, v);
+    for (const [k, v] of Object.entries(delta)) {
+      if (typeof v !== 'number') continue;
+      this.add(k, v);
+      if (fn === undefined) continue;
+      if (k.startsWith('dynamodb.read.')) this.add(`lambda.fn.${fn}.dynamodbReads`, v);
+      else if (k.startsWith('dynamodb.write.')) this.add(`lambda.fn.${fn}.dynamodbWrites`, v);
+      else if (k === 'kms.op.Sign') this.add(`lambda.fn.${fn}.kmsSigns`, v);
+      else if (k === 'iot.op.Publish') this.add(`lambda.fn.${fn}.iotPublishes`, v);
+    }
   }
 
   /** The counts since the last drain, and a fresh start. */
@@ -105,7 +117,15 @@ export interface OperationsSnapshot {
   };
   s3: { byOperation: Record<string, number> };
   sqs: { byOperation: Record<string, number> };
-  lambda: { invocations: Record<string, number>; total: number };
+  lambda: {
+    invocations: Record<string, number>;
+    total: number;
+    /** What each function's instances spent (local cloud: attributed from each instance's counts). */
+    byFunction: Record<
+      string,
+      Partial<Record<'dynamodbReads' | 'dynamodbWrites' | 'kmsSigns' | 'iotPublishes', number>>
+    >;
+  };
   apigateway: { requests: number };
 }
 
@@ -125,7 +145,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
     iot: { publish: 0, byOperation: {}, connects: 0, inbound: 0, delivered: 0, ruleActions: 0 },
     s3: { byOperation: {} },
     sqs: { byOperation: {} },
-    lambda: { invocations: {}, total: 0 },
+    lambda: { invocations: {}, total: 0, byFunction: {} },
     apigateway: { requests: 0 },
   };
   const table = (name: string) => {
@@ -165,6 +185,12 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
     else if (service === 'lambda' && kind === 'invoke') {
       s.lambda.invocations[name] = n;
       s.lambda.total += n;
+    } else if (service === 'lambda' && kind === 'fn') {
+      const at = name.lastIndexOf('.');
+      const fn = name.slice(0, at);
+      const what = name.slice(at + 1) as keyof OperationsSnapshot['lambda']['byFunction'][string];
+      s.lambda.byFunction[fn] ??= {};
+      s.lambda.byFunction[fn][what] = n;
     } else if (service === 'apigateway') s.apigateway.requests += n;
   }
   s.dynamodb.hottestItems = items.sort((a, b) => b.writes - a.writes).slice(0, 10);

@@ -175,7 +175,7 @@ describe('operation counter', { timeout: 30_000 }, () => {
     worker.add('kms.sign.backend');
     const parent = new OperationTally();
     parent.add('lambda.invoke.ingest', 2);
-    parent.merge(worker.drain());
+    parent.merge(worker.drain(), 'campaign-tick');
     assert.equal(worker.drain(), undefined, 'drained');
     parent.add('iot.broker.connect');
     const before = parent.flat();
@@ -185,8 +185,12 @@ describe('operation counter', { timeout: 30_000 }, () => {
     assert.equal(shaped.dynamodb.writes, 5);
     assert.deepEqual(shaped.dynamodb.byTable, { updates: { reads: 0, writes: 5 } });
     assert.deepEqual(shaped.kms, { sign: 1, byOperation: { Sign: 1 }, signByKey: { backend: 1 } });
-    assert.deepEqual(shaped.lambda, { invocations: { ingest: 2 }, total: 2 });
+    assert.deepEqual(shaped.lambda.invocations, { ingest: 2 });
+    assert.equal(shaped.lambda.total, 2);
     assert.equal(shaped.iot.connects, 1);
+    const fromTick = shapeOperations(parent.flat()).lambda;
+    assert.equal(fromTick.byFunction['campaign-tick']?.dynamodbWrites, 3);
+    assert.equal(fromTick.byFunction['campaign-tick']?.kmsSigns, 1);
     assert.equal(shaped.iot.publish, 1);
     assert.deepEqual(diffOperations(parent.flat(), before), {
       'dynamodb.write.updates': 2,
