@@ -121,6 +121,13 @@ export interface LocalCloudOptions {
    * @default 60000
    */
   readonly freshnessPeriodMs?: number;
+  /** MQTT connections the broker accepts at once (IoT Core has no such small cap). @default 1000 */
+  readonly mqttMaxConnections?: number;
+  /**
+   * Vehicle messages the rules router holds waiting for ingest before it dead-letters more (Lambda's asynchronous
+   * invocation queue on AWS holds far more). @default 10000
+   */
+  readonly rulesMaxQueued?: number;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
@@ -299,6 +306,7 @@ async function start(
     cert: tls.certPem,
     ca: ca.certPem,
     isRevoked: (certificateId: string) => revocations.has(certificateId),
+    ...(options.mqttMaxConnections ? { maxConnections: options.mqttMaxConnections } : {}),
   };
   let current = await service('MQTT broker', ports.mqtt, () =>
     startMqttBroker({ ...brokerProps, port: ports.mqtt }),
@@ -374,6 +382,7 @@ async function start(
       return options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event);
     },
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
+    ...(options.rulesMaxQueued ? { maxQueued: options.rulesMaxQueued } : {}),
   });
   cleanups.push(() => rules.stop());
 
