@@ -23,11 +23,6 @@ export const QUOTAS = {
     what: 'DynamoDB on-demand table, read request units/s (default maximum per table)',
     url: 'https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html',
   },
-  dynamoNewTableWru: {
-    value: 4_000,
-    what: 'DynamoDB new on-demand table before it has scaled (or been pre-warmed), WRU/s',
-    url: 'https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/pre-warming-on-demand-capacity-mode.html',
-  },
   dynamoPartitionWru: {
     value: 1_000,
     what: 'DynamoDB partition (one item lives in one), WRU/s',
@@ -111,6 +106,15 @@ export interface ModelOptions {
   readonly offerKb: number;
 }
 
+/** What going over a limit takes: a quota increase (adjustable), or a design change (fixed per partition/prefix). */
+const FIXED: ReadonlySet<keyof typeof QUOTAS> = new Set(['dynamoPartitionWru', 's3GetPerPrefix']);
+
+/** A new on-demand table sustains this many WRU/s until it has scaled up or been pre-warmed (warm throughput). */
+export const NEW_TABLE_WRU = {
+  value: 4_000,
+  url: 'https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/pre-warming-on-demand-capacity-mode.html',
+};
+
 export interface QuotaLoad {
   readonly quota: keyof typeof QUOTAS;
   readonly detail: string;
@@ -128,9 +132,8 @@ export function quotaLoads(input: ModelInput, o: ModelOptions): QuotaLoad[] {
     loads.push({ quota, detail, perVehicle, load: perVehicle * o.rate, limit: QUOTAS[quota].value });
   const txExtra = per(s.dynamodb.transactionalWrites); // a transactional write costs 2 WRU
   for (const [table, c] of Object.entries(s.dynamodb.byTable).sort()) {
-    add('dynamoTableWru', `table ${table}, writes`, per(c.writes));
-    add('dynamoNewTableWru', `table ${table}, writes, before it has scaled`, per(c.writes));
-    add('dynamoTableRru', `table ${table}, reads (1 RRU each, upper bound)`, per(c.reads));
+    if (c.writes > 0) add('dynamoTableWru', `${table} writes (1 KB items)`, per(c.writes));
+    if (c.reads > 0) add('dynamoTableRru', `${table} reads (1 RRU each, upper bound)`, per(c.reads));
   }
   if (txExtra > 0) add('dynamoTableWru', 'transactional writes, second WRU (all tables)', txExtra);
   const hottest = s.dynamodb.hottestItems[0];
@@ -225,6 +228,10 @@ export function renderModel(input: ModelInput & { source: string }, o: ModelOpti
   const backend = costs.filter((c) => !c.item.startsWith('S3')).reduce((n, c) => n + c.perVehicle, 0);
   const total = costs.reduce((n, c) => n + c.perVehicle, 0);
   const over = loads.filter((l) => l.load > l.limit);
+  const warm = loads.filter(
+    (l) =>
+      l.quota === 'dynamoTableWru' && l.load > NEW_TABLE_WRU.value && !l.detail.startsWith('transactional'),
+  );
   const notifySeconds = o.fleet / o.rate;
   const lines = [
     `Model from ${input.source}: ${input.vehicles} vehicles counted; ${o.fleet.toLocaleString('en-US')} vehicles at ${o.rate.toLocaleString('en-US')}/s.`,
@@ -257,15 +264,31 @@ export function renderModel(input: ModelInput & { source: string }, o: ModelOpti
         `| [${QUOTAS[l.quota].what}](${QUOTAS[l.quota].url}) | ${l.detail} | ${fmt(l.perVehicle, 3)} | ${fmt(l.load)} | ${l.limit.toLocaleString('en-US')} | ${l.load > l.limit ? '**' : ''}${fmt((100 * l.load) / l.limit, 1)}%${l.load > l.limit ? '**' : ''} |`,
     ),
     '',
-    `Notifying ${o.fleet.toLocaleString('en-US')} vehicles at ${o.rate.toLocaleString('en-US')}/s takes ${fmt(notifySeconds / 60, 1)} min (${notifySeconds <= 600 ? 'within' : 'over'} 10 min).`,
+    `Notifying ${o.fleet.toLocaleString('en-US')} vehicles at ${o.rate.toLocaleString('en-US')}/s takes ${fmt(notifySeconds / 60, 1)} min (${notifySeconds <= 600 ? 'within' : 'over'} 10 min), if every limit below holds that rate.`,
+    '',
     over.length === 0
-      ? 'Every default quota above holds that rate: no increase is needed.'
-      : `Over a default quota at that rate (increase needed to at least the load, or the rate clamped to limit / per-vehicle): ${over
-          .map(
-            (l) =>
-              `${QUOTAS[l.quota].what} (${l.detail}): ${fmt(l.load)} needed vs ${l.limit.toLocaleString('en-US')}, or at most ${fmt(l.limit / l.perVehicle)} vehicles/s`,
+      ? '- Every default quota holds that rate: no increase is needed.'
+      : over
+          .map((l) =>
+            FIXED.has(l.quota)
+              ? `- **Design limit, not adjustable:** ${QUOTAS[l.quota].what}, ${l.detail}: ${fmt(l.load)}/s against ${l.limit.toLocaleString('en-US')}; at most ${fmt(l.limit / l.perVehicle)} vehicles/s as it is.`
+              : `- **Quota increase needed:** ${QUOTAS[l.quota].what}, ${l.detail}: from ${l.limit.toLocaleString('en-US')} to at least ${fmt(Math.ceil(l.load))} (or at most ${fmt(l.limit / l.perVehicle)} vehicles/s).`,
           )
-          .join('; ')}.`,
+          .join('\n'),
+    ...(warm.length > 0
+      ? [
+          `- **Pre-warm (warm throughput) or ramp up over 30 min:** a new on-demand table sustains [${NEW_TABLE_WRU.value.toLocaleString('en-US')} WRU/s](${NEW_TABLE_WRU.url}) until it has scaled: ${warm.map((l) => `${l.detail.split(' ')[0]} ${fmt(l.load)}/s`).join(', ')}.`,
+        ]
+      : []),
+    '',
+    '| function (local instances; counts per campaign vehicle) | invocations | DynamoDB reads | DynamoDB writes | KMS Sign | IoT Publish |',
+    '|---|---|---|---|---|---|',
+    ...Object.entries(s.lambda.invocations)
+      .sort()
+      .map(([fn, n]) => {
+        const b = s.lambda.byFunction[fn] ?? {};
+        return `| ${fn} | ${fmt(per(n))} | ${fmt(per(b.dynamodbReads ?? 0))} | ${fmt(per(b.dynamodbWrites ?? 0))} | ${fmt(per(b.kmsSigns ?? 0), 3)} | ${fmt(per(b.iotPublishes ?? 0))} |`;
+      }),
     '',
     '| cost per vehicle (list prices, us-east-1) | USD |',
     '|---|---|',
