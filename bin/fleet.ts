@@ -27,6 +27,7 @@ const { values } = parseArgs({
     'notify-per-second': { type: 'string', default: '1000' },
     waves: { type: 'string', default: '10,100' },
     'tick-s': { type: 'string', default: '60' },
+    campaigns: { type: 'string', default: '1' },
     'counts-out': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
@@ -34,7 +35,7 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(
     'usage: npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--timeout-s 900] [--json]\n' +
-      '       npm run fleet -- --vehicles N --light [--workers 4] [--notify-per-second 1000] [--waves 10,100] [--tick-s 60]\n' +
+      '       npm run fleet -- --vehicles N --light [--workers 4] [--notify-per-second 1000] [--waves 10,100] [--tick-s 60] [--campaigns 1]\n' +
       '                        [--counts-out counts.json]   (light vehicles in worker processes; the default above 1000)\n',
   );
   process.exit(0);
@@ -62,6 +63,15 @@ if (light) {
     notifyPerSecond: Number(values['notify-per-second']),
     waves: String(values.waves).split(',').map(Number),
     tickSeconds: Number(values['tick-s']),
+    campaigns: Number(values.campaigns),
+    // Written as soon as counted, so a failure in the comparisons after it does not lose the counts.
+    onCounted: (counts) => {
+      if (values['counts-out'])
+        writeFileSync(
+          values['counts-out'],
+          `${JSON.stringify({ schema: 'ota.fleet-counts/v1', ...counts }, null, 2)}\n`,
+        );
+    },
     log: stamp,
   });
   if (values['counts-out'])
@@ -152,6 +162,7 @@ function countsFile(s: ScaleSummary) {
     schema: 'ota.fleet-counts/v1',
     generated_at: new Date().toISOString(),
     vehicles: s.vehicles,
+    campaigns: s.campaigns,
     image_bytes: s.imageBytes,
     campaign: s.campaign,
     timings_ms: s.timings,
@@ -166,7 +177,7 @@ function reportScale(s: ScaleSummary): never {
   const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
   const completed = s.vehicleStatuses.completed ?? 0;
   const checks: [string, boolean][] = [
-    ['campaign completed', s.campaign.status === 'completed'],
+    ['campaign(s) completed', s.campaign.status === 'completed'],
     ['every vehicle completed the update (every chunk verified)', completed === s.vehicles],
     ['backend and vehicles agree on every vehicle', s.disagreements.length === 0],
     ['every vehicle downloaded the image once', s.bytesDownloaded === s.vehicles * s.imageBytes],
@@ -174,7 +185,7 @@ function reportScale(s: ScaleSummary): never {
   const f = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(2));
   const pv = s.perVehicle;
   const lines = [
-    `Fleet simulation (light vehicles): ${s.vehicles} vehicles in ${s.workers} worker processes, image ${s.imageBytes} B`,
+    `Fleet simulation (light vehicles): ${s.vehicles} vehicles in ${s.workers} worker processes, ${s.campaigns} campaign(s), image ${s.imageBytes} B`,
     `  campaign            ${s.campaign.status}  ${JSON.stringify(s.campaign.counts)}${s.campaign.haltReason ? ` (${s.campaign.haltReason})` : ''}`,
     `  vehicles            ${JSON.stringify(s.vehicleStatuses)}`,
     `  register / connect  ${sec(s.timings.registerMs)} / ${sec(s.timings.connectMs)}`,

@@ -38,6 +38,16 @@ export interface ScaleOptions {
    * time) count per minute as on AWS, not per second as in the interactive local cloud
    */
   readonly tickSeconds?: number;
+  /**
+   * Campaigns the fleet is split into (by model), created one after the other and started together. @default 1;
+   * more only where the backend creates a campaign synchronously and cannot create one for the whole fleet
+   */
+  readonly campaigns?: number;
+  /** Called with the counts as soon as they are complete (before the comparisons that end the run). */
+  readonly onCounted?: (counts: {
+    vehicles: number;
+    operations: { total: OperationDelta; registration: OperationDelta };
+  }) => void;
   /** Cumulative wave percentages. @default [10, 100] */
   readonly waves?: readonly number[];
   readonly log?: (line: string) => void;
@@ -46,6 +56,7 @@ export interface ScaleOptions {
 export interface ScaleSummary {
   readonly vehicles: number;
   readonly workers: number;
+  readonly campaigns: number;
   readonly imageBytes: number;
   readonly campaign: {
     status: string;
@@ -178,6 +189,8 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
   mkdirSync(logs);
   const imageBytes = options.imageBytes ?? 256 * 1024;
   const workerCount = Math.max(1, Math.min(options.workers ?? 4, options.vehicles));
+  const campaignCount = Math.max(1, Math.min(options.campaigns ?? 1, options.vehicles));
+  const modelOf = (k: number) => (campaignCount === 1 ? 'ScaleSim' : `ScaleSim-${k}`);
   const deadline = Date.now() + (options.timeoutMs ?? 3 * 3600_000);
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const releaseSigner = new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
@@ -217,7 +230,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         adminToken: info.adminToken,
         releasePublicKey,
         backendPublicKey: info.backendPublicKey,
-        model: 'ScaleSim',
+        models: slice.map((vin) => modelOf(Number(vin.slice(5)) % campaignCount)),
         registerConcurrency: Math.max(1, Math.ceil(8 / workerCount)),
         connectConcurrency: Math.max(1, Math.ceil(64 / workerCount)),
         keepaliveSeconds: 600,
@@ -269,30 +282,41 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
 
     const before = await cloud.call<OperationDelta>('operations');
     t = Date.now();
-    const created = await operator.createCampaign(
-      {
-        campaign_id: 'scale-main',
-        name: 'scale-out fleet simulation',
-        release_id: 'tcu-2.0.0',
-        targets: { filter: { model: 'ScaleSim' } },
-        policy: {
-          waves: [...(options.waves ?? [10, 100])],
-          advance_success_percent: 80,
-          halt_failure_percent: 25,
-          halt_min_outcomes: Math.max(1, Math.min(20, Math.floor(options.vehicles / 10))),
-          vehicle_timeout_seconds: 3600,
-          retry_budget: 1,
-          notify_per_second: options.notifyPerSecond ?? 1000,
-        },
-      },
-      Math.max(0, deadline - Date.now()),
-      log,
+    // One campaign per model; several only to work around a backend that creates campaigns synchronously
+    // (--campaigns): they are created one after the other and started together.
+    const ids = Array.from({ length: campaignCount }, (_, k) =>
+      campaignCount === 1 ? 'scale-main' : `scale-${k}`,
     );
+    const perCampaign = Math.floor(options.vehicles / campaignCount);
+    const createdStatus: string[] = [];
+    for (const [k, id] of ids.entries()) {
+      const created = await operator.createCampaign(
+        {
+          campaign_id: id,
+          name: 'scale-out fleet simulation',
+          release_id: 'tcu-2.0.0',
+          targets: { filter: { model: modelOf(k) } },
+          policy: {
+            waves: [...(options.waves ?? [10, 100])],
+            advance_success_percent: 80,
+            halt_failure_percent: 25,
+            halt_min_outcomes: Math.max(1, Math.min(20, Math.floor(perCampaign / 10))),
+            vehicle_timeout_seconds: 3600,
+            retry_budget: 1,
+            notify_per_second: Math.max(1, Math.floor((options.notifyPerSecond ?? 1000) / campaignCount)),
+          },
+        },
+        Math.max(0, deadline - Date.now()),
+        log,
+      );
+      createdStatus.push(created.status);
+      if (created.status !== 'created')
+        throw new Error(`campaign ${id} not created: ${JSON.stringify(created)}`);
+    }
     const createMs = Date.now() - t;
-    log(`campaign ${created.status} in ${(createMs / 1000).toFixed(1)} s`);
-    if (created.status !== 'created') throw new Error(`campaign not created: ${JSON.stringify(created)}`);
+    log(`${campaignCount} campaign(s) created in ${(createMs / 1000).toFixed(1)} s`);
     const t0 = Date.now();
-    await operator.call('POST', '/campaigns/scale-main/start', {});
+    await Promise.all(ids.map((id) => operator.call('POST', `/campaigns/${id}/start`, {})));
 
     const progressAll = async () => {
       const all = await Promise.all(workers.map((w) => w.call<WorkerProgress>('progress')));
@@ -305,23 +329,30 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         bytes: all.reduce((n, p) => n + p.bytes, 0),
       };
     };
-    let campaign = await operator.call('GET', '/campaigns/scale-main');
+    const campaignsNow = () => Promise.all(ids.map((id) => operator.call('GET', `/campaigns/${id}`)));
+    const sum = (cs: { counts: Record<string, number> }[]) => {
+      const out: Record<string, number> = {};
+      for (const c of cs) for (const [k, v] of Object.entries(c.counts)) out[k] = (out[k] ?? 0) + v;
+      return out;
+    };
+    const ended = (cs: { status: string }[]) =>
+      cs.every((c) => ['completed', 'halted', 'cancelled'].includes(c.status));
+    let campaigns = await campaignsNow();
     let completeMs = 0;
     let lastLog = 0;
     for (;;) {
       if (Date.now() > deadline)
-        throw new Error(`campaign did not finish in time: ${JSON.stringify(campaign.counts)}`);
+        throw new Error(`campaign did not finish in time: ${JSON.stringify(sum(campaigns))}`);
       // The operator's own polling is counted with the rest: every 5 s, a small share of a large run.
       await sleep(5000);
-      campaign = await operator.call('GET', '/campaigns/scale-main');
+      campaigns = await campaignsNow();
       const p = await progressAll();
-      if (completeMs === 0 && ['completed', 'halted', 'cancelled'].includes(campaign.status))
-        completeMs = Date.now() - t0;
+      if (completeMs === 0 && ended(campaigns)) completeMs = Date.now() - t0;
       if (Date.now() - lastLog > 15_000) {
         lastLog = Date.now();
         const stats = await cloud.call<{ rules: { pending: number } }>('stats');
         log(
-          `+${((Date.now() - t0) / 1000).toFixed(0)} s wave ${campaign.current_wave} ${campaign.status}: offered ${p.offered}, done ${p.done}, busy ${p.busy}, ingest queue ${stats.rules.pending}; ${JSON.stringify(campaign.counts)}`,
+          `+${((Date.now() - t0) / 1000).toFixed(0)} s waves ${campaigns.map((c) => c.current_wave).join(',')} ${[...new Set(campaigns.map((c) => c.status))].join(',')}: offered ${p.offered}, done ${p.done}, busy ${p.busy}, ingest queue ${stats.rules.pending}; ${JSON.stringify(sum(campaigns))}`,
         );
       }
       if (completeMs > 0 && p.busy === 0) break;
@@ -333,7 +364,8 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
       await sleep(1000);
     }
     const total = diffOperations(await cloud.call<OperationDelta>('operations'), before);
-    campaign = await operator.call('GET', '/campaigns/scale-main');
+    options.onCounted?.({ vehicles: options.vehicles, operations: { total, registration } });
+    campaigns = await campaignsNow();
     const p = await progressAll();
 
     const outcomes = (
@@ -343,8 +375,10 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
     for (const o of outcomes)
       vehicleStatuses[o.status ?? 'none'] = (vehicleStatuses[o.status ?? 'none'] ?? 0) + 1;
     const backend = new Map<string, string>();
-    for (const w of campaign.waves as { wave: number }[]) {
-      for (const v of await operator.waveVehicles('scale-main', w.wave)) backend.set(v.vin, v.status);
+    for (const c of campaigns) {
+      for (const w of c.waves as { wave: number }[]) {
+        for (const v of await operator.waveVehicles(c.campaign_id, w.wave)) backend.set(v.vin, v.status);
+      }
     }
     const disagreements: string[] = [];
     for (const o of outcomes) {
@@ -352,6 +386,13 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
       if (b !== (o.status ?? 'scheduled') && !(o.status === null && b === 'scheduled'))
         disagreements.push(`${o.vin}: backend ${b}, vehicle ${o.status} (${o.reason ?? ''})`);
     }
+    const statuses = [...new Set(campaigns.map((c) => c.status as string))];
+    const campaign = {
+      status: statuses.length === 1 ? statuses[0]! : statuses.join('+'),
+      counts: sum(campaigns),
+      halt_reason: campaigns.map((c) => c.halt_reason).find((r) => r) ?? null,
+    };
+    const created = { status: [...new Set(createdStatus)].join('+') };
 
     const workerRss: number[] = [];
     for (const w of workers.splice(0))
@@ -360,6 +401,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
     return {
       vehicles: options.vehicles,
       workers: workerCount,
+      campaigns: campaignCount,
       imageBytes,
       campaign: {
         status: campaign.status,

@@ -21,7 +21,8 @@ export interface VehicleWorkerOptions {
   readonly adminToken: string;
   readonly releasePublicKey: string;
   readonly backendPublicKey: string;
-  readonly model: string;
+  /** Model of each VIN (campaigns target vehicles by model). */
+  readonly models: readonly string[];
   /** Registrations in flight at once from this worker. */
   readonly registerConcurrency: number;
   /** MQTT connections being opened at once from this worker. */
@@ -55,13 +56,16 @@ const vehicles: LightVehicle[] = [];
 
 async function register(): Promise<{ registered: number; errors: string[] }> {
   const errors: string[] = [];
+  const modelOf = new Map(options.vins.map((vin, i) => [vin, options.models[i]!]));
+  let done = 0;
   await pool(options.vins, options.registerConcurrency, async (vin) => {
+    if (++done % 100 === 0) process.stdout.write(`registering: ${done} of ${options.vins.length}\n`);
     const { privateKeyPem, csrPem } = await generateKeyAndCsr(vin);
     for (let attempt = 1; ; attempt++) {
       try {
         const certPem = await registerVehicle(transport, options.api, options.adminToken, {
           vin,
-          model: options.model,
+          model: modelOf.get(vin)!,
           ecus,
           csr: csrPem,
         });
