@@ -18,13 +18,14 @@
  *   backoff), in order (all of them: the agent drops phase reports an outcome overtakes, which a real install is
  *   too slow for); best-effort progress on MQTT through the
  *   agent's ProgressThrottle (per verified 64 KiB chunk while downloading, per 1 MiB block while installing),
- *   skipped while the previous one is in flight; one sequence number across both.
+ *   skipped while the previous one is in flight; one sequence number across both;
+ * - the safety-net poll of GET /updates/{vin} for offers MQTT did not deliver (vehicle/poller.ts), jittered, while
+ *   it has no outcome yet (the sim's interval, not the agent's hourly one).
  *
  * What it skips: no state file (nothing survives a restart), no A/B slots and no install (the image bytes are
  * hashed and dropped, the install progress is reported over the image size without writing it, there is no
  * health check and no rollback), no range requests or resumption (one GET of the whole image, a failed download
- * fails the update), no periodic polling of GET /updates (offers arrive over MQTT only; the persistent session
- * keeps them while disconnected), no freshness statements, no trust-anchor rotation. Many vehicles of one worker
+ * fails the update), no polling once it has an outcome, no freshness statements, no trust-anchor rotation. Many vehicles of one worker
  * share one HTTPS connection pool to the API (tokens stay per vehicle; the API authenticates by token, not by TLS).
  */
 import { createPrivateKey, type KeyObject, sign } from 'node:crypto';
@@ -44,6 +45,7 @@ import {
   verifyOffer,
   verifyOfferHeader,
 } from '../vehicle/offer-verifier.js';
+import { offerFromAnswer } from '../vehicle/poller.js';
 import type { TrustAnchors } from '../vehicle/provisioning.js';
 import { ProgressThrottle } from '../vehicle/rate.js';
 
@@ -60,6 +62,8 @@ export interface LightVehicleEnv {
   readonly hardwareId: string;
   /** MQTT keepalive, s. */
   readonly keepaliveSeconds: number;
+  /** Safety-net poll of GET /updates while no outcome yet, s (jittered). */
+  readonly pollSeconds: number;
 }
 
 /** What the run reads off each vehicle. */
@@ -98,6 +102,7 @@ export class LightVehicle {
   private reporting = false;
   private progressInFlight = false;
   private closed = false;
+  private pollTimer?: NodeJS.Timeout;
 
   constructor(
     readonly vin: string,
@@ -126,6 +131,38 @@ export class LightVehicle {
       bytes: 0,
       reportsSent: 0,
     };
+  }
+
+  /**
+   * The agent's safety net for offers MQTT did not deliver (vehicle/poller.ts): while this vehicle has no outcome
+   * yet, GET /updates/{vin} every pollSeconds (jittered 0.5x to 1.5x) when idle, and take each pending update it
+   * has not handled from its /download answer.
+   */
+  private startPolling(): void {
+    const next = () => {
+      if (this.closed || this.outcome.status !== null) return;
+      this.pollTimer = setTimeout(
+        () => void this.pollOnce().finally(next),
+        this.env.pollSeconds * 1000 * (0.5 + Math.random()),
+      );
+      this.pollTimer.unref();
+    };
+    next();
+  }
+
+  private async pollOnce(): Promise<void> {
+    if (!this.idle || this.outcome.status !== null) return;
+    try {
+      const list = await this.api.listUpdates();
+      for (const u of list.pending) {
+        if (this.handled.has(u.update_id)) continue;
+        const answer = await this.api.download(u.firmware_version);
+        this.offers.push(offerFromAnswer(answer));
+      }
+      void this.work();
+    } catch {
+      // the next poll tries again
+    }
   }
 
   /** Connects over mutual TLS and subscribes to its offers; resolves once subscribed. */
@@ -158,6 +195,7 @@ export class LightVehicle {
       client.once('error', reject);
     });
     await client.subscribeAsync(vehicleTopic(this.vin, 'issue_details'), { qos: 1 });
+    this.startPolling();
   }
 
   get idle(): boolean {
@@ -166,6 +204,7 @@ export class LightVehicle {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.pollTimer);
     await this.client?.endAsync(true).catch(() => {});
   }
 
@@ -201,10 +240,10 @@ export class LightVehicle {
     if (!parsed.success) return; // not verifiably for this vehicle: dropped, not reported
     const offer = parsed.data;
     const a = offer.assignment.assignment;
-    // A redelivery of an offer already handled is dropped quietly (offer-inbox.ts isRedelivery).
-    const key = `${a.update_id}#${a.counter}`;
-    if (this.handled.has(key)) return;
-    this.handled.add(key);
+    // An update already handled (its MQTT offer, or what a poll found) is not handled again: a redelivery, or the
+    // offer of an update a poll already fetched under a newer assignment, is dropped quietly (offer-inbox.ts).
+    if (this.handled.has(a.update_id)) return;
+    this.handled.add(a.update_id);
     const header = verifyOfferHeader(offer, this.checks());
     if (header) return this.refuse(offer, header);
     let answer: Awaited<ReturnType<VehicleApiClient['download']>>;

@@ -234,6 +234,8 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         registerConcurrency: Math.max(1, Math.ceil(8 / workerCount)),
         connectConcurrency: Math.max(1, Math.ceil(64 / workerCount)),
         keepaliveSeconds: 600,
+        // The safety net for a lost offer: often enough to matter within a run, rare enough to stay a small load.
+        pollSeconds: 180,
       };
       const child = forkTs('./vehicle-worker.ts', workerOptions, 4096, join(logs, `worker-${w}.log`));
       await once(child, (m) => ((m as { id?: number }).id === 0 ? true : undefined), `worker ${w}`);

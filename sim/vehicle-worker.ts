@@ -28,6 +28,8 @@ export interface VehicleWorkerOptions {
   /** MQTT connections being opened at once from this worker. */
   readonly connectConcurrency: number;
   readonly keepaliveSeconds: number;
+  /** Safety-net poll while a vehicle has no outcome yet, s. */
+  readonly pollSeconds: number;
 }
 
 export type WorkerRequest = { id: number; op: 'register' | 'connect' | 'progress' | 'outcomes' | 'stop' };
@@ -81,6 +83,7 @@ async function register(): Promise<{ registered: number; errors: string[] }> {
               transport,
               hardwareId: 'TCU-HW-1',
               keepaliveSeconds: options.keepaliveSeconds,
+              pollSeconds: options.pollSeconds,
             },
           ),
         );
