@@ -150,6 +150,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       backendKeys: trustedKeysFromPems([backendPub]),
     };
 
+    await operator.warmUp(4, deadline);
     log(`registering ${options.vehicles} vehicles`);
     const plan = new Map<string, { cut: boolean; kill: boolean; dup: boolean; unhealthy: boolean }>();
     const vins = Array.from({ length: options.vehicles }, (_, i) => vinOf(i));

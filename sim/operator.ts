@@ -95,6 +95,23 @@ export class SimOperator {
     return res.json;
   }
 
+  /**
+   * Warms the operator function: `concurrency` requests at once until all are answered below 500. On a loaded
+   * machine a cold start can outlast API Gateway's 29 s, and a registration whose answer was lost cannot be
+   * repeated (the VIN is taken), so the instances are started before the registrations need them.
+   */
+  async warmUp(concurrency: number, deadline: number): Promise<void> {
+    for (;;) {
+      const answers = await Promise.all(
+        Array.from({ length: concurrency }, () =>
+          this.request('GET', '/vehicles/WARMUP00000000000').then((r) => r.status),
+        ),
+      );
+      if (answers.every((s) => s < 500)) return;
+      if (Date.now() > deadline) throw new Error(`the operator API still answers ${answers.join(', ')}`);
+    }
+  }
+
   /** Signs, creates, uploads and publishes a release of the TCU image, waiting out the background verification. */
   async publishRelease(signer: Signer, version: string, image: Buffer): Promise<SignedManifest> {
     const d = await digestStream(Readable.from([image]), SIM_CHUNK);

@@ -165,23 +165,6 @@ function once<T>(child: ChildProcess, pick: (m: unknown) => T | Error | undefine
   });
 }
 
-/** Sends `concurrency` requests at once until all are answered below 500 (the function's instances are warm). */
-async function warmUp(
-  operator: SimOperator,
-  method: string,
-  path: string,
-  concurrency: number,
-  deadline: number,
-) {
-  for (;;) {
-    const answers = await Promise.all(
-      Array.from({ length: concurrency }, () => operator.request(method, path).then((r) => r.status)),
-    );
-    if (answers.every((s) => s < 500)) return;
-    if (Date.now() > deadline) throw new Error(`${method} ${path} still answers ${answers.join(', ')}`);
-  }
-}
-
 export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary> {
   const log = options.log ?? (() => {});
   const root = mkdtempSync(join(tmpdir(), 'ota-scale-'));
@@ -245,7 +228,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
     // Cold starts first, with nothing else waiting on them: on a loaded machine an instance's cold start can outlast
     // API Gateway's 29 s, and a registration whose answer is lost cannot be repeated (the VIN is taken).
     log('warming the operator function instances');
-    await warmUp(operator, 'GET', '/vehicles/WARMUP00000000000', 4, deadline);
+    await operator.warmUp(4, deadline);
     log(`registering ${options.vehicles} vehicles over ${workerCount} worker processes`);
     const beforeRegistration = await cloud.call<OperationDelta>('operations');
     let t = Date.now();
