@@ -3,20 +3,28 @@
  * `## handler` trace subsegment with the cold start and service annotated (the facade segment Lambda creates cannot
  * be annotated; tracing.ts), and the invocation's metrics flushed at the end. Metrics are flushed only when the
  * invocation recorded some, so a route that records none (a read, a refused request) logs no "No application
- * metrics to publish" warning.
+ * metrics to publish" warning. With OTA_OPERATION_COUNTING=emf the invocation's counted AWS operations are
+ * published too.
  */
 import type { Context } from 'aws-lambda';
+import { countingMode, operationTally } from './operation-counter.js';
 import { logger, metrics } from './runtime.js';
 import { traceInvocation } from './tracing.js';
 
 export function instrumented<E, R>(
   fn: (event: E, context?: Context) => Promise<R>,
 ): (event: E, context?: Context) => Promise<R> {
+  const emf = countingMode() === 'emf';
   return async (event, context) => {
     if (context) logger.addContext(context);
     try {
       return await traceInvocation(() => fn(event, context));
     } finally {
+      if (emf) {
+        // The invocation's counted AWS operations, one metric per counter (OTA_OPERATION_COUNTING=emf).
+        for (const [name, n] of Object.entries(operationTally().drain() ?? {}))
+          metrics.addMetric(name, 'Count', n);
+      }
       if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
     }
   };

@@ -27,8 +27,9 @@ import {
   DynamoVehicleRepository,
   documentClient,
 } from './dynamo-repositories.js';
+import { counted, countingMode } from './operation-counter.js';
 import { S3ObjectStore } from './s3-object-store.js';
-import { KmsSigner } from './signers.js';
+import { CountingSigner, KmsSigner } from './signers.js';
 import { SqsJobQueue } from './sqs-job-queue.js';
 import { traceClient } from './tracing.js';
 
@@ -37,7 +38,7 @@ export const metrics = new Metrics();
 
 let dynamo: DynamoDBDocumentClient | undefined;
 function db(): DynamoDBDocumentClient {
-  dynamo ??= documentClient(traceClient(new DynamoDBClient(clientConfig('DYNAMODB'))));
+  dynamo ??= documentClient(counted(traceClient(new DynamoDBClient(clientConfig('DYNAMODB')))));
   return dynamo;
 }
 
@@ -59,7 +60,10 @@ export const repositories = {
 };
 
 export function objectStore(): S3ObjectStore {
-  return new S3ObjectStore(traceClient(new S3Client(clientConfig('S3'))), requireEnv(ENV.firmwareBucket));
+  return new S3ObjectStore(
+    counted(traceClient(new S3Client(clientConfig('S3')))),
+    requireEnv(ENV.firmwareBucket),
+  );
 }
 
 /** The background jobs queue (JOB_QUEUE_URL): SQS on AWS, the local stand-in on the local cloud. */
@@ -69,9 +73,7 @@ export function jobQueue(): SqsJobQueue {
 
 /** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */
 export function backendSigner(): Signer {
-  const arn = optionalEnv(ENV.signingKeyArn);
-  if (arn) return new KmsSigner(traceClient(new KMSClient(clientConfig('KMS'))), arn);
-  return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
+  return countedSigner('backend', optionalEnv(ENV.signingKeyArn), ENV.localSigningKeyFile);
 }
 
 /**
@@ -79,9 +81,15 @@ export function backendSigner(): Signer {
  * the local cloud (LOCAL_TOKEN_SIGNING_KEY_FILE).
  */
 export function tokenSigner(): Signer {
-  const arn = optionalEnv(ENV.tokenSigningKeyArn);
-  if (arn) return new KmsSigner(traceClient(new KMSClient(clientConfig('KMS'))), arn);
-  return KeyFileSigner.fromFile(requireEnv(ENV.localTokenSigningKeyFile));
+  return countedSigner('token', optionalEnv(ENV.tokenSigningKeyArn), ENV.localTokenSigningKeyFile);
+}
+
+/** KMS when a key ARN is set, else the local key file; its signatures counted per key when counting is on. */
+function countedSigner(label: string, arn: string | undefined, localKeyFileVar: string): Signer {
+  const signer = arn
+    ? new KmsSigner(counted(traceClient(new KMSClient(clientConfig('KMS')))), arn)
+    : KeyFileSigner.fromFile(requireEnv(localKeyFileVar));
+  return countingMode() === 'off' ? signer : new CountingSigner(signer, label, !arn);
 }
 
 /** The freshness role over the tables, signing with the backend key (the tick publishes, vehicle-api serves). */

@@ -11,6 +11,7 @@ import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
+import { counted } from '../adapters/operation-counter.js';
 import { backendSigner, freshnessService, logger, metrics, repositories } from '../adapters/runtime.js';
 import { traceClient } from '../adapters/tracing.js';
 import { CampaignEngine } from '../core/campaigns.js';
@@ -31,7 +32,9 @@ const signer = backendSigner();
 const engine = new CampaignEngine({
   ...base,
   assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer, clock: systemClock }),
-  publisher: new IotOfferPublisher(traceClient(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')))),
+  publisher: new IotOfferPublisher(
+    counted(traceClient(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')))),
+  ),
   tickSeconds: settings.campaignTickSeconds(),
   log: logger,
 });

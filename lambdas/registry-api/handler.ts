@@ -11,6 +11,7 @@ import type { bodies } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
+import { counted } from '../adapters/operation-counter.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { traceClient } from '../adapters/tracing.js';
 import { ENV, optionalEnv, requireEnv } from '../core/env.js';
@@ -30,7 +31,7 @@ const LOCAL_ISSUER_MODULE = '../adapters/local-ca-issuer.js';
 async function certificateIssuer(): Promise<CertificateIssuer> {
   const group = optionalEnv(ENV.iotThingGroup);
   if (group) {
-    const iot = traceClient(new IoTClient(clientConfig('IOT')));
+    const iot = counted(traceClient(new IoTClient(clientConfig('IOT'))));
     return new IotCertificateIssuer(iot, group, requireEnv(ENV.iotThingType));
   }
   const caDir = requireEnv(ENV.localCaDir);
