@@ -5,7 +5,7 @@
  * one folder, so a restart finds its data, keys and CA again.
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,6 +21,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { RevocationList } from '../lambdas/adapters/revocation-list.js';
+import { type SignLogEntry, signLogFile } from '../lambdas/adapters/signers.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
@@ -165,6 +166,11 @@ export interface LocalCloud {
   readonly dataDir: string;
   /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
   publishFreshness(): Promise<unknown>;
+  /**
+   * Every Sign the functions made with the backend and the token key so far, as the local KMS stand-in logged them
+   * (lambdas/adapters/signers.ts LoggedKeyFileSigner): how tests count KMS Signs per vehicle.
+   */
+  kmsSigns(): { readonly backend: SignLogEntry[]; readonly token: SignLogEntry[] };
   /** Closes every server and restores the environment variables the cloud set. */
   stop(): Promise<void>;
 }
@@ -415,7 +421,17 @@ async function start(
     tables,
     dataDir,
     publishFreshness,
+    kmsSigns: () => ({ backend: readSignLog(signingKeyFile), token: readSignLog(tokenKeyFile) }),
   };
+}
+
+function readSignLog(keyFile: string): SignLogEntry[] {
+  const file = signLogFile(keyFile);
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as SignLogEntry);
 }
 
 /** Starts one server, naming it in the error so a taken port says which part of the cloud could not start. */

@@ -11,7 +11,7 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { TrustedKey } from '../../protocol/signatures.js';
-import { KeyFileSigner, type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
+import { type Signer, trustedKeysFromPems } from '../../protocol/signatures.js';
 import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
 import { FreshnessService } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
@@ -28,7 +28,7 @@ import {
   documentClient,
 } from './dynamo-repositories.js';
 import { S3ObjectStore } from './s3-object-store.js';
-import { KmsSigner } from './signers.js';
+import { KmsSigner, LoggedKeyFileSigner } from './signers.js';
 import { SqsJobQueue } from './sqs-job-queue.js';
 
 export const logger = new Logger();
@@ -69,11 +69,11 @@ export function jobQueue(): SqsJobQueue {
   return new SqsJobQueue(requireEnv(ENV.jobQueueUrl), requireEnv('AWS_REGION'));
 }
 
-/** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */
+/** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE), its Signs logged. */
 export function backendSigner(): Signer {
   const arn = optionalEnv(ENV.signingKeyArn);
   if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
-  return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
+  return new LoggedKeyFileSigner(requireEnv(ENV.localSigningKeyFile));
 }
 
 /**
@@ -83,7 +83,7 @@ export function backendSigner(): Signer {
 export function tokenSigner(): Signer {
   const arn = optionalEnv(ENV.tokenSigningKeyArn);
   if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
-  return KeyFileSigner.fromFile(requireEnv(ENV.localTokenSigningKeyFile));
+  return new LoggedKeyFileSigner(requireEnv(ENV.localTokenSigningKeyFile));
 }
 
 /** The freshness role over the tables, signing with the backend key (the tick publishes, vehicle-api serves). */
