@@ -11,10 +11,10 @@
  * delegated for anything else. The private key exists only in the memory of the instance that made it: it is
  * never exported, serialised or logged (a `#private` field, and the class prints no key material).
  */
-import { createPublicKey, generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import * as z from 'zod';
 import { canonicalJson } from './canonical-json.js';
-import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
+import { keyIdOf, p256KeyWithId, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
 
 export const DELEGATION_CONTEXT = 'ota.key-delegation/v1\n';
 
@@ -83,15 +83,8 @@ export function delegatedKey(
   const notBefore = Date.parse(s.not_before);
   const notAfter = Date.parse(s.not_after);
   if (!(notAfter > notBefore) || notAfter - notBefore > MAX_DELEGATION_SECONDS * 1000) return undefined;
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.from(s.public_key, 'base64'), format: 'der', type: 'spki' });
-  } catch {
-    return undefined;
-  }
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1')
-    return undefined;
-  if (keyIdOf(key) !== s.key_id) return undefined;
+  const key = p256KeyWithId(s.public_key, s.key_id);
+  if (!key) return undefined;
   return { keyId: s.key_id, key, notBefore, notAfter };
 }
 
