@@ -5,7 +5,7 @@
  * one folder, so a restart finds its data, keys and CA again.
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -20,8 +20,13 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  type OperationDelta,
+  type OperationsSnapshot,
+  operationTally,
+  recordOperation,
+} from '../lambdas/adapters/operation-counter.js';
 import { RevocationList } from '../lambdas/adapters/revocation-list.js';
-import { type SignLogEntry, signLogFile } from '../lambdas/adapters/signers.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
@@ -116,6 +121,13 @@ export interface LocalCloudOptions {
    * @default 60000
    */
   readonly freshnessPeriodMs?: number;
+  /** MQTT connections the broker accepts at once (IoT Core has no such small cap). @default 1000 */
+  readonly mqttMaxConnections?: number;
+  /**
+   * Vehicle messages the rules router holds waiting for ingest before it dead-letters more (Lambda's asynchronous
+   * invocation queue on AWS holds far more). @default 10000
+   */
+  readonly rulesMaxQueued?: number;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
@@ -167,10 +179,14 @@ export interface LocalCloud {
   /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
   publishFreshness(): Promise<unknown>;
   /**
-   * Every Sign the functions made with the backend and the token key so far, as the local KMS stand-in logged them
-   * (lambdas/adapters/signers.ts LoggedKeyFileSigner): how tests count KMS Signs per vehicle.
+   * The AWS operations the backend made since start or resetOperations(), counted where they are made (the
+   * functions' SDK clients and signers in every instance, the broker, the queue; operation-counter.ts). Complete
+   * for every invocation that has answered; an instance stopped at its timeout loses its last invocation's counts.
    */
-  kmsSigns(): { readonly backend: SignLogEntry[]; readonly token: SignLogEntry[] };
+  operations(): OperationsSnapshot;
+  /** The same counts, flat ("dynamodb.write.<table>": n), for diffOperations() between two points of a run. */
+  operationCounts(): OperationDelta;
+  resetOperations(): void;
   /** Closes every server and restores the environment variables the cloud set. */
   stop(): Promise<void>;
 }
@@ -204,6 +220,8 @@ async function start(
   cleanups: (() => Promise<void>)[],
 ): Promise<Omit<LocalCloud, 'stop'>> {
   const dataDir = options.dataDir === undefined ? temporaryDir(cleanups) : resolve(options.dataDir);
+  // Counts start with the cloud: an earlier cloud of this process counted into the same (per-thread) tally.
+  operationTally().reset();
   const ports = { ...EPHEMERAL_PORTS, ...options.ports };
   // The folder holds the registry, keys, CA, nonces and firmware: owner only, also when it already existed.
   ensurePrivateTree(dataDir);
@@ -278,6 +296,7 @@ async function start(
     POWERTOOLS_METRICS_NAMESPACE: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'FleetOtaLocal',
     POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
+    [ENV.operationCounting]: 'count',
   };
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
@@ -287,6 +306,7 @@ async function start(
     cert: tls.certPem,
     ca: ca.certPem,
     isRevoked: (certificateId: string) => revocations.has(certificateId),
+    ...(options.mqttMaxConnections ? { maxConnections: options.mqttMaxConnections } : {}),
   };
   let current = await service('MQTT broker', ports.mqtt, () =>
     startMqttBroker({ ...brokerProps, port: ports.mqtt }),
@@ -357,8 +377,12 @@ async function start(
 
   const rules = startRulesRouter({
     source: broker,
-    invoke: (event) => (options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event)),
+    invoke: (event) => {
+      recordOperation('iot.rule.actions');
+      return options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event);
+    },
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
+    ...(options.rulesMaxQueued ? { maxQueued: options.rulesMaxQueued } : {}),
   });
   cleanups.push(() => rules.stop());
 
@@ -421,17 +445,10 @@ async function start(
     tables,
     dataDir,
     publishFreshness,
-    kmsSigns: () => ({ backend: readSignLog(signingKeyFile), token: readSignLog(tokenKeyFile) }),
+    operations: () => operationTally().snapshot(),
+    operationCounts: () => operationTally().flat(),
+    resetOperations: () => operationTally().reset(),
   };
-}
-
-function readSignLog(keyFile: string): SignLogEntry[] {
-  const file = signLogFile(keyFile);
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line) as SignLogEntry);
 }
 
 /** Starts one server, naming it in the error so a taken port says which part of the cloud could not start. */

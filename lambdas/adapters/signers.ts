@@ -1,9 +1,8 @@
 /** The backend's signer on AWS: KMS (ECC_NIST_P256), DER ECDSA like protocol/signatures.ts KeyFileSigner (the local cloud's). */
 import { createPublicKey } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
-import { threadId, workerData } from 'node:worker_threads';
 import { GetPublicKeyCommand, type KMSClient, SignCommand } from '@aws-sdk/client-kms';
-import { KeyFileSigner, type Signer } from '../../protocol/signatures.js';
+import type { Signer } from '../../protocol/signatures.js';
+import { recordOperation } from './operation-counter.js';
 
 export class KmsSigner implements Signer {
   private publicKey?: Promise<string>;
@@ -35,49 +34,28 @@ export class KmsSigner implements Signer {
   }
 }
 
-/** One backend signature as the local KMS stand-in records it (what CloudTrail would show of a KMS Sign). */
-export interface SignLogEntry {
-  readonly at: string;
-  /** The function and the instance (worker thread) that signed. */
-  readonly fn: string;
-  readonly instance: number;
-  /** What was signed: the domain-separation prefix of the message (its first line), never the message itself. */
-  readonly context: string;
-}
-
-/** Where the local cloud's stand-in records the signatures made with a key file. */
-export function signLogFile(keyFile: string): string {
-  return `${keyFile}.signs.jsonl`;
-}
-
 /**
- * The local cloud's KMS stand-in: a key file signer that appends one line per Sign to signLogFile(keyFile), so
- * tests and benchmarks count backend signatures over every function instance (worker threads) honestly, as
- * CloudTrail counts KMS Sign calls on AWS. The line names what kind of document was signed, not its content.
+ * Counts the signatures a key makes (kms.sign.<label>), and for the local cloud's key file, which is no SDK client,
+ * also the KMS operations it stands in for: Sign per signature, GetPublicKey once per signer as KmsSigner caches it.
  */
-export class LoggedKeyFileSigner implements Signer {
-  private readonly inner: KeyFileSigner;
-  private readonly log: string;
+export class CountingSigner implements Signer {
+  private fetchedPublicKey = false;
 
-  constructor(keyFile: string) {
-    this.inner = KeyFileSigner.fromFile(keyFile);
-    this.log = signLogFile(keyFile);
-  }
+  constructor(
+    private readonly inner: Signer,
+    private readonly label: string,
+    private readonly standsInForKms: boolean,
+  ) {}
 
   publicKeyPem(): Promise<string> {
+    if (this.standsInForKms && !this.fetchedPublicKey) recordOperation('kms.op.GetPublicKey');
+    this.fetchedPublicKey = true;
     return this.inner.publicKeyPem();
   }
 
   async sign(data: Buffer): Promise<Buffer> {
-    const signature = await this.inner.sign(data);
-    const newline = data.indexOf(0x0a);
-    const entry: SignLogEntry = {
-      at: new Date().toISOString(),
-      fn: (workerData as { fn?: string } | null)?.fn ?? 'main',
-      instance: threadId,
-      context: data.subarray(0, newline >= 0 ? Math.min(newline, 48) : 0).toString('utf8'),
-    };
-    appendFileSync(this.log, `${JSON.stringify(entry)}\n`, { mode: 0o600 });
-    return signature;
+    recordOperation(`kms.sign.${this.label}`);
+    if (this.standsInForKms) recordOperation('kms.op.Sign');
+    return this.inner.sign(data);
   }
 }
