@@ -79,9 +79,9 @@ export const COMMANDS: readonly Command[] = [
     name: 'backend',
     summary: "Write the deployed stack's backend public key (from KMS), the PEM vehicles trust",
     details: [
-      'The backend signs tokens and assignments with a KMS key whose private half never leaves KMS. This fetches',
-      'its public half (kms:GetPublicKey, default AWS credential chain) and writes it as PEM. The stack output',
-      'BackendPublicKeyCommand holds the exact command.',
+      'The backend signs assignments with a KMS key whose private half never leaves KMS (directly, or by certifying',
+      "each function instance's short-lived online key). This fetches its public half (kms:GetPublicKey, default",
+      'AWS credential chain) and writes it as PEM. The stack output BackendPublicKeyCommand holds the exact command.',
     ],
     api: false,
     options: {

@@ -112,6 +112,13 @@ export interface OtaStackProps extends StackProps {
    * @default - the alarms have no actions
    */
   readonly alarmTopicArn?: string;
+  /**
+   * How assignments are signed. 'delegated': by an online key per function instance that the signing key (KMS)
+   * certifies, one KMS Sign per instance per hour; 'direct': by the KMS key itself, one Sign per assignment, for a
+   * fleet whose agents predate delegation (they refuse delegated assignments; README "How a vehicle connects").
+   * @default 'delegated'
+   */
+  readonly assignmentSigning?: 'delegated' | 'direct';
 }
 
 /**
@@ -239,6 +246,11 @@ export class OtaStack extends Stack {
       destroyOnRemoval: destroy,
     });
     this.grantLeastPrivilege();
+    if (props.assignmentSigning === 'direct') {
+      // The functions that sign assignments (and hold kms:Sign on the signing key).
+      this.functions.get('vehicle-api')!.addEnvironment(ENV.assignmentSigning, 'direct');
+      this.campaignTickFunction.addEnvironment(ENV.assignmentSigning, 'direct');
+    }
 
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,

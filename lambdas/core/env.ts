@@ -43,6 +43,12 @@ export const ENV = {
   /** PEM file of the backend signing key, on the local cloud (used when SIGNING_KEY_ARN is unset). */
   localSigningKeyFile: 'LOCAL_SIGNING_KEY_FILE',
   /**
+   * How assignments are signed: "delegated" (unset: an online key per function instance, certified by the signing
+   * key) or "direct" (the signing key itself, one KMS Sign per assignment; for fleets whose agents predate
+   * delegation, see README).
+   */
+  assignmentSigning: 'ASSIGNMENT_SIGNING',
+  /**
    * KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs vehicle bearer tokens, on AWS: a key of its own, so the
    * unauthenticated auth function can never sign an assignment.
    */
@@ -126,3 +132,12 @@ export const settings = Object.fromEntries(
     (env: NodeJS.ProcessEnv = process.env) => intEnv(ENV[name as keyof typeof DEFAULTS], fallback, env),
   ]),
 ) as { readonly [K in keyof typeof DEFAULTS]: (env?: NodeJS.ProcessEnv) => number };
+
+/** ENV.assignmentSigning: "delegated" unless set to "direct"; anything else is a configuration error. */
+export function assignmentSigning(env: NodeJS.ProcessEnv = process.env): 'delegated' | 'direct' {
+  const raw = optionalEnv(ENV.assignmentSigning, env) ?? 'delegated';
+  if (raw !== 'delegated' && raw !== 'direct') {
+    throw new Error(`Environment variable ${ENV.assignmentSigning} must be "delegated" or "direct"`);
+  }
+  return raw;
+}

@@ -4,7 +4,15 @@
  * write that only moves forward; every report lands in the status history whether it changed state or not.
  */
 
-import { manifestDigest, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
+import {
+  ASSIGNMENT_SCOPE,
+  type Assignment,
+  manifestDigest,
+  type SignedAssignment,
+  signAssignment,
+  signAssignmentDelegated,
+} from '../../protocol/assignment.js';
+import { DelegatedSigner } from '../../protocol/delegation.js';
 import type { ReleaseManifest } from '../../protocol/manifest.js';
 import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/responses.js';
 import type { StatusReport } from '../../protocol/schemas.js';
@@ -41,11 +49,19 @@ export interface FirmwareOfferDeps extends UpdateStatusDeps {
   readonly releases: ReleaseRepository;
   readonly objects: ObjectStore;
   readonly presignTtlSeconds: number;
-  /** Signs the per-vehicle assignment that accompanies every offer. */
+  /** The backend key (KMS on AWS): certifies the online key that signs the per-vehicle assignments. */
   readonly signer: Signer;
   /** Seconds an assignment stays valid. @default 86400 */
   readonly assignmentTtlSeconds?: number;
+  /** How assignments are signed (ENV.assignmentSigning). @default 'delegated' */
+  readonly assignmentSigning?: AssignmentSigning;
 }
+
+/**
+ * delegated: by the instance's online key certified by the backend key (one backend Sign per instance per hour);
+ * direct: by the backend key itself, one backend Sign per assignment, for fleets whose agents predate delegation.
+ */
+export type AssignmentSigning = 'delegated' | 'direct';
 
 /** The answer of POST /updates/{vin}/initiate and /download (protocol/responses.ts). */
 export type DownloadOffer = DownloadAnswer;
@@ -76,17 +92,37 @@ export function toUpdateView(u: UpdateRecord): UpdateView {
   };
 }
 
-/** Signs per-vehicle assignments, each with the vehicle's next counter value. */
+/**
+ * Signs per-vehicle assignments, each with the vehicle's next counter value. Make one per function instance (at
+ * module scope): its online key and delegation live as long as it does, so a new issuer per request would cost a
+ * backend (KMS) Sign per request again.
+ */
 export class AssignmentIssuer {
+  private readonly sign: (a: Assignment) => Promise<SignedAssignment>;
+
   constructor(
     private readonly deps: {
       readonly vehicles: Pick<VehicleRepository, 'nextAssignmentCounter'>;
+      /** The backend key (KMS on AWS). */
       readonly signer: Signer;
       readonly clock: Clock;
       /** Seconds an assignment stays valid. @default 86400 */
       readonly ttlSeconds?: number;
+      /** @default 'delegated' */
+      readonly signing?: AssignmentSigning;
     },
-  ) {}
+  ) {
+    if (deps.signing === 'direct') {
+      this.sign = (a) => signAssignment(a, deps.signer);
+    } else {
+      const online = new DelegatedSigner(deps.signer, {
+        scope: ASSIGNMENT_SCOPE,
+        maxDocumentSeconds: deps.ttlSeconds ?? 86400,
+        now: () => deps.clock.now(),
+      });
+      this.sign = (a) => signAssignmentDelegated(a, online);
+    }
+  }
 
   /** Takes the vehicle's next counter value, to record on an update before its assignment is signed. */
   /**
@@ -106,22 +142,19 @@ export class AssignmentIssuer {
   ): Promise<SignedAssignment> {
     const now = this.deps.clock.now();
     const counter = reservedCounter ?? (await this.deps.vehicles.nextAssignmentCounter(vehicle.vin));
-    return signAssignment(
-      {
-        schema: 'ota.assignment/v1',
-        vin: vehicle.vin,
-        update_id: update.updateId,
-        campaign_id: update.campaignId ?? null,
-        release_id: manifest.release_id,
-        version: manifest.version,
-        ecu: manifest.ecu,
-        manifest_sha256: manifestDigest(manifest),
-        counter,
-        issued_at: now.toISOString(),
-        expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
-      },
-      this.deps.signer,
-    );
+    return this.sign({
+      schema: 'ota.assignment/v1',
+      vin: vehicle.vin,
+      update_id: update.updateId,
+      campaign_id: update.campaignId ?? null,
+      release_id: manifest.release_id,
+      version: manifest.version,
+      ecu: manifest.ecu,
+      manifest_sha256: manifestDigest(manifest),
+      counter,
+      issued_at: now.toISOString(),
+      expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
+    });
   }
 }
 
@@ -134,6 +167,7 @@ export class FirmwareOfferService {
       signer: deps.signer,
       clock: deps.clock,
       ttlSeconds: deps.assignmentTtlSeconds,
+      signing: deps.assignmentSigning,
     });
   }
 

@@ -502,6 +502,15 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.deepEqual(referencedIds(account.Properties.CloudWatchRoleArn), [withManaged[0]![0]]);
   });
 
+  it('kms:Sign on the signing key only for the functions that certify their assignment keys; the direct switch reaches exactly those', () => {
+    const signers = ALL_FUNCTIONS.filter((fn) => actionsOn(template, fn, keyId).includes('kms:Sign'));
+    assert.deepEqual(signers.sort(), ['campaign-tick', 'vehicle-api']);
+    for (const fn of ALL_FUNCTIONS) assert.equal(functionEnv(template, fn).ASSIGNMENT_SIGNING, undefined, fn);
+    const direct = otaTemplate({ assignmentSigning: 'direct' });
+    const switched = ALL_FUNCTIONS.filter((fn) => functionEnv(direct, fn).ASSIGNMENT_SIGNING === 'direct');
+    assert.deepEqual(switched.sort(), signers);
+  });
+
   it('lets only Lambda assume the function roles', () => {
     for (const fn of ALL_FUNCTIONS) {
       const roleId = referencedIds(

@@ -14,6 +14,20 @@ import { https, jsonRequest } from './https.js';
 
 export const TEST_CHUNK = 64 * 1024;
 
+/** A small release manifest for unit tests of what binds to it (assignments); not signed. */
+export const SAMPLE_MANIFEST: ReleaseManifest = {
+  schema: 'ota.release-manifest/v1',
+  release_id: 'tcu-3.0.1',
+  ecu: 'tcu',
+  hardware_ids: ['TCU-HW-1'],
+  version: '3.0.1',
+  size: 10,
+  sha256: 'a'.repeat(64),
+  chunk_size: 65536,
+  chunks: ['a'.repeat(64)],
+  created_at: '2026-11-27T00:00:00.000Z',
+};
+
 export function newReleaseKey() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   return {
