@@ -20,6 +20,12 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  type OperationDelta,
+  type OperationsSnapshot,
+  operationTally,
+  recordOperation,
+} from '../lambdas/adapters/operation-counter.js';
 import { RevocationList } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
@@ -165,6 +171,15 @@ export interface LocalCloud {
   readonly dataDir: string;
   /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
   publishFreshness(): Promise<unknown>;
+  /**
+   * The AWS operations the backend made since start or resetOperations(), counted where they are made (the
+   * functions' SDK clients and signers in every instance, the broker, the queue; operation-counter.ts). Complete
+   * for every invocation that has answered; an instance stopped at its timeout loses its last invocation's counts.
+   */
+  operations(): OperationsSnapshot;
+  /** The same counts, flat ("dynamodb.write.<table>": n), for diffOperations() between two points of a run. */
+  operationCounts(): OperationDelta;
+  resetOperations(): void;
   /** Closes every server and restores the environment variables the cloud set. */
   stop(): Promise<void>;
 }
@@ -198,6 +213,8 @@ async function start(
   cleanups: (() => Promise<void>)[],
 ): Promise<Omit<LocalCloud, 'stop'>> {
   const dataDir = options.dataDir === undefined ? temporaryDir(cleanups) : resolve(options.dataDir);
+  // Counts start with the cloud: an earlier cloud of this process counted into the same (per-thread) tally.
+  operationTally().reset();
   const ports = { ...EPHEMERAL_PORTS, ...options.ports };
   // The folder holds the registry, keys, CA, nonces and firmware: owner only, also when it already existed.
   ensurePrivateTree(dataDir);
@@ -272,6 +289,7 @@ async function start(
     POWERTOOLS_METRICS_NAMESPACE: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'FleetOtaLocal',
     POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
+    [ENV.operationCounting]: 'count',
   };
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
@@ -351,7 +369,10 @@ async function start(
 
   const rules = startRulesRouter({
     source: broker,
-    invoke: (event) => (options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event)),
+    invoke: (event) => {
+      recordOperation('iot.rule.actions');
+      return options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event);
+    },
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
   });
   cleanups.push(() => rules.stop());
@@ -415,6 +436,9 @@ async function start(
     tables,
     dataDir,
     publishFreshness,
+    operations: () => operationTally().snapshot(),
+    operationCounts: () => operationTally().flat(),
+    resetOperations: () => operationTally().reset(),
   };
 }
 

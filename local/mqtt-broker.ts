@@ -25,6 +25,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
+import { recordOperation } from '../lambdas/adapters/operation-counter.js';
 import { VIN_PATTERN } from '../protocol/schemas.js';
 import {
   BACKEND_CHANNELS,
@@ -271,11 +272,16 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
     authorizeForward(client, packet) {
       const vin = vinOf(client);
       // A connection made before its certificate was revoked receives nothing more either.
-      return vin !== undefined && !revoked(client) && isOwnBackendTopic(vin, packet.topic) ? packet : null;
+      if (vin === undefined || revoked(client) || !isOwnBackendTopic(vin, packet.topic)) return null;
+      recordOperation('iot.broker.delivered');
+      return packet;
     },
   });
 
+  aedes.on('client', () => recordOperation('iot.broker.connect'));
   aedes.on('publish', (packet, client) => {
+    // Messages devices publish (the backend's own arrive through the IoT Data shim and are counted as Publish).
+    if (client) recordOperation('iot.broker.inbound');
     const vin = vinOf(client);
     if (vin === undefined || listeners.size === 0) return;
     const message: VehicleMessage = {

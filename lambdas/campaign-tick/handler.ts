@@ -11,6 +11,7 @@ import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
+import { counted } from '../adapters/operation-counter.js';
 import {
   backendSigner,
   freshnessService,
@@ -38,7 +39,7 @@ const engine = new CampaignEngine({
   ...base,
   assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer, clock: systemClock }),
   publisher: new IotOfferPublisher(
-    tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
+    counted(tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')))),
   ),
   tickSeconds: settings.campaignTickSeconds(),
   log: logger,

@@ -59,6 +59,11 @@ export const ENV = {
   jobQueueUrl: 'JOB_QUEUE_URL',
   /** PEM file of a CA to trust for AWS endpoints (the local cloud's CA). */
   endpointCaFile: 'OTA_ENDPOINT_CA_FILE',
+  /**
+   * Counting of the backend's AWS operations (lambdas/adapters/operation-counter.ts): unset = off (no middleware),
+   * `count` = in memory (the local cloud collects it), `emf` = also published as CloudWatch metrics per invocation.
+   */
+  operationCounting: 'OTA_OPERATION_COUNTING',
 } as const;
 
 /**

@@ -6,6 +6,7 @@ import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
+import { counted } from '../adapters/operation-counter.js';
 import {
   jobQueue,
   logger,
@@ -28,7 +29,7 @@ import { VehicleRegistryService } from '../core/vehicles.js';
 function certificateIssuer(): CertificateIssuer {
   const policy = optionalEnv(ENV.iotPolicyName);
   if (policy) {
-    const iot = tracer.captureAWSv3Client(new IoTClient(clientConfig('IOT')));
+    const iot = counted(tracer.captureAWSv3Client(new IoTClient(clientConfig('IOT'))));
     return new IotCertificateIssuer(iot, policy, requireEnv(ENV.iotThingType));
   }
   return new LocalCaCertificateIssuer(requireEnv(ENV.localCaDir));
