@@ -296,13 +296,18 @@ describe('broker restart', { timeout: 300_000 }, () => {
         'reconnected after the restart',
       );
       const before = cloud.rules.stats();
+      // A status change (progress within a status is stored only every PROGRESS_STORE_SECONDS).
       await client.publishAsync(
         `vehicle/updates/${NOISY}/progress`,
-        JSON.stringify({ progress: 60, status: 'downloading' }),
+        JSON.stringify({ progress: 60, status: 'installing' }),
         { qos: 1 },
       );
       await settled(before.delivered + before.failed + 1);
-      assert.equal((await updates.get(NOISY, 'release#tcu-3.0.1'))?.progress, 60);
+      const state = await updates.get(NOISY, 'release#tcu-3.0.1');
+      assert.deepEqual(
+        { status: state?.status, progress: state?.progress },
+        { status: 'installing', progress: 60 },
+      );
     } finally {
       await client.endAsync();
     }
