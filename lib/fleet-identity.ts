@@ -5,7 +5,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
-import { BACKEND_CHANNELS, VEHICLE_CHANNELS, vehicleTopic } from '../protocol/topics.js';
+import {
+  BACKEND_CHANNELS,
+  BASIC_INGEST_CHANNELS,
+  basicIngestTopic,
+  VEHICLE_CHANNELS,
+  vehicleTopic,
+} from '../protocol/topics.js';
 import { type IBindableFunction, policyOwner } from './bindable.js';
 import { acknowledge, acknowledgeWildcardResources } from './nag.js';
 
@@ -27,6 +33,12 @@ export interface FleetIdentityProps {
    * @default false - retained
    */
   readonly destroyOnRemoval?: boolean;
+  /**
+   * The topic rule vehicles report to through IoT Basic Ingest: the policy lets a vehicle publish its own progress
+   * and status to `$aws/rules/<rule>/vehicle/updates/{its VIN}/...` as well (no messaging charge per message).
+   * @default none: the seed topics only
+   */
+  readonly ingestRuleName?: string;
 }
 
 /**
@@ -63,7 +75,9 @@ export class FleetIdentity extends Construct {
     this.thingType.applyRemovalPolicy(removal);
     this.thingTypeName = this.thingType.ref;
 
-    this.policy = new iot.CfnPolicy(this, 'VehiclePolicy', { policyDocument: vehiclePolicyDocument(this) });
+    this.policy = new iot.CfnPolicy(this, 'VehiclePolicy', {
+      policyDocument: vehiclePolicyDocument(this, props.ingestRuleName),
+    });
     this.policy.applyRemovalPolicy(removal);
     this.policyName = this.policy.ref;
 
@@ -237,7 +251,7 @@ function oneOrMany(resources: string[]): string | string[] {
 }
 
 /** The exact vehicle policy document: own client id, own topics, nothing else. */
-function vehiclePolicyDocument(scope: Construct): Record<string, unknown> {
+function vehiclePolicyDocument(scope: Construct, ingestRuleName?: string): Record<string, unknown> {
   const stack = Stack.of(scope);
   const iotArn = (resource: string) =>
     `arn:${stack.partition}:iot:${stack.region}:${stack.account}:${resource}`;
@@ -263,7 +277,14 @@ function vehiclePolicyDocument(scope: Construct): Record<string, unknown> {
       {
         Effect: 'Allow',
         Action: 'iot:Publish',
-        Resource: oneOrMany(VEHICLE_CHANNELS.map((c) => iotArn(`topic/${vehicleTopic(THING, c)}`))),
+        Resource: oneOrMany([
+          ...VEHICLE_CHANNELS.map((c) => iotArn(`topic/${vehicleTopic(THING, c)}`)),
+          ...(ingestRuleName === undefined
+            ? []
+            : BASIC_INGEST_CHANNELS.map((c) =>
+                iotArn(`topic/${basicIngestTopic(ingestRuleName, THING, c)}`),
+              )),
+        ]),
       },
     ],
   };

@@ -13,7 +13,7 @@ import { CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
-import { FleetIngest } from './fleet-ingest.js';
+import { defaultIngestRuleName, FleetIngest } from './fleet-ingest.js';
 import { OtaFunction } from './ota-function.js';
 import { SigningKey } from './signing-key.js';
 import { VehicleApi } from './vehicle-api.js';
@@ -185,7 +185,9 @@ export class OtaStack extends Stack {
       purpose: 'vehicle bearer tokens',
       envVar: ENV.tokenSigningKeyArn,
     });
-    this.fleet = new FleetIdentity(this, 'FleetIdentity', { destroyOnRemoval: destroy });
+    // One name for the rule and the vehicle policy's Basic Ingest topics.
+    const ingestRuleName = defaultIngestRuleName(this);
+    this.fleet = new FleetIdentity(this, 'FleetIdentity', { destroyOnRemoval: destroy, ingestRuleName });
 
     const functions = new Map<FunctionName, OtaFunction>();
     for (const name of FUNCTIONS) {
@@ -254,6 +256,7 @@ export class OtaStack extends Stack {
 
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,
+      ruleName: ingestRuleName,
       alarmTopic,
       destroyOnRemoval: destroy,
     });
@@ -277,6 +280,11 @@ export class OtaStack extends Stack {
     new CfnOutput(this, 'FirmwareBucketName', { value: this.storage.bucket.bucketName });
     new CfnOutput(this, 'IotPolicyName', { value: this.fleet.policyName });
     new CfnOutput(this, 'IotThingTypeName', { value: this.fleet.thingTypeName });
+    new CfnOutput(this, 'IngestRuleName', {
+      value: this.ingest.ruleName,
+      description:
+        'Topic rule vehicles report to through IoT Basic Ingest ($aws/rules/<name>/vehicle/updates/...)',
+    });
     new CfnOutput(this, 'MqttEndpoint', {
       value: this.fleet.dataEndpoint,
       description: 'IoT ATS data endpoint: vehicles connect here (MQTT over TLS, port 8883)',

@@ -57,9 +57,9 @@ import {
 
 export { FIRMWARE_BUCKET, LOCAL_REGION };
 
-import { DEFAULT_PORTS } from './ports.js';
+import { DEFAULT_PORTS, LOCAL_INGEST_RULE } from './ports.js';
 
-export { DEFAULT_PORTS };
+export { DEFAULT_PORTS, LOCAL_INGEST_RULE };
 
 /** What a caller gets without asking: free ports, so a test never collides with `npm start` or another test. */
 const EPHEMERAL_PORTS = { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 } as const;
@@ -153,6 +153,8 @@ export interface LocalCloud {
   readonly broker: LocalBroker;
   /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
   readonly rules: RulesRouter;
+  /** The topic rule's name, for Basic Ingest topics (`$aws/rules/<name>/vehicle/updates/{VIN}/...`). */
+  readonly ingestRuleName: string;
   /** Stand-in for the background jobs queue feeding the jobs-worker function. */
   readonly jobs: LocalJobQueue;
   /** The functions' instances (worker threads), for tests that observe or invoke them. */
@@ -310,6 +312,7 @@ async function start(
     isRevoked: (certificateId: string) => revocations.has(certificateId),
     hasVehiclePolicy: (thingName: string) => vehicleGroup.has(thingName),
     ...(options.mqttMaxConnections ? { maxConnections: options.mqttMaxConnections } : {}),
+    basicIngestRule: LOCAL_INGEST_RULE,
   };
   let current = await service('MQTT broker', ports.mqtt, () =>
     startMqttBroker({ ...brokerProps, port: ports.mqtt }),
@@ -380,6 +383,7 @@ async function start(
 
   const rules = startRulesRouter({
     source: broker,
+    ruleName: LOCAL_INGEST_RULE,
     invoke: (event) => {
       recordOperation('iot.rule.actions');
       return options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event);
@@ -449,6 +453,7 @@ async function start(
     dataDir,
     publishFreshness,
     operations: () => operationTally().snapshot(),
+    ingestRuleName: LOCAL_INGEST_RULE,
     operationCounts: () => operationTally().flat(),
     resetOperations: () => operationTally().reset(),
   };

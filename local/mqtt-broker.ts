@@ -57,6 +57,12 @@ export interface MqttBrokerProps {
   readonly internalClientId?: string;
   /** Largest message payload a vehicle may publish, in bytes (IoT Core: 128 KB). @default 131072 */
   readonly maxPayloadBytes?: number;
+  /**
+   * The topic rule a vehicle may reach through IoT Basic Ingest (`$aws/rules/<rule>/vehicle/updates/{own VIN}/...`).
+   * Such a message goes to the rules router only and is never delivered to a subscriber, as on IoT.
+   * @default none: Basic Ingest topics are refused
+   */
+  readonly basicIngestRule?: string;
   /** Largest keep-alive a client may ask for, in seconds (IoT Core: 1200). @default 1200 */
   readonly maxKeepAliveSeconds?: number;
   /** Most simultaneous TLS connections. @default 1000 */
@@ -265,7 +271,11 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
       // client is null only for wills of a client that is gone; the will keeps the id it was stored under.
       const vin = client ? vinOf(client) : (packet as { clientId?: string }).clientId;
       let reason: string | undefined;
-      if (vin === undefined || !VIN_PATTERN.test(vin) || !isVehiclePublishTopic(vin, packet.topic))
+      if (
+        vin === undefined ||
+        !VIN_PATTERN.test(vin) ||
+        !isVehiclePublishTopic(vin, packet.topic, props.basicIngestRule)
+      )
         reason = 'topic not allowed';
       else if (client && revoked(client)) reason = 'certificate revoked';
       else if (packet.retain) reason = 'retained messages are not allowed';
@@ -284,7 +294,8 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
 
     authorizeForward(client, packet) {
       const vin = vinOf(client);
-      // A connection made before its certificate was revoked receives nothing more either.
+      // A connection made before its certificate was revoked receives nothing more either. Only a vehicle's own
+      // backend topics are ever delivered: a Basic Ingest message ($aws/rules/...) reaches the rules router alone.
       if (vin === undefined || revoked(client) || !isOwnBackendTopic(vin, packet.topic)) return null;
       recordOperation('iot.broker.delivered');
       return packet;

@@ -431,20 +431,38 @@ export class DynamoVehicleRepository implements VehicleRepository {
     );
   }
 
-  async setEcuVersion(vin: string, ecu: string, version: string): Promise<void> {
-    const vehicle = await this.get(vin);
-    const index = vehicle?.ecus.findIndex((e) => e.ecu === ecu) ?? -1;
+  async recordCompletion(
+    vehicle: VehicleRecord,
+    ecu: string,
+    version: string,
+    campaignId?: string,
+  ): Promise<void> {
+    const index = vehicle.ecus.findIndex((e) => e.ecu === ecu);
     if (index < 0) return;
-    await this.db.send(
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { vin },
-        UpdateExpression: `SET ecus[${index}].version = :v`,
-        // The list position must still hold that ECU; inventories are written once at registration.
-        ConditionExpression: `ecus[${index}].ecu = :ecu`,
-        ExpressionAttributeValues: { ':v': version, ':ecu': ecu },
-      }),
-    );
+    const setVersion = {
+      TableName: this.table,
+      Key: { vin: vehicle.vin },
+      UpdateExpression: `SET ecus[${index}].version = :v`,
+      // The list position must still hold that ECU; inventories are written once at registration.
+      ConditionExpression: `ecus[${index}].ecu = :ecu`,
+      ExpressionAttributeValues: { ':v': version, ':ecu': ecu } as Record<string, unknown>,
+    };
+    if (campaignId !== undefined) {
+      // The usual case: the lock is still this campaign's, and both go in one write.
+      const both = await conditionally(
+        this.db,
+        new UpdateCommand({
+          ...setVersion,
+          UpdateExpression: `${setVersion.UpdateExpression} REMOVE campaignLocks.#ecu`,
+          ConditionExpression: `${setVersion.ConditionExpression} AND campaignLocks.#ecu = :c`,
+          ExpressionAttributeNames: { '#ecu': ecu },
+          ExpressionAttributeValues: { ...setVersion.ExpressionAttributeValues, ':c': campaignId },
+        }),
+      );
+      if (both) return;
+      // The lock is gone or another campaign's (released by a cancel meanwhile): the version alone.
+    }
+    await this.db.send(new UpdateCommand(setVersion));
   }
 }
 

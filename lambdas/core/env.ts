@@ -81,7 +81,12 @@ export const ENV = {
  */
 export const DEFAULTS = {
   presignTtlSeconds: 300,
-  tokenTtlSeconds: 900,
+  /**
+   * An hour: one login covers a whole update (offer, download of a large image on a slow link, install, outcome),
+   * so a vehicle logs in once per update. Revocation and re-registration are checked on every request, whatever
+   * the token's age.
+   */
+  tokenTtlSeconds: 3600,
   vehicleRatePerMinute: 120,
   /**
    * Per-VIN login challenge cap: bounds the work and storage one VIN can cause, well above what a car needs (two

@@ -161,8 +161,11 @@ export interface VehicleRepository {
   campaignLock(vin: string, ecu: string): Promise<string | undefined>;
   /** Marks the vehicle revoked and drops its outstanding challenge; false when it is unknown or already revoked. */
   revoke(vin: string, revokedAt: string, reason: string): Promise<boolean>;
-  /** Records the version now running on an ECU after a completed update. */
-  setEcuVersion(vin: string, ecu: string, version: string): Promise<void>;
+  /**
+   * After a completed update: records the version now running on the ECU and, for a campaign update, releases that
+   * campaign's lock on it, in one write to the vehicle item (the record locates the ECU in the inventory).
+   */
+  recordCompletion(vehicle: VehicleRecord, ecu: string, version: string, campaignId?: string): Promise<void>;
 }
 
 export interface UpdateRecord {

@@ -34,6 +34,8 @@ const iotArn = (resource: string) => ({
 });
 // biome-ignore lint/suspicious/noTemplateCurlyInString: an IoT policy variable, substituted by IoT Core, not by JS
 const THING = '${iot:Connection.Thing.ThingName}';
+/** The stack's topic rule (lib/fleet-ingest.ts): the one name the policy's Basic Ingest topics may carry. */
+const RULE = 'Ota_vehicle_messages';
 
 describe('FleetIdentity', { timeout: 300_000 }, () => {
   it('defines one vehicle thing type and one vehicle policy, both retained', () => {
@@ -67,13 +69,25 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
         {
           Effect: 'Allow',
           Action: 'iot:Publish',
+          // The seed topics, and the same through Basic Ingest to the stack's own rule: only its own VIN either way.
           Resource: [
             iotArn(`topic/vehicle/updates/${THING}/progress`),
             iotArn(`topic/vehicle/updates/${THING}/status`),
+            iotArn(`topic/$aws/rules/${RULE}/vehicle/updates/${THING}/progress`),
+            iotArn(`topic/$aws/rules/${RULE}/vehicle/updates/${THING}/status`),
           ],
         },
       ],
     });
+  });
+
+  it('names in its Basic Ingest topics the topic rule the stack creates, and outputs that name', () => {
+    const rules = Object.values(template.findResources('AWS::IoT::TopicRule'));
+    assert.deepEqual(
+      rules.map((r) => r.Properties.RuleName),
+      [RULE],
+    );
+    assert.equal(template.findOutputs('IngestRuleName').IngestRuleName?.Value, RULE);
   });
 
   it('gives the registry function its thing group and thing type names, and no function the policy name', () => {

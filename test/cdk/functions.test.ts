@@ -153,7 +153,7 @@ describe('backend functions', { timeout: 300_000 }, () => {
           const env = functionEnv(template, fn);
           assert.equal(env.RELEASE_PUBLIC_KEYS, '[]');
           assert.equal(env.PRESIGN_TTL_SECONDS, '300');
-          assert.equal(env.TOKEN_TTL_SECONDS, '900');
+          assert.equal(env.TOKEN_TTL_SECONDS, '3600');
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       }
