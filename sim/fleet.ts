@@ -420,6 +420,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
           imageBytes,
           chunkBytes: CHUNK,
           historyTable: cloud.tables.history,
+          rules: cloud.rules,
         })
       : undefined;
     injected.downloadsCut = [...transports.values()].filter((t) => t.cutDone).length;
