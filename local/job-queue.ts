@@ -19,6 +19,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
+import {
+  type OperationDelta,
+  operationTally,
+  recordOperation,
+} from '../lambdas/adapters/operation-counter.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { closeServer, listen } from './listen.js';
 import { parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
@@ -273,8 +278,10 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
         started?: boolean;
         result?: { batchItemFailures?: unknown[] };
         error?: string;
+        operations?: OperationDelta;
       }) => {
         if (msg.id !== id) return;
+        operationTally().merge(msg.operations, 'jobs-worker');
         if (msg.started) {
           clearTimeout(timer);
           timer = setTimeout(() => stop('timeout'), timeoutMs);
@@ -299,11 +306,17 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       w.on('message', onMessage);
       w.on('error', onError);
       stats.invocations++;
+      // The event source mapping invokes the function (its receive and delete are counted in run()); with
+      // `deliver`, the local Lambda runtime counts the invocation itself.
+      recordOperation('lambda.invoke.jobs-worker');
       w.postMessage({ id, event, timeoutMs });
     });
   }
 
   async function run(batch: Message[]): Promise<void> {
+    // What the SQS event source mapping does for a batch: one receive, the invocation, one (batch) delete of the
+    // messages that succeeded.
+    recordOperation('sqs.op.ReceiveMessage');
     const ok = props.deliver
       ? await deliverBatch(batch)
       : new Set((await invoke(batch[0]!)) ? [batch[0]!.id] : []);
@@ -311,6 +324,7 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       m.inFlight = false;
       if (ok.has(m.id)) messages.splice(messages.indexOf(m), 1);
     }
+    if (ok.size > 0) recordOperation('sqs.op.DeleteMessage');
   }
 
   const loop = (async () => {

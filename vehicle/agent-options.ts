@@ -108,6 +108,12 @@ export interface VehicleAgentOptions {
   readonly transport: HttpTransport;
   /** Makes the MQTT session; omit for polling only. */
   readonly mqtt?: AgentMqttFactory;
+  /**
+   * The backend's topic rule: progress and status then go to `$aws/rules/<rule>/vehicle/updates/{VIN}/...` (IoT
+   * Basic Ingest: straight to the rule, no messaging charge) instead of `vehicle/updates/{VIN}/...`.
+   * @default none: the seed topics
+   */
+  readonly basicIngestRule?: string;
   /** @default always parked with a full battery */
   readonly vehicleState?: VehicleStateProvider;
   /** @default parked, battery >= 50 %, checked every 10 s */
@@ -122,8 +128,10 @@ export interface VehicleAgentOptions {
     readonly installAttempts?: number;
   };
   readonly polling?: {
-    /** Poll interval while MQTT is unavailable (or not configured). @default 60000 */
+    /** Poll interval without MQTT configured, jittered x0.5-1.5 per poll. @default 60000 */
     readonly intervalMs?: number;
+    /** Poll interval while a configured MQTT connection is down, jittered likewise. @default intervalMs, else 900000 */
+    readonly fallbackIntervalMs?: number;
     /** Poll interval while MQTT is connected, as a safety net, jittered x0.5-1.5 per poll; 0 disables. @default 86400000 (a day) */
     readonly connectedIntervalMs?: number;
     /** MQTT down this long counts as unavailable. @default 30000 */

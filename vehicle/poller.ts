@@ -31,8 +31,11 @@ export function pollInterval(
   polling: VehicleAgentOptions['polling'] = {},
   mqtt: MqttAvailability | undefined,
 ): number | undefined {
-  const interval = polling.intervalMs ?? 60_000;
-  if (!mqtt?.usable(polling.mqttGraceMs ?? 30_000)) return interval;
+  if (!mqtt) return polling.intervalMs ?? 60_000;
+  // MQTT configured but down: the fallback poll. It is slow by default because a broker-wide outage puts the whole
+  // fleet on it at once (1,000,000 cars at 15 min is 1,111 polls/s; at 60 s it would be 16,667).
+  if (!mqtt.usable(polling.mqttGraceMs ?? 30_000))
+    return polling.fallbackIntervalMs ?? polling.intervalMs ?? FALLBACK_POLL_MS;
   const connected = polling.connectedIntervalMs ?? CONNECTED_POLL_MS;
   return connected > 0 ? connected : undefined;
 }
@@ -40,9 +43,15 @@ export function pollInterval(
 /** The safety-net poll interval while MQTT is connected: a day. */
 export const CONNECTED_POLL_MS = 86_400_000;
 
-/** The wait before the next interval poll: the interval itself without MQTT, jittered x0.5-1.5 with it. */
-export function nextPollWait(interval: number, mqttConnected: boolean, random: () => number): number {
-  return mqttConnected ? Math.round(interval * (0.5 + random())) : interval;
+/** The fallback poll interval while a configured MQTT connection is down: 15 minutes. */
+export const FALLBACK_POLL_MS = 900_000;
+
+/**
+ * The wait before the next interval poll, jittered x0.5-1.5 whether MQTT is connected or not: a fleet that
+ * connected together, or lost its broker together, must not poll together.
+ */
+export function nextPollWait(interval: number, random: () => number): number {
+  return Math.round(interval * (0.5 + random()));
 }
 
 /**
@@ -116,8 +125,7 @@ export class Poller {
     while (!signal.aborted) {
       const interval = pollInterval(this.ctx.options.polling, this.mqtt);
       if (interval !== undefined && drawn?.interval !== interval) {
-        const connected = this.mqtt?.usable(this.ctx.options.polling?.mqttGraceMs ?? 30_000) ?? false;
-        drawn = { interval, wait: nextPollWait(interval, connected, () => runtime.random()) };
+        drawn = { interval, wait: nextPollWait(interval, () => runtime.random()) };
       }
       const now = runtime.now();
       const s = store.state;

@@ -10,6 +10,7 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import type { Job } from '../core/jobs.js';
 import type { JobQueue, OfferMessage, OfferQueue } from '../core/ports.js';
 import { httpsAgent } from './aws-clients.js';
+import { recordOperation } from './operation-counter.js';
 
 type Data = string | ArrayBuffer | ArrayBufferView;
 const bytes = (d: Data) =>
@@ -47,6 +48,8 @@ class SqsClient {
   }
 
   async call(action: 'SendMessage' | 'SendMessageBatch', input: unknown): Promise<Record<string, unknown>> {
+    // Counted like the SDK clients' calls (operation-counter.ts): jobs, and the pacer's and offer worker's sends.
+    recordOperation(`sqs.op.${action}`);
     const body = JSON.stringify(input);
     const signed = await this.signer.sign({
       method: 'POST',

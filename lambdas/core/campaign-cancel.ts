@@ -8,6 +8,7 @@
  * Meanwhile the campaign tick offers nothing (it runs only `running` campaigns) and a vehicle asking for the
  * release through the campaign is refused and withdrawn on the spot (vehicle-updates.ts).
  */
+import { cancelledInPreparation } from './campaign-creation.js';
 import { transition } from './campaigns.js';
 import type { JobResult } from './jobs.js';
 import type {
@@ -81,6 +82,8 @@ export class CampaignCanceller {
   async run(campaignId: string, shouldYield: () => boolean): Promise<JobResult> {
     let c = await this.deps.campaigns.get(campaignId);
     if (c?.status !== 'cancelling') return 'done';
+    // Cancelled while its targets were being prepared: the preparation job takes them back (prepare_campaign).
+    if (cancelledInPreparation(c)) return 'done';
     let at: CancelCheckpoint = c.cancel ?? { wave: 0, startedAt: c.updatedAt };
     const limit = this.deps.sliceSize ?? 100;
     while (at.wave <= c.waves.length) {

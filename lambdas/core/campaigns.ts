@@ -1,30 +1,30 @@
 /**
- * Campaigns: a published release rolled out to targeted vehicles in waves. Creation resolves the targets (VIN list
- * and/or filter), excludes incompatible vehicles with a reason, takes a per-vehicle, per-ECU lock so two campaigns
- * never fight over one ECU, and queues every target in a stable pseudo-random order (CAMPAIGN12.md: `wave: -1`,
- * `waveKey: q#...`); the offer pacer takes them into waves as it offers them (offer-pacing.ts), and the engine's
- * tick decides halts, wave changes and timeouts from the sharded counts (campaign-engine.ts).
+ * Campaigns: a published release rolled out to targeted vehicles in waves. Creation (campaign-creation.ts)
+ * validates and answers `preparing`; a background job (campaign-preparation.ts) resolves the targets (VIN list
+ * and/or filter), excludes ineligible vehicles with a reason, takes a per-vehicle, per-ECU lock so two campaigns
+ * never fight over one ECU, and queues one target item per vehicle in a stable pseudo-random order
+ * (CAMPAIGN12.md: `wave: -1`, `waveKey: q#...`). The offer pacer takes them into waves as it offers them
+ * (offer-pacing.ts), and the engine's tick decides halts, wave changes and timeouts from the sharded counts
+ * (campaign-engine.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import type { z } from 'zod';
+import { createHash } from 'node:crypto';
 import type {
+  CampaignCreated,
   CampaignExcluded,
   CampaignList,
   CampaignVehicles,
   CampaignView,
 } from '../../protocol/operator-responses.js';
-import type { createCampaignSchema } from '../../protocol/routes.js';
-import { compareVersions } from '../../protocol/versions.js';
-import { type Counts, countMove, QUEUE_KEY_PREFIX, QUEUED_WAVE, waveCounts } from './campaign-counters.js';
+import { type Counts, countMove, QUEUED_WAVE, waveCounts } from './campaign-counters.js';
 import {
-  canaryProblem,
-  DEFAULT_POLICY,
-  haltProblem,
-  policyProblems,
-  type RolloutPolicy,
-  summarize,
-  waveSizes,
-} from './campaign-policy.js';
+  type CreateCampaignInput,
+  cancelledInPreparation,
+  completeTargets,
+  createCampaign,
+  preparationProgress,
+  preparationView,
+} from './campaign-creation.js';
+import { summarize } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type {
   CampaignRecord,
@@ -35,15 +35,17 @@ import type {
   ExclusionRepository,
   HistoryRepository,
   JobQueue,
+  ObjectStore,
+  PreparationRepository,
+  PreparationTotals,
   ReleaseRepository,
   UpdateRecord,
   UpdateRepository,
-  VehicleRecord,
   VehicleRepository,
 } from './ports.js';
 import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 
-export type CreateCampaignInput = z.infer<typeof createCampaignSchema>;
+export type { CreateCampaignInput };
 
 export function waveKeyPrefix(wave: number): string {
   return String(wave).padStart(3, '0');
@@ -54,46 +56,20 @@ export function campaignUpdateId(campaignId: string): string {
 }
 
 /** Wave membership is a stable pseudo-random order of the targets, so early waves are a sample, not VIN order. */
-function shuffleKey(campaignId: string, vin: string): string {
+export function shuffleKey(campaignId: string, vin: string): string {
   return createHash('sha256').update(`${campaignId}:${vin}`).digest('hex');
 }
 
-function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
-  const p = input ?? {};
-  const halt = p.halt_failure_count !== undefined || p.halt_failure_percent !== undefined;
-  return {
-    waves: p.waves ?? DEFAULT_POLICY.waves,
-    advanceSuccessPercent: p.advance_success_percent ?? DEFAULT_POLICY.advanceSuccessPercent,
-    soakSeconds: p.soak_seconds ?? DEFAULT_POLICY.soakSeconds,
-    haltFailureCount: halt ? p.halt_failure_count : DEFAULT_POLICY.haltFailureCount,
-    haltFailurePercent: halt ? p.halt_failure_percent : DEFAULT_POLICY.haltFailurePercent,
-    haltMinOutcomes: p.halt_min_outcomes ?? DEFAULT_POLICY.haltMinOutcomes,
-    vehicleTimeoutSeconds: p.vehicle_timeout_seconds ?? DEFAULT_POLICY.vehicleTimeoutSeconds,
-    retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
-    notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
-    ...(p.skip_canary ? { skipCanary: true } : {}),
-  };
-}
-
-/** An empty filter targets every registered vehicle: only with an explicit `all`, never by omission. */
-function checkTargets(t: CreateCampaignInput['targets']): void {
-  const criteria = t.filter !== undefined && Object.values(t.filter).some((v) => v !== undefined);
-  if (t.filter !== undefined && !criteria && t.all !== true) {
-    throw new BadRequestError(
-      'explicit_all_required',
-      'targets.filter has no criteria, which would target every vehicle; set targets.all = true to mean that',
-    );
-  }
-  if (t.all === true && (criteria || t.vins !== undefined)) {
-    throw new BadRequestError(
-      'invalid_targets',
-      'targets.all cannot be combined with vins or filter criteria',
-    );
-  }
-}
-
 /** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
-export function campaignView(c: CampaignRecord, waveCounts: readonly Counts[]): CampaignView {
+/**
+ * `waveCounts` from loadWaveCounts; a campaign still preparing has none (its waves are not sized yet). `progress`:
+ * the preparation's live counts while it runs.
+ */
+export function campaignView(
+  c: CampaignRecord,
+  waveCounts: readonly Counts[] = [],
+  progress?: { totals: PreparationTotals; done: number },
+): CampaignView {
   const totals: Record<string, number> = {};
   const waves = c.waves.map((w, i) => {
     const counts = nonZero(waveCounts[i] ?? {});
@@ -127,6 +103,7 @@ export function campaignView(c: CampaignRecord, waveCounts: readonly Counts[]): 
     counts: totals,
     waves,
     policy: { ...c.policy, waves: [...c.policy.waves] },
+    preparation: preparationView(c, progress),
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
@@ -165,175 +142,38 @@ export interface CampaignDeps {
 }
 
 export interface CampaignServiceDeps extends CampaignDeps {
-  /** Where cancel sends the withdrawal job. */
+  /** Where cancel sends the withdrawal job, and creation its preparation. */
   readonly jobs: JobQueue;
   readonly exclusions: ExclusionRepository;
-}
-
-/** Runs fn over items with at most `limit` in flight. */
-async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  });
-  await Promise.all(workers);
+  /** VIN lists: written (inline), presigned for upload, checked. */
+  readonly objects: Pick<ObjectStore, 'put' | 'presignPut' | 'head' | 'read'>;
+  readonly preparation: PreparationRepository;
 }
 
 export class CampaignService {
   constructor(private readonly deps: CampaignServiceDeps) {}
 
-  async create(input: CreateCampaignInput): Promise<CampaignView> {
-    let policy = toPolicy(input.policy);
-    const problems = policyProblems(policy);
-    if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
-    checkTargets(input.targets);
-    const canary = canaryProblem(policy);
-    if (canary) throw new BadRequestError(canary.code, canary.message);
-    const release = await this.deps.releases.get(input.release_id);
-    if (!release) throw new NotFoundError('unknown_release', `No release ${input.release_id}`);
-    if (release.status !== 'published')
-      throw new ConflictError('release_not_published', 'The release is not published');
-    const campaignId = input.campaign_id ?? `c-${randomBytes(6).toString('hex')}`;
-    if (await this.deps.campaigns.get(campaignId))
-      throw new ConflictError('campaign_exists', `Campaign ${campaignId} exists`);
+  /** Validates and answers the campaign `preparing`; its targets are written in the background. */
+  create(input: CreateCampaignInput): Promise<CampaignCreated> {
+    return createCampaign(this.deps, input);
+  }
 
-    const { targets, excluded } = await this.resolveTargets(input.targets, release.signedManifest.manifest);
-    if (targets.length === 0)
-      throw new ConflictError('no_targets', 'No registered vehicle matches the targets');
-    const sizes = waveSizes(targets.length, policy.waves);
-    // The default minimum is lowered to what the largest wave can produce; a value the operator chose is checked.
-    if (input.policy?.halt_min_outcomes === undefined)
-      policy = { ...policy, haltMinOutcomes: Math.min(policy.haltMinOutcomes, Math.max(...sizes)) };
-    const halt = haltProblem(policy, sizes);
-    if (halt) throw new BadRequestError(halt.code, halt.message);
-
-    // One active campaign per vehicle and ECU: refuse the whole campaign rather than silently shrink it.
-    const held = (
-      await Promise.all(
-        targets.map(async (v) => ({
-          vin: v.vin,
-          by: await this.deps.vehicles.campaignLock(v.vin, release.ecu),
-        })),
-      )
-    ).filter((h) => h.by !== undefined && h.by !== campaignId);
-    if (held.length > 0) {
-      throw new ConflictError(
-        'campaign_conflict',
-        `${held.length} target vehicle(s) are in another active campaign for ${release.ecu} (e.g. ${held[0]!.vin} in ${held[0]!.by})`,
-      );
-    }
-    const locked: string[] = [];
-    let lost: string | undefined;
-    await pool(targets, 16, async (v) => {
-      if (lost) return;
-      if (await this.deps.vehicles.lockCampaign(v.vin, release.ecu, campaignId)) locked.push(v.vin);
-      else lost ??= v.vin;
-    });
-    if (lost) {
-      await pool(locked, 16, (vin) => this.deps.vehicles.unlockCampaign(vin, release.ecu, campaignId));
-      throw new ConflictError(
-        'campaign_conflict',
-        `Vehicle ${lost} joined another campaign for ${release.ecu} meanwhile`,
-      );
-    }
-
-    const ordered = targets;
-    const now = this.deps.clock.now().toISOString();
-    const campaign: CampaignRecord = {
-      campaignId,
-      name: input.name,
-      releaseId: release.releaseId,
-      version: release.version,
-      ecu: release.ecu,
-      status: 'created',
-      policy,
-      waves: sizes.map((size) => ({ size })),
-      currentWave: 0,
-      targetCount: ordered.length,
-      excludedByReason: countBy(excluded.map((e) => e.reason)),
-      createdAt: now,
-      updatedAt: now,
-      revision: 1,
-    };
-    // Queued, not yet in a wave (CAMPAIGN12.md): the pacer takes them into waves in waveKey order as it offers.
-    const records: UpdateRecord[] = ordered.map((v) => ({
-      vin: v.vin,
-      updateId: campaignUpdateId(campaignId),
-      releaseId: release.releaseId,
-      version: release.version,
-      ecu: release.ecu,
-      campaignId,
-      wave: QUEUED_WAVE,
-      waveKey: `${QUEUE_KEY_PREFIX}${shuffleKey(campaignId, v.vin)}#${v.vin}`,
-      status: 'scheduled',
-      progress: 0,
-      lastSequence: -1,
-      attempt: 0,
-      createdAt: now,
-      updatedAt: now,
-      revision: 1,
-    }));
-    await pool(records, 16, async (r) => {
-      // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one, so a
-      // replayed report from an earlier update cannot move the new one.
-      const previous = await this.deps.updates.listForVehicle(r.vin);
-      const lastSequence = Math.max(-1, ...previous.map((u) => u.lastSequence));
-      if (!(await this.deps.updates.put({ ...r, lastSequence }, 0))) {
-        throw new ConflictError('campaign_exists', `Vehicle ${r.vin} already has an update in ${campaignId}`);
-      }
-    });
-    // Before the campaign item: a campaign that exists always has all its exclusions listed.
-    await this.deps.exclusions.putAll(campaignId, excluded);
-    await this.deps.campaigns.create(campaign);
-    return this.view(campaign);
+  /** POST /campaigns/{id}/targets: the uploaded VIN list is complete. */
+  completeTargets(campaignId: string): Promise<CampaignView> {
+    return completeTargets(this.deps, campaignId);
   }
 
   private async view(c: CampaignRecord): Promise<CampaignView> {
     return campaignView(c, await loadWaveCounts(this.deps.counters, c));
   }
 
-  private async resolveTargets(
-    targets: CreateCampaignInput['targets'],
-    manifest: { ecu: string; hardware_ids: string[]; version: string },
-  ): Promise<{ targets: VehicleRecord[]; excluded: { vin: string; reason: string }[] }> {
-    const candidates = new Map<string, VehicleRecord>();
-    const excluded: { vin: string; reason: string }[] = [];
-    for (const vin of new Set(targets.vins ?? [])) {
-      const v = await this.deps.vehicles.get(vin);
-      if (v) candidates.set(vin, v);
-      else excluded.push({ vin, reason: 'unknown_vehicle' });
-    }
-    const f = targets.all === true ? {} : targets.filter;
-    if (f) {
-      let cursor: string | undefined;
-      do {
-        const page = await this.deps.vehicles.scan(cursor);
-        for (const v of page.items) {
-          const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
-          if (f.model !== undefined && v.model !== f.model) continue;
-          if (f.hardware_id !== undefined && ecu?.hardware_id !== f.hardware_id) continue;
-          if (f.current_version !== undefined && ecu?.version !== f.current_version) continue;
-          candidates.set(v.vin, v);
-        }
-        cursor = page.cursor;
-      } while (cursor);
-    }
-    const chosen: VehicleRecord[] = [];
-    for (const v of candidates.values()) {
-      const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
-      if (v.revokedAt !== undefined) excluded.push({ vin: v.vin, reason: 'revoked' });
-      else if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
-      else if (!manifest.hardware_ids.includes(ecu.hardware_id))
-        excluded.push({ vin: v.vin, reason: 'incompatible_hardware' });
-      else if (compareVersions(ecu.version, manifest.version) >= 0)
-        excluded.push({ vin: v.vin, reason: 'already_at_or_above_version' });
-      else chosen.push(v);
-    }
-    return { targets: chosen, excluded };
-  }
-
   async get(campaignId: string): Promise<CampaignView> {
-    return this.view(await this.load(campaignId));
+    const c = await this.load(campaignId);
+    const [counts, progress] = await Promise.all([
+      loadWaveCounts(this.deps.counters, c),
+      preparationProgress(this.deps, c),
+    ]);
+    return campaignView(c, counts, progress);
   }
 
   async list(limit: number, token?: string): Promise<CampaignList> {
@@ -394,7 +234,7 @@ export class CampaignService {
       start: ['created'],
       pause: ['running'],
       resume: ['paused', 'halted'],
-      cancel: ['created', 'running', 'paused', 'halted'],
+      cancel: ['preparing', 'created', 'running', 'paused', 'halted'],
     };
     const target: Record<typeof action, CampaignStatus> = {
       start: 'running',
@@ -405,9 +245,31 @@ export class CampaignService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const c = await this.load(campaignId);
       if (action === 'cancel' && c.status === 'cancelled') return this.view(c);
+      // Cancelled while preparing: the preparation job stops its segments and takes the targets back.
+      const cancelJob = () =>
+        this.deps.jobs.send(
+          cancelledInPreparation(c) || c.status === 'preparing'
+            ? { type: 'prepare_campaign', campaign_id: campaignId }
+            : { type: 'cancel_campaign', campaign_id: campaignId },
+        );
       if (action === 'cancel' && c.status === 'cancelling') {
-        await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
+        await cancelJob();
         return this.view(c);
+      }
+      // Still waiting for its VIN list: nothing was written, so nothing to take back.
+      if (action === 'cancel' && c.status === 'preparing' && c.preparation?.state === 'awaiting_targets') {
+        const now = this.deps.clock.now().toISOString();
+        const finished = { ...c.preparation, state: 'finished' as const, finishedAt: now };
+        if (
+          await this.deps.campaigns.change(
+            campaignId,
+            c.revision,
+            { status: 'cancelled', preparation: finished },
+            now,
+          )
+        )
+          return this.get(campaignId);
+        continue;
       }
       if (!allowed[action].includes(c.status)) {
         throw new ConflictError('invalid_transition', `Cannot ${action} a campaign that is ${c.status}`);
@@ -422,8 +284,7 @@ export class CampaignService {
               ? { status: target[action], cancel: { wave: 0, startedAt: now } }
               : { status: target[action] };
       if (await this.deps.campaigns.change(campaignId, c.revision, changes, now)) {
-        if (action === 'cancel')
-          await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
+        if (action === 'cancel') await cancelJob();
         return this.get(campaignId);
       }
     }
@@ -482,12 +343,6 @@ export async function transition(
     at: now,
   });
   return true;
-}
-
-function countBy(values: readonly string[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
-  return counts;
 }
 
 function nonZero(counts: Readonly<Record<string, number | undefined>>): Record<string, number> {

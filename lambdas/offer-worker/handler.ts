@@ -10,7 +10,10 @@ import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
-import { backendSigner, logger, metrics, offerQueue, repositories, tracer } from '../adapters/runtime.js';
+import { counted } from '../adapters/operation-counter.js';
+import { backendSigner, logger, metrics, offerQueue, repositories } from '../adapters/runtime.js';
+import { traceClient } from '../adapters/tracing.js';
+import { assignmentSigning } from '../core/env.js';
 import { offerMessageSchema } from '../core/offer-messages.js';
 import { OfferWorker } from '../core/offer-pacing.js';
 import { type OfferMessage, systemClock } from '../core/ports.js';
@@ -25,9 +28,16 @@ const worker = new OfferWorker({
   updates: repositories.updates(),
   history: repositories.history(),
   clock: systemClock,
-  assignments: new AssignmentIssuer({ vehicles, signer: backendSigner(), clock: systemClock }),
+  // Once per function instance: its online key, certified by one KMS Sign, signs every offer's assignment this
+  // instance sends (protocol/delegation.ts), so KMS leaves the per-vehicle path.
+  assignments: new AssignmentIssuer({
+    vehicles,
+    signer: backendSigner(),
+    clock: systemClock,
+    signing: assignmentSigning(),
+  }),
   publisher: new IotOfferPublisher(
-    tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
+    counted(traceClient(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')))),
   ),
   offers: offerQueue(),
   log: logger,

@@ -128,6 +128,7 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
       'Ota/JobsWorkerFunction/TracingPolicy',
       'Ota/OfferWorkerFunction/TracingPolicy',
       'Ota/OperatorApiFunction/TracingPolicy',
+      'Ota/RegistryApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
     // SQS3 (no dead-letter queue) is acknowledged on the dead-letter queues only: ingest and campaign schedule (the

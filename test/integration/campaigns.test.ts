@@ -4,7 +4,7 @@
  * and aggregate counts that always equal the per-vehicle states.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import {
   documentClient,
 } from '../../lambdas/adapters/dynamo-repositories.js';
 import { CampaignCanceller } from '../../lambdas/core/campaign-cancel.js';
+import { shuffleKey } from '../../lambdas/core/campaigns.js';
 import { FUNCTION_SETTINGS } from '../../lambdas/core/functions.js';
 import {
   type CountMove,
@@ -116,7 +117,8 @@ async function assertCountsMatch(id: string) {
   await cloud.rules.idle();
   await cloud.offers.idle();
   const c = await campaign(id);
-  for (const w of c.waves) {
+  // A wave not started has no vehicles yet (its targets get the wave when it starts), only its size.
+  for (const w of c.waves.filter((x: Json) => x.started_at !== null)) {
     const tally: Record<string, number> = {};
     const listed = await waveVehicles(id, w.wave);
     for (const v of listed) tally[v.status] = (tally[v.status] ?? 0) + 1;
@@ -127,15 +129,16 @@ async function assertCountsMatch(id: string) {
   }
 }
 
-/** The order the pacer takes a campaign's targets in (CAMPAIGN12.md: a hash of campaign and VIN). */
+/** The order the pacer takes a campaign's targets in (CAMPAIGN12.md: shuffleKey, a hash of campaign and VIN). */
 function queueOrder(campaignId: string, vins: readonly string[]): string[] {
-  const key = (v: string) => createHash('sha256').update(`${campaignId}:${v}`).digest('hex');
+  const key = (v: string) => shuffleKey(campaignId, v);
   return [...vins].sort((a, b) => (key(a) < key(b) ? -1 : 1));
 }
 
+/** Creates a campaign and waits out its preparation (202 preparing, then created). */
 async function create(body: Record<string, unknown>) {
-  const res = await operator.call('POST', '/campaigns', { release_id: 'tcu-2.0.0', ...body });
-  assert.equal(res.status, 201, res.raw.toString());
+  const res = await operator.createCampaign({ release_id: 'tcu-2.0.0', ...body });
+  assert.equal(res.json.status, 'created', res.raw.toString());
   return res.json;
 }
 
@@ -519,16 +522,29 @@ describe('campaigns', { timeout: 180000 }, () => {
     await assertCountsMatch('exact-counts');
   });
 
-  it('refuses a second campaign for a vehicle and ECU already in an active one (409)', async () => {
+  it('excludes a vehicle held by another active campaign (in_other_campaign), fails a campaign left with none', async () => {
     await register(group('E', 3), 'hold');
     await create({ campaign_id: 'first-claim', name: 'one', targets: { vins: group('E', 3) } });
-    const second = await operator.call('POST', '/campaigns', {
+    // Only a held vehicle: nothing to target, so the campaign fails with the reason; the holder keeps its lock.
+    const second = await operator.createCampaign({
       release_id: 'tcu-2.0.0',
       name: 'two',
       targets: { vins: [vin('E', 1)] },
     });
-    assert.equal(second.status, 409);
-    assert.equal(second.json.error.code, 'campaign_conflict');
+    assert.equal(second.json.status, 'failed', second.raw.toString());
+    assert.match(second.json.preparation.failure_reason, /^no_targets/);
+    assert.deepEqual(second.json.excluded, { count: 1, by_reason: { in_other_campaign: 1 } });
+    // A held vehicle and a free one: the free one is targeted, the held one reported, not silently dropped.
+    await register(group('K', 1), 'hold');
+    const mixed = await create({
+      campaign_id: 'mixed-claim',
+      name: 'mixed',
+      targets: { vins: [vin('E', 2), vin('K', 0)] },
+    });
+    assert.equal(mixed.target_count, 1);
+    assert.deepEqual(mixed.excluded, { count: 1, by_reason: { in_other_campaign: 1 } });
+    const listed = await operator.call('GET', '/campaigns/mixed-claim/excluded');
+    assert.deepEqual(listed.json.excluded, [{ vin: vin('E', 2), reason: 'in_other_campaign' }]);
     const bad = await operator.call('POST', '/campaigns', {
       release_id: 'tcu-2.0.0',
       name: 'bad waves',

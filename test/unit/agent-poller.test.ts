@@ -30,7 +30,9 @@ describe('pollInterval', { timeout: 60_000 }, () => {
   it('polls every minute without MQTT, hourly as a safety net while MQTT is usable', () => {
     assert.equal(pollInterval(undefined, undefined), 60_000);
     assert.equal(pollInterval({ intervalMs: 5000 }, undefined), 5000);
-    assert.equal(pollInterval({}, unusable), 60_000);
+    assert.equal(pollInterval({}, unusable), 900_000);
+    assert.equal(pollInterval({ intervalMs: 5000 }, unusable), 5000);
+    assert.equal(pollInterval({ intervalMs: 5000, fallbackIntervalMs: 7000 }, unusable), 7000);
     assert.equal(pollInterval({}, usable), 86_400_000);
     assert.equal(pollInterval({ connectedIntervalMs: 0 }, usable), undefined);
   });
@@ -190,21 +192,25 @@ describe('Poller.pollOnce', { timeout: 60_000 }, () => {
 describe('nextPollWait', { timeout: 60_000 }, () => {
   it('jitters the connected safety net x0.5-1.5, so a fleet that connected together does not poll together', () => {
     assert.equal(
-      nextPollWait(86_400_000, true, () => 0),
+      nextPollWait(86_400_000, () => 0),
       43_200_000,
     );
     assert.equal(
-      nextPollWait(86_400_000, true, () => 0.999999),
+      nextPollWait(86_400_000, () => 0.999999),
       Math.round(86_400_000 * 1.499999),
     );
     assert.equal(
-      nextPollWait(86_400_000, true, () => 0.5),
+      nextPollWait(86_400_000, () => 0.5),
       86_400_000,
     );
-    // Without MQTT the fallback interval is kept as it is (the car is waiting for any news).
+    // The fallback poll is jittered too: a broker outage puts the whole fleet on it at the same moment.
     assert.equal(
-      nextPollWait(60_000, false, () => 0),
-      60_000,
+      nextPollWait(900_000, () => 0),
+      450_000,
+    );
+    assert.equal(
+      nextPollWait(900_000, () => 0.25),
+      675_000,
     );
   });
 });
