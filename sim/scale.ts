@@ -209,6 +209,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         vins: slice,
         api: info.api,
         mqtt: info.mqtt,
+        ingestRule: info.ingestRule,
         ca: info.ca,
         adminToken: info.adminToken,
         releasePublicKey,
