@@ -142,14 +142,6 @@ export class DataTables extends Construct {
   }
 
   /**
-   * Grants item writes only (PutItem, UpdateItem, DeleteItem, BatchWriteItem; no reads, no table management) and
-   * sets the table's environment variable: for an append-only writer such as the status history.
-   */
-  bindWrite(fn: IBindableFunction, name: TableName): void {
-    this.grantItems(fn, name, WRITE_ACTIONS, [...KEY_READ_ACTIONS, ...KEY_WRITE_ACTIONS], []);
-  }
-
-  /**
    * Grants dynamodb:UpdateItem alone and sets the table's environment variable: for a function that only applies
    * atomic updates to items it never reads, creates or deletes (e.g. ADD on a campaign's counts).
    */

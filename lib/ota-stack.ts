@@ -46,11 +46,6 @@ export interface OtaStackProps extends StackProps {
    */
   readonly tokenTtlSeconds?: number;
   /**
-   * Days a status history item is kept before its TTL expires it (HISTORY_RETENTION_DAYS).
-   * @default 90
-   */
-  readonly historyRetentionDays?: number;
-  /**
    * API stage rate limit, requests per second.
    * @default 100
    */
@@ -166,10 +161,8 @@ export class OtaStack extends Stack {
     super(scope, id, props);
     const presignTtl = props.presignTtlSeconds ?? DEFAULTS.presignTtlSeconds;
     const tokenTtl = props.tokenTtlSeconds ?? DEFAULTS.tokenTtlSeconds;
-    const historyDays = props.historyRetentionDays ?? DEFAULTS.historyRetentionDays;
     positiveInteger('presignTtlSeconds', presignTtl, 604800);
     positiveInteger('tokenTtlSeconds', tokenTtl, 86400);
-    positiveInteger('historyRetentionDays', historyDays, 36500);
     const releaseKeys = [...(props.releasePublicKeys ?? [])];
     try {
       trustedKeysFromPems(releaseKeys);
@@ -210,7 +203,6 @@ export class OtaStack extends Stack {
           [ENV.releasePublicKeys]: JSON.stringify(releaseKeys),
           [ENV.presignTtlSeconds]: String(presignTtl),
           [ENV.tokenTtlSeconds]: String(tokenTtl),
-          [ENV.historyRetentionDays]: String(historyDays),
         },
       });
       functions.set(name, fn);
@@ -224,7 +216,6 @@ export class OtaStack extends Stack {
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
       reservedConcurrentExecutions: props.ingestReservedConcurrentExecutions,
-      environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     this.campaignTickFunction = new OtaFunction(this, 'CampaignTickFunction', {
       entry: join(PROJECT_ROOT, 'lambdas', 'campaign-tick', 'handler.ts'),
@@ -234,7 +225,6 @@ export class OtaStack extends Stack {
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
       reservedConcurrentExecutions: props.campaignTickReservedConcurrency,
-      environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     this.jobsWorkerFunction = new OtaFunction(this, 'JobsWorkerFunction', {
       entry: join(PROJECT_ROOT, 'lambdas', 'jobs-worker', 'handler.ts'),
@@ -243,7 +233,6 @@ export class OtaStack extends Stack {
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
       ...sized('jobs-worker'),
-      environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     this.offerWorkerFunction = new OtaFunction(this, 'OfferWorkerFunction', {
       entry: join(PROJECT_ROOT, 'lambdas', 'offer-worker', 'handler.ts'),
@@ -252,7 +241,6 @@ export class OtaStack extends Stack {
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
       ...sized('offer-worker'),
-      environment: { [ENV.historyRetentionDays]: String(historyDays) },
     });
     const alarmTopic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
@@ -375,7 +363,6 @@ export class OtaStack extends Stack {
     d.bindItems(vehicle, 'releases', [], { indexes: ['byVersion'] });
     d.bindItems(vehicle, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(vehicle, 'updates', ['GetItem', 'Query', 'PutItem']);
-    d.bindItems(vehicle, 'history', ['PutItem']);
     // A campaign being cancelled refuses its updates' downloads (GetItem); its counts move in the counter shards,
     // by an UpdateItem inside the update's TransactWriteItems (which needs no action of its own).
     d.bindItems(vehicle, 'campaigns', ['GetItem']);
@@ -402,7 +389,6 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'counters', ['Query']);
     // Campaign exclusions: listed a page at a time (Query); the preparation job writes them.
     d.bindItems(operator, 'exclusions', ['Query']);
-    d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
     // Campaign VIN lists: an inline list stored, an upload presigned and checked when complete.
     this.storage.grantTargetLists(operator, 'write');
@@ -418,7 +404,6 @@ export class OtaStack extends Stack {
     d.bindItems(registry, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem']);
     d.bindItems(registry, 'updates', ['GetItem', 'Query', 'PutItem']);
     d.bindItems(registry, 'campaigns', ['GetItem', 'UpdateItem']);
-    d.bindItems(registry, 'history', ['PutItem']);
     // A revoke's withdrawn campaign update moves its count shard in the update's transaction.
     d.bindItems(registry, 'counters', ['UpdateItem']);
     this.fleet.bindRegistration(registry);
@@ -440,7 +425,6 @@ export class OtaStack extends Stack {
     d.bindItems(worker, 'counters', ['UpdateItem']);
     d.bindItems(worker, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
     d.bindItems(worker, 'exclusions', ['PutItem']);
-    d.bindItems(worker, 'history', ['PutItem']);
     this.storage.grantTargetLists(worker, 'read');
 
     // ingest: applies vehicle reports: vehicles read, and updated when an update completes (the ECU's new version,
@@ -449,7 +433,6 @@ export class OtaStack extends Stack {
     const ingest = this.ingestFunction;
     d.bindItems(ingest, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(ingest, 'updates', ['GetItem', 'Query', 'PutItem']);
-    d.bindItems(ingest, 'history', ['PutItem']);
     d.bindItems(ingest, 'counters', ['UpdateItem']);
 
     // campaign-tick: finds running campaigns (byStatus) and decides from each campaign item and its summed counter
@@ -463,7 +446,6 @@ export class OtaStack extends Stack {
     // The freshness job (same function) scans the vehicles for its leaves (bounded by FRESHNESS_MAX_VEHICLES).
     d.bindItems(tick, 'vehicles', ['UpdateItem', 'Scan']);
     d.bindItems(tick, 'updates', ['PutItem'], { indexes: ['byDeadline'] });
-    d.bindItems(tick, 'history', ['PutItem']);
     // ...and writes statements and their buckets.
     d.bindItems(tick, 'freshness', ['GetItem', 'PutItem']);
     this.signingKey.grantSign(tick);
@@ -482,7 +464,6 @@ export class OtaStack extends Stack {
     d.bindItems(offer, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(offer, 'updates', ['GetItem', 'PutItem'], { indexes: ['byCampaign'] });
     d.bindItems(offer, 'counters', ['GetItem', 'PutItem', 'UpdateItem']);
-    d.bindItems(offer, 'history', ['PutItem']);
     this.signingKey.grantSign(offer);
     this.signingKey.grantVerify(offer);
     this.fleet.grantPublishNotifications(offer);

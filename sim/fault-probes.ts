@@ -18,8 +18,9 @@ import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import mqtt from 'mqtt';
 import { clientConfig } from '../lambdas/adapters/aws-clients.js';
-import { DynamoHistoryRepository, documentClient } from '../lambdas/adapters/dynamo-repositories.js';
+import { DynamoUpdateRepository, documentClient } from '../lambdas/adapters/dynamo-repositories.js';
 import type { HistoryEvent } from '../lambdas/core/ports.js';
+import { UpdateHistoryReader } from '../lambdas/core/update-history.js';
 import type { LocalBroker } from '../local/cloud.js';
 import type { AgentEvent } from '../vehicle/agent.js';
 import { type HttpResponse, type HttpTransport, TransportError } from '../vehicle/http-transport.js';
@@ -251,14 +252,12 @@ export async function gatherEvidence(a: {
   mainKey: string;
   imageBytes: number;
   chunkBytes: number;
-  historyTable: string;
+  updatesTable: string;
   rules: { stats(): { delivered: number; deadLetters: number } };
 }): Promise<FaultEvidence> {
   const imageBytesOf = (vin: string) => a.transports.get(vin)?.bytesByObject.get(a.mainKey) ?? 0;
-  const history = new DynamoHistoryRepository(
-    documentClient(new DynamoDBClient(clientConfig('DYNAMODB'))),
-    a.historyTable,
-    1,
+  const history = new UpdateHistoryReader(
+    new DynamoUpdateRepository(documentClient(new DynamoDBClient(clientConfig('DYNAMODB'))), a.updatesTable),
   );
   const appliedTwice: string[] = [];
   for (const vin of a.vins) {

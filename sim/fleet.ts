@@ -421,7 +421,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
           mainKey,
           imageBytes,
           chunkBytes: CHUNK,
-          historyTable: cloud.tables.history,
+          updatesTable: cloud.tables.updates,
           rules: cloud.rules,
         })
       : undefined;

@@ -3,7 +3,6 @@
  * campaign update's state change, which moves its counter shard in the same TransactWriteItems (the local cloud's
  * DynamoDB front emulates the call, local/dynamo-transactions.ts).
  */
-import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import {
   DeleteCommand,
@@ -24,8 +23,6 @@ import type {
   CampaignRepository,
   CampaignStatus,
   CountMove,
-  HistoryEvent,
-  HistoryRepository,
   Page,
   ReleaseRecord,
   ReleaseRepository,
@@ -774,38 +771,5 @@ export class DynamoCampaignRepository implements CampaignRepository {
         ExpressionAttributeValues: values,
       }),
     );
-  }
-}
-
-export class DynamoHistoryRepository implements HistoryRepository {
-  constructor(
-    private readonly db: DynamoDBDocumentClient,
-    private readonly table: string,
-    private readonly retentionDays: number,
-  ) {}
-
-  async append(event: HistoryEvent): Promise<void> {
-    const expiresAt = Math.floor(Date.parse(event.at) / 1000) + this.retentionDays * 86400;
-    await this.db.send(
-      new PutCommand({
-        TableName: this.table,
-        // Time-ordered and unique: an append never overwrites another event.
-        Item: { ...event, eventId: `${event.at}#${randomUUID()}`, expiresAt },
-        ConditionExpression: 'attribute_not_exists(eventId)',
-      }),
-    );
-  }
-
-  async listForVehicle(vin: string, limit: number): Promise<HistoryEvent[]> {
-    const out = await this.db.send(
-      new QueryCommand({
-        TableName: this.table,
-        KeyConditionExpression: 'vin = :vin',
-        ExpressionAttributeValues: { ':vin': vin },
-        ScanIndexForward: false,
-        Limit: limit,
-      }),
-    );
-    return (out.Items ?? []).map(({ eventId: _e, expiresAt: _x, ...rest }) => rest as HistoryEvent);
   }
 }

@@ -22,7 +22,6 @@ import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import { DynamoPreparationRepository } from './dynamo-preparation.js';
 import {
   DynamoCampaignRepository,
-  DynamoHistoryRepository,
   DynamoReleaseRepository,
   DynamoUpdateRepository,
   DynamoVehicleRepository,
@@ -53,8 +52,6 @@ export const repositories = {
   preparation: () => new DynamoPreparationRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
-  history: () =>
-    new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
   freshness: () =>
     new DynamoFreshnessRepository(db(), {
       vehicles: requireEnv(ENV.tableVehicles),

@@ -25,7 +25,6 @@ const engine = new CampaignEngine({
   counters: repositories.counters(),
   vehicles: repositories.vehicles(),
   updates: repositories.updates(),
-  history: repositories.history(),
   clock: systemClock,
   offers: offerQueue(),
   log: logger,

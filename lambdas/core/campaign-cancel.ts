@@ -16,7 +16,6 @@ import type {
   CampaignRepository,
   CancelCheckpoint,
   Clock,
-  HistoryRepository,
   UpdateRecord,
   UpdateRepository,
   VehicleRepository,
@@ -25,7 +24,6 @@ import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 
 export interface WithdrawDeps {
   readonly updates: UpdateRepository;
-  readonly history: HistoryRepository;
   readonly vehicles: Pick<VehicleRepository, 'unlockCampaign'>;
   readonly clock: Clock;
 }

@@ -33,7 +33,6 @@ import type {
   Clock,
   CounterRepository,
   ExclusionRepository,
-  HistoryRepository,
   JobQueue,
   ObjectStore,
   PreparationRepository,
@@ -43,6 +42,7 @@ import type {
   UpdateRepository,
   VehicleRepository,
 } from './ports.js';
+import { withTransition } from './update-history.js';
 import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 
 export type { CreateCampaignInput };
@@ -137,7 +137,6 @@ export interface CampaignDeps {
   readonly releases: ReleaseRepository;
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
-  readonly history: HistoryRepository;
   readonly clock: Clock;
 }
 
@@ -300,7 +299,7 @@ export class CampaignService {
  * raced update stayed open, and its car would install a cancelled campaign's image. Answers the update as it ends.
  */
 export async function withdrawUpdate(
-  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock' | 'vehicles'>,
+  deps: Pick<CampaignDeps, 'updates' | 'clock' | 'vehicles'>,
   listed: UpdateRecord,
   reason: string,
 ): Promise<UpdateRecord | undefined> {
@@ -324,25 +323,21 @@ export async function withdrawUpdate(
  * the same transaction. False when the item changed under us; the next tick sees the new state.
  */
 export async function transition(
-  deps: Pick<CampaignDeps, 'updates' | 'history' | 'clock'>,
+  deps: Pick<CampaignDeps, 'updates' | 'clock'>,
   u: UpdateRecord,
   changes: Partial<UpdateRecord>,
 ): Promise<boolean> {
   const now = deps.clock.now().toISOString();
-  const next: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
-  // The count moves in the same transaction (direct updates belong to no campaign and move none).
-  const move = countMove(u, next.status);
-  if (!(await deps.updates.put(next, u.revision, move ? [move] : []))) return false;
-  await deps.history.append({
-    vin: u.vin,
-    updateId: u.updateId,
-    status: next.status,
-    reason: next.reason,
+  const changed: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
+  const next = withTransition(changed, {
+    status: changed.status,
+    reason: changed.reason,
     source: 'backend',
-    applied: true,
     at: now,
   });
-  return true;
+  // The count moves in the same transaction (direct updates belong to no campaign and move none).
+  const move = countMove(u, next.status);
+  return deps.updates.put(next, u.revision, move ? [move] : []);
 }
 
 function nonZero(counts: Readonly<Record<string, number | undefined>>): Record<string, number> {

@@ -6,7 +6,6 @@ export const ENV = {
   tableReleases: 'TABLE_RELEASES',
   tableVehicles: 'TABLE_VEHICLES',
   tableUpdates: 'TABLE_UPDATES',
-  tableHistory: 'TABLE_HISTORY',
   tableCampaigns: 'TABLE_CAMPAIGNS',
   tableChallenges: 'TABLE_CHALLENGES',
   tableFreshness: 'TABLE_FRESHNESS',
@@ -37,8 +36,6 @@ export const ENV = {
   freshnessPeriodSeconds: 'FRESHNESS_PERIOD_SECONDS',
   /** Most vehicles one freshness statement may cover; a larger fleet fails the job loudly (the scan is bounded). */
   freshnessMaxVehicles: 'FRESHNESS_MAX_VEHICLES',
-  /** Days a status history item is kept. */
-  historyRetentionDays: 'HISTORY_RETENTION_DAYS',
   /** JSON array of PEM (SPKI) public keys of the OEM release keys the backend accepts. */
   releasePublicKeys: 'RELEASE_PUBLIC_KEYS',
   /** KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs update assignments, on AWS. */
@@ -99,7 +96,6 @@ export const DEFAULTS = {
   multipartThresholdBytes: 128 * 1024 * 1024,
   multipartPartBytes: 64 * 1024 * 1024,
   campaignTickSeconds: 60,
-  historyRetentionDays: 90,
   ingestVinRatePerSecond: 5,
   ingestVinBurst: 200,
   freshnessPeriodSeconds: 300,

@@ -14,7 +14,6 @@ import type {
   CampaignRepository,
   CertificateIssuer,
   Clock,
-  HistoryRepository,
   ReleaseRepository,
   UpdateRecord,
   UpdateRepository,
@@ -23,12 +22,11 @@ import type {
 import { releaseView } from './releases.js';
 import { isTerminal } from './update-state.js';
 
-/** What withdrawing an open update touches (the campaign's counts, the vehicle's lock, the history). */
+/** What withdrawing an open update touches (the campaign's counts, the vehicle's lock; its history is on the update). */
 interface WithdrawDeps {
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
   readonly campaigns: CampaignRepository;
-  readonly history: HistoryRepository;
   readonly clock: Clock;
 }
 

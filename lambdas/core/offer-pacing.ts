@@ -38,6 +38,7 @@ import type {
   UpdateRecord,
   VehicleRecord,
 } from './ports.js';
+import { withTransition } from './update-history.js';
 import type { AssignmentIssuer } from './vehicle-updates.js';
 
 export interface OfferWorkerDeps extends CampaignDeps {
@@ -236,16 +237,9 @@ export class OfferWorker {
       revision: stored.revision + 1,
     };
     const move = stored.wave === -1 ? countedInto(next) : countMove(u, 'offered');
-    if (!(await this.deps.updates.put(next, stored.revision, move ? [move] : []))) return 'skipped';
-    await this.deps.history.append({
-      vin: u.vin,
-      updateId: u.updateId,
-      status: 'offered',
-      source: 'backend',
-      applied: true,
-      at: now.toISOString(),
-    });
-    return this.publish(c, next, u.attempt, vehicle, release.signedManifest);
+    const offered = withTransition(next, { status: 'offered', source: 'backend', at: next.updatedAt });
+    if (!(await this.deps.updates.put(offered, stored.revision, move ? [move] : []))) return 'skipped';
+    return this.publish(c, offered, u.attempt, vehicle, release.signedManifest);
   }
 
   private async publish(

@@ -207,6 +207,18 @@ export interface UpdateRecord {
    * stop finds its own items and counts them again; an item of another slice means a VIN listed twice.
    */
   readonly preparedBy?: string;
+  /** Its status changes, oldest first, bounded (update-history.ts): the update's history. */
+  readonly history?: readonly UpdateTransition[];
+}
+
+/** One stored status change of an update, kept on the update item (update-history.ts). */
+export interface UpdateTransition {
+  readonly status: UpdateStatus;
+  readonly progress?: number;
+  readonly sequence?: number;
+  readonly reason?: string;
+  readonly source: 'https' | 'mqtt' | 'backend';
+  readonly at: string;
 }
 
 /** One vehicle moving between statuses in a campaign wave's counts (from undefined: newly counted in the wave). */
@@ -494,8 +506,8 @@ export interface HistoryEvent {
   readonly at: string;
 }
 
+/** A vehicle's status history, newest first: read from its update items (update-history.ts). */
 export interface HistoryRepository {
-  append(event: HistoryEvent): Promise<void>;
   listForVehicle(vin: string, limit: number): Promise<HistoryEvent[]>;
 }
 

@@ -9,7 +9,6 @@ export interface TableDefinition {
     | 'releases'
     | 'vehicles'
     | 'updates'
-    | 'history'
     | 'campaigns'
     | 'challenges'
     | 'freshness'
@@ -92,15 +91,6 @@ export const TABLES: readonly TableDefinition[] = [
     partitionKey: 'campaignId',
     sortKey: 'vin',
     indexes: [],
-  },
-  {
-    // Append-only status history; items expire after the retention period.
-    name: 'history',
-    envVar: 'TABLE_HISTORY',
-    partitionKey: 'vin',
-    sortKey: 'eventId',
-    indexes: [],
-    ttlAttribute: 'expiresAt',
   },
   {
     // Freshness statements: the newest under key `statement`, and each statement's leaves in buckets under

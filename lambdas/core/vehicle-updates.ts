@@ -1,8 +1,8 @@
 /**
  * What a vehicle can do with its updates: ask for a firmware version (answering a short-lived download URL and
  * the signed manifest), report status, and list its updates. Every state change is a single-item conditional
- * write that only moves forward; progress is stored at coarse steps (storeDecision) and the status history keeps
- * status changes only, so a vehicle's writes do not grow with the number of reports it sends.
+ * write that only moves forward; progress is stored at coarse steps (storeDecision) and the status history (status
+ * changes only) is kept on the update item in the same write (update-history.ts), so a vehicle's writes do not grow with the number of reports it sends.
  */
 
 import {
@@ -25,7 +25,6 @@ import { ConflictError, NotFoundError, OtaError } from './errors.js';
 import type {
   CampaignRepository,
   Clock,
-  HistoryRepository,
   ObjectStore,
   ReleaseRecord,
   ReleaseRepository,
@@ -34,12 +33,12 @@ import type {
   VehicleRecord,
   VehicleRepository,
 } from './ports.js';
+import { withTransition } from './update-history.js';
 import { applyReport, BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 
 export interface UpdateStatusDeps {
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
-  readonly history: HistoryRepository;
   readonly clock: Clock;
   /** @default PROGRESS_STORE_SECONDS */
   readonly progressStoreSeconds?: number;
@@ -340,7 +339,7 @@ export class FirmwareOfferService {
     offerCounter: number,
   ): Promise<UpdateRecord> {
     const now = this.deps.clock.now().toISOString();
-    const next: UpdateRecord = {
+    const started: UpdateRecord = {
       vin: vehicle.vin,
       updateId: directUpdateId(release.releaseId),
       releaseId: release.releaseId,
@@ -354,7 +353,9 @@ export class FirmwareOfferService {
       updatedAt: now,
       revision: (previous?.revision ?? 0) + 1,
       offerCounter,
+      ...(previous?.history ? { history: previous.history } : {}),
     };
+    const next = withTransition(started, { status: 'initiated', source: 'backend', at: now });
     if (!(await this.deps.updates.put(next, previous?.revision ?? 0))) {
       // Someone else (a concurrent retry of the same request) started it; use theirs.
       const current = await this.deps.updates.get(vehicle.vin, next.updateId);
@@ -362,14 +363,6 @@ export class FirmwareOfferService {
       return current;
     }
     await this.deps.vehicles.setActiveUpdate(vehicle.vin, next.updateId);
-    await this.deps.history.append({
-      vin: vehicle.vin,
-      updateId: next.updateId,
-      status: 'initiated',
-      source: 'backend',
-      applied: true,
-      at: now,
-    });
     return next;
   }
 }
@@ -489,9 +482,20 @@ export class UpdateStatusService {
       // A campaign update's count moves in the same transaction as its state: a duplicate or reordered report
       // fails the revision condition and counts nothing.
       const move = countMove(target, next.status);
-      if (await this.deps.updates.put(next, target.revision, move ? [move] : [])) {
-        await this.afterStateChange(vehicle, target, next, input, source);
-        return { update: next, applied: true };
+      const stored =
+        next.status === target.status
+          ? next
+          : withTransition(next, {
+              status: input.status,
+              progress: input.progress,
+              sequence: input.sequence,
+              reason: input.reason,
+              source,
+              at: next.updatedAt,
+            });
+      if (await this.deps.updates.put(stored, target.revision, move ? [move] : [])) {
+        await this.afterStateChange(vehicle, stored);
+        return { update: stored, applied: true };
       }
       const reread = await this.deps.updates.get(vehicle.vin, target.updateId);
       if (!reread) throw new NotFoundError('unknown_update', 'The update no longer exists');
@@ -500,27 +504,8 @@ export class UpdateStatusService {
     throw new OtaError('concurrent_update', 'The update is changing concurrently; retry', 409);
   }
 
-  /** The writes a stored transition owes beyond its count: its history event (status changes only), the registry. */
-  private async afterStateChange(
-    vehicle: VehicleRecord,
-    from: UpdateRecord,
-    next: UpdateRecord,
-    input: StatusInput,
-    source: 'https' | 'mqtt',
-  ): Promise<void> {
-    if (next.status !== from.status) {
-      await this.deps.history.append({
-        vin: vehicle.vin,
-        updateId: next.updateId,
-        status: input.status,
-        progress: input.progress,
-        sequence: input.sequence,
-        reason: input.reason,
-        source,
-        applied: true,
-        at: next.updatedAt,
-      });
-    }
+  /** The write a stored outcome owes beyond its count and history (both in its own write): the registry's. */
+  private async afterStateChange(vehicle: VehicleRecord, next: UpdateRecord): Promise<void> {
     if (!isTerminal(next.status)) return;
     const unlock = next.campaignId;
     if (next.status === 'completed') {

@@ -11,7 +11,6 @@ const vehicles = repositories.vehicles();
 const updates = new UpdateStatusService({
   vehicles,
   updates: repositories.updates(),
-  history: repositories.history(),
   clock: systemClock,
 });
 

@@ -20,7 +20,6 @@ const canceller = new CampaignCanceller({
   campaigns: repositories.campaigns(),
   updates: repositories.updates(),
   vehicles: repositories.vehicles(),
-  history: repositories.history(),
   clock: systemClock,
 });
 

@@ -26,7 +26,6 @@ const worker = new OfferWorker({
   releases: repositories.releases(),
   vehicles,
   updates: repositories.updates(),
-  history: repositories.history(),
   clock: systemClock,
   // Once per function instance: its online key, certified by one KMS Sign, signs every offer's assignment this
   // instance sends (protocol/delegation.ts), so KMS leaves the per-vehicle path.

@@ -44,7 +44,6 @@ const campaigns = new CampaignService({
   releases: repositories.releases(),
   vehicles: repositories.vehicles(),
   updates,
-  history: repositories.history(),
   clock: systemClock,
   jobs,
   objects: objectStore(),
@@ -56,7 +55,6 @@ const killSwitch = new KillSwitchService({
   vehicles: repositories.vehicles(),
   updates,
   campaigns: repositories.campaigns(),
-  history: repositories.history(),
   clock: systemClock,
   campaignService: campaigns,
 });

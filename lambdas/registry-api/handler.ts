@@ -51,7 +51,6 @@ const revocation = new VehicleRevocationService({
   vehicles: repositories.vehicles(),
   updates,
   campaigns: repositories.campaigns(),
-  history: repositories.history(),
   clock: systemClock,
   issuer,
 });

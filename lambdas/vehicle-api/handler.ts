@@ -28,7 +28,6 @@ const tokenKeys = backendVerificationKeys(tokenSigner());
 const statusDeps = {
   vehicles,
   updates: repositories.updates(),
-  history: repositories.history(),
   clock: systemClock,
   campaigns: repositories.campaigns(),
 };

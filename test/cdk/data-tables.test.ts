@@ -249,39 +249,6 @@ describe('DataTables', { timeout: 300_000 }, () => {
     }
   });
 
-  it('bindWrite sets the env var and grants item writes without any read', () => {
-    const stack = newStack();
-    const data = new DataTables(stack, 'Data');
-    const fn = new lambda.Function(stack, 'Appender', {
-      runtime: lambda.Runtime.NODEJS_24_X,
-      handler: 'index.handler',
-      code: lambda.Code.fromInline('export const handler = () => {}'),
-    });
-    data.bindWrite(fn, 'history');
-    const t = Template.fromStack(stack);
-    const variables = Object.values(t.findResources('AWS::Lambda::Function'))[0]!.Properties.Environment
-      .Variables as Record<string, { Ref: string }>;
-    assert.deepEqual(Object.keys(variables), ['TABLE_HISTORY']);
-    const historyId = variables.TABLE_HISTORY!.Ref;
-    const statements = Object.values(t.findResources('AWS::IAM::Policy')).flatMap(
-      (p) => p.Properties.PolicyDocument.Statement as { Action: string[]; Resource: unknown }[],
-    );
-    assert.deepEqual(
-      statements.map((s) => ({ actions: [s.Action].flat().sort(), resources: [s.Resource].flat() })),
-      [
-        {
-          actions: [
-            'dynamodb:BatchWriteItem',
-            'dynamodb:DeleteItem',
-            'dynamodb:PutItem',
-            'dynamodb:UpdateItem',
-          ],
-          resources: [{ 'Fn::GetAtt': [historyId, 'Arn'] }],
-        },
-      ],
-    );
-  });
-
   it('bindUpdateItem sets the env var and grants dynamodb:UpdateItem alone, on the table alone', () => {
     const { t, statements, variables } = bound((data, fn) => data.bindUpdateItem(fn, 'campaigns'));
     assert.deepEqual(Object.keys(variables), ['TABLE_CAMPAIGNS']);

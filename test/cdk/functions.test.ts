@@ -93,27 +93,23 @@ describe('backend functions', { timeout: 300_000 }, () => {
       });
 
       if (fn === 'ingest') {
-        it('gets only the history retention setting and its four tables', () => {
+        it('gets only its three tables', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
-            'HISTORY_RETENTION_DAYS',
             'NODE_OPTIONS',
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
             'TABLE_COUNTERS',
-            'TABLE_HISTORY',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
           ]);
-          assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       } else if (fn === 'campaign-tick') {
-        it('gets the tick and freshness periods, history retention, its six tables, the signing key and the offers queue only', () => {
+        it('gets the tick and freshness periods, its five tables, the signing key and the offers queue only', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
             'CAMPAIGN_TICK_SECONDS',
             'FRESHNESS_PERIOD_SECONDS',
-            'HISTORY_RETENTION_DAYS',
             'NODE_OPTIONS',
             'OFFER_QUEUE_URL',
             'POWERTOOLS_METRICS_NAMESPACE',
@@ -122,19 +118,16 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'TABLE_CAMPAIGNS',
             'TABLE_COUNTERS',
             'TABLE_FRESHNESS',
-            'TABLE_HISTORY',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
           ]);
           assert.equal(env.CAMPAIGN_TICK_SECONDS, '60');
-          assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       } else if (fn === 'jobs-worker') {
-        it('gets history retention, the queue it continues on, its seven tables and the bucket only', () => {
+        it('gets the queue it continues on, its six tables and the bucket only', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
             'FIRMWARE_BUCKET',
-            'HISTORY_RETENTION_DAYS',
             'JOB_QUEUE_URL',
             'NODE_OPTIONS',
             'POWERTOOLS_METRICS_NAMESPACE',
@@ -143,18 +136,16 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'TABLE_COUNTERS',
             // Campaign preparation writes the exclusions.
             'TABLE_EXCLUSIONS',
-            'TABLE_HISTORY',
             'TABLE_RELEASES',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
           ]);
         });
       } else if (fn === 'offer-worker') {
-        it('gets history retention, its queue, its six tables, the signing key and the IoT endpoint only', () => {
+        it('gets its queue, its five tables, the signing key and the IoT endpoint only', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
             'AWS_ENDPOINT_URL_IOT_DATA_PLANE',
-            'HISTORY_RETENTION_DAYS',
             'NODE_OPTIONS',
             'OFFER_QUEUE_URL',
             'POWERTOOLS_METRICS_NAMESPACE',
@@ -162,7 +153,6 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'SIGNING_KEY_ARN',
             'TABLE_CAMPAIGNS',
             'TABLE_COUNTERS',
-            'TABLE_HISTORY',
             'TABLE_RELEASES',
             'TABLE_UPDATES',
             'TABLE_VEHICLES',
@@ -174,7 +164,6 @@ describe('backend functions', { timeout: 300_000 }, () => {
           assert.equal(env.RELEASE_PUBLIC_KEYS, '[]');
           assert.equal(env.PRESIGN_TTL_SECONDS, '300');
           assert.equal(env.TOKEN_TTL_SECONDS, '3600');
-          assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       }
 
@@ -231,7 +220,6 @@ describe('backend functions', { timeout: 300_000 }, () => {
     const t = otaTemplate({
       presignTtlSeconds: 120,
       tokenTtlSeconds: 600,
-      historyRetentionDays: 30,
       reservedConcurrentExecutions: 5,
       ingestReservedConcurrentExecutions: 7,
       functionLogRetention: logs.RetentionDays.ONE_MONTH,
@@ -240,12 +228,9 @@ describe('backend functions', { timeout: 300_000 }, () => {
       const env = functionEnv(t, fn);
       assert.equal(env.PRESIGN_TTL_SECONDS, '120');
       assert.equal(env.TOKEN_TTL_SECONDS, '600');
-      assert.equal(env.HISTORY_RETENTION_DAYS, '30');
       assert.equal(functionProps(t, fn).ReservedConcurrentExecutions, 5);
     }
-    assert.equal(functionEnv(t, 'ingest').HISTORY_RETENTION_DAYS, '30');
     assert.equal(functionProps(t, 'ingest').ReservedConcurrentExecutions, 7);
-    assert.equal(functionEnv(t, 'campaign-tick').HISTORY_RETENTION_DAYS, '30');
     assert.equal(
       functionProps(t, 'campaign-tick').ReservedConcurrentExecutions,
       undefined,

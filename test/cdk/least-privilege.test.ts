@@ -29,7 +29,6 @@ const tables = {
   releases: table('TABLE_RELEASES'),
   vehicles: table('TABLE_VEHICLES'),
   updates: table('TABLE_UPDATES'),
-  history: table('TABLE_HISTORY'),
   campaigns: table('TABLE_CAMPAIGNS'),
   challenges: table('TABLE_CHALLENGES'),
   freshness: table('TABLE_FRESHNESS'),
@@ -100,7 +99,6 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       releases: [],
       vehicles: ['GetItem'],
       updates: [],
-      history: [],
       campaigns: [],
       challenges: ['PutItem', 'UpdateItem'],
       freshness: [],
@@ -121,12 +119,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.equal(functionEnv(template, 'auth-api').FIRMWARE_BUCKET, undefined);
   });
 
-  it('vehicle-api: reads releases and freshness statements, writes vehicle state, appends history, moves campaign counts, presigns downloads only, signs assignments', () => {
+  it('vehicle-api: reads releases and freshness statements, writes vehicle state, moves campaign counts, presigns downloads only, signs assignments', () => {
     assert.deepEqual(dynamoAccess('vehicle-api'), {
       releases: [],
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
-      history: ['PutItem'],
       // Reads a campaign's status (a cancelling campaign's downloads are refused); counts move in the counter
       // shards, in the update's transaction.
       campaigns: ['GetItem'],
@@ -156,13 +153,12 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions queried, history append-only, uploads and VIN lists, no signing key, no IoT', () => {
+  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions queried, uploads and VIN lists, no signing key, no IoT', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       // Vehicles are created by registry-api only.
       vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
-      history: ['PutItem'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
@@ -203,12 +199,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history append-only; no S3, KMS or queue (issue 18 #9)', () => {
+  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; no S3, KMS or queue (issue 18 #9)', () => {
     assert.deepEqual(dynamoAccess('registry-api'), {
       releases: [],
       vehicles: ['GetItem', 'PutItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
-      history: ['PutItem'],
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
       freshness: [],
@@ -230,12 +225,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
-  it('ingest: vehicles and updates read/write, history append-only, campaign counts, dead letters; no S3, KMS or IoT', () => {
+  it('ingest: vehicles and updates read/write, campaign counts, dead letters; no S3, KMS or IoT', () => {
     assert.deepEqual(dynamoAccess('ingest'), {
       releases: [],
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
-      history: ['PutItem'],
       campaigns: [],
       challenges: [],
       freshness: [],
@@ -259,23 +253,22 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       other.map((s) => ({ actions: s.actions, resources: s.resources })),
       [{ actions: ['sqs:SendMessage'], resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }] }],
     );
-    // Every DynamoDB grant names one of its four tables, never releases, campaigns or a wildcard.
+    // Every DynamoDB grant names one of its three tables, never releases, campaigns or a wildcard.
     const dynamoResources = functionStatements(template, 'ingest')
       .filter((s) => s.actions.some((a) => a.startsWith('dynamodb:')))
       .flatMap((s) => s.resources.flatMap(referencedIds));
     assert.deepEqual(
       [...new Set(dynamoResources)].sort(),
-      [tables.counters, tables.history, tables.updates, tables.vehicles].sort(),
+      [tables.counters, tables.updates, tables.vehicles].sort(),
     );
   });
 
-  it('jobs-worker: releases, campaigns and updates read/write, vehicles read and locked, exclusions written, history append-only', () => {
+  it('jobs-worker: releases, campaigns and updates read/write, vehicles read and locked, exclusions written', () => {
     assert.deepEqual(dynamoAccess('jobs-worker'), {
       releases: ['GetItem', 'UpdateItem'],
       // Campaign preparation: a parallel Scan (filter) or GetItem (VIN list), locks by UpdateItem.
       vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
-      history: ['PutItem'],
       // Preparation checkpoints are items of the campaigns table, written by a conditional PutItem.
       campaigns: ['GetItem', 'PutItem', 'UpdateItem'],
       challenges: [],
@@ -339,12 +332,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('campaign-tick: campaigns read + UpdateItem, counters summed and pacer state, vehicles unlocked (and scanned by the freshness job), overdue updates through byDeadline, freshness statements, history append-only', () => {
+  it('campaign-tick: campaigns read + UpdateItem, counters summed and pacer state, vehicles unlocked (and scanned by the freshness job), overdue updates through byDeadline, freshness statements', () => {
     assert.deepEqual(dynamoAccess('campaign-tick'), {
       releases: [],
       vehicles: ['Scan', 'UpdateItem'],
       updates: ['PutItem'],
-      history: ['PutItem'],
       campaigns: ['GetItem', 'UpdateItem'],
       challenges: [],
       freshness: ['GetItem', 'PutItem'],
@@ -391,12 +383,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.deepEqual(services, ['dynamodb', 'kms', 'logs', 'sqs', 'xray']);
   });
 
-  it('offer-worker: campaigns and releases read, vehicles and updates read/write, counters and pacer state, queued targets through byCampaign, history append-only', () => {
+  it('offer-worker: campaigns and releases read, vehicles and updates read/write, counters and pacer state, queued targets through byCampaign', () => {
     assert.deepEqual(dynamoAccess('offer-worker'), {
       releases: ['GetItem'],
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem'],
-      history: ['PutItem'],
       campaigns: ['GetItem'],
       challenges: [],
       freshness: [],

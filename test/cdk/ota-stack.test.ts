@@ -118,7 +118,6 @@ describe('OtaStack', { timeout: 300_000 }, () => {
     assert.throws(() => new OtaStack(newApp(), 'Ota', { presignTtlSeconds: 0 }), /presignTtlSeconds/);
     assert.throws(() => new OtaStack(newApp(), 'Ota', { presignTtlSeconds: 604801 }), /presignTtlSeconds/);
     assert.throws(() => new OtaStack(newApp(), 'Ota', { tokenTtlSeconds: 1.5 }), /tokenTtlSeconds/);
-    assert.throws(() => new OtaStack(newApp(), 'Ota', { historyRetentionDays: -1 }), /historyRetentionDays/);
     assert.throws(() => new OtaStack(newApp(), 'Ota', { apiThrottlingBurstLimit: 0 }), /throttling/);
   });
 });

@@ -15,7 +15,6 @@ import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
 import {
   DynamoCampaignRepository,
-  DynamoHistoryRepository,
   DynamoUpdateRepository,
   DynamoVehicleRepository,
   documentClient,
@@ -366,7 +365,6 @@ describe('campaigns', { timeout: 180000 }, () => {
       campaigns,
       vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
       updates: racingUpdates,
-      history: new DynamoHistoryRepository(db, cloud.tables.history, 1),
       clock: systemClock,
     });
     assert.equal(await canceller.run('cancel-race', () => false), 'done');

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { DynamoHistoryRepository, documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { DynamoUpdateRepository, documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { UpdateHistoryReader } from '../../lambdas/core/update-history.js';
 import { StaticVehicleState } from '../../vehicle/vehicle-state.js';
 import {
   type AgentCloud,
@@ -108,10 +109,11 @@ describe('a late outcome after the backend timed the vehicle out', { timeout: 90
       assert.match(done.halt_reason ?? '', /was: wave 0: 1 of 1 outcomes failed \(100\.0%\)/);
 
       // The history keeps both: the backend's timeout and the car's completion.
-      const history = new DynamoHistoryRepository(
-        documentClient(new DynamoDBClient(clientConfig('DYNAMODB'))),
-        ac.cloud.tables.history,
-        1,
+      const history = new UpdateHistoryReader(
+        new DynamoUpdateRepository(
+          documentClient(new DynamoDBClient(clientConfig('DYNAMODB'))),
+          ac.cloud.tables.updates,
+        ),
       );
       const events = (await history.listForVehicle(vin, 100)).filter(
         (e) => e.updateId === 'campaign#late-outcome',

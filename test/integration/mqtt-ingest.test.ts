@@ -13,12 +13,9 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { IoTDataPlaneClient } from '@aws-sdk/client-iot-data-plane';
 import mqtt from 'mqtt';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import {
-  DynamoHistoryRepository,
-  DynamoUpdateRepository,
-  documentClient,
-} from '../../lambdas/adapters/dynamo-repositories.js';
+import { DynamoUpdateRepository, documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
 import { IotOfferPublisher } from '../../lambdas/adapters/iot-offer-publisher.js';
+import { UpdateHistoryReader } from '../../lambdas/core/update-history.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { offerFor, offerSchema } from '../../protocol/offer.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
@@ -34,7 +31,7 @@ let operator: Operator;
 const releaseKey = newReleaseKey();
 const vehicles = new Map<string, { vehicle: TestVehicle; certPem: string }>();
 let updates: DynamoUpdateRepository;
-let history: DynamoHistoryRepository;
+let history: UpdateHistoryReader;
 
 async function connect(vin: string): Promise<VehicleConnection> {
   const v = vehicles.get(vin)!;
@@ -100,7 +97,7 @@ before(async () => {
   }
   const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
   updates = new DynamoUpdateRepository(db, cloud.tables.updates);
-  history = new DynamoHistoryRepository(db, cloud.tables.history, 1);
+  history = new UpdateHistoryReader(updates);
 }, HOOK_TIMEOUT);
 
 after(async () => {

@@ -16,7 +16,6 @@ import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
 import { DynamoCounterRepository } from '../../lambdas/adapters/dynamo-counters.js';
 import {
   DynamoCampaignRepository,
-  DynamoHistoryRepository,
   DynamoReleaseRepository,
   DynamoUpdateRepository,
   DynamoVehicleRepository,
@@ -87,7 +86,6 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
       releases: new DynamoReleaseRepository(db, cloud.tables.releases),
       vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
       updates: new DynamoUpdateRepository(db, cloud.tables.updates, cloud.tables.counters),
-      history: new DynamoHistoryRepository(db, cloud.tables.history, 1),
       clock: systemClock,
     };
     const queued: OfferMessage[] = [];

@@ -8,8 +8,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type {
   CountMove,
-  HistoryEvent,
-  HistoryRepository,
   UpdateRecord,
   UpdateRepository,
   VehicleRecord,
@@ -40,7 +38,6 @@ function world(initial: Partial<UpdateRecord> = {}) {
     ...initial,
   };
   const writes: string[] = [];
-  const history: HistoryEvent[] = [];
   const updates = {
     get: async () => stored,
     listForVehicle: async () => [stored],
@@ -58,22 +55,16 @@ function world(initial: Partial<UpdateRecord> = {}) {
       void writes.push(`vehicle ${ecu}=${version} unlock ${campaignId}`),
     unlockCampaign: async () => void writes.push('vehicle unlock'),
   } as unknown as VehicleRepository;
-  const historyRepo = {
-    append: async (e: HistoryEvent) => {
-      writes.push(`history ${e.status}`);
-      history.push(e);
-    },
-  } as unknown as HistoryRepository;
   const service = new UpdateStatusService({
     vehicles,
     updates,
-    history: historyRepo,
     clock: { now: () => new Date(now) },
   });
   const vehicle = { vin: VIN, activeUpdateId: 'campaign#c1', ecus: [] } as unknown as VehicleRecord;
   return {
     writes,
-    history,
+    /** The history kept on the update item: one transition per stored status change. */
+    history: () => stored.history ?? [],
     stored: () => stored,
     advance: (seconds: number) => {
       now += seconds * 1000;
@@ -97,15 +88,12 @@ describe('progress coalescing', { timeout: 10_000 }, () => {
     await w.report({ status: 'completed', sequence: seq++ });
     assert.deepEqual(w.writes, [
       'update downloading 0 +count offered->downloading',
-      'history downloading',
       'update installing 0 +count downloading->installing',
-      'history installing',
       'update completed 100 +count installing->completed',
-      'history completed',
       'vehicle tcu=2.0.0 unlock c1',
     ]);
     assert.deepEqual(
-      w.history.map((e) => e.status),
+      w.history().map((e) => e.status),
       ['downloading', 'installing', 'completed'],
     );
   });
@@ -121,7 +109,7 @@ describe('progress coalescing', { timeout: 10_000 }, () => {
     assert.equal(w.stored().progress, 31);
     assert.equal(w.stored().lastSequence, 3);
     assert.deepEqual(
-      w.history.map((e) => e.status),
+      w.history().map((e) => e.status),
       ['downloading'],
       'no history item for progress',
     );
@@ -169,10 +157,6 @@ describe('progress coalescing', { timeout: 10_000 }, () => {
   it('releases the lock alone when a campaign update fails', async () => {
     const w = world({ status: 'installing', progress: 50, lastSequence: 3 });
     await w.report({ status: 'failed', reason: 'flash error', sequence: 4 });
-    assert.deepEqual(w.writes, [
-      'update failed 0 +count installing->failed',
-      'history failed',
-      'vehicle unlock',
-    ]);
+    assert.deepEqual(w.writes, ['update failed 0 +count installing->failed', 'vehicle unlock']);
   });
 });
