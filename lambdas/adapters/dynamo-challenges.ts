@@ -1,8 +1,9 @@
 /**
- * Login challenges in DynamoDB: one item per challenge, spent once by a conditional update (no function may delete
- * items; TTL removes spent and expired ones); per-VIN issue counters.
+ * Login challenges in DynamoDB: one item per VIN and minute holds that minute's issue count and each challenge
+ * issued in it (an attribute per challenge), so issuing is one write and spending (removing the attribute, by a
+ * conditional update: no function may delete items) another; TTL removes the window items.
  */
-import { type DynamoDBDocumentClient, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { type DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { ChallengeRepository } from '../core/ports.js';
 import { conditionally } from './dynamo-repositories.js';
 
@@ -12,43 +13,44 @@ export class DynamoChallengeRepository implements ChallengeRepository {
     private readonly table: string,
   ) {}
 
-  async countIssued(vin: string, window: number, limit: number, expiresAtSeconds: number): Promise<boolean> {
+  async issue(
+    vin: string,
+    window: number,
+    limit: number,
+    nonce: string,
+    expiresAtSeconds: number,
+  ): Promise<boolean> {
     return conditionally(
       this.db,
       new UpdateCommand({
         TableName: this.table,
-        Key: { id: `r#${vin}#${window}` },
-        UpdateExpression: 'ADD issued :one SET expiresAt = :exp',
+        Key: { id: windowKey(vin, window) },
+        // The window's count and this challenge (its expiry under its own attribute) in one write; later challenges
+        // of the window expire later, so the item's TTL follows the newest.
+        UpdateExpression: 'ADD issued :one SET expiresAt = :exp, #c = :exp',
         ConditionExpression: 'attribute_not_exists(issued) OR issued < :limit',
+        ExpressionAttributeNames: { '#c': challengeAttribute(nonce) },
         ExpressionAttributeValues: { ':one': 1, ':limit': limit, ':exp': expiresAtSeconds },
       }),
     );
   }
 
-  async put(vin: string, nonce: string, expiresAtSeconds: number): Promise<void> {
-    // The nonce is 256 random bits: a collision is not a case to handle, but never overwrite one either.
-    const written = await conditionally(
-      this.db,
-      new PutCommand({
-        TableName: this.table,
-        Item: { id: `c#${nonce}`, vin, expiresAt: expiresAtSeconds },
-        ConditionExpression: 'attribute_not_exists(id)',
-      }),
-    );
-    if (!written) throw new Error('challenge nonce collision');
-  }
-
-  async consume(vin: string, nonce: string, nowSeconds: number): Promise<boolean> {
-    // Expired items linger until TTL deletes them (within days): the condition, not TTL, enforces expiry.
+  async consume(vin: string, window: number, nonce: string, nowSeconds: number): Promise<boolean> {
+    // Spent by removing it: a second answer finds nothing. Expired challenges linger until TTL removes their
+    // window's item: the condition, not TTL, enforces expiry.
     return conditionally(
       this.db,
       new UpdateCommand({
         TableName: this.table,
-        Key: { id: `c#${nonce}` },
-        UpdateExpression: 'SET spentAt = :now',
-        ConditionExpression: 'vin = :v AND expiresAt > :now AND attribute_not_exists(spentAt)',
-        ExpressionAttributeValues: { ':v': vin, ':now': nowSeconds },
+        Key: { id: windowKey(vin, window) },
+        UpdateExpression: 'REMOVE #c',
+        ConditionExpression: 'attribute_exists(#c) AND #c > :now',
+        ExpressionAttributeNames: { '#c': challengeAttribute(nonce) },
+        ExpressionAttributeValues: { ':now': nowSeconds },
       }),
     );
   }
 }
+
+const windowKey = (vin: string, window: number) => `r#${vin}#${window}`;
+const challengeAttribute = (nonce: string) => `c_${nonce}`;

@@ -423,19 +423,37 @@ export class DynamoVehicleRepository implements VehicleRepository {
     );
   }
 
-  async takeRateToken(vin: string, window: number, limit: number): Promise<boolean> {
-    return conditionally(
-      this.db,
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { vin },
-        // One attribute per window; the previous window's is removed in the same write, so the item never grows.
-        UpdateExpression: 'ADD #cur :one REMOVE #prev',
-        ConditionExpression: 'attribute_exists(vin) AND (attribute_not_exists(#cur) OR #cur < :limit)',
-        ExpressionAttributeNames: { '#cur': `rate_${window}`, '#prev': `rate_${window - 1}` },
-        ExpressionAttributeValues: { ':one': 1, ':limit': limit },
-      }),
-    );
+  async takeRateToken(
+    vin: string,
+    window: number,
+    limit: number,
+    reserveCounter = false,
+  ): Promise<{ vehicle: VehicleRecord; counter?: number } | undefined> {
+    try {
+      const out = await this.db.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: { vin },
+          // One attribute per window; the previous window's is removed in the same write, so the item never grows.
+          UpdateExpression: reserveCounter
+            ? 'ADD #cur :one, assignmentCounter :one REMOVE #prev'
+            : 'ADD #cur :one REMOVE #prev',
+          ConditionExpression: 'attribute_exists(vin) AND (attribute_not_exists(#cur) OR #cur < :limit)',
+          ExpressionAttributeNames: { '#cur': `rate_${window}`, '#prev': `rate_${window - 1}` },
+          ExpressionAttributeValues: { ':one': 1, ':limit': limit },
+          // The vehicle as written: the caller needs it anyway, and this is consistent with the write.
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      const item = out.Attributes ?? {};
+      return {
+        vehicle: toVehicle(item),
+        ...(reserveCounter ? { counter: Number(item.assignmentCounter) } : {}),
+      };
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
   }
 
   async nextAssignmentCounter(vin: string, offer = false): Promise<number> {

@@ -117,13 +117,19 @@ export interface FreshnessAlertRecord {
  */
 export interface ChallengeRepository {
   /**
-   * Counts one issued challenge for the VIN in a fixed window; false when the window already holds `limit`.
-   * Counted for any VIN, registered or not, so the answer does not reveal which VINs exist.
+   * Issues a challenge: counts it in the VIN's fixed window and stores it there, in one write; false when the
+   * window already holds `limit`. Counted for any VIN, registered or not, so the answer does not reveal which VINs
+   * exist. Each challenge is kept on its own until spent or expired, so issuing one never displaces another.
    */
-  countIssued(vin: string, window: number, limit: number, expiresAtSeconds: number): Promise<boolean>;
-  put(vin: string, nonce: string, expiresAtSeconds: number): Promise<void>;
-  /** Spends the challenge if it was issued for this VIN and is unexpired: true exactly once per challenge. */
-  consume(vin: string, nonce: string, nowSeconds: number): Promise<boolean>;
+  issue(
+    vin: string,
+    window: number,
+    limit: number,
+    nonce: string,
+    expiresAtSeconds: number,
+  ): Promise<boolean>;
+  /** Spends the challenge if it was issued for this VIN in that window and is unexpired: true exactly once. */
+  consume(vin: string, window: number, nonce: string, nowSeconds: number): Promise<boolean>;
 }
 
 export interface VehicleRepository {
@@ -137,10 +143,17 @@ export interface VehicleRepository {
    */
   reserveOffer(vin: string, updateId: string): Promise<number>;
   /**
-   * Counts one request in the vehicle's current rate window; false when the window already holds limit requests.
-   * Windows are fixed (e.g. one minute), keyed by their start time.
+   * Counts one request in the vehicle's current rate window and answers the vehicle as that write left it (no
+   * second read); undefined when the window already holds limit requests or the vehicle does not exist. Windows
+   * are fixed (e.g. one minute), keyed by their start time. reserveCounter: the same write also takes the vehicle's
+   * next assignment counter (for a request that answers an assignment: one write instead of two).
    */
-  takeRateToken(vin: string, window: number, limit: number): Promise<boolean>;
+  takeRateToken(
+    vin: string,
+    window: number,
+    limit: number,
+    reserveCounter?: boolean,
+  ): Promise<{ vehicle: VehicleRecord; counter?: number } | undefined>;
   /**
    * Atomically increments and returns the vehicle's assignment counter (1 on first use). offer: the assignment
    * goes out in an offer the backend pushes, and the same write records the counter as the vehicle's latest

@@ -48,14 +48,13 @@ export class VehicleAuthService {
     const limit = this.deps.challengesPerVinPerMinute ?? DEFAULTS.challengesPerVinPerMinute;
     const minute = Math.floor(now / 60);
     // The counter outlives its window by a minute, then TTL removes it.
-    if (!(await this.deps.challenges.countIssued(vin, minute, limit, (minute + 2) * 60))) {
+    const nonce = makeNonce(minute);
+    if (!(await this.deps.challenges.issue(vin, minute, limit, nonce, expiresAt))) {
       throw new TooManyRequestsError(
         'rate_limited',
         `At most ${limit} challenges a minute for one vehicle; retry in a minute`,
       );
     }
-    const nonce = randomBytes(32).toString('base64url');
-    await this.deps.challenges.put(vin, nonce, expiresAt);
     return { nonce, expires_at: new Date(expiresAt * 1000).toISOString() };
   }
 
@@ -63,7 +62,9 @@ export class VehicleAuthService {
     const refused = () =>
       new UnauthorizedError('invalid_challenge', 'The challenge answer is invalid or expired');
     // Consume first: a challenge is spent by any attempt, right or wrong, so it cannot be brute-forced.
-    if (!(await this.deps.challenges.consume(vin, nonce, this.nowSeconds()))) throw refused();
+    const minute = nonceWindow(nonce);
+    if (minute === undefined || !(await this.deps.challenges.consume(vin, minute, nonce, this.nowSeconds())))
+      throw refused();
     const vehicle = await this.deps.vehicles.get(vin);
     // A revoked vehicle proves nothing by its key any more: no token (kill switch).
     if (!vehicle || vehicle.revokedAt !== undefined) throw refused();
@@ -89,6 +90,22 @@ export class VehicleAuthService {
 }
 
 /**
+ * A challenge nonce: 32 bytes, base64url (43 characters, as always), the first 4 the minute it was issued in, so
+ * the answer finds the window item that holds it; the other 28 random (224 bits). Clients treat it as opaque.
+ */
+function makeNonce(minute: number): string {
+  const bytes = randomBytes(32);
+  bytes.writeUInt32BE(minute >>> 0, 0);
+  return bytes.toString('base64url');
+}
+
+function nonceWindow(nonce: string): number | undefined {
+  const bytes = Buffer.from(nonce, 'base64url');
+  if (bytes.length !== 32 || bytes.toString('base64url') !== nonce) return undefined;
+  return bytes.readUInt32BE(0);
+}
+
+/**
  * Checks a vehicle request: a valid token (401), for the VIN in the path (403), of a registered vehicle whose
  * current device key is the one the token was bound to (401, so re-registering a vehicle revokes old tokens) and
  * that an operator has not revoked (401).
@@ -96,14 +113,30 @@ export class VehicleAuthService {
 export async function authorizeVehicle(
   authorization: string | undefined,
   pathVin: string,
-  deps: {
-    tokenKeys: () => Promise<readonly TrustedKey[]>;
-    vehicles: VehicleRepository;
-    clock: Clock;
-    /** Requests one vehicle may make per minute; the rest answer 429 and change nothing. */
-    ratePerMinute: number;
-  },
+  deps: VehicleAuthorizationDeps,
 ): Promise<VehicleRecord> {
+  return (await authorizeVehicleRequest(authorization, pathVin, deps)).vehicle;
+}
+
+export interface VehicleAuthorizationDeps {
+  tokenKeys: () => Promise<readonly TrustedKey[]>;
+  vehicles: VehicleRepository;
+  clock: Clock;
+  /** Requests one vehicle may make per minute; the rest answer 429 and change nothing. */
+  ratePerMinute: number;
+}
+
+/**
+ * authorizeVehicle, and with reserveCounter the vehicle's next assignment counter taken by the same write as the
+ * rate window (a request answering an assignment: download, initiate), so that request costs one vehicle write.
+ * A counter taken for a request that then fails is never used: counters only need to grow, gaps are harmless.
+ */
+export async function authorizeVehicleRequest(
+  authorization: string | undefined,
+  pathVin: string,
+  deps: VehicleAuthorizationDeps,
+  reserveCounter = false,
+): Promise<{ vehicle: VehicleRecord; counter?: number }> {
   const token = parseBearer(authorization);
   const claims = verifyToken(token, await deps.tokenKeys(), Math.floor(deps.clock.now().getTime() / 1000));
   if (claims.sub !== pathVin) {
@@ -112,19 +145,20 @@ export async function authorizeVehicle(
     });
   }
   const minute = Math.floor(deps.clock.now().getTime() / 60000);
-  if (!(await deps.vehicles.takeRateToken(pathVin, minute, deps.ratePerMinute))) {
+  const taken = await deps.vehicles.takeRateToken(pathVin, minute, deps.ratePerMinute, reserveCounter);
+  if (!taken) {
     throw new TooManyRequestsError(
       'rate_limited',
       `At most ${deps.ratePerMinute} requests a minute per vehicle`,
     );
   }
-  const vehicle = await deps.vehicles.get(pathVin);
-  if (!vehicle || vehicle.deviceKeyId !== claims.cnf) {
+  const { vehicle } = taken;
+  if (vehicle.deviceKeyId !== claims.cnf) {
     throw new UnauthorizedError('invalid_token', 'The bearer token is invalid');
   }
   // Tokens issued before a revoke are still unexpired and correctly signed: the registry flag decides.
   if (vehicle.revokedAt !== undefined) {
     throw new UnauthorizedError('vehicle_revoked', 'This vehicle has been revoked');
   }
-  return vehicle;
+  return taken;
 }

@@ -214,6 +214,8 @@ export class FirmwareOfferService {
     vehicle: VehicleRecord,
     version: string,
     mode: 'initiate' | 'download',
+    /** The vehicle's next assignment counter, already taken (authorizeVehicleRequest); else taken here. */
+    reservedCounter?: number,
   ): Promise<DownloadOffer> {
     const release = await this.resolveRelease(vehicle, version);
     const ecu = vehicle.ecus.find((e) => e.ecu === release.ecu)!;
@@ -233,10 +235,11 @@ export class FirmwareOfferService {
     if (mode === 'initiate' && update?.status === 'completed') {
       throw new ConflictError('already_installed', `Firmware ${version} is already installed`);
     }
-    let counter: number | undefined;
+    // One counter per answer: the reserved one, or one taken now.
+    let counter = reservedCounter;
     if (!update || (mode === 'initiate' && isTerminal(update.status))) {
       // The attempt records the counter of its first assignment, so reports about an older attempt are told apart.
-      counter = await this.assignments.reserveCounter(vehicle.vin);
+      counter ??= await this.assignments.reserveCounter(vehicle.vin);
       update = await this.startAttempt(vehicle, release, update, counter);
       if (update.offerCounter !== counter) counter = undefined;
     }

@@ -17,7 +17,7 @@ import {
 import { assignmentSigning } from '../core/env.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
-import { authorizeVehicle } from '../core/vehicle-auth.js';
+import { authorizeVehicleRequest } from '../core/vehicle-auth.js';
 import { FirmwareOfferService, UpdateStatusService } from '../core/vehicle-updates.js';
 
 const vehicles = repositories.vehicles();
@@ -45,13 +45,25 @@ const freshness = freshnessService(signer);
 
 const ratePerMinute = settings.vehicleRatePerMinute();
 
-function authorize(req: RouteRequest<unknown>) {
-  return authorizeVehicle(header(req.event, 'authorization'), req.params.vin!, {
-    tokenKeys,
-    vehicles,
-    clock: systemClock,
-    ratePerMinute,
-  });
+function authorizeRequest(req: RouteRequest<unknown>, reserveCounter = false) {
+  return authorizeVehicleRequest(
+    header(req.event, 'authorization'),
+    req.params.vin!,
+    { tokenKeys, vehicles, clock: systemClock, ratePerMinute },
+    reserveCounter,
+  );
+}
+
+async function authorize(req: RouteRequest<unknown>) {
+  return (await authorizeRequest(req)).vehicle;
+}
+
+/** A firmware request answers an assignment: its counter is taken by the rate window's write. */
+async function firmware(req: RouteRequest<unknown>, version: string, mode: 'initiate' | 'download') {
+  const { vehicle, counter } = await authorizeRequest(req, true);
+  const offer = await offers.requestFirmware(vehicle, version, mode, counter);
+  metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
+  return offer;
 }
 
 type FirmwareBody = RouteRequest<z.infer<typeof bodies.firmwareRequest>>;
@@ -61,19 +73,12 @@ const route = createRouter(
   {
     'GET /updates/{vin}': async (req: RouteRequest<undefined>) =>
       json(200, await statuses.list(await authorize(req))),
-    'POST /updates/{vin}/initiate': async (req: FirmwareBody) => {
-      const offer = await offers.requestFirmware(await authorize(req), req.body.firmware_version, 'initiate');
-      metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
-      return json(200, offer);
-    },
-    'POST /updates/{vin}/download': async (req: FirmwareBody) => {
-      const offer = await offers.requestFirmware(await authorize(req), req.body.firmware_version, 'download');
-      metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
-      return json(200, offer);
-    },
+    'POST /updates/{vin}/initiate': async (req: FirmwareBody) =>
+      json(200, await firmware(req, req.body.firmware_version, 'initiate')),
+    'POST /updates/{vin}/download': async (req: FirmwareBody) =>
+      json(200, await firmware(req, req.body.firmware_version, 'download')),
     'GET /updates/{vin}/firmware/{version}': async (req: RouteRequest<undefined>) => {
-      const offer = await offers.requestFirmware(await authorize(req), req.params.version!, 'download');
-      metrics.addMetric('DownloadUrlsIssued', 'Count', 1);
+      const offer = await firmware(req, req.params.version!, 'download');
       return json(
         302,
         { download_url: offer.download_url, expires_at: offer.expires_at } satisfies FirmwareRedirect,
