@@ -453,6 +453,23 @@ export interface PacerState {
   readonly waiting?: boolean;
   /** When the last step ran: a pacer silent for long (a lost message) is started again by the tick. */
   readonly steppedAt: string;
+  /**
+   * The page the last step saved before sending its takes, until it confirms they were sent: a step stopped in
+   * between is redone from it (offer-pacing.ts), so a saved page is never lost and never read twice.
+   */
+  readonly pending?: PacerPage;
+}
+
+/** A pacer step's page of the queue: the targets after `after` up to `lastKey`, all for wave `wave`. */
+export interface PacerPage {
+  /** The step's sequence number. */
+  readonly seq: number;
+  readonly wave: number;
+  /** Queue position before the page (UpdateRepository.pageQueued); absent: the queue's start. */
+  readonly after?: string;
+  /** waveKey of the page's last target. */
+  readonly lastKey: string;
+  readonly count: number;
 }
 
 /** Campaign counters sharded per wave (campaign-counters.ts), and the offer pacer's state. */
