@@ -5,38 +5,25 @@
  * same saved cursor, past the targets just taken, so both pages would join the wave. Each step now saves its page
  * with a write conditional on its sequence before it sends any take, so of the two only one sends.
  *
- * Runs the campaign engine and the offer worker over the local cloud's DynamoDB emulator (the conditional writes
- * are the emulator's); campaigns and their queued targets are seeded straight into the tables; the offers queue is
+ * Runs the campaign engine and the offer worker over the local cloud's DynamoDB emulator (test/support/offer-harness.ts;
+ * the conditional writes are the emulator's); campaigns and their queued targets are seeded straight into the tables; the offers queue is
  * a list this test delivers from (so it can run the restart at the worst moment), the publisher a list, and the
  * local cloud's own tick is off.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
-import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { DynamoCounterRepository } from '../../lambdas/adapters/dynamo-counters.js';
-import {
-  DynamoCampaignRepository,
-  DynamoHistoryRepository,
-  DynamoReleaseRepository,
-  DynamoUpdateRepository,
-  DynamoVehicleRepository,
-  documentClient,
-} from '../../lambdas/adapters/dynamo-repositories.js';
-import { CampaignEngine, PACER_SILENT_MS } from '../../lambdas/core/campaign-engine.js';
+import { PACER_SILENT_MS } from '../../lambdas/core/campaign-engine.js';
 import { DEFAULT_POLICY } from '../../lambdas/core/campaign-policy.js';
 import { shuffleKey } from '../../lambdas/core/campaigns.js';
-import { OfferWorker } from '../../lambdas/core/offer-pacing.js';
-import { type OfferMessage, systemClock } from '../../lambdas/core/ports.js';
-import { AssignmentIssuer } from '../../lambdas/core/vehicle-updates.js';
+import type { OfferMessage } from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
-import { KeyFileSigner } from '../../protocol/signatures.js';
 import { newReleaseKey, Operator, signedRelease } from '../support/fleet.js';
+import { offerHarness } from '../support/offer-harness.js';
 
 /** Wave 0 of 10 places out of 40 queued targets: an over-filled wave 0 would take from wave 1's share. */
 const TARGETS = 40;
@@ -73,20 +60,10 @@ after(async () => {
 
 /** The engine and worker over the cloud's tables, a list for the offers queue, and a clock the test can move. */
 function world() {
-  const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
   let skewMs = 0;
   const clock = { now: () => new Date(Date.now() + skewMs) };
-  const base = {
-    campaigns: new DynamoCampaignRepository(db, cloud.tables.campaigns),
-    counters: new DynamoCounterRepository(db, cloud.tables.counters),
-    releases: new DynamoReleaseRepository(db, cloud.tables.releases),
-    vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
-    updates: new DynamoUpdateRepository(db, cloud.tables.updates, cloud.tables.counters),
-    history: new DynamoHistoryRepository(db, cloud.tables.history, 1),
-    clock,
-  };
   const queued: OfferMessage[] = [];
-  /** Called with every batch sent, before it is queued: where the test injects the restart. */
+  /** Called with every batch sent, once it is queued: where the test injects the restart. */
   let onSend: (ms: readonly OfferMessage[]) => Promise<void> = async () => {};
   const offers = {
     send: async (ms: readonly { message: OfferMessage }[]) => {
@@ -97,16 +74,10 @@ function world() {
   };
   const warnings: string[] = [];
   const log = { warn: (message: string) => void warnings.push(message) };
-  const engine = new CampaignEngine({ ...base, offers, log });
-  const worker = new OfferWorker({
-    ...base,
+  const { db, base, engine, worker } = offerHarness(cloud, {
     offers,
     log,
-    assignments: new AssignmentIssuer({
-      vehicles: base.vehicles,
-      signer: new KeyFileSigner(readFileSync(cloud.signingKeyFile, 'utf8')),
-      clock: systemClock,
-    }),
+    clock,
     publisher: { publish: async () => {} },
   });
 
