@@ -1,7 +1,12 @@
-/** Operator routes: releases and the vehicle registry. IAM-authorised on AWS, admin token on the local cloud. */
+/**
+ * Operator routes: releases, the vehicle registry, campaigns and the audit log. IAM-authorised on AWS (one IAM role
+ * per operator role), local accounts on the local cloud. Every mutation is recorded in the audit log once answered.
+ */
 
 import { IoTClient } from '@aws-sdk/client-iot';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import type { z } from 'zod';
+import { HISTORY_LIMITS } from '../../protocol/fleet-view.js';
 import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
@@ -16,8 +21,10 @@ import {
   settings,
   tracer,
 } from '../adapters/runtime.js';
+import { type AuditFilter, AuditService } from '../core/audit.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
 import { ENV, optionalEnv, requireEnv } from '../core/env.js';
+import { FleetView, type VehicleFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
 import type { CertificateIssuer } from '../core/ports.js';
@@ -67,6 +74,9 @@ const campaigns = new CampaignService({
   clock: systemClock,
   jobs,
 });
+
+const audit = new AuditService(repositories.audit(), systemClock);
+const fleet = new FleetView({ vehicles: repositories.vehicles(), history: repositories.history() });
 
 const killSwitch = new KillSwitchService({
   releases: repositories.releases(),
@@ -129,6 +139,13 @@ const route = createRouter(
       metrics.addMetric('VehiclesRegistered', 'Count', 1);
       return json(201, registered);
     },
+    'GET /me': async ({ event }: RouteRequest<undefined>) => json(200, whoIs(event)),
+    'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
+      const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };
+      return json(200, await fleet.vehicles(filter, next_token));
+    },
+    'GET /vehicles/{vin}/history': async ({ params, query }: RouteRequest<undefined>) =>
+      json(200, await fleet.history(params.vin!, query.limit ?? HISTORY_LIMITS.default)),
     'GET /vehicles/{vin}': async ({ params }: RouteRequest<undefined>) =>
       json(200, await registry.get(params.vin!)),
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
@@ -141,6 +158,11 @@ const route = createRouter(
       json(200, await campaigns.vehicles(params.campaignId!, query.wave ?? 0, ...pageOf(query))),
     'GET /campaigns/{campaignId}/excluded': async ({ params, query }: RouteRequest<undefined>) =>
       json(200, await campaigns.excluded(params.campaignId!, ...pageOf(query))),
+    'GET /audit': async ({ query }: RouteRequest<undefined>) => {
+      const { limit, next_token, ...filter } = query as PageQuery & AuditFilter;
+      const page = await audit.list(filter, ...pageOf({ limit, next_token }));
+      return json(200, { entries: page.items, next_token: page.token ?? null });
+    },
     'POST /campaigns/{campaignId}/start': campaignAction('start'),
     'POST /campaigns/{campaignId}/pause': campaignAction('pause'),
     'POST /campaigns/{campaignId}/resume': campaignAction('resume'),
@@ -149,4 +171,20 @@ const route = createRouter(
   logger,
 );
 
-export const handler = instrumented(route);
+/**
+ * Records every mutation with its outcome once the route has answered. A failed audit write does not turn an
+ * answered mutation into an error (the caller would retry what already happened): it is logged and counted
+ * (AuditWriteFailed) for an alarm instead.
+ */
+async function audited(event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
+  const result = await route(event);
+  try {
+    await audit.record(event, result.statusCode, result.body);
+  } catch (err) {
+    logger.error('audit write failed', { error: err instanceof Error ? err.message : String(err) });
+    metrics.addMetric('AuditWriteFailed', 'Count', 1);
+  }
+  return result;
+}
+
+export const handler = instrumented(audited);

@@ -34,6 +34,7 @@ const tables = {
   challenges: table('TABLE_CHALLENGES'),
   freshness: table('TABLE_FRESHNESS'),
   exclusions: table('TABLE_EXCLUSIONS'),
+  audit: table('TABLE_AUDIT'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -103,6 +104,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: ['PutItem', 'UpdateItem'],
       freshness: [],
       exclusions: [],
+      audit: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -129,6 +131,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: ['GetItem'],
       exclusions: [],
+      audit: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -156,11 +159,13 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       vehicles: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
-      history: ['PutItem'],
+      history: ['PutItem', 'Query'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
       exclusions: ['PutItem', 'Query'],
+      // The audit log: appended (PutItem with attribute_not_exists, never Update or Delete) and listed (Query).
+      audit: ['PutItem', 'Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -204,6 +209,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: [],
+      audit: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -242,6 +248,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: [],
+      audit: [],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -308,6 +315,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: ['GetItem', 'PutItem'],
       exclusions: [],
+      audit: [],
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);
