@@ -58,7 +58,7 @@ export function BarChart(props: {
         maintainAspectRatio: false,
         indexAxis: props.horizontal ? 'y' : 'x',
         scales: {
-          x: { stacked: props.stacked ?? false },
+          x: { stacked: props.stacked ?? false, ticks: { precision: 0 } },
           y: { stacked: props.stacked ?? false, beginAtZero: true, ticks: { precision: 0 } },
         },
         plugins: { legend: { position: 'bottom' } },

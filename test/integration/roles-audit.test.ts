@@ -3,6 +3,7 @@
  * the route's roles (ROUTES) as IAM does on AWS, and every mutation, allowed or refused, is in the audit log.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -179,6 +180,45 @@ describe('operator roles and the audit log', { timeout: 180_000 }, () => {
       assert.equal(res.status, 403, res.raw.toString());
     }
     assert.equal((await auditEntries()).length, before);
+  });
+
+  it('the CLI acts as a role with --as: lists the audit log, and is refused what the role may not do', async () => {
+    const ota = (...args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((done, fail) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'bin/ota.ts', ...args], {
+          env: {
+            PATH: process.env.PATH ?? '',
+            OTA_ENDPOINT: cloud.endpoints.api,
+            OTA_CA_FILE: cloud.caFile,
+            OTA_OPERATORS_FILE: cloud.operatorsFile,
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+        });
+        child.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString();
+        });
+        child.on('error', fail);
+        child.on('close', (code) => done({ code, stdout, stderr }));
+      });
+    const listed = await ota('audit', 'list', '--as', 'viewer', '--outcome', 'refused', '--json');
+    assert.equal(listed.code, 0, listed.stderr);
+    const page = JSON.parse(listed.stdout) as { entries: { outcome: string; status: number }[] };
+    assert.ok(page.entries.length >= 4, 'the refusals above');
+    assert.ok(page.entries.every((e) => e.outcome === 'refused' && e.status === 403));
+    const refused = await ota('firmware', 'withdraw', 'tcu-2.0.0', '--as', 'operator');
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.stderr,
+      /forbidden: Role operator may not call POST \/releases\/\{releaseId\}\/withdraw/,
+    );
+    assert.match(refused.stderr, /local operator account/, 'the hint names the account');
+    const bad = await ota('audit', 'list', '--as', 'root');
+    assert.equal(bad.code, 2);
   });
 
   it('pages the log newest first and refuses malformed filters', async () => {
