@@ -14,6 +14,7 @@ import {
 } from './fleet-view.js';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import {
+  campaignCreatedSchema,
   campaignExcludedSchema,
   campaignListSchema,
   campaignVehiclesSchema,
@@ -91,6 +92,9 @@ export const campaignIdSchema = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -');
 
+/** A campaign's uploaded VIN list: one VIN a line (CR LF or LF), at most this many VINs and bytes. */
+export const VIN_LIST_LIMITS = { lines: 1_000_000, bytes: 24_000_000 } as const;
+
 const createCampaignSchema = z.strictObject({
   campaign_id: campaignIdSchema.optional(),
   name: plainText(128).min(1),
@@ -107,10 +111,23 @@ const createCampaignSchema = z.strictObject({
         .optional(),
       /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
       all: z.literal(true).optional(),
+      /**
+       * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
+       * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
+       */
+      vin_list: z
+        .strictObject({
+          size: z
+            .number()
+            .int()
+            .min(17)
+            .max(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
+        })
+        .optional(),
     })
     .refine(
-      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true,
-      'targets needs vins, a filter or all',
+      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
+      'targets needs vins, a filter, all or vin_list',
     ),
   policy: z
     .strictObject({
@@ -164,7 +181,7 @@ export const queries = {
   history: z.strictObject({ limit: z.coerce.number().int().min(1).max(HISTORY_LIMITS.max).optional() }),
 } as const;
 
-export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api';
+export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api' | 'registry-api';
 export type RouteAuth = 'none' | 'vehicle' | 'operator';
 
 export interface RouteDefinition {
@@ -342,7 +359,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'POST',
     resource: '/vehicles',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     roles: RELEASE_ROLES,
     body: bodies.registerVehicle,
@@ -386,7 +403,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'GET',
     resource: '/vehicles/{vin}',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     roles: ANY_ROLE,
     maxBodyBytes: 0,
@@ -396,7 +413,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'POST',
     resource: '/vehicles/{vin}/revoke',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     roles: RELEASE_ROLES,
     body: bodies.killSwitch,
@@ -413,8 +430,21 @@ export const ROUTES: readonly RouteDefinition[] = [
     roles: CAMPAIGN_ROLES,
     body: createCampaignSchema,
     maxBodyBytes: LARGE,
-    responses: { 201: campaignViewSchema },
-    summary: 'Create a staged campaign for a published release',
+    // 202: the targets are written in the background (status preparing); GET /campaigns/{id} shows progress.
+    responses: { 202: campaignCreatedSchema },
+    summary: 'Create a staged campaign for a published release (its targets are prepared in the background)',
+  },
+  {
+    method: 'POST',
+    resource: '/campaigns/{campaignId}/targets',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: CAMPAIGN_ROLES,
+    body: bodies.campaignAction,
+    maxBodyBytes: SMALL,
+    responses: { 202: campaignViewSchema },
+    summary:
+      'The VIN list is uploaded: check it (400 naming a bad line) and prepare the targets from it in the background',
   },
   {
     method: 'GET',
@@ -490,4 +520,4 @@ export const ROUTES: readonly RouteDefinition[] = [
   ),
 ];
 
-export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api'];
+export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api', 'registry-api'];

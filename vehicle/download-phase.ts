@@ -178,7 +178,8 @@ export class DownloadPhase {
         d.current.verified_bytes = m.size;
       }
     });
-    await this.ctx.reporter.status({ status: 'downloaded', ...reportBase(cur) });
+    // No 'downloaded' report: verify() follows at once (also after a restart in this phase) and reports
+    // 'verifying', which says as much; each status change costs the backend its writes (update, count, history).
   }
 
   async verify(cur: CurrentUpdate, offer: FullOffer): Promise<void> {

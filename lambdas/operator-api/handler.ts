@@ -1,16 +1,14 @@
 /**
- * Operator routes: releases, the vehicle registry, campaigns and the audit log. IAM-authorised on AWS (one IAM role
- * per operator role), local accounts on the local cloud. Every mutation is recorded in the audit log once answered.
+ * Operator routes: releases (with the release kill switch), campaigns, the fleet's read-only views and the audit
+ * log. IAM-authorised on AWS (one IAM role per operator role), local accounts on the local cloud. Every mutation is
+ * recorded in the audit log once answered. The vehicle registry's mutations and their IoT rights live in
+ * registry-api; its listings here only read tables.
  */
 
-import { IoTClient } from '@aws-sdk/client-iot';
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import type { z } from 'zod';
 import { HISTORY_LIMITS } from '../../protocol/fleet-view.js';
 import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
-import { clientConfig } from '../adapters/aws-clients.js';
-import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
-import { instrumented } from '../adapters/observability.js';
+import { audited, instrumented } from '../adapters/observability.js';
 import {
   jobQueue,
   logger,
@@ -19,30 +17,16 @@ import {
   releaseKeys,
   repositories,
   settings,
-  tracer,
 } from '../adapters/runtime.js';
 import { type AuditFilter, AuditService } from '../core/audit.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
-import { ENV, optionalEnv, requireEnv } from '../core/env.js';
 import { FleetView, type VehicleFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
-import type { CertificateIssuer } from '../core/ports.js';
 import { systemClock } from '../core/ports.js';
 import { ReleaseService } from '../core/releases.js';
-import { VehicleRegistryService } from '../core/vehicles.js';
-
-function certificateIssuer(): CertificateIssuer {
-  const policy = optionalEnv(ENV.iotPolicyName);
-  if (policy) {
-    const iot = tracer.captureAWSv3Client(new IoTClient(clientConfig('IOT')));
-    return new IotCertificateIssuer(iot, policy, requireEnv(ENV.iotThingType));
-  }
-  return new LocalCaCertificateIssuer(requireEnv(ENV.localCaDir));
-}
 
 const updates = repositories.updates();
-const issuer = certificateIssuer();
 const jobs = jobQueue();
 const releases = new ReleaseService({
   jobs,
@@ -52,12 +36,6 @@ const releases = new ReleaseService({
   trustedReleaseKeys: releaseKeys(),
   multipartThreshold: settings.multipartThresholdBytes(),
   partSize: settings.multipartPartBytes(),
-});
-const registry = new VehicleRegistryService({
-  vehicles: repositories.vehicles(),
-  updates,
-  issuer,
-  clock: systemClock,
 });
 
 /** A listing's query, validated against the route's schema (protocol/routes.ts queries.page). */
@@ -73,6 +51,8 @@ const campaigns = new CampaignService({
   history: repositories.history(),
   clock: systemClock,
   jobs,
+  objects: objectStore(),
+  preparation: repositories.preparation(),
 });
 
 const audit = new AuditService(repositories.audit(), systemClock);
@@ -85,7 +65,6 @@ const killSwitch = new KillSwitchService({
   campaigns: repositories.campaigns(),
   history: repositories.history(),
   clock: systemClock,
-  issuer,
   campaignService: campaigns,
 });
 
@@ -126,19 +105,6 @@ const route = createRouter(
       metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
       return json(200, withdrawn);
     },
-    'POST /vehicles/{vin}/revoke': async ({
-      params,
-      body,
-    }: RouteRequest<z.infer<typeof bodies.killSwitch>>) => {
-      const revoked = await killSwitch.revokeVehicle(params.vin!, body.reason);
-      metrics.addMetric('VehiclesRevoked', 'Count', 1);
-      return json(200, revoked);
-    },
-    'POST /vehicles': async ({ body }: RouteRequest<z.infer<typeof bodies.registerVehicle>>) => {
-      const registered = await registry.register(body);
-      metrics.addMetric('VehiclesRegistered', 'Count', 1);
-      return json(201, registered);
-    },
     'GET /me': async ({ event }: RouteRequest<undefined>) => json(200, whoIs(event)),
     'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
       const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };
@@ -146,10 +112,10 @@ const route = createRouter(
     },
     'GET /vehicles/{vin}/history': async ({ params, query }: RouteRequest<undefined>) =>
       json(200, await fleet.history(params.vin!, query.limit ?? HISTORY_LIMITS.default)),
-    'GET /vehicles/{vin}': async ({ params }: RouteRequest<undefined>) =>
-      json(200, await registry.get(params.vin!)),
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
-      json(201, await campaigns.create(body)),
+      json(202, await campaigns.create(body)),
+    'POST /campaigns/{campaignId}/targets': async ({ params }: RouteRequest<undefined>) =>
+      json(202, await campaigns.completeTargets(params.campaignId!)),
     'GET /campaigns': async ({ query }: RouteRequest<undefined>) =>
       json(200, await campaigns.list(...pageOf(query))),
     'GET /campaigns/{campaignId}': async ({ params }: RouteRequest<undefined>) =>
@@ -171,20 +137,4 @@ const route = createRouter(
   logger,
 );
 
-/**
- * Records every mutation with its outcome once the route has answered. A failed audit write does not turn an
- * answered mutation into an error (the caller would retry what already happened): it is logged and counted
- * (AuditWriteFailed) for an alarm instead.
- */
-async function audited(event: APIGatewayProxyEvent): Promise<APIGatewayProxyResult> {
-  const result = await route(event);
-  try {
-    await audit.record(event, result.statusCode, result.body);
-  } catch (err) {
-    logger.error('audit write failed', { error: err instanceof Error ? err.message : String(err) });
-    metrics.addMetric('AuditWriteFailed', 'Count', 1);
-  }
-  return result;
-}
-
-export const handler = instrumented(audited);
+export const handler = instrumented(audited(route, audit));

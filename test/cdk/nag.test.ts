@@ -135,6 +135,7 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
       'Ota/IngestFunction/TracingPolicy',
       'Ota/JobsWorkerFunction/TracingPolicy',
       'Ota/OperatorApiFunction/TracingPolicy',
+      'Ota/RegistryApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
     assert.deepEqual(
