@@ -12,25 +12,31 @@ import { build, type Plugin } from 'esbuild';
 const SOURCE = fileURLToPath(new URL('../console', import.meta.url));
 export const CONSOLE_DIST = fileURLToPath(new URL('../dist/console', import.meta.url));
 /** The issue's budget for JavaScript shipped to the browser. */
-export const CONSOLE_JS_BUDGET_GZIP = 300 * 1024;
+export const CONSOLE_JS_BUDGET_GZIP = 300_000;
 
 /**
  * The protocol's route table reaches modules that import node:crypto and node:fs for signing and hashing the
  * console never does (it uses the schemas, types and route roles only). Those imports resolve to a module whose
- * functions throw, so a call that should never happen in the browser fails loudly instead of bundling Node.
+ * functions throw, so a call that should never happen in the browser fails loudly instead of bundling Node. The
+ * stub exports every name the real Node module has (read at build time), so a new import in the protocol does not
+ * break the console's build.
  */
 const nodeStubs: Plugin = {
   name: 'node-stubs',
   setup(b) {
     b.onResolve({ filter: /^node:/ }, (args) => ({ path: args.path, namespace: 'node-stub' }));
-    b.onLoad({ filter: /.*/, namespace: 'node-stub' }, (args) => ({
-      contents: `const unavailable = () => { throw new Error(${JSON.stringify(`${args.path} is not available in the browser`)}); };
-export const createHash = unavailable, createPrivateKey = unavailable, createPublicKey = unavailable,
-  sign = unavailable, verify = unavailable, readFileSync = unavailable, randomBytes = unavailable;
+    b.onLoad({ filter: /.*/, namespace: 'node-stub' }, async (args) => {
+      const names = Object.keys((await import(args.path)) as object).filter(
+        (n) => n !== 'default' && n !== 'webcrypto' && /^[A-Za-z_$][\w$]*$/.test(n),
+      );
+      return {
+        contents: `const unavailable = () => { throw new Error(${JSON.stringify(`${args.path} is not available in the browser`)}); };
+export const ${names.map((n) => `${n} = unavailable`).join(', ')};
 export const webcrypto = globalThis.crypto;
 export default {};`,
-      loader: 'js',
-    }));
+        loader: 'js',
+      };
+    });
   },
 };
 

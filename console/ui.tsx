@@ -82,3 +82,53 @@ export function Progress({ label, value, max }: { label: string; value: number; 
     </div>
   );
 }
+
+/**
+ * A paginated listing (every list route answers a page and a next_token): loads the current page, again every
+ * `everyMs`, and keeps the tokens of the pages before it so the operator can go forward and back.
+ */
+export function usePaged<T extends { next_token: string | null }>(
+  load: (token: string | undefined) => Promise<T>,
+  deps: unknown[],
+  everyMs?: number,
+) {
+  const [tokens, setTokens] = useState<string[]>([]);
+  const token = tokens[tokens.length - 1];
+  const page = useLoad(() => load(token), [...deps, token], everyMs);
+  return {
+    ...page,
+    /** Back to the first page (a new filter). */
+    first: () => setTokens([]),
+    pager: (labels: { back: string; forward: string } = { back: 'Previous page', forward: 'Next page' }) => (
+      <div class="pager">
+        {tokens.length > 0 && (
+          <button type="button" onClick={() => setTokens(tokens.slice(0, -1))}>
+            {labels.back}
+          </button>
+        )}
+        {page.data?.next_token && (
+          <button type="button" onClick={() => setTokens([...tokens, page.data!.next_token!])}>
+            {labels.forward}
+          </button>
+        )}
+      </div>
+    ),
+  };
+}
+
+/** Every page of a listing, up to `maxPages` (for counts and choices); `partial` says it stopped early. */
+export async function allPages<T extends { next_token: string | null }, I>(
+  load: (token: string | undefined) => Promise<T>,
+  items: (page: T) => readonly I[],
+  maxPages = 20,
+): Promise<{ items: I[]; partial: boolean }> {
+  const all: I[] = [];
+  let token: string | undefined;
+  let pages = 0;
+  do {
+    const page = await load(token);
+    all.push(...items(page));
+    token = page.next_token ?? undefined;
+  } while (token && ++pages < maxPages);
+  return { items: all, partial: token !== undefined };
+}

@@ -1,17 +1,15 @@
 /** The audit log: every operator mutation and refusal, newest first, with filters. */
 import { useState } from 'preact/hooks';
 import type { AuditPage } from '../../protocol/audit.js';
-import { ErrorNote, useLoad, useSession, when } from '../ui.js';
+import { ErrorNote, usePaged, useSession, when } from '../ui.js';
 
 export function AuditLog() {
   const { api } = useSession();
   const [filter, setFilter] = useState({ actor: '', role: '', outcome: '', target: '' });
   const [applied, setApplied] = useState(filter);
-  const [tokens, setTokens] = useState<string[]>([]);
-  const token = tokens[tokens.length - 1];
-  const page = useLoad(
-    () => api.get<AuditPage>('/audit', { ...applied, limit: 50, next_token: token }),
-    [applied, token],
+  const page = usePaged(
+    (token) => api.get<AuditPage>('/audit', { ...applied, limit: 50, next_token: token }),
+    [applied],
   );
   const update = (name: keyof typeof filter) => (e: Event) =>
     setFilter({ ...filter, [name]: (e.target as HTMLInputElement | HTMLSelectElement).value });
@@ -39,7 +37,7 @@ export function AuditLog() {
         class="filters"
         onSubmit={(e) => {
           e.preventDefault();
-          setTokens([]);
+          page.first();
           setApplied(filter);
         }}
       >
@@ -81,18 +79,7 @@ export function AuditLog() {
           ))}
         </tbody>
       </table>
-      <div class="pager">
-        {tokens.length > 0 && (
-          <button type="button" onClick={() => setTokens(tokens.slice(0, -1))}>
-            Newer
-          </button>
-        )}
-        {page.data?.next_token && (
-          <button type="button" onClick={() => setTokens([...tokens, page.data!.next_token!])}>
-            Older
-          </button>
-        )}
-      </div>
+      {page.pager({ back: 'Newer', forward: 'Older' })}
     </section>
   );
 }

@@ -2,38 +2,43 @@
 import type { VehicleList } from '../../protocol/fleet-view.js';
 import type { CampaignList } from '../../protocol/operator-responses.js';
 import { BarChart, colourOf } from '../chart.js';
-import { ErrorNote, useLoad, useSession } from '../ui.js';
+import { allPages, ErrorNote, useLoad, useSession } from '../ui.js';
 
 /** The overview counts at most this many scan pages (500 vehicles each) and says so when the fleet is larger. */
 const MAX_PAGES = 20;
-const FINISHED = new Set(['completed', 'cancelled']);
+const FINISHED = new Set(['completed', 'cancelled', 'failed']);
 
 export function Overview() {
   const { api } = useSession();
   const fleet = useLoad(async () => {
+    const { items, partial } = await allPages(
+      (token) => api.get<VehicleList>('/vehicles', { next_token: token }),
+      (page) => page.vehicles,
+      MAX_PAGES,
+    );
     const perModel = new Map<string, Map<string, number>>();
-    let token: string | undefined;
-    let counted = 0;
-    let pages = 0;
-    do {
-      const page: VehicleList = await api.get('/vehicles', { next_token: token });
-      for (const v of page.vehicles) {
-        const version = v.ecus.map((e) => `${e.ecu} ${e.version}`).join(', ');
-        const versions = perModel.get(v.model) ?? new Map<string, number>();
-        versions.set(version, (versions.get(version) ?? 0) + 1);
-        perModel.set(v.model, versions);
-      }
-      counted += page.vehicles.length;
-      token = page.next_token ?? undefined;
-      pages++;
-    } while (token && pages < MAX_PAGES);
-    return { perModel, counted, partial: token !== undefined };
+    for (const v of items) {
+      const version = v.ecus.map((e) => `${e.ecu} ${e.version}`).join(', ');
+      const versions = perModel.get(v.model) ?? new Map<string, number>();
+      versions.set(version, (versions.get(version) ?? 0) + 1);
+      perModel.set(v.model, versions);
+    }
+    return { perModel, counted: items.length, partial };
   }, []);
-  const campaigns = useLoad(() => api.get<CampaignList>('/campaigns', { limit: 100 }), [], 5000);
+  // Every page of campaigns (up to 20 of 1,000): an active campaign may be on any page.
+  const campaigns = useLoad(
+    () =>
+      allPages(
+        (token) => api.get<CampaignList>('/campaigns', { limit: 1000, next_token: token }),
+        (page) => page.campaigns,
+      ),
+    [],
+    5000,
+  );
 
   const models = [...(fleet.data?.perModel.keys() ?? [])].sort();
   const versions = [...new Set(models.flatMap((m) => [...fleet.data!.perModel.get(m)!.keys()]))].sort();
-  const active = (campaigns.data?.campaigns ?? []).filter((c) => !FINISHED.has(c.status));
+  const active = (campaigns.data?.items ?? []).filter((c) => !FINISHED.has(c.status));
   return (
     <section aria-labelledby="overview-title">
       <h1 id="overview-title">Fleet overview</h1>
@@ -86,9 +91,10 @@ export function Overview() {
         <ul>
           {active.map((c) => (
             <li key={c.campaign_id}>
-              <a href={`#/campaigns/${c.campaign_id}`}>{c.name}</a> ({c.campaign_id}): {c.status}, wave{' '}
-              {c.current_wave + 1} of {c.waves.length}, {c.counts.completed ?? 0} of {c.target_count}{' '}
-              completed
+              <a href={`#/campaigns/${c.campaign_id}`}>{c.name}</a> ({c.campaign_id}): {c.status}
+              {c.status === 'preparing'
+                ? `, ${c.preparation?.targeted ?? 0} targeted so far`
+                : `, wave ${c.current_wave + 1} of ${c.waves.length}, ${c.counts.completed ?? 0} of ${c.target_count} completed`}
             </li>
           ))}
         </ul>

@@ -1,11 +1,17 @@
 /** Releases: the list, one release with its manifest, and upload + publish of a signed release with progress. */
 import { useState } from 'preact/hooks';
 import type { ReleaseCreated, ReleaseList, ReleaseView } from '../../protocol/operator-responses.js';
-import { bytes, ErrorNote, Progress, useCan, useLoad, useSession, when } from '../ui.js';
+import { bytes, ErrorNote, Progress, useCan, useLoad, usePaged, useSession, when } from '../ui.js';
+
+/** Releases per page of the list. */
+const PAGE_SIZE = 25;
 
 export function Releases() {
   const { api } = useSession();
-  const list = useLoad(() => api.get<ReleaseList>('/releases', { limit: 100 }), []);
+  const list = usePaged(
+    (token) => api.get<ReleaseList>('/releases', { limit: PAGE_SIZE, next_token: token }),
+    [],
+  );
   const canCreate = useCan('POST', '/releases');
   return (
     <section aria-labelledby="releases-title">
@@ -39,6 +45,7 @@ export function Releases() {
           ))}
         </tbody>
       </table>
+      {list.pager()}
     </section>
   );
 }

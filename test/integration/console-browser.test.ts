@@ -96,9 +96,13 @@ after(async () => {
 async function signIn(role: OperatorRole) {
   const account = cloud.operators.find((a) => a.role === role)!;
   await page.goto(cloud.endpoints.console);
+  // The page restores a stored session (GET /me) before it shows either the shell or the sign-in form: wait for
+  // one of them, so a slow restore is not taken for "signed out".
   const out = page.getByRole('button', { name: 'Sign out' });
-  if (await out.isVisible().catch(() => false)) await out.click();
-  await page.getByLabel('Access key id').fill(account.accessKeyId);
+  const keyId = page.getByLabel('Access key id');
+  await out.or(keyId).waitFor();
+  if (await out.isVisible()) await out.click();
+  await keyId.fill(account.accessKeyId);
   await page.getByLabel('Secret access key').fill(account.secretAccessKey);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator(`.who[data-role="${role}"]`).waitFor();
@@ -163,6 +167,7 @@ describe('the operator console in chromium', { timeout: 600_000 }, () => {
     await page.getByText(signed.manifest.sha256, { exact: true }).waitFor();
     await shot('release-detail');
     await page.getByRole('link', { name: 'Releases' }).click();
+    await page.getByRole('link', { name: 'tcu-2.0.0' }).waitFor();
     await shot('releases');
     // Campaign controls are not the release-manager's.
     await page.getByRole('link', { name: 'Campaigns' }).click();
@@ -180,7 +185,12 @@ describe('the operator console in chromium', { timeout: 600_000 }, () => {
     await page.getByRole('button', { name: 'Preview targets' }).click();
     await page.locator(`[data-preview="${FLEET}"]`).getByText('waves of 1, 3 vehicles').waitFor();
     await page.getByRole('button', { name: 'Create campaign' }).click();
+    // 202 preparing: the page follows the background preparation of the targets to created, and says what it did.
     await page.locator('[data-status="created"]').waitFor({ timeout: 30_000 });
+    await page
+      .locator('[data-preparation="finished"]')
+      .getByText(new RegExp(`Prepared: ${FLEET} targeted, 0 excluded`))
+      .waitFor();
     const campaignId = decodeURIComponent(page.url().split('/').pop()!);
 
     page.once('dialog', (d) => void d.accept());
