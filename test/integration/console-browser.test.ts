@@ -251,6 +251,11 @@ describe('the operator console in chromium', { timeout: 600_000 }, () => {
       .getByText('completed')
       .first()
       .waitFor();
+    // The vehicle itself (registry-api) answers separately from its history: its ECU shows the installed version.
+    await page
+      .getByRole('table', { name: 'ECUs' })
+      .getByRole('cell', { name: '2.0.0', exact: true })
+      .waitFor();
     await shot('vehicle-detail');
     for (const view of ['#/', '#/releases', '#/campaigns', '#/vehicles', '#/audit']) {
       await page.goto(`${cloud.endpoints.console}${view}`);
