@@ -101,12 +101,19 @@ describe('operator identities and roles', { timeout: 300_000 }, () => {
     const operator = allowedRoutes('operator');
     assert.ok(operator.includes('POST /campaigns'));
     assert.ok(operator.includes('POST /campaigns/*/start'));
+    // The VIN-list upload's completion (asynchronous creation) is a campaign mutation like creation itself.
+    assert.ok(operator.includes('POST /campaigns/*/targets'));
+    assert.ok(viewer.includes('GET /campaigns/*/excluded'));
+    assert.ok(!viewer.includes('POST /campaigns/*/targets'));
     assert.ok(!operator.includes('POST /releases/*/publish'));
     assert.ok(!operator.includes('POST /vehicles'));
     const releases = allowedRoutes('release-manager');
     assert.ok(releases.includes('POST /releases/*/publish'));
     assert.ok(releases.includes('POST /vehicles'));
     assert.ok(!releases.includes('POST /campaigns'));
+    assert.ok(!releases.includes('POST /campaigns/*/targets'));
+    assert.ok(releases.includes('POST /vehicles/*/revoke'));
+    assert.ok(!operator.includes('POST /vehicles/*/revoke'));
     assert.ok(!releases.includes('POST /campaigns/*/cancel'));
     const operatorRoutes = ROUTES.filter((r) => r.auth === 'operator');
     assert.equal(allowedRoutes('admin').length, operatorRoutes.length, 'admin: every operator route');
