@@ -374,12 +374,13 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asOperator('GET', '/vehicles?version=new', 400);
     const history = await asOperator('GET', `/vehicles/${VIN}/history?limit=50`, 200);
     assert.ok(history.json.events.some((e: { status: string }) => e.status === 'downloading'));
-    // Newest first: the replayed report (not applied), then the completion.
+    // Newest first: the completion, then the download before it. The replayed report above is not in it: the
+    // history keeps status changes only (issue 12 point 5).
     assert.deepEqual(
       history.json.events.slice(0, 2).map((e: { status: string; applied: boolean }) => [e.status, e.applied]),
       [
-        ['downloading', false],
         ['completed', true],
+        ['downloading', true],
       ],
     );
     await asOperator('GET', '/vehicles/1M8GDM9AXKP042788/history', 404);
