@@ -115,7 +115,7 @@ export class OperatorConsole extends Construct {
     this.distribution = new cloudfront.Distribution(this, 'Distribution', {
       comment: 'Fleet OTA operator console',
       defaultRootObject: 'index.html',
-      minimumProtocolVersion: cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021,
+      // No minimumProtocolVersion: it has no effect with the default certificate (CFR4 below says why).
       httpVersion: cloudfront.HttpVersion.HTTP2_AND_3,
       defaultBehavior: {
         origin: origins.S3BucketOrigin.withOriginAccessControl(this.bucket),
