@@ -35,6 +35,7 @@ const tables = {
   freshness: table('TABLE_FRESHNESS'),
   exclusions: table('TABLE_EXCLUSIONS'),
   counters: table('TABLE_COUNTERS'),
+  audit: table('TABLE_AUDIT'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -106,6 +107,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: [],
       counters: [],
+      audit: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -134,6 +136,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: ['GetItem'],
       exclusions: [],
       counters: ['UpdateItem'],
+      audit: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -162,12 +165,14 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       // Vehicles are created by registry-api only.
       vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
-      history: ['PutItem'],
+      history: ['PutItem', 'Query'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
       exclusions: ['Query'],
       counters: ['Query'],
+      // The audit log: appended (PutItem with attribute_not_exists, never Update or Delete) and listed (Query).
+      audit: ['PutItem', 'Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -203,7 +208,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history append-only; no S3, KMS or queue (issue 18 #9)', () => {
+  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history and audit append-only; no S3, KMS or queue (issue 18 #9)', () => {
     assert.deepEqual(dynamoAccess('registry-api'), {
       releases: [],
       vehicles: ['GetItem', 'PutItem', 'UpdateItem'],
@@ -215,6 +220,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       exclusions: [],
       // A revoke's withdrawn campaign update moves its count shard in the same transaction.
       counters: ['UpdateItem'],
+      // Its mutations are audited (PutItem only); the log is listed by operator-api's GET /audit.
+      audit: ['PutItem'],
     });
     assert.deepEqual(indexAccess('registry-api'), []);
     for (const prefix of ['s3:', 'kms:', 'sqs:']) {
@@ -241,6 +248,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: [],
       counters: ['UpdateItem'],
+      audit: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -282,6 +290,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: ['PutItem'],
       counters: ['UpdateItem'],
+      audit: [],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -350,6 +359,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: ['GetItem', 'PutItem'],
       exclusions: [],
       counters: ['GetItem', 'PutItem', 'Query', 'UpdateItem'],
+      audit: [],
     });
     // Running campaigns by status; overdue updates by deadline. It never reads a wave (no byCampaign).
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byDeadline']);
@@ -402,6 +412,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: [],
       counters: ['GetItem', 'PutItem', 'UpdateItem'],
+      audit: [],
     });
     assert.deepEqual(indexAccess('offer-worker'), ['updates/byCampaign']);
   });
