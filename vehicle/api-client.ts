@@ -162,14 +162,25 @@ export class VehicleApiClient implements VehicleApi {
 
   private async login(signal: AbortSignal | undefined): Promise<string> {
     const vin = this.options.vin;
-    const challenge = await this.call('POST', '/auth/challenge', { vin }, signal, challengeAnswerSchema);
-    const issued = await this.call(
-      'POST',
-      '/auth/token',
-      { vin, nonce: challenge.nonce, signature: this.options.signChallenge(challenge.nonce) },
-      signal,
-      tokenAnswerSchema,
-    );
+    let issued: z.infer<typeof tokenAnswerSchema> | undefined;
+    // A challenge lives two minutes and is spent by any answer: one that expired while the answer waited (a stalled
+    // link, a queue) or whose answer was lost after it was spent is refused with invalid_challenge, and only a
+    // fresh challenge helps. Twice more, then the error goes up (a wrong key fails every time).
+    for (let attempt = 0; issued === undefined; attempt++) {
+      const challenge = await this.call('POST', '/auth/challenge', { vin }, signal, challengeAnswerSchema);
+      try {
+        issued = await this.call(
+          'POST',
+          '/auth/token',
+          { vin, nonce: challenge.nonce, signature: this.options.signChallenge(challenge.nonce) },
+          signal,
+          tokenAnswerSchema,
+        );
+      } catch (err) {
+        if (!(err instanceof ApiError && err.code === 'invalid_challenge' && attempt < 2)) throw err;
+        this.logger.info('challenge refused; logging in with a fresh one', { attempt });
+      }
+    }
     this.token = { value: issued.token, expiresAt: this.runtime.now() + issued.expires_in * 1000 };
     this.logger.debug('logged in', { expires_in: issued.expires_in });
     return issued.token;
