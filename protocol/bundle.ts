@@ -14,6 +14,7 @@
  * a signature over a manifest can never be taken for one over a bundle and the backend alone cannot make one.
  */
 import * as z from 'zod';
+import { assignmentSignedBy, type SignedAssignment } from './assignment.js';
 import { canonicalJson } from './canonical-json.js';
 import { ProtocolError } from './errors.js';
 import type { ReleaseManifest } from './manifest.js';
@@ -291,4 +292,25 @@ export function planBundle(bundle: Bundle, inventory: Inventory): BundleStep[] {
     }
     return { ecu, from: runs.version, to: member.version, unchanged: order === 0, downgrade: order < 0 };
   });
+}
+
+/** Why a backend assignment does not authorise this bundle for this vehicle now; undefined when it does. */
+export function bundleAssignmentProblem(
+  signed: SignedAssignment,
+  bundle: Bundle,
+  ctx: { keys: readonly TrustedKey[]; vin: string; now: Date; lastCounter: number },
+): string | undefined {
+  if (!assignmentSignedBy(signed, ctx.keys)) return 'the assignment does not chain to a trusted backend key';
+  const a = signed.assignment;
+  if (a.vin !== ctx.vin) return `the assignment is for ${a.vin}, not this vehicle`;
+  if (Date.parse(a.expires_at) <= ctx.now.getTime()) return `the assignment expired at ${a.expires_at}`;
+  if (a.counter <= ctx.lastCounter) return `assignment counter ${a.counter} is not above ${ctx.lastCounter}`;
+  if (
+    a.ecu !== BUNDLE_ASSIGNMENT_ECU ||
+    a.release_id !== bundle.bundle_id ||
+    a.manifest_sha256 !== bundleDigest(bundle)
+  ) {
+    return `the assignment does not bind bundle ${bundle.bundle_id} ${bundle.version}`;
+  }
+  return undefined;
 }
