@@ -42,7 +42,7 @@ async function view(vin: string): Promise<VehicleView> {
   return res.json as VehicleView;
 }
 
-describe('vehicle software inventory', { timeout: 90_000 }, () => {
+describe('vehicle software inventory', { timeout: 180_000 }, () => {
   it('is reported after registration and after an install, and shown to operators', async () => {
     const vin = '1HGCM82633A200001';
     const dir = await registerAgentVehicle(ac, vin);
@@ -53,7 +53,7 @@ describe('vehicle software inventory', { timeout: 90_000 }, () => {
     try {
       await vehicle.events.waitFor(
         (e) => e.type === 'inventory' && e.applied,
-        15_000,
+        45_000,
         'first inventory report',
       );
       const first = await view(vin);
@@ -66,7 +66,7 @@ describe('vehicle software inventory', { timeout: 90_000 }, () => {
       assert.equal(outcome.status, 'completed', outcome.reason);
       await waitUntil(
         async () => (await view(vin)).inventory?.ecus[0]?.version === '2.0.0',
-        15_000,
+        45_000,
         'inventory 2.0.0',
       );
       const after = await view(vin);
