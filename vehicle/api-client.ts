@@ -3,8 +3,10 @@
  * they expire and once more on a 401, and the update routes. Responses are validated; a download answer whose
  * manifest or assignment does not parse is refused here, before anything acts on it.
  */
+
 import * as z from 'zod';
 import { type FreshnessAlert, type FreshnessAnswer, freshnessAnswerSchema } from '../protocol/freshness.js';
+import { type InventoryAnswer, type InventoryReport, inventoryAnswerSchema } from '../protocol/inventory.js';
 import {
   challengeAnswerSchema,
   type DownloadAnswer,
@@ -33,6 +35,8 @@ export interface VehicleApi {
   freshness?(signal?: AbortSignal): Promise<FreshnessAnswer>;
   /** Reports a withheld offer or missing statements. */
   freshnessAlert?(alert: FreshnessAlert, signal?: AbortSignal): Promise<unknown>;
+  /** Reports what every ECU runs (absent: the inventory is not reported). */
+  reportInventory?(report: InventoryReport, signal?: AbortSignal): Promise<InventoryAnswer>;
 }
 
 export interface VehicleApiClientOptions {
@@ -119,6 +123,16 @@ export class VehicleApiClient implements VehicleApi {
       alert,
       signal,
       z.unknown(),
+    );
+  }
+
+  reportInventory(report: InventoryReport, signal?: AbortSignal): Promise<InventoryAnswer> {
+    return this.authorized(
+      'POST',
+      `/updates/${this.options.vin}/inventory`,
+      report,
+      signal,
+      inventoryAnswerSchema,
     );
   }
 
