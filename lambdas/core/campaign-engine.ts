@@ -149,13 +149,16 @@ export class CampaignEngine {
 
   /**
    * Starts the campaign's pacer when the current wave has not been paced yet, when it stopped while the campaign
-   * was paused or halted, or when it has been silent too long though its wave is not full. Starting takes the next sequence number (a conditional write), so a chain
-   * still running from before stops at its next step: at most one pacer per campaign makes progress.
+   * was paused or halted, or when it has been silent too long though its wave is not full (or its last page was not
+   * confirmed sent). Starting takes the next sequence number (a conditional write), so a step of a chain still
+   * running from before fails its own save and sends nothing: at most one pacer per campaign takes targets.
    */
   private async keepPacing(c: CampaignRecord, now: Date): Promise<void> {
     const state = await this.deps.counters.pacer(c.campaignId);
     if (state && state.wave === c.currentWave) {
-      if (state.idle) return;
+      // Full, unless its last page was saved and never confirmed sent (that step stopped): then restarted when
+      // silent, so the next step sends that page's takes.
+      if (state.idle && !state.pending) return;
       // Stopped because the campaign was not running (it is now): start again at once.
       if (!state.waiting && now.getTime() - Date.parse(state.steppedAt) < PACER_SILENT_MS) return;
     }
@@ -169,6 +172,8 @@ export class CampaignEngine {
       ...(state?.cursor === undefined ? {} : { cursor: state.cursor }),
       idle: false,
       steppedAt: now.toISOString(),
+      // A page the stopped chain saved but did not confirm sent: the new chain's first step sends it again.
+      ...(state?.pending ? { pending: state.pending } : {}),
     };
     if (!(await this.deps.counters.savePacer(c.campaignId, state?.seq, next))) return;
     if (sameWave)

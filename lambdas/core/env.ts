@@ -13,6 +13,7 @@ export const ENV = {
   tableCounters: 'TABLE_COUNTERS',
   /** URL of the campaign offers queue (SQS on AWS, local/job-queue.ts on the local cloud): pacer steps and offers. */
   offerQueueUrl: 'OFFER_QUEUE_URL',
+  tableAudit: 'TABLE_AUDIT',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',

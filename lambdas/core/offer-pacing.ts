@@ -2,11 +2,12 @@
  * The offer path of a campaign at fleet scale, run by the offer worker function from the offers queue (SQS on AWS,
  * the local stand-in locally). Three messages:
  *  - `pace` (one chain per campaign): one pacer step. It reads one bounded page of the queued targets from the
- *    persisted cursor, at most the current wave's remaining quota and one step's worth at notify_per_second, fans
- *    them out as `take` messages delayed over the step's seconds, saves the cursor and the wave's tally (a
- *    conditional write on the step's sequence) and sends the next step. A duplicated or late `pace` message finds
- *    another sequence and does nothing; one whose step was interrupted before the save is redone (its `take`
- *    messages again: harmless, below). A full wave stops the chain; the tick starts it when the wave advances.
+ *    persisted cursor, at most the current wave's remaining quota and one step's worth at notify_per_second, saves
+ *    the cursor, the wave's tally and the page (a write conditional on the step's sequence), and only then fans the
+ *    page out as `take` messages delayed over the step's seconds, confirms them sent and sends the next step. A
+ *    duplicated or late `pace` message finds another sequence and does nothing; a step stopped before its save is
+ *    redone whole, one stopped after it resends its saved page. A full wave stops the chain; the tick starts it
+ *    when the wave advances.
  *  - `take`: takes one queued target into its wave and offers it: the conditional write (still queued, same
  *    revision) moves it scheduled -> offered with its wave, waveKey and counter shard, with the wave's count in the
  *    same transaction; then the offer's counter and the vehicle's active update (one write), the signed assignment
@@ -33,6 +34,7 @@ import type {
   OfferMessage,
   OfferPublisher,
   OfferQueue,
+  PacerPage,
   PacerState,
   ReleaseRecord,
   UpdateRecord,
@@ -85,10 +87,25 @@ export class OfferWorker {
     return m.kind === 'take' ? this.take(c, u, m.wave, release) : this.reoffer(c, u, m.revision, release);
   }
 
-  /** One pacer step (see the file comment). */
+  /**
+   * One pacer step (see the file comment). The step's page is saved (cursor, tally, and the page itself as
+   * `pending`) by a write conditional on the step's sequence BEFORE any of its takes is sent, and confirmed after:
+   * of two chains stepping at once (a restart by the tick while the old step still runs, a duplicated message),
+   * only the one whose save lands sends takes, so a wave never takes more than its size. A step stopped between
+   * its save and its confirmation is redone from `pending`: by its redelivered message, or else by the next step of
+   * a chain the tick restarted (its takes sent again are harmless: a take of a target no longer queued does nothing).
+   */
   async pace(campaignId: string, seq: number): Promise<'paced' | 'skipped'> {
     const state = await this.deps.counters.pacer(campaignId);
-    if (state?.seq !== seq || state.idle || state.waiting) return 'skipped';
+    if (!state) return 'skipped';
+    // This step saved its page but did not confirm its takes sent (stopped, then redelivered): redo them.
+    if (state.seq === seq + 1 && state.pending?.seq === seq) {
+      await this.resend(campaignId, state.pending);
+      if (!(await this.confirm(campaignId, state))) return 'skipped';
+      if (!state.idle && !state.waiting) await this.next(campaignId, seq + 1, 1);
+      return 'paced';
+    }
+    if (state.seq !== seq || state.idle || state.waiting) return 'skipped';
     const c = await this.deps.campaigns.get(campaignId);
     const now = this.deps.clock.now().toISOString();
     const stop = (s: PacerState, why: 'full' | 'waiting') =>
@@ -102,8 +119,11 @@ export class OfferWorker {
       await stop(state, 'waiting');
       return 'skipped';
     }
+    // A page saved by an earlier step and never confirmed (that step stopped, the tick restarted the chain).
+    if (state.pending) await this.resend(campaignId, state.pending);
+    const { pending: _done, ...settled } = state;
     // The tick advanced the wave since: the new wave starts with nothing taken.
-    const at = c.currentWave > state.wave ? { ...state, wave: c.currentWave, taken: 0 } : state;
+    const at = c.currentWave > settled.wave ? { ...settled, wave: c.currentWave, taken: 0 } : settled;
     const quota = waveQuota(c.waves[at.wave]?.size ?? 0, at.taken);
     const step = pacerStep(c.policy.notifyPerSecond, quota);
     const page =
@@ -113,16 +133,15 @@ export class OfferWorker {
       await stop(at, 'full');
       return 'skipped';
     }
-    // Offers first, then the save: a step stopped in between is redone by the redelivered message, and its
-    // repeated takes fail their condition. Saved first, a stop in between would lose the page's targets.
-    await this.deps.offers.send(
-      items.map((u, i) => ({
-        message: { kind: 'take', campaignId, vin: u.vin, wave: at.wave },
-        delaySeconds: step.delays(i),
-      })),
-    );
     const taken = at.taken + items.length;
     const full = taken >= (c.waves[at.wave]?.size ?? 0);
+    const pending: PacerPage = {
+      seq,
+      wave: at.wave,
+      ...(at.cursor === undefined ? {} : { after: at.cursor }),
+      lastKey: items.at(-1)!.waveKey!,
+      count: items.length,
+    };
     const next: PacerState = {
       seq: seq + 1,
       wave: at.wave,
@@ -130,14 +149,49 @@ export class OfferWorker {
       ...(page?.cursor === undefined ? {} : { cursor: page.cursor }),
       idle: full,
       steppedAt: now,
+      pending,
     };
+    // Saved first: a step whose save fails (another chain moved on) sends nothing.
     if (!(await this.deps.counters.savePacer(campaignId, seq, next))) return 'skipped';
-    if (!full) {
-      await this.deps.offers.send([
-        { message: { kind: 'pace', campaignId, seq: seq + 1 }, delaySeconds: step.nextStepSeconds },
-      ]);
-    }
+    await this.deps.offers.send(
+      items.map((u, i) => ({
+        message: { kind: 'take', campaignId, vin: u.vin, wave: at.wave },
+        delaySeconds: step.delays(i),
+      })),
+    );
+    // Not confirmed: the chain was restarted meanwhile, and its next step redoes this page (harmless).
+    if (!(await this.confirm(campaignId, next))) return 'paced';
+    if (!full) await this.next(campaignId, seq + 1, step.nextStepSeconds);
     return 'paced';
+  }
+
+  /** Marks a saved page's takes as sent (conditional on the sequence the save left). */
+  private confirm(campaignId: string, saved: PacerState): Promise<boolean> {
+    const { pending: _sent, ...rest } = saved;
+    return this.deps.counters.savePacer(campaignId, saved.seq, rest);
+  }
+
+  private next(campaignId: string, seq: number, delaySeconds: number): Promise<void> {
+    return this.deps.offers.send([{ message: { kind: 'pace', campaignId, seq }, delaySeconds }]);
+  }
+
+  /** Sends again the takes of a saved page whose targets are still queued (the others were taken already). */
+  private async resend(campaignId: string, page: PacerPage): Promise<void> {
+    const { items } = await this.deps.updates.pageQueued(campaignId, page.count, page.after);
+    const left = items.filter((u) => u.waveKey! <= page.lastKey);
+    if (left.length === 0) return;
+    this.deps.log?.warn('pacer step redone: its takes were saved but not confirmed sent', {
+      campaignId,
+      seq: page.seq,
+      wave: page.wave,
+      targets: left.length,
+    });
+    await this.deps.offers.send(
+      left.map((u, i) => ({
+        message: { kind: 'take', campaignId, vin: u.vin, wave: page.wave },
+        delaySeconds: Math.min(900, Math.floor(i / 100)),
+      })),
+    );
   }
 
   /** Takes a queued target into `wave` and offers it; a duplicate finds it taken already and does nothing. */

@@ -1,11 +1,14 @@
 /**
- * Operator routes: releases (with the release kill switch) and campaigns. IAM-authorised on AWS, admin token on the
- * local cloud. The vehicle registry and its IoT rights live in registry-api.
+ * Operator routes: releases (with the release kill switch), campaigns, the fleet's read-only views and the audit
+ * log. IAM-authorised on AWS (one IAM role per operator role), local accounts on the local cloud. Every mutation is
+ * recorded in the audit log once answered. The vehicle registry's mutations and their IoT rights live in
+ * registry-api; its listings here only read tables.
  */
 
 import type { z } from 'zod';
+import { HISTORY_LIMITS } from '../../protocol/fleet-view.js';
 import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
-import { instrumented } from '../adapters/observability.js';
+import { audited, instrumented } from '../adapters/observability.js';
 import {
   jobQueue,
   logger,
@@ -15,11 +18,14 @@ import {
   repositories,
   settings,
 } from '../adapters/runtime.js';
+import { type AuditFilter, AuditService } from '../core/audit.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
+import { FleetView, type VehicleFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
 import { systemClock } from '../core/ports.js';
 import { ReleaseService } from '../core/releases.js';
+import { UpdateHistoryReader } from '../core/update-history.js';
 
 const updates = repositories.updates();
 const jobs = jobQueue();
@@ -48,6 +54,12 @@ const campaigns = new CampaignService({
   jobs,
   objects: objectStore(),
   preparation: repositories.preparation(),
+});
+
+const audit = new AuditService(repositories.audit(), systemClock);
+const fleet = new FleetView({
+  vehicles: repositories.vehicles(),
+  history: new UpdateHistoryReader(repositories.updates()),
 });
 
 const killSwitch = new KillSwitchService({
@@ -96,6 +108,13 @@ const route = createRouter(
       metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
       return json(200, withdrawn);
     },
+    'GET /me': async ({ event }: RouteRequest<undefined>) => json(200, whoIs(event)),
+    'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
+      const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };
+      return json(200, await fleet.vehicles(filter, next_token));
+    },
+    'GET /vehicles/{vin}/history': async ({ params, query }: RouteRequest<undefined>) =>
+      json(200, await fleet.history(params.vin!, query.limit ?? HISTORY_LIMITS.default)),
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
       json(202, await campaigns.create(body)),
     'POST /campaigns/{campaignId}/targets': async ({ params }: RouteRequest<undefined>) =>
@@ -108,6 +127,11 @@ const route = createRouter(
       json(200, await campaigns.vehicles(params.campaignId!, query.wave ?? 0, ...pageOf(query))),
     'GET /campaigns/{campaignId}/excluded': async ({ params, query }: RouteRequest<undefined>) =>
       json(200, await campaigns.excluded(params.campaignId!, ...pageOf(query))),
+    'GET /audit': async ({ query }: RouteRequest<undefined>) => {
+      const { limit, next_token, ...filter } = query as PageQuery & AuditFilter;
+      const page = await audit.list(filter, ...pageOf({ limit, next_token }));
+      return json(200, { entries: page.items, next_token: page.token ?? null });
+    },
     'POST /campaigns/{campaignId}/start': campaignAction('start'),
     'POST /campaigns/{campaignId}/pause': campaignAction('pause'),
     'POST /campaigns/{campaignId}/resume': campaignAction('resume'),
@@ -116,4 +140,4 @@ const route = createRouter(
   logger,
 );
 
-export const handler = instrumented(route);
+export const handler = instrumented(audited(route, audit));

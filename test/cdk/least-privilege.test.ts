@@ -34,6 +34,7 @@ const tables = {
   freshness: table('TABLE_FRESHNESS'),
   exclusions: table('TABLE_EXCLUSIONS'),
   counters: table('TABLE_COUNTERS'),
+  audit: table('TABLE_AUDIT'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -104,6 +105,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: [],
       counters: [],
+      audit: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -131,6 +133,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: ['GetItem'],
       exclusions: [],
       counters: ['UpdateItem'],
+      audit: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -164,6 +167,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: ['Query'],
       counters: ['Query'],
+      // The audit log: appended (PutItem with attribute_not_exists, never Update or Delete) and listed (Query).
+      audit: ['PutItem', 'Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -199,7 +204,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; no S3, KMS or queue (issue 18 #9)', () => {
+  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; audit append-only; no S3, KMS or queue (issue 18 #9)', () => {
     assert.deepEqual(dynamoAccess('registry-api'), {
       releases: [],
       vehicles: ['GetItem', 'PutItem', 'UpdateItem'],
@@ -210,6 +215,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       exclusions: [],
       // A revoke's withdrawn campaign update moves its count shard in the same transaction.
       counters: ['UpdateItem'],
+      // Its mutations are audited (PutItem only); the log is listed by operator-api's GET /audit.
+      audit: ['PutItem'],
     });
     assert.deepEqual(indexAccess('registry-api'), []);
     for (const prefix of ['s3:', 'kms:', 'sqs:']) {
@@ -235,6 +242,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: [],
       counters: ['UpdateItem'],
+      audit: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -275,6 +283,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: ['PutItem'],
       counters: ['UpdateItem'],
+      audit: [],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -342,6 +351,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: ['GetItem', 'PutItem'],
       exclusions: [],
       counters: ['GetItem', 'PutItem', 'Query', 'UpdateItem'],
+      audit: [],
     });
     // Running campaigns by status; overdue updates by deadline. It never reads a wave (no byCampaign).
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byDeadline']);
@@ -393,6 +403,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       freshness: [],
       exclusions: [],
       counters: ['GetItem', 'PutItem', 'UpdateItem'],
+      audit: [],
     });
     assert.deepEqual(indexAccess('offer-worker'), ['updates/byCampaign']);
   });

@@ -7,29 +7,16 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { DynamoCounterRepository } from '../../lambdas/adapters/dynamo-counters.js';
-import {
-  DynamoCampaignRepository,
-  DynamoReleaseRepository,
-  DynamoUpdateRepository,
-  DynamoVehicleRepository,
-  documentClient,
-} from '../../lambdas/adapters/dynamo-repositories.js';
-import { CampaignEngine } from '../../lambdas/core/campaign-engine.js';
-import { OfferWorker } from '../../lambdas/core/offer-pacing.js';
-import { type OfferMessage, systemClock } from '../../lambdas/core/ports.js';
-import { AssignmentIssuer } from '../../lambdas/core/vehicle-updates.js';
+import type { OfferMessage } from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { MAX_OFFER_BYTES, type UpdateOffer } from '../../protocol/offer.js';
-import { KeyFileSigner } from '../../protocol/signatures.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
+import { offerHarness } from '../support/offer-harness.js';
 
 const VIN = '1HGCM82633A400001';
 let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
@@ -79,15 +66,6 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
     assert.equal(created.json.status, 'created', created.raw.toString());
     assert.equal((await operator.call('POST', '/campaigns/publish-fails/start', {})).status, 200);
 
-    const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));
-    const base = {
-      campaigns: new DynamoCampaignRepository(db, cloud.tables.campaigns),
-      counters: new DynamoCounterRepository(db, cloud.tables.counters),
-      releases: new DynamoReleaseRepository(db, cloud.tables.releases),
-      vehicles: new DynamoVehicleRepository(db, cloud.tables.vehicles),
-      updates: new DynamoUpdateRepository(db, cloud.tables.updates, cloud.tables.counters),
-      clock: systemClock,
-    };
     const queued: OfferMessage[] = [];
     const offers = {
       send: async (ms: readonly { message: OfferMessage }[]) => void queued.push(...ms.map((m) => m.message)),
@@ -96,16 +74,9 @@ describe('a failed offer publish', { timeout: 60_000 }, () => {
     let failing = true;
     const warnings: string[] = [];
     const log = { warn: (message: string) => void warnings.push(message) };
-    const engine = new CampaignEngine({ ...base, offers, log });
-    const worker = new OfferWorker({
-      ...base,
+    const { engine, worker } = offerHarness(cloud, {
       offers,
       log,
-      assignments: new AssignmentIssuer({
-        vehicles: base.vehicles,
-        signer: new KeyFileSigner(readFileSync(cloud.signingKeyFile, 'utf8')),
-        clock: systemClock,
-      }),
       publisher: {
         publish: async (_vin: string, offer: UpdateOffer) => {
           if (failing) throw new Error('ServiceUnavailableException: the Data Plane is unavailable');

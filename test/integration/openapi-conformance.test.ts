@@ -335,6 +335,21 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asVehicle('GET', `/updates/${OTHER_VIN}/freshness`, 403);
   });
 
+  it('inventory: a report stored and shown, a stale one not applied, and refusals', async () => {
+    const ecus = [{ ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '3.0.1', sha256: 'a'.repeat(64) }];
+    const stored = await asVehicle('POST', `/updates/${VIN}/inventory`, 200, { sequence: 1_000_000, ecus });
+    assert.equal(stored.json.applied, true);
+    const stale = await asVehicle('POST', `/updates/${VIN}/inventory`, 200, { sequence: 999_999, ecus });
+    assert.equal(stale.json.applied, false);
+    const v = await asOperator('GET', `/vehicles/${VIN}`, 200);
+    assert.deepEqual(v.json.inventory.ecus, ecus);
+    await asVehicle('POST', `/updates/${VIN}/inventory`, 409, {
+      sequence: 1_000_001,
+      ecus: [{ ...ecus[0], hardware_id: 'OTHER-HW' }],
+    });
+    await asVehicle('POST', `/updates/${VIN}/inventory`, 400, { sequence: 1, ecus: [] });
+  });
+
   it('kill switches: withdraw a release, revoke a vehicle, and refusals', async () => {
     const withdrawn = await asOperator('POST', '/releases/tcu-4.0.0/withdraw', 200, { reason: 'bad batch' });
     assert.equal(withdrawn.json.status, 'withdrawn');
@@ -345,6 +360,46 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     const v = await asOperator('GET', `/vehicles/${OTHER_VIN}`, 200);
     assert.equal(v.json.revoked_at, revoked.json.revoked_at);
     await asOperator('POST', '/vehicles/1M8GDM9AXKP042788/revoke', 404, {});
+  });
+
+  it('audit: the mutations above, newest first, with filters, and refusals', async () => {
+    const page = await asOperator('GET', '/audit?limit=1', 200);
+    assert.deepEqual(
+      [page.json.entries[0].action, page.json.entries[0].target, page.json.entries[0].outcome],
+      ['POST /vehicles/{vin}/revoke', '1M8GDM9AXKP042788', 'failed'],
+    );
+    assert.equal(page.json.entries[0].actor, 'local-admin', 'the admin token acts as local-admin');
+    const refused = await asOperator('GET', '/audit?outcome=refused', 200);
+    assert.deepEqual(refused.json.entries, [], 'the admin token is never refused a route');
+    await asOperator('GET', '/audit?outcome=maybe', 400);
+  });
+
+  it('console reads: the caller, the registry filtered, a vehicle timeline, and refusals', async () => {
+    assert.deepEqual((await asOperator('GET', '/me', 200)).json, { actor: 'local-admin', role: 'admin' });
+    const all = await asOperator('GET', '/vehicles', 200);
+    assert.deepEqual(all.json.vehicles.map((v: { vin: string }) => v.vin).sort(), [VIN, OTHER_VIN].sort());
+    assert.equal(all.json.next_token, null);
+    const upgraded = await asOperator('GET', '/vehicles?version=3.0.1', 200);
+    assert.deepEqual(
+      upgraded.json.vehicles.map((v: { vin: string }) => v.vin),
+      [VIN],
+    );
+    assert.equal(upgraded.json.scanned, 2);
+    await asOperator('GET', '/vehicles?next_token=not-a-token', 400);
+    await asOperator('GET', '/vehicles?version=new', 400);
+    const history = await asOperator('GET', `/vehicles/${VIN}/history?limit=50`, 200);
+    assert.ok(history.json.events.some((e: { status: string }) => e.status === 'downloading'));
+    // Newest first: the completion, then the download before it. The replayed report above is not in it: the
+    // history keeps status changes only (issue 12 point 5).
+    assert.deepEqual(
+      history.json.events.slice(0, 2).map((e: { status: string; applied: boolean }) => [e.status, e.applied]),
+      [
+        ['completed', true],
+        ['downloading', true],
+      ],
+    );
+    await asOperator('GET', '/vehicles/1M8GDM9AXKP042788/history', 404);
+    await asOperator('GET', `/vehicles/${VIN}/history?limit=0`, 400);
   });
 
   it('every route of ROUTES answered a success that conforms to the document', () => {

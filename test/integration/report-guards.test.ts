@@ -226,7 +226,16 @@ describe('reports on updates never offered (finding 2)', { timeout: 120_000 }, (
     const c = await campaign();
     assert.notEqual(c.status, 'halted', c.halt_reason);
     assert.equal(c.waves[0].counts.completed, 1);
-    assert.deepEqual(c.waves[1].counts, { scheduled: 1 });
+    // The refused failure was never counted in wave 1. Its one place is still scheduled, or already offered: with
+    // wave 0 complete the tick may advance, and the pacer offers the next wave at once (not a tick later).
+    const entries = Object.entries(c.waves[1].counts as Record<string, number>);
+    assert.equal(entries.length, 1, JSON.stringify(c.waves[1].counts));
+    const [status, n] = entries[0]!;
+    assert.equal(n, 1);
+    assert.ok(
+      status === 'scheduled' || (status === 'offered' && c.current_wave === 1),
+      JSON.stringify({ wave: c.current_wave, counts: c.waves[1].counts }),
+    );
   });
 });
 
