@@ -7,6 +7,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { ProtocolError } from './errors.js';
+import { maxFrameTableSize } from './frames.js';
 import type { releaseManifestSchema, signedManifestSchema } from './schemas.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
 
@@ -46,6 +47,17 @@ export function checkManifestConsistency(manifest: ReleaseManifest): void {
   }
   if (new Set(manifest.hardware_ids).size !== manifest.hardware_ids.length) {
     throw new ProtocolError('invalid_manifest', 'manifest hardware_ids has duplicates');
+  }
+  const c = manifest.compression;
+  if (c) {
+    // The table closes the object, and may not be larger than one chunk per 64 bytes of image (what a vehicle or
+    // the backend is asked to hold in memory; real tables are 36 bytes per 64 KiB).
+    if (c.table_offset + c.table_size !== c.object_size || c.table_size > maxFrameTableSize(manifest)) {
+      throw new ProtocolError(
+        'invalid_manifest',
+        'manifest compression does not describe a frame table at the end',
+      );
+    }
   }
 }
 

@@ -48,6 +48,20 @@ export const releaseManifestSchema = z.strictObject({
   chunk_size: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
   chunks: z.array(sha256Schema).min(1).max(8192),
   created_at: z.iso.datetime(),
+  /**
+   * Present when the stored object is zstd frames and a frame table (protocol/frames.ts) rather than the raw image:
+   * the table's place in the object and its digest, signed with the rest. Agents before this field refuse such a
+   * manifest (strict schema), so a fleet switches to compressed releases once it runs an agent that reads them.
+   */
+  compression: z
+    .strictObject({
+      format: z.literal('ota.zstd-frames/v1'),
+      object_size: z.number().int().min(1),
+      table_offset: z.number().int().min(1),
+      table_size: z.number().int().min(64),
+      table_sha256: sha256Schema,
+    })
+    .optional(),
 });
 
 export const signatureSchema = z.strictObject({

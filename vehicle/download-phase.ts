@@ -92,9 +92,13 @@ export class DownloadPhase {
       phase: 'downloading',
     });
     const throttle = new ProgressThrottle();
+    const base = m.compression ? await this.baseImage(cur.ecu) : undefined;
+    let summary: string | undefined;
     try {
       const stats = await this.downloader.download({
         manifest: m,
+        ...(base?.image ? { base: base.image } : {}),
+        ...(base?.missing ? { noBase: base.missing } : {}),
         file: partFile(this.ctx.store, m),
         verifiedBytes: store.state.current?.verified_bytes ?? 0,
         source: this.urlSource(offer),
@@ -124,6 +128,17 @@ export class DownloadPhase {
           this.ctx.options.hooks?.onChunkVerified?.({ update_id: cur.update_id, ...info }),
       });
       this.ctx.logger.info('download complete', { firmware_version: m.version, ...stats });
+      this.ctx.emit({
+        type: 'downloaded',
+        update_id: cur.update_id,
+        path: stats.path,
+        bytes_fetched: stats.bytesReceived,
+        bytes_reused: stats.bytesReused,
+        ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
+      });
+      summary =
+        `${stats.path}: fetched ${stats.bytesReceived} bytes, reused ${stats.bytesReused} of ${m.size}` +
+        (stats.fallback ? `; no chunk reuse: ${stats.fallback}` : '');
       this.streamedDigests.set(partFile(this.ctx.store, m), stats.sha256);
     } catch (err) {
       if (this.ctx.signal.aborted) throw abortReason(this.ctx.signal);
@@ -178,7 +193,25 @@ export class DownloadPhase {
         d.current.verified_bytes = m.size;
       }
     });
-    await this.ctx.reporter.status({ status: 'downloaded', ...reportBase(cur) });
+    await this.ctx.reporter.status({
+      status: 'downloaded',
+      ...(summary ? { reason: summary.slice(0, 200) } : {}),
+      ...reportBase(cur),
+    });
+  }
+
+  /** The installed image of the ECU to reuse chunks from, or why there is none. */
+  private async baseImage(
+    ecu: string,
+  ): Promise<{ image?: { path: string; sha256: string }; missing?: string }> {
+    const installer = this.ctx.options.installers[ecu];
+    if (!installer?.baseImage) return { missing: `the ${ecu} installer cannot read its image back` };
+    try {
+      const image = await installer.baseImage();
+      return image ? { image } : { missing: `no committed installed image of ${ecu}` };
+    } catch (err) {
+      return { missing: `the installed image of ${ecu} is unavailable: ${(err as Error).message}` };
+    }
   }
 
   async verify(cur: CurrentUpdate, offer: FullOffer): Promise<void> {

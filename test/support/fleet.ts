@@ -2,6 +2,7 @@
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { challengeSigningInput } from '../../protocol/challenge.js';
+import { writeFramedObject } from '../../protocol/frame-publisher.js';
 import {
   digestStream,
   type ReleaseManifest,
@@ -10,6 +11,7 @@ import {
 } from '../../protocol/manifest.js';
 import { KeyFileSigner } from '../../protocol/signatures.js';
 import { generateKeyAndCsr } from '../../protocol/x509.js';
+import { loadZstd } from '../../protocol/zstd.js';
 import { https, jsonRequest } from './https.js';
 
 export const TEST_CHUNK = 64 * 1024;
@@ -24,9 +26,34 @@ export function newReleaseKey() {
 
 export async function signedRelease(
   image: Buffer,
-  opts: { releaseId: string; version: string; ecu?: string; hardwareIds?: string[]; signer: KeyFileSigner },
+  opts: {
+    releaseId: string;
+    version: string;
+    ecu?: string;
+    hardwareIds?: string[];
+    signer: KeyFileSigner;
+    /** Frames the image (protocol/frames.ts); the object to upload is written to it. */
+    compressed?: { object?: Buffer; level?: number };
+  },
 ): Promise<SignedManifest> {
   const d = await digestStream(Readable.from([image]), TEST_CHUNK);
+  let compression: ReleaseManifest['compression'];
+  if (opts.compressed) {
+    const parts: Uint8Array[] = [];
+    const framed = await writeFramedObject(
+      Readable.from([image]),
+      {
+        chunkSize: TEST_CHUNK,
+        codec: await loadZstd(),
+        level: opts.compressed.level ?? 3,
+        // Frames well below the test's 64 KiB manifest chunks, as 64 KiB frames are below 4 MiB ones in production.
+        cdc: { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 },
+      },
+      (data) => void parts.push(Buffer.from(data)),
+    );
+    compression = framed.compression;
+    opts.compressed.object = Buffer.concat(parts);
+  }
   const manifest: ReleaseManifest = {
     schema: 'ota.release-manifest/v1',
     release_id: opts.releaseId,
@@ -38,6 +65,7 @@ export async function signedRelease(
     chunk_size: TEST_CHUNK,
     chunks: d.chunks,
     created_at: new Date().toISOString(),
+    ...(compression ? { compression } : {}),
   };
   return signManifest(manifest, [opts.signer]);
 }

@@ -1,0 +1,263 @@
+/**
+ * Compressed releases and chunk reuse on the local cloud, over real sockets: a vehicle on 1.0.0 updates to 1.0.1
+ * from zstd frames, then from the frames its installed image lacks. The bytes the S3 emulator served are counted
+ * by a proxy in front of it. A tampered frame, a decompression bomb, a corrupted base and a cut connection each end
+ * as they must: refused with the old version running, or installed after a fallback or a resume.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
+import type { SignedManifest } from '../../protocol/manifest.js';
+import { loadZstd } from '../../protocol/zstd.js';
+import type { AgentEvent } from '../../vehicle/agent.js';
+import { DirectHttpsTransport } from '../../vehicle/direct-https.js';
+import type { CreateAgentOptions } from '../../vehicle/setup.js';
+import {
+  type AgentCloud,
+  activeSlot,
+  assertVehicleRuns,
+  initiateOffer,
+  publishOffer,
+  publishRelease,
+  registerAgentVehicle,
+  s3ObjectFile,
+  startAgent,
+  startAgentCloud,
+} from '../support/agent-cloud.js';
+import { type FaultProxy, portOf, startFaultProxy } from '../support/agent-net.js';
+import { signedRelease } from '../support/fleet.js';
+
+const KiB = 1024;
+const HOOK_TIMEOUT = { timeout: 120_000 };
+let ac: AgentCloud;
+let vinSerial = 0;
+const nextVin = () => `5YJ3E1EA7KF${String(++vinSerial).padStart(6, '0')}`;
+
+/** A compressible image: lines of a log-like text with numbers, as firmware tables and strings compress. */
+function textImage(size: number, seed: string): Buffer {
+  const lines: string[] = [];
+  let n = 0;
+  let bytes = 0;
+  while (bytes < size) {
+    const h = createHash('sha256').update(`${seed}:${n++}`).digest('hex').slice(0, 12);
+    const line = `entry ${n} value=${h} flags=${n % 7} name=module_${n % 97}\n`;
+    lines.push(line);
+    bytes += line.length;
+  }
+  return Buffer.from(lines.join('')).subarray(0, size);
+}
+
+/** 1.0.1: 1.0.0 with a few local edits (an insertion, a changed run, an appended tail). */
+function patched(base: Buffer): Buffer {
+  const a = base.subarray(0, 100 * KiB);
+  const b = base.subarray(100 * KiB, 300 * KiB);
+  const c = base.subarray(300 * KiB + 2000);
+  return Buffer.concat([
+    a,
+    Buffer.from('inserted configuration block v1.0.1\n'.repeat(40)),
+    b,
+    randomBytes(2000),
+    c,
+  ]);
+}
+
+const BASE = textImage(640 * KiB, 'v1.0.0');
+const NEXT = patched(BASE);
+
+before(async () => {
+  ac = await startAgentCloud();
+}, HOOK_TIMEOUT);
+
+after(async () => {
+  await ac?.stop();
+}, HOOK_TIMEOUT);
+
+async function proxyToS3(): Promise<FaultProxy> {
+  const proxy = await startFaultProxy(portOf(ac.cloud.endpoints.s3));
+  ac.track(() => proxy.stop());
+  return proxy;
+}
+
+function transportVia(proxy: FaultProxy): DirectHttpsTransport {
+  const s3 = portOf(ac.cloud.endpoints.s3);
+  return new DirectHttpsTransport({
+    ca: ac.cloud.caCertPem,
+    route: (host, p) => ({ host, port: p === s3 ? proxy.port : p }),
+  });
+}
+
+async function update(
+  version: string,
+  opts: {
+    factory?: Buffer;
+    overrides?: Partial<CreateAgentOptions>;
+    beforeOffer?: (dir: string) => void;
+  } = {},
+) {
+  const vin = nextVin();
+  const dir = await registerAgentVehicle(ac, vin);
+  const v = await startAgent(ac, vin, dir, {
+    ...(opts.factory ? { factoryImage: () => opts.factory! } : {}),
+    ...opts.overrides,
+  });
+  try {
+    await v.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT connection');
+    opts.beforeOffer?.(dir);
+    await publishOffer(ac, vin, await initiateOffer(v, version));
+    const outcome = await v.events.outcome(version, 60_000);
+    await v.agent.whenIdle();
+    const downloaded = v.events.events.find(
+      (e): e is Extract<AgentEvent, { type: 'downloaded' }> => e.type === 'downloaded',
+    );
+    return { dir, outcome, downloaded };
+  } finally {
+    await v.close();
+  }
+}
+
+/** The frame table of a compressed release as stored (what the agent fetches first). */
+function storedTable(signed: SignedManifest, object: Buffer) {
+  const c = signed.manifest.compression!;
+  return parseFrameTable(signed.manifest, object.subarray(c.table_offset, c.object_size));
+}
+
+describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
+  it('a vehicle on 1.0.0 updates to 1.0.1 through zstd frames, then through chunk reuse', async () => {
+    const rel = await publishRelease(ac, { version: '1.0.1', image: NEXT, compressed: true });
+    const c = rel.signed.manifest.compression!;
+    assert.ok(c.object_size < NEXT.length * 0.5, `the stored object is compressed (${c.object_size} bytes)`);
+
+    // Full compressed: the vehicle's installed image shares nothing with 1.0.1 (the default factory image).
+    const full = await proxyToS3();
+    const a = await update('1.0.1', { overrides: { downloadTransport: transportVia(full) } });
+    assert.equal(a.outcome.status, 'completed', a.outcome.reason);
+    assertVehicleRuns(a.dir, '1.0.1', NEXT);
+    assert.equal(a.downloaded?.path, 'compressed');
+    assert.equal(a.downloaded?.bytes_reused, 0);
+    assert.match(a.downloaded?.fallback ?? '', /shares no frame/);
+    // TLS adds records and handshakes on top of the object's bytes; the raw image would be far more.
+    assert.ok(full.bytesToClient >= c.object_size, `served ${full.bytesToClient}`);
+    assert.ok(
+      full.bytesToClient < c.object_size + 32 * KiB,
+      `served ${full.bytesToClient} for ${c.object_size}`,
+    );
+
+    // Chunk reuse: the vehicle runs 1.0.0, and fetches only the frames of 1.0.1 that 1.0.0 lacks.
+    const delta = await proxyToS3();
+    const b = await update('1.0.1', { factory: BASE, overrides: { downloadTransport: transportVia(delta) } });
+    assert.equal(b.outcome.status, 'completed', b.outcome.reason);
+    assertVehicleRuns(b.dir, '1.0.1', NEXT);
+    assert.equal(b.downloaded?.path, 'chunk-reuse');
+    assert.equal(b.downloaded?.fallback, undefined);
+    assert.ok((b.downloaded?.bytes_reused ?? 0) > NEXT.length * 0.7, `reused ${b.downloaded?.bytes_reused}`);
+    assert.ok(
+      delta.bytesToClient < c.object_size * 0.3,
+      `served ${delta.bytesToClient} bytes, the compressed object is ${c.object_size}`,
+    );
+    assert.ok(
+      (b.downloaded?.bytes_fetched ?? Infinity) <= delta.bytesToClient,
+      'the agent reports the bytes it fetched',
+    );
+  });
+
+  it('the backend refuses to publish a compressed object whose frames do not decode to the image', async () => {
+    const image = textImage(256 * KiB, 'refused');
+    const compressed: { object?: Buffer } = {};
+    const signed = await signedRelease(image, {
+      releaseId: 'tcu-1.0.9',
+      version: '1.0.9',
+      signer: ac.releaseKey.signer,
+      compressed,
+    });
+    const t = storedTable(signed, compressed.object!);
+    const i = frameStartingAt(t, 128 * KiB);
+    const object = Buffer.from(compressed.object!);
+    const at = t.objectOffset[i]! + Math.floor(t.stored[i]! / 2);
+    object[at] = object[at]! ^ 0x55;
+    const { created, published } = await ac.operator.publish(signed, object);
+    assert.equal(created.status, 201);
+    assert.equal(published?.json.status, 'failed', published?.raw.toString());
+    assert.match(published?.json.failure_reason ?? '', /chunk 2/);
+  });
+
+  it('a corrupted installed image falls back to the compressed download, with the reason', async () => {
+    const proxy = await proxyToS3();
+    const r = await update('1.0.1', {
+      factory: BASE,
+      overrides: { downloadTransport: transportVia(proxy) },
+      beforeOffer: (dir) => {
+        const slot = join(dir, 'ecus', 'tcu', `slot-${activeSlot(dir).slot}.img`);
+        const bytes = readFileSync(slot);
+        bytes[5000] = (bytes[5000] ?? 0) ^ 0xff;
+        writeFileSync(slot, bytes);
+      },
+    });
+    assert.equal(r.outcome.status, 'completed', r.outcome.reason);
+    assertVehicleRuns(r.dir, '1.0.1', NEXT);
+    assert.equal(r.downloaded?.path, 'compressed');
+    assert.match(r.downloaded?.fallback ?? '', /differs from the digest recorded/);
+  });
+
+  it('a connection cut mid-download resumes after the last verified chunk', async () => {
+    const image = textImage(1024 * KiB, 'resume');
+    const rel = await publishRelease(ac, { version: '1.0.2', image, compressed: true });
+    const proxy = await proxyToS3();
+    proxy.cutAfter(Math.floor(rel.signed.manifest.compression!.object_size / 2), 300);
+    const r = await update('1.0.2', { overrides: { downloadTransport: transportVia(proxy) } });
+    assert.equal(r.outcome.status, 'completed', r.outcome.reason);
+    assertVehicleRuns(r.dir, '1.0.2', image);
+    assert.ok(proxy.connections >= 2, 'reconnected');
+    assert.ok(proxy.cuts >= 1, 'the connection was cut');
+    // Resumed, not restarted: at most one chunk's frames more than the object (plus TLS).
+    const c = rel.signed.manifest.compression!;
+    assert.ok(
+      proxy.bytesToClient < c.object_size + 96 * KiB,
+      `served ${proxy.bytesToClient} for ${c.object_size}`,
+    );
+  });
+
+  it('a tampered frame ends in verification_failed with the old version running', async () => {
+    const image = textImage(512 * KiB, 'tamper');
+    const rel = await publishRelease(ac, { version: '1.0.3', image, compressed: true });
+    const file = s3ObjectFile(ac, rel.signed.manifest);
+    const stored = readFileSync(file);
+    const t = storedTable(rel.signed, rel.object!);
+    const i = frameStartingAt(t, 3 * 64 * KiB);
+    const at = t.objectOffset[i]! + Math.floor(t.stored[i]! / 2);
+    stored[at] = stored[at]! ^ 0x55;
+    writeFileSync(file, stored);
+    const r = await update('1.0.3');
+    assert.equal(r.outcome.status, 'verification_failed', r.outcome.reason);
+    assertVehicleRuns(r.dir, '1.0.0', Buffer.from('factory image of tcu 1.0.0\n'));
+  });
+
+  it('a decompression bomb in place of a frame is refused within bounded memory', async () => {
+    const image = textImage(512 * KiB, 'bomb');
+    const rel = await publishRelease(ac, { version: '1.0.4', image, compressed: true });
+    const t = storedTable(rel.signed, rel.object!);
+    // The largest compressed frame: 128 MiB of zeros compress to 4 KiB, which fits in its place, padded with a
+    // skippable frame to the stored size the signed table gives.
+    let i = 0;
+    for (let k = 0; k < t.count; k++) if (!t.raw[k] && t.stored[k]! > t.stored[i]!) i = k;
+    const zstd = await loadZstd();
+    const bomb = Buffer.from(zstd.compress(Buffer.alloc(128 * 1024 * KiB), 19));
+    const room = t.stored[i]!;
+    assert.ok(bomb.length + 8 <= room, `the bomb (${bomb.length} bytes) fits in ${room}`);
+    const pad = Buffer.alloc(room - bomb.length);
+    pad.writeUInt32LE(0x184d2a50, 0);
+    pad.writeUInt32LE(pad.length - 8, 4);
+    const file = s3ObjectFile(ac, rel.signed.manifest);
+    const stored = readFileSync(file);
+    Buffer.concat([bomb, pad]).copy(stored, t.objectOffset[i]!);
+    writeFileSync(file, stored);
+    const rssBefore = process.memoryUsage().rss;
+    const r = await update('1.0.4');
+    const grew = process.memoryUsage().rss - rssBefore;
+    assert.equal(r.outcome.status, 'verification_failed', r.outcome.reason);
+    assertVehicleRuns(r.dir, '1.0.0', Buffer.from('factory image of tcu 1.0.0\n'));
+    assert.ok(grew < 64 * 1024 * KiB, `resident memory grew by ${grew} bytes decoding a 128 MiB bomb`);
+  });
+});
