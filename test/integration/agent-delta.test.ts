@@ -5,10 +5,12 @@
  * as they must: refused with the old version running, or installed after a fallback or a resume.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { loadZstd } from '../../protocol/zstd.js';
@@ -79,6 +81,33 @@ async function proxyToS3(): Promise<FaultProxy> {
   const proxy = await startFaultProxy(portOf(ac.cloud.endpoints.s3));
   ac.track(() => proxy.stop());
   return proxy;
+}
+
+const OTA = fileURLToPath(new URL('../../bin/ota.ts', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+
+/** The ota CLI in a child process, in the test's folder. */
+function cli(
+  env: Record<string, string>,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', TSX, OTA, ...args], {
+    cwd: ac.root,
+    env: { PATH: process.env.PATH ?? '', HOME: ac.root, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 function transportVia(proxy: FaultProxy): DirectHttpsTransport {
@@ -161,6 +190,49 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
       (b.downloaded?.bytes_fetched ?? Infinity) <= delta.bytesToClient,
       'the agent reports the bytes it fetched',
     );
+  });
+
+  it('ota firmware sign --compressed-out writes the object that upload publishes and a vehicle installs', async () => {
+    const image = textImage(300 * KiB, 'cli');
+    writeFileSync(join(ac.root, 'cli.img'), image);
+    writeFileSync(join(ac.root, 'release.key.pem'), ac.releaseKey.privatePem);
+    const env = {
+      OTA_ENDPOINT: ac.cloud.endpoints.api,
+      OTA_CA_FILE: ac.cloud.caFile,
+      OTA_ADMIN_TOKEN_FILE: ac.cloud.adminTokenFile!,
+    };
+    const signed = await cli(env, [
+      'firmware',
+      'sign',
+      'cli.img',
+      '--release-id',
+      'tcu-1.0.5',
+      '--ecu',
+      'tcu',
+      '--hardware-id',
+      'TCU-HW-1',
+      '--version',
+      '1.0.5',
+      '--key',
+      'release.key.pem',
+      '--out',
+      'cli.json',
+      '--compressed-out',
+      'cli.frames',
+      '--compression-level',
+      '9',
+    ]);
+    assert.equal(signed.code, 0, signed.stderr);
+    assert.match(signed.stdout, /upload {4}cli\.frames \(\d+ bytes, \d+\.\d% of the image\)/);
+    const wrong = await cli(env, ['firmware', 'upload', 'cli.img', '--manifest', 'cli.json']);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /upload the --compressed-out file/);
+    const up = await cli(env, ['firmware', 'upload', 'cli.frames', '--manifest', 'cli.json']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stdout, /^published tcu-1\.0\.5/m);
+    const r = await update('1.0.5');
+    assert.equal(r.outcome.status, 'completed', r.outcome.reason);
+    assertVehicleRuns(r.dir, '1.0.5', image);
   });
 
   it('the backend refuses to publish a compressed object whose frames do not decode to the image', async () => {

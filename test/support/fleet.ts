@@ -18,8 +18,10 @@ export const TEST_CHUNK = 64 * 1024;
 
 export function newReleaseKey() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   return {
-    signer: new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()),
+    signer: new KeyFileSigner(privatePem),
+    privatePem,
     publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
   };
 }
