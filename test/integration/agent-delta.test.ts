@@ -5,7 +5,7 @@
  * as they must: refused with the old version running, or installed after a fallback or a resume.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -91,22 +91,13 @@ function cli(
   env: Record<string, string>,
   args: string[],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', TSX, OTA, ...args], {
-    cwd: ac.root,
-    env: { PATH: process.env.PATH ?? '', HOME: ac.root, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', TSX, OTA, ...args],
+      { cwd: ac.root, env: { PATH: process.env.PATH ?? '', HOME: ac.root, ...env } },
+      (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
