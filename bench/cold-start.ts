@@ -9,6 +9,7 @@
  * synthesised stack gives the function (dummy values for names and ARNs) and Lambda-like variables, and the child
  * reports:
  *   ready   ms from process start (performance.timeOrigin) until the module's `handler` export is a function;
+ *   cpu     CPU ms (user + system) of the process until ready, which competing load barely moves;
  *   import  ms spent in the dynamic import() alone;
  *   rss     resident memory once ready.
  * Two variants: `--enable-source-maps`, which the stack sets in NODE_OPTIONS (as deployed), and without it.
@@ -158,29 +159,33 @@ async function main() {
       console.log(`\ninit time, ${v.name}:`);
       const base = samples.get(`${v.name}|${modules[0]!.name}`)!;
       const baseReady = median(base.map((s) => s.ready));
-      const baseImport = median(base.map((s) => s.importMs));
+      const baseCpu = median(base.map((s) => s.cpuMs));
       for (const m of modules) {
         const s = samples.get(`${v.name}|${m.name}`)!;
         const ready = median(s.map((x) => x.ready));
         const imp = median(s.map((x) => x.importMs));
+        const cpuMs = median(s.map((x) => x.cpuMs));
         const rss = median(s.map((x) => x.rss));
         const spread = `${Math.min(...s.map((x) => x.ready)).toFixed(1)}-${Math.max(...s.map((x) => x.ready)).toFixed(1)}`;
         console.log(
           `  ${m.name.padEnd(14)} ready ${ready.toFixed(1).padStart(7)} ms (runs ${spread.padStart(13)})  x${(ready / baseReady).toFixed(2).padStart(5)}` +
-            `   import ${imp.toFixed(1).padStart(7)} ms  x${(imp / baseImport).toFixed(1).padStart(6)}   rss ${(rss / 1048576).toFixed(1).padStart(6)} MiB`,
+            `   cpu ${cpuMs.toFixed(0).padStart(5)} ms  x${(cpuMs / baseCpu).toFixed(2).padStart(5)}` +
+            `   import ${imp.toFixed(1).padStart(7)} ms   rss ${(rss / 1048576).toFixed(1).padStart(6)} MiB`,
         );
         rows.push({
           variant: v.name,
           module: m.name,
           readyMs: ready,
           importMs: imp,
+          cpuMs,
           rssBytes: rss,
           runs: s.length,
         });
       }
     }
     console.log(
-      '\nready = ms from process start to the handler export being a function; import = the import() alone; ' +
+      '\nready = ms from process start to the handler export being a function; cpu = CPU ms (user + system) the ' +
+        'process used until then, which other load on the machine barely moves; import = the import() alone; ' +
         'x = ratio to the empty module in the same variant',
     );
     if (args.json) {

@@ -8,9 +8,11 @@
  *     caught up, duplicated messages reached the backend twice and were applied once), failures were counted as
  *     such, and the campaign of the tampered release halted itself with every vehicle refusing it.
  */
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type FaultCheck, faultChecks } from '../sim/fault-probes.js';
 import { runFleet } from '../sim/fleet.js';
+import { runScaleFleet, type ScaleSummary } from '../sim/scale.js';
 
 const { values } = parseArgs({
   options: {
@@ -20,12 +22,21 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     'timeout-s': { type: 'string', default: '900' },
     json: { type: 'boolean', default: false },
+    light: { type: 'boolean' },
+    workers: { type: 'string', default: '4' },
+    'notify-per-second': { type: 'string', default: '1000' },
+    waves: { type: 'string', default: '10,100' },
+    'tick-s': { type: 'string', default: '60' },
+    campaigns: { type: 'string', default: '1' },
+    'counts-out': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
   process.stdout.write(
-    'usage: npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--timeout-s 900] [--json]\n',
+    'usage: npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--timeout-s 900] [--json]\n' +
+      '       npm run fleet -- --vehicles N --light [--workers 4] [--notify-per-second 1000] [--waves 10,100] [--tick-s 60] [--campaigns 1]\n' +
+      '                        [--counts-out counts.json]   (light vehicles in worker processes; the default above 1000)\n',
   );
   process.exit(0);
 }
@@ -36,13 +47,45 @@ if (!Number.isInteger(vehicles) || vehicles < 1) {
 }
 
 const began = Date.now();
+const stamp = (line: string) =>
+  process.stderr.write(`[fleet +${((Date.now() - began) / 1000).toFixed(1)}s] ${line}\n`);
+const light = values.light ?? (vehicles > 1000 && !values.faults);
+if (light && values.faults) {
+  process.stderr.write('error: --faults needs the full agent; leave out --light\n');
+  process.exit(2);
+}
+if (light) {
+  const summary = await runScaleFleet({
+    vehicles,
+    workers: Number(values.workers),
+    imageBytes: Number(values['image-kb']) * 1024,
+    timeoutMs: Number(values['timeout-s']) * 1000,
+    notifyPerSecond: Number(values['notify-per-second']),
+    waves: String(values.waves).split(',').map(Number),
+    tickSeconds: Number(values['tick-s']),
+    campaigns: Number(values.campaigns),
+    // Written as soon as counted, so a failure in the comparisons after it does not lose the counts.
+    onCounted: (counts) => {
+      if (values['counts-out'])
+        writeFileSync(
+          values['counts-out'],
+          `${JSON.stringify({ schema: 'ota.fleet-counts/v1', ...counts }, null, 2)}\n`,
+        );
+    },
+    log: stamp,
+  });
+  if (values['counts-out'])
+    writeFileSync(values['counts-out'], `${JSON.stringify(countsFile(summary), null, 2)}\n`);
+  reportScale(summary);
+}
+
 const summary = await runFleet({
   vehicles,
   faults: values.faults ?? false,
   imageBytes: Number(values['image-kb']) * 1024,
   timeoutMs: Number(values['timeout-s']) * 1000,
   ...(values.seed ? { seed: Number(values.seed) } : {}),
-  log: (line) => process.stderr.write(`[fleet +${((Date.now() - began) / 1000).toFixed(1)}s] ${line}\n`),
+  log: stamp,
 });
 
 const checks: [string, boolean][] = [
@@ -112,3 +155,51 @@ if (values.json) {
 const failed = checks.filter(([, ok]) => !ok).length;
 process.stdout.write(`${checks.length - failed} passed, ${failed} failed\n`);
 process.exit(failed === 0 ? 0 : 1);
+
+/** What bench/fleet-model.ts reads: the counted operations of the run and its figures. */
+function countsFile(s: ScaleSummary) {
+  return {
+    schema: 'ota.fleet-counts/v1',
+    generated_at: new Date().toISOString(),
+    vehicles: s.vehicles,
+    campaigns: s.campaigns,
+    image_bytes: s.imageBytes,
+    campaign: s.campaign,
+    timings_ms: s.timings,
+    peak_rss_bytes: s.peakRssBytes,
+    per_vehicle: s.perVehicle,
+    operations: s.operations,
+  };
+}
+
+function reportScale(s: ScaleSummary): never {
+  const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;
+  const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  const completed = s.vehicleStatuses.completed ?? 0;
+  const checks: [string, boolean][] = [
+    ['campaign(s) completed', s.campaign.status === 'completed'],
+    ['every vehicle completed the update (every chunk verified)', completed === s.vehicles],
+    ['backend and vehicles agree on every vehicle', s.disagreements.length === 0],
+    ['every vehicle downloaded the image once', s.bytesDownloaded === s.vehicles * s.imageBytes],
+  ];
+  const f = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(2));
+  const pv = s.perVehicle;
+  const lines = [
+    `Fleet simulation (light vehicles): ${s.vehicles} vehicles in ${s.workers} worker processes, ${s.campaigns} campaign(s), image ${s.imageBytes} B`,
+    `  campaign            ${s.campaign.status}  ${JSON.stringify(s.campaign.counts)}${s.campaign.haltReason ? ` (${s.campaign.haltReason})` : ''}`,
+    `  vehicles            ${JSON.stringify(s.vehicleStatuses)}`,
+    `  register / connect  ${sec(s.timings.registerMs)} / ${sec(s.timings.connectMs)}`,
+    `  campaign creation   ${sec(s.timings.createMs)}`,
+    `  time to notify all  ${sec(s.timings.notifyAllMs)}`,
+    `  time to complete    ${sec(s.timings.completeMs)} (last outcome acknowledged ${sec(s.timings.lastOutcomeMs)})`,
+    `  peak RSS            parent ${mb(s.peakRssBytes.parent)}, cloud ${mb(s.peakRssBytes.cloud)}, workers ${s.peakRssBytes.workers.map(mb).join(', ')}`,
+    `  per vehicle (counted) DynamoDB ${f(pv.dynamodbReads)} reads, ${f(pv.dynamodbWrites)} writes; KMS ${f(pv.kmsSigns)} Sign; IoT ${f(pv.iotPublishes)} Publish, ${f(pv.iotInbound)} device messages; Lambda ${f(pv.lambdaInvocations)} invocations (${f(pv.apiRequests)} API requests)`,
+    ...s.disagreements.slice(0, 10).map((d) => `    ${d}`),
+    ...checks.map(([name, ok]) => `  ${ok ? 'ok  ' : 'FAIL'} ${name}`),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (values.json) process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+  const failed = checks.filter(([, ok]) => !ok).length;
+  process.stdout.write(`${checks.length - failed} passed, ${failed} failed\n`);
+  process.exit(failed === 0 ? 0 : 1);
+}

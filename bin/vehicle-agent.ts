@@ -6,7 +6,7 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_PORTS } from '../local/ports.js';
+import { DEFAULT_PORTS, LOCAL_INGEST_RULE } from '../local/ports.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
 import {
   type AgentEvent,
@@ -33,6 +33,9 @@ Connection
                             CA, development release key and backend key
   --api <url>               vehicle API base URL (https://...)
   --mqtt <url|none>         MQTT broker (mqtts://...); "none" polls the API only
+  --basic-ingest-rule <name|none>
+                            report progress and status through IoT Basic Ingest to this topic rule (the stack
+                            output IngestRuleName; --local: the local rule); "none": vehicle/updates/{VIN}/...
   --ca <file>               CA certificate(s) to trust for the API, downloads and MQTT
   --release-key <file>      trusted OEM release public key, PEM (repeatable)
   --backend-key <file>      trusted backend assignment public key, PEM (repeatable)
@@ -126,6 +129,7 @@ async function main(): Promise<void> {
       local: { type: 'string' },
       api: { type: 'string' },
       mqtt: { type: 'string' },
+      'basic-ingest-rule': { type: 'string' },
       ca: { type: 'string' },
       'release-key': { type: 'string', multiple: true },
       'backend-key': { type: 'string', multiple: true },
@@ -167,6 +171,8 @@ async function main(): Promise<void> {
     values.api ?? (local ? `https://127.0.0.1:${DEFAULT_PORTS.api}` : fail('--api or --local is required'));
   const mqttArg = values.mqtt ?? (local ? `mqtts://127.0.0.1:${DEFAULT_PORTS.mqtt}` : 'none');
   const mqttUrl = mqttArg === 'none' ? undefined : mqttArg;
+  const ruleArg = values['basic-ingest-rule'] ?? (local ? LOCAL_INGEST_RULE : 'none');
+  const basicIngestRule = ruleArg === 'none' ? undefined : ruleArg;
   const caFile = values.ca ?? (local ? join(local, 'ca', 'ca.cert.pem') : undefined);
   const ca = caFile ? readFileSync(caFile, 'utf8') : undefined;
   const releaseKeyFiles = values['release-key'] ?? (local ? [join(local, 'keys', 'release.pub.pem')] : []);
@@ -241,6 +247,7 @@ async function main(): Promise<void> {
     ecus,
     apiUrl,
     ...(mqttUrl ? { mqttUrl } : {}),
+    ...(basicIngestRule ? { basicIngestRule } : {}),
     ...(ca ? { apiCa: ca } : {}),
     vehicleState: values['vehicle-state']
       ? new FileVehicleState(values['vehicle-state'])

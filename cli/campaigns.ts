@@ -7,7 +7,8 @@ import type { ApiClient } from './api.js';
 import { booleanOption, EXIT, numberOption, stringOption } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
-import { campaignBody, parseVinList } from './inputs.js';
+import { send } from './http.js';
+import { campaignBody, campaignVins, parseVinList, vinListUpload } from './inputs.js';
 import {
   type CampaignVehiclesView,
   type CampaignView,
@@ -15,14 +16,21 @@ import {
   campaignRows,
   campaignVehicleRows,
   countsText,
+  preparationText,
   renderCampaign,
   terminalJson,
   terminalText,
 } from './render.js';
+import { describeS3Error } from './upload.js';
 
 const path = (id: string, suffix = '') => `/campaigns/${encodeURIComponent(id)}${suffix}`;
 
-export async function create(ctx: Context): Promise<void> {
+/**
+ * Creates the campaign; its targets are prepared in the background (202, preparing). A --vins-file of more than
+ * 10,000 VINs goes up through the presigned URL the API answers, one VIN a line. Unless --no-wait, polls until
+ * the campaign is created (exit 0) or failed (exit 3), showing the preparation's progress.
+ */
+export async function create(ctx: Context): Promise<number> {
   const file = stringOption(ctx.args.values, 'vins-file');
   let fromFile: string[] = [];
   if (file !== undefined) {
@@ -35,9 +43,39 @@ export async function create(ctx: Context): Promise<void> {
     if (fromFile.length === 0) throw new CliError(`${p} lists no VINs`);
   }
   const body = campaignBody(ctx.args.values, fromFile);
+  const list = vinListUpload(campaignVins(ctx.args.values, fromFile));
   const api = await ctx.api();
-  const c = await api.post<CampaignView>('/campaigns', body);
+  let c = await api.post<CampaignView & { upload?: { url: string; headers: Record<string, string> } }>(
+    '/campaigns',
+    body,
+  );
+  if (list && c.upload) {
+    const res = await send(new URL(c.upload.url), {
+      method: 'PUT',
+      headers: c.upload.headers,
+      body: list,
+      agent: ctx.agent(),
+      signal: ctx.signal,
+      maxResponseBytes: 64 * 1024,
+    });
+    if (res.status < 200 || res.status >= 300)
+      throw new CliError(`upload of the VIN list refused: ${describeS3Error(res.status, res.body)}`);
+    c = await api.post<CampaignView>(path(c.campaign_id, '/targets'), {});
+  }
+  if (!booleanOption(ctx.args.values, 'no-wait')) c = await waitPrepared(ctx, api, c);
   ctx.printJson(c);
+  if (c.status === 'preparing') {
+    ctx.print(
+      `campaign ${c.campaign_id} (${c.name}) is preparing its targets in the background; follow it: ota campaigns status ${c.campaign_id}`,
+    );
+    return EXIT.ok;
+  }
+  if (c.status !== 'created') {
+    ctx.print(
+      `campaign ${c.campaign_id} ${c.status}: ${c.preparation?.failure_reason ?? c.halt_reason ?? ''}`,
+    );
+    return EXIT.stopped;
+  }
   ctx.print(
     [
       `created campaign ${c.campaign_id} (${c.name}): ${c.release_id}, ${c.target_count} vehicle(s) in ${c.waves.length} wave(s) of ${c.waves.map((w) => w.size).join(', ')}`,
@@ -49,6 +87,23 @@ export async function create(ctx: Context): Promise<void> {
       `start it: ota campaigns start ${c.campaign_id}`,
     ].join('\n'),
   );
+  return EXIT.ok;
+}
+
+/** Polls a preparing campaign until it is not, noting progress on stderr when it changes. */
+async function waitPrepared(ctx: Context, api: ApiClient, first: CampaignView): Promise<CampaignView> {
+  let c = first;
+  let shown = '';
+  while (c.status === 'preparing') {
+    const p = c.preparation;
+    const text = p ? preparationText(p) : 'preparing';
+    if (text !== shown && !ctx.json) ctx.note(`${c.campaign_id}: ${text}`);
+    shown = text;
+    if (p?.state === 'awaiting_targets') return c;
+    await sleep(1000, undefined, { signal: ctx.signal });
+    c = await api.get<CampaignView>(path(c.campaign_id));
+  }
+  return c;
 }
 
 /** start, pause, resume, cancel: POST with an empty body; the API refuses a transition that does not apply. */
@@ -67,7 +122,7 @@ export function action(name: 'start' | 'pause' | 'resume' | 'cancel') {
   };
 }
 
-const END_STATES = new Set(['completed', 'halted', 'cancelled']);
+const END_STATES = new Set(['completed', 'halted', 'cancelled', 'failed']);
 
 export async function status(ctx: Context): Promise<number> {
   const id = ctx.args.positionals[0]!;

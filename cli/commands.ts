@@ -79,9 +79,9 @@ export const COMMANDS: readonly Command[] = [
     name: 'backend',
     summary: "Write the deployed stack's backend public key (from KMS), the PEM vehicles trust",
     details: [
-      'The backend signs tokens and assignments with a KMS key whose private half never leaves KMS. This fetches',
-      'its public half (kms:GetPublicKey, default AWS credential chain) and writes it as PEM. The stack output',
-      'BackendPublicKeyCommand holds the exact command.',
+      'The backend signs assignments with a KMS key whose private half never leaves KMS (directly, or by certifying',
+      "each function instance's short-lived online key). This fetches its public half (kms:GetPublicKey, default",
+      'AWS credential chain) and writes it as PEM. The stack output BackendPublicKeyCommand holds the exact command.',
     ],
     api: false,
     options: {
@@ -300,6 +300,9 @@ export const COMMANDS: readonly Command[] = [
       'Targets: any of --vin, --vins-file and a filter (--model, --hardware-id, --current-version); incompatible',
       'vehicles are excluded with a reason. Policy flags left out take the backend defaults (waves 1,10,50,100;',
       'advance at 90% success; halt at 10% failures once a wave has 5 outcomes; 24 h vehicle timeout; 1 retry).',
+      'The targets are prepared in the background: it waits until the campaign is created (exit 0) or failed',
+      '(exit 3), showing progress, unless --no-wait. A file of more than 10,000 VINs (up to 1,000,000) is uploaded',
+      'through a presigned URL.',
     ],
     api: true,
     options: {
@@ -333,6 +336,11 @@ export const COMMANDS: readonly Command[] = [
         description: 'filter: current version of that ECU',
       },
       all: { type: 'boolean', description: 'target every registered vehicle (instead of --vin or a filter)' },
+      'no-wait': {
+        type: 'boolean',
+        description:
+          'answer as soon as the campaign is accepted (preparing); follow it with ota campaigns status',
+      },
       waves: {
         type: 'string',
         placeholder: '<list>',

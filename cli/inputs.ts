@@ -9,6 +9,7 @@ import {
   MAX_CHUNK_SIZE,
   MIN_CHUNK_SIZE,
   releaseIdSchema,
+  VIN_PATTERN,
   versionSchema,
   vinSchema,
 } from '../protocol/schemas.js';
@@ -155,10 +156,27 @@ const FIELD_FLAGS: Record<string, string> = {
  * The POST /campaigns body from the flags of `campaigns create`; `vinsFromFile` are the VINs read from
  * --vins-file (the caller reads the file). Throws UsageError naming the flag at fault.
  */
+/** Above this many VINs a list goes through a presigned upload instead of the request body. */
+export const INLINE_VINS = 10_000;
+
+/** The targeted VINs, from --vin and the file, each once. */
+export function campaignVins(values: OptionValues, vinsFromFile: readonly string[] = []): string[] {
+  return [...new Set([...stringList(values, 'vin').map((v) => v.trim().toUpperCase()), ...vinsFromFile])];
+}
+
+/** The VIN list as uploaded (one VIN a line) when there are too many for the request body. */
+export function vinListUpload(vins: readonly string[]): Buffer | undefined {
+  return vins.length > INLINE_VINS ? Buffer.from(`${vins.join('\n')}\n`) : undefined;
+}
+
 export function campaignBody(values: OptionValues, vinsFromFile: readonly string[] = []): CampaignBody {
-  const vins = [
-    ...new Set([...stringList(values, 'vin').map((v) => v.trim().toUpperCase()), ...vinsFromFile]),
-  ];
+  const vins = campaignVins(values, vinsFromFile);
+  const upload = vinListUpload(vins);
+  if (upload) {
+    const bad = vins.find((v) => !VIN_PATTERN.test(v));
+    if (bad !== undefined)
+      throw new UsageError(`VIN '${bad}' is not a VIN (17 characters: digits and letters except I, O, Q)`);
+  }
   const filter = {
     model: stringOption(values, 'model'),
     hardware_id: stringOption(values, 'hardware-id'),
@@ -195,7 +213,7 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
     release_id: requireString(values, 'release-id'),
     targets: {
       ...(all ? { all: true as const } : {}),
-      ...(vins.length ? { vins } : {}),
+      ...(upload ? { vin_list: { size: upload.length } } : vins.length ? { vins } : {}),
       ...(hasFilter
         ? { filter: Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) }
         : {}),

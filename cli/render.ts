@@ -139,6 +139,10 @@ export function renderCampaign(c: CampaignView): string[] {
     ['status', c.status],
     ...(c.halt_reason ? ([['halt reason', c.halt_reason]] as const) : []),
     ['wave', waveText(c)],
+    ...(c.preparation && c.preparation.state !== 'finished'
+      ? ([['preparation', preparationText(c.preparation)]] as const)
+      : []),
+    ...(c.preparation?.failure_reason ? ([['failure', c.preparation.failure_reason]] as const) : []),
     ['targets', `${c.target_count}${c.excluded.count ? ` (${c.excluded.count} excluded)` : ''}`],
     ['totals', countsText(c.counts)],
     ['updated', c.updated_at],
@@ -167,6 +171,14 @@ export function renderCampaign(c: CampaignView): string[] {
     );
   }
   return lines;
+}
+
+/** A preparation's progress in words: where it is, and its counts so far. */
+export function preparationText(p: NonNullable<CampaignView['preparation']>): string {
+  if (p.state === 'awaiting_targets')
+    return `waiting for the VIN list upload (until ${p.upload_expires_at ?? '?'}), then POST /campaigns/<id>/targets`;
+  const counts = `${p.targeted} targeted, ${p.excluded} excluded, ${p.scanned} read`;
+  return `${p.state === 'running' ? 'preparing' : 'prepared'}: ${counts} (${p.segments.done}/${p.segments.total} segments done)`;
 }
 
 /** One line per change for logs: time, status, wave, totals and halt reason. */

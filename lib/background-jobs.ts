@@ -26,8 +26,9 @@ export interface BackgroundJobsProps {
   readonly maxReceiveCount?: number;
   /**
    * Most concurrent worker invocations (at least 2). Nothing is reserved, so the stack deploys on accounts with a
-   * small concurrency quota; this only caps what jobs can take from the shared pool.
-   * @default 5
+   * small concurrency quota; this only caps what jobs can take from the shared pool. 20: one campaign's
+   * preparation runs its 16 segments at once (campaign-preparation.ts SCAN_SEGMENTS), with room for other jobs.
+   * @default 20
    */
   readonly maxConcurrency?: number;
   /** SNS topic told when an alarm fires and when it clears. @default - no actions */
@@ -53,7 +54,7 @@ export class BackgroundJobs extends Construct {
   constructor(scope: Construct, id: string, props: BackgroundJobsProps) {
     super(scope, id);
     const maxReceiveCount = props.maxReceiveCount ?? 5;
-    const maxConcurrency = props.maxConcurrency ?? 5;
+    const maxConcurrency = props.maxConcurrency ?? 20;
     if (!Number.isInteger(maxReceiveCount) || maxReceiveCount < 1 || maxReceiveCount > 1000) {
       throw new Error(`BackgroundJobs: maxReceiveCount must be 1-1000, got ${maxReceiveCount}`);
     }

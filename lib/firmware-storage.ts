@@ -12,6 +12,8 @@ import { acknowledgeWildcardResources } from './nag.js';
  * publish gets an Object Lock legal hold, so it is never rewritten or deleted.
  */
 export const RELEASES_PREFIX = 'releases/';
+/** Key prefix of campaigns' VIN lists (lambdas/core/vin-list.ts targetListKey): no image, no legal hold. */
+export const TARGET_LISTS_PREFIX = 'campaign-targets/';
 
 export interface FirmwareStorageProps {
   /**
@@ -106,6 +108,12 @@ export class FirmwareStorage extends Construct {
           id: 'expire-noncurrent-versions',
           noncurrentVersionExpiration: Duration.days(noncurrentDays),
           expiredObjectDeleteMarker: true,
+        },
+        {
+          // A VIN list is read while its campaign is prepared, then only kept for a while for the record.
+          id: 'expire-campaign-target-lists',
+          prefix: TARGET_LISTS_PREFIX,
+          expiration: Duration.days(30),
         },
         {
           id: 'abort-incomplete-uploads',
@@ -212,6 +220,27 @@ export class FirmwareStorage extends Construct {
       new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [this.bucket.bucketArn] }),
     );
     this.bindBucket(fn, 'verifies');
+  }
+
+  /**
+   * Campaign VIN lists (campaign-targets/* only): `write` lets the operator API store an inline list, presign the
+   * operator's upload and read it back to check it; `read` lets the preparation job read it by ranges.
+   */
+  grantTargetLists(fn: IBindableFunction, mode: 'write' | 'read'): void {
+    const objects = this.bucket.arnForObjects(`${TARGET_LISTS_PREFIX}*`);
+    fn.grantPrincipal.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: [...(mode === 'write' ? ['s3:PutObject'] : []), 's3:GetObject', 's3:GetObjectVersion'],
+        resources: [objects],
+      }),
+    );
+    fn.addEnvironment(ENV.firmwareBucket, this.bucket.bucketName);
+    acknowledgeWildcardResources(
+      policyOwner(fn),
+      [objects],
+      'Campaign VIN lists are keyed by campaign id (campaign-targets/<campaign id>.txt), known only per request; the ' +
+        'wildcard covers object keys under the campaign-targets/ prefix of this one bucket.',
+    );
   }
 
   private bindBucket(fn: IBindableFunction, what: string): void {

@@ -5,7 +5,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
-import { BACKEND_CHANNELS, VEHICLE_CHANNELS, vehicleTopic } from '../protocol/topics.js';
+import {
+  BACKEND_CHANNELS,
+  BASIC_INGEST_CHANNELS,
+  basicIngestTopic,
+  VEHICLE_CHANNELS,
+  vehicleTopic,
+} from '../protocol/topics.js';
 import { type IBindableFunction, policyOwner } from './bindable.js';
 import { acknowledge, acknowledgeWildcardResources } from './nag.js';
 
@@ -27,6 +33,12 @@ export interface FleetIdentityProps {
    * @default false - retained
    */
   readonly destroyOnRemoval?: boolean;
+  /**
+   * The topic rule vehicles report to through IoT Basic Ingest: the policy lets a vehicle publish its own progress
+   * and status to `$aws/rules/<rule>/vehicle/updates/{its VIN}/...` as well (no messaging charge per message).
+   * @default none: the seed topics only
+   */
+  readonly ingestRuleName?: string;
 }
 
 /**
@@ -42,9 +54,13 @@ export interface FleetIdentityProps {
 export class FleetIdentity extends Construct {
   readonly thingType: iot.CfnThingType;
   readonly policy: iot.CfnPolicy;
+  /** The static thing group every vehicle joins at registration; the vehicle policy is attached to it. */
+  readonly thingGroup: iot.CfnThingGroup;
+  /** Name of the vehicles thing group. */
+  readonly thingGroupName: string;
   /** Name of the thing type of vehicles. */
   readonly thingTypeName: string;
-  /** Name of the IoT policy attached to every vehicle certificate. */
+  /** Name of the IoT policy every vehicle gets through the vehicles thing group. */
   readonly policyName: string;
   /** Host name of the account's IoT data endpoint (iot:Data-ATS), e.g. abc123-ats.iot.eu-west-1.amazonaws.com. */
   readonly dataEndpoint: string;
@@ -59,11 +75,70 @@ export class FleetIdentity extends Construct {
     this.thingType.applyRemovalPolicy(removal);
     this.thingTypeName = this.thingType.ref;
 
-    this.policy = new iot.CfnPolicy(this, 'VehiclePolicy', { policyDocument: vehiclePolicyDocument(this) });
+    this.policy = new iot.CfnPolicy(this, 'VehiclePolicy', {
+      policyDocument: vehiclePolicyDocument(this, props.ingestRuleName),
+    });
     this.policy.applyRemovalPolicy(removal);
     this.policyName = this.policy.ref;
 
-    this.dataEndpoint = this.lookUpDataEndpoint(removal);
+    this.thingGroup = new iot.CfnThingGroup(this, 'VehicleGroup', {
+      thingGroupProperties: {
+        thingGroupDescription:
+          'Every registered vehicle; carries the vehicle policy (attached at deploy time)',
+      },
+    });
+    this.thingGroup.applyRemovalPolicy(removal);
+    this.thingGroupName = this.thingGroup.ref;
+
+    const deploy = this.deployCalls(removal);
+    this.dataEndpoint = this.lookUpDataEndpoint(deploy);
+    this.attachPolicyToGroup(deploy);
+  }
+
+  /**
+   * The role and log group of the deploy-time IoT calls. AwsCustomResource runs every call of the stack in one
+   * singleton provider function, so both calls here share one role (each adds its own policy to it).
+   */
+  private deployCalls(removal: RemovalPolicy): { role: iam.Role; logGroup: logs.LogGroup } {
+    const logGroup = new logs.LogGroup(this, 'EndpointLookupLogs', {
+      retention: logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: removal,
+    });
+    const role = new iam.Role(this, 'EndpointLookupRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: 'Runs the deploy-time IoT calls: the data endpoint lookup and the vehicle group policy',
+    });
+    logGroup.grantWrite(role);
+    return { role, logGroup };
+  }
+
+  /**
+   * Attaches the vehicle policy to the vehicles thing group at deploy time (and detaches it when the stack removes
+   * the attachment). CloudFormation has no resource for a thing-group policy attachment
+   * (AWS::IoT::PolicyPrincipalAttachment takes certificates only), so a custom resource calls iot:AttachPolicy with
+   * the group as target; its policy names that one group ARN. With this, no runtime function needs
+   * iot:AttachPolicy at all: registration adds the thing to the group.
+   */
+  private attachPolicyToGroup(deploy: { role: iam.Role; logGroup: logs.LogGroup }): void {
+    const target = this.thingGroup.attrArn;
+    const call = (action: 'AttachPolicyCommand' | 'DetachPolicyCommand'): cr.AwsSdkCall => ({
+      service: '@aws-sdk/client-iot',
+      action,
+      parameters: { policyName: this.policyName, target },
+      physicalResourceId: cr.PhysicalResourceId.of(`${this.policyName}@${this.thingGroupName}`),
+    });
+    new cr.AwsCustomResource(this, 'VehicleGroupPolicy', {
+      resourceType: 'Custom::IotThingGroupPolicy',
+      onCreate: call('AttachPolicyCommand'),
+      onUpdate: call('AttachPolicyCommand'),
+      onDelete: call('DetachPolicyCommand'),
+      policy: cr.AwsCustomResourcePolicy.fromStatements([
+        new iam.PolicyStatement({ actions: ['iot:AttachPolicy', 'iot:DetachPolicy'], resources: [target] }),
+      ]),
+      role: deploy.role,
+      logGroup: deploy.logGroup,
+      installLatestAwsSdk: false,
+    });
   }
 
   /**
@@ -91,16 +166,7 @@ export class FleetIdentity extends Construct {
     );
   }
 
-  private lookUpDataEndpoint(removal: RemovalPolicy): string {
-    const logGroup = new logs.LogGroup(this, 'EndpointLookupLogs', {
-      retention: logs.RetentionDays.THREE_MONTHS,
-      removalPolicy: removal,
-    });
-    const role = new iam.Role(this, 'EndpointLookupRole', {
-      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-      description: 'Runs the deploy-time lookup of the IoT data endpoint',
-    });
-    logGroup.grantWrite(role);
+  private lookUpDataEndpoint({ role, logGroup }: { role: iam.Role; logGroup: logs.LogGroup }): string {
     const describe: cr.AwsSdkCall = {
       service: '@aws-sdk/client-iot',
       action: 'DescribeEndpointCommand',
@@ -130,13 +196,15 @@ export class FleetIdentity extends Construct {
 
   /**
    * Lets a function register vehicles: create the thing (a VIN) of the vehicle type, create a certificate from the
-   * vehicle's CSR, attach the vehicle policy to that certificate and the certificate to the thing, and revoke a
-   * certificate (the operator's revoke kill switch, and the undo when registration fails halfway). Sets
-   * IOT_POLICY_NAME and IOT_THING_TYPE.
+   * vehicle's CSR, attach the certificate to the thing, add the thing to the vehicles group (which carries the
+   * vehicle policy), and revoke a certificate (the operator's revoke kill switch, and the undo when registration
+   * fails halfway). No iot:AttachPolicy: the function cannot give any certificate any policy. Sets IOT_THING_GROUP
+   * and IOT_THING_TYPE.
    *
    * The grants land in a policy of their own on the function's role, so the acknowledged wildcards cover exactly
-   * these statements. IAM cannot narrow iot:AttachPolicy to one IoT policy (its resource is the target certificate),
-   * and iot:CreateCertificateFromCsr has no resource-level permissions at all.
+   * these statements. iot:CreateCertificateFromCsr has no resource-level permissions at all; certificate ids are
+   * random and known only once IoT answers, and certificates take no tags or conditions IAM could match, so
+   * UpdateCertificate and AttachThingPrincipal stay on cert/* of this account and region.
    */
   bindRegistration(fn: IBindableFunction): void {
     const role = fn.grantPrincipal as Partial<iam.IRole>;
@@ -148,6 +216,7 @@ export class FleetIdentity extends Construct {
     const things = arn('thing');
     const certs = arn('cert');
     const thingType = this.thingType.attrArn;
+    const group = this.thingGroup.attrArn;
     const policy = new iam.Policy(this, `Registration${fn.node.addr.slice(0, 8)}`, {
       statements: [
         new iam.PolicyStatement({ actions: ['iot:CreateCertificateFromCsr'], resources: ['*'] }),
@@ -156,9 +225,9 @@ export class FleetIdentity extends Construct {
           resources: [things, thingType],
         }),
         new iam.PolicyStatement({ actions: ['iot:AttachThingPrincipal'], resources: [things, certs] }),
-        // Attach the vehicle policy to the certificate just created. IAM cannot name that certificate ahead of
-        // time nor the policy attached (AttachPolicy authorises on the target alone), so cert/* is the floor.
-        new iam.PolicyStatement({ actions: ['iot:AttachPolicy'], resources: [certs] }),
+        // The vehicle policy comes with the group: joining it is the only way this function confers rights, and
+        // only that one group (its ARN), for things (VINs).
+        new iam.PolicyStatement({ actions: ['iot:AddThingToThingGroup'], resources: [group, things] }),
         // Revoke: the kill switch and the undo of a registration that lost a race; UpdateCertificate only.
         new iam.PolicyStatement({ actions: ['iot:UpdateCertificate'], resources: [certs] }),
       ],
@@ -171,7 +240,7 @@ export class FleetIdentity extends Construct {
         'named by VINs and certificates by ids that exist only once a request arrives, so thing/* and cert/* of ' +
         'this account and region are the narrowest ARNs IAM accepts.',
     );
-    fn.addEnvironment(ENV.iotPolicyName, this.policyName);
+    fn.addEnvironment(ENV.iotThingGroup, this.thingGroupName);
     fn.addEnvironment(ENV.iotThingType, this.thingTypeName);
   }
 }
@@ -182,7 +251,7 @@ function oneOrMany(resources: string[]): string | string[] {
 }
 
 /** The exact vehicle policy document: own client id, own topics, nothing else. */
-function vehiclePolicyDocument(scope: Construct): Record<string, unknown> {
+function vehiclePolicyDocument(scope: Construct, ingestRuleName?: string): Record<string, unknown> {
   const stack = Stack.of(scope);
   const iotArn = (resource: string) =>
     `arn:${stack.partition}:iot:${stack.region}:${stack.account}:${resource}`;
@@ -208,7 +277,14 @@ function vehiclePolicyDocument(scope: Construct): Record<string, unknown> {
       {
         Effect: 'Allow',
         Action: 'iot:Publish',
-        Resource: oneOrMany(VEHICLE_CHANNELS.map((c) => iotArn(`topic/${vehicleTopic(THING, c)}`))),
+        Resource: oneOrMany([
+          ...VEHICLE_CHANNELS.map((c) => iotArn(`topic/${vehicleTopic(THING, c)}`)),
+          ...(ingestRuleName === undefined
+            ? []
+            : BASIC_INGEST_CHANNELS.map((c) =>
+                iotArn(`topic/${basicIngestTopic(ingestRuleName, THING, c)}`),
+              )),
+        ]),
       },
     ],
   };

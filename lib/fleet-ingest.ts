@@ -22,6 +22,17 @@ export const VEHICLE_MESSAGES_SQL_VERSION = '2016-03-23';
 
 const RULE_NAME = /^[A-Za-z0-9_]{1,128}$/;
 
+/**
+ * The topic rule's name unless given: fixed by the stack's name, so the vehicle policy can name its Basic Ingest
+ * topics (`$aws/rules/<rule>/...`) and vehicles can be configured with it before the rule exists.
+ */
+export function defaultIngestRuleName(stack: Stack): string {
+  if (Token.isUnresolved(stack.stackName)) {
+    throw new Error('FleetIngest: the stack name is not known at synthesis; pass ruleName');
+  }
+  return `${stack.stackName.replace(/[^A-Za-z0-9_]/g, '_')}_vehicle_messages`;
+}
+
 export interface FleetIngestProps {
   /**
    * The function that records vehicle messages (lambdas/ingest/handler.ts). The rule invokes it asynchronously;
@@ -96,10 +107,7 @@ export class FleetIngest extends Construct {
     super(scope, id);
     const stack = Stack.of(this);
     const fn = props.ingestFunction;
-    if (props.ruleName === undefined && Token.isUnresolved(stack.stackName)) {
-      throw new Error('FleetIngest: the stack name is not known at synthesis; pass ruleName');
-    }
-    this.ruleName = props.ruleName ?? `${stack.stackName.replace(/[^A-Za-z0-9_]/g, '_')}_vehicle_messages`;
+    this.ruleName = props.ruleName ?? defaultIngestRuleName(stack);
     if (!RULE_NAME.test(this.ruleName)) {
       throw new Error(
         `FleetIngest: ruleName must be 1-128 letters, digits or underscores, got ${this.ruleName}`,

@@ -6,6 +6,8 @@
  * neither keeps a copy of the options that could drift from the stack's.
  */
 import { spawnSync } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { App, type CfnElement } from 'aws-cdk-lib';
 import { type BundlingOptions, OutputFormat } from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { BuildOptions } from 'esbuild';
@@ -19,6 +21,9 @@ export interface StackFunction {
   /** The environment the template gives the function, references to other resources replaced by dummy values. */
   readonly environment: Readonly<Record<string, string>>;
 }
+
+/** The project root (where CDK runs esbuild): this file is in lib/. */
+const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 const DUMMY_REGION = 'us-east-1';
 const DUMMY_ACCOUNT = '111122223333';
@@ -90,7 +95,25 @@ const TRANSLATED = new Set<keyof BundlingOptions>([
   'bundleAwsSDK',
   'banner',
   'externalModules',
+  'esbuildArgs',
 ]);
+
+/** `--alias:from=to` esbuild arguments as esbuild's `alias` option (CDK writes `--alias` keys that way). */
+function aliases(args: BundlingOptions['esbuildArgs']): Record<string, string> | undefined {
+  if (!args) return undefined;
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(args)) {
+    const pairs = Array.isArray(value) ? value : [value];
+    if (key !== '--alias') throw new Error(`esbuild argument ${key} not translated`);
+    for (const pair of pairs) {
+      const [from, to] = String(pair).split('=');
+      if (!from || !to) throw new Error(`--alias needs from=to, got ${String(pair)}`);
+      // CDK runs esbuild in the project root; this translation resolves the path the same way.
+      out[from] = to.startsWith('./') ? resolve(PROJECT_ROOT, to) : to;
+    }
+  }
+  return out;
+}
 
 /**
  * The esbuild options of the command NodejsFunction runs for OTA_BUNDLING (--bundle --platform=node, then one flag
@@ -114,6 +137,7 @@ export function esbuildOptions(entry: string, outfile: string): BuildOptions {
     mainFields: b.mainFields ? [...b.mainFields] : undefined,
     banner: b.banner ? { js: b.banner } : undefined,
     external: [...(b.externalModules ?? []), ...(b.bundleAwsSDK ? [] : ['@aws-sdk/*'])],
+    alias: aliases(b.esbuildArgs),
     logLevel: 'warning',
   };
 }
@@ -195,13 +219,14 @@ syncBuiltinESMExports();
 const t0 = performance.now();
 const mod = await import(pathToFileURL(process.argv[2]).href);
 const ready = performance.now();
+const cpu = process.cpuUsage();
 if (typeof mod.handler !== 'function') {
   console.error('no handler export in ' + process.argv[2]);
   process.exit(2);
 }
 const rss = process.memoryUsage().rss;
 await new Promise((r) => setTimeout(r, 200));
-console.log(JSON.stringify({ ready, importMs: ready - t0, runnerStartMs: started, rss, attempts }));
+console.log(JSON.stringify({ ready, importMs: ready - t0, cpuMs: (cpu.user + cpu.system) / 1000, runnerStartMs: started, rss, attempts }));
 process.exit(0);
 `;
 
@@ -210,6 +235,11 @@ export interface InitSample {
   readonly ready: number;
   /** ms in the dynamic import() alone. */
   readonly importMs: number;
+  /**
+   * CPU ms (user + system) the process used until ready: unlike `ready`, barely moved by other processes competing
+   * for the cores, so it still compares modules on a busy machine.
+   */
+  readonly cpuMs: number;
   readonly runnerStartMs: number;
   readonly rss: number;
   /** Network calls made at init (refused). */

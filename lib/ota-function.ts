@@ -21,6 +21,9 @@ export const NODE_TARGET = 'node24';
 export const CREATE_REQUIRE_BANNER =
   "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);";
 
+/** The module standing in for the SDK's default credential chain in bundles, relative to the project root. */
+export const LAMBDA_CREDENTIALS_MODULE = './lambdas/adapters/lambda-credentials.ts';
+
 /**
  * How every function is bundled. Exported so that the bundle test and the cold-start benchmark
  * (lib/function-bundles.ts) build with exactly these options instead of a copy of them.
@@ -34,6 +37,10 @@ export const OTA_BUNDLING = {
   sourcesContent: false,
   bundleAwsSDK: true,
   banner: CREATE_REQUIRE_BANNER,
+  // Lambda gives credentials in environment variables only; the SDK's whole default chain (SSO, STS, INI, IMDS
+  // and the nested clients they need) is dead weight in a bundle. See lambdas/adapters/lambda-credentials.ts.
+  // Resolved from the project root, the working directory CDK runs esbuild in.
+  esbuildArgs: { '--alias': `@aws-sdk/credential-provider-node=${LAMBDA_CREDENTIALS_MODULE}` },
 } as const satisfies BundlingOptions;
 
 export interface OtaFunctionProps {

@@ -13,7 +13,7 @@ import { CampaignSchedule } from './campaign-schedule.js';
 import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
-import { FleetIngest } from './fleet-ingest.js';
+import { defaultIngestRuleName, FleetIngest } from './fleet-ingest.js';
 import { OtaFunction } from './ota-function.js';
 import { SigningKey } from './signing-key.js';
 import { VehicleApi } from './vehicle-api.js';
@@ -112,6 +112,13 @@ export interface OtaStackProps extends StackProps {
    * @default - the alarms have no actions
    */
   readonly alarmTopicArn?: string;
+  /**
+   * How assignments are signed. 'delegated': by an online key per function instance that the signing key (KMS)
+   * certifies, one KMS Sign per instance per hour; 'direct': by the KMS key itself, one Sign per assignment, for a
+   * fleet whose agents predate delegation (they refuse delegated assignments; README "How a vehicle connects").
+   * @default 'delegated'
+   */
+  readonly assignmentSigning?: 'delegated' | 'direct';
 }
 
 /**
@@ -178,7 +185,9 @@ export class OtaStack extends Stack {
       purpose: 'vehicle bearer tokens',
       envVar: ENV.tokenSigningKeyArn,
     });
-    this.fleet = new FleetIdentity(this, 'FleetIdentity', { destroyOnRemoval: destroy });
+    // One name for the rule and the vehicle policy's Basic Ingest topics.
+    const ingestRuleName = defaultIngestRuleName(this);
+    this.fleet = new FleetIdentity(this, 'FleetIdentity', { destroyOnRemoval: destroy, ingestRuleName });
 
     const functions = new Map<FunctionName, OtaFunction>();
     for (const name of FUNCTIONS) {
@@ -239,9 +248,15 @@ export class OtaStack extends Stack {
       destroyOnRemoval: destroy,
     });
     this.grantLeastPrivilege();
+    if (props.assignmentSigning === 'direct') {
+      // The functions that sign assignments (and hold kms:Sign on the signing key).
+      this.functions.get('vehicle-api')!.addEnvironment(ENV.assignmentSigning, 'direct');
+      this.campaignTickFunction.addEnvironment(ENV.assignmentSigning, 'direct');
+    }
 
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,
+      ruleName: ingestRuleName,
       alarmTopic,
       destroyOnRemoval: destroy,
     });
@@ -265,6 +280,11 @@ export class OtaStack extends Stack {
     new CfnOutput(this, 'FirmwareBucketName', { value: this.storage.bucket.bucketName });
     new CfnOutput(this, 'IotPolicyName', { value: this.fleet.policyName });
     new CfnOutput(this, 'IotThingTypeName', { value: this.fleet.thingTypeName });
+    new CfnOutput(this, 'IngestRuleName', {
+      value: this.ingest.ruleName,
+      description:
+        'Topic rule vehicles report to through IoT Basic Ingest ($aws/rules/<name>/vehicle/updates/...)',
+    });
     new CfnOutput(this, 'MqttEndpoint', {
       value: this.fleet.dataEndpoint,
       description: 'IoT ATS data endpoint: vehicles connect here (MQTT over TLS, port 8883)',
@@ -339,25 +359,36 @@ export class OtaStack extends Stack {
     this.signingKey.grantVerify(vehicle);
     this.signingKey.grantSign(vehicle);
 
-    // operator-api: releases (create, publish, withdraw, list with a Scan), vehicle registration and revocation,
-    // campaigns (targets by a Scan of vehicles, one update per target, listed with a Scan, cancelled through the
+    // operator-api: releases (create, publish, withdraw, list with a Scan), campaigns (targets by a Scan of vehicles, one update per target, listed with a Scan, cancelled through the
     // byCampaign index) and the release withdraw's search for open direct updates (a Scan of updates). History is
     // append-only. Nothing is ever deleted.
     const operator = fn('operator-api');
     d.bindItems(operator, 'releases', ['GetItem', 'PutItem', 'UpdateItem', 'Scan'], {
       indexes: ['byVersion'],
     });
-    d.bindItems(operator, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
+    d.bindItems(operator, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
     d.bindItems(operator, 'updates', ['GetItem', 'Query', 'PutItem', 'Scan'], { indexes: ['byCampaign'] });
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
-    // Campaign exclusions: written at creation (PutItem), listed a page at a time (Query).
-    d.bindItems(operator, 'exclusions', ['PutItem', 'Query']);
+    // Campaign exclusions: listed a page at a time (Query); the preparation job writes them.
+    d.bindItems(operator, 'exclusions', ['Query']);
     d.bindItems(operator, 'history', ['PutItem']);
     this.storage.grantUpload(operator);
-    this.fleet.bindRegistration(operator);
+    // Campaign VIN lists: an inline list stored, an upload presigned and checked when complete.
+    this.storage.grantTargetLists(operator, 'write');
     // Publish and cancel queue their background job.
     this.jobs.grantSend(operator);
-    // No signing-key access: operator routes neither sign nor verify backend signatures.
+    // No signing-key access: operator routes neither sign nor verify backend signatures. No IoT rights.
+
+    // registry-api: vehicle registration (the vehicle written once, PutItem; read back), its view (the vehicle and
+    // its updates by key and per vehicle) and the revoke kill switch (the vehicle flagged by UpdateItem, its open
+    // updates withdrawn: updates rewritten with a revision check, campaign counts by UpdateItem, history appended).
+    // The only function with IoT identity rights (FleetIdentity.bindRegistration).
+    const registry = fn('registry-api');
+    d.bindItems(registry, 'vehicles', ['GetItem', 'PutItem', 'UpdateItem']);
+    d.bindItems(registry, 'updates', ['GetItem', 'Query', 'PutItem']);
+    d.bindItems(registry, 'campaigns', ['GetItem', 'UpdateItem']);
+    d.bindItems(registry, 'history', ['PutItem']);
+    this.fleet.bindRegistration(registry);
 
     // jobs-worker: verifies release images (reads the object by ranges, saves its checkpoint on the release,
     // protects and publishes it, or fails it and removes the bad upload under its own key) and withdraws cancelled campaigns' updates a page at a time (byCampaign; counts by UpdateItem;
@@ -366,10 +397,16 @@ export class OtaStack extends Stack {
     const worker = this.jobsWorkerFunction;
     d.bindItems(worker, 'releases', ['GetItem', 'UpdateItem']);
     this.storage.grantVerify(worker);
-    d.bindItems(worker, 'campaigns', ['GetItem', 'UpdateItem']);
+    // Campaign preparation: checkpoints are items of the campaigns table (PutItem, conditional on the slice);
+    // vehicles read by a parallel Scan or by VIN (GetItem) and locked (UpdateItem); target items written
+    // conditionally (PutItem) after reading the vehicle's updates (Query); exclusions written conditionally;
+    // the VIN list read by ranges. Nothing is deleted.
+    d.bindItems(worker, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem']);
     d.bindItems(worker, 'updates', ['GetItem', 'PutItem', 'Query'], { indexes: ['byCampaign'] });
-    d.bindItems(worker, 'vehicles', ['UpdateItem']);
+    d.bindItems(worker, 'vehicles', ['GetItem', 'UpdateItem', 'Scan']);
+    d.bindItems(worker, 'exclusions', ['PutItem']);
     d.bindItems(worker, 'history', ['PutItem']);
+    this.storage.grantTargetLists(worker, 'read');
 
     // ingest: applies vehicle reports: vehicles read, and updated when an update completes (the ECU's new version,
     // the campaign lock released); updates read and written with a revision check; history append-only; campaign

@@ -20,7 +20,13 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { RevocationList } from '../lambdas/adapters/revocation-list.js';
+import {
+  type OperationDelta,
+  type OperationsSnapshot,
+  operationTally,
+  recordOperation,
+} from '../lambdas/adapters/operation-counter.js';
+import { RevocationList, ThingGroupMembers } from '../lambdas/adapters/revocation-list.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
@@ -51,9 +57,9 @@ import {
 
 export { FIRMWARE_BUCKET, LOCAL_REGION };
 
-import { DEFAULT_PORTS } from './ports.js';
+import { DEFAULT_PORTS, LOCAL_INGEST_RULE } from './ports.js';
 
-export { DEFAULT_PORTS };
+export { DEFAULT_PORTS, LOCAL_INGEST_RULE };
 
 /** What a caller gets without asking: free ports, so a test never collides with `npm start` or another test. */
 const EPHEMERAL_PORTS = { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 } as const;
@@ -115,6 +121,13 @@ export interface LocalCloudOptions {
    * @default 60000
    */
   readonly freshnessPeriodMs?: number;
+  /** MQTT connections the broker accepts at once (IoT Core has no such small cap). @default 1000 */
+  readonly mqttMaxConnections?: number;
+  /**
+   * Vehicle messages the rules router holds waiting for ingest before it dead-letters more (Lambda's asynchronous
+   * invocation queue on AWS holds far more). @default 10000
+   */
+  readonly rulesMaxQueued?: number;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
 }
@@ -140,6 +153,8 @@ export interface LocalCloud {
   readonly broker: LocalBroker;
   /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
   readonly rules: RulesRouter;
+  /** The topic rule's name, for Basic Ingest topics (`$aws/rules/<name>/vehicle/updates/{VIN}/...`). */
+  readonly ingestRuleName: string;
   /** Stand-in for the background jobs queue feeding the jobs-worker function. */
   readonly jobs: LocalJobQueue;
   /** The functions' instances (worker threads), for tests that observe or invoke them. */
@@ -165,6 +180,15 @@ export interface LocalCloud {
   readonly dataDir: string;
   /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
   publishFreshness(): Promise<unknown>;
+  /**
+   * The AWS operations the backend made since start or resetOperations(), counted where they are made (the
+   * functions' SDK clients and signers in every instance, the broker, the queue; operation-counter.ts). Complete
+   * for every invocation that has answered; an instance stopped at its timeout loses its last invocation's counts.
+   */
+  operations(): OperationsSnapshot;
+  /** The same counts, flat ("dynamodb.write.<table>": n), for diffOperations() between two points of a run. */
+  operationCounts(): OperationDelta;
+  resetOperations(): void;
   /** Closes every server and restores the environment variables the cloud set. */
   stop(): Promise<void>;
 }
@@ -198,6 +222,8 @@ async function start(
   cleanups: (() => Promise<void>)[],
 ): Promise<Omit<LocalCloud, 'stop'>> {
   const dataDir = options.dataDir === undefined ? temporaryDir(cleanups) : resolve(options.dataDir);
+  // Counts start with the cloud: an earlier cloud of this process counted into the same (per-thread) tally.
+  operationTally().reset();
   const ports = { ...EPHEMERAL_PORTS, ...options.ports };
   // The folder holds the registry, keys, CA, nonces and firmware: owner only, also when it already existed.
   ensurePrivateTree(dataDir);
@@ -259,7 +285,7 @@ async function start(
     // AWS-only settings inherited from a shell would send the functions to real AWS services.
     [ENV.signingKeyArn]: undefined,
     [ENV.tokenSigningKeyArn]: undefined,
-    [ENV.iotPolicyName]: undefined,
+    [ENV.iotThingGroup]: undefined,
     [ENV.iotThingType]: undefined,
     AWS_ENDPOINT_URL_S3: s3.endpoint,
     AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
@@ -272,15 +298,21 @@ async function start(
     POWERTOOLS_METRICS_NAMESPACE: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'FleetOtaLocal',
     POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
+    [ENV.operationCounting]: 'count',
   };
   // The broker can be restarted on the same port (fault injection); the shim and the rules router talk to whichever
   // broker is current through this handle.
   const revocations = new RevocationList(ca.dir);
+  // The vehicle policy reaches a thing only through the vehicles group registration adds it to, as on AWS.
+  const vehicleGroup = new ThingGroupMembers(ca.dir);
   const brokerProps = {
     key: tls.keyPem,
     cert: tls.certPem,
     ca: ca.certPem,
     isRevoked: (certificateId: string) => revocations.has(certificateId),
+    hasVehiclePolicy: (thingName: string) => vehicleGroup.has(thingName),
+    ...(options.mqttMaxConnections ? { maxConnections: options.mqttMaxConnections } : {}),
+    basicIngestRule: LOCAL_INGEST_RULE,
   };
   let current = await service('MQTT broker', ports.mqtt, () =>
     startMqttBroker({ ...brokerProps, port: ports.mqtt }),
@@ -351,8 +383,13 @@ async function start(
 
   const rules = startRulesRouter({
     source: broker,
-    invoke: (event) => (options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event)),
+    ruleName: LOCAL_INGEST_RULE,
+    invoke: (event) => {
+      recordOperation('iot.rule.actions');
+      return options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event);
+    },
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
+    ...(options.rulesMaxQueued ? { maxQueued: options.rulesMaxQueued } : {}),
   });
   cleanups.push(() => rules.stop());
 
@@ -415,6 +452,10 @@ async function start(
     tables,
     dataDir,
     publishFreshness,
+    operations: () => operationTally().snapshot(),
+    ingestRuleName: LOCAL_INGEST_RULE,
+    operationCounts: () => operationTally().flat(),
+    resetOperations: () => operationTally().reset(),
   };
 }
 

@@ -17,6 +17,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
+import {
+  type OperationDelta,
+  operationTally,
+  recordOperation,
+} from '../lambdas/adapters/operation-counter.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { closeServer, listen } from './listen.js';
 import { parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
@@ -196,8 +201,10 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
         started?: boolean;
         result?: { batchItemFailures?: unknown[] };
         error?: string;
+        operations?: OperationDelta;
       }) => {
         if (msg.id !== id) return;
+        operationTally().merge(msg.operations, 'jobs-worker');
         if (msg.started) {
           clearTimeout(timer);
           timer = setTimeout(() => stop('timeout'), timeoutMs);
@@ -222,6 +229,10 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       w.on('message', onMessage);
       w.on('error', onError);
       stats.invocations++;
+      // What the SQS event source mapping does for this message: receive it, invoke the function (and delete it on
+      // success, below).
+      recordOperation('sqs.op.ReceiveMessage');
+      recordOperation('lambda.invoke.jobs-worker');
       w.postMessage({ id, event, timeoutMs });
     });
   }
@@ -254,7 +265,10 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       inFlight = true;
       const ok = await invoke(next);
       inFlight = false;
-      if (ok) messages.splice(messages.indexOf(next), 1);
+      if (ok) {
+        messages.splice(messages.indexOf(next), 1);
+        recordOperation('sqs.op.DeleteMessage');
+      }
     }
   })();
 

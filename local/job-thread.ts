@@ -4,6 +4,7 @@
  * thread when an invocation outlives the function's timeout, which stops the handler as Lambda would.
  */
 import { parentPort } from 'node:worker_threads';
+import { operationTally } from '../lambdas/adapters/operation-counter.js';
 
 type Handler = (event: unknown, context: unknown) => Promise<unknown>;
 const handler: Promise<Handler> = import('../lambdas/jobs-worker/handler.js').then(
@@ -23,8 +24,12 @@ parentPort!.on('message', async (msg: { id: number; event: unknown; timeoutMs: n
   try {
     if (!run) throw new Error('the jobs-worker handler failed to load');
     const result = await run(msg.event, context);
-    parentPort!.postMessage({ id: msg.id, result });
+    parentPort!.postMessage({ id: msg.id, result, operations: operationTally().drain() });
   } catch (err) {
-    parentPort!.postMessage({ id: msg.id, error: err instanceof Error ? err.message : String(err) });
+    parentPort!.postMessage({
+      id: msg.id,
+      error: err instanceof Error ? err.message : String(err),
+      operations: operationTally().drain(),
+    });
   }
 });

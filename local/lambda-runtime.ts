@@ -12,6 +12,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import {
+  type OperationDelta,
+  operationTally,
+  recordOperation,
+} from '../lambdas/adapters/operation-counter.js';
 import { FUNCTION_SETTINGS, type FunctionSettings, type LambdaName } from '../lambdas/core/functions.js';
 import type { HandlerLoader, ProxyHandler } from './gateway.js';
 
@@ -37,11 +42,15 @@ export interface InvokeMessage {
   readonly deadline: number;
 }
 type ErrorInfo = { name: string; message: string };
-export type WorkerReply =
+export type WorkerReply = (
   | { type: 'ready' }
   | { type: 'init_error'; error: ErrorInfo }
   | { type: 'result'; id: number; result: unknown }
-  | { type: 'error'; id: number; error: ErrorInfo };
+  | { type: 'error'; id: number; error: ErrorInfo }
+) & {
+  /** AWS operations the instance counted since its previous reply (lambdas/adapters/operation-counter.ts). */
+  operations?: OperationDelta;
+};
 
 export type LambdaFailure = 'timeout' | 'out_of_memory' | 'crashed' | 'init_failed' | 'handler_error';
 
@@ -105,6 +114,7 @@ class Instance {
     });
     this.ready = new Promise<void>((resolve, reject) => {
       this.worker.on('message', (m: WorkerReply) => {
+        operationTally().merge(m.operations, fn);
         if (m.type === 'ready') resolve();
         else if (m.type === 'init_error') {
           reject(new LambdaInvocationError('init_failed', `${m.error.name}: ${m.error.message}`));
@@ -271,6 +281,7 @@ export class LocalLambdas {
   /** Invokes fn with event on a warm instance (or a new one); rejects with LambdaInvocationError as Lambda fails. */
   async invoke(fn: LambdaName, event: unknown, requestId: string = randomUUID()): Promise<unknown> {
     if (this.closed) throw new Error('the local Lambda runtime is closed');
+    recordOperation(`lambda.invoke.${fn}`);
     const pool = this.pool(fn);
     const instance = await pool.acquire();
     try {
@@ -282,8 +293,10 @@ export class LocalLambdas {
 
   /** The gateway's view of these functions: each route's handler is an invocation of its function here. */
   readonly handlerLoader: HandlerLoader = async (fn) => {
-    const proxy: ProxyHandler = async (event, context) =>
-      (await this.invoke(fn, event, context.awsRequestId)) as Awaited<ReturnType<ProxyHandler>>;
+    const proxy: ProxyHandler = async (event, context) => {
+      recordOperation('apigateway.request');
+      return (await this.invoke(fn, event, context.awsRequestId)) as Awaited<ReturnType<ProxyHandler>>;
+    };
     return proxy;
   };
 

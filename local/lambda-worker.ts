@@ -6,6 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Context } from 'aws-lambda';
+import { operationTally } from '../lambdas/adapters/operation-counter.js';
 import {
   type InvokeMessage,
   OUT_OF_MEMORY_EXIT,
@@ -46,7 +47,10 @@ async function load(): Promise<Handler> {
   return handler as Handler;
 }
 
-const reply = (message: WorkerReply) => port.postMessage(message);
+// Every reply carries the AWS operations counted in this thread since the last one, so the parent's tally is
+// complete when an invocation's result arrives (an instance stopped at its timeout loses its last invocation's).
+const reply = (message: WorkerReply) =>
+  port.postMessage({ ...message, operations: operationTally().drain() });
 
 load().then(
   (handler) => {

@@ -13,6 +13,7 @@
  * - Delivery: a vehicle is only ever sent its own issue_details topic, even from a persisted session (aedes stores
  *   a whole SUBSCRIBE packet in the session, refused filters included, so forwarding is checked again).
  * - A revoked certificate (isRevoked) is refused at CONNECT, and a live connection is cut at its next publish.
+ * - A thing outside the vehicles group (hasVehiclePolicy) is refused at CONNECT: the policy comes with the group.
  * - A second connection with the same client id takes over the first (IoT Core behaviour).
  * - Abuse limits: MQTT frames larger than the payload limit plus headers are cut off before they are buffered,
  *   keep-alive must be 1..1200 s, CONNECT must arrive within 10 s, TLS handshakes within 10 s.
@@ -25,6 +26,7 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from 'aedes';
+import { recordOperation } from '../lambdas/adapters/operation-counter.js';
 import { VIN_PATTERN } from '../protocol/schemas.js';
 import {
   BACKEND_CHANNELS,
@@ -55,6 +57,12 @@ export interface MqttBrokerProps {
   readonly internalClientId?: string;
   /** Largest message payload a vehicle may publish, in bytes (IoT Core: 128 KB). @default 131072 */
   readonly maxPayloadBytes?: number;
+  /**
+   * The topic rule a vehicle may reach through IoT Basic Ingest (`$aws/rules/<rule>/vehicle/updates/{own VIN}/...`).
+   * Such a message goes to the rules router only and is never delivered to a subscriber, as on IoT.
+   * @default none: Basic Ingest topics are refused
+   */
+  readonly basicIngestRule?: string;
   /** Largest keep-alive a client may ask for, in seconds (IoT Core: 1200). @default 1200 */
   readonly maxKeepAliveSeconds?: number;
   /** Most simultaneous TLS connections. @default 1000 */
@@ -67,6 +75,12 @@ export interface MqttBrokerProps {
    * @default none revoked
    */
   readonly isRevoked?: (certificateId: string) => boolean;
+  /**
+   * Whether the vehicle policy applies to this thing (VIN). On AWS it is attached to the vehicles thing group, so a
+   * certificate whose thing is not in the group has no policy and IoT Core refuses its CONNECT; the local cloud
+   * answers from the group registration writes (ThingGroupMembers). @default every thing (a bare broker in tests)
+   */
+  readonly hasVehiclePolicy?: (thingName: string) => boolean;
   /** @default silent */
   readonly log?: BrokerLogger;
 }
@@ -234,6 +248,12 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
         log.warn('mqtt connect refused: certificate revoked', { clientId: client.id });
         return done(refusal('certificate revoked'), false);
       }
+      if (!(props.hasVehiclePolicy?.(cn) ?? true)) {
+        log.warn('mqtt connect refused: thing not in the vehicles group (no policy)', {
+          clientId: client.id,
+        });
+        return done(refusal('no policy allows this thing to connect'), false);
+      }
       done(null, true);
     },
 
@@ -251,7 +271,11 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
       // client is null only for wills of a client that is gone; the will keeps the id it was stored under.
       const vin = client ? vinOf(client) : (packet as { clientId?: string }).clientId;
       let reason: string | undefined;
-      if (vin === undefined || !VIN_PATTERN.test(vin) || !isVehiclePublishTopic(vin, packet.topic))
+      if (
+        vin === undefined ||
+        !VIN_PATTERN.test(vin) ||
+        !isVehiclePublishTopic(vin, packet.topic, props.basicIngestRule)
+      )
         reason = 'topic not allowed';
       else if (client && revoked(client)) reason = 'certificate revoked';
       else if (packet.retain) reason = 'retained messages are not allowed';
@@ -270,12 +294,18 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
 
     authorizeForward(client, packet) {
       const vin = vinOf(client);
-      // A connection made before its certificate was revoked receives nothing more either.
-      return vin !== undefined && !revoked(client) && isOwnBackendTopic(vin, packet.topic) ? packet : null;
+      // A connection made before its certificate was revoked receives nothing more either. Only a vehicle's own
+      // backend topics are ever delivered: a Basic Ingest message ($aws/rules/...) reaches the rules router alone.
+      if (vin === undefined || revoked(client) || !isOwnBackendTopic(vin, packet.topic)) return null;
+      recordOperation('iot.broker.delivered');
+      return packet;
     },
   });
 
+  aedes.on('client', () => recordOperation('iot.broker.connect'));
   aedes.on('publish', (packet, client) => {
+    // Messages devices publish (the backend's own arrive through the IoT Data shim and are counted as Publish).
+    if (client) recordOperation('iot.broker.inbound');
     const vin = vinOf(client);
     if (vin === undefined || listeners.size === 0) return;
     const message: VehicleMessage = {

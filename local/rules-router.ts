@@ -55,6 +55,8 @@ export interface RulesRouterStats {
 
 export interface RulesRouterProps {
   readonly source: RoutedMessageSource;
+  /** The rule's name: Basic Ingest messages to `$aws/rules/<ruleName>/...` reach it too. @default none */
+  readonly ruleName?: string;
   /** The rule's action, e.g. the ingest handler. */
   readonly invoke: (event: TopicRuleEvent) => Promise<unknown> | unknown;
   /** Invocations running at once. @default 4 */
@@ -81,8 +83,8 @@ export interface RulesRouter {
 }
 
 /** The rule's SELECT and WHERE for one message, or undefined when the rule does not match the topic. */
-export function toTopicRuleEvent(message: RoutedMessage): TopicRuleEvent | undefined {
-  const match = matchTopicRule(message.topic);
+export function toTopicRuleEvent(message: RoutedMessage, ruleName?: string): TopicRuleEvent | undefined {
+  const match = matchTopicRule(message.topic, ruleName);
   if (!match) return undefined;
   return {
     payload: message.payload.toString('base64'),
@@ -179,7 +181,7 @@ export function startRulesRouter(props: RulesRouterProps): RulesRouter {
   };
 
   const unsubscribe = props.source.onVehicleMessage((message) => {
-    const event = toTopicRuleEvent(message);
+    const event = toTopicRuleEvent(message, props.ruleName);
     if (!event) return;
     if ((queues.get(event.vin)?.length ?? 0) >= maxPerVehicle) {
       throttled++;

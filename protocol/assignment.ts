@@ -3,9 +3,18 @@
  * time". The vehicle needs both this and the OEM-signed release manifest, so neither a compromised backend nor a
  * stolen release key alone can make a car install something. The per-vehicle counter only grows, so a replayed
  * (frozen) older assignment is recognisably stale.
+ *
+ * Signed one of two ways, both chaining to a trusted backend key:
+ * - delegated (the default): by a function instance's online key, the assignment carrying the delegation in which
+ *   the backend key (KMS) certified that key for scope "assignment" (protocol/delegation.ts). The assignment must
+ *   be issued inside the delegation's window and expire no later than it, so checking the assignment's expiry
+ *   checks the delegation's too. One KMS Sign per instance per hour instead of one per vehicle;
+ * - direct: by the backend key itself (earlier backends, and ASSIGNMENT_SIGNING=direct for fleets whose agents
+ *   predate delegation). Agents accept both.
  */
 import * as z from 'zod';
 import { canonicalJson } from './canonical-json.js';
+import { type DelegatedSigner, delegatedKey, signedDelegationSchema } from './delegation.js';
 import type { ReleaseManifest } from './manifest.js';
 import { VIN_PATTERN } from './schemas.js';
 import { keyIdOf, type Signer, sha256Hex, type TrustedKey, verifyEcdsa } from './signatures.js';
@@ -28,12 +37,18 @@ export type Assignment = z.infer<typeof assignmentSchema>;
 
 export const signedAssignmentSchema = z.strictObject({
   assignment: assignmentSchema,
+  /** The signing key: a trusted backend key, or the online key the delegation certifies. */
   key_id: z.string().regex(/^[0-9a-f]{16}$/),
   signature: z.string().min(16).max(256),
+  /** Present when key_id is an online key: the backend key's certificate of it for scope "assignment". */
+  delegation: signedDelegationSchema.optional(),
 });
 export type SignedAssignment = z.infer<typeof signedAssignmentSchema>;
 
 const CONTEXT = 'ota.assignment/v1\n';
+
+/** The delegation scope of online keys that sign assignments. */
+export const ASSIGNMENT_SCOPE = 'assignment';
 
 export function manifestDigest(manifest: ReleaseManifest): string {
   return sha256Hex(canonicalJson(manifest));
@@ -48,12 +63,38 @@ export async function signAssignment(assignment: Assignment, signer: Signer): Pr
   };
 }
 
-/** Whether the assignment is signed by one of these (backend) keys: the first thing to know of any assignment. */
+/** Signs an assignment with an instance's online key (no backend signature unless its delegation is renewed). */
+export async function signAssignmentDelegated(
+  assignment: Assignment,
+  signer: DelegatedSigner,
+): Promise<SignedAssignment> {
+  const online = await signer.onlineKey();
+  return {
+    assignment,
+    key_id: online.keyId,
+    signature: online.sign(Buffer.from(CONTEXT + canonicalJson(assignment))).toString('base64'),
+    delegation: online.delegation,
+  };
+}
+
+/**
+ * Whether the assignment chains to one of these (backend) keys: the first thing to know of any assignment. Either
+ * the backend key signed it, or an online key did whose delegation a backend key signed for scope "assignment",
+ * and the assignment lies inside that delegation's window (issued after it starts, expiring before it ends).
+ */
 export function assignmentSignedBy(signed: SignedAssignment, keys: readonly TrustedKey[]): boolean {
-  const key = keys.find((k) => k.keyId === signed.key_id);
-  return (
-    !!key && verifyEcdsa(key.key, Buffer.from(CONTEXT + canonicalJson(signed.assignment)), signed.signature)
-  );
+  const data = Buffer.from(CONTEXT + canonicalJson(signed.assignment));
+  if (!signed.delegation) {
+    const key = keys.find((k) => k.keyId === signed.key_id);
+    return !!key && verifyEcdsa(key.key, data, signed.signature);
+  }
+  const online = delegatedKey(signed.delegation, keys, ASSIGNMENT_SCOPE);
+  if (!online || online.keyId !== signed.key_id) return false;
+  const a = signed.assignment;
+  const issued = Date.parse(a.issued_at);
+  if (!(issued >= online.notBefore && issued <= online.notAfter)) return false;
+  if (Date.parse(a.expires_at) > online.notAfter) return false;
+  return verifyEcdsa(online.key, data, signed.signature);
 }
 
 export type AssignmentCheck =

@@ -125,6 +125,8 @@ export const rolloutPolicyViewSchema = z.object({
 });
 
 export const CAMPAIGN_STATUSES = [
+  'preparing',
+  'failed',
   'created',
   'running',
   'paused',
@@ -134,7 +136,7 @@ export const CAMPAIGN_STATUSES = [
   'completed',
 ] as const;
 
-/** POST /campaigns (201), GET /campaigns/{id} and every campaign action. */
+/** GET /campaigns/{id}, every campaign action, and POST /campaigns (with the upload target). */
 export const campaignViewSchema = z.object({
   campaign_id: z.string(),
   name: z.string(),
@@ -161,10 +163,44 @@ export const campaignViewSchema = z.object({
     }),
   ),
   policy: rolloutPolicyViewSchema,
+  /**
+   * How the targets are written (null on campaigns created before this was asynchronous): awaiting_targets (an
+   * uploaded VIN list is expected), running (counts so far, summed over the segments' checkpoints), finished.
+   */
+  preparation: z
+    .object({
+      state: z.enum(['awaiting_targets', 'running', 'finished']),
+      segments: z.object({ total: z.number().int(), done: z.number().int() }),
+      scanned: z.number().int(),
+      targeted: z.number().int(),
+      excluded: z.number().int(),
+      duplicates: z.number().int(),
+      invalid: z.number().int(),
+      /** status failed: why (`no_targets: ...`, `unreachable_halt: ...`). */
+      failure_reason: z.string().nullable(),
+      upload_expires_at: z.string().nullable(),
+      started_at: z.string(),
+      finished_at: z.string().nullable(),
+    })
+    .nullable(),
   created_at: z.string(),
   updated_at: z.string(),
 });
 export type CampaignView = z.infer<typeof campaignViewSchema>;
+
+/** POST /campaigns (202): with targets.vin_list, where to PUT the list (exactly the declared size). */
+export const campaignCreatedSchema = campaignViewSchema.extend({
+  upload: z
+    .object({
+      method: z.literal('PUT'),
+      url: z.string(),
+      /** Send them with the PUT: the URL is signed for this type and length. */
+      headers: z.object({ 'content-type': z.string(), 'content-length': z.string() }),
+      expires_at: z.string(),
+    })
+    .optional(),
+});
+export type CampaignCreated = z.infer<typeof campaignCreatedSchema>;
 
 /** GET /campaigns, a page at a time */
 export const campaignListSchema = z.object({

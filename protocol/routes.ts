@@ -6,6 +6,7 @@
 import * as z from 'zod';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import {
+  campaignCreatedSchema,
   campaignExcludedSchema,
   campaignListSchema,
   campaignVehiclesSchema,
@@ -82,6 +83,9 @@ export const campaignIdSchema = z
   .string()
   .regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -');
 
+/** A campaign's uploaded VIN list: one VIN a line (CR LF or LF), at most this many VINs and bytes. */
+export const VIN_LIST_LIMITS = { lines: 1_000_000, bytes: 24_000_000 } as const;
+
 const createCampaignSchema = z.strictObject({
   campaign_id: campaignIdSchema.optional(),
   name: plainText(128).min(1),
@@ -98,10 +102,23 @@ const createCampaignSchema = z.strictObject({
         .optional(),
       /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
       all: z.literal(true).optional(),
+      /**
+       * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
+       * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
+       */
+      vin_list: z
+        .strictObject({
+          size: z
+            .number()
+            .int()
+            .min(17)
+            .max(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
+        })
+        .optional(),
     })
     .refine(
-      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true,
-      'targets needs vins, a filter or all',
+      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
+      'targets needs vins, a filter, all or vin_list',
     ),
   policy: z
     .strictObject({
@@ -152,7 +169,7 @@ export const queries = {
   wavePage: z.strictObject({ ...pageQuery, wave: z.coerce.number().int().min(0).max(19).optional() }),
 } as const;
 
-export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api';
+export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api' | 'registry-api';
 export type RouteAuth = 'none' | 'vehicle' | 'operator';
 
 export interface RouteDefinition {
@@ -320,7 +337,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'POST',
     resource: '/vehicles',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     body: bodies.registerVehicle,
     maxBodyBytes: SMALL,
@@ -330,7 +347,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'GET',
     resource: '/vehicles/{vin}',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     maxBodyBytes: 0,
     responses: { 200: vehicleViewSchema },
@@ -339,7 +356,7 @@ export const ROUTES: readonly RouteDefinition[] = [
   {
     method: 'POST',
     resource: '/vehicles/{vin}/revoke',
-    fn: 'operator-api',
+    fn: 'registry-api',
     auth: 'operator',
     body: bodies.killSwitch,
     maxBodyBytes: SMALL,
@@ -354,8 +371,20 @@ export const ROUTES: readonly RouteDefinition[] = [
     auth: 'operator',
     body: createCampaignSchema,
     maxBodyBytes: LARGE,
-    responses: { 201: campaignViewSchema },
-    summary: 'Create a staged campaign for a published release',
+    // 202: the targets are written in the background (status preparing); GET /campaigns/{id} shows progress.
+    responses: { 202: campaignCreatedSchema },
+    summary: 'Create a staged campaign for a published release (its targets are prepared in the background)',
+  },
+  {
+    method: 'POST',
+    resource: '/campaigns/{campaignId}/targets',
+    fn: 'operator-api',
+    auth: 'operator',
+    body: bodies.campaignAction,
+    maxBodyBytes: SMALL,
+    responses: { 202: campaignViewSchema },
+    summary:
+      'The VIN list is uploaded: check it (400 naming a bad line) and prepare the targets from it in the background',
   },
   {
     method: 'GET',
@@ -414,4 +443,4 @@ export const ROUTES: readonly RouteDefinition[] = [
   ),
 ];
 
-export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api'];
+export const FUNCTIONS: readonly FunctionName[] = ['auth-api', 'vehicle-api', 'operator-api', 'registry-api'];

@@ -36,6 +36,22 @@ export function trustedKeysFromPems(pems: readonly string[]): TrustedKey[] {
   });
 }
 
+/**
+ * The P-256 public key of a base64 DER SPKI (a delegated key), when it is one and has this key id; undefined
+ * otherwise, never throws.
+ */
+export function p256KeyWithId(spkiB64: string, keyId: string): KeyObject | undefined {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(spkiB64, 'base64'), format: 'der', type: 'spki' });
+  } catch {
+    return undefined;
+  }
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1')
+    return undefined;
+  return keyIdOf(key) === keyId ? key : undefined;
+}
+
 /** True only when signatureB64 is a valid DER ECDSA-SHA256 signature of data by key. Never throws on bad input. */
 export function verifyEcdsa(key: KeyObject, data: Buffer, signatureB64: string): boolean {
   try {

@@ -30,6 +30,11 @@ export interface TopicDefinition {
   readonly payload: z.ZodType;
   /** A field the payload must carry on this topic (beyond the schema's own required fields). */
   readonly requires?: string;
+  /**
+   * A vehicle may also publish it through IoT Basic Ingest, `$aws/rules/<rule>/vehicle/updates/{VIN}/{channel}`:
+   * straight to the topic rule, without the message broker (no messaging charge), and no subscriber can receive it.
+   */
+  readonly basicIngest?: boolean;
   readonly summary: string;
 }
 
@@ -46,12 +51,14 @@ export const TOPICS = [
     direction: 'vehicle_to_backend',
     payload: mqttReportSchema,
     requires: 'progress',
+    basicIngest: true,
     summary: 'Progress of the active update: {"progress": 0-100, "status": "..."}',
   },
   {
     channel: 'status',
     direction: 'vehicle_to_backend',
     payload: mqttReportSchema,
+    basicIngest: true,
     summary: 'Status or outcome of an update: {"status": "...", ...}',
   },
 ] as const satisfies readonly TopicDefinition[];
@@ -64,6 +71,10 @@ export type BackendChannel = Extract<(typeof TOPICS)[number], { direction: 'back
 export const VEHICLE_CHANNELS = TOPICS.filter((t) => t.direction === 'vehicle_to_backend').map(
   (t) => t.channel,
 ) as readonly VehicleChannel[];
+/** Channels a vehicle may publish on through Basic Ingest (the IoT policy, the broker's ACL, the rules router). */
+export const BASIC_INGEST_CHANNELS = TOPICS.filter(
+  (t): t is Extract<(typeof TOPICS)[number], { basicIngest: true }> => 'basicIngest' in t && t.basicIngest,
+).map((t) => t.channel) as readonly VehicleChannel[];
 /** Channels the backend publishes on and a vehicle subscribes to. */
 export const BACKEND_CHANNELS = TOPICS.filter((t) => t.direction === 'backend_to_vehicle').map(
   (t) => t.channel,
@@ -91,9 +102,35 @@ export function parseVehicleTopic(topic: string): { vin: string; channel: TopicC
   return { vin, channel };
 }
 
-/** A topic of `vin` that the vehicle itself may publish on. */
-export function isVehiclePublishTopic(vin: string, topic: string): boolean {
-  const parsed = parseVehicleTopic(topic);
+/** The reserved prefix of IoT Basic Ingest topics: `$aws/rules/<rule name>/<topic the rule selects on>`. */
+export const BASIC_INGEST_PREFIX = '$aws/rules';
+
+/** The Basic Ingest topic of one vehicle's channel, for the topic rule `ruleName`. */
+export function basicIngestTopic(ruleName: string, vin: string, channel: VehicleChannel): string {
+  return `${BASIC_INGEST_PREFIX}/${ruleName}/${vehicleTopic(vin, channel)}`;
+}
+
+/**
+ * The topic a rule sees for a message: a Basic Ingest topic of `ruleName` loses its prefix (IoT evaluates the rule's
+ * FROM and topic(n) on the rest), another topic is itself. Undefined for a Basic Ingest topic of another rule or of
+ * a channel not open to Basic Ingest.
+ */
+export function ruleTopic(topic: string, ruleName: string | undefined): string | undefined {
+  if (!topic.startsWith(`${BASIC_INGEST_PREFIX}/`)) return topic;
+  const prefix = `${BASIC_INGEST_PREFIX}/${ruleName}/`;
+  if (ruleName === undefined || !topic.startsWith(prefix)) return undefined;
+  const inner = topic.slice(prefix.length);
+  const channel = inner.split('/').at(-1);
+  return (BASIC_INGEST_CHANNELS as readonly string[]).includes(channel ?? '') ? inner : undefined;
+}
+
+/**
+ * A topic of `vin` that the vehicle itself may publish on: its own progress and status topics, directly or through
+ * Basic Ingest to the rule `ruleName` (when given).
+ */
+export function isVehiclePublishTopic(vin: string, topic: string, ruleName?: string): boolean {
+  const inner = ruleTopic(topic, ruleName);
+  const parsed = inner === undefined ? undefined : parseVehicleTopic(inner);
   return parsed?.vin === vin && (VEHICLE_CHANNELS as readonly string[]).includes(parsed.channel);
 }
 
@@ -117,10 +154,16 @@ export function topicRuleSql(): string {
 
 /**
  * The topic rule's selection for one topic name: `vin` is topic(3) and `channel` topic(4), matched only on the
- * vehicle-published channels. Like the rule's `+`, the VIN level is not validated here (ingest does that).
+ * vehicle-published channels. Like the rule's `+`, the VIN level is not validated here (ingest does that). A Basic
+ * Ingest topic of the rule `ruleName` is matched on what follows its prefix, as IoT does.
  */
-export function matchTopicRule(topic: string): { vin: string; channel: VehicleChannel } | undefined {
-  const levels = topic.split('/');
+export function matchTopicRule(
+  topic: string,
+  ruleName?: string,
+): { vin: string; channel: VehicleChannel } | undefined {
+  const inner = ruleTopic(topic, ruleName);
+  if (inner === undefined) return undefined;
+  const levels = inner.split('/');
   if (levels.length !== 4 || `${levels[0]}/${levels[1]}` !== TOPIC_ROOT || levels[2] === '') return undefined;
   const channel = VEHICLE_CHANNELS.find((c) => c === levels[3]);
   return channel === undefined ? undefined : { vin: levels[2]!, channel };

@@ -7,6 +7,7 @@
 import 'reflect-metadata';
 import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { CsrError, inspectCsr } from './csr.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -19,20 +20,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 /** Certificates start a little in the past so a peer whose clock runs slightly behind still accepts them. */
 const BACKDATE_MS = 5 * 60 * 1000;
 
-/** A CSR or key that is not acceptable; the message is safe to show to the caller. */
-export class CsrError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'CsrError';
-  }
-}
-
-export interface InspectedCsr {
-  /** The subject's single common name, or undefined when the subject has none. */
-  readonly commonName: string | undefined;
-  /** The requested public key, SPKI PEM. */
-  readonly publicKeyPem: string;
-}
+export { CsrError, type InspectedCsr, inspectCsr } from './csr.js';
 
 export interface KeyAndCertificate {
   /** PKCS#8 PEM. */
@@ -65,41 +53,10 @@ function parseCsr(csrPem: string): x509.Pkcs10CertificateRequest {
   }
 }
 
-/**
- * Reads a PEM CSR and checks what a device identity needs: a valid self-signature (proof the requester holds
- * the key) and an ECDSA P-256 key. Throws CsrError otherwise. Requested extensions are ignored, never copied.
- */
-export async function inspectCsr(csrPem: string): Promise<InspectedCsr> {
-  return (await checkCsr(csrPem)).inspected;
-}
-
-async function checkCsr(
-  csrPem: string,
-): Promise<{ csr: x509.Pkcs10CertificateRequest; inspected: InspectedCsr }> {
-  const csr = parseCsr(csrPem);
-  let spki: ReturnType<typeof createPublicKey>;
-  try {
-    spki = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
-  } catch (err) {
-    throw new CsrError('the CSR public key is unreadable', { cause: err });
-  }
-  requireP256(spki);
-  let valid = false;
-  try {
-    valid = await csr.verify();
-  } catch (err) {
-    throw new CsrError('the CSR signature is unreadable', { cause: err });
-  }
-  if (!valid) throw new CsrError('the CSR signature does not match its content');
-  const names = csr.subjectName.getField('CN');
-  if (names.length > 1) throw new CsrError('the CSR subject has more than one common name');
-  return {
-    csr,
-    inspected: {
-      commonName: names[0],
-      publicKeyPem: spki.export({ type: 'spki', format: 'pem' }).toString(),
-    },
-  };
+/** The CSR checked (protocol/csr.ts: self-signature, P-256, one CN at most), then parsed for issuing. */
+async function checkCsr(csrPem: string): Promise<{ csr: x509.Pkcs10CertificateRequest }> {
+  await inspectCsr(csrPem);
+  return { csr: parseCsr(csrPem) };
 }
 
 async function importSigningKey(keyPem: string): Promise<CryptoKey> {

@@ -9,8 +9,9 @@
  *     says;
  *   - the broker restart must have been survived: every vehicle reconnected to the new broker and every vehicle
  *     offered since the restart received its offer (over MQTT or by the catch-up poll);
- *   - duplicated messages must have reached the backend twice (seen twice by the broker and in the ingest
- *     history) and been applied once.
+ *   - duplicated messages must have reached the backend twice (seen twice by the broker, and every vehicle message
+ *     the broker accepted, copies included, delivered by the topic rule to the ingest function, none dead-lettered)
+ *     and been applied once (no status change twice in the history, which keeps status changes only).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -142,9 +143,12 @@ export class BrokerProbe {
   readonly clientsAfterRestart = new Set<string>();
   /** Offers of the main campaign (issue_details) vehicles acknowledged to the restarted broker. */
   offersAckedAfterRestart = 0;
+  /** Vehicle messages (progress, status) the broker accepted, copies included. */
+  vehicleMessages = 0;
 
   constructor(private readonly broker: LocalBroker) {
     broker.onVehicleMessage((m) => {
+      this.vehicleMessages++;
       const key = `${m.vin}\n${m.topic}\n${m.payload.toString('base64')}`;
       if (this.seen.has(key)) this.seenTwice.set(m.vin, (this.seenTwice.get(m.vin) ?? 0) + 1);
       else this.seen.add(key);
@@ -224,7 +228,10 @@ export interface FaultEvidence {
   readonly duplicates: {
     readonly sent: number;
     readonly brokerSeenTwice: number;
-    readonly ingestSeenTwice: number;
+    /** Vehicle messages the broker accepted, and those the topic rule delivered to ingest or dead-lettered. */
+    readonly brokerMessages: number;
+    readonly ruleDelivered: number;
+    readonly ruleDeadLetters: number;
     readonly appliedTwice: readonly string[];
   };
 }
@@ -245,6 +252,7 @@ export async function gatherEvidence(a: {
   imageBytes: number;
   chunkBytes: number;
   historyTable: string;
+  rules: { stats(): { delivered: number; deadLetters: number } };
 }): Promise<FaultEvidence> {
   const imageBytesOf = (vin: string) => a.transports.get(vin)?.bytesByObject.get(a.mainKey) ?? 0;
   const history = new DynamoHistoryRepository(
@@ -252,13 +260,12 @@ export async function gatherEvidence(a: {
     a.historyTable,
     1,
   );
-  let ingestSeenTwice = 0;
   const appliedTwice: string[] = [];
   for (const vin of a.vins) {
     const found = ingestDuplicates(await history.listForVehicle(vin, 1000));
-    if (a.plan.get(vin)?.dup) ingestSeenTwice += found.twice;
     for (const seq of found.appliedTwice) appliedTwice.push(`${vin} sequence ${seq}`);
   }
+  const ruleStats = a.rules.stats();
   const restartedAt = a.brokerProbe.restartedAt ?? Number.POSITIVE_INFINITY;
   const stampedAfter = (type: AgentEvent['type'], since: number) =>
     [...a.events.values()].flatMap((list) =>
@@ -325,7 +332,9 @@ export async function gatherEvidence(a: {
       brokerSeenTwice: a.vins
         .filter((vin) => a.plan.get(vin)?.dup)
         .reduce((n, vin) => n + (a.brokerProbe.seenTwice.get(vin) ?? 0), 0),
-      ingestSeenTwice,
+      brokerMessages: a.brokerProbe.vehicleMessages,
+      ruleDelivered: ruleStats.delivered,
+      ruleDeadLetters: ruleStats.deadLetters,
       appliedTwice,
     },
   };
@@ -394,10 +403,16 @@ export function faultChecks(ev: FaultEvidence, mainUpdate: string): FaultCheck[]
     },
     {
       name: 'duplicated MQTT messages reached the backend twice and were applied once',
-      ok: d.sent > 0 && d.brokerSeenTwice > 0 && d.ingestSeenTwice > 0 && d.appliedTwice.length === 0,
+      ok:
+        d.sent > 0 &&
+        d.brokerSeenTwice > 0 &&
+        d.ruleDelivered >= d.brokerMessages &&
+        d.ruleDeadLetters === 0 &&
+        d.appliedTwice.length === 0,
       detail:
         `${d.sent} copies acknowledged by the broker, ${d.brokerSeenTwice} messages it accepted twice, ` +
-        `${d.ingestSeenTwice} reports the ingest recorded twice, ${d.appliedTwice.length} applied twice` +
+        `${d.ruleDelivered} of its ${d.brokerMessages} vehicle messages delivered to ingest ` +
+        `(${d.ruleDeadLetters} dead-lettered), ${d.appliedTwice.length} applied twice` +
         (d.appliedTwice.length ? ` (${d.appliedTwice.slice(0, 3).join(', ')})` : ''),
     },
   ];

@@ -12,15 +12,11 @@
  */
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { isTerminal } from '../lambdas/core/update-state.js';
 import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
-import { digestStream, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
-import type { UpdateStatus } from '../protocol/schemas.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
 import type { EcuConfig } from '../vehicle/agent.js';
 import { registerVehicle } from '../vehicle/api-client.js';
@@ -37,6 +33,7 @@ import {
   persistedUpdate,
   type StampedEvent,
 } from './fault-probes.js';
+import { SIM_CHUNK as CHUNK, pool, SimOperator, sleep } from './operator.js';
 
 export interface FleetOptions {
   readonly vehicles: number;
@@ -81,7 +78,6 @@ export interface FleetSummary {
 }
 
 const TCU: EcuConfig = { ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '1.0.0' };
-const CHUNK = 64 * 1024;
 
 /** Deterministic per-vehicle fault assignment, so a failing run can be repeated exactly. */
 function rng(seed: number) {
@@ -139,59 +135,11 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   try {
     const ca = cloud.caCertPem;
     const api = cloud.endpoints.api;
-    const adminHeaders = { authorization: `Bearer ${cloud.adminToken}`, 'content-type': 'application/json' };
+    const operator = new SimOperator(api, ca, cloud.adminToken);
+    const call = (method: string, path: string, body?: unknown) => operator.call(method, path, body);
+    const publishRelease = (version: string, image: Buffer) =>
+      operator.publishRelease(releaseSigner, version, image);
     const http = new NodeHttpsTransport({ ca });
-    const call = async (method: string, path: string, body?: unknown) => {
-      const res = await httpsCall(
-        method,
-        `${api}${path}`,
-        ca,
-        adminHeaders,
-        body === undefined ? undefined : JSON.stringify(body),
-      );
-      const text = res.body.toString('utf8');
-      if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-      return JSON.parse(text);
-    };
-    const publishRelease = async (version: string, image: Buffer) => {
-      const d = await digestStream(Readable.from([image]), CHUNK);
-      const manifest: ReleaseManifest = {
-        schema: 'ota.release-manifest/v1',
-        release_id: `tcu-${version}`,
-        ecu: 'tcu',
-        hardware_ids: ['TCU-HW-1'],
-        version,
-        size: d.size,
-        sha256: d.sha256,
-        chunk_size: CHUNK,
-        chunks: d.chunks,
-        created_at: new Date().toISOString(),
-      };
-      const signed = await signManifest(manifest, [releaseSigner]);
-      const created = await call('POST', '/releases', signed);
-      const put = await httpsCall(
-        'PUT',
-        created.upload.url,
-        ca,
-        { 'content-type': 'application/octet-stream', 'content-length': String(image.length) },
-        image,
-      );
-      if (put.status !== 200) throw new Error(`upload of ${version} failed: ${put.status}`);
-      // Publishing verifies in the background (202): wait until the release is published.
-      let release = await call('POST', `/releases/tcu-${version}/publish`, {});
-      const deadline = Date.now() + 120_000;
-      while (release.status === 'verifying') {
-        if (Date.now() > deadline) throw new Error(`release ${version} still verifying after 120 s`);
-        await sleep(100);
-        release = await call('GET', `/releases/tcu-${version}`);
-      }
-      if (release.status !== 'published') {
-        throw new Error(
-          `release ${version} was not published: ${release.status} ${release.failure_reason ?? ''}`,
-        );
-      }
-      return signed;
-    };
 
     // Trust anchors as a factory would provision them: the OEM release key and the backend's public key.
     const backendPub = createPublicKey(readFileSync(cloud.signingKeyFile, 'utf8'))
@@ -202,6 +150,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
       backendKeys: trustedKeysFromPems([backendPub]),
     };
 
+    await operator.warmUp(4, deadline);
     log(`registering ${options.vehicles} vehicles`);
     const plan = new Map<string, { cut: boolean; kill: boolean; dup: boolean; unhealthy: boolean }>();
     const vins = Array.from({ length: options.vehicles }, (_, i) => vinOf(i));
@@ -287,7 +236,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const image = randomBytes(imageBytes);
     const mainKey = (await publishRelease('2.0.0', image)).manifest.sha256;
     const t0 = Date.now();
-    await call('POST', '/campaigns', {
+    await operator.createCampaign({
       campaign_id: 'fleet-main',
       name: 'fleet simulation',
       release_id: 'tcu-2.0.0',
@@ -305,24 +254,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     await call('POST', '/campaigns/fleet-main/start', {});
 
     // A wave's vehicles, every page (the listing gives at most 1000 at a time).
-    const waveVehicles = async (w: number) => {
-      const all: {
-        vin: string;
-        status: UpdateStatus;
-        attempt: number;
-        reason: string | null;
-        offered_at: string | null;
-        updated_at: string;
-      }[] = [];
-      let token: string | null = null;
-      do {
-        const next: string = token ? `&next_token=${encodeURIComponent(token)}` : '';
-        const page = await call('GET', `/campaigns/fleet-main/vehicles?wave=${w}&limit=1000${next}`);
-        all.push(...page.vehicles);
-        token = page.next_token;
-      } while (token);
-      return all;
-    };
+    const waveVehicles = (w: number) => operator.waveVehicles('fleet-main', w);
 
     let restarted = false;
     let lastReport = Date.now();
@@ -415,7 +347,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         tampered,
       );
       injected.tamperedObjects = 1;
-      await call('POST', '/campaigns', {
+      await operator.createCampaign({
         campaign_id: 'fleet-tampered',
         name: 'tampered release',
         release_id: 'tcu-2.1.0',
@@ -488,6 +420,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
           imageBytes,
           chunkBytes: CHUNK,
           historyTable: cloud.tables.history,
+          rules: cloud.rules,
         })
       : undefined;
     injected.downloadsCut = [...transports.values()].filter((t) => t.cutDone).length;
@@ -523,26 +456,6 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   }
 }
 
-/** A plain HTTPS request for the operator's side of the simulation, trusting exactly the local CA. */
-function httpsCall(
-  method: string,
-  url: string,
-  ca: string,
-  headers: Record<string, string>,
-  body?: string | Buffer,
-): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method, headers, ca }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (d: Buffer) => parts.push(d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 /** Waits (at most 30 s in all) until every agent has no offer waiting, no update running and no report unsent. */
 async function settle(agents: Map<string, CreatedAgent>, log: (line: string) => void): Promise<void> {
   // One loop over all states twice a second: a poll loop per agent would saturate the event loop at 1,000 agents.
@@ -566,17 +479,4 @@ async function settle(agents: Map<string, CreatedAgent>, log: (line: string) => 
       );
     log(`${left.length} agents still busy after 30 s: ${sample.join('; ')}`);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
-}
-
-async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
 }

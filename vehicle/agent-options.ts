@@ -118,6 +118,12 @@ export interface VehicleAgentOptions {
   readonly transport: HttpTransport;
   /** Makes the MQTT session; omit for polling only. */
   readonly mqtt?: AgentMqttFactory;
+  /**
+   * The backend's topic rule: progress and status then go to `$aws/rules/<rule>/vehicle/updates/{VIN}/...` (IoT
+   * Basic Ingest: straight to the rule, no messaging charge) instead of `vehicle/updates/{VIN}/...`.
+   * @default none: the seed topics
+   */
+  readonly basicIngestRule?: string;
   /** @default always parked with a full battery */
   readonly vehicleState?: VehicleStateProvider;
   /** @default parked, battery >= 50 %, checked every 10 s */

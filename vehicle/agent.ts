@@ -123,6 +123,7 @@ export class VehicleAgent {
       store,
       api: o.api,
       mqtt: () => this.mqtt?.publisher,
+      ...(o.basicIngestRule ? { basicIngestRule: o.basicIngestRule } : {}),
       runtime: this.runtime,
       logger: this.logger,
       ...(o.reportBackoff ? { backoff: o.reportBackoff } : {}),

@@ -45,6 +45,8 @@ export class DownloadUrls {
 export class DownloadPhase {
   /** Whole-image digests the downloader computed in this process, by .part file. */
   private readonly streamedDigests = new Map<string, string>();
+  /** What each download in this process fetched and reused, for the 'verifying' report. */
+  private readonly summaries = new Map<string, string>();
 
   constructor(
     private readonly ctx: AgentContext,
@@ -193,11 +195,10 @@ export class DownloadPhase {
         d.current.verified_bytes = m.size;
       }
     });
-    await this.ctx.reporter.status({
-      status: 'downloaded',
-      ...(summary ? { reason: summary.slice(0, 200) } : {}),
-      ...reportBase(cur),
-    });
+    // No 'downloaded' report: verify() follows at once (also after a restart in this phase) and reports
+    // 'verifying', which says as much; each status change costs the backend its writes (update, count, history).
+    // What the download path fetched and reused (or why it fell back) goes with that report.
+    if (summary) this.summaries.set(cur.update_id, summary);
   }
 
   /** The installed image of the ECU to reuse chunks from, or why there is none. */
@@ -223,7 +224,13 @@ export class DownloadPhase {
       firmware_version: m.version,
       phase: 'verifying',
     });
-    await this.ctx.reporter.status({ status: 'verifying', ...reportBase(cur) });
+    const summary = this.summaries.get(cur.update_id);
+    this.summaries.delete(cur.update_id);
+    await this.ctx.reporter.status({
+      status: 'verifying',
+      ...(summary ? { reason: summary.slice(0, 200) } : {}),
+      ...reportBase(cur),
+    });
     const part = partFile(this.ctx.store, m);
     // The digest the downloader computed over the bytes it wrote, in this process; after a restart the file is
     // read back instead.

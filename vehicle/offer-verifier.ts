@@ -11,8 +11,10 @@
  *
  * An offer is accepted only when all hold:
  * - the release manifest is consistent and signed by a trusted OEM release key (stolen backend key alone: no);
- * - the assignment is signed by a trusted backend key, names this VIN, has not expired, carries a counter above
- *   the last one accepted (freeze/replay) and binds exactly this manifest (mix-and-match);
+ * - the assignment is signed by a trusted backend key, or by an online key a trusted backend key delegated for
+ *   scope "assignment" with the assignment inside the delegation's window (protocol/assignment.ts), names this VIN,
+ *   has not expired, carries a counter above the last one accepted (freeze/replay) and binds exactly this manifest
+ *   (mix-and-match);
  * - the offer's own fields agree with the signed documents;
  * - the ECU exists here and its hardware id is one the manifest was built for (wrong software);
  * - the version is above the installed one (rollback).
@@ -100,7 +102,7 @@ export function verifyOfferHeader(offer: UpdateOffer, ctx: OfferCheckContext): R
   const authentic = assignmentSignedBy(offer.assignment, ctx.trust.backendKeys) && a.vin === ctx.vin;
   const reject = rejecter(offer, authentic);
   if (!assignmentSignedBy(offer.assignment, ctx.trust.backendKeys)) {
-    return reject('assignment_signature', 'the assignment is not signed by a trusted backend key');
+    return reject('assignment_signature', 'the assignment does not chain to a trusted backend key');
   }
   if (a.vin !== ctx.vin) return reject('wrong_vin', `the assignment is for ${a.vin}, not this vehicle`);
   if (Date.parse(a.expires_at) <= ctx.now.getTime()) {

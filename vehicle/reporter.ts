@@ -2,17 +2,19 @@
  * Status reporting. Every report carries the vehicle's next sequence number (persisted, never reused), so the
  * backend can drop duplicates and late arrivals.
  *
- * - status(): durable. The report is first written to the state file, then published once on MQTT
- *   (vehicle/updates/{VIN}/status, QoS 1) and posted to POST /updates/{vin}/status until the backend answers,
- *   with exponential backoff and jitter between tries (retry-after honoured). Pending reports survive restarts.
- *   A definitive refusal (4xx other than 401/408/429) is logged and dropped: retrying cannot change it.
- * - progress(): best effort. MQTT (vehicle/updates/{VIN}/progress) when connected, else one HTTPS post; never
+ * - status(): durable. The report is first written to the state file, then published once on MQTT (QoS 1, on
+ *   vehicle/updates/{VIN}/status or, with basicIngestRule, $aws/rules/<rule>/vehicle/updates/{VIN}/status). A phase
+ *   report (downloading, verifying, installing...) is done once MQTT acknowledged it; an outcome, or any report
+ *   while MQTT is down, is posted to POST /updates/{vin}/status until the backend answers, with exponential backoff
+ *   and jitter between tries (retry-after honoured). Pending reports survive restarts. A definitive refusal (4xx
+ *   other than 401/408/429) is logged and dropped: retrying cannot change it.
+ * - progress(): best effort. MQTT (the progress topic, likewise) when connected, else one HTTPS post; never
  *   retried, never stored: the next progress report supersedes it.
  */
 
 import { MAX_REASON_LENGTH } from '../protocol/schemas.js';
 import { toPlainText } from '../protocol/text.js';
-import { vehicleTopic } from '../protocol/topics.js';
+import { basicIngestTopic, vehicleTopic } from '../protocol/topics.js';
 import type { StatusBody, VehicleApi } from './api-client.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { ApiError } from './errors.js';
@@ -55,6 +57,8 @@ export interface ReporterOptions {
   readonly api: Pick<VehicleApi, 'reportStatus'>;
   /** Answers the MQTT session when there is one. */
   readonly mqtt?: () => ReportPublisher | undefined;
+  /** Publish through IoT Basic Ingest to this topic rule (AgentOptions.basicIngestRule). */
+  readonly basicIngestRule?: string;
   /** @default { baseMs: 1000, maxMs: 60000 } */
   readonly backoff?: BackoffPolicy;
   readonly runtime?: AgentRuntime;
@@ -155,7 +159,7 @@ export class Reporter {
       const mqtt = this.options.mqtt?.();
       if (mqtt?.connected) {
         try {
-          await mqtt.publish(vehicleTopic(this.options.vin, 'progress'), this.mqttPayload(body));
+          await mqtt.publish(this.topic('progress'), this.mqttPayload(body));
           return;
         } catch (err) {
           this.logger.debug('progress not published on MQTT; trying HTTPS', { error: describeError(err) });
@@ -176,6 +180,11 @@ export class Reporter {
     }
   }
 
+  private topic(channel: 'progress' | 'status'): string {
+    const rule = this.options.basicIngestRule;
+    return rule ? basicIngestTopic(rule, this.options.vin, channel) : vehicleTopic(this.options.vin, channel);
+  }
+
   private mqttPayload(body: StatusBody): string {
     return JSON.stringify({ ...body, timestamp: new Date(this.runtime.now()).toISOString() });
   }
@@ -194,7 +203,16 @@ export class Reporter {
         const mqtt = this.options.mqtt?.();
         if (!next.mqtt_sent && mqtt?.connected) {
           try {
-            await mqtt.publish(vehicleTopic(this.options.vin, 'status'), this.mqttPayload(statusBody(next)));
+            await mqtt.publish(this.topic('status'), this.mqttPayload(statusBody(next)));
+            if (!TERMINAL_REPORTS.has(next.status)) {
+              // A phase report the broker (or Basic Ingest) acknowledged is done: an HTTPS copy would only cost a
+              // request, a Lambda invocation and a rate-limit write to be found a duplicate. Outcomes are still
+              // confirmed over HTTPS: they set the registry's version and the campaign's result.
+              await this.remove(next.sequence);
+              failures = 0;
+              this.logger.debug('phase report published', { sequence: next.sequence, status: next.status });
+              continue;
+            }
             await store.update((s) => {
               const r = s.pending_reports.find((p) => p.sequence === next.sequence);
               if (r) r.mqtt_sent = true;

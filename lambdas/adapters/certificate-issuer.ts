@@ -1,24 +1,23 @@
 /**
- * Vehicle identity issuers. On AWS, IoT Core signs the CSR and the vehicle becomes a Thing whose certificate
- * carries the fleet policy; on the local cloud, the local CA signs it. Both refuse a CSR that is not self-signed
- * by an ECDSA P-256 key or whose subject CN is not the VIN.
+ * The vehicle identity issuer on AWS: IoT Core signs the CSR, the vehicle becomes a Thing with that certificate, and
+ * the thing joins the static vehicles thing group, which carries the vehicle policy (attached at deploy time): the
+ * issuer never attaches a policy to a certificate. The local cloud's issuer is local-ca-issuer.ts. Both refuse a CSR
+ * that is not self-signed by an ECDSA P-256 key or whose subject CN is not the VIN.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
-  AttachPolicyCommand,
+  AddThingToThingGroupCommand,
   AttachThingPrincipalCommand,
   CreateCertificateFromCsrCommand,
   CreateThingCommand,
   type IoTClient,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
-import { inspectCsr, issueClientCertificate } from '../../protocol/x509.js';
+import { inspectCsr } from '../../protocol/csr.js';
 import { BadRequestError } from '../core/errors.js';
 import type { CertificateIssuer, IssuedCertificate } from '../core/ports.js';
-import { RevocationList } from './revocation-list.js';
 
-async function checkCsr(vin: string, csrPem: string): Promise<void> {
+/** Refuses (400) a CSR that is not self-signed by a P-256 key or whose CN is not the VIN. */
+export async function checkCsr(vin: string, csrPem: string): Promise<void> {
   let inspected: { commonName: string | undefined };
   try {
     inspected = await inspectCsr(csrPem);
@@ -36,7 +35,7 @@ async function checkCsr(vin: string, csrPem: string): Promise<void> {
 export class IotCertificateIssuer implements CertificateIssuer {
   constructor(
     private readonly iot: IoTClient,
-    private readonly policyName: string,
+    private readonly thingGroupName: string,
     private readonly thingTypeName: string,
   ) {}
 
@@ -46,39 +45,15 @@ export class IotCertificateIssuer implements CertificateIssuer {
     const cert = await this.iot.send(
       new CreateCertificateFromCsrCommand({ certificateSigningRequest: csrPem, setAsActive: true }),
     );
-    await this.iot.send(
-      new AttachPolicyCommand({ policyName: this.policyName, target: cert.certificateArn! }),
-    );
     await this.iot.send(new AttachThingPrincipalCommand({ thingName: vin, principal: cert.certificateArn! }));
+    // The vehicle policy applies to the certificate through the thing's group (client id = thing name).
+    await this.iot.send(
+      new AddThingToThingGroupCommand({ thingName: vin, thingGroupName: this.thingGroupName }),
+    );
     return { certificatePem: cert.certificatePem!, certificateId: cert.certificateId! };
   }
 
   async revoke(_vin: string, certificateId: string): Promise<void> {
     await this.iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'REVOKED' }));
-  }
-}
-
-export class LocalCaCertificateIssuer implements CertificateIssuer {
-  constructor(private readonly caDir: string) {}
-
-  async issue(vin: string, csrPem: string): Promise<IssuedCertificate> {
-    await checkCsr(vin, csrPem);
-    const certificatePem = await issueClientCertificate({
-      csrPem,
-      caKeyPem: readFileSync(join(this.caDir, 'ca.key.pem'), 'utf8'),
-      caCertPem: readFileSync(join(this.caDir, 'ca.cert.pem'), 'utf8'),
-      commonName: vin,
-      days: 825,
-    });
-    const { X509Certificate } = await import('node:crypto');
-    return {
-      certificatePem,
-      certificateId: new X509Certificate(certificatePem).fingerprint256.replaceAll(':', '').toLowerCase(),
-    };
-  }
-
-  /** Lists the certificate as revoked: the local broker refuses its connections and publishes from then on. */
-  async revoke(_vin: string, certificateId: string): Promise<void> {
-    new RevocationList(this.caDir).add(certificateId);
   }
 }

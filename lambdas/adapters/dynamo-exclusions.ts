@@ -1,6 +1,7 @@
 /** Campaign exclusions in their own table: one item per campaign x VIN, written one by one, listed a page at a time. */
 import { type DynamoDBDocumentClient, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { Exclusion, ExclusionRepository, Page } from '../core/ports.js';
+import { conditionally } from './dynamo-repositories.js';
 import { decodePageToken, encodePageToken } from './page-token.js';
 
 /**
@@ -26,6 +27,18 @@ export class DynamoExclusionRepository implements ExclusionRepository {
       }
     };
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, exclusions.length) }, put));
+  }
+
+  async putOnce(campaignId: string, e: Exclusion, marker: string): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new PutCommand({
+        TableName: this.table,
+        Item: { campaignId, vin: e.vin, reason: e.reason, marker },
+        ConditionExpression: 'attribute_not_exists(vin) OR marker = :m',
+        ExpressionAttributeValues: { ':m': marker },
+      }),
+    );
   }
 
   async page(campaignId: string, limit: number, token?: string): Promise<Page<Exclusion>> {

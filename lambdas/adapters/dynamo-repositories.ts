@@ -293,6 +293,23 @@ export class DynamoVehicleRepository implements VehicleRepository {
     return { items: (out.Items ?? []).map(toVehicle), cursor: encodeCursor(out.LastEvaluatedKey) };
   }
 
+  async scanSegment(
+    segment: number,
+    totalSegments: number,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ items: VehicleRecord[]; cursor?: string }> {
+    const out = await this.db.send(
+      new ScanCommand({
+        TableName: this.table,
+        Limit: limit,
+        ...(totalSegments > 1 ? { Segment: segment, TotalSegments: totalSegments } : {}),
+        ExclusiveStartKey: decodeCursor(cursor),
+      }),
+    );
+    return { items: (out.Items ?? []).map(toVehicle), cursor: encodeCursor(out.LastEvaluatedKey) };
+  }
+
   async lockCampaign(vin: string, ecu: string, campaignId: string): Promise<boolean> {
     try {
       await this.db.send(
@@ -414,20 +431,38 @@ export class DynamoVehicleRepository implements VehicleRepository {
     );
   }
 
-  async setEcuVersion(vin: string, ecu: string, version: string): Promise<void> {
-    const vehicle = await this.get(vin);
-    const index = vehicle?.ecus.findIndex((e) => e.ecu === ecu) ?? -1;
+  async recordCompletion(
+    vehicle: VehicleRecord,
+    ecu: string,
+    version: string,
+    campaignId?: string,
+  ): Promise<void> {
+    const index = vehicle.ecus.findIndex((e) => e.ecu === ecu);
     if (index < 0) return;
-    await this.db.send(
-      new UpdateCommand({
-        TableName: this.table,
-        Key: { vin },
-        UpdateExpression: `SET ecus[${index}].version = :v`,
-        // The list position must still hold that ECU; inventories are written once at registration.
-        ConditionExpression: `ecus[${index}].ecu = :ecu`,
-        ExpressionAttributeValues: { ':v': version, ':ecu': ecu },
-      }),
-    );
+    const setVersion = {
+      TableName: this.table,
+      Key: { vin: vehicle.vin },
+      UpdateExpression: `SET ecus[${index}].version = :v`,
+      // The list position must still hold that ECU; inventories are written once at registration.
+      ConditionExpression: `ecus[${index}].ecu = :ecu`,
+      ExpressionAttributeValues: { ':v': version, ':ecu': ecu } as Record<string, unknown>,
+    };
+    if (campaignId !== undefined) {
+      // The usual case: the lock is still this campaign's, and both go in one write.
+      const both = await conditionally(
+        this.db,
+        new UpdateCommand({
+          ...setVersion,
+          UpdateExpression: `${setVersion.UpdateExpression} REMOVE campaignLocks.#ecu`,
+          ConditionExpression: `${setVersion.ConditionExpression} AND campaignLocks.#ecu = :c`,
+          ExpressionAttributeNames: { '#ecu': ecu },
+          ExpressionAttributeValues: { ...setVersion.ExpressionAttributeValues, ':c': campaignId },
+        }),
+      );
+      if (both) return;
+      // The lock is gone or another campaign's (released by a cancel meanwhile): the version alone.
+    }
+    await this.db.send(new UpdateCommand(setVersion));
   }
 }
 
@@ -509,6 +544,24 @@ export class DynamoUpdateRepository implements UpdateRepository {
     return { items: (out.Items ?? []) as UpdateRecord[], token: encodePageToken(out.LastEvaluatedKey) };
   }
 
+  async pageQueued(campaignId: string, limit: number, token?: string): Promise<Page<UpdateRecord>> {
+    const start = decodePageToken(token, ['vin', 'updateId', 'campaignId', 'waveKey'], { campaignId });
+    if (start && !start.waveKey!.startsWith('q#')) {
+      throw new BadRequestError('invalid_next_token', 'next_token belongs to another listing');
+    }
+    const out = await this.db.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: 'byCampaign',
+        KeyConditionExpression: 'campaignId = :c AND begins_with(waveKey, :q)',
+        ExpressionAttributeValues: { ':c': campaignId, ':q': 'q#' },
+        Limit: limit,
+        ExclusiveStartKey: start,
+      }),
+    );
+    return { items: (out.Items ?? []) as UpdateRecord[], token: encodePageToken(out.LastEvaluatedKey) };
+  }
+
   /** One wave of a campaign through the sparse byCampaign index, from `start`, at most `limit` items. */
   private waveQuery(campaignId: string, wave: number, start?: Record<string, unknown>, limit?: number) {
     return new QueryCommand({
@@ -560,8 +613,16 @@ export class DynamoCampaignRepository implements CampaignRepository {
 
   async list(limit: number, token?: string): Promise<Page<CampaignRecord>> {
     const start = decodePageToken(token, ['campaignId']);
+    // Preparation checkpoints share the table (dynamo-preparation.ts) and have no status: left out here. A page
+    // may then hold fewer than `limit` campaigns while next_token still leads on.
     const out = await this.db.send(
-      new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: start }),
+      new ScanCommand({
+        TableName: this.table,
+        Limit: limit,
+        ExclusiveStartKey: start,
+        FilterExpression: 'attribute_exists(#s)',
+        ExpressionAttributeNames: { '#s': 'status' },
+      }),
     );
     return { items: (out.Items ?? []) as CampaignRecord[], token: encodePageToken(out.LastEvaluatedKey) };
   }

@@ -1,36 +1,31 @@
 /**
  * What every function's entry point needs once, so no handler repeats it: the Lambda context on every log line, a
  * `## handler` trace subsegment with the cold start and service annotated (the facade segment Lambda creates cannot
- * be annotated), and the invocation's metrics flushed at the end. Metrics are flushed only when the invocation
- * recorded some, so a route that records none (a read, a refused request) logs no "No application metrics to
- * publish" warning.
+ * be annotated; tracing.ts), and the invocation's metrics flushed at the end. Metrics are flushed only when the
+ * invocation recorded some, so a route that records none (a read, a refused request) logs no "No application
+ * metrics to publish" warning. With OTA_OPERATION_COUNTING=emf the invocation's counted AWS operations are
+ * published too.
  */
 import type { Context } from 'aws-lambda';
-import { logger, metrics, tracer } from './runtime.js';
+import { countingMode, operationTally } from './operation-counter.js';
+import { logger, metrics } from './runtime.js';
+import { traceInvocation } from './tracing.js';
 
 export function instrumented<E, R>(
   fn: (event: E, context?: Context) => Promise<R>,
 ): (event: E, context?: Context) => Promise<R> {
+  const emf = countingMode() === 'emf';
   return async (event, context) => {
     if (context) logger.addContext(context);
-    const parent = tracer.isTracingEnabled() ? tracer.getSegment() : undefined;
-    const segment = parent?.addNewSubsegment('## handler');
-    if (segment) {
-      tracer.setSegment(segment);
-      tracer.annotateColdStart();
-      tracer.addServiceNameAnnotation();
-    }
     try {
-      return await fn(event, context);
-    } catch (err) {
-      segment?.addError(err as Error);
-      throw err;
+      return await traceInvocation(() => fn(event, context));
     } finally {
-      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
-      if (segment && parent) {
-        segment.close();
-        tracer.setSegment(parent);
+      if (emf) {
+        // The invocation's counted AWS operations, one metric per counter (OTA_OPERATION_COUNTING=emf).
+        for (const [name, n] of Object.entries(operationTally().drain() ?? {}))
+          metrics.addMetric(name, 'Count', n);
       }
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
     }
   };
 }

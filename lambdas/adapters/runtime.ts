@@ -5,7 +5,6 @@
 
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { Tracer } from '@aws-lambda-powertools/tracer';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -19,6 +18,7 @@ import { clientConfig } from './aws-clients.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
 import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
+import { DynamoPreparationRepository } from './dynamo-preparation.js';
 import {
   DynamoCampaignRepository,
   DynamoHistoryRepository,
@@ -27,17 +27,18 @@ import {
   DynamoVehicleRepository,
   documentClient,
 } from './dynamo-repositories.js';
+import { counted, countingMode } from './operation-counter.js';
 import { S3ObjectStore } from './s3-object-store.js';
-import { KmsSigner } from './signers.js';
+import { CountingSigner, KmsSigner } from './signers.js';
 import { SqsJobQueue } from './sqs-job-queue.js';
+import { traceClient } from './tracing.js';
 
 export const logger = new Logger();
 export const metrics = new Metrics();
-export const tracer = new Tracer();
 
 let dynamo: DynamoDBDocumentClient | undefined;
 function db(): DynamoDBDocumentClient {
-  dynamo ??= documentClient(tracer.captureAWSv3Client(new DynamoDBClient(clientConfig('DYNAMODB'))));
+  dynamo ??= documentClient(counted(traceClient(new DynamoDBClient(clientConfig('DYNAMODB')))));
   return dynamo;
 }
 
@@ -46,6 +47,7 @@ export const repositories = {
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () => new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates)),
   campaigns: () => new DynamoCampaignRepository(db(), requireEnv(ENV.tableCampaigns)),
+  preparation: () => new DynamoPreparationRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
   history: () =>
@@ -59,7 +61,7 @@ export const repositories = {
 
 export function objectStore(): S3ObjectStore {
   return new S3ObjectStore(
-    tracer.captureAWSv3Client(new S3Client(clientConfig('S3'))),
+    counted(traceClient(new S3Client(clientConfig('S3')))),
     requireEnv(ENV.firmwareBucket),
   );
 }
@@ -71,9 +73,7 @@ export function jobQueue(): SqsJobQueue {
 
 /** KMS on AWS (SIGNING_KEY_ARN); a key file on the local cloud (LOCAL_SIGNING_KEY_FILE). */
 export function backendSigner(): Signer {
-  const arn = optionalEnv(ENV.signingKeyArn);
-  if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
-  return KeyFileSigner.fromFile(requireEnv(ENV.localSigningKeyFile));
+  return countedSigner('backend', optionalEnv(ENV.signingKeyArn), ENV.localSigningKeyFile);
 }
 
 /**
@@ -81,9 +81,15 @@ export function backendSigner(): Signer {
  * the local cloud (LOCAL_TOKEN_SIGNING_KEY_FILE).
  */
 export function tokenSigner(): Signer {
-  const arn = optionalEnv(ENV.tokenSigningKeyArn);
-  if (arn) return new KmsSigner(tracer.captureAWSv3Client(new KMSClient(clientConfig('KMS'))), arn);
-  return KeyFileSigner.fromFile(requireEnv(ENV.localTokenSigningKeyFile));
+  return countedSigner('token', optionalEnv(ENV.tokenSigningKeyArn), ENV.localTokenSigningKeyFile);
+}
+
+/** KMS when a key ARN is set, else the local key file; its signatures counted per key when counting is on. */
+function countedSigner(label: string, arn: string | undefined, localKeyFileVar: string): Signer {
+  const signer = arn
+    ? new KmsSigner(counted(traceClient(new KMSClient(clientConfig('KMS')))), arn)
+    : KeyFileSigner.fromFile(requireEnv(localKeyFileVar));
+  return countingMode() === 'off' ? signer : new CountingSigner(signer, label, !arn);
 }
 
 /** The freshness role over the tables, signing with the backend key (the tick publishes, vehicle-api serves). */

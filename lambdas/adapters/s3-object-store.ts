@@ -120,16 +120,28 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async read(key: string, versionId?: string, start = 0): Promise<Readable> {
+  async read(key: string, versionId?: string, start = 0, endInclusive?: number): Promise<Readable> {
+    const range =
+      endInclusive !== undefined
+        ? `bytes=${start}-${endInclusive}`
+        : start > 0
+          ? `bytes=${start}-`
+          : undefined;
     const out = await this.s3.send(
       new GetObjectCommand({
         Bucket: this.bucket,
         Key: key,
         VersionId: versionId,
-        ...(start > 0 ? { Range: `bytes=${start}-` } : {}),
+        ...(range ? { Range: range } : {}),
       }),
     );
     return out.Body as Readable;
+  }
+
+  async put(key: string, body: string): Promise<void> {
+    await this.s3.send(
+      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: 'text/plain' }),
+    );
   }
 
   async delete(key: string, versionId?: string): Promise<void> {

@@ -10,6 +10,7 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import type { Job } from '../core/jobs.js';
 import type { JobQueue } from '../core/ports.js';
 import { httpsAgent } from './aws-clients.js';
+import { recordOperation } from './operation-counter.js';
 
 type Data = string | ArrayBuffer | ArrayBufferView;
 const bytes = (d: Data) =>
@@ -49,6 +50,7 @@ export class SqsJobQueue implements JobQueue {
   }
 
   async send(job: Job): Promise<void> {
+    recordOperation('sqs.op.SendMessage');
     const body = JSON.stringify({ QueueUrl: this.queueUrl, MessageBody: JSON.stringify(job) });
     const signed = await this.signer.sign({
       method: 'POST',

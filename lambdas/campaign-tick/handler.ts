@@ -11,16 +11,11 @@ import type { Context } from 'aws-lambda';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotOfferPublisher } from '../adapters/iot-offer-publisher.js';
 import { instrumented } from '../adapters/observability.js';
-import {
-  backendSigner,
-  freshnessService,
-  logger,
-  metrics,
-  repositories,
-  tracer,
-} from '../adapters/runtime.js';
+import { counted } from '../adapters/operation-counter.js';
+import { backendSigner, freshnessService, logger, metrics, repositories } from '../adapters/runtime.js';
+import { traceClient } from '../adapters/tracing.js';
 import { CampaignEngine } from '../core/campaigns.js';
-import { settings } from '../core/env.js';
+import { assignmentSigning, settings } from '../core/env.js';
 import { FRESHNESS_JOB } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { AssignmentIssuer } from '../core/vehicle-updates.js';
@@ -36,9 +31,15 @@ const base = {
 const signer = backendSigner();
 const engine = new CampaignEngine({
   ...base,
-  assignments: new AssignmentIssuer({ vehicles: base.vehicles, signer, clock: systemClock }),
+  // Once per instance: its online key signs every offer's assignment (one KMS Sign per instance per hour).
+  assignments: new AssignmentIssuer({
+    vehicles: base.vehicles,
+    signer,
+    clock: systemClock,
+    signing: assignmentSigning(),
+  }),
   publisher: new IotOfferPublisher(
-    tracer.captureAWSv3Client(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE'))),
+    counted(traceClient(new IoTDataPlaneClient(clientConfig('IOT_DATA_PLANE')))),
   ),
   tickSeconds: settings.campaignTickSeconds(),
   log: logger,

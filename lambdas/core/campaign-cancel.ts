@@ -7,6 +7,7 @@
  * Meanwhile the campaign tick offers nothing (it runs only `running` campaigns) and a vehicle asking for the
  * release through the campaign is refused and withdrawn on the spot (vehicle-updates.ts).
  */
+import { cancelledInPreparation } from './campaign-creation.js';
 import { transition } from './campaigns.js';
 import type { JobResult } from './jobs.js';
 import type {
@@ -84,18 +85,28 @@ export class CampaignCanceller {
   async run(campaignId: string, shouldYield: () => boolean): Promise<JobResult> {
     let c = await this.deps.campaigns.get(campaignId);
     if (c?.status !== 'cancelling') return 'done';
+    // Cancelled while its targets were being prepared: the preparation job takes them back (prepare_campaign).
+    if (cancelledInPreparation(c)) return 'done';
     let at: CancelCheckpoint = c.cancel ?? { wave: 0, startedAt: c.updatedAt };
-    while (at.wave < c.waves.length) {
+    // After the waves, one more pass over the targets never given a wave (the `q#` range of byCampaign).
+    while (at.wave <= c.waves.length) {
       if (shouldYield()) return 'continue';
-      const page = await this.deps.updates.pageByCampaignWave(
-        campaignId,
-        at.wave,
-        this.deps.sliceSize ?? 100,
-        at.cursor,
-      );
+      const queued = at.wave === c.waves.length;
+      const limit = this.deps.sliceSize ?? 100;
+      const page = queued
+        ? await this.deps.updates.pageQueued(campaignId, limit, at.cursor)
+        : await this.deps.updates.pageByCampaignWave(campaignId, at.wave, limit, at.cursor);
       const campaign = c;
       let next: CancelCheckpoint;
-      if (at.phase !== 'recount') {
+      if (queued) {
+        // No wave, so no wave counts to move or recount.
+        await pool(page.items, 16, async (u) => {
+          await withdrawUpdate(this.deps, campaign, u);
+        });
+        next = page.token
+          ? { wave: at.wave, cursor: page.token, startedAt: at.startedAt }
+          : { wave: at.wave + 1, startedAt: at.startedAt };
+      } else if (at.phase !== 'recount') {
         await pool(page.items, 16, async (u) => {
           await withdrawUpdate(this.deps, campaign, u);
         });

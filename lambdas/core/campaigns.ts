@@ -1,34 +1,30 @@
 /**
- * Campaigns: a published release rolled out to targeted vehicles in waves. Creation resolves the targets (VIN list
- * and/or filter), excludes incompatible vehicles with a reason, takes a per-vehicle, per-ECU lock so two campaigns
- * never fight over one ECU, and schedules every target into a wave. The engine's tick (every minute on AWS, every
+ * Campaigns: a published release rolled out to targeted vehicles in waves. Creation (campaign-creation.ts)
+ * validates and answers `preparing`; a background job (campaign-preparation.ts) resolves the targets (VIN list
+ * and/or filter), excludes ineligible vehicles with a reason, takes a per-vehicle, per-ECU lock so two campaigns
+ * never fight over one ECU, and writes one target item per vehicle. The engine's tick (every minute on AWS, every
  * second locally) offers the current wave at a paced rate, times out silent vehicles (re-offering within a retry
  * budget), halts the campaign when failures cross the policy's threshold and starts the next wave when the
  * current one has succeeded enough.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import type { z } from 'zod';
+import { createHash } from 'node:crypto';
 import { offerFor } from '../../protocol/offer.js';
 import type {
+  CampaignCreated,
   CampaignExcluded,
   CampaignList,
   CampaignVehicles,
   CampaignView,
 } from '../../protocol/operator-responses.js';
-import type { createCampaignSchema } from '../../protocol/routes.js';
-import { compareVersions } from '../../protocol/versions.js';
 import {
-  canaryProblem,
-  DEFAULT_POLICY,
-  evaluateWave,
-  haltProblem,
-  policyProblems,
-  type RolloutPolicy,
-  reviewHalt,
-  summarize,
-  waveSettled,
-  waveSizes,
-} from './campaign-policy.js';
+  type CreateCampaignInput,
+  cancelledInPreparation,
+  completeTargets,
+  createCampaign,
+  preparationProgress,
+  preparationView,
+} from './campaign-creation.js';
+import { evaluateWave, reviewHalt, summarize, waveSettled } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type {
   CampaignChanges,
@@ -39,17 +35,19 @@ import type {
   ExclusionRepository,
   HistoryRepository,
   JobQueue,
+  ObjectStore,
   OfferPublisher,
+  PreparationRepository,
+  PreparationTotals,
   ReleaseRepository,
   UpdateRecord,
   UpdateRepository,
-  VehicleRecord,
   VehicleRepository,
 } from './ports.js';
 import { BEFORE_INSTALL_STATUSES, isTerminal } from './update-state.js';
 import type { AssignmentIssuer } from './vehicle-updates.js';
 
-export type CreateCampaignInput = z.infer<typeof createCampaignSchema>;
+export type { CreateCampaignInput };
 
 export function waveKeyPrefix(wave: number): string {
   return String(wave).padStart(3, '0');
@@ -60,46 +58,15 @@ export function campaignUpdateId(campaignId: string): string {
 }
 
 /** Wave membership is a stable pseudo-random order of the targets, so early waves are a sample, not VIN order. */
-function shuffleKey(campaignId: string, vin: string): string {
+export function shuffleKey(campaignId: string, vin: string): string {
   return createHash('sha256').update(`${campaignId}:${vin}`).digest('hex');
 }
 
-function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
-  const p = input ?? {};
-  const halt = p.halt_failure_count !== undefined || p.halt_failure_percent !== undefined;
-  return {
-    waves: p.waves ?? DEFAULT_POLICY.waves,
-    advanceSuccessPercent: p.advance_success_percent ?? DEFAULT_POLICY.advanceSuccessPercent,
-    soakSeconds: p.soak_seconds ?? DEFAULT_POLICY.soakSeconds,
-    haltFailureCount: halt ? p.halt_failure_count : DEFAULT_POLICY.haltFailureCount,
-    haltFailurePercent: halt ? p.halt_failure_percent : DEFAULT_POLICY.haltFailurePercent,
-    haltMinOutcomes: p.halt_min_outcomes ?? DEFAULT_POLICY.haltMinOutcomes,
-    vehicleTimeoutSeconds: p.vehicle_timeout_seconds ?? DEFAULT_POLICY.vehicleTimeoutSeconds,
-    retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
-    notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
-    ...(p.skip_canary ? { skipCanary: true } : {}),
-  };
-}
-
-/** An empty filter targets every registered vehicle: only with an explicit `all`, never by omission. */
-function checkTargets(t: CreateCampaignInput['targets']): void {
-  const criteria = t.filter !== undefined && Object.values(t.filter).some((v) => v !== undefined);
-  if (t.filter !== undefined && !criteria && t.all !== true) {
-    throw new BadRequestError(
-      'explicit_all_required',
-      'targets.filter has no criteria, which would target every vehicle; set targets.all = true to mean that',
-    );
-  }
-  if (t.all === true && (criteria || t.vins !== undefined)) {
-    throw new BadRequestError(
-      'invalid_targets',
-      'targets.all cannot be combined with vins or filter criteria',
-    );
-  }
-}
-
 /** The answer is typed by the protocol's schema, so a field that drifts from the API document breaks the build. */
-export function campaignView(c: CampaignRecord): CampaignView {
+export function campaignView(
+  c: CampaignRecord,
+  progress?: { totals: PreparationTotals; done: number },
+): CampaignView {
   const totals: Record<string, number> = {};
   const waves = c.waves.map((w, i) => {
     const counts = nonZero(c.counts[`w${i}`] ?? {});
@@ -133,6 +100,7 @@ export function campaignView(c: CampaignRecord): CampaignView {
     counts: totals,
     waves,
     policy: { ...c.policy, waves: [...c.policy.waves] },
+    preparation: preparationView(c, progress),
     created_at: c.createdAt,
     updated_at: c.updatedAt,
   };
@@ -156,9 +124,12 @@ export interface CampaignDeps {
 }
 
 export interface CampaignServiceDeps extends CampaignDeps {
-  /** Where cancel sends the withdrawal job. */
+  /** Where cancel sends the withdrawal job, and creation its preparation. */
   readonly jobs: JobQueue;
   readonly exclusions: ExclusionRepository;
+  /** VIN lists: written (inline), presigned for upload, checked. */
+  readonly objects: Pick<ObjectStore, 'put' | 'presignPut' | 'head' | 'read'>;
+  readonly preparation: PreparationRepository;
 }
 
 /** Runs fn over items with at most `limit` in flight. */
@@ -173,168 +144,24 @@ async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Prom
 export class CampaignService {
   constructor(private readonly deps: CampaignServiceDeps) {}
 
-  async create(input: CreateCampaignInput): Promise<CampaignView> {
-    let policy = toPolicy(input.policy);
-    const problems = policyProblems(policy);
-    if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
-    checkTargets(input.targets);
-    const canary = canaryProblem(policy);
-    if (canary) throw new BadRequestError(canary.code, canary.message);
-    const release = await this.deps.releases.get(input.release_id);
-    if (!release) throw new NotFoundError('unknown_release', `No release ${input.release_id}`);
-    if (release.status !== 'published')
-      throw new ConflictError('release_not_published', 'The release is not published');
-    const campaignId = input.campaign_id ?? `c-${randomBytes(6).toString('hex')}`;
-    if (await this.deps.campaigns.get(campaignId))
-      throw new ConflictError('campaign_exists', `Campaign ${campaignId} exists`);
-
-    const { targets, excluded } = await this.resolveTargets(input.targets, release.signedManifest.manifest);
-    if (targets.length === 0)
-      throw new ConflictError('no_targets', 'No registered vehicle matches the targets');
-    const sizes = waveSizes(targets.length, policy.waves);
-    // The default minimum is lowered to what the largest wave can produce; a value the operator chose is checked.
-    if (input.policy?.halt_min_outcomes === undefined)
-      policy = { ...policy, haltMinOutcomes: Math.min(policy.haltMinOutcomes, Math.max(...sizes)) };
-    const halt = haltProblem(policy, sizes);
-    if (halt) throw new BadRequestError(halt.code, halt.message);
-
-    // One active campaign per vehicle and ECU: refuse the whole campaign rather than silently shrink it.
-    const held = (
-      await Promise.all(
-        targets.map(async (v) => ({
-          vin: v.vin,
-          by: await this.deps.vehicles.campaignLock(v.vin, release.ecu),
-        })),
-      )
-    ).filter((h) => h.by !== undefined && h.by !== campaignId);
-    if (held.length > 0) {
-      throw new ConflictError(
-        'campaign_conflict',
-        `${held.length} target vehicle(s) are in another active campaign for ${release.ecu} (e.g. ${held[0]!.vin} in ${held[0]!.by})`,
-      );
-    }
-    const locked: string[] = [];
-    let lost: string | undefined;
-    await pool(targets, 16, async (v) => {
-      if (lost) return;
-      if (await this.deps.vehicles.lockCampaign(v.vin, release.ecu, campaignId)) locked.push(v.vin);
-      else lost ??= v.vin;
-    });
-    if (lost) {
-      await pool(locked, 16, (vin) => this.deps.vehicles.unlockCampaign(vin, release.ecu, campaignId));
-      throw new ConflictError(
-        'campaign_conflict',
-        `Vehicle ${lost} joined another campaign for ${release.ecu} meanwhile`,
-      );
-    }
-
-    const ordered = [...targets].sort((a, b) =>
-      shuffleKey(campaignId, a.vin) < shuffleKey(campaignId, b.vin) ? -1 : 1,
-    );
-    const now = this.deps.clock.now().toISOString();
-    const campaign: CampaignRecord = {
-      campaignId,
-      name: input.name,
-      releaseId: release.releaseId,
-      version: release.version,
-      ecu: release.ecu,
-      status: 'created',
-      policy,
-      waves: sizes.map((size) => ({ size })),
-      currentWave: 0,
-      targetCount: ordered.length,
-      excludedByReason: countBy(excluded.map((e) => e.reason)),
-      counts: Object.fromEntries(sizes.map((size, i) => [`w${i}`, { scheduled: size }])),
-      createdAt: now,
-      updatedAt: now,
-      revision: 1,
-    };
-    let offset = 0;
-    const records: UpdateRecord[] = [];
-    sizes.forEach((size, wave) => {
-      for (const v of ordered.slice(offset, offset + size)) {
-        records.push({
-          vin: v.vin,
-          updateId: campaignUpdateId(campaignId),
-          releaseId: release.releaseId,
-          version: release.version,
-          ecu: release.ecu,
-          campaignId,
-          wave,
-          waveKey: `${waveKeyPrefix(wave)}#${v.vin}`,
-          status: 'scheduled',
-          progress: 0,
-          lastSequence: -1,
-          attempt: 0,
-          createdAt: now,
-          updatedAt: now,
-          revision: 1,
-        });
-      }
-      offset += size;
-    });
-    await pool(records, 16, async (r) => {
-      // Per-vehicle sequence numbers continue across updates: start from the vehicle's latest known one, so a
-      // replayed report from an earlier update cannot move the new one.
-      const previous = await this.deps.updates.listForVehicle(r.vin);
-      const lastSequence = Math.max(-1, ...previous.map((u) => u.lastSequence));
-      if (!(await this.deps.updates.put({ ...r, lastSequence }, 0))) {
-        throw new ConflictError('campaign_exists', `Vehicle ${r.vin} already has an update in ${campaignId}`);
-      }
-    });
-    // Before the campaign item: a campaign that exists always has all its exclusions listed.
-    await this.deps.exclusions.putAll(campaignId, excluded);
-    await this.deps.campaigns.create(campaign);
-    return campaignView(campaign);
+  /** Validates and answers the campaign `preparing`; its targets are written in the background. */
+  create(input: CreateCampaignInput): Promise<CampaignCreated> {
+    return createCampaign(this.deps, input);
   }
 
-  private async resolveTargets(
-    targets: CreateCampaignInput['targets'],
-    manifest: { ecu: string; hardware_ids: string[]; version: string },
-  ): Promise<{ targets: VehicleRecord[]; excluded: { vin: string; reason: string }[] }> {
-    const candidates = new Map<string, VehicleRecord>();
-    const excluded: { vin: string; reason: string }[] = [];
-    for (const vin of new Set(targets.vins ?? [])) {
-      const v = await this.deps.vehicles.get(vin);
-      if (v) candidates.set(vin, v);
-      else excluded.push({ vin, reason: 'unknown_vehicle' });
-    }
-    const f = targets.all === true ? {} : targets.filter;
-    if (f) {
-      let cursor: string | undefined;
-      do {
-        const page = await this.deps.vehicles.scan(cursor);
-        for (const v of page.items) {
-          const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
-          if (f.model !== undefined && v.model !== f.model) continue;
-          if (f.hardware_id !== undefined && ecu?.hardware_id !== f.hardware_id) continue;
-          if (f.current_version !== undefined && ecu?.version !== f.current_version) continue;
-          candidates.set(v.vin, v);
-        }
-        cursor = page.cursor;
-      } while (cursor);
-    }
-    const chosen: VehicleRecord[] = [];
-    for (const v of candidates.values()) {
-      const ecu = v.ecus.find((e) => e.ecu === manifest.ecu);
-      if (v.revokedAt !== undefined) excluded.push({ vin: v.vin, reason: 'revoked' });
-      else if (!ecu) excluded.push({ vin: v.vin, reason: `no_${manifest.ecu}_ecu` });
-      else if (!manifest.hardware_ids.includes(ecu.hardware_id))
-        excluded.push({ vin: v.vin, reason: 'incompatible_hardware' });
-      else if (compareVersions(ecu.version, manifest.version) >= 0)
-        excluded.push({ vin: v.vin, reason: 'already_at_or_above_version' });
-      else chosen.push(v);
-    }
-    return { targets: chosen, excluded };
+  /** POST /campaigns/{id}/targets: the uploaded VIN list is complete. */
+  completeTargets(campaignId: string): Promise<CampaignView> {
+    return completeTargets(this.deps, campaignId);
   }
 
   async get(campaignId: string): Promise<CampaignView> {
-    return campaignView(await this.load(campaignId));
+    const c = await this.load(campaignId);
+    return campaignView(c, await preparationProgress(this.deps, c));
   }
 
   async list(limit: number, token?: string): Promise<CampaignList> {
     const page = await this.deps.campaigns.list(limit, token);
-    return { campaigns: page.items.map(campaignView), next_token: page.token ?? null };
+    return { campaigns: page.items.map((c) => campaignView(c)), next_token: page.token ?? null };
   }
 
   /** One page of a wave's vehicles (VIN order). */
@@ -387,7 +214,7 @@ export class CampaignService {
       start: ['created'],
       pause: ['running'],
       resume: ['paused', 'halted'],
-      cancel: ['created', 'running', 'paused', 'halted'],
+      cancel: ['preparing', 'created', 'running', 'paused', 'halted'],
     };
     const target: Record<typeof action, CampaignStatus> = {
       start: 'running',
@@ -398,9 +225,31 @@ export class CampaignService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const c = await this.load(campaignId);
       if (action === 'cancel' && c.status === 'cancelled') return campaignView(c);
+      // Cancelled while preparing: the preparation job stops its segments and takes the targets back.
+      const cancelJob = () =>
+        this.deps.jobs.send(
+          cancelledInPreparation(c) || c.status === 'preparing'
+            ? { type: 'prepare_campaign', campaign_id: campaignId }
+            : { type: 'cancel_campaign', campaign_id: campaignId },
+        );
       if (action === 'cancel' && c.status === 'cancelling') {
-        await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
+        await cancelJob();
         return campaignView(c);
+      }
+      // Still waiting for its VIN list: nothing was written, so nothing to take back.
+      if (action === 'cancel' && c.status === 'preparing' && c.preparation?.state === 'awaiting_targets') {
+        const now = this.deps.clock.now().toISOString();
+        const finished = { ...c.preparation, state: 'finished' as const, finishedAt: now };
+        if (
+          await this.deps.campaigns.change(
+            campaignId,
+            c.revision,
+            { status: 'cancelled', preparation: finished },
+            now,
+          )
+        )
+          return this.get(campaignId);
+        continue;
       }
       if (!allowed[action].includes(c.status)) {
         throw new ConflictError('invalid_transition', `Cannot ${action} a campaign that is ${c.status}`);
@@ -415,8 +264,7 @@ export class CampaignService {
               ? { status: target[action], cancel: { wave: 0, startedAt: now } }
               : { status: target[action] };
       if (await this.deps.campaigns.change(campaignId, c.revision, changes, now)) {
-        if (action === 'cancel')
-          await this.deps.jobs.send({ type: 'cancel_campaign', campaign_id: campaignId });
+        if (action === 'cancel') await cancelJob();
         return this.get(campaignId);
       }
     }
@@ -466,8 +314,10 @@ export async function transition(
   const now = deps.clock.now().toISOString();
   const next: UpdateRecord = { ...u, ...changes, updatedAt: now, revision: u.revision + 1 };
   if (!(await deps.updates.put(next, u.revision))) return false;
-  // Direct (vehicle-initiated) updates belong to no campaign and move no counts.
-  if (campaignId !== undefined) await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
+  // Direct (vehicle-initiated) updates belong to no campaign and move no counts; nor does a target not yet given
+  // a wave (wave -1, campaign-preparation.ts): wave counts start when its wave does.
+  if (campaignId !== undefined && (u.wave ?? 0) >= 0)
+    await deps.campaigns.count(campaignId, u.wave ?? 0, u.status, next.status);
   await deps.history.append({
     vin: u.vin,
     updateId: u.updateId,
@@ -555,7 +405,12 @@ export class CampaignEngine {
     if (c?.status !== 'running') return { offered: 0, timedOut: 0, decision: 'idle' };
     const now = this.deps.clock.now();
     const wave = c.currentWave;
-    const items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    let items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    const size = c.waves[wave]?.size ?? 0;
+    if (items.length < size) {
+      await this.fillWave(c, wave, size - items.length);
+      items = await this.deps.updates.listByCampaignWave(c.campaignId, wave);
+    }
     // A wave advances on its success threshold, not on every vehicle's outcome, so earlier waves may still have
     // vehicles under way (a lost offer, a slow download). Their deadlines and retries are watched too; the
     // counts say which waves have any, so a settled wave costs no read.
@@ -642,6 +497,25 @@ export class CampaignEngine {
       }
     }
     return { offered, timedOut, decision: 'wait' };
+  }
+
+  /**
+   * BRIDGE until the paced offer worker (pace12, CAMPAIGN12.md point 3) assigns waves at offer time; the lead drops
+   * it at merge. Targets are written by the preparation job without a wave (`q#` keys); this moves the next `need`
+   * of them, in their shuffled order, into the current wave when it starts.
+   */
+  private async fillWave(c: CampaignRecord, wave: number, need: number): Promise<void> {
+    let token: string | undefined;
+    while (need > 0) {
+      const page = await this.deps.updates.pageQueued(c.campaignId, need, token);
+      await pool(page.items, 16, async (u) => {
+        const waveKey = `${waveKeyPrefix(wave)}#${u.vin}`;
+        const next = { ...u, wave, waveKey, revision: u.revision + 1 };
+        if (u.status === 'scheduled' && (await this.deps.updates.put(next, u.revision))) need--;
+      });
+      token = page.token;
+      if (!token) break;
+    }
   }
 
   /**
@@ -744,12 +618,6 @@ export class CampaignEngine {
     }
     return true;
   }
-}
-
-function countBy(values: readonly string[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
-  return counts;
 }
 
 function tallyOf(items: readonly UpdateRecord[]): Record<string, number> {

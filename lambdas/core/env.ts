@@ -43,14 +43,23 @@ export const ENV = {
   /** PEM file of the backend signing key, on the local cloud (used when SIGNING_KEY_ARN is unset). */
   localSigningKeyFile: 'LOCAL_SIGNING_KEY_FILE',
   /**
+   * How assignments are signed: "delegated" (unset: an online key per function instance, certified by the signing
+   * key) or "direct" (the signing key itself, one KMS Sign per assignment; for fleets whose agents predate
+   * delegation, see README).
+   */
+  assignmentSigning: 'ASSIGNMENT_SIGNING',
+  /**
    * KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs vehicle bearer tokens, on AWS: a key of its own, so the
    * unauthenticated auth function can never sign an assignment.
    */
   tokenSigningKeyArn: 'TOKEN_SIGNING_KEY_ARN',
   /** PEM file of the token signing key, on the local cloud (used when TOKEN_SIGNING_KEY_ARN is unset). */
   localTokenSigningKeyFile: 'LOCAL_TOKEN_SIGNING_KEY_FILE',
-  /** IoT policy attached to every vehicle certificate, on AWS. */
-  iotPolicyName: 'IOT_POLICY_NAME',
+  /**
+   * Static IoT thing group of vehicles, on AWS. The vehicle policy is attached to the group at deploy time;
+   * registration only adds each new thing to it, so no function may attach a policy to a certificate.
+   */
+  iotThingGroup: 'IOT_THING_GROUP',
   /** IoT thing type of vehicles, on AWS. */
   iotThingType: 'IOT_THING_TYPE',
   /** Folder of the local CA (ca.key.pem, ca.cert.pem) that signs vehicle CSRs, on the local cloud. */
@@ -59,6 +68,11 @@ export const ENV = {
   jobQueueUrl: 'JOB_QUEUE_URL',
   /** PEM file of a CA to trust for AWS endpoints (the local cloud's CA). */
   endpointCaFile: 'OTA_ENDPOINT_CA_FILE',
+  /**
+   * Counting of the backend's AWS operations (lambdas/adapters/operation-counter.ts): unset = off (no middleware),
+   * `count` = in memory (the local cloud collects it), `emf` = also published as CloudWatch metrics per invocation.
+   */
+  operationCounting: 'OTA_OPERATION_COUNTING',
 } as const;
 
 /**
@@ -67,7 +81,12 @@ export const ENV = {
  */
 export const DEFAULTS = {
   presignTtlSeconds: 300,
-  tokenTtlSeconds: 900,
+  /**
+   * An hour: one login covers a whole update (offer, download of a large image on a slow link, install, outcome),
+   * so a vehicle logs in once per update. Revocation and re-registration are checked on every request, whatever
+   * the token's age.
+   */
+  tokenTtlSeconds: 3600,
   vehicleRatePerMinute: 120,
   /**
    * Per-VIN login challenge cap: bounds the work and storage one VIN can cause, well above what a car needs (two
@@ -118,3 +137,12 @@ export const settings = Object.fromEntries(
     (env: NodeJS.ProcessEnv = process.env) => intEnv(ENV[name as keyof typeof DEFAULTS], fallback, env),
   ]),
 ) as { readonly [K in keyof typeof DEFAULTS]: (env?: NodeJS.ProcessEnv) => number };
+
+/** ENV.assignmentSigning: "delegated" unless set to "direct"; anything else is a configuration error. */
+export function assignmentSigning(env: NodeJS.ProcessEnv = process.env): 'delegated' | 'direct' {
+  const raw = optionalEnv(ENV.assignmentSigning, env) ?? 'delegated';
+  if (raw !== 'delegated' && raw !== 'direct') {
+    throw new Error(`Environment variable ${ENV.assignmentSigning} must be "delegated" or "direct"`);
+  }
+  return raw;
+}

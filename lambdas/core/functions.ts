@@ -18,6 +18,9 @@ export const FUNCTION_SETTINGS: Readonly<Record<LambdaName, FunctionSettings>> =
   'auth-api': { timeoutSeconds: 10, memoryMb: 512 },
   'vehicle-api': { timeoutSeconds: 10, memoryMb: 512 },
   'operator-api': { timeoutSeconds: 10, memoryMb: 512 },
+  // Vehicle registration and revocation: the only function with IoT identity rights, kept apart from the
+  // release and campaign routes so neither the rights nor the IoT client and CSR code ship with them.
+  'registry-api': { timeoutSeconds: 10, memoryMb: 512 },
   ingest: { timeoutSeconds: 10, memoryMb: 512 },
   // Shorter than the one-minute schedule period: a tick has ended (or been stopped) before the next one is due.
   'campaign-tick': { timeoutSeconds: 55, memoryMb: 512 },

@@ -11,6 +11,15 @@ import * as z from 'zod';
 export const jobSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('verify_release'), release_id: z.string().min(1).max(128) }),
   z.strictObject({ type: z.literal('cancel_campaign'), campaign_id: z.string().min(1).max(128) }),
+  /**
+   * Writes one segment of a campaign's targets (campaign-preparation.ts), then, once every segment is over,
+   * finishes the preparation; without a segment, only that finishing step (sent by a cancel).
+   */
+  z.strictObject({
+    type: z.literal('prepare_campaign'),
+    campaign_id: z.string().min(1).max(128),
+    segment: z.number().int().min(0).max(63).optional(),
+  }),
 ]);
 export type Job = z.infer<typeof jobSchema>;
 

@@ -23,18 +23,33 @@ import type {
 import { releaseView } from './releases.js';
 import { isTerminal } from './update-state.js';
 
-export interface KillSwitchDeps {
-  readonly releases: ReleaseRepository;
+/** What withdrawing an open update touches (the campaign's counts, the vehicle's lock, the history). */
+interface WithdrawDeps {
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
   readonly campaigns: CampaignRepository;
   readonly history: HistoryRepository;
   readonly clock: Clock;
-  readonly issuer: CertificateIssuer;
+}
+
+export interface KillSwitchDeps extends WithdrawDeps {
+  readonly releases: ReleaseRepository;
   /** Cancels a campaign the way the operator's cancel does. */
   readonly campaignService: Pick<CampaignService, 'act'>;
 }
 
+export interface VehicleRevocationDeps extends WithdrawDeps {
+  readonly issuer: CertificateIssuer;
+}
+
+/** True when this call withdrew the update (it was open and not yet installing). */
+async function withdrawOpen(deps: WithdrawDeps, u: UpdateRecord, reason: string): Promise<boolean> {
+  if (isTerminal(u.status) || u.status === 'installing') return false;
+  const ended = await withdrawUpdate(deps, u, reason);
+  return ended?.status === 'cancelled' && ended.reason === reason;
+}
+
+/** The release kill switch (operator-api). */
 export class KillSwitchService {
   constructor(private readonly deps: KillSwitchDeps) {}
 
@@ -62,7 +77,7 @@ export class KillSwitchService {
     cursor = undefined;
     do {
       const page = await this.deps.updates.listOpenDirectUpdates(releaseId, cursor);
-      for (const u of page.items) if (await this.withdraw(u, reason)) updatesWithdrawn++;
+      for (const u of page.items) if (await withdrawOpen(this.deps, u, reason)) updatesWithdrawn++;
       cursor = page.cursor;
     } while (cursor);
     return {
@@ -71,6 +86,13 @@ export class KillSwitchService {
       updates_withdrawn: updatesWithdrawn,
     };
   }
+}
+
+/**
+ * The vehicle kill switch (registry-api, the one function allowed to revoke a certificate).
+ */
+export class VehicleRevocationService {
+  constructor(private readonly deps: VehicleRevocationDeps) {}
 
   async revokeVehicle(vin: string, reason = 'vehicle revoked'): Promise<VehicleRevoked> {
     const vehicle = await this.deps.vehicles.get(vin);
@@ -82,7 +104,7 @@ export class KillSwitchService {
     await this.deps.issuer.revoke(vin, vehicle.certificateId);
     let updatesWithdrawn = 0;
     for (const u of await this.deps.updates.listForVehicle(vin)) {
-      if (await this.withdraw(u, reason)) updatesWithdrawn++;
+      if (await withdrawOpen(this.deps, u, reason)) updatesWithdrawn++;
     }
     const revoked = (await this.deps.vehicles.get(vin))!;
     return {
@@ -92,12 +114,5 @@ export class KillSwitchService {
       reason: revoked.revokedReason ?? reason,
       updates_withdrawn: updatesWithdrawn,
     };
-  }
-
-  /** True when this call withdrew the update (it was open and not yet installing). */
-  private async withdraw(u: UpdateRecord, reason: string): Promise<boolean> {
-    if (isTerminal(u.status) || u.status === 'installing') return false;
-    const ended = await withdrawUpdate(this.deps, u, reason);
-    return ended?.status === 'cancelled' && ended.reason === reason;
   }
 }

@@ -144,6 +144,16 @@ export interface VehicleRepository {
   nextAssignmentCounter(vin: string, offer?: boolean): Promise<number>;
   /** Every registered vehicle, a page at a time (campaign targeting by filter). */
   scan(cursor?: string): Promise<{ items: VehicleRecord[]; cursor?: string }>;
+  /**
+   * One page of one segment of a parallel scan (DynamoDB Segment/TotalSegments): the segments are disjoint and
+   * together cover the table, so each can be walked by its own worker (campaign preparation).
+   */
+  scanSegment(
+    segment: number,
+    totalSegments: number,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ items: VehicleRecord[]; cursor?: string }>;
   /** Takes the vehicle's per-ECU campaign lock; false when another campaign holds it. */
   lockCampaign(vin: string, ecu: string, campaignId: string): Promise<boolean>;
   unlockCampaign(vin: string, ecu: string, campaignId: string): Promise<void>;
@@ -151,8 +161,11 @@ export interface VehicleRepository {
   campaignLock(vin: string, ecu: string): Promise<string | undefined>;
   /** Marks the vehicle revoked and drops its outstanding challenge; false when it is unknown or already revoked. */
   revoke(vin: string, revokedAt: string, reason: string): Promise<boolean>;
-  /** Records the version now running on an ECU after a completed update. */
-  setEcuVersion(vin: string, ecu: string, version: string): Promise<void>;
+  /**
+   * After a completed update: records the version now running on the ECU and, for a campaign update, releases that
+   * campaign's lock on it, in one write to the vehicle item (the record locates the ECU in the inventory).
+   */
+  recordCompletion(vehicle: VehicleRecord, ecu: string, version: string, campaignId?: string): Promise<void>;
 }
 
 export interface UpdateRecord {
@@ -182,6 +195,11 @@ export interface UpdateRecord {
    * about an earlier offer and is refused.
    */
   readonly offerCounter?: number;
+  /**
+   * Campaign preparation: the slice that wrote this target item (`<segment>:<slice>`). A slice run again after a
+   * stop finds its own items and counts them again; an item of another slice means a VIN listed twice.
+   */
+  readonly preparedBy?: string;
 }
 
 export interface UpdateRepository {
@@ -212,6 +230,8 @@ export interface UpdateRepository {
     limit: number,
     token?: string,
   ): Promise<Page<UpdateRecord>>;
+  /** One page of a campaign's targets not yet given a wave (the `q#` range of byCampaign), shuffled order. */
+  pageQueued(campaignId: string, limit: number, token?: string): Promise<Page<UpdateRecord>>;
 }
 
 /** One page of a listing: the items, and the token of the next page when there is one. */
@@ -228,11 +248,22 @@ export interface Exclusion {
 /** Targets a campaign left out, one item each (never a list in the campaign item). */
 export interface ExclusionRepository {
   putAll(campaignId: string, exclusions: readonly Exclusion[]): Promise<void>;
+  /**
+   * Writes one exclusion unless the VIN is already excluded by another writer (marker: the preparation slice).
+   * True when written now or earlier by the same marker (a slice run again), false for a VIN listed twice.
+   */
+  putOnce(campaignId: string, exclusion: Exclusion, marker: string): Promise<boolean>;
   page(campaignId: string, limit: number, token?: string): Promise<Page<Exclusion>>;
 }
 
-/** cancelling: offers are being withdrawn in the background (campaign-cancel.ts); then cancelled. */
+/**
+ * preparing: its targets are being written in the background (campaign-preparation.ts), then created, or failed
+ * (no targets, a VIN list that went bad, a halt guardrail that cannot fire with the final wave sizes).
+ * cancelling: offers are being withdrawn in the background (campaign-cancel.ts); then cancelled.
+ */
 export type CampaignStatus =
+  | 'preparing'
+  | 'failed'
   | 'created'
   | 'running'
   | 'paused'
@@ -270,6 +301,8 @@ export interface CampaignRecord {
   readonly excludedByReason: Readonly<Record<string, number>>;
   readonly haltReason?: string;
   readonly cancel?: CancelCheckpoint;
+  /** How the targets are (or were) written; absent on campaigns created before preparation was asynchronous. */
+  readonly preparation?: PreparationRecord;
   /**
    * Failures in the halted wave when the engine halted it. A late outcome that corrects one of them (a timed-out
    * vehicle that did install) lowers the wave's count below this, and the engine looks at the halt again.
@@ -283,8 +316,88 @@ export interface CampaignRecord {
 }
 
 export type CampaignChanges = Partial<
-  Pick<CampaignRecord, 'status' | 'waves' | 'currentWave' | 'haltReason' | 'cancel' | 'haltFailures'>
+  Pick<
+    CampaignRecord,
+    | 'status'
+    | 'waves'
+    | 'currentWave'
+    | 'haltReason'
+    | 'cancel'
+    | 'haltFailures'
+    | 'preparation'
+    | 'targetCount'
+    | 'excludedByReason'
+    | 'policy'
+    | 'counts'
+  >
 >;
+
+/** What a preparation counted: summed over its segments' committed slices (each counted exactly once). */
+export interface PreparationTotals {
+  /** Vehicles read by the scan, or lines read from the VIN list. */
+  readonly scanned: number;
+  /** Target items written (or found written by the same slice). */
+  readonly targeted: number;
+  readonly excluded: Readonly<Record<string, number>>;
+  /** VINs met a second time (listed twice, or in both the list and the filter): neither targeted nor excluded. */
+  readonly duplicates: number;
+  /** VIN list lines that are not a VIN (the list is checked when uploaded, so only a list changed since then). */
+  readonly invalid: number;
+}
+
+/** Where the targets come from: a filter scan (filter {} = every vehicle) and/or a VIN list object. */
+export interface PreparationSource {
+  readonly filter?: {
+    readonly model?: string;
+    readonly hardware_id?: string;
+    readonly current_version?: string;
+  };
+  readonly list?: {
+    readonly key: string;
+    readonly size: number;
+    readonly versionId?: string;
+    readonly lines?: number;
+    /** Uploaded by the operator through a presigned URL (false: the VINs came in the request). */
+    readonly uploaded: boolean;
+  };
+}
+
+export interface PreparationRecord {
+  /** awaiting_targets: an uploaded VIN list is expected; running: segments at work; finished: counted. */
+  readonly state: 'awaiting_targets' | 'running' | 'finished';
+  readonly source: PreparationSource;
+  /** Parallel scan segments (0 without a filter) and VIN list byte ranges (0 without a list). */
+  readonly scanSegments: number;
+  readonly listSegments: number;
+  /** The operator left halt_min_outcomes to its default, which is lowered to the largest wave at the end. */
+  readonly defaultHaltMinOutcomes: boolean;
+  readonly uploadExpiresAt?: string;
+  readonly startedAt: string;
+  readonly finishedAt?: string;
+  readonly totals?: PreparationTotals;
+  /** Why the campaign failed (status failed): `<code>: <message>`. */
+  readonly failure?: string;
+  /** Taking back the targets of a cancelled or failed preparation: the next page, and items seen so far. */
+  readonly sweep?: { readonly cursor?: string; readonly seen: number; readonly done?: boolean };
+}
+
+/** One segment's checkpoint, its own item: progress is counted without a campaign-wide hot item. */
+export interface SegmentState extends PreparationTotals {
+  readonly segment: number;
+  /** Slices committed so far; the checkpoint is written conditionally on it, so a slice counts once. */
+  readonly slices: number;
+  /** Where the next slice starts: a scan key, or a byte offset in the VIN list. Absent before the first. */
+  readonly cursor?: string;
+  /** stopped: the campaign left `preparing` (cancelled) and this segment stopped at a slice boundary. */
+  readonly state: 'running' | 'done' | 'stopped';
+}
+
+export interface PreparationRepository {
+  /** The segments' checkpoints, in order; undefined for a segment not started. */
+  segments(campaignId: string, segments: readonly number[]): Promise<(SegmentState | undefined)[]>;
+  /** Saves a checkpoint if the stored one still has expectedSlices slices (0: none stored yet). */
+  save(campaignId: string, state: SegmentState, expectedSlices: number): Promise<boolean>;
+}
 
 export interface CampaignRepository {
   create(campaign: CampaignRecord): Promise<void>;
@@ -348,8 +461,10 @@ export interface ObjectStore {
     parts: { partNumber: number; etag: string }[],
   ): Promise<void>;
   head(key: string): Promise<{ size: number; versionId?: string } | undefined>;
-  /** The object's bytes from offset start (a ranged GET) to its end. */
-  read(key: string, versionId?: string, start?: number): Promise<Readable>;
+  /** The object's bytes from offset start (a ranged GET) to its end, or to endInclusive. */
+  read(key: string, versionId?: string, start?: number, endInclusive?: number): Promise<Readable>;
+  /** Writes a small object (a campaign's inline VIN list). */
+  put(key: string, body: string): Promise<void>;
   /** With a versionId, removes only that version (a versioned bucket keeps the others). */
   delete(key: string, versionId?: string): Promise<void>;
   /**

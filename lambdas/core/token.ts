@@ -17,11 +17,11 @@
  * Operators rotate by adding the new backend public key to the verifiers' trusted set before switching the signer
  * (tokens and delegations name their key ids); delegated keys rotate on their own every delegation period.
  */
-import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
 import * as z from 'zod';
 import { VIN_PATTERN } from '../../protocol/schemas.js';
 import type { Signer, TrustedKey } from '../../protocol/signatures.js';
-import { keyIdOf, verifyEcdsa } from '../../protocol/signatures.js';
+import { keyIdOf, p256KeyWithId, verifyEcdsa } from '../../protocol/signatures.js';
 import { UnauthorizedError } from './errors.js';
 import type { Clock } from './ports.js';
 
@@ -201,15 +201,8 @@ function checkedDelegation(
     )
   )
     return undefined;
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: Buffer.from(delegation.pub, 'base64'), format: 'der', type: 'spki' });
-  } catch {
-    return undefined;
-  }
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1')
-    return undefined;
-  if (keyIdOf(key) !== delegation.kid) return undefined;
+  const key = p256KeyWithId(delegation.pub, delegation.kid);
+  if (!key) return undefined;
   if (verifiedDelegations.size >= MAX_CACHED_DELEGATIONS) {
     verifiedDelegations.delete(verifiedDelegations.keys().next().value!);
   }

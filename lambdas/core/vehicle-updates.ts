@@ -1,10 +1,19 @@
 /**
  * What a vehicle can do with its updates: ask for a firmware version (answering a short-lived download URL and
  * the signed manifest), report status, and list its updates. Every state change is a single-item conditional
- * write that only moves forward; every report lands in the status history whether it changed state or not.
+ * write that only moves forward; progress is stored at coarse steps (storeDecision) and the status history keeps
+ * status changes only, so a vehicle's writes do not grow with the number of reports it sends.
  */
 
-import { manifestDigest, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
+import {
+  ASSIGNMENT_SCOPE,
+  type Assignment,
+  manifestDigest,
+  type SignedAssignment,
+  signAssignment,
+  signAssignmentDelegated,
+} from '../../protocol/assignment.js';
+import { DelegatedSigner } from '../../protocol/delegation.js';
 import type { ReleaseManifest } from '../../protocol/manifest.js';
 import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/responses.js';
 import type { StatusReport } from '../../protocol/schemas.js';
@@ -33,6 +42,8 @@ export interface UpdateStatusDeps {
   readonly clock: Clock;
   /** Campaign counts follow every transition of a campaign update. */
   readonly campaigns?: Pick<CampaignRepository, 'count'>;
+  /** @default PROGRESS_STORE_SECONDS */
+  readonly progressStoreSeconds?: number;
 }
 
 export interface FirmwareOfferDeps extends UpdateStatusDeps {
@@ -41,11 +52,19 @@ export interface FirmwareOfferDeps extends UpdateStatusDeps {
   readonly releases: ReleaseRepository;
   readonly objects: ObjectStore;
   readonly presignTtlSeconds: number;
-  /** Signs the per-vehicle assignment that accompanies every offer. */
+  /** The backend key (KMS on AWS): certifies the online key that signs the per-vehicle assignments. */
   readonly signer: Signer;
   /** Seconds an assignment stays valid. @default 86400 */
   readonly assignmentTtlSeconds?: number;
+  /** How assignments are signed (ENV.assignmentSigning). @default 'delegated' */
+  readonly assignmentSigning?: AssignmentSigning;
 }
+
+/**
+ * delegated: by the instance's online key certified by the backend key (one backend Sign per instance per hour);
+ * direct: by the backend key itself, one backend Sign per assignment, for fleets whose agents predate delegation.
+ */
+export type AssignmentSigning = 'delegated' | 'direct';
 
 /** The answer of POST /updates/{vin}/initiate and /download (protocol/responses.ts). */
 export type DownloadOffer = DownloadAnswer;
@@ -76,17 +95,37 @@ export function toUpdateView(u: UpdateRecord): UpdateView {
   };
 }
 
-/** Signs per-vehicle assignments, each with the vehicle's next counter value. */
+/**
+ * Signs per-vehicle assignments, each with the vehicle's next counter value. Make one per function instance (at
+ * module scope): its online key and delegation live as long as it does, so a new issuer per request would cost a
+ * backend (KMS) Sign per request again.
+ */
 export class AssignmentIssuer {
+  private readonly sign: (a: Assignment) => Promise<SignedAssignment>;
+
   constructor(
     private readonly deps: {
       readonly vehicles: Pick<VehicleRepository, 'nextAssignmentCounter'>;
+      /** The backend key (KMS on AWS). */
       readonly signer: Signer;
       readonly clock: Clock;
       /** Seconds an assignment stays valid. @default 86400 */
       readonly ttlSeconds?: number;
+      /** @default 'delegated' */
+      readonly signing?: AssignmentSigning;
     },
-  ) {}
+  ) {
+    if (deps.signing === 'direct') {
+      this.sign = (a) => signAssignment(a, deps.signer);
+    } else {
+      const online = new DelegatedSigner(deps.signer, {
+        scope: ASSIGNMENT_SCOPE,
+        maxDocumentSeconds: deps.ttlSeconds ?? 86400,
+        now: () => deps.clock.now(),
+      });
+      this.sign = (a) => signAssignmentDelegated(a, online);
+    }
+  }
 
   /** Takes the vehicle's next counter value, to record on an update before its assignment is signed. */
   /**
@@ -106,22 +145,19 @@ export class AssignmentIssuer {
   ): Promise<SignedAssignment> {
     const now = this.deps.clock.now();
     const counter = reservedCounter ?? (await this.deps.vehicles.nextAssignmentCounter(vehicle.vin));
-    return signAssignment(
-      {
-        schema: 'ota.assignment/v1',
-        vin: vehicle.vin,
-        update_id: update.updateId,
-        campaign_id: update.campaignId ?? null,
-        release_id: manifest.release_id,
-        version: manifest.version,
-        ecu: manifest.ecu,
-        manifest_sha256: manifestDigest(manifest),
-        counter,
-        issued_at: now.toISOString(),
-        expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
-      },
-      this.deps.signer,
-    );
+    return this.sign({
+      schema: 'ota.assignment/v1',
+      vin: vehicle.vin,
+      update_id: update.updateId,
+      campaign_id: update.campaignId ?? null,
+      release_id: manifest.release_id,
+      version: manifest.version,
+      ecu: manifest.ecu,
+      manifest_sha256: manifestDigest(manifest),
+      counter,
+      issued_at: now.toISOString(),
+      expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
+    });
   }
 }
 
@@ -134,6 +170,7 @@ export class FirmwareOfferService {
       signer: deps.signer,
       clock: deps.clock,
       ttlSeconds: deps.assignmentTtlSeconds,
+      signing: deps.assignmentSigning,
     });
   }
 
@@ -363,6 +400,28 @@ function refuseUnoffered(target: UpdateRecord, input: StatusInput): void {
   }
 }
 
+/**
+ * Seconds after which a progress report within the same status is stored again. Status changes are always stored;
+ * progress in between only when the stored value is this old, so an operator watching a slow download sees it move
+ * at least every 5 minutes, and a vehicle costs writes per status change and per 5 minutes of a long phase, not per
+ * message (the agent sends a progress report every 5 % or 2 s: about 20 per phase).
+ */
+export const PROGRESS_STORE_SECONDS = 300;
+
+/**
+ * Whether a forward transition is worth a write: a new status, a new reason, or progress within the same status
+ * when the stored one is at least `intervalSeconds` old.
+ */
+export function storeDecision(
+  stored: UpdateRecord,
+  next: UpdateRecord,
+  now: Date,
+  intervalSeconds: number,
+): boolean {
+  if (next.status !== stored.status || next.reason !== stored.reason) return true;
+  return now.getTime() - Date.parse(stored.updatedAt) >= intervalSeconds * 1000;
+}
+
 export class UpdateStatusService {
   constructor(private readonly deps: UpdateStatusDeps) {}
 
@@ -399,8 +458,10 @@ export class UpdateStatusService {
   }
 
   /**
-   * Applies a vehicle's report. Duplicates, late and out-of-order reports are recorded in the history and
-   * change nothing; the answer says whether the state moved.
+   * Applies a vehicle's report. Each report is validated and guarded (offered update, current offer counter,
+   * sequence), then written only when it is worth a write (`storeDecision`): a status change always is; a progress
+   * report within the same status only at the coarse steps; a duplicate, late or out-of-order report never (it
+   * changes nothing, so writing it would only cost a write). The answer says whether the report moved the state.
    */
   async reportStatus(
     vehicle: VehicleRecord,
@@ -411,31 +472,24 @@ export class UpdateStatusService {
     for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
       refuseUnoffered(target, input);
       const result = applyReport(target, input);
-      const now = this.deps.clock.now().toISOString();
-      if (!result.next) {
-        await this.recordHistory(vehicle.vin, target.updateId, input, source, false, now);
-        return { update: target, applied: false };
+      if (!result.applied) return { update: target, applied: false };
+      const now = this.deps.clock.now();
+      const next: UpdateRecord = {
+        ...target,
+        ...result.next,
+        reason: input.reason ?? (isTerminal(result.next.status) ? undefined : target.reason),
+        updatedAt: now.toISOString(),
+        revision: target.revision + 1,
+      };
+      if (!storeDecision(target, next, now, this.deps.progressStoreSeconds ?? PROGRESS_STORE_SECONDS)) {
+        // Acknowledged, not stored: the stored state keeps the last coarse step and the sequence of the report that
+        // wrote it. A replay of this report later is judged against that state, where it can at most do what it
+        // would have done now (move progress forward within the same status).
+        return { update: { ...target, progress: next.progress }, applied: true };
       }
-      const next: UpdateRecord = result.applied
-        ? {
-            ...target,
-            ...result.next,
-            reason: input.reason ?? (isTerminal(result.next.status) ? undefined : target.reason),
-            updatedAt: now,
-            revision: target.revision + 1,
-          }
-        : { ...target, lastSequence: result.next.lastSequence, revision: target.revision + 1 };
       if (await this.deps.updates.put(next, target.revision)) {
-        await this.recordHistory(vehicle.vin, target.updateId, input, source, result.applied, now);
-        if (result.applied && next.status === 'completed') {
-          await this.deps.vehicles.setEcuVersion(vehicle.vin, next.ecu, next.version);
-        }
-        if (result.applied && next.campaignId !== undefined) {
-          await this.deps.campaigns?.count(next.campaignId, next.wave ?? 0, target.status, next.status);
-          if (isTerminal(next.status))
-            await this.deps.vehicles.unlockCampaign(vehicle.vin, next.ecu, next.campaignId);
-        }
-        return { update: next, applied: result.applied };
+        await this.afterStateChange(vehicle, target, next, input, source);
+        return { update: next, applied: true };
       }
       const reread = await this.deps.updates.get(vehicle.vin, target.updateId);
       if (!reread) throw new NotFoundError('unknown_update', 'The update no longer exists');
@@ -444,25 +498,38 @@ export class UpdateStatusService {
     throw new OtaError('concurrent_update', 'The update is changing concurrently; retry', 409);
   }
 
-  private async recordHistory(
-    vin: string,
-    updateId: string,
+  /** The writes a stored transition owes: its history event (status changes only), the campaign count, the registry. */
+  private async afterStateChange(
+    vehicle: VehicleRecord,
+    from: UpdateRecord,
+    next: UpdateRecord,
     input: StatusInput,
     source: 'https' | 'mqtt',
-    applied: boolean,
-    at: string,
   ): Promise<void> {
-    await this.deps.history.append({
-      vin,
-      updateId,
-      status: input.status,
-      progress: input.progress,
-      sequence: input.sequence,
-      reason: input.reason,
-      source,
-      applied,
-      at,
-    });
+    if (next.status !== from.status) {
+      await this.deps.history.append({
+        vin: vehicle.vin,
+        updateId: next.updateId,
+        status: input.status,
+        progress: input.progress,
+        sequence: input.sequence,
+        reason: input.reason,
+        source,
+        applied: true,
+        at: next.updatedAt,
+      });
+    }
+    if (next.campaignId !== undefined && next.status !== from.status) {
+      await this.deps.campaigns?.count(next.campaignId, next.wave ?? 0, from.status, next.status);
+    }
+    if (!isTerminal(next.status)) return;
+    const unlock = next.campaignId;
+    if (next.status === 'completed') {
+      // The registry's version and the campaign lock are one write to the vehicle item.
+      await this.deps.vehicles.recordCompletion(vehicle, next.ecu, next.version, unlock);
+    } else if (unlock !== undefined) {
+      await this.deps.vehicles.unlockCampaign(vehicle.vin, next.ecu, unlock);
+    }
   }
 
   /**

@@ -8,6 +8,7 @@ import type { Context, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { instrumented } from '../adapters/observability.js';
 import { jobQueue, logger, metrics, objectStore, repositories } from '../adapters/runtime.js';
 import { CampaignCanceller } from '../core/campaign-cancel.js';
+import { CampaignPreparer } from '../core/campaign-preparation.js';
 import { type Job, jobSchema, yieldAfter } from '../core/jobs.js';
 import { systemClock } from '../core/ports.js';
 import { ReleaseVerifier } from '../core/release-verification.js';
@@ -23,10 +24,27 @@ const canceller = new CampaignCanceller({
   clock: systemClock,
 });
 
+const preparer = new CampaignPreparer({
+  campaigns: repositories.campaigns(),
+  releases,
+  vehicles: repositories.vehicles(),
+  updates: repositories.updates(),
+  exclusions: repositories.exclusions(),
+  preparation: repositories.preparation(),
+  objects: objectStore(),
+  jobs: queue,
+  clock: systemClock,
+});
+
 async function run(job: Job, shouldYield: () => boolean) {
-  return job.type === 'verify_release'
-    ? verifier.run(job.release_id, shouldYield)
-    : canceller.run(job.campaign_id, shouldYield);
+  switch (job.type) {
+    case 'verify_release':
+      return verifier.run(job.release_id, shouldYield);
+    case 'cancel_campaign':
+      return canceller.run(job.campaign_id, shouldYield);
+    case 'prepare_campaign':
+      return preparer.run(job.campaign_id, job.segment, shouldYield);
+  }
 }
 
 export const handler = instrumented(async (event: SQSEvent, context?: Context): Promise<SQSBatchResponse> => {

@@ -1,10 +1,10 @@
-/** Operator routes: releases and the vehicle registry. IAM-authorised on AWS, admin token on the local cloud. */
+/**
+ * Operator routes: releases (with the release kill switch) and campaigns. IAM-authorised on AWS, admin token on the
+ * local cloud. The vehicle registry and its IoT rights live in registry-api.
+ */
 
-import { IoTClient } from '@aws-sdk/client-iot';
 import type { z } from 'zod';
 import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
-import { clientConfig } from '../adapters/aws-clients.js';
-import { IotCertificateIssuer, LocalCaCertificateIssuer } from '../adapters/certificate-issuer.js';
 import { instrumented } from '../adapters/observability.js';
 import {
   jobQueue,
@@ -14,28 +14,14 @@ import {
   releaseKeys,
   repositories,
   settings,
-  tracer,
 } from '../adapters/runtime.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
-import { ENV, optionalEnv, requireEnv } from '../core/env.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
-import type { CertificateIssuer } from '../core/ports.js';
 import { systemClock } from '../core/ports.js';
 import { ReleaseService } from '../core/releases.js';
-import { VehicleRegistryService } from '../core/vehicles.js';
-
-function certificateIssuer(): CertificateIssuer {
-  const policy = optionalEnv(ENV.iotPolicyName);
-  if (policy) {
-    const iot = tracer.captureAWSv3Client(new IoTClient(clientConfig('IOT')));
-    return new IotCertificateIssuer(iot, policy, requireEnv(ENV.iotThingType));
-  }
-  return new LocalCaCertificateIssuer(requireEnv(ENV.localCaDir));
-}
 
 const updates = repositories.updates();
-const issuer = certificateIssuer();
 const jobs = jobQueue();
 const releases = new ReleaseService({
   jobs,
@@ -45,12 +31,6 @@ const releases = new ReleaseService({
   trustedReleaseKeys: releaseKeys(),
   multipartThreshold: settings.multipartThresholdBytes(),
   partSize: settings.multipartPartBytes(),
-});
-const registry = new VehicleRegistryService({
-  vehicles: repositories.vehicles(),
-  updates,
-  issuer,
-  clock: systemClock,
 });
 
 /** A listing's query, validated against the route's schema (protocol/routes.ts queries.page). */
@@ -66,6 +46,8 @@ const campaigns = new CampaignService({
   history: repositories.history(),
   clock: systemClock,
   jobs,
+  objects: objectStore(),
+  preparation: repositories.preparation(),
 });
 
 const killSwitch = new KillSwitchService({
@@ -75,7 +57,6 @@ const killSwitch = new KillSwitchService({
   campaigns: repositories.campaigns(),
   history: repositories.history(),
   clock: systemClock,
-  issuer,
   campaignService: campaigns,
 });
 
@@ -116,23 +97,10 @@ const route = createRouter(
       metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
       return json(200, withdrawn);
     },
-    'POST /vehicles/{vin}/revoke': async ({
-      params,
-      body,
-    }: RouteRequest<z.infer<typeof bodies.killSwitch>>) => {
-      const revoked = await killSwitch.revokeVehicle(params.vin!, body.reason);
-      metrics.addMetric('VehiclesRevoked', 'Count', 1);
-      return json(200, revoked);
-    },
-    'POST /vehicles': async ({ body }: RouteRequest<z.infer<typeof bodies.registerVehicle>>) => {
-      const registered = await registry.register(body);
-      metrics.addMetric('VehiclesRegistered', 'Count', 1);
-      return json(201, registered);
-    },
-    'GET /vehicles/{vin}': async ({ params }: RouteRequest<undefined>) =>
-      json(200, await registry.get(params.vin!)),
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
-      json(201, await campaigns.create(body)),
+      json(202, await campaigns.create(body)),
+    'POST /campaigns/{campaignId}/targets': async ({ params }: RouteRequest<undefined>) =>
+      json(202, await campaigns.completeTargets(params.campaignId!)),
     'GET /campaigns': async ({ query }: RouteRequest<undefined>) =>
       json(200, await campaigns.list(...pageOf(query))),
     'GET /campaigns/{campaignId}': async ({ params }: RouteRequest<undefined>) =>

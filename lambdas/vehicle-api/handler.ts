@@ -14,13 +14,15 @@ import {
   settings,
   tokenSigner,
 } from '../adapters/runtime.js';
+import { assignmentSigning } from '../core/env.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { systemClock } from '../core/ports.js';
 import { authorizeVehicle } from '../core/vehicle-auth.js';
 import { FirmwareOfferService, UpdateStatusService } from '../core/vehicle-updates.js';
 
 const vehicles = repositories.vehicles();
-// Assignments are signed with the backend key; tokens are verified against the token key's public key alone.
+// The backend key certifies this instance's assignment key (offers below, once per instance); tokens are verified
+// against the token key's public key alone.
 const signer = backendSigner();
 const tokenKeys = backendVerificationKeys(tokenSigner());
 const statusDeps = {
@@ -36,6 +38,7 @@ const offers = new FirmwareOfferService({
   releases: repositories.releases(),
   objects: objectStore(),
   signer,
+  assignmentSigning: assignmentSigning(),
   presignTtlSeconds: settings.presignTtlSeconds(),
 });
 

@@ -53,7 +53,7 @@ describe('background jobs', { timeout: 120_000 }, () => {
     assert.deepEqual(mapping.Properties.FunctionName, { Ref: workerId });
     assert.equal(mapping.Properties.BatchSize, 1);
     assert.deepEqual(mapping.Properties.FunctionResponseTypes, ['ReportBatchItemFailures']);
-    assert.deepEqual(mapping.Properties.ScalingConfig, { MaximumConcurrency: 5 });
+    assert.deepEqual(mapping.Properties.ScalingConfig, { MaximumConcurrency: 20 });
     assert.equal(functionProps(template, 'jobs-worker').ReservedConcurrentExecutions, undefined);
   });
 

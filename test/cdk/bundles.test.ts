@@ -5,7 +5,11 @@
  * would. A broken build, banner, external or import, a missing `handler` export or a network call at init fails.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -55,6 +59,8 @@ describe('Lambda bundles, built as the stack builds them', { timeout: 180_000 },
       const js = readFileSync(outfile, 'utf8');
       assert.ok(js.startsWith(CREATE_REQUIRE_BANNER), `${f.name}: starts with the createRequire banner`);
       assert.doesNotMatch(js, /from\s*["']@aws-sdk\//, `${f.name}: the AWS SDK is bundled, not imported`);
+      // The SDK's default credential chain is aliased away (lambdas/adapters/lambda-credentials.ts).
+      assert.doesNotMatch(js, /AssumeRoleWithWebIdentity|sso-oidc/, `${f.name}: no STS/SSO credential chain`);
       const sample = loadBundle(runner, outfile, {
         ...lambdaRuntimeEnv(f.name, dirname(outfile)),
         ...f.environment,
@@ -83,6 +89,45 @@ describe('Lambda bundles, built as the stack builds them', { timeout: 180_000 },
         () => loadBundle(runner, outfile, lambdaRuntimeEnv('broken', dirname(outfile))),
         /init of/,
       );
+    }
+  });
+
+  it('a bundled SDK client signs with the credentials Lambda puts in the environment', async () => {
+    // A real DynamoDB client bundled with the stack's options (the credential alias included), calling a local
+    // HTTP endpoint that records the request's Authorization header.
+    const entry = join(dir, 'signs', 'handler.ts');
+    mkdirSync(dirname(entry), { recursive: true });
+    writeFileSync(
+      entry,
+      "import { DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';\n" +
+        'const client = new DynamoDBClient({ endpoint: process.argv[2], maxAttempts: 1 });\n' +
+        'await client.send(new ListTablesCommand({}));\n',
+    );
+    const outfile = join(dirname(entry), 'index.mjs');
+    await build({ ...esbuildOptions(entry, outfile), nodePaths: [join(process.cwd(), 'node_modules')] });
+    let authorization: string | undefined;
+    const server = createServer((req, res) => {
+      authorization = req.headers.authorization;
+      res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' }).end('{"TableNames":[]}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const env = { ...lambdaRuntimeEnv('signs', dirname(outfile)), AWS_ACCESS_KEY_ID: 'AKIDFROMENV' };
+      const run = spawn(process.execPath, [outfile, `http://127.0.0.1:${port}`], { env, stdio: 'inherit' });
+      const [code] = (await once(run, 'exit')) as [number];
+      assert.equal(code, 0);
+      assert.match(authorization ?? '', /Credential=AKIDFROMENV\//);
+      // Without credentials in the environment the call fails instead of looking elsewhere.
+      const bare = { ...env, AWS_ACCESS_KEY_ID: '' };
+      const failed = spawn(process.execPath, [outfile, `http://127.0.0.1:${port}`], {
+        env: bare,
+        stdio: 'pipe',
+      });
+      const [failedCode] = (await once(failed, 'exit')) as [number];
+      assert.notEqual(failedCode, 0);
+    } finally {
+      server.close();
     }
   });
 });

@@ -137,7 +137,7 @@ describe('FirmwareStorage', { timeout: 300_000 }, () => {
     }
   });
 
-  it('expires noncurrent firmware versions and aborts incomplete multipart uploads', () => {
+  it('expires noncurrent firmware versions and campaign VIN lists, and aborts incomplete multipart uploads', () => {
     const rules = (
       resources(template)[firmwareId]!.Properties!.LifecycleConfiguration as { Rules: unknown[] }
     ).Rules;
@@ -147,6 +147,13 @@ describe('FirmwareStorage', { timeout: 300_000 }, () => {
         Status: 'Enabled',
         NoncurrentVersionExpiration: { NoncurrentDays: 30 },
         ExpiredObjectDeleteMarker: true,
+      },
+      // Campaign VIN lists are only read while their campaign is prepared.
+      {
+        Id: 'expire-campaign-target-lists',
+        Status: 'Enabled',
+        Prefix: 'campaign-targets/',
+        ExpirationInDays: 30,
       },
       {
         Id: 'abort-incomplete-uploads',

@@ -34,6 +34,8 @@ const iotArn = (resource: string) => ({
 });
 // biome-ignore lint/suspicious/noTemplateCurlyInString: an IoT policy variable, substituted by IoT Core, not by JS
 const THING = '${iot:Connection.Thing.ThingName}';
+/** The stack's topic rule (lib/fleet-ingest.ts): the one name the policy's Basic Ingest topics may carry. */
+const RULE = 'Ota_vehicle_messages';
 
 describe('FleetIdentity', { timeout: 300_000 }, () => {
   it('defines one vehicle thing type and one vehicle policy, both retained', () => {
@@ -67,30 +69,92 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
         {
           Effect: 'Allow',
           Action: 'iot:Publish',
+          // The seed topics, and the same through Basic Ingest to the stack's own rule: only its own VIN either way.
           Resource: [
             iotArn(`topic/vehicle/updates/${THING}/progress`),
             iotArn(`topic/vehicle/updates/${THING}/status`),
+            iotArn(`topic/$aws/rules/${RULE}/vehicle/updates/${THING}/progress`),
+            iotArn(`topic/$aws/rules/${RULE}/vehicle/updates/${THING}/status`),
           ],
         },
       ],
     });
   });
 
-  it('gives the operator function its policy and thing type names', () => {
-    const policyId = Object.keys(template.findResources('AWS::IoT::Policy'))[0];
+  it('names in its Basic Ingest topics the topic rule the stack creates, and outputs that name', () => {
+    const rules = Object.values(template.findResources('AWS::IoT::TopicRule'));
+    assert.deepEqual(
+      rules.map((r) => r.Properties.RuleName),
+      [RULE],
+    );
+    assert.equal(template.findOutputs('IngestRuleName').IngestRuleName?.Value, RULE);
+  });
+
+  it('gives the registry function its thing group and thing type names, and no function the policy name', () => {
+    const groupId = Object.keys(template.findResources('AWS::IoT::ThingGroup'))[0];
     const typeId = Object.keys(template.findResources('AWS::IoT::ThingType'))[0];
-    assert.equal(envTarget(template, 'operator-api', 'IOT_POLICY_NAME'), policyId);
-    assert.equal(envTarget(template, 'operator-api', 'IOT_THING_TYPE'), typeId);
-    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'operator-api')) {
+    assert.equal(envTarget(template, 'registry-api', 'IOT_THING_GROUP'), groupId);
+    assert.equal(envTarget(template, 'registry-api', 'IOT_THING_TYPE'), typeId);
+    for (const fn of ALL_FUNCTIONS) {
       assert.equal(functionEnv(template, fn).IOT_POLICY_NAME, undefined, fn);
+      if (fn !== 'registry-api') assert.equal(functionEnv(template, fn).IOT_THING_GROUP, undefined, fn);
     }
   });
 
-  it('grants the operator function exactly the registration calls, scoped to things, certificates and the type', () => {
-    const iot = functionStatements(template, 'operator-api').filter((s) =>
+  it('attaches the vehicle policy to the static vehicles thing group at deploy time, with rights on that group only (issue 18 #9)', () => {
+    const groups = Object.entries(template.findResources('AWS::IoT::ThingGroup'));
+    assert.equal(groups.length, 1);
+    const [groupId] = groups[0]!;
+    assert.equal(groups[0]![1].Properties.QueryString, undefined, 'a static group, not a dynamic one');
+    const policyId = Object.keys(template.findResources('AWS::IoT::Policy'))[0]!;
+    const attachments = Object.entries(template.findResources('Custom::IotThingGroupPolicy'));
+    assert.equal(attachments.length, 1);
+    const [, attachment] = attachments[0]!;
+    const call = (phase: string) => JSON.stringify(attachment.Properties[phase]);
+    for (const [phase, action] of [
+      ['Create', 'AttachPolicyCommand'],
+      ['Update', 'AttachPolicyCommand'],
+      ['Delete', 'DetachPolicyCommand'],
+    ] as const) {
+      const text = call(phase);
+      assert.ok(text.includes(`\\"action\\":\\"${action}\\"`), `${phase}: ${action}`);
+      assert.ok(text.includes(`{"Ref":"${policyId}"}`), `${phase}: the vehicle policy`);
+      assert.ok(text.includes(`{"Fn::GetAtt":["${groupId}","Arn"]}`), `${phase}: targets the group`);
+    }
+    // The deploy-time call may attach or detach on that group's ARN and nothing else.
+    const attachStatements = Object.values(resources(template))
+      .filter((r) => r.Type === 'AWS::IAM::Policy')
+      .flatMap(
+        (r) =>
+          (r.Properties!.PolicyDocument as { Statement: { Action: string | string[]; Resource: unknown }[] })
+            .Statement,
+      )
+      .filter((st) => [st.Action].flat().some((a) => a === 'iot:AttachPolicy' || a === 'iot:DetachPolicy'));
+    assert.deepEqual(
+      attachStatements.map((st) => st.Resource),
+      [{ 'Fn::GetAtt': [groupId, 'Arn'] }],
+    );
+  });
+
+  it('no policy anywhere may attach IoT policies to certificates (issue 18 #9)', () => {
+    for (const [id, r] of Object.entries(resources(template))) {
+      if (r.Type !== 'AWS::IAM::Policy' && r.Type !== 'AWS::IAM::Role') continue;
+      const text = JSON.stringify(r.Properties);
+      if (!text.includes('iot:AttachPolicy') && !text.includes('iot:AttachPrincipalPolicy')) continue;
+      assert.ok(!text.includes(':cert/'), `${id} may attach a policy to a certificate`);
+      assert.ok(!text.includes('iot:AttachPrincipalPolicy'), `${id}: legacy AttachPrincipalPolicy`);
+    }
+    for (const fn of ALL_FUNCTIONS) {
+      assert.ok(!allActions(template, fn).includes('iot:AttachPolicy'), fn);
+    }
+  });
+
+  it('grants the registry function exactly the registration calls, scoped to things, certificates, the type and the group', () => {
+    const iot = functionStatements(template, 'registry-api').filter((s) =>
       s.actions.some((a) => a.startsWith('iot:')),
     );
     const typeId = Object.keys(template.findResources('AWS::IoT::ThingType'))[0];
+    const groupId = Object.keys(template.findResources('AWS::IoT::ThingGroup'))[0];
     assert.deepEqual(
       iot.map((s) => ({ actions: [...s.actions].sort(), resources: s.resources })),
       [
@@ -100,7 +164,10 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
           resources: [iotArn('thing/*'), { 'Fn::GetAtt': [typeId, 'Arn'] }],
         },
         { actions: ['iot:AttachThingPrincipal'], resources: [iotArn('thing/*'), iotArn('cert/*')] },
-        { actions: ['iot:AttachPolicy'], resources: [iotArn('cert/*')] },
+        {
+          actions: ['iot:AddThingToThingGroup'],
+          resources: [{ 'Fn::GetAtt': [groupId, 'Arn'] }, iotArn('thing/*')],
+        },
         { actions: ['iot:UpdateCertificate'], resources: [iotArn('cert/*')] },
       ],
     );
@@ -123,7 +190,7 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
   });
 
   it('gives no other function any IoT permission, except publishing offers to the campaign tick', () => {
-    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'operator-api')) {
+    for (const fn of ALL_FUNCTIONS.filter((f) => f !== 'registry-api')) {
       assert.deepEqual(
         allActions(template, fn).filter((a) => a.startsWith('iot:')),
         fn === 'campaign-tick' ? ['iot:Publish'] : [],
@@ -144,7 +211,8 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
       assert.deepEqual(call.outputPaths, ['endpointAddress'], phase);
     }
     assert.equal(lookup.Properties.InstallLatestAwsSdk, false, 'no npm download at deploy time');
-    // The provider runs with a role of its own: the lookup call, and writing to its own log group.
+    // The provider runs with a role of its own: the lookup call, the group's policy attachment, and writing to its
+    // own log group.
     const provider = resources(template)[referencedIds(lookup.Properties.ServiceToken)[0]!]!;
     const roleId = referencedIds(provider.Properties!.Role)[0]!;
     const role = resources(template)[roleId]!;
@@ -154,7 +222,13 @@ describe('FleetIdentity', { timeout: 300_000 }, () => {
     const statements = roleStatements(template, roleId)
       .map((s) => ({ Effect: s.Effect, actions: s.actions, resources: s.resources }))
       .sort((a, b) => a.actions[0]!.localeCompare(b.actions[0]!));
+    const groupId = Object.keys(template.findResources('AWS::IoT::ThingGroup'))[0];
     assert.deepEqual(statements, [
+      {
+        Effect: 'Allow',
+        actions: ['iot:AttachPolicy', 'iot:DetachPolicy'],
+        resources: [{ 'Fn::GetAtt': [groupId, 'Arn'] }],
+      },
       { Effect: 'Allow', actions: ['iot:DescribeEndpoint'], resources: ['*'] },
       {
         Effect: 'Allow',

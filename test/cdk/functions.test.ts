@@ -130,7 +130,7 @@ describe('backend functions', { timeout: 300_000 }, () => {
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       } else if (fn === 'jobs-worker') {
-        it('gets history retention, the queue it continues on, its five tables and the bucket only', () => {
+        it('gets history retention, the queue it continues on, its six tables and the bucket only', () => {
           const env = functionEnv(template, fn);
           assert.deepEqual(Object.keys(env).sort(), [
             'FIRMWARE_BUCKET',
@@ -140,6 +140,8 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'POWERTOOLS_METRICS_NAMESPACE',
             'POWERTOOLS_SERVICE_NAME',
             'TABLE_CAMPAIGNS',
+            // Campaign preparation writes the exclusions.
+            'TABLE_EXCLUSIONS',
             'TABLE_HISTORY',
             'TABLE_RELEASES',
             'TABLE_UPDATES',
@@ -151,7 +153,7 @@ describe('backend functions', { timeout: 300_000 }, () => {
           const env = functionEnv(template, fn);
           assert.equal(env.RELEASE_PUBLIC_KEYS, '[]');
           assert.equal(env.PRESIGN_TTL_SECONDS, '300');
-          assert.equal(env.TOKEN_TTL_SECONDS, '900');
+          assert.equal(env.TOKEN_TTL_SECONDS, '3600');
           assert.equal(env.HISTORY_RETENTION_DAYS, '90');
         });
       }

@@ -76,6 +76,7 @@ function indexAccess(fn: OtaFunctionName): string[] {
 }
 
 const releaseObjects = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/releases/*']] };
+const targetLists = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/campaign-targets/*']] };
 
 const topicArn = {
   'Fn::Join': [
@@ -151,16 +152,17 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions written and queried, history append-only, uploads, no signing key', () => {
+  it('operator-api: releases, vehicles, updates and campaigns read/write, exclusions queried, history append-only, uploads and VIN lists, no signing key, no IoT', () => {
     assert.deepEqual(dynamoAccess('operator-api'), {
       releases: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
-      vehicles: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
+      // Vehicles are created by registry-api only.
+      vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
       history: ['PutItem'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
-      exclusions: ['PutItem', 'Query'],
+      exclusions: ['Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -184,14 +186,41 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
           resources: [releaseObjects],
         },
         { actions: ['s3:ListBucket'], resources: [{ 'Fn::GetAtt': [bucketId, 'Arn'] }] },
+        // Campaign VIN lists: an inline one written, an upload presigned and read back to check it.
+        { actions: ['s3:PutObject', 's3:GetObject', 's3:GetObjectVersion'], resources: [targetLists] },
       ],
     );
     assert.deepEqual(actionsOn(template, 'operator-api', keyId), []);
     assert.deepEqual(actionsOn(template, 'operator-api', tokenKeyId), []);
     assert.deepEqual(
-      allActions(template, 'operator-api').filter((a) => a === 'iot:Publish'),
+      allActions(template, 'operator-api').filter((a) => a.startsWith('iot:')),
       [],
     );
+  });
+
+  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history append-only; no S3, KMS or queue (issue 18 #9)', () => {
+    assert.deepEqual(dynamoAccess('registry-api'), {
+      releases: [],
+      vehicles: ['GetItem', 'PutItem', 'UpdateItem'],
+      updates: ['GetItem', 'PutItem', 'Query'],
+      history: ['PutItem'],
+      campaigns: ['GetItem', 'UpdateItem'],
+      challenges: [],
+      freshness: [],
+      exclusions: [],
+    });
+    assert.deepEqual(indexAccess('registry-api'), []);
+    for (const prefix of ['s3:', 'kms:', 'sqs:']) {
+      assert.deepEqual(
+        allActions(template, 'registry-api').filter((a) => a.startsWith(prefix)),
+        [],
+        prefix,
+      );
+    }
+    // Revocation (UpdateCertificate) only here: the revoke route and the undo of a failed registration.
+    for (const fn of ALL_FUNCTIONS) {
+      assert.equal(allActions(template, fn).includes('iot:UpdateCertificate'), fn === 'registry-api', fn);
+    }
   });
 
   it('ingest: vehicles and updates read/write, history append-only, campaign counts, dead letters; no S3, KMS or IoT', () => {
@@ -232,22 +261,24 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('jobs-worker: releases, campaigns and updates read/write, vehicles UpdateItem only, history append-only', () => {
+  it('jobs-worker: releases, campaigns and updates read/write, vehicles read and locked, exclusions written, history append-only', () => {
     assert.deepEqual(dynamoAccess('jobs-worker'), {
       releases: ['GetItem', 'UpdateItem'],
-      vehicles: ['UpdateItem'],
+      // Campaign preparation: a parallel Scan (filter) or GetItem (VIN list), locks by UpdateItem.
+      vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
       history: ['PutItem'],
-      campaigns: ['GetItem', 'UpdateItem'],
+      // Preparation checkpoints are items of the campaigns table, written by a conditional PutItem.
+      campaigns: ['GetItem', 'PutItem', 'UpdateItem'],
       challenges: [],
       freshness: [],
-      exclusions: [],
+      exclusions: ['PutItem'],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
   });
 
-  it('jobs-worker: reads, legal-holds and removes release images only (no PutObject), consumes and continues on its own queue, no KMS or IoT', () => {
+  it('jobs-worker: reads, legal-holds and removes release images (no PutObject), reads VIN lists, consumes and continues on its own queue, no KMS or IoT', () => {
     const s3 = functionStatements(template, 'jobs-worker').filter((s) =>
       s.actions.some((a) => a.startsWith('s3:')),
     );
@@ -259,6 +290,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
           resources: [releaseObjects],
         },
         { actions: ['s3:ListBucket'], resources: [{ 'Fn::GetAtt': [bucketId, 'Arn'] }] },
+        { actions: ['s3:GetObject', 's3:GetObjectVersion'], resources: [targetLists] },
       ],
     );
     const queueId = envTarget(template, 'jobs-worker', 'JOB_QUEUE_URL');
@@ -368,16 +400,17 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
-  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator and the freshness job (issue 18 #9)', () => {
+  it('grants no function DeleteItem, BatchWriteItem or BatchGetItem, and Scan only to the operator, the freshness job and campaign preparation (issue 18 #9)', () => {
     for (const fn of ALL_FUNCTIONS) {
       const actions = allActions(template, fn);
       for (const never of ['dynamodb:DeleteItem', 'dynamodb:BatchWriteItem', 'dynamodb:BatchGetItem']) {
         assert.ok(!actions.includes(never), `${fn}: ${never}`);
       }
-      // The campaign tick also runs the freshness job, which scans the vehicles for its leaves.
+      // The campaign tick also runs the freshness job, which scans the vehicles for its leaves; the jobs worker
+      // prepares filter campaigns by a parallel scan of the vehicles.
       assert.equal(
         actions.includes('dynamodb:Scan'),
-        fn === 'operator-api' || fn === 'campaign-tick',
+        fn === 'operator-api' || fn === 'campaign-tick' || fn === 'jobs-worker',
         `${fn}: Scan`,
       );
     }
@@ -405,11 +438,11 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
-  it('only the operator function may create certificates', () => {
+  it('only the registry function may create certificates', () => {
     for (const fn of ALL_FUNCTIONS) {
       assert.equal(
         allActions(template, fn).includes('iot:CreateCertificateFromCsr'),
-        fn === 'operator-api',
+        fn === 'registry-api',
         fn,
       );
     }
@@ -467,6 +500,15 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
     const account = Object.values(template.findResources('AWS::ApiGateway::Account'))[0]!;
     assert.deepEqual(referencedIds(account.Properties.CloudWatchRoleArn), [withManaged[0]![0]]);
+  });
+
+  it('kms:Sign on the signing key only for the functions that certify their assignment keys; the direct switch reaches exactly those', () => {
+    const signers = ALL_FUNCTIONS.filter((fn) => actionsOn(template, fn, keyId).includes('kms:Sign'));
+    assert.deepEqual(signers.sort(), ['campaign-tick', 'vehicle-api']);
+    for (const fn of ALL_FUNCTIONS) assert.equal(functionEnv(template, fn).ASSIGNMENT_SIGNING, undefined, fn);
+    const direct = otaTemplate({ assignmentSigning: 'direct' });
+    const switched = ALL_FUNCTIONS.filter((fn) => functionEnv(direct, fn).ASSIGNMENT_SIGNING === 'direct');
+    assert.deepEqual(switched.sort(), signers);
   });
 
   it('lets only Lambda assume the function roles', () => {

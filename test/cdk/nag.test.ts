@@ -127,6 +127,7 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
       'Ota/IngestFunction/TracingPolicy',
       'Ota/JobsWorkerFunction/TracingPolicy',
       'Ota/OperatorApiFunction/TracingPolicy',
+      'Ota/RegistryApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
     // SQS3 (no dead-letter queue) is acknowledged on the dead-letter queues only: ingest and campaign schedule (the

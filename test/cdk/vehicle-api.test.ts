@@ -104,6 +104,7 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
       'POST /campaigns/{campaignId}/pause',
       'POST /campaigns/{campaignId}/resume',
       'POST /campaigns/{campaignId}/cancel',
+      'POST /campaigns/{campaignId}/targets',
     ];
     assert.deepEqual(
       methods

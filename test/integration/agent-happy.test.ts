@@ -264,14 +264,14 @@ describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
           f.vehicle.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT'),
         ),
       );
-      const created = await ac.operator.call('POST', '/campaigns', {
+      const created = await ac.operator.createCampaign({
         campaign_id: 'agents-3-0-0',
         name: 'TCU 3.0.0 for the agents',
         release_id: 'tcu-3.0.0',
         targets: { vins },
         policy: { waves: [50, 100], advance_success_percent: 100 },
       });
-      assert.equal(created.status, 201, created.raw.toString());
+      assert.equal(created.json.status, 'created', created.raw.toString());
       assert.equal((await ac.operator.call('POST', '/campaigns/agents-3-0-0/start', {})).status, 200);
       const outcomes = await Promise.all(fleet.map((f) => f.vehicle.events.outcome('3.0.0', 40_000)));
       assert.deepEqual(

@@ -61,7 +61,7 @@ async function campaignView(id: string): Promise<any> {
 }
 
 async function startCampaign(id: string, releaseId: string, vins: string[], start = true): Promise<void> {
-  const created = await ac.operator.call('POST', '/campaigns', {
+  const created = await ac.operator.createCampaign({
     campaign_id: id,
     name: id,
     release_id: releaseId,
@@ -75,7 +75,7 @@ async function startCampaign(id: string, releaseId: string, vins: string[], star
       halt_min_outcomes: 1,
     },
   });
-  assert.equal(created.status, 201, created.raw.toString());
+  assert.equal(created.json.status, 'created', created.raw.toString());
   if (start) assert.equal((await ac.operator.call('POST', `/campaigns/${id}/start`, {})).status, 200);
 }
 

@@ -364,14 +364,14 @@ describe('vehicle agent: power cuts, failed installs and unsafe moments', { time
     const v = await startAgent(ac, vin, dir, { vehicleState: car, safety: { pollMs: 50 } });
     try {
       await connected(v);
-      const created = await ac.operator.call('POST', '/campaigns', {
+      const created = await ac.operator.createCampaign({
         campaign_id: 'cancel-while-waiting',
         name: 'cancelled before install',
         release_id: 'tcu-2.0.0',
         targets: { vins: [vin] },
         policy: { waves: [100], skip_canary: true },
       });
-      assert.equal(created.status, 201, created.raw.toString());
+      assert.equal(created.json.status, 'created', created.raw.toString());
       assert.equal((await ac.operator.call('POST', '/campaigns/cancel-while-waiting/start', {})).status, 200);
       await v.events.waitFor((e) => e.type === 'deferred', 30_000, 'downloaded, waiting to park');
       const cancelled = await ac.operator.call('POST', '/campaigns/cancel-while-waiting/cancel', {});

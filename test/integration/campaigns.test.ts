@@ -21,6 +21,7 @@ import {
   documentClient,
 } from '../../lambdas/adapters/dynamo-repositories.js';
 import { CampaignCanceller } from '../../lambdas/core/campaign-cancel.js';
+import { shuffleKey } from '../../lambdas/core/campaigns.js';
 import { FUNCTION_SETTINGS } from '../../lambdas/core/functions.js';
 import { systemClock, type UpdateRecord, type UpdateRepository } from '../../lambdas/core/ports.js';
 import { startLocalCloud } from '../../local/cloud.js';
@@ -107,16 +108,18 @@ async function waveVehicles(id: string, wave: number) {
 async function assertCountsMatch(id: string) {
   await cloud.rules.idle();
   const c = await campaign(id);
-  for (const w of c.waves) {
+  // A wave not started has no vehicles yet (its targets get the wave when it starts), only its size.
+  for (const w of c.waves.filter((x: Json) => x.started_at !== null)) {
     const tally: Record<string, number> = {};
     for (const v of await waveVehicles(id, w.wave)) tally[v.status] = (tally[v.status] ?? 0) + 1;
     assert.deepEqual(w.counts, tally, `campaign ${id} wave ${w.wave}`);
   }
 }
 
+/** Creates a campaign and waits out its preparation (202 preparing, then created). */
 async function create(body: Record<string, unknown>) {
-  const res = await operator.call('POST', '/campaigns', { release_id: 'tcu-2.0.0', ...body });
-  assert.equal(res.status, 201, res.raw.toString());
+  const res = await operator.createCampaign({ release_id: 'tcu-2.0.0', ...body });
+  assert.equal(res.json.status, 'created', res.raw.toString());
   return res.json;
 }
 
@@ -222,8 +225,11 @@ describe('campaigns', { timeout: 180000 }, () => {
     const later = await campaign('failing');
     assert.equal(later.status, 'halted');
     assert.deepEqual(later.waves[1].counts, { scheduled: 16 }, 'the next wave was never offered');
-    // A vehicle of a wave not yet offered does not see the update, even when it polls.
-    const waiting = (await waveVehicles('failing', 1))[0]!.vin;
+    // A vehicle of a wave not yet offered does not see the update, even when it polls. (Targets get their wave
+    // when it starts: wave 1 lists nobody yet, and the waiting vehicles are the targets outside wave 0.)
+    assert.deepEqual(await waveVehicles('failing', 1), []);
+    const offered = new Set((await waveVehicles('failing', 0)).map((v) => v.vin));
+    const waiting = group('B', 20).find((v) => !offered.has(v))!;
     const polled = await asVehicle(waiting, 'GET', `/updates/${waiting}`);
     assert.equal(polled.status, 200);
     assert.deepEqual([polled.json.updates, polled.json.pending], [[], []]);
@@ -402,9 +408,13 @@ describe('campaigns', { timeout: 180000 }, () => {
         halt_min_outcomes: 2,
       },
     });
-    // One canary of wave 0 loses its first offer (as a car does when the broker forgets its session).
-    const [laggard] = await waveVehicles('laggard', 0);
-    const sim = sims.get(laggard!.vin)!;
+    // One canary of wave 0 loses its first offer (as a car does when the broker forgets its session). Waves are
+    // taken at start from the targets in their shuffled order (CAMPAIGN12.md): the first one is in wave 0.
+    const [first] = group('F', 4).sort((a, b) =>
+      shuffleKey('laggard', a) < shuffleKey('laggard', b) ? -1 : 1,
+    );
+    const laggard = { vin: first! };
+    const sim = sims.get(laggard.vin)!;
     sim.behaviour = 'silent';
     await operator.call('POST', '/campaigns/laggard/start', {});
     await until('laggard', (x) => x.current_wave === 1, 20000, 'wave 1 started on 50% success');
@@ -413,7 +423,7 @@ describe('campaigns', { timeout: 180000 }, () => {
     assert.equal(c.status, 'completed');
     assert.deepEqual(c.counts, { completed: 4 });
     const [w0] = await Promise.all([waveVehicles('laggard', 0)]);
-    const again = w0!.find((v) => v.vin === laggard!.vin)!;
+    const again = w0!.find((v) => v.vin === laggard.vin)!;
     assert.deepEqual([again.status, again.attempt], ['completed', 2]);
     assert.equal(sim.offers.length, 2, 'the laggard was offered again after its deadline');
     await assertCountsMatch('laggard');
@@ -493,16 +503,29 @@ describe('campaigns', { timeout: 180000 }, () => {
     await assertCountsMatch('drift');
   });
 
-  it('refuses a second campaign for a vehicle and ECU already in an active one (409)', async () => {
+  it('excludes a vehicle held by another active campaign (in_other_campaign), fails a campaign left with none', async () => {
     await register(group('E', 3), 'hold');
     await create({ campaign_id: 'first-claim', name: 'one', targets: { vins: group('E', 3) } });
-    const second = await operator.call('POST', '/campaigns', {
+    // Only a held vehicle: nothing to target, so the campaign fails with the reason; the holder keeps its lock.
+    const second = await operator.createCampaign({
       release_id: 'tcu-2.0.0',
       name: 'two',
       targets: { vins: [vin('E', 1)] },
     });
-    assert.equal(second.status, 409);
-    assert.equal(second.json.error.code, 'campaign_conflict');
+    assert.equal(second.json.status, 'failed', second.raw.toString());
+    assert.match(second.json.preparation.failure_reason, /^no_targets/);
+    assert.deepEqual(second.json.excluded, { count: 1, by_reason: { in_other_campaign: 1 } });
+    // A held vehicle and a free one: the free one is targeted, the held one reported, not silently dropped.
+    await register(group('K', 1), 'hold');
+    const mixed = await create({
+      campaign_id: 'mixed-claim',
+      name: 'mixed',
+      targets: { vins: [vin('E', 2), vin('K', 0)] },
+    });
+    assert.equal(mixed.target_count, 1);
+    assert.deepEqual(mixed.excluded, { count: 1, by_reason: { in_other_campaign: 1 } });
+    const listed = await operator.call('GET', '/campaigns/mixed-claim/excluded');
+    assert.deepEqual(listed.json.excluded, [{ vin: vin('E', 2), reason: 'in_other_campaign' }]);
     const bad = await operator.call('POST', '/campaigns', {
       release_id: 'tcu-2.0.0',
       name: 'bad waves',

@@ -101,13 +101,13 @@ describe('freshness statements on the local cloud', { timeout: 180_000 }, () => 
       );
 
       const campaignId = `withheld-${vinSerial}`;
-      const created = await ac.operator.call('POST', '/campaigns', {
+      const created = await ac.operator.createCampaign({
         campaign_id: campaignId,
         name: 'withheld offer',
         release_id: 'tcu-2.0.0',
         targets: { vins: [vin] },
       });
-      assert.equal(created.status, 201, created.raw.toString());
+      assert.equal(created.json.status, 'created', created.raw.toString());
       assert.equal((await ac.operator.call('POST', `/campaigns/${campaignId}/start`, {})).status, 200);
       await waitUntil(
         async () =>

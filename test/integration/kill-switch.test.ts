@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,6 +14,7 @@ import { DelegatedTokenSigner } from '../../lambdas/core/token.js';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { KeyFileSigner, keyIdOf } from '../../protocol/signatures.js';
 import { vehicleTopic } from '../../protocol/topics.js';
+import { generateKeyAndCsr, issueClientCertificate } from '../../protocol/x509.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
 import { VehicleConnection } from '../support/mqtt-clients.js';
@@ -82,14 +83,14 @@ describe('campaign cancel (issue 18 #4)', { timeout: 120_000 }, () => {
     await publishRelease('tcu-4.0.0', '4.0.0');
     const group = [vin('A', 0), vin('A', 1), vin('A', 2)];
     for (const v of group) await register(v);
-    const created = await operator.call('POST', '/campaigns', {
+    const created = await operator.createCampaign({
       campaign_id: 'to-cancel',
       name: 'cancelled rollout',
       release_id: 'tcu-4.0.0',
       targets: { vins: group },
       policy: { waves: [1, 100] },
     });
-    assert.equal(created.status, 201, created.raw.toString());
+    assert.equal(created.json.status, 'created', created.raw.toString());
     // Before its wave, a car cannot jump the staged rollout by asking for the release itself.
     const early = await asVehicle(group[0]!, 'POST', `/updates/${group[0]}/initiate`, {
       firmware_version: '4.0.0',
@@ -108,9 +109,11 @@ describe('campaign cancel (issue 18 #4)', { timeout: 120_000 }, () => {
         async (w) => (await operator.call('GET', `/campaigns/to-cancel/vehicles?wave=${w}`)).json.vehicles,
       ),
     );
+    // Wave 1 never started, so it lists nobody (targets get their wave when it starts, CAMPAIGN12.md); its two
+    // vehicles' targets were withdrawn by the cancel's pass over the targets without a wave, and are refused below.
     assert.deepEqual(
       waves.map((vs: { status: string }[]) => vs.map((v) => v.status)),
-      [['cancelled'], ['cancelled', 'cancelled']],
+      [['cancelled'], []],
     );
     for (const v of group) {
       for (const route of ['initiate', 'download']) {
@@ -134,13 +137,14 @@ describe('POST /releases/{id}/withdraw (issue 18 #4)', { timeout: 120_000 }, () 
     });
     assert.equal(started.status, 200, started.raw.toString());
     assert.ok(started.json.assignment, 'before the withdraw the release is answered');
-    await operator.call('POST', '/campaigns', {
+    const created = await operator.createCampaign({
       campaign_id: 'of-withdrawn',
       name: 'to be killed',
       release_id: 'tcu-5.0.0',
       targets: { vins: inCampaign },
       policy: { waves: [1, 100] },
     });
+    assert.equal(created.json.status, 'created', created.raw.toString());
     await operator.call('POST', '/campaigns/of-withdrawn/start', {});
     await campaignUntil('of-withdrawn', (c) => (c.counts.offered ?? 0) >= 1);
 
@@ -264,12 +268,12 @@ describe('POST /vehicles/{vin}/revoke (issue 18 #4)', { timeout: 120_000 }, () =
     );
     assert.equal((await operator.call('POST', `/vehicles/${vin('Z', 9)}/revoke`, {})).status, 404);
     // A later campaign leaves it out, with the reason.
-    const campaign = await operator.call('POST', '/campaigns', {
+    const campaign = await operator.createCampaign({
       name: 'after revoke',
       release_id: 'tcu-6.0.0',
       targets: { vins: [stolen, bystander] },
     });
-    assert.equal(campaign.status, 201, campaign.raw.toString());
+    assert.equal(campaign.json.status, 'created', campaign.raw.toString());
     assert.deepEqual(campaign.json.excluded, { count: 1, by_reason: { revoked: 1 } });
     const excluded = await operator.call('GET', `/campaigns/${campaign.json.campaign_id}/excluded`);
     assert.deepEqual(excluded.json.excluded, [{ vin: stolen, reason: 'revoked' }]);
@@ -305,5 +309,38 @@ describe('separate token key (issue 18 #9)', { timeout: 60_000 }, () => {
     const claims = JSON.parse(Buffer.from(genuine.split('.')[1]!, 'base64url').toString('utf8'));
     assert.notEqual(claims.kid, keyIdOf(await assignmentKey.publicKeyPem()));
     assert.equal((await asVehicle(v, 'GET', `/updates/${v}`, undefined, genuine)).status, 200);
+  });
+});
+
+describe('registration rights: the vehicle policy comes with the vehicles thing group (issue 18 #9)', {
+  timeout: 60_000,
+}, () => {
+  it('admits a registered vehicle (its thing joined the group) and refuses a CA-signed certificate whose thing never did', async () => {
+    const member = vin('G', 0);
+    await register(member);
+    const connect = (clientId: string, identity: { keyPem: string; certPem: string }) =>
+      VehicleConnection.connect({ url: cloud.endpoints.mqtt, caPem: cloud.caCertPem, clientId, identity });
+    const live = await connect(member, {
+      keyPem: cars.get(member)!.vehicle.keyPem,
+      certPem: cars.get(member)!.certPem,
+    });
+    assert.equal(live.closed, false, 'registration yields a working connection');
+    await live.end();
+
+    // A certificate from the very CA that signs vehicles, for a VIN that registration never added to the group:
+    // it is not revoked and its CN and client id match, but no policy reaches its thing.
+    const outsider = vin('G', 1);
+    const { privateKeyPem, csrPem } = await generateKeyAndCsr(outsider);
+    const certPem = await issueClientCertificate({
+      csrPem,
+      caKeyPem: readFileSync(join(dataDir, 'ca', 'ca.key.pem'), 'utf8'),
+      caCertPem: cloud.caCertPem,
+      commonName: outsider,
+      days: 1,
+    });
+    await assert.rejects(
+      connect(outsider, { keyPem: privateKeyPem, certPem }),
+      /Not authorized|connection closed|refused/i,
+    );
   });
 });

@@ -58,14 +58,14 @@ describe('a late outcome after the backend timed the vehicle out', { timeout: 90
     const v = await startAgent(ac, vin, dir, { vehicleState: car, safety: { pollMs: 50 } });
     try {
       await v.events.waitFor((e) => e.type === 'connection' && e.connected === true, 10_000, 'MQTT');
-      const created = await ac.operator.call('POST', '/campaigns', {
+      const created = await ac.operator.createCampaign({
         campaign_id: 'late-outcome',
         name: 'late outcome',
         release_id: 'tcu-2.0.0',
         targets: { vins: [vin] },
         policy: { waves: [100], skip_canary: true, vehicle_timeout_seconds: 2, retry_budget: 0 },
       });
-      assert.equal(created.status, 201, created.raw.toString());
+      assert.equal(created.json.status, 'created', created.raw.toString());
       assert.equal((await ac.operator.call('POST', '/campaigns/late-outcome/start', {})).status, 200);
       await v.events.waitFor((e) => e.type === 'deferred', 30_000, 'downloaded, waiting to park');
 

@@ -67,14 +67,14 @@ after(async () => {
 
 describe('a failed offer publish', { timeout: 60_000 }, () => {
   it('keeps the update offered and visible to polling, and publishes it again at the next tick', async () => {
-    const created = await operator.call('POST', '/campaigns', {
+    const created = await operator.createCampaign({
       campaign_id: 'publish-fails',
       name: 'publish fails',
       release_id: 'tcu-2.0.0',
       targets: { vins: [VIN] },
       policy: { waves: [100], skip_canary: true, retry_budget: 0 },
     });
-    assert.equal(created.status, 201, created.raw.toString());
+    assert.equal(created.json.status, 'created', created.raw.toString());
     assert.equal((await operator.call('POST', '/campaigns/publish-fails/start', {})).status, 200);
 
     const db = documentClient(new DynamoDBClient(clientConfig('DYNAMODB')));

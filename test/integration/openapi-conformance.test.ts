@@ -206,12 +206,18 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
   });
 
   it('campaigns: create, list, get, vehicles, excluded, start, pause, resume, cancel, and refusals', async () => {
-    const created = await asOperator('POST', '/campaigns', 201, {
+    const accepted = await asOperator('POST', '/campaigns', 202, {
       campaign_id: 'conformance',
       name: 'conformance',
       release_id: 'tcu-3.0.1',
       targets: { vins: [OTHER_VIN, VIN, '1M8GDM9AXKP042788'] },
       policy: { waves: [100], skip_canary: true, halt_failure_count: 1 },
+    });
+    assert.equal(accepted.json.status, 'preparing');
+    let created = accepted;
+    await until(async () => {
+      created = await asOperator('GET', '/campaigns/conformance', 200);
+      return created.json.status !== 'preparing';
     });
     assert.equal(created.json.status, 'created');
     assert.deepEqual(created.json.excluded, {
@@ -230,6 +236,42 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
       ['already_at_or_above_version', 'unknown_vehicle'],
     );
     await asOperator('GET', '/campaigns/conformance/excluded?limit=0', 400);
+    // A VIN list uploaded through the presigned PUT, then announced complete.
+    const vinList = `${OTHER_VIN}\r\n`;
+    const byList = await asOperator('POST', '/campaigns', 202, {
+      campaign_id: 'conformance-list',
+      name: 'by list',
+      release_id: 'tcu-3.0.1',
+      targets: { vin_list: { size: vinList.length } },
+      policy: { waves: [100], skip_canary: true },
+    });
+    assert.equal(byList.json.preparation.state, 'awaiting_targets');
+    await asOperator('POST', '/campaigns/conformance-list/targets', 409, {});
+    await https(byList.json.upload.url, {
+      method: 'PUT',
+      headers: byList.json.upload.headers,
+      body: Buffer.from(vinList),
+      ca: cloud.caCertPem,
+    });
+    const started = await asOperator('POST', '/campaigns/conformance-list/targets', 202, {});
+    assert.equal(started.json.preparation.state, 'running');
+    let prepared = started;
+    await until(async () => {
+      prepared = await asOperator('GET', '/campaigns/conformance-list', 200);
+      return prepared.json.status !== 'preparing';
+    });
+    // Its only vehicle is held by the campaign above: reported, and nothing left to target.
+    assert.equal(prepared.json.status, 'failed');
+    assert.deepEqual(prepared.json.excluded.by_reason, { in_other_campaign: 1 });
+    // Cancelled while it waits for its list: nothing was written, so it is cancelled at once.
+    await asOperator('POST', '/campaigns', 202, {
+      campaign_id: 'conformance-wait',
+      name: 'waits',
+      release_id: 'tcu-3.0.1',
+      targets: { vin_list: { size: 100 } },
+    });
+    const dropped = await asOperator('POST', '/campaigns/conformance-wait/cancel', 200, {});
+    assert.equal(dropped.json.status, 'cancelled');
     await asOperator('GET', '/campaigns/no-such-campaign/excluded', 404);
     await asOperator('POST', '/campaigns', 409, {
       campaign_id: 'conformance',
@@ -257,10 +299,12 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     assert.equal(running.json.status, 'running');
     assert.equal(running.json.counts.offered, 1);
     const list = await asOperator('GET', '/campaigns?limit=10', 200);
-    assert.deepEqual(
-      list.json.campaigns.map((c: { campaign_id: string }) => c.campaign_id),
-      ['conformance'],
-    );
+    // Campaigns only: the preparation checkpoints sharing their table are not listed.
+    assert.deepEqual(list.json.campaigns.map((c: { campaign_id: string }) => c.campaign_id).sort(), [
+      'conformance',
+      'conformance-list',
+      'conformance-wait',
+    ]);
     // 202: the offers are withdrawn by the background job; the campaign is cancelled when it is done.
     const cancelling = await asOperator('POST', '/campaigns/conformance/cancel', 202, {});
     assert.equal(cancelling.json.status, 'cancelling');

@@ -50,7 +50,8 @@ before(async () => {
     dataDir,
     ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
     releasePublicKeys: [releaseKey.publicPem],
-    campaignTickMs: 0,
+    // Ticks offer the started campaign, which gives its targets their wave.
+    campaignTickMs: 500,
     throttle: { ratePerSecond: 10000, burst: 10000 },
   });
   operator = new Operator(cloud.endpoints.api, cloud.caCertPem, cloud.adminToken);
@@ -68,14 +69,14 @@ before(async () => {
     assert.equal((await operator.call('POST', '/vehicles', v.registration())).status, 201);
   }
   const campaign = async (id: string, vins: string[]) => {
-    const res = await operator.call('POST', '/campaigns', {
+    const res = await operator.createCampaign({
       campaign_id: id,
       name: id,
       release_id: 'tcu-2.0.2',
       targets: { vins },
       policy: { waves: [100], skip_canary: true },
     });
-    assert.equal(res.status, 201, res.raw.toString());
+    assert.equal(res.json.status, 'created', res.raw.toString());
   };
   await campaign('pages-a', [
     ...Array.from({ length: 8 }, (_, i) => vin(i)),
@@ -105,7 +106,15 @@ describe('listings page with limit and next_token', { timeout: 180_000 }, () => 
   });
 
   it("a wave's vehicles, in VIN order, each once", async () => {
-    const { items, pages } = await all('/campaigns/pages-a/vehicles?wave=0', 'vehicles', 3);
+    // Targets get their wave when it starts (CAMPAIGN12.md): start it and wait for its one wave to be filled.
+    assert.equal((await operator.call('POST', '/campaigns/pages-a/start', {})).status, 200);
+    const deadline = Date.now() + 60_000;
+    let listed = await all('/campaigns/pages-a/vehicles?wave=0', 'vehicles', 3);
+    while (listed.items.length < 8 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      listed = await all('/campaigns/pages-a/vehicles?wave=0', 'vehicles', 3);
+    }
+    const { items, pages } = listed;
     assert.deepEqual(
       items.map((v) => v.vin),
       Array.from({ length: 8 }, (_, i) => vin(i)),

@@ -116,14 +116,14 @@ before(async () => {
     documentClient(new DynamoDBClient(clientConfig('DYNAMODB'))),
     cloud.tables.updates,
   );
-  const created = await operator.call('POST', '/campaigns', {
+  const created = await operator.createCampaign({
     campaign_id: CAMPAIGN,
     name: 'guarded rollout',
     release_id: 'tcu-2.0.0',
     targets: { vins: [A, B] },
     policy: { waves: [50, 100], halt_failure_count: 1 },
   });
-  assert.equal(created.status, 201, created.raw.toString());
+  assert.equal(created.json.status, 'created', created.raw.toString());
 }, HOOK_TIMEOUT);
 
 after(async () => {
@@ -331,9 +331,15 @@ describe('campaign guardrails (finding 10)', { timeout: 60_000 }, () => {
     }
   });
 
-  it('accepts all and skip_canary when said explicitly (here refused only because the cars are taken)', async () => {
-    const res = await create({ targets: { all: true }, policy: { waves: [100], skip_canary: true } });
-    assert.equal(res.status, 409, res.raw.toString());
-    assert.equal(res.json.error.code, 'campaign_conflict');
+  it('accepts all and skip_canary when said explicitly (here it fails only because the cars are taken)', async () => {
+    const res = await operator.createCampaign({
+      name: 'guardrail',
+      release_id: 'tcu-2.0.0',
+      targets: { all: true },
+      policy: { waves: [100], skip_canary: true },
+    });
+    assert.equal(res.json.status, 'failed', res.raw.toString());
+    assert.match(res.json.preparation.failure_reason, /^no_targets/);
+    assert.deepEqual(res.json.excluded.by_reason, { in_other_campaign: 2 });
   });
 });

@@ -205,6 +205,8 @@ export function agentOptions(
     reportBackoff: { baseMs: 100, maxMs: 1000 },
     download: { backoff: { baseMs: 50, maxMs: 500 }, minBytesPerSecond: 0 },
     logger: testLogger(),
+    // Our agent reports through IoT Basic Ingest, to the local rule (the seed topics stay open for other clients).
+    basicIngestRule: ac.cloud.ingestRuleName,
     ...overrides,
   };
 }

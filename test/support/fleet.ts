@@ -16,6 +16,20 @@ import { https, jsonRequest } from './https.js';
 
 export const TEST_CHUNK = 64 * 1024;
 
+/** A small release manifest for unit tests of what binds to it (assignments); not signed. */
+export const SAMPLE_MANIFEST: ReleaseManifest = {
+  schema: 'ota.release-manifest/v1',
+  release_id: 'tcu-3.0.1',
+  ecu: 'tcu',
+  hardware_ids: ['TCU-HW-1'],
+  version: '3.0.1',
+  size: 10,
+  sha256: 'a'.repeat(64),
+  chunk_size: 65536,
+  chunks: ['a'.repeat(64)],
+  created_at: '2026-11-27T00:00:00.000Z',
+};
+
 export function newReleaseKey() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -81,6 +95,23 @@ export class Operator {
 
   call(method: string, path: string, body?: unknown) {
     return jsonRequest(this.api, method, path, this.ca, body, this.adminToken);
+  }
+
+  /**
+   * POST /campaigns, then, while its targets are prepared in the background (202, preparing), GET /campaigns/{id}
+   * until it is created (or failed, or cancelled): answers that last GET, or the refusal of the create.
+   */
+  async createCampaign(body: unknown, timeoutMs = 120_000) {
+    let res = await this.call('POST', '/campaigns', body);
+    if (res.status !== 202) return res;
+    const id = res.json.campaign_id as string;
+    const deadline = Date.now() + timeoutMs;
+    while (res.json.status === 'preparing') {
+      if (Date.now() > deadline) throw new Error(`campaign ${id} still preparing after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+      res = await this.call('GET', `/campaigns/${id}`);
+    }
+    return res;
   }
 
   /** Creates, uploads and publishes a release; asserts nothing, returns each response for the caller to check. */

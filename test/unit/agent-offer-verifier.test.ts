@@ -2,7 +2,13 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { before, describe, it } from 'node:test';
-import { type Assignment, manifestDigest, signAssignment } from '../../protocol/assignment.js';
+import {
+  type Assignment,
+  manifestDigest,
+  signAssignment,
+  signAssignmentDelegated,
+} from '../../protocol/assignment.js';
+import { DelegatedSigner } from '../../protocol/delegation.js';
 import { signManifest } from '../../protocol/manifest.js';
 import type { FullOffer } from '../../protocol/offer.js';
 import { trustedKeysFromPems } from '../../protocol/signatures.js';
@@ -92,6 +98,37 @@ describe('verifyOffer', { timeout: 60_000 }, () => {
     const { release_id: _r, manifest_sha256: _d, ...earlier } = offer;
     const v = verifyOffer(earlier, ctx());
     assert.equal(v.ok, true, v.ok ? '' : v.message);
+  });
+
+  it('follows a delegated assignment back to the backend key, and still requires the OEM-signed manifest', async () => {
+    const delegatedBy = (backend: typeof backendKey.signer, scope = 'assignment') =>
+      new DelegatedSigner(backend, {
+        scope,
+        maxDocumentSeconds: 86400,
+        now: () => new Date(NOW.getTime() - 120_000),
+      });
+    const a = offer.assignment.assignment;
+    const delegated = {
+      ...offer,
+      assignment: await signAssignmentDelegated(a, delegatedBy(backendKey.signer)),
+    };
+    assert.equal(reason(delegated), 'ok');
+    assert.equal(
+      reason({ ...delegated, manifest: await signManifest(offer.manifest.manifest, [rogue.signer]) }),
+      'manifest_signature',
+      'a backend-side key alone does not make a car install anything',
+    );
+    const forged = { ...offer, assignment: await signAssignmentDelegated(a, delegatedBy(rogue.signer)) };
+    const verdict = verifyOffer(forged, ctx());
+    assert.equal(verdict.ok ? 'ok' : verdict.reason, 'assignment_signature');
+    assert.equal(!verdict.ok && verdict.authentic, false, 'a forged chain is not reportable');
+    const otherScope = {
+      ...offer,
+      assignment: await signAssignmentDelegated(a, delegatedBy(backendKey.signer, 'freshness')),
+    };
+    assert.equal(reason(otherScope), 'assignment_signature');
+    assert.equal(reason(delegated, ctx({ lastCounter: a.counter })), 'stale_counter', 'a replayed offer');
+    assert.equal(reason(delegated, ctx({ vin: '5YJSA1E26HF000337' })), 'wrong_vin');
   });
 
   it('refuses malformed offers', () => {

@@ -7,22 +7,11 @@ import {
   manifestDigest,
   signAssignment,
 } from '../../protocol/assignment.js';
-import type { ReleaseManifest } from '../../protocol/manifest.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../../protocol/signatures.js';
+import { SAMPLE_MANIFEST } from '../support/fleet.js';
 
 const VIN = '1HGCM82633A004352';
-const manifest: ReleaseManifest = {
-  schema: 'ota.release-manifest/v1',
-  release_id: 'tcu-3.0.1',
-  ecu: 'tcu',
-  hardware_ids: ['TCU-HW-1'],
-  version: '3.0.1',
-  size: 10,
-  sha256: 'a'.repeat(64),
-  chunk_size: 65536,
-  chunks: ['a'.repeat(64)],
-  created_at: '2026-11-27T00:00:00.000Z',
-};
+const manifest = SAMPLE_MANIFEST;
 
 function backendKey() {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });

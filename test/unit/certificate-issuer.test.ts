@@ -26,10 +26,10 @@ function recordingClient() {
 }
 
 describe('IoT certificate issuer', { timeout: 60_000 }, () => {
-  it('creates the thing, a certificate from the CSR, attaches the fleet policy and the thing, in that order', async () => {
+  it('creates the thing, a certificate from the CSR, attaches it to the thing and adds the thing to the vehicles group, never attaching a policy', async () => {
     const { client, calls } = recordingClient();
     const { csrPem } = await generateKeyAndCsr(VIN);
-    const issued = await new IotCertificateIssuer(client, 'FleetPolicy', 'Vehicle').issue(VIN, csrPem);
+    const issued = await new IotCertificateIssuer(client, 'VehicleGroup', 'Vehicle').issue(VIN, csrPem);
     assert.deepEqual(issued, { certificatePem: 'PEM', certificateId: 'abc' });
     assert.deepEqual(calls, [
       { command: 'CreateThingCommand', input: { thingName: VIN, thingTypeName: 'Vehicle' } },
@@ -38,12 +38,12 @@ describe('IoT certificate issuer', { timeout: 60_000 }, () => {
         input: { certificateSigningRequest: csrPem, setAsActive: true },
       },
       {
-        command: 'AttachPolicyCommand',
-        input: { policyName: 'FleetPolicy', target: 'arn:aws:iot:eu-west-1:111122223333:cert/abc' },
-      },
-      {
         command: 'AttachThingPrincipalCommand',
         input: { thingName: VIN, principal: 'arn:aws:iot:eu-west-1:111122223333:cert/abc' },
+      },
+      {
+        command: 'AddThingToThingGroupCommand',
+        input: { thingName: VIN, thingGroupName: 'VehicleGroup' },
       },
     ]);
   });

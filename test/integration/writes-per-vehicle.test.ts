@@ -1,0 +1,182 @@
+/**
+ * Issue 12 points 4 and 5, measured on a private local cloud with the real agent (mutual-TLS MQTT, gateway, the
+ * functions in their worker-thread instances, DynamoDB emulator), counting every AWS operation where the backend
+ * makes it (cloud.operations(), lambdas/adapters/operation-counter.ts):
+ * - one vehicle through a campaign update, reporting about 20 progress messages through IoT Basic Ingest, costs one
+ *   update-item write per state change and none per progress message, history items for status changes only, one
+ *   login, and 31 DynamoDB item writes at most in all (was 62 before progress coalescing; the issue's goal is 20);
+ * - Basic Ingest topics are the vehicle's own only, reach the rule and never a subscriber.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { diffOperations, shapeOperations } from '../../lambdas/adapters/operation-counter.js';
+import type { VehicleMessage } from '../../local/mqtt-broker.js';
+import { basicIngestTopic, vehicleTopic } from '../../protocol/topics.js';
+import {
+  type AgentCloud,
+  assertVehicleRuns,
+  backendVehicle,
+  type PublishedRelease,
+  publishRelease,
+  registerAgentVehicle,
+  startAgent,
+  startAgentCloud,
+} from '../support/agent-cloud.js';
+import { TestVehicle } from '../support/fleet.js';
+import { VehicleConnection, waitFor } from '../support/mqtt-clients.js';
+
+let ac: AgentCloud;
+let v2: PublishedRelease;
+const messages: VehicleMessage[] = [];
+
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 60_000 };
+
+before(async () => {
+  ac = await startAgentCloud();
+  ac.cloud.broker.onVehicleMessage((m) => messages.push(m));
+  // 4 MiB in 64 KiB chunks: the agent reports progress every 5 %, about 20 messages for the download.
+  v2 = await publishRelease(ac, { version: '2.0.0', size: 4 * 1024 * 1024 + 4321 });
+}, HOOK_TIMEOUT);
+
+after(async () => {
+  await ac?.stop();
+}, HOOK_TIMEOUT);
+
+describe('DynamoDB writes and logins per updated vehicle', { timeout: 120_000 }, () => {
+  it("refuses another VIN's and another rule's Basic Ingest topic, and delivers no Basic Ingest message to anyone", async () => {
+    const [me, other] = ['1HGCM82633A100010', '1HGCM82633A100011'];
+    const conns: VehicleConnection[] = [];
+    const identities = new Map<string, { keyPem: string; certPem: string }>();
+    const connect = async (vin: string) => {
+      const c = await VehicleConnection.connect({
+        url: ac.cloud.endpoints.mqtt,
+        caPem: ac.cloud.caCertPem,
+        clientId: vin,
+        identity: identities.get(vin)!,
+      });
+      conns.push(c);
+      return c;
+    };
+    for (const vin of [me, other]) {
+      const vehicle = await TestVehicle.create(vin);
+      const reg = await ac.operator.call('POST', '/vehicles', vehicle.registration());
+      assert.equal(reg.status, 201, reg.raw.toString());
+      identities.set(vin, { keyPem: vehicle.keyPem, certPem: reg.json.certificate_pem });
+    }
+    const mine = await connect(me);
+    const others = await connect(other);
+    try {
+      // A subscriber to every Basic Ingest topic: refused (0x80), as IoT refuses it; its own offers are allowed.
+      assert.deepEqual(
+        await others.subscribe(['$aws/rules/#', vehicleTopic(other, 'issue_details')]),
+        [128, 1],
+      );
+
+      const rule = ac.cloud.ingestRuleName;
+      const before = ac.cloud.rules.stats();
+      await mine.publish(basicIngestTopic(rule, me, 'status'), JSON.stringify({ status: 'downloading' }));
+      assert.ok(
+        await waitFor(() => ac.cloud.rules.stats().delivered > before.delivered, 10_000),
+        'the rule took the Basic Ingest message',
+      );
+      // Another VIN's topic, or another rule: refused and the connection closed, as IoT does.
+      for (const topic of [
+        basicIngestTopic(rule, other, 'status'),
+        basicIngestTopic('another_rule', me, 'status'),
+      ]) {
+        const refusedBy = await connect(me);
+        const statsBefore = ac.cloud.rules.stats();
+        await assert.rejects(refusedBy.publish(topic, JSON.stringify({ status: 'completed' })), topic);
+        await refusedBy.end().catch(() => {});
+        await sleep(300);
+        assert.equal(ac.cloud.rules.stats().delivered, statsBefore.delivered, `${topic} reached no rule`);
+      }
+      await sleep(300);
+      assert.deepEqual(others.messages, [], 'no Basic Ingest message reached a subscriber');
+    } finally {
+      for (const c of conns) await c.end().catch(() => {});
+    }
+  });
+
+  // After the test above, whose first message warmed the ingest function: a cold start of its worker-thread
+  // instance takes seconds here, and the reports would then reach it only after the outcome posted over HTTPS.
+  it('one agent through a campaign: a write per state change, none per progress message, one login, Basic Ingest', async () => {
+    const vin = '1HGCM82633A100007';
+    const dir = await registerAgentVehicle(ac, vin);
+    const start = ac.cloud.operationCounts();
+    const vehicle = await startAgent(ac, vin, dir, {
+      // A little time per verified chunk, so the download takes a few seconds and every 5 % step is reported.
+      hooks: { onChunkVerified: () => sleep(80) },
+    });
+    try {
+      await vehicle.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT');
+      const created = await ac.operator.call('POST', '/campaigns', {
+        campaign_id: 'writes',
+        name: 'writes',
+        release_id: 'tcu-2.0.0',
+        targets: { vins: [vin] },
+        policy: { waves: [100], skip_canary: true, advance_success_percent: 100 },
+      });
+      assert.equal(created.status, 201, created.raw.toString());
+      const started = await ac.operator.call('POST', '/campaigns/writes/start', {});
+      assert.equal(started.status, 200, started.raw.toString());
+      const outcome = await vehicle.events.outcome('2.0.0', 60_000);
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      await vehicle.agent.whenIdle();
+      await ac.cloud.rules.idle();
+      let campaign = await ac.operator.call('GET', '/campaigns/writes');
+      for (let i = 0; i < 100 && campaign.json.status !== 'completed'; i++) {
+        await sleep(100);
+        campaign = await ac.operator.call('GET', '/campaigns/writes');
+      }
+      assert.equal(campaign.json.status, 'completed', JSON.stringify(campaign.json));
+    } finally {
+      await vehicle.close();
+    }
+    const ops = shapeOperations(diffOperations(ac.cloud.operationCounts(), start));
+    assertVehicleRuns(dir, '2.0.0', v2.image);
+    const backend = await backendVehicle(ac, vin);
+    assert.equal(backend.updates.find((u) => u.update_id === 'campaign#writes')?.status, 'completed');
+
+    const mine = messages.filter((m) => m.vin === vin);
+    const progress = mine.filter(
+      (m) => m.topic === basicIngestTopic(ac.cloud.ingestRuleName, vin, 'progress'),
+    );
+    const status = mine.filter((m) => m.topic === basicIngestTopic(ac.cloud.ingestRuleName, vin, 'status'));
+    const writes = ops.dynamodb.writes;
+    process.stdout.write(
+      `# writes per vehicle: ${writes} (${JSON.stringify(ops.dynamodb.byTable)}), ${progress.length} progress + ${status.length} status messages, auth-api invocations ${ops.lambda.invocations['auth-api'] ?? 0}\n`,
+    );
+    assert.ok(progress.length >= 15, `about 20 progress reports, got ${progress.length}`);
+    assert.ok(
+      status.length >= 4,
+      `the status changes (downloading, verifying, installing, completed), got ${status.length}`,
+    );
+    assert.deepEqual(
+      mine.filter((m) => !m.topic.startsWith('$aws/rules/')).map((m) => m.topic),
+      [],
+      'every report went through Basic Ingest',
+    );
+    assert.equal(ops.iot.delivered, 1, 'one message delivered to a subscriber: the offer');
+
+    const t = ac.cloud.tables;
+    const written = (table: string) => ops.dynamodb.byTable[table]?.writes ?? 0;
+    // The update item: once per state change (scheduled, offered, downloading, verifying, installing, completed),
+    // none for the ~20 progress messages (the download here is far shorter than PROGRESS_STORE_SECONDS). A
+    // conditional put lost to a concurrent one (reordered messages) is retried and counted: at most one here.
+    assert.ok(
+      written(t.updates) >= 6 && written(t.updates) <= 7,
+      `update item writes: ${written(t.updates)}`,
+    );
+    // The history: the status changes only (offered, downloading, verifying, installing, completed).
+    assert.equal(written(t.history), 5, 'history items');
+    // Everything from the agent's start to the campaign's end, campaign-level writes included (creation, start,
+    // completion): an upper bound of the per-vehicle count. Issue 12 asks for 20; docs/architecture.md lists each
+    // remaining write and what lowering it further takes (counts and history off the synchronous path).
+    assert.ok(writes <= 31, `DynamoDB item writes: ${writes}: ${JSON.stringify(ops.dynamodb)}`);
+    // One login (challenge + token) from the agent's start through the whole update.
+    assert.equal(ops.lambda.invocations['auth-api'], 2, JSON.stringify(ops.lambda.invocations));
+  });
+});

@@ -1,0 +1,74 @@
+/**
+ * The 1,000,000-vehicle model (bench/fleet-model.ts) is arithmetic over a run's counted operations: loads scale
+ * with the vehicle rate, quota verdicts follow the loads, and costs follow the counts (nothing hard-coded).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { costPerVehicle, QUOTAS, quotaLoads, renderModel } from '../../bench/fleet-model.js';
+
+const options = {
+  rate: 2000,
+  fleet: 1_000_000,
+  imageMb: 500,
+  rangeMb: 32,
+  lambdaMs: 50,
+  lambdaMb: 512,
+  offerKb: 9,
+};
+
+/** 10 vehicles' counts: 10 writes and 2 Signs per vehicle, one campaign item written 3 times per vehicle. */
+const input = {
+  vehicles: 10,
+  operations: {
+    'dynamodb.write.updates': 60,
+    'dynamodb.write.campaigns': 40,
+    'dynamodb.read.updates': 30,
+    'dynamodb.item.campaigns campaignId=c': 30,
+    'kms.op.Sign': 20,
+    'kms.sign.backend': 20,
+    'iot.op.Publish': 10,
+    'iot.broker.inbound': 100,
+    'iot.broker.delivered': 10,
+    'iot.rule.actions': 100,
+    'lambda.invoke.ingest': 100,
+    'lambda.invoke.vehicle-api': 60,
+    'apigateway.request': 80,
+  },
+};
+
+describe('fleet model', { timeout: 10_000 }, () => {
+  test('loads are the counted operations per vehicle times the rate', () => {
+    const loads = quotaLoads(input, options);
+    const by = (detail: string) => loads.find((l) => l.detail.startsWith(detail));
+    assert.equal(by('updates writes')?.load, 6 * 2000);
+    assert.equal(by('campaigns writes')?.load, 4 * 2000);
+    assert.equal(by('hottest item')?.load, 3 * 2000);
+    assert.equal(by('hottest item')?.limit, QUOTAS.dynamoPartitionWru.value);
+    assert.equal(by('Sign')?.load, 2 * 2000);
+    assert.equal(by('device messages')?.load, (10 + 1) * 2000);
+    assert.equal(by('API requests')?.load, 8 * 2000);
+    assert.equal(by('invocations')?.load, ((16 * 50) / 1000) * 2000);
+    // Half the rate, half the load.
+    const half = quotaLoads(input, { ...options, rate: 1000 });
+    assert.equal(half.find((l) => l.detail === 'Sign')?.load, 2000);
+  });
+
+  test('the verdict names each limit the rate exceeds, and how far', () => {
+    const text = renderModel({ ...input, source: 'test' }, options);
+    assert.match(text, /Quota increase needed:\*\* KMS .* from 1,000 to at least 4,000/);
+    assert.match(text, /Design limit, not adjustable:\*\* DynamoDB partition .* 6,000\/s against 1,000/);
+    assert.match(text, /Quota increase needed:\*\* API Gateway .* to at least 16,000/);
+    assert.match(text, /takes 8\.3 min \(within 10 min\)/);
+    const slow = renderModel({ ...input, source: 'test' }, { ...options, rate: 100 });
+    assert.match(slow, /Every default quota holds that rate/);
+    assert.match(slow, /over 10 min/);
+  });
+
+  test('cost per vehicle follows the counts', () => {
+    const costs = costPerVehicle(input, options);
+    const kms = costs.find((c) => c.item === 'KMS')!;
+    assert.ok(Math.abs(kms.perVehicle - 2 * (0.15 / 1e4)) < 1e-12);
+    const writes = costs.find((c) => c.item === 'DynamoDB writes')!;
+    assert.ok(Math.abs(writes.perVehicle - 10 * (0.625 / 1e6)) < 1e-12);
+  });
+});
