@@ -245,7 +245,9 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
         waves: [10, 50, 100],
         advance_success_percent: 80,
         halt_failure_percent: 25,
-        halt_min_outcomes: 5,
+        // 10, not 5: the run injects 5% health-check failures, and a 25% threshold judged on 5 outcomes (then 6, 7,
+        // ...) halts a healthy rollout by chance now and then (2 failures among a wave's first 8 outcomes).
+        halt_min_outcomes: 10,
         vehicle_timeout_seconds: 120,
         retry_budget: 1,
         notify_per_second: 100,

@@ -183,7 +183,12 @@ describe('offers: small whatever the image, and forged ones end nothing', { time
       'no fetch, no download, no outcome',
     );
     assert.equal(readAgentState(dir).last_counter, 0, 'no forged counter accepted');
-    assert.equal((await campaignVehicle('forged-target', vin))?.status, 'scheduled', 'the update is intact');
+    // A campaign not started yet has given its targets no wave, so the vehicle's own view shows the update.
+    assert.equal(
+      backendUpdate(await backendVehicle(ac, vin), '3.0.0')?.status,
+      'scheduled',
+      'the update is intact',
+    );
     assert.equal((await campaignView('forged-target')).status, 'created');
 
     // The genuine campaign offer then installs, and the campaign completes (nothing halted it).

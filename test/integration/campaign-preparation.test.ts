@@ -68,13 +68,25 @@ async function seed(vehicles: readonly Seed[]) {
   );
 }
 
-/** Target items of a campaign not yet given a wave, counted by the index (Select COUNT, page by page). */
-async function countQueued(campaignId: string, status?: string): Promise<number> {
+/** Sums Select COUNT over every page of a Query or Scan (a page stops at 1 MB of items read). */
+async function countPages(
+  page: (start: Record<string, unknown> | undefined) => QueryCommand | ScanCommand,
+): Promise<number> {
   const client = db();
   let count = 0;
   let start: Record<string, unknown> | undefined;
   do {
-    const out = await client.send(
+    const out = await client.send(page(start) as QueryCommand);
+    count += out.Count ?? 0;
+    start = out.LastEvaluatedKey;
+  } while (start);
+  return count;
+}
+
+/** Target items of a campaign not yet given a wave, counted by the index (Select COUNT, page by page). */
+const countQueued = (campaignId: string, status?: string) =>
+  countPages(
+    (start) =>
       new QueryCommand({
         TableName: cloud.tables.updates,
         IndexName: 'byCampaign',
@@ -84,20 +96,12 @@ async function countQueued(campaignId: string, status?: string): Promise<number>
         Select: 'COUNT',
         ExclusiveStartKey: start,
       }),
-    );
-    count += out.Count ?? 0;
-    start = out.LastEvaluatedKey;
-  } while (start);
-  return count;
-}
+  );
 
 /** Vehicles whose tcu lock is held by the campaign (a filtered scan). */
-async function countLocked(campaignId: string): Promise<number> {
-  const client = db();
-  let count = 0;
-  let start: Record<string, unknown> | undefined;
-  do {
-    const out = await client.send(
+const countLocked = (campaignId: string) =>
+  countPages(
+    (start) =>
       new ScanCommand({
         TableName: cloud.tables.vehicles,
         FilterExpression: 'campaignLocks.tcu = :c',
@@ -105,12 +109,7 @@ async function countLocked(campaignId: string): Promise<number> {
         Select: 'COUNT',
         ExclusiveStartKey: start,
       }),
-    );
-    count += out.Count ?? 0;
-    start = out.LastEvaluatedKey;
-  } while (start);
-  return count;
-}
+  );
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -601,8 +601,9 @@ describe('vehicles and campaigns', { timeout: 300_000 }, () => {
       'and the command that lists them is named',
     );
     const wave1 = ok(await ota('campaigns', 'vehicles', 'cli-rollout', '--wave', '1'), 'vehicles');
-    assert.match(wave1.stdout, /^VIN +STATUS +PROGRESS +ATTEMPT +REASON +UPDATED$/m);
-    assert.match(wave1.stdout, /^[A-Z0-9]{17} +scheduled +0% +0 +- +/m);
+    // A wave takes its vehicles when it starts (the targets wait unassigned until then), so wave 1 lists nobody
+    // yet, while the status above counts its one place as scheduled.
+    assert.equal(wave1.stdout, 'campaign cli-rollout, wave 1\nno vehicles in wave 1\n');
     failed(
       await ota('campaigns', 'vehicles', 'cli-rollout', '--wave', '2'),
       1,
