@@ -6,6 +6,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
+import { deltaTableSize } from './delta.js';
 import { ProtocolError } from './errors.js';
 import { maxFrameTableSize } from './frames.js';
 import type { releaseManifestSchema, signedManifestSchema } from './schemas.js';
@@ -52,7 +53,15 @@ export function checkManifestConsistency(manifest: ReleaseManifest): void {
   if (c) {
     // The table closes the object, and may not be larger than one chunk per 64 bytes of image (what a vehicle or
     // the backend is asked to hold in memory; real tables are 36 bytes per 64 KiB).
-    if (c.table_offset + c.table_size !== c.object_size || c.table_size > maxFrameTableSize(manifest)) {
+    // Deltas follow the table, back to back, and end the object.
+    let end = c.table_offset + c.table_size;
+    for (const d of c.deltas ?? []) {
+      if (d.offset !== end || d.table_size > d.size || d.table_size !== deltaTableSize(manifest)) {
+        throw new ProtocolError('invalid_manifest', 'manifest deltas are not laid out after the frame table');
+      }
+      end += d.size;
+    }
+    if (end !== c.object_size || c.table_size > maxFrameTableSize(manifest)) {
       throw new ProtocolError(
         'invalid_manifest',
         'manifest compression does not describe a frame table at the end',

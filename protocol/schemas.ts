@@ -60,6 +60,25 @@ export const releaseManifestSchema = z.strictObject({
       table_offset: z.number().int().min(1),
       table_size: z.number().int().min(64),
       table_sha256: sha256Schema,
+      /**
+       * Precomputed deltas (protocol/delta.ts) appended after the frame table, one per base image the publisher
+       * built one from: the image a vehicle must have installed (size and SHA-256), where the delta's bytes are in
+       * the object and the SHA-256 of its table. Signed with the rest, so the table is as trusted as the manifest.
+       */
+      deltas: z
+        .array(
+          z.strictObject({
+            from_version: versionSchema,
+            base_size: z.number().int().min(1).max(MAX_IMAGE_SIZE),
+            base_sha256: sha256Schema,
+            offset: z.number().int().min(1),
+            size: z.number().int().min(1),
+            table_size: z.number().int().min(16),
+            table_sha256: sha256Schema,
+          }),
+        )
+        .max(16)
+        .optional(),
     })
     .optional(),
 });

@@ -112,6 +112,27 @@ function wasmCodec(w: WasmZstd): ZstdCodec {
 }
 
 let loading: Promise<ZstdCodec> | undefined;
+let wasm: Promise<unknown> | undefined;
+
+/**
+ * The libzstd WebAssembly module, instantiated once per process: a second init() instantiates it again under the
+ * same bindings, and a context or heap view of the first then decodes garbage (measured: zstd error -14).
+ */
+export function loadWasmZstd<T>(): Promise<T> {
+  wasm ??= (async () => {
+    // A CommonJS package that reads zstd.wasm beside itself: a bundle ships that file beside the bundle
+    // (bin/agent-bundle.ts) and defines __dirname.
+    const mod = (await import('@bokuweb/zstd-wasm')) as unknown as {
+      init(): Promise<void>;
+      default?: unknown;
+    };
+    // Node's ESM loader hands a CommonJS module.exports as default; a bundler with __esModule interop does not.
+    const w = (typeof mod.init === 'function' ? mod : mod.default) as { init(): Promise<void> };
+    await w.init();
+    return w;
+  })();
+  return wasm as Promise<T>;
+}
 
 /** The codec for this process, loaded once. `OTA_ZSTD=wasm` forces the wasm build (tests of both paths). */
 export function loadZstd(): Promise<ZstdCodec> {
@@ -120,12 +141,7 @@ export function loadZstd(): Promise<ZstdCodec> {
     if (process.env.OTA_ZSTD !== 'wasm' && typeof z.zstdDecompressSync === 'function') {
       return nodeCodec(z as ZlibZstd);
     }
-    // A CommonJS package that reads zstd.wasm beside itself: a bundle ships that file beside the bundle
-    // (bin/agent-bundle.ts) and defines __dirname.
-    const mod = (await import('@bokuweb/zstd-wasm')) as unknown as WasmZstd & { default?: WasmZstd };
-    // Node's ESM loader hands a CommonJS module.exports as default; a bundler with __esModule interop does not.
-    const w = typeof mod.init === 'function' ? mod : mod.default!;
-    await w.init();
+    const w = await loadWasmZstd<WasmZstd>();
     return wasmCodec(w);
   })();
   return loading;
