@@ -13,6 +13,8 @@
  *   raw          the image as stored today (the baseline of the same run)
  *   compressed   every frame (the installed image shares nothing)
  *   chunk-reuse  the old image is the installed one: only the frames it lacks, the rest read from it
+ *   delta        the old image is the installed one and the release carries a precomputed delta from it
+ *                (protocol/delta.ts, built as `ota firmware sign --delta-from` does, zstd level 9)
  *
  * Printed per pair and path: bytes served / new image size, index (frame table) size / image size, end-to-end time
  * (indexing the installed image included) against raw, the worker's peak RSS. Anchors in the same run, when the
@@ -32,6 +34,8 @@ import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 import { AGENT_BUNDLE_OPTIONS, copyZstdWasm } from '../bin/agent-bundle.js';
 import { LocalCa } from '../local/ca.js';
+import { loadDictCodec } from '../protocol/delta.js';
+import { writeDelta } from '../protocol/delta-publisher.js';
 import { writeFramedObject } from '../protocol/frame-publisher.js';
 import { DEFAULT_CHUNK_SIZE, digestStream, type ReleaseManifest } from '../protocol/manifest.js';
 import { loadZstd } from '../protocol/zstd.js';
@@ -199,12 +203,47 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       await fh.write(d);
     },
   );
-  await fh.close();
   const publishMs = performance.now() - t0;
   const compressed: ReleaseManifest = {
     ...raw,
     release_id: `${p.name}-zst`,
     compression: framed.compression,
+  };
+  // The precomputed delta from the old image, appended to the same object as `ota firmware sign --delta-from` does.
+  const t1 = performance.now();
+  const oldFile = await open(oldImage, 'r');
+  const {
+    frames: _f,
+    rawFrames: _r,
+    ...entry
+  } = await writeDelta(
+    () => createReadStream(newImage, { highWaterMark: 1 << 20 }),
+    {
+      version: '1.0.0',
+      size: statSync(oldImage).size,
+      stream: () => createReadStream(oldImage, { highWaterMark: 1 << 20 }),
+      read: async (at, length) => {
+        const buf = Buffer.alloc(length);
+        await oldFile.read(buf, 0, length, at);
+        return buf;
+      },
+    },
+    { chunkSize: DEFAULT_CHUNK_SIZE, codec: await loadDictCodec(), offset: framed.compression.object_size },
+    async (d) => {
+      await fh.write(d);
+    },
+  );
+  await oldFile.close();
+  await fh.close();
+  const deltaMs = performance.now() - t1;
+  const withDelta: ReleaseManifest = {
+    ...compressed,
+    release_id: `${p.name}-delta`,
+    compression: {
+      ...framed.compression,
+      object_size: framed.compression.object_size + entry.size,
+      deltas: [entry],
+    },
   };
 
   const server = await fileServer(tls, { raw: newImage, zst: objectFile });
@@ -215,6 +254,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       ['raw', raw, false],
       ['compressed', compressed, false],
       ['chunk-reuse', compressed, true],
+      ['delta', withDelta, true],
     ] as const) {
       const before = server.served.bytes;
       const out = join(WORK, `${p.name}-${path}.part`);
@@ -278,6 +318,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     frames: framed.frames,
     chunks: framed.chunks,
     publishMs,
+    delta: { bytes: entry.size, ratio: entry.size / size, ms: deltaMs },
     paths: rows,
     anchors: {
       zstdWhole: whole?.bytes,
@@ -285,11 +326,13 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       xdelta3: xdelta?.bytes,
     },
     reuseVsPatchFrom: patch ? runs['chunk-reuse']!.served / patch.bytes : undefined,
+    deltaVsPatchFrom: patch ? runs.delta!.served / patch.bytes : undefined,
   };
   const lines = [
     `\n${p.name}: ${p.what}`,
     `  new image ${size} bytes; frame table ${framed.compression.table_size} bytes (${pct(framed.compression.table_size, size)}), ` +
-      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s`,
+      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s; ` +
+      `delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`,
     '  path          served      /image   time      /raw   reused      peak RSS',
     ...rows.map(
       (r) =>
@@ -301,7 +344,10 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
       `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
     ...(result.reuseVsPatchFrom !== undefined
-      ? [`  chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x`]
+      ? [
+          `  chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x; ` +
+            `precomputed delta / zstd --patch-from: ${result.deltaVsPatchFrom!.toFixed(2)}x`,
+        ]
       : []),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -151,6 +151,13 @@ export const COMMANDS: readonly Command[] = [
         placeholder: '<1-19>',
         description: 'zstd level with --compressed-out (default 19)',
       },
+      'delta-from': {
+        type: 'string',
+        multiple: true,
+        placeholder: '<version>=<image>',
+        description:
+          'with --compressed-out: append a precomputed delta from this installed version (its exact image file)',
+      },
     },
     examples: [
       'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',

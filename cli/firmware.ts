@@ -10,6 +10,7 @@ import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
+import { appendDeltas, parseDeltaFrom } from './firmware-delta.js';
 import { checkReleaseId, parseChunkSize } from './inputs.js';
 import { Progress } from './progress.js';
 import { type ReleaseSummary, type ReleaseView, releaseRows, renderRelease } from './render.js';
@@ -77,6 +78,7 @@ export async function sign(ctx: Context): Promise<void> {
 
   const compressedOut = stringOption(v, 'compressed-out');
   const level = numberOption(v, 'compression-level', { integer: true, min: 1, max: 19 }) ?? 19;
+  const deltaBases = parseDeltaFrom(ctx, stringList(v, 'delta-from'), compressedOut !== undefined);
   const [{ ImageHasher, signManifest }, { KeyFileSigner, keyIdOf }] = await Promise.all([
     import('../protocol/manifest.js'),
     import('../protocol/signatures.js'),
@@ -131,6 +133,12 @@ export async function sign(ctx: Context): Promise<void> {
       compression = await writeCompressed(ctx.path(compressedOut), hashed, chunkSize, level);
     }
     digest = hasher.digest();
+    if (compression && deltaBases.length > 0) {
+      compression = await appendDeltas(ctx, ctx.path(compressedOut!), image.path, compression, deltaBases, {
+        chunkSize,
+        sha256: digest.sha256,
+      });
+    }
   } catch (err) {
     progress.finish(false);
     if (ctx.signal.aborted) throw ctx.signal.reason;
@@ -171,6 +179,9 @@ export async function sign(ctx: Context): Promise<void> {
     ...(compression
       ? { compressed_file: ctx.path(compressedOut!), compressed_size: compression.object_size }
       : {}),
+    ...(compression?.deltas
+      ? { deltas: compression.deltas.map((d) => ({ from_version: d.from_version, size: d.size })) }
+      : {}),
   });
   ctx.print(
     [
@@ -184,6 +195,10 @@ export async function sign(ctx: Context): Promise<void> {
               `${((compression.object_size * 100) / manifest.size).toFixed(1)}% of the image)`,
           ]
         : []),
+      ...(compression?.deltas ?? []).map(
+        (d) =>
+          `  delta     from ${d.from_version}: ${d.size} bytes (${((d.size * 100) / manifest.size).toFixed(1)}% of the image)`,
+      ),
     ].join('\n'),
   );
 }

@@ -70,7 +70,7 @@ export type AgentEvent =
   | {
       type: 'downloaded';
       update_id: string;
-      path: 'raw' | 'compressed' | 'chunk-reuse';
+      path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
       /** Body bytes read from the network (frame table and re-fetches included). */
       bytes_fetched: number;
       /** Image bytes taken from the installed image. */

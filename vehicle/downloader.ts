@@ -22,13 +22,29 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import {
+  type DeltaEntry,
+  type DeltaTable,
+  deltaFor,
+  loadDictCodec,
+  parseDeltaTable,
+} from '../protocol/delta.js';
+import { ProtocolError } from '../protocol/errors.js';
 import type { FrameTable } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import { loadZstd } from '../protocol/zstd.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { BufferPool } from './buffer-pool.js';
+import { openDeltaBase } from './delta-source.js';
 import { DownloadError } from './errors.js';
-import { type BaseImage, FrameLayout, fetchFrameTable, indexBase } from './frame-source.js';
+import {
+  type BaseImage,
+  FrameLayout,
+  fetchFrameTable,
+  fetchObjectBytes,
+  indexBase,
+  type TransferStats,
+} from './frame-source.js';
 import type { HttpTransport } from './http-transport.js';
 import {
   BackgroundFlush,
@@ -122,8 +138,11 @@ export interface DownloadStats {
   readonly requests: number;
   /** Image bytes taken from the base image (chunk reuse) instead of the network. */
   readonly bytesReused: number;
-  /** raw: the image as stored; compressed: zstd frames; chunk-reuse: frames the base lacks, the rest from it. */
-  readonly path: 'raw' | 'compressed' | 'chunk-reuse';
+  /**
+   * raw: the image as stored; compressed: zstd frames; chunk-reuse: frames the base lacks, the rest from it; delta:
+   * the precomputed delta from the base.
+   */
+  readonly path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
   /** Why chunk reuse was not (or no longer) used, when it was wanted. */
   readonly fallback?: string;
   readonly urlRefreshes: number;
@@ -220,22 +239,61 @@ export class Downloader {
       let url = await job.source.url(false, job.signal);
       let fallback = job.noBase;
       if (m.compression) {
-        const table = await this.frameTable(
+        const refresh = async () => {
+          stats.urlRefreshes++;
+          url = await job.source.url(true, job.signal);
+        };
+        const table = await this.withRetries(
           job,
-          stats,
-          () => url,
-          async () => {
-            stats.urlRefreshes++;
-            url = await job.source.url(true, job.signal);
-          },
+          async () =>
+            (
+              await fetchFrameTable(
+                this.fetch.transport,
+                url,
+                m,
+                job.signal,
+                o.idleTimeoutMs ?? 30_000,
+                stats,
+              )
+            ).table,
+          refresh,
         );
         layout = new FrameLayout(table, await loadZstd());
-        if (job.base && verified < m.size) {
+        const entry = job.base && verified < m.size ? deltaFor(m, job.base.sha256) : undefined;
+        let baseUnusable = false;
+        if (job.base && entry) {
+          try {
+            const base = await openDeltaBase(job.base.path, entry, job.signal);
+            try {
+              layout.delta = {
+                base,
+                codec: await loadDictCodec(),
+                table: await this.withRetries(
+                  job,
+                  () => this.deltaTable(m, entry, url, job.signal, stats),
+                  refresh,
+                ),
+              };
+            } finally {
+              if (!layout.delta) await base.close();
+            }
+          } catch (err) {
+            if (job.signal.aborted) throw abortReason(job.signal);
+            if (err instanceof DownloadError) throw err;
+            // The installed image is not the delta's base: neither delta nor chunk reuse can use it.
+            baseUnusable = true;
+            fallback = (err as Error).message;
+            this.logger.warn('precomputed delta unavailable; downloading every frame', { reason: fallback });
+          }
+        } else if (job.base && verified < m.size && m.compression.deltas?.length) {
+          fallback = `no delta from the installed image (deltas from ${m.compression.deltas.map((d) => d.from_version).join(', ')})`;
+        }
+        if (job.base && verified < m.size && !layout.delta && !baseUnusable) {
           try {
             layout.base = await this.indexBase(job.base, table, job.signal);
           } catch (err) {
             if (job.signal.aborted) throw abortReason(job.signal);
-            fallback = (err as Error).message;
+            fallback = fallback ? `${fallback}; ${(err as Error).message}` : (err as Error).message;
             this.logger.warn('chunk reuse unavailable; downloading every frame', { reason: fallback });
           }
         }
@@ -347,7 +405,7 @@ export class Downloader {
       await checkpoint(verified, true);
       return {
         ...stats,
-        path: !layout ? 'raw' : stats.bytesReused > 0 ? 'chunk-reuse' : 'compressed',
+        path: !layout ? 'raw' : layout.delta ? 'delta' : stats.bytesReused > 0 ? 'chunk-reuse' : 'compressed',
         ...(fallback !== undefined ? { fallback } : {}),
         resumedFrom,
         durationMs: this.runtime.now() - started,
@@ -363,33 +421,25 @@ export class Downloader {
       await flusher.idle();
       await fh.close().catch(() => {});
       await layout?.base?.fh.close().catch(() => {});
+      await layout?.delta?.base.close().catch(() => {});
     }
   }
 
   /**
-   * The frame table: one Range request at the end of the object, retried like the download. Fetched again on a
-   * resume rather than kept on disk: it is 40 bytes per frame (0.06% of the image) and nothing to clean up.
+   * A table (frame table, delta table): one Range request of the object, retried like the download. Fetched again
+   * on a resume rather than kept on disk: tables are a fraction of a percent of the image and nothing to clean up.
    */
-  private async frameTable(
+  private async withRetries<T>(
     job: DownloadJob,
-    stats: { bytesReceived: number; requests: number; bytesReused: number },
-    url: () => string,
+    fetch: () => Promise<T>,
     refresh: () => Promise<void>,
-  ): Promise<FrameTable> {
+  ): Promise<T> {
     const o = this.options;
     let failures = 0;
     let refreshes = 0;
     for (;;) {
       try {
-        const { table } = await fetchFrameTable(
-          this.fetch.transport,
-          url(),
-          job.manifest,
-          job.signal,
-          o.idleTimeoutMs ?? 30_000,
-          stats,
-        );
-        return table;
+        return await fetch();
       } catch (err) {
         if (job.signal.aborted) throw abortReason(job.signal);
         if (err instanceof UrlRefused) {
@@ -413,6 +463,33 @@ export class Downloader {
           job.signal,
         );
       }
+    }
+  }
+
+  /** The delta's table, checked against the signed manifest; a table that is not is a corrupt download. */
+  private async deltaTable(
+    m: ReleaseManifest,
+    entry: DeltaEntry,
+    url: string,
+    signal: AbortSignal,
+    stats: TransferStats,
+  ): Promise<DeltaTable> {
+    const at = entry.offset + entry.size - entry.table_size;
+    const bytes = await fetchObjectBytes(
+      this.fetch.transport,
+      url,
+      m,
+      at,
+      entry.table_size,
+      signal,
+      this.options.idleTimeoutMs ?? 30_000,
+      stats,
+    );
+    try {
+      return parseDeltaTable(m, entry, bytes);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      throw new DownloadError('corrupt', err.message);
     }
   }
 

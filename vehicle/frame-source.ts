@@ -15,10 +15,12 @@ import {
   decodeFrames,
   type FrameTable,
   frameStartingAt,
+  objectSize,
   parseFrameTable,
 } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { ZstdCodec } from '../protocol/zstd.js';
+import { type DeltaSource, deltaPieces } from './delta-source.js';
 import { AgentError, DownloadError } from './errors.js';
 import type { HttpResponse, HttpTransport } from './http-transport.js';
 import { describeError } from './logger.js';
@@ -48,6 +50,8 @@ export class FrameLayout {
     readonly codec: ZstdCodec,
     /** Dropped (undefined) once the base proves unusable: the rest comes from the network. */
     public base?: BaseImage,
+    /** A precomputed delta from the installed image: when set, every chunk is rebuilt from it. */
+    public delta?: DeltaSource,
   ) {}
 
   /** True when some frame in image bytes [from, to) was (or would be) taken from the base. */
@@ -81,6 +85,10 @@ export async function* layoutPieces(
   network: (from: number, to: number) => AsyncIterable<Uint8Array>,
   stats: TransferStats,
 ): AsyncGenerator<Buffer> {
+  if (layout.delta) {
+    yield* deltaPieces(layout.delta, m, offset, end, network, stats);
+    return;
+  }
   const t = layout.table;
   const last = frameAt(t, end + 1, m.size);
   let i = frameAt(t, offset, m.size);
@@ -173,9 +181,60 @@ export async function indexBase(path: string, t: FrameTable, signal: AbortSignal
 }
 
 /**
- * The frame table at the end of the stored object (one Range request), checked against the signed manifest.
- * Throws UrlRefused, Transient or DownloadError like a download request.
+ * `size` bytes of the stored object from `from` (a table: one Range request of the same presigned URL). Throws
+ * UrlRefused, Transient or DownloadError like a download request.
  */
+export async function fetchObjectBytes(
+  transport: HttpTransport,
+  url: string,
+  m: ReleaseManifest,
+  from: number,
+  size: number,
+  signal: AbortSignal,
+  idleTimeoutMs: number,
+  stats: TransferStats,
+): Promise<Buffer> {
+  stats.requests++;
+  let res: HttpResponse;
+  try {
+    res = await transport.send({
+      method: 'GET',
+      url,
+      headers: { range: `bytes=${from}-${from + size - 1}` },
+      signal,
+      idleTimeoutMs,
+    });
+  } catch (err) {
+    if (signal.aborted) throw err;
+    throw new Transient('network', describeError(err));
+  }
+  const out = Buffer.alloc(size);
+  let have = 0;
+  try {
+    let skip = bytesToSkip(res, from, objectSize(m));
+    for await (const piece of res.body) {
+      stats.bytesReceived += piece.length;
+      let data = piece;
+      if (skip > 0) {
+        const drop = Math.min(skip, data.length);
+        skip -= drop;
+        data = data.subarray(drop);
+      }
+      have += data.copy(out, have);
+      if (have === out.length) break;
+    }
+  } catch (err) {
+    if (err instanceof UrlRefused || err instanceof Transient || err instanceof AgentError) throw err;
+    if (signal.aborted) throw err;
+    throw new Transient('network', describeError(err));
+  } finally {
+    res.abort();
+  }
+  if (have < out.length) throw new Transient('network', 'the table arrived incomplete');
+  return out;
+}
+
+/** The frame table (one Range request), checked against the signed manifest. */
 export async function fetchFrameTable(
   transport: HttpTransport,
   url: string,
@@ -185,43 +244,16 @@ export async function fetchFrameTable(
   stats: TransferStats,
 ): Promise<{ table: FrameTable; bytes: Buffer }> {
   const c = m.compression!;
-  stats.requests++;
-  let res: HttpResponse;
-  try {
-    res = await transport.send({
-      method: 'GET',
-      url,
-      headers: { range: `bytes=${c.table_offset}-${c.object_size - 1}` },
-      signal,
-      idleTimeoutMs,
-    });
-  } catch (err) {
-    if (signal.aborted) throw err;
-    throw new Transient('network', describeError(err));
-  }
-  const table = Buffer.alloc(c.table_size);
-  let have = 0;
-  try {
-    let skip = bytesToSkip(res, c.table_offset, c.object_size);
-    for await (const piece of res.body) {
-      stats.bytesReceived += piece.length;
-      let data = piece;
-      if (skip > 0) {
-        const drop = Math.min(skip, data.length);
-        skip -= drop;
-        data = data.subarray(drop);
-      }
-      have += data.copy(table, have);
-      if (have === table.length) break;
-    }
-  } catch (err) {
-    if (err instanceof UrlRefused || err instanceof Transient || err instanceof AgentError) throw err;
-    if (signal.aborted) throw err;
-    throw new Transient('network', describeError(err));
-  } finally {
-    res.abort();
-  }
-  if (have < table.length) throw new Transient('network', 'the frame table arrived incomplete');
+  const table = await fetchObjectBytes(
+    transport,
+    url,
+    m,
+    c.table_offset,
+    c.table_size,
+    signal,
+    idleTimeoutMs,
+    stats,
+  );
   try {
     return { table: parseFrameTable(m, table), bytes: table };
   } catch (err) {

@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,57 +13,27 @@ import { fileURLToPath } from 'node:url';
 import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { loadZstd } from '../../protocol/zstd.js';
-import type { AgentEvent } from '../../vehicle/agent.js';
-import { DirectHttpsTransport } from '../../vehicle/direct-https.js';
-import type { CreateAgentOptions } from '../../vehicle/setup.js';
 import {
   type AgentCloud,
   activeSlot,
   assertVehicleRuns,
-  initiateOffer,
-  publishOffer,
   publishRelease,
-  registerAgentVehicle,
   s3ObjectFile,
-  startAgent,
   startAgentCloud,
 } from '../support/agent-cloud.js';
-import { type FaultProxy, portOf, startFaultProxy } from '../support/agent-net.js';
+import type { FaultProxy } from '../support/agent-net.js';
+import {
+  patched,
+  proxyToS3 as proxyToS3Of,
+  textImage,
+  transportVia as transportViaOf,
+  updateVehicle,
+} from '../support/delta-vehicle.js';
 import { signedRelease } from '../support/fleet.js';
 
 const KiB = 1024;
 const HOOK_TIMEOUT = { timeout: 120_000 };
 let ac: AgentCloud;
-let vinSerial = 0;
-const nextVin = () => `5YJ3E1EA7KF${String(++vinSerial).padStart(6, '0')}`;
-
-/** A compressible image: lines of a log-like text with numbers, as firmware tables and strings compress. */
-function textImage(size: number, seed: string): Buffer {
-  const lines: string[] = [];
-  let n = 0;
-  let bytes = 0;
-  while (bytes < size) {
-    const h = createHash('sha256').update(`${seed}:${n++}`).digest('hex').slice(0, 12);
-    const line = `entry ${n} value=${h} flags=${n % 7} name=module_${n % 97}\n`;
-    lines.push(line);
-    bytes += line.length;
-  }
-  return Buffer.from(lines.join('')).subarray(0, size);
-}
-
-/** 1.0.1: 1.0.0 with a few local edits (an insertion, a changed run, an appended tail). */
-function patched(base: Buffer): Buffer {
-  const a = base.subarray(0, 100 * KiB);
-  const b = base.subarray(100 * KiB, 300 * KiB);
-  const c = base.subarray(300 * KiB + 2000);
-  return Buffer.concat([
-    a,
-    Buffer.from('inserted configuration block v1.0.1\n'.repeat(40)),
-    b,
-    randomBytes(2000),
-    c,
-  ]);
-}
 
 const BASE = textImage(640 * KiB, 'v1.0.0');
 const NEXT = patched(BASE);
@@ -77,11 +46,10 @@ after(async () => {
   await ac?.stop();
 }, HOOK_TIMEOUT);
 
-async function proxyToS3(): Promise<FaultProxy> {
-  const proxy = await startFaultProxy(portOf(ac.cloud.endpoints.s3));
-  ac.track(() => proxy.stop());
-  return proxy;
-}
+const proxyToS3 = () => proxyToS3Of(ac);
+const transportVia = (proxy: FaultProxy) => transportViaOf(ac, proxy);
+const update = (version: string, opts: Parameters<typeof updateVehicle>[2] = {}) =>
+  updateVehicle(ac, version, opts);
 
 const OTA = fileURLToPath(new URL('../../bin/ota.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
@@ -101,47 +69,10 @@ function cli(
   });
 }
 
-function transportVia(proxy: FaultProxy): DirectHttpsTransport {
-  const s3 = portOf(ac.cloud.endpoints.s3);
-  return new DirectHttpsTransport({
-    ca: ac.cloud.caCertPem,
-    route: (host, p) => ({ host, port: p === s3 ? proxy.port : p }),
-  });
-}
-
-async function update(
-  version: string,
-  opts: {
-    factory?: Buffer;
-    overrides?: Partial<CreateAgentOptions>;
-    beforeOffer?: (dir: string) => void;
-  } = {},
-) {
-  const vin = nextVin();
-  const dir = await registerAgentVehicle(ac, vin);
-  const v = await startAgent(ac, vin, dir, {
-    ...(opts.factory ? { factoryImage: () => opts.factory! } : {}),
-    ...opts.overrides,
-  });
-  try {
-    await v.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT connection');
-    opts.beforeOffer?.(dir);
-    await publishOffer(ac, vin, await initiateOffer(v, version));
-    const outcome = await v.events.outcome(version, 60_000);
-    await v.agent.whenIdle();
-    const downloaded = v.events.events.find(
-      (e): e is Extract<AgentEvent, { type: 'downloaded' }> => e.type === 'downloaded',
-    );
-    return { dir, outcome, downloaded };
-  } finally {
-    await v.close();
-  }
-}
-
 /** The frame table of a compressed release as stored (what the agent fetches first). */
 function storedTable(signed: SignedManifest, object: Buffer) {
   const c = signed.manifest.compression!;
-  return parseFrameTable(signed.manifest, object.subarray(c.table_offset, c.object_size));
+  return parseFrameTable(signed.manifest, object.subarray(c.table_offset, c.table_offset + c.table_size));
 }
 
 describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {

@@ -140,10 +140,14 @@ export async function publishRelease(
     signer?: KeyFileSigner;
     /** Store it compressed (zstd frames and frame table, protocol/frames.ts). */
     compressed?: boolean;
+    /** With compressed: append a precomputed delta from each of these images (protocol/delta.ts). */
+    deltaFrom?: { version: string; image: Buffer }[];
   },
 ): Promise<PublishedRelease> {
   const image = opts.image ?? randomBytes(opts.size ?? 512 * 1024);
-  const compressed: { object?: Buffer } = {};
+  const compressed: { object?: Buffer; deltaFrom?: { version: string; image: Buffer }[] } = opts.deltaFrom
+    ? { deltaFrom: opts.deltaFrom }
+    : {};
   const signed = await signedRelease(image, {
     releaseId: opts.releaseId ?? `${opts.ecu ?? 'tcu'}-${opts.version}`,
     version: opts.version,

@@ -2,6 +2,8 @@
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { challengeSigningInput } from '../../protocol/challenge.js';
+import { loadDictCodec } from '../../protocol/delta.js';
+import { writeDelta } from '../../protocol/delta-publisher.js';
 import { writeFramedObject } from '../../protocol/frame-publisher.js';
 import {
   digestStream,
@@ -49,7 +51,7 @@ export async function signedRelease(
     hardwareIds?: string[];
     signer: KeyFileSigner;
     /** Frames the image (protocol/frames.ts); the object to upload is written to it. */
-    compressed?: { object?: Buffer; level?: number };
+    compressed?: { object?: Buffer; level?: number; deltaFrom?: { version: string; image: Buffer }[] };
   },
 ): Promise<SignedManifest> {
   const d = await digestStream(Readable.from([image]), TEST_CHUNK);
@@ -68,6 +70,32 @@ export async function signedRelease(
       (data) => void parts.push(Buffer.from(data)),
     );
     compression = framed.compression;
+    const deltas: NonNullable<ReleaseManifest['compression']>['deltas'] = [];
+    for (const base of opts.compressed.deltaFrom ?? []) {
+      const {
+        frames: _f,
+        rawFrames: _r,
+        ...entry
+      } = await writeDelta(
+        () => Readable.from([image]),
+        {
+          version: base.version,
+          size: base.image.length,
+          stream: () => Readable.from([base.image]),
+          read: async (at, length) => base.image.subarray(at, at + length),
+        },
+        {
+          chunkSize: TEST_CHUNK,
+          codec: await loadDictCodec(),
+          offset: compression.object_size,
+          cdc: { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 },
+        },
+        (data) => void parts.push(Buffer.from(data)),
+      );
+      deltas.push(entry);
+      compression = { ...compression, object_size: compression.object_size + entry.size };
+    }
+    if (deltas.length) compression = { ...compression, deltas };
     opts.compressed.object = Buffer.concat(parts);
   }
   const manifest: ReleaseManifest = {
