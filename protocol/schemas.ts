@@ -145,6 +145,14 @@ export const statusReportSchema = z.strictObject({
   progress: storableNumber().min(0).max(100).optional(),
   reason: plainText(MAX_REASON_LENGTH).optional(),
   /**
+   * How the image was obtained (with the 'verifying' report, once per download): bytes fetched from the network
+   * (tables, frames, delta, re-fetches), image bytes rebuilt locally (chunk reuse, delta), and the image size.
+   * The campaign sums them (bytes saved across the fleet = image bytes - fetched).
+   */
+  bytes_fetched: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  bytes_reused: z.number().int().min(0).max(MAX_IMAGE_SIZE).optional(),
+  bytes_image: z.number().int().min(1).max(MAX_IMAGE_SIZE).optional(),
+  /**
    * The counter of the assignment the vehicle acts on. When given, it must be that of the update's current offer
    * or a later assignment of it; a report about an earlier offer is refused (409).
    */

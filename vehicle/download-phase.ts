@@ -46,7 +46,10 @@ export class DownloadPhase {
   /** Whole-image digests the downloader computed in this process, by .part file. */
   private readonly streamedDigests = new Map<string, string>();
   /** What each download in this process fetched and reused, for the 'verifying' report. */
-  private readonly summaries = new Map<string, string>();
+  private readonly summaries = new Map<
+    string,
+    { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
+  >();
 
   constructor(
     private readonly ctx: AgentContext,
@@ -95,7 +98,9 @@ export class DownloadPhase {
     });
     const throttle = new ProgressThrottle();
     const base = m.compression ? await this.baseImage(cur.ecu) : undefined;
-    let summary: string | undefined;
+    let summary:
+      | { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
+      | undefined;
     try {
       const stats = await this.downloader.download({
         manifest: m,
@@ -138,9 +143,15 @@ export class DownloadPhase {
         bytes_reused: stats.bytesReused,
         ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
       });
-      summary =
-        `${stats.path}: fetched ${stats.bytesReceived} bytes, reused ${stats.bytesReused} of ${m.size}` +
-        (stats.fallback ? `; no chunk reuse: ${stats.fallback}` : '');
+      summary = {
+        text:
+          `${stats.path}: fetched ${stats.bytesReceived} bytes, reused ${stats.bytesReused} of ${m.size}` +
+          (stats.fallback ? `; fallback: ${stats.fallback}` : ''),
+        // A resumed download reports what this run fetched: earlier runs' bytes are not known here.
+        bytes_fetched: stats.bytesReceived,
+        bytes_reused: Math.min(stats.bytesReused, m.size),
+        bytes_image: m.size,
+      };
       this.streamedDigests.set(partFile(this.ctx.store, m), stats.sha256);
     } catch (err) {
       if (this.ctx.signal.aborted) throw abortReason(this.ctx.signal);
@@ -228,7 +239,14 @@ export class DownloadPhase {
     this.summaries.delete(cur.update_id);
     await this.ctx.reporter.status({
       status: 'verifying',
-      ...(summary ? { reason: summary.slice(0, 200) } : {}),
+      ...(summary
+        ? {
+            reason: summary.text.slice(0, 200),
+            bytes_fetched: summary.bytes_fetched,
+            bytes_reused: summary.bytes_reused,
+            bytes_image: summary.bytes_image,
+          }
+        : {}),
       ...reportBase(cur),
     });
     const part = partFile(this.ctx.store, m);

@@ -25,6 +25,7 @@ import type {
   Page,
   ReleaseRecord,
   ReleaseRepository,
+  TransferReport,
   UpdateRecord,
   UpdateRepository,
   VehicleRecord,
@@ -672,20 +673,38 @@ export class DynamoCampaignRepository implements CampaignRepository {
     );
   }
 
-  async count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void> {
+  async count(
+    campaignId: string,
+    wave: number,
+    from: string | undefined,
+    to: string,
+    transfer?: TransferReport,
+  ): Promise<void> {
     if (from === to) return;
+    // Transfer totals ride on the count write the transition makes anyway: top-level numbers (ADD creates them),
+    // no extra request.
+    const adds = [
+      'counts.#w.#to :one',
+      ...(from === undefined ? [] : ['counts.#w.#from :minus']),
+      ...(transfer
+        ? ['transferDownloads :one', 'transferFetched :tf', 'transferReused :tr', 'transferImage :ti']
+        : []),
+    ];
     await this.db.send(
       new UpdateCommand({
         TableName: this.table,
         Key: { campaignId },
-        UpdateExpression:
-          from === undefined ? 'ADD counts.#w.#to :one' : 'ADD counts.#w.#to :one, counts.#w.#from :minus',
+        UpdateExpression: `ADD ${adds.join(', ')}`,
         ExpressionAttributeNames: {
           '#w': `w${wave}`,
           '#to': to,
           ...(from === undefined ? {} : { '#from': from }),
         },
-        ExpressionAttributeValues: { ':one': 1, ...(from === undefined ? {} : { ':minus': -1 }) },
+        ExpressionAttributeValues: {
+          ':one': 1,
+          ...(from === undefined ? {} : { ':minus': -1 }),
+          ...(transfer ? { ':tf': transfer.fetched, ':tr': transfer.reused, ':ti': transfer.image } : {}),
+        },
       }),
     );
   }

@@ -98,6 +98,13 @@ export function campaignView(
     // A bounded summary; the VINs are listed a page at a time by GET /campaigns/{id}/excluded.
     excluded: excludedSummary(c),
     counts: totals,
+    transfer: {
+      downloads: c.transferDownloads ?? 0,
+      bytes_fetched: c.transferFetched ?? 0,
+      bytes_reused: c.transferReused ?? 0,
+      bytes_image: c.transferImage ?? 0,
+      bytes_saved: (c.transferImage ?? 0) - (c.transferFetched ?? 0),
+    },
     waves,
     policy: { ...c.policy, waves: [...c.policy.waves] },
     preparation: preparationView(c, progress),

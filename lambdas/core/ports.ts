@@ -310,6 +310,14 @@ export interface CampaignRecord {
   readonly haltFailures?: number;
   /** counts[`w${wave}`][status] = vehicles in that state; maintained by atomic ADDs at every transition. */
   readonly counts: Record<string, Record<string, number>>;
+  /**
+   * Sums of the vehicles' download reports (TransferReport) and how many, added by the count write of their
+   * 'verifying' transition; absent until the first.
+   */
+  readonly transferDownloads?: number;
+  readonly transferFetched?: number;
+  readonly transferReused?: number;
+  readonly transferImage?: number;
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly revision: number;
@@ -399,6 +407,13 @@ export interface PreparationRepository {
   save(campaignId: string, state: SegmentState, expectedSlices: number): Promise<boolean>;
 }
 
+/** One vehicle's download: bytes fetched, image bytes rebuilt locally, image size. */
+export interface TransferReport {
+  readonly fetched: number;
+  readonly reused: number;
+  readonly image: number;
+}
+
 export interface CampaignRepository {
   create(campaign: CampaignRecord): Promise<void>;
   get(campaignId: string): Promise<CampaignRecord | undefined>;
@@ -411,8 +426,17 @@ export interface CampaignRepository {
     changes: CampaignChanges,
     updatedAt: string,
   ): Promise<boolean>;
-  /** Moves one vehicle between states in a wave's counts (from undefined: a new vehicle). */
-  count(campaignId: string, wave: number, from: string | undefined, to: string): Promise<void>;
+  /**
+   * Moves one vehicle between states in a wave's counts (from undefined: a new vehicle), adding what its download
+   * cost to the campaign's transfer totals when given (the same write).
+   */
+  count(
+    campaignId: string,
+    wave: number,
+    from: string | undefined,
+    to: string,
+    transfer?: TransferReport,
+  ): Promise<void>;
   /** Replaces a wave's counts with a recount of its vehicles (repair after a lost count write). */
   resetCounts(campaignId: string, wave: number, counts: Readonly<Record<string, number>>): Promise<void>;
 }

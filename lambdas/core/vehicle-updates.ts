@@ -520,7 +520,15 @@ export class UpdateStatusService {
       });
     }
     if (next.campaignId !== undefined && next.status !== from.status) {
-      await this.deps.campaigns?.count(next.campaignId, next.wave ?? 0, from.status, next.status);
+      await this.deps.campaigns?.count(
+        next.campaignId,
+        next.wave ?? 0,
+        from.status,
+        next.status,
+        input.bytes_fetched !== undefined && input.bytes_image !== undefined
+          ? { fetched: input.bytes_fetched, reused: input.bytes_reused ?? 0, image: input.bytes_image }
+          : undefined,
+      );
     }
     if (!isTerminal(next.status)) return;
     const unlock = next.campaignId;
