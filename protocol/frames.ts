@@ -208,6 +208,37 @@ export function decodeFrame(t: FrameTable, i: number, stored: Uint8Array, codec:
 }
 
 /**
+ * Whole frames first, first+1, ... from a stream of their stored bytes (`stored(i)` bytes each), each in a fresh
+ * buffer (what was yielded is never overwritten), with its index. Stops after frame `last` (exclusive) or when the
+ * stream ends; a partial frame at the end is dropped.
+ */
+export async function* collectFrames(
+  stored: (i: number) => number,
+  first: number,
+  last: number,
+  body: AsyncIterable<Uint8Array>,
+): AsyncGenerator<[number, Buffer]> {
+  let i = first;
+  if (i >= last) return;
+  let buf = Buffer.allocUnsafe(stored(i));
+  let have = 0;
+  for await (const piece of body) {
+    let at = 0;
+    while (at < piece.length) {
+      const take = Math.min(piece.length - at, buf.length - have);
+      buf.set(piece.subarray(at, at + take), have);
+      have += take;
+      at += take;
+      if (have < buf.length) continue;
+      yield [i, buf];
+      if (++i >= last) return;
+      buf = Buffer.allocUnsafe(stored(i));
+      have = 0;
+    }
+  }
+}
+
+/**
  * Image bytes of frames first, first+1, ... from a stream of their stored bytes (a Range response starting at
  * frame `first`): each frame is collected (at most MAX_CDC_CHUNK bytes) and decoded whole. Stops after frame
  * `last` (exclusive) or when the stream ends; a partial frame at the end is dropped.
@@ -219,24 +250,8 @@ export async function* decodeFrames(
   body: AsyncIterable<Uint8Array>,
   codec: ZstdCodec,
 ): AsyncGenerator<Buffer> {
-  let i = first;
-  if (i >= last) return;
-  let buf = Buffer.allocUnsafe(t.stored[i]!);
-  let have = 0;
-  for await (const piece of body) {
-    let at = 0;
-    while (at < piece.length) {
-      const take = Math.min(piece.length - at, buf.length - have);
-      buf.set(piece.subarray(at, at + take), have);
-      have += take;
-      at += take;
-      if (have < buf.length) continue;
-      // A fresh buffer per frame: what was yielded is never overwritten.
-      const out = decodeFrame(t, i, buf, codec);
-      yield Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-      if (++i >= last) return;
-      buf = Buffer.allocUnsafe(t.stored[i]!);
-      have = 0;
-    }
+  for await (const [i, frame] of collectFrames((k) => t.stored[k]!, first, last, body)) {
+    const out = decodeFrame(t, i, frame, codec);
+    yield Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   }
 }

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import type { DeltaEntry, DeltaTable, DictCodec } from '../protocol/delta.js';
+import { collectFrames } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { TransferStats } from './frame-source.js';
 import { Transient } from './range-fetch.js';
@@ -60,35 +61,25 @@ export async function* deltaPieces(
   stats: TransferStats,
 ): AsyncGenerator<Buffer> {
   const t = d.table;
-  let k = offset / m.chunk_size;
+  const first = offset / m.chunk_size;
   const last = Math.ceil((end + 1) / m.chunk_size);
-  if (k >= last) return;
-  const chunkBytes = (i: number) => Math.min(m.chunk_size, m.size - i * m.chunk_size);
-  let frame = Buffer.allocUnsafe(t.stored[k]!);
-  let have = 0;
-  for await (const piece of network(t.objectOffset[k]!, t.objectOffset[last]! - 1)) {
-    let at = 0;
-    while (at < piece.length) {
-      const take = Math.min(piece.length - at, frame.length - have);
-      frame.set(piece.subarray(at, at + take), have);
-      have += take;
-      at += take;
-      if (have < frame.length) continue;
-      const size = chunkBytes(k);
-      if (t.raw[k]) {
-        yield frame;
-      } else {
-        const window = Buffer.allocUnsafe(t.windowLength[k]!);
-        const { bytesRead } = await d.base.read(window, 0, window.length, t.windowOffset[k]!);
-        // A base cut short since it was checked: the chunk decodes to something else and fails its digest.
-        const out = d.codec.decompress(frame, window.subarray(0, bytesRead), size);
-        stats.bytesReused += size - frame.length;
-        yield Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-      }
-      if (++k >= last) return;
-      frame = Buffer.allocUnsafe(t.stored[k]!);
-      have = 0;
+  if (first >= last) return;
+  const body = network(t.objectOffset[first]!, t.objectOffset[last]! - 1);
+  let done = first;
+  for await (const [k, frame] of collectFrames((i) => t.stored[i]!, first, last, body)) {
+    const size = Math.min(m.chunk_size, m.size - k * m.chunk_size);
+    if (t.raw[k]) {
+      yield frame;
+    } else {
+      const window = Buffer.allocUnsafe(t.windowLength[k]!);
+      const { bytesRead } = await d.base.read(window, 0, window.length, t.windowOffset[k]!);
+      // A base cut short since it was checked: the chunk decodes to something else and fails its digest.
+      const out = d.codec.decompress(frame, window.subarray(0, bytesRead), size);
+      stats.bytesReused += size - frame.length;
+      yield Buffer.from(out.buffer, out.byteOffset, out.byteLength);
     }
+    done = k + 1;
   }
+  if (done === last) return;
   throw new Transient('network', 'the server closed the response before the delta frames asked for');
 }

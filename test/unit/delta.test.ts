@@ -23,6 +23,19 @@ const KiB = 1024;
 const CHUNK = 64 * KiB;
 const SMALL = { min: 2 * KiB, avg: 8 * KiB, max: 32 * KiB };
 
+const MANIFEST: ReleaseManifest = {
+  schema: 'ota.release-manifest/v1',
+  release_id: 'tcu-1.0.1',
+  ecu: 'tcu',
+  hardware_ids: ['H'],
+  version: '1.0.1',
+  size: 2 * CHUNK,
+  sha256: 'a'.repeat(64),
+  chunk_size: CHUNK,
+  chunks: ['a'.repeat(64), 'b'.repeat(64)],
+  created_at: '2030-01-01T00:00:00.000Z',
+};
+
 function text(size: number, seed: string): Buffer {
   let s = '';
   for (let n = 0; s.length < size; n++) {
@@ -49,18 +62,7 @@ async function built(base: Buffer, next: Buffer) {
     { chunkSize: CHUNK, codec: await loadDictCodec(), offset: 1000, cdc: SMALL },
     (b) => void parts.push(Buffer.from(b)),
   );
-  const m: ReleaseManifest = {
-    schema: 'ota.release-manifest/v1',
-    release_id: 'tcu-1.0.1',
-    ecu: 'tcu',
-    hardware_ids: ['H'],
-    version: '1.0.1',
-    size: d.size,
-    sha256: d.sha256,
-    chunk_size: CHUNK,
-    chunks: d.chunks,
-    created_at: '2030-01-01T00:00:00.000Z',
-  };
+  const m: ReleaseManifest = { ...MANIFEST, size: d.size, sha256: d.sha256, chunks: d.chunks };
   const section = Buffer.concat(parts);
   return { m, entry, rawFrames, section, table: section.subarray(section.length - entry.table_size) };
 }
@@ -134,18 +136,7 @@ describe('precomputed deltas', { timeout: 60_000 }, () => {
   });
 
   it('the manifest refuses deltas not laid out after the frame table', () => {
-    const m: ReleaseManifest = {
-      schema: 'ota.release-manifest/v1',
-      release_id: 'tcu-1.0.1',
-      ecu: 'tcu',
-      hardware_ids: ['H'],
-      version: '1.0.1',
-      size: 2 * CHUNK,
-      sha256: 'a'.repeat(64),
-      chunk_size: CHUNK,
-      chunks: ['a'.repeat(64), 'b'.repeat(64)],
-      created_at: '2030-01-01T00:00:00.000Z',
-    };
+    const m = MANIFEST;
     const delta: DeltaEntry = {
       from_version: '1.0.0',
       base_size: 10,
