@@ -9,7 +9,6 @@ import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { loadZstd } from '../../protocol/zstd.js';
@@ -23,6 +22,7 @@ import {
 } from '../support/agent-cloud.js';
 import type { FaultProxy } from '../support/agent-net.js';
 import {
+  otaCli,
   patched,
   proxyToS3 as proxyToS3Of,
   textImage,
@@ -51,23 +51,7 @@ const transportVia = (proxy: FaultProxy) => transportViaOf(ac, proxy);
 const update = (version: string, opts: Parameters<typeof updateVehicle>[2] = {}) =>
   updateVehicle(ac, version, opts);
 
-const OTA = fileURLToPath(new URL('../../bin/ota.ts', import.meta.url));
-const TSX = import.meta.resolve('tsx');
-
-/** The ota CLI in a child process, in the test's folder. */
-function cli(
-  env: Record<string, string>,
-  args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', TSX, OTA, ...args],
-      { cwd: ac.root, env: { PATH: process.env.PATH ?? '', HOME: ac.root, ...env } },
-      (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const cli = (env: Record<string, string>, args: string[]) => otaCli(ac, env, args);
 
 /** The frame table of a compressed release as stored (what the agent fetches first). */
 function storedTable(signed: SignedManifest, object: Buffer) {

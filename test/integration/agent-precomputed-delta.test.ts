@@ -20,7 +20,14 @@ import {
   s3ObjectFile,
   startAgentCloud,
 } from '../support/agent-cloud.js';
-import { patched, proxyToS3, textImage, transportVia, updateVehicle } from '../support/delta-vehicle.js';
+import {
+  otaCli,
+  patched,
+  proxyToS3,
+  textImage,
+  transportVia,
+  updateVehicle,
+} from '../support/delta-vehicle.js';
 
 const KiB = 1024;
 const HOOK_TIMEOUT = { timeout: 120_000 };
@@ -95,6 +102,63 @@ describe('precomputed deltas', { timeout: 600_000 }, () => {
     assert.match(b.downloaded?.fallback ?? '', /no delta from the installed image \(deltas from 1\.0\.0\)/);
     assert.ok(viaReuse.bytesToClient > viaDelta.bytesToClient, 'chunk reuse fetches more than the delta');
     assert.ok(viaReuse.bytesToClient < c.table_offset, 'and less than every frame');
+  });
+
+  it('ota firmware sign --delta-from appends a delta that upload publishes and a vehicle on that base takes', async () => {
+    const base = textImage(400 * KiB, 'cli-base');
+    const next = patched(base);
+    writeFileSync(join(ac.root, 'cli-base.img'), base);
+    writeFileSync(join(ac.root, 'cli-next.img'), next);
+    writeFileSync(join(ac.root, 'release.key.pem'), ac.releaseKey.privatePem);
+    const env = {
+      OTA_ENDPOINT: ac.cloud.endpoints.api,
+      OTA_CA_FILE: ac.cloud.caFile,
+      OTA_ADMIN_TOKEN_FILE: ac.cloud.adminTokenFile!,
+    };
+    const sign = (extra: string[]) =>
+      otaCli(ac, env, [
+        'firmware',
+        'sign',
+        'cli-next.img',
+        '--release-id',
+        'tcu-1.0.6',
+        '--ecu',
+        'tcu',
+        '--hardware-id',
+        'TCU-HW-1',
+        '--version',
+        '1.0.6',
+        '--key',
+        'release.key.pem',
+        '--out',
+        'cli-delta.json',
+        '--chunk-size',
+        '64KiB',
+        ...extra,
+      ]);
+    const refused = await sign(['--delta-from', '1.0.0=cli-base.img']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /--delta-from needs --compressed-out/);
+    const signed = await sign(['--compressed-out', 'cli-delta.frames', '--delta-from', '1.0.0=cli-base.img']);
+    assert.equal(signed.code, 0, signed.stderr);
+    assert.match(signed.stdout, /delta {5}from 1\.0\.0: \d+ bytes \(\d+\.\d% of the image\)/);
+    const up = await otaCli(ac, env, [
+      'firmware',
+      'upload',
+      'cli-delta.frames',
+      '--manifest',
+      'cli-delta.json',
+    ]);
+    assert.equal(up.code, 0, up.stderr);
+    const proxy = await proxyToS3(ac);
+    const r = await updateVehicle(ac, '1.0.6', {
+      factory: base,
+      overrides: { downloadTransport: transportVia(ac, proxy) },
+    });
+    assert.equal(r.outcome.status, 'completed', r.outcome.reason);
+    assertVehicleRuns(r.dir, '1.0.6', next);
+    assert.equal(r.downloaded?.path, 'delta');
+    assert.ok(proxy.bytesToClient < next.length * 0.1, `served ${proxy.bytesToClient} for ${next.length}`);
   });
 
   it('a corrupted installed image falls back to the full compressed download, with the reason', async () => {

@@ -3,7 +3,9 @@
  * next version, a counting proxy in front of the S3 emulator, and one update of a fresh vehicle from a chosen
  * installed image.
  */
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import type { AgentEvent } from '../../vehicle/agent.js';
 import { DirectHttpsTransport } from '../../vehicle/direct-https.js';
 import type { CreateAgentOptions } from '../../vehicle/setup.js';
@@ -93,4 +95,23 @@ export async function updateVehicle(
   } finally {
     await v.close();
   }
+}
+
+const OTA = fileURLToPath(new URL('../../bin/ota.ts', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+
+/** The ota CLI in a child process, in the cloud's folder. */
+export function otaCli(
+  ac: AgentCloud,
+  env: Record<string, string>,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', TSX, OTA, ...args],
+      { cwd: ac.root, env: { PATH: process.env.PATH ?? '', HOME: ac.root, ...env } },
+      (err, stdout, stderr) => resolve({ code: err ? ((err.code as number) ?? 1) : 0, stdout, stderr }),
+    );
+  });
 }
