@@ -5,7 +5,6 @@
  * as they must: refused with the old version running, or installed after a fallback or a resume.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
