@@ -343,6 +343,11 @@ export const COMMANDS: readonly Command[] = [
         placeholder: '<semver>',
         description: 'filter: current version of that ECU',
       },
+      runs: {
+        type: 'string',
+        placeholder: '<ecu>=<version>',
+        description: 'filter: the reported inventory has this ECU at this version or pattern (bcm=2.x)',
+      },
       all: { type: 'boolean', description: 'target every registered vehicle (instead of --vin or a filter)' },
       'no-wait': {
         type: 'boolean',

@@ -149,6 +149,7 @@ const FIELD_FLAGS: Record<string, string> = {
   'targets.filter.model': 'model',
   'targets.filter.hardware_id': 'hardware-id',
   'targets.filter.current_version': 'current-version',
+  'targets.filter.runs': 'runs',
   ...Object.fromEntries(Object.entries(POLICY_FLAGS).map(([k, flag]) => [`policy.${k}`, flag])),
 };
 
@@ -169,6 +170,14 @@ export function vinListUpload(vins: readonly string[]): Buffer | undefined {
   return vins.length > INLINE_VINS ? Buffer.from(`${vins.join('\n')}\n`) : undefined;
 }
 
+/** `--runs bcm=2.x` -> { ecu: 'bcm', version: '2.x' }. */
+function runsFilter(raw: string | undefined): { ecu: string; version: string } | undefined {
+  if (raw === undefined) return undefined;
+  const m = /^([^=]+)=(.+)$/.exec(raw.trim());
+  if (!m) throw new UsageError(`--runs must be ecu=version, e.g. bcm=2.x (got '${raw}')`);
+  return { ecu: m[1]!.trim(), version: m[2]!.trim() };
+}
+
 export function campaignBody(values: OptionValues, vinsFromFile: readonly string[] = []): CampaignBody {
   const vins = campaignVins(values, vinsFromFile);
   const upload = vinListUpload(vins);
@@ -181,6 +190,7 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
     model: stringOption(values, 'model'),
     hardware_id: stringOption(values, 'hardware-id'),
     current_version: stringOption(values, 'current-version'),
+    runs: runsFilter(stringOption(values, 'runs')),
   };
   const hasFilter = Object.values(filter).some((v) => v !== undefined);
   const all = booleanOption(values, 'all');

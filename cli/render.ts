@@ -88,12 +88,25 @@ export function renderVehicle(v: VehicleView): string[] {
     ['certificate', v.certificate_id],
     ['active update', orNone(v.active_update_id)],
   ]);
+  // The inventory the vehicle reported (with image digests) when it has reported one, else the registration's.
+  const reported = v.inventory;
   lines.push(
     '',
-    ...table(
-      ['ECU', 'HARDWARE', 'VERSION'],
-      v.ecus.map((e) => [e.ecu, e.hardware_id, e.version]),
-    ),
+    ...(reported
+      ? [
+          `inventory reported ${reported.reported_at} (sequence ${reported.sequence})`,
+          ...table(
+            ['ECU', 'HARDWARE', 'VERSION', 'SHA-256'],
+            reported.ecus.map((e) => [e.ecu, e.hardware_id, e.version, e.sha256.slice(0, 16)]),
+          ),
+        ]
+      : [
+          'inventory not reported yet (as registered)',
+          ...table(
+            ['ECU', 'HARDWARE', 'VERSION'],
+            v.ecus.map((e) => [e.ecu, e.hardware_id, e.version]),
+          ),
+        ]),
   );
   lines.push(
     '',

@@ -4,6 +4,7 @@
  * one side breaks the build or the conformance test instead of printing blanks.
  */
 import * as z from 'zod';
+import { inventoryViewSchema } from './inventory.js';
 import { updateViewSchema } from './responses.js';
 import { signedManifestSchema, UPDATE_STATUSES } from './schemas.js';
 
@@ -82,6 +83,8 @@ export const vehicleViewSchema = z.object({
   freshness_alert: z
     .object({ kind: z.string(), sequence: z.number().int(), detail: z.string(), at: z.string() })
     .nullable(),
+  /** What the vehicle last reported it runs (null until its first inventory report). */
+  inventory: inventoryViewSchema.nullable(),
   updates: z.array(updateViewSchema),
 });
 export type VehicleView = z.infer<typeof vehicleViewSchema>;

@@ -13,6 +13,7 @@ import {
   vehicleListSchema,
 } from './fleet-view.js';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
+import { inventoryAnswerSchema, inventoryReportSchema, versionPatternSchema } from './inventory.js';
 import {
   campaignCreatedSchema,
   campaignExcludedSchema,
@@ -61,6 +62,7 @@ export const bodies = {
   firmwareRequest: z.strictObject({ firmware_version: versionSchema }),
   status: statusReportSchema,
   freshnessAlert: freshnessAlertSchema,
+  inventory: inventoryReportSchema,
   createRelease: signedManifestSchema,
   publishRelease: z.strictObject({
     upload_id: plainText(1024).min(1).optional(),
@@ -107,6 +109,8 @@ const createCampaignSchema = z.strictObject({
           model: plainText(64).optional(),
           hardware_id: plainText(64).optional(),
           current_version: versionSchema.optional(),
+          /** Vehicles whose (reported) inventory has this ECU at a matching version: {ecu: "bcm", version: "2.x"}. */
+          runs: z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema }).optional(),
         })
         .optional(),
       /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
@@ -299,6 +303,16 @@ export const ROUTES: readonly RouteDefinition[] = [
     maxBodyBytes: SMALL,
     responses: { 202: freshnessAlertAnswerSchema },
     summary: 'Report a withheld offer or a lack of freshness statements',
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/inventory',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bodies.inventory,
+    maxBodyBytes: SMALL,
+    responses: { 200: inventoryAnswerSchema },
+    summary: 'Report the software inventory: per ECU its hardware id, version and image SHA-256',
   },
   {
     method: 'POST',

@@ -89,6 +89,8 @@ export type AgentEvent =
   /** An offer refused without a report: its assignment is not verifiably for this vehicle (forged, other VIN). */
   | { type: 'refused'; reason: string; message: string }
   | { type: 'connection'; connected: boolean }
+  /** The software inventory was reported (applied: false when the backend already held a newer one). */
+  | { type: 'inventory'; sequence: number; applied: boolean }
   /**
    * Freshness (freshness.ts): a newer statement verified (fresh), one refused (refused: older, forged, another
    * VIN's, future-dated or expired), an offer found withheld (withheld), no statement for too long (silent), an

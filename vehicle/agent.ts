@@ -19,6 +19,7 @@ import { DownloadUrls } from './download-phase.js';
 import { Downloader } from './downloader.js';
 import { AgentError } from './errors.js';
 import { FreshnessMonitor } from './freshness.js';
+import { InventoryReporter } from './inventory-reporter.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
 import { MqttLink } from './mqtt-link.js';
 import { OfferAcceptance } from './offer-acceptance.js';
@@ -155,7 +156,19 @@ export class VehicleAgent {
     await runner.recover();
     reporter.start();
     this.mqtt?.start();
-    this.loops = [runner.loop(this.workWake), poller.loop(), ...(freshness ? [freshness.loop()] : [])];
+    // Reported at start (after registration, after what a restart settled) and after each change of version.
+    const inventoryReports = new InventoryReporter(ctx);
+    this.onEvent((e) => {
+      if (e.type === 'outcome' && (e.status === 'completed' || e.status === 'rolled_back'))
+        inventoryReports.trigger();
+    });
+    this.abort.signal.addEventListener('abort', () => inventoryReports.stop(), { once: true });
+    this.loops = [
+      runner.loop(this.workWake),
+      poller.loop(),
+      inventoryReports.loop(),
+      ...(freshness ? [freshness.loop()] : []),
+    ];
   }
 
   /** Graceful stop: the update in progress keeps its phase and resumes on the next start. */

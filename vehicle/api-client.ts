@@ -3,8 +3,10 @@
  * they expire and once more on a 401, and the update routes. Responses are validated; a download answer whose
  * manifest or assignment does not parse is refused here, before anything acts on it.
  */
+
 import * as z from 'zod';
 import { type FreshnessAlert, type FreshnessAnswer, freshnessAnswerSchema } from '../protocol/freshness.js';
+import { type InventoryAnswer, type InventoryReport, inventoryAnswerSchema } from '../protocol/inventory.js';
 import {
   challengeAnswerSchema,
   type DownloadAnswer,
@@ -33,6 +35,8 @@ export interface VehicleApi {
   freshness?(signal?: AbortSignal): Promise<FreshnessAnswer>;
   /** Reports a withheld offer or missing statements. */
   freshnessAlert?(alert: FreshnessAlert, signal?: AbortSignal): Promise<unknown>;
+  /** Reports what every ECU runs (absent: the inventory is not reported). */
+  reportInventory?(report: InventoryReport, signal?: AbortSignal): Promise<InventoryAnswer>;
 }
 
 export interface VehicleApiClientOptions {
@@ -122,6 +126,16 @@ export class VehicleApiClient implements VehicleApi {
     );
   }
 
+  reportInventory(report: InventoryReport, signal?: AbortSignal): Promise<InventoryAnswer> {
+    return this.authorized(
+      'POST',
+      `/updates/${this.options.vin}/inventory`,
+      report,
+      signal,
+      inventoryAnswerSchema,
+    );
+  }
+
   /** Forgets the token (e.g. after re-registration). */
   invalidateToken(): void {
     this.token = undefined;
@@ -162,14 +176,25 @@ export class VehicleApiClient implements VehicleApi {
 
   private async login(signal: AbortSignal | undefined): Promise<string> {
     const vin = this.options.vin;
-    const challenge = await this.call('POST', '/auth/challenge', { vin }, signal, challengeAnswerSchema);
-    const issued = await this.call(
-      'POST',
-      '/auth/token',
-      { vin, nonce: challenge.nonce, signature: this.options.signChallenge(challenge.nonce) },
-      signal,
-      tokenAnswerSchema,
-    );
+    let issued: z.infer<typeof tokenAnswerSchema> | undefined;
+    // A challenge lives two minutes and is spent by any answer: one that expired while the answer waited (a stalled
+    // link, a queue) or whose answer was lost after it was spent is refused with invalid_challenge, and only a
+    // fresh challenge helps. Twice more, then the error goes up (a wrong key fails every time).
+    for (let attempt = 0; issued === undefined; attempt++) {
+      const challenge = await this.call('POST', '/auth/challenge', { vin }, signal, challengeAnswerSchema);
+      try {
+        issued = await this.call(
+          'POST',
+          '/auth/token',
+          { vin, nonce: challenge.nonce, signature: this.options.signChallenge(challenge.nonce) },
+          signal,
+          tokenAnswerSchema,
+        );
+      } catch (err) {
+        if (!(err instanceof ApiError && err.code === 'invalid_challenge' && attempt < 2)) throw err;
+        this.logger.info('challenge refused; logging in with a fresh one', { attempt });
+      }
+    }
     this.token = { value: issued.token, expiresAt: this.runtime.now() + issued.expires_in * 1000 };
     this.logger.debug('logged in', { expires_in: issued.expires_in });
     return issued.token;

@@ -89,6 +89,11 @@ const slotsFileSchema = z.object({
   /** committed: the active slot is confirmed; trial: switched, waiting for the health check. */
   state: z.enum(['committed', 'trial']),
   previous: slotName.optional(),
+  /**
+   * Boots a trial slot still gets without being confirmed (the bootloader's boot counter); at 0 the next boot
+   * switches back. Absent in files written before boot counters: such a trial is counted as having none left.
+   */
+  boots_left: z.number().int().min(0).optional(),
   slots: z.object({ a: slotSchema, b: slotSchema }),
 });
 export type SlotsFile = z.infer<typeof slotsFileSchema>;
@@ -102,6 +107,16 @@ export interface FileSlotInstallerOptions {
   readonly healthCheck?: HealthCheck;
   /** @default statfs */
   readonly freeSpace?: FreeSpace;
+  /** Boots an activated, unconfirmed slot gets before the bootloader switches back. @default 3 */
+  readonly bootBudget?: number;
+}
+
+/** What a (simulated) ECU reset did: the slot it boots, and the trial it gave up when its boots ran out. */
+export interface BootReport {
+  readonly active: ActiveImage;
+  readonly gaveUp?: ActiveImage;
+  /** Boots the trial still has (undefined when nothing is on trial). */
+  readonly bootsLeft?: number;
 }
 
 const other = (s: SlotName): SlotName => (s === 'a' ? 'b' : 'a');
@@ -279,7 +294,45 @@ export class FileSlotInstaller implements EcuInstaller {
     if (s.state !== 'committed' || slot.status !== 'valid' || slot.sha256 !== image.sha256) {
       throw new InstallError('slot_not_ready', `${this.ecu}: slot ${target} does not hold ${image.version}`);
     }
-    await this.write({ ...s, active: target, state: 'trial', previous: s.active });
+    await this.write({
+      ...s,
+      active: target,
+      state: 'trial',
+      previous: s.active,
+      boots_left: this.options.bootBudget ?? 3,
+    });
+  }
+
+  /**
+   * An ECU reset, as its bootloader sees it: a trial slot spends one of its boots, and once none is left the
+   * bootloader switches back to the previous slot on its own, whatever the agent does (a hung TCU cannot leave an
+   * ECU on an unconfirmed image for ever).
+   */
+  async boot(): Promise<BootReport> {
+    const s = await this.read();
+    if (s.state !== 'trial') return { active: await this.active() };
+    const left = s.boots_left ?? 0;
+    if (left === 0) {
+      const slot = s.slots[s.active];
+      const gaveUp = { version: slot.version ?? 'unknown', sha256: slot.sha256 ?? '' };
+      return { active: await this.rollback(), gaveUp };
+    }
+    await this.write({ ...s, boots_left: left - 1 });
+    return { active: await this.active(), bootsLeft: left - 1 };
+  }
+
+  /**
+   * Switches a committed ECU back to its other slot when that still holds exactly `sha256` (A/B keeps the previous
+   * image until the next write): how a bundle whose other member fell back is made whole again.
+   */
+  async switchBackTo(sha256: string): Promise<ActiveImage> {
+    const s = await this.read();
+    const prev = other(s.active);
+    if (s.state !== 'committed' || s.slots[prev].status !== 'valid' || s.slots[prev].sha256 !== sha256) {
+      throw new InstallError('previous_unavailable', `${this.ecu}: the other slot no longer holds ${sha256}`);
+    }
+    await this.write({ ...s, active: prev });
+    return this.active();
   }
 
   async healthCheck(): Promise<boolean> {
@@ -296,7 +349,7 @@ export class FileSlotInstaller implements EcuInstaller {
   async commit(): Promise<void> {
     const s = await this.read();
     if (s.state !== 'trial') throw new InstallError('no_trial', `${this.ecu}: nothing to commit`);
-    const { previous: _previous, ...rest } = s;
+    const { previous: _previous, boots_left: _boots, ...rest } = s;
     await this.write({ ...rest, state: 'committed' });
   }
 
@@ -304,7 +357,7 @@ export class FileSlotInstaller implements EcuInstaller {
     const s = await this.read();
     if (s.state === 'trial' && s.previous) {
       const failed = s.active;
-      const { previous, ...rest } = s;
+      const { previous, boots_left: _boots, ...rest } = s;
       // The failed image is dropped from its slot so nothing boots it again.
       await this.write({
         ...rest,

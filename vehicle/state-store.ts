@@ -97,6 +97,8 @@ export const agentStateSchema = z.object({
   current: currentUpdateSchema.nullable(),
   inbox: z.array(inboxEntrySchema),
   pending_reports: z.array(pendingReportSchema),
+  /** SHA-256 of the last inventory the backend acknowledged: an unchanged one is not sent again at start-up. */
+  reported_inventory: z.string().optional(),
   /** Latest outcomes, newest last (bounded): recognises redelivered offers and shows history. */
   recent: z.array(outcomeSchema),
 });

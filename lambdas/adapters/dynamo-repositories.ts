@@ -20,8 +20,10 @@ import type {
   CampaignRecord,
   CampaignRepository,
   CampaignStatus,
+  EcuRecord,
   HistoryEvent,
   HistoryRepository,
+  InventoryRecord,
   Page,
   ReleaseRecord,
   ReleaseRepository,
@@ -464,6 +466,26 @@ export class DynamoVehicleRepository implements VehicleRepository {
       // The lock is gone or another campaign's (released by a cancel meanwhile): the version alone.
     }
     await this.db.send(new UpdateCommand(setVersion));
+  }
+
+  async recordInventory(
+    vin: string,
+    inventory: InventoryRecord,
+    ecus: readonly EcuRecord[],
+  ): Promise<boolean> {
+    return conditionally(
+      this.db,
+      new UpdateCommand({
+        TableName: this.table,
+        Key: { vin },
+        UpdateExpression: 'SET inventory = :inv, ecus = :ecus',
+        // Registered vehicles only; a late report never overwrites a newer one.
+        ConditionExpression:
+          'attribute_exists(vin) AND (attribute_not_exists(inventory) OR inventory.#seq < :seq)',
+        ExpressionAttributeNames: { '#seq': 'sequence' },
+        ExpressionAttributeValues: { ':inv': inventory, ':ecus': ecus, ':seq': inventory.sequence },
+      }),
+    );
   }
 }
 

@@ -18,9 +18,11 @@
  * (releasing the locks of the slice it did not commit), and the last one takes the targets back and marks it
  * `cancelled`.
  */
+
 import { compareVersions } from '../../protocol/versions.js';
 import { haltProblem, waveSizes } from './campaign-policy.js';
 import { campaignUpdateId, shuffleKey } from './campaigns.js';
+import { runsVersion } from './inventory.js';
 import type { JobResult } from './jobs.js';
 import type {
   CampaignRecord,
@@ -101,6 +103,7 @@ function matchesFilter(v: VehicleRecord, f: NonNullable<PreparationRecord['sourc
   if (f.model !== undefined && v.model !== f.model) return false;
   if (f.hardware_id !== undefined && e?.hardware_id !== f.hardware_id) return false;
   if (f.current_version !== undefined && e?.version !== f.current_version) return false;
+  if (f.runs !== undefined && !runsVersion(v, f.runs.ecu, f.runs.version)) return false;
   return true;
 }
 

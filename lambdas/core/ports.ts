@@ -102,6 +102,14 @@ export interface VehicleRecord {
   readonly revokedReason?: string;
   /** The last freshness alert the vehicle reported (lambdas/core/freshness.ts). */
   readonly freshnessAlert?: FreshnessAlertRecord;
+  /** The software inventory the vehicle last reported (protocol/inventory.ts). */
+  readonly inventory?: InventoryRecord;
+}
+
+export interface InventoryRecord {
+  readonly ecus: readonly { ecu: string; hardware_id: string; version: string; sha256: string }[];
+  readonly sequence: number;
+  readonly reportedAt: string;
 }
 
 export interface FreshnessAlertRecord {
@@ -166,6 +174,11 @@ export interface VehicleRepository {
    * campaign's lock on it, in one write to the vehicle item (the record locates the ECU in the inventory).
    */
   recordCompletion(vehicle: VehicleRecord, ecu: string, version: string, campaignId?: string): Promise<void>;
+  /**
+   * Stores a reported inventory and the versions it names in the registered ECU list, in one write; false (and
+   * nothing written) when a report with this or a higher sequence is already stored.
+   */
+  recordInventory(vin: string, inventory: InventoryRecord, ecus: readonly EcuRecord[]): Promise<boolean>;
 }
 
 export interface UpdateRecord {
@@ -359,6 +372,8 @@ export interface PreparationSource {
     readonly model?: string;
     readonly hardware_id?: string;
     readonly current_version?: string;
+    /** The vehicle runs this version pattern (e.g. 2.x) on that ECU, by its reported inventory. */
+    readonly runs?: { readonly ecu: string; readonly version: string };
   };
   readonly list?: {
     readonly key: string;

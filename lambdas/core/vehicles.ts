@@ -2,10 +2,12 @@
  * The vehicle registry: an operator registers a vehicle with its ECU inventory and a CSR made on the vehicle (the
  * private key never leaves it); the backend answers the device certificate that identifies it on MQTT and HTTPS.
  */
+
 import { X509Certificate } from 'node:crypto';
 import type { VehicleRegistered, VehicleView } from '../../protocol/operator-responses.js';
 import { keyIdOf } from '../../protocol/signatures.js';
 import { ConflictError, NotFoundError } from './errors.js';
+import { inventoryView } from './inventory.js';
 import type { CertificateIssuer, Clock, UpdateRepository, VehicleRepository } from './ports.js';
 import { toUpdateView } from './vehicle-updates.js';
 
@@ -76,6 +78,7 @@ export class VehicleRegistryService {
       revoked_at: vehicle.revokedAt ?? null,
       /** The last withheld offer or freshness silence the vehicle reported (lambdas/core/freshness.ts). */
       freshness_alert: vehicle.freshnessAlert ?? null,
+      inventory: inventoryView(vehicle),
       updates: updates.map(toUpdateView),
     };
   }

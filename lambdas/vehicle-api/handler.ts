@@ -16,6 +16,7 @@ import {
 } from '../adapters/runtime.js';
 import { assignmentSigning } from '../core/env.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
+import { InventoryService } from '../core/inventory.js';
 import { systemClock } from '../core/ports.js';
 import { authorizeVehicle } from '../core/vehicle-auth.js';
 import { FirmwareOfferService, UpdateStatusService } from '../core/vehicle-updates.js';
@@ -43,6 +44,7 @@ const offers = new FirmwareOfferService({
 });
 
 const freshness = freshnessService(signer);
+const inventories = new InventoryService({ vehicles, clock: systemClock });
 
 const ratePerMinute = settings.vehicleRatePerMinute();
 
@@ -103,6 +105,8 @@ const route = createRouter(
       logger.warn('vehicle reports a freshness problem', { vin: vehicle.vin, ...req.body });
       return json(202, await freshness.alert(vehicle, req.body));
     },
+    'POST /updates/{vin}/inventory': async (req: RouteRequest<z.infer<typeof bodies.inventory>>) =>
+      json(200, await inventories.report(await authorize(req), req.body)),
   },
   logger,
 );

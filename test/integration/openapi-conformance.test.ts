@@ -335,6 +335,21 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asVehicle('GET', `/updates/${OTHER_VIN}/freshness`, 403);
   });
 
+  it('inventory: a report stored and shown, a stale one not applied, and refusals', async () => {
+    const ecus = [{ ecu: 'tcu', hardware_id: 'TCU-HW-1', version: '3.0.1', sha256: 'a'.repeat(64) }];
+    const stored = await asVehicle('POST', `/updates/${VIN}/inventory`, 200, { sequence: 1_000_000, ecus });
+    assert.equal(stored.json.applied, true);
+    const stale = await asVehicle('POST', `/updates/${VIN}/inventory`, 200, { sequence: 999_999, ecus });
+    assert.equal(stale.json.applied, false);
+    const v = await asOperator('GET', `/vehicles/${VIN}`, 200);
+    assert.deepEqual(v.json.inventory.ecus, ecus);
+    await asVehicle('POST', `/updates/${VIN}/inventory`, 409, {
+      sequence: 1_000_001,
+      ecus: [{ ...ecus[0], hardware_id: 'OTHER-HW' }],
+    });
+    await asVehicle('POST', `/updates/${VIN}/inventory`, 400, { sequence: 1, ecus: [] });
+  });
+
   it('kill switches: withdraw a release, revoke a vehicle, and refusals', async () => {
     const withdrawn = await asOperator('POST', '/releases/tcu-4.0.0/withdraw', 200, { reason: 'bad batch' });
     assert.equal(withdrawn.json.status, 'withdrawn');

@@ -94,6 +94,48 @@ describe('VehicleApiClient', { timeout: 60_000 }, () => {
     await assert.rejects(t.client.listUpdates(), (e: unknown) => e instanceof ApiError && e.status === 401);
   });
 
+  it('logs in with a fresh challenge when the answer to one is refused (expired, or spent by a lost answer), twice at most', async () => {
+    const { privateKeyPem } = await generateKeyAndCsr(VIN);
+    let challenges = 0;
+    let refuse = 2;
+    const transport = new FakeTransport((req) => {
+      if (req.url.endsWith('/auth/challenge'))
+        return json(200, { nonce: `nonce-${++challenges}-${'n'.repeat(32)}`, expires_at: '' });
+      if (req.url.endsWith('/auth/token')) {
+        if (refuse-- > 0)
+          return json(401, {
+            error: { code: 'invalid_challenge', message: 'The challenge answer is invalid or expired' },
+          });
+        return json(200, { token: 'token-ok', token_type: 'Bearer', expires_in: 900, expires_at: '' });
+      }
+      return req.url.endsWith(`/updates/${VIN}`)
+        ? json(200, listing)
+        : json(404, { error: { code: 'not_found', message: 'nope' } });
+    });
+    const client = new VehicleApiClient({
+      baseUrl: 'https://api.example/',
+      vin: VIN,
+      signChallenge: challengeSigner({ vin: VIN, keyPem: privateKeyPem }),
+      transport,
+      runtime: new FakeRuntime(),
+    });
+    await client.listUpdates();
+    assert.equal(challenges, 3, 'two refused answers, then a fresh challenge that works');
+    assert.equal(
+      transport.requests.find((r) => r.url.endsWith(`/updates/${VIN}`))?.headers?.authorization,
+      'Bearer token-ok',
+    );
+    // A key the backend never accepts: three challenges, then the refusal goes up.
+    refuse = 10;
+    challenges = 0;
+    client.invalidateToken();
+    await assert.rejects(
+      client.listUpdates(),
+      (e: unknown) => e instanceof ApiError && e.code === 'invalid_challenge',
+    );
+    assert.equal(challenges, 3);
+  });
+
   it('maps error bodies and retry-after, and classifies what is worth retrying', async () => {
     const t = await setup((req) => {
       if (req.url.endsWith('/status'))
