@@ -22,6 +22,8 @@ export interface WorkerJob {
     DownloaderOptions,
     'requestBytes' | 'flushEveryBytes' | 'writeBufferBytes' | 'writesInFlight' | 'syncOnComplete'
   > & { readonly readAheadBytes?: number };
+  /** The installed image to reuse chunks from (a compressed release; bench/delta.ts). */
+  readonly base?: { readonly path: string; readonly sha256: string };
   /** Send connections for the S3 port through this local port (the interrupting proxy). */
   readonly via?: { readonly s3Port: number; readonly proxyPort: number };
 }
@@ -31,6 +33,10 @@ export interface WorkerResult {
   readonly verifyMs: number;
   readonly bytesReceived: number;
   readonly requests: number;
+  /** Image bytes taken from the base instead of the network, and the path the downloader took. */
+  readonly bytesReused: number;
+  readonly path: string;
+  readonly fallback?: string;
   /** Of downloadMs: forcing the finished file to disk (curl does not). */
   readonly finalSyncMs: number;
   readonly problems: string[];
@@ -105,6 +111,7 @@ const stats = await downloader.download({
   verifiedBytes: 0,
   source: { url: async () => job.url },
   signal: new AbortController().signal,
+  ...(job.base ? { base: job.base } : {}),
 });
 const t1 = performance.now();
 // The agent's verify step after a download in the same process: the whole-image digest the downloader computed
@@ -128,6 +135,9 @@ const result: WorkerResult = {
   verifyMs: t2 - t1,
   bytesReceived: stats.bytesReceived,
   requests: stats.requests,
+  bytesReused: stats.bytesReused,
+  path: stats.path,
+  ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
   finalSyncMs: stats.finalSyncMs,
   cpuMs: { user: cpu.user / 1000, system: cpu.system / 1000 },
   problems,

@@ -34,7 +34,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
-import { AGENT_BUNDLE_OPTIONS } from '../bin/agent-bundle.js';
+import { AGENT_BUNDLE_OPTIONS, copyZstdWasm } from '../bin/agent-bundle.js';
 import { startLocalCloud } from '../local/cloud.js';
 import { DEFAULT_CHUNK_SIZE, ImageHasher, type ReleaseManifest, signManifest } from '../protocol/manifest.js';
 import { startFaultProxy } from '../test/support/agent-net.js';
@@ -185,6 +185,7 @@ async function timed(
 async function bundleWorker(dir: string): Promise<string> {
   const outfile = join(dir, 'agent-download-worker.mjs');
   await build({ ...AGENT_BUNDLE_OPTIONS, entryPoints: [WORKER_SOURCE], outfile });
+  copyZstdWasm(dir);
   return outfile;
 }
 

@@ -141,6 +141,24 @@ export const COMMANDS: readonly Command[] = [
         placeholder: '<size>',
         description: 'chunk size, 64KiB-64MiB (default 4MiB)',
       },
+      'compressed-out': {
+        type: 'string',
+        placeholder: '<file>',
+        description:
+          'also write the compressed object (zstd frames + frame table) to upload instead of the image',
+      },
+      'compression-level': {
+        type: 'string',
+        placeholder: '<1-19>',
+        description: 'zstd level with --compressed-out (default 19)',
+      },
+      'delta-from': {
+        type: 'string',
+        multiple: true,
+        placeholder: '<version>=<image>',
+        description:
+          'with --compressed-out: append a precomputed delta from this installed version (its exact image file)',
+      },
     },
     examples: [
       'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',
@@ -158,7 +176,10 @@ export const COMMANDS: readonly Command[] = [
       'stored image against the manifest. Running it again after a failure starts a fresh upload.',
     ],
     api: true,
-    positionals: id('image', 'firmware image file, as signed'),
+    positionals: id(
+      'image',
+      'firmware image file, as signed (the --compressed-out file of a compressed release)',
+    ),
     options: {
       manifest: {
         type: 'string',

@@ -1,5 +1,6 @@
 /** `ota firmware sign|upload|publish|list|show`: signed release manifests and their images. */
 import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReleaseManifest } from '../protocol/manifest.js';
@@ -9,6 +10,7 @@ import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
+import { appendDeltas, parseDeltaFrom } from './firmware-delta.js';
 import { checkReleaseId, parseChunkSize } from './inputs.js';
 import { Progress } from './progress.js';
 import { type ReleaseSummary, type ReleaseView, releaseRows, renderRelease } from './render.js';
@@ -74,7 +76,10 @@ export async function sign(ctx: Context): Promise<void> {
   const out = ctx.path(requireString(v, 'out'));
   const image = imageFile(ctx);
 
-  const [{ digestStream, signManifest }, { KeyFileSigner, keyIdOf }] = await Promise.all([
+  const compressedOut = stringOption(v, 'compressed-out');
+  const level = numberOption(v, 'compression-level', { integer: true, min: 1, max: 19 }) ?? 19;
+  const deltaBases = parseDeltaFrom(ctx, stringList(v, 'delta-from'), compressedOut !== undefined);
+  const [{ ImageHasher, signManifest }, { KeyFileSigner, keyIdOf }] = await Promise.all([
     import('../protocol/manifest.js'),
     import('../protocol/signatures.js'),
   ]);
@@ -112,12 +117,32 @@ export async function sign(ctx: Context): Promise<void> {
     }
   })();
   ctx.signal.addEventListener('abort', () => stream.destroy(ctx.signal.reason as Error), { once: true });
-  let digest: Awaited<ReturnType<typeof digestStream>>;
+  const hasher = new ImageHasher(chunkSize);
+  const hashed = (async function* () {
+    for await (const chunk of counted) {
+      hasher.update(chunk);
+      yield chunk;
+    }
+  })();
+  let digest: ReturnType<typeof hasher.digest>;
+  let compression: ReleaseManifest['compression'];
   try {
-    digest = await digestStream(counted, chunkSize);
+    if (compressedOut === undefined) {
+      for await (const _ of hashed);
+    } else {
+      compression = await writeCompressed(ctx.path(compressedOut), hashed, chunkSize, level);
+    }
+    digest = hasher.digest();
+    if (compression && deltaBases.length > 0) {
+      compression = await appendDeltas(ctx, ctx.path(compressedOut!), image.path, compression, deltaBases, {
+        chunkSize,
+        sha256: digest.sha256,
+      });
+    }
   } catch (err) {
     progress.finish(false);
     if (ctx.signal.aborted) throw ctx.signal.reason;
+    if (err instanceof CliError) throw err;
     throw new CliError(`reading ${image.path} failed: ${(err as Error).message}`);
   }
   progress.finish();
@@ -130,6 +155,7 @@ export async function sign(ctx: Context): Promise<void> {
     sha256: digest.sha256,
     chunks: digest.chunks,
     created_at: new Date().toISOString(),
+    ...(compression ? { compression } : {}),
   };
   const r = releaseManifestSchema.safeParse(manifest);
   if (!r.success) throw new CliError(`the manifest is not valid: ${r.error.issues[0]?.message ?? 'invalid'}`);
@@ -150,6 +176,12 @@ export async function sign(ctx: Context): Promise<void> {
     chunks: manifest.chunks.length,
     key_id: keyId,
     manifest_file: out,
+    ...(compression
+      ? { compressed_file: ctx.path(compressedOut!), compressed_size: compression.object_size }
+      : {}),
+    ...(compression?.deltas
+      ? { deltas: compression.deltas.map((d) => ({ from_version: d.from_version, size: d.size })) }
+      : {}),
   });
   ctx.print(
     [
@@ -157,8 +189,49 @@ export async function sign(ctx: Context): Promise<void> {
       `  image     ${formatImage(manifest)}`,
       `  sha256    ${manifest.sha256}`,
       `  manifest  ${ctx.display(out)}`,
+      ...(compression
+        ? [
+            `  upload    ${ctx.display(ctx.path(compressedOut!))} (${compression.object_size} bytes, ` +
+              `${((compression.object_size * 100) / manifest.size).toFixed(1)}% of the image)`,
+          ]
+        : []),
+      ...(compression?.deltas ?? []).map(
+        (d) =>
+          `  delta     from ${d.from_version}: ${d.size} bytes (${((d.size * 100) / manifest.size).toFixed(1)}% of the image)`,
+      ),
     ].join('\n'),
   );
+}
+
+/** Writes the compressed object (frames.ts) while the image is hashed: one read of the image. */
+async function writeCompressed(
+  path: string,
+  image: AsyncIterable<Uint8Array>,
+  chunkSize: number,
+  level: number,
+): Promise<NonNullable<ReleaseManifest['compression']>> {
+  const [{ writeFramedObject }, { loadZstd }] = await Promise.all([
+    import('../protocol/frame-publisher.js'),
+    import('../protocol/zstd.js'),
+  ]);
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'w');
+  } catch (err) {
+    throw new CliError(`cannot write ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const framed = await writeFramedObject(
+      image,
+      { chunkSize, level, codec: await loadZstd() },
+      async (data) => {
+        await fh.write(data);
+      },
+    );
+    return framed.compression;
+  } finally {
+    await fh.close();
+  }
 }
 
 function formatImage(m: ReleaseManifest): string {
@@ -196,9 +269,13 @@ export async function upload(ctx: Context): Promise<void> {
   const signed = readManifest(manifestFile);
   const image = imageFile(ctx);
   const m = signed.manifest;
-  if (image.size !== m.size) {
+  const stored = m.compression?.object_size ?? m.size;
+  if (image.size !== stored) {
     throw new CliError(
-      `${image.path} is ${image.size} bytes but the manifest describes ${m.size}: wrong image or manifest`,
+      m.compression
+        ? `${image.path} is ${image.size} bytes but the manifest describes a compressed object of ${stored}: ` +
+            'upload the --compressed-out file that firmware sign wrote'
+        : `${image.path} is ${image.size} bytes but the manifest describes ${m.size}: wrong image or manifest`,
     );
   }
   const api = await ctx.api();

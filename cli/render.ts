@@ -145,6 +145,17 @@ export function countsText(counts: Record<string, number>): string {
 }
 
 /** A campaign's status with a wave x state matrix; `current` marks the wave being rolled out. */
+const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+/** Bytes the campaign's downloads fetched against the images they delivered (issue 13). */
+export function transferText(t: CampaignView['transfer']): string {
+  const pct = t.bytes_image > 0 ? ` (${((t.bytes_saved * 100) / t.bytes_image).toFixed(1)}%)` : '';
+  return (
+    `${t.downloads} download(s): fetched ${MB(t.bytes_fetched)} for ${MB(t.bytes_image)} of images, ` +
+    `saved ${MB(t.bytes_saved)}${pct}, ${MB(t.bytes_reused)} rebuilt from installed images`
+  );
+}
+
 export function renderCampaign(c: CampaignView): string[] {
   const lines = keyValues([
     ['campaign', `${c.campaign_id} (${c.name})`],
@@ -158,6 +169,7 @@ export function renderCampaign(c: CampaignView): string[] {
     ...(c.preparation?.failure_reason ? ([['failure', c.preparation.failure_reason]] as const) : []),
     ['targets', `${c.target_count}${c.excluded.count ? ` (${c.excluded.count} excluded)` : ''}`],
     ['totals', countsText(c.counts)],
+    ...(c.transfer.downloads > 0 ? ([['transfer', transferText(c.transfer)]] as const) : []),
     ['updated', c.updated_at],
   ]);
   const statuses = statusesIn(c.waves.map((w) => w.counts));

@@ -6,7 +6,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
+import { deltaTableSize } from './delta.js';
 import { ProtocolError } from './errors.js';
+import { maxFrameTableSize } from './frames.js';
 import type { releaseManifestSchema, signedManifestSchema } from './schemas.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
 
@@ -46,6 +48,25 @@ export function checkManifestConsistency(manifest: ReleaseManifest): void {
   }
   if (new Set(manifest.hardware_ids).size !== manifest.hardware_ids.length) {
     throw new ProtocolError('invalid_manifest', 'manifest hardware_ids has duplicates');
+  }
+  const c = manifest.compression;
+  if (c) {
+    // The table closes the object, and may not be larger than one chunk per 64 bytes of image (what a vehicle or
+    // the backend is asked to hold in memory; real tables are 36 bytes per 64 KiB).
+    // Deltas follow the table, back to back, and end the object.
+    let end = c.table_offset + c.table_size;
+    for (const d of c.deltas ?? []) {
+      if (d.offset !== end || d.table_size > d.size || d.table_size !== deltaTableSize(manifest)) {
+        throw new ProtocolError('invalid_manifest', 'manifest deltas are not laid out after the frame table');
+      }
+      end += d.size;
+    }
+    if (end !== c.object_size || c.table_size > maxFrameTableSize(manifest)) {
+      throw new ProtocolError(
+        'invalid_manifest',
+        'manifest compression does not describe a frame table at the end',
+      );
+    }
   }
 }
 

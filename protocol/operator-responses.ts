@@ -155,6 +155,18 @@ export const campaignViewSchema = z.object({
   /** How many targets were excluded, per reason; GET /campaigns/{id}/excluded lists them a page at a time. */
   excluded: z.object({ count: z.number().int(), by_reason: z.record(z.string(), z.number().int()) }),
   counts: countsSchema,
+  /**
+   * What the campaign's downloads cost, summed from the vehicles' 'verifying' reports (issue 13): downloads
+   * reported, bytes fetched, image bytes rebuilt locally, image bytes delivered, and bytes saved against the raw
+   * image (delivered - fetched).
+   */
+  transfer: z.object({
+    downloads: z.number().int(),
+    bytes_fetched: z.number().int(),
+    bytes_reused: z.number().int(),
+    bytes_image: z.number().int(),
+    bytes_saved: z.number().int(),
+  }),
   waves: z.array(
     z.object({
       wave: z.number().int(),

@@ -48,6 +48,39 @@ export const releaseManifestSchema = z.strictObject({
   chunk_size: z.number().int().min(MIN_CHUNK_SIZE).max(MAX_CHUNK_SIZE),
   chunks: z.array(sha256Schema).min(1).max(8192),
   created_at: z.iso.datetime(),
+  /**
+   * Present when the stored object is zstd frames and a frame table (protocol/frames.ts) rather than the raw image:
+   * the table's place in the object and its digest, signed with the rest. Agents before this field refuse such a
+   * manifest (strict schema), so a fleet switches to compressed releases once it runs an agent that reads them.
+   */
+  compression: z
+    .strictObject({
+      format: z.literal('ota.zstd-frames/v1'),
+      object_size: z.number().int().min(1),
+      table_offset: z.number().int().min(1),
+      table_size: z.number().int().min(64),
+      table_sha256: sha256Schema,
+      /**
+       * Precomputed deltas (protocol/delta.ts) appended after the frame table, one per base image the publisher
+       * built one from: the image a vehicle must have installed (size and SHA-256), where the delta's bytes are in
+       * the object and the SHA-256 of its table. Signed with the rest, so the table is as trusted as the manifest.
+       */
+      deltas: z
+        .array(
+          z.strictObject({
+            from_version: versionSchema,
+            base_size: z.number().int().min(1).max(MAX_IMAGE_SIZE),
+            base_sha256: sha256Schema,
+            offset: z.number().int().min(1),
+            size: z.number().int().min(1),
+            table_size: z.number().int().min(16),
+            table_sha256: sha256Schema,
+          }),
+        )
+        .max(16)
+        .optional(),
+    })
+    .optional(),
 });
 
 export const signatureSchema = z.strictObject({
@@ -111,6 +144,14 @@ export const statusReportSchema = z.strictObject({
   // Every number must be one DynamoDB holds: 5e-324 is within 0-100 but would be refused by the store (500).
   progress: storableNumber().min(0).max(100).optional(),
   reason: plainText(MAX_REASON_LENGTH).optional(),
+  /**
+   * How the image was obtained (with the 'verifying' report, once per download): bytes fetched from the network
+   * (tables, frames, delta, re-fetches), image bytes rebuilt locally (chunk reuse, delta), and the image size.
+   * The campaign sums them (bytes saved across the fleet = image bytes - fetched).
+   */
+  bytes_fetched: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  bytes_reused: z.number().int().min(0).max(MAX_IMAGE_SIZE).optional(),
+  bytes_image: z.number().int().min(1).max(MAX_IMAGE_SIZE).optional(),
   /**
    * The counter of the assignment the vehicle acts on. When given, it must be that of the update's current offer
    * or a later assignment of it; a report about an earlier offer is refused (409).

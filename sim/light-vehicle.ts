@@ -306,7 +306,14 @@ export class LightVehicle {
     const problems = compareDigest(m, hasher.digest());
     if (problems.length > 0)
       return this.finish(full, 'verification_failed', `${problems.join('; ')}; the image was deleted`);
-    this.status({ status: 'verifying', ...base });
+    // What the download cost, as the agent reports it (a raw download: nothing reused).
+    this.status({
+      status: 'verifying',
+      bytes_fetched: received,
+      bytes_reused: 0,
+      bytes_image: m.size,
+      ...base,
+    });
     this.status({ status: 'installing', progress: 0, ...base });
     const install = new ProgressThrottle();
     for (

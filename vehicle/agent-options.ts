@@ -67,6 +67,16 @@ export type AgentEvent =
   | { type: 'request'; update_id: string; offset: number; end: number }
   /** A download URL was asked for; refresh: the previous one was refused (expired). */
   | { type: 'url'; update_id: string; refresh: boolean }
+  | {
+      type: 'downloaded';
+      update_id: string;
+      path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
+      /** Body bytes read from the network (frame table and re-fetches included). */
+      bytes_fetched: number;
+      /** Image bytes taken from the installed image. */
+      bytes_reused: number;
+      fallback?: string;
+    }
   | { type: 'deferred'; update_id: string; reason: string }
   | {
       type: 'outcome';

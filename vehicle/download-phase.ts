@@ -45,6 +45,11 @@ export class DownloadUrls {
 export class DownloadPhase {
   /** Whole-image digests the downloader computed in this process, by .part file. */
   private readonly streamedDigests = new Map<string, string>();
+  /** What each download in this process fetched and reused, for the 'verifying' report. */
+  private readonly summaries = new Map<
+    string,
+    { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
+  >();
 
   constructor(
     private readonly ctx: AgentContext,
@@ -92,9 +97,15 @@ export class DownloadPhase {
       phase: 'downloading',
     });
     const throttle = new ProgressThrottle();
+    const base = m.compression ? await this.baseImage(cur.ecu) : undefined;
+    let summary:
+      | { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
+      | undefined;
     try {
       const stats = await this.downloader.download({
         manifest: m,
+        ...(base?.image ? { base: base.image } : {}),
+        ...(base?.missing ? { noBase: base.missing } : {}),
         file: partFile(this.ctx.store, m),
         verifiedBytes: store.state.current?.verified_bytes ?? 0,
         source: this.urlSource(offer),
@@ -124,6 +135,23 @@ export class DownloadPhase {
           this.ctx.options.hooks?.onChunkVerified?.({ update_id: cur.update_id, ...info }),
       });
       this.ctx.logger.info('download complete', { firmware_version: m.version, ...stats });
+      this.ctx.emit({
+        type: 'downloaded',
+        update_id: cur.update_id,
+        path: stats.path,
+        bytes_fetched: stats.bytesReceived,
+        bytes_reused: stats.bytesReused,
+        ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
+      });
+      summary = {
+        text:
+          `${stats.path}: fetched ${stats.bytesReceived} bytes, reused ${stats.bytesReused} of ${m.size}` +
+          (stats.fallback ? `; fallback: ${stats.fallback}` : ''),
+        // A resumed download reports what this run fetched: earlier runs' bytes are not known here.
+        bytes_fetched: stats.bytesReceived,
+        bytes_reused: Math.min(stats.bytesReused, m.size),
+        bytes_image: m.size,
+      };
       this.streamedDigests.set(partFile(this.ctx.store, m), stats.sha256);
     } catch (err) {
       if (this.ctx.signal.aborted) throw abortReason(this.ctx.signal);
@@ -180,6 +208,22 @@ export class DownloadPhase {
     });
     // No 'downloaded' report: verify() follows at once (also after a restart in this phase) and reports
     // 'verifying', which says as much; each status change costs the backend its writes (update, count, history).
+    // What the download path fetched and reused (or why it fell back) goes with that report.
+    if (summary) this.summaries.set(cur.update_id, summary);
+  }
+
+  /** The installed image of the ECU to reuse chunks from, or why there is none. */
+  private async baseImage(
+    ecu: string,
+  ): Promise<{ image?: { path: string; sha256: string }; missing?: string }> {
+    const installer = this.ctx.options.installers[ecu];
+    if (!installer?.baseImage) return { missing: `the ${ecu} installer cannot read its image back` };
+    try {
+      const image = await installer.baseImage();
+      return image ? { image } : { missing: `no committed installed image of ${ecu}` };
+    } catch (err) {
+      return { missing: `the installed image of ${ecu} is unavailable: ${(err as Error).message}` };
+    }
   }
 
   async verify(cur: CurrentUpdate, offer: FullOffer): Promise<void> {
@@ -191,7 +235,20 @@ export class DownloadPhase {
       firmware_version: m.version,
       phase: 'verifying',
     });
-    await this.ctx.reporter.status({ status: 'verifying', ...reportBase(cur) });
+    const summary = this.summaries.get(cur.update_id);
+    this.summaries.delete(cur.update_id);
+    await this.ctx.reporter.status({
+      status: 'verifying',
+      ...(summary
+        ? {
+            reason: summary.text.slice(0, 200),
+            bytes_fetched: summary.bytes_fetched,
+            bytes_reused: summary.bytes_reused,
+            bytes_image: summary.bytes_image,
+          }
+        : {}),
+      ...reportBase(cur),
+    });
     const part = partFile(this.ctx.store, m);
     // The digest the downloader computed over the bytes it wrote, in this process; after a restart the file is
     // read back instead.

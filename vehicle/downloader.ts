@@ -22,10 +22,29 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import {
+  type DeltaEntry,
+  type DeltaTable,
+  deltaFor,
+  loadDictCodec,
+  parseDeltaTable,
+} from '../protocol/delta.js';
+import { ProtocolError } from '../protocol/errors.js';
+import type { FrameTable } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
+import { loadZstd } from '../protocol/zstd.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { BufferPool } from './buffer-pool.js';
+import { openDeltaBase } from './delta-source.js';
 import { DownloadError } from './errors.js';
+import {
+  type BaseImage,
+  FrameLayout,
+  fetchFrameTable,
+  fetchObjectBytes,
+  indexBase,
+  type TransferStats,
+} from './frame-source.js';
 import type { HttpTransport } from './http-transport.js';
 import {
   BackgroundFlush,
@@ -102,6 +121,13 @@ export interface DownloadJob {
   readonly onCheckpoint?: (verifiedBytes: number) => Promise<void>;
   /** Each Range request, before it is sent. */
   readonly onRequest?: (range: { offset: number; end: number }) => void;
+  /**
+   * The image installed on the target ECU, for chunk reuse when the release is compressed: its file and the digest
+   * recorded at its install (a base that no longer matches it is not used).
+   */
+  readonly base?: { readonly path: string; readonly sha256: string };
+  /** Why there is no base to reuse from although one was wanted (reported as the fallback reason). */
+  readonly noBase?: string;
   /** Awaited after each verified chunk (test hook: simulated power cuts). */
   readonly onChunkVerified?: (info: { index: number; verifiedBytes: number }) => Promise<void> | void;
 }
@@ -110,6 +136,15 @@ export interface DownloadStats {
   /** Body bytes read from the network, including re-fetched and discarded ones. */
   readonly bytesReceived: number;
   readonly requests: number;
+  /** Image bytes taken from the base image (chunk reuse) instead of the network. */
+  readonly bytesReused: number;
+  /**
+   * raw: the image as stored; compressed: zstd frames; chunk-reuse: frames the base lacks, the rest from it; delta:
+   * the precomputed delta from the base.
+   */
+  readonly path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
+  /** Why chunk reuse was not (or no longer) used, when it was wanted. */
+  readonly fallback?: string;
   readonly urlRefreshes: number;
   readonly corruptChunks: number;
   /** Where this run started (the resume point, after re-verifying the prefix on disk). */
@@ -154,7 +189,7 @@ export class Downloader {
     const deadline = started + (o.deadlineMs ?? 6 * 3600_000);
     await mkdir(dirname(job.file), { recursive: true, mode: 0o700 });
     const fh = await openPart(job.file);
-    const stats = { bytesReceived: 0, requests: 0, urlRefreshes: 0, corruptChunks: 0 };
+    const stats = { bytesReceived: 0, requests: 0, urlRefreshes: 0, corruptChunks: 0, bytesReused: 0 };
     let verified = Math.min(job.verifiedBytes - (job.verifiedBytes % m.chunk_size), m.size);
     if (job.verifiedBytes === m.size) verified = m.size;
     let checkpointed = verified;
@@ -169,6 +204,7 @@ export class Downloader {
       lastCheckpointAt = this.runtime.now();
     };
     const whole = new PrefixHash();
+    let layout: FrameLayout | undefined;
     const flusher = new BackgroundFlush(fh, o.flushEveryBytes ?? 64 * MiB);
     // Write buffers for the whole download: a transport may reuse a part's memory, so parts are copied into these.
     const buffers = new BufferPool(Math.max(64 * 1024, o.writeBufferBytes ?? 256 * 1024));
@@ -201,6 +237,67 @@ export class Downloader {
       let refreshes = 0;
       let lastError: Transient | undefined;
       let url = await job.source.url(false, job.signal);
+      let fallback = job.noBase;
+      if (m.compression) {
+        const refresh = async () => {
+          stats.urlRefreshes++;
+          url = await job.source.url(true, job.signal);
+        };
+        const table = await this.withRetries(
+          job,
+          async () =>
+            (
+              await fetchFrameTable(
+                this.fetch.transport,
+                url,
+                m,
+                job.signal,
+                o.idleTimeoutMs ?? 30_000,
+                stats,
+              )
+            ).table,
+          refresh,
+        );
+        layout = new FrameLayout(table, await loadZstd());
+        const entry = job.base && verified < m.size ? deltaFor(m, job.base.sha256) : undefined;
+        let baseUnusable = false;
+        if (job.base && entry) {
+          try {
+            const base = await openDeltaBase(job.base.path, entry, job.signal);
+            try {
+              layout.delta = {
+                base,
+                codec: await loadDictCodec(),
+                table: await this.withRetries(
+                  job,
+                  () => this.deltaTable(m, entry, url, job.signal, stats),
+                  refresh,
+                ),
+              };
+            } finally {
+              if (!layout.delta) await base.close();
+            }
+          } catch (err) {
+            if (job.signal.aborted) throw abortReason(job.signal);
+            if (err instanceof DownloadError) throw err;
+            // The installed image is not the delta's base: neither delta nor chunk reuse can use it.
+            baseUnusable = true;
+            fallback = (err as Error).message;
+            this.logger.warn('precomputed delta unavailable; downloading every frame', { reason: fallback });
+          }
+        } else if (job.base && verified < m.size && m.compression.deltas?.length) {
+          fallback = `no delta from the installed image (deltas from ${m.compression.deltas.map((d) => d.from_version).join(', ')})`;
+        }
+        if (job.base && verified < m.size && !layout.delta && !baseUnusable) {
+          try {
+            layout.base = await this.indexBase(job.base, table, job.signal);
+          } catch (err) {
+            if (job.signal.aborted) throw abortReason(job.signal);
+            fallback = fallback ? `${fallback}; ${(err as Error).message}` : (err as Error).message;
+            this.logger.warn('chunk reuse unavailable; downloading every frame', { reason: fallback });
+          }
+        }
+      }
 
       while (verified < m.size) {
         throwIfAborted(job.signal);
@@ -225,6 +322,7 @@ export class Downloader {
             whole,
             flusher,
             buffers,
+            ...(layout ? { layout } : {}),
           });
           if (verified > before) {
             refreshes = 0;
@@ -253,6 +351,14 @@ export class Downloader {
             stats.urlRefreshes++;
             this.logger.info('download URL refused (expired?); asking for a fresh one', { offset: verified });
             url = await job.source.url(true, job.signal);
+            continue;
+          }
+          if (err instanceof CorruptChunk && err.reused && layout?.base) {
+            // The base no longer holds what it was indexed with: the rest comes from the network.
+            fallback = `the installed image did not verify at chunk ${err.index}; downloading the rest`;
+            this.logger.warn('chunk reuse abandoned', { reason: fallback });
+            await layout.base.fh.close().catch(() => {});
+            layout.base = undefined;
             continue;
           }
           if (err instanceof CorruptChunk) {
@@ -299,6 +405,8 @@ export class Downloader {
       await checkpoint(verified, true);
       return {
         ...stats,
+        path: !layout ? 'raw' : layout.delta ? 'delta' : stats.bytesReused > 0 ? 'chunk-reuse' : 'compressed',
+        ...(fallback !== undefined ? { fallback } : {}),
         resumedFrom,
         durationMs: this.runtime.now() - started,
         prefixCheckMs,
@@ -312,6 +420,106 @@ export class Downloader {
     } finally {
       await flusher.idle();
       await fh.close().catch(() => {});
+      await layout?.base?.fh.close().catch(() => {});
+      await layout?.delta?.base.close().catch(() => {});
     }
+  }
+
+  /**
+   * A table (frame table, delta table): one Range request of the object, retried like the download. Fetched again
+   * on a resume rather than kept on disk: tables are a fraction of a percent of the image and nothing to clean up.
+   */
+  private async withRetries<T>(
+    job: DownloadJob,
+    fetch: () => Promise<T>,
+    refresh: () => Promise<void>,
+  ): Promise<T> {
+    const o = this.options;
+    let failures = 0;
+    let refreshes = 0;
+    for (;;) {
+      try {
+        return await fetch();
+      } catch (err) {
+        if (job.signal.aborted) throw abortReason(job.signal);
+        if (err instanceof UrlRefused) {
+          if (++refreshes > (o.maxUrlRefreshes ?? 3)) {
+            throw new DownloadError(
+              'forbidden',
+              'the download URL kept being refused (403) after fresh URLs',
+            );
+          }
+          await refresh();
+          continue;
+        }
+        if (!(err instanceof Transient)) throw err;
+        if (++failures >= (o.maxAttempts ?? 5)) {
+          throw new DownloadError(err.failure, `${err.message} (gave up after ${failures} attempts)`);
+        }
+        await this.runtime.sleep(
+          backoffDelay(failures - 1, o.backoff ?? { baseMs: 500, maxMs: 30_000 }, () =>
+            this.runtime.random(),
+          ),
+          job.signal,
+        );
+      }
+    }
+  }
+
+  /** The delta's table, checked against the signed manifest; a table that is not is a corrupt download. */
+  private async deltaTable(
+    m: ReleaseManifest,
+    entry: DeltaEntry,
+    url: string,
+    signal: AbortSignal,
+    stats: TransferStats,
+  ): Promise<DeltaTable> {
+    const at = entry.offset + entry.size - entry.table_size;
+    const bytes = await fetchObjectBytes(
+      this.fetch.transport,
+      url,
+      m,
+      at,
+      entry.table_size,
+      signal,
+      this.options.idleTimeoutMs ?? 30_000,
+      stats,
+    );
+    try {
+      return parseDeltaTable(m, entry, bytes);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      throw new DownloadError('corrupt', err.message);
+    }
+  }
+
+  /** The base image indexed for reuse; throws (with the reason to report) when it cannot serve as one. */
+  private async indexBase(
+    base: { path: string; sha256: string },
+    table: FrameTable,
+    signal: AbortSignal,
+  ): Promise<BaseImage> {
+    const started = this.runtime.now();
+    let indexed: Awaited<ReturnType<typeof indexBase>>;
+    try {
+      indexed = await indexBase(base.path, table, signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw new Error(`the installed image cannot be read (${(err as { code?: string }).code ?? 'error'})`);
+    }
+    if (indexed.sha256 !== base.sha256 || indexed.found === 0) {
+      await indexed.fh.close();
+      throw new Error(
+        indexed.found === 0
+          ? 'the installed image shares no frame with the release'
+          : 'the installed image differs from the digest recorded at its install',
+      );
+    }
+    this.logger.info('installed image indexed for chunk reuse', {
+      ms: this.runtime.now() - started,
+      frames_found: indexed.found,
+      frames: table.count,
+    });
+    return indexed;
   }
 }

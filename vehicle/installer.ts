@@ -67,6 +67,11 @@ export interface EcuInstaller {
   commit(): Promise<void>;
   /** Switches back to the previous slot after a failed trial. */
   rollback(): Promise<ActiveImage>;
+  /**
+   * A readable file of the image the ECU runs and its digest recorded at install, for chunk reuse (delta
+   * downloads); undefined when the ECU cannot read its image back.
+   */
+  baseImage?(): Promise<{ path: string; sha256: string } | undefined>;
 }
 
 const slotName = z.enum(['a', 'b']);
@@ -189,6 +194,13 @@ export class FileSlotInstaller implements EcuInstaller {
       throw new InstallError('no_valid_active_slot', `${this.ecu}: the active slot holds no valid image`);
     }
     return { version: slot.version, sha256: slot.sha256 };
+  }
+
+  async baseImage(): Promise<{ path: string; sha256: string } | undefined> {
+    const s = await this.read();
+    const slot = s.slots[s.active];
+    if (s.state !== 'committed' || slot.status !== 'valid' || !slot.sha256) return undefined;
+    return { path: this.slotPath(s.active), sha256: slot.sha256 };
   }
 
   /** The file of the slot in use (what a bootloader would start). */

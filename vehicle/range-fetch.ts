@@ -6,9 +6,12 @@
  */
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { objectSize } from '../protocol/frames.js';
+import { ZstdFrameError } from '../protocol/zstd.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { DownloaderOptions, DownloadJob } from './downloader.js';
 import { AgentError, DownloadError, type DownloadFailure } from './errors.js';
+import { type FrameLayout, layoutPieces, type TransferStats } from './frame-source.js';
 import type { HttpResponse, HttpTransport } from './http-transport.js';
 import { type BackgroundFlush, FileWriter, type PrefixHash } from './image-file.js';
 import { type AgentLogger, describeError } from './logger.js';
@@ -18,7 +21,11 @@ import { type AgentRuntime, abortReason } from './runtime.js';
 /** The URL was refused (403): presigned URLs expire; the caller asks for a fresh one. */
 export class UrlRefused extends Error {}
 export class CorruptChunk extends Error {
-  constructor(readonly index: number) {
+  constructor(
+    readonly index: number,
+    /** Some of its bytes came from the local base image (chunk reuse), not the network. */
+    readonly reused = false,
+  ) {
     super(`chunk ${index} does not match the manifest digest`);
   }
 }
@@ -49,7 +56,9 @@ export interface RangeRequest {
   /** Last byte asked for (inclusive). */
   readonly end: number;
   readonly deadline: number;
-  readonly stats: { bytesReceived: number; requests: number };
+  readonly stats: TransferStats;
+  /** How the stored object maps to the image when it is compressed (and what the base image provides). */
+  readonly layout?: FrameLayout;
   readonly checkpoint: (upTo: number, force: boolean, settle?: () => Promise<void>) => Promise<void>;
   readonly whole: PrefixHash;
   readonly flusher: BackgroundFlush;
@@ -73,17 +82,19 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
     }
   }, 500);
   let verified = a.offset;
-  let res: HttpResponse | undefined;
+  const responses = new Set<HttpResponse>();
   const writer = new FileWriter(fh, a.buffers, a.offset, Math.max(1, o.writesInFlight ?? 2));
   const settle = () => writer.settle();
-  try {
-    a.job.onRequest?.({ offset: a.offset, end });
+  /** The body of one Range request of the stored object, less whatever precedes `from` (a server ignoring Range). */
+  const network = async function* (from: number, to: number): AsyncGenerator<Buffer> {
+    a.job.onRequest?.({ offset: from, end: to });
     a.stats.requests++;
+    let res: HttpResponse;
     try {
       res = await d.transport.send({
         method: 'GET',
         url: a.url,
-        headers: { range: `bytes=${a.offset}-${end}` },
+        headers: { range: `bytes=${from}-${to}` },
         signal,
         idleTimeoutMs: o.idleTimeoutMs ?? 30_000,
       });
@@ -92,19 +103,10 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
       if (job.signal.aborted) throw abortReason(job.signal);
       throw new Transient('network', describeError(err));
     }
-    let skip: number;
+    responses.add(res);
     try {
-      skip = bytesToSkip(res, a.offset, m.size);
-    } catch (err) {
-      res.abort();
-      throw err;
-    }
-
-    let pos = a.offset;
-    let chunkIndex = Math.floor(pos / m.chunk_size);
-    let chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
-    let hash = createHash('sha256');
-    try {
+      let skip = bytesToSkip(res, from, objectSize(m));
+      let left = to - from + 1;
       for await (const piece of res.body) {
         a.stats.bytesReceived += piece.length;
         speed.add(piece.length, d.runtime.now());
@@ -119,15 +121,38 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
           skip -= drop;
           data = data.subarray(drop);
         }
+        if (data.length > left) {
+          // More than asked for (oversized or endless response): never read or store past the range.
+          d.logger.warn('server sent more than the requested range; cutting the response', { at: to + 1 });
+          data = data.subarray(0, left);
+        }
+        left -= data.length;
+        if (data.length > 0) yield data;
+        if (left === 0) break; // every byte asked for; whatever else the server sends is never read
+      }
+    } catch (err) {
+      if (err instanceof AgentError || err instanceof UrlRefused || err instanceof Transient) throw err;
+      if (job.signal.aborted) throw abortReason(job.signal);
+      if (attempt.signal.aborted) throw abortReason(attempt.signal);
+      throw new Transient('network', describeError(err));
+    } finally {
+      res.abort();
+      responses.delete(res);
+    }
+  };
+  try {
+    const image = a.layout
+      ? layoutPieces(a.layout, m, a.offset, end, network, a.stats)
+      : network(a.offset, end);
+    let pos = a.offset;
+    let chunkIndex = Math.floor(pos / m.chunk_size);
+    let chunkEnd = Math.min(m.size, (chunkIndex + 1) * m.chunk_size);
+    let hash = createHash('sha256');
+    try {
+      for await (const piece of image) {
+        let data = piece;
         while (data.length > 0) {
-          if (pos > end) {
-            // More than asked for (oversized or endless response): never read or store past the range.
-            d.logger.warn('server sent more than the requested range; cutting the response', {
-              at: pos,
-            });
-            res.abort();
-            break;
-          }
+          if (pos > end) throw new DownloadError('bad_response', 'more image bytes than the range asked for');
           const take = Math.min(data.length, chunkEnd - pos);
           const part = data.subarray(0, take);
           data = data.subarray(take);
@@ -143,8 +168,7 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
               writer.discard(); // the failed chunk's bytes are never written
               await settle();
               await fh.truncate(verified);
-              res.abort();
-              throw new CorruptChunk(chunkIndex);
+              throw new CorruptChunk(chunkIndex, a.layout?.reusedIn(chunkIndex * m.chunk_size, pos) ?? false);
             }
             await writer.flush();
             a.whole.commit();
@@ -158,13 +182,23 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
             hash = createHash('sha256');
           }
         }
-        if (pos > end) {
-          res.abort(); // got every byte asked for; whatever else the server sends is never read
-          break;
-        }
       }
     } catch (err) {
-      if (err instanceof CorruptChunk || err instanceof DownloadError) throw err;
+      if (err instanceof ZstdFrameError) {
+        // A frame that does not decode (or would decode past its declared size) is a corrupt chunk.
+        writer.discard();
+        await settle();
+        await fh.truncate(verified);
+        throw new CorruptChunk(chunkIndex, false);
+      }
+      if (
+        err instanceof CorruptChunk ||
+        err instanceof AgentError ||
+        err instanceof UrlRefused ||
+        err instanceof Transient
+      ) {
+        throw err;
+      }
       if (job.signal.aborted) throw abortReason(job.signal);
       if (attempt.signal.aborted) throw abortReason(attempt.signal);
       throw new Transient('network', describeError(err));
@@ -173,7 +207,7 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
     // A partial chunk at the end is dropped: the next request starts again at its beginning.
     return verified;
   } catch (caught) {
-    res?.abort();
+    for (const res of responses) res.abort();
     await writer.close();
     // A failed file write outranks whatever else went wrong: the run stops, and the next one re-checks the
     // prefix on disk before trusting it.

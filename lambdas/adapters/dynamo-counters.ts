@@ -7,7 +7,10 @@
  */
 import { type DynamoDBDocumentClient, GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { sumCounts } from '../core/campaign-counters.js';
-import type { CounterRepository, PacerState } from '../core/ports.js';
+import type { CounterRepository, PacerState, TransferTotals } from '../core/ports.js';
+
+const TRANSFER_KEYS = ['downloads', 'fetched', 'reused', 'image'] as const;
+
 import { conditionally } from './dynamo-repositories.js';
 
 /** The key of one counter shard item. */
@@ -24,7 +27,15 @@ export class DynamoCounterRepository implements CounterRepository {
   ) {}
 
   async waveCounts(campaignId: string, wave: number): Promise<Record<string, number>> {
+    return (await this.waveTotals(campaignId, wave)).counts;
+  }
+
+  async waveTotals(
+    campaignId: string,
+    wave: number,
+  ): Promise<{ counts: Record<string, number>; transfer: TransferTotals }> {
     const found: Record<string, number>[] = [];
+    const transfer = { downloads: 0, fetched: 0, reused: 0, image: 0 };
     let start: Record<string, unknown> | undefined;
     do {
       // At most COUNTER_SHARDS small items: one page in practice.
@@ -38,10 +49,13 @@ export class DynamoCounterRepository implements CounterRepository {
           ExclusiveStartKey: start,
         }),
       );
-      for (const item of out.Items ?? []) found.push(countsOf(item));
+      for (const item of out.Items ?? []) {
+        found.push(countsOf(item));
+        for (const k of TRANSFER_KEYS) transfer[k] += Number(item[`t_${k}`] ?? 0);
+      }
       start = out.LastEvaluatedKey;
     } while (start);
-    return sumCounts(found);
+    return { counts: sumCounts(found), transfer };
   }
 
   async pacer(campaignId: string): Promise<PacerState | undefined> {

@@ -28,6 +28,7 @@ import type {
   Page,
   ReleaseRecord,
   ReleaseRepository,
+  TransferReport,
   UpdateRecord,
   UpdateRepository,
   VehicleRecord,
@@ -706,7 +707,14 @@ export class DynamoUpdateRepository implements UpdateRepository {
           Update: {
             TableName: countersTable,
             Key: counterKey(m.campaignId, m.wave, m.shard),
-            UpdateExpression: `ADD ${[m.to && '#to :one', m.from && '#from :minus'].filter(Boolean).join(', ')}`,
+            // A download's cost rides on the same shard write (t_* totals): no request of its own.
+            UpdateExpression: `ADD ${[
+              m.to && '#to :one',
+              m.from && '#from :minus',
+              m.transfer && 't_downloads :tn, t_fetched :tf, t_reused :tr, t_image :ti',
+            ]
+              .filter(Boolean)
+              .join(', ')}`,
             ExpressionAttributeNames: {
               ...(m.to === undefined ? {} : { '#to': `n_${m.to}` }),
               ...(m.from === undefined ? {} : { '#from': `n_${m.from}` }),
@@ -714,6 +722,9 @@ export class DynamoUpdateRepository implements UpdateRepository {
             ExpressionAttributeValues: {
               ...(m.to === undefined ? {} : { ':one': 1 }),
               ...(m.from === undefined ? {} : { ':minus': -1 }),
+              ...(m.transfer
+                ? { ':tn': 1, ':tf': m.transfer.fetched, ':tr': m.transfer.reused, ':ti': m.transfer.image }
+                : {}),
             },
           },
         })),

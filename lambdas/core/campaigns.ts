@@ -38,6 +38,7 @@ import type {
   PreparationRepository,
   PreparationTotals,
   ReleaseRepository,
+  TransferTotals,
   UpdateRecord,
   UpdateRepository,
   VehicleRepository,
@@ -69,6 +70,7 @@ export function campaignView(
   c: CampaignRecord,
   waveCounts: readonly Counts[] = [],
   progress?: { totals: PreparationTotals; done: number },
+  transfer: TransferTotals = NO_TRANSFER,
 ): CampaignView {
   const totals: Record<string, number> = {};
   const waves = c.waves.map((w, i) => {
@@ -101,6 +103,13 @@ export function campaignView(
     // A bounded summary; the VINs are listed a page at a time by GET /campaigns/{id}/excluded.
     excluded: excludedSummary(c),
     counts: totals,
+    transfer: {
+      downloads: transfer.downloads,
+      bytes_fetched: transfer.fetched,
+      bytes_reused: transfer.reused,
+      bytes_image: transfer.image,
+      bytes_saved: transfer.image - transfer.fetched,
+    },
     waves,
     policy: { ...c.policy, waves: [...c.policy.waves] },
     preparation: preparationView(c, progress),
@@ -122,13 +131,38 @@ function excludedSummary(c: CampaignRecord): { count: number; by_reason: Record<
  * taken nobody yet) and the withdrawn queued targets. Reads grow with the number of waves, not their size.
  */
 export async function loadWaveCounts(counters: CounterRepository, c: CampaignRecord): Promise<Counts[]> {
+  return (await loadCampaignTotals(counters, c)).counts;
+}
+
+const NO_TRANSFER: TransferTotals = { downloads: 0, fetched: 0, reused: 0, image: 0 };
+
+/** loadWaveCounts, and the campaign's download totals from the same shard reads. */
+export async function loadCampaignTotals(
+  counters: CounterRepository,
+  c: CampaignRecord,
+): Promise<{ counts: Counts[]; transfer: TransferTotals }> {
   const sizes = c.waves.map((w) => w.size);
   const last = Math.min(c.currentWave, sizes.length - 1);
+  const none = { counts: {}, transfer: NO_TRANSFER };
   const [queued, ...taken] = await Promise.all([
-    counters.waveCounts(c.campaignId, QUEUED_WAVE),
-    ...sizes.map((_, w) => (w <= last ? counters.waveCounts(c.campaignId, w) : Promise.resolve({}))),
+    counters.waveTotals(c.campaignId, QUEUED_WAVE),
+    ...sizes.map((_, w) => (w <= last ? counters.waveTotals(c.campaignId, w) : Promise.resolve(none))),
   ]);
-  return waveCounts(sizes, taken, queued ?? {});
+  const transfer = { ...NO_TRANSFER };
+  for (const t of taken.map((x) => x.transfer)) {
+    transfer.downloads += t.downloads;
+    transfer.fetched += t.fetched;
+    transfer.reused += t.reused;
+    transfer.image += t.image;
+  }
+  return {
+    counts: waveCounts(
+      sizes,
+      taken.map((x) => x.counts),
+      queued?.counts ?? {},
+    ),
+    transfer,
+  };
 }
 
 export interface CampaignDeps {
@@ -163,16 +197,17 @@ export class CampaignService {
   }
 
   private async view(c: CampaignRecord): Promise<CampaignView> {
-    return campaignView(c, await loadWaveCounts(this.deps.counters, c));
+    const { counts, transfer } = await loadCampaignTotals(this.deps.counters, c);
+    return campaignView(c, counts, undefined, transfer);
   }
 
   async get(campaignId: string): Promise<CampaignView> {
     const c = await this.load(campaignId);
-    const [counts, progress] = await Promise.all([
-      loadWaveCounts(this.deps.counters, c),
+    const [{ counts, transfer }, progress] = await Promise.all([
+      loadCampaignTotals(this.deps.counters, c),
       preparationProgress(this.deps, c),
     ]);
-    return campaignView(c, counts, progress);
+    return campaignView(c, counts, progress, transfer);
   }
 
   async list(limit: number, token?: string): Promise<CampaignList> {

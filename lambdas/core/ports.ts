@@ -255,6 +255,16 @@ export interface CountMove {
   readonly from?: string;
   /** Absent: the vehicle leaves this count (a withdrawn queued target taken into a wave). */
   readonly to?: string;
+  /** What the vehicle's download cost, added to the shard's transfer totals by the same write ('verifying'). */
+  readonly transfer?: TransferReport;
+}
+
+/** Download totals of a campaign (or a wave): how many downloads reported, and their bytes. */
+export interface TransferTotals {
+  readonly downloads: number;
+  readonly fetched: number;
+  readonly reused: number;
+  readonly image: number;
 }
 
 export interface UpdateRepository {
@@ -464,6 +474,13 @@ export interface PreparationRepository {
   save(campaignId: string, state: SegmentState, expectedSlices: number): Promise<boolean>;
 }
 
+/** One vehicle's download: bytes fetched, image bytes rebuilt locally, image size. */
+export interface TransferReport {
+  readonly fetched: number;
+  readonly reused: number;
+  readonly image: number;
+}
+
 export interface CampaignRepository {
   create(campaign: CampaignRecord): Promise<void>;
   get(campaignId: string): Promise<CampaignRecord | undefined>;
@@ -516,6 +533,11 @@ export interface PacerPage {
 export interface CounterRepository {
   /** A wave's counts summed over its shards, one Query (wave -1: targets withdrawn while still queued). */
   waveCounts(campaignId: string, wave: number): Promise<Record<string, number>>;
+  /** The same Query, with the wave's download totals summed too. */
+  waveTotals(
+    campaignId: string,
+    wave: number,
+  ): Promise<{ counts: Record<string, number>; transfer: TransferTotals }>;
   pacer(campaignId: string): Promise<PacerState | undefined>;
   /** Stores next if the stored sequence is still expectedSeq (undefined: no state yet); false otherwise. */
   savePacer(campaignId: string, expectedSeq: number | undefined, next: PacerState): Promise<boolean>;

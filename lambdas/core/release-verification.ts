@@ -7,6 +7,16 @@
  * one invocation continues in the next.
  */
 import { createHash } from 'node:crypto';
+import { ProtocolError } from '../../protocol/errors.js';
+import {
+  decodeFrames,
+  type FrameTable,
+  frameStartingAt,
+  objectSize,
+  parseFrameTable,
+} from '../../protocol/frames.js';
+import type { ReleaseManifest } from '../../protocol/manifest.js';
+import { loadZstd, ZstdFrameError } from '../../protocol/zstd.js';
 import type { JobResult } from './jobs.js';
 import type {
   Clock,
@@ -51,7 +61,9 @@ export class ReleaseVerifier {
 
     const head = await this.deps.objects.head(release.objectKey);
     if (!head) return this.fail(release, 'the image is no longer stored');
-    if (head.size !== m.size) return this.fail(release, `size is ${head.size}, manifest says ${m.size}`);
+    if (head.size !== objectSize(m)) {
+      return this.fail(release, `size is ${head.size}, manifest says ${objectSize(m)}`);
+    }
     if (checkpoint.objectVersionId && head.versionId && head.versionId !== checkpoint.objectVersionId) {
       // Another upload replaced the object under its content-addressed key meanwhile: hash the version publish saw.
       this.deps.log?.warn('release object replaced during verification; verifying the pinned version', {
@@ -67,9 +79,27 @@ export class ReleaseVerifier {
     let chunk = createHash('sha256');
     let inChunk = 0;
     if (offset < m.size) {
-      const stream = await this.deps.objects.read(release.objectKey, checkpoint.objectVersionId, offset);
+      let table: FrameTable | undefined;
+      if (m.compression) {
+        try {
+          table = await this.readTable(release.objectKey, checkpoint.objectVersionId, m);
+        } catch (err) {
+          if (err instanceof ProtocolError) return this.fail(release, err.message);
+          throw err;
+        }
+      }
+      // A compressed object is read from the frame where the checkpoint (a chunk boundary, so a frame start) is.
+      const first = table ? frameStartingAt(table, offset) : 0;
+      const stream = await this.deps.objects.read(
+        release.objectKey,
+        checkpoint.objectVersionId,
+        table ? table.objectOffset[first]! : offset,
+      );
+      const image = table
+        ? decodeFrames(table, first, table.count, stream as AsyncIterable<Uint8Array>, await loadZstd())
+        : (stream as AsyncIterable<Uint8Array>);
       try {
-        for await (const data of stream as AsyncIterable<Uint8Array>) {
+        for await (const data of image) {
           let at = 0;
           while (at < data.length) {
             const take = Math.min(m.chunk_size - inChunk, data.length - at);
@@ -103,6 +133,9 @@ export class ReleaseVerifier {
           }
           if (offset >= m.size) break;
         }
+      } catch (err) {
+        if (!(err instanceof ZstdFrameError)) throw err;
+        return this.fail(release, `chunk ${chunkIndex}: ${err.message}`);
       } finally {
         (stream as { destroy?: () => void }).destroy?.();
       }
@@ -119,6 +152,28 @@ export class ReleaseVerifier {
     const at = this.deps.clock.now().toISOString();
     await this.deps.releases.markPublished(releaseId, at, versionId);
     return 'done';
+  }
+
+  /** The frame table at the end of a compressed object, checked against the signed manifest. */
+  private async readTable(
+    key: string,
+    versionId: string | undefined,
+    m: ReleaseManifest,
+  ): Promise<FrameTable> {
+    const c = m.compression!;
+    const stream = await this.deps.objects.read(key, versionId, c.table_offset);
+    const parts: Buffer[] = [];
+    let have = 0;
+    try {
+      for await (const data of stream as AsyncIterable<Uint8Array>) {
+        parts.push(Buffer.from(data));
+        have += data.length;
+        if (have >= c.table_size) break;
+      }
+    } finally {
+      (stream as { destroy?: () => void }).destroy?.();
+    }
+    return parseFrameTable(m, Buffer.concat(parts).subarray(0, c.table_size));
   }
 
   private async save(

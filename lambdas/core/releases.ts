@@ -11,6 +11,7 @@
  */
 
 import { canonicalJson } from '../../protocol/canonical-json.js';
+import { objectSize } from '../../protocol/frames.js';
 import {
   checkManifestConsistency,
   type SignedManifest,
@@ -108,7 +109,7 @@ export class ReleaseService {
       });
     }
     const record = (await this.deps.releases.get(m.release_id))!;
-    const upload = await this.uploadTarget(record.objectKey, m.size);
+    const upload = await this.uploadTarget(record.objectKey, objectSize(m));
     if (upload.method === 'MULTIPART') await this.deps.releases.setUploadId(m.release_id, upload.upload_id);
     return { ...releaseView((await this.deps.releases.get(m.release_id))!), upload };
   }

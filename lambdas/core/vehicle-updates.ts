@@ -484,7 +484,19 @@ export class UpdateStatusService {
       }
       // A campaign update's count moves in the same transaction as its state: a duplicate or reordered report
       // fails the revision condition and counts nothing.
-      const move = countMove(target, next.status);
+      const counted = countMove(target, next.status);
+      // What the download cost rides on the count write of its 'verifying' report (bytes saved across the fleet).
+      const move =
+        counted && input.bytes_fetched !== undefined && input.bytes_image !== undefined
+          ? {
+              ...counted,
+              transfer: {
+                fetched: input.bytes_fetched,
+                reused: input.bytes_reused ?? 0,
+                image: input.bytes_image,
+              },
+            }
+          : counted;
       const stored =
         next.status === target.status
           ? next

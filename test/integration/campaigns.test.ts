@@ -31,7 +31,7 @@ import {
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { jsonRequest } from '../support/https.js';
-import { type Behaviour, SimVehicle } from '../support/sim-vehicle.js';
+import { type Behaviour, SIM_TRANSFER, SimVehicle } from '../support/sim-vehicle.js';
 
 const TICK_MS = 500;
 let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
@@ -213,6 +213,14 @@ describe('campaigns', { timeout: 180000 }, () => {
     assert.equal((await operator.call('POST', '/campaigns/wave-rollout/start', {})).status, 200);
     const done = await until('wave-rollout', (c) => c.status === 'completed', 60000, 'completion');
     assert.equal(done.counts.completed, 60);
+    // Bytes saved across the fleet: the sum of the 60 vehicles' download reports.
+    assert.deepEqual(done.transfer, {
+      downloads: 60,
+      bytes_fetched: 60 * SIM_TRANSFER.bytes_fetched,
+      bytes_reused: 60 * SIM_TRANSFER.bytes_reused,
+      bytes_image: 60 * SIM_TRANSFER.bytes_image,
+      bytes_saved: 60 * (SIM_TRANSFER.bytes_image - SIM_TRANSFER.bytes_fetched),
+    });
 
     for (let k = 0; k < 2; k++) {
       const current = await waveVehicles('wave-rollout', k);

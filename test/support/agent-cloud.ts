@@ -122,6 +122,8 @@ export async function startAgentCloud(
 export interface PublishedRelease {
   readonly image: Buffer;
   readonly signed: SignedManifest;
+  /** The stored object of a compressed release. */
+  readonly object?: Buffer;
 }
 
 /** Signs, uploads and publishes a release of random bytes (or the image given). */
@@ -136,20 +138,28 @@ export async function publishRelease(
     ecu?: string;
     /** @default the cloud's release key */
     signer?: KeyFileSigner;
+    /** Store it compressed (zstd frames and frame table, protocol/frames.ts). */
+    compressed?: boolean;
+    /** With compressed: append a precomputed delta from each of these images (protocol/delta.ts). */
+    deltaFrom?: { version: string; image: Buffer }[];
   },
 ): Promise<PublishedRelease> {
   const image = opts.image ?? randomBytes(opts.size ?? 512 * 1024);
+  const compressed: { object?: Buffer; deltaFrom?: { version: string; image: Buffer }[] } = opts.deltaFrom
+    ? { deltaFrom: opts.deltaFrom }
+    : {};
   const signed = await signedRelease(image, {
     releaseId: opts.releaseId ?? `${opts.ecu ?? 'tcu'}-${opts.version}`,
     version: opts.version,
     ...(opts.ecu ? { ecu: opts.ecu } : {}),
     ...(opts.hardwareIds ? { hardwareIds: opts.hardwareIds } : {}),
     signer: opts.signer ?? ac.releaseKey.signer,
+    ...(opts.compressed ? { compressed } : {}),
   });
-  const { created, published } = await ac.operator.publish(signed, image);
+  const { created, published } = await ac.operator.publish(signed, compressed.object ?? image);
   assert.equal(created.status, 201, `create release ${opts.version}: ${created.raw.toString()}`);
   assert.equal(published?.status, 200, `publish release ${opts.version}: ${published?.raw.toString()}`);
-  return { image, signed };
+  return { image, signed, ...(compressed.object ? { object: compressed.object } : {}) };
 }
 
 /** Makes the vehicle's identity in its state folder (the agent's own key and CSR) and registers it. */

@@ -2,6 +2,9 @@
 import { createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { challengeSigningInput } from '../../protocol/challenge.js';
+import { loadDictCodec } from '../../protocol/delta.js';
+import { writeDelta } from '../../protocol/delta-publisher.js';
+import { writeFramedObject } from '../../protocol/frame-publisher.js';
 import {
   digestStream,
   type ReleaseManifest,
@@ -10,6 +13,7 @@ import {
 } from '../../protocol/manifest.js';
 import { KeyFileSigner } from '../../protocol/signatures.js';
 import { generateKeyAndCsr } from '../../protocol/x509.js';
+import { loadZstd } from '../../protocol/zstd.js';
 import { https, jsonRequest } from './https.js';
 
 export const TEST_CHUNK = 64 * 1024;
@@ -30,17 +34,70 @@ export const SAMPLE_MANIFEST: ReleaseManifest = {
 
 export function newReleaseKey() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   return {
-    signer: new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()),
+    signer: new KeyFileSigner(privatePem),
+    privatePem,
     publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
   };
 }
 
 export async function signedRelease(
   image: Buffer,
-  opts: { releaseId: string; version: string; ecu?: string; hardwareIds?: string[]; signer: KeyFileSigner },
+  opts: {
+    releaseId: string;
+    version: string;
+    ecu?: string;
+    hardwareIds?: string[];
+    signer: KeyFileSigner;
+    /** Frames the image (protocol/frames.ts); the object to upload is written to it. */
+    compressed?: { object?: Buffer; level?: number; deltaFrom?: { version: string; image: Buffer }[] };
+  },
 ): Promise<SignedManifest> {
   const d = await digestStream(Readable.from([image]), TEST_CHUNK);
+  let compression: ReleaseManifest['compression'];
+  if (opts.compressed) {
+    const parts: Uint8Array[] = [];
+    const framed = await writeFramedObject(
+      Readable.from([image]),
+      {
+        chunkSize: TEST_CHUNK,
+        codec: await loadZstd(),
+        level: opts.compressed.level ?? 3,
+        // Frames well below the test's 64 KiB manifest chunks, as 64 KiB frames are below 4 MiB ones in production.
+        cdc: { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 },
+      },
+      (data) => void parts.push(Buffer.from(data)),
+    );
+    compression = framed.compression;
+    const deltas: NonNullable<ReleaseManifest['compression']>['deltas'] = [];
+    for (const base of opts.compressed.deltaFrom ?? []) {
+      const {
+        frames: _f,
+        rawFrames: _r,
+        ...entry
+      } = await writeDelta(
+        () => Readable.from([image]),
+        {
+          version: base.version,
+          size: base.image.length,
+          stream: () => Readable.from([base.image]),
+          read: async (at, length) => base.image.subarray(at, at + length),
+        },
+        {
+          chunkSize: TEST_CHUNK,
+          codec: await loadDictCodec(),
+          offset: compression.object_size,
+          cdc: { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 },
+        },
+        (data) => void parts.push(Buffer.from(data)),
+      );
+      deltas.push(entry);
+      compression = { ...compression, object_size: compression.object_size + entry.size };
+    }
+    if (deltas.length) compression = { ...compression, deltas };
+    opts.compressed.object = Buffer.concat(parts);
+  }
   const manifest: ReleaseManifest = {
     schema: 'ota.release-manifest/v1',
     release_id: opts.releaseId,
@@ -52,6 +109,7 @@ export async function signedRelease(
     chunk_size: TEST_CHUNK,
     chunks: d.chunks,
     created_at: new Date().toISOString(),
+    ...(compression ? { compression } : {}),
   };
   return signManifest(manifest, [opts.signer]);
 }

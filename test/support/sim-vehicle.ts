@@ -7,6 +7,9 @@ import { offerSchema, type UpdateOffer } from '../../protocol/offer.js';
 
 export type Behaviour = 'succeed' | 'fail' | 'silent' | 'hold';
 
+/** The download every succeeding simulated vehicle reports: 20,000 bytes fetched for a 64 KiB image. */
+export const SIM_TRANSFER = { bytes_fetched: 20_000, bytes_reused: 40_000, bytes_image: 64 * 1024 } as const;
+
 export class SimVehicle {
   readonly offers: UpdateOffer[] = [];
   private sequence = 0;
@@ -71,7 +74,9 @@ export class SimVehicle {
       case 'succeed':
         await this.send('progress', { progress: 50, status: 'downloading', campaign_id });
         await this.send('progress', { progress: 80, status: 'installing', campaign_id });
-        await this.send('status', { status: 'completed', campaign_id });
+        // What its download cost (SIM_TRANSFER: a delta), on a durable status report as the agent sends it (with
+        // 'verifying'; a progress message can arrive after the outcome and be ignored).
+        await this.send('status', { status: 'completed', campaign_id, ...SIM_TRANSFER });
         return;
     }
   }

@@ -152,6 +152,28 @@ describe('render', { timeout: 60_000 }, () => {
     assert.match(text, /^0\* +2 +0 +1 +1 +1 +1 +2030-01-01T00:00:00.000Z$/m);
     assert.match(text, /^1 +2 +2 +0 +0 +0 +0 +-$/m);
     assert.match(text, /^ +incompatible_hardware +1$/m);
+    assert.doesNotMatch(text, /^transfer/m, 'no download reported yet');
+  });
+
+  it('shows the bytes the downloads fetched and saved across the fleet', () => {
+    // Summed from the campaign's counter shards (loadCampaignTotals).
+    const view = campaignView(record, [], undefined, {
+      downloads: 2,
+      fetched: 30_000_000,
+      reused: 150_000_000,
+      image: 200_000_000,
+    });
+    assert.deepEqual(view.transfer, {
+      downloads: 2,
+      bytes_fetched: 30_000_000,
+      bytes_reused: 150_000_000,
+      bytes_image: 200_000_000,
+      bytes_saved: 170_000_000,
+    });
+    assert.match(
+      renderCampaign(view).join('\n'),
+      /^transfer +2 download\(s\): fetched 30\.0 MB for 200\.0 MB of images, saved 170\.0 MB \(85\.0%\), 150\.0 MB rebuilt from installed images$/m,
+    );
   });
 
   it('one log line per change', () => {

