@@ -4,6 +4,7 @@ import { Annotations, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
+import type { AlertThresholds } from '../lambdas/core/alerts.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FUNCTION_SETTINGS, type LambdaName } from '../lambdas/core/functions.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
@@ -14,6 +15,7 @@ import { DataTables } from './data-tables.js';
 import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
 import { defaultIngestRuleName, FleetIngest } from './fleet-ingest.js';
+import { OperatorAlerts } from './operator-alerts.js';
 import { OtaFunction } from './ota-function.js';
 import { SigningKey } from './signing-key.js';
 import { VehicleApi } from './vehicle-api.js';
@@ -107,9 +109,9 @@ export interface OtaStackProps extends StackProps {
    */
   readonly campaignTickReservedConcurrency?: number;
   /**
-   * ARN of an SNS topic to notify when an alarm fires and when it clears: vehicle messages in the ingest
-   * dead-letter queue, campaign ticks failing, ticks the schedule could not deliver.
-   * @default - the alarms have no actions
+   * ARN of an existing SNS topic to notify as well when a dead-letter, tick-error or job-backlog alarm fires and
+   * when it clears. Every alarm notifies the stack's own alerts topic (alerts) anyway.
+   * @default - only the stack's alerts topic
    */
   readonly alarmTopicArn?: string;
   /**
@@ -119,6 +121,16 @@ export interface OtaStackProps extends StackProps {
    * @default 'delegated'
    */
   readonly assignmentSigning?: 'delegated' | 'direct';
+  /**
+   * Operator alerts (lib/operator-alerts.ts): addresses and HTTPS webhooks subscribed to the stack's alerts topic,
+   * and the thresholds of its alarms (failure rate, ingest refusals).
+   * @default no subscriptions, DEFAULT_ALERT_THRESHOLDS
+   */
+  readonly alerts?: {
+    readonly emails?: readonly string[];
+    readonly webhooks?: readonly string[];
+    readonly thresholds?: Partial<AlertThresholds>;
+  };
 }
 
 /**
@@ -154,6 +166,8 @@ export class OtaStack extends Stack {
   readonly jobsWorkerFunction: OtaFunction;
   readonly jobs: BackgroundJobs;
   readonly api: VehicleApi;
+  /** The alerts topic, its alarms and the backend dashboard. */
+  readonly alerts: OperatorAlerts;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
     super(scope, id, props);
@@ -276,6 +290,37 @@ export class OtaStack extends Stack {
       logRemovalPolicy,
     });
 
+    this.alerts = new OperatorAlerts(this, 'OperatorAlerts', {
+      emails: props.alerts?.emails,
+      webhooks: props.alerts?.webhooks,
+      thresholds: props.alerts?.thresholds,
+      functions: {
+        ...Object.fromEntries([...functions].map(([name, fn]) => [name, fn.function])),
+        ingest: this.ingestFunction.function,
+        'campaign-tick': this.campaignTickFunction.function,
+        'jobs-worker': this.jobsWorkerFunction.function,
+      },
+      api: this.api.api,
+      ingestRule: this.ingest.rule,
+      deadLetterQueues: {
+        ingest: this.ingest.deadLetterQueue,
+        'campaign-tick': this.campaignSchedule.deadLetterQueue,
+        jobs: this.jobs.deadLetterQueue,
+      },
+      deadLetterAlarms: {
+        ingest: this.ingest.deadLetterAlarm,
+        'campaign-tick': this.campaignSchedule.deadLetterAlarm,
+        jobs: this.jobs.deadLetterAlarm,
+      },
+      queues: { jobs: this.jobs.queue },
+      existingAlarms: [this.campaignSchedule.errorAlarm, this.jobs.backlogAlarm],
+    });
+
+    new CfnOutput(this, 'AlertsTopicArn', {
+      value: this.alerts.topic.topicArn,
+      description:
+        'Operator alerts (halted campaigns, failure rate, dead letters, ingest refusals): subscribe here',
+    });
     new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL of the HTTPS API' });
     new CfnOutput(this, 'FirmwareBucketName', { value: this.storage.bucket.bucketName });
     new CfnOutput(this, 'IotPolicyName', { value: this.fleet.policyName });

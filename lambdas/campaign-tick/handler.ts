@@ -14,6 +14,7 @@ import { instrumented } from '../adapters/observability.js';
 import { counted } from '../adapters/operation-counter.js';
 import { backendSigner, freshnessService, logger, metrics, repositories } from '../adapters/runtime.js';
 import { traceClient } from '../adapters/tracing.js';
+import { ALERT_METRICS } from '../core/alerts.js';
 import { CampaignEngine } from '../core/campaigns.js';
 import { assignmentSigning, settings } from '../core/env.js';
 import { FRESHNESS_JOB } from '../core/freshness.js';
@@ -57,5 +58,10 @@ export const handler = instrumented(async (event?: unknown, context?: Context) =
   const result = await engine.tickAll(context ? () => context.getRemainingTimeInMillis() : undefined);
   metrics.addMetric('OffersSent', 'Count', result.offered);
   metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
+  // The halted-campaign alarm's metric (lib/operator-alerts.ts, local/alarms.ts), with the campaigns it names.
+  if (result.halted.length > 0) {
+    metrics.addMetric(ALERT_METRICS.campaignsHalted, 'Count', result.halted.length);
+    metrics.addMetadata('haltedCampaigns', result.halted.join(','));
+  }
   return result;
 });

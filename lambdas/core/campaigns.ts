@@ -352,18 +352,21 @@ export class CampaignEngine {
    */
   async tickAll(
     remainingMs: () => number = () => Number.POSITIVE_INFINITY,
-  ): Promise<{ campaigns: number; offered: number; timedOut: number }> {
+  ): Promise<{ campaigns: number; offered: number; timedOut: number; halted: string[] }> {
     this.remainingMs = remainingMs;
     for (const c of await this.deps.campaigns.listByStatus('halted')) await this.reviewHalted(c);
     const running = await this.deps.campaigns.listByStatus('running');
     let offered = 0;
     let timedOut = 0;
+    // Campaigns this pass halted: the operator alert's metric names them (lambdas/core/alerts.ts).
+    const halted: string[] = [];
     for (const c of running) {
       const r = await this.tick(c.campaignId);
       offered += r.offered;
       timedOut += r.timedOut;
+      if (r.decision === 'halt') halted.push(c.campaignId);
     }
-    return { campaigns: running.length, offered, timedOut };
+    return { campaigns: running.length, offered, timedOut, halted };
   }
 
   /**

@@ -11,6 +11,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
+import type { AlertThresholds } from '../../lambdas/core/alerts.js';
 import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
@@ -61,7 +62,12 @@ export interface AgentCloud {
 }
 
 export async function startAgentCloud(
-  opts: { presignTtlSeconds?: number; extraReleaseKeys?: readonly string[]; freshnessPeriodMs?: number } = {},
+  opts: {
+    presignTtlSeconds?: number;
+    extraReleaseKeys?: readonly string[];
+    freshnessPeriodMs?: number;
+    alertThresholds?: Partial<AlertThresholds>;
+  } = {},
 ): Promise<AgentCloud> {
   const root = mkdtempSync(join(tmpdir(), 'ota-agent-'));
   const releaseKey = newReleaseKey();
@@ -72,6 +78,7 @@ export async function startAgentCloud(
     releasePublicKeys: [releaseKey.publicPem, ...(opts.extraReleaseKeys ?? [])],
     presignTtlSeconds: opts.presignTtlSeconds ?? 300,
     ...(opts.freshnessPeriodMs !== undefined ? { freshnessPeriodMs: opts.freshnessPeriodMs } : {}),
+    ...(opts.alertThresholds ? { alertThresholds: opts.alertThresholds } : {}),
     logger: process.env.AGENT_TEST_LOG ? undefined : quiet,
   });
   const backendPem = readFileSync(cloud.signingKeyFile, 'utf8');
