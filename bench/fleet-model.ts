@@ -198,7 +198,9 @@ export function costPerVehicle(input: ModelInput, o: ModelOptions): CostLine[] {
     {
       item: `IoT messages (offers metered x${metered})`,
       perVehicle:
-        (per(s.iot.inbound) + per(s.iot.publish) * metered + per(s.iot.delivered) * metered) *
+        (per(s.iot.inbound - s.iot.basicIngest) +
+          per(s.iot.publish) * metered +
+          per(s.iot.delivered) * metered) *
         PRICES.iotMessage.value,
     },
     { item: 'IoT rules + actions', perVehicle: per(s.iot.ruleActions) * PRICES.iotRuleAndAction.value },
@@ -247,7 +249,7 @@ export function renderModel(input: ModelInput & { source: string }, o: ModelOpti
     `| KMS Sign (by key) | ${fmt(per(s.kms.sign), 4)} (${Object.entries(s.kms.signByKey)
       .map(([k, v]) => `${k} ${fmt(per(v), 4)}`)
       .join(', ')}) |`,
-    `| IoT Data Plane Publish / device messages / deliveries | ${fmt(per(s.iot.publish))} / ${fmt(per(s.iot.inbound))} / ${fmt(per(s.iot.delivered))} |`,
+    `| IoT Data Plane Publish / device messages (of which Basic Ingest) / deliveries | ${fmt(per(s.iot.publish))} / ${fmt(per(s.iot.inbound))} (${fmt(per(s.iot.basicIngest))}) / ${fmt(per(s.iot.delivered))} |`,
     `| IoT rule actions | ${fmt(per(s.iot.ruleActions))} |`,
     `| Lambda invocations | ${fmt(per(s.lambda.total))} (${Object.entries(s.lambda.invocations)
       .sort()

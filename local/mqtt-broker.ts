@@ -305,7 +305,10 @@ export async function startMqttBroker(props: MqttBrokerProps): Promise<MqttBroke
   aedes.on('client', () => recordOperation('iot.broker.connect'));
   aedes.on('publish', (packet, client) => {
     // Messages devices publish (the backend's own arrive through the IoT Data shim and are counted as Publish).
-    if (client) recordOperation('iot.broker.inbound');
+    if (client) {
+      recordOperation('iot.broker.inbound');
+      if (packet.topic.startsWith('$aws/rules/')) recordOperation('iot.broker.basicIngest');
+    }
     const vin = vinOf(client);
     if (vin === undefined || listeners.size === 0) return;
     const message: VehicleMessage = {

@@ -26,6 +26,8 @@ export interface CloudProcessInfo {
   readonly ca: string;
   readonly adminToken: string;
   readonly backendPublicKey: string;
+  /** The topic rule vehicles report to through IoT Basic Ingest. */
+  readonly ingestRule: string;
 }
 
 export type CloudRequest = { id: number; op: 'operations' | 'stats' | 'stop' };
@@ -82,6 +84,7 @@ async function main() {
       mqtt: cloud.endpoints.mqtt,
       ca: cloud.caCertPem,
       adminToken: cloud.adminToken,
+      ingestRule: cloud.ingestRuleName,
       backendPublicKey: createPublicKey(readFileSync(cloud.signingKeyFile, 'utf8'))
         .export({ type: 'spki', format: 'pem' })
         .toString(),

@@ -13,9 +13,10 @@
  * - the image is downloaded from the presigned URL and every chunk's SHA-256 and the whole image's SHA-256 are
  *   checked against the signed manifest (protocol/manifest.ts ImageHasher/compareDigest);
  * - it reports like the agent (vehicle/reporter.ts, download-phase.ts, install-phase.ts): durable statuses
- *   downloading(0), downloaded, verifying, installing(0) and the outcome, each published on MQTT (status topic,
- *   QoS 1) and then posted to POST /updates/{vin}/status until acknowledged (transient errors retried with
- *   backoff), in order (all of them: the agent drops phase reports an outcome overtakes, which a real install is
+ *   downloading(0), verifying, installing(0) and the outcome, each published through IoT Basic Ingest
+ *   ($aws/rules/<rule>/vehicle/updates/{VIN}/status, QoS 1); a phase report is done once MQTT acknowledged it, an
+ *   outcome (or a report MQTT did not take) is also posted to POST /updates/{vin}/status until acknowledged
+ *   (transient errors retried with backoff), in order (all of them: the agent drops phase reports an outcome overtakes, which a real install is
  *   too slow for); best-effort progress on MQTT through the
  *   agent's ProgressThrottle (per verified 64 KiB chunk while downloading, per 1 MiB block while installing),
  *   skipped while the previous one is in flight; one sequence number across both;
@@ -35,7 +36,7 @@ import { challengeSigningInput } from '../protocol/challenge.js';
 import { compareDigest, ImageHasher } from '../protocol/manifest.js';
 import { type FullOffer, offerSchema, type UpdateOffer } from '../protocol/offer.js';
 import type { StatusReport } from '../protocol/schemas.js';
-import { vehicleTopic } from '../protocol/topics.js';
+import { basicIngestTopic, vehicleTopic } from '../protocol/topics.js';
 import { type StatusBody, VehicleApiClient } from '../vehicle/api-client.js';
 import { ApiError } from '../vehicle/errors.js';
 import type { HttpTransport } from '../vehicle/http-transport.js';
@@ -48,6 +49,7 @@ import {
 import { offerFromAnswer } from '../vehicle/poller.js';
 import type { TrustAnchors } from '../vehicle/provisioning.js';
 import { ProgressThrottle } from '../vehicle/rate.js';
+import { TERMINAL_REPORTS } from '../vehicle/reporter.js';
 
 type VehicleStatus = StatusReport['status'];
 const INSTALL_BLOCK = 1024 * 1024;
@@ -55,6 +57,8 @@ const INSTALL_BLOCK = 1024 * 1024;
 export interface LightVehicleEnv {
   readonly apiUrl: string;
   readonly mqttUrl: string;
+  /** Topic rule of IoT Basic Ingest ($aws/rules/<rule>/...), as the agent's basicIngestRule. */
+  readonly ingestRule: string;
   readonly ca: string;
   readonly trust: TrustAnchors;
   /** Shared by the vehicles of one worker. */
@@ -302,7 +306,6 @@ export class LightVehicle {
     const problems = compareDigest(m, hasher.digest());
     if (problems.length > 0)
       return this.finish(full, 'verification_failed', `${problems.join('; ')}; the image was deleted`);
-    this.status({ status: 'downloaded', ...base });
     this.status({ status: 'verifying', ...base });
     this.status({ status: 'installing', progress: 0, ...base });
     const install = new ProgressThrottle();
@@ -362,15 +365,23 @@ export class LightVehicle {
     try {
       while (this.reports.length > 0 && !this.closed) {
         const next = this.reports[0]!;
+        let published = false;
         if (this.client?.connected) {
-          await this.client
-            .publishAsync(vehicleTopic(this.vin, 'status'), this.payload(next.body), { qos: 1 })
-            .catch(() => {});
+          published = await this.client
+            .publishAsync(this.topic('status'), this.payload(next.body), { qos: 1 })
+            .then(
+              () => true,
+              () => false,
+            );
         }
-        try {
-          await this.retrying(() => this.api.reportStatus(next.body));
-        } catch {
-          // refused for good (4xx): dropped, as the agent does
+        // As vehicle/reporter.ts: a phase report is done once MQTT acknowledged it; an outcome, or a report MQTT
+        // did not take, is also posted until the backend answers.
+        if (!published || TERMINAL_REPORTS.has(next.body.status)) {
+          try {
+            await this.retrying(() => this.api.reportStatus(next.body));
+          } catch {
+            // refused for good (4xx): dropped, as the agent does
+          }
         }
         this.outcome.reportsSent++;
         if (this.reports[0] === next) this.reports.shift();
@@ -390,11 +401,15 @@ export class LightVehicle {
       sequence: this.sequence++,
     };
     this.client
-      .publishAsync(vehicleTopic(this.vin, 'progress'), this.payload(report), { qos: 1 })
+      .publishAsync(this.topic('progress'), this.payload(report), { qos: 1 })
       .catch(() => {})
       .finally(() => {
         this.progressInFlight = false;
       });
+  }
+
+  private topic(channel: 'status' | 'progress'): string {
+    return basicIngestTopic(this.env.ingestRule, this.vin, channel);
   }
 
   private payload(body: StatusBody): string {

@@ -209,6 +209,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         vins: slice,
         api: info.api,
         mqtt: info.mqtt,
+        ingestRule: info.ingestRule,
         ca: info.ca,
         adminToken: info.adminToken,
         releasePublicKey,
@@ -217,8 +218,10 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         registerConcurrency: Math.max(1, Math.ceil(8 / workerCount)),
         connectConcurrency: Math.max(1, Math.ceil(64 / workerCount)),
         keepaliveSeconds: 600,
-        // The safety net for a lost offer: often enough to matter within a run, rare enough to stay a small load.
-        pollSeconds: 180,
+        // The agent's safety-net poll while MQTT is connected (AgentOptions.polling.connectedIntervalMs): a day.
+        // Every 3 minutes, as here before, was 480 times the agent's rate: 10,000 waiting vehicles polled 55 times a
+        // second (a login each), more load than the campaign, and counted as if the agent did it.
+        pollSeconds: 86_400,
       };
       const child = forkTs('./vehicle-worker.ts', workerOptions, 4096, join(logs, `worker-${w}.log`));
       await once(child, (m) => ((m as { id?: number }).id === 0 ? true : undefined), `worker ${w}`);

@@ -17,6 +17,8 @@ export interface VehicleWorkerOptions {
   readonly vins: readonly string[];
   readonly api: string;
   readonly mqtt: string;
+  /** Reports go through IoT Basic Ingest to this topic rule, as the agent's do. */
+  readonly ingestRule: string;
   readonly ca: string;
   readonly adminToken: string;
   readonly releasePublicKey: string;
@@ -78,6 +80,7 @@ async function register(): Promise<{ registered: number; errors: string[] }> {
             {
               apiUrl: options.api,
               mqttUrl: options.mqtt,
+              ingestRule: options.ingestRule,
               ca: options.ca,
               trust,
               transport,

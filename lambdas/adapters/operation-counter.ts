@@ -110,6 +110,8 @@ export interface OperationsSnapshot {
     connects: number;
     /** Messages published by devices over MQTT. */
     inbound: number;
+    /** Of those, messages to IoT Basic Ingest topics ($aws/rules/...): no messaging charge on AWS. */
+    basicIngest: number;
     /** Messages delivered to subscribed devices. */
     delivered: number;
     /** Topic rule actions run (IoT rule -> ingest). */
@@ -142,7 +144,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
       hottestItems: [],
     },
     kms: { sign: 0, byOperation: {}, signByKey: {} },
-    iot: { publish: 0, byOperation: {}, connects: 0, inbound: 0, delivered: 0, ruleActions: 0 },
+    iot: { publish: 0, byOperation: {}, connects: 0, inbound: 0, basicIngest: 0, delivered: 0, ruleActions: 0 },
     s3: { byOperation: {} },
     sqs: { byOperation: {} },
     lambda: { invocations: {}, total: 0, byFunction: {} },
@@ -179,6 +181,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
       } else if (kind === 'broker') {
         if (name === 'connect') s.iot.connects += n;
         else if (name === 'inbound') s.iot.inbound += n;
+        else if (name === 'basicIngest') s.iot.basicIngest += n;
         else if (name === 'delivered') s.iot.delivered += n;
       } else if (kind === 'rule') s.iot.ruleActions += n;
     } else if (service === 's3' || service === 'sqs') s[service].byOperation[name] = n;

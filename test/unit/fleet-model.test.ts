@@ -28,6 +28,7 @@ const input = {
     'kms.sign.backend': 20,
     'iot.op.Publish': 10,
     'iot.broker.inbound': 100,
+    'iot.broker.basicIngest': 60,
     'iot.broker.delivered': 10,
     'iot.rule.actions': 100,
     'lambda.invoke.ingest': 100,
@@ -70,5 +71,9 @@ describe('fleet model', { timeout: 10_000 }, () => {
     assert.ok(Math.abs(kms.perVehicle - 2 * (0.15 / 1e4)) < 1e-12);
     const writes = costs.find((c) => c.item === 'DynamoDB writes')!;
     assert.ok(Math.abs(writes.perVehicle - 10 * (0.625 / 1e6)) < 1e-12);
+    // Basic Ingest messages carry no messaging charge: 4 charged device messages of 10, 1 offer metered 2x, 1
+    // delivery metered 2x (9 KB offers, 5 KB increments).
+    const iot = costs.find((c) => c.item.startsWith('IoT messages'))!;
+    assert.ok(Math.abs(iot.perVehicle - (4 + 2 + 2) * (1 / 1e6)) < 1e-12, String(iot.perVehicle));
   });
 });
