@@ -4,7 +4,7 @@
  * (lambdas/core/alerts.ts ALERT_METRICS, CloudWatch embedded metric format with the Powertools `service`
  * dimension) and the dead-letter queues' depth; the local cloud evaluates the same conditions (local/alarms.ts).
  */
-import { Duration, Stack } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -46,6 +46,8 @@ export interface OperatorAlertsProps {
   readonly deadLetterAlarms: Readonly<Record<string, cloudwatch.Alarm>>;
   /** Working queues whose depth the dashboard shows (the background jobs). */
   readonly queues?: Readonly<Record<string, sqs.IQueue>>;
+  /** The topic's key is deleted with the stack (development stacks). @default false: retained */
+  readonly destroyOnRemoval?: boolean;
   /** Alarms other constructs made (dead-letter, tick errors) that should notify the topic too. */
   readonly existingAlarms?: readonly cloudwatch.Alarm[];
 }
@@ -77,6 +79,7 @@ export class OperatorAlerts extends Construct {
     this.topicKey = new kms.Key(this, 'TopicKey', {
       description: 'Encrypts the operator alerts topic',
       enableKeyRotation: true,
+      removalPolicy: props.destroyOnRemoval ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     });
     this.topicKey.addToResourcePolicy(
       new iam.PolicyStatement({

@@ -294,6 +294,7 @@ export class OtaStack extends Stack {
       emails: props.alerts?.emails,
       webhooks: props.alerts?.webhooks,
       thresholds: props.alerts?.thresholds,
+      destroyOnRemoval: destroy,
       functions: {
         ...Object.fromEntries([...functions].map(([name, fn]) => [name, fn.function])),
         ingest: this.ingestFunction.function,

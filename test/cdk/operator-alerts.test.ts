@@ -121,6 +121,13 @@ describe('operator alerts (SNS topic, alarms, dashboard)', { timeout: 300_000 },
     );
   });
 
+  it('retains the topic key, except with a development stack', () => {
+    const keyOf = (t: typeof template) =>
+      Object.values(t.findResources('AWS::KMS::Key')).find((k) => k.Properties.KeyUsage !== 'SIGN_VERIFY')!;
+    assert.equal(keyOf(template).DeletionPolicy, 'Retain');
+    assert.equal(keyOf(otaTemplate({ devMode: true })).DeletionPolicy, 'Delete');
+  });
+
   it('refuses a bad threshold, a webhook that is not https and a malformed address at synthesis', () => {
     const build = (alerts: object) => () => new OtaStack(newApp(), 'Bad', { alerts });
     assert.throws(build({ thresholds: { failureRatePercent: 0 } }), /failureRatePercent/);
