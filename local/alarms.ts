@@ -6,7 +6,7 @@
  * the records (GET /local/alerts).
  *
  * Like CloudWatch, a threshold alarm raises once when it goes into ALARM and again only after it returned to OK:
- * periods are fixed windows of periodSeconds. A halted campaign raises one alert per campaign halt (each halt is
+ * periods are fixed windows of periodSeconds from the start. A halted campaign raises one alert per campaign halt (each halt is
  * an event the operator must act on); dead letters raise one alert per rise of a queue's depth.
  */
 import { randomUUID } from 'node:crypto';
@@ -41,6 +41,7 @@ export class LocalAlarms {
   readonly thresholds: AlertThresholds;
   private readonly clock: () => number;
   private readonly log: (record: AlertRecord) => void;
+  private readonly origin: number;
   private period: Period;
   private failureAlarm = false;
   private rejectionAlarm = false;
@@ -51,6 +52,7 @@ export class LocalAlarms {
     const problem = alertThresholdProblem(this.thresholds);
     if (problem) throw new Error(`Local alarms: ${problem}`);
     this.clock = props.clock ?? Date.now;
+    this.origin = this.clock();
     this.log =
       props.log ??
       ((r) => process.stderr.write(`${JSON.stringify({ level: 'ALERT', service: 'local-alarms', ...r })}\n`));
@@ -135,9 +137,14 @@ export class LocalAlarms {
     return this.period;
   }
 
+  /**
+   * Periods follow each other from the alarms' start (CloudWatch aligns them to the clock; here a run that starts
+   * a minute before a boundary would split its first outcomes over two periods).
+   */
   private freshPeriod(): Period {
     const ms = this.thresholds.periodSeconds * 1000;
-    return { start: Math.floor(this.clock() / ms) * ms, failed: 0, completed: 0, rejected: 0 };
+    const start = this.origin + Math.floor((this.clock() - this.origin) / ms) * ms;
+    return { start, failed: 0, completed: 0, rejected: 0 };
   }
 
   private raise(kind: AlertKind, message: string, details: Record<string, unknown>): void {
