@@ -6,7 +6,7 @@
  * `ota alerts` (GET /local/alerts), and the alerts file in the data directory.
  */
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from '../../cli/main.js';
@@ -16,6 +16,7 @@ import {
   type AgentCloud,
   backendUpdate,
   backendVehicle,
+  flipStoredByte,
   publishRelease,
   registerAgentVehicle,
   s3ObjectFile,
@@ -72,15 +73,6 @@ async function otaAlerts(
   return { code, alerts: code === 0 ? (JSON.parse(stdout) as { alerts: AlertRecord[] }).alerts : [], stderr };
 }
 
-function flipByte(file: string, at: number): void {
-  const fd = openSync(file, 'r+');
-  const byte = Buffer.alloc(1);
-  readSync(fd, byte, 0, 1, at);
-  byte[0] = byte[0]! ^ 0xff;
-  writeSync(fd, byte, 0, 1, at);
-  closeSync(fd);
-}
-
 describe('operator alerts on the local cloud', { timeout: 120_000 }, () => {
   it('a tampered release halts its campaign and raises campaign_halted and failure_rate alerts', async () => {
     const before = await otaAlerts();
@@ -89,7 +81,7 @@ describe('operator alerts on the local cloud', { timeout: 120_000 }, () => {
 
     const rel = await publishRelease(ac, { version: '2.0.0', size: 256 * 1024 });
     const file = s3ObjectFile(ac, rel.signed.manifest);
-    flipByte(file, 100_000);
+    flipStoredByte(file, 100_000);
 
     const vins = ['1HGCM82633A800001', '1HGCM82633A800002'];
     const agents = [];

@@ -6,7 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -375,6 +385,19 @@ export function s3ObjectFile(ac: AgentCloud, manifest: { release_id: string; sha
 }
 
 /** Asserts the vehicle runs `version` with exactly `image` in its active slot, committed, with nothing left over. */
+/** Inverts one byte of a stored object in place: an image tampered with in storage after publication. */
+export function flipStoredByte(file: string, at: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    readSync(fd, byte, 0, 1, at);
+    byte[0] = byte[0]! ^ 0xff;
+    writeSync(fd, byte, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function assertVehicleRuns(stateDir: string, version: string, image: Buffer, ecu = 'tcu'): void {
   const state = readAgentState(stateDir);
   assert.equal(state.ecus[ecu]?.version, version, 'state file: installed version');
