@@ -367,6 +367,13 @@ async function start(
   );
   cleanups.push(() => iotData.stop());
   env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = iotData.url;
+  // Alerts go to the local cloud's log (the gateway's logger, JSON lines on stderr by default) and to a file.
+  const logger = options.logger;
+  const alarms = new LocalAlarms({
+    file: join(dataDir, 'alerts.jsonl'),
+    thresholds: options.alertThresholds,
+    ...(logger ? { log: (r: AlertRecord) => logger.warn('operator alert', { ...r }) } : {}),
+  });
   const jobs = await startLocalJobQueue({
     ...options.jobs,
     port: ports.jobs ?? 0,
@@ -375,19 +382,13 @@ async function start(
     credentials,
     region: LOCAL_REGION,
     deadLetterFile: join(dataDir, 'jobs-dead-letters.jsonl'),
+    onMetrics: (fn, record) => alarms.metrics(fn, record),
   });
   cleanups.push(() => jobs.stop());
   env[ENV.jobQueueUrl] = jobs.queueUrl;
 
   cleanups.push(setEnv(env));
   // Instances start after the environment is set: each worker copies it at its cold start.
-  // Alerts go to the local cloud's log (the gateway's logger, JSON lines on stderr by default) and to a file.
-  const logger = options.logger;
-  const alarms = new LocalAlarms({
-    file: join(dataDir, 'alerts.jsonl'),
-    thresholds: options.alertThresholds,
-    ...(logger ? { log: (r: AlertRecord) => logger.warn('operator alert', { ...r }) } : {}),
-  });
   const lambdas = new LocalLambdas({
     settings: options.functionSettings,
     maxInstances: options.maxInstancesPerFunction,

@@ -99,7 +99,7 @@ const defaultEntry = (fn: LambdaName) => ({
  * Reads a worker's stdout line by line: EMF records (a JSON object with an `_aws.CloudWatchMetrics` key) go to the
  * sink, everything else to this process's stdout unchanged.
  */
-function splitMetrics(worker: Worker, fn: LambdaName, sink: MetricsSink): void {
+export function splitMetrics(worker: Worker, fn: LambdaName, sink: MetricsSink): void {
   createInterface({ input: worker.stdout, crlfDelay: Number.POSITIVE_INFINITY }).on('line', (line) => {
     if (line.startsWith('{') && line.includes('"CloudWatchMetrics"')) {
       try {
