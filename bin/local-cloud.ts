@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORTS, startLocalCloud } from '../local/cloud.js';
+import { buildConsole } from './console-bundle.js';
 
 const { values } = parseArgs({
   options: {
@@ -16,6 +17,8 @@ const { values } = parseArgs({
 });
 
 const began = performance.now();
+// The console is built from source on every start (about a second), so it never lags behind the API it calls.
+await buildConsole();
 // The fixed ports and the .ota-local folder are asked for here only: the library's defaults are free ports and a
 // temporary folder, so tests run beside this process.
 const cloud = await startLocalCloud({
@@ -31,6 +34,7 @@ const show = (path: string) => {
 const lines = [
   `Local cloud ready in ${Math.round(performance.now() - began)} ms (state in ${show(cloud.dataDir)})`,
   `  API        ${cloud.endpoints.api}`,
+  `  Console    ${cloud.endpoints.console}  (sign in with an operator account below)`,
   `  S3         ${cloud.endpoints.s3}  (bucket ${cloud.bucket})`,
   `  DynamoDB   ${cloud.endpoints.dynamodb}`,
   `  MQTT       ${cloud.endpoints.mqtt}  (mutual TLS; client id = VIN = certificate CN)`,
@@ -39,6 +43,8 @@ const lines = [
   cloud.adminTokenFile
     ? `  Admin token file  ${show(cloud.adminTokenFile)}  (Authorization: Bearer $(cat ${show(cloud.adminTokenFile)}))`
     : '  Admin token  given in the options',
+  `  Operators  ${show(cloud.operatorsFile)}  (one account per role: ${cloud.operators.map((a) => a.name).join(', ')};`,
+  `             ota --as <role> ...; the console's sign-in takes an account's access key id and secret)`,
   cloud.releaseKeyFiles
     ? `  Dev release key   ${show(cloud.releaseKeyFiles.privateKey)} (public: ${show(cloud.releaseKeyFiles.publicKey)})`
     : '  Release keys  from --release-public-key',

@@ -94,6 +94,12 @@ export const CONNECTION_OPTIONS: Readonly<Record<string, OptionSpec>> = {
     placeholder: '<file>',
     description: 'admin token file (env OTA_ADMIN_TOKEN_FILE; default .ota-local/admin-token)',
   },
+  as: {
+    type: 'string',
+    placeholder: '<role>',
+    description:
+      'local cloud: act as its viewer, operator, release-manager or admin account (SigV4 with that account from .ota-local/operators.json, env OTA_OPERATORS_FILE)',
+  },
   aws: {
     type: 'boolean',
     description: 'deployed stack: sign requests with SigV4 and the default AWS credential chain, no token',

@@ -22,6 +22,7 @@ export const GROUPS: readonly GroupSpec[] = [
     summary: 'Operator alerts raised by the local cloud (on AWS they go to the SNS topic).',
     defaultCommand: 'list',
   },
+  { name: 'audit', summary: 'The operator audit log: who did what, when, from where, and the outcome.' },
 ];
 
 const id = (name: string, description: string) => [{ name, description, required: true }] as const;
@@ -478,5 +479,33 @@ export const COMMANDS: readonly Command[] = [
     options: pagination,
     examples: ['ota campaigns excluded c-1a2b3c4d5e6f'],
     load: async () => (await import('./campaigns.js')).excluded,
+  },
+  {
+    group: 'audit',
+    name: 'list',
+    summary: 'List audit log entries, newest first, one page at a time',
+    api: true,
+    options: {
+      actor: {
+        type: 'string',
+        placeholder: '<who>',
+        description: 'only this actor (account, cognito:<sub>, ARN)',
+      },
+      role: { type: 'string', placeholder: '<role>', description: 'only this role' },
+      outcome: { type: 'string', placeholder: '<outcome>', description: 'allowed, refused or failed' },
+      target: {
+        type: 'string',
+        placeholder: '<id>',
+        description: 'only this release id, VIN or campaign id',
+      },
+      'next-token': {
+        type: 'string',
+        placeholder: '<token>',
+        description: 'the next page, from the previous one',
+      },
+      limit: { type: 'string', placeholder: '<n>', description: 'entries per page, 1-1000 (default 50)' },
+    },
+    examples: ['ota audit list', 'ota audit list --outcome refused --role viewer'],
+    load: async () => (await import('./audit.js')).list,
   },
 ];

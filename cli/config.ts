@@ -4,15 +4,21 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { isOperatorRole, OPERATOR_ROLES, type OperatorRole } from '../protocol/roles.js';
 import { booleanOption, type OptionValues, stringOption, UsageError } from './args.js';
 
 export const DEFAULT_ENDPOINT = 'https://127.0.0.1:8443';
 export const DEFAULT_CA_FILE = '.ota-local/ca/ca.cert.pem';
 export const DEFAULT_TOKEN_FILE = '.ota-local/admin-token';
+export const DEFAULT_OPERATORS_FILE = '.ota-local/operators.json';
+/** The local cloud's region (local/storage-emulators.ts LOCAL_REGION; a unit test keeps the two equal). */
+export const LOCAL_CLOUD_REGION = 'us-east-1';
 
 export type Credentials =
   | { readonly kind: 'admin-token'; readonly file: string }
-  | { readonly kind: 'aws'; readonly region: string };
+  | { readonly kind: 'aws'; readonly region: string }
+  /** `--as <role>`: a local operator account's SigV4 credentials from the local cloud's operators file. */
+  | { readonly kind: 'local-account'; readonly role: OperatorRole; readonly file: string };
 
 export interface Connection {
   readonly endpoint: URL;
@@ -55,6 +61,15 @@ export function resolveConnection({
   const caFile =
     caGiven !== undefined ? resolve(cwd, caGiven) : !aws && fileExists(defaultCa) ? defaultCa : undefined;
 
+  const as = stringOption(values, 'as');
+  if (as !== undefined) {
+    if (aws || stringOption(values, 'token-file') !== undefined) {
+      throw new UsageError('--as excludes --aws and --token-file');
+    }
+    if (!isOperatorRole(as)) throw new UsageError(`--as takes one of ${OPERATOR_ROLES.join(', ')}`);
+    const file = nonEmpty(env.OTA_OPERATORS_FILE) ?? DEFAULT_OPERATORS_FILE;
+    return { endpoint, caFile, credentials: { kind: 'local-account', role: as, file: resolve(cwd, file) } };
+  }
   if (aws) {
     if (stringOption(values, 'token-file') !== undefined)
       throw new UsageError('--token-file and --aws exclude each other');

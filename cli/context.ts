@@ -86,10 +86,15 @@ export class Context {
   api(): Promise<ApiClient> {
     this.client ??= (async () => {
       const c = this.connectionSettings();
-      this.authorizer =
-        c.credentials.kind === 'aws'
-          ? await (await import('./aws-auth.js')).sigV4Authorizer({ region: c.credentials.region })
-          : new AdminTokenAuthorizer(c.credentials.file);
+      const creds = c.credentials;
+      if (creds.kind === 'aws') {
+        this.authorizer = await (await import('./aws-auth.js')).sigV4Authorizer({ region: creds.region });
+      } else if (creds.kind === 'local-account') {
+        const { localAccountAuthorizer } = await import('./local-account.js');
+        this.authorizer = await localAccountAuthorizer(creds.file, creds.role);
+      } else {
+        this.authorizer = new AdminTokenAuthorizer(creds.file);
+      }
       return new ApiClient(c, this.agent(), this.authorizer, this.signal);
     })();
     return this.client;

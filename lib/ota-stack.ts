@@ -16,6 +16,8 @@ import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
 import { defaultIngestRuleName, FleetIngest } from './fleet-ingest.js';
 import { OperatorAlerts } from './operator-alerts.js';
+import { OperatorConsole } from './operator-console.js';
+import { OperatorIdentity } from './operator-identity.js';
 import { OtaFunction } from './ota-function.js';
 import { SigningKey } from './signing-key.js';
 import { VehicleApi } from './vehicle-api.js';
@@ -87,6 +89,7 @@ export interface OtaStackProps extends StackProps {
    * @default true
    */
   readonly createApiGatewayCloudWatchRole?: boolean;
+
   /**
    * Reserved concurrency of each API function.
    * @default - none
@@ -168,6 +171,10 @@ export class OtaStack extends Stack {
   readonly api: VehicleApi;
   /** The alerts topic, its alarms and the backend dashboard. */
   readonly alerts: OperatorAlerts;
+  /** Operators: Cognito users in role groups, one IAM role per operator role (protocol/roles.ts). */
+  readonly operators: OperatorIdentity;
+  /** The operator console: private S3 bucket behind CloudFront, which also forwards the API. */
+  readonly console: OperatorConsole;
 
   constructor(scope: Construct, id: string, props: OtaStackProps = {}) {
     super(scope, id, props);
@@ -322,7 +329,34 @@ export class OtaStack extends Stack {
       description:
         'Operator alerts (halted campaigns, failure rate, dead letters, ingest refusals): subscribe here',
     });
+    this.operators = new OperatorIdentity(this, 'OperatorIdentity', {
+      api: this.api.api,
+      removalPolicy: destroy ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+    });
+
+    this.console = new OperatorConsole(this, 'OperatorConsole', {
+      api: this.api.api,
+      // VehicleApi's default stage (operator-console.test.ts checks they agree).
+      apiStageName: 'v1',
+      identity: this.operators,
+      firmwareBucket: this.storage.bucket,
+      accessLogBucket: this.storage.accessLogBucket,
+      destroyOnRemoval: destroy,
+    });
+
     new CfnOutput(this, 'ApiUrl', { value: this.api.url, description: 'Base URL of the HTTPS API' });
+    new CfnOutput(this, 'ConsoleUrl', {
+      value: this.console.url,
+      description: 'The operator console (sign in with a user of OperatorUserPoolId)',
+    });
+    new CfnOutput(this, 'ConsoleBucketName', { value: this.console.bucket.bucketName });
+    new CfnOutput(this, 'OperatorUserPoolId', {
+      value: this.operators.userPool.userPoolId,
+      description:
+        'Cognito user pool of the operators: add users with AdminCreateUser and put each in one role group',
+    });
+    new CfnOutput(this, 'OperatorConsoleClientId', { value: this.operators.consoleClient.userPoolClientId });
+    new CfnOutput(this, 'OperatorIdentityPoolId', { value: this.operators.identityPool.ref });
     new CfnOutput(this, 'FirmwareBucketName', { value: this.storage.bucket.bucketName });
     new CfnOutput(this, 'IotPolicyName', { value: this.fleet.policyName });
     new CfnOutput(this, 'IotThingTypeName', { value: this.fleet.thingTypeName });
@@ -417,7 +451,10 @@ export class OtaStack extends Stack {
     d.bindItems(operator, 'campaigns', ['GetItem', 'PutItem', 'UpdateItem', 'Scan']);
     // Campaign exclusions: listed a page at a time (Query); the preparation job writes them.
     d.bindItems(operator, 'exclusions', ['Query']);
-    d.bindItems(operator, 'history', ['PutItem']);
+    // The audit log: every mutation appended (PutItem, conditional on a new event id), GET /audit (Query).
+    d.bindItems(operator, 'audit', ['PutItem', 'Query']);
+    // History: appended by the release kill switch, read as a vehicle's timeline (GET /vehicles/{vin}/history).
+    d.bindItems(operator, 'history', ['PutItem', 'Query']);
     this.storage.grantUpload(operator);
     // Campaign VIN lists: an inline list stored, an upload presigned and checked when complete.
     this.storage.grantTargetLists(operator, 'write');
@@ -434,6 +471,8 @@ export class OtaStack extends Stack {
     d.bindItems(registry, 'updates', ['GetItem', 'Query', 'PutItem']);
     d.bindItems(registry, 'campaigns', ['GetItem', 'UpdateItem']);
     d.bindItems(registry, 'history', ['PutItem']);
+    // Its mutations (registration, revocation) are audited like operator-api's: appended only, never listed here.
+    d.bindItems(registry, 'audit', ['PutItem']);
     this.fleet.bindRegistration(registry);
 
     // jobs-worker: verifies release images (reads the object by ranges, saves its checkpoint on the release,

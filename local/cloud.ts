@@ -10,6 +10,7 @@ import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { rootCertificates } from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import {
   type AttributeDefinition,
   CreateTableCommand,
@@ -20,6 +21,8 @@ import {
   type TableDescription,
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { DynamoAuditLog } from '../lambdas/adapters/dynamo-audit.js';
+import { documentClient } from '../lambdas/adapters/dynamo-repositories.js';
 import {
   type OperationDelta,
   type OperationsSnapshot,
@@ -46,6 +49,7 @@ import { startIotDataShim } from './iot-data-shim.js';
 import { type LocalJobQueue, type LocalJobQueueProps, startLocalJobQueue } from './job-queue.js';
 import { LocalLambdas } from './lambda-runtime.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
+import { type LocalOperatorAccount, loadOperatorAccounts } from './operator-accounts.js';
 import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
 import { startLocalSchedule } from './schedule.js';
 import type { LocalCredentials } from './sigv4.js';
@@ -58,6 +62,9 @@ import {
 } from './storage-emulators.js';
 
 export { FIRMWARE_BUCKET, LOCAL_REGION };
+
+/** Where bin/console-bundle.ts writes the console. */
+const CONSOLE_DIST = fileURLToPath(new URL('../dist/console', import.meta.url));
 
 import { DEFAULT_PORTS, LOCAL_INGEST_RULE } from './ports.js';
 
@@ -123,6 +130,11 @@ export interface LocalCloudOptions {
    * @default 60000
    */
   readonly freshnessPeriodMs?: number;
+  /**
+   * The built operator console to serve at /console/ (bin/console-bundle.ts writes it).
+   * @default dist/console of this repository
+   */
+  readonly consoleDir?: string;
   /** MQTT connections the broker accepts at once (IoT Core has no such small cap). @default 1000 */
   readonly mqttMaxConnections?: number;
   /**
@@ -151,6 +163,8 @@ export interface LocalCloud {
     readonly dynamodb: string;
     /** mqtts://127.0.0.1:port */
     readonly mqtt: string;
+    /** The operator console (same origin as the API). */
+    readonly console: string;
     readonly iotData: string;
   };
   /** The broker, for tests that need to observe or restart it. */
@@ -167,6 +181,12 @@ export interface LocalCloud {
   /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
   readonly caFile: string;
   readonly adminToken: string;
+  /**
+   * The local operator accounts, one per role (viewer, operator, release-manager, admin), with the SigV4
+   * credentials the CLI (`ota --as <role>`) and the console sign with; kept in operatorsFile (0600).
+   */
+  readonly operators: readonly LocalOperatorAccount[];
+  readonly operatorsFile: string;
   /** Where the admin token is kept; undefined when it was passed in the options. */
   readonly adminTokenFile: string | undefined;
   /** The development release key pair, when no releasePublicKeys were given. */
@@ -243,6 +263,8 @@ async function start(
     ? { pems: options.releasePublicKeys.map(checkPublicKey), files: undefined }
     : devReleaseKey(join(dataDir, 'keys'));
   const admin = adminTokenFrom(options.adminToken, join(dataDir, 'admin-token'));
+  const operatorsFile = join(dataDir, 'operators.json');
+  const operators = loadOperatorAccounts(operatorsFile);
 
   // AWS_ENDPOINT_URL (e.g. LocalStack) replaces the embedded S3 and DynamoDB emulators; the rest stays local.
   const external = process.env.AWS_ENDPOINT_URL;
@@ -435,6 +457,15 @@ async function start(
     cleanups.push(() => schedule.stop());
   }
 
+  // The gateway records its own refusals (a role calling a route it may not) in the same audit table.
+  const auditDb = new DynamoDBClient({
+    endpoint: dynamo.endpoint,
+    region: LOCAL_REGION,
+    credentials,
+    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, ca.certPem] }) },
+  });
+  cleanups.push(async () => auditDb.destroy());
+  const auditLog = new DynamoAuditLog(documentClient(auditDb), tables.audit);
   const gateway = await service('API gateway', ports.api, () =>
     LocalGateway.start({
       tls,
@@ -442,6 +473,13 @@ async function start(
       adminToken: admin.token,
       // `ota --aws` against the local cloud: operator requests signed with the local credentials pass, as IAM would.
       sigv4: { credentials, region: LOCAL_REGION },
+      operators,
+      audit: (entry) => auditLog.append(entry),
+      console: {
+        dir: options.consoleDir ?? CONSOLE_DIST,
+        config: { mode: 'local', region: LOCAL_REGION, apiPath: '' },
+        uploadOrigins: [s3.endpoint],
+      },
       loadHandler,
       throttle: options.throttle,
       logger: options.logger,
@@ -456,6 +494,7 @@ async function start(
   return {
     endpoints: {
       api: gateway.url,
+      console: `${gateway.url}/console/`,
       s3: s3.endpoint,
       dynamodb: dynamo.endpoint,
       mqtt: broker.url,
@@ -469,6 +508,8 @@ async function start(
     caFile: ca.certFile,
     adminToken: admin.token,
     adminTokenFile: admin.file,
+    operators,
+    operatorsFile,
     releaseKeyFiles: release.files,
     signingKeyFile,
     credentials,

@@ -2,7 +2,8 @@
  * A local stand-in for API Gateway (REST, Lambda proxy integration): an HTTPS server on 127.0.0.1 that matches
  * requests against ROUTES, turns them into APIGatewayProxyEvent objects for the same handler modules that run on
  * Lambda, and writes their results back. It mirrors what API Gateway does before a function runs: unknown route
- * (404), wrong method (405), operator authorisation (IAM on AWS, an admin token here: 401), body size (the route's
+ * (404), wrong method (405), operator authorisation (IAM on AWS; here the local operator accounts' SigV4
+ * signatures or the admin token: 401/403, and the route's roles: 403, recorded in the audit log), body size (the route's
  * limit, and never above API Gateway's 10 MB: 413), throttling (429), integration timeout (504), a function error
  * (timeout, out of memory, crash) or a response above Lambda's 6 MB (502), and a fixed body for anything
  * unexpected (500), never a stack.
@@ -13,9 +14,11 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { auditEntryFor } from '../lambdas/core/audit.js';
 import { INTERNAL_ERROR_BODY } from '../lambdas/core/errors.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { json } from '../lambdas/core/http.js';
+import type { AuditEntry } from '../protocol/audit.js';
 import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
 import {
   API_GATEWAY_INTEGRATION_TIMEOUT_MS,
@@ -24,8 +27,10 @@ import {
   LAMBDA_SYNC_RESPONSE_BYTES,
 } from './aws-limits.js';
 import type { TlsMaterial } from './ca.js';
+import { type ConsoleFiles, serveConsole } from './console-files.js';
 import { type LambdaFailure, LambdaInvocationError } from './lambda-runtime.js';
 import { closeServer, LOCALHOST, listen } from './listen.js';
+import { type LocalOperatorAccount, principalArn } from './operator-accounts.js';
 import { type ParsedAuthorization, parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
@@ -60,6 +65,19 @@ export interface LocalGatewayProps {
     readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
     readonly region: string;
   };
+  /**
+   * Local operator accounts (one per role): operator requests signed with their credentials act with their role,
+   * and a route whose `roles` leave that role out answers 403. The admin token and the `sigv4` credentials act as
+   * admin. @default none
+   */
+  readonly operators?: readonly LocalOperatorAccount[];
+  /**
+   * Records the refusals the gateway makes itself (a signed-in role calling a route it may not), as the
+   * operator-api function records the mutations it answers. @default not recorded
+   */
+  readonly audit?: (entry: AuditEntry) => Promise<void>;
+  /** The operator console, served at /console/ on the API's origin. @default not served */
+  readonly console?: ConsoleFiles;
   readonly loadHandler: HandlerLoader;
   /** @default ROUTES */
   readonly routes?: readonly RouteDefinition[];
@@ -81,8 +99,10 @@ export interface LocalGatewayProps {
 
 const HOST = LOCALHOST;
 const LOCAL_ACCOUNT = '000000000000';
-/** The identity API Gateway reports for a caller that passed IAM authorisation; locally, whoever has the token. */
-export const LOCAL_OPERATOR_ARN = `arn:aws:iam::${LOCAL_ACCOUNT}:user/local-operator`;
+/** Who holds the admin token, or the local cloud's own credentials (`ota --aws` against the local cloud). */
+const ADMIN_TOKEN_HOLDER = { name: 'local-admin', role: 'admin' } as const;
+const ROOT_CREDENTIALS_HOLDER = { name: 'local-root', role: 'admin' } as const;
+type Principal = Pick<LocalOperatorAccount, 'name' | 'role'>;
 
 const errorBody = (code: string, message: string) => ({ error: { code, message } });
 
@@ -222,6 +242,9 @@ export class LocalGateway {
   private readonly logger: GatewayLogger;
   private readonly clock: () => number;
   private readonly timeoutMs: number;
+  /** Access key id -> who signs with it: the local operator accounts, and the local cloud's own credentials. */
+  private readonly signers = new Map<string, LocalOperatorAccount>();
+  private readonly region: string | undefined;
 
   private constructor(
     private readonly server: Server,
@@ -234,6 +257,12 @@ export class LocalGateway {
     this.clock = props.clock ?? Date.now;
     this.logger = props.logger ?? stderrLogger;
     this.timeoutMs = props.timeoutMs ?? API_GATEWAY_INTEGRATION_TIMEOUT_MS;
+    this.region = props.sigv4?.region;
+    if (props.sigv4) {
+      const { accessKeyId, secretAccessKey } = props.sigv4.credentials;
+      this.signers.set(accessKeyId, { ...ROOT_CREDENTIALS_HOLDER, accessKeyId, secretAccessKey });
+    }
+    for (const account of props.operators ?? []) this.signers.set(account.accessKeyId, account);
     this.buckets = new TokenBuckets(props.throttle ?? { ratePerSecond: 100, burst: 200 }, this.clock);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       // node's own answer to an unparsable request is plain text; API Gateway answers JSON.
@@ -299,6 +328,7 @@ export class LocalGateway {
             );
       return this.refuse(req, res, requestId, answer);
     }
+    if (this.props.console && (await serveConsole(req, res, path, this.props.console))) return;
     const found = this.match(req.method ?? 'GET', path);
     if (found.kind === 'not_found') {
       return this.refuse(req, res, requestId, json(404, errorBody('not_found', 'No such route')));
@@ -323,21 +353,29 @@ export class LocalGateway {
     }
     const { route, pathParameters } = found;
 
-    let signed: ParsedAuthorization | undefined;
+    let signed: { auth: ParsedAuthorization; account: LocalOperatorAccount } | undefined;
+    let principal: Principal | undefined;
     const forbidden = (err: SigV4Error) =>
       json(403, errorBody('forbidden', `SigV4 authorisation failed: ${err.message}`));
     if (
       route.auth === 'operator' &&
-      this.props.sigv4 &&
+      this.signers.size > 0 &&
       /^AWS4-HMAC-SHA256 /.test(req.headers.authorization ?? '')
     ) {
       try {
-        signed = parseAuthorization(req);
+        const auth = parseAuthorization(req);
+        const account = this.signers.get(auth.accessKeyId);
+        if (!account) {
+          throw new SigV4Error('unknown_key', 'The security token included in the request is invalid');
+        }
+        signed = { auth, account };
+        principal = account;
       } catch (err) {
         if (err instanceof SigV4Error) return this.refuse(req, res, requestId, forbidden(err));
         throw err;
       }
     } else if (route.auth === 'operator') {
+      principal = ADMIN_TOKEN_HOLDER;
       const token = bearer(req.headers.authorization);
       if (token === undefined || !sameSecret(token, this.props.adminToken)) {
         return this.refuse(
@@ -369,15 +407,15 @@ export class LocalGateway {
       throw err;
     }
 
-    if (signed && this.props.sigv4) {
+    if (signed) {
       // Checked once the body is read: the signature covers its hash.
       try {
         const query = new Map(new URLSearchParams(target.slice(path.length + 1)));
         verifySigV4(
           req,
-          signed,
+          signed.auth,
           { rawPath: path, query, body },
-          { ...this.props.sigv4, service: 'execute-api' },
+          { credentials: signed.account, region: this.region, service: 'execute-api' },
         );
       } catch (err) {
         if (err instanceof SigV4Error) return this.send(res, forbidden(err), requestId);
@@ -394,7 +432,20 @@ export class LocalGateway {
       body,
       requestId,
       ip,
+      principal,
     );
+    if (principal && route.roles && !route.roles.includes(principal.role)) {
+      // IAM's refusal on AWS: the role's policy does not allow execute-api:Invoke on this route.
+      const refusal = json(
+        403,
+        errorBody(
+          'forbidden',
+          `Role ${principal.role} may not call ${route.method} ${route.resource} (allowed: ${route.roles.join(', ')})`,
+        ),
+      );
+      await this.recordRefusal(event, refusal);
+      return this.send(res, refusal, requestId);
+    }
     const eventBytes = Buffer.byteLength(JSON.stringify(event));
     if (eventBytes > LAMBDA_SYNC_REQUEST_BYTES) {
       // Lambda refuses the invocation (RequestEntityTooLargeException); API Gateway answers 413.
@@ -468,6 +519,7 @@ export class LocalGateway {
     body: Buffer,
     requestId: string,
     ip: string,
+    principal: Principal | undefined,
   ): APIGatewayProxyEvent {
     const { headers, multiValueHeaders } = headersOf(req);
     const query = queryOf(rawQuery);
@@ -512,10 +564,19 @@ export class LocalGateway {
           sourceIp: ip,
           user: null,
           userAgent: req.headers['user-agent'] ?? null,
-          userArn: route.auth === 'operator' ? LOCAL_OPERATOR_ARN : null,
+          userArn: route.auth === 'operator' && principal ? principalArn(principal) : null,
         },
       },
     };
+  }
+
+  private async recordRefusal(event: APIGatewayProxyEvent, refusal: APIGatewayProxyResult): Promise<void> {
+    if (!this.props.audit || event.httpMethod === 'GET') return;
+    try {
+      await this.props.audit(auditEntryFor(event, refusal.statusCode, undefined, new Date(this.clock())));
+    } catch (err) {
+      this.logger.error('audit write failed', { error: describe(err) });
+    }
   }
 
   private async invoke(

@@ -31,6 +31,15 @@ export interface Started {
  * s3rver verifies signatures against its process-wide key registry, which ships with the fixed pair S3RVER/S3RVER
  * that anyone can read in its source: that pair is revoked and the data folder's own random pair registered.
  */
+/**
+ * The console (served by the gateway at https://127.0.0.1:<port>/console/) uploads release images straight to
+ * their presigned URLs, a cross-origin PUT: the bucket allows it from the local origins, and exposes the ETag a
+ * multipart upload's parts need. The stack's firmware bucket has the same rule for the console's domain.
+ */
+const CONSOLE_UPLOAD_CORS = `<CORSConfiguration><CORSRule><AllowedOrigin>https://127.0.0.1:*</AllowedOrigin>
+<AllowedMethod>PUT</AllowedMethod><AllowedHeader>content-type</AllowedHeader><ExposeHeader>ETag</ExposeHeader>
+<MaxAgeSeconds>600</MaxAgeSeconds></CORSRule></CORSConfiguration>`;
+
 export async function startS3(
   tls: TlsMaterial,
   port: number,
@@ -46,14 +55,16 @@ export async function startS3(
     silent: true,
     directory,
     vhostBuckets: false,
-    configureBuckets: [{ name: FIRMWARE_BUCKET, configs: [] }],
+    configureBuckets: [{ name: FIRMWARE_BUCKET, configs: [CONSOLE_UPLOAD_CORS] }],
   });
   await s3rver.configureBuckets();
   const app = s3rver.callback();
   const server = createServer({ key: tls.keyPem, cert: tls.certPem, minVersion: 'TLSv1.2' }, (req, res) => {
     const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
     const signed = 'authorization' in req.headers || query.has('X-Amz-Algorithm') || query.has('Signature');
-    if (!signed) return s3Error(res, 403, 'AccessDenied', 'Access Denied');
+    // A CORS preflight carries no credentials on AWS either: S3 answers it from the bucket's CORS rules.
+    const preflight = req.method === 'OPTIONS' && 'access-control-request-method' in req.headers;
+    if (!signed && !preflight) return s3Error(res, 403, 'AccessDenied', 'Access Denied');
     if (holds.intercept(req, res, query)) return;
     return app(req, res);
   });

@@ -64,12 +64,12 @@ export type FreshnessAlert = z.infer<typeof freshnessAlertSchema>;
 
 const CONTEXT = 'ota.freshness/v1\n';
 // Domain separation: a leaf can never be read as an inner node, nor the other way round (second preimages).
-const LEAF = Buffer.from([0]);
-const NODE = Buffer.from([1]);
-/** The root of a bucket without vehicles. */
-export const EMPTY_ROOT = createHash('sha256')
-  .update(Buffer.from([2]))
-  .digest('hex');
+// Plain bytes and a precomputed root: nothing is computed when the module loads, so the browser console can load
+// the route table (which imports these schemas) without Node's Buffer or crypto (unit test freshness.test.ts).
+const LEAF = Uint8Array.of(0);
+const NODE = Uint8Array.of(1);
+/** The root of a bucket without vehicles: SHA-256 of the single byte 0x02. */
+export const EMPTY_ROOT = 'dbc1b4c900ffe48d575b5da5c638040125f65db0fe3e24494b76ea986457d986';
 
 export function leafHash(vin: string, counter: number): string {
   return createHash('sha256').update(LEAF).update(canonicalJson({ counter, vin })).digest('hex');

@@ -4,6 +4,14 @@
  * with it and the OpenAPI document is generated from it, so none of them can drift from the others.
  */
 import * as z from 'zod';
+import { auditFilterShape, auditPageSchema } from './audit.js';
+import {
+  HISTORY_LIMITS,
+  principalViewSchema,
+  vehicleHistorySchema,
+  vehicleListQueryShape,
+  vehicleListSchema,
+} from './fleet-view.js';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import {
   campaignCreatedSchema,
@@ -27,6 +35,7 @@ import {
   tokenAnswerSchema,
   updateListSchema,
 } from './responses.js';
+import { ANY_ROLE, CAMPAIGN_ROLES, type OperatorRole, RELEASE_ROLES } from './roles.js';
 import {
   ecuNameSchema,
   hardwareIdSchema,
@@ -167,6 +176,9 @@ const pageQuery = {
 export const queries = {
   page: z.strictObject(pageQuery),
   wavePage: z.strictObject({ ...pageQuery, wave: z.coerce.number().int().min(0).max(19).optional() }),
+  audit: z.strictObject({ ...pageQuery, ...auditFilterShape }),
+  vehicles: z.strictObject({ next_token: nextTokenSchema.optional(), ...vehicleListQueryShape }),
+  history: z.strictObject({ limit: z.coerce.number().int().min(1).max(HISTORY_LIMITS.max).optional() }),
 } as const;
 
 export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api' | 'registry-api';
@@ -177,11 +189,16 @@ export interface RouteDefinition {
   /** API Gateway resource path, with {param} placeholders. */
   readonly resource: string;
   readonly fn: FunctionName;
-  /** none: open (rate-limited); vehicle: bearer token checked in the handler; operator: IAM on AWS, admin token locally. */
+  /** none: open (rate-limited); vehicle: bearer token checked in the handler; operator: IAM on AWS, local accounts locally. */
   readonly auth: RouteAuth;
   readonly body?: z.ZodType;
   /** Query string parameters the route takes (listings: limit, next_token); others are refused with 400. */
   readonly query?: z.ZodType;
+  /**
+   * Operator routes: the roles allowed to call it (protocol/roles.ts). The CDK stack grants execute-api:Invoke on
+   * the route to exactly these roles' IAM roles, and the local gateway refuses the others with 403.
+   */
+  readonly roles?: readonly OperatorRole[];
   /** Largest accepted body in bytes; larger ones answer 413. */
   readonly maxBodyBytes: number;
   readonly summary: string;
@@ -288,6 +305,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/releases',
     fn: 'operator-api',
     auth: 'operator',
+    roles: RELEASE_ROLES,
     body: bodies.createRelease,
     maxBodyBytes: LARGE,
     responses: { 201: releaseCreatedSchema },
@@ -298,6 +316,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/releases',
     fn: 'operator-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     query: queries.page,
     maxBodyBytes: 0,
     responses: { 200: releaseListSchema },
@@ -308,6 +327,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/releases/{releaseId}',
     fn: 'operator-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     maxBodyBytes: 0,
     responses: { 200: releaseViewSchema },
     summary: 'Get a release',
@@ -317,6 +337,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/releases/{releaseId}/publish',
     fn: 'operator-api',
     auth: 'operator',
+    roles: RELEASE_ROLES,
     body: bodies.publishRelease,
     maxBodyBytes: LARGE,
     // 202: verification started (or still running) in the background; 200: already published.
@@ -328,6 +349,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/releases/{releaseId}/withdraw',
     fn: 'operator-api',
     auth: 'operator',
+    roles: RELEASE_ROLES,
     body: bodies.killSwitch,
     maxBodyBytes: SMALL,
     responses: { 200: releaseWithdrawnSchema },
@@ -339,6 +361,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/vehicles',
     fn: 'registry-api',
     auth: 'operator',
+    roles: RELEASE_ROLES,
     body: bodies.registerVehicle,
     maxBodyBytes: SMALL,
     responses: { 201: vehicleRegisteredSchema },
@@ -346,9 +369,43 @@ export const ROUTES: readonly RouteDefinition[] = [
   },
   {
     method: 'GET',
+    resource: '/vehicles',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    query: queries.vehicles,
+    maxBodyBytes: 0,
+    responses: { 200: vehicleListSchema },
+    summary:
+      'List registered vehicles, one scan page (500) at a time, filtered (?model=, ?version=, ?vin_prefix=, ?next_token=)',
+  },
+  {
+    method: 'GET',
+    resource: '/vehicles/{vin}/history',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    query: queries.history,
+    maxBodyBytes: 0,
+    responses: { 200: vehicleHistorySchema },
+    summary: "A vehicle's update status history, newest first (?limit=)",
+  },
+  {
+    method: 'GET',
+    resource: '/me',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    maxBodyBytes: 0,
+    responses: { 200: principalViewSchema },
+    summary: 'Who the caller is and which operator role it acts in',
+  },
+  {
+    method: 'GET',
     resource: '/vehicles/{vin}',
     fn: 'registry-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     maxBodyBytes: 0,
     responses: { 200: vehicleViewSchema },
     summary: 'Get a vehicle with its update state',
@@ -358,6 +415,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/vehicles/{vin}/revoke',
     fn: 'registry-api',
     auth: 'operator',
+    roles: RELEASE_ROLES,
     body: bodies.killSwitch,
     maxBodyBytes: SMALL,
     responses: { 200: vehicleRevokedSchema },
@@ -369,6 +427,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns',
     fn: 'operator-api',
     auth: 'operator',
+    roles: CAMPAIGN_ROLES,
     body: createCampaignSchema,
     maxBodyBytes: LARGE,
     // 202: the targets are written in the background (status preparing); GET /campaigns/{id} shows progress.
@@ -380,6 +439,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns/{campaignId}/targets',
     fn: 'operator-api',
     auth: 'operator',
+    roles: CAMPAIGN_ROLES,
     body: bodies.campaignAction,
     maxBodyBytes: SMALL,
     responses: { 202: campaignViewSchema },
@@ -391,6 +451,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns',
     fn: 'operator-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     query: queries.page,
     maxBodyBytes: 0,
     responses: { 200: campaignListSchema },
@@ -401,6 +462,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns/{campaignId}',
     fn: 'operator-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     maxBodyBytes: 0,
     responses: { 200: campaignViewSchema },
     summary: 'Campaign status with counts per state and per wave',
@@ -410,6 +472,7 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns/{campaignId}/vehicles',
     fn: 'operator-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     query: queries.wavePage,
     maxBodyBytes: 0,
     responses: { 200: campaignVehiclesSchema },
@@ -420,10 +483,23 @@ export const ROUTES: readonly RouteDefinition[] = [
     resource: '/campaigns/{campaignId}/excluded',
     fn: 'operator-api',
     auth: 'operator',
+    roles: ANY_ROLE,
     query: queries.page,
     maxBodyBytes: 0,
     responses: { 200: campaignExcludedSchema },
     summary: 'Targets the campaign excluded, with the reason, a page at a time (?limit=, ?next_token=)',
+  },
+  {
+    method: 'GET',
+    resource: '/audit',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    query: queries.audit,
+    maxBodyBytes: 0,
+    responses: { 200: auditPageSchema },
+    summary:
+      'The audit log of operator mutations and refusals, newest first (?actor=, ?role=, ?outcome=, ?target=, ?limit=, ?next_token=)',
   },
   ...(['start', 'pause', 'resume', 'cancel'] as const).map(
     (action): RouteDefinition => ({
@@ -431,6 +507,7 @@ export const ROUTES: readonly RouteDefinition[] = [
       resource: `/campaigns/{campaignId}/${action}`,
       fn: 'operator-api',
       auth: 'operator',
+      roles: CAMPAIGN_ROLES,
       body: bodies.campaignAction,
       maxBodyBytes: SMALL,
       // cancel answers 202 while its offers are withdrawn in the background (cancelling), 200 once cancelled.

@@ -6,8 +6,9 @@
  * metrics to publish" warning. With OTA_OPERATION_COUNTING=emf the invocation's counted AWS operations are
  * published too.
  */
-import type { Context } from 'aws-lambda';
+import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { outcomeMetric } from '../core/alerts.js';
+import type { AuditService } from '../core/audit.js';
 import { countingMode, operationTally } from './operation-counter.js';
 import { logger, metrics } from './runtime.js';
 import { traceInvocation } from './tracing.js';
@@ -38,4 +39,26 @@ export function instrumented<E, R>(
 export function recordOutcome(status: string, applied: boolean): void {
   const name = applied ? outcomeMetric(status) : undefined;
   if (name) metrics.addMetric(name, 'Count', 1);
+}
+
+/**
+ * An operator function's routes with every mutation recorded in the audit log once answered (operator-api and
+ * registry-api both use it, so the two cannot record differently). A failed audit write does not turn an answered
+ * mutation into an error (the caller would retry what already happened): it is logged and counted
+ * (AuditWriteFailed) for an alarm instead.
+ */
+export function audited(
+  route: (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult>,
+  audit: AuditService,
+): (event: APIGatewayProxyEvent) => Promise<APIGatewayProxyResult> {
+  return async (event) => {
+    const result = await route(event);
+    try {
+      await audit.record(event, result.statusCode, result.body);
+    } catch (err) {
+      logger.error('audit write failed', { error: err instanceof Error ? err.message : String(err) });
+      metrics.addMetric('AuditWriteFailed', 'Count', 1);
+    }
+    return result;
+  };
 }

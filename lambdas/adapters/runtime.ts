@@ -15,6 +15,7 @@ import { ENV, optionalEnv, requireEnv, settings } from '../core/env.js';
 import { FreshnessService } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { clientConfig } from './aws-clients.js';
+import { DynamoAuditLog } from './dynamo-audit.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
 import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
@@ -50,6 +51,7 @@ export const repositories = {
   preparation: () => new DynamoPreparationRepository(db(), requireEnv(ENV.tableCampaigns)),
   challenges: () => new DynamoChallengeRepository(db(), requireEnv(ENV.tableChallenges)),
   exclusions: () => new DynamoExclusionRepository(db(), requireEnv(ENV.tableExclusions)),
+  audit: () => new DynamoAuditLog(db(), requireEnv(ENV.tableAudit)),
   history: () =>
     new DynamoHistoryRepository(db(), requireEnv(ENV.tableHistory), settings.historyRetentionDays()),
   freshness: () =>

@@ -11,6 +11,7 @@ export const ENV = {
   tableChallenges: 'TABLE_CHALLENGES',
   tableFreshness: 'TABLE_FRESHNESS',
   tableExclusions: 'TABLE_EXCLUSIONS',
+  tableAudit: 'TABLE_AUDIT',
   firmwareBucket: 'FIRMWARE_BUCKET',
   /** Seconds a presigned download or upload URL stays valid. */
   presignTtlSeconds: 'PRESIGN_TTL_SECONDS',

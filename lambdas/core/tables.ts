@@ -12,7 +12,8 @@ export interface TableDefinition {
     | 'campaigns'
     | 'challenges'
     | 'freshness'
-    | 'exclusions';
+    | 'exclusions'
+    | 'audit';
   readonly envVar: string;
   readonly partitionKey: string;
   readonly sortKey?: string;
@@ -91,5 +92,16 @@ export const TABLES: readonly TableDefinition[] = [
     partitionKey: 'key',
     indexes: [],
     ttlAttribute: 'expiresAt',
+  },
+  {
+    // The operator audit log, append-only (functions get PutItem with attribute_not_exists, never Update or
+    // Delete): one item per operator mutation or refusal, eventId = <ISO time>#<request id> so a Query reads it in
+    // time order. One partition (`stream` = operator): operator mutations come at human rates, far below a
+    // partition's 1,000 writes per second, and one partition lists newest first with a plain Query.
+    name: 'audit',
+    envVar: 'TABLE_AUDIT',
+    partitionKey: 'stream',
+    sortKey: 'eventId',
+    indexes: [],
   },
 ];

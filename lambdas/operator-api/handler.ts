@@ -1,11 +1,14 @@
 /**
- * Operator routes: releases (with the release kill switch) and campaigns. IAM-authorised on AWS, admin token on the
- * local cloud. The vehicle registry and its IoT rights live in registry-api.
+ * Operator routes: releases (with the release kill switch), campaigns, the fleet's read-only views and the audit
+ * log. IAM-authorised on AWS (one IAM role per operator role), local accounts on the local cloud. Every mutation is
+ * recorded in the audit log once answered. The vehicle registry's mutations and their IoT rights live in
+ * registry-api; its listings here only read tables.
  */
 
 import type { z } from 'zod';
+import { HISTORY_LIMITS } from '../../protocol/fleet-view.js';
 import { type bodies, PAGE_LIMITS } from '../../protocol/routes.js';
-import { instrumented } from '../adapters/observability.js';
+import { audited, instrumented } from '../adapters/observability.js';
 import {
   jobQueue,
   logger,
@@ -15,7 +18,9 @@ import {
   repositories,
   settings,
 } from '../adapters/runtime.js';
+import { type AuditFilter, AuditService } from '../core/audit.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
+import { FleetView, type VehicleFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
 import { systemClock } from '../core/ports.js';
@@ -49,6 +54,9 @@ const campaigns = new CampaignService({
   objects: objectStore(),
   preparation: repositories.preparation(),
 });
+
+const audit = new AuditService(repositories.audit(), systemClock);
+const fleet = new FleetView({ vehicles: repositories.vehicles(), history: repositories.history() });
 
 const killSwitch = new KillSwitchService({
   releases: repositories.releases(),
@@ -97,6 +105,13 @@ const route = createRouter(
       metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
       return json(200, withdrawn);
     },
+    'GET /me': async ({ event }: RouteRequest<undefined>) => json(200, whoIs(event)),
+    'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
+      const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };
+      return json(200, await fleet.vehicles(filter, next_token));
+    },
+    'GET /vehicles/{vin}/history': async ({ params, query }: RouteRequest<undefined>) =>
+      json(200, await fleet.history(params.vin!, query.limit ?? HISTORY_LIMITS.default)),
     'POST /campaigns': async ({ body }: RouteRequest<CreateCampaignInput>) =>
       json(202, await campaigns.create(body)),
     'POST /campaigns/{campaignId}/targets': async ({ params }: RouteRequest<undefined>) =>
@@ -109,6 +124,11 @@ const route = createRouter(
       json(200, await campaigns.vehicles(params.campaignId!, query.wave ?? 0, ...pageOf(query))),
     'GET /campaigns/{campaignId}/excluded': async ({ params, query }: RouteRequest<undefined>) =>
       json(200, await campaigns.excluded(params.campaignId!, ...pageOf(query))),
+    'GET /audit': async ({ query }: RouteRequest<undefined>) => {
+      const { limit, next_token, ...filter } = query as PageQuery & AuditFilter;
+      const page = await audit.list(filter, ...pageOf({ limit, next_token }));
+      return json(200, { entries: page.items, next_token: page.token ?? null });
+    },
     'POST /campaigns/{campaignId}/start': campaignAction('start'),
     'POST /campaigns/{campaignId}/pause': campaignAction('pause'),
     'POST /campaigns/{campaignId}/resume': campaignAction('resume'),
@@ -117,4 +137,4 @@ const route = createRouter(
   logger,
 );
 
-export const handler = instrumented(route);
+export const handler = instrumented(audited(route, audit));

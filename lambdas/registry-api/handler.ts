@@ -1,6 +1,7 @@
 /**
  * Vehicle registry routes: register a vehicle from its CSR, read it, revoke it (kill switch). IAM-authorised on
- * AWS, admin token on the local cloud. The only function with IoT identity rights (create a thing and a
+ * AWS (release-manager and admin roles for the mutations), local accounts on the local cloud; each mutation is
+ * recorded in the audit log once answered. The only function with IoT identity rights (create a thing and a
  * certificate, add the thing to the vehicles group, revoke a certificate), kept apart from operator-api so the
  * release and campaign routes hold none of them and carry neither the IoT client nor the CSR checks.
  */
@@ -10,10 +11,11 @@ import type { z } from 'zod';
 import type { bodies } from '../../protocol/routes.js';
 import { clientConfig } from '../adapters/aws-clients.js';
 import { IotCertificateIssuer } from '../adapters/certificate-issuer.js';
-import { instrumented } from '../adapters/observability.js';
+import { audited, instrumented } from '../adapters/observability.js';
 import { counted } from '../adapters/operation-counter.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { traceClient } from '../adapters/tracing.js';
+import { AuditService } from '../core/audit.js';
 import { ENV, optionalEnv, requireEnv } from '../core/env.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { VehicleRevocationService } from '../core/kill-switch.js';
@@ -56,6 +58,8 @@ const revocation = new VehicleRevocationService({
   issuer,
 });
 
+const audit = new AuditService(repositories.audit(), systemClock);
+
 const route = createRouter(
   'registry-api',
   {
@@ -78,4 +82,4 @@ const route = createRouter(
   logger,
 );
 
-export const handler = instrumented(route);
+export const handler = instrumented(audited(route, audit));

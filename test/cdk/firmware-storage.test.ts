@@ -19,8 +19,13 @@ function bucketPolicyStatements(t: Template, bucketId: string): Record<string, u
 }
 
 describe('FirmwareStorage', { timeout: 300_000 }, () => {
-  it('creates exactly two buckets: firmware and its access log bucket', () => {
-    template.resourceCountIs('AWS::S3::Bucket', 2);
+  it('creates exactly two buckets: firmware and its access log bucket (the third is the operator console)', () => {
+    template.resourceCountIs('AWS::S3::Bucket', 3);
+    assert.equal(
+      Object.keys(template.findResources('AWS::S3::Bucket')).filter((id) => id.startsWith('FirmwareStorage'))
+        .length,
+      2,
+    );
     assert.ok(logsId);
   });
 
@@ -118,8 +123,11 @@ describe('FirmwareStorage', { timeout: 300_000 }, () => {
       DestinationBucketName: { Ref: logsId },
       LogFilePrefix: 'firmware/',
     });
+    // One delivery grant per logged bucket (firmware, and the operator console's bucket), each scoped to its source.
     const delivery = bucketPolicyStatements(template, logsId).filter(
-      (s) => JSON.stringify(s.Principal) === JSON.stringify({ Service: 'logging.s3.amazonaws.com' }),
+      (s) =>
+        JSON.stringify(s.Principal) === JSON.stringify({ Service: 'logging.s3.amazonaws.com' }) &&
+        JSON.stringify(s.Condition).includes(firmwareId),
     );
     assert.equal(delivery.length, 1);
     assert.equal(delivery[0]!.Action, 's3:PutObject');
@@ -199,6 +207,7 @@ describe('FirmwareStorage', { timeout: 300_000 }, () => {
     for (const bucket of Object.values(dev.findResources('AWS::S3::Bucket'))) {
       assert.equal(bucket.DeletionPolicy, 'Delete');
     }
-    dev.resourceCountIs('Custom::S3AutoDeleteObjects', 2);
+    // Firmware, its access logs, and the operator console's bucket.
+    dev.resourceCountIs('Custom::S3AutoDeleteObjects', 3);
   });
 });

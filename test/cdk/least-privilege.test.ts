@@ -34,6 +34,7 @@ const tables = {
   challenges: table('TABLE_CHALLENGES'),
   freshness: table('TABLE_FRESHNESS'),
   exclusions: table('TABLE_EXCLUSIONS'),
+  audit: table('TABLE_AUDIT'),
 };
 type TableName = keyof typeof tables;
 /**
@@ -104,6 +105,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: ['PutItem', 'UpdateItem'],
       freshness: [],
       exclusions: [],
+      audit: [],
     });
     assert.deepEqual(indexAccess('auth-api'), []);
     assert.deepEqual(actionsOn(template, 'auth-api', tokenKeyId).sort(), ['kms:GetPublicKey', 'kms:Sign']);
@@ -130,6 +132,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: ['GetItem'],
       exclusions: [],
+      audit: [],
     });
     // Firmware requests look releases up by version; nothing else queries an index.
     assert.deepEqual(indexAccess('vehicle-api'), ['releases/byVersion']);
@@ -158,11 +161,13 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       // Vehicles are created by registry-api only.
       vehicles: ['GetItem', 'Scan', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query', 'Scan'],
-      history: ['PutItem'],
+      history: ['PutItem', 'Query'],
       campaigns: ['GetItem', 'PutItem', 'Scan', 'UpdateItem'],
       challenges: [],
       freshness: [],
       exclusions: ['Query'],
+      // The audit log: appended (PutItem with attribute_not_exists, never Update or Delete) and listed (Query).
+      audit: ['PutItem', 'Query'],
     });
     // Release creation checks the version (byVersion); campaign routes list a wave (byCampaign). Campaigns are
     // listed with a Scan, so byStatus is not granted.
@@ -198,7 +203,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
   });
 
-  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history append-only; no S3, KMS or queue (issue 18 #9)', () => {
+  it('registry-api: vehicles created, read and flagged; updates withdrawn; campaign counts; history and audit append-only; no S3, KMS or queue (issue 18 #9)', () => {
     assert.deepEqual(dynamoAccess('registry-api'), {
       releases: [],
       vehicles: ['GetItem', 'PutItem', 'UpdateItem'],
@@ -208,6 +213,8 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: [],
+      // Its mutations are audited (PutItem only); the log is listed by operator-api's GET /audit.
+      audit: ['PutItem'],
     });
     assert.deepEqual(indexAccess('registry-api'), []);
     for (const prefix of ['s3:', 'kms:', 'sqs:']) {
@@ -233,6 +240,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: [],
+      audit: [],
     });
     assert.deepEqual(indexAccess('ingest'), []);
     const actions = allActions(template, 'ingest');
@@ -273,6 +281,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: [],
       exclusions: ['PutItem'],
+      audit: [],
     });
     // A cancelled campaign's vehicles are paged through byCampaign; releases are read by id.
     assert.deepEqual(indexAccess('jobs-worker'), ['updates/byCampaign']);
@@ -340,6 +349,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
       challenges: [],
       freshness: ['GetItem', 'PutItem'],
       exclusions: [],
+      audit: [],
     });
     // Running campaigns by status; a wave's vehicles by campaign. Releases are read by id only.
     assert.deepEqual(indexAccess('campaign-tick'), ['campaigns/byStatus', 'updates/byCampaign']);

@@ -101,7 +101,15 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
     // No APIG3: the stage has a web ACL (the /auth/* rate rule) in every variant.
     assert.deepEqual(ids, [
       'AwsSolutions-APIG4',
+      // The console's distribution: no geo restriction, no global web ACL, no CloudFront logs, default certificate.
+      'AwsSolutions-CFR1',
+      'AwsSolutions-CFR2',
+      'AwsSolutions-CFR3',
+      'AwsSolutions-CFR4',
+      // MFA optional (available as TOTP) and no Plus feature plan: acknowledged on the operators' user pool only.
+      'AwsSolutions-COG2',
       'AwsSolutions-COG4',
+      'AwsSolutions-COG8',
       'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]',
       'AwsSolutions-IAM5[Resource]',
       'AwsSolutions-SQS3',
@@ -130,6 +138,17 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
       'Ota/RegistryApiFunction/TracingPolicy',
       'Ota/VehicleApiFunction/TracingPolicy',
     ]);
+    assert.deepEqual(
+      [...new Set(acks.filter((a) => /CFR/.test(a.id)).map((a) => a.path))],
+      ['Ota/OperatorConsole/Distribution'],
+    );
+    assert.deepEqual(
+      acks
+        .filter((a) => /COG[28]/.test(a.id))
+        .map((a) => a.path)
+        .sort(),
+      ['Ota/OperatorIdentity/Operators', 'Ota/OperatorIdentity/Operators'],
+    );
     // SQS3 (no dead-letter queue) is acknowledged on the dead-letter queues only: ingest and campaign schedule (the
     // jobs queue's is its RedrivePolicy target, which cdk-nag recognises).
     assert.deepEqual(

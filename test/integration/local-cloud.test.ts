@@ -517,7 +517,11 @@ describe('gateway', { timeout: 300_000 }, () => {
     assert.equal(ok.status, 201);
     assert.equal(fake.calls[0]?.fn, 'operator-api');
     assert.deepEqual(fake.calls[0]?.event.pathParameters, { releaseId: 'tcu-1.0.0' });
-    assert.match(String(fake.calls[0]?.event.requestContext.identity.userArn), /^arn:aws:iam::\d{12}:/);
+    // The admin token acts as the local admin: an assumed-role ARN naming the admin role, as IAM would report it.
+    assert.equal(
+      fake.calls[0]?.event.requestContext.identity.userArn,
+      'arn:aws:sts::000000000000:assumed-role/fleet-ota-admin/local-admin',
+    );
   });
 
   it('answers 413 for a body over the route limit without running the function', async () => {

@@ -347,6 +347,46 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     await asOperator('POST', '/vehicles/1M8GDM9AXKP042788/revoke', 404, {});
   });
 
+  it('audit: the mutations above, newest first, with filters, and refusals', async () => {
+    const page = await asOperator('GET', '/audit?limit=1', 200);
+    assert.deepEqual(
+      [page.json.entries[0].action, page.json.entries[0].target, page.json.entries[0].outcome],
+      ['POST /vehicles/{vin}/revoke', '1M8GDM9AXKP042788', 'failed'],
+    );
+    assert.equal(page.json.entries[0].actor, 'local-admin', 'the admin token acts as local-admin');
+    const refused = await asOperator('GET', '/audit?outcome=refused', 200);
+    assert.deepEqual(refused.json.entries, [], 'the admin token is never refused a route');
+    await asOperator('GET', '/audit?outcome=maybe', 400);
+  });
+
+  it('console reads: the caller, the registry filtered, a vehicle timeline, and refusals', async () => {
+    assert.deepEqual((await asOperator('GET', '/me', 200)).json, { actor: 'local-admin', role: 'admin' });
+    const all = await asOperator('GET', '/vehicles', 200);
+    assert.deepEqual(all.json.vehicles.map((v: { vin: string }) => v.vin).sort(), [VIN, OTHER_VIN].sort());
+    assert.equal(all.json.next_token, null);
+    const upgraded = await asOperator('GET', '/vehicles?version=3.0.1', 200);
+    assert.deepEqual(
+      upgraded.json.vehicles.map((v: { vin: string }) => v.vin),
+      [VIN],
+    );
+    assert.equal(upgraded.json.scanned, 2);
+    await asOperator('GET', '/vehicles?next_token=not-a-token', 400);
+    await asOperator('GET', '/vehicles?version=new', 400);
+    const history = await asOperator('GET', `/vehicles/${VIN}/history?limit=50`, 200);
+    assert.ok(history.json.events.some((e: { status: string }) => e.status === 'downloading'));
+    // Newest first: the completion, then the download before it. The replayed report above is not in it: the
+    // history keeps status changes only (issue 12 point 5).
+    assert.deepEqual(
+      history.json.events.slice(0, 2).map((e: { status: string; applied: boolean }) => [e.status, e.applied]),
+      [
+        ['completed', true],
+        ['downloading', true],
+      ],
+    );
+    await asOperator('GET', '/vehicles/1M8GDM9AXKP042788/history', 404);
+    await asOperator('GET', `/vehicles/${VIN}/history?limit=0`, 400);
+  });
+
   it('every route of ROUTES answered a success that conforms to the document', () => {
     const routes = new Set(ROUTES.map((r) => `${r.method} ${r.resource}`));
     assert.deepEqual([...doc.operations()].sort(), [...routes].sort(), 'the document lists exactly ROUTES');

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { BUCKET_SIZE, FreshnessService } from '../../lambdas/core/freshness.js';
 import type { FreshnessAlertRecord, FreshnessRepository } from '../../lambdas/core/ports.js';
 import {
   checkFreshness,
+  EMPTY_ROOT,
   type FreshnessAnswer,
   leafHash,
   merkleProof,
@@ -75,6 +77,10 @@ const ctx = (vin: string, over: Partial<Parameters<typeof checkFreshness>[1]> = 
 });
 
 describe('freshness statements', { timeout: 60_000 }, () => {
+  it('keeps the empty root precomputed right: SHA-256 of the byte 0x02', () => {
+    assert.equal(EMPTY_ROOT, createHash('sha256').update(Uint8Array.of(2)).digest('hex'));
+  });
+
   it('proves every leaf of trees of 1 to 9 leaves, and no leaf at another position', () => {
     for (let n = 1; n <= 9; n++) {
       const hashes = Array.from({ length: n }, (_, i) => leafHash(vinOf(i), i));

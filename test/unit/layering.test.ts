@@ -16,7 +16,7 @@ function sourceFiles(dir: string): string[] {
   for (const name of readdirSync(join(ROOT, dir))) {
     const path = join(ROOT, dir, name);
     if (statSync(path).isDirectory()) out.push(...sourceFiles(relative(ROOT, path)));
-    else if (name.endsWith('.ts')) out.push(path);
+    else if (name.endsWith('.ts') || name.endsWith('.tsx')) out.push(path);
   }
   return out;
 }
@@ -57,6 +57,14 @@ const RULES: readonly Rule[] = [
     folder: 'cli',
     forbidden: /^lambdas\/adapters\/|^(local|lib|vehicle)\//,
     why: 'the CLI speaks the protocol, not the backend adapters',
+  },
+  {
+    folder: 'console',
+    // The browser app reaches the backend through the API only: it reads the contract (protocol/) and the pure
+    // rollout rules it previews (lambdas/core/campaign-policy.ts), nothing that runs on a server.
+    forbidden:
+      /^@aws-sdk\/|^aws-cdk-lib|^lambdas\/(adapters|[a-z-]+-api|ingest|jobs-worker|campaign-tick)\/|^(local|lib|cli|vehicle|sim|bin)\//,
+    why: 'the console calls the API and reads the contract, never the backend',
   },
   {
     folder: 'lib',

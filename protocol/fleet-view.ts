@@ -1,0 +1,67 @@
+/**
+ * What the console (and the CLI) read besides releases and campaigns: who the caller is, the registered vehicles
+ * a page at a time with filters, and a vehicle's status history as a timeline.
+ */
+import * as z from 'zod';
+import { OPERATOR_ROLES } from './roles.js';
+import { plainText } from './text.js';
+
+/** GET /me: the caller as the API sees it (the console shows only the controls this role may use). */
+export const principalViewSchema = z.object({
+  actor: z.string(),
+  role: z.enum([...OPERATOR_ROLES, 'iam', 'unknown']),
+});
+export type PrincipalView = z.infer<typeof principalViewSchema>;
+
+export const vehicleSummarySchema = z.object({
+  vin: z.string(),
+  model: z.string(),
+  ecus: z.array(z.object({ ecu: z.string(), hardware_id: z.string(), version: z.string() })),
+  registered_at: z.string(),
+  revoked_at: z.string().nullable(),
+});
+export type VehicleSummary = z.infer<typeof vehicleSummarySchema>;
+
+/**
+ * GET /vehicles: one page of the registry (a scan of up to VEHICLE_SCAN_PAGE vehicles), filtered; a page may hold
+ * fewer vehicles than it scanned, even none, with a next_token while the registry goes on.
+ */
+export const vehicleListSchema = z.object({
+  vehicles: z.array(vehicleSummarySchema),
+  scanned: z.number().int(),
+  next_token: z.string().nullable(),
+});
+export type VehicleList = z.infer<typeof vehicleListSchema>;
+export const VEHICLE_SCAN_PAGE = 500;
+
+export const vehicleListQueryShape = {
+  model: plainText(64).min(1).optional(),
+  /** Any ECU at this version. */
+  version: z
+    .string()
+    .regex(/^\d+\.\d+\.\d+$/)
+    .optional(),
+  /** VINs starting with this. */
+  vin_prefix: z
+    .string()
+    .regex(/^[A-HJ-NPR-Z0-9]{1,17}$/)
+    .optional(),
+} as const;
+
+/** GET /vehicles/{vin}/history: status events, newest first. */
+export const vehicleHistorySchema = z.object({
+  vin: z.string(),
+  events: z.array(
+    z.object({
+      update_id: z.string(),
+      status: z.string(),
+      progress: z.number().nullable(),
+      reason: z.string().nullable(),
+      source: z.string(),
+      applied: z.boolean(),
+      at: z.string(),
+    }),
+  ),
+});
+export type VehicleHistory = z.infer<typeof vehicleHistorySchema>;
+export const HISTORY_LIMITS = { default: 100, max: 500 } as const;
