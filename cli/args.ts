@@ -61,6 +61,8 @@ export interface CommandSpec {
 export interface GroupSpec {
   readonly name: string;
   readonly summary: string;
+  /** The command `ota <group>` alone runs (`ota alerts` lists the alerts). @default - group help */
+  readonly defaultCommand?: string;
 }
 
 export type OptionValues = Readonly<Record<string, string | boolean | string[] | undefined>>;
@@ -149,6 +151,16 @@ export function parseCommandLine(
     );
   }
   const inGroup = commands.filter((c) => c.group === group.name);
+  if (
+    group.defaultCommand &&
+    (second === undefined || second.startsWith('--')) &&
+    !HELP_FLAGS.has(second ?? '')
+  )
+    return parseCommandLine(
+      [first, group.defaultCommand, ...(second === undefined ? [] : [second]), ...rest],
+      groups,
+      commands,
+    );
   if (second === undefined || HELP_FLAGS.has(second)) {
     return {
       kind: 'help',

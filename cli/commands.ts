@@ -17,6 +17,11 @@ export const GROUPS: readonly GroupSpec[] = [
   { name: 'firmware', summary: 'Signed firmware releases: sign, upload and publish, inspect.' },
   { name: 'vehicles', summary: 'The vehicle registry: register a vehicle from its CSR, inspect it.' },
   { name: 'campaigns', summary: 'Staged rollouts of a published release to targeted vehicles.' },
+  {
+    name: 'alerts',
+    summary: 'Operator alerts raised by the local cloud (on AWS they go to the SNS topic).',
+    defaultCommand: 'list',
+  },
   { name: 'audit', summary: 'The operator audit log: who did what, when, from where, and the outcome.' },
 ];
 
@@ -27,6 +32,27 @@ const pagination = {
 } as const;
 
 export const COMMANDS: readonly Command[] = [
+  {
+    group: 'alerts',
+    name: 'list',
+    summary:
+      'List the alerts the local cloud raised: halted campaigns, failure rate, dead letters, ingest refusals',
+    details: [
+      'Reads GET /local/alerts of the local cloud (its alarms evaluate the same metrics the CloudWatch alarms do on',
+      'AWS). On AWS alerts are delivered by the stack\'s SNS topic (README "Operator alerts"); there is no such route.',
+      '`ota alerts` alone runs this command.',
+    ],
+    api: true,
+    options: {
+      kind: {
+        type: 'string',
+        placeholder: '<kind>',
+        description: 'only campaign_halted, failure_rate, dead_letters or ingest_rejections',
+      },
+    },
+    examples: ['ota alerts list', 'ota alerts list --kind campaign_halted --json'],
+    load: async () => (await import('./alerts.js')).list,
+  },
   {
     group: 'keys',
     name: 'create',

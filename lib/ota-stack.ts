@@ -4,6 +4,7 @@ import { Annotations, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct } from 'constructs';
+import type { AlertThresholds } from '../lambdas/core/alerts.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FUNCTION_SETTINGS, type LambdaName } from '../lambdas/core/functions.js';
 import { FUNCTIONS, type FunctionName } from '../protocol/routes.js';
@@ -15,6 +16,7 @@ import { FirmwareStorage } from './firmware-storage.js';
 import { FleetIdentity } from './fleet-identity.js';
 import { defaultIngestRuleName, FleetIngest } from './fleet-ingest.js';
 import { OfferPacing } from './offer-pacing.js';
+import { OperatorAlerts } from './operator-alerts.js';
 import { OperatorConsole } from './operator-console.js';
 import { OperatorIdentity } from './operator-identity.js';
 import { OtaFunction } from './ota-function.js';
@@ -106,9 +108,9 @@ export interface OtaStackProps extends StackProps {
    */
   readonly campaignTickReservedConcurrency?: number;
   /**
-   * ARN of an SNS topic to notify when an alarm fires and when it clears: vehicle messages in the ingest
-   * dead-letter queue, campaign ticks failing, ticks the schedule could not deliver.
-   * @default - the alarms have no actions
+   * ARN of an existing SNS topic to notify as well when a dead-letter, tick-error or job-backlog alarm fires and
+   * when it clears. Every alarm notifies the stack's own alerts topic (alerts) anyway.
+   * @default - only the stack's alerts topic
    */
   readonly alarmTopicArn?: string;
   /**
@@ -118,6 +120,16 @@ export interface OtaStackProps extends StackProps {
    * @default 'delegated'
    */
   readonly assignmentSigning?: 'delegated' | 'direct';
+  /**
+   * Operator alerts (lib/operator-alerts.ts): addresses and HTTPS webhooks subscribed to the stack's alerts topic,
+   * and the thresholds of its alarms (failure rate, ingest refusals).
+   * @default no subscriptions, DEFAULT_ALERT_THRESHOLDS
+   */
+  readonly alerts?: {
+    readonly emails?: readonly string[];
+    readonly webhooks?: readonly string[];
+    readonly thresholds?: Partial<AlertThresholds>;
+  };
 }
 
 /**
@@ -159,6 +171,8 @@ export class OtaStack extends Stack {
   readonly offerWorkerFunction: OtaFunction;
   readonly offers: OfferPacing;
   readonly api: VehicleApi;
+  /** The alerts topic, its alarms and the backend dashboard. */
+  readonly alerts: OperatorAlerts;
   /** Operators: Cognito users in role groups, one IAM role per operator role (protocol/roles.ts). */
   readonly operators: OperatorIdentity;
   /** The operator console: private S3 bucket behind CloudFront, which also forwards the API. */
@@ -293,6 +307,38 @@ export class OtaStack extends Stack {
       logRemovalPolicy,
     });
 
+    this.alerts = new OperatorAlerts(this, 'OperatorAlerts', {
+      emails: props.alerts?.emails,
+      webhooks: props.alerts?.webhooks,
+      thresholds: props.alerts?.thresholds,
+      destroyOnRemoval: destroy,
+      functions: {
+        ...Object.fromEntries([...functions].map(([name, fn]) => [name, fn.function])),
+        ingest: this.ingestFunction.function,
+        'campaign-tick': this.campaignTickFunction.function,
+        'jobs-worker': this.jobsWorkerFunction.function,
+      },
+      api: this.api.api,
+      ingestRule: this.ingest.rule,
+      deadLetterQueues: {
+        ingest: this.ingest.deadLetterQueue,
+        'campaign-tick': this.campaignSchedule.deadLetterQueue,
+        jobs: this.jobs.deadLetterQueue,
+      },
+      deadLetterAlarms: {
+        ingest: this.ingest.deadLetterAlarm,
+        'campaign-tick': this.campaignSchedule.deadLetterAlarm,
+        jobs: this.jobs.deadLetterAlarm,
+      },
+      queues: { jobs: this.jobs.queue },
+      existingAlarms: [this.campaignSchedule.errorAlarm, this.jobs.backlogAlarm],
+    });
+
+    new CfnOutput(this, 'AlertsTopicArn', {
+      value: this.alerts.topic.topicArn,
+      description:
+        'Operator alerts (halted campaigns, failure rate, dead letters, ingest refusals): subscribe here',
+    });
     this.operators = new OperatorIdentity(this, 'OperatorIdentity', {
       api: this.api.api,
       removalPolicy: destroy ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,

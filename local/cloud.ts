@@ -30,11 +30,13 @@ import {
   recordOperation,
 } from '../lambdas/adapters/operation-counter.js';
 import { RevocationList, ThingGroupMembers } from '../lambdas/adapters/revocation-list.js';
+import type { AlertRecord, AlertThresholds } from '../lambdas/core/alerts.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
+import { LocalAlarms } from './alarms.js';
 import { LocalCa } from './ca.js';
 import {
   ensurePrivateTree,
@@ -145,6 +147,8 @@ export interface LocalCloudOptions {
   readonly rulesMaxQueued?: number;
   /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
   readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
+  /** Thresholds of the local operator alarms (local/alarms.ts). @default DEFAULT_ALERT_THRESHOLDS */
+  readonly alertThresholds?: Partial<AlertThresholds>;
 }
 
 export interface LocalBroker extends MqttBroker {
@@ -203,6 +207,8 @@ export interface LocalCloud {
   /** Logical table name -> physical name. */
   readonly tables: Readonly<Record<TableDefinition['name'], string>>;
   readonly dataDir: string;
+  /** The operator alarms: alert records in <dataDir>/alerts.jsonl, listed by GET /local/alerts (`ota alerts`). */
+  readonly alarms: LocalAlarms;
   /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
   publishFreshness(): Promise<unknown>;
   /**
@@ -323,7 +329,8 @@ async function start(
     POWERTOOLS_SERVICE_NAME: process.env.POWERTOOLS_SERVICE_NAME ?? 'fleet-ota-local',
     POWERTOOLS_LOG_LEVEL: process.env.POWERTOOLS_LOG_LEVEL ?? 'WARN',
     POWERTOOLS_METRICS_NAMESPACE: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'FleetOtaLocal',
-    POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'true',
+    // Metrics on: the functions' EMF records feed the local alarms (lambda-runtime.ts keeps them off the console).
+    POWERTOOLS_METRICS_DISABLED: process.env.POWERTOOLS_METRICS_DISABLED ?? 'false',
     POWERTOOLS_TRACE_ENABLED: process.env.POWERTOOLS_TRACE_ENABLED ?? 'false',
     [ENV.operationCounting]: 'count',
   };
@@ -387,6 +394,13 @@ async function start(
   );
   cleanups.push(() => iotData.stop());
   env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = iotData.url;
+  // Alerts go to the local cloud's log (the gateway's logger, JSON lines on stderr by default) and to a file.
+  const logger = options.logger;
+  const alarms = new LocalAlarms({
+    file: join(dataDir, 'alerts.jsonl'),
+    thresholds: options.alertThresholds,
+    ...(logger ? { log: (r: AlertRecord) => logger.warn('operator alert', { ...r }) } : {}),
+  });
   const jobs = await startLocalJobQueue({
     ...options.jobs,
     port: ports.jobs ?? 0,
@@ -395,6 +409,7 @@ async function start(
     credentials,
     region: LOCAL_REGION,
     deadLetterFile: join(dataDir, 'jobs-dead-letters.jsonl'),
+    onMetrics: (fn, record) => alarms.metrics(fn, record),
   });
   cleanups.push(() => jobs.stop());
   env[ENV.jobQueueUrl] = jobs.queueUrl;
@@ -423,6 +438,7 @@ async function start(
   const lambdas = new LocalLambdas({
     settings: options.functionSettings,
     maxInstances: options.maxInstancesPerFunction,
+    onMetrics: (fn, record) => alarms.metrics(fn, record),
   });
   lambdasRef = lambdas;
   cleanups.push(() => lambdas.close());
@@ -442,6 +458,13 @@ async function start(
     ...(options.rulesMaxQueued ? { maxQueued: options.rulesMaxQueued } : {}),
   });
   cleanups.push(() => rules.stop());
+  // The dead-letter queues' depth sampled each second, as CloudWatch samples ApproximateNumberOfMessagesVisible.
+  const sampleDeadLetters = setInterval(() => {
+    alarms.deadLetters('jobs', jobs.stats.deadLettered);
+    alarms.deadLetters('ingest', rules.stats().deadLetters);
+  }, 1000);
+  sampleDeadLetters.unref();
+  cleanups.push(async () => clearInterval(sampleDeadLetters));
 
   // The campaign engine's schedule, and the freshness statement's (both EventBridge Scheduler on AWS, both served
   // by the campaign-tick function): one run at a time, the next one a period after the previous finished.
@@ -488,6 +511,7 @@ async function start(
       loadHandler,
       throttle: options.throttle,
       logger: options.logger,
+      localRoutes: { '/local/alerts': () => ({ alerts: alarms.list() }) },
     }),
   );
   cleanups.push(() => gateway.close());
@@ -521,6 +545,7 @@ async function start(
     bucket: FIRMWARE_BUCKET,
     tables,
     dataDir,
+    alarms,
     publishFreshness,
     operations: () => operationTally().snapshot(),
     ingestRuleName: LOCAL_INGEST_RULE,

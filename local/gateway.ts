@@ -89,6 +89,12 @@ export interface LocalGatewayProps {
   readonly logger?: GatewayLogger;
   /** Milliseconds since the epoch. @default Date.now */
   readonly clock?: () => number;
+  /**
+   * Routes the local cloud itself answers, not a function (GET only, operator token): `GET /local/alerts` lists the
+   * local alarms' records (local/alarms.ts). They have no AWS counterpart, so they are not in ROUTES or the
+   * OpenAPI document: on AWS the alerts go to the stack's SNS topic. @default none
+   */
+  readonly localRoutes?: Readonly<Record<string, () => unknown>>;
 }
 
 const HOST = LOCALHOST;
@@ -310,6 +316,18 @@ export class LocalGateway {
     const target = req.url ?? '/';
     const q = target.indexOf('?');
     const path = q === -1 ? target : target.slice(0, q);
+    const local = this.props.localRoutes?.[path];
+    if (local && req.method === 'GET') {
+      const token = bearer(req.headers.authorization);
+      const answer =
+        token !== undefined && sameSecret(token, this.props.adminToken)
+          ? json(200, local())
+          : json(
+              401,
+              errorBody('unauthorized', 'Local routes need the admin token: Authorization: Bearer <token>'),
+            );
+      return this.refuse(req, res, requestId, answer);
+    }
     if (this.props.console && (await serveConsole(req, res, path, this.props.console))) return;
     const found = this.match(req.method ?? 'GET', path);
     if (found.kind === 'not_found') {

@@ -25,6 +25,7 @@ import {
   recordOperation,
 } from '../lambdas/adapters/operation-counter.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
+import { type MetricsSink, splitMetrics } from './lambda-runtime.js';
 import { closeServer, listen } from './listen.js';
 import { parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
 
@@ -54,6 +55,8 @@ export interface LocalJobQueueProps {
   readonly deadLetterFile: string;
   /** @default JSON lines on stderr */
   readonly log?: (level: 'WARN' | 'ERROR', message: string, extra: Record<string, unknown>) => void;
+  /** The EMF records the jobs-worker prints (lambda-runtime.ts onMetrics). @default output not inspected */
+  readonly onMetrics?: MetricsSink;
 }
 
 export interface JobQueueStats {
@@ -204,8 +207,9 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       const tsx = import.meta.resolve('tsx/esm/api');
       worker = new Worker(
         `import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); })`,
-        { eval: true },
+        { eval: true, stdout: props.onMetrics !== undefined },
       );
+      if (props.onMetrics) splitMetrics(worker, 'jobs-worker', props.onMetrics);
       worker.unref();
     }
     return worker;

@@ -11,6 +11,7 @@
  * The API Gateway limits (integration timeout, payload sizes) are the gateway's job (local/gateway.ts).
  */
 import { randomUUID } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
 import {
   type OperationDelta,
@@ -72,7 +73,16 @@ export interface LocalLambdasProps {
   readonly entry?: (fn: LambdaName) => { url: string; exportName?: string };
   /** Concurrent instances per function. @default 4 */
   readonly maxInstances?: number;
+  /**
+   * Receives the CloudWatch embedded-metric-format records the functions print (Powertools Metrics), as Lambda's
+   * log pipeline hands them to CloudWatch; other output goes on to this process's stdout. The local alarms
+   * (local/alarms.ts) evaluate them. @default - worker output is not inspected
+   */
+  readonly onMetrics?: MetricsSink;
 }
+
+/** One EMF record a function printed, with the function that printed it. */
+export type MetricsSink = (fn: LambdaName, record: Record<string, unknown>) => void;
 
 // Workers need TypeScript too: the eval'd bootstrap registers tsx's loader in the worker before importing the
 // (TypeScript) worker module, since loader hooks of the parent thread do not reach worker threads on Node 20.
@@ -84,6 +94,27 @@ const WORKER_MAIN = new URL('./lambda-worker.ts', import.meta.url).href;
 const defaultEntry = (fn: LambdaName) => ({
   url: new URL(`../lambdas/${fn}/handler.ts`, import.meta.url).href,
 });
+
+/**
+ * Reads a worker's stdout line by line: EMF records (a JSON object with an `_aws.CloudWatchMetrics` key) go to the
+ * sink, everything else to this process's stdout unchanged.
+ */
+export function splitMetrics(worker: Worker, fn: LambdaName, sink: MetricsSink): void {
+  createInterface({ input: worker.stdout, crlfDelay: Number.POSITIVE_INFINITY }).on('line', (line) => {
+    if (line.startsWith('{') && line.includes('"CloudWatchMetrics"')) {
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        if (typeof record._aws === 'object' && record._aws !== null) {
+          sink(fn, record);
+          return;
+        }
+      } catch {
+        // Not JSON after all: printed as it came.
+      }
+    }
+    process.stdout.write(`${line}\n`);
+  });
+}
 
 class Instance {
   readonly ready: Promise<void>;
@@ -97,6 +128,7 @@ class Instance {
     fn: LambdaName,
     private readonly settings: FunctionSettings,
     entry: { url: string; exportName?: string },
+    onMetrics?: MetricsSink,
   ) {
     const data: WorkerData = {
       tsx: TSX_API,
@@ -111,7 +143,9 @@ class Instance {
       eval: true,
       workerData: data,
       resourceLimits: { maxOldGenerationSizeMb: settings.memoryMb },
+      stdout: onMetrics !== undefined,
     });
+    if (onMetrics) splitMetrics(this.worker, fn, onMetrics);
     this.ready = new Promise<void>((resolve, reject) => {
       this.worker.on('message', (m: WorkerReply) => {
         operationTally().merge(m.operations, fn);
@@ -207,6 +241,7 @@ class Pool {
     private readonly settings: FunctionSettings,
     private readonly entry: { url: string; exportName?: string },
     private readonly max: number,
+    private readonly onMetrics?: MetricsSink,
   ) {}
 
   get size(): number {
@@ -245,7 +280,7 @@ class Pool {
   }
 
   private async spawn(): Promise<Instance> {
-    const instance = new Instance(this.fn, this.settings, this.entry);
+    const instance = new Instance(this.fn, this.settings, this.entry, this.onMetrics);
     this.all.add(instance);
     this.coldStarts++;
     try {
@@ -320,6 +355,7 @@ export class LocalLambdas {
         this.settings(fn),
         (this.props.entry ?? defaultEntry)(fn),
         this.props.maxInstances ?? 4,
+        this.props.onMetrics,
       );
       this.pools.set(fn, pool);
     }

@@ -28,7 +28,6 @@ import type {
   Page,
   ReleaseRecord,
   ReleaseRepository,
-  TransferReport,
   UpdateRecord,
   UpdateRepository,
   VehicleRecord,

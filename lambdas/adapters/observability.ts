@@ -7,6 +7,7 @@
  * published too.
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { outcomeMetric } from '../core/alerts.js';
 import type { AuditService } from '../core/audit.js';
 import { countingMode, operationTally } from './operation-counter.js';
 import { logger, metrics } from './runtime.js';
@@ -29,6 +30,15 @@ export function instrumented<E, R>(
       if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
     }
   };
+}
+
+/**
+ * Counts an update outcome the invocation recorded (UpdatesCompleted or UpdatesFailed, lambdas/core/alerts.ts): the
+ * failure-rate alarm divides one by their sum. A report that changed nothing (a repeat) counts nothing.
+ */
+export function recordOutcome(status: string, applied: boolean): void {
+  const name = applied ? outcomeMetric(status) : undefined;
+  if (name) metrics.addMetric(name, 'Count', 1);
 }
 
 /**

@@ -16,6 +16,7 @@ import {
   offerQueue,
   repositories,
 } from '../adapters/runtime.js';
+import { ALERT_METRICS } from '../core/alerts.js';
 import { CampaignEngine } from '../core/campaign-engine.js';
 import { FRESHNESS_JOB } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
@@ -42,5 +43,10 @@ export const handler = instrumented(async (event?: unknown) => {
   const result = await engine.tickAll();
   metrics.addMetric('OffersRetried', 'Count', result.reoffered);
   metrics.addMetric('VehiclesTimedOut', 'Count', result.timedOut);
+  // The halted-campaign alarm's metric (lib/operator-alerts.ts, local/alarms.ts), with the campaigns it names.
+  if (result.halted.length > 0) {
+    metrics.addMetric(ALERT_METRICS.campaignsHalted, 'Count', result.halted.length);
+    metrics.addMetadata('haltedCampaigns', result.halted.join(','));
+  }
   return result;
 });

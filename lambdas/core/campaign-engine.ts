@@ -27,17 +27,20 @@ export class CampaignEngine {
   constructor(private readonly deps: CampaignEngineDeps) {}
 
   /** One pass over every running campaign (and a look at the halted ones). */
-  async tickAll(): Promise<{ campaigns: number; reoffered: number; timedOut: number }> {
+  async tickAll(): Promise<{ campaigns: number; reoffered: number; timedOut: number; halted: string[] }> {
     for (const c of await this.deps.campaigns.listByStatus('halted')) await this.reviewHalted(c);
     const running = await this.deps.campaigns.listByStatus('running');
     let reoffered = 0;
     let timedOut = 0;
+    // Campaigns this pass halted: the operator alert's metric names them (lambdas/core/alerts.ts).
+    const halted: string[] = [];
     for (const c of running) {
       const r = await this.tick(c.campaignId);
       reoffered += r.reoffered;
       timedOut += r.timedOut;
+      if (r.decision === 'halt') halted.push(c.campaignId);
     }
-    return { campaigns: running.length, reoffered, timedOut };
+    return { campaigns: running.length, reoffered, timedOut, halted };
   }
 
   /**

@@ -1,5 +1,5 @@
 /** IoT topic rule target: records vehicle progress and status messages. */
-import { instrumented } from '../adapters/observability.js';
+import { instrumented, recordOutcome } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { settings } from '../core/env.js';
 import { ingestVehicleMessage, rejectionLogFields } from '../core/ingest.js';
@@ -23,6 +23,7 @@ const limiter = new VinRateLimiter({
 export const handler = instrumented(async (event: unknown) => {
   const outcome = await ingestVehicleMessage(event, { vehicles, updates, limiter });
   metrics.addMetric(`Message_${outcome.result}`, 'Count', 1);
+  if (outcome.result !== 'rejected') recordOutcome(outcome.status, outcome.result === 'applied');
   if (outcome.result === 'rejected') logger.warn('vehicle message rejected', rejectionLogFields(outcome));
   else logger.debug('vehicle message recorded', { ...outcome });
   return outcome;

@@ -2,7 +2,7 @@
 import type { z } from 'zod';
 import type { FirmwareRedirect, StatusAnswer } from '../../protocol/responses.js';
 import type { bodies } from '../../protocol/routes.js';
-import { instrumented } from '../adapters/observability.js';
+import { instrumented, recordOutcome } from '../adapters/observability.js';
 import {
   backendSigner,
   backendVerificationKeys,
@@ -91,6 +91,7 @@ const route = createRouter(
       const vehicle = await authorize(req);
       const { update, applied } = await statuses.reportStatus(vehicle, req.body, 'https');
       metrics.addMetric(applied ? 'StatusApplied' : 'StatusIgnored', 'Count', 1);
+      recordOutcome(update.status, applied);
       return json(200, {
         vin: vehicle.vin,
         update_id: update.updateId,

@@ -5,6 +5,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { CampaignSchedule } from '../../lib/campaign-schedule.js';
 import {
+  alertsTopicId,
   functionEnv,
   functionId,
   functionProps,
@@ -179,7 +180,8 @@ describe('campaign schedule', { timeout: 300_000 }, () => {
     assert.equal(p.ComparisonOperator, 'GreaterThanThreshold');
     assert.equal(p.Threshold, 0);
     assert.equal(p.TreatMissingData, 'notBreaching');
-    assert.equal(p.AlarmActions, undefined, 'no actions unless a topic is configured');
+    // The stack's operator alerts topic (lib/operator-alerts.ts), and no other unless one is configured.
+    assert.deepEqual(p.AlarmActions, [{ Ref: alertsTopicId(template) }]);
   });
 
   it('alarms as soon as one undeliverable tick waits in the dead-letter queue', () => {
@@ -199,15 +201,20 @@ describe('campaign schedule', { timeout: 300_000 }, () => {
     const topic = 'arn:aws:sns:eu-west-1:111111111111:ota-alarms';
     const t = otaTemplate({ alarmTopicArn: topic });
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
+    const alerts = { Ref: alertsTopicId(t) };
+    const configured = alarms.filter((a) => JSON.stringify(a.Properties.AlarmActions).includes(topic));
     assert.equal(
-      alarms.length,
+      configured.length,
       7,
       'ingest dead letters, tick errors, tick dead letters, job dead letters, job backlog, offer dead letters, offer backlog',
     );
-    for (const alarm of alarms) {
-      assert.deepEqual(alarm.Properties.AlarmActions, [topic]);
-      assert.deepEqual(alarm.Properties.OKActions, [topic]);
+    for (const alarm of configured) {
+      assert.deepEqual(alarm.Properties.AlarmActions, [topic, alerts]);
+      assert.deepEqual(alarm.Properties.OKActions, [topic, alerts]);
     }
+    // The operator alerts' own alarms (halt, failure rate, ingest refusals) notify the stack's topic only.
+    for (const alarm of alarms.filter((a) => !configured.includes(a)))
+      assert.deepEqual(alarm.Properties.AlarmActions, [alerts]);
   });
 
   it('deletes its dead-letter queue with a development stack; always deletes its schedule group', () => {

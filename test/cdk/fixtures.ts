@@ -177,3 +177,10 @@ export function scheduleQueueId(template: Template): string {
   const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0]!;
   return referencedIds(schedule.Properties.Target.DeadLetterConfig.Arn)[0]!;
 }
+
+/** Logical id of the stack's operator alerts topic (lib/operator-alerts.ts). */
+export function alertsTopicId(template: Template): string {
+  const ids = Object.keys(template.findResources('AWS::SNS::Topic'));
+  if (ids.length !== 1) throw new Error(`expected one SNS topic, found ${ids.length}`);
+  return ids[0]!;
+}

@@ -5,6 +5,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { FleetIngest } from '../../lib/fleet-ingest.js';
 import {
+  alertsTopicId,
   functionId,
   functionRoleId,
   ingestQueueId,
@@ -186,14 +187,17 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
     assert.equal(p.Period, 60);
     assert.equal(p.EvaluationPeriods, 1);
     assert.equal(p.TreatMissingData, 'notBreaching');
-    assert.equal(p.AlarmActions, undefined, 'no actions unless a topic is configured');
+    // The stack's operator alerts topic (lib/operator-alerts.ts), and no other unless one is configured.
+    assert.deepEqual(p.AlarmActions, [{ Ref: alertsTopicId(template) }]);
   });
 
   it('notifies the configured SNS topic when the alarm fires and when it clears', () => {
     const topic = 'arn:aws:sns:eu-west-1:111111111111:ota-alarms';
-    const alarm = deadLetterAlarm(otaTemplate({ alarmTopicArn: topic }));
-    assert.deepEqual(alarm.Properties.AlarmActions, [topic]);
-    assert.deepEqual(alarm.Properties.OKActions, [topic]);
+    const t = otaTemplate({ alarmTopicArn: topic });
+    const alarm = deadLetterAlarm(t);
+    const alerts = { Ref: alertsTopicId(t) };
+    assert.deepEqual(alarm.Properties.AlarmActions, [topic, alerts]);
+    assert.deepEqual(alarm.Properties.OKActions, [topic, alerts]);
   });
 
   it('deletes the dead-letter queue with a development stack', () => {

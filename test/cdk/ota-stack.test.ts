@@ -10,7 +10,15 @@ import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { OtaStack } from '../../lib/ota-stack.js';
 import { parseReleasePublicKeys } from '../../lib/release-keys.js';
 import { FUNCTIONS, ROUTES } from '../../protocol/routes.js';
-import { functionEnv, ingestQueueId, NO_BUNDLING, newApp, otaTemplate, scheduleQueueId } from './fixtures.js';
+import {
+  alertsTopicId,
+  functionEnv,
+  ingestQueueId,
+  NO_BUNDLING,
+  newApp,
+  otaTemplate,
+  scheduleQueueId,
+} from './fixtures.js';
 
 const p256 = () =>
   generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
@@ -42,8 +50,14 @@ describe('OtaStack', { timeout: 300_000 }, () => {
     assert.deepEqual(outputs.IngestDeadLetterQueueUrl!.Value, { Ref: ingestQueueId(otaTemplate()) });
     assert.deepEqual(outputs.CampaignTickDeadLetterQueueUrl!.Value, { Ref: scheduleQueueId(otaTemplate()) });
     assert.notEqual(ingestQueueId(otaTemplate()), scheduleQueueId(otaTemplate()));
-    const keys = Object.keys(otaTemplate().findResources('AWS::KMS::Key'));
+    // The signing and token keys; the third encrypts the operator alerts topic (test/cdk/operator-alerts.test.ts).
+    const alertsTopic = Object.values(otaTemplate().findResources('AWS::SNS::Topic'))[0]!;
+    const topicKey = (alertsTopic.Properties.KmsMasterKeyId as { 'Fn::GetAtt': [string, string] })[
+      'Fn::GetAtt'
+    ][0];
+    const keys = Object.keys(otaTemplate().findResources('AWS::KMS::Key')).filter((k) => k !== topicKey);
     assert.equal(keys.length, 2);
+    assert.equal((outputs.AlertsTopicArn!.Value as { Ref: string }).Ref, alertsTopicId(otaTemplate()));
     const [signing, token] = [outputs.SigningKeyArn!.Value, outputs.TokenSigningKeyArn!.Value] as unknown as {
       'Fn::GetAtt': [string, string];
     }[];

@@ -5,7 +5,7 @@
  * Each test checks the vehicle (state file, active slot) and the backend (DynamoDB through GET /vehicles/{vin}).
  */
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { signAssignment } from '../../protocol/assignment.js';
@@ -21,6 +21,7 @@ import {
   backendVehicle,
   downloadsLeft,
   FACTORY_IMAGE,
+  flipStoredByte,
   initiateOffer,
   type PublishedRelease,
   publishOffer,
@@ -319,12 +320,7 @@ describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
     const file = s3ObjectFile(ac, tampered.signed.manifest);
     assert.equal(statSync(file).size, tampered.image.length, 'found the stored object');
     const at = 5 * 64 * 1024 + 1000; // inside chunk 5
-    const fd = openSync(file, 'r+');
-    const byte = Buffer.alloc(1);
-    readSync(fd, byte, 0, 1, at);
-    byte[0] = byte[0]! ^ 0xff;
-    writeSync(fd, byte, 0, 1, at);
-    closeSync(fd);
+    flipStoredByte(file, at);
 
     await withVehicle(async (v) => {
       await publishOffer(ac, v.vin, await initiateOffer(v, '4.0.0'));

@@ -6,11 +6,22 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
+import type { AlertThresholds } from '../../lambdas/core/alerts.js';
 import { LOCAL_REGION, type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { type Assignment, type SignedAssignment, signAssignment } from '../../protocol/assignment.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
@@ -61,7 +72,12 @@ export interface AgentCloud {
 }
 
 export async function startAgentCloud(
-  opts: { presignTtlSeconds?: number; extraReleaseKeys?: readonly string[]; freshnessPeriodMs?: number } = {},
+  opts: {
+    presignTtlSeconds?: number;
+    extraReleaseKeys?: readonly string[];
+    freshnessPeriodMs?: number;
+    alertThresholds?: Partial<AlertThresholds>;
+  } = {},
 ): Promise<AgentCloud> {
   const root = mkdtempSync(join(tmpdir(), 'ota-agent-'));
   const releaseKey = newReleaseKey();
@@ -72,6 +88,7 @@ export async function startAgentCloud(
     releasePublicKeys: [releaseKey.publicPem, ...(opts.extraReleaseKeys ?? [])],
     presignTtlSeconds: opts.presignTtlSeconds ?? 300,
     ...(opts.freshnessPeriodMs !== undefined ? { freshnessPeriodMs: opts.freshnessPeriodMs } : {}),
+    ...(opts.alertThresholds ? { alertThresholds: opts.alertThresholds } : {}),
     logger: process.env.AGENT_TEST_LOG ? undefined : quiet,
   });
   const backendPem = readFileSync(cloud.signingKeyFile, 'utf8');
@@ -378,6 +395,19 @@ export function s3ObjectFile(ac: AgentCloud, manifest: { release_id: string; sha
 }
 
 /** Asserts the vehicle runs `version` with exactly `image` in its active slot, committed, with nothing left over. */
+/** Inverts one byte of a stored object in place: an image tampered with in storage after publication. */
+export function flipStoredByte(file: string, at: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    readSync(fd, byte, 0, 1, at);
+    byte[0] = byte[0]! ^ 0xff;
+    writeSync(fd, byte, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function assertVehicleRuns(stateDir: string, version: string, image: Buffer, ecu = 'tcu'): void {
   const state = readAgentState(stateDir);
   assert.equal(state.ecus[ecu]?.version, version, 'state file: installed version');

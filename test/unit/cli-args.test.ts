@@ -66,6 +66,18 @@ describe('parseCommandLine', { timeout: 60_000 }, () => {
     assert.equal(inv.values.json, true);
   });
 
+  it('runs the default command of a group followed by options only (ota alerts --json)', () => {
+    for (const argv of [['alerts'], ['alerts', '--json'], ['alerts', 'list', '--kind', 'failure_rate']]) {
+      const inv = command(parse(...argv));
+      assert.equal(`${inv.command.group} ${inv.command.name}`, 'alerts list', argv.join(' '));
+    }
+    assert.equal(command(parse('alerts', '--kind', 'dead_letters')).values.kind, 'dead_letters');
+    const help = parse('alerts', '--help');
+    assert.equal(help.kind, 'help');
+    // Groups without a default still answer their help.
+    assert.equal(parse('campaigns').kind, 'help');
+  });
+
   it('accepts the connection options on API commands only', () => {
     const inv = command(
       parse('firmware', 'list', '--endpoint', 'https://x.example', '--aws', '--region', 'eu-west-1'),
