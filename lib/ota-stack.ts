@@ -317,6 +317,7 @@ export class OtaStack extends Stack {
         ingest: this.ingestFunction.function,
         'campaign-tick': this.campaignTickFunction.function,
         'jobs-worker': this.jobsWorkerFunction.function,
+        'offer-worker': this.offerWorkerFunction.function,
       },
       api: this.api.api,
       ingestRule: this.ingest.rule,
@@ -324,14 +325,16 @@ export class OtaStack extends Stack {
         ingest: this.ingest.deadLetterQueue,
         'campaign-tick': this.campaignSchedule.deadLetterQueue,
         jobs: this.jobs.deadLetterQueue,
+        offers: this.offers.deadLetterQueue,
       },
       deadLetterAlarms: {
         ingest: this.ingest.deadLetterAlarm,
         'campaign-tick': this.campaignSchedule.deadLetterAlarm,
         jobs: this.jobs.deadLetterAlarm,
+        offers: this.offers.deadLetterAlarm,
       },
-      queues: { jobs: this.jobs.queue },
-      existingAlarms: [this.campaignSchedule.errorAlarm, this.jobs.backlogAlarm],
+      queues: { jobs: this.jobs.queue, offers: this.offers.queue },
+      existingAlarms: [this.campaignSchedule.errorAlarm, this.jobs.backlogAlarm, this.offers.backlogAlarm],
     });
 
     new CfnOutput(this, 'AlertsTopicArn', {

@@ -79,12 +79,12 @@ describe('operator alerts (SNS topic, alarms, dashboard)', { timeout: 300_000 },
     assert.ok(notifiesTopic(rejected));
   });
 
-  it('every dead-letter queue alarm (ingest, campaign tick, jobs) notifies the topic', () => {
+  it('every dead-letter queue alarm (ingest, campaign tick, jobs, offers) notifies the topic', () => {
     const queues = Object.keys(template.findResources('AWS::SQS::Queue'));
     const dlqAlarms = byMetric('ApproximateNumberOfMessagesVisible').filter((a) =>
       JSON.stringify(a.Dimensions).match(/DeadLetterQueue/),
     );
-    assert.equal(dlqAlarms.length, 3, JSON.stringify(dlqAlarms.map((a) => a.Dimensions)));
+    assert.equal(dlqAlarms.length, 4, JSON.stringify(dlqAlarms.map((a) => a.Dimensions)));
     for (const a of dlqAlarms) {
       assert.equal(a.Threshold, 0);
       assert.ok(notifiesTopic(a), JSON.stringify(a.Dimensions));
@@ -113,10 +113,10 @@ describe('operator alerts (SNS topic, alarms, dashboard)', { timeout: 300_000 },
       ALERT_METRICS.updatesFailed,
     ])
       assert.ok(body.includes(needed), `the dashboard shows ${needed}`);
-    // One Errors and one Throttles series per function (API functions, ingest, tick, jobs worker).
+    // One Errors and one Throttles series per function (API functions, ingest, tick, jobs worker, offer worker).
     assert.equal(
       (body.match(/Throttles/g) ?? []).length,
-      FUNCTIONS.length + 3,
+      FUNCTIONS.length + 4,
       'throttles of every function',
     );
   });
