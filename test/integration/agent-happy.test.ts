@@ -4,6 +4,7 @@
  * installs into its A/B slots and reports over MQTT and HTTPS into DynamoDB.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { VehicleMessage } from '../../local/mqtt-broker.js';
@@ -207,8 +208,14 @@ describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
           10_000,
           `the backend records ${c.status}`,
         );
+        // The registry holds what the car reports it runs (its software inventory, issue 14): 2.0.0 either way;
+        // the image digest it reported tells the signed build from the other one.
         const backend = await backendVehicle(ac, c.vin);
-        assert.equal(backend.ecus[0]?.version, c.status === 'completed' ? '2.0.0' : '1.0.0');
+        assert.equal(backend.ecus[0]?.version, '2.0.0');
+        const reported = backend.inventory?.ecus.find((e) => e.ecu === TCU.ecu)?.sha256;
+        const signed = createHash('sha256').update(v2.image).digest('hex');
+        if (c.status === 'completed') assert.equal(reported, signed);
+        else assert.notEqual(reported, signed);
         // Closed for good: later polls find nothing pending and do not report again.
         await sleep(800);
         assert.equal(vehicle.events.events.filter((e) => e.type === 'outcome').length, 1, 'one outcome');

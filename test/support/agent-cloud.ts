@@ -331,6 +331,8 @@ export interface BackendVehicleView {
   readonly vin: string;
   readonly ecus: { ecu: string; hardware_id: string; version: string }[];
   readonly updates: BackendUpdateView[];
+  /** What the vehicle last reported it runs (issue 14), null before its first report. */
+  readonly inventory: { ecus: { ecu: string; version: string; sha256: string }[] } | null;
 }
 export interface BackendUpdateView {
   readonly update_id: string;
