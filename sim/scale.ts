@@ -77,6 +77,8 @@ export interface ScaleSummary {
     readonly lastOutcomeMs: number;
   };
   readonly vehicleStatuses: Record<string, number>;
+  /** `<VIN>: <status> (<reason>)` of the vehicles that did not complete, the first 20. */
+  readonly notCompleted: string[];
   readonly disagreements: string[];
   readonly bytesDownloaded: number;
   readonly peakRssBytes: { parent: number; cloud: number; workers: number[] };
@@ -406,6 +408,10 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         lastOutcomeMs: p.lastDoneAt ? p.lastDoneAt - t0 : 0,
       },
       vehicleStatuses,
+      notCompleted: outcomes
+        .filter((o) => o.status !== 'completed')
+        .slice(0, 20)
+        .map((o) => `${o.vin}: ${o.status} (${o.reason ?? ''})`),
       disagreements,
       bytesDownloaded: p.bytes,
       peakRssBytes: { parent: peakRssBytes(), cloud: cloudRss, workers: workerRss },

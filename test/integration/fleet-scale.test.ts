@@ -21,7 +21,11 @@ describe('scale-out fleet run', { timeout: 600_000 }, () => {
       waves: [25, 100],
       timeoutMs: 540_000,
     });
-    assert.equal(summary.campaign.status, 'completed', JSON.stringify(summary.campaign));
+    assert.equal(
+      summary.campaign.status,
+      'completed',
+      `${JSON.stringify(summary.campaign)} ${summary.notCompleted.join('; ')}`,
+    );
     assert.deepEqual(summary.vehicleStatuses, { completed: vehicles });
     assert.deepEqual(summary.disagreements, []);
     // Each vehicle fetched and hashed the whole image once.

@@ -194,14 +194,14 @@ describe('KMS Signs per vehicle', { timeout: 600_000 }, () => {
         counters.add(`${v.vin}/${res.json.assignment.assignment.counter}`);
       }
     });
-    // Counted per function (each invocation's tally reaches the parent when it answers): the tick signs offers,
-    // vehicle-api answers, auth-api tokens, so the phases cannot blur.
+    // Counted per function (each invocation's tally reaches the parent when it answers): the offer worker signs
+    // offers, vehicle-api answers, auth-api tokens, the tick freshness statements, so the phases cannot blur.
     const signs = diffOperations(cloud.operationCounts(), start);
     const signsBy = (fn: string) => signs[`lambda.fn.${fn}.kmsSigns`] ?? 0;
     const stats = cloud.lambdas.stats();
     const report = {
       vehicles: N,
-      offerSigns: signsBy('campaign-tick'),
+      offerSigns: signsBy('offer-worker'),
       answerSigns: signsBy('vehicle-api'),
       tokenSigns: signsBy('auth-api'),
       byKey: { backend: signs['kms.sign.backend'] ?? 0, token: signs['kms.sign.token'] ?? 0 },
@@ -212,10 +212,10 @@ describe('KMS Signs per vehicle', { timeout: 600_000 }, () => {
     // 3. One freshness statement: the count moves by exactly its one Sign, so the counting sees the tick's Signs.
     await cloud.publishFreshness();
     const freshness = diffOperations(cloud.operationCounts(), start);
-    assert.equal((freshness['lambda.fn.campaign-tick.kmsSigns'] ?? 0) - report.offerSigns, 1);
+    assert.equal((freshness['lambda.fn.campaign-tick.kmsSigns'] ?? 0) - signsBy('campaign-tick'), 1);
 
     // At most one Sign per signing instance (its online key's delegation): none per offer, answer or login.
-    assert.ok(report.offerSigns >= 1 && report.offerSigns <= stats['campaign-tick']!.coldStarts);
+    assert.ok(report.offerSigns >= 1 && report.offerSigns <= stats['offer-worker']!.coldStarts);
     assert.ok(report.answerSigns >= 1 && report.answerSigns <= stats['vehicle-api']!.coldStarts);
     assert.ok(report.tokenSigns >= 1 && report.tokenSigns <= stats['auth-api']!.coldStarts);
     assert.equal(report.byKey.backend, report.offerSigns + report.answerSigns);
