@@ -5,7 +5,13 @@
  */
 import type { FunctionName } from '../../protocol/routes.js';
 
-export type LambdaName = FunctionName | 'ingest' | 'campaign-tick' | 'jobs-worker' | 'offer-worker';
+export type LambdaName =
+  | FunctionName
+  | 'ingest'
+  | 'campaign-tick'
+  | 'jobs-worker'
+  | 'offer-worker'
+  | 'audit-refusals';
 
 export interface FunctionSettings {
   /** Lambda's timeout. API functions stay well under API Gateway's 29 s integration timeout. */
@@ -31,6 +37,9 @@ export const FUNCTION_SETTINGS: Readonly<Record<LambdaName, FunctionSettings>> =
   // Offers queue (lambdas/core/offer-pacing.ts): one pacer page (at most 1,000 targets) or a batch of offers per
   // invocation, whatever the wave size; 60 s covers a page's SendMessageBatch fan-out several times over.
   'offer-worker': { timeoutSeconds: 60, memoryMb: 512 },
+  // Audits the refusals API Gateway makes itself, from the access log's subscription (a batch of log lines, a
+  // few PutItems): small and short. AWS only; the local gateway audits its refusals directly.
+  'audit-refusals': { timeoutSeconds: 30, memoryMb: 256 },
 };
 
 export const LAMBDA_NAMES = Object.keys(FUNCTION_SETTINGS) as LambdaName[];
