@@ -169,6 +169,8 @@ export class OtaStack extends Stack {
    * queue (lambdas/offer-worker/handler.ts, lambdas/core/offer-pacing.ts).
    */
   readonly offerWorkerFunction: OtaFunction;
+  /** Appends the refusals API Gateway makes itself (IAM) to the audit table, from the access log. */
+  readonly auditRefusalsFunction: OtaFunction;
   readonly offers: OfferPacing;
   readonly api: VehicleApi;
   /** The alerts topic, its alarms and the backend dashboard. */
@@ -263,6 +265,16 @@ export class OtaStack extends Stack {
       logRemovalPolicy,
       ...sized('offer-worker'),
     });
+    // IAM refuses SigV4 calls to operator routes before any function runs: those refusals reach the audit table
+    // from the API's access log (VehicleApi.auditRefusals, lambdas/audit-refusals/handler.ts).
+    this.auditRefusalsFunction = new OtaFunction(this, 'AuditRefusalsFunction', {
+      entry: join(PROJECT_ROOT, 'lambdas', 'audit-refusals', 'handler.ts'),
+      depsLockFilePath: join(PROJECT_ROOT, 'package-lock.json'),
+      serviceName: 'audit-refusals',
+      logRetention: props.functionLogRetention,
+      logRemovalPolicy,
+      ...sized('audit-refusals'),
+    });
     const alarmTopic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
       : undefined;
@@ -307,6 +319,8 @@ export class OtaStack extends Stack {
       logRemovalPolicy,
     });
 
+    this.api.auditRefusals(this.auditRefusalsFunction.function);
+
     this.alerts = new OperatorAlerts(this, 'OperatorAlerts', {
       emails: props.alerts?.emails,
       webhooks: props.alerts?.webhooks,
@@ -318,6 +332,7 @@ export class OtaStack extends Stack {
         'campaign-tick': this.campaignTickFunction.function,
         'jobs-worker': this.jobsWorkerFunction.function,
         'offer-worker': this.offerWorkerFunction.function,
+        'audit-refusals': this.auditRefusalsFunction.function,
       },
       api: this.api.api,
       ingestRule: this.ingest.rule,
@@ -493,6 +508,8 @@ export class OtaStack extends Stack {
     d.bindItems(registry, 'counters', ['UpdateItem']);
     // Its mutations (registration, revocation) are audited like operator-api's: appended only, never listed here.
     d.bindItems(registry, 'audit', ['PutItem']);
+    // audit-refusals: appends the refusals API Gateway made (conditional on a new event id); reads nothing.
+    d.bindItems(this.auditRefusalsFunction, 'audit', ['PutItem']);
     this.fleet.bindRegistration(registry);
 
     // jobs-worker: verifies release images (reads the object by ranges, saves its checkpoint on the release,

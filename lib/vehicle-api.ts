@@ -3,6 +3,7 @@ import * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as destinations from 'aws-cdk-lib/aws-logs-destinations';
 import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
 import { type FunctionName, ROUTES, type RouteDefinition } from '../protocol/routes.js';
@@ -222,6 +223,20 @@ export class VehicleApi extends Construct {
     return this.api.url;
   }
 
+  /**
+   * Sends the refusals API Gateway makes itself (REFUSAL_FILTER_PATTERN) from the access log to `fn`, which appends
+   * them to the audit table: IAM refuses those calls before any function runs, so no function could audit them.
+   * Delivered within the subscription's delay (seconds), not synchronously with the answer.
+   */
+  auditRefusals(fn: lambda.IFunction): logs.SubscriptionFilter {
+    return new logs.SubscriptionFilter(this, 'AuditRefusals', {
+      logGroup: this.accessLogGroup,
+      destination: new destinations.LambdaDestination(fn),
+      filterPattern: logs.FilterPattern.literal(REFUSAL_FILTER_PATTERN),
+      filterName: 'operator-refusals-to-audit',
+    });
+  }
+
   private acknowledgeAuthorization(method: apigw.Method, route: RouteDefinition): void {
     if (route.auth !== 'operator') {
       acknowledge(
@@ -253,6 +268,13 @@ function pathParameters(resource: string): string[] {
 }
 
 /**
+ * The access log lines of refusals API Gateway made itself: 401/403 with a gateway error type (IAM refused the
+ * SigV4 call, or it was unsigned). A 401/403 a function answered has no error type and was audited by the function.
+ * The function (lambdas/audit-refusals) keeps only operator mutations, by method and resource path.
+ */
+export const REFUSAL_FILTER_PATTERN = '{ ($.status = "401" || $.status = "403") && $.errorType != "-" }';
+
+/**
  * One JSON object per request: who (IAM caller on operator routes), what, outcome, timings and error causes. The
  * resource template is logged, not the concrete path, so VINs stay out of the year-long access log. Every value
  * either cannot contain a double quote or is the pre-quoted messageString, so every line stays valid JSON.
@@ -263,6 +285,8 @@ function accessLogFormat(): apigw.AccessLogFormat {
     requestId: f.contextRequestId(),
     extendedRequestId: f.contextExtendedRequestId(),
     requestTime: f.contextRequestTime(),
+    // Milliseconds: the audit entry of a refusal API Gateway made (auditRefusals) takes its time from here.
+    requestTimeEpoch: f.contextRequestTimeEpoch(),
     httpMethod: f.contextHttpMethod(),
     resourcePath: f.contextResourcePath(),
     protocol: f.contextProtocol(),
@@ -275,6 +299,8 @@ function accessLogFormat(): apigw.AccessLogFormat {
     sourceIp: f.contextIdentitySourceIp(),
     caller: f.contextIdentityCaller(),
     userArn: f.contextIdentityUserArn(),
+    // Cognito identity pool callers: names the user pool user (protocol/roles.ts principalOf); no double quotes.
+    cognitoAuthenticationProvider: f.contextIdentityCognitoAuthenticationProvider(),
     xrayTraceId: f.contextXrayTraceId(),
   };
   const fields = Object.entries(quoted).map(([k, v]) => `"${k}":"${v}"`);

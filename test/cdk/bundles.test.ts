@@ -47,7 +47,10 @@ describe('Lambda bundles, built as the stack builds them', { timeout: 180_000 },
     for (const f of functions) {
       assert.match(f.entry, /lambdas\/[a-z-]+\/handler\.ts$/);
       assert.equal(f.environment.POWERTOOLS_SERVICE_NAME, f.name);
-      assert.ok(f.environment.TABLE_VEHICLES || f.environment.TABLE_CAMPAIGNS, `${f.name} has its tables`);
+      assert.ok(
+        f.environment.TABLE_VEHICLES || f.environment.TABLE_CAMPAIGNS || f.environment.TABLE_AUDIT,
+        `${f.name} has its tables`,
+      );
     }
   });
 

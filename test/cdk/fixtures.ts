@@ -44,13 +44,20 @@ export function resources(template: Template): Resources {
 }
 
 /** Every function of the backend by service name: the API functions, MQTT ingest, the campaign tick, the jobs worker. */
-export type OtaFunctionName = FunctionName | 'ingest' | 'campaign-tick' | 'jobs-worker' | 'offer-worker';
+export type OtaFunctionName =
+  | FunctionName
+  | 'ingest'
+  | 'campaign-tick'
+  | 'jobs-worker'
+  | 'offer-worker'
+  | 'audit-refusals';
 export const ALL_FUNCTIONS: readonly OtaFunctionName[] = [
   ...FUNCTIONS,
   'ingest',
   'campaign-tick',
   'jobs-worker',
   'offer-worker',
+  'audit-refusals',
 ];
 
 /** Logical id of the backend function with this service name. */

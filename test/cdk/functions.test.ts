@@ -158,6 +158,16 @@ describe('backend functions', { timeout: 300_000 }, () => {
             'TABLE_VEHICLES',
           ]);
         });
+      } else if (fn === 'audit-refusals') {
+        it('gets the audit table only', () => {
+          const env = functionEnv(template, fn);
+          assert.deepEqual(Object.keys(env).sort(), [
+            'NODE_OPTIONS',
+            'POWERTOOLS_METRICS_NAMESPACE',
+            'POWERTOOLS_SERVICE_NAME',
+            'TABLE_AUDIT',
+          ]);
+        });
       } else {
         it('gets the shared settings with their defaults', () => {
           const env = functionEnv(template, fn);
@@ -183,6 +193,12 @@ describe('backend functions', { timeout: 300_000 }, () => {
         it('has a minute per batch (one pacer page or ten offers) and no reserved concurrency', () => {
           assert.equal(props.MemorySize, 512);
           assert.equal(props.Timeout, 60);
+          assert.equal(props.ReservedConcurrentExecutions, undefined);
+        });
+      } else if (fn === 'audit-refusals') {
+        it('is small and short: a batch of access log lines, a few PutItems', () => {
+          assert.equal(props.MemorySize, 256);
+          assert.equal(props.Timeout, 30);
           assert.equal(props.ReservedConcurrentExecutions, undefined);
         });
       } else {

@@ -232,6 +232,25 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     }
   });
 
+  it('audit-refusals: appends to the audit table only (PutItem); nothing else in DynamoDB, no S3, KMS, queue or IoT', () => {
+    assert.deepEqual(dynamoAccess('audit-refusals'), {
+      releases: [],
+      vehicles: [],
+      updates: [],
+      campaigns: [],
+      challenges: [],
+      freshness: [],
+      exclusions: [],
+      counters: [],
+      // The refusals API Gateway made, appended on a new event id; it never reads or lists the log.
+      audit: ['PutItem'],
+    });
+    assert.deepEqual(indexAccess('audit-refusals'), []);
+    const services = [...new Set(allActions(template, 'audit-refusals').map((a) => a.split(':')[0]))].sort();
+    // logs: its own log group, as every function.
+    assert.deepEqual(services, ['dynamodb', 'logs', 'xray']);
+  });
+
   it('ingest: vehicles and updates read/write, campaign counts, dead letters; no S3, KMS or IoT', () => {
     assert.deepEqual(dynamoAccess('ingest'), {
       releases: [],

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Match } from 'aws-cdk-lib/assertions';
 import * as z from 'zod';
+import { REFUSAL_FILTER_PATTERN } from '../../lib/vehicle-api.js';
 import { ROUTES } from '../../protocol/routes.js';
 import { functionId, onlyId, otaTemplate, referencedIds, resources } from './fixtures.js';
 
@@ -188,6 +189,34 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
     assert.ok(!setting.Format.includes('$context.path'), 'concrete paths (VINs) are not logged');
   });
 
+  it('sends the refusals API Gateway makes itself from the access log to the audit-refusals function', () => {
+    const setting = stage.AccessLogSetting as { DestinationArn: unknown; Format: string };
+    const groupId = referencedIds(setting.DestinationArn)[0]!;
+    const line = JSON.parse(render(setting.Format)) as Record<string, string>;
+    // What lambdas/core/audit-refusals.ts reads from a line.
+    for (const field of ['requestTimeEpoch', 'errorType', 'cognitoAuthenticationProvider', 'status']) {
+      assert.ok(field in line, field);
+    }
+    const filters = Object.values(template.findResources('AWS::Logs::SubscriptionFilter'));
+    assert.equal(filters.length, 1);
+    const filter = filters[0]!.Properties;
+    assert.deepEqual(referencedIds(filter.LogGroupName), [groupId]);
+    assert.equal(filter.FilterPattern, REFUSAL_FILTER_PATTERN);
+    assert.match(REFUSAL_FILTER_PATTERN, /\$\.status = "401" \|\| \$\.status = "403"/);
+    assert.match(REFUSAL_FILTER_PATTERN, /\$\.errorType != "-"/);
+    const fnId = functionId(template, 'audit-refusals');
+    assert.deepEqual(referencedIds(filter.DestinationArn), [fnId]);
+    // CloudWatch Logs may invoke it for this log group only.
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission')).filter((p) =>
+      referencedIds(p.Properties.FunctionName).includes(fnId),
+    );
+    assert.equal(permissions.length, 1);
+    const permission = permissions[0]!.Properties;
+    assert.equal(permission.Action, 'lambda:InvokeFunction');
+    assert.equal(permission.Principal, 'logs.amazonaws.com');
+    assert.deepEqual(referencedIds(permission.SourceArn), [groupId]);
+  });
+
   it('answers gateway errors as {"error":{"code","message"}} JSON', () => {
     const responses = Object.values(template.findResources('AWS::ApiGateway::GatewayResponse'));
     assert.deepEqual(responses.map((r) => r.Properties.ResponseType).sort(), ['DEFAULT_4XX', 'DEFAULT_5XX']);
@@ -202,12 +231,14 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
 
   it('lets API Gateway invoke each function only for its own routes on the deployed stage', () => {
     const all = Object.values(template.findResources('AWS::Lambda::Permission'));
-    // The only other invoke permission is the IoT topic rule's on the ingest function (fleet-ingest.test.ts).
+    // The only other invoke permissions: the IoT topic rule's on the ingest function (fleet-ingest.test.ts) and the
+    // access log subscription's on audit-refusals (above).
     assert.deepEqual(
       all
         .filter((p) => p.Properties.Principal !== 'apigateway.amazonaws.com')
-        .map((p) => p.Properties.Principal),
-      ['iot.amazonaws.com'],
+        .map((p) => p.Properties.Principal)
+        .sort(),
+      ['iot.amazonaws.com', 'logs.amazonaws.com'],
     );
     const permissions = all
       .filter((p) => p.Properties.Principal === 'apigateway.amazonaws.com')
