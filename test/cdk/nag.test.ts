@@ -128,6 +128,7 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
     // endpoint lookup's policy.
     const star = acks.filter((a) => a.id === 'AwsSolutions-IAM5[Resource::*]').map((a) => a.path);
     assert.deepEqual(star.sort(), [
+      'Ota/AuditRefusalsFunction/TracingPolicy',
       'Ota/AuthApiFunction/TracingPolicy',
       'Ota/CampaignTickFunction/TracingPolicy',
       'Ota/FleetIdentity/DataEndpoint/CustomResourcePolicy',

@@ -113,10 +113,11 @@ describe('operator alerts (SNS topic, alarms, dashboard)', { timeout: 300_000 },
       ALERT_METRICS.updatesFailed,
     ])
       assert.ok(body.includes(needed), `the dashboard shows ${needed}`);
-    // One Errors and one Throttles series per function (API functions, ingest, tick, jobs worker, offer worker).
+    // One Errors and one Throttles series per function (API functions, ingest, tick, jobs worker, offer worker,
+    // audit-refusals).
     assert.equal(
       (body.match(/Throttles/g) ?? []).length,
-      FUNCTIONS.length + 4,
+      FUNCTIONS.length + 5,
       'throttles of every function',
     );
   });
