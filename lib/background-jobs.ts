@@ -1,5 +1,5 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as sns from 'aws-cdk-lib/aws-sns';
@@ -8,7 +8,7 @@ import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import type { IBindableFunction } from './bindable.js';
-import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
+import { createBacklogAlarm, createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 /** The jobs worker's timeout: the Lambda maximum, so a slice of a 16 GiB verification never needs more. */
 export const JOBS_WORKER_TIMEOUT = Duration.seconds(FUNCTION_SETTINGS['jobs-worker'].timeoutSeconds);
@@ -87,17 +87,12 @@ export class BackgroundJobs extends Construct {
       this.deadLetterQueue,
       'A background job (release verification or campaign cancel) failed repeatedly and was dead-lettered',
     );
-    this.backlogAlarm = new cloudwatch.Alarm(this, 'BacklogAlarm', {
-      alarmDescription: 'A background job has waited more than an hour for the jobs worker',
-      metric: this.queue.metricApproximateAgeOfOldestMessage({
-        period: Duration.minutes(5),
-        statistic: cloudwatch.Stats.MAXIMUM,
-      }),
-      threshold: 3600,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    this.backlogAlarm = createBacklogAlarm(
+      this,
+      this.queue,
+      3600,
+      'A background job has waited more than an hour for the jobs worker',
+    );
     notify(props.alarmTopic, [this.deadLetterAlarm, this.backlogAlarm]);
   }
 

@@ -54,6 +54,26 @@ export function createDeadLetterAlarm(
   });
 }
 
+/** 'BacklogAlarm' in scope: the queue's oldest message older than `maxAgeSeconds` (5-minute maximum). */
+export function createBacklogAlarm(
+  scope: Construct,
+  queue: sqs.IQueue,
+  maxAgeSeconds: number,
+  description: string,
+): cloudwatch.Alarm {
+  return new cloudwatch.Alarm(scope, 'BacklogAlarm', {
+    alarmDescription: description,
+    metric: queue.metricApproximateAgeOfOldestMessage({
+      period: Duration.minutes(5),
+      statistic: cloudwatch.Stats.MAXIMUM,
+    }),
+    threshold: maxAgeSeconds,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    evaluationPeriods: 1,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
+}
+
 /** Sends the alarms' ALARM and OK transitions to the topic, when there is one. */
 export function notify(topic: sns.ITopic | undefined, alarms: readonly cloudwatch.Alarm[]): void {
   if (!topic) return;

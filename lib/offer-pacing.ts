@@ -1,5 +1,5 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
-import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import type * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import type * as sns from 'aws-cdk-lib/aws-sns';
@@ -8,7 +8,7 @@ import { Construct } from 'constructs';
 import { ENV } from '../lambdas/core/env.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import type { IBindableFunction } from './bindable.js';
-import { createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
+import { createBacklogAlarm, createDeadLetterAlarm, createDeadLetterQueue, notify } from './dead-letter.js';
 
 export interface OfferPacingProps {
   /** The function that consumes the offers queue (lambdas/offer-worker/handler.ts). */
@@ -83,17 +83,12 @@ export class OfferPacing extends Construct {
       this.deadLetterQueue,
       'A campaign pacer step or offer failed repeatedly and was dead-lettered (its vehicle was not offered)',
     );
-    this.backlogAlarm = new cloudwatch.Alarm(this, 'BacklogAlarm', {
-      alarmDescription: 'A campaign offer has waited more than 15 minutes for the offer worker',
-      metric: this.queue.metricApproximateAgeOfOldestMessage({
-        period: Duration.minutes(5),
-        statistic: cloudwatch.Stats.MAXIMUM,
-      }),
-      threshold: 900,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 1,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    this.backlogAlarm = createBacklogAlarm(
+      this,
+      this.queue,
+      900,
+      'A campaign offer has waited more than 15 minutes for the offer worker',
+    );
     notify(props.alarmTopic, [this.deadLetterAlarm, this.backlogAlarm]);
   }
 
