@@ -14,6 +14,7 @@ import {
 } from './fleet-view.js';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import { inventoryAnswerSchema, inventoryReportSchema, versionPatternSchema } from './inventory.js';
+import { VIN_LIST_LIMITS } from './limits.js';
 import {
   campaignCreatedSchema,
   campaignExcludedSchema,
@@ -97,8 +98,7 @@ export const campaignIdSchema = z
   .string()
   .check(z.regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -'));
 
-/** A campaign's uploaded VIN list: one VIN a line (CR LF or LF), at most this many VINs and bytes. */
-export const VIN_LIST_LIMITS = { lines: 1_000_000, bytes: 24_000_000 } as const;
+export { VIN_LIST_LIMITS };
 
 const createCampaignSchema = z.strictObject({
   campaign_id: z.optional(campaignIdSchema),
