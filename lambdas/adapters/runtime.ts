@@ -101,9 +101,7 @@ export function tokenSigner(): Signer {
 
 /** KMS when a key ARN is set, else the local key file; its signatures counted per key when counting is on. */
 function countedSigner(label: string, arn: string | undefined, localKeyFileVar: string): Signer {
-  const signer = arn
-    ? new KmsSigner(kmsClient(), arn)
-    : KeyFileSigner.fromFile(requireEnv(localKeyFileVar));
+  const signer = arn ? new KmsSigner(kmsClient(), arn) : KeyFileSigner.fromFile(requireEnv(localKeyFileVar));
   return countingMode() === 'off' ? signer : new CountingSigner(signer, label, !arn);
 }
 
