@@ -426,7 +426,10 @@ describe('campaigns', { timeout: 180000 }, () => {
       policy: {
         waves: [50, 100],
         advance_success_percent: 50,
-        vehicle_timeout_seconds: 1,
+        // Every vehicle but the laggard's first offer must report before its deadline, and the laggard's second
+        // offer too: 1 s was shorter than a report's round trip on a loaded machine (load 15-25), so a vehicle that
+        // did succeed was timed out first (`timed_out: 1`). 6 s still makes the silent first offer time out.
+        vehicle_timeout_seconds: 6,
         retry_budget: 1,
         halt_failure_percent: 100,
         halt_min_outcomes: 2,
@@ -438,9 +441,14 @@ describe('campaigns', { timeout: 180000 }, () => {
     const sim = sims.get(laggard.vin)!;
     sim.behaviour = 'silent';
     await operator.call('POST', '/campaigns/laggard/start', {});
-    await until('laggard', (x) => x.current_wave === 1, 20000, 'wave 1 started on 50% success');
+    // Only the first offer is lost: the car answers again as soon as that one has been ignored. Switching back only
+    // once wave 1 had started raced the re-offer on a loaded machine (the second offer was ignored too: timed_out).
+    for (const end = Date.now() + 20000; sim.offers.length === 0; await sleep(50))
+      assert.ok(Date.now() < end, 'the laggard got its first offer');
     sim.behaviour = 'succeed';
-    const c = await until('laggard', (x) => x.status !== 'running', 20000, 'the campaign to end');
+    const w1 = await until('laggard', (x) => x.current_wave === 1, 30000, 'wave 1 started on 50% success');
+    assert.equal(w1.status, 'running', 'wave 1 started while the laggard had no outcome yet');
+    const c = await until('laggard', (x) => x.status !== 'running', 40000, 'the campaign to end');
     assert.equal(c.status, 'completed');
     assert.deepEqual(c.counts, { completed: 4 });
     const [w0] = await Promise.all([waveVehicles('laggard', 0)]);
