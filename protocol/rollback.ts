@@ -186,3 +186,40 @@ export function admitDowngrades(
   }
   return a;
 }
+
+/**
+ * Parses and checks an authorisation on its own (schema, consistency, a trusted release key's signature, not
+ * expired): what the backend checks before it stores a rollback campaign. The vehicle's check is admitDowngrades.
+ */
+export function verifySignedRollbackAuthorisation(
+  input: unknown,
+  releaseKeys: readonly TrustedKey[],
+  now: Date,
+): SignedRollbackAuthorisation {
+  const parsed = signedRollbackAuthorisationSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new ProtocolError(
+      'rollback_authorisation_invalid',
+      `not a rollback authorisation: ${parsed.error.issues[0]?.message ?? ''}`,
+    );
+  }
+  const a = parsed.data.authorisation;
+  try {
+    checkRollbackConsistency(a);
+  } catch (err) {
+    throw new ProtocolError('rollback_authorisation_invalid', (err as Error).message);
+  }
+  if (!documentSignedBy(CONTEXT, a, parsed.data, releaseKeys)) {
+    throw new ProtocolError(
+      'rollback_authorisation_signature',
+      `rollback authorisation ${a.authorisation_id} is not signed by a trusted release key`,
+    );
+  }
+  if (Date.parse(a.expires_at) <= now.getTime()) {
+    throw new ProtocolError(
+      'rollback_authorisation_expired',
+      `rollback authorisation ${a.authorisation_id} expired at ${a.expires_at}`,
+    );
+  }
+  return parsed.data;
+}

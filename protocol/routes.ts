@@ -5,6 +5,13 @@
  */
 import * as z from 'zod';
 import { auditFilterShape, auditPageSchema } from './audit.js';
+import { signedBundleSchema } from './bundle.js';
+import {
+  bundleAnswerSchema,
+  bundleRequestSchema,
+  bundleViewSchema,
+  rollbackOfferSchema,
+} from './bundle-api.js';
 import {
   HISTORY_LIMITS,
   principalViewSchema,
@@ -97,68 +104,79 @@ export const campaignIdSchema = z
 /** A campaign's uploaded VIN list: one VIN a line (CR LF or LF), at most this many VINs and bytes. */
 export const VIN_LIST_LIMITS = { lines: 1_000_000, bytes: 24_000_000 } as const;
 
-const createCampaignSchema = z.strictObject({
-  campaign_id: campaignIdSchema.optional(),
-  name: plainText(128).min(1),
-  release_id: releaseIdSchema,
-  targets: z
-    .strictObject({
-      vins: z.array(vinSchema).max(10000).optional(),
-      filter: z
-        .strictObject({
-          model: plainText(64).optional(),
-          hardware_id: plainText(64).optional(),
-          current_version: versionSchema.optional(),
-          /** Vehicles whose (reported) inventory has this ECU at a matching version: {ecu: "bcm", version: "2.x"}. */
-          runs: z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema }).optional(),
-        })
-        .optional(),
-      /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
-      all: z.literal(true).optional(),
-      /**
-       * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
-       * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
-       */
-      vin_list: z
-        .strictObject({
-          size: z
-            .number()
-            .int()
-            .min(17)
-            .max(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
-        })
-        .optional(),
-    })
-    .refine(
-      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
-      'targets needs vins, a filter, all or vin_list',
-    ),
-  policy: z
-    .strictObject({
-      waves: z.array(z.number().gt(0).max(100)).min(1).max(20).optional(),
-      /** Allows a first wave above CANARY_MAX_PERCENT (e.g. one 100% wave for a handful of test vehicles). */
-      skip_canary: z.literal(true).optional(),
-      advance_success_percent: z.number().min(0).max(100).optional(),
-      soak_seconds: z
-        .number()
-        .int()
-        .min(0)
-        .max(30 * 86400)
-        .optional(),
-      halt_failure_count: z.number().int().min(1).optional(),
-      halt_failure_percent: z.number().gt(0).max(100).optional(),
-      halt_min_outcomes: z.number().int().min(1).optional(),
-      vehicle_timeout_seconds: z
-        .number()
-        .int()
-        .min(1)
-        .max(30 * 86400)
-        .optional(),
-      retry_budget: z.number().int().min(0).max(10).optional(),
-      notify_per_second: z.number().int().min(1).max(10000).optional(),
-    })
-    .optional(),
-});
+const createCampaignSchema = z
+  .strictObject({
+    campaign_id: campaignIdSchema.optional(),
+    name: plainText(128).min(1),
+    /** The release offered; or, instead, `bundle_id`: a stored bundle (POST /bundles) installed all or nothing. */
+    release_id: releaseIdSchema.optional(),
+    bundle_id: releaseIdSchema.optional(),
+    /**
+     * A rollback campaign: takes campaign `campaign_id` back to the bundle named here, with the OEM-signed rollback
+     * authorisation every vehicle checks before it lowers any ECU (protocol/rollback.ts).
+     */
+    rollback: rollbackOfferSchema.optional(),
+    targets: z
+      .strictObject({
+        vins: z.array(vinSchema).max(10000).optional(),
+        filter: z
+          .strictObject({
+            model: plainText(64).optional(),
+            hardware_id: plainText(64).optional(),
+            current_version: versionSchema.optional(),
+            /** Vehicles whose (reported) inventory has this ECU at a matching version: {ecu: "bcm", version: "2.x"}. */
+            runs: z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema }).optional(),
+          })
+          .optional(),
+        /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
+        all: z.literal(true).optional(),
+        /**
+         * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
+         * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
+         */
+        vin_list: z
+          .strictObject({
+            size: z
+              .number()
+              .int()
+              .min(17)
+              .max(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
+          })
+          .optional(),
+      })
+      .refine(
+        (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
+        'targets needs vins, a filter, all or vin_list',
+      ),
+    policy: z
+      .strictObject({
+        waves: z.array(z.number().gt(0).max(100)).min(1).max(20).optional(),
+        /** Allows a first wave above CANARY_MAX_PERCENT (e.g. one 100% wave for a handful of test vehicles). */
+        skip_canary: z.literal(true).optional(),
+        advance_success_percent: z.number().min(0).max(100).optional(),
+        soak_seconds: z
+          .number()
+          .int()
+          .min(0)
+          .max(30 * 86400)
+          .optional(),
+        halt_failure_count: z.number().int().min(1).optional(),
+        halt_failure_percent: z.number().gt(0).max(100).optional(),
+        halt_min_outcomes: z.number().int().min(1).optional(),
+        vehicle_timeout_seconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(30 * 86400)
+          .optional(),
+        retry_budget: z.number().int().min(0).max(10).optional(),
+        notify_per_second: z.number().int().min(1).max(10000).optional(),
+      })
+      .optional(),
+  })
+  .refine((c) => (c.release_id === undefined) !== (c.bundle_id === undefined), {
+    message: 'a campaign names either release_id or bundle_id',
+  });
 
 export { createCampaignSchema };
 
@@ -313,6 +331,38 @@ export const ROUTES: readonly RouteDefinition[] = [
     maxBodyBytes: SMALL,
     responses: { 200: inventoryAnswerSchema },
     summary: 'Report the software inventory: per ECU its hardware id, version and image SHA-256',
+  },
+  {
+    method: 'POST',
+    resource: '/updates/{vin}/bundle',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bundleRequestSchema,
+    maxBodyBytes: SMALL,
+    responses: { 200: bundleAnswerSchema },
+    summary:
+      'A bundle offered to the vehicle: the signed bundle, member manifests with download URLs, any rollback authorisation',
+  },
+  {
+    method: 'POST',
+    resource: '/bundles',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: RELEASE_ROLES,
+    body: signedBundleSchema,
+    maxBodyBytes: SMALL,
+    responses: { 201: bundleViewSchema },
+    summary: 'Store an OEM-signed bundle of published releases (several ECUs installed all or nothing)',
+  },
+  {
+    method: 'GET',
+    resource: '/bundles/{bundleId}',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    maxBodyBytes: 0,
+    responses: { 200: bundleViewSchema },
+    summary: 'Get a bundle',
   },
   {
     method: 'POST',
