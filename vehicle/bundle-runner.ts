@@ -120,9 +120,6 @@ export class BundleRunner {
     };
     await ensureDir(this.dir);
     await writeFileAtomic(join(this.dir, 'current.json'), JSON.stringify(cur));
-    await this.ctx.store.update((d) => {
-      d.last_counter = Math.max(d.last_counter, a.counter);
-    });
     this.ctx.emit({ type: 'accepted', update_id: a.update_id, firmware_version: a.version, ecu: a.ecu });
     const rollback = rollbackOfferSchema.safeParse(material.rollback);
     const outcome = await this.installer(a.update_id).run(
@@ -249,6 +246,9 @@ export class BundleRunner {
       .map((i) => i.offer_file);
     await this.ctx.store.update((d) => {
       d.inbox = d.inbox.filter((i) => i.offer_digest !== cur.offer_digest);
+      // Only a bundle this vehicle acted on moves the counter: a refused, possibly forged offer with a high one
+      // must never silence the genuine offers that follow (as for single releases).
+      if (status !== 'rejected') d.last_counter = Math.max(d.last_counter, cur.counter);
       for (const [ecu, version] of Object.entries(outcome.versions)) {
         const e = d.ecus[ecu];
         if (e) e.version = version;
