@@ -6,7 +6,11 @@
  * authorisation, or none) is refused by every vehicle: the backend alone cannot downgrade anyone.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import {
   type AgentCloud,
   registerAgentVehicle,
@@ -38,6 +42,31 @@ before(async () => {
 after(async () => {
   await ac?.stop();
 }, HOOK_TIMEOUT);
+
+const OTA = fileURLToPath(new URL('../../bin/ota.ts', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+
+/** Runs the `ota` CLI against the cloud, in its folder; asserts it succeeded. */
+async function ota(...args: string[]): Promise<{ stdout: string }> {
+  const child = spawn(process.execPath, ['--import', TSX, OTA, ...args], {
+    cwd: ac.root,
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: ac.root,
+      OTA_ENDPOINT: ac.cloud.endpoints.api,
+      OTA_CA_FILE: ac.cloud.caFile,
+      OTA_ADMIN_TOKEN_FILE: ac.cloud.adminTokenFile!,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, `ota ${args.join(' ')}: ${stdout} ${stderr}`);
+  return { stdout };
+}
 
 async function outcomeOf(v: Awaited<ReturnType<typeof startAgent>>, updateId: string) {
   const e = await v.events.waitFor(
@@ -96,11 +125,47 @@ describe('fleet rollback of a bundle campaign', { timeout: 600_000 }, () => {
       assertAllRun(c.dir, f, '2.0.0');
     }
 
-    // The OEM signs the authorisation: the rollback campaign returns both vehicles to what they ran before.
-    const valid = await rollbackAuthorisation(f, 'fleet-2-0', ac.releaseKey.signer);
-    await startBundleCampaign(ac, 'fleet-2-0-rollback', 'body-1-0', vins, {
-      rollback: { campaign_id: 'fleet-2-0', authorisation: valid },
-    });
+    // The OEM signs the authorisation (offline, with the release key) and the operator takes the campaign back,
+    // both with the CLI: the rollback campaign targets the vehicles that completed fleet-2-0.
+    writeFileSync(join(ac.root, 'release.key.pem'), ac.releaseKey.privatePem);
+    writeFileSync(join(ac.root, 'body-2-0.json'), JSON.stringify(f.next));
+    writeFileSync(join(ac.root, 'body-1-0.json'), JSON.stringify(f.base));
+    const signed = await ota(
+      'rollbacks',
+      'sign',
+      '--campaign',
+      'fleet-2-0',
+      '--from',
+      'body-2-0.json',
+      '--to',
+      'body-1-0.json',
+      '--key',
+      'release.key.pem',
+      '--out',
+      'rollback.json',
+    );
+    assert.match(signed.stdout, /gw 2\.0\.0 -> 1\.0\.0/);
+    const created = await ota(
+      'campaigns',
+      'rollback',
+      'fleet-2-0',
+      '--bundle-id',
+      'body-1-0',
+      '--authorisation',
+      'rollback.json',
+      '--campaign-id',
+      'fleet-2-0-rollback',
+      '--waves',
+      '100',
+      '--skip-canary',
+    );
+    assert.match(
+      created.stdout,
+      /created rollback campaign fleet-2-0-rollback of fleet-2-0: body-1-0, 2 of 2 vehicle/,
+    );
+    await ota('campaigns', 'start', 'fleet-2-0-rollback');
+    const shown = await ota('bundles', 'show', 'body-1-0');
+    assert.match(shown.stdout, /install order: gw -> bcm -> ivi/);
     const view = (await ac.operator.call('GET', '/campaigns/fleet-2-0-rollback')).json;
     assert.equal(view.rollback_of, 'fleet-2-0');
     for (const c of cars) {
