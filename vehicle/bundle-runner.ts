@@ -214,7 +214,9 @@ export class BundleRunner {
   /** Per-ECU progress: an event each step; a durable report at the steps an operator needs to see. */
   private async progress(update_id: string, p: EcuProgress): Promise<void> {
     this.ctx.emit({ type: 'bundle_progress', update_id, ...p });
-    if (p.phase === 'downloading' || p.phase === 'writing' || p.phase === 'unchanged') return;
+    // Each report stored costs the backend a write: the steps that say where each ECU is (downloaded, switched to
+    // its new image, failed its check, restored); the outcome says the rest.
+    if (!['downloaded', 'activated', 'unhealthy', 'reverted'].includes(p.phase)) return;
     const cur = await this.readCurrent();
     if (!cur || this.ctx.killed()) return;
     const status: VehicleStatus = p.phase === 'downloaded' ? 'downloading' : 'installing';
