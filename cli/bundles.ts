@@ -60,9 +60,8 @@ export function parseConstraint(text: string) {
 
 export async function sign(ctx: Context): Promise<void> {
   const v = ctx.args.values;
-  const [{ signedManifestSchema }, { manifestDigest }, { signBundle }] = await Promise.all([
+  const [{ signedManifestSchema }, { bundleOfManifests, signBundle }] = await Promise.all([
     import('../protocol/schemas.js'),
-    import('../protocol/assignment.js'),
     import('../protocol/bundle.js'),
   ]);
   const manifests = stringList(v, 'manifest').map((file) => {
@@ -70,23 +69,12 @@ export async function sign(ctx: Context): Promise<void> {
     if (!parsed.success) throw new CliError(`${file} is not a signed release manifest`);
     return parsed.data.manifest;
   });
-  const bundle = {
-    schema: 'ota.bundle/v1' as const,
-    bundle_id: requireString(v, 'bundle-id'),
-    version: requireString(v, 'version'),
-    members: manifests.map((m) => ({
-      ecu: m.ecu,
-      release_id: m.release_id,
-      version: m.version,
-      hardware_ids: m.hardware_ids,
-      manifest_sha256: manifestDigest(m),
-      image_sha256: m.sha256,
-      size: m.size,
-    })),
-    install_order: manifests.map((m) => m.ecu),
-    constraints: stringList(v, 'constraint').map(parseConstraint),
-    created_at: new Date().toISOString(),
-  };
+  const bundle = bundleOfManifests(
+    requireString(v, 'bundle-id'),
+    requireString(v, 'version'),
+    manifests,
+    stringList(v, 'constraint').map(parseConstraint),
+  );
   let signed: Awaited<ReturnType<typeof signBundle>>;
   try {
     signed = await signBundle(bundle, [await releaseSigner(ctx)]);

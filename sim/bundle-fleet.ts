@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { manifestDigest } from '../protocol/assignment.js';
-import { type Bundle, signBundle } from '../protocol/bundle.js';
+import { type Bundle, bundleOfManifests, signBundle } from '../protocol/bundle.js';
 import type { SignedManifest } from '../protocol/manifest.js';
 import { signRollbackAuthorisation } from '../protocol/rollback.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
@@ -72,23 +72,11 @@ function vinOf(i: number): string {
 }
 
 function bundleOf(id: string, version: string, members: readonly SignedManifest[]): Bundle {
-  return {
-    schema: 'ota.bundle/v1',
-    bundle_id: id,
+  return bundleOfManifests(
+    id,
     version,
-    members: members.map((s) => ({
-      ecu: s.manifest.ecu,
-      release_id: s.manifest.release_id,
-      version: s.manifest.version,
-      hardware_ids: s.manifest.hardware_ids,
-      manifest_sha256: manifestDigest(s.manifest),
-      image_sha256: s.manifest.sha256,
-      size: s.manifest.size,
-    })),
-    install_order: members.map((s) => s.manifest.ecu),
-    constraints: [],
-    created_at: new Date().toISOString(),
-  };
+    members.map((s) => s.manifest),
+  );
 }
 
 export async function runBundleFleet(options: BundleFleetOptions): Promise<BundleFleetSummary> {
@@ -215,17 +203,35 @@ export async function runBundleFleet(options: BundleFleetOptions): Promise<Bundl
     log('starting agents');
     await pool(vins, 16, (vin) => startAgent(vin, false));
 
+    // A loaded machine makes the gateway answer 504 now and then: a read is tried again rather than the run lost.
+    const getCampaign = async (id: string) => {
+      for (let i = 0; ; i++) {
+        const res = await operator.request('GET', `/campaigns/${id}`);
+        if (res.status === 200) return res.json;
+        if (res.status < 500 || i >= 20) throw new Error(`GET /campaigns/${id}: ${res.status}`);
+        await sleep(1000);
+      }
+    };
     const runCampaign = async (id: string, body: Record<string, unknown>): Promise<CampaignFigures> => {
       const t0 = Date.now();
-      const created = await operator.createCampaign({ campaign_id: id, name: id, ...body }, 600_000, log);
+      const res = await operator.request('POST', '/campaigns', { campaign_id: id, name: id, ...body });
+      if (res.status !== 202)
+        throw new Error(`POST /campaigns ${id}: ${res.status} ${JSON.stringify(res.json)}`);
+      let c = res.json;
+      while (c.status === 'preparing') {
+        if (Date.now() > deadline) throw new Error(`campaign ${id} still preparing`);
+        await sleep(1000);
+        c = await getCampaign(id);
+      }
+      if (c.status !== 'created')
+        throw new Error(`campaign ${id} ${c.status}: ${JSON.stringify(c.preparation)}`);
       await operator.call('POST', `/campaigns/${id}/start`, {});
-      let c = created;
       let lastLog = Date.now();
       while (!['completed', 'halted', 'cancelled'].includes(c.status)) {
         if (Date.now() > deadline)
           throw new Error(`campaign ${id} did not finish: ${JSON.stringify(c.counts)}`);
         await sleep(500);
-        c = await operator.call('GET', `/campaigns/${id}`);
+        c = await getCampaign(id);
         if (Date.now() - lastLog > 5000) {
           lastLog = Date.now();
           log(`${id} wave ${c.current_wave}: ${JSON.stringify(c.counts)}`);
@@ -234,7 +240,7 @@ export async function runBundleFleet(options: BundleFleetOptions): Promise<Bundl
       const ms = Date.now() - t0;
       await settle(agents);
       await cloud.rules.idle();
-      c = await operator.call('GET', `/campaigns/${id}`);
+      c = await getCampaign(id);
       log(`${id} ${c.status} in ${(ms / 1000).toFixed(1)} s: ${JSON.stringify(c.counts)}`);
       return { status: c.status, counts: c.counts, targets: c.target_count, ms };
     };

@@ -10,6 +10,7 @@ import {
   BUNDLE_ASSIGNMENT_ECU,
   type Bundle,
   bundleDigest,
+  bundleOfManifests,
   type SignedBundle,
   signBundle,
 } from '../../protocol/bundle.js';
@@ -53,23 +54,12 @@ export function bundleOf(
   members: readonly SignedManifest[],
   constraints: Bundle['constraints'] = [],
 ): Bundle {
-  return {
-    schema: 'ota.bundle/v1',
-    bundle_id: id,
+  return bundleOfManifests(
+    id,
     version,
-    members: members.map((s) => ({
-      ecu: s.manifest.ecu,
-      release_id: s.manifest.release_id,
-      version: s.manifest.version,
-      hardware_ids: s.manifest.hardware_ids,
-      manifest_sha256: manifestDigest(s.manifest),
-      image_sha256: s.manifest.sha256,
-      size: s.manifest.size,
-    })),
-    install_order: members.map((s) => s.manifest.ecu),
+    members.map((s) => s.manifest),
     constraints,
-    created_at: new Date().toISOString(),
-  };
+  );
 }
 
 /** Publishes the releases and stores both bundles (POST /bundles). */
