@@ -45,6 +45,8 @@ export interface CampaignFigures {
   readonly counts: Record<string, number>;
   readonly targets: number;
   readonly ms: number;
+  /** Why vehicles did not complete, as they reported it. */
+  readonly reasons: Record<string, number>;
 }
 
 export interface BundleFleetSummary {
@@ -242,7 +244,15 @@ export async function runBundleFleet(options: BundleFleetOptions): Promise<Bundl
       await cloud.rules.idle();
       c = await getCampaign(id);
       log(`${id} ${c.status} in ${(ms / 1000).toFixed(1)} s: ${JSON.stringify(c.counts)}`);
-      return { status: c.status, counts: c.counts, targets: c.target_count, ms };
+      const reasons: Record<string, number> = {};
+      for (let w = 0; w < c.waves.length; w++) {
+        for (const v of await operator.waveVehicles(id, w)) {
+          if (v.status === 'completed' || !v.reason) continue;
+          const key = `${v.status}: ${v.reason.replace(/\(.*$/, '').slice(0, 90)}`;
+          reasons[key] = (reasons[key] ?? 0) + 1;
+        }
+      }
+      return { status: c.status, counts: c.counts, targets: c.target_count, ms, reasons };
     };
 
     log('bundle campaign: 1.0.0 -> 2.0.0 on three ECUs');
@@ -294,7 +304,7 @@ export async function runBundleFleet(options: BundleFleetOptions): Promise<Bundl
           rollback: { campaign_id: 'sim-bundle', authorisation },
           policy: { waves: [100], skip_canary: true, vehicle_timeout_seconds: 180, notify_per_second: 100 },
         })
-      : { status: 'not run', counts: {}, targets: 0, ms: 0 };
+      : { status: 'not run', counts: {}, targets: 0, ms: 0, reasons: {} };
     const afterRollback = await compare(operator, agents, vins, 'sim-bundle-rollback', disagreements);
     http.close();
     return {
@@ -418,8 +428,10 @@ export function reportBundleFleet(s: BundleFleetSummary, json: boolean): number 
     const lines = [
       `Bundle fleet simulation: ${s.vehicles} vehicles of 3 ECUs, faults ${s.faults ? 'on' : 'off'}`,
       `  bundle campaign    ${s.bundle.status} in ${(s.bundle.ms / 1000).toFixed(1)} s, ${s.bundle.targets} targets  ${JSON.stringify(s.bundle.counts)}`,
+      ...Object.entries(s.bundle.reasons).map(([r, n]) => `    ${n} x ${r}`),
       `  versions after     ${JSON.stringify(s.afterBundle)}  (gw/bcm/ivi)`,
       `  rollback campaign  ${s.rollback.status} in ${(s.rollback.ms / 1000).toFixed(1)} s, ${s.rollback.targets} targets  ${JSON.stringify(s.rollback.counts)}`,
+      ...Object.entries(s.rollback.reasons).map(([r, n]) => `    ${n} x ${r}`),
       `  versions after     ${JSON.stringify(s.afterRollback)}`,
       `  injected faults    ${JSON.stringify(s.injected)}`,
       `  backend vs vehicles ${s.disagreements.length === 0 ? 'agree exactly' : `${s.disagreements.length} disagreements`}`,
