@@ -11,15 +11,15 @@
  * - An offer may carry the same material inline (`bundle`), as a single-release offer may carry its manifest;
  *   the vehicle checks it exactly the same way.
  */
-import * as z from 'zod';
 import { signedBundleSchema } from './bundle.js';
 import { signedRollbackAuthorisationSchema } from './rollback.js';
 import { ecuNameSchema, releaseIdSchema, signedManifestSchema } from './schemas.js';
+import * as z from './zod.js';
 
 /** A rollback campaign's licence: the campaign it takes back and the OEM-signed authorisation. */
 export const rollbackOfferSchema = z.strictObject({
   /** The campaign whose release or bundle is taken back (the authorisation's campaign_id). */
-  campaign_id: z.string().min(1).max(64),
+  campaign_id: z.string().check(z.minLength(1), z.maxLength(64)),
   authorisation: signedRollbackAuthorisationSchema,
 });
 export type RollbackOffer = z.infer<typeof rollbackOfferSchema>;
@@ -27,9 +27,9 @@ export type RollbackOffer = z.infer<typeof rollbackOfferSchema>;
 /** What a vehicle needs besides download URLs; inline in an offer or in the /bundle answer. */
 export const bundleMaterialSchema = z.strictObject({
   bundle: z.unknown(),
-  manifests: z.array(signedManifestSchema).max(16),
+  manifests: z.array(signedManifestSchema).check(z.maxLength(16)),
   /** Present for rollback campaigns; a vehicle still refuses any downgrade it does not verifiably license. */
-  rollback: z.unknown().optional(),
+  rollback: z.optional(z.unknown()),
 });
 export type BundleMaterial = z.infer<typeof bundleMaterialSchema>;
 
@@ -37,7 +37,7 @@ export const bundleRequestSchema = z.strictObject({ bundle_id: releaseIdSchema }
 
 export const bundleAnswerSchema = z.object({
   update_id: z.string(),
-  campaign_id: z.string().nullable(),
+  campaign_id: z.nullable(z.string()),
   bundle: signedBundleSchema,
   members: z.array(
     z.object({
@@ -48,7 +48,7 @@ export const bundleAnswerSchema = z.object({
       expires_in: z.number(),
     }),
   ),
-  rollback: rollbackOfferSchema.nullable(),
+  rollback: z.nullable(rollbackOfferSchema),
 });
 export type BundleAnswer = z.infer<typeof bundleAnswerSchema>;
 
