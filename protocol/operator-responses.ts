@@ -4,6 +4,7 @@
  * one side breaks the build or the conformance test instead of printing blanks.
  */
 import * as z from 'zod';
+import { campaignConditionsSchema } from './conditions.js';
 import { inventoryViewSchema } from './inventory.js';
 import { updateViewSchema } from './responses.js';
 import { signedManifestSchema, UPDATE_STATUSES } from './schemas.js';
@@ -125,6 +126,8 @@ export const rolloutPolicyViewSchema = z.object({
   notifyPerSecond: z.number(),
   /** Present (true) when the operator allowed a first wave above the canary share. */
   skipCanary: z.boolean().optional(),
+  /** The campaign's conditions as the operator set them (protocol/conditions.ts), when any. */
+  conditions: campaignConditionsSchema.optional(),
 });
 
 export const CAMPAIGN_STATUSES = [

@@ -5,6 +5,7 @@
  */
 import * as z from 'zod';
 import { auditFilterShape, auditPageSchema } from './audit.js';
+import { campaignConditionsSchema } from './conditions.js';
 import {
   HISTORY_LIMITS,
   principalViewSchema,
@@ -156,6 +157,8 @@ const createCampaignSchema = z.strictObject({
         .optional(),
       retry_budget: z.number().int().min(0).max(10).optional(),
       notify_per_second: z.number().int().min(1).max(10000).optional(),
+      /** Driver consent, maintenance window, download network (protocol/conditions.ts). Default: none. */
+      conditions: campaignConditionsSchema.optional(),
     })
     .optional(),
 });

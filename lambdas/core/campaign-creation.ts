@@ -7,8 +7,10 @@
  * upload is complete; that request reads the list once as a stream and refuses a bad one with a 400 naming the
  * line, before any vehicle is touched.
  */
+
 import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
+import { conditionsProblems } from '../../protocol/conditions.js';
 import type { CampaignCreated, CampaignView } from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import {
@@ -72,6 +74,7 @@ export function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
     retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
     notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
     ...(p.skip_canary ? { skipCanary: true } : {}),
+    ...(p.conditions ? { conditions: p.conditions } : {}),
   };
 }
 
@@ -111,6 +114,8 @@ export async function createCampaign(
   const policy = toPolicy(input.policy);
   const problems = policyProblems(policy);
   if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
+  const conditions = policy.conditions ? conditionsProblems(policy.conditions) : [];
+  if (conditions.length) throw new BadRequestError('invalid_conditions', conditions.join('; '));
   checkTargets(input.targets);
   const canary = canaryProblem(policy);
   if (canary) throw new BadRequestError(canary.code, canary.message);
