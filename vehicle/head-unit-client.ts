@@ -103,3 +103,28 @@ export class HeadUnitClient {
     });
   }
 }
+
+/**
+ * A head unit without a screen (agent CLI --driver, demos): follows the events and gives `decision` to every
+ * consent question. Returns the function that stops it.
+ */
+export function autoDriver(
+  client: HeadUnitClient,
+  decision: 'accept' | 'postpone' | 'decline',
+  log: (line: string) => void = () => {},
+): () => void {
+  const answer = async () => {
+    const view = await client.view();
+    const pending = view.pending;
+    if (pending?.consent?.state !== 'asking') return;
+    log(
+      `head unit: update ${pending.version} (${pending.size} bytes) asks the driver; answering ${decision}`,
+    );
+    await client[decision]().catch((err: unknown) => log(`head unit: ${(err as Error).message}`));
+  };
+  void answer().catch(() => {});
+  return client.events((e) => {
+    if (e.type === 'consent' && e.data.decision === 'ask') void answer().catch(() => {});
+    if (e.type === 'outcome') log(`head unit: ${String(e.data.message)}`);
+  });
+}
