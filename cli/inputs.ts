@@ -3,6 +3,7 @@
  * body, checked against the same zod schemas the API validates with so a mistake is reported against the flag
  * that caused it, before any request is made.
  */
+
 import type { z } from 'zod';
 import { createCampaignSchema } from '../protocol/routes.js';
 import {
@@ -24,6 +25,7 @@ import {
   stringOption,
   UsageError,
 } from './args.js';
+import { conditionsFromFlags } from './conditions-flags.js';
 
 export interface EcuSpec {
   readonly ecu: string;
@@ -204,8 +206,10 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
       'choose the targets: --vin, --vins-file, a filter (--model, --hardware-id, --current-version) or --all',
     );
   }
-  const policy: Record<string, number | number[] | true> = {};
+  const policy: Record<string, unknown> = {};
   if (booleanOption(values, 'skip-canary')) policy.skip_canary = true;
+  const conditions = conditionsFromFlags(values);
+  if (conditions) policy.conditions = conditions;
   for (const [field, flag] of Object.entries(POLICY_FLAGS) as [keyof typeof POLICY_FLAGS, string][]) {
     if (field === 'waves') {
       const raw = stringOption(values, flag);
