@@ -28,23 +28,8 @@ const windowSchema = z.strictObject({ start: clockTime, end: clockTime });
 export const MAX_CONSENT_SECONDS = 30 * 86400;
 export const MAX_POSTPONEMENTS = 10;
 
-/** What an operator writes in `policy.conditions` (POST /campaigns). */
-export const campaignConditionsSchema = z.strictObject({
-  consent: z
-    .strictObject({
-      /** Seconds after the offer by which the driver must have accepted; afterwards the update ends `expired`. */
-      deadline_seconds: z.number().int().min(60).max(MAX_CONSENT_SECONDS),
-      /** How many times the driver may postpone (0: accept or decline only). */
-      max_postponements: z.number().int().min(0).max(MAX_POSTPONEMENTS).default(0),
-      /** How long a postponement lasts before the driver is asked again. */
-      postpone_seconds: z
-        .number()
-        .int()
-        .min(1)
-        .max(7 * 86400)
-        .optional(),
-    })
-    .optional(),
+/** The conditions that read the same in the operator's request and in the signed assignment. */
+const sharedConditions = {
   maintenance_window: windowSchema.optional(),
   /** Networks the download may use. @default any */
   network: z.enum(NETWORK_POLICIES).optional(),
@@ -57,32 +42,40 @@ export const campaignConditionsSchema = z.strictObject({
     .min(1)
     .max(24 * 60)
     .optional(),
+};
+
+const postponeSeconds = z
+  .number()
+  .int()
+  .min(1)
+  .max(7 * 86400);
+
+/** What an operator writes in `policy.conditions` (POST /campaigns). */
+export const campaignConditionsSchema = z.strictObject({
+  consent: z
+    .strictObject({
+      /** Seconds after the offer by which the driver must have accepted; afterwards the update ends `expired`. */
+      deadline_seconds: z.number().int().min(60).max(MAX_CONSENT_SECONDS),
+      /** How many times the driver may postpone (0: accept or decline only). */
+      max_postponements: z.number().int().min(0).max(MAX_POSTPONEMENTS).default(0),
+      /** How long a postponement lasts before the driver is asked again. */
+      postpone_seconds: postponeSeconds.optional(),
+    })
+    .optional(),
+  ...sharedConditions,
 });
 export type CampaignConditions = z.infer<typeof campaignConditionsSchema>;
 
-/** The signed form, inside the assignment (protocol/assignment.ts). */
+/** The signed form, inside the assignment (protocol/assignment.ts): the consent deadline is absolute. */
 export const updateConditionsSchema = z.strictObject({
   consent: z
     .strictObject({
       deadline: z.iso.datetime(),
       max_postponements: z.number().int().min(0).max(MAX_POSTPONEMENTS),
-      postpone_seconds: z
-        .number()
-        .int()
-        .min(1)
-        .max(7 * 86400)
-        .optional(),
+      postpone_seconds: postponeSeconds.optional(),
     })
     .optional(),
-  maintenance_window: windowSchema.optional(),
-  network: z.enum(NETWORK_POLICIES).optional(),
-  release_notes: plainText(1000).optional(),
-  install_minutes: z
-    .number()
-    .int()
-    .min(1)
-    .max(24 * 60)
-    .optional(),
+  ...sharedConditions,
 });
 export type UpdateConditions = z.infer<typeof updateConditionsSchema>;
 
