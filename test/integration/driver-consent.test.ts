@@ -104,6 +104,20 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     assert.equal(window.json.error.code, 'invalid_conditions');
   });
 
+  // A car that never answers (registered, never connected): the tick's deadline sweep must end its update expired.
+  // Started here and checked by the last test, so its minute of consent time runs while the others do.
+  const silentVin = '1HGCM82633A160009';
+  it('offers a consent campaign to a car that never answers', async () => {
+    await registerAgentVehicle(ac, silentVin);
+    await campaign(
+      'silent',
+      [silentVin],
+      { consent: { deadline_seconds: 60 } },
+      { vehicle_timeout_seconds: 1 },
+    );
+    await untilBackend(silentVin, 'offered');
+  });
+
   it('downloads nothing before accept; postpone asks again after its interval and stops at the limit; a decline is no failure', async () => {
     const a = await vehicleWithHeadUnit('1HGCM82633A160001');
     const b = await vehicleWithHeadUnit('1HGCM82633A160002');
@@ -120,9 +134,17 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     for (const v of [a, b]) {
       await waitUntil(
         async () => (await v.client.view()).pending?.consent?.state === 'asking',
-        20_000,
+        // The offer goes through the pacer, the offers queue and a function instance: slow on a loaded machine.
+        30_000,
         'asked',
-      );
+      ).catch(async (err: Error) => {
+        // Say where the offer stopped (campaign counts, the agent's last events) if it never reached the driver.
+        const c = (await ac.operator.call('GET', '/campaigns/consent')).json;
+        const last = JSON.stringify(v.events.events.slice(-6));
+        throw new Error(
+          `${err.message}: ${v.agent.vin}, campaign ${JSON.stringify(c.counts)}, events ${last}`,
+        );
+      });
       await untilBackend(v.agent.vin, 'awaiting_consent');
     }
     const view = await a.client.view();
@@ -284,6 +306,22 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     await assert.rejects(
       v.client.retry(),
       (e: HeadUnitError) => e.status === 409 && e.code === 'nothing_to_retry',
+    );
+  });
+
+  it('ends the silent car expired by the deadline sweep, not timed out, and counts no failure', async () => {
+    await waitUntil(
+      async () => (await backendStatus(silentVin)) === 'expired',
+      90_000,
+      'the sweep to expire it',
+    );
+    const c = (await ac.operator.call('GET', '/campaigns/silent')).json;
+    assert.deepEqual(c.counts, { expired: 1 });
+    assert.equal(c.waves[0].failed, 0);
+    await waitUntil(
+      async () => (await ac.operator.call('GET', '/campaigns/silent')).json.status === 'completed',
+      20_000,
+      'the campaign to complete',
     );
   });
 });
