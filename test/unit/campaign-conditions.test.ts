@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { outcomeMetric } from '../../lambdas/core/alerts.js';
 import { DEFAULT_POLICY, evaluateWave, waveSettled } from '../../lambdas/core/campaign-policy.js';
 import { applyReport } from '../../lambdas/core/update-state.js';
 import { assignmentSchema } from '../../protocol/assignment.js';
@@ -124,6 +125,10 @@ describe('consent statuses in the update state machine and the campaign policy',
     });
     assert.equal(evaluateWave({ completed: 1, failed: 1, declined: 3 }, policy, started, t0).action, 'halt');
     assert.ok(waveSettled({ completed: 1, declined: 1, expired: 1 }));
+    // Nor in the failure-rate alarm's metric (operator alerts).
+    assert.equal(outcomeMetric('declined'), undefined);
+    assert.equal(outcomeMetric('expired'), undefined);
+    assert.equal(outcomeMetric('awaiting_consent'), undefined);
     assert.ok(!waveSettled({ completed: 1, postponed: 1 }));
   });
 
