@@ -2,7 +2,9 @@
  * Every `ota` command: its arguments, options and examples (help is generated from this table) and the module
  * that runs it, loaded only when that command runs so `--help` and the small commands start fast.
  */
+
 import type { CommandSpec, GroupSpec } from './args.js';
+import { CONDITION_FLAGS } from './conditions-flags.js';
 import type { Context } from './context.js';
 
 /** Runs a command; a number answered is the exit code (anything else: 0). */
@@ -554,10 +556,12 @@ export const COMMANDS: readonly Command[] = [
         description: 're-offers to a timed-out vehicle, 0-10',
       },
       'notify-per-second': { type: 'string', placeholder: '<n>', description: 'offers sent per second' },
+      ...CONDITION_FLAGS,
     },
     examples: [
       'ota campaigns create --name "TCU 3.0.1" --release-id tcu-3.0.1 --model "Model T" --waves 10,50,100',
       'ota campaigns create --name "Body 2.0" --bundle-id body-2-0 --runs bcm=1.x --waves 1,10,100',
+      'ota campaigns create --name night --release-id tcu-3.0.1 --all --consent-deadline 604800 --max-postponements 3 --postpone-seconds 86400 --maintenance-window 01:00-05:00 --network unmetered',
       'ota campaigns create --name pilot --release-id tcu-3.0.1 --vins-file pilot.txt --halt-failure-count 1',
     ],
     load: async () => (await import('./campaigns.js')).create,

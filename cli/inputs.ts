@@ -25,6 +25,7 @@ import {
   stringOption,
   UsageError,
 } from './args.js';
+import { conditionsFromFlags } from './conditions-flags.js';
 
 export interface EcuSpec {
   readonly ecu: string;
@@ -215,8 +216,10 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
       'choose the targets: --vin, --vins-file, a filter (--model, --hardware-id, --current-version) or --all',
     );
   }
-  const policy: Record<string, number | number[] | true> = {};
+  const policy: Record<string, unknown> = {};
   if (booleanOption(values, 'skip-canary')) policy.skip_canary = true;
+  const conditions = conditionsFromFlags(values);
+  if (conditions) policy.conditions = conditions;
   for (const [field, flag] of Object.entries(POLICY_FLAGS) as [keyof typeof POLICY_FLAGS, string][]) {
     if (field === 'waves') {
       const raw = stringOption(values, flag);

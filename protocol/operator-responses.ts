@@ -3,7 +3,7 @@
  * schemas, the CLI renders their types and the OpenAPI document describes them, so a field renamed or dropped on
  * one side breaks the build or the conformance test instead of printing blanks.
  */
-
+import { campaignConditionsSchema } from './conditions.js';
 import { inventoryViewSchema } from './inventory.js';
 import { updateViewSchema } from './responses.js';
 import { signedManifestSchema, UPDATE_STATUSES } from './schemas.js';
@@ -124,6 +124,8 @@ export const rolloutPolicyViewSchema = z.object({
   notifyPerSecond: z.number(),
   /** Present (true) when the operator allowed a first wave above the canary share. */
   skipCanary: z.optional(z.boolean()),
+  /** The campaign's conditions as the operator set them (protocol/conditions.ts), when any. */
+  conditions: z.optional(campaignConditionsSchema),
 });
 
 export const CAMPAIGN_STATUSES = [

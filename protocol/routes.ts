@@ -12,6 +12,7 @@ import {
   bundleViewSchema,
   rollbackOfferSchema,
 } from './bundle-api.js';
+import { campaignConditionsSchema } from './conditions.js';
 import {
   HISTORY_LIMITS,
   principalViewSchema,
@@ -172,6 +173,8 @@ const createCampaignSchema = z
         vehicle_timeout_seconds: z.optional(z.int().check(z.minimum(1), z.maximum(30 * 86400))),
         retry_budget: z.optional(z.int().check(z.minimum(0), z.maximum(10))),
         notify_per_second: z.optional(z.int().check(z.minimum(1), z.maximum(10000))),
+        /** Driver consent, maintenance window, download network (protocol/conditions.ts). Default: none. */
+        conditions: z.optional(campaignConditionsSchema),
       }),
     ),
   })

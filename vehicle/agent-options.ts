@@ -2,6 +2,7 @@
 import type { VehicleApi } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { BundleStepName, EcuPhase } from './bundle-install.js';
+import type { ConditionOptions, DriverDecision } from './conditions.js';
 import type { DownloaderOptions } from './downloader.js';
 import type { FreshnessOptions } from './freshness.js';
 import type { HttpTransport } from './http-transport.js';
@@ -90,6 +91,8 @@ export type AgentEvent =
       fallback?: string;
     }
   | { type: 'deferred'; update_id: string; reason: string }
+  /** The driver was asked (ask) or answered (head unit, conditions.ts). */
+  | { type: 'consent'; update_id: string; decision: DriverDecision | 'ask' }
   | {
       type: 'outcome';
       update_id: string;
@@ -178,4 +181,8 @@ export interface VehicleAgentOptions {
   readonly runtime?: AgentRuntime;
   readonly logger?: AgentLogger;
   readonly hooks?: AgentHooks;
+  /** The vehicle's clock, time zone and network, as the campaign conditions are judged (conditions.ts). */
+  readonly conditions?: ConditionOptions;
+  /** Shown to the driver when the campaign gives no install time (head-unit.ts). @default unknown */
+  readonly installEstimateSeconds?: number;
 }

@@ -20,6 +20,7 @@ import { DownloadUrls } from './download-phase.js';
 import { Downloader } from './downloader.js';
 import { AgentError } from './errors.js';
 import { FreshnessMonitor } from './freshness.js';
+import { HeadUnit } from './head-unit.js';
 import { InventoryReporter } from './inventory-reporter.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
 import { MqttLink } from './mqtt-link.js';
@@ -48,6 +49,7 @@ interface Parts {
   readonly inbox: OfferInbox;
   readonly poller: Poller;
   readonly freshness: FreshnessMonitor | undefined;
+  readonly headUnit: HeadUnit;
 }
 
 /**
@@ -155,7 +157,14 @@ export class VehicleAgent {
       });
       await freshness.open();
     }
-    this.parts = { store, reporter, inbox, poller, freshness };
+    this.parts = {
+      store,
+      reporter,
+      inbox,
+      poller,
+      freshness,
+      headUnit: new HeadUnit(ctx, inbox, runner.gate),
+    };
     // A bundle's journal decides before the ECUs' own recovery, which would switch back trials it keeps.
     await bundles.recover();
     await runner.recover();
@@ -211,6 +220,11 @@ export class VehicleAgent {
       if (s && s.current === null && s.inbox.length === 0 && s.pending_reports.length === 0) return;
       await this.runtime.sleep(pollMs);
     }
+  }
+
+  /** What the head unit shows and may do (head-unit.ts; served by head-unit-server.ts). */
+  get headUnit(): HeadUnit {
+    return this.started.headUnit;
   }
 
   /** Checks the freshness statement now (fetch, verify, withheld offer, silence, alerts). */

@@ -27,6 +27,7 @@ import { AgentError, ApiError } from './errors.js';
 import { describeError } from './logger.js';
 import { appendReport } from './reporter.js';
 import type { VehicleStatus } from './state-store.js';
+import { StaticVehicleState, waitUntilSafe } from './vehicle-state.js';
 
 const currentSchema = z.object({
   update_id: z.string(),
@@ -40,7 +41,7 @@ type CurrentBundle = z.infer<typeof currentSchema>;
 
 /** Answers a refusal for OfferAcceptance to settle (reported when the assignment is authentic). */
 export type BundleRefusal = {
-  readonly reason: 'bundle_unavailable' | 'bundle_unsupported';
+  readonly reason: 'bundle_unavailable' | 'bundle_unsupported' | 'conditions_unsupported';
   readonly message: string;
 };
 
@@ -58,6 +59,7 @@ export class BundleRunner {
 
   private installer(update_id: string): BundleInstaller {
     const o = this.ctx.options;
+    let waited = false;
     const installers: Record<string, BundleEcu> = {};
     for (const [ecu, i] of Object.entries(o.installers)) {
       if (typeof (i as Partial<BundleEcu>).switchBackTo === 'function') installers[ecu] = i as BundleEcu;
@@ -72,7 +74,15 @@ export class BundleRunner {
       now: () => this.ctx.expiryNow(),
       fetchImage: (m, signal, onProgress) => this.fetchImage(m, signal, onProgress),
       onProgress: (p) => void this.progress(update_id, p),
-      beforeStep: (step, ecu) => o.hooks?.beforeBundleStep?.(step, { update_id, ecu }),
+      beforeStep: async (step, ecu) => {
+        // Every member is downloaded and verified; before the first slot is written the car must be safe to
+        // install, exactly as for a single release (install-phase.ts): parked, battery, no charging, as the policy says.
+        if (step === 'write' && !waited) {
+          waited = true;
+          await this.waitUntilSafe(update_id);
+        }
+        await o.hooks?.beforeBundleStep?.(step, { update_id, ecu });
+      },
     });
   }
 
@@ -102,6 +112,14 @@ export class BundleRunner {
    */
   async run(offer: UpdateOffer, offerDigest: string): Promise<BundleRefusal | undefined> {
     const a = offer.assignment.assignment;
+    // The driver-in-the-loop gate (conditions.ts) follows one release's state; a bundle cannot ask for consent or
+    // wait for a window yet, so it must not install without them: refused, as an agent without conditions would.
+    if (a.conditions !== undefined) {
+      return {
+        reason: 'conditions_unsupported',
+        message: 'a bundle with campaign conditions (consent, maintenance window, network) is not installed',
+      };
+    }
     let material: BundleMaterial;
     if (offer.bundle) material = offer.bundle;
     else {
@@ -142,6 +160,19 @@ export class BundleRunner {
     // The verified member images were copied into the slots (or are not needed any more).
     for (const sm of material.manifests) await rm(imageFile(this.ctx.store, sm.manifest), { force: true });
     return undefined;
+  }
+
+  private async waitUntilSafe(update_id: string): Promise<void> {
+    const o = this.ctx.options;
+    await waitUntilSafe(o.vehicleState ?? new StaticVehicleState(), o.safety ?? {}, {
+      runtime: this.ctx.runtime,
+      signal: this.ctx.signal,
+      pollMs: o.safety?.pollMs ?? 10_000,
+      onDeferred: (reason) => {
+        this.ctx.logger.info('bundle installation deferred', { update_id, reason });
+        this.ctx.emit({ type: 'deferred', update_id, reason });
+      },
+    });
   }
 
   private async fetchAnswer(

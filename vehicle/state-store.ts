@@ -60,6 +60,14 @@ const currentUpdateSchema = z.object({
     unexpected: z.number().int().min(0),
   }),
   accepted_at: z.string(),
+  /** Driver consent, when the signed conditions require it (conditions.ts): asked, postponed (until), given. */
+  consent: z
+    .object({
+      state: z.enum(['asking', 'postponed', 'given']),
+      postponements: z.number().int().min(0),
+      ask_at: z.string().optional(),
+    })
+    .optional(),
 });
 export type CurrentUpdate = z.infer<typeof currentUpdateSchema>;
 

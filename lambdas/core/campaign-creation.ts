@@ -7,9 +7,11 @@
  * upload is complete; that request reads the list once as a stream and refuses a bad one with a 400 naming the
  * line, before any vehicle is touched.
  */
+
 import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
 import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
+import { conditionsProblems } from '../../protocol/conditions.js';
 import type { CampaignCreated, CampaignView } from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
 import type { TrustedKey } from '../../protocol/signatures.js';
@@ -80,6 +82,7 @@ export function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
     retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
     notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
     ...(p.skip_canary ? { skipCanary: true } : {}),
+    ...(p.conditions ? { conditions: p.conditions } : {}),
   };
 }
 
@@ -144,6 +147,15 @@ export async function createCampaign(
   const policy = toPolicy(input.policy);
   const problems = policyProblems(policy);
   if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
+  const conditions = policy.conditions ? conditionsProblems(policy.conditions) : [];
+  if (conditions.length) throw new BadRequestError('invalid_conditions', conditions.join('; '));
+  // The agent's consent, window and network gate follows one release; a bundle would be refused by every vehicle.
+  if (policy.conditions && input.bundle_id !== undefined) {
+    throw new BadRequestError(
+      'invalid_conditions',
+      'campaign conditions (consent, maintenance window, network) apply to a release, not yet to a bundle',
+    );
+  }
   checkTargets(input.targets);
   const canary = canaryProblem(policy);
   if (canary) throw new BadRequestError(canary.code, canary.message);

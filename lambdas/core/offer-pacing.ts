@@ -17,6 +17,8 @@
  * Every invocation handles one page or one message: memory and time do not grow with the wave.
  */
 import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
+import { conditionsForOffer } from '../../protocol/conditions.js';
+import type { SignedManifest } from '../../protocol/manifest.js';
 import { offerFor } from '../../protocol/offer.js';
 import {
   countMove,
@@ -306,14 +308,20 @@ export class OfferWorker {
   ): Promise<OfferOutcome> {
     const now = this.deps.clock.now();
     const offerCounter = await this.deps.vehicles.reserveOffer(u.vin, u.updateId);
+    const conditions = conditionsForOffer(c.policy.conditions, now);
+    // With driver consent, the vehicle has the consent time and then its usual time to finish.
+    const consentSeconds = c.policy.conditions?.consent?.deadline_seconds ?? 0;
     const changes: Partial<UpdateRecord> = {
       status: 'offered',
       progress: 0,
       attempt: u.attempt + 1,
       offeredAt: now.toISOString(),
-      deadline: new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString(),
+      deadline: new Date(
+        now.getTime() + (c.policy.vehicleTimeoutSeconds + consentSeconds) * 1000,
+      ).toISOString(),
       reason: undefined,
       offerCounter,
+      conditions,
     };
     const next: UpdateRecord = {
       ...u,

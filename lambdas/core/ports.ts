@@ -2,7 +2,9 @@
  * The narrow interfaces the domain needs from the outside world. Each has one AWS implementation in
  * lambdas/adapters; the local cloud reuses those same implementations against emulators.
  */
+
 import type { Readable } from 'node:stream';
+import type { UpdateConditions } from '../../protocol/conditions.js';
 import type { FreshnessAlert, ProofStep, SignedFreshness } from '../../protocol/freshness.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
@@ -245,6 +247,11 @@ export interface UpdateRecord {
    * about an earlier offer and is refused.
    */
   readonly offerCounter?: number;
+  /**
+   * The signed conditions of the current campaign offer (consent deadline, window, network): kept so that every
+   * assignment of this offer (the pushed one, and the one a /download answer carries) signs the same conditions.
+   */
+  readonly conditions?: UpdateConditions;
   /** The counter shard its campaign counts go to, chosen when it is taken into its wave (campaign-counters.ts). */
   readonly shard?: number;
   /**

@@ -180,6 +180,8 @@ export class AssignmentIssuer {
       counter,
       issued_at: now.toISOString(),
       expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
+      // The campaign offer's conditions travel signed in every assignment of it (protocol/conditions.ts).
+      ...(update.conditions && update.campaignId !== undefined ? { conditions: update.conditions } : {}),
     });
   }
 }
