@@ -65,3 +65,40 @@ export const vehicleHistorySchema = z.object({
 });
 export type VehicleHistory = z.infer<typeof vehicleHistorySchema>;
 export const HISTORY_LIMITS = { default: 100, max: 500 } as const;
+
+/**
+ * GET /fleet/versions: how many vehicles run each version of one ECU, among those a campaign of a release for that
+ * ECU would target (not revoked, a compatible hardware id, below the new version, the model when given), counted
+ * over one scan page of one parallel-scan segment. The caller (`ota firmware sign --delta-auto`, `ota vehicles
+ * versions`) walks the segments' pages and adds them up: no request reads the whole registry.
+ */
+export const installedVersionsSchema = z.object({
+  ecu: z.string(),
+  /** Vehicles counted per installed version of the ECU, most first. */
+  versions: z.array(z.object({ version: z.string(), vehicles: z.number().int() })),
+  scanned: z.number().int(),
+  next_token: z.string().nullable(),
+});
+export type InstalledVersions = z.infer<typeof installedVersionsSchema>;
+/** Parallel scan segments a caller may split the registry into. */
+export const MAX_VERSION_SEGMENTS = 16;
+
+const versionText = z.string().regex(/^\d+\.\d+\.\d+$/);
+export const installedVersionsQueryShape = {
+  ecu: plainText(64).min(1),
+  /** Comma-separated compatible hardware ids (the release's); any when absent. */
+  hardware_ids: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,31}$/)
+    .optional(),
+  model: plainText(64).min(1).optional(),
+  /** Only vehicles running a version below this one (the release's: those already at or above it are excluded). */
+  below: versionText.optional(),
+  segment: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_VERSION_SEGMENTS - 1)
+    .optional(),
+  segments: z.coerce.number().int().min(1).max(MAX_VERSION_SEGMENTS).optional(),
+} as const;

@@ -7,6 +7,8 @@ import * as z from 'zod';
 import { auditFilterShape, auditPageSchema } from './audit.js';
 import {
   HISTORY_LIMITS,
+  installedVersionsQueryShape,
+  installedVersionsSchema,
   principalViewSchema,
   vehicleHistorySchema,
   vehicleListQueryShape,
@@ -182,6 +184,7 @@ export const queries = {
   wavePage: z.strictObject({ ...pageQuery, wave: z.coerce.number().int().min(0).max(19).optional() }),
   audit: z.strictObject({ ...pageQuery, ...auditFilterShape }),
   vehicles: z.strictObject({ next_token: nextTokenSchema.optional(), ...vehicleListQueryShape }),
+  versions: z.strictObject({ next_token: nextTokenSchema.optional(), ...installedVersionsQueryShape }),
   history: z.strictObject({ limit: z.coerce.number().int().min(1).max(HISTORY_LIMITS.max).optional() }),
 } as const;
 
@@ -392,6 +395,19 @@ export const ROUTES: readonly RouteDefinition[] = [
     responses: { 200: vehicleListSchema },
     summary:
       'List registered vehicles, one scan page (500) at a time, filtered (?model=, ?version=, ?vin_prefix=, ?next_token=)',
+  },
+  {
+    method: 'GET',
+    resource: '/fleet/versions',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    query: queries.versions,
+    maxBodyBytes: 0,
+    responses: { 200: installedVersionsSchema },
+    summary:
+      'Installed versions of an ECU among the vehicles a release would target, one scan page of one segment at a ' +
+      'time (?ecu=, ?hardware_ids=, ?model=, ?below=, ?segment=&segments=, ?next_token=)',
   },
   {
     method: 'GET',
