@@ -355,6 +355,8 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     vsRaw: r.wallMs / rawRun.wallMs,
     reused: r.bytesReused,
     peakRssMiB: r.maxRssKiB / 1024,
+    /** The agent process's CPU (user + system) over the wall time: where the time goes under load. */
+    cpuS: (r.cpuMs.user + r.cpuMs.system) / 1000,
     fallback: r.fallback,
   }));
   const result = {
@@ -380,16 +382,19 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     `  new image ${size} bytes; frame table ${framed.compression.table_size} bytes (${pct(framed.compression.table_size, size)}), ` +
       `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s; ` +
       `delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`,
-    '  path          served      /image   time      /raw   reused      peak RSS',
+    '  path          served      /image   time      /raw   reused      peak RSS   agent CPU',
     ...rows.map(
       (r) =>
         `  ${r.path.padEnd(12)}  ${String(r.served).padStart(10)}  ${pct(r.served, size).padStart(6)}  ` +
         `${(r.ms / 1000).toFixed(2).padStart(6)} s  ${r.vsRaw.toFixed(2).padStart(5)}  ${String(r.reused).padStart(10)}  ` +
-        `${r.peakRssMiB.toFixed(0).padStart(5)} MiB${r.fallback ? `  (${r.fallback})` : ''}`,
+        `${r.peakRssMiB.toFixed(0).padStart(5)} MiB  ${r.cpuS.toFixed(1).padStart(6)} s` +
+        `${r.fallback ? `  (${r.fallback})` : ''}`,
     ),
-    `  anchors: zstd -${level} whole ${whole ? `${whole.bytes} (${pct(whole.bytes, size)})` : 'zstd not installed'}; ` +
-      `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
-      `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
+    anchorsOff
+      ? '  anchors: not run on the synthetic pair'
+      : `  anchors: zstd -${level} whole ${whole ? `${whole.bytes} (${pct(whole.bytes, size)})` : 'zstd not installed'}; ` +
+        `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
+        `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
     ...(result.reuseVsPatchFrom !== undefined
       ? [
           `  chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x; ` +
