@@ -206,7 +206,7 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
   it('bytes fetched are reported for every run: a run that failed and an agent restarted after it', async () => {
     // Half text, half random: an object of ~2.5 MiB, so the first run's bytes dwarf TLS and in-flight slack.
     const image = Buffer.concat([textImage(2048 * KiB, 'runs'), randomBytes(2048 * KiB)]);
-    const rel = await publishRelease(ac, { version: '1.0.9', image, compressed: true });
+    const rel = await publishRelease(ac, { version: '1.0.8', image, compressed: true });
     const c = rel.signed.manifest.compression!;
     const proxy = await proxyToS3();
     const transport = transportVia(proxy);
@@ -224,7 +224,7 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
       await first.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT connection');
       // Down long enough that the one attempt's reconnection is refused.
       proxy.cutAfter(Math.floor(c.object_size / 2), 3000);
-      await publishOffer(ac, vin, await initiateOffer(first, '1.0.9'));
+      await publishOffer(ac, vin, await initiateOffer(first, '1.0.8'));
       await waitUntil(() => readAgentState(dir).current?.attempts.download === 1, 30_000, 'a failed run');
       firstRun = readAgentState(dir).current?.transfer?.fetched ?? 0;
     } finally {
@@ -235,13 +235,13 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
 
     const second = await startAgent(ac, vin, dir, { downloadTransport: transport });
     try {
-      const outcome = await second.events.outcome('1.0.9', 60_000);
+      const outcome = await second.events.outcome('1.0.8', 60_000);
       assert.equal(outcome.status, 'completed', outcome.reason);
       await second.agent.whenIdle();
     } finally {
       await second.close();
     }
-    assertVehicleRuns(dir, '1.0.9', image);
+    assertVehicleRuns(dir, '1.0.8', image);
     const downloaded = second.events.events.find((e) => e.type === 'downloaded');
     const reported = downloaded?.type === 'downloaded' ? downloaded.bytes_fetched : 0;
     const served = proxy.bytesToClient;
