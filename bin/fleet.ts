@@ -194,6 +194,8 @@ function reportScale(s: ScaleSummary): never {
     `  time to complete    ${sec(s.timings.completeMs)} (last outcome acknowledged ${sec(s.timings.lastOutcomeMs)})`,
     `  peak RSS            parent ${mb(s.peakRssBytes.parent)}, cloud ${mb(s.peakRssBytes.cloud)}, workers ${s.peakRssBytes.workers.map(mb).join(', ')}`,
     `  per vehicle (counted) DynamoDB ${f(pv.dynamodbReads)} reads, ${f(pv.dynamodbWrites)} writes; KMS ${f(pv.kmsSigns)} Sign; IoT ${f(pv.iotPublishes)} Publish, ${f(pv.iotInbound)} device messages; Lambda ${f(pv.lambdaInvocations)} invocations (${f(pv.apiRequests)} API requests)`,
+    `  resumed downloads   ${s.resumedDownloads}`,
+    ...s.notCompleted.map((d) => `    not completed: ${d}`),
     ...s.disagreements.slice(0, 10).map((d) => `    ${d}`),
     ...checks.map(([name, ok]) => `  ${ok ? 'ok  ' : 'FAIL'} ${name}`),
   ];

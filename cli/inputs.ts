@@ -3,7 +3,7 @@
  * body, checked against the same zod schemas the API validates with so a mistake is reported against the flag
  * that caused it, before any request is made.
  */
-import type { z } from 'zod';
+
 import { createCampaignSchema } from '../protocol/routes.js';
 import {
   MAX_CHUNK_SIZE,
@@ -13,6 +13,7 @@ import {
   versionSchema,
   vinSchema,
 } from '../protocol/schemas.js';
+import type * as z from '../protocol/zod.js';
 import {
   booleanOption,
   type NumberRule,
@@ -95,7 +96,7 @@ export function parseChunkSize(raw: string | undefined, fallback: number): numbe
   return n;
 }
 
-function checkWith<T>(schema: z.ZodType<T>, value: unknown, label: string): T {
+function checkWith<T>(schema: z.ZodMiniType<T>, value: unknown, label: string): T {
   const r = schema.safeParse(value);
   if (!r.success)
     throw new UsageError(`${label} ${r.error.issues[0]?.message ?? 'is invalid'} (got '${String(value)}')`);

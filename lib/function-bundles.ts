@@ -246,9 +246,17 @@ export interface InitSample {
   readonly attempts: string[];
 }
 
-/** Imports `module` in a fresh node process running INIT_RUNNER (saved at `runner`); throws on any failure. */
-export function loadBundle(runner: string, module: string, env: NodeJS.ProcessEnv): InitSample {
-  const out = spawnSync(process.execPath, [runner, module], { env, encoding: 'utf8', timeout: 30_000 });
+/**
+ * Imports `module` in a fresh node process running INIT_RUNNER (saved at `runner`); throws on any failure. `node` is
+ * the executable to run it on (this process's node unless given).
+ */
+export function loadBundle(
+  runner: string,
+  module: string,
+  env: NodeJS.ProcessEnv,
+  node: string = process.execPath,
+): InitSample {
+  const out = spawnSync(node, [runner, module], { env, encoding: 'utf8', timeout: 30_000 });
   if (out.status !== 0) {
     // Node echoes the failing source line, which in a minified bundle is the whole file: keep each line short.
     const output = `${out.stderr}${out.stdout}`

@@ -4,10 +4,10 @@
  * gateway check is a first filter, never the only one.
  */
 import * as apigw from 'aws-cdk-lib/aws-apigateway';
-import * as z from 'zod';
+import * as z from '../protocol/zod.js';
 
 /** JSON Schema draft 4 of a zod schema, in the shape aws-apigateway's JsonSchema expects. */
-export function toApiGatewaySchema(schema: z.ZodType): apigw.JsonSchema {
+export function toApiGatewaySchema(schema: z.core.$ZodType): apigw.JsonSchema {
   const json = z.toJSONSchema(schema, {
     target: 'draft-04',
     unrepresentable: 'throw',

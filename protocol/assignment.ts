@@ -12,24 +12,25 @@
  * - direct: by the backend key itself (earlier backends, and ASSIGNMENT_SIGNING=direct for fleets whose agents
  *   predate delegation). Agents accept both.
  */
-import * as z from 'zod';
+
 import { canonicalJson } from './canonical-json.js';
 import { type DelegatedSigner, delegatedKey, signedDelegationSchema } from './delegation.js';
 import type { ReleaseManifest } from './manifest.js';
 import { VIN_PATTERN } from './schemas.js';
 import { keyIdOf, type Signer, sha256Hex, type TrustedKey, verifyEcdsa } from './signatures.js';
+import * as z from './zod.js';
 
 export const assignmentSchema = z.strictObject({
   schema: z.literal('ota.assignment/v1'),
-  vin: z.string().regex(VIN_PATTERN),
-  update_id: z.string().min(1).max(128),
-  campaign_id: z.string().max(64).nullable(),
-  release_id: z.string().min(1).max(64),
-  version: z.string().max(64),
-  ecu: z.string().max(32),
+  vin: z.string().check(z.regex(VIN_PATTERN)),
+  update_id: z.string().check(z.minLength(1), z.maxLength(128)),
+  campaign_id: z.nullable(z.string().check(z.maxLength(64))),
+  release_id: z.string().check(z.minLength(1), z.maxLength(64)),
+  version: z.string().check(z.maxLength(64)),
+  ecu: z.string().check(z.maxLength(32)),
   /** SHA-256 of the canonical release manifest: binds this assignment to exactly one manifest. */
-  manifest_sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  counter: z.number().int().min(1),
+  manifest_sha256: z.string().check(z.regex(/^[0-9a-f]{64}$/)),
+  counter: z.int().check(z.minimum(1)),
   issued_at: z.iso.datetime(),
   expires_at: z.iso.datetime(),
 });
@@ -38,10 +39,10 @@ export type Assignment = z.infer<typeof assignmentSchema>;
 export const signedAssignmentSchema = z.strictObject({
   assignment: assignmentSchema,
   /** The signing key: a trusted backend key, or the online key the delegation certifies. */
-  key_id: z.string().regex(/^[0-9a-f]{16}$/),
-  signature: z.string().min(16).max(256),
+  key_id: z.string().check(z.regex(/^[0-9a-f]{16}$/)),
+  signature: z.string().check(z.minLength(16), z.maxLength(256)),
   /** Present when key_id is an online key: the backend key's certificate of it for scope "assignment". */
-  delegation: signedDelegationSchema.optional(),
+  delegation: z.optional(signedDelegationSchema),
 });
 export type SignedAssignment = z.infer<typeof signedAssignmentSchema>;
 

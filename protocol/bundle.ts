@@ -13,7 +13,7 @@
  * A bundle is signed by the OEM release key like a release manifest, over a domain-separated canonical form, so
  * a signature over a manifest can never be taken for one over a bundle and the backend alone cannot make one.
  */
-import * as z from 'zod';
+
 import { assignmentSignedBy, type SignedAssignment } from './assignment.js';
 import { canonicalJson } from './canonical-json.js';
 import { ProtocolError } from './errors.js';
@@ -29,6 +29,7 @@ import {
 } from './schemas.js';
 import { keyIdOf, type Signer, sha256Hex, type TrustedKey, verifyEcdsa } from './signatures.js';
 import { compareVersions } from './versions.js';
+import * as z from './zod.js';
 
 export const MAX_BUNDLE_MEMBERS = 16;
 
@@ -42,12 +43,12 @@ export const bundleMemberSchema = z.strictObject({
   ecu: ecuNameSchema,
   release_id: releaseIdSchema,
   version: versionSchema,
-  hardware_ids: z.array(hardwareIdSchema).min(1).max(32),
+  hardware_ids: z.array(hardwareIdSchema).check(z.minLength(1), z.maxLength(32)),
   /** SHA-256 of the member's canonical release manifest (protocol/assignment.ts manifestDigest). */
   manifest_sha256: sha256Schema,
   /** Whole-image SHA-256 and size, as the manifest states them (shown by tools; checked against the manifest). */
   image_sha256: sha256Schema,
-  size: z.number().int().min(1).max(MAX_IMAGE_SIZE),
+  size: z.int().check(z.minimum(1), z.maximum(MAX_IMAGE_SIZE)),
 });
 export type BundleMember = z.infer<typeof bundleMemberSchema>;
 
@@ -59,8 +60,8 @@ export type BundleMember = z.infer<typeof bundleMemberSchema>;
 export const bundleConstraintSchema = z.strictObject({
   member: ecuNameSchema,
   requires: ecuNameSchema,
-  min_version: versionSchema.optional(),
-  below_version: versionSchema.optional(),
+  min_version: z.optional(versionSchema),
+  below_version: z.optional(versionSchema),
 });
 export type BundleConstraint = z.infer<typeof bundleConstraintSchema>;
 
@@ -68,17 +69,17 @@ export const bundleSchema = z.strictObject({
   schema: z.literal('ota.bundle/v1'),
   bundle_id: releaseIdSchema,
   version: versionSchema,
-  members: z.array(bundleMemberSchema).min(1).max(MAX_BUNDLE_MEMBERS),
+  members: z.array(bundleMemberSchema).check(z.minLength(1), z.maxLength(MAX_BUNDLE_MEMBERS)),
   /** Every member's ECU exactly once: the order slots are written and activated in. */
-  install_order: z.array(ecuNameSchema).min(1).max(MAX_BUNDLE_MEMBERS),
-  constraints: z.array(bundleConstraintSchema).max(64),
+  install_order: z.array(ecuNameSchema).check(z.minLength(1), z.maxLength(MAX_BUNDLE_MEMBERS)),
+  constraints: z.array(bundleConstraintSchema).check(z.maxLength(64)),
   created_at: z.iso.datetime(),
 });
 export type Bundle = z.infer<typeof bundleSchema>;
 
 export const signedBundleSchema = z.strictObject({
   bundle: bundleSchema,
-  signatures: z.array(signatureSchema).min(1).max(8),
+  signatures: z.array(signatureSchema).check(z.minLength(1), z.maxLength(8)),
 });
 export type SignedBundle = z.infer<typeof signedBundleSchema>;
 

@@ -12,9 +12,9 @@
  * never exported, serialised or logged (a `#private` field, and the class prints no key material).
  */
 import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
-import * as z from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { keyIdOf, p256KeyWithId, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
+import * as z from './zod.js';
 
 export const DELEGATION_CONTEXT = 'ota.key-delegation/v1\n';
 
@@ -29,12 +29,12 @@ const KEY_ID = /^[0-9a-f]{16}$/;
 export const delegationStatementSchema = z.strictObject({
   schema: z.literal('ota.key-delegation/v1'),
   /** The one kind of document the key may sign, e.g. "assignment". */
-  scope: z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/),
-  key_id: z.string().regex(KEY_ID),
+  scope: z.string().check(z.regex(/^[a-z][a-z0-9_-]{0,31}$/)),
+  key_id: z.string().check(z.regex(KEY_ID)),
   /** DER SPKI of the online P-256 key, base64 (91 bytes). */
-  public_key: z.string().max(200),
+  public_key: z.string().check(z.maxLength(200)),
   /** Key id of the backend key that certifies it. */
-  issuer_key_id: z.string().regex(KEY_ID),
+  issuer_key_id: z.string().check(z.regex(KEY_ID)),
   not_before: z.iso.datetime(),
   not_after: z.iso.datetime(),
 });
@@ -43,7 +43,7 @@ export type DelegationStatement = z.infer<typeof delegationStatementSchema>;
 export const signedDelegationSchema = z.strictObject({
   statement: delegationStatementSchema,
   /** DER ECDSA by the issuer key over DELEGATION_CONTEXT + canonical JSON of the statement, base64. */
-  signature: z.string().min(16).max(256),
+  signature: z.string().check(z.minLength(16), z.maxLength(256)),
 });
 export type SignedDelegation = z.infer<typeof signedDelegationSchema>;
 

@@ -2,9 +2,10 @@
  * What the console (and the CLI) read besides releases and campaigns: who the caller is, the registered vehicles
  * a page at a time with filters, and a vehicle's status history as a timeline.
  */
-import * as z from 'zod';
+
 import { OPERATOR_ROLES } from './roles.js';
 import { plainText } from './text.js';
+import * as z from './zod.js';
 
 /** GET /me: the caller as the API sees it (the console shows only the controls this role may use). */
 export const principalViewSchema = z.object({
@@ -18,7 +19,7 @@ export const vehicleSummarySchema = z.object({
   model: z.string(),
   ecus: z.array(z.object({ ecu: z.string(), hardware_id: z.string(), version: z.string() })),
   registered_at: z.string(),
-  revoked_at: z.string().nullable(),
+  revoked_at: z.nullable(z.string()),
 });
 export type VehicleSummary = z.infer<typeof vehicleSummarySchema>;
 
@@ -28,24 +29,18 @@ export type VehicleSummary = z.infer<typeof vehicleSummarySchema>;
  */
 export const vehicleListSchema = z.object({
   vehicles: z.array(vehicleSummarySchema),
-  scanned: z.number().int(),
-  next_token: z.string().nullable(),
+  scanned: z.int(),
+  next_token: z.nullable(z.string()),
 });
 export type VehicleList = z.infer<typeof vehicleListSchema>;
 export const VEHICLE_SCAN_PAGE = 500;
 
 export const vehicleListQueryShape = {
-  model: plainText(64).min(1).optional(),
+  model: z.optional(plainText(64).check(z.minLength(1))),
   /** Any ECU at this version. */
-  version: z
-    .string()
-    .regex(/^\d+\.\d+\.\d+$/)
-    .optional(),
+  version: z.optional(z.string().check(z.regex(/^\d+\.\d+\.\d+$/))),
   /** VINs starting with this. */
-  vin_prefix: z
-    .string()
-    .regex(/^[A-HJ-NPR-Z0-9]{1,17}$/)
-    .optional(),
+  vin_prefix: z.optional(z.string().check(z.regex(/^[A-HJ-NPR-Z0-9]{1,17}$/))),
 } as const;
 
 /** GET /vehicles/{vin}/history: status events, newest first. */
@@ -55,8 +50,8 @@ export const vehicleHistorySchema = z.object({
     z.object({
       update_id: z.string(),
       status: z.string(),
-      progress: z.number().nullable(),
-      reason: z.string().nullable(),
+      progress: z.nullable(z.number()),
+      reason: z.nullable(z.string()),
       source: z.string(),
       applied: z.boolean(),
       at: z.string(),
@@ -75,30 +70,23 @@ export const HISTORY_LIMITS = { default: 100, max: 500 } as const;
 export const installedVersionsSchema = z.object({
   ecu: z.string(),
   /** Vehicles counted per installed version of the ECU, most first. */
-  versions: z.array(z.object({ version: z.string(), vehicles: z.number().int() })),
-  scanned: z.number().int(),
-  next_token: z.string().nullable(),
+  versions: z.array(z.object({ version: z.string(), vehicles: z.int() })),
+  scanned: z.int(),
+  next_token: z.nullable(z.string()),
 });
 export type InstalledVersions = z.infer<typeof installedVersionsSchema>;
 /** Parallel scan segments a caller may split the registry into. */
 export const MAX_VERSION_SEGMENTS = 16;
 
-const versionText = z.string().regex(/^\d+\.\d+\.\d+$/);
 export const installedVersionsQueryShape = {
-  ecu: plainText(64).min(1),
+  ecu: plainText(64).check(z.minLength(1)),
   /** Comma-separated compatible hardware ids (the release's); any when absent. */
-  hardware_ids: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,31}$/)
-    .optional(),
-  model: plainText(64).min(1).optional(),
+  hardware_ids: z.optional(
+    z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,31}$/)),
+  ),
+  model: z.optional(plainText(64).check(z.minLength(1))),
   /** Only vehicles running a version below this one (the release's: those already at or above it are excluded). */
-  below: versionText.optional(),
-  segment: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_VERSION_SEGMENTS - 1)
-    .optional(),
-  segments: z.coerce.number().int().min(1).max(MAX_VERSION_SEGMENTS).optional(),
+  below: z.optional(z.string().check(z.regex(/^\d+\.\d+\.\d+$/))),
+  segment: z.optional(z.coerce.number().check(z.int(), z.minimum(0), z.maximum(MAX_VERSION_SEGMENTS - 1))),
+  segments: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(MAX_VERSION_SEGMENTS))),
 } as const;

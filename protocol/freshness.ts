@@ -9,29 +9,29 @@
  * Everything here is pure: building the tree (backend) and checking a statement (vehicle) use the same hashing.
  */
 import { createHash } from 'node:crypto';
-import * as z from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { VIN_PATTERN } from './schemas.js';
 import { keyIdOf, type Signer, type TrustedKey, verifyEcdsa } from './signatures.js';
+import * as z from './zod.js';
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const hex64 = z.string().check(z.regex(/^[0-9a-f]{64}$/));
 
 export const freshnessStatementSchema = z.strictObject({
   schema: z.literal('ota.freshness/v1'),
   /** Grows by one per published statement; a vehicle accepts only a higher one than it holds. */
-  sequence: z.number().int().min(1),
+  sequence: z.int().check(z.minimum(1)),
   issued_at: z.iso.datetime(),
   expires_at: z.iso.datetime(),
   /** Merkle root over the (VIN, latest offer counter) leaves of every registered vehicle. */
   root: hex64,
-  leaf_count: z.number().int().min(0),
+  leaf_count: z.int().check(z.minimum(0)),
 });
 export type FreshnessStatement = z.infer<typeof freshnessStatementSchema>;
 
 export const signedFreshnessSchema = z.strictObject({
   statement: freshnessStatementSchema,
-  key_id: z.string().regex(/^[0-9a-f]{16}$/),
-  signature: z.string().min(16).max(256),
+  key_id: z.string().check(z.regex(/^[0-9a-f]{16}$/)),
+  signature: z.string().check(z.minLength(16), z.maxLength(256)),
 });
 export type SignedFreshness = z.infer<typeof signedFreshnessSchema>;
 
@@ -41,10 +41,10 @@ export type ProofStep = z.infer<typeof proofStepSchema>;
 /** GET /updates/{vin}/freshness: the statement and this vehicle's leaf with its path to the root. */
 export const freshnessAnswerSchema = z.object({
   signed: signedFreshnessSchema,
-  vin: z.string().regex(VIN_PATTERN),
+  vin: z.string().check(z.regex(VIN_PATTERN)),
   /** Assignment counter of the latest offer the backend sent this vehicle; 0 when it was never offered one. */
-  counter: z.number().int().min(0),
-  proof: z.array(proofStepSchema).max(64),
+  counter: z.int().check(z.minimum(0)),
+  proof: z.array(proofStepSchema).check(z.maxLength(64)),
 });
 export type FreshnessAnswer = z.infer<typeof freshnessAnswerSchema>;
 
@@ -57,8 +57,8 @@ export const FRESHNESS_ALERTS = ['withheld_offer', 'no_statement'] as const;
 export const freshnessAlertSchema = z.strictObject({
   kind: z.enum(FRESHNESS_ALERTS),
   /** The newest statement the vehicle holds (0: none). */
-  sequence: z.number().int().min(0),
-  detail: z.string().max(500),
+  sequence: z.int().check(z.minimum(0)),
+  detail: z.string().check(z.maxLength(500)),
 });
 export type FreshnessAlert = z.infer<typeof freshnessAlertSchema>;
 

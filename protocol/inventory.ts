@@ -4,8 +4,9 @@
  * keeps the latest on the vehicle item, shows it to operators and targets campaigns by it. Reports carry the
  * vehicle's report sequence number, so an older report arriving late never overwrites a newer one.
  */
-import * as z from 'zod';
+
 import { ecuNameSchema, hardwareIdSchema, sha256Schema, versionSchema } from './schemas.js';
+import * as z from './zod.js';
 
 /** At most this many ECUs per vehicle (as at registration): bounds the item (64 x ~200 bytes, far below 400 KB). */
 export const MAX_INVENTORY_ECUS = 64;
@@ -19,15 +20,15 @@ export const inventoryEcuSchema = z.strictObject({
 export type InventoryEcu = z.infer<typeof inventoryEcuSchema>;
 
 export const inventoryReportSchema = z.strictObject({
-  sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-  ecus: z.array(inventoryEcuSchema).min(1).max(MAX_INVENTORY_ECUS),
+  sequence: z.int().check(z.minimum(0), z.maximum(Number.MAX_SAFE_INTEGER)),
+  ecus: z.array(inventoryEcuSchema).check(z.minLength(1), z.maxLength(MAX_INVENTORY_ECUS)),
 });
 export type InventoryReport = z.infer<typeof inventoryReportSchema>;
 
 /** POST /updates/{vin}/inventory: applied is false when a newer report was already stored. */
 export const inventoryAnswerSchema = z.object({
   vin: z.string(),
-  sequence: z.number().int(),
+  sequence: z.int(),
   applied: z.boolean(),
 });
 export type InventoryAnswer = z.infer<typeof inventoryAnswerSchema>;
@@ -37,7 +38,7 @@ export const inventoryViewSchema = z.object({
   ecus: z.array(
     z.object({ ecu: z.string(), hardware_id: z.string(), version: z.string(), sha256: z.string() }),
   ),
-  sequence: z.number().int(),
+  sequence: z.int(),
   reported_at: z.string(),
 });
 export type InventoryView = z.infer<typeof inventoryViewSchema>;
@@ -50,9 +51,11 @@ export const versionPatternSchema = z.union([
   versionSchema,
   z
     .string()
-    .regex(
-      /^(0|[1-9]\d{0,8})(\.(0|[1-9]\d{0,8}))?\.x$/,
-      'must be a version or a pattern such as 2.x or 2.1.x',
+    .check(
+      z.regex(
+        /^(0|[1-9]\d{0,8})(\.(0|[1-9]\d{0,8}))?\.x$/,
+        'must be a version or a pattern such as 2.x or 2.1.x',
+      ),
     ),
 ]);
 

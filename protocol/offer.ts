@@ -11,31 +11,34 @@
  * must then be the manifest the assignment binds, like a fetched one. The download URL is never in it: URLs live
  * minutes, offers may wait for days in a persistent session, so the vehicle asks /download when it is ready.
  */
-import * as z from 'zod';
+
 import { type SignedAssignment, signedAssignmentSchema } from './assignment.js';
 import type { SignedManifest } from './manifest.js';
 import { releaseIdSchema, sha256Schema, signedManifestSchema } from './schemas.js';
+import * as z from './zod.js';
 
 export const offerSchema = z
   .strictObject({
     type: z.literal('update_offer'),
-    campaign_id: z.string().max(64).nullable(),
-    update_id: z.string().min(1).max(128),
-    firmware_version: z.string().max(64),
-    ecu: z.string().max(32),
-    size: z.number().int().min(1),
+    campaign_id: z.nullable(z.string().check(z.maxLength(64))),
+    update_id: z.string().check(z.minLength(1), z.maxLength(128)),
+    firmware_version: z.string().check(z.maxLength(64)),
+    ecu: z.string().check(z.maxLength(32)),
+    size: z.int().check(z.minimum(1)),
     // release_id and manifest_sha256 are always sent by this backend. They are optional so that an offer of an
     // earlier backend (which embedded `manifest` and had neither) still parses; either way the vehicle goes by the
     // digest in the signed assignment, which these must equal when present.
-    release_id: releaseIdSchema.optional(),
+    release_id: z.optional(releaseIdSchema),
     /** SHA-256 of the canonical release manifest; equal to the signed assignment's manifest_sha256. */
-    manifest_sha256: sha256Schema.optional(),
-    manifest: signedManifestSchema.optional(),
+    manifest_sha256: z.optional(sha256Schema),
+    manifest: z.optional(signedManifestSchema),
     assignment: signedAssignmentSchema,
   })
-  .refine((o) => o.manifest !== undefined || o.manifest_sha256 !== undefined, {
-    message: 'an offer names its manifest (manifest_sha256) or carries it (manifest)',
-  });
+  .check(
+    z.refine((o) => o.manifest !== undefined || o.manifest_sha256 !== undefined, {
+      message: 'an offer names its manifest (manifest_sha256) or carries it (manifest)',
+    }),
+  );
 export type UpdateOffer = z.infer<typeof offerSchema>;
 
 /** An offer together with the signed manifest it names: what the vehicle works from once it has the manifest. */

@@ -3,9 +3,10 @@
  * same schemas, and the OpenAPI document describes them, so an answer has one definition. Clients parse them
  * leniently (unknown fields are dropped, not refused) so the backend can add fields without breaking old cars.
  */
-import * as z from 'zod';
+
 import { signedAssignmentSchema } from './assignment.js';
 import { signedManifestSchema } from './schemas.js';
+import * as z from './zod.js';
 
 /** Every refused request (4xx) and internal error (500): a stable machine-readable code and a human message. */
 export const errorAnswerSchema = z.object({
@@ -21,7 +22,7 @@ export type ChallengeAnswer = z.infer<typeof challengeAnswerSchema>;
 export const tokenAnswerSchema = z.object({
   token: z.string(),
   token_type: z.literal('Bearer'),
-  expires_in: z.number().positive(),
+  expires_in: z.number().check(z.positive()),
   expires_at: z.string(),
 });
 export type TokenAnswer = z.infer<typeof tokenAnswerSchema>;
@@ -34,7 +35,7 @@ export const downloadAnswerSchema = z.object({
   firmware_version: z.string(),
   release_id: z.string(),
   ecu: z.string(),
-  size: z.number().int(),
+  size: z.int(),
   sha256: z.string(),
   update_id: z.string(),
   status: z.string(),
@@ -48,11 +49,11 @@ export const updateViewSchema = z.object({
   release_id: z.string(),
   firmware_version: z.string(),
   ecu: z.string(),
-  campaign_id: z.string().nullish(),
+  campaign_id: z.nullish(z.string()),
   status: z.string(),
   progress: z.number(),
-  attempt: z.number().int(),
-  reason: z.string().optional(),
+  attempt: z.int(),
+  reason: z.optional(z.string()),
   /** Not yet in a terminal state: the vehicle should act on it. */
   pending: z.boolean(),
   created_at: z.string(),
@@ -70,7 +71,7 @@ export type FirmwareRedirect = z.infer<typeof firmwareRedirectSchema>;
 /** GET /updates/{vin} */
 export const updateListSchema = z.object({
   vin: z.string(),
-  active_update_id: z.string().nullable(),
+  active_update_id: z.nullable(z.string()),
   updates: z.array(updateViewSchema),
   pending: z.array(updateViewSchema),
 });

@@ -11,7 +11,7 @@
  * A compromised backend can still offer an old release, but without the release key it cannot make the vehicle
  * install it.
  */
-import * as z from 'zod';
+
 import { documentSignedBy, signDocument } from './bundle.js';
 import { ProtocolError } from './errors.js';
 import {
@@ -24,6 +24,7 @@ import {
 } from './schemas.js';
 import type { Signer, TrustedKey } from './signatures.js';
 import { compareVersions } from './versions.js';
+import * as z from './zod.js';
 
 /** Longest validity of an authorisation: a downgrade licence is for an incident, not a standing permission. */
 export const MAX_ROLLBACK_VALIDITY_MS = 30 * 24 * 3600 * 1000;
@@ -43,12 +44,14 @@ export const rollbackAuthorisationSchema = z.strictObject({
   schema: z.literal('ota.rollback-authorisation/v1'),
   authorisation_id: releaseIdSchema,
   /** The campaign whose release or bundle is taken back. */
-  campaign_id: z.string().min(1).max(64),
+  campaign_id: z.string().check(z.minLength(1), z.maxLength(64)),
   /** The bundle taken back, when the campaign carried one. */
-  bundle_id: releaseIdSchema.optional(),
+  bundle_id: z.optional(releaseIdSchema),
   /** When present, only these vehicles; absent: any vehicle running exactly the `from` versions. */
-  vins: z.array(z.string().regex(VIN_PATTERN)).min(1).max(MAX_ROLLBACK_VINS).optional(),
-  ecus: z.array(rollbackStepSchema).min(1).max(16),
+  vins: z.optional(
+    z.array(z.string().check(z.regex(VIN_PATTERN))).check(z.minLength(1), z.maxLength(MAX_ROLLBACK_VINS)),
+  ),
+  ecus: z.array(rollbackStepSchema).check(z.minLength(1), z.maxLength(16)),
   issued_at: z.iso.datetime(),
   expires_at: z.iso.datetime(),
 });
@@ -56,7 +59,7 @@ export type RollbackAuthorisation = z.infer<typeof rollbackAuthorisationSchema>;
 
 export const signedRollbackAuthorisationSchema = z.strictObject({
   authorisation: rollbackAuthorisationSchema,
-  signatures: z.array(signatureSchema).min(1).max(8),
+  signatures: z.array(signatureSchema).check(z.minLength(1), z.maxLength(8)),
 });
 export type SignedRollbackAuthorisation = z.infer<typeof signedRollbackAuthorisationSchema>;
 

@@ -3,7 +3,7 @@
  * body. The CDK stack builds API Gateway from ROUTES, the local gateway dispatches with it, handlers validate
  * with it and the OpenAPI document is generated from it, so none of them can drift from the others.
  */
-import * as z from 'zod';
+
 import { auditFilterShape, auditPageSchema } from './audit.js';
 import {
   HISTORY_LIMITS,
@@ -16,6 +16,7 @@ import {
 } from './fleet-view.js';
 import { freshnessAlertAnswerSchema, freshnessAlertSchema, freshnessAnswerSchema } from './freshness.js';
 import { inventoryAnswerSchema, inventoryReportSchema, versionPatternSchema } from './inventory.js';
+import { VIN_LIST_LIMITS } from './limits.js';
 import {
   campaignCreatedSchema,
   campaignExcludedSchema,
@@ -49,17 +50,16 @@ import {
   vinSchema,
 } from './schemas.js';
 import { plainText } from './text.js';
+import * as z from './zod.js';
 
 export const bodies = {
   challenge: z.strictObject({ vin: vinSchema }),
   token: z.strictObject({
     vin: vinSchema,
-    nonce: z.string().regex(/^[A-Za-z0-9_-]{32,64}$/),
+    nonce: z.string().check(z.regex(/^[A-Za-z0-9_-]{32,64}$/)),
     signature: z
       .string()
-      .min(16)
-      .max(256)
-      .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+      .check(z.minLength(16), z.maxLength(256), z.regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64')),
   }),
   firmwareRequest: z.strictObject({ firmware_version: versionSchema }),
   status: statusReportSchema,
@@ -67,99 +67,97 @@ export const bodies = {
   inventory: inventoryReportSchema,
   createRelease: signedManifestSchema,
   publishRelease: z.strictObject({
-    upload_id: plainText(1024).min(1).optional(),
-    parts: z
-      .array(z.strictObject({ part_number: z.number().int().min(1).max(10000), etag: plainText(256).min(1) }))
-      .max(10000)
-      .optional(),
+    upload_id: z.optional(plainText(1024).check(z.minLength(1))),
+    parts: z.optional(
+      z
+        .array(
+          z.strictObject({
+            part_number: z.int().check(z.minimum(1), z.maximum(10000)),
+            etag: plainText(256).check(z.minLength(1)),
+          }),
+        )
+        .check(z.maxLength(10000)),
+    ),
   }),
   campaignAction: z.strictObject({}),
   /** Kill switches: an optional reason, printable ASCII only (it is stored and shown to operators). */
   killSwitch: z.strictObject({
-    reason: z
-      .string()
-      .regex(/^[\x20-\x7e]{1,200}$/, 'must be 1-200 printable ASCII characters')
-      .optional(),
+    reason: z.optional(
+      z.string().check(z.regex(/^[\x20-\x7e]{1,200}$/, 'must be 1-200 printable ASCII characters')),
+    ),
   }),
   registerVehicle: z.strictObject({
     vin: vinSchema,
-    model: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/),
+    model: z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/)),
     ecus: z
       .array(z.strictObject({ ecu: ecuNameSchema, hardware_id: hardwareIdSchema, version: versionSchema }))
-      .min(1)
-      .max(64),
-    csr: z.string().min(100).max(8192),
+      .check(z.minLength(1), z.maxLength(64)),
+    csr: z.string().check(z.minLength(100), z.maxLength(8192)),
   }),
 } as const;
 
 export const campaignIdSchema = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -');
+  .check(z.regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -'));
 
-/** A campaign's uploaded VIN list: one VIN a line (CR LF or LF), at most this many VINs and bytes. */
-export const VIN_LIST_LIMITS = { lines: 1_000_000, bytes: 24_000_000 } as const;
+export { VIN_LIST_LIMITS };
 
 const createCampaignSchema = z.strictObject({
-  campaign_id: campaignIdSchema.optional(),
-  name: plainText(128).min(1),
+  campaign_id: z.optional(campaignIdSchema),
+  name: plainText(128).check(z.minLength(1)),
   release_id: releaseIdSchema,
   targets: z
     .strictObject({
-      vins: z.array(vinSchema).max(10000).optional(),
-      filter: z
-        .strictObject({
-          model: plainText(64).optional(),
-          hardware_id: plainText(64).optional(),
-          current_version: versionSchema.optional(),
+      vins: z.optional(z.array(vinSchema).check(z.maxLength(10000))),
+      filter: z.optional(
+        z.strictObject({
+          model: z.optional(plainText(64)),
+          hardware_id: z.optional(plainText(64)),
+          current_version: z.optional(versionSchema),
           /** Vehicles whose (reported) inventory has this ECU at a matching version: {ecu: "bcm", version: "2.x"}. */
-          runs: z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema }).optional(),
-        })
-        .optional(),
+          runs: z.optional(z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema })),
+        }),
+      ),
       /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
-      all: z.literal(true).optional(),
+      all: z.optional(z.literal(true)),
       /**
        * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
        * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
        */
-      vin_list: z
-        .strictObject({
+      vin_list: z.optional(
+        z.strictObject({
           size: z
-            .number()
             .int()
-            .min(17)
-            .max(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
-        })
-        .optional(),
+            .check(
+              z.minimum(17),
+              z.maximum(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
+            ),
+        }),
+      ),
     })
-    .refine(
-      (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
-      'targets needs vins, a filter, all or vin_list',
+    .check(
+      z.refine(
+        (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
+        'targets needs vins, a filter, all or vin_list',
+      ),
     ),
-  policy: z
-    .strictObject({
-      waves: z.array(z.number().gt(0).max(100)).min(1).max(20).optional(),
+  policy: z.optional(
+    z.strictObject({
+      waves: z.optional(
+        z.array(z.number().check(z.gt(0), z.maximum(100))).check(z.minLength(1), z.maxLength(20)),
+      ),
       /** Allows a first wave above CANARY_MAX_PERCENT (e.g. one 100% wave for a handful of test vehicles). */
-      skip_canary: z.literal(true).optional(),
-      advance_success_percent: z.number().min(0).max(100).optional(),
-      soak_seconds: z
-        .number()
-        .int()
-        .min(0)
-        .max(30 * 86400)
-        .optional(),
-      halt_failure_count: z.number().int().min(1).optional(),
-      halt_failure_percent: z.number().gt(0).max(100).optional(),
-      halt_min_outcomes: z.number().int().min(1).optional(),
-      vehicle_timeout_seconds: z
-        .number()
-        .int()
-        .min(1)
-        .max(30 * 86400)
-        .optional(),
-      retry_budget: z.number().int().min(0).max(10).optional(),
-      notify_per_second: z.number().int().min(1).max(10000).optional(),
-    })
-    .optional(),
+      skip_canary: z.optional(z.literal(true)),
+      advance_success_percent: z.optional(z.number().check(z.minimum(0), z.maximum(100))),
+      soak_seconds: z.optional(z.int().check(z.minimum(0), z.maximum(30 * 86400))),
+      halt_failure_count: z.optional(z.int().check(z.minimum(1))),
+      halt_failure_percent: z.optional(z.number().check(z.gt(0), z.maximum(100))),
+      halt_min_outcomes: z.optional(z.int().check(z.minimum(1))),
+      vehicle_timeout_seconds: z.optional(z.int().check(z.minimum(1), z.maximum(30 * 86400))),
+      retry_budget: z.optional(z.int().check(z.minimum(0), z.maximum(10))),
+      notify_per_second: z.optional(z.int().check(z.minimum(1), z.maximum(10000))),
+    }),
+  ),
 });
 
 export { createCampaignSchema };
@@ -172,20 +170,27 @@ export { createCampaignSchema };
 export const PAGE_LIMITS = { default: 100, max: 1000 } as const;
 export const nextTokenSchema = z
   .string()
-  .min(1)
-  .max(2048)
-  .regex(/^[A-Za-z0-9_-]+$/, 'must be a token from a previous page');
+  .check(
+    z.minLength(1),
+    z.maxLength(2048),
+    z.regex(/^[A-Za-z0-9_-]+$/, 'must be a token from a previous page'),
+  );
 const pageQuery = {
-  limit: z.coerce.number().int().min(1).max(PAGE_LIMITS.max).optional(),
-  next_token: nextTokenSchema.optional(),
+  limit: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(PAGE_LIMITS.max))),
+  next_token: z.optional(nextTokenSchema),
 };
 export const queries = {
   page: z.strictObject(pageQuery),
-  wavePage: z.strictObject({ ...pageQuery, wave: z.coerce.number().int().min(0).max(19).optional() }),
+  wavePage: z.strictObject({
+    ...pageQuery,
+    wave: z.optional(z.coerce.number().check(z.int(), z.minimum(0), z.maximum(19))),
+  }),
   audit: z.strictObject({ ...pageQuery, ...auditFilterShape }),
-  vehicles: z.strictObject({ next_token: nextTokenSchema.optional(), ...vehicleListQueryShape }),
-  versions: z.strictObject({ next_token: nextTokenSchema.optional(), ...installedVersionsQueryShape }),
-  history: z.strictObject({ limit: z.coerce.number().int().min(1).max(HISTORY_LIMITS.max).optional() }),
+  vehicles: z.strictObject({ next_token: z.optional(nextTokenSchema), ...vehicleListQueryShape }),
+  versions: z.strictObject({ next_token: z.optional(nextTokenSchema), ...installedVersionsQueryShape }),
+  history: z.strictObject({
+    limit: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(HISTORY_LIMITS.max))),
+  }),
 } as const;
 
 export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api' | 'registry-api';
@@ -198,9 +203,9 @@ export interface RouteDefinition {
   readonly fn: FunctionName;
   /** none: open (rate-limited); vehicle: bearer token checked in the handler; operator: IAM on AWS, local accounts locally. */
   readonly auth: RouteAuth;
-  readonly body?: z.ZodType;
+  readonly body?: z.ZodMiniType;
   /** Query string parameters the route takes (listings: limit, next_token); others are refused with 400. */
-  readonly query?: z.ZodType;
+  readonly query?: z.ZodMiniType;
   /**
    * Operator routes: the roles allowed to call it (protocol/roles.ts). The CDK stack grants execute-api:Invoke on
    * the route to exactly these roles' IAM roles, and the local gateway refuses the others with 403.
@@ -213,7 +218,7 @@ export interface RouteDefinition {
    * The success answers: status code -> schema of the JSON body. Refusals share one error body
    * (errorAnswerSchema), documented for every route.
    */
-  readonly responses: Readonly<Record<number, z.ZodType>>;
+  readonly responses: Readonly<Record<number, z.ZodMiniType>>;
 }
 
 const SMALL = 16 * 1024;

@@ -4,7 +4,7 @@
  * overrides, lone surrogates), so a vehicle cannot paint a fake "completed OK" into `ota campaigns vehicles`.
  * Numbers are refused when DynamoDB cannot hold them (it answers 500 or dead-letters the message otherwise).
  */
-import * as z from 'zod';
+import * as z from './zod.js';
 
 /** C0 and C1 controls (incl. ESC, BEL, CSI), DEL, bidi embeddings/overrides/isolates, lone surrogates. */
 export const UNSAFE_TEXT = /[\p{Cc}\u202A-\u202E\u2066-\u2069\p{Cs}]/u;
@@ -12,13 +12,13 @@ const UNSAFE_TEXT_GLOBAL = new RegExp(UNSAFE_TEXT.source, 'gu');
 
 /** A string of at most `max` characters with no control or bidi characters. */
 export function plainText(max: number) {
-  return z
-    .string()
-    .max(max)
-    .refine(
+  return z.string().check(
+    z.maxLength(max),
+    z.refine(
       (s) => !UNSAFE_TEXT.test(s),
       'must not contain control characters (C0/C1, DEL) or bidi overrides',
-    );
+    ),
+  );
 }
 
 /** The text with every unsafe character replaced by a space: what a sender does to pass `plainText`. */
@@ -54,8 +54,10 @@ export function isStorableNumber(n: number): boolean {
 export function storableNumber() {
   return z
     .number()
-    .refine(
-      isStorableNumber,
-      `must be 0 or of magnitude between ${STORE_NUMBER_MIN_MAGNITUDE} and ${STORE_NUMBER_MAX_MAGNITUDE}`,
+    .check(
+      z.refine(
+        isStorableNumber,
+        `must be 0 or of magnitude between ${STORE_NUMBER_MIN_MAGNITUDE} and ${STORE_NUMBER_MAX_MAGNITUDE}`,
+      ),
     );
 }

@@ -4,10 +4,11 @@
  * rules router and data-plane shim (local/), ingest (lambdas/) and the agent's session and reporter (vehicle/)
  * all derive their topic names, filters and checks from TOPICS, so a new topic is one row and nothing can drift.
  */
-import * as z from 'zod';
+
 import { offerSchema } from './offer.js';
 import { statusReportSchema, VIN_PATTERN } from './schemas.js';
 import { plainText, storableNumber } from './text.js';
+import * as z from './zod.js';
 
 /** Every vehicle topic is `vehicle/updates/{VIN}/{channel}`. */
 export const TOPIC_ROOT = 'vehicle/updates';
@@ -16,9 +17,9 @@ export const TOPIC_ROOT = 'vehicle/updates';
 export const MAX_MQTT_PAYLOAD_BYTES = 128 * 1024;
 
 /** A status or progress report as a vehicle publishes it: the HTTPS status body plus an informational timestamp. */
-export const mqttReportSchema = statusReportSchema.extend({
+export const mqttReportSchema = z.extend(statusReportSchema, {
   /** Vehicle-side timestamp; informational, never trusted. */
-  timestamp: z.union([storableNumber(), plainText(40)]).optional(),
+  timestamp: z.optional(z.union([storableNumber(), plainText(40)])),
 });
 export type MqttReport = z.infer<typeof mqttReportSchema>;
 
@@ -27,7 +28,7 @@ export interface TopicDefinition {
   readonly channel: string;
   /** backend_to_vehicle: the backend publishes (IoT Data Plane), the vehicle subscribes; vehicle_to_backend: the vehicle publishes, a topic rule delivers to ingest. */
   readonly direction: 'backend_to_vehicle' | 'vehicle_to_backend';
-  readonly payload: z.ZodType;
+  readonly payload: z.ZodMiniType;
   /** A field the payload must carry on this topic (beyond the schema's own required fields). */
   readonly requires?: string;
   /**
@@ -171,7 +172,7 @@ export function matchTopicRule(
 
 /** What the topic rule (or the local rules router) delivers to the ingest function. */
 export const topicRuleEventSchema = z.object({
-  payload: z.string().max(256 * 1024),
+  payload: z.string().check(z.maxLength(256 * 1024)),
   vin: z.string(),
   channel: z.enum(VEHICLE_CHANNELS as [VehicleChannel, ...VehicleChannel[]]),
   received_at: z.number(),

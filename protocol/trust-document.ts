@@ -3,8 +3,9 @@
  * it (`ota keys set`), it is published and signed like firmware, and the vehicle agent parses and installs it
  * (vehicle/trust-store.ts) to rotate the keys it trusts.
  */
-import * as z from 'zod';
+
 import { type TrustedKey, trustedKeysFromPems } from './signatures.js';
+import * as z from './zod.js';
 
 /** The pseudo-ECU whose image is the trusted release-key set. */
 export const TRUST_ECU = 'release-keys';
@@ -13,7 +14,7 @@ export const TRUST_HARDWARE_ID = 'OTA-RELEASE-KEYS';
 
 const trustDocumentSchema = z.strictObject({
   schema: z.literal('ota.release-keys/v1'),
-  release_keys: z.array(z.string().max(4096)).min(1).max(16),
+  release_keys: z.array(z.string().check(z.maxLength(4096))).check(z.minLength(1), z.maxLength(16)),
 });
 
 /**

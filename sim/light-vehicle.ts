@@ -25,8 +25,7 @@
  *
  * What it skips: no state file (nothing survives a restart), no A/B slots and no install (the image bytes are
  * hashed and dropped, the install progress is reported over the image size without writing it, there is no
- * health check and no rollback), no range requests or resumption (one GET of the whole image, a failed download
- * fails the update), no polling once it has an outcome, no freshness statements, no trust-anchor rotation. Many vehicles of one worker
+ * health check and no rollback), no chunk-by-chunk Range requests (one GET of the whole image, resumed from where it was cut, up to 6 tries), no polling once it has an outcome, no freshness statements, no trust-anchor rotation. Many vehicles of one worker
  * share one HTTPS connection pool to the API (tokens stay per vehicle; the API authenticates by token, not by TLS).
  */
 import { createPrivateKey, type KeyObject, sign } from 'node:crypto';
@@ -53,6 +52,8 @@ import { TERMINAL_REPORTS } from '../vehicle/reporter.js';
 
 type VehicleStatus = StatusReport['status'];
 const INSTALL_BLOCK = 1024 * 1024;
+/** Tries of one image download (the first and its resumptions) before the update is reported failed. */
+const DOWNLOAD_ATTEMPTS = 6;
 
 export interface LightVehicleEnv {
   readonly apiUrl: string;
@@ -84,6 +85,8 @@ export interface LightVehicleOutcome {
   doneAt: number | null;
   offers: number;
   bytes: number;
+  /** Downloads resumed after a cut or a refused URL. */
+  resumes: number;
   reportsSent: number;
 }
 
@@ -133,6 +136,7 @@ export class LightVehicle {
       doneAt: null,
       offers: 0,
       bytes: 0,
+      resumes: 0,
       reportsSent: 0,
     };
   }
@@ -274,33 +278,61 @@ export class LightVehicle {
     const hasher = new ImageHasher(m.chunk_size);
     const throttle = new ProgressThrottle();
     let received = 0;
-    try {
-      const res = await this.env.transport.send({
-        method: 'GET',
-        url: answer.download_url,
-        idleTimeoutMs: 60_000,
-      });
-      if (res.status !== 200) {
-        res.abort();
-        return this.finish(full, 'failed', `download failed: HTTP ${res.status}`);
-      }
-      let reported = 0; // chunks whose progress was considered
-      for await (const part of res.body) {
-        hasher.update(part);
-        received += part.length;
-        // The agent considers a progress report as each chunk is verified.
-        while (
-          (reported + 1) * m.chunk_size <= received ||
-          (received === m.size && reported * m.chunk_size < m.size)
-        ) {
-          reported++;
-          const percent = (Math.min(reported * m.chunk_size, m.size) * 100) / m.size;
-          if (throttle.shouldReport(percent, Date.now()))
-            this.progress({ status: 'downloading', progress: percent, ...base });
+    let reported = 0; // chunks whose progress was considered
+    let url = answer.download_url;
+    // As the agent does (range-fetch.ts), a cut download resumes where it stopped with a Range request, and an
+    // expired or refused URL is replaced by a fresh one: a transfer broken under load costs no byte twice.
+    for (let attempt = 0; ; attempt++) {
+      let failure: string;
+      try {
+        const res = await this.env.transport.send({
+          method: 'GET',
+          url,
+          idleTimeoutMs: 60_000,
+          ...(received > 0 ? { headers: { range: `bytes=${received}-` } } : {}),
+        });
+        const resumed = received > 0 && res.status === 206;
+        if (resumed && !String(res.headers['content-range'] ?? '').startsWith(`bytes ${received}-`)) {
+          res.abort();
+          return this.finish(full, 'failed', 'download failed: the resumed range starts elsewhere');
         }
+        if (res.status === 200 && received > 0) {
+          res.abort();
+          return this.finish(full, 'failed', 'download failed: the server ignored the range request');
+        }
+        if (res.status !== 200 && !resumed) {
+          res.abort();
+          failure = `HTTP ${res.status}`;
+          if (res.status === 403)
+            url = (await this.retrying(() => this.api.download(m.version))).download_url;
+        } else {
+          for await (const part of res.body) {
+            if (received + part.length > m.size) throw new Error('more bytes than the manifest names');
+            hasher.update(part);
+            received += part.length;
+            // The agent considers a progress report as each chunk is verified.
+            while (
+              (reported + 1) * m.chunk_size <= received ||
+              (received === m.size && reported * m.chunk_size < m.size)
+            ) {
+              reported++;
+              const percent = (Math.min(reported * m.chunk_size, m.size) * 100) / m.size;
+              if (throttle.shouldReport(percent, Date.now()))
+                this.progress({ status: 'downloading', progress: percent, ...base });
+            }
+          }
+          if (received === m.size) break;
+          failure = `the body ended after ${received} of ${m.size} bytes`;
+        }
+      } catch (err) {
+        failure = (err as Error).message;
       }
-    } catch (err) {
-      return this.finish(full, 'failed', `download failed: ${(err as Error).message}`);
+      if (this.closed || attempt >= DOWNLOAD_ATTEMPTS - 1)
+        return this.finish(full, 'failed', `download failed: ${failure} (${attempt + 1} attempts)`);
+      this.outcome.resumes++;
+      await new Promise((r) =>
+        setTimeout(r, Math.min(10_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2)),
+      );
     }
     this.outcome.bytes += received;
     const problems = compareDigest(m, hasher.digest());

@@ -79,6 +79,8 @@ export interface ScaleSummary {
   readonly vehicleStatuses: Record<string, number>;
   /** `<VIN>: <status> (<reason>)` of the vehicles that did not complete, the first 20. */
   readonly notCompleted: string[];
+  /** Image downloads resumed after a cut or a refused URL, over the whole fleet. */
+  readonly resumedDownloads: number;
   readonly disagreements: string[];
   readonly bytesDownloaded: number;
   readonly peakRssBytes: { parent: number; cloud: number; workers: number[] };
@@ -413,6 +415,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
         .slice(0, 20)
         .map((o) => `${o.vin}: ${o.status} (${o.reason ?? ''})`),
       disagreements,
+      resumedDownloads: outcomes.reduce((n, o) => n + o.resumes, 0),
       bytesDownloaded: p.bytes,
       peakRssBytes: { parent: peakRssBytes(), cloud: cloudRss, workers: workerRss },
       operations: { total, registration },

@@ -4,7 +4,6 @@
  * manifest or assignment does not parse is refused here, before anything acts on it.
  */
 
-import * as z from 'zod';
 import { type FreshnessAlert, type FreshnessAnswer, freshnessAnswerSchema } from '../protocol/freshness.js';
 import { type InventoryAnswer, type InventoryReport, inventoryAnswerSchema } from '../protocol/inventory.js';
 import {
@@ -18,6 +17,7 @@ import {
   updateListSchema,
 } from '../protocol/responses.js';
 import type { StatusReport } from '../protocol/schemas.js';
+import * as z from '../protocol/zod.js';
 import { ApiError } from './errors.js';
 import { type HttpTransport, readBody, TransportError } from './http-transport.js';
 import { type AgentLogger, silentLogger } from './logger.js';
@@ -146,7 +146,7 @@ export class VehicleApiClient implements VehicleApi {
     path: string,
     body: unknown,
     signal: AbortSignal | undefined,
-    schema: z.ZodType<T>,
+    schema: z.ZodMiniType<T>,
   ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const token = await this.currentToken(signal);
@@ -205,7 +205,7 @@ export class VehicleApiClient implements VehicleApi {
     path: string,
     body: unknown,
     signal: AbortSignal | undefined,
-    schema: z.ZodType<T>,
+    schema: z.ZodMiniType<T>,
     token?: string,
   ): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };

@@ -61,11 +61,19 @@ export const repositories = {
     }),
 };
 
+// One SDK client per service and function instance: each construction resolves its whole configuration and
+// middleware stack, a few milliseconds of init apiece (npm run bench:cold-start), and two clients of a service in
+// one process gain nothing, since they share the same credentials and connection pool settings.
+let s3: S3Client | undefined;
 export function objectStore(): S3ObjectStore {
-  return new S3ObjectStore(
-    counted(traceClient(new S3Client(clientConfig('S3')))),
-    requireEnv(ENV.firmwareBucket),
-  );
+  s3 ??= counted(traceClient(new S3Client(clientConfig('S3'))));
+  return new S3ObjectStore(s3, requireEnv(ENV.firmwareBucket));
+}
+
+let kms: KMSClient | undefined;
+function kmsClient(): KMSClient {
+  kms ??= counted(traceClient(new KMSClient(clientConfig('KMS'))));
+  return kms;
 }
 
 /** The background jobs queue (JOB_QUEUE_URL): SQS on AWS, the local stand-in on the local cloud. */
@@ -93,9 +101,7 @@ export function tokenSigner(): Signer {
 
 /** KMS when a key ARN is set, else the local key file; its signatures counted per key when counting is on. */
 function countedSigner(label: string, arn: string | undefined, localKeyFileVar: string): Signer {
-  const signer = arn
-    ? new KmsSigner(counted(traceClient(new KMSClient(clientConfig('KMS')))), arn)
-    : KeyFileSigner.fromFile(requireEnv(localKeyFileVar));
+  const signer = arn ? new KmsSigner(kmsClient(), arn) : KeyFileSigner.fromFile(requireEnv(localKeyFileVar));
   return countingMode() === 'off' ? signer : new CountingSigner(signer, label, !arn);
 }
 

@@ -6,19 +6,25 @@
  * queue redelivers the message and the next worker starts from the checkpoint. Jobs are idempotent by design, so
  * a duplicate message only repeats finished slices as no-ops.
  */
-import * as z from 'zod';
+import * as z from '../../protocol/zod.js';
 
 export const jobSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('verify_release'), release_id: z.string().min(1).max(128) }),
-  z.strictObject({ type: z.literal('cancel_campaign'), campaign_id: z.string().min(1).max(128) }),
+  z.strictObject({
+    type: z.literal('verify_release'),
+    release_id: z.string().check(z.minLength(1), z.maxLength(128)),
+  }),
+  z.strictObject({
+    type: z.literal('cancel_campaign'),
+    campaign_id: z.string().check(z.minLength(1), z.maxLength(128)),
+  }),
   /**
    * Writes one segment of a campaign's targets (campaign-preparation.ts), then, once every segment is over,
    * finishes the preparation; without a segment, only that finishing step (sent by a cancel).
    */
   z.strictObject({
     type: z.literal('prepare_campaign'),
-    campaign_id: z.string().min(1).max(128),
-    segment: z.number().int().min(0).max(63).optional(),
+    campaign_id: z.string().check(z.minLength(1), z.maxLength(128)),
+    segment: z.optional(z.int().check(z.minimum(0), z.maximum(63))),
   }),
 ]);
 export type Job = z.infer<typeof jobSchema>;

@@ -3,15 +3,16 @@
  * zod schemas (the single source the handlers, the backend's views and the clients use), as JSON Schema 2020-12,
  * which OpenAPI 3.1 embeds as is, so any JSON Schema validator can check a real answer against the document.
  */
-import * as z from 'zod';
+
 import { signedAssignmentSchema } from '../../protocol/assignment.js';
 import * as operator from '../../protocol/operator-responses.js';
 import * as vehicle from '../../protocol/responses.js';
 import { ROUTES } from '../../protocol/routes.js';
 import { signedManifestSchema } from '../../protocol/schemas.js';
+import * as z from '../../protocol/zod.js';
 
 /** JSON Schema of a zod schema, without the $schema line (the document's dialect is 2020-12 already). */
-function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, unknown> {
+function jsonSchema(schema: z.core.$ZodType, io: 'input' | 'output'): Record<string, unknown> {
   const { $schema: _, ...rest } = z.toJSONSchema(schema, { target: 'draft-2020-12', io });
   return rest;
 }
@@ -20,7 +21,7 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, u
  * Names of the answer schemas in components/schemas. Shared parts (a manifest, an update) are named too, so each
  * is written once and referenced. A route answer missing here is named after its operation.
  */
-const COMPONENTS: readonly (readonly [string, z.ZodType])[] = [
+const COMPONENTS: readonly (readonly [string, z.core.$ZodType])[] = [
   ['Error', vehicle.errorAnswerSchema],
   ['ChallengeAnswer', vehicle.challengeAnswerSchema],
   ['TokenAnswer', vehicle.tokenAnswerSchema],
@@ -53,8 +54,8 @@ function operationId(method: string, resource: string): string {
 }
 
 /** The answer schemas by name, each as JSON Schema with the others it contains as $refs. */
-function answerComponents(): { names: Map<z.ZodType, string>; schemas: Record<string, unknown> } {
-  const names = new Map<z.ZodType, string>(COMPONENTS.map(([name, schema]) => [schema, name]));
+function answerComponents(): { names: Map<z.core.$ZodType, string>; schemas: Record<string, unknown> } {
+  const names = new Map<z.core.$ZodType, string>(COMPONENTS.map(([name, schema]) => [schema, name]));
   for (const r of ROUTES) {
     for (const [status, schema] of Object.entries(r.responses)) {
       if (!names.has(schema)) names.set(schema, `${operationId(r.method, r.resource)}${status}`);

@@ -18,35 +18,35 @@
  * (tokens and delegations name their key ids); delegated keys rotate on their own every delegation period.
  */
 import { generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
-import * as z from 'zod';
 import { VIN_PATTERN } from '../../protocol/schemas.js';
 import type { Signer, TrustedKey } from '../../protocol/signatures.js';
 import { keyIdOf, p256KeyWithId, verifyEcdsa } from '../../protocol/signatures.js';
+import * as z from '../../protocol/zod.js';
 import { UnauthorizedError } from './errors.js';
 import type { Clock } from './ports.js';
 
 const KEY_ID = /^[0-9a-f]{16}$/;
 
 const claimsSchema = z.strictObject({
-  sub: z.string().regex(VIN_PATTERN),
+  sub: z.string().check(z.regex(VIN_PATTERN)),
   /** Key id of the vehicle's device public key the token is bound to. */
-  cnf: z.string().regex(KEY_ID),
+  cnf: z.string().check(z.regex(KEY_ID)),
   /** Key id of the delegated key that signed the token. */
-  kid: z.string().regex(KEY_ID),
-  iat: z.number().int(),
-  exp: z.number().int(),
-  jti: z.string().regex(/^[A-Za-z0-9_-]{16,64}$/),
+  kid: z.string().check(z.regex(KEY_ID)),
+  iat: z.int(),
+  exp: z.int(),
+  jti: z.string().check(z.regex(/^[A-Za-z0-9_-]{16,64}$/)),
 });
 export type TokenClaims = z.infer<typeof claimsSchema>;
 
 const delegationSchema = z.strictObject({
   v: z.literal(1),
-  kid: z.string().regex(KEY_ID),
-  pub: z.string().max(400),
+  kid: z.string().check(z.regex(KEY_ID)),
+  pub: z.string().check(z.maxLength(400)),
   /** Key id of the backend key that signed the delegation. */
-  iss: z.string().regex(KEY_ID),
-  iat: z.number().int(),
-  exp: z.number().int(),
+  iss: z.string().check(z.regex(KEY_ID)),
+  iat: z.int(),
+  exp: z.int(),
 });
 export type TokenDelegation = z.infer<typeof delegationSchema>;
 
@@ -164,7 +164,7 @@ function b64(text: string): string {
   return Buffer.from(text).toString('base64url');
 }
 
-function parseJson<T>(schema: z.ZodType<T>, part: string): T | undefined {
+function parseJson<T>(schema: z.ZodMiniType<T>, part: string): T | undefined {
   try {
     return schema.parse(JSON.parse(Buffer.from(part, 'base64url').toString('utf8')));
   } catch {

@@ -4,7 +4,7 @@
  * ever hold the list in memory, whatever its size.
  */
 import type { Readable } from 'node:stream';
-import { VIN_LIST_LIMITS } from '../../protocol/routes.js';
+import { VIN_LIST_LIMITS } from '../../protocol/limits.js';
 import { VIN_PATTERN } from '../../protocol/schemas.js';
 import { BadRequestError } from './errors.js';
 

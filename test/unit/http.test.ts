@@ -86,6 +86,29 @@ describe('request validation', { timeout: 60_000 }, () => {
     });
   }
 
+  // The protocol's schemas are zod/mini, which has no messages of its own (protocol/zod.ts sets the English ones):
+  // a refusal must still say what is wrong with which field, as it did with classic zod.
+  it('says in English what is wrong with which field', async () => {
+    const messages: [string, string][] = [
+      ['{"firmware_version":301}', 'firmware_version: Invalid input: expected string, received number'],
+      [
+        JSON.stringify({ firmware_version: 'x'.repeat(65) }),
+        'firmware_version: Too big: expected string to have <=64 characters',
+      ],
+      ['{"firmware_version":"latest"}', 'firmware_version: must be a semantic version such as 3.0.1'],
+      ['{}', 'firmware_version: Invalid input: expected string, received undefined'],
+      ['{"firmware_version":"3.0.1","admin":true}', 'body: unknown field(s) admin'],
+    ];
+    for (const [body, message] of messages)
+      assert.equal((await call(body)).body.error.message, message, body);
+    const status = await router(
+      event('/updates/{vin}/status', 'POST', '{"status":"downloading","progress":101}', { vin: VIN }),
+    );
+    assert.deepEqual(JSON.parse(status.body), {
+      error: { code: 'invalid_request', message: 'progress: Too big: expected number to be <=100' },
+    });
+  });
+
   it('refuses VINs that are not 17 valid characters', async () => {
     for (const vin of ['1HGCM82633A00435', '1HGCM82633A0043521', '1HGCM82633A00435I', '1hgcm82633a004352']) {
       const res = await call('{"firmware_version":"3.0.1"}', { vin });
