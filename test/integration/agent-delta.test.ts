@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { loadZstd } from '../../protocol/zstd.js';
@@ -230,6 +231,8 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
     } finally {
       await first.close();
     }
+    // The link comes back 3 s after the cut; the restarted agent starts on it (its own retries are tested elsewhere).
+    await sleep(3500);
     const servedBefore = proxy.bytesToClient;
     assert.ok(firstRun > c.object_size / 3, `the failed run's bytes were saved (${firstRun})`);
 
