@@ -179,6 +179,16 @@ function runsFilter(raw: string | undefined): { ecu: string; version: string } |
   return { ecu: m[1]!.trim(), version: m[2]!.trim() };
 }
 
+/** What a campaign offers: --release-id, or --bundle-id (installed all or nothing); exactly one. */
+function campaignSubject(values: OptionValues): { release_id: string } | { bundle_id: string } {
+  const release = stringOption(values, 'release-id');
+  const bundle = stringOption(values, 'bundle-id');
+  if ((release === undefined) === (bundle === undefined)) {
+    throw new UsageError('choose what to roll out: --release-id or --bundle-id');
+  }
+  return release !== undefined ? { release_id: release } : { bundle_id: bundle! };
+}
+
 export function campaignBody(values: OptionValues, vinsFromFile: readonly string[] = []): CampaignBody {
   const vins = campaignVins(values, vinsFromFile);
   const upload = vinListUpload(vins);
@@ -221,7 +231,7 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
       ? { campaign_id: stringOption(values, 'campaign-id') }
       : {}),
     name: requireString(values, 'name'),
-    release_id: requireString(values, 'release-id'),
+    ...campaignSubject(values),
     targets: {
       ...(all ? { all: true as const } : {}),
       ...(upload ? { vin_list: { size: upload.length } } : vins.length ? { vins } : {}),

@@ -142,7 +142,12 @@ export const CAMPAIGN_STATUSES = [
 export const campaignViewSchema = z.object({
   campaign_id: z.string(),
   name: z.string(),
+  /** The release offered, or the bundle's id for a bundle campaign (then ecu is "@bundle"). */
   release_id: z.string(),
+  /** Set on a bundle campaign: the bundle installed all or nothing. */
+  bundle_id: z.optional(z.nullable(z.string())),
+  /** Set on a rollback campaign: the campaign it takes back. */
+  rollback_of: z.optional(z.nullable(z.string())),
   version: z.string(),
   ecu: z.string(),
   status: z.enum(CAMPAIGN_STATUSES),

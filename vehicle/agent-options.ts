@@ -1,6 +1,7 @@
 /** The agent's public configuration and event types (VehicleAgent in agent.ts; its parts read the options). */
 import type { VehicleApi } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
+import type { BundleStepName, EcuPhase } from './bundle-install.js';
 import type { DownloaderOptions } from './downloader.js';
 import type { FreshnessOptions } from './freshness.js';
 import type { HttpTransport } from './http-transport.js';
@@ -40,9 +41,20 @@ export interface AgentHooks {
     step: InstallStep,
     info: { update_id: string; ecu: string; version: string },
   ): Promise<void> | void;
+  /** Before each step of each member of a bundle install (vehicle/bundle-install.ts). */
+  beforeBundleStep?(step: BundleStepName, info: { update_id: string; ecu: string }): Promise<void> | void;
 }
 
 export type AgentEvent =
+  /** One ECU's step in a bundle install (per-ECU progress). */
+  | {
+      type: 'bundle_progress';
+      update_id: string;
+      ecu: string;
+      phase: EcuPhase;
+      version: string;
+      percent?: number;
+    }
   | { type: 'offer'; source: 'mqtt' | 'poll'; update_id: string; firmware_version: string; counter: number }
   | { type: 'poll'; reason: 'interval' | 'catch_up'; pending: number }
   /** The accepted assignment had expired by install time and the backend signed a fresh one. */

@@ -15,6 +15,7 @@
  */
 import type { AgentContext } from './agent-context.js';
 import type { AgentEvent, VehicleAgentOptions } from './agent-options.js';
+import { BundleRunner } from './bundle-runner.js';
 import { DownloadUrls } from './download-phase.js';
 import { Downloader } from './downloader.js';
 import { AgentError } from './errors.js';
@@ -143,7 +144,9 @@ export class VehicleAgent {
     };
     const inbox = new OfferInbox(ctx, () => this.workWake.notify());
     const urls = new DownloadUrls();
-    const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox, urls), this.downloader, urls);
+    const bundles = new BundleRunner(ctx, this.downloader);
+    const acceptance = new OfferAcceptance(ctx, inbox, urls, bundles);
+    const runner = new UpdateRunner(ctx, inbox, acceptance, this.downloader, urls);
     const poller = new Poller(ctx, inbox, urls, this.mqtt);
     if (o.freshness !== false && o.api.freshness) {
       freshness = new FreshnessMonitor(ctx, o.freshness ?? {}, () => {
@@ -153,6 +156,8 @@ export class VehicleAgent {
       await freshness.open();
     }
     this.parts = { store, reporter, inbox, poller, freshness };
+    // A bundle's journal decides before the ECUs' own recovery, which would switch back trials it keeps.
+    await bundles.recover();
     await runner.recover();
     reporter.start();
     this.mqtt?.start();

@@ -80,6 +80,25 @@ export interface ReleaseRepository {
   list(limit: number, token?: string): Promise<Page<ReleaseRecord>>;
 }
 
+/**
+ * An OEM-signed bundle (protocol/bundle.ts) the backend keeps for campaigns. Stored in the releases table under
+ * its id (bundle and release ids share one namespace), so no function needs a new table or grant to read it.
+ */
+export interface BundleRecord {
+  readonly bundleId: string;
+  readonly version: string;
+  readonly signedBundle: import('../../protocol/bundle.js').SignedBundle;
+  /** SHA-256 of the canonical bundle: what the per-vehicle assignments bind. */
+  readonly digest: string;
+  readonly createdAt: string;
+}
+
+export interface BundleRepository {
+  get(bundleId: string): Promise<BundleRecord | undefined>;
+  /** Fails with a ConflictError when the id exists (as a bundle or a release). */
+  create(bundle: BundleRecord): Promise<void>;
+}
+
 export interface EcuRecord {
   readonly ecu: string;
   readonly hardware_id: string;
@@ -383,6 +402,10 @@ export interface CampaignRecord {
    * shards, CounterRepository).
    */
   readonly counts?: Record<string, Record<string, number>>;
+  /** A bundle campaign: releaseId is the bundle id, ecu BUNDLE_ASSIGNMENT_ECU (protocol/bundle.ts). */
+  readonly bundle?: true;
+  /** A rollback campaign: the campaign it takes back and the OEM-signed authorisation its offers carry. */
+  readonly rollback?: { readonly campaignId: string; readonly authorisation: unknown };
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly revision: number;

@@ -19,6 +19,7 @@ import {
   settings,
 } from '../adapters/runtime.js';
 import { type AuditFilter, AuditService } from '../core/audit.js';
+import { BundleService } from '../core/bundles.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
 import { FleetView, type VehicleFilter, type VersionFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
@@ -54,6 +55,15 @@ const campaigns = new CampaignService({
   jobs,
   objects: objectStore(),
   preparation: repositories.preparation(),
+  bundles: repositories.bundles(),
+  trustedReleaseKeys: releaseKeys(),
+});
+
+const bundles = new BundleService({
+  bundles: repositories.bundles(),
+  releases: repositories.releases(),
+  clock: systemClock,
+  trustedReleaseKeys: releaseKeys(),
 });
 
 const audit = new AuditService(repositories.audit(), systemClock);
@@ -108,6 +118,9 @@ const route = createRouter(
       metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
       return json(200, withdrawn);
     },
+    'POST /bundles': async ({ body }: RouteRequest<unknown>) => json(201, await bundles.create(body)),
+    'GET /bundles/{bundleId}': async ({ params }: RouteRequest<undefined>) =>
+      json(200, await bundles.get(params.bundleId!)),
     'GET /me': async ({ event }: RouteRequest<undefined>) => json(200, whoIs(event)),
     'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
       const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };

@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startLocalCloud } from '../../local/cloud.js';
+import { bundleDigest, signBundle } from '../../protocol/bundle.js';
 import { ROUTES } from '../../protocol/routes.js';
+import { bundleOf } from '../support/bundles.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { https, jsonRequest } from '../support/https.js';
 import { OpenApiConformance } from '../support/openapi-conformance.js';
@@ -56,6 +58,14 @@ async function until(done: () => Promise<boolean>): Promise<void> {
     assert.ok(Date.now() < deadline, 'the background job did not finish within 20 s');
     await sleep(100);
   }
+}
+
+/** Signatures of the bundle by a key the cloud does not trust. */
+function newBundleSignatures(b: { signatures: { key_id: string; signature: string }[] }) {
+  return b.signatures.map((x) => ({
+    ...x,
+    signature: Buffer.from('forged signature bytes').toString('base64'),
+  }));
 }
 
 /** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
@@ -429,6 +439,52 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     );
     await asOperator('GET', '/vehicles/1M8GDM9AXKP042788/history', 404);
     await asOperator('GET', `/vehicles/${VIN}/history?limit=0`, 400);
+  });
+
+  it('bundles: stored, read, offered by a campaign and fetched by the vehicle, and refusals', async () => {
+    const img = randomBytes(100 * 1024);
+    const member = await signedRelease(img, {
+      releaseId: 'tcu-3.0.5',
+      version: '3.0.5',
+      signer: releaseKey.signer,
+    });
+    const { published } = await operator.publish(member, img);
+    assert.equal(published?.json.status, 'published');
+    const bundle = await signBundle(bundleOf('tcu-bundle-3-0-5', '3.0.5', [member]), [releaseKey.signer]);
+    const stored = await asOperator('POST', '/bundles', 201, bundle);
+    assert.equal(stored.json.digest, bundleDigest(bundle.bundle));
+    await asOperator('POST', '/bundles', 400, { ...bundle, signatures: newBundleSignatures(bundle) });
+    assert.equal((await asOperator('GET', '/bundles/tcu-bundle-3-0-5', 200)).json.members.length, 1);
+    await asOperator('GET', '/bundles/no-such-bundle', 404);
+    await asVehicle('POST', `/updates/${VIN}/bundle`, 409, { bundle_id: 'tcu-bundle-3-0-5' });
+    const created = await operator.createCampaign({
+      campaign_id: 'bundle-conformance',
+      name: 'bundle conformance',
+      bundle_id: 'tcu-bundle-3-0-5',
+      targets: { vins: [VIN] },
+      policy: { waves: [100], skip_canary: true },
+    });
+    assert.equal(created.json.status, 'created', created.raw.toString());
+    await asOperator('POST', '/campaigns/bundle-conformance/start', 200, {});
+    await until(
+      async () =>
+        (
+          await jsonRequest(
+            cloud.endpoints.api,
+            'POST',
+            `/updates/${VIN}/bundle`,
+            cloud.caCertPem,
+            {
+              bundle_id: 'tcu-bundle-3-0-5',
+            },
+            token,
+          )
+        ).status === 200,
+    );
+    const answer = await asVehicle('POST', `/updates/${VIN}/bundle`, 200, { bundle_id: 'tcu-bundle-3-0-5' });
+    assert.equal(answer.json.members[0].manifest.manifest.release_id, 'tcu-3.0.5');
+    assert.equal(answer.json.rollback, null);
+    await asVehicle('POST', `/updates/${VIN}/bundle`, 400, { bundle_id: '' });
   });
 
   it('every route of ROUTES answered a success that conforms to the document', () => {
