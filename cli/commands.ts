@@ -137,9 +137,9 @@ export const COMMANDS: readonly Command[] = [
     summary: 'Hash an image (streamed) and write its signed release manifest',
     details: [
       'Computes size, SHA-256 and per-chunk SHA-256 in one streaming pass (memory stays bounded for any image',
-      'size) and signs the manifest with the release key.',
+      "size) and signs the manifest with the release key. Only --delta-auto calls the API (the fleet's versions).",
     ],
-    api: false,
+    api: true,
     positionals: id('image', 'firmware image file'),
     options: {
       'release-id': {
@@ -192,10 +192,30 @@ export const COMMANDS: readonly Command[] = [
         description:
           'with --compressed-out: append a precomputed delta from this installed version (its exact image file)',
       },
+      'delta-auto': {
+        type: 'string',
+        placeholder: '<dir>',
+        description:
+          'with --compressed-out: ask the fleet which versions the targets run (GET /fleet/versions) and append ' +
+          'deltas from the most common ones whose images (<version>.* or <ecu>-<version>.*) are in <dir>',
+      },
+      'delta-top': {
+        type: 'string',
+        placeholder: '<n>',
+        description: 'with --delta-auto: at most this many bases (default 3)',
+      },
+      'delta-cover': {
+        type: 'string',
+        placeholder: '<percent>',
+        description:
+          'with --delta-auto: stop adding bases once they cover this share of targets (default 90)',
+      },
     },
     examples: [
       'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',
       '    --key keys/release.key.pem --out manifest.json',
+      'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',
+      '    --key keys/release.key.pem --out manifest.json --compressed-out tcu.frames --delta-auto old-images/',
     ],
     load: async () => (await import('./firmware.js')).sign,
   },
@@ -429,6 +449,29 @@ export const COMMANDS: readonly Command[] = [
       '    --csr vehicle.csr.pem --out vehicle.cert.pem',
     ],
     load: async () => (await import('./vehicles.js')).register,
+  },
+  {
+    group: 'vehicles',
+    name: 'versions',
+    summary: 'Installed versions of an ECU across the fleet (the delta bases a release could use)',
+    details: [
+      'Counts the vehicles a campaign of a release for the ECU would target (not revoked, a compatible hardware id,',
+      'below --below) by installed version, walking GET /fleet/versions in 8 scan segments a page at a time.',
+    ],
+    api: true,
+    options: {
+      ecu: { type: 'string', required: true, placeholder: '<name>', description: 'the ECU, e.g. tcu' },
+      'hardware-id': {
+        type: 'string',
+        multiple: true,
+        placeholder: '<id>',
+        description: 'compatible hardware id (default: any)',
+      },
+      model: { type: 'string', placeholder: '<model>', description: 'vehicle model' },
+      below: { type: 'string', placeholder: '<semver>', description: 'only vehicles below this version' },
+    },
+    examples: ['ota vehicles versions --ecu tcu --hardware-id TCU-HW-1 --below 3.0.1'],
+    load: async () => (await import('./firmware-bases.js')).versions,
   },
   {
     group: 'vehicles',

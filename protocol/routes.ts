@@ -15,6 +15,8 @@ import {
 import { campaignConditionsSchema } from './conditions.js';
 import {
   HISTORY_LIMITS,
+  installedVersionsQueryShape,
+  installedVersionsSchema,
   principalViewSchema,
   vehicleHistorySchema,
   vehicleListQueryShape,
@@ -211,6 +213,7 @@ export const queries = {
   }),
   audit: z.strictObject({ ...pageQuery, ...auditFilterShape }),
   vehicles: z.strictObject({ next_token: z.optional(nextTokenSchema), ...vehicleListQueryShape }),
+  versions: z.strictObject({ next_token: z.optional(nextTokenSchema), ...installedVersionsQueryShape }),
   history: z.strictObject({
     limit: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(HISTORY_LIMITS.max))),
   }),
@@ -455,6 +458,19 @@ export const ROUTES: readonly RouteDefinition[] = [
     responses: { 200: vehicleListSchema },
     summary:
       'List registered vehicles, one scan page (500) at a time, filtered (?model=, ?version=, ?vin_prefix=, ?next_token=)',
+  },
+  {
+    method: 'GET',
+    resource: '/fleet/versions',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    query: queries.versions,
+    maxBodyBytes: 0,
+    responses: { 200: installedVersionsSchema },
+    summary:
+      'Installed versions of an ECU among the vehicles a release would target, one scan page of one segment at a ' +
+      'time (?ecu=, ?hardware_ids=, ?model=, ?below=, ?segment=&segments=, ?next_token=)',
   },
   {
     method: 'GET',

@@ -84,9 +84,9 @@ export type AgentEvent =
       type: 'downloaded';
       update_id: string;
       path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
-      /** Body bytes read from the network (frame table and re-fetches included). */
+      /** Body bytes read from the network (frame table and re-fetches included), every run of this update. */
       bytes_fetched: number;
-      /** Image bytes taken from the installed image. */
+      /** Image bytes taken from the installed image, every run of this update. */
       bytes_reused: number;
       fallback?: string;
     }

@@ -21,7 +21,7 @@ import {
 import { type AuditFilter, AuditService } from '../core/audit.js';
 import { BundleService } from '../core/bundles.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
-import { FleetView, type VehicleFilter, whoIs } from '../core/fleet-view.js';
+import { FleetView, type VehicleFilter, type VersionFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
 import { systemClock } from '../core/ports.js';
@@ -125,6 +125,10 @@ const route = createRouter(
     'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
       const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };
       return json(200, await fleet.vehicles(filter, next_token));
+    },
+    'GET /fleet/versions': async ({ query }: RouteRequest<undefined>) => {
+      const { next_token, ...filter } = query as VersionFilter & { next_token?: string };
+      return json(200, await fleet.installedVersions(filter, next_token));
     },
     'GET /vehicles/{vin}/history': async ({ params, query }: RouteRequest<undefined>) =>
       json(200, await fleet.history(params.vin!, query.limit ?? HISTORY_LIMITS.default)),

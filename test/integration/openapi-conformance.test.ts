@@ -396,6 +396,35 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     );
     assert.equal(upgraded.json.scanned, 2);
     await asOperator('GET', '/vehicles?next_token=not-a-token', 400);
+    // Installed versions of the targeted ECU, counted over two scan segments: what the registry listing shows.
+    const counted: Record<string, number> = {};
+    for (const segment of [0, 1]) {
+      const page = await asOperator(
+        'GET',
+        `/fleet/versions?ecu=tcu&below=9.0.0&segments=2&segment=${segment}`,
+        200,
+      );
+      assert.equal(page.json.next_token, null);
+      for (const { version, vehicles } of page.json.versions)
+        counted[version] = (counted[version] ?? 0) + vehicles;
+    }
+    const listed: Record<string, number> = {};
+    type Listed = { revoked_at: string | null; ecus: { ecu: string; version: string }[] };
+    for (const v of all.json.vehicles as Listed[]) {
+      const tcu = v.ecus.find((e) => e.ecu === 'tcu');
+      // A revoked vehicle is no campaign's target, so it is not counted.
+      if (tcu && v.revoked_at === null) listed[tcu.version] = (listed[tcu.version] ?? 0) + 1;
+    }
+    assert.ok(
+      (all.json.vehicles as Listed[]).some((v) => v.revoked_at !== null),
+      'one vehicle was revoked above',
+    );
+    assert.deepEqual(counted, listed);
+    assert.ok(Object.keys(counted).length > 0);
+    const none = await asOperator('GET', '/fleet/versions?ecu=tcu&below=0.0.1', 200);
+    assert.deepEqual(none.json.versions, [], 'every vehicle is at or above 0.0.1');
+    await asOperator('GET', '/fleet/versions?ecu=tcu&segment=2&segments=2', 400);
+    await asOperator('GET', '/fleet/versions?below=1.0.0', 400);
     await asOperator('GET', '/vehicles?version=new', 400);
     const history = await asOperator('GET', `/vehicles/${VIN}/history?limit=50`, 200);
     assert.ok(history.json.events.some((e: { status: string }) => e.status === 'downloading'));
