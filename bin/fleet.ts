@@ -10,6 +10,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { reportBundleFleet, runBundleFleet } from '../sim/bundle-fleet.js';
 import { type FaultCheck, faultChecks } from '../sim/fault-probes.js';
 import { runFleet } from '../sim/fleet.js';
 import { runScaleFleet, type ScaleSummary } from '../sim/scale.js';
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     'tick-s': { type: 'string', default: '60' },
     campaigns: { type: 'string', default: '1' },
     'counts-out': { type: 'string' },
+    bundles: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -36,7 +38,8 @@ if (values.help) {
   process.stdout.write(
     'usage: npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--timeout-s 900] [--json]\n' +
       '       npm run fleet -- --vehicles N --light [--workers 4] [--notify-per-second 1000] [--waves 10,100] [--tick-s 60] [--campaigns 1]\n' +
-      '                        [--counts-out counts.json]   (light vehicles in worker processes; the default above 1000)\n',
+      '                        [--counts-out counts.json]   (light vehicles in worker processes; the default above 1000)\n' +
+      '       npm run fleet -- --bundles --vehicles N [--faults] [--image-kb 128]   (3-ECU bundle campaign, then a rollback campaign)\n',
   );
   process.exit(0);
 }
@@ -49,6 +52,16 @@ if (!Number.isInteger(vehicles) || vehicles < 1) {
 const began = Date.now();
 const stamp = (line: string) =>
   process.stderr.write(`[fleet +${((Date.now() - began) / 1000).toFixed(1)}s] ${line}\n`);
+if (values.bundles) {
+  const summary = await runBundleFleet({
+    vehicles,
+    faults: values.faults ?? false,
+    imageBytes: Number(values['image-kb']) * 1024,
+    timeoutMs: Number(values['timeout-s']) * 1000,
+    log: stamp,
+  });
+  process.exit(reportBundleFleet(summary, values.json ?? false));
+}
 const light = values.light ?? (vehicles > 1000 && !values.faults);
 if (light && values.faults) {
   process.stderr.write('error: --faults needs the full agent; leave out --light\n');

@@ -8,6 +8,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_PORTS, LOCAL_INGEST_RULE } from '../local/ports.js';
 import { trustedKeysFromPems } from '../protocol/signatures.js';
+import { autoDriver, HeadUnitClient } from '../vehicle/head-unit-client.js';
+import { startHeadUnitServer } from '../vehicle/head-unit-server.js';
 import {
   type AgentEvent,
   ensureIdentity,
@@ -59,6 +61,13 @@ Behaviour
   --poll-interval <s>       poll GET /updates/{vin} this often (jittered x0.5-1.5) while MQTT is down
                             (default 900) or when --mqtt none (default 60)
   --max-rate <bytes/s>      download bandwidth cap
+  --head-unit <path|port|none>
+                            serve the head-unit API (consent, progress, outcome, retry) on this Unix socket
+                            (mode 0600) or loopback port (default <state-dir>/head-unit.sock); npm run head-unit
+  --driver <accept|postpone|decline>
+                            act as the head unit: answer every consent question this way
+  --time-zone <IANA zone>   the vehicle's zone for maintenance windows (default the system's)
+  --network-file <file>     holds "metered" or "unmetered": the link type, read before each download run
   --once                    exit after the first update outcome is acknowledged (exit 0 if completed)
   --log-level <level>       debug | info | warn | error (default info)
   --help                    this text
@@ -147,6 +156,10 @@ async function main(): Promise<void> {
       'poll-interval': { type: 'string' },
       'max-rate': { type: 'string' },
       once: { type: 'boolean' },
+      'head-unit': { type: 'string' },
+      driver: { type: 'string' },
+      'time-zone': { type: 'string' },
+      'network-file': { type: 'string' },
       'log-level': { type: 'string' },
     },
     // `--local` alone means the default folder.
@@ -256,6 +269,10 @@ async function main(): Promise<void> {
     polling: { intervalMs: pollSeconds * 1000 },
     ...(maxRate ? { download: { maxBytesPerSecond: maxRate } } : {}),
     ...(values['fail-health-check'] ? { healthCheck: () => false } : {}),
+    conditions: {
+      ...(values['time-zone'] ? { timeZone: values['time-zone'] } : {}),
+      ...(values['network-file'] ? { network: networkFrom(values['network-file']) } : {}),
+    },
     logger,
   });
   const { agent } = created;
@@ -276,6 +293,21 @@ async function main(): Promise<void> {
     });
   }
   await agent.start();
+  const headUnit = values['head-unit'] ?? join(stateDir, 'head-unit.sock');
+  if (headUnit !== 'none') {
+    const server = await startHeadUnitServer(
+      agent,
+      /^\d+$/.test(headUnit) ? { port: Number(headUnit) } : { socket: headUnit },
+    );
+    logger.info('head-unit API listening', { address: server.address });
+    const driver = values.driver;
+    if (driver === 'accept' || driver === 'postpone' || driver === 'decline') {
+      const client = new HeadUnitClient(
+        server.address.startsWith('http') ? { url: server.address } : { socket: server.address },
+      );
+      autoDriver(client, driver, (line) => logger.info(line, {}));
+    } else if (driver !== undefined) fail('--driver takes accept, postpone or decline');
+  }
   logger.info('agent started', {
     vin,
     state_dir: stateDir,
@@ -283,6 +315,17 @@ async function main(): Promise<void> {
     mqtt: mqttUrl ?? 'none (polling)',
     ecus: agent.state?.ecus,
   });
+}
+
+/** The link type as a file says it (an integrator's bridge to the modem writes it); unreadable: metered. */
+function networkFrom(file: string): () => 'metered' | 'unmetered' {
+  return () => {
+    try {
+      return readFileSync(file, 'utf8').trim() === 'unmetered' ? 'unmetered' : 'metered';
+    } catch {
+      return 'metered';
+    }
+  };
 }
 
 main().catch((err: unknown) => {

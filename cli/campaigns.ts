@@ -90,6 +90,70 @@ export async function create(ctx: Context): Promise<number> {
   return EXIT.ok;
 }
 
+/**
+ * A rollback campaign for campaign <id>: targets every vehicle that completed it, offers the bundle --bundle-id
+ * (what they ran before) with the OEM-signed authorisation --authorisation (ota rollbacks sign), which each vehicle
+ * checks before it lowers any ECU. The backend refuses an authorisation the OEM release key did not sign.
+ */
+export async function rollback(ctx: Context): Promise<number> {
+  const id = ctx.args.positionals[0]!;
+  const v = ctx.args.values;
+  const file = ctx.path(stringOption(v, 'authorisation')!);
+  let authorisation: unknown;
+  try {
+    authorisation = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new CliError(`cannot read the authorisation ${file}: ${(err as Error).message}`);
+  }
+  const api = await ctx.api();
+  const taken = await api.get<CampaignView>(path(id));
+  const vins: string[] = [];
+  for (const w of taken.waves) {
+    const { items } = await api.getAll<CampaignVehiclesView['vehicles'][number]>(
+      path(id, '/vehicles'),
+      'vehicles',
+      {
+        wave: w.wave,
+        limit: PAGE_LIMITS.max,
+      },
+    );
+    for (const x of items) if (x.status === 'completed') vins.push(x.vin);
+  }
+  if (vins.length === 0) throw new CliError(`no vehicle completed campaign ${id}: nothing to roll back`);
+  if (vins.length > 10_000)
+    throw new CliError(`${vins.length} vehicles: roll back at most 10,000 per campaign`);
+  const waves = stringOption(v, 'waves');
+  const body = {
+    ...(stringOption(v, 'campaign-id') !== undefined ? { campaign_id: stringOption(v, 'campaign-id') } : {}),
+    name: stringOption(v, 'name') ?? `rollback of ${id}`,
+    bundle_id: stringOption(v, 'bundle-id')!,
+    targets: { vins },
+    rollback: { campaign_id: id, authorisation },
+    ...(waves !== undefined || booleanOption(v, 'skip-canary')
+      ? {
+          policy: {
+            ...(waves !== undefined ? { waves: waves.split(',').map(Number) } : {}),
+            ...(booleanOption(v, 'skip-canary') ? { skip_canary: true } : {}),
+          },
+        }
+      : {}),
+  };
+  let c = await api.post<CampaignView>('/campaigns', body);
+  c = await waitPrepared(ctx, api, c);
+  ctx.printJson(c);
+  if (c.status !== 'created') {
+    ctx.print(`campaign ${c.campaign_id} ${c.status}: ${c.preparation?.failure_reason ?? ''}`);
+    return EXIT.stopped;
+  }
+  ctx.print(
+    [
+      `created rollback campaign ${c.campaign_id} of ${id}: ${c.release_id}, ${c.target_count} of ${vins.length} vehicle(s)`,
+      `start it: ota campaigns start ${c.campaign_id}`,
+    ].join('\n'),
+  );
+  return EXIT.ok;
+}
+
 /** Polls a preparing campaign until it is not, noting progress on stderr when it changes. */
 async function waitPrepared(ctx: Context, api: ApiClient, first: CampaignView): Promise<CampaignView> {
   let c = first;

@@ -2,7 +2,9 @@
  * Every `ota` command: its arguments, options and examples (help is generated from this table) and the module
  * that runs it, loaded only when that command runs so `--help` and the small commands start fast.
  */
+
 import type { CommandSpec, GroupSpec } from './args.js';
+import { CONDITION_FLAGS } from './conditions-flags.js';
 import type { Context } from './context.js';
 
 /** Runs a command; a number answered is the exit code (anything else: 0). */
@@ -16,7 +18,12 @@ export const GROUPS: readonly GroupSpec[] = [
   { name: 'keys', summary: 'OEM release keys that sign firmware manifests.' },
   { name: 'firmware', summary: 'Signed firmware releases: sign, upload and publish, inspect.' },
   { name: 'vehicles', summary: 'The vehicle registry: register a vehicle from its CSR, inspect it.' },
-  { name: 'campaigns', summary: 'Staged rollouts of a published release to targeted vehicles.' },
+  { name: 'bundles', summary: 'OEM-signed bundles: several ECUs updated together, all or nothing.' },
+  {
+    name: 'rollbacks',
+    summary: 'OEM-signed rollback authorisations: the only way a vehicle goes down a version.',
+  },
+  { name: 'campaigns', summary: 'Staged rollouts of a published release or bundle to targeted vehicles.' },
   {
     name: 'alerts',
     summary: 'Operator alerts raised by the local cloud (on AWS they go to the SNS topic).',
@@ -130,9 +137,9 @@ export const COMMANDS: readonly Command[] = [
     summary: 'Hash an image (streamed) and write its signed release manifest',
     details: [
       'Computes size, SHA-256 and per-chunk SHA-256 in one streaming pass (memory stays bounded for any image',
-      'size) and signs the manifest with the release key.',
+      "size) and signs the manifest with the release key. Only --delta-auto calls the API (the fleet's versions).",
     ],
-    api: false,
+    api: true,
     positionals: id('image', 'firmware image file'),
     options: {
       'release-id': {
@@ -185,10 +192,30 @@ export const COMMANDS: readonly Command[] = [
         description:
           'with --compressed-out: append a precomputed delta from this installed version (its exact image file)',
       },
+      'delta-auto': {
+        type: 'string',
+        placeholder: '<dir>',
+        description:
+          'with --compressed-out: ask the fleet which versions the targets run (GET /fleet/versions) and append ' +
+          'deltas from the most common ones whose images (<version>.* or <ecu>-<version>.*) are in <dir>',
+      },
+      'delta-top': {
+        type: 'string',
+        placeholder: '<n>',
+        description: 'with --delta-auto: at most this many bases (default 3)',
+      },
+      'delta-cover': {
+        type: 'string',
+        placeholder: '<percent>',
+        description:
+          'with --delta-auto: stop adding bases once they cover this share of targets (default 90)',
+      },
     },
     examples: [
       'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',
       '    --key keys/release.key.pem --out manifest.json',
+      'ota firmware sign tcu.bin --release-id tcu-3.0.1 --ecu tcu --hardware-id TCU-HW-1 --version 3.0.1 \\',
+      '    --key keys/release.key.pem --out manifest.json --compressed-out tcu.frames --delta-auto old-images/',
     ],
     load: async () => (await import('./firmware.js')).sign,
   },
@@ -265,6 +292,126 @@ export const COMMANDS: readonly Command[] = [
     load: async () => (await import('./firmware.js')).show,
   },
   {
+    group: 'bundles',
+    name: 'sign',
+    summary: 'Sign a bundle of release manifests with the release key (offline)',
+    details: [
+      'Members are the signed manifests `ota firmware sign` wrote, one per ECU, installed in the order given. A',
+      'constraint <member>:<ecu>>=<min><<below> says which versions another ECU must run alongside a member.',
+    ],
+    api: false,
+    options: {
+      'bundle-id': {
+        type: 'string',
+        required: true,
+        placeholder: '<id>',
+        description: 'bundle id, e.g. body-2-0',
+      },
+      version: { type: 'string', required: true, placeholder: '<semver>', description: 'bundle version' },
+      manifest: {
+        type: 'string',
+        multiple: true,
+        required: true,
+        placeholder: '<file>',
+        description: 'a member: signed release manifest (repeat, in install order)',
+      },
+      constraint: {
+        type: 'string',
+        multiple: true,
+        placeholder: '<rule>',
+        description: 'e.g. ivi:gw>=2.0.0<3.0.0',
+      },
+      key: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'release private key (PEM)',
+      },
+      out: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'signed bundle file to write',
+      },
+    },
+    examples: [
+      'ota bundles sign --bundle-id body-2-0 --version 2.0.0 --manifest gw.json --manifest bcm.json --manifest ivi.json --key keys/release.key.pem --out body-2-0.json',
+    ],
+    load: async () => (await import('./bundles.js')).sign,
+  },
+  {
+    group: 'bundles',
+    name: 'publish',
+    summary: 'Store a signed bundle (its members must be published releases)',
+    api: true,
+    positionals: id('file', 'signed bundle file'),
+    examples: ['ota bundles publish body-2-0.json'],
+    load: async () => (await import('./bundles.js')).publish,
+  },
+  {
+    group: 'bundles',
+    name: 'show',
+    summary: 'Show a stored bundle: members, install order, digest',
+    api: true,
+    positionals: id('bundle-id', 'bundle id'),
+    examples: ['ota bundles show body-2-0'],
+    load: async () => (await import('./bundles.js')).show,
+  },
+  {
+    group: 'rollbacks',
+    name: 'sign',
+    summary: 'Sign a rollback authorisation with the release key (offline)',
+    details: [
+      'Names campaign --campaign and, per ECU that --to lowers below --from, both versions and the manifest of the',
+      'release it returns to. Valid --valid-days (default 7, at most 30); --vin limits it to those vehicles.',
+    ],
+    api: false,
+    options: {
+      campaign: {
+        type: 'string',
+        required: true,
+        placeholder: '<id>',
+        description: 'the campaign taken back',
+      },
+      from: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'signed bundle the vehicles run',
+      },
+      to: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'signed bundle they return to',
+      },
+      vin: {
+        type: 'string',
+        multiple: true,
+        placeholder: '<vin>',
+        description: 'only this vehicle (repeat)',
+      },
+      'valid-days': { type: 'string', placeholder: '<days>', description: 'validity (default 7)' },
+      'authorisation-id': { type: 'string', placeholder: '<id>', description: 'choose the id' },
+      key: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'release private key (PEM)',
+      },
+      out: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'authorisation file to write',
+      },
+    },
+    examples: [
+      'ota rollbacks sign --campaign body-2-0-fleet --from body-2-0.json --to body-1-0.json --key keys/release.key.pem --out rollback.json',
+    ],
+    load: async () => (await import('./bundles.js')).signRollback,
+  },
+  {
     group: 'vehicles',
     name: 'register',
     summary: 'Register a vehicle from its CSR; answers its device certificate',
@@ -302,6 +449,29 @@ export const COMMANDS: readonly Command[] = [
       '    --csr vehicle.csr.pem --out vehicle.cert.pem',
     ],
     load: async () => (await import('./vehicles.js')).register,
+  },
+  {
+    group: 'vehicles',
+    name: 'versions',
+    summary: 'Installed versions of an ECU across the fleet (the delta bases a release could use)',
+    details: [
+      'Counts the vehicles a campaign of a release for the ECU would target (not revoked, a compatible hardware id,',
+      'below --below) by installed version, walking GET /fleet/versions in 8 scan segments a page at a time.',
+    ],
+    api: true,
+    options: {
+      ecu: { type: 'string', required: true, placeholder: '<name>', description: 'the ECU, e.g. tcu' },
+      'hardware-id': {
+        type: 'string',
+        multiple: true,
+        placeholder: '<id>',
+        description: 'compatible hardware id (default: any)',
+      },
+      model: { type: 'string', placeholder: '<model>', description: 'vehicle model' },
+      below: { type: 'string', placeholder: '<semver>', description: 'only vehicles below this version' },
+    },
+    examples: ['ota vehicles versions --ecu tcu --hardware-id TCU-HW-1 --below 3.0.1'],
+    load: async () => (await import('./firmware-bases.js')).versions,
   },
   {
     group: 'vehicles',
@@ -343,9 +513,13 @@ export const COMMANDS: readonly Command[] = [
       name: { type: 'string', required: true, placeholder: '<text>', description: 'campaign name' },
       'release-id': {
         type: 'string',
-        required: true,
         placeholder: '<id>',
-        description: 'published release to roll out',
+        description: 'published release to roll out (or --bundle-id)',
+      },
+      'bundle-id': {
+        type: 'string',
+        placeholder: '<id>',
+        description: 'stored bundle to roll out, all or nothing per vehicle (ota bundles publish)',
       },
       'campaign-id': {
         type: 'string',
@@ -425,9 +599,12 @@ export const COMMANDS: readonly Command[] = [
         description: 're-offers to a timed-out vehicle, 0-10',
       },
       'notify-per-second': { type: 'string', placeholder: '<n>', description: 'offers sent per second' },
+      ...CONDITION_FLAGS,
     },
     examples: [
       'ota campaigns create --name "TCU 3.0.1" --release-id tcu-3.0.1 --model "Model T" --waves 10,50,100',
+      'ota campaigns create --name "Body 2.0" --bundle-id body-2-0 --runs bcm=1.x --waves 1,10,100',
+      'ota campaigns create --name night --release-id tcu-3.0.1 --all --consent-deadline 604800 --max-postponements 3 --postpone-seconds 86400 --maintenance-window 01:00-05:00 --network unmetered',
       'ota campaigns create --name pilot --release-id tcu-3.0.1 --vins-file pilot.txt --halt-failure-count 1',
     ],
     load: async () => (await import('./campaigns.js')).create,
@@ -450,6 +627,47 @@ export const COMMANDS: readonly Command[] = [
       load: async () => (await import('./campaigns.js')).action(name),
     }),
   ),
+  {
+    group: 'campaigns',
+    name: 'rollback',
+    summary: 'Take a campaign back: its vehicles return to a bundle under an OEM rollback authorisation',
+    details: [
+      'Targets every vehicle that completed <campaign-id> and offers them --bundle-id (the bundle they ran before)',
+      'with --authorisation (ota rollbacks sign, signed by the OEM release key). Each vehicle lowers an ECU only if',
+      'the authorisation names it with exactly the version it runs and the release it returns to: the backend alone',
+      'cannot downgrade a vehicle. Start it like any campaign.',
+    ],
+    api: true,
+    positionals: id('campaign-id', 'the campaign to take back'),
+    options: {
+      'bundle-id': {
+        type: 'string',
+        required: true,
+        placeholder: '<id>',
+        description: 'the stored bundle to return to',
+      },
+      authorisation: {
+        type: 'string',
+        required: true,
+        placeholder: '<file>',
+        description: 'signed rollback authorisation (ota rollbacks sign)',
+      },
+      name: {
+        type: 'string',
+        placeholder: '<text>',
+        description: 'campaign name (default: rollback of <id>)',
+      },
+      'campaign-id': {
+        type: 'string',
+        placeholder: '<id>',
+        description: 'choose the id (default: generated)',
+      },
+      waves: { type: 'string', placeholder: '<list>', description: 'cumulative percent per wave' },
+      'skip-canary': { type: 'boolean', description: 'allow a first wave above 50%' },
+    },
+    examples: ['ota campaigns rollback body-2-0-fleet --bundle-id body-1-0 --authorisation rollback.json'],
+    load: async () => (await import('./campaigns.js')).rollback,
+  },
   {
     group: 'campaigns',
     name: 'status',

@@ -78,7 +78,14 @@ export async function sign(ctx: Context): Promise<void> {
 
   const compressedOut = stringOption(v, 'compressed-out');
   const level = numberOption(v, 'compression-level', { integer: true, min: 1, max: 19 }) ?? 19;
-  const deltaBases = parseDeltaFrom(ctx, stringList(v, 'delta-from'), compressedOut !== undefined);
+  let deltaBases = parseDeltaFrom(ctx, stringList(v, 'delta-from'), compressedOut !== undefined);
+  const deltaAuto = stringOption(v, 'delta-auto');
+  if (deltaAuto !== undefined) {
+    if (compressedOut === undefined) throw new UsageError('--delta-auto needs --compressed-out');
+    const { autoDeltaBases } = await import('./firmware-bases.js');
+    const release = { ecu: draft.ecu, version: draft.version, hardwareIds };
+    deltaBases = [...deltaBases, ...(await autoDeltaBases(ctx, ctx.path(deltaAuto), release, deltaBases))];
+  }
   const [{ ImageHasher, signManifest }, { KeyFileSigner, keyIdOf }] = await Promise.all([
     import('../protocol/manifest.js'),
     import('../protocol/signatures.js'),

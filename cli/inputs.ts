@@ -25,6 +25,7 @@ import {
   stringOption,
   UsageError,
 } from './args.js';
+import { conditionsFromFlags } from './conditions-flags.js';
 
 export interface EcuSpec {
   readonly ecu: string;
@@ -179,6 +180,16 @@ function runsFilter(raw: string | undefined): { ecu: string; version: string } |
   return { ecu: m[1]!.trim(), version: m[2]!.trim() };
 }
 
+/** What a campaign offers: --release-id, or --bundle-id (installed all or nothing); exactly one. */
+function campaignSubject(values: OptionValues): { release_id: string } | { bundle_id: string } {
+  const release = stringOption(values, 'release-id');
+  const bundle = stringOption(values, 'bundle-id');
+  if ((release === undefined) === (bundle === undefined)) {
+    throw new UsageError('choose what to roll out: --release-id or --bundle-id');
+  }
+  return release !== undefined ? { release_id: release } : { bundle_id: bundle! };
+}
+
 export function campaignBody(values: OptionValues, vinsFromFile: readonly string[] = []): CampaignBody {
   const vins = campaignVins(values, vinsFromFile);
   const upload = vinListUpload(vins);
@@ -205,8 +216,10 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
       'choose the targets: --vin, --vins-file, a filter (--model, --hardware-id, --current-version) or --all',
     );
   }
-  const policy: Record<string, number | number[] | true> = {};
+  const policy: Record<string, unknown> = {};
   if (booleanOption(values, 'skip-canary')) policy.skip_canary = true;
+  const conditions = conditionsFromFlags(values);
+  if (conditions) policy.conditions = conditions;
   for (const [field, flag] of Object.entries(POLICY_FLAGS) as [keyof typeof POLICY_FLAGS, string][]) {
     if (field === 'waves') {
       const raw = stringOption(values, flag);
@@ -221,7 +234,7 @@ export function campaignBody(values: OptionValues, vinsFromFile: readonly string
       ? { campaign_id: stringOption(values, 'campaign-id') }
       : {}),
     name: requireString(values, 'name'),
-    release_id: requireString(values, 'release-id'),
+    ...campaignSubject(values),
     targets: {
       ...(all ? { all: true as const } : {}),
       ...(upload ? { vin_list: { size: upload.length } } : vins.length ? { vins } : {}),

@@ -156,7 +156,16 @@ export function transferText(t: CampaignView['transfer']): string {
   );
 }
 
+/** Where the campaign waits for its drivers (consent conditions): never counted as failures. */
+function driverText(counts: Record<string, number>): string | undefined {
+  const parts = (['awaiting_consent', 'postponed', 'declined', 'expired'] as const)
+    .filter((s) => counts[s])
+    .map((s) => `${s.replace('_', ' ')} ${counts[s]}`);
+  return parts.length ? `${parts.join(', ')} (not failures)` : undefined;
+}
+
 export function renderCampaign(c: CampaignView): string[] {
+  const drivers = driverText(c.counts);
   const lines = keyValues([
     ['campaign', `${c.campaign_id} (${c.name})`],
     ['release', `${c.release_id} (${c.ecu} ${c.version})`],
@@ -169,6 +178,7 @@ export function renderCampaign(c: CampaignView): string[] {
     ...(c.preparation?.failure_reason ? ([['failure', c.preparation.failure_reason]] as const) : []),
     ['targets', `${c.target_count}${c.excluded.count ? ` (${c.excluded.count} excluded)` : ''}`],
     ['totals', countsText(c.counts)],
+    ...(drivers ? ([['drivers', drivers]] as const) : []),
     ...(c.transfer.downloads > 0 ? ([['transfer', transferText(c.transfer)]] as const) : []),
     ['updated', c.updated_at],
   ]);

@@ -458,7 +458,8 @@ export class OtaStack extends Stack {
     // status reports (updates read by key or per vehicle, written whole with a revision check; vehicles' rate
     // window, active update, assignment counter and ECU version by UpdateItem; campaign counts by UpdateItem).
     const vehicle = fn('vehicle-api');
-    d.bindItems(vehicle, 'releases', [], { indexes: ['byVersion'] });
+    // GetItem: a bundle offered to the vehicle and its member releases, by id (POST /updates/{vin}/bundle).
+    d.bindItems(vehicle, 'releases', ['GetItem'], { indexes: ['byVersion'] });
     d.bindItems(vehicle, 'vehicles', ['GetItem', 'UpdateItem']);
     d.bindItems(vehicle, 'updates', ['GetItem', 'Query', 'PutItem']);
     // A campaign being cancelled refuses its updates' downloads (GetItem); its counts move in the counter shards,

@@ -172,6 +172,8 @@ export interface LocalCloud {
   };
   /** The broker, for tests that need to observe or restart it. */
   readonly broker: LocalBroker;
+  /** Body bytes the S3 emulator served to GETs of paths containing `keyPart` (0 with an external S3). */
+  s3ServedBytes(keyPart?: string): number;
   /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
   readonly rules: RulesRouter;
   /** The topic rule's name, for Basic Ingest topics (`$aws/rules/<name>/vehicle/updates/{VIN}/...`). */
@@ -280,7 +282,7 @@ async function start(
       }
     : emulatorCredentials(join(dataDir, 'emulator-credentials.json'));
   const s3 = external
-    ? { endpoint: external, close: async () => {} }
+    ? { endpoint: external, close: async () => {}, servedBytes: () => 0 }
     : await service('S3 emulator', ports.s3, () =>
         startS3(tls, ports.s3, join(dataDir, 's3'), credentials, join(dataDir, 's3-legal-holds.json')),
       );
@@ -533,6 +535,7 @@ async function start(
     jobs,
     offers,
     lambdas,
+    s3ServedBytes: (keyPart) => s3.servedBytes(keyPart),
     caCertPem: ca.certPem,
     caFile: ca.certFile,
     adminToken: admin.token,

@@ -47,8 +47,9 @@ export async function startS3(
   directory: string,
   credentials: LocalCredentials,
   holdsFile: string,
-): Promise<Started> {
+): Promise<Started & { servedBytes(keyPart?: string): number }> {
   const holds = new LegalHolds(holdsFile, credentials);
+  const served = new Map<string, number>();
   const account = s3rverAccounts.DUMMY_ACCOUNT;
   account.revokeAccessKey('S3RVER');
   account.createKeyPair(credentials.accessKeyId, credentials.secretAccessKey);
@@ -67,6 +68,7 @@ export async function startS3(
     const preflight = req.method === 'OPTIONS' && 'access-control-request-method' in req.headers;
     if (!signed && !preflight) return s3Error(res, 403, 'AccessDenied', 'Access Denied');
     if (holds.intercept(req, res, query)) return;
+    if (req.method === 'GET') countServed(req, res, served);
     return app(req, res);
   });
   await listen(server, port).catch((err: unknown) => {
@@ -76,6 +78,8 @@ export async function startS3(
   });
   return {
     endpoint: endpointOf(server),
+    servedBytes: (keyPart = '') =>
+      [...served].reduce((sum, [path, n]) => (path.includes(keyPart) ? sum + n : sum), 0),
     close: async () => {
       await closeServer(server);
       s3rver.logger.close();
@@ -126,6 +130,29 @@ export async function startDynamo(
     throw err;
   }
   return { endpoint: endpointOf(server), close };
+}
+
+/**
+ * Body bytes of GET answers per object path: what the emulator served, so a test can tell that nothing was
+ * downloaded (a vehicle waiting for its driver's consent fetches no image byte).
+ */
+function countServed(req: IncomingMessage, res: ServerResponse, served: Map<string, number>): void {
+  const path = decodeURIComponent((req.url ?? '').split('?')[0] ?? '');
+  const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  const end = res.end.bind(res) as (chunk?: unknown, ...rest: unknown[]) => ServerResponse;
+  const add = (chunk: unknown) => {
+    if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) {
+      served.set(path, (served.get(path) ?? 0) + Buffer.byteLength(chunk));
+    }
+  };
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    add(chunk);
+    return write(chunk, ...rest);
+  }) as typeof res.write;
+  res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+    if (typeof chunk !== 'function') add(chunk);
+    return end(chunk, ...rest);
+  }) as typeof res.end;
 }
 
 function s3Error(res: ServerResponse, status: number, code: string, message: string): void {

@@ -14,6 +14,7 @@
  */
 
 import { canonicalJson } from './canonical-json.js';
+import { updateConditionsSchema } from './conditions.js';
 import { type DelegatedSigner, delegatedKey, signedDelegationSchema } from './delegation.js';
 import type { ReleaseManifest } from './manifest.js';
 import { VIN_PATTERN } from './schemas.js';
@@ -33,6 +34,13 @@ export const assignmentSchema = z.strictObject({
   counter: z.int().check(z.minimum(1)),
   issued_at: z.iso.datetime(),
   expires_at: z.iso.datetime(),
+  /**
+   * Campaign conditions (driver consent, maintenance window, network), signed with the rest so that no message on
+   * the way can drop them. Sent only when the campaign sets some: agents older than this field refuse such an
+   * assignment (strict schema), so they never install an update they cannot ask the driver about
+   * (protocol/conditions.ts).
+   */
+  conditions: z.optional(updateConditionsSchema),
 });
 export type Assignment = z.infer<typeof assignmentSchema>;
 

@@ -14,7 +14,7 @@
  * a signature over a manifest can never be taken for one over a bundle and the backend alone cannot make one.
  */
 
-import { assignmentSignedBy, type SignedAssignment } from './assignment.js';
+import { assignmentSignedBy, manifestDigest, type SignedAssignment } from './assignment.js';
 import { canonicalJson } from './canonical-json.js';
 import { ProtocolError } from './errors.js';
 import type { ReleaseManifest } from './manifest.js';
@@ -124,6 +124,36 @@ const BUNDLE_CONTEXT = 'ota.bundle/v1\n';
 export async function signBundle(bundle: Bundle, signers: readonly Signer[]): Promise<SignedBundle> {
   checkBundleConsistency(bundle);
   return { bundle, signatures: await signDocument(BUNDLE_CONTEXT, bundle, signers) };
+}
+
+/**
+ * The bundle of these releases, installed in the order given: each member named by its manifest's canonical
+ * digest, image digest and size (what `ota bundles sign` and the simulations build before signing).
+ */
+export function bundleOfManifests(
+  id: string,
+  version: string,
+  manifests: readonly ReleaseManifest[],
+  constraints: BundleConstraint[] = [],
+  createdAt = new Date().toISOString(),
+): Bundle {
+  return {
+    schema: 'ota.bundle/v1',
+    bundle_id: id,
+    version,
+    members: manifests.map((m) => ({
+      ecu: m.ecu,
+      release_id: m.release_id,
+      version: m.version,
+      hardware_ids: m.hardware_ids,
+      manifest_sha256: manifestDigest(m),
+      image_sha256: m.sha256,
+      size: m.size,
+    })),
+    install_order: manifests.map((m) => m.ecu),
+    constraints,
+    created_at: createdAt,
+  };
 }
 
 /** SHA-256 of the canonical bundle: what a backend assignment for the bundle binds. */

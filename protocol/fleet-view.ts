@@ -60,3 +60,33 @@ export const vehicleHistorySchema = z.object({
 });
 export type VehicleHistory = z.infer<typeof vehicleHistorySchema>;
 export const HISTORY_LIMITS = { default: 100, max: 500 } as const;
+
+/**
+ * GET /fleet/versions: how many vehicles run each version of one ECU, among those a campaign of a release for that
+ * ECU would target (not revoked, a compatible hardware id, below the new version, the model when given), counted
+ * over one scan page of one parallel-scan segment. The caller (`ota firmware sign --delta-auto`, `ota vehicles
+ * versions`) walks the segments' pages and adds them up: no request reads the whole registry.
+ */
+export const installedVersionsSchema = z.object({
+  ecu: z.string(),
+  /** Vehicles counted per installed version of the ECU, most first. */
+  versions: z.array(z.object({ version: z.string(), vehicles: z.int() })),
+  scanned: z.int(),
+  next_token: z.nullable(z.string()),
+});
+export type InstalledVersions = z.infer<typeof installedVersionsSchema>;
+/** Parallel scan segments a caller may split the registry into. */
+export const MAX_VERSION_SEGMENTS = 16;
+
+export const installedVersionsQueryShape = {
+  ecu: plainText(64).check(z.minLength(1)),
+  /** Comma-separated compatible hardware ids (the release's); any when absent. */
+  hardware_ids: z.optional(
+    z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,31}$/)),
+  ),
+  model: z.optional(plainText(64).check(z.minLength(1))),
+  /** Only vehicles running a version below this one (the release's: those already at or above it are excluded). */
+  below: z.optional(z.string().check(z.regex(/^\d+\.\d+\.\d+$/))),
+  segment: z.optional(z.coerce.number().check(z.int(), z.minimum(0), z.maximum(MAX_VERSION_SEGMENTS - 1))),
+  segments: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(MAX_VERSION_SEGMENTS))),
+} as const;

@@ -13,6 +13,7 @@
  */
 
 import { type SignedAssignment, signedAssignmentSchema } from './assignment.js';
+import { bundleMaterialSchema } from './bundle-api.js';
 import type { SignedManifest } from './manifest.js';
 import { releaseIdSchema, sha256Schema, signedManifestSchema } from './schemas.js';
 import * as z from './zod.js';
@@ -32,6 +33,11 @@ export const offerSchema = z
     /** SHA-256 of the canonical release manifest; equal to the signed assignment's manifest_sha256. */
     manifest_sha256: z.optional(sha256Schema),
     manifest: z.optional(signedManifestSchema),
+    /**
+     * A bundle offer (assignment ecu BUNDLE_ASSIGNMENT_ECU) may carry its material inline (protocol/bundle-api.ts);
+     * the backend's offers do not (the vehicle fetches it, POST /updates/{vin}/bundle). Checked the same either way.
+     */
+    bundle: z.optional(bundleMaterialSchema),
     assignment: signedAssignmentSchema,
   })
   .check(

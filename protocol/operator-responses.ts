@@ -3,7 +3,7 @@
  * schemas, the CLI renders their types and the OpenAPI document describes them, so a field renamed or dropped on
  * one side breaks the build or the conformance test instead of printing blanks.
  */
-
+import { campaignConditionsSchema } from './conditions.js';
 import { inventoryViewSchema } from './inventory.js';
 import { updateViewSchema } from './responses.js';
 import { signedManifestSchema, UPDATE_STATUSES } from './schemas.js';
@@ -124,6 +124,8 @@ export const rolloutPolicyViewSchema = z.object({
   notifyPerSecond: z.number(),
   /** Present (true) when the operator allowed a first wave above the canary share. */
   skipCanary: z.optional(z.boolean()),
+  /** The campaign's conditions as the operator set them (protocol/conditions.ts), when any. */
+  conditions: z.optional(campaignConditionsSchema),
 });
 
 export const CAMPAIGN_STATUSES = [
@@ -142,7 +144,12 @@ export const CAMPAIGN_STATUSES = [
 export const campaignViewSchema = z.object({
   campaign_id: z.string(),
   name: z.string(),
+  /** The release offered, or the bundle's id for a bundle campaign (then ecu is "@bundle"). */
   release_id: z.string(),
+  /** Set on a bundle campaign: the bundle installed all or nothing. */
+  bundle_id: z.optional(z.nullable(z.string())),
+  /** Set on a rollback campaign: the campaign it takes back. */
+  rollback_of: z.optional(z.nullable(z.string())),
   version: z.string(),
   ecu: z.string(),
   status: z.enum(CAMPAIGN_STATUSES),

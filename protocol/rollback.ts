@@ -102,7 +102,7 @@ export interface RollbackCheckContext {
   readonly releaseKeys: readonly TrustedKey[];
   readonly vin: string;
   readonly now: Date;
-  /** The campaign the offer belongs to: an authorisation for another campaign does not apply. */
+  /** The campaign the offer takes back (a rollback campaign names it): an authorisation for another does not apply. */
   readonly campaignId: string | null;
   /** Authorisation ids this vehicle has already used. */
   readonly used: readonly string[];
@@ -124,31 +124,7 @@ export function admitDowngrades(
   if (input === undefined || input === null) {
     throw fail('unauthorised', `downgrade (${names}) offered without a rollback authorisation`);
   }
-  const parsed = signedRollbackAuthorisationSchema.safeParse(input);
-  if (!parsed.success) {
-    throw fail(
-      'authorisation_invalid',
-      `not a rollback authorisation: ${parsed.error.issues[0]?.message ?? ''}`,
-    );
-  }
-  const a = parsed.data.authorisation;
-  try {
-    checkRollbackConsistency(a);
-  } catch (err) {
-    throw fail('authorisation_invalid', (err as Error).message);
-  }
-  if (!documentSignedBy(CONTEXT, a, parsed.data, ctx.releaseKeys)) {
-    throw fail(
-      'authorisation_signature',
-      `rollback authorisation ${a.authorisation_id} is not signed by a trusted release key`,
-    );
-  }
-  if (Date.parse(a.expires_at) <= ctx.now.getTime()) {
-    throw fail(
-      'authorisation_expired',
-      `rollback authorisation ${a.authorisation_id} expired at ${a.expires_at}`,
-    );
-  }
+  const a = verifySignedRollbackAuthorisation(input, ctx.releaseKeys, ctx.now).authorisation;
   if (Date.parse(a.issued_at) > ctx.now.getTime() + 5 * 60_000) {
     throw fail(
       'authorisation_invalid',
@@ -188,4 +164,41 @@ export function admitDowngrades(
     }
   }
   return a;
+}
+
+/**
+ * Parses and checks an authorisation on its own (schema, consistency, a trusted release key's signature, not
+ * expired): what the backend checks before it stores a rollback campaign, and the first half of admitDowngrades.
+ */
+export function verifySignedRollbackAuthorisation(
+  input: unknown,
+  releaseKeys: readonly TrustedKey[],
+  now: Date,
+): SignedRollbackAuthorisation {
+  const parsed = signedRollbackAuthorisationSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new ProtocolError(
+      'rollback_authorisation_invalid',
+      `not a rollback authorisation: ${parsed.error.issues[0]?.message ?? ''}`,
+    );
+  }
+  const a = parsed.data.authorisation;
+  try {
+    checkRollbackConsistency(a);
+  } catch (err) {
+    throw new ProtocolError('rollback_authorisation_invalid', (err as Error).message);
+  }
+  if (!documentSignedBy(CONTEXT, a, parsed.data, releaseKeys)) {
+    throw new ProtocolError(
+      'rollback_authorisation_signature',
+      `rollback authorisation ${a.authorisation_id} is not signed by a trusted release key`,
+    );
+  }
+  if (Date.parse(a.expires_at) <= now.getTime()) {
+    throw new ProtocolError(
+      'rollback_authorisation_expired',
+      `rollback authorisation ${a.authorisation_id} expired at ${a.expires_at}`,
+    );
+  }
+  return parsed.data;
 }

@@ -5,8 +5,18 @@
  */
 
 import { auditFilterShape, auditPageSchema } from './audit.js';
+import { signedBundleSchema } from './bundle.js';
+import {
+  bundleAnswerSchema,
+  bundleRequestSchema,
+  bundleViewSchema,
+  rollbackOfferSchema,
+} from './bundle-api.js';
+import { campaignConditionsSchema } from './conditions.js';
 import {
   HISTORY_LIMITS,
+  installedVersionsQueryShape,
+  installedVersionsSchema,
   principalViewSchema,
   vehicleHistorySchema,
   vehicleListQueryShape,
@@ -100,63 +110,81 @@ export const campaignIdSchema = z
 
 export { VIN_LIST_LIMITS };
 
-const createCampaignSchema = z.strictObject({
-  campaign_id: z.optional(campaignIdSchema),
-  name: plainText(128).check(z.minLength(1)),
-  release_id: releaseIdSchema,
-  targets: z
-    .strictObject({
-      vins: z.optional(z.array(vinSchema).check(z.maxLength(10000))),
-      filter: z.optional(
-        z.strictObject({
-          model: z.optional(plainText(64)),
-          hardware_id: z.optional(plainText(64)),
-          current_version: z.optional(versionSchema),
-          /** Vehicles whose (reported) inventory has this ECU at a matching version: {ecu: "bcm", version: "2.x"}. */
-          runs: z.optional(z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema })),
-        }),
+const createCampaignSchema = z
+  .strictObject({
+    campaign_id: z.optional(campaignIdSchema),
+    name: plainText(128).check(z.minLength(1)),
+    /** The release offered; or, instead, `bundle_id`: a stored bundle (POST /bundles) installed all or nothing. */
+    release_id: z.optional(releaseIdSchema),
+    bundle_id: z.optional(releaseIdSchema),
+    /**
+     * A rollback campaign: takes campaign `campaign_id` back to the bundle named here, with the OEM-signed rollback
+     * authorisation every vehicle checks before it lowers any ECU (protocol/rollback.ts).
+     */
+    rollback: z.optional(rollbackOfferSchema),
+    targets: z
+      .strictObject({
+        vins: z.optional(z.array(vinSchema).check(z.maxLength(10000))),
+        filter: z.optional(
+          z.strictObject({
+            model: z.optional(plainText(64)),
+            hardware_id: z.optional(plainText(64)),
+            current_version: z.optional(versionSchema),
+            /** Vehicles whose (reported) inventory has this ECU at a matching version: {ecu: "bcm", version: "2.x"}. */
+            runs: z.optional(z.strictObject({ ecu: ecuNameSchema, version: versionPatternSchema })),
+          }),
+        ),
+        /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
+        all: z.optional(z.literal(true)),
+        /**
+         * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
+         * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
+         */
+        vin_list: z.optional(
+          z.strictObject({
+            size: z
+              .int()
+              .check(
+                z.minimum(17),
+                z.maximum(
+                  VIN_LIST_LIMITS.bytes,
+                  `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`,
+                ),
+              ),
+          }),
+        ),
+      })
+      .check(
+        z.refine(
+          (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
+          'targets needs vins, a filter, all or vin_list',
+        ),
       ),
-      /** Every registered vehicle: required instead of an empty filter, so the whole fleet is never a typo. */
-      all: z.optional(z.literal(true)),
-      /**
-       * A VIN list too large for the request (up to VIN_LIST_LIMITS): the answer carries a presigned PUT for a
-       * file of exactly `size` bytes; POST /campaigns/{id}/targets then says the upload is complete.
-       */
-      vin_list: z.optional(
-        z.strictObject({
-          size: z
-            .int()
-            .check(
-              z.minimum(17),
-              z.maximum(VIN_LIST_LIMITS.bytes, `a VIN list may have at most ${VIN_LIST_LIMITS.bytes} bytes`),
-            ),
-        }),
-      ),
-    })
-    .check(
-      z.refine(
-        (t) => t.vins !== undefined || t.filter !== undefined || t.all === true || t.vin_list !== undefined,
-        'targets needs vins, a filter, all or vin_list',
-      ),
+    policy: z.optional(
+      z.strictObject({
+        waves: z.optional(
+          z.array(z.number().check(z.gt(0), z.maximum(100))).check(z.minLength(1), z.maxLength(20)),
+        ),
+        /** Allows a first wave above CANARY_MAX_PERCENT (e.g. one 100% wave for a handful of test vehicles). */
+        skip_canary: z.optional(z.literal(true)),
+        advance_success_percent: z.optional(z.number().check(z.minimum(0), z.maximum(100))),
+        soak_seconds: z.optional(z.int().check(z.minimum(0), z.maximum(30 * 86400))),
+        halt_failure_count: z.optional(z.int().check(z.minimum(1))),
+        halt_failure_percent: z.optional(z.number().check(z.gt(0), z.maximum(100))),
+        halt_min_outcomes: z.optional(z.int().check(z.minimum(1))),
+        vehicle_timeout_seconds: z.optional(z.int().check(z.minimum(1), z.maximum(30 * 86400))),
+        retry_budget: z.optional(z.int().check(z.minimum(0), z.maximum(10))),
+        notify_per_second: z.optional(z.int().check(z.minimum(1), z.maximum(10000))),
+        /** Driver consent, maintenance window, download network (protocol/conditions.ts). Default: none. */
+        conditions: z.optional(campaignConditionsSchema),
+      }),
     ),
-  policy: z.optional(
-    z.strictObject({
-      waves: z.optional(
-        z.array(z.number().check(z.gt(0), z.maximum(100))).check(z.minLength(1), z.maxLength(20)),
-      ),
-      /** Allows a first wave above CANARY_MAX_PERCENT (e.g. one 100% wave for a handful of test vehicles). */
-      skip_canary: z.optional(z.literal(true)),
-      advance_success_percent: z.optional(z.number().check(z.minimum(0), z.maximum(100))),
-      soak_seconds: z.optional(z.int().check(z.minimum(0), z.maximum(30 * 86400))),
-      halt_failure_count: z.optional(z.int().check(z.minimum(1))),
-      halt_failure_percent: z.optional(z.number().check(z.gt(0), z.maximum(100))),
-      halt_min_outcomes: z.optional(z.int().check(z.minimum(1))),
-      vehicle_timeout_seconds: z.optional(z.int().check(z.minimum(1), z.maximum(30 * 86400))),
-      retry_budget: z.optional(z.int().check(z.minimum(0), z.maximum(10))),
-      notify_per_second: z.optional(z.int().check(z.minimum(1), z.maximum(10000))),
+  })
+  .check(
+    z.refine((c) => (c.release_id === undefined) !== (c.bundle_id === undefined), {
+      message: 'a campaign names either release_id or bundle_id',
     }),
-  ),
-});
+  );
 
 export { createCampaignSchema };
 
@@ -185,6 +213,7 @@ export const queries = {
   }),
   audit: z.strictObject({ ...pageQuery, ...auditFilterShape }),
   vehicles: z.strictObject({ next_token: z.optional(nextTokenSchema), ...vehicleListQueryShape }),
+  versions: z.strictObject({ next_token: z.optional(nextTokenSchema), ...installedVersionsQueryShape }),
   history: z.strictObject({
     limit: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(HISTORY_LIMITS.max))),
   }),
@@ -321,6 +350,38 @@ export const ROUTES: readonly RouteDefinition[] = [
   },
   {
     method: 'POST',
+    resource: '/updates/{vin}/bundle',
+    fn: 'vehicle-api',
+    auth: 'vehicle',
+    body: bundleRequestSchema,
+    maxBodyBytes: SMALL,
+    responses: { 200: bundleAnswerSchema },
+    summary:
+      'A bundle offered to the vehicle: the signed bundle, member manifests with download URLs, any rollback authorisation',
+  },
+  {
+    method: 'POST',
+    resource: '/bundles',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: RELEASE_ROLES,
+    body: signedBundleSchema,
+    maxBodyBytes: SMALL,
+    responses: { 201: bundleViewSchema },
+    summary: 'Store an OEM-signed bundle of published releases (several ECUs installed all or nothing)',
+  },
+  {
+    method: 'GET',
+    resource: '/bundles/{bundleId}',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    maxBodyBytes: 0,
+    responses: { 200: bundleViewSchema },
+    summary: 'Get a bundle',
+  },
+  {
+    method: 'POST',
     resource: '/releases',
     fn: 'operator-api',
     auth: 'operator',
@@ -397,6 +458,19 @@ export const ROUTES: readonly RouteDefinition[] = [
     responses: { 200: vehicleListSchema },
     summary:
       'List registered vehicles, one scan page (500) at a time, filtered (?model=, ?version=, ?vin_prefix=, ?next_token=)',
+  },
+  {
+    method: 'GET',
+    resource: '/fleet/versions',
+    fn: 'operator-api',
+    auth: 'operator',
+    roles: ANY_ROLE,
+    query: queries.versions,
+    maxBodyBytes: 0,
+    responses: { 200: installedVersionsSchema },
+    summary:
+      'Installed versions of an ECU among the vehicles a release would target, one scan page of one segment at a ' +
+      'time (?ecu=, ?hardware_ids=, ?model=, ?below=, ?segment=&segments=, ?next_token=)',
   },
   {
     method: 'GET',

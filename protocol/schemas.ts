@@ -103,6 +103,9 @@ export const signedManifestSchema = z.strictObject({
 export const UPDATE_STATUSES = [
   'scheduled',
   'offered',
+  // Driver consent (campaign conditions, protocol/conditions.ts): asked, postponed, refused, not given in time.
+  'awaiting_consent',
+  'postponed',
   'initiated',
   'downloading',
   'downloaded',
@@ -115,11 +118,15 @@ export const UPDATE_STATUSES = [
   'rejected',
   'cancelled',
   'timed_out',
+  'declined',
+  'expired',
 ] as const;
 export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
 
 /** What a vehicle may report; offered, initiated, cancelled and timed_out are set by the backend only. */
 export const VEHICLE_STATUSES = [
+  'awaiting_consent',
+  'postponed',
   'downloading',
   'downloaded',
   'verifying',
@@ -129,6 +136,8 @@ export const VEHICLE_STATUSES = [
   'verification_failed',
   'rolled_back',
   'rejected',
+  'declined',
+  'expired',
 ] as const satisfies readonly UpdateStatus[];
 
 /** Largest reason text a vehicle may send. */

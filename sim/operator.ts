@@ -113,13 +113,20 @@ export class SimOperator {
   }
 
   /** Signs, creates, uploads and publishes a release of the TCU image, waiting out the background verification. */
-  async publishRelease(signer: Signer, version: string, image: Buffer): Promise<SignedManifest> {
+  async publishRelease(
+    signer: Signer,
+    version: string,
+    image: Buffer,
+    /** The ECU it is for (bundle simulations have several). @default the TCU */
+    target: { ecu: string; hardwareId: string } = { ecu: 'tcu', hardwareId: 'TCU-HW-1' },
+  ): Promise<SignedManifest> {
     const d = await digestStream(Readable.from([image]), SIM_CHUNK);
+    const id = `${target.ecu}-${version}`;
     const manifest: ReleaseManifest = {
       schema: 'ota.release-manifest/v1',
-      release_id: `tcu-${version}`,
-      ecu: 'tcu',
-      hardware_ids: ['TCU-HW-1'],
+      release_id: id,
+      ecu: target.ecu,
+      hardware_ids: [target.hardwareId],
       version,
       size: d.size,
       sha256: d.sha256,
@@ -138,12 +145,12 @@ export class SimOperator {
     );
     if (put.status !== 200) throw new Error(`upload of ${version} failed: ${put.status}`);
     // Publishing verifies in the background (202): wait until the release is published.
-    let release = await this.call('POST', `/releases/tcu-${version}/publish`, {});
+    let release = await this.call('POST', `/releases/${id}/publish`, {});
     const deadline = Date.now() + 120_000;
     while (release.status === 'verifying') {
       if (Date.now() > deadline) throw new Error(`release ${version} still verifying after 120 s`);
       await sleep(100);
-      release = await this.call('GET', `/releases/tcu-${version}`);
+      release = await this.call('GET', `/releases/${id}`);
     }
     if (release.status !== 'published') {
       throw new Error(

@@ -1,6 +1,8 @@
 /** The agent's public configuration and event types (VehicleAgent in agent.ts; its parts read the options). */
 import type { VehicleApi } from './api-client.js';
 import type { BackoffPolicy } from './backoff.js';
+import type { BundleStepName, EcuPhase } from './bundle-install.js';
+import type { ConditionOptions, DriverDecision } from './conditions.js';
 import type { DownloaderOptions } from './downloader.js';
 import type { FreshnessOptions } from './freshness.js';
 import type { HttpTransport } from './http-transport.js';
@@ -40,9 +42,20 @@ export interface AgentHooks {
     step: InstallStep,
     info: { update_id: string; ecu: string; version: string },
   ): Promise<void> | void;
+  /** Before each step of each member of a bundle install (vehicle/bundle-install.ts). */
+  beforeBundleStep?(step: BundleStepName, info: { update_id: string; ecu: string }): Promise<void> | void;
 }
 
 export type AgentEvent =
+  /** One ECU's step in a bundle install (per-ECU progress). */
+  | {
+      type: 'bundle_progress';
+      update_id: string;
+      ecu: string;
+      phase: EcuPhase;
+      version: string;
+      percent?: number;
+    }
   | { type: 'offer'; source: 'mqtt' | 'poll'; update_id: string; firmware_version: string; counter: number }
   | { type: 'poll'; reason: 'interval' | 'catch_up'; pending: number }
   /** The accepted assignment had expired by install time and the backend signed a fresh one. */
@@ -71,13 +84,15 @@ export type AgentEvent =
       type: 'downloaded';
       update_id: string;
       path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
-      /** Body bytes read from the network (frame table and re-fetches included). */
+      /** Body bytes read from the network (frame table and re-fetches included), every run of this update. */
       bytes_fetched: number;
-      /** Image bytes taken from the installed image. */
+      /** Image bytes taken from the installed image, every run of this update. */
       bytes_reused: number;
       fallback?: string;
     }
   | { type: 'deferred'; update_id: string; reason: string }
+  /** The driver was asked (ask) or answered (head unit, conditions.ts). */
+  | { type: 'consent'; update_id: string; decision: DriverDecision | 'ask' }
   | {
       type: 'outcome';
       update_id: string;
@@ -166,4 +181,8 @@ export interface VehicleAgentOptions {
   readonly runtime?: AgentRuntime;
   readonly logger?: AgentLogger;
   readonly hooks?: AgentHooks;
+  /** The vehicle's clock, time zone and network, as the campaign conditions are judged (conditions.ts). */
+  readonly conditions?: ConditionOptions;
+  /** Shown to the driver when the campaign gives no install time (head-unit.ts). @default unknown */
+  readonly installEstimateSeconds?: number;
 }

@@ -15,10 +15,12 @@
  */
 import type { AgentContext } from './agent-context.js';
 import type { AgentEvent, VehicleAgentOptions } from './agent-options.js';
+import { BundleRunner } from './bundle-runner.js';
 import { DownloadUrls } from './download-phase.js';
 import { Downloader } from './downloader.js';
 import { AgentError } from './errors.js';
 import { FreshnessMonitor } from './freshness.js';
+import { HeadUnit } from './head-unit.js';
 import { InventoryReporter } from './inventory-reporter.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
 import { MqttLink } from './mqtt-link.js';
@@ -47,6 +49,7 @@ interface Parts {
   readonly inbox: OfferInbox;
   readonly poller: Poller;
   readonly freshness: FreshnessMonitor | undefined;
+  readonly headUnit: HeadUnit;
 }
 
 /**
@@ -143,7 +146,9 @@ export class VehicleAgent {
     };
     const inbox = new OfferInbox(ctx, () => this.workWake.notify());
     const urls = new DownloadUrls();
-    const runner = new UpdateRunner(ctx, inbox, new OfferAcceptance(ctx, inbox, urls), this.downloader, urls);
+    const bundles = new BundleRunner(ctx, this.downloader);
+    const acceptance = new OfferAcceptance(ctx, inbox, urls, bundles);
+    const runner = new UpdateRunner(ctx, inbox, acceptance, this.downloader, urls);
     const poller = new Poller(ctx, inbox, urls, this.mqtt);
     if (o.freshness !== false && o.api.freshness) {
       freshness = new FreshnessMonitor(ctx, o.freshness ?? {}, () => {
@@ -152,7 +157,16 @@ export class VehicleAgent {
       });
       await freshness.open();
     }
-    this.parts = { store, reporter, inbox, poller, freshness };
+    this.parts = {
+      store,
+      reporter,
+      inbox,
+      poller,
+      freshness,
+      headUnit: new HeadUnit(ctx, inbox, runner.gate),
+    };
+    // A bundle's journal decides before the ECUs' own recovery, which would switch back trials it keeps.
+    await bundles.recover();
     await runner.recover();
     reporter.start();
     this.mqtt?.start();
@@ -206,6 +220,11 @@ export class VehicleAgent {
       if (s && s.current === null && s.inbox.length === 0 && s.pending_reports.length === 0) return;
       await this.runtime.sleep(pollMs);
     }
+  }
+
+  /** What the head unit shows and may do (head-unit.ts; served by head-unit-server.ts). */
+  get headUnit(): HeadUnit {
+    return this.started.headUnit;
   }
 
   /** Checks the freshness statement now (fetch, verify, withheld offer, silence, alerts). */

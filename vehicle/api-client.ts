@@ -4,6 +4,7 @@
  * manifest or assignment does not parse is refused here, before anything acts on it.
  */
 
+import { type BundleAnswer, bundleAnswerSchema } from '../protocol/bundle-api.js';
 import { type FreshnessAlert, type FreshnessAnswer, freshnessAnswerSchema } from '../protocol/freshness.js';
 import { type InventoryAnswer, type InventoryReport, inventoryAnswerSchema } from '../protocol/inventory.js';
 import {
@@ -37,6 +38,8 @@ export interface VehicleApi {
   freshnessAlert?(alert: FreshnessAlert, signal?: AbortSignal): Promise<unknown>;
   /** Reports what every ECU runs (absent: the inventory is not reported). */
   reportInventory?(report: InventoryReport, signal?: AbortSignal): Promise<InventoryAnswer>;
+  /** A bundle offered to this vehicle: the material to check and the members' download URLs (absent: no bundles). */
+  bundle?(bundleId: string, signal?: AbortSignal): Promise<BundleAnswer>;
 }
 
 export interface VehicleApiClientOptions {
@@ -123,6 +126,16 @@ export class VehicleApiClient implements VehicleApi {
       alert,
       signal,
       z.unknown(),
+    );
+  }
+
+  bundle(bundleId: string, signal?: AbortSignal): Promise<BundleAnswer> {
+    return this.authorized(
+      'POST',
+      `/updates/${this.options.vin}/bundle`,
+      { bundle_id: bundleId },
+      signal,
+      bundleAnswerSchema,
     );
   }
 

@@ -49,6 +49,8 @@ export interface BundleOffer {
   /** The signed manifests of the members, as fetched. */
   readonly manifests: readonly SignedManifest[];
   readonly rollback_authorisation?: unknown;
+  /** The campaign a rollback campaign takes back: the one its authorisation must name (default: campaign_id). */
+  readonly rollback_of?: string;
 }
 
 export type EcuPhase =
@@ -163,7 +165,7 @@ export class BundleInstaller {
       releaseKeys,
       vin: o.vin,
       now: new Date(o.now()),
-      campaignId: offer.campaign_id,
+      campaignId: offer.rollback_of ?? offer.campaign_id,
       used: await this.journal.usedAuthorisations(o.now()),
     });
     return { bundle, manifests, signedManifests, plan, ...(authorisation ? { authorisation } : {}) };

@@ -101,6 +101,8 @@ export class DownloadPhase {
     let summary:
       | { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
       | undefined;
+    // What earlier runs of this update fetched and reused (saved with their checkpoints): the report counts them all.
+    const before = store.state.current?.transfer ?? { fetched: 0, reused: 0 };
     try {
       const stats = await this.downloader.download({
         manifest: m,
@@ -126,30 +128,37 @@ export class DownloadPhase {
             void this.ctx.reporter.progress({ status: 'downloading', progress: percent, ...reportBase(cur) });
           }
         },
-        onCheckpoint: (verified) =>
+        onCheckpoint: (verified, run) =>
           store.update((d) => {
-            if (d.current) d.current.verified_bytes = verified;
+            if (!d.current) return;
+            d.current.verified_bytes = verified;
+            d.current.transfer = {
+              fetched: before.fetched + run.bytesReceived,
+              reused: before.reused + run.bytesReused,
+            };
           }),
         onRequest: (r) => this.ctx.emit({ type: 'request', update_id: cur.update_id, ...r }),
         onChunkVerified: (info) =>
           this.ctx.options.hooks?.onChunkVerified?.({ update_id: cur.update_id, ...info }),
       });
       this.ctx.logger.info('download complete', { firmware_version: m.version, ...stats });
+      const fetched = before.fetched + stats.bytesReceived;
+      const reused = Math.min(before.reused + stats.bytesReused, m.size);
       this.ctx.emit({
         type: 'downloaded',
         update_id: cur.update_id,
         path: stats.path,
-        bytes_fetched: stats.bytesReceived,
-        bytes_reused: stats.bytesReused,
+        bytes_fetched: fetched,
+        bytes_reused: reused,
         ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
       });
       summary = {
         text:
-          `${stats.path}: fetched ${stats.bytesReceived} bytes, reused ${stats.bytesReused} of ${m.size}` +
+          `${stats.path}: fetched ${fetched} bytes, reused ${reused} of ${m.size}` +
+          (fetched !== stats.bytesReceived ? ` (${stats.bytesReceived} in the last run)` : '') +
           (stats.fallback ? `; fallback: ${stats.fallback}` : ''),
-        // A resumed download reports what this run fetched: earlier runs' bytes are not known here.
-        bytes_fetched: stats.bytesReceived,
-        bytes_reused: Math.min(stats.bytesReused, m.size),
+        bytes_fetched: fetched,
+        bytes_reused: reused,
         bytes_image: m.size,
       };
       this.streamedDigests.set(partFile(this.ctx.store, m), stats.sha256);
@@ -235,7 +244,18 @@ export class DownloadPhase {
       firmware_version: m.version,
       phase: 'verifying',
     });
-    const summary = this.summaries.get(cur.update_id);
+    // After a restart in this phase the summary of the run is gone, but the counts were saved with its checkpoint.
+    const saved = store.state.current?.transfer;
+    const summary =
+      this.summaries.get(cur.update_id) ??
+      (saved
+        ? {
+            text: `fetched ${saved.fetched} bytes, reused ${saved.reused} of ${m.size}`,
+            bytes_fetched: saved.fetched,
+            bytes_reused: Math.min(saved.reused, m.size),
+            bytes_image: m.size,
+          }
+        : undefined);
     this.summaries.delete(cur.update_id);
     await this.ctx.reporter.status({
       status: 'verifying',

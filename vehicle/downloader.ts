@@ -118,7 +118,7 @@ export interface DownloadJob {
    * Persist verifiedBytes as the resume point. The data may not be on disk yet: the next run verifies the prefix
    * again before it trusts it.
    */
-  readonly onCheckpoint?: (verifiedBytes: number) => Promise<void>;
+  readonly onCheckpoint?: (verifiedBytes: number, run: RunCounts) => Promise<void>;
   /** Each Range request, before it is sent. */
   readonly onRequest?: (range: { offset: number; end: number }) => void;
   /**
@@ -130,6 +130,12 @@ export interface DownloadJob {
   readonly noBase?: string;
   /** Awaited after each verified chunk (test hook: simulated power cuts). */
   readonly onChunkVerified?: (info: { index: number; verifiedBytes: number }) => Promise<void> | void;
+}
+
+/** What this run has fetched from the network and reused from the base so far (saved with its checkpoints). */
+export interface RunCounts {
+  readonly bytesReceived: number;
+  readonly bytesReused: number;
 }
 
 export interface DownloadStats {
@@ -194,13 +200,21 @@ export class Downloader {
     if (job.verifiedBytes === m.size) verified = m.size;
     let checkpointed = verified;
     let lastCheckpointAt = this.runtime.now();
-    /** Persists `upTo` (verified bytes, a chunk boundary) as the resume point. */
+    let countedBytes = 0;
+    /**
+     * Persists `upTo` (verified bytes, a chunk boundary) as the resume point, with this run's byte counts. A forced
+     * checkpoint (the end of a run, or a failed one) saves the counts even without progress: a run that fetched
+     * bytes and failed still cost them.
+     */
     const checkpoint = async (upTo: number, force: boolean, settle?: () => Promise<void>) => {
-      if (upTo <= checkpointed) return;
+      const moved = stats.bytesReceived + stats.bytesReused !== countedBytes;
+      if (upTo <= checkpointed && !(force && moved)) return;
       if (!force && this.runtime.now() - lastCheckpointAt < (o.checkpointIntervalMs ?? 2000)) return;
       await settle?.(); // the bytes it names are written (not necessarily on disk: the next run re-checks them)
-      await job.onCheckpoint?.(upTo);
-      checkpointed = upTo;
+      const at = Math.max(upTo, checkpointed);
+      await job.onCheckpoint?.(at, { bytesReceived: stats.bytesReceived, bytesReused: stats.bytesReused });
+      countedBytes = stats.bytesReceived + stats.bytesReused;
+      checkpointed = at;
       lastCheckpointAt = this.runtime.now();
     };
     const whole = new PrefixHash();

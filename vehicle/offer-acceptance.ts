@@ -7,12 +7,14 @@
  */
 
 import { manifestDigest } from '../protocol/assignment.js';
+import { BUNDLE_ASSIGNMENT_ECU } from '../protocol/bundle.js';
 import type { SignedManifest } from '../protocol/manifest.js';
 import type { UpdateOffer } from '../protocol/offer.js';
 import type { DownloadAnswer } from '../protocol/responses.js';
 import { VERSION_PATTERN } from '../protocol/schemas.js';
 import { TRUST_ECU } from '../protocol/trust-document.js';
 import { type AgentContext, RetryLater } from './agent-context.js';
+import type { BundleRunner } from './bundle-runner.js';
 import type { DownloadUrls } from './download-phase.js';
 import { ApiError } from './errors.js';
 import { describeError } from './logger.js';
@@ -34,6 +36,8 @@ export class OfferAcceptance {
     private readonly ctx: AgentContext,
     private readonly inbox: OfferInbox,
     private readonly urls: DownloadUrls,
+    /** Runs bundle offers (absent: they are refused like any offer for an ECU this vehicle lacks). */
+    private readonly bundles?: BundleRunner,
   ) {}
 
   /**
@@ -87,6 +91,14 @@ export class OfferAcceptance {
       ecus: s.ecus,
       ...(this.ctx.options.maxImageBytes ? { maxImageBytes: this.ctx.options.maxImageBytes } : {}),
     };
+    if (offer.ecu === BUNDLE_ASSIGNMENT_ECU && this.bundles) {
+      // Nothing is fetched for an offer whose assignment is not genuinely for this vehicle, as below.
+      const header = verifyOfferHeader(offer, checks);
+      if (header) return this.refuse(entry, offer, header);
+      const refusal = await this.bundles.run(offer, entry.offer_digest);
+      if (refusal) return this.refuse(entry, offer, rejecter(offer, true)(refusal.reason, refusal.message));
+      return;
+    }
     let candidate = offer;
     if (!offer.manifest) {
       // The offer names its manifest by digest. Nothing is fetched for an offer whose assignment is not genuinely

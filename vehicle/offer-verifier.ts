@@ -41,6 +41,11 @@ export type RejectReason =
   | 'stale_counter'
   | 'manifest_mismatch'
   | 'manifest_unavailable'
+  /** A bundle offer whose material the backend does not serve (bundle-runner.ts). */
+  | 'bundle_unavailable'
+  | 'bundle_unsupported'
+  /** A bundle whose assignment carries campaign conditions, which bundles do not honour yet. */
+  | 'conditions_unsupported'
   | 'offer_mismatch'
   | 'unknown_ecu'
   | 'hardware_mismatch'

@@ -5,6 +5,8 @@
  * while an update runs or offers wait. A failed poll backs off exponentially with jitter, at least as long as the
  * backend's Retry-After. Each pending update not yet known becomes an offer in the inbox, built from /download.
  */
+
+import { BUNDLE_ASSIGNMENT_ECU } from '../protocol/bundle.js';
 import type { FullOffer } from '../protocol/offer.js';
 import type { DownloadAnswer } from '../protocol/responses.js';
 import type { AgentContext } from './agent-context.js';
@@ -168,6 +170,9 @@ export class Poller {
       // offer was lost, or it was installed under another update), and only the signed offer /download answers
       // lets the agent check it is the very image that runs (SHA-256) and report it completed.
       if (isKnownPending(u, this.ctx.store.state)) continue;
+      // A bundle is offered on MQTT only (its persistent session keeps the offer): /download serves releases, and
+      // asking it for a bundle's version would refuse, or name one member, and end the bundle's update wrongly.
+      if (u.ecu === BUNDLE_ASSIGNMENT_ECU) continue;
       let answer: Awaited<ReturnType<VehicleApi['download']>>;
       try {
         answer = await this.ctx.options.api.download(u.firmware_version, signal);

@@ -34,6 +34,9 @@ export const TERMINAL_REPORTS: ReadonlySet<VehicleStatus> = new Set([
   'verification_failed',
   'rolled_back',
   'rejected',
+  // The driver's answers (conditions.ts): the update ends without anything installed.
+  'declined',
+  'expired',
 ]);
 
 export interface ReportInput {

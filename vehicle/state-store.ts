@@ -53,6 +53,12 @@ const currentUpdateSchema = z.object({
   phase: z.enum(UPDATE_PHASES),
   /** Bytes of the .part file verified against the manifest's chunk digests and fsynced. */
   verified_bytes: z.number().int().min(0),
+  /**
+   * Bytes fetched from the network and image bytes reused locally by this update's download runs so far, saved
+   * with each checkpoint: the 'verifying' report counts every run, not only the one that finished. (A power cut
+   * loses at most what one run fetched since its last checkpoint, a couple of seconds of transfer.)
+   */
+  transfer: z.object({ fetched: z.number().int().min(0), reused: z.number().int().min(0) }).optional(),
   attempts: z.object({
     download: z.number().int().min(0),
     verify: z.number().int().min(0),
@@ -60,6 +66,14 @@ const currentUpdateSchema = z.object({
     unexpected: z.number().int().min(0),
   }),
   accepted_at: z.string(),
+  /** Driver consent, when the signed conditions require it (conditions.ts): asked, postponed (until), given. */
+  consent: z
+    .object({
+      state: z.enum(['asking', 'postponed', 'given']),
+      postponements: z.number().int().min(0),
+      ask_at: z.string().optional(),
+    })
+    .optional(),
 });
 export type CurrentUpdate = z.infer<typeof currentUpdateSchema>;
 

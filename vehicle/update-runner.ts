@@ -6,6 +6,7 @@
 import type { AgentContext } from './agent-context.js';
 import { DEFAULT_RETRY_BACKOFF, RetryLater } from './agent-context.js';
 import { backoffDelay } from './backoff.js';
+import { ConditionGate } from './conditions.js';
 import { DownloadPhase, type DownloadUrls } from './download-phase.js';
 import type { Downloader } from './downloader.js';
 import { InstallPhase } from './install-phase.js';
@@ -21,6 +22,8 @@ export class UpdateRunner {
   private readonly downloads: DownloadPhase;
   private readonly installs: InstallPhase;
   private retryLaterCount = 0;
+  /** Campaign conditions: consent, network, maintenance window (conditions.ts); the head unit answers through it. */
+  readonly gate: ConditionGate;
 
   constructor(
     private readonly ctx: AgentContext,
@@ -35,6 +38,7 @@ export class UpdateRunner {
     });
     this.downloads = new DownloadPhase(ctx, downloader, urls, this.outcomes);
     this.installs = new InstallPhase(ctx, this.outcomes);
+    this.gate = new ConditionGate(ctx, this.outcomes);
   }
 
   /** Settles every ECU's A/B state, then decides an install that was interrupted by the last shutdown. */
@@ -150,10 +154,13 @@ export class UpdateRunner {
     switch (cur.phase) {
       case 'accepted':
       case 'downloading':
+        if (!(await this.gate.beforeDownload(cur, offer))) return;
         return this.downloads.download(cur, offer);
       case 'downloaded':
         return this.downloads.verify(cur, offer);
       case 'verified':
+        if (!(await this.gate.beforeInstall(cur, offer))) return;
+        return this.installs.install(cur, offer);
       case 'installing':
         return this.installs.install(cur, offer);
     }

@@ -18,6 +18,8 @@ import { QUEUE_KEY_PREFIX } from '../core/campaign-counters.js';
 import { waveKeyPrefix } from '../core/campaigns.js';
 import { BadRequestError, ConflictError } from '../core/errors.js';
 import type {
+  BundleRecord,
+  BundleRepository,
   CampaignChanges,
   CampaignRecord,
   CampaignRepository,
@@ -122,7 +124,7 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     const out = await this.db.send(
       new GetCommand({ TableName: this.table, Key: { releaseId }, ConsistentRead: true }),
     );
-    return out.Item as ReleaseRecord | undefined;
+    return isBundleItem(out.Item) ? undefined : (out.Item as ReleaseRecord | undefined);
   }
 
   async create(release: ReleaseRecord): Promise<void> {
@@ -254,7 +256,7 @@ export class DynamoReleaseRepository implements ReleaseRepository {
         ExpressionAttributeValues: { ':v': version },
       }),
     );
-    return (out.Items ?? []) as ReleaseRecord[];
+    return (out.Items ?? []).filter((i) => !isBundleItem(i)) as ReleaseRecord[];
   }
 
   async list(limit: number, token?: string): Promise<Page<ReleaseRecord>> {
@@ -262,7 +264,41 @@ export class DynamoReleaseRepository implements ReleaseRepository {
     const out = await this.db.send(
       new ScanCommand({ TableName: this.table, Limit: limit, ExclusiveStartKey: start }),
     );
-    return { items: (out.Items ?? []) as ReleaseRecord[], token: encodePageToken(out.LastEvaluatedKey) };
+    return {
+      items: (out.Items ?? []).filter((i) => !isBundleItem(i)) as ReleaseRecord[],
+      token: encodePageToken(out.LastEvaluatedKey),
+    };
+  }
+}
+
+/** Bundles share the releases table (one id namespace); release reads never see them. */
+function isBundleItem(item: Record<string, unknown> | undefined): boolean {
+  return item?.kind === 'bundle';
+}
+
+export class DynamoBundleRepository implements BundleRepository {
+  constructor(
+    private readonly db: DynamoDBDocumentClient,
+    private readonly table: string,
+  ) {}
+
+  async get(bundleId: string): Promise<BundleRecord | undefined> {
+    const out = await this.db.send(
+      new GetCommand({ TableName: this.table, Key: { releaseId: bundleId }, ConsistentRead: true }),
+    );
+    if (!isBundleItem(out.Item)) return undefined;
+    const { releaseId, kind: _k, ecu: _e, status: _s, ...rest } = out.Item as Record<string, unknown>;
+    return { bundleId: releaseId, ...rest } as unknown as BundleRecord;
+  }
+
+  async create(bundle: BundleRecord): Promise<void> {
+    const { bundleId, ...rest } = bundle;
+    // ecu and status make the item look like no release of any ECU to the byVersion index's readers.
+    const item = { releaseId: bundleId, kind: 'bundle', ecu: '@bundle', status: 'published', ...rest };
+    await createOnce(this.db, this.table, item, 'releaseId', {
+      code: 'bundle_exists',
+      message: `A release or bundle ${bundleId} already exists`,
+    });
   }
 }
 

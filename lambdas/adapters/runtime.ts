@@ -22,6 +22,7 @@ import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import { DynamoPreparationRepository } from './dynamo-preparation.js';
 import {
+  DynamoBundleRepository,
   DynamoCampaignRepository,
   DynamoReleaseRepository,
   DynamoUpdateRepository,
@@ -45,6 +46,7 @@ function db(): DynamoDBDocumentClient {
 
 export const repositories = {
   releases: () => new DynamoReleaseRepository(db(), requireEnv(ENV.tableReleases)),
+  bundles: () => new DynamoBundleRepository(db(), requireEnv(ENV.tableReleases)),
   vehicles: () => new DynamoVehicleRepository(db(), requireEnv(ENV.tableVehicles)),
   updates: () =>
     new DynamoUpdateRepository(db(), requireEnv(ENV.tableUpdates), optionalEnv(ENV.tableCounters)),

@@ -7,10 +7,15 @@
  * upload is complete; that request reads the list once as a stream and refuses a bad one with a 400 naming the
  * line, before any vehicle is touched.
  */
+
 import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
+import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
+import { conditionsProblems } from '../../protocol/conditions.js';
 import type { CampaignCreated, CampaignView } from '../../protocol/operator-responses.js';
 import type { createCampaignSchema } from '../../protocol/routes.js';
+import type { TrustedKey } from '../../protocol/signatures.js';
+import { checkRollbackRequest } from './bundles.js';
 import {
   canaryProblem,
   DEFAULT_POLICY,
@@ -30,6 +35,7 @@ import {
 import { campaignView } from './campaigns.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type {
+  BundleRepository,
   CampaignRecord,
   CampaignRepository,
   Clock,
@@ -50,6 +56,10 @@ const UPLOAD_TTL_SECONDS = 3600;
 export interface CreationDeps {
   readonly campaigns: CampaignRepository;
   readonly releases: Pick<ReleaseRepository, 'get'>;
+  /** Where bundle campaigns find their bundle (absent: bundle campaigns are refused). */
+  readonly bundles?: Pick<BundleRepository, 'get'>;
+  /** The OEM release keys a rollback campaign's authorisation must be signed by. */
+  readonly trustedReleaseKeys?: readonly TrustedKey[];
   readonly jobs: JobQueue;
   readonly objects: Pick<ObjectStore, 'put' | 'presignPut' | 'head' | 'read'>;
   readonly preparation: PreparationRepository;
@@ -72,6 +82,7 @@ export function toPolicy(input: CreateCampaignInput['policy']): RolloutPolicy {
     retryBudget: p.retry_budget ?? DEFAULT_POLICY.retryBudget,
     notifyPerSecond: p.notify_per_second ?? DEFAULT_POLICY.notifyPerSecond,
     ...(p.skip_canary ? { skipCanary: true } : {}),
+    ...(p.conditions ? { conditions: p.conditions } : {}),
   };
 }
 
@@ -104,6 +115,31 @@ async function queueSegments(deps: CreationDeps, c: CampaignRecord): Promise<voi
   await deps.jobs.send({ type: 'prepare_campaign', campaign_id: c.campaignId });
 }
 
+/** What the campaign offers: a published release, or a stored bundle (with a rollback's authorisation checked). */
+async function campaignSubject(
+  deps: CreationDeps,
+  input: CreateCampaignInput,
+): Promise<{ releaseId: string; version: string; ecu: string; bundle: boolean }> {
+  if (input.rollback) {
+    if (input.bundle_id === undefined) {
+      throw new BadRequestError('rollback_needs_bundle', 'A rollback campaign names the bundle to return to');
+    }
+    checkRollbackRequest(input.rollback, deps.trustedReleaseKeys ?? [], deps.clock.now());
+    const taken = await deps.campaigns.get(input.rollback.campaign_id);
+    if (!taken) throw new NotFoundError('unknown_campaign', `No campaign ${input.rollback.campaign_id}`);
+  }
+  if (input.bundle_id !== undefined) {
+    const b = await deps.bundles?.get(input.bundle_id);
+    if (!b) throw new NotFoundError('unknown_bundle', `No bundle ${input.bundle_id}`);
+    return { releaseId: b.bundleId, version: b.version, ecu: BUNDLE_ASSIGNMENT_ECU, bundle: true };
+  }
+  const release = await deps.releases.get(input.release_id!);
+  if (!release) throw new NotFoundError('unknown_release', `No release ${input.release_id}`);
+  if (release.status !== 'published')
+    throw new ConflictError('release_not_published', 'The release is not published');
+  return { releaseId: release.releaseId, version: release.version, ecu: release.ecu, bundle: false };
+}
+
 export async function createCampaign(
   deps: CreationDeps,
   input: CreateCampaignInput,
@@ -111,13 +147,19 @@ export async function createCampaign(
   const policy = toPolicy(input.policy);
   const problems = policyProblems(policy);
   if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
+  const conditions = policy.conditions ? conditionsProblems(policy.conditions) : [];
+  if (conditions.length) throw new BadRequestError('invalid_conditions', conditions.join('; '));
+  // The agent's consent, window and network gate follows one release; a bundle would be refused by every vehicle.
+  if (policy.conditions && input.bundle_id !== undefined) {
+    throw new BadRequestError(
+      'invalid_conditions',
+      'campaign conditions (consent, maintenance window, network) apply to a release, not yet to a bundle',
+    );
+  }
   checkTargets(input.targets);
   const canary = canaryProblem(policy);
   if (canary) throw new BadRequestError(canary.code, canary.message);
-  const release = await deps.releases.get(input.release_id);
-  if (!release) throw new NotFoundError('unknown_release', `No release ${input.release_id}`);
-  if (release.status !== 'published')
-    throw new ConflictError('release_not_published', 'The release is not published');
+  const release = await campaignSubject(deps, input);
   const campaignId = input.campaign_id ?? `c-${randomBytes(6).toString('hex')}`;
   if (await deps.campaigns.get(campaignId))
     throw new ConflictError('campaign_exists', `Campaign ${campaignId} exists`);
@@ -169,6 +211,15 @@ export async function createCampaign(
     releaseId: release.releaseId,
     version: release.version,
     ecu: release.ecu,
+    ...(release.bundle ? { bundle: true as const } : {}),
+    ...(input.rollback
+      ? {
+          rollback: {
+            campaignId: input.rollback.campaign_id,
+            authorisation: input.rollback.authorisation,
+          },
+        }
+      : {}),
     status: 'preparing',
     policy,
     // Sized when the preparation ends, from the final count.

@@ -6,10 +6,14 @@
  * keeps the campaign's offer pacer going (offer-pacing.ts): started when a wave begins, restarted when silent.
  * Memory and time per tick grow with the number of campaigns and waves, not with their vehicles.
  */
+import type { UpdateStatus } from '../../protocol/schemas.js';
 import { DUE_PER_TICK } from './campaign-counters.js';
 import { evaluateWave, reviewHalt, summarize, waveSettled } from './campaign-policy.js';
 import { type CampaignDeps, loadWaveCounts, transition } from './campaigns.js';
 import type { CampaignChanges, CampaignRecord, OfferQueue, PacerState } from './ports.js';
+
+/** Statuses of an update whose driver has not accepted yet. */
+const BEFORE_CONSENT: ReadonlySet<UpdateStatus> = new Set(['offered', 'awaiting_consent', 'postponed']);
 
 export interface CampaignEngineDeps extends Omit<CampaignDeps, 'releases'> {
   readonly offers: OfferQueue;
@@ -132,7 +136,16 @@ export class CampaignEngine {
    * retry budget lasts (through the offers queue, conditional on the revision read), else timed out.
    */
   private async overdue(c: CampaignRecord, now: Date): Promise<{ reoffered: number; timedOut: number }> {
-    const due = await this.deps.updates.listDue(c.campaignId, now.toISOString(), DUE_PER_TICK);
+    const listed = await this.deps.updates.listDue(c.campaignId, now.toISOString(), DUE_PER_TICK);
+    // An offer that needed the driver's consent and never got it ends expired: no failure, no re-offer.
+    const unanswered = listed.filter((u) => u.conditions?.consent && BEFORE_CONSENT.has(u.status));
+    for (const u of unanswered) {
+      if (
+        await transition(this.deps, u, { status: 'expired', reason: 'no driver consent before the deadline' })
+      )
+        await this.deps.vehicles.unlockCampaign(u.vin, c.ecu, c.campaignId);
+    }
+    const due = listed.filter((u) => !unanswered.includes(u));
     const retry = due.filter((u) => u.attempt <= c.policy.retryBudget);
     await this.deps.offers.send(
       retry.map((u, i) => ({

@@ -2,8 +2,10 @@
  * Campaign rollout policy, pure: how targets split into waves, when a wave may be followed by the next, and when
  * failures must halt the campaign. The campaign engine only feeds it counts and times.
  */
+
+import type { CampaignConditions } from '../../protocol/conditions.js';
 import type { UpdateStatus } from '../../protocol/schemas.js';
-import { FAILURE_STATUSES } from './update-state.js';
+import { DRIVER_ENDED_STATUSES, FAILURE_STATUSES } from './update-state.js';
 
 export interface RolloutPolicy {
   /** Cumulative share of the targets reached by the end of each wave, in percent, ending at 100. */
@@ -26,6 +28,8 @@ export interface RolloutPolicy {
   readonly notifyPerSecond: number;
   /** The operator chose a first wave above CANARY_MAX_PERCENT (recorded so the choice shows on the campaign). */
   readonly skipCanary?: boolean;
+  /** Driver consent, maintenance window, network (protocol/conditions.ts); signed into each offer's assignment. */
+  readonly conditions?: CampaignConditions;
 }
 
 /**
@@ -117,21 +121,25 @@ export function summarize(counts: WaveCounts): {
   succeeded: number;
   failed: number;
   outcomes: number;
+  /** Declined or expired (the driver's choice): neither a success nor a failure. */
+  driverEnded: number;
 } {
   let size = 0;
   let failed = 0;
+  let driverEnded = 0;
   for (const [status, n] of Object.entries(counts)) {
     size += n ?? 0;
     if (FAILURE_STATUSES.has(status as UpdateStatus)) failed += n ?? 0;
+    if (DRIVER_ENDED_STATUSES.has(status as UpdateStatus)) driverEnded += n ?? 0;
   }
   const succeeded = counts.completed ?? 0;
-  return { size, succeeded, failed, outcomes: succeeded + failed };
+  return { size, succeeded, failed, outcomes: succeeded + failed, driverEnded };
 }
 
-/** Every vehicle of the wave has an outcome or was cancelled: nothing in it can change any more. */
+/** Every vehicle of the wave has an outcome, was cancelled or ended by its driver: nothing can change any more. */
 export function waveSettled(counts: WaveCounts): boolean {
-  const { size, outcomes } = summarize(counts);
-  return outcomes + (counts.cancelled ?? 0) >= size;
+  const { size, outcomes, driverEnded } = summarize(counts);
+  return outcomes + driverEnded + (counts.cancelled ?? 0) >= size;
 }
 
 export type WaveDecision =
@@ -145,7 +153,11 @@ export function evaluateWave(
   waveStartedAt: Date,
   now: Date,
 ): WaveDecision {
-  const { size, succeeded, failed, outcomes } = summarize(counts);
+  const all = summarize(counts);
+  // Vehicles whose drivers declined (or let the consent deadline pass) are out of the wave's measure: neither
+  // failures toward a halt nor missing successes (a wave of decliners must not halt the campaign).
+  const { succeeded, failed, outcomes } = all;
+  const size = all.size - all.driverEnded;
   // A campaign with fewer vehicles than waves has empty waves (waveSizes): nothing to wait for in them.
   if (size === 0) return { action: 'advance' };
   if (outcomes >= policy.haltMinOutcomes) {

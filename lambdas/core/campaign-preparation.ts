@@ -26,6 +26,7 @@ import { campaignUpdateId, shuffleKey } from './campaigns.js';
 import { runsVersion } from './inventory.js';
 import type { JobResult } from './jobs.js';
 import type {
+  BundleRepository,
   CampaignRecord,
   CampaignRepository,
   Clock,
@@ -99,6 +100,33 @@ export function exclusionReason(
   return undefined;
 }
 
+/** Why a vehicle cannot take the campaign's release or bundle; undefined when it can. */
+type Eligibility = (v: VehicleRecord) => string | undefined;
+
+/**
+ * Why a vehicle cannot take a bundle: an ECU missing or of other hardware, or nothing to do. An upgrade campaign
+ * never targets a vehicle one of whose ECUs already runs above its member (the vehicle would refuse the downgrade);
+ * a rollback campaign targets exactly those that run something else than the bundle. From the registry's versions,
+ * which the vehicles' inventory reports keep current; the vehicle checks for itself before anything is downloaded.
+ */
+export function bundleExclusionReason(
+  v: VehicleRecord,
+  members: readonly { ecu: string; hardware_ids: readonly string[]; version: string }[],
+  rollback: boolean,
+): string | undefined {
+  if (v.revokedAt !== undefined) return 'revoked';
+  let changes = false;
+  for (const m of members) {
+    const ecu = v.ecus.find((e) => e.ecu === m.ecu);
+    if (!ecu) return `no_${m.ecu}_ecu`;
+    if (!m.hardware_ids.includes(ecu.hardware_id)) return 'incompatible_hardware';
+    const order = compareVersions(ecu.version, m.version);
+    if (order > 0 && !rollback) return 'already_at_or_above_version';
+    if (order !== 0) changes = true;
+  }
+  return changes ? undefined : 'already_at_version';
+}
+
 function matchesFilter(v: VehicleRecord, f: NonNullable<PreparationRecord['source']['filter']>, ecu: string) {
   const e = v.ecus.find((x) => x.ecu === ecu);
   if (f.model !== undefined && v.model !== f.model) return false;
@@ -111,6 +139,8 @@ function matchesFilter(v: VehicleRecord, f: NonNullable<PreparationRecord['sourc
 export interface PreparationDeps {
   readonly campaigns: CampaignRepository;
   readonly releases: Pick<ReleaseRepository, 'get'>;
+  /** Bundle campaigns' bundles (absent: a bundle campaign's preparation targets nobody). */
+  readonly bundles?: Pick<BundleRepository, 'get'>;
   readonly vehicles: VehicleRepository;
   readonly updates: UpdateRepository;
   readonly exclusions: ExclusionRepository;
@@ -175,8 +205,7 @@ export class CampaignPreparer {
     segment: number,
     shouldYield: () => boolean,
   ): Promise<JobResult> {
-    const release = await this.deps.releases.get(c.releaseId);
-    const manifest = release?.signedManifest.manifest;
+    const manifest = await this.eligibility(c);
     let [st] = await this.deps.preparation.segments(c.campaignId, [segment]);
     st ??= { ...ZERO_TOTALS, segment, slices: 0, state: 'running' };
     // Slices shrink when they run slow (a throttled table, a loaded machine) so one always ends well within the
@@ -221,6 +250,18 @@ export class CampaignPreparer {
       else if (took < SLOW_SLICE_MS / 4) size = Math.min(most, size * 2);
     }
     return 'done';
+  }
+
+  /** Who can take the campaign's release or bundle (undefined when it is gone: nobody is targeted). */
+  private async eligibility(c: CampaignRecord): Promise<Eligibility | undefined> {
+    if (c.bundle) {
+      const b = await this.deps.bundles?.get(c.releaseId);
+      if (!b) return undefined;
+      const bundle = b.signedBundle.bundle;
+      return (v) => bundleExclusionReason(v, bundle.members, c.rollback !== undefined);
+    }
+    const manifest = (await this.deps.releases.get(c.releaseId))?.signedManifest.manifest;
+    return manifest && ((v) => exclusionReason(v, manifest));
   }
 
   /** Undoes a slice that was not committed: its target items cancelled, its locks released. */
@@ -285,7 +326,7 @@ export class CampaignPreparer {
   /** Excludes or targets each candidate of a slice; answers what it counted (a VIN met twice counts once). */
   private async apply(
     c: CampaignRecord,
-    manifest: { ecu: string; hardware_ids: string[]; version: string },
+    eligible: Eligibility,
     slice: SliceRead,
     marker: string,
   ): Promise<PreparationTotals> {
@@ -307,7 +348,7 @@ export class CampaignPreparer {
       seen.add(t.vin);
       const v = t.vehicle ?? (await this.deps.vehicles.get(t.vin));
       if (!v) return exclude(t.vin, 'unknown_vehicle');
-      const reason = exclusionReason(v, manifest);
+      const reason = eligible(v);
       if (reason) return exclude(v.vin, reason);
       if (!(await this.deps.vehicles.lockCampaign(v.vin, c.ecu, c.campaignId)))
         return exclude(v.vin, 'in_other_campaign');

@@ -15,6 +15,7 @@ import type {
   CampaignVehicles,
   CampaignView,
 } from '../../protocol/operator-responses.js';
+import type { TrustedKey } from '../../protocol/signatures.js';
 import { type Counts, countMove, QUEUED_WAVE, waveCounts } from './campaign-counters.js';
 import {
   type CreateCampaignInput,
@@ -27,6 +28,7 @@ import {
 import { summarize } from './campaign-policy.js';
 import { BadRequestError, ConflictError, NotFoundError } from './errors.js';
 import type {
+  BundleRepository,
   CampaignRecord,
   CampaignRepository,
   CampaignStatus,
@@ -90,6 +92,8 @@ export function campaignView(
     campaign_id: c.campaignId,
     name: c.name,
     release_id: c.releaseId,
+    bundle_id: c.bundle ? c.releaseId : null,
+    rollback_of: c.rollback?.campaignId ?? null,
     version: c.version,
     ecu: c.ecu,
     status: c.status,
@@ -181,6 +185,9 @@ export interface CampaignServiceDeps extends CampaignDeps {
   /** VIN lists: written (inline), presigned for upload, checked. */
   readonly objects: Pick<ObjectStore, 'put' | 'presignPut' | 'head' | 'read'>;
   readonly preparation: PreparationRepository;
+  /** Bundle campaigns' bundles, and the OEM keys a rollback campaign's authorisation is checked against. */
+  readonly bundles?: Pick<BundleRepository, 'get'>;
+  readonly trustedReleaseKeys?: readonly TrustedKey[];
 }
 
 export class CampaignService {

@@ -16,6 +16,8 @@
  *  - `reoffer`: an overdue update the tick found with retries left, offered again if still at that revision.
  * Every invocation handles one page or one message: memory and time do not grow with the wave.
  */
+import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
+import { conditionsForOffer } from '../../protocol/conditions.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { offerFor } from '../../protocol/offer.js';
 import {
@@ -29,6 +31,7 @@ import {
 } from './campaign-counters.js';
 import { type CampaignDeps, transition } from './campaigns.js';
 import type {
+  BundleRepository,
   CampaignRecord,
   CountMove,
   OfferMessage,
@@ -36,19 +39,27 @@ import type {
   OfferQueue,
   PacerPage,
   PacerState,
-  ReleaseRecord,
   UpdateRecord,
   VehicleRecord,
 } from './ports.js';
 import { withTransition } from './update-history.js';
-import type { AssignmentIssuer } from './vehicle-updates.js';
+import { type AssignmentIssuer, type AssignmentTarget, assignmentTargetOf } from './vehicle-updates.js';
 
 export interface OfferWorkerDeps extends CampaignDeps {
-  readonly assignments: Pick<AssignmentIssuer, 'assign'>;
+  readonly assignments: Pick<AssignmentIssuer, 'assignTarget'>;
+  /** Where bundle campaigns' bundles are read (absent: bundle campaigns are never offered). */
+  readonly bundles?: BundleRepository;
   readonly vehicles: CampaignDeps['vehicles'];
   readonly publisher: OfferPublisher;
   readonly offers: OfferQueue;
   readonly log?: { warn(message: string, extra: Record<string, unknown>): void };
+}
+
+/** What a campaign offers: a published release, or a stored bundle (always offerable once stored). */
+interface OfferSubject {
+  readonly status: string;
+  readonly target: AssignmentTarget;
+  readonly size: number;
 }
 
 /** The count of an update newly taken into its wave, in its status. */
@@ -83,8 +94,30 @@ export class OfferWorker {
     if (!c) return 'skipped';
     const u = await this.deps.updates.get(m.vin, `campaign#${m.campaignId}`);
     if (!u) return 'skipped';
-    const release = () => once(`r#${c.releaseId}`, () => this.deps.releases.get(c.releaseId));
+    const release = () => once(`r#${c.releaseId}`, () => this.subject(c));
     return m.kind === 'take' ? this.take(c, u, m.wave, release) : this.reoffer(c, u, m.revision, release);
+  }
+
+  private async subject(c: CampaignRecord): Promise<OfferSubject | undefined> {
+    if (c.bundle) {
+      const b = await this.deps.bundles?.get(c.releaseId);
+      if (!b) return undefined;
+      const bundle = b.signedBundle.bundle;
+      return {
+        status: 'published',
+        target: {
+          release_id: bundle.bundle_id,
+          version: bundle.version,
+          ecu: BUNDLE_ASSIGNMENT_ECU,
+          manifest_sha256: b.digest,
+        },
+        size: bundle.members.reduce((sum, m) => sum + m.size, 0),
+      };
+    }
+    const r = await this.deps.releases.get(c.releaseId);
+    if (!r) return undefined;
+    const m = r.signedManifest.manifest;
+    return { status: r.status, target: assignmentTargetOf(m), size: m.size };
   }
 
   /**
@@ -199,7 +232,7 @@ export class OfferWorker {
     c: CampaignRecord,
     u: UpdateRecord,
     wave: number,
-    readRelease: () => Promise<ReleaseRecord | undefined>,
+    readRelease: () => Promise<OfferSubject | undefined>,
   ): Promise<OfferOutcome> {
     if (u.wave !== -1) return 'skipped';
     const into = {
@@ -251,7 +284,7 @@ export class OfferWorker {
     c: CampaignRecord,
     u: UpdateRecord,
     revision: number,
-    readRelease: () => Promise<ReleaseRecord | undefined>,
+    readRelease: () => Promise<OfferSubject | undefined>,
   ): Promise<OfferOutcome> {
     if (u.revision !== revision || c.status !== 'running') return 'skipped';
     const [release, vehicle] = await Promise.all([readRelease(), this.deps.vehicles.get(u.vin)]);
@@ -270,19 +303,25 @@ export class OfferWorker {
     c: CampaignRecord,
     u: UpdateRecord,
     stored: UpdateRecord,
-    release: ReleaseRecord,
+    release: OfferSubject,
     vehicle: VehicleRecord,
   ): Promise<OfferOutcome> {
     const now = this.deps.clock.now();
     const offerCounter = await this.deps.vehicles.reserveOffer(u.vin, u.updateId);
+    const conditions = conditionsForOffer(c.policy.conditions, now);
+    // With driver consent, the vehicle has the consent time and then its usual time to finish.
+    const consentSeconds = c.policy.conditions?.consent?.deadline_seconds ?? 0;
     const changes: Partial<UpdateRecord> = {
       status: 'offered',
       progress: 0,
       attempt: u.attempt + 1,
       offeredAt: now.toISOString(),
-      deadline: new Date(now.getTime() + c.policy.vehicleTimeoutSeconds * 1000).toISOString(),
+      deadline: new Date(
+        now.getTime() + (c.policy.vehicleTimeoutSeconds + consentSeconds) * 1000,
+      ).toISOString(),
       reason: undefined,
       offerCounter,
+      conditions,
     };
     const next: UpdateRecord = {
       ...u,
@@ -293,7 +332,7 @@ export class OfferWorker {
     const move = stored.wave === -1 ? countedInto(next) : countMove(u, 'offered');
     const offered = withTransition(next, { status: 'offered', source: 'backend', at: next.updatedAt });
     if (!(await this.deps.updates.put(offered, stored.revision, move ? [move] : []))) return 'skipped';
-    return this.publish(c, offered, u.attempt, vehicle, release.signedManifest);
+    return this.publish(c, offered, u.attempt, vehicle, release);
   }
 
   private async publish(
@@ -301,17 +340,17 @@ export class OfferWorker {
     offered: UpdateRecord,
     previousAttempt: number,
     vehicle: VehicleRecord,
-    manifest: SignedManifest,
+    subject: OfferSubject,
   ): Promise<OfferOutcome> {
-    const assignment = await this.deps.assignments.assign(
+    const assignment = await this.deps.assignments.assignTarget(
       vehicle,
       offered,
-      manifest.manifest,
+      subject.target,
       offered.offerCounter,
     );
     try {
       // The offer names the manifest by digest; the vehicle fetches it over HTTPS, so the message stays small.
-      await this.deps.publisher.publish(offered.vin, offerFor(assignment, manifest.manifest.size));
+      await this.deps.publisher.publish(offered.vin, offerFor(assignment, subject.size));
       return 'offered';
     } catch (err) {
       // Not delivered (broker or Data Plane unavailable). The update stays offered and active, so a polling vehicle

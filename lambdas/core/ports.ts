@@ -2,7 +2,9 @@
  * The narrow interfaces the domain needs from the outside world. Each has one AWS implementation in
  * lambdas/adapters; the local cloud reuses those same implementations against emulators.
  */
+
 import type { Readable } from 'node:stream';
+import type { UpdateConditions } from '../../protocol/conditions.js';
 import type { FreshnessAlert, ProofStep, SignedFreshness } from '../../protocol/freshness.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import type { UpdateOffer } from '../../protocol/offer.js';
@@ -78,6 +80,25 @@ export interface ReleaseRepository {
   /** Records the multipart upload started for a pending release. */
   setUploadId(releaseId: string, uploadId: string): Promise<void>;
   list(limit: number, token?: string): Promise<Page<ReleaseRecord>>;
+}
+
+/**
+ * An OEM-signed bundle (protocol/bundle.ts) the backend keeps for campaigns. Stored in the releases table under
+ * its id (bundle and release ids share one namespace), so no function needs a new table or grant to read it.
+ */
+export interface BundleRecord {
+  readonly bundleId: string;
+  readonly version: string;
+  readonly signedBundle: import('../../protocol/bundle.js').SignedBundle;
+  /** SHA-256 of the canonical bundle: what the per-vehicle assignments bind. */
+  readonly digest: string;
+  readonly createdAt: string;
+}
+
+export interface BundleRepository {
+  get(bundleId: string): Promise<BundleRecord | undefined>;
+  /** Fails with a ConflictError when the id exists (as a bundle or a release). */
+  create(bundle: BundleRecord): Promise<void>;
 }
 
 export interface EcuRecord {
@@ -226,6 +247,11 @@ export interface UpdateRecord {
    * about an earlier offer and is refused.
    */
   readonly offerCounter?: number;
+  /**
+   * The signed conditions of the current campaign offer (consent deadline, window, network): kept so that every
+   * assignment of this offer (the pushed one, and the one a /download answer carries) signs the same conditions.
+   */
+  readonly conditions?: UpdateConditions;
   /** The counter shard its campaign counts go to, chosen when it is taken into its wave (campaign-counters.ts). */
   readonly shard?: number;
   /**
@@ -383,6 +409,10 @@ export interface CampaignRecord {
    * shards, CounterRepository).
    */
   readonly counts?: Record<string, Record<string, number>>;
+  /** A bundle campaign: releaseId is the bundle id, ecu BUNDLE_ASSIGNMENT_ECU (protocol/bundle.ts). */
+  readonly bundle?: true;
+  /** A rollback campaign: the campaign it takes back and the OEM-signed authorisation its offers carry. */
+  readonly rollback?: { readonly campaignId: string; readonly authorisation: unknown };
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly revision: number;

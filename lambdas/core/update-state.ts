@@ -8,6 +8,10 @@ import type { UpdateStatus } from '../../protocol/schemas.js';
 const RANK: Record<UpdateStatus, number> = {
   scheduled: -1,
   offered: 0,
+  // Waiting for the driver (campaign conditions): after the offer, before anything is downloaded. The two alternate
+  // (postponed, then asked again): see CONSENT_STATUSES in applyReport.
+  awaiting_consent: 0.5,
+  postponed: 0.5,
   initiated: 1,
   downloading: 2,
   downloaded: 3,
@@ -20,6 +24,8 @@ const RANK: Record<UpdateStatus, number> = {
   rejected: 9,
   cancelled: 9,
   timed_out: 9,
+  declined: 9,
+  expired: 9,
 };
 
 export const TERMINAL_STATUSES: ReadonlySet<UpdateStatus> = new Set(
@@ -71,7 +77,20 @@ export type TransitionResult =
  * lose the race with a car already installing, and a timeout is a guess that the car is not coming back. Neither
  * is evidence about what the car runs, so an install outcome the car reports later overrides them.
  */
-export const BACKEND_DECIDED_STATUSES: ReadonlySet<UpdateStatus> = new Set(['cancelled', 'timed_out']);
+export const BACKEND_DECIDED_STATUSES: ReadonlySet<UpdateStatus> = new Set([
+  'cancelled',
+  'timed_out',
+  'expired',
+]);
+
+/**
+ * The driver's answers that end an update without a failure: declined (the driver said no) and expired (no answer
+ * before the consent deadline). Never counted as failures toward a halt; a wave counts them as settled.
+ */
+export const DRIVER_ENDED_STATUSES: ReadonlySet<UpdateStatus> = new Set(['declined', 'expired']);
+
+/** Asking the driver, and asking again after a postponement: each may follow the other. */
+export const CONSENT_STATUSES: ReadonlySet<UpdateStatus> = new Set(['awaiting_consent', 'postponed']);
 
 /**
  * Install outcomes a vehicle may report on an update the backend had ended (BACKEND_DECIDED_STATUSES): what the
@@ -105,7 +124,12 @@ export function applyReport(current: UpdateProgressState, report: StatusReport):
   const to = RANK[report.status];
   const progress =
     report.status === 'completed' ? 100 : (report.progress ?? (to > from ? 0 : current.progress));
-  const forward = to > from || (to === from && progress > current.progress);
+  const forward =
+    to > from ||
+    (to === from && progress > current.progress) ||
+    (CONSENT_STATUSES.has(current.status) &&
+      CONSENT_STATUSES.has(report.status) &&
+      report.status !== current.status);
   if (!forward) {
     return report.sequence === undefined
       ? { applied: false, reason: 'not_forward' }

@@ -13,6 +13,7 @@ import {
   signAssignment,
   signAssignmentDelegated,
 } from '../../protocol/assignment.js';
+import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
 import { DelegatedSigner } from '../../protocol/delegation.js';
 import type { ReleaseManifest } from '../../protocol/manifest.js';
 import type { DownloadAnswer, UpdateList, UpdateView } from '../../protocol/responses.js';
@@ -93,6 +94,23 @@ export function toUpdateView(u: UpdateRecord): UpdateView {
   };
 }
 
+/** What an assignment binds: a release's manifest, or a bundle (ecu BUNDLE_ASSIGNMENT_ECU, the bundle digest). */
+export interface AssignmentTarget {
+  readonly release_id: string;
+  readonly version: string;
+  readonly ecu: string;
+  readonly manifest_sha256: string;
+}
+
+export function assignmentTargetOf(manifest: ReleaseManifest): AssignmentTarget {
+  return {
+    release_id: manifest.release_id,
+    version: manifest.version,
+    ecu: manifest.ecu,
+    manifest_sha256: manifestDigest(manifest),
+  };
+}
+
 /**
  * Signs per-vehicle assignments, each with the vehicle's next counter value. Make one per function instance (at
  * module scope): its online key and delegation live as long as it does, so a new issuer per request would cost a
@@ -141,6 +159,16 @@ export class AssignmentIssuer {
     manifest: ReleaseManifest,
     reservedCounter?: number,
   ): Promise<SignedAssignment> {
+    return this.assignTarget(vehicle, update, assignmentTargetOf(manifest), reservedCounter);
+  }
+
+  /** Signs an assignment of any target: a release (its manifest digest) or a bundle (its bundle digest). */
+  async assignTarget(
+    vehicle: VehicleRecord,
+    update: UpdateRecord,
+    target: AssignmentTarget,
+    reservedCounter?: number,
+  ): Promise<SignedAssignment> {
     const now = this.deps.clock.now();
     const counter = reservedCounter ?? (await this.deps.vehicles.nextAssignmentCounter(vehicle.vin));
     return this.sign({
@@ -148,13 +176,12 @@ export class AssignmentIssuer {
       vin: vehicle.vin,
       update_id: update.updateId,
       campaign_id: update.campaignId ?? null,
-      release_id: manifest.release_id,
-      version: manifest.version,
-      ecu: manifest.ecu,
-      manifest_sha256: manifestDigest(manifest),
+      ...target,
       counter,
       issued_at: now.toISOString(),
       expires_at: new Date(now.getTime() + (this.deps.ttlSeconds ?? 86400) * 1000).toISOString(),
+      // The campaign offer's conditions travel signed in every assignment of it (protocol/conditions.ts).
+      ...(update.conditions && update.campaignId !== undefined ? { conditions: update.conditions } : {}),
     });
   }
 }
@@ -523,7 +550,10 @@ export class UpdateStatusService {
   private async afterStateChange(vehicle: VehicleRecord, next: UpdateRecord): Promise<void> {
     if (!isTerminal(next.status)) return;
     const unlock = next.campaignId;
-    if (next.status === 'completed') {
+    if (next.status === 'completed' && next.ecu === BUNDLE_ASSIGNMENT_ECU) {
+      // A bundle moves several ECUs: their versions come with the inventory the vehicle reports after it.
+      if (unlock !== undefined) await this.deps.vehicles.unlockCampaign(vehicle.vin, next.ecu, unlock);
+    } else if (next.status === 'completed') {
       // The registry's version and the campaign lock are one write to the vehicle item.
       await this.deps.vehicles.recordCompletion(vehicle, next.ecu, next.version, unlock);
     } else if (unlock !== undefined) {

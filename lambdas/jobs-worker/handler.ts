@@ -26,6 +26,7 @@ const canceller = new CampaignCanceller({
 const preparer = new CampaignPreparer({
   campaigns: repositories.campaigns(),
   releases,
+  bundles: repositories.bundles(),
   vehicles: repositories.vehicles(),
   updates: repositories.updates(),
   exclusions: repositories.exclusions(),

@@ -24,6 +24,7 @@ const worker = new OfferWorker({
   campaigns: repositories.campaigns(),
   counters: repositories.counters(),
   releases: repositories.releases(),
+  bundles: repositories.bundles(),
   vehicles,
   updates: repositories.updates(),
   clock: systemClock,

@@ -19,8 +19,9 @@ import {
   settings,
 } from '../adapters/runtime.js';
 import { type AuditFilter, AuditService } from '../core/audit.js';
+import { BundleService } from '../core/bundles.js';
 import { CampaignService, type CreateCampaignInput } from '../core/campaigns.js';
-import { FleetView, type VehicleFilter, whoIs } from '../core/fleet-view.js';
+import { FleetView, type VehicleFilter, type VersionFilter, whoIs } from '../core/fleet-view.js';
 import { createRouter, json, type RouteRequest } from '../core/http.js';
 import { KillSwitchService } from '../core/kill-switch.js';
 import { systemClock } from '../core/ports.js';
@@ -54,6 +55,15 @@ const campaigns = new CampaignService({
   jobs,
   objects: objectStore(),
   preparation: repositories.preparation(),
+  bundles: repositories.bundles(),
+  trustedReleaseKeys: releaseKeys(),
+});
+
+const bundles = new BundleService({
+  bundles: repositories.bundles(),
+  releases: repositories.releases(),
+  clock: systemClock,
+  trustedReleaseKeys: releaseKeys(),
 });
 
 const audit = new AuditService(repositories.audit(), systemClock);
@@ -108,10 +118,17 @@ const route = createRouter(
       metrics.addMetric('ReleasesWithdrawn', 'Count', 1);
       return json(200, withdrawn);
     },
+    'POST /bundles': async ({ body }: RouteRequest<unknown>) => json(201, await bundles.create(body)),
+    'GET /bundles/{bundleId}': async ({ params }: RouteRequest<undefined>) =>
+      json(200, await bundles.get(params.bundleId!)),
     'GET /me': async ({ event }: RouteRequest<undefined>) => json(200, whoIs(event)),
     'GET /vehicles': async ({ query }: RouteRequest<undefined>) => {
       const { next_token, ...filter } = query as VehicleFilter & { next_token?: string };
       return json(200, await fleet.vehicles(filter, next_token));
+    },
+    'GET /fleet/versions': async ({ query }: RouteRequest<undefined>) => {
+      const { next_token, ...filter } = query as VersionFilter & { next_token?: string };
+      return json(200, await fleet.installedVersions(filter, next_token));
     },
     'GET /vehicles/{vin}/history': async ({ params, query }: RouteRequest<undefined>) =>
       json(200, await fleet.history(params.vin!, query.limit ?? HISTORY_LIMITS.default)),

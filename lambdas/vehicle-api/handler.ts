@@ -14,6 +14,7 @@ import {
   settings,
   tokenSigner,
 } from '../adapters/runtime.js';
+import { bundleAnswer } from '../core/bundles.js';
 import { assignmentSigning } from '../core/env.js';
 import { createRouter, header, json, type RouteRequest } from '../core/http.js';
 import { InventoryService } from '../core/inventory.js';
@@ -41,6 +42,15 @@ const offers = new FirmwareOfferService({
   assignmentSigning: assignmentSigning(),
   presignTtlSeconds: settings.presignTtlSeconds(),
 });
+
+const bundleDeps = {
+  bundles: repositories.bundles(),
+  releases: repositories.releases(),
+  updates: repositories.updates(),
+  campaigns: repositories.campaigns(),
+  objects: objectStore(),
+  presignTtlSeconds: settings.presignTtlSeconds(),
+};
 
 const freshness = freshnessService(signer);
 const inventories = new InventoryService({ vehicles, clock: systemClock });
@@ -109,6 +119,11 @@ const route = createRouter(
       metrics.addMetric('FreshnessAlerts', 'Count', 1);
       logger.warn('vehicle reports a freshness problem', { vin: vehicle.vin, ...req.body });
       return json(202, await freshness.alert(vehicle, req.body));
+    },
+    'POST /updates/{vin}/bundle': async (req: RouteRequest<{ bundle_id: string }>) => {
+      const answer = await bundleAnswer(bundleDeps, await authorize(req), req.body.bundle_id);
+      metrics.addMetric('DownloadUrlsIssued', 'Count', answer.members.length);
+      return json(200, answer);
     },
     'POST /updates/{vin}/inventory': async (req: RouteRequest<z.infer<typeof bodies.inventory>>) =>
       json(200, await inventories.report(await authorize(req), req.body)),

@@ -123,7 +123,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
 
   it('vehicle-api: reads releases and freshness statements, writes vehicle state, moves campaign counts, presigns downloads only, signs assignments', () => {
     assert.deepEqual(dynamoAccess('vehicle-api'), {
-      releases: [],
+      releases: ['GetItem'],
       vehicles: ['GetItem', 'UpdateItem'],
       updates: ['GetItem', 'PutItem', 'Query'],
       // Reads a campaign's status (a cancelling campaign's downloads are refused); counts move in the counter

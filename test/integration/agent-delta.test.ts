@@ -5,9 +5,11 @@
  * as they must: refused with the old version running, or installed after a fallback or a resume.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { loadZstd } from '../../protocol/zstd.js';
@@ -15,9 +17,15 @@ import {
   type AgentCloud,
   activeSlot,
   assertVehicleRuns,
+  initiateOffer,
+  publishOffer,
   publishRelease,
+  readAgentState,
+  registerAgentVehicle,
   s3ObjectFile,
+  startAgent,
   startAgentCloud,
+  waitUntil,
 } from '../support/agent-cloud.js';
 import type { FaultProxy } from '../support/agent-net.js';
 import {
@@ -194,6 +202,58 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
       proxy.bytesToClient < c.object_size + 96 * KiB,
       `served ${proxy.bytesToClient} for ${c.object_size}`,
     );
+  });
+
+  it('bytes fetched are reported for every run: a run that failed and an agent restarted after it', async () => {
+    // Half text, half random: an object of ~2.5 MiB, so the first run's bytes dwarf TLS and in-flight slack.
+    const image = Buffer.concat([textImage(2048 * KiB, 'runs'), randomBytes(2048 * KiB)]);
+    const rel = await publishRelease(ac, { version: '1.0.8', image, compressed: true });
+    const c = rel.signed.manifest.compression!;
+    const proxy = await proxyToS3();
+    const transport = transportVia(proxy);
+    ac.track(() => transport.close());
+    const vin = '5YJ3E1EA7KF900001';
+    const dir = await registerAgentVehicle(ac, vin);
+    // The first run gives up at the cut (one attempt, refused reconnection); its next run is far off, so the agent is stopped before it.
+    const first = await startAgent(ac, vin, dir, {
+      downloadTransport: transport,
+      download: { maxAttempts: 1 },
+      retryBackoff: { baseMs: 600_000, maxMs: 600_000 },
+    });
+    let firstRun = 0;
+    try {
+      await first.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT connection');
+      // Down long enough that the one attempt's reconnection is refused.
+      proxy.cutAfter(Math.floor(c.object_size / 2), 3000);
+      await publishOffer(ac, vin, await initiateOffer(first, '1.0.8'));
+      await waitUntil(() => readAgentState(dir).current?.attempts.download === 1, 30_000, 'a failed run');
+      firstRun = readAgentState(dir).current?.transfer?.fetched ?? 0;
+    } finally {
+      await first.close();
+    }
+    // The link comes back 3 s after the cut; the restarted agent starts on it (its own retries are tested elsewhere).
+    await sleep(3500);
+    const servedBefore = proxy.bytesToClient;
+    assert.ok(firstRun > c.object_size / 3, `the failed run's bytes were saved (${firstRun})`);
+
+    const second = await startAgent(ac, vin, dir, { downloadTransport: transport });
+    try {
+      const outcome = await second.events.outcome('1.0.8', 60_000);
+      assert.equal(outcome.status, 'completed', outcome.reason);
+      await second.agent.whenIdle();
+    } finally {
+      await second.close();
+    }
+    assertVehicleRuns(dir, '1.0.8', image);
+    const downloaded = second.events.events.find((e) => e.type === 'downloaded');
+    const reported = downloaded?.type === 'downloaded' ? downloaded.bytes_fetched : 0;
+    const served = proxy.bytesToClient;
+    // Body bytes reported against what the proxy in front of the S3 emulator passed (TLS records, handshakes and
+    // headers included; a cut drops what was in flight): equal within that slack, and more than the last run alone.
+    const slack = 160 * KiB + Math.ceil(served * 0.01);
+    assert.ok(reported <= served, `reported ${reported}, served ${served}`);
+    assert.ok(served - reported < slack, `reported ${reported}, served ${served}: both runs counted`);
+    assert.ok(served - servedBefore < reported - slack, 'the last run alone would not add up');
   });
 
   it('a tampered frame ends in verification_failed with the old version running', async () => {

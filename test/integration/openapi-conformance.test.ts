@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startLocalCloud } from '../../local/cloud.js';
+import { bundleDigest, signBundle } from '../../protocol/bundle.js';
 import { ROUTES } from '../../protocol/routes.js';
+import { bundleOf } from '../support/bundles.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { https, jsonRequest } from '../support/https.js';
 import { OpenApiConformance } from '../support/openapi-conformance.js';
@@ -56,6 +58,14 @@ async function until(done: () => Promise<boolean>): Promise<void> {
     assert.ok(Date.now() < deadline, 'the background job did not finish within 20 s');
     await sleep(100);
   }
+}
+
+/** Signatures of the bundle by a key the cloud does not trust. */
+function newBundleSignatures(b: { signatures: { key_id: string; signature: string }[] }) {
+  return b.signatures.map((x) => ({
+    ...x,
+    signature: Buffer.from('forged signature bytes').toString('base64'),
+  }));
 }
 
 /** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
@@ -386,6 +396,35 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     );
     assert.equal(upgraded.json.scanned, 2);
     await asOperator('GET', '/vehicles?next_token=not-a-token', 400);
+    // Installed versions of the targeted ECU, counted over two scan segments: what the registry listing shows.
+    const counted: Record<string, number> = {};
+    for (const segment of [0, 1]) {
+      const page = await asOperator(
+        'GET',
+        `/fleet/versions?ecu=tcu&below=9.0.0&segments=2&segment=${segment}`,
+        200,
+      );
+      assert.equal(page.json.next_token, null);
+      for (const { version, vehicles } of page.json.versions)
+        counted[version] = (counted[version] ?? 0) + vehicles;
+    }
+    const listed: Record<string, number> = {};
+    type Listed = { revoked_at: string | null; ecus: { ecu: string; version: string }[] };
+    for (const v of all.json.vehicles as Listed[]) {
+      const tcu = v.ecus.find((e) => e.ecu === 'tcu');
+      // A revoked vehicle is no campaign's target, so it is not counted.
+      if (tcu && v.revoked_at === null) listed[tcu.version] = (listed[tcu.version] ?? 0) + 1;
+    }
+    assert.ok(
+      (all.json.vehicles as Listed[]).some((v) => v.revoked_at !== null),
+      'one vehicle was revoked above',
+    );
+    assert.deepEqual(counted, listed);
+    assert.ok(Object.keys(counted).length > 0);
+    const none = await asOperator('GET', '/fleet/versions?ecu=tcu&below=0.0.1', 200);
+    assert.deepEqual(none.json.versions, [], 'every vehicle is at or above 0.0.1');
+    await asOperator('GET', '/fleet/versions?ecu=tcu&segment=2&segments=2', 400);
+    await asOperator('GET', '/fleet/versions?below=1.0.0', 400);
     await asOperator('GET', '/vehicles?version=new', 400);
     const history = await asOperator('GET', `/vehicles/${VIN}/history?limit=50`, 200);
     assert.ok(history.json.events.some((e: { status: string }) => e.status === 'downloading'));
@@ -400,6 +439,52 @@ describe('real answers conform to docs/openapi.json', { timeout: 120_000 }, () =
     );
     await asOperator('GET', '/vehicles/1M8GDM9AXKP042788/history', 404);
     await asOperator('GET', `/vehicles/${VIN}/history?limit=0`, 400);
+  });
+
+  it('bundles: stored, read, offered by a campaign and fetched by the vehicle, and refusals', async () => {
+    const img = randomBytes(100 * 1024);
+    const member = await signedRelease(img, {
+      releaseId: 'tcu-3.0.5',
+      version: '3.0.5',
+      signer: releaseKey.signer,
+    });
+    const { published } = await operator.publish(member, img);
+    assert.equal(published?.json.status, 'published');
+    const bundle = await signBundle(bundleOf('tcu-bundle-3-0-5', '3.0.5', [member]), [releaseKey.signer]);
+    const stored = await asOperator('POST', '/bundles', 201, bundle);
+    assert.equal(stored.json.digest, bundleDigest(bundle.bundle));
+    await asOperator('POST', '/bundles', 400, { ...bundle, signatures: newBundleSignatures(bundle) });
+    assert.equal((await asOperator('GET', '/bundles/tcu-bundle-3-0-5', 200)).json.members.length, 1);
+    await asOperator('GET', '/bundles/no-such-bundle', 404);
+    await asVehicle('POST', `/updates/${VIN}/bundle`, 409, { bundle_id: 'tcu-bundle-3-0-5' });
+    const created = await operator.createCampaign({
+      campaign_id: 'bundle-conformance',
+      name: 'bundle conformance',
+      bundle_id: 'tcu-bundle-3-0-5',
+      targets: { vins: [VIN] },
+      policy: { waves: [100], skip_canary: true },
+    });
+    assert.equal(created.json.status, 'created', created.raw.toString());
+    await asOperator('POST', '/campaigns/bundle-conformance/start', 200, {});
+    await until(
+      async () =>
+        (
+          await jsonRequest(
+            cloud.endpoints.api,
+            'POST',
+            `/updates/${VIN}/bundle`,
+            cloud.caCertPem,
+            {
+              bundle_id: 'tcu-bundle-3-0-5',
+            },
+            token,
+          )
+        ).status === 200,
+    );
+    const answer = await asVehicle('POST', `/updates/${VIN}/bundle`, 200, { bundle_id: 'tcu-bundle-3-0-5' });
+    assert.equal(answer.json.members[0].manifest.manifest.release_id, 'tcu-3.0.5');
+    assert.equal(answer.json.rollback, null);
+    await asVehicle('POST', `/updates/${VIN}/bundle`, 400, { bundle_id: '' });
   });
 
   it('every route of ROUTES answered a success that conforms to the document', () => {

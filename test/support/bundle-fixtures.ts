@@ -2,7 +2,13 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { manifestDigest } from '../../protocol/assignment.js';
-import { type Bundle, type BundleConstraint, type SignedBundle, signBundle } from '../../protocol/bundle.js';
+import {
+  type Bundle,
+  type BundleConstraint,
+  bundleOfManifests,
+  type SignedBundle,
+  signBundle,
+} from '../../protocol/bundle.js';
 import {
   digestStream,
   type ReleaseManifest,
@@ -83,23 +89,13 @@ export function bundleOf(
   members: readonly TestRelease[],
   constraints: BundleConstraint[] = [],
 ): Bundle {
-  return {
-    schema: 'ota.bundle/v1',
-    bundle_id: id,
+  return bundleOfManifests(
+    id,
     version,
-    members: members.map((r) => ({
-      ecu: r.manifest.ecu,
-      release_id: r.manifest.release_id,
-      version: r.manifest.version,
-      hardware_ids: r.manifest.hardware_ids,
-      manifest_sha256: r.digest,
-      image_sha256: r.manifest.sha256,
-      size: r.manifest.size,
-    })),
-    install_order: members.map((r) => r.manifest.ecu),
+    members.map((r) => r.manifest),
     constraints,
-    created_at: '2026-12-01T00:00:00.000Z',
-  };
+    '2026-12-01T00:00:00.000Z',
+  );
 }
 
 export async function signedBundle(

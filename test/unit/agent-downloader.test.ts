@@ -242,6 +242,38 @@ describe('Downloader', { timeout: 60_000 }, () => {
     assert.equal(missing.requests.length, 1);
   });
 
+  it('saves the bytes a failing run fetched with its last checkpoint, also a run that verified nothing', async () => {
+    const image = randomBytes(3 * CHUNK);
+    // The first response is cut 1000 bytes into the second chunk; every later one fails (the network is gone).
+    const t = new FakeTransport((req, i) =>
+      i === 0 ? { ...rangeAnswer(image, req), body: [image.subarray(0, CHUNK + 1000)] } : { status: 503 },
+    );
+    const saved: { at: number; received: number; reused: number }[] = [];
+    const j = job(image, {
+      onCheckpoint: async (at, run) =>
+        void saved.push({ at, received: run.bytesReceived, reused: run.bytesReused }),
+    });
+    await assert.rejects(make(t, { maxAttempts: 2 }).download(j), DownloadError);
+    assert.deepEqual(saved.at(-1), { at: CHUNK, received: CHUNK + 1000, reused: 0 });
+    assert.equal(t.delivered, CHUNK + 1000, 'every byte delivered is counted');
+
+    // The next run verifies nothing before it fails: its bytes are saved anyway, at the same resume point.
+    const again = new FakeTransport((req) => ({
+      ...rangeAnswer(image, req),
+      body: [image.subarray(CHUNK, CHUNK + 500)],
+    }));
+    const next: { at: number; received: number }[] = [];
+    await assert.rejects(
+      make(again, { maxAttempts: 1 }).download({
+        ...j,
+        verifiedBytes: CHUNK,
+        onCheckpoint: async (at, run) => void next.push({ at, received: run.bytesReceived }),
+      }),
+      DownloadError,
+    );
+    assert.deepEqual(next, [{ at: CHUNK, received: 500 }]);
+  });
+
   it('retries server errors with backoff and gives up after the attempt budget', async () => {
     const image = randomBytes(CHUNK);
     const runtime = new FakeRuntime();

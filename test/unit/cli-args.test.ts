@@ -152,7 +152,10 @@ describe('parseCommandLine', { timeout: 60_000 }, () => {
     const text = commandHelp(sign);
     assert.match(text, /--hardware-id <id>\.\.\./);
     assert.match(text, /compatible hardware id \(required, repeatable\)/);
-    assert.doesNotMatch(text, /--token-file/, 'signing is offline: no connection options');
+    // Signing calls the API only for --delta-auto (the fleet's versions), so it takes the connection options.
+    assert.match(text, /--token-file <file>/);
+    const keys = COMMANDS.find((c) => c.group === 'keys' && c.name === 'create')!;
+    assert.doesNotMatch(commandHelp(keys), /--token-file/, 'making keys is offline: no connection options');
     const list = COMMANDS.find((c) => c.group === 'firmware' && c.name === 'list')!;
     assert.match(commandHelp(list), /--token-file <file>.*OTA_ADMIN_TOKEN_FILE/);
   });

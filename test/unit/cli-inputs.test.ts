@@ -93,6 +93,32 @@ describe('campaignBody', { timeout: 60_000 }, () => {
     usageError(() => campaignBody({ name: 'x\x1b[2J', 'release-id': 'r', model: 'm' }), /^--name: .*control/);
   });
 
+  it('maps the condition flags to policy.conditions and refuses postponements without a consent deadline', () => {
+    const body = campaignBody({
+      name: 'night',
+      'release-id': 'r',
+      all: true,
+      'consent-deadline': '86400',
+      'max-postponements': '2',
+      'postpone-seconds': '3600',
+      'maintenance-window': '22:00-05:00',
+      network: 'unmetered',
+    });
+    assert.deepEqual(body.policy?.conditions, {
+      consent: { deadline_seconds: 86400, max_postponements: 2, postpone_seconds: 3600 },
+      maintenance_window: { start: '22:00', end: '05:00' },
+      network: 'unmetered',
+    });
+    usageError(
+      () => campaignBody({ name: 'x', 'release-id': 'r', all: true, 'max-postponements': '2' }),
+      /need --consent-deadline/,
+    );
+    usageError(
+      () => campaignBody({ name: 'x', 'release-id': 'r', all: true, 'maintenance-window': '25:00-01:00' }),
+      /HH:MM/,
+    );
+  });
+
   it('refuses a campaign without targets, and names the flag at fault', () => {
     usageError(() => campaignBody({ name: 'x', 'release-id': 'r' }), /choose the targets/);
     usageError(

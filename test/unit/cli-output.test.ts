@@ -155,6 +155,17 @@ describe('render', { timeout: 60_000 }, () => {
     assert.doesNotMatch(text, /^transfer/m, 'no download reported yet');
   });
 
+  it('counts the drivers apart: waiting, postponed, declined, expired are not failures', () => {
+    const text = renderCampaign(
+      campaignView(record, [
+        { completed: 1, awaiting_consent: 1 },
+        { declined: 1, postponed: 1 },
+      ]),
+    ).join('\n');
+    assert.match(text, /^drivers +awaiting consent 1, postponed 1, declined 1 \(not failures\)$/m);
+    assert.doesNotMatch(renderCampaign(campaignView(record, counts)).join('\n'), /^drivers/m);
+  });
+
   it('shows the bytes the downloads fetched and saved across the fleet', () => {
     // Summed from the campaign's counter shards (loadCampaignTotals).
     const view = campaignView(record, [], undefined, {

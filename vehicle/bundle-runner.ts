@@ -1,0 +1,332 @@
+/**
+ * The agent's side of a bundle offer (protocol/bundle-api.ts): an offer whose signed assignment binds a bundle
+ * (ecu BUNDLE_ASSIGNMENT_ECU) is run through BundleInstaller (bundle-install.ts) instead of the single-release
+ * phases. The material (signed bundle, member manifests, any rollback authorisation) comes inline in the offer or
+ * from POST /updates/{vin}/bundle; either way the installer checks all of it against the trust anchors and the
+ * ECU inventory before a byte is downloaded. Members are downloaded by the same verified path as single releases
+ * (chunk digests, whole-image SHA-256; the manifests' OEM signatures and the backend assignment were checked
+ * first), installed in order, activated and confirmed together; the outcome names the member that failed.
+ *
+ * Durability: `current.json` in the bundle folder names the bundle being handled from its acceptance to its
+ * report; the installer's journal settles the ECUs. A restart with a journal settles it (all old or all new) and
+ * reports that; one with no journal (stopped while downloading, no slot written) reports the bundle failed with
+ * nothing installed, and the campaign's retry budget offers it again.
+ */
+import { readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as z from 'zod';
+import { manifestDigest } from '../protocol/assignment.js';
+import { type BundleAnswer, type BundleMaterial, rollbackOfferSchema } from '../protocol/bundle-api.js';
+import type { SignedManifest } from '../protocol/manifest.js';
+import type { UpdateOffer } from '../protocol/offer.js';
+import { type AgentContext, imageFile, partFile, RetryLater } from './agent-context.js';
+import { ensureDir, writeFileAtomic } from './atomic-file.js';
+import { type BundleEcu, BundleInstaller, type BundleOutcome, type EcuProgress } from './bundle-install.js';
+import type { Downloader } from './downloader.js';
+import { AgentError, ApiError } from './errors.js';
+import { describeError } from './logger.js';
+import { appendReport } from './reporter.js';
+import type { VehicleStatus } from './state-store.js';
+import { StaticVehicleState, waitUntilSafe } from './vehicle-state.js';
+
+const currentSchema = z.object({
+  update_id: z.string(),
+  campaign_id: z.string().nullable(),
+  version: z.string(),
+  bundle_id: z.string(),
+  counter: z.number(),
+  offer_digest: z.string(),
+});
+type CurrentBundle = z.infer<typeof currentSchema>;
+
+/** Answers a refusal for OfferAcceptance to settle (reported when the assignment is authentic). */
+export type BundleRefusal = {
+  readonly reason: 'bundle_unavailable' | 'bundle_unsupported' | 'conditions_unsupported';
+  readonly message: string;
+};
+
+export class BundleRunner {
+  private readonly dir: string;
+  /** Download URLs by member release id, from the latest /bundle answer. */
+  private urls = new Map<string, { url: string; expiresAt: number }>();
+
+  constructor(
+    private readonly ctx: AgentContext,
+    private readonly downloader: Downloader,
+  ) {
+    this.dir = join(ctx.options.stateDir, 'bundle');
+  }
+
+  private installer(update_id: string): BundleInstaller {
+    const o = this.ctx.options;
+    let waited = false;
+    const installers: Record<string, BundleEcu> = {};
+    for (const [ecu, i] of Object.entries(o.installers)) {
+      if (typeof (i as Partial<BundleEcu>).switchBackTo === 'function') installers[ecu] = i as BundleEcu;
+    }
+    return new BundleInstaller({
+      dir: this.dir,
+      vin: o.vin,
+      releaseKeys: () => o.trust.releaseKeys,
+      backendKeys: o.trust.backendKeys,
+      hardwareIds: Object.fromEntries(o.ecus.map((e) => [e.ecu, e.hardware_id])),
+      installers,
+      now: () => this.ctx.expiryNow(),
+      fetchImage: (m, signal, onProgress) => this.fetchImage(m, signal, onProgress),
+      onProgress: (p) => void this.progress(update_id, p),
+      beforeStep: async (step, ecu) => {
+        // Every member is downloaded and verified; before the first slot is written the car must be safe to
+        // install, exactly as for a single release (install-phase.ts): parked, battery, no charging, as the policy says.
+        if (step === 'write' && !waited) {
+          waited = true;
+          await this.waitUntilSafe(update_id);
+        }
+        await o.hooks?.beforeBundleStep?.(step, { update_id, ecu });
+      },
+    });
+  }
+
+  /**
+   * Settles a bundle interrupted by the last shutdown, before the ECUs' own recovery (which would switch back
+   * trials the journal decided to keep). Reports what it settled.
+   */
+  async recover(): Promise<void> {
+    const cur = await this.readCurrent();
+    const outcome = await this.installer(cur?.update_id ?? '').recover();
+    if (!cur) return;
+    if (outcome) await this.finish(cur, outcome);
+    else {
+      await this.finish(cur, {
+        status: 'failed',
+        update_id: cur.update_id,
+        bundle_id: cur.bundle_id,
+        reason: 'interrupted before any ECU was written; nothing installed',
+        versions: {},
+      });
+    }
+  }
+
+  /**
+   * Handles an authentic bundle offer (its assignment header verified by the caller). Answers a refusal for the
+   * caller to report, or undefined once the bundle was accepted and run to its outcome (reported here).
+   */
+  async run(offer: UpdateOffer, offerDigest: string): Promise<BundleRefusal | undefined> {
+    const a = offer.assignment.assignment;
+    // The driver-in-the-loop gate (conditions.ts) follows one release's state; a bundle cannot ask for consent or
+    // wait for a window yet, so it must not install without them: refused, as an agent without conditions would.
+    if (a.conditions !== undefined) {
+      return {
+        reason: 'conditions_unsupported',
+        message: 'a bundle with campaign conditions (consent, maintenance window, network) is not installed',
+      };
+    }
+    let material: BundleMaterial;
+    if (offer.bundle) material = offer.bundle;
+    else {
+      const fetched = await this.fetchAnswer(a.release_id);
+      if ('reason' in fetched) return fetched;
+      material = fetched.material;
+    }
+    const lastCounter = this.ctx.store.state.last_counter;
+    const cur: CurrentBundle = {
+      update_id: a.update_id,
+      campaign_id: a.campaign_id,
+      version: a.version,
+      bundle_id: a.release_id,
+      counter: a.counter,
+      offer_digest: offerDigest,
+    };
+    await ensureDir(this.dir);
+    await writeFileAtomic(join(this.dir, 'current.json'), JSON.stringify(cur));
+    this.ctx.emit({ type: 'accepted', update_id: a.update_id, firmware_version: a.version, ecu: a.ecu });
+    const rollback = rollbackOfferSchema.safeParse(material.rollback);
+    const outcome = await this.installer(a.update_id).run(
+      {
+        update_id: a.update_id,
+        campaign_id: a.campaign_id,
+        bundle: material.bundle,
+        assignment: offer.assignment,
+        manifests: material.manifests,
+        ...(rollback.success
+          ? { rollback_authorisation: rollback.data.authorisation, rollback_of: rollback.data.campaign_id }
+          : material.rollback !== undefined
+            ? { rollback_authorisation: material.rollback }
+            : {}),
+      },
+      lastCounter,
+      this.ctx.signal,
+    );
+    await this.finish(cur, outcome);
+    // The verified member images were copied into the slots (or are not needed any more).
+    for (const sm of material.manifests) await rm(imageFile(this.ctx.store, sm.manifest), { force: true });
+    return undefined;
+  }
+
+  private async waitUntilSafe(update_id: string): Promise<void> {
+    const o = this.ctx.options;
+    await waitUntilSafe(o.vehicleState ?? new StaticVehicleState(), o.safety ?? {}, {
+      runtime: this.ctx.runtime,
+      signal: this.ctx.signal,
+      pollMs: o.safety?.pollMs ?? 10_000,
+      onDeferred: (reason) => {
+        this.ctx.logger.info('bundle installation deferred', { update_id, reason });
+        this.ctx.emit({ type: 'deferred', update_id, reason });
+      },
+    });
+  }
+
+  private async fetchAnswer(
+    bundleId: string,
+  ): Promise<{ answer: BundleAnswer; material: BundleMaterial } | BundleRefusal> {
+    const api = this.ctx.options.api;
+    if (!api.bundle) return { reason: 'bundle_unsupported', message: 'this agent has no bundle API' };
+    try {
+      const answer = await api.bundle(bundleId, this.ctx.signal);
+      const now = this.ctx.runtime.now();
+      this.urls = new Map(
+        answer.members.map((m) => [
+          m.release_id,
+          { url: m.download_url, expiresAt: now + m.expires_in * 1000 },
+        ]),
+      );
+      const material: BundleMaterial = {
+        bundle: answer.bundle,
+        manifests: answer.members.map((m) => m.manifest),
+        ...(answer.rollback ? { rollback: answer.rollback } : {}),
+      };
+      return { answer, material };
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      if (err.transient) throw new RetryLater(err.code, err.message, { cause: err });
+      return { reason: 'bundle_unavailable', message: `the backend does not serve the bundle: ${err.code}` };
+    }
+  }
+
+  /** One member downloaded and verified like a single release: chunk digests while fetching, then the whole image. */
+  private async fetchImage(
+    sm: SignedManifest,
+    signal: AbortSignal,
+    onProgress: (percent: number) => void,
+  ): Promise<string> {
+    const m = sm.manifest;
+    const bundleId = (await this.readCurrent())?.bundle_id;
+    const stats = await this.downloader.download({
+      manifest: m,
+      file: partFile(this.ctx.store, m),
+      verifiedBytes: 0,
+      signal,
+      onProgress: (bytes) => onProgress((bytes * 100) / m.size),
+      source: {
+        url: async (refresh) => {
+          const known = this.urls.get(m.release_id);
+          if (!refresh && known && known.expiresAt - 5000 > this.ctx.runtime.now()) return known.url;
+          if (!bundleId) throw new AgentError('bundle_unknown', 'no bundle in progress');
+          const fetched = await this.fetchAnswer(bundleId);
+          if ('reason' in fetched) throw new AgentError(fetched.reason, fetched.message);
+          const fresh = fetched.answer.members.find((x) => x.release_id === m.release_id);
+          if (!fresh || manifestDigest(fresh.manifest.manifest) !== manifestDigest(m)) {
+            throw new AgentError(
+              'manifest_changed',
+              `the backend now serves another manifest for ${m.release_id}`,
+            );
+          }
+          return fresh.download_url;
+        },
+      },
+    });
+    if (stats.sha256 !== m.sha256) {
+      await rm(partFile(this.ctx.store, m), { force: true });
+      throw new AgentError('verification_failed', `whole-image SHA-256 of ${m.ecu} is not the manifest's`);
+    }
+    await rename(partFile(this.ctx.store, m), imageFile(this.ctx.store, m));
+    return imageFile(this.ctx.store, m);
+  }
+
+  /** Per-ECU progress: an event each step; a durable report at the steps an operator needs to see. */
+  private async progress(update_id: string, p: EcuProgress): Promise<void> {
+    this.ctx.emit({ type: 'bundle_progress', update_id, ...p });
+    // Each report stored costs the backend a write: the steps that say where each ECU is (downloaded, switched to
+    // its new image, failed its check, restored); the outcome says the rest.
+    if (!['downloaded', 'activated', 'unhealthy', 'reverted'].includes(p.phase)) return;
+    const cur = await this.readCurrent();
+    if (!cur || this.ctx.killed()) return;
+    const status: VehicleStatus = p.phase === 'downloaded' ? 'downloading' : 'installing';
+    await this.ctx.reporter
+      .status({
+        status,
+        firmware_version: cur.version,
+        campaign_id: cur.campaign_id,
+        update_id: cur.update_id,
+        reason: `${p.ecu} ${p.version} ${p.phase}`,
+      })
+      .catch(() => {});
+  }
+
+  private async finish(cur: CurrentBundle, outcome: BundleOutcome): Promise<void> {
+    const status: VehicleStatus = outcome.status;
+    const versions = Object.entries(outcome.versions)
+      .map(([e, v]) => `${e} ${v}`)
+      .join(', ');
+    const reason =
+      outcome.status === 'completed'
+        ? `bundle ${cur.bundle_id} ${cur.version} installed: ${versions}`
+        : `${outcome.failed_member ? `member ${outcome.failed_member}: ` : ''}${outcome.reason ?? ''}`;
+    const now = this.ctx.runtime.now();
+    // The offer leaves the inbox with its outcome, so a restart in between finds it again and, once the outcome is
+    // recorded in `recent`, drops it as handled.
+    const files = this.ctx.store.state.inbox
+      .filter((i) => i.offer_digest === cur.offer_digest)
+      .map((i) => i.offer_file);
+    await this.ctx.store.update((d) => {
+      d.inbox = d.inbox.filter((i) => i.offer_digest !== cur.offer_digest);
+      // Only a bundle this vehicle acted on moves the counter: a refused, possibly forged offer with a high one
+      // must never silence the genuine offers that follow (as for single releases).
+      if (status !== 'rejected') d.last_counter = Math.max(d.last_counter, cur.counter);
+      for (const [ecu, version] of Object.entries(outcome.versions)) {
+        const e = d.ecus[ecu];
+        if (e) e.version = version;
+      }
+      d.recent.push({
+        update_id: cur.update_id,
+        firmware_version: cur.version,
+        counter: cur.counter,
+        offer_digest: cur.offer_digest,
+        status,
+        reason,
+        at: new Date(now).toISOString(),
+      });
+      appendReport(
+        d,
+        {
+          status,
+          reason,
+          firmware_version: cur.version,
+          campaign_id: cur.campaign_id,
+          update_id: cur.update_id,
+        },
+        now,
+      );
+    });
+    this.ctx.reporter.notify();
+    for (const f of files) await this.ctx.store.deleteOffer(f);
+    await rm(join(this.dir, 'current.json'), { force: true });
+    this.ctx.logger.info('bundle outcome', { update_id: cur.update_id, status, reason });
+    this.ctx.emit({
+      type: 'outcome',
+      update_id: cur.update_id,
+      firmware_version: cur.version,
+      ecu: '@bundle',
+      status,
+      reason,
+    });
+  }
+
+  private async readCurrent(): Promise<CurrentBundle | undefined> {
+    try {
+      return currentSchema.parse(JSON.parse(await readFile(join(this.dir, 'current.json'), 'utf8')));
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ENOENT') return undefined;
+      throw new AgentError('bundle_state_invalid', `bundle state unreadable: ${describeError(err)}`);
+    }
+  }
+}

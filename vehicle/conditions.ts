@@ -1,0 +1,207 @@
+/**
+ * Campaign conditions on the vehicle (protocol/conditions.ts): signed in the assignment, so they are exactly what
+ * the campaign asked. Before anything is downloaded the driver must have accepted (when consent is required) and
+ * the link must be allowed (unmetered only); before installing, the local time must be in the maintenance window.
+ * The gate only waits and asks; the download and install phases are unchanged.
+ *
+ * Consent is durable (state.json `current.consent`): asked -> postponed (bounded, for the signed interval) ->
+ * asked again ... -> given, or the update ends `declined` (the driver said no) or `expired` (the signed deadline
+ * passed). Each question and postponement is reported like any status (awaiting_consent, postponed), so the
+ * operator sees where the fleet waits for its drivers.
+ *
+ * Time: the vehicle's clock and time zone (`conditions.now`, `conditions.timeZone`), not the backend's, since the
+ * window is the car's night, wherever it is. The network is checked before each download run; a run in progress
+ * when the car moves onto a metered link finishes (it resumes anyway, so a stricter cut-off could be added there).
+ */
+import type { UpdateConditions } from '../protocol/conditions.js';
+import { inWindow, localMinutes, minutesUntilWindow } from '../protocol/conditions.js';
+import type { FullOffer } from '../protocol/offer.js';
+import { type AgentContext, reportBase } from './agent-context.js';
+import { AgentError } from './errors.js';
+import { appendReport } from './reporter.js';
+import { Wakeup } from './runtime.js';
+import type { CurrentUpdate } from './state-store.js';
+import type { UpdateOutcomes } from './update-outcome.js';
+
+export type NetworkKind = 'metered' | 'unmetered';
+
+export interface ConditionOptions {
+  /** The vehicle's IANA time zone (from the head unit). @default the system's */
+  readonly timeZone?: string;
+  /** The clock conditions are judged by (the head unit's; tests inject one). @default the agent runtime's */
+  readonly now?: () => number;
+  /** The link the car is on now. @default always unmetered (an integrator without a link type says so) */
+  readonly network?: () => NetworkKind;
+  /** How often a waiting condition is looked at again. @default 30000 */
+  readonly recheckMs?: number;
+}
+
+export type DriverDecision = 'accept' | 'postpone' | 'decline';
+
+/** A driver's answer that does not apply now (no question pending, no postponement left): 409 at the head unit. */
+export class DecisionError extends AgentError {}
+
+export interface ConsentView {
+  readonly state: 'asking' | 'postponed' | 'given';
+  readonly deadline: string;
+  readonly postponements: number;
+  readonly postponements_left: number;
+  readonly ask_again_at: string | null;
+}
+
+export class ConditionGate {
+  private readonly wake = new Wakeup();
+  /** The last waiting reason told (so a wait is announced once, not at every recheck). */
+  private told: string | undefined;
+
+  constructor(
+    private readonly ctx: AgentContext,
+    private readonly outcomes: UpdateOutcomes,
+  ) {}
+
+  private get options(): ConditionOptions {
+    return this.ctx.options.conditions ?? {};
+  }
+
+  now(): number {
+    return this.options.now?.() ?? this.ctx.runtime.now();
+  }
+
+  /** True when the download may run now; false when it waited (or ended the update): the runner comes back. */
+  async beforeDownload(cur: CurrentUpdate, offer: FullOffer): Promise<boolean> {
+    const c = offer.assignment.assignment.conditions;
+    if (!c) return true;
+    if (c.consent && cur.consent?.state !== 'given') {
+      await this.consent(cur, c.consent);
+      return false;
+    }
+    if (c.network === 'unmetered' && (this.options.network?.() ?? 'unmetered') === 'metered') {
+      await this.waitFor(cur, 'waiting for an unmetered network (the campaign allows no metered download)');
+      return false;
+    }
+    return true;
+  }
+
+  /** True when the install may start now (inside the maintenance window, in the vehicle's local time). */
+  async beforeInstall(cur: CurrentUpdate, offer: FullOffer): Promise<boolean> {
+    const window = offer.assignment.assignment.conditions?.maintenance_window;
+    if (!window) return true;
+    const minutes = localMinutes(this.now(), this.timeZone());
+    if (inWindow(minutes, window)) return true;
+    const opensIn = minutesUntilWindow(minutes, window);
+    await this.waitFor(
+      cur,
+      `waiting for the maintenance window ${window.start}-${window.end} (local time; opens in ${opensIn} min)`,
+    );
+    return false;
+  }
+
+  timeZone(): string {
+    return this.options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+  }
+
+  /** The consent question of the update in progress, for the head unit; undefined when none is asked. */
+  consentView(cur: CurrentUpdate, c: UpdateConditions | undefined): ConsentView | undefined {
+    if (!c?.consent) return undefined;
+    const st = cur.consent;
+    const used = st?.postponements ?? 0;
+    return {
+      state: st?.state ?? 'asking',
+      deadline: c.consent.deadline,
+      postponements: used,
+      postponements_left: Math.max(0, c.consent.max_postponements - used),
+      ask_again_at: st?.state === 'postponed' ? (st.ask_at ?? null) : null,
+    };
+  }
+
+  /**
+   * The driver's answer to the pending question. accept: the download may start; postpone: asked again after the
+   * signed interval, within the signed number of postponements; decline: the update ends `declined`.
+   */
+  async decide(decision: DriverDecision, c: UpdateConditions | undefined): Promise<void> {
+    const cur = this.ctx.store.state.current;
+    const consent = c?.consent;
+    if (!cur || !consent || cur.consent === undefined || cur.consent.state === 'given') {
+      throw new DecisionError('no_question', 'no update is waiting for the driver');
+    }
+    const now = this.now();
+    if (decision === 'decline') {
+      await this.outcomes.finish(cur, 'declined', 'declined by the driver');
+    } else if (decision === 'accept') {
+      await this.ctx.store.update((d) => {
+        if (d.current?.consent) d.current.consent = { ...d.current.consent, state: 'given' };
+      });
+      this.ctx.logger.info('the driver accepted the update', { update_id: cur.update_id });
+    } else {
+      const used = cur.consent.postponements;
+      if (cur.consent.state === 'postponed')
+        throw new DecisionError('already_postponed', 'already postponed');
+      if (used >= consent.max_postponements || consent.postpone_seconds === undefined) {
+        throw new DecisionError(
+          'postpone_limit',
+          `no postponement left (${consent.max_postponements} allowed): accept or decline`,
+        );
+      }
+      const askAt = new Date(now + consent.postpone_seconds * 1000).toISOString();
+      await this.ctx.store.update((d) => {
+        if (!d.current) return;
+        d.current.consent = { state: 'postponed', postponements: used + 1, ask_at: askAt };
+        appendReport(
+          d,
+          { status: 'postponed', ...reportBase(cur), reason: `postponed by the driver until ${askAt}` },
+          this.ctx.runtime.now(),
+        );
+      });
+      this.ctx.reporter.notify();
+    }
+    this.ctx.emit({ type: 'consent', update_id: cur.update_id, decision });
+    this.told = undefined;
+    this.wake.notify();
+  }
+
+  private async consent(
+    cur: CurrentUpdate,
+    consent: NonNullable<UpdateConditions['consent']>,
+  ): Promise<void> {
+    const now = this.now();
+    const deadline = Date.parse(consent.deadline);
+    if (now >= deadline) {
+      await this.outcomes.finish(cur, 'expired', `the driver did not accept before ${consent.deadline}`);
+      return;
+    }
+    const st = cur.consent;
+    if (!st || (st.state === 'postponed' && st.ask_at !== undefined && now >= Date.parse(st.ask_at))) {
+      await this.ctx.store.update((d) => {
+        if (!d.current) return;
+        d.current.consent = { state: 'asking', postponements: st?.postponements ?? 0 };
+        appendReport(d, { status: 'awaiting_consent', ...reportBase(cur) }, this.ctx.runtime.now());
+      });
+      this.ctx.reporter.notify();
+      this.ctx.logger.info('asking the driver', { update_id: cur.update_id, deadline: consent.deadline });
+      this.ctx.emit({ type: 'consent', update_id: cur.update_id, decision: 'ask' });
+      return;
+    }
+    const until = Math.min(deadline, st.ask_at ? Date.parse(st.ask_at) : deadline);
+    await this.pause(until - now);
+  }
+
+  private async waitFor(cur: CurrentUpdate, reason: string): Promise<void> {
+    if (this.told !== reason) {
+      this.told = reason;
+      this.ctx.logger.info('update waits for its conditions', { update_id: cur.update_id, reason });
+      this.ctx.emit({ type: 'deferred', update_id: cur.update_id, reason });
+    }
+    await this.pause(Number.POSITIVE_INFINITY);
+  }
+
+  /** Waits for a decision, the recheck interval or `ms`, whichever comes first. */
+  private pause(ms: number): Promise<void> {
+    const wait = Math.max(1, Math.min(ms, this.options.recheckMs ?? 30_000));
+    return this.wake.wait(this.ctx.runtime, wait, this.ctx.signal);
+  }
+
+  /** Something changed outside (network, clock set): look again now. */
+  recheck(): void {
+    this.wake.notify();
+  }
+}
