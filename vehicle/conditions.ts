@@ -96,6 +96,12 @@ export class ConditionGate {
     return false;
   }
 
+  /** Whether the maintenance window (if any) is open now, without waiting. */
+  installAllowedNow(offer: FullOffer): boolean {
+    const window = offer.assignment.assignment.conditions?.maintenance_window;
+    return !window || inWindow(localMinutes(this.now(), this.timeZone()), window);
+  }
+
   timeZone(): string {
     return this.options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
   }

@@ -27,7 +27,12 @@ export class InstallPhase {
     private readonly outcomes: UpdateOutcomes,
   ) {}
 
-  async install(cur: CurrentUpdate, offer: FullOffer): Promise<void> {
+  /**
+   * `allowed` says whether the campaign's conditions still let the install start (the maintenance window): it is
+   * asked again once the car is safe, since waiting to park can outlast the window; false leaves the update
+   * verified, and the runner waits for the window again.
+   */
+  async install(cur: CurrentUpdate, offer: FullOffer, allowed: () => boolean = () => true): Promise<void> {
     const store = this.ctx.store;
     const m = offer.manifest.manifest;
     const installer = this.ctx.options.installers[cur.ecu];
@@ -74,6 +79,13 @@ export class InstallPhase {
         },
       },
     );
+
+    if (!allowed()) {
+      this.ctx.logger.info('safe to install only after the maintenance window closed', {
+        firmware_version: m.version,
+      });
+      return;
+    }
 
     if (await this.cancelledByBackend(cur)) {
       await this.outcomes.finishAndClean(

@@ -160,7 +160,7 @@ export class UpdateRunner {
         return this.downloads.verify(cur, offer);
       case 'verified':
         if (!(await this.gate.beforeInstall(cur, offer))) return;
-        return this.installs.install(cur, offer);
+        return this.installs.install(cur, offer, () => this.gate.installAllowedNow(offer));
       case 'installing':
         return this.installs.install(cur, offer);
     }

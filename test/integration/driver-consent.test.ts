@@ -267,6 +267,37 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     assertVehicleRuns(v.dir, '3.0.1', rel.image);
   });
 
+  it('does not start an install after the window closed while it waited for the car to be parked', async () => {
+    let now = Date.parse('2026-12-04T02:30:00Z');
+    let parked = false;
+    const v = await vehicleWithHeadUnit('1HGCM82633A160007', {
+      conditions: { now: () => now, timeZone: 'UTC', recheckMs: 100 },
+      vehicleState: { read: async () => ({ parked, batteryPercent: 90 }) },
+      safety: { pollMs: 100 },
+    });
+    await campaign('window-park', [v.agent.vin], { maintenance_window: { start: '02:00', end: '04:00' } });
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /park/i.test(e.reason),
+      20_000,
+      'the install to wait for the car to be parked, inside the window',
+    );
+    // The window closes while the car is driven; it is parked only afterwards.
+    now = Date.parse('2026-12-04T04:30:00Z');
+    parked = true;
+    // Inside the window the car only waited to be parked: a deferral for the window comes after it closed.
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /maintenance window/.test(e.reason),
+      20_000,
+      'the install to wait for the next window',
+    );
+    assert.equal(v.agent.state?.current?.phase, 'verified', 'not installed outside the window');
+    assert.ok(!v.events.events.some((e) => e.type === 'outcome'), 'no outcome outside the window');
+    now = Date.parse('2026-12-05T02:10:00Z');
+    assert.equal((await v.events.outcome('3.0.1')).status, 'completed');
+    await v.agent.whenIdle();
+    assertVehicleRuns(v.dir, '3.0.1', rel.image);
+  });
+
   it('an unmetered-only campaign waits until the network is unmetered', async () => {
     let network: 'metered' | 'unmetered' = 'metered';
     const v = await vehicleWithHeadUnit('1HGCM82633A160005', {
