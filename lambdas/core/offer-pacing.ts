@@ -18,7 +18,6 @@
  */
 import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
 import { conditionsForOffer } from '../../protocol/conditions.js';
-import type { SignedManifest } from '../../protocol/manifest.js';
 import { offerFor } from '../../protocol/offer.js';
 import {
   countMove,

@@ -78,7 +78,10 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
           assert.equal(model.ContentType, 'application/json');
           const schema = model.Schema as Record<string, unknown>;
           // What a client may send: a field with a default is optional (io: input), as the stack's model says.
-          const expected = z.toJSONSchema(body, { target: 'draft-04', io: 'input' }) as Record<string, unknown>;
+          const expected = z.toJSONSchema(body, { target: 'draft-04', io: 'input' }) as Record<
+            string,
+            unknown
+          >;
           assert.equal(schema.$schema, 'http://json-schema.org/draft-04/schema#');
           assert.equal(schema.type, 'object');
           assert.equal(schema.additionalProperties, false);
