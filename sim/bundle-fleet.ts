@@ -12,17 +12,13 @@
  * power after the bundle was decided but before it was confirmed (all new on reboot), and 10% lose power there
  * while the body controller's bootloader spends its boots and gives the trial up (all old on reboot).
  */
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
-import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { manifestDigest } from '../protocol/assignment.js';
 import { type Bundle, bundleOfManifests, signBundle } from '../protocol/bundle.js';
 import type { SignedManifest } from '../protocol/manifest.js';
 import { signRollbackAuthorisation } from '../protocol/rollback.js';
-import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
 import type { EcuConfig } from '../vehicle/agent.js';
 import { registerVehicle } from '../vehicle/api-client.js';
 import { NodeHttpsTransport } from '../vehicle/http-transport.js';
@@ -30,6 +26,7 @@ import { FileSlotInstaller } from '../vehicle/installer.js';
 import { ensureIdentity, saveCertificate } from '../vehicle/provisioning.js';
 import { type CreatedAgent, createVehicleAgent, ecuDir, identityDir } from '../vehicle/setup.js';
 import { pool, SimOperator, sleep } from './operator.js';
+import { startSimCloud } from './sim-cloud.js';
 
 export interface BundleFleetOptions {
   readonly vehicles: number;
@@ -87,31 +84,13 @@ export async function runBundleFleet(options: BundleFleetOptions): Promise<Bundl
   const deadline = Date.now() + (options.timeoutMs ?? 900_000);
   const injected: Record<string, number> = {};
   process.env.VEHICLE_RATE_PER_MINUTE ??= '100000';
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-  const releaseSigner = new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
-  const releasePub = await releaseSigner.publicKeyPem();
-  const cloud: LocalCloud = await startLocalCloud({
-    dataDir: join(root, 'cloud'),
-    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
-    releasePublicKeys: [releasePub],
-    campaignTickMs: 1000,
-    throttle: { ratePerSecond: 100_000, burst: 100_000 },
-    functionSettings: { 'operator-api': { ...FUNCTION_SETTINGS['operator-api'], timeoutSeconds: 29 } },
-    logger: { warn() {}, error: (m, e) => log(`gateway error: ${m} ${JSON.stringify(e)}`) },
-  });
+  const { cloud, releaseSigner, trust } = await startSimCloud(root, log);
   const agents = new Map<string, CreatedAgent>();
   try {
     const ca = cloud.caCertPem;
     const api = cloud.endpoints.api;
     const operator = new SimOperator(api, ca, cloud.adminToken);
     const http = new NodeHttpsTransport({ ca });
-    const backendPub = createPublicKey(readFileSync(cloud.signingKeyFile, 'utf8'))
-      .export({ type: 'spki', format: 'pem' })
-      .toString();
-    const trust = {
-      releaseKeys: trustedKeysFromPems([releasePub]),
-      backendKeys: trustedKeysFromPems([backendPub]),
-    };
     await operator.warmUp(4, deadline);
 
     log('publishing 6 releases and 2 bundles');

@@ -10,14 +10,11 @@
  * not just counted as injected (sim/fault-probes.ts): bytes pulled per vehicle, state files found on reboot,
  * connections to the restarted broker and offers it delivered, messages the broker and the ingest saw twice.
  */
-import { createPublicKey, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { isTerminal } from '../lambdas/core/update-state.js';
-import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
-import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
 import type { EcuConfig } from '../vehicle/agent.js';
 import { registerVehicle } from '../vehicle/api-client.js';
 import { DirectHttpsTransport } from '../vehicle/direct-https.js';
@@ -34,6 +31,7 @@ import {
   type StampedEvent,
 } from './fault-probes.js';
 import { SIM_CHUNK as CHUNK, pool, SimOperator, sleep } from './operator.js';
+import { startSimCloud } from './sim-cloud.js';
 
 export interface FleetOptions {
   readonly vehicles: number;
@@ -108,24 +106,7 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
   const deadline = Date.now() + (options.timeoutMs ?? 600_000);
   const injected: Record<string, number> = {};
   process.env.VEHICLE_RATE_PER_MINUTE ??= '100000';
-  const { privateKey } = await import('node:crypto').then((c) =>
-    c.generateKeyPairSync('ec', { namedCurve: 'prime256v1' }),
-  );
-  const releaseSigner = new KeyFileSigner(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
-  const releasePub = await releaseSigner.publicKeyPem();
-
-  const cloud: LocalCloud = await startLocalCloud({
-    dataDir: join(root, 'cloud'),
-    ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
-    releasePublicKeys: [releasePub],
-    campaignTickMs: 1000,
-    throttle: { ratePerSecond: 100_000, burst: 100_000 },
-    // Creating one campaign for the whole simulated fleet makes about 4 DynamoDB emulator calls per vehicle, which
-    // outlasts the deployed 10 s on a loaded machine long before DynamoDB would: the operator function gets API
-    // Gateway's 29 s here. Every other function keeps its deployed timeout and memory.
-    functionSettings: { 'operator-api': { ...FUNCTION_SETTINGS['operator-api'], timeoutSeconds: 29 } },
-    logger: { warn() {}, error: (m, e) => log(`gateway error: ${m} ${JSON.stringify(e)}`) },
-  });
+  const { cloud, releaseSigner, trust } = await startSimCloud(root, log);
   const agents = new Map<string, CreatedAgent>();
   const transports = new Map<string, DownloadProbe>();
   const brokerProbe = new BrokerProbe(cloud.broker);
@@ -140,15 +121,6 @@ export async function runFleet(options: FleetOptions): Promise<FleetSummary> {
     const publishRelease = (version: string, image: Buffer) =>
       operator.publishRelease(releaseSigner, version, image);
     const http = new NodeHttpsTransport({ ca });
-
-    // Trust anchors as a factory would provision them: the OEM release key and the backend's public key.
-    const backendPub = createPublicKey(readFileSync(cloud.signingKeyFile, 'utf8'))
-      .export({ type: 'spki', format: 'pem' })
-      .toString();
-    const trust = {
-      releaseKeys: trustedKeysFromPems([releasePub]),
-      backendKeys: trustedKeysFromPems([backendPub]),
-    };
 
     await operator.warmUp(4, deadline);
     log(`registering ${options.vehicles} vehicles`);
