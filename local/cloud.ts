@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { DynamoAuditLog } from '../lambdas/adapters/dynamo-audit.js';
-import { documentClient } from '../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../lambdas/adapters/dynamo-common.js';
 import {
   type OperationDelta,
   type OperationsSnapshot,

@@ -5,7 +5,7 @@
  */
 import { type DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { ChallengeRepository } from '../core/ports.js';
-import { conditionally } from './dynamo-repositories.js';
+import { conditionally } from './dynamo-common.js';
 
 export class DynamoChallengeRepository implements ChallengeRepository {
   constructor(

@@ -11,7 +11,7 @@ import type { CounterRepository, PacerState, TransferTotals } from '../core/port
 
 const TRANSFER_KEYS = ['downloads', 'fetched', 'reused', 'image'] as const;
 
-import { conditionally } from './dynamo-repositories.js';
+import { conditionally } from './dynamo-common.js';
 
 /** The key of one counter shard item. */
 export function counterKey(campaignId: string, wave: number, shard: number): { key: string; shard: string } {

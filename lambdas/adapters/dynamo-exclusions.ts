@@ -1,7 +1,7 @@
 /** Campaign exclusions in their own table: one item per campaign x VIN, written one by one, listed a page at a time. */
 import { type DynamoDBDocumentClient, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import type { Exclusion, ExclusionRepository, Page } from '../core/ports.js';
-import { conditionally } from './dynamo-repositories.js';
+import { conditionally } from './dynamo-common.js';
 import { decodePageToken, encodePageToken } from './page-token.js';
 
 /**

@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { ProofStep, SignedFreshness } from '../../protocol/freshness.js';
 import type { FreshnessAlertRecord, FreshnessRepository } from '../core/ports.js';
-import { decodeCursor, encodeCursor, isConditionFailure } from './dynamo-repositories.js';
+import { decodeCursor, encodeCursor, isConditionFailure } from './dynamo-common.js';
 
 const STATEMENT_KEY = 'statement';
 const bucketKey = (sequence: number, index: number) => `bucket#${sequence}#${index}`;

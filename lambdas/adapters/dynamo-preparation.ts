@@ -6,7 +6,7 @@
  */
 import { type DynamoDBDocumentClient, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import type { PreparationRepository, SegmentState } from '../core/ports.js';
-import { conditionally } from './dynamo-repositories.js';
+import { conditionally } from './dynamo-common.js';
 
 const keyOf = (campaignId: string, segment: number) => `${campaignId}#prep#${segment}`;
 

@@ -16,19 +16,16 @@ import { FreshnessService } from '../core/freshness.js';
 import { systemClock } from '../core/ports.js';
 import { clientConfig } from './aws-clients.js';
 import { DynamoAuditLog } from './dynamo-audit.js';
+import { DynamoCampaignRepository } from './dynamo-campaigns.js';
 import { DynamoChallengeRepository } from './dynamo-challenges.js';
+import { documentClient } from './dynamo-common.js';
 import { DynamoCounterRepository } from './dynamo-counters.js';
 import { DynamoExclusionRepository } from './dynamo-exclusions.js';
 import { DynamoFreshnessRepository } from './dynamo-freshness.js';
 import { DynamoPreparationRepository } from './dynamo-preparation.js';
-import {
-  DynamoBundleRepository,
-  DynamoCampaignRepository,
-  DynamoReleaseRepository,
-  DynamoUpdateRepository,
-  DynamoVehicleRepository,
-  documentClient,
-} from './dynamo-repositories.js';
+import { DynamoBundleRepository, DynamoReleaseRepository } from './dynamo-releases.js';
+import { DynamoUpdateRepository } from './dynamo-updates.js';
+import { DynamoVehicleRepository } from './dynamo-vehicles.js';
 import { counted, countingMode } from './operation-counter.js';
 import { S3ObjectStore } from './s3-object-store.js';
 import { CountingSigner, KmsSigner } from './signers.js';

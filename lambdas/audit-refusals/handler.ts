@@ -5,7 +5,7 @@
  * refused by the table's condition and counted as duplicates.
  */
 import type { CloudWatchLogsEvent } from 'aws-lambda';
-import { isConditionFailure } from '../adapters/dynamo-repositories.js';
+import { isConditionFailure } from '../adapters/dynamo-common.js';
 import { instrumented } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { appendRefusals, decodeSubscription, refusalEntries } from '../core/audit-refusals.js';

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
 import type { InstallStep, VehicleAgent } from '../../vehicle/agent.js';
 import { createVehicleAgent } from '../../vehicle/setup.js';
 import { StaticVehicleState } from '../../vehicle/vehicle-state.js';

@@ -13,12 +13,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import {
-  DynamoCampaignRepository,
-  DynamoUpdateRepository,
-  DynamoVehicleRepository,
-  documentClient,
-} from '../../lambdas/adapters/dynamo-repositories.js';
+import { DynamoCampaignRepository } from '../../lambdas/adapters/dynamo-campaigns.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
+import { DynamoUpdateRepository } from '../../lambdas/adapters/dynamo-updates.js';
+import { DynamoVehicleRepository } from '../../lambdas/adapters/dynamo-vehicles.js';
 import { CampaignCanceller } from '../../lambdas/core/campaign-cancel.js';
 import { shuffleKey } from '../../lambdas/core/campaigns.js';
 import { FUNCTION_SETTINGS } from '../../lambdas/core/functions.js';

@@ -14,7 +14,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import mqtt, { type IPublishPacket } from 'mqtt';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
 import type { AgentEvent } from '../../vehicle/agent.js';
 import { FRESHNESS_FILE } from '../../vehicle/freshness.js';
 import type { MqttClientFactory } from '../../vehicle/mqtt-session.js';

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { DynamoUpdateRepository, documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
+import { DynamoUpdateRepository } from '../../lambdas/adapters/dynamo-updates.js';
 import { UpdateHistoryReader } from '../../lambdas/core/update-history.js';
 import { StaticVehicleState } from '../../vehicle/vehicle-state.js';
 import {

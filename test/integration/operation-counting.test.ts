@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { BatchGetCommand, BatchWriteCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
 import { counted, diffOperations, shapeOperations } from '../../lambdas/adapters/operation-counter.js';
 import { startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, TestVehicle } from '../support/fleet.js';

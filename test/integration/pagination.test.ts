@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
-import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
 import { type LocalCloud, startLocalCloud } from '../../local/cloud.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 

@@ -6,14 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { clientConfig } from '../../lambdas/adapters/aws-clients.js';
+import { DynamoCampaignRepository } from '../../lambdas/adapters/dynamo-campaigns.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
 import { DynamoCounterRepository } from '../../lambdas/adapters/dynamo-counters.js';
-import {
-  DynamoCampaignRepository,
-  DynamoReleaseRepository,
-  DynamoUpdateRepository,
-  DynamoVehicleRepository,
-  documentClient,
-} from '../../lambdas/adapters/dynamo-repositories.js';
+import { DynamoReleaseRepository } from '../../lambdas/adapters/dynamo-releases.js';
+import { DynamoUpdateRepository } from '../../lambdas/adapters/dynamo-updates.js';
+import { DynamoVehicleRepository } from '../../lambdas/adapters/dynamo-vehicles.js';
 import { CampaignEngine } from '../../lambdas/core/campaign-engine.js';
 import { OfferWorker } from '../../lambdas/core/offer-pacing.js';
 import { type Clock, type OfferPublisher, type OfferQueue, systemClock } from '../../lambdas/core/ports.js';

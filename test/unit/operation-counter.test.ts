@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { KMSClient, SignCommand } from '@aws-sdk/client-kms';
 import { BatchWriteCommand, PutCommand, TransactWriteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { documentClient } from '../../lambdas/adapters/dynamo-repositories.js';
+import { documentClient } from '../../lambdas/adapters/dynamo-common.js';
 import {
   counted,
   diffOperations,
