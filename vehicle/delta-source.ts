@@ -22,30 +22,32 @@ export interface DeltaSource {
 }
 
 /**
- * The installed image opened as the delta's base, after one streaming pass proves it is the image the delta names
- * (size and SHA-256): a base changed since its install would rebuild chunks that fail; it is refused here with the
- * reason instead. Throws with that reason.
+ * The installed image opened as the delta's base. Only its size is checked here: hashing the whole base before the
+ * first frame cost as much CPU as decoding the delta (bench:delta). A base whose bytes changed since its install
+ * rebuilds chunks that fail their digest; the downloader then hashes the base once (baseDigest) to tell a damaged
+ * base (fall back to the frames, with the reason) from a damaged delta (a corrupt download). Throws with the reason.
  */
-export async function openDeltaBase(
-  path: string,
-  entry: DeltaEntry,
-  signal: AbortSignal,
-): Promise<FileHandle> {
-  const h = createHash('sha256');
-  let size = 0;
+export async function openDeltaBase(path: string, entry: DeltaEntry): Promise<FileHandle> {
+  let fh: FileHandle;
+  let size: number;
   try {
-    for await (const d of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
-      h.update(d as Buffer);
-      size += (d as Buffer).length;
-    }
+    fh = await open(path, 'r');
+    size = (await fh.stat()).size;
   } catch (err) {
-    if (signal.aborted) throw err;
     throw new Error(`the installed image cannot be read (${(err as { code?: string }).code ?? 'error'})`);
   }
-  if (size !== entry.base_size || h.digest('hex') !== entry.base_sha256) {
+  if (size !== entry.base_size) {
+    await fh.close();
     throw new Error(`the installed image is not the ${entry.from_version} image the delta was built from`);
   }
-  return open(path, 'r');
+  return fh;
+}
+
+/** SHA-256 of a file, hex: one streaming pass. */
+export async function fileDigest(path: string, signal: AbortSignal): Promise<string> {
+  const h = createHash('sha256');
+  for await (const d of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) h.update(d as Buffer);
+  return h.digest('hex');
 }
 
 /**
@@ -66,13 +68,17 @@ export async function* deltaPieces(
   if (first >= last) return;
   const body = network(t.objectOffset[first]!, t.objectOffset[last]! - 1);
   let done = first;
+  // One window buffer for the whole request (the codec copies the dictionary it is given), at most MAX_DELTA_WINDOW.
+  let windowBuffer: Buffer | undefined;
   for await (const [k, frame] of collectFrames((i) => t.stored[i]!, first, last, body)) {
     const size = Math.min(m.chunk_size, m.size - k * m.chunk_size);
     if (t.raw[k]) {
       yield frame;
     } else {
-      const window = Buffer.allocUnsafe(t.windowLength[k]!);
-      const { bytesRead } = await d.base.read(window, 0, window.length, t.windowOffset[k]!);
+      const length = t.windowLength[k]!;
+      if (!windowBuffer || windowBuffer.length < length) windowBuffer = Buffer.allocUnsafe(length);
+      const window = windowBuffer.subarray(0, length);
+      const { bytesRead } = await d.base.read(window, 0, length, t.windowOffset[k]!);
       // A base cut short since it was checked: the chunk decodes to something else and fails its digest.
       const out = d.codec.decompress(frame, window.subarray(0, bytesRead), size);
       stats.bytesReused += size - frame.length;
