@@ -21,7 +21,12 @@ export interface WorkerJob {
   /** Downloader settings to try instead of the agent's defaults (bench flags). */
   readonly options?: Pick<
     DownloaderOptions,
-    'requestBytes' | 'flushEveryBytes' | 'writeBufferBytes' | 'writesInFlight' | 'syncOnComplete'
+    | 'requestBytes'
+    | 'flushEveryBytes'
+    | 'writeBufferBytes'
+    | 'writesInFlight'
+    | 'syncOnComplete'
+    | 'decodeWorker'
   > & { readonly readAheadBytes?: number };
   /**
    * The installed image to reuse chunks from (a compressed release; bench/delta.ts), and the file of the chunk index

@@ -11,14 +11,17 @@ import { type FileHandle, open } from 'node:fs/promises';
 import type { DeltaEntry, DeltaTable, DictCodec } from '../protocol/delta.js';
 import { collectFrames } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
-import type { TransferStats } from './frame-source.js';
+import type { DecodeWorker } from './decode-worker.js';
+import { pipelined } from './decode-worker.js';
+import { isNetworkFailure, type TransferStats } from './frame-source.js';
 import { Transient } from './range-fetch.js';
 
 export interface DeltaSource {
   readonly table: DeltaTable;
   readonly codec: DictCodec;
-  /** The installed image the delta was built from (its digest checked when opened). */
+  /** The installed image the delta was built from (its size checked when opened), and its path. */
   readonly base: FileHandle;
+  readonly path: string;
 }
 
 /**
@@ -61,6 +64,7 @@ export async function* deltaPieces(
   end: number,
   network: (from: number, to: number) => AsyncIterable<Uint8Array>,
   stats: TransferStats,
+  decoder?: DecodeWorker,
 ): AsyncGenerator<Buffer> {
   const t = d.table;
   const first = offset / m.chunk_size;
@@ -68,22 +72,38 @@ export async function* deltaPieces(
   if (first >= last) return;
   const body = network(t.objectOffset[first]!, t.objectOffset[last]! - 1);
   let done = first;
-  // One window buffer for the whole request (the codec copies the dictionary it is given), at most MAX_DELTA_WINDOW.
+  // On this thread: one window buffer for the whole request (the codec copies the dictionary it is given).
   let windowBuffer: Buffer | undefined;
-  for await (const [k, frame] of collectFrames((i) => t.stored[i]!, first, last, body)) {
+  /** Chunk k's window of the base. */
+  const readWindow = async (k: number): Promise<Buffer> => {
+    const length = t.windowLength[k]!;
+    if (!windowBuffer || windowBuffer.length < length) windowBuffer = Buffer.allocUnsafe(length);
+    const { bytesRead } = await d.base.read(windowBuffer, 0, length, t.windowOffset[k]!);
+    // A base cut short since it was opened: the chunk decodes to something else and fails its digest.
+    return windowBuffer.subarray(0, bytesRead);
+  };
+  const rebuild = async ([k, frame]: [number, Buffer]): Promise<[number, Buffer]> => {
     const size = Math.min(m.chunk_size, m.size - k * m.chunk_size);
-    if (t.raw[k]) {
-      yield frame;
-    } else {
-      const length = t.windowLength[k]!;
-      if (!windowBuffer || windowBuffer.length < length) windowBuffer = Buffer.allocUnsafe(length);
-      const window = windowBuffer.subarray(0, length);
-      const { bytesRead } = await d.base.read(window, 0, length, t.windowOffset[k]!);
-      // A base cut short since it was checked: the chunk decodes to something else and fails its digest.
-      const out = d.codec.decompress(frame, window.subarray(0, bytesRead), size);
-      stats.bytesReused += size - frame.length;
-      yield Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+    if (t.raw[k]) return [k, frame];
+    stats.bytesReused += size - frame.length;
+    if (decoder) {
+      // The worker reads the window itself, straight into the decoder's memory.
+      const window = { path: d.path, offset: t.windowOffset[k]!, length: t.windowLength[k]! };
+      return [k, await decoder.decode([{ stored: frame, size, raw: false }], window)];
     }
+    const out = d.codec.decompress(frame, await readWindow(k), size);
+    return [k, Buffer.from(out.buffer, out.byteOffset, out.byteLength)];
+  };
+  const frames = collectFrames((i) => t.stored[i]!, first, last, body);
+  // Two chunks ahead at most with a worker: each holds a window (up to MAX_DELTA_WINDOW) and a chunk.
+  const chunks = decoder
+    ? pipelined(frames, rebuild, 2, isNetworkFailure)
+    : (async function* () {
+        for await (const f of frames) yield await rebuild(f);
+      })();
+  for await (const [k, chunk] of chunks) {
+    yield chunk;
+    if (decoder && !t.raw[k]) decoder.recycle(chunk); // the consumer copied what it keeps
     done = k + 1;
   }
   if (done === last) return;

@@ -22,6 +22,7 @@ import type { ReleaseManifest } from '../protocol/manifest.js';
 import { loadZstd } from '../protocol/zstd.js';
 import { backoffDelay } from './backoff.js';
 import { type ChunkIndex, chunkIndexOfTable } from './base-index.js';
+import { DecodeWorker } from './decode-worker.js';
 import { fileDigest, openDeltaBase } from './delta-source.js';
 import type { DownloadJob } from './downloader.js';
 import { DownloadError } from './errors.js';
@@ -67,6 +68,8 @@ export async function choosePath(
     url.refresh,
   );
   const layout = new FrameLayout(table, await loadZstd());
+  // Closed by the downloader with the layout's files.
+  if (d.options.decodeWorker ?? true) layout.decoder = DecodeWorker.start();
   const index = chunkIndexOfTable(table);
   const base = job.base;
   if (!base || verified >= m.size) return { layout, index, ...(fallback !== undefined ? { fallback } : {}) };
@@ -78,6 +81,7 @@ export async function choosePath(
       try {
         layout.delta = {
           base: fh,
+          path: base.path,
           codec: await loadDictCodec(),
           table: await withRetries(
             d,

@@ -82,6 +82,11 @@ export interface DownloaderOptions {
   readonly syncOnComplete?: boolean;
   /** File writes allowed in flight at once (memory held: this x writeBufferBytes). @default 2 */
   readonly writesInFlight?: number;
+  /**
+   * Decode compressed frames and deltas on a worker thread, beside the hashing on this one (decode-worker.ts);
+   * false decodes on this thread. @default true
+   */
+  readonly decodeWorker?: boolean;
 }
 
 export interface DownloadSource {
@@ -392,6 +397,7 @@ export class Downloader {
       await fh.close().catch(() => {});
       await layout?.base?.fh.close().catch(() => {});
       await layout?.delta?.base.close().catch(() => {});
+      await layout?.decoder?.close().catch(() => {});
     }
   }
 }

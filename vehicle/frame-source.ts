@@ -10,6 +10,7 @@ import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { ProtocolError } from '../protocol/errors.js';
 import {
+  collectFrames,
   decodeFrames,
   type FrameTable,
   frameStartingAt,
@@ -19,12 +20,20 @@ import {
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { ZstdCodec } from '../protocol/zstd.js';
 import { type ChunkIndex, chunkIndexOf, chunkOffsets } from './base-index.js';
+import type { DecodeWorker } from './decode-worker.js';
+import { batches, pipelined } from './decode-worker.js';
 import { type DeltaSource, deltaPieces } from './delta-source.js';
 import { AgentError, DownloadError } from './errors.js';
-import type { HttpResponse, HttpTransport } from './http-transport.js';
+import { type HttpResponse, type HttpTransport, TransportError } from './http-transport.js';
 import { describeError } from './logger.js';
 import { bytesToSkip, Transient, UrlRefused } from './range-fetch.js';
 
+/** A network failure (a cut connection, a failed request): what arrived before it is still verified and kept. */
+export const isNetworkFailure = (err: unknown) => err instanceof Transient || err instanceof TransportError;
+
+/** Image bytes per batch of frames sent to the decode worker, and batches decoding ahead of the one being hashed. */
+const DECODE_BATCH_BYTES = 1024 * 1024;
+const DECODE_AHEAD = 3;
 /** Most base bytes read at once for adjacent reused frames. */
 const REUSE_READ_BYTES = 2 * 1024 * 1024;
 
@@ -57,6 +66,9 @@ export class FrameLayout {
     /** A precomputed delta from the installed image: when set, every chunk is rebuilt from it. */
     public delta?: DeltaSource,
   ) {}
+
+  /** zstd decoding on a worker thread (decode-worker.ts), when there is one; else on this thread. */
+  decoder?: DecodeWorker;
 
   /** The delta's base was hashed after a chunk failed and has the digest the delta names (the delta is to blame). */
   deltaBaseVerified = false;
@@ -94,7 +106,7 @@ export async function* layoutPieces(
   stats: TransferStats,
 ): AsyncGenerator<Buffer> {
   if (layout.delta) {
-    yield* deltaPieces(layout.delta, m, offset, end, network, stats);
+    yield* deltaPieces(layout.delta, m, offset, end, network, stats, layout.decoder);
     return;
   }
   const t = layout.table;
@@ -120,15 +132,34 @@ export async function* layoutPieces(
     let j = i + 1;
     while (j < last && base?.offsetOf(j) === undefined) j++;
     let got = 0;
-    for await (const piece of decodeFrames(
-      t,
-      i,
-      j,
-      network(t.objectOffset[i]!, t.objectOffset[j]! - 1),
-      layout.codec,
-    )) {
-      yield piece;
-      got++;
+    const body = network(t.objectOffset[i]!, t.objectOffset[j]! - 1);
+    const decoder = layout.decoder;
+    const pieces = decoder
+      ? pipelined(
+          batches(
+            collectFrames((k) => t.stored[k]!, i, j, body),
+            ([k]) => t.size[k]!,
+            DECODE_BATCH_BYTES,
+            ([k]) => t.imageOffset[k]! % m.chunk_size === 0,
+            isNetworkFailure,
+          ),
+          async (batch) => ({
+            frames: batch.length,
+            bytes: await decoder.decode(
+              batch.map(([k, f]) => ({ stored: f, size: t.size[k]!, raw: t.raw[k] === 1 })),
+            ),
+          }),
+          DECODE_AHEAD,
+          isNetworkFailure,
+        )
+      : (async function* () {
+          for await (const bytes of decodeFrames(t, i, j, body, layout.codec)) yield { frames: 1, bytes };
+        })();
+    for await (const piece of pieces) {
+      yield piece.bytes;
+      // Asked for the next piece: the consumer is done with this one (it copied what it keeps).
+      if (decoder) decoder.recycle(piece.bytes);
+      got += piece.frames;
     }
     if (got < j - i)
       throw new Transient('network', 'the server closed the response before the frames asked for');
