@@ -34,6 +34,12 @@ export const isNetworkFailure = (err: unknown) => err instanceof Transient || er
 /** Image bytes per batch of frames sent to the decode worker, and batches decoding ahead of the one being hashed. */
 const DECODE_BATCH_BYTES = 1024 * 1024;
 const DECODE_AHEAD = 3;
+/**
+ * Stored bytes of frames the base has that are fetched anyway to join two requests into one. Measured (bench:delta,
+ * loopback): 16 KiB cut the requests by 15% (exe) and 35% (tree) and the time by 8-25% for 0.3% and 1.1% more bytes
+ * served; 32 KiB saved a little more time for 1.1% and 3.0%. Bytes are what a fleet pays for: the smaller one.
+ */
+const COALESCE_GAP_BYTES = 16 * 1024;
 /** Most base bytes read at once for adjacent reused frames. */
 const REUSE_READ_BYTES = 2 * 1024 * 1024;
 
@@ -128,9 +134,19 @@ export async function* layoutPieces(
       i = j;
       continue;
     }
-    // The longest run of frames the base does not have: one request.
+    // The longest run of frames the base does not have: one request. A short stretch the base has between two such
+    // runs is fetched too (COALESCE_GAP_BYTES): a request costs a connection and a round trip, worth more than a few
+    // KiB of compressed frames on loopback and on a cellular link alike.
     let j = i + 1;
-    while (j < last && base?.offsetOf(j) === undefined) j++;
+    for (;;) {
+      while (j < last && base?.offsetOf(j) === undefined) j++;
+      let next = j;
+      let gap = 0;
+      while (next < last && base?.offsetOf(next) !== undefined && gap <= COALESCE_GAP_BYTES)
+        gap += t.stored[next++]!;
+      if (next >= last || gap > COALESCE_GAP_BYTES || next === j) break;
+      j = next;
+    }
     let got = 0;
     const body = network(t.objectOffset[i]!, t.objectOffset[j]! - 1);
     const decoder = layout.decoder;
