@@ -68,11 +68,14 @@ export async function choosePath(
     url.refresh,
   );
   const layout = new FrameLayout(table, await loadZstd());
-  // Closed by the downloader with the layout's files.
-  if (d.options.decodeWorker ?? true) layout.decoder = DecodeWorker.start();
   const index = chunkIndexOfTable(table);
+  /** The choice made: the decode worker starts last (nothing can fail after it; the downloader closes it). */
+  const chosen = (): ChosenPath => {
+    if (d.options.decodeWorker ?? true) layout.decoder = DecodeWorker.start();
+    return { layout, index, ...(fallback !== undefined ? { fallback } : {}) };
+  };
   const base = job.base;
-  if (!base || verified >= m.size) return { layout, index, ...(fallback !== undefined ? { fallback } : {}) };
+  if (!base || verified >= m.size) return chosen();
   const entry = deltaFor(m, base.sha256);
   let baseUnusable = false;
   if (entry) {
@@ -113,7 +116,7 @@ export async function choosePath(
       d.logger.warn('chunk reuse unavailable; downloading every frame', { reason: fallback });
     }
   }
-  return { layout, index, ...(fallback !== undefined ? { fallback } : {}) };
+  return chosen();
 }
 
 /**
