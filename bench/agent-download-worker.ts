@@ -8,6 +8,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ReleaseManifest } from '../protocol/manifest.js';
+import { decodeChunkIndex } from '../vehicle/base-index.js';
 import { DirectHttpsTransport } from '../vehicle/direct-https.js';
 import { Downloader, type DownloaderOptions } from '../vehicle/downloader.js';
 import { verifyImageFile } from '../vehicle/image-file.js';
@@ -20,10 +21,18 @@ export interface WorkerJob {
   /** Downloader settings to try instead of the agent's defaults (bench flags). */
   readonly options?: Pick<
     DownloaderOptions,
-    'requestBytes' | 'flushEveryBytes' | 'writeBufferBytes' | 'writesInFlight' | 'syncOnComplete'
+    | 'requestBytes'
+    | 'flushEveryBytes'
+    | 'writeBufferBytes'
+    | 'writesInFlight'
+    | 'syncOnComplete'
+    | 'decodeWorker'
   > & { readonly readAheadBytes?: number };
-  /** The installed image to reuse chunks from (a compressed release; bench/delta.ts). */
-  readonly base?: { readonly path: string; readonly sha256: string };
+  /**
+   * The installed image to reuse chunks from (a compressed release; bench/delta.ts), and the file of the chunk index
+   * the agent kept for it (base-index.ts format), if any: without one the agent reads and chunks the image.
+   */
+  readonly base?: { readonly path: string; readonly sha256: string; readonly index?: string };
   /** Send connections for the S3 port through this local port (the interrupting proxy). */
   readonly via?: { readonly s3Port: number; readonly proxyPort: number };
 }
@@ -105,13 +114,18 @@ const sampler = setInterval(() => {
 }, 50);
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
+// The kept index is read as the agent reads it (download-phase.ts), inside the timed part.
+const kept = job.base?.index ? decodeChunkIndex(readFileSync(job.base.index), job.base.sha256) : undefined;
+if (typeof kept === 'string') throw new Error(`kept index unusable: ${kept}`);
 const stats = await downloader.download({
   manifest: job.manifest,
   file: job.out,
   verifiedBytes: 0,
   source: { url: async () => job.url },
   signal: new AbortController().signal,
-  ...(job.base ? { base: job.base } : {}),
+  ...(job.base
+    ? { base: { path: job.base.path, sha256: job.base.sha256, ...(kept ? { index: kept } : {}) } }
+    : {}),
 });
 const t1 = performance.now();
 // The agent's verify step after a download in the same process: the whole-image digest the downloader computed

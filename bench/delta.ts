@@ -39,11 +39,13 @@ import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 import { AGENT_BUNDLE_OPTIONS, copyZstdWasm } from '../bin/agent-bundle.js';
 import { LocalCa } from '../local/ca.js';
+import { DEFAULT_CDC } from '../protocol/cdc.js';
 import { loadDictCodec } from '../protocol/delta.js';
 import { writeDelta } from '../protocol/delta-publisher.js';
 import { writeFramedObject } from '../protocol/frame-publisher.js';
 import { DEFAULT_CHUNK_SIZE, digestStream, type ReleaseManifest } from '../protocol/manifest.js';
 import { loadZstd } from '../protocol/zstd.js';
+import { chunkIndexOf, encodeChunkIndex } from '../vehicle/base-index.js';
 import type { WorkerJob, WorkerResult } from './agent-download-worker.js';
 
 const { values: args } = parseArgs({
@@ -293,14 +295,25 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   };
 
   const server = await fileServer(tls, { raw: newImage, zst: objectFile });
-  const base = { path: oldImage, sha256: await sha256File(oldImage) };
+  const oldSha = await sha256File(oldImage);
+  const base = { path: oldImage, sha256: oldSha };
+  // What the agent kept when it installed the old image: its release's chunk index (base-index.ts).
+  const keptIndex = join(WORK, `${p.name}-old.idx`);
+  writeFileSync(
+    keptIndex,
+    encodeChunkIndex(
+      await chunkIndexOf(createReadStream(oldImage, { highWaterMark: 1 << 20 }), DEFAULT_CDC),
+      oldSha,
+    ),
+  );
   const runs: Record<string, WorkerResult & { wallMs: number; served: number }> = {};
   try {
     for (const [path, manifest, withBase] of [
-      ['raw', raw, false],
-      ['compressed', compressed, false],
-      ['chunk-reuse', compressed, true],
-      ['delta', withDelta, true],
+      ['raw', raw, undefined],
+      ['compressed', compressed, undefined],
+      ['chunk-reuse', compressed, { ...base, index: keptIndex }],
+      ['reuse-no-idx', compressed, base],
+      ['delta', withDelta, base],
     ] as const) {
       const before = server.served.bytes;
       const out = join(WORK, `${p.name}-${path}.part`);
@@ -309,7 +322,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
         manifest,
         caFile,
         out,
-        ...(withBase ? { base } : {}),
+        ...(withBase ? { base: withBase } : {}),
       });
       rmSync(out, { force: true });
       if (r.problems.length) throw new Error(`${p.name} ${path}: ${r.problems.join('; ')}`);
@@ -403,7 +416,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       : []),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  for (const f of [oldImage, newImage, objectFile]) rmSync(f, { force: true });
+  for (const f of [oldImage, newImage, objectFile, keptIndex]) rmSync(f, { force: true });
   return result;
 }
 

@@ -51,7 +51,8 @@ export function frameContentSize(frame: Uint8Array): number {
   }
 }
 
-function checkDeclared(frame: Uint8Array, size: number): void {
+/** Throws ZstdFrameError unless the frame declares exactly `size` bytes (what bounds a decoder's memory). */
+export function checkDeclared(frame: Uint8Array, size: number): void {
   const declared = frameContentSize(frame);
   if (declared !== size) {
     throw new ZstdFrameError(`the zstd frame declares ${declared} bytes, the signed frame table ${size}`);

@@ -4,6 +4,7 @@
  * manifest and renamed to the verified image. Failures spend the download and verify budgets.
  */
 import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import { manifestDigest } from '../protocol/assignment.js';
 import type { FullOffer } from '../protocol/offer.js';
 import {
@@ -15,6 +16,7 @@ import {
   reportBase,
 } from './agent-context.js';
 import { backoffDelay } from './backoff.js';
+import { BaseIndexStore, type ChunkIndex } from './base-index.js';
 import type { Downloader, DownloadSource } from './downloader.js';
 import { AgentError, ApiError, DownloadError } from './errors.js';
 import { verifyImageFile } from './image-file.js';
@@ -51,12 +53,17 @@ export class DownloadPhase {
     { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
   >();
 
+  /** Chunk indexes of the images each ECU has, kept for chunk reuse (base-index.ts). */
+  private readonly indexes: BaseIndexStore;
+
   constructor(
     private readonly ctx: AgentContext,
     private readonly downloader: Downloader,
     private readonly urls: DownloadUrls,
     private readonly outcomes: UpdateOutcomes,
-  ) {}
+  ) {
+    this.indexes = new BaseIndexStore(join(ctx.store.dir, 'indexes'));
+  }
 
   private urlSource(offer: FullOffer): DownloadSource {
     return {
@@ -108,6 +115,7 @@ export class DownloadPhase {
         manifest: m,
         ...(base?.image ? { base: base.image } : {}),
         ...(base?.missing ? { noBase: base.missing } : {}),
+        onBaseIndexed: (index) => this.keepIndex(cur.ecu, base?.image?.sha256, index, []),
         file: partFile(this.ctx.store, m),
         verifiedBytes: store.state.current?.verified_bytes ?? 0,
         source: this.urlSource(offer),
@@ -162,6 +170,11 @@ export class DownloadPhase {
         bytes_image: m.size,
       };
       this.streamedDigests.set(partFile(this.ctx.store, m), stats.sha256);
+      // The new image's chunk index (its signed frame table's), kept with the installed image's: once this image is
+      // installed, the next update reuses from it without reading it. Named by the digest, used only for it.
+      if (stats.index && stats.sha256 === m.sha256) {
+        await this.keepIndex(cur.ecu, m.sha256, stats.index, base?.image ? [base.image.sha256] : []);
+      }
     } catch (err) {
       if (this.ctx.signal.aborted) throw abortReason(this.ctx.signal);
       if (err instanceof ApiError) {
@@ -221,17 +234,39 @@ export class DownloadPhase {
     if (summary) this.summaries.set(cur.update_id, summary);
   }
 
-  /** The installed image of the ECU to reuse chunks from, or why there is none. */
+  /** The installed image of the ECU to reuse chunks from, with the index kept for it if any, or why there is none. */
   private async baseImage(
     ecu: string,
-  ): Promise<{ image?: { path: string; sha256: string }; missing?: string }> {
+  ): Promise<{ image?: { path: string; sha256: string; index?: ChunkIndex }; missing?: string }> {
     const installer = this.ctx.options.installers[ecu];
     if (!installer?.baseImage) return { missing: `the ${ecu} installer cannot read its image back` };
+    let image: { path: string; sha256: string } | undefined;
     try {
-      const image = await installer.baseImage();
-      return image ? { image } : { missing: `no committed installed image of ${ecu}` };
+      image = await installer.baseImage();
     } catch (err) {
       return { missing: `the installed image of ${ecu} is unavailable: ${(err as Error).message}` };
+    }
+    if (!image) return { missing: `no committed installed image of ${ecu}` };
+    const index = await this.indexes.load(ecu, image.sha256);
+    if (typeof index === 'string') {
+      this.ctx.logger.info('no usable chunk index kept for the installed image', { ecu, why: index });
+      return { image };
+    }
+    return { image: { ...image, index } };
+  }
+
+  /** Keeps a chunk index; failing to is logged, never fatal (the next download reads the image instead). */
+  private async keepIndex(
+    ecu: string,
+    sha256: string | undefined,
+    index: ChunkIndex,
+    alsoKeep: string[],
+  ): Promise<void> {
+    if (!sha256 || this.ctx.killed()) return;
+    try {
+      await this.indexes.keep(ecu, sha256, index, alsoKeep);
+    } catch (err) {
+      this.ctx.logger.warn('could not keep the chunk index', { ecu, error: (err as Error).message });
     }
   }
 

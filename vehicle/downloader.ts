@@ -17,34 +17,19 @@
  * - 403 (the presigned URL expired) asks the source for a fresh URL and continues where it was.
  * - Free space is checked before anything is written.
  *
- * This file plans the requests and decides retries, URL refreshes and budgets; range-fetch.ts streams one Range
- * request into verified chunks, and image-file.ts holds the file side (writes, write-back, prefix re-check).
+ * This file plans the requests and decides retries, URL refreshes and budgets; download-path.ts chooses how a
+ * compressed release is fetched (frames, delta, chunk reuse), range-fetch.ts streams one Range request into verified
+ * chunks, and image-file.ts holds the file side (writes, write-back, prefix re-check).
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import {
-  type DeltaEntry,
-  type DeltaTable,
-  deltaFor,
-  loadDictCodec,
-  parseDeltaTable,
-} from '../protocol/delta.js';
-import { ProtocolError } from '../protocol/errors.js';
-import type { FrameTable } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
-import { loadZstd } from '../protocol/zstd.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
+import type { ChunkIndex } from './base-index.js';
 import { BufferPool } from './buffer-pool.js';
-import { openDeltaBase } from './delta-source.js';
+import { blameBase, choosePath } from './download-path.js';
 import { DownloadError } from './errors.js';
-import {
-  type BaseImage,
-  FrameLayout,
-  fetchFrameTable,
-  fetchObjectBytes,
-  indexBase,
-  type TransferStats,
-} from './frame-source.js';
+import type { FrameLayout } from './frame-source.js';
 import type { HttpTransport } from './http-transport.js';
 import {
   BackgroundFlush,
@@ -97,6 +82,11 @@ export interface DownloaderOptions {
   readonly syncOnComplete?: boolean;
   /** File writes allowed in flight at once (memory held: this x writeBufferBytes). @default 2 */
   readonly writesInFlight?: number;
+  /**
+   * Decode compressed frames and deltas on a worker thread, beside the hashing on this one (decode-worker.ts);
+   * false decodes on this thread. @default true
+   */
+  readonly decodeWorker?: boolean;
 }
 
 export interface DownloadSource {
@@ -122,10 +112,13 @@ export interface DownloadJob {
   /** Each Range request, before it is sent. */
   readonly onRequest?: (range: { offset: number; end: number }) => void;
   /**
-   * The image installed on the target ECU, for chunk reuse when the release is compressed: its file and the digest
-   * recorded at its install (a base that no longer matches it is not used).
+   * The image installed on the target ECU, for chunk reuse when the release is compressed: its file, the digest
+   * recorded at its install, and the chunk index kept for it (base-index.ts; without one the image is read and
+   * chunked). Its bytes are verified with the chunks they build, like downloaded ones.
    */
-  readonly base?: { readonly path: string; readonly sha256: string };
+  readonly base?: { readonly path: string; readonly sha256: string; readonly index?: ChunkIndex };
+  /** The base's chunk index, computed because none was kept: for the caller to keep. */
+  readonly onBaseIndexed?: (index: ChunkIndex) => Promise<void> | void;
   /** Why there is no base to reuse from although one was wanted (reported as the fallback reason). */
   readonly noBase?: string;
   /** Awaited after each verified chunk (test hook: simulated power cuts). */
@@ -160,6 +153,8 @@ export interface DownloadStats {
   readonly finalSyncMs: number;
   /** Time spent re-verifying the prefix already on disk. */
   readonly prefixCheckMs: number;
+  /** The new image's chunk index (compressed releases: from the signed frame table), to keep with the image. */
+  readonly index?: ChunkIndex;
   /**
    * SHA-256 of the whole file as written (the verified prefix read back, then every verified chunk), hex. The caller
    * compares it with the manifest's digest.
@@ -252,65 +247,24 @@ export class Downloader {
       let lastError: Transient | undefined;
       let url = await job.source.url(false, job.signal);
       let fallback = job.noBase;
+      let index: ChunkIndex | undefined;
+      let usedDelta = false;
       if (m.compression) {
-        const refresh = async () => {
-          stats.urlRefreshes++;
-          url = await job.source.url(true, job.signal);
-        };
-        const table = await this.withRetries(
+        const chosen = await choosePath(
+          this.fetch,
           job,
-          async () =>
-            (
-              await fetchFrameTable(
-                this.fetch.transport,
-                url,
-                m,
-                job.signal,
-                o.idleTimeoutMs ?? 30_000,
-                stats,
-              )
-            ).table,
-          refresh,
+          verified,
+          {
+            current: () => url,
+            refresh: async () => {
+              stats.urlRefreshes++;
+              url = await job.source.url(true, job.signal);
+            },
+          },
+          stats,
         );
-        layout = new FrameLayout(table, await loadZstd());
-        const entry = job.base && verified < m.size ? deltaFor(m, job.base.sha256) : undefined;
-        let baseUnusable = false;
-        if (job.base && entry) {
-          try {
-            const base = await openDeltaBase(job.base.path, entry, job.signal);
-            try {
-              layout.delta = {
-                base,
-                codec: await loadDictCodec(),
-                table: await this.withRetries(
-                  job,
-                  () => this.deltaTable(m, entry, url, job.signal, stats),
-                  refresh,
-                ),
-              };
-            } finally {
-              if (!layout.delta) await base.close();
-            }
-          } catch (err) {
-            if (job.signal.aborted) throw abortReason(job.signal);
-            if (err instanceof DownloadError) throw err;
-            // The installed image is not the delta's base: neither delta nor chunk reuse can use it.
-            baseUnusable = true;
-            fallback = (err as Error).message;
-            this.logger.warn('precomputed delta unavailable; downloading every frame', { reason: fallback });
-          }
-        } else if (job.base && verified < m.size && m.compression.deltas?.length) {
-          fallback = `no delta from the installed image (deltas from ${m.compression.deltas.map((d) => d.from_version).join(', ')})`;
-        }
-        if (job.base && verified < m.size && !layout.delta && !baseUnusable) {
-          try {
-            layout.base = await this.indexBase(job.base, table, job.signal);
-          } catch (err) {
-            if (job.signal.aborted) throw abortReason(job.signal);
-            fallback = fallback ? `${fallback}; ${(err as Error).message}` : (err as Error).message;
-            this.logger.warn('chunk reuse unavailable; downloading every frame', { reason: fallback });
-          }
-        }
+        ({ layout, index, fallback } = chosen);
+        usedDelta = layout.delta !== undefined;
       }
 
       while (verified < m.size) {
@@ -367,13 +321,13 @@ export class Downloader {
             url = await job.source.url(true, job.signal);
             continue;
           }
-          if (err instanceof CorruptChunk && err.reused && layout?.base) {
-            // The base no longer holds what it was indexed with: the rest comes from the network.
-            fallback = `the installed image did not verify at chunk ${err.index}; downloading the rest`;
-            this.logger.warn('chunk reuse abandoned', { reason: fallback });
-            await layout.base.fh.close().catch(() => {});
-            layout.base = undefined;
-            continue;
+          if (err instanceof CorruptChunk && layout) {
+            // The base no longer holds what it was indexed (or the delta built) with: the rest comes from the network.
+            const reason = await blameBase(layout, job, err, this.logger);
+            if (reason) {
+              fallback = reason;
+              continue;
+            }
           }
           if (err instanceof CorruptChunk) {
             stats.corruptChunks++;
@@ -419,13 +373,20 @@ export class Downloader {
       await checkpoint(verified, true);
       return {
         ...stats,
-        path: !layout ? 'raw' : layout.delta ? 'delta' : stats.bytesReused > 0 ? 'chunk-reuse' : 'compressed',
+        path: !layout
+          ? 'raw'
+          : layout.delta
+            ? 'delta'
+            : stats.bytesReused > 0 && !usedDelta
+              ? 'chunk-reuse'
+              : 'compressed',
         ...(fallback !== undefined ? { fallback } : {}),
         resumedFrom,
         durationMs: this.runtime.now() - started,
         prefixCheckMs,
         finalSyncMs,
         sha256: whole.digest(),
+        ...(index ? { index } : {}),
       };
     } catch (err) {
       // Keep what was verified for the next run, unless the process is going down (then nothing more is written).
@@ -436,104 +397,7 @@ export class Downloader {
       await fh.close().catch(() => {});
       await layout?.base?.fh.close().catch(() => {});
       await layout?.delta?.base.close().catch(() => {});
+      await layout?.decoder?.close().catch(() => {});
     }
-  }
-
-  /**
-   * A table (frame table, delta table): one Range request of the object, retried like the download. Fetched again
-   * on a resume rather than kept on disk: tables are a fraction of a percent of the image and nothing to clean up.
-   */
-  private async withRetries<T>(
-    job: DownloadJob,
-    fetch: () => Promise<T>,
-    refresh: () => Promise<void>,
-  ): Promise<T> {
-    const o = this.options;
-    let failures = 0;
-    let refreshes = 0;
-    for (;;) {
-      try {
-        return await fetch();
-      } catch (err) {
-        if (job.signal.aborted) throw abortReason(job.signal);
-        if (err instanceof UrlRefused) {
-          if (++refreshes > (o.maxUrlRefreshes ?? 3)) {
-            throw new DownloadError(
-              'forbidden',
-              'the download URL kept being refused (403) after fresh URLs',
-            );
-          }
-          await refresh();
-          continue;
-        }
-        if (!(err instanceof Transient)) throw err;
-        if (++failures >= (o.maxAttempts ?? 5)) {
-          throw new DownloadError(err.failure, `${err.message} (gave up after ${failures} attempts)`);
-        }
-        await this.runtime.sleep(
-          backoffDelay(failures - 1, o.backoff ?? { baseMs: 500, maxMs: 30_000 }, () =>
-            this.runtime.random(),
-          ),
-          job.signal,
-        );
-      }
-    }
-  }
-
-  /** The delta's table, checked against the signed manifest; a table that is not is a corrupt download. */
-  private async deltaTable(
-    m: ReleaseManifest,
-    entry: DeltaEntry,
-    url: string,
-    signal: AbortSignal,
-    stats: TransferStats,
-  ): Promise<DeltaTable> {
-    const at = entry.offset + entry.size - entry.table_size;
-    const bytes = await fetchObjectBytes(
-      this.fetch.transport,
-      url,
-      m,
-      at,
-      entry.table_size,
-      signal,
-      this.options.idleTimeoutMs ?? 30_000,
-      stats,
-    );
-    try {
-      return parseDeltaTable(m, entry, bytes);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      throw new DownloadError('corrupt', err.message);
-    }
-  }
-
-  /** The base image indexed for reuse; throws (with the reason to report) when it cannot serve as one. */
-  private async indexBase(
-    base: { path: string; sha256: string },
-    table: FrameTable,
-    signal: AbortSignal,
-  ): Promise<BaseImage> {
-    const started = this.runtime.now();
-    let indexed: Awaited<ReturnType<typeof indexBase>>;
-    try {
-      indexed = await indexBase(base.path, table, signal);
-    } catch (err) {
-      if (signal.aborted) throw err;
-      throw new Error(`the installed image cannot be read (${(err as { code?: string }).code ?? 'error'})`);
-    }
-    if (indexed.sha256 !== base.sha256 || indexed.found === 0) {
-      await indexed.fh.close();
-      throw new Error(
-        indexed.found === 0
-          ? 'the installed image shares no frame with the release'
-          : 'the installed image differs from the digest recorded at its install',
-      );
-    }
-    this.logger.info('installed image indexed for chunk reuse', {
-      ms: this.runtime.now() - started,
-      frames_found: indexed.found,
-      frames: table.count,
-    });
-    return indexed;
   }
 }

@@ -16,9 +16,10 @@
  * rebinding) and POSTs that are not application/json (a browser cannot send those cross-origin without a CORS
  * preflight, which this server never allows). No backend credential is reachable through it.
  */
-import { chmod, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
 import type { AgentEvent } from './agent-options.js';
 import { DecisionError } from './conditions.js';
 import { ApiError } from './errors.js';
@@ -68,9 +69,7 @@ export async function startHeadUnitServer(
     });
   });
   if (overSocket) {
-    await rm(listen.socket, { force: true });
-    await new Promise<void>((ok, fail) => server.once('error', fail).listen(listen.socket, ok));
-    await chmod(listen.socket, listen.mode ?? 0o600);
+    await listenPrivately(server, listen.socket, listen.mode ?? 0o600);
   } else {
     await new Promise<void>((ok, fail) =>
       server.once('error', fail).listen(listen.port, listen.host ?? '127.0.0.1', ok),
@@ -94,6 +93,27 @@ export async function startHeadUnitServer(
       if (overSocket) await rm(listen.socket, { force: true });
     },
   };
+}
+
+/**
+ * Binds the socket in a fresh 0700 folder beside its path, sets its mode, then renames it into place: bound directly
+ * at its path, the socket would exist with the umask's mode (often 0755, connectable by every local user) until
+ * chmod ran, and a local process could connect in that window and answer for the driver.
+ */
+async function listenPrivately(server: Server, path: string, mode: number): Promise<void> {
+  const staging = await mkdtemp(join(dirname(path), '.head-unit-'));
+  try {
+    const staged = join(staging, 's');
+    await new Promise<void>((ok, fail) => server.once('error', fail).listen(staged, ok));
+    await chmod(staged, mode);
+    await rm(path, { force: true });
+    await rename(staged, path);
+  } catch (err) {
+    server.close();
+    throw err;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
 }
 
 async function handle(

@@ -24,11 +24,11 @@ export interface BodySink {
 }
 
 /** The request line and headers; CR or LF in anything the caller passes would let it forge headers, so it throws. */
-export function requestHead(req: HttpRequest, url: URL): Buffer {
+export function requestHead(req: HttpRequest, url: URL, keepAlive = false): Buffer {
   const lines = [
     `${req.method} ${url.pathname}${url.search} HTTP/1.1`,
     `Host: ${url.host}`,
-    'Connection: close',
+    keepAlive ? 'Connection: keep-alive' : 'Connection: close',
   ];
   const body = req.body;
   for (const [name, value] of Object.entries(req.headers ?? {})) {
@@ -54,6 +54,8 @@ export class ResponseReader {
   done = false;
   /** The body runs until the server closes the connection (no length, not chunked). */
   endsWithConnection = false;
+  /** Bytes arrived after the declared length: the connection's framing is off, so it is not used again. */
+  overran = false;
   private headBytes: Buffer[] = [];
   private headLength = 0;
   private remaining = 0;
@@ -76,10 +78,27 @@ export class ResponseReader {
       return this.body.wantsMore();
     }
     const take = Math.min(n, this.remaining);
+    if (take < n) this.overran = true;
     this.body.commit(take); // anything after the declared length is not this response's
     this.remaining -= take;
     if (this.remaining === 0) this.done = true;
     return !this.done && this.body.wantsMore();
+  }
+
+  /**
+   * The connection can carry another request: the response ended exactly at its Content-Length (a chunked or
+   * close-delimited body, or bytes past the length, leave the framing in doubt) and the server did not say close.
+   */
+  get reusable(): boolean {
+    const connection = String(this.head?.headers.connection ?? '').toLowerCase();
+    return (
+      this.done &&
+      this.head !== undefined &&
+      !this.chunked &&
+      !this.endsWithConnection &&
+      !this.overran &&
+      !connection.split(',').some((t) => t.trim() === 'close')
+    );
   }
 
   /** Answers whether to keep reading. Throws TransportError on a malformed response. */
@@ -105,7 +124,10 @@ export class ResponseReader {
       if (head.status >= 100 && head.status < 200) continue; // informational: the real answer follows
       this.head = head;
       this.frame(head);
-      if (this.done) return false;
+      if (this.done) {
+        if (rest.length > 0) this.overran = true;
+        return false;
+      }
     }
     if (rest.length === 0) return this.body.wantsMore();
     if (this.chunked) {
@@ -115,6 +137,7 @@ export class ResponseReader {
       this.body.push(rest);
     } else {
       const take = Math.min(rest.length, this.remaining);
+      if (take < rest.length) this.overran = true;
       this.body.push(rest.subarray(0, take));
       this.remaining -= take;
       if (this.remaining === 0) this.done = true; // anything after the declared length is not this response's

@@ -5,14 +5,15 @@
  * as they must: refused with the old version running, or installed after a fallback or a resume.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { frameStartingAt, parseFrameTable } from '../../protocol/frames.js';
 import type { SignedManifest } from '../../protocol/manifest.js';
 import { loadZstd } from '../../protocol/zstd.js';
+import type { AgentEvent } from '../../vehicle/agent.js';
 import {
   type AgentCloud,
   activeSlot,
@@ -254,6 +255,68 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
     assert.ok(reported <= served, `reported ${reported}, served ${served}`);
     assert.ok(served - reported < slack, `reported ${reported}, served ${served}: both runs counted`);
     assert.ok(served - servedBefore < reported - slack, 'the last run alone would not add up');
+  });
+
+  it('the chunk index is kept at install: the next update reuses through it, and an image damaged since falls back', async () => {
+    const k1 = textImage(640 * KiB, 'kept');
+    const k2 = patched(k1);
+    const k3 = patched(k2);
+    await publishRelease(ac, { version: '1.0.20', image: k1, compressed: true });
+    await publishRelease(ac, { version: '1.0.21', image: k2, compressed: true });
+    await publishRelease(ac, { version: '1.0.22', image: k3, compressed: true });
+    const vin = '5YJ3E1EA7KF900020';
+    const dir = await registerAgentVehicle(ac, vin);
+    const proxy = await proxyToS3();
+    const v = await startAgent(ac, vin, dir, { downloadTransport: transportVia(proxy) });
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const indexes = () => readdirSync(join(dir, 'indexes', 'tcu')).sort();
+    const updateTo = async (version: string) => {
+      await publishOffer(ac, vin, await initiateOffer(v, version));
+      const outcome = await v.events.outcome(version, 60_000);
+      await v.agent.whenIdle();
+      const downloaded = v.events.events.filter(
+        (e): e is Extract<AgentEvent, { type: 'downloaded' }> => e.type === 'downloaded',
+      );
+      return { outcome, downloaded: downloaded[downloaded.length - 1] };
+    };
+    try {
+      await v.events.waitFor((e) => e.type === 'connection' && e.connected, 10_000, 'MQTT connection');
+      // 1.0.20 shares nothing with the factory image: every frame, and its signed chunk index is kept.
+      const a = await updateTo('1.0.20');
+      assert.equal(a.outcome.status, 'completed', a.outcome.reason);
+      assertVehicleRuns(dir, '1.0.20', k1);
+      assert.ok(indexes().includes(`${sha(k1)}.idx`), `kept: ${indexes().join(', ')}`);
+
+      // 1.0.21 reuses from the installed 1.0.20 through that index.
+      const b = await updateTo('1.0.21');
+      assert.equal(b.outcome.status, 'completed', b.outcome.reason);
+      assertVehicleRuns(dir, '1.0.21', k2);
+      assert.equal(b.downloaded?.path, 'chunk-reuse');
+      assert.equal(b.downloaded?.fallback, undefined);
+      assert.ok((b.downloaded?.bytes_reused ?? 0) > k2.length * 0.7, `reused ${b.downloaded?.bytes_reused}`);
+      assert.deepEqual(indexes(), [`${sha(k1)}.idx`, `${sha(k2)}.idx`].sort(), 'the A/B pair, nothing more');
+
+      // The installed 1.0.21 is damaged after its index was kept. The index still names it (same recorded digest),
+      // so nothing reads the image up front: the reused bytes fail their chunk digest like downloaded ones would,
+      // and the rest comes from the network, with the reason reported.
+      const slot = join(dir, 'ecus', 'tcu', `slot-${activeSlot(dir).slot}.img`);
+      const bytes = readFileSync(slot);
+      bytes[5000] = (bytes[5000] ?? 0) ^ 0xff;
+      writeFileSync(slot, bytes);
+      const c = await updateTo('1.0.22');
+      assert.equal(c.outcome.status, 'completed', c.outcome.reason);
+      assertVehicleRuns(dir, '1.0.22', k3);
+      assert.match(
+        c.downloaded?.fallback ?? '',
+        /the installed image did not verify at chunk 0; downloading the rest/,
+      );
+      assert.ok(
+        (c.downloaded?.bytes_fetched ?? 0) > (b.downloaded?.bytes_fetched ?? 0),
+        `fetched ${c.downloaded?.bytes_fetched} after the fallback, ${b.downloaded?.bytes_fetched} reusing`,
+      );
+    } finally {
+      await v.close();
+    }
   });
 
   it('a tampered frame ends in verification_failed with the old version running', async () => {

@@ -23,6 +23,8 @@ let port: number;
 /** What the server does with the next connection: gets the request head, writes the answer. */
 let answer: (socket: TLSSocket, requestHead: string) => void;
 const requests: string[] = [];
+/** TLS connections the server accepted. */
+let connections = 0;
 
 /** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
 const HOOK_TIMEOUT = { timeout: 60_000 };
@@ -33,13 +35,16 @@ before(async () => {
   const tls = await localCa.serverCertificate();
   ca = localCa.certPem;
   server = createServer({ key: tls.keyPem, cert: tls.certPem }, (socket) => {
+    connections++;
+    // Each request head on the connection is answered in turn (a kept-alive connection carries several GETs).
     let head = '';
     socket.on('data', (d: Buffer) => {
-      if (head.includes('\r\n\r\n')) return;
       head += d.toString('latin1');
-      if (head.includes('\r\n\r\n')) {
-        requests.push(head);
-        answer(socket, head);
+      for (let end = head.indexOf('\r\n\r\n'); end >= 0; end = head.indexOf('\r\n\r\n')) {
+        const one = head.slice(0, end + 4);
+        head = head.slice(end + 4);
+        requests.push(one);
+        answer(socket, one);
       }
     });
     socket.on('error', () => {});
@@ -241,6 +246,76 @@ describe('DirectHttpsTransport', { timeout: 30_000 }, () => {
       await assert.rejects(pending, /stop now/);
       const idle = t.send({ method: 'GET', url: url(), idleTimeoutMs: 100 });
       await assert.rejects(idle, (e: unknown) => e instanceof TransportError && e.code === 'timeout');
+    } finally {
+      t.close();
+    }
+  });
+});
+
+describe('DirectHttpsTransport keep-alive', { timeout: 30_000 }, () => {
+  const range = (head: string) => Number(/\r\nrange: bytes=(\d+)-/.exec(head)?.[1] ?? 0);
+
+  it('carries successive GETs of ranges on one connection, and never a POST or an answer that said close', async () => {
+    const image = randomBytes(200_000);
+    answer = (socket, head) => {
+      const from = range(head);
+      const part = image.subarray(from, from + 50_000);
+      socket.write(`HTTP/1.1 206 Partial Content\r\nContent-Length: ${part.length}\r\n\r\n`);
+      socket.write(part);
+    };
+    const t = new DirectHttpsTransport({ ca });
+    try {
+      const before = connections;
+      const parts: Buffer[] = [];
+      for (let from = 0; from < image.length; from += 50_000) {
+        const res = await t.send({ method: 'GET', url: url(), headers: { range: `bytes=${from}-` } });
+        parts.push(await readBody(res, 100_000));
+      }
+      assert.equal(sha256(Buffer.concat(parts)), sha256(image), 'every range byte-exact, in order');
+      assert.equal(connections - before, 1, 'four ranges, one TLS connection');
+      assert.match(requests.at(-1)!, /\r\nConnection: keep-alive\r\n/);
+
+      // A POST is never sent on a kept connection (it cannot be repeated safely if that connection was stale).
+      await readBody(await t.send({ method: 'POST', url: url(), body: '{}' }), 100_000);
+      assert.equal(connections - before, 2, 'the POST opened its own');
+      assert.match(requests.at(-1)!, /\r\nConnection: close\r\n/);
+
+      // An answer that says close, or sends more than its length, leaves the connection unusable: a new one follows.
+      const get = async () => readBody(await t.send({ method: 'GET', url: url() }), 10);
+      answer = (socket) =>
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      await get();
+      assert.equal(connections - before, 2, "this GET took the ranges' idle connection");
+      answer = (socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n');
+      await get();
+      assert.equal(connections - before, 3, 'not the one whose answer said close');
+      answer = (socket) => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      await get();
+      assert.equal(connections - before, 4, 'not the one that sent more than its length');
+      await get();
+      assert.equal(connections - before, 4, 'a clean answer keeps its connection');
+    } finally {
+      t.close();
+    }
+  });
+
+  it('retries a GET once on a fresh connection when the server had closed the idle one', async () => {
+    const t = new DirectHttpsTransport({ ca });
+    try {
+      let served = 0;
+      // The server answers one request per connection and then closes it, as an idle timeout would.
+      answer = (socket) => {
+        if (!socket.writable) return; // a request that reached the closing connection gets no answer
+        served++;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n${served % 10}`);
+        setTimeout(() => socket.end(), 20);
+      };
+      const before = connections;
+      const first = await readBody(await t.send({ method: 'GET', url: url() }), 10);
+      await new Promise((r) => setTimeout(r, 200)); // the server has closed it by now
+      const second = await readBody(await t.send({ method: 'GET', url: url() }), 10);
+      assert.deepEqual([first.toString(), second.toString()], ['1', '2']);
+      assert.equal(connections - before, 2, 'the stale connection was replaced, not failed');
     } finally {
       t.close();
     }

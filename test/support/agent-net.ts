@@ -75,8 +75,12 @@ export async function startFaultProxy(targetPort: number, port = 0): Promise<Fau
         });
         upstream.on('data', (data: Buffer) => {
           if (frozen) return;
-          bytesToClient += data.length;
-          if (cutAt !== undefined && bytesToClient >= cutAt) {
+          if (cutAt !== undefined && bytesToClient + data.length >= cutAt) {
+            // Exactly at the byte asked for: a read from upstream can be 64 KiB on loopback, and counting the whole
+            // of it while dropping it made "bytes served" depend on how warm the connection was.
+            const head = data.subarray(0, cutAt - bytesToClient);
+            bytesToClient += head.length;
+            if (head.length > 0) client.write(head);
             cutAt = cutsLeft-- > 0 ? bytesToClient + cutEveryBytes : undefined;
             cuts++;
             cutAll();
@@ -85,6 +89,7 @@ export async function startFaultProxy(targetPort: number, port = 0): Promise<Fau
             }
             return;
           }
+          bytesToClient += data.length;
           if (!client.write(data)) {
             upstream.pause();
             client.once('drain', () => upstream.resume());
