@@ -28,6 +28,7 @@ import { DynamoUpdateRepository } from './dynamo-updates.js';
 import { DynamoVehicleRepository } from './dynamo-vehicles.js';
 import { counted, countingMode } from './operation-counter.js';
 import { S3ObjectStore } from './s3-object-store.js';
+import { S3Presigner } from './s3-presigner.js';
 import { CountingSigner, KmsSigner } from './signers.js';
 import { SqsJobQueue, SqsOfferQueue } from './sqs-job-queue.js';
 import { traceClient } from './tracing.js';
@@ -67,6 +68,14 @@ let s3: S3Client | undefined;
 export function objectStore(): S3ObjectStore {
   s3 ??= counted(traceClient(new S3Client(clientConfig('S3'))));
   return new S3ObjectStore(s3, requireEnv(ENV.firmwareBucket));
+}
+
+/**
+ * Download links only (FIRMWARE_BUCKET), signed without the S3 client: for functions that never call S3, so that
+ * their bundle leaves @aws-sdk/client-s3 out (see s3-presigner.ts).
+ */
+export function objectPresigner(): S3Presigner {
+  return new S3Presigner(requireEnv(ENV.firmwareBucket));
 }
 
 let kms: KMSClient | undefined;

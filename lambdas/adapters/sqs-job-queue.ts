@@ -20,8 +20,8 @@ const bytes = (d: Data) =>
       ? Buffer.from(d)
       : Buffer.from(d.buffer, d.byteOffset, d.byteLength);
 
-/** SHA-256 / HMAC from node:crypto in the shape the smithy signer expects. */
-class Sha256 {
+/** SHA-256 / HMAC from node:crypto in the shape the smithy signer expects (also the S3 presigner's). */
+export class Sha256 {
   private hash;
   constructor(private readonly secret?: Data) {
     this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));

@@ -49,7 +49,7 @@ export interface FirmwareOfferDeps extends UpdateStatusDeps {
   /** A campaign's status decides whether its updates may still be downloaded (cancelling: no). */
   readonly campaigns?: Pick<CampaignRepository, 'get'>;
   readonly releases: ReleaseRepository;
-  readonly objects: ObjectStore;
+  readonly objects: Pick<ObjectStore, 'presignGet'>;
   readonly presignTtlSeconds: number;
   /** The backend key (KMS on AWS): certifies the online key that signs the per-vehicle assignments. */
   readonly signer: Signer;

@@ -9,7 +9,7 @@ import {
   freshnessService,
   logger,
   metrics,
-  objectStore,
+  objectPresigner,
   repositories,
   settings,
   tokenSigner,
@@ -37,7 +37,7 @@ const statuses = new UpdateStatusService(statusDeps);
 const offers = new FirmwareOfferService({
   ...statusDeps,
   releases: repositories.releases(),
-  objects: objectStore(),
+  objects: objectPresigner(),
   signer,
   assignmentSigning: assignmentSigning(),
   presignTtlSeconds: settings.presignTtlSeconds(),
@@ -48,7 +48,7 @@ const bundleDeps = {
   releases: repositories.releases(),
   updates: repositories.updates(),
   campaigns: repositories.campaigns(),
-  objects: objectStore(),
+  objects: objectPresigner(),
   presignTtlSeconds: settings.presignTtlSeconds(),
 };
 
