@@ -11,7 +11,7 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import { requireEnv } from '../core/env.js';
 import type { ObjectStore } from '../core/ports.js';
 import { endpointFor } from './aws-clients.js';
-import { Sha256 } from './sqs-job-queue.js';
+import { Sha256 } from './sigv4-sha256.js';
 
 /** S3's encoding of a key's path segments (the SDK's extendedEncodeURIComponent): RFC 3986 unreserved only. */
 const encodeSegment = (s: string) =>

@@ -3,7 +3,6 @@
  * request rather than @aws-sdk/client-sqs: one call, and the signer and credential chain already ship with the
  * SDK clients the functions bundle. The local cloud's queue stand-in (local/job-queue.ts) speaks the same request.
  */
-import { createHash, createHmac } from 'node:crypto';
 import { request } from 'node:https';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { SignatureV4 } from '@smithy/signature-v4';
@@ -11,31 +10,7 @@ import type { Job } from '../core/jobs.js';
 import type { JobQueue, OfferMessage, OfferQueue } from '../core/ports.js';
 import { httpsAgent } from './aws-clients.js';
 import { recordOperation } from './operation-counter.js';
-
-type Data = string | ArrayBuffer | ArrayBufferView;
-const bytes = (d: Data) =>
-  typeof d === 'string'
-    ? d
-    : d instanceof ArrayBuffer
-      ? Buffer.from(d)
-      : Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-
-/** SHA-256 / HMAC from node:crypto in the shape the smithy signer expects (also the S3 presigner's). */
-export class Sha256 {
-  private hash;
-  constructor(private readonly secret?: Data) {
-    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
-  }
-  update(data: Data): void {
-    this.hash.update(bytes(data));
-  }
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.hash.digest());
-  }
-  reset(): void {
-    this.hash = this.secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(this.secret));
-  }
-}
+import { Sha256 } from './sigv4-sha256.js';
 
 /** One SigV4-signed call of SQS's JSON protocol on the queue's endpoint; rejects unless SQS answers 200. */
 class SqsClient {
