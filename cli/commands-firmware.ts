@@ -1,5 +1,13 @@
 import { type Command, id, pagination } from './command-table.js';
 
+/** The offline signing commands' --key: the release private key. */
+const RELEASE_KEY = {
+  type: 'string',
+  required: true,
+  placeholder: '<file>',
+  description: 'release private key (PEM)',
+} as const;
+
 export const FIRMWARE_COMMANDS: readonly Command[] = [
   {
     group: 'keys',
@@ -103,12 +111,7 @@ export const FIRMWARE_COMMANDS: readonly Command[] = [
         placeholder: '<semver>',
         description: 'firmware version, e.g. 3.0.1',
       },
-      key: {
-        type: 'string',
-        required: true,
-        placeholder: '<file>',
-        description: 'release private key (PEM)',
-      },
+      key: RELEASE_KEY,
       out: { type: 'string', required: true, placeholder: '<file>', description: 'manifest file to write' },
       'chunk-size': {
         type: 'string',
@@ -262,12 +265,7 @@ export const FIRMWARE_COMMANDS: readonly Command[] = [
         placeholder: '<rule>',
         description: 'e.g. ivi:gw>=2.0.0<3.0.0',
       },
-      key: {
-        type: 'string',
-        required: true,
-        placeholder: '<file>',
-        description: 'release private key (PEM)',
-      },
+      key: RELEASE_KEY,
       out: {
         type: 'string',
         required: true,
@@ -334,12 +332,7 @@ export const FIRMWARE_COMMANDS: readonly Command[] = [
       },
       'valid-days': { type: 'string', placeholder: '<days>', description: 'validity (default 7)' },
       'authorisation-id': { type: 'string', placeholder: '<id>', description: 'choose the id' },
-      key: {
-        type: 'string',
-        required: true,
-        placeholder: '<file>',
-        description: 'release private key (PEM)',
-      },
+      key: RELEASE_KEY,
       out: {
         type: 'string',
         required: true,
