@@ -59,7 +59,7 @@ interface ReadHandler {
 
 /** A TLS connection that carries one request at a time; GETs hand it back for the next GET to the same origin. */
 interface Connection {
-  socket: TLSSocket;
+  readonly socket: TLSSocket;
   readonly key: string;
   readonly readBuffer: Buffer;
   handler: ReadHandler | undefined;
@@ -129,34 +129,35 @@ export class DirectHttpsTransport implements HttpTransport {
     const readBuffer = this.reads.take();
     // Reads go to whichever request holds the connection; bytes while none does are a server speaking out of
     // turn, and end the connection.
-    const conn = { key, readBuffer, handler: undefined, idleTimer: undefined } as Omit<Connection, 'socket'> &
-      Partial<Pick<Connection, 'socket'>>;
+    // Set once connect() returns; it asks for its first read buffer before that.
+    let conn: Connection | undefined;
     // tls.connect honours onread (Node >= 14.17) though @types/node lists it only for net sockets.
-    const socket = connect({
+    const socket: TLSSocket = connect({
       host: target.host,
       port: target.port,
       ...(isIP(host) ? {} : { servername: host }),
       ...(this.context ? { secureContext: this.context } : {}),
       ALPNProtocols: ['http/1.1'],
       onread: {
-        buffer: () => conn.handler?.buffer() ?? readBuffer,
+        buffer: () => conn?.handler?.buffer() ?? readBuffer,
         callback: (n: number, buf: Uint8Array): boolean => {
-          if (conn.handler) return conn.handler.callback(n, buf);
-          conn.socket?.destroy();
+          if (conn?.handler) return conn.handler.callback(n, buf);
+          socket.destroy();
           return false;
         },
       },
     } as ConnectionOptions & { onread: OnReadOpts });
-    conn.socket = socket;
+    const opened: Connection = { socket, key, readBuffer, handler: undefined, idleTimer: undefined };
+    conn = opened;
     this.open.add(socket);
     socket.setNoDelay(true);
     socket.on('close', () => {
       this.open.delete(socket);
-      this.dropIdle(conn as Connection);
+      this.dropIdle(opened);
       this.reads.give(readBuffer);
     });
     socket.on('error', () => {}); // reported to the request holding it (below); an idle one just closes
-    return conn as Connection;
+    return opened;
   }
 
   private takeIdle(key: string): Connection | undefined {
