@@ -203,7 +203,7 @@ export class DownloadPhase {
       }
       const runs = cur.attempts.download + 1;
       const budget = this.ctx.options.budgets?.downloadRuns ?? 3;
-      if (runs >= budget || err.failure === 'no_space' || err.failure === 'bad_response') {
+      if (runs >= budget || !err.resumable) {
         await this.outcomes.finishAndClean(cur, m, 'failed', `download failed: ${err.message}`);
         return;
       }
