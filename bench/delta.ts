@@ -25,6 +25,9 @@
  * for an image of that size; its byte ratios are those of the two pairs). `--delta-level` sets the zstd level of
  * the precomputed deltas (default 9, what `ota firmware sign --delta-from` uses).
  *
+ * `--frame-window 1m` publishes windowed frames (protocol/frame-window.ts): each compressed with the megabyte of
+ * image before it as dictionary.
+ *
  * `--paths` picks the paths measured besides raw (the baseline, always run); `--rounds N` runs every path N times,
  * the paths one after the other in each round, and reports each path's median time and its ratio to raw's median,
  * with the lowest and highest ratio of the rounds (a raw and a path run in the same round are compared): on a
@@ -32,7 +35,7 @@
  *
  *   npm run bench:delta -- [--pairs exe,tree] [--size 1g] [--level 19] [--delta-level 9] [--json out.json]
  *                          [--paths compressed,chunk-reuse,reuse-no-idx,delta] [--rounds 3] [--skip-anchors]
- *                          [--cpu-prof DIR]
+ *                          [--cpu-prof DIR] [--frame-window 1m]
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -66,6 +69,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '1' },
     'skip-anchors': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
+    'frame-window': { type: 'string' },
   },
 });
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -311,7 +315,14 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   const t0 = performance.now();
   const framed = await writeFramedObject(
     createReadStream(newImage, { highWaterMark: 1 << 20 }),
-    { chunkSize: DEFAULT_CHUNK_SIZE, codec: await loadZstd(), level: Number(args.level) },
+    {
+      chunkSize: DEFAULT_CHUNK_SIZE,
+      codec: await loadZstd(),
+      level: Number(args.level),
+      ...(args['frame-window']
+        ? { window: parseSize(args['frame-window']), dictCodec: await loadDictCodec() }
+        : {}),
+    },
     async (d) => {
       await fh.write(d);
     },
@@ -454,7 +465,8 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   const lines = [
     `\n${p.name}: ${p.what}`,
     `  new image ${size} bytes; frame table ${framed.compression.table_size} bytes (${pct(framed.compression.table_size, size)}), ` +
-      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s` +
+      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level}` +
+      `${framed.compression.window ? ` with a ${framed.compression.window / 1024} KiB window` : ''} in ${(publishMs / 1000).toFixed(0)} s` +
       (entry
         ? `; delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`
         : ''),

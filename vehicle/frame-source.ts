@@ -8,7 +8,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
+import { loadDictCodec } from '../protocol/delta.js';
 import { ProtocolError } from '../protocol/errors.js';
+import { History } from '../protocol/frame-window.js';
 import {
   collectFrames,
   decodeFrames,
@@ -16,6 +18,8 @@ import {
   frameStartingAt,
   objectSize,
   parseFrameTable,
+  startsChunk,
+  type WindowedDecoding,
 } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { ZstdCodec } from '../protocol/zstd.js';
@@ -175,6 +179,10 @@ export async function* layoutPieces(
   const base = layout.base;
   const segments = plan(t, base, frameAt(t, offset, m.size), frameAt(t, end + 1, m.size));
   const decoder = layout.decoder;
+  if (t.window > 0) {
+    yield* windowedPieces(layout, m, segments, network, stats);
+    return;
+  }
   const run = (s: Segment): AsyncIterable<Buffer> =>
     s.local ? baseReads(base!, s, stats) : networkRun(layout, m, s, network);
   const ahead = new Map<number, Prefetch<Buffer>>();
@@ -205,6 +213,55 @@ export async function* layoutPieces(
   }
 }
 
+/**
+ * The pieces of a windowed release (protocol/frame-window.ts): every frame is decoded after the image bytes before
+ * it in its manifest chunk, so the segments go strictly in order (nothing is fetched ahead) and, with the decode
+ * worker, the reused base bytes pass through it too (it keeps the window). A run starts at a chunk boundary (the
+ * verified offset), where a windowed frame needs nothing before it.
+ */
+async function* windowedPieces(
+  layout: FrameLayout,
+  m: ReleaseManifest,
+  segments: readonly Segment[],
+  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  stats: TransferStats,
+): AsyncGenerator<Buffer> {
+  const t = layout.table;
+  const decoder = layout.decoder;
+  const main = decoder ? undefined : { codec: await loadDictCodec(), history: new History(t.window) };
+  for (const s of segments) {
+    if (!s.local) {
+      for await (const bytes of networkRun(layout, m, s, network, main ?? true)) {
+        yield bytes;
+        if (decoder) decoder.recycle(bytes);
+      }
+      continue;
+    }
+    for await (const read of baseReads(layout.base!, s, stats)) {
+      // One item per frame, so the window restarts where a manifest chunk does (a short read: fewer bytes, which
+      // fail their chunk like any wrong byte).
+      const items: { stored: Buffer; size: number; raw: true }[] = [];
+      const resets: boolean[] = [];
+      for (let i = s.first, at = 0; i < s.end && at < read.length; at += t.size[i++]!) {
+        const piece = read.subarray(at, at + t.size[i]!);
+        items.push({ stored: piece, size: piece.length, raw: true });
+        resets.push(startsChunk(t, i));
+      }
+      if (main) {
+        items.forEach((item, k) => {
+          if (resets[k]) main.history.reset();
+          main.history.append(item.stored);
+        });
+        yield read;
+        continue;
+      }
+      const bytes = await decoder!.decode(items, undefined, { window: t.window, resets });
+      yield bytes;
+      decoder!.recycle(bytes);
+    }
+  }
+}
+
 /** Base frames of one segment, read at once. */
 async function* baseReads(base: BaseImage, s: Segment & { local: true }, stats: TransferStats) {
   const buf = Buffer.allocUnsafe(s.size);
@@ -220,6 +277,8 @@ async function* networkRun(
   m: ReleaseManifest,
   s: Segment,
   network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  /** Windowed frames: decoded on this thread with that history, or (true) by the worker, which keeps it. */
+  windowed?: WindowedDecoding | true,
 ): AsyncGenerator<Buffer> {
   const t = layout.table;
   const { first: i, end: j } = s;
@@ -239,13 +298,23 @@ async function* networkRun(
           frames: batch.length,
           bytes: await decoder.decode(
             batch.map(([k, f]) => ({ stored: f, size: t.size[k]!, raw: t.raw[k] === 1 })),
+            undefined,
+            windowed && { window: t.window, resets: batch.map(([k]) => startsChunk(t, k)) },
           ),
         }),
         DECODE_AHEAD,
         isNetworkFailure,
       )
     : (async function* () {
-        for await (const bytes of decodeFrames(t, i, j, body, layout.codec)) yield { frames: 1, bytes };
+        for await (const bytes of decodeFrames(
+          t,
+          i,
+          j,
+          body,
+          layout.codec,
+          windowed === true ? undefined : windowed,
+        ))
+          yield { frames: 1, bytes };
       })();
   for await (const piece of pieces) {
     got += piece.frames;
