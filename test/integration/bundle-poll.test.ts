@@ -1,9 +1,11 @@
 /**
- * A bundle reaches a vehicle that never receives its MQTT offer: an agent without MQTT polls GET /updates/{vin},
+ * Bundles seen from the backend's side of the vehicle API. A bundle reaches a vehicle that never receives its MQTT
+ * offer: an agent without MQTT polls GET /updates/{vin},
  * sees the pending bundle update, asks POST /updates/{vin}/bundle for a freshly signed assignment of it (the offer
  * it missed), and installs the bundle on all three ECUs exactly as from an MQTT offer (every check of the bundle and
  * its members on the vehicle). The answer carries an assignment only when asked: the bundle runner's own calls do
- * not spend a counter write.
+ * not spend a counter write. Withdrawing one member release (the kill switch) cancels the bundle's campaigns and
+ * stands its vehicles down: no vehicle could install the bundle any more.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -102,5 +104,43 @@ describe('bundle offers by polling', { timeout: 300_000 }, () => {
       status: 409,
       code: 'not_offered',
     });
+  });
+
+  it('withdrawing a member release cancels the bundle campaign and stands its vehicles down', async () => {
+    const vin = '1HGCM82633A600003';
+    const dir = await registerAgentVehicle(ac, vin, ECUS);
+    const created = await createVehicleAgent(agentOptions(ac, vin, dir, { ecus: ECUS, mqttUrl: undefined }));
+    ac.track(() => created.close());
+    await startBundleCampaign(ac, 'bundle-withdrawn', 'body-2-0', [vin]);
+    const api = created.api;
+    await waitUntil(
+      async () => (await api.listUpdates()).pending.length > 0,
+      60_000,
+      'the bundle update offered',
+    );
+    const member = f.releases.bcm!['2.0.0']!.signed.manifest.release_id;
+    const withdrawn = await ac.operator.call('POST', `/releases/${member}/withdraw`, {
+      reason: 'bricks BCM',
+    });
+    assert.equal(withdrawn.status, 200, withdrawn.raw.toString());
+    // This campaign and the previous test's, still running (its vehicle never acted): both offer the bundle, though
+    // neither names the release. The first test's completed one is left alone.
+    assert.equal(withdrawn.json.campaigns_cancelled, 2, withdrawn.raw.toString());
+    for (const id of ['bundle-withdrawn', 'bundle-asked']) {
+      await waitUntil(
+        async () => (await ac.operator.call('GET', `/campaigns/${id}`)).json.status === 'cancelled',
+        60_000,
+        `campaign ${id} cancelled`,
+      );
+    }
+    assert.equal((await ac.operator.call('GET', '/campaigns/bundle-polled')).json.status, 'completed');
+    // What the agent asks before installing: nothing pending, the update cancelled; the bundle is refused.
+    const listed = await api.listUpdates();
+    assert.equal(listed.pending.length, 0);
+    assert.deepEqual(
+      listed.updates.map((u) => [u.update_id, u.status]),
+      [['campaign#bundle-withdrawn', 'cancelled']],
+    );
+    await assert.rejects(api.bundle('body-2-0'), { status: 409 });
   });
 });
