@@ -155,7 +155,9 @@ export function loadDictCodec(): Promise<DictCodec> {
         try {
           out = w.decompressUsingDict(dctx, frame, dict);
         } catch (err) {
-          throw new ZstdFrameError(`zstd frame (with a dictionary) does not decode: ${(err as Error).message}`);
+          throw new ZstdFrameError(
+            `zstd frame (with a dictionary) does not decode: ${(err as Error).message}`,
+          );
         }
         if (out.length !== size)
           throw new ZstdFrameError(`zstd frame decoded to ${out.length} bytes, expected ${size}`);
