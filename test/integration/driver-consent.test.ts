@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { AgentEvent } from '../../vehicle/agent.js';
 import { HeadUnitClient, type HeadUnitError, type HeadUnitEvent } from '../../vehicle/head-unit-client.js';
 import { type HeadUnitServer, startHeadUnitServer } from '../../vehicle/head-unit-server.js';
 import type { CreateAgentOptions } from '../../vehicle/setup.js';
@@ -315,6 +316,65 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     network = 'unmetered';
     assert.equal((await v.events.outcome('3.0.1')).status, 'completed');
     assert.ok(imageBytesServed() > before);
+  });
+
+  it('an unmetered-only download pauses when the car moves onto a metered link, and resumes after', async () => {
+    const big = await publishRelease(ac, { version: '3.0.4', size: 1024 * 1024 });
+    const served = () => ac.cloud.s3ServedBytes(`/releases/${big.signed.manifest.release_id}/`);
+    let network: 'metered' | 'unmetered' = 'unmetered';
+    const v = await vehicleWithHeadUnit('1HGCM82633A160008', {
+      conditions: { network: () => network, recheckMs: 100 },
+      // Paced so the switch lands mid-download; a checkpoint at every chunk, so a resume shows to the byte.
+      download: {
+        backoff: { baseMs: 50, maxMs: 500 },
+        minBytesPerSecond: 0,
+        maxBytesPerSecond: 128 * 1024,
+        checkpointIntervalMs: 0,
+      },
+    });
+    const created = await ac.operator.createCampaign({
+      campaign_id: 'metered-switch',
+      name: 'metered-switch',
+      release_id: big.signed.manifest.release_id,
+      targets: { vins: [v.agent.vin] },
+      policy: { waves: [100], skip_canary: true, conditions: { network: 'unmetered' } },
+    });
+    assert.equal(created.json.status, 'created', created.raw.toString());
+    assert.equal((await ac.operator.call('POST', '/campaigns/metered-switch/start', {})).status, 200);
+    await v.events.waitFor(
+      (e) => e.type === 'progress' && e.phase === 'downloading' && e.bytes >= 512 * 1024,
+      60_000,
+      'half the image downloaded',
+    );
+    network = 'metered';
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /unmetered network/.test(e.reason),
+      20_000,
+      'the download to pause for an unmetered network',
+    );
+    const requests = () =>
+      v.events.events.filter(
+        (e): e is Extract<AgentEvent, { type: 'request' }> =>
+          e.type === 'request' && e.update_id === 'campaign#metered-switch',
+      );
+    const pausedAt = requests().length;
+    const verified = v.agent.state?.current?.verified_bytes ?? 0;
+    await sleep(1000);
+    assert.equal(requests().length, pausedAt, 'no request on the metered link');
+    assert.equal(v.agent.state?.current?.phase, 'downloading', 'paused, not ended');
+    assert.ok(verified >= 512 * 1024 && verified < 1024 * 1024, `paused at ${verified} verified bytes`);
+    network = 'unmetered';
+    assert.equal((await v.events.outcome('3.0.4', 60_000)).status, 'completed');
+    await v.agent.whenIdle();
+    assertVehicleRuns(v.dir, '3.0.4', big.image);
+    // Resumed from the last verified chunk, not from the start.
+    const after = requests().slice(pausedAt);
+    assert.ok(after.length >= 1, 'the download went on');
+    assert.ok(
+      after.every((r) => r.offset >= verified),
+      `requests after the pause start at ${after.map((r) => r.offset).join(', ')}, verified ${verified}`,
+    );
+    assert.ok(served() > 0);
   });
 
   it('a failed update is retried from the head-unit API and succeeds', async () => {
