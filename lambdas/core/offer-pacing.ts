@@ -16,7 +16,7 @@
  *  - `reoffer`: an overdue update the tick found with retries left, offered again if still at that revision.
  * Every invocation handles one page or one message: memory and time do not grow with the wave.
  */
-import { conditionsForOffer } from '../../protocol/conditions.js';
+import { conditionsForOffer, consentDeadline } from '../../protocol/conditions.js';
 import { offerFor } from '../../protocol/offer.js';
 import { bundleTarget } from './bundles.js';
 import {
@@ -303,7 +303,10 @@ export class OfferWorker {
     const offerCounter = await this.deps.vehicles.reserveOffer(u.vin, u.updateId);
     const conditions = conditionsForOffer(c.policy.conditions, now);
     // With driver consent, the vehicle has the consent time and then its usual time to finish.
-    const consentSeconds = c.policy.conditions?.consent?.deadline_seconds ?? 0;
+    const consent = c.policy.conditions?.consent;
+    const consentSeconds = consent
+      ? Math.max(0, (consentDeadline(consent, now).getTime() - now.getTime()) / 1000)
+      : 0;
     const changes: Partial<UpdateRecord> = {
       status: 'offered',
       progress: 0,

@@ -246,6 +246,42 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     assert.equal(c.waves[0].failed, 0);
   });
 
+  it('an absolute consent date: signed as the deadline, expired once the vehicle clock passes it', async () => {
+    const refused = await ac.operator.createCampaign({
+      campaign_id: 'deadline-past',
+      name: 'deadline-past',
+      release_id: rel.signed.manifest.release_id,
+      targets: { vins: ['1HGCM82633A160010'] },
+      policy: {
+        waves: [100],
+        skip_canary: true,
+        conditions: { consent: { deadline_at: '2020-01-01T00:00:00Z' } },
+      },
+    });
+    assert.equal(refused.status, 400, refused.raw.toString());
+    assert.equal(refused.json.error.code, 'invalid_conditions');
+    assert.match(refused.json.error.message, /not in the future/);
+
+    let offset = 0;
+    const v = await vehicleWithHeadUnit('1HGCM82633A160010', {
+      conditions: { now: () => Date.now() + offset, recheckMs: 100 },
+    });
+    const date = new Date(Date.now() + 600_000).toISOString();
+    // A week after each offer, but the date first.
+    await campaign('deadline-at', [v.agent.vin], {
+      consent: { deadline_at: date, deadline_seconds: 604_800 },
+    });
+    await waitUntil(
+      async () => (await v.client.view()).pending?.consent?.state === 'asking',
+      20_000,
+      'asked',
+    );
+    assert.equal((await v.client.view()).pending?.consent?.deadline, date, 'the date is the signed deadline');
+    offset = 601_000;
+    assert.equal((await v.events.outcome('3.0.1')).status, 'expired');
+    await untilBackend(v.agent.vin, 'expired');
+  });
+
   it('installs only inside the maintenance window of the vehicle local time', async () => {
     // 12:00 UTC on the injected vehicle clock; the window is 02:00-04:00 in the vehicle's zone (UTC here).
     let now = Date.parse('2026-12-04T12:00:00Z');
