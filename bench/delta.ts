@@ -25,7 +25,17 @@
  * for an image of that size; its byte ratios are those of the two pairs). `--delta-level` sets the zstd level of
  * the precomputed deltas (default 9, what `ota firmware sign --delta-from` uses).
  *
+ * `--frame-window 1m` publishes windowed frames (protocol/frame-window.ts): each compressed with the megabyte of
+ * image before it as dictionary.
+ *
+ * `--paths` picks the paths measured besides raw (the baseline, always run); `--rounds N` runs every path N times,
+ * the paths one after the other in each round, and reports each path's median time and its ratio to raw's median,
+ * with the lowest and highest ratio of the rounds (a raw and a path run in the same round are compared): on a
+ * machine whose load moves, one run per path says little about a ratio near 1.
+ *
  *   npm run bench:delta -- [--pairs exe,tree] [--size 1g] [--level 19] [--delta-level 9] [--json out.json]
+ *                          [--paths compressed,chunk-reuse,reuse-no-idx,delta] [--rounds 3] [--skip-anchors]
+ *                          [--cpu-prof DIR] [--frame-window 1m]
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -55,6 +65,11 @@ const { values: args } = parseArgs({
     'delta-level': { type: 'string', default: '9' },
     size: { type: 'string' },
     json: { type: 'string' },
+    paths: { type: 'string', default: 'compressed,chunk-reuse,reuse-no-idx,delta' },
+    rounds: { type: 'string', default: '1' },
+    'skip-anchors': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'string' },
+    'frame-window': { type: 'string' },
   },
 });
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -209,7 +224,19 @@ function runWorker(worker: string, job: WorkerJob): Promise<WorkerResult & { wal
   const jobFile = join(WORK, 'job.json');
   writeFileSync(jobFile, JSON.stringify(job));
   const t0 = performance.now();
-  const child = spawn(process.execPath, [worker, '--job', jobFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // --cpu-prof DIR: a V8 CPU profile of every agent run, named after the pair and path (where the time goes).
+  const prof = args['cpu-prof']
+    ? [
+        '--cpu-prof',
+        '--cpu-prof-dir',
+        args['cpu-prof'],
+        '--cpu-prof-name',
+        `${job.out.split('/').pop()}.cpuprofile`,
+      ]
+    : [];
+  const child = spawn(process.execPath, [...prof, worker, '--job', jobFile], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   child.stdout.on('data', (d) => {
     out += d;
@@ -228,6 +255,53 @@ function runWorker(worker: string, job: WorkerJob): Promise<WorkerResult & { wal
 
 const pct = (n: number, of: number) => `${((n * 100) / of).toFixed(1)}%`;
 
+/** The precomputed delta of `newImage` from `oldImage`, written to `fh` from object offset `offset`. */
+async function appendDelta(
+  fh: Awaited<ReturnType<typeof open>>,
+  oldImage: string,
+  newImage: string,
+  offset: number,
+) {
+  const oldFile = await open(oldImage, 'r');
+  try {
+    const {
+      frames: _f,
+      rawFrames: _r,
+      ...entry
+    } = await writeDelta(
+      () => createReadStream(newImage, { highWaterMark: 1 << 20 }),
+      {
+        version: '1.0.0',
+        size: statSync(oldImage).size,
+        stream: () => createReadStream(oldImage, { highWaterMark: 1 << 20 }),
+        read: async (at, length) => {
+          const buf = Buffer.alloc(length);
+          await oldFile.read(buf, 0, length, at);
+          return buf;
+        },
+      },
+      {
+        chunkSize: DEFAULT_CHUNK_SIZE,
+        codec: await loadDictCodec(),
+        offset,
+        level: Number(args['delta-level']),
+      },
+      async (d) => {
+        await fh.write(d);
+      },
+    );
+    return entry;
+  } finally {
+    await oldFile.close();
+  }
+}
+
+type Run = WorkerResult & { wallMs: number; served: number };
+const median = (xs: readonly number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
 async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem: string }, caFile: string) {
   const oldImage = join(WORK, `${p.name}-old.img`);
   const newImage = join(WORK, `${p.name}-new.img`);
@@ -241,7 +315,14 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   const t0 = performance.now();
   const framed = await writeFramedObject(
     createReadStream(newImage, { highWaterMark: 1 << 20 }),
-    { chunkSize: DEFAULT_CHUNK_SIZE, codec: await loadZstd(), level: Number(args.level) },
+    {
+      chunkSize: DEFAULT_CHUNK_SIZE,
+      codec: await loadZstd(),
+      level: Number(args.level),
+      ...(args['frame-window']
+        ? { window: parseSize(args['frame-window']), dictCodec: await loadDictCodec() }
+        : {}),
+    },
     async (d) => {
       await fh.write(d);
     },
@@ -252,39 +333,16 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     release_id: `${p.name}-zst`,
     compression: framed.compression,
   };
-  // The precomputed delta from the old image, appended to the same object as `ota firmware sign --delta-from` does.
+  const wanted = new Set(['raw', ...args.paths.split(',').filter(Boolean)]);
+  // The precomputed delta from the old image, appended to the same object as `ota firmware sign --delta-from` does
+  // (only when its path is measured: building it is the longest step).
   const t1 = performance.now();
-  const oldFile = await open(oldImage, 'r');
-  const {
-    frames: _f,
-    rawFrames: _r,
-    ...entry
-  } = await writeDelta(
-    () => createReadStream(newImage, { highWaterMark: 1 << 20 }),
-    {
-      version: '1.0.0',
-      size: statSync(oldImage).size,
-      stream: () => createReadStream(oldImage, { highWaterMark: 1 << 20 }),
-      read: async (at, length) => {
-        const buf = Buffer.alloc(length);
-        await oldFile.read(buf, 0, length, at);
-        return buf;
-      },
-    },
-    {
-      chunkSize: DEFAULT_CHUNK_SIZE,
-      codec: await loadDictCodec(),
-      offset: framed.compression.object_size,
-      level: Number(args['delta-level']),
-    },
-    async (d) => {
-      await fh.write(d);
-    },
-  );
-  await oldFile.close();
+  const entry = wanted.has('delta')
+    ? await appendDelta(fh, oldImage, newImage, framed.compression.object_size)
+    : undefined;
   await fh.close();
   const deltaMs = performance.now() - t1;
-  const withDelta: ReleaseManifest = {
+  const withDelta: ReleaseManifest | undefined = entry && {
     ...compressed,
     release_id: `${p.name}-delta`,
     compression: {
@@ -306,34 +364,38 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       oldSha,
     ),
   );
-  const runs: Record<string, WorkerResult & { wallMs: number; served: number }> = {};
+  const rounds = Math.max(1, Number(args.rounds));
+  const samples: Record<string, Run[]> = {};
   try {
-    for (const [path, manifest, withBase] of [
-      ['raw', raw, undefined],
-      ['compressed', compressed, undefined],
-      ['chunk-reuse', compressed, { ...base, index: keptIndex }],
-      ['reuse-no-idx', compressed, base],
-      ['delta', withDelta, base],
-    ] as const) {
-      const before = server.served.bytes;
-      const out = join(WORK, `${p.name}-${path}.part`);
-      const r = await runWorker(worker, {
-        url: `${server.url}/${manifest.compression ? 'zst' : 'raw'}`,
-        manifest,
-        caFile,
-        out,
-        ...(withBase ? { base: withBase } : {}),
-      });
-      rmSync(out, { force: true });
-      if (r.problems.length) throw new Error(`${p.name} ${path}: ${r.problems.join('; ')}`);
-      runs[path] = { ...r, served: server.served.bytes - before };
+    for (let round = 0; round < rounds; round++) {
+      for (const [path, manifest, withBase] of [
+        ['raw', raw, undefined],
+        ['compressed', compressed, undefined],
+        ['chunk-reuse', compressed, { ...base, index: keptIndex }],
+        ['reuse-no-idx', compressed, base],
+        ['delta', withDelta, base],
+      ] as const) {
+        if (!wanted.has(path) || !manifest) continue;
+        const before = server.served.bytes;
+        const out = join(WORK, `${p.name}-${path}.part`);
+        const r = await runWorker(worker, {
+          url: `${server.url}/${manifest.compression ? 'zst' : 'raw'}`,
+          manifest,
+          caFile,
+          out,
+          ...(withBase ? { base: withBase } : {}),
+        });
+        rmSync(out, { force: true });
+        if (r.problems.length) throw new Error(`${p.name} ${path}: ${r.problems.join('; ')}`);
+        samples[path] = [...(samples[path] ?? []), { ...r, served: server.served.bytes - before }];
+      }
     }
   } finally {
     server.close();
   }
 
   const level = Number(args.level);
-  anchorsOff = p.name === 'big';
+  anchorsOff = p.name === 'big' || args['skip-anchors'] === true;
   const whole = anchor(
     'zstd',
     [`-${level}`, '-q', '-f', '-T1', newImage, '-o', `${newImage}.zst`],
@@ -359,62 +421,88 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     ['-9', '-f', '-e', '-s', oldImage, newImage, `${newImage}.xd3`],
     `${newImage}.xd3`,
   );
-  const rawRun = runs.raw!;
-  const rows = Object.entries(runs).map(([path, r]) => ({
-    path,
-    served: r.served,
-    ratio: r.served / size,
-    ms: r.wallMs,
-    vsRaw: r.wallMs / rawRun.wallMs,
-    reused: r.bytesReused,
-    peakRssMiB: r.maxRssKiB / 1024,
-    /** The agent process's CPU (user + system) over the wall time: where the time goes under load. */
-    cpuS: (r.cpuMs.user + r.cpuMs.system) / 1000,
-    fallback: r.fallback,
-  }));
+  const rawRuns = samples.raw!;
+  const rawMs = median(rawRuns.map((r) => r.wallMs));
+  const rows = Object.entries(samples).map(([path, runs]) => {
+    const ms = median(runs.map((r) => r.wallMs));
+    // The run whose time is the median stands for the path (bytes are the same in every round).
+    const r = runs.reduce((best, x) => (Math.abs(x.wallMs - ms) < Math.abs(best.wallMs - ms) ? x : best));
+    const perRound = runs.map((x, i) => x.wallMs / rawRuns[i]!.wallMs);
+    return {
+      path,
+      served: r.served,
+      ratio: r.served / size,
+      ms,
+      vsRaw: ms / rawMs,
+      vsRawRange: [Math.min(...perRound), Math.max(...perRound)] as const,
+      reused: r.bytesReused,
+      peakRssMiB: Math.max(...runs.map((x) => x.maxRssKiB)) / 1024,
+      /** The agent process's CPU (user + system) over the wall time: where the time goes under load. */
+      cpuS: (r.cpuMs.user + r.cpuMs.system) / 1000,
+      fallback: r.fallback,
+    };
+  });
+  const served = (path: string) => samples[path]?.[0]?.served;
   const result = {
     pair: p.name,
     what: p.what,
     size,
+    rounds,
     index: { bytes: framed.compression.table_size, ratio: framed.compression.table_size / size },
     frames: framed.frames,
     chunks: framed.chunks,
     publishMs,
-    delta: { bytes: entry.size, ratio: entry.size / size, ms: deltaMs },
+    delta: entry && { bytes: entry.size, ratio: entry.size / size, ms: deltaMs },
     paths: rows,
     anchors: {
       zstdWhole: whole?.bytes,
       zstdPatchFrom: patch?.bytes,
       xdelta3: xdelta?.bytes,
     },
-    reuseVsPatchFrom: patch ? runs['chunk-reuse']!.served / patch.bytes : undefined,
-    deltaVsPatchFrom: patch ? runs.delta!.served / patch.bytes : undefined,
+    reuseVsPatchFrom: patch && served('chunk-reuse') ? served('chunk-reuse')! / patch.bytes : undefined,
+    deltaVsPatchFrom: patch && served('delta') ? served('delta')! / patch.bytes : undefined,
   };
   const lines = [
     `\n${p.name}: ${p.what}`,
     `  new image ${size} bytes; frame table ${framed.compression.table_size} bytes (${pct(framed.compression.table_size, size)}), ` +
-      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level} in ${(publishMs / 1000).toFixed(0)} s; ` +
-      `delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`,
+      `${framed.chunks} chunks, ${framed.frames} frames; compressed at -${level}` +
+      `${framed.compression.window ? ` with a ${framed.compression.window / 1024} KiB window` : ''} in ${(publishMs / 1000).toFixed(0)} s` +
+      (entry
+        ? `; delta from the old image ${entry.size} bytes (${pct(entry.size, size)}) in ${(deltaMs / 1000).toFixed(0)} s`
+        : ''),
+    rounds > 1
+      ? `  ${rounds} rounds: time is the median, /raw its ratio to raw's median (lowest-highest of the rounds)`
+      : '',
     '  path          served      /image   time      /raw   reused      peak RSS   agent CPU',
     ...rows.map(
       (r) =>
         `  ${r.path.padEnd(12)}  ${String(r.served).padStart(10)}  ${pct(r.served, size).padStart(6)}  ` +
         `${(r.ms / 1000).toFixed(2).padStart(6)} s  ${r.vsRaw.toFixed(2).padStart(5)}  ${String(r.reused).padStart(10)}  ` +
         `${r.peakRssMiB.toFixed(0).padStart(5)} MiB  ${r.cpuS.toFixed(1).padStart(6)} s` +
+        (rounds > 1 ? `  (${r.vsRawRange[0].toFixed(2)}-${r.vsRawRange[1].toFixed(2)})` : '') +
         `${r.fallback ? `  (${r.fallback})` : ''}`,
     ),
     anchorsOff
-      ? '  anchors: not run on the synthetic pair'
+      ? '  anchors: not run'
       : `  anchors: zstd -${level} whole ${whole ? `${whole.bytes} (${pct(whole.bytes, size)})` : 'zstd not installed'}; ` +
         `zstd --patch-from ${patch ? `${patch.bytes} (${pct(patch.bytes, size)})` : 'n/a'}; ` +
         `xdelta3 -9 ${xdelta ? `${xdelta.bytes} (${pct(xdelta.bytes, size)})` : 'not installed'}`,
-    ...(result.reuseVsPatchFrom !== undefined
+    ...(result.reuseVsPatchFrom !== undefined || result.deltaVsPatchFrom !== undefined
       ? [
-          `  chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x; ` +
-            `precomputed delta / zstd --patch-from: ${result.deltaVsPatchFrom!.toFixed(2)}x`,
+          [
+            result.reuseVsPatchFrom !== undefined
+              ? `chunk reuse + compression / zstd --patch-from: ${result.reuseVsPatchFrom.toFixed(2)}x`
+              : '',
+            result.deltaVsPatchFrom !== undefined
+              ? `precomputed delta / zstd --patch-from: ${result.deltaVsPatchFrom.toFixed(2)}x`
+              : '',
+          ]
+            .filter(Boolean)
+            .join('; ')
+            .replace(/^/, '  '),
         ]
       : []),
-  ];
+  ].filter((l) => l !== '');
   process.stdout.write(`${lines.join('\n')}\n`);
   for (const f of [oldImage, newImage, objectFile, keptIndex]) rmSync(f, { force: true });
   return result;

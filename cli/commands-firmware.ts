@@ -129,6 +129,13 @@ export const FIRMWARE_COMMANDS: readonly Command[] = [
         placeholder: '<1-19>',
         description: 'zstd level with --compressed-out (default 19)',
       },
+      'frame-window': {
+        type: 'string',
+        placeholder: '<size>',
+        description:
+          'with --compressed-out: compress each frame with up to this much of the image before it (e.g. 1MiB; ' +
+          'agents from this release on)',
+      },
       'delta-from': {
         type: 'string',
         multiple: true,

@@ -13,10 +13,16 @@ export const CONDITION_FLAGS = {
     description:
       'require driver consent within this many seconds of the offer (else the update ends expired)',
   },
+  'consent-deadline-at': {
+    type: 'string',
+    placeholder: '<date>',
+    description:
+      'require driver consent by this date (ISO 8601, e.g. 2026-12-24T00:00:00Z); with --consent-deadline, the earlier',
+  },
   'max-postponements': {
     type: 'string',
     placeholder: '<n>',
-    description: 'with --consent-deadline: how often the driver may postpone',
+    description: 'with a consent deadline: how often the driver may postpone',
   },
   'postpone-seconds': {
     type: 'string',
@@ -40,16 +46,20 @@ export const CONDITION_FLAGS = {
 export function conditionsFromFlags(values: OptionValues): Record<string, unknown> | undefined {
   const c: Record<string, unknown> = {};
   const deadline = numberOption(values, 'consent-deadline');
+  const deadlineAt = stringOption(values, 'consent-deadline-at');
   const max = numberOption(values, 'max-postponements');
   const postpone = numberOption(values, 'postpone-seconds');
-  if (deadline !== undefined) {
+  if (deadline !== undefined || deadlineAt !== undefined) {
     c.consent = {
-      deadline_seconds: deadline,
+      ...(deadline !== undefined ? { deadline_seconds: deadline } : {}),
+      ...(deadlineAt !== undefined ? { deadline_at: deadlineAt } : {}),
       ...(max !== undefined ? { max_postponements: max } : {}),
       ...(postpone !== undefined ? { postpone_seconds: postpone } : {}),
     };
   } else if (max !== undefined || postpone !== undefined) {
-    throw new UsageError('--max-postponements and --postpone-seconds need --consent-deadline');
+    throw new UsageError(
+      '--max-postponements and --postpone-seconds need --consent-deadline or --consent-deadline-at',
+    );
   }
   const window = stringOption(values, 'maintenance-window');
   if (window !== undefined) {

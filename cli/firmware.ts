@@ -6,12 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { ReleaseCreated } from '../protocol/operator-responses.js';
 import { PAGE_LIMITS } from '../protocol/routes.js';
-import { releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
+import { MAX_FRAME_WINDOW, releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
 import { appendDeltas, parseDeltaFrom } from './firmware-delta.js';
-import { checkReleaseId, parseChunkSize } from './inputs.js';
+import { checkReleaseId, parseByteSize, parseChunkSize } from './inputs.js';
 import { Progress } from './progress.js';
 import { type ReleaseSummary, type ReleaseView, releaseRows, renderRelease } from './render.js';
 import { uploadImage } from './upload.js';
@@ -78,6 +78,7 @@ export async function sign(ctx: Context): Promise<void> {
 
   const compressedOut = stringOption(v, 'compressed-out');
   const level = numberOption(v, 'compression-level', { integer: true, min: 1, max: 19 }) ?? 19;
+  const window = parseFrameWindow(stringOption(v, 'frame-window'), compressedOut !== undefined);
   let deltaBases = parseDeltaFrom(ctx, stringList(v, 'delta-from'), compressedOut !== undefined);
   const deltaAuto = stringOption(v, 'delta-auto');
   if (deltaAuto !== undefined) {
@@ -137,7 +138,7 @@ export async function sign(ctx: Context): Promise<void> {
     if (compressedOut === undefined) {
       for await (const _ of hashed);
     } else {
-      compression = await writeCompressed(ctx.path(compressedOut), hashed, chunkSize, level);
+      compression = await writeCompressed(ctx.path(compressedOut), hashed, chunkSize, level, window);
     }
     digest = hasher.digest();
     if (compression && deltaBases.length > 0) {
@@ -216,10 +217,12 @@ async function writeCompressed(
   image: AsyncIterable<Uint8Array>,
   chunkSize: number,
   level: number,
+  window: number | undefined,
 ): Promise<NonNullable<ReleaseManifest['compression']>> {
-  const [{ writeFramedObject }, { loadZstd }] = await Promise.all([
+  const [{ writeFramedObject }, { loadZstd }, { loadDictCodec }] = await Promise.all([
     import('../protocol/frame-publisher.js'),
     import('../protocol/zstd.js'),
+    import('../protocol/delta.js'),
   ]);
   let fh: Awaited<ReturnType<typeof open>>;
   try {
@@ -230,7 +233,12 @@ async function writeCompressed(
   try {
     const framed = await writeFramedObject(
       image,
-      { chunkSize, level, codec: await loadZstd() },
+      {
+        chunkSize,
+        level,
+        codec: await loadZstd(),
+        ...(window ? { window, dictCodec: await loadDictCodec() } : {}),
+      },
       async (data) => {
         await fh.write(data);
       },
@@ -389,4 +397,17 @@ export async function show(ctx: Context): Promise<void> {
   const release = await api.get<ReleaseView>(`/releases/${encodeURIComponent(ctx.args.positionals[0]!)}`);
   ctx.printJson(release);
   ctx.print(renderRelease(release).join('\n'));
+}
+
+/** --frame-window: windowed frames (protocol/frame-window.ts), 4 KiB up to MAX_FRAME_WINDOW. */
+function parseFrameWindow(raw: string | undefined, compressed: boolean): number | undefined {
+  if (raw === undefined) return undefined;
+  if (!compressed) throw new UsageError('--frame-window needs --compressed-out');
+  const n = parseByteSize(raw, '--frame-window');
+  if (n < 4096 || n > MAX_FRAME_WINDOW) {
+    throw new UsageError(
+      `--frame-window must be between 4KiB and ${MAX_FRAME_WINDOW / 1024 ** 2}MiB (got '${raw}')`,
+    );
+  }
+  return n;
 }

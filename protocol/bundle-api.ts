@@ -11,6 +11,7 @@
  * - An offer may carry the same material inline (`bundle`), as a single-release offer may carry its manifest;
  *   the vehicle checks it exactly the same way.
  */
+import { signedAssignmentSchema } from './assignment.js';
 import { signedBundleSchema } from './bundle.js';
 import { signedRollbackAuthorisationSchema } from './rollback.js';
 import { ecuNameSchema, releaseIdSchema, signedManifestSchema } from './schemas.js';
@@ -33,7 +34,14 @@ export const bundleMaterialSchema = z.strictObject({
 });
 export type BundleMaterial = z.infer<typeof bundleMaterialSchema>;
 
-export const bundleRequestSchema = z.strictObject({ bundle_id: releaseIdSchema });
+export const bundleRequestSchema = z.strictObject({
+  bundle_id: releaseIdSchema,
+  /**
+   * Also sign an assignment of the bundle for this vehicle (`assignment` in the answer): a vehicle that learnt of
+   * the bundle by polling (GET /updates/{vin}) never received its offer. Costs a counter write; omitted otherwise.
+   */
+  assignment: z.optional(z.boolean()),
+});
 
 export const bundleAnswerSchema = z.object({
   update_id: z.string(),
@@ -49,6 +57,8 @@ export const bundleAnswerSchema = z.object({
     }),
   ),
   rollback: z.nullable(rollbackOfferSchema),
+  /** When asked for: the bundle's assignment, freshly signed (the offer a polling vehicle never received). */
+  assignment: z.optional(signedAssignmentSchema),
 });
 export type BundleAnswer = z.infer<typeof bundleAnswerSchema>;
 

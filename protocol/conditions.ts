@@ -47,7 +47,12 @@ export const campaignConditionsSchema = z.strictObject({
   consent: z.optional(
     z.strictObject({
       /** Seconds after the offer by which the driver must have accepted; afterwards the update ends `expired`. */
-      deadline_seconds: z.int().check(z.minimum(60), z.maximum(MAX_CONSENT_SECONDS)),
+      deadline_seconds: z.optional(z.int().check(z.minimum(60), z.maximum(MAX_CONSENT_SECONDS))),
+      /**
+       * A date by which every driver must have accepted, however late the car was offered (a recall's date, the
+       * end of a season); with deadline_seconds too, whichever comes first. At least one of the two.
+       */
+      deadline_at: z.optional(z.iso.datetime()),
       /** How many times the driver may postpone (0: accept or decline only). */
       max_postponements: z._default(z.int().check(z.minimum(0), z.maximum(MAX_POSTPONEMENTS)), 0),
       /** How long a postponement lasts before the driver is asked again. */
@@ -74,9 +79,24 @@ export type UpdateConditions = z.infer<typeof updateConditionsSchema>;
 /**
  * Combinations that parse but cannot work as meant: a clear 400 each. Empty when the conditions are consistent.
  */
-export function conditionsProblems(c: CampaignConditions): string[] {
+export function conditionsProblems(c: CampaignConditions, now?: Date): string[] {
   const problems: string[] = [];
   const consent = c.consent;
+  if (consent && consent.deadline_seconds === undefined && consent.deadline_at === undefined) {
+    problems.push(
+      'conditions.consent: needs deadline_seconds (after each offer) or deadline_at (a date), or both',
+    );
+  }
+  if (consent?.deadline_at !== undefined && now) {
+    const left = (Date.parse(consent.deadline_at) - now.getTime()) / 1000;
+    if (left <= 60)
+      problems.push(`conditions.consent.deadline_at ${consent.deadline_at} is not in the future`);
+    else if (left > MAX_CONSENT_SECONDS) {
+      problems.push(
+        `conditions.consent.deadline_at ${consent.deadline_at} is more than ${MAX_CONSENT_SECONDS / 86400} days away`,
+      );
+    }
+  }
   if (consent && consent.max_postponements > 0 && consent.postpone_seconds === undefined) {
     problems.push(
       'conditions.consent: max_postponements needs postpone_seconds (how long a postponement lasts)',
@@ -85,7 +105,7 @@ export function conditionsProblems(c: CampaignConditions): string[] {
   if (consent && consent.max_postponements === 0 && consent.postpone_seconds !== undefined) {
     problems.push('conditions.consent: postpone_seconds without max_postponements allows no postponement');
   }
-  if (consent?.postpone_seconds !== undefined && consent.max_postponements > 0) {
+  if (consent?.postpone_seconds !== undefined && consent.max_postponements > 0 && consent.deadline_seconds) {
     const total = consent.postpone_seconds * consent.max_postponements;
     if (total >= consent.deadline_seconds) {
       problems.push(
@@ -100,6 +120,17 @@ export function conditionsProblems(c: CampaignConditions): string[] {
   return problems;
 }
 
+/**
+ * When the driver's consent to an offer sent at `offeredAt` runs out: deadline_seconds after it or deadline_at,
+ * whichever comes first (a car offered after deadline_at gets a deadline already passed, and ends `expired`).
+ */
+export function consentDeadline(consent: NonNullable<CampaignConditions['consent']>, offeredAt: Date): Date {
+  const after =
+    consent.deadline_seconds !== undefined ? offeredAt.getTime() + consent.deadline_seconds * 1000 : Infinity;
+  const at = consent.deadline_at !== undefined ? Date.parse(consent.deadline_at) : Infinity;
+  return new Date(Math.min(after, at));
+}
+
 /** The signed conditions of one offer sent at `offeredAt`; undefined when the campaign sets none. */
 export function conditionsForOffer(
   c: CampaignConditions | undefined,
@@ -112,7 +143,7 @@ export function conditionsForOffer(
     ...(consent
       ? {
           consent: {
-            deadline: new Date(offeredAt.getTime() + consent.deadline_seconds * 1000).toISOString(),
+            deadline: consentDeadline(consent, offeredAt).toISOString(),
             max_postponements: consent.max_postponements,
             ...(consent.postpone_seconds !== undefined ? { postpone_seconds: consent.postpone_seconds } : {}),
           },

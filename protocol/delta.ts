@@ -148,17 +148,19 @@ export function loadDictCodec(): Promise<DictCodec> {
         // frame declaring anything but the chunk's size (a bomb) is refused here, before the allocation.
         const declared = frameContentSize(frame);
         if (declared !== size) {
-          throw new ZstdFrameError(`the delta frame declares ${declared} bytes, the chunk has ${size}`);
+          throw new ZstdFrameError(`the frame declares ${declared} bytes, the table ${size}`);
         }
         dctx ??= w.createDCtx();
         let out: Uint8Array;
         try {
           out = w.decompressUsingDict(dctx, frame, dict);
         } catch (err) {
-          throw new ZstdFrameError(`delta frame does not decode: ${(err as Error).message}`);
+          throw new ZstdFrameError(
+            `zstd frame (with a dictionary) does not decode: ${(err as Error).message}`,
+          );
         }
         if (out.length !== size)
-          throw new ZstdFrameError(`delta frame decoded to ${out.length} bytes, expected ${size}`);
+          throw new ZstdFrameError(`zstd frame decoded to ${out.length} bytes, expected ${size}`);
         return out;
       },
     };

@@ -1,11 +1,13 @@
 /**
  * The publisher's side of a compressed release (frames.ts): streams an image through the content-defined chunker,
- * cuts it also at every manifest chunk boundary, compresses each frame on its own (stored raw when zstd does not
- * shrink it), hands the frames to `write` in order, and ends with the frame table. Memory: one frame and what the
+ * cuts it also at every manifest chunk boundary, compresses each frame on its own or with the image bytes before it
+ * as dictionary (frame-window.ts; stored raw when zstd does not shrink it), hands the frames to `write` in order, and ends with the frame table. Memory: one frame and what the
  * codec needs, whatever the image size.
  */
 import { createHash } from 'node:crypto';
 import { type CdcParams, Chunker, DEFAULT_CDC } from './cdc.js';
+import type { DictCodec } from './delta.js';
+import { History } from './frame-window.js';
 import { encodeFrameTable, splitAtBoundaries } from './frames.js';
 import type { ReleaseManifest } from './manifest.js';
 import type { ZstdCodec } from './zstd.js';
@@ -27,6 +29,13 @@ export interface FrameOptions {
   /** zstd level. @default 19 (compressed once, downloaded by the whole fleet) */
   readonly level?: number;
   readonly cdc?: CdcParams;
+  /**
+   * Compress each frame with up to this many image bytes before it as dictionary (frame-window.ts), with
+   * `dictCodec`. Indexing the window costs the compressor time per frame: at level 9 a 1 MiB window took ~6x the
+   * time of independent frames on the bench pairs.
+   */
+  readonly window?: number;
+  readonly dictCodec?: DictCodec;
 }
 
 export async function writeFramedObject(
@@ -44,9 +53,16 @@ export async function writeFramedObject(
   let imageBytes = 0;
   let objectBytes = 0;
   let rawFrames = 0;
+  if (o.window && !o.dictCodec) throw new Error('a frame window needs a codec with dictionaries');
+  const history = o.window ? new History(o.window) : undefined;
 
-  const emit = async (data: Buffer) => {
-    const compressed = o.codec.compress(data, level);
+  const emit = async (data: Buffer, at: number) => {
+    // A manifest chunk's first frame has no dictionary: decoding may start at any chunk (frame-window.ts).
+    if (at % o.chunkSize === 0) history?.reset();
+    const dict = history?.dict();
+    const compressed =
+      dict && dict.length > 0 ? o.dictCodec!.compress(data, dict, level) : o.codec.compress(data, level);
+    history?.append(data);
     const raw = compressed.length >= data.length;
     const stored = raw ? data : compressed;
     frames.push({ stored: stored.length, raw });
@@ -59,7 +75,7 @@ export async function writeFramedObject(
     chunks.push({ size: chunk.length, sha256: createHash('sha256').update(chunk).digest() });
     let at = 0;
     for (const piece of splitAtBoundaries(imageBytes, chunk.length, o.chunkSize)) {
-      await emit(chunk.subarray(at, at + piece));
+      await emit(chunk.subarray(at, at + piece), imageBytes + at);
       at += piece;
     }
     imageBytes += chunk.length;
@@ -97,6 +113,7 @@ export async function writeFramedObject(
       table_offset: objectBytes,
       table_size: table.length,
       table_sha256: createHash('sha256').update(table).digest('hex'),
+      ...(o.window ? { window: o.window } : {}),
     },
     frames: frames.length,
     rawFrames,

@@ -16,7 +16,9 @@
  */
 import { createHash } from 'node:crypto';
 import { type CdcParams, checkCdcParams, MAX_CDC_CHUNK } from './cdc.js';
+import type { DictCodec } from './delta.js';
 import { ProtocolError } from './errors.js';
+import type { History } from './frame-window.js';
 import type { ReleaseManifest } from './manifest.js';
 import type { ZstdCodec } from './zstd.js';
 
@@ -47,6 +49,13 @@ export interface FrameTable {
   readonly imageOffset: Float64Array;
   /** Where each frame starts in the object; count + 1 entries (the last is where the table starts). */
   readonly objectOffset: Float64Array;
+  /**
+   * Most image bytes before a frame, within its manifest chunk, that it was compressed with as dictionary
+   * (frame-window.ts); 0: independent frames.
+   */
+  readonly window: number;
+  /** The manifest's chunk size: a windowed frame at a chunk's start has no dictionary. */
+  readonly manifestChunkSize: number;
 }
 
 /** Bytes of the stored object: the image itself, or its frames and table. */
@@ -198,13 +207,43 @@ export function parseFrameTable(m: ReleaseManifest, bytes: Buffer): FrameTable {
     offsetInChunk,
     imageOffset,
     objectOffset,
+    window: c.window ?? 0,
+    manifestChunkSize: m.chunk_size,
   };
 }
 
-/** Frame `i`'s image bytes from its stored bytes (bounded by the table: see zstd.ts). */
-export function decodeFrame(t: FrameTable, i: number, stored: Uint8Array, codec: ZstdCodec): Uint8Array {
-  if (t.raw[i]) return stored;
-  return codec.decompress(stored, t.size[i]!);
+/** Whether frame `i` starts a manifest chunk: a windowed frame there was compressed without a dictionary. */
+export function startsChunk(t: FrameTable, i: number): boolean {
+  return t.imageOffset[i]! % t.manifestChunkSize === 0;
+}
+
+/** How windowed frames are decoded on this thread: the codec with dictionaries, and the bytes before the frame. */
+export interface WindowedDecoding {
+  readonly codec: DictCodec;
+  readonly history: History;
+}
+
+/**
+ * Frame `i`'s image bytes from its stored bytes (bounded by the table: see zstd.ts). A windowed table's frames are
+ * decoded with `windowed.history` (the image bytes before frame i in its manifest chunk) as dictionary, and
+ * appended to it; the history is emptied at a chunk's first frame.
+ */
+export function decodeFrame(
+  t: FrameTable,
+  i: number,
+  stored: Uint8Array,
+  codec: ZstdCodec,
+  windowed?: WindowedDecoding,
+): Uint8Array {
+  if (t.window > 0 && !windowed) throw new Error('a windowed frame needs the bytes before it');
+  if (windowed && startsChunk(t, i)) windowed.history.reset();
+  let out: Uint8Array;
+  if (t.raw[i]) out = stored;
+  else if (windowed && windowed.history.dict().length > 0)
+    out = windowed.codec.decompress(stored, windowed.history.dict(), t.size[i]!);
+  else out = codec.decompress(stored, t.size[i]!);
+  windowed?.history.append(out);
+  return out;
 }
 
 /**
@@ -249,9 +288,10 @@ export async function* decodeFrames(
   last: number,
   body: AsyncIterable<Uint8Array>,
   codec: ZstdCodec,
+  windowed?: WindowedDecoding,
 ): AsyncGenerator<Buffer> {
   for await (const [i, frame] of collectFrames((k) => t.stored[k]!, first, last, body)) {
-    const out = decodeFrame(t, i, frame, codec);
+    const out = decodeFrame(t, i, frame, codec, windowed);
     yield Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   }
 }

@@ -40,6 +40,8 @@ export const sha256Schema = z
 export const MAX_IMAGE_SIZE = 16 * 1024 ** 3;
 export const MIN_CHUNK_SIZE = 64 * 1024;
 export const MAX_CHUNK_SIZE = 64 * 1024 ** 2;
+/** Largest frame window (compression.window): what a vehicle holds to decode, beside one batch of frames. */
+export const MAX_FRAME_WINDOW = 8 * 1024 ** 2;
 
 export const releaseManifestSchema = z.strictObject({
   schema: z.literal('ota.release-manifest/v1'),
@@ -64,6 +66,12 @@ export const releaseManifestSchema = z.strictObject({
       table_offset: z.int().check(z.minimum(1)),
       table_size: z.int().check(z.minimum(64)),
       table_sha256: sha256Schema,
+      /**
+       * Each zstd frame was compressed with up to this many image bytes right before it, within its manifest chunk,
+       * as a raw-content dictionary (protocol/frame-window.ts): frames stay Range-addressable (a vehicle builds each
+       * chunk in order, so it has those bytes) and compress like one stream. Absent: independent frames.
+       */
+      window: z.optional(z.int().check(z.minimum(1), z.maximum(MAX_FRAME_WINDOW))),
       /**
        * Precomputed deltas (protocol/delta.ts) appended after the frame table, one per base image the publisher
        * built one from: the image a vehicle must have installed (size and SHA-256), where the delta's bytes are in

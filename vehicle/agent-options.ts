@@ -37,7 +37,13 @@ export type InstallStep = 'write' | 'activate' | 'health' | 'commit';
 
 /** Points where tests (or diagnostics) can observe or freeze the agent; each is awaited. */
 export interface AgentHooks {
-  onChunkVerified?(info: { update_id: string; index: number; verifiedBytes: number }): Promise<void> | void;
+  /** Each verified chunk of a download; `ecu` names the member of a bundle. */
+  onChunkVerified?(info: {
+    update_id: string;
+    ecu?: string;
+    index: number;
+    verifiedBytes: number;
+  }): Promise<void> | void;
   beforeInstallStep?(
     step: InstallStep,
     info: { update_id: string; ecu: string; version: string },

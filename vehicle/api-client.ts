@@ -39,7 +39,7 @@ export interface VehicleApi {
   /** Reports what every ECU runs (absent: the inventory is not reported). */
   reportInventory?(report: InventoryReport, signal?: AbortSignal): Promise<InventoryAnswer>;
   /** A bundle offered to this vehicle: the material to check and the members' download URLs (absent: no bundles). */
-  bundle?(bundleId: string, signal?: AbortSignal): Promise<BundleAnswer>;
+  bundle?(bundleId: string, signal?: AbortSignal, options?: { assignment?: boolean }): Promise<BundleAnswer>;
 }
 
 export interface VehicleApiClientOptions {
@@ -129,11 +129,15 @@ export class VehicleApiClient implements VehicleApi {
     );
   }
 
-  bundle(bundleId: string, signal?: AbortSignal): Promise<BundleAnswer> {
+  bundle(
+    bundleId: string,
+    signal?: AbortSignal,
+    options: { assignment?: boolean } = {},
+  ): Promise<BundleAnswer> {
     return this.authorized(
       'POST',
       `/updates/${this.options.vin}/bundle`,
-      { bundle_id: bundleId },
+      { bundle_id: bundleId, ...(options.assignment ? { assignment: true } : {}) },
       signal,
       bundleAnswerSchema,
     );

@@ -9,20 +9,23 @@
  *
  * Durability: `current.json` in the bundle folder names the bundle being handled from its acceptance to its
  * report; the installer's journal settles the ECUs. A restart with a journal settles it (all old or all new) and
- * reports that; one with no journal (stopped while downloading, no slot written) reports the bundle failed with
- * nothing installed, and the campaign's retry budget offers it again.
+ * reports that. One with no journal (stopped while downloading or waiting to install: no slot written) leaves the
+ * offer in the inbox, which runs it again: its checks again, then each member's download resumes from its
+ * checkpoint (bundle-downloads.ts), so verified bytes are not fetched twice. The member downloads are removed
+ * with the outcome.
  */
-import { readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as z from 'zod';
 import { manifestDigest } from '../protocol/assignment.js';
 import { type BundleAnswer, type BundleMaterial, rollbackOfferSchema } from '../protocol/bundle-api.js';
-import type { SignedManifest } from '../protocol/manifest.js';
+import type { ReleaseManifest, SignedManifest } from '../protocol/manifest.js';
 import type { UpdateOffer } from '../protocol/offer.js';
-import { type AgentContext, imageFile, partFile, RetryLater } from './agent-context.js';
+import { type AgentContext, RetryLater } from './agent-context.js';
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
+import { BundleDownloads } from './bundle-downloads.js';
 import { type BundleEcu, BundleInstaller, type BundleOutcome, type EcuProgress } from './bundle-install.js';
-import type { Downloader } from './downloader.js';
+import type { Downloader, DownloadSource } from './downloader.js';
 import { AgentError, ApiError } from './errors.js';
 import { describeError } from './logger.js';
 import { appendReport } from './reporter.js';
@@ -47,14 +50,17 @@ export type BundleRefusal = {
 
 export class BundleRunner {
   private readonly dir: string;
+  /** The member downloads of the bundle in progress (resumable). */
+  private readonly members: BundleDownloads;
   /** Download URLs by member release id, from the latest /bundle answer. */
   private urls = new Map<string, { url: string; expiresAt: number }>();
 
   constructor(
     private readonly ctx: AgentContext,
-    private readonly downloader: Downloader,
+    downloader: Downloader,
   ) {
     this.dir = join(ctx.options.stateDir, 'bundle');
+    this.members = new BundleDownloads(ctx, downloader, join(this.dir, 'members'));
   }
 
   private installer(update_id: string): BundleInstaller {
@@ -94,8 +100,17 @@ export class BundleRunner {
     const cur = await this.readCurrent();
     const outcome = await this.installer(cur?.update_id ?? '').recover();
     if (!cur) return;
+    const s = this.ctx.store.state;
     if (outcome) await this.finish(cur, outcome);
-    else {
+    else if (s.inbox.some((i) => i.offer_digest === cur.offer_digest)) {
+      // Stopped before any slot was written (downloading, or waiting to install): the offer is still in the inbox
+      // and runs again, resuming each member's download from its checkpoint.
+      this.ctx.logger.info('bundle interrupted before installing; resuming', { update_id: cur.update_id });
+    } else if (s.recent.some((r) => r.offer_digest === cur.offer_digest)) {
+      // Run again after a restart and refused then (its assignment expired meanwhile, say): already reported.
+      await this.members.clear();
+      await rm(join(this.dir, 'current.json'), { force: true });
+    } else {
       await this.finish(cur, {
         status: 'failed',
         update_id: cur.update_id,
@@ -138,6 +153,7 @@ export class BundleRunner {
     };
     await ensureDir(this.dir);
     await writeFileAtomic(join(this.dir, 'current.json'), JSON.stringify(cur));
+    await this.members.begin(offerDigest);
     this.ctx.emit({ type: 'accepted', update_id: a.update_id, firmware_version: a.version, ecu: a.ecu });
     const rollback = rollbackOfferSchema.safeParse(material.rollback);
     const outcome = await this.installer(a.update_id).run(
@@ -157,8 +173,6 @@ export class BundleRunner {
       this.ctx.signal,
     );
     await this.finish(cur, outcome);
-    // The verified member images were copied into the slots (or are not needed any more).
-    for (const sm of material.manifests) await rm(imageFile(this.ctx.store, sm.manifest), { force: true });
     return undefined;
   }
 
@@ -202,44 +216,38 @@ export class BundleRunner {
     }
   }
 
-  /** One member downloaded and verified like a single release: chunk digests while fetching, then the whole image. */
+  /** One member downloaded and verified like a single release, resuming from its checkpoint (bundle-downloads.ts). */
   private async fetchImage(
     sm: SignedManifest,
     signal: AbortSignal,
     onProgress: (percent: number) => void,
   ): Promise<string> {
-    const m = sm.manifest;
-    const bundleId = (await this.readCurrent())?.bundle_id;
-    const stats = await this.downloader.download({
-      manifest: m,
-      file: partFile(this.ctx.store, m),
-      verifiedBytes: 0,
-      signal,
-      onProgress: (bytes) => onProgress((bytes * 100) / m.size),
-      source: {
-        url: async (refresh) => {
-          const known = this.urls.get(m.release_id);
-          if (!refresh && known && known.expiresAt - 5000 > this.ctx.runtime.now()) return known.url;
-          if (!bundleId) throw new AgentError('bundle_unknown', 'no bundle in progress');
-          const fetched = await this.fetchAnswer(bundleId);
-          if ('reason' in fetched) throw new AgentError(fetched.reason, fetched.message);
-          const fresh = fetched.answer.members.find((x) => x.release_id === m.release_id);
-          if (!fresh || manifestDigest(fresh.manifest.manifest) !== manifestDigest(m)) {
-            throw new AgentError(
-              'manifest_changed',
-              `the backend now serves another manifest for ${m.release_id}`,
-            );
-          }
-          return fresh.download_url;
-        },
-      },
+    const cur = await this.readCurrent();
+    return this.members.fetch(sm, signal, onProgress, {
+      update_id: cur?.update_id ?? '',
+      source: this.urlSource(sm.manifest, cur?.bundle_id),
     });
-    if (stats.sha256 !== m.sha256) {
-      await rm(partFile(this.ctx.store, m), { force: true });
-      throw new AgentError('verification_failed', `whole-image SHA-256 of ${m.ecu} is not the manifest's`);
-    }
-    await rename(partFile(this.ctx.store, m), imageFile(this.ctx.store, m));
-    return imageFile(this.ctx.store, m);
+  }
+
+  /** A member's URL: the one the last /bundle answer gave while it is valid, else a fresh answer's. */
+  private urlSource(m: ReleaseManifest, bundleId: string | undefined): DownloadSource {
+    return {
+      url: async (refresh) => {
+        const known = this.urls.get(m.release_id);
+        if (!refresh && known && known.expiresAt - 5000 > this.ctx.runtime.now()) return known.url;
+        if (!bundleId) throw new AgentError('bundle_unknown', 'no bundle in progress');
+        const fetched = await this.fetchAnswer(bundleId);
+        if ('reason' in fetched) throw new AgentError(fetched.reason, fetched.message);
+        const fresh = fetched.answer.members.find((x) => x.release_id === m.release_id);
+        if (!fresh || manifestDigest(fresh.manifest.manifest) !== manifestDigest(m)) {
+          throw new AgentError(
+            'manifest_changed',
+            `the backend now serves another manifest for ${m.release_id}`,
+          );
+        }
+        return fresh.download_url;
+      },
+    };
   }
 
   /** Per-ECU progress: an event each step; a durable report at the steps an operator needs to see. */
@@ -309,6 +317,8 @@ export class BundleRunner {
     });
     this.ctx.reporter.notify();
     for (const f of files) await this.ctx.store.deleteOffer(f);
+    // The verified member images were copied into the slots (or are not needed any more): the bundle has ended.
+    await this.members.clear();
     await rm(join(this.dir, 'current.json'), { force: true });
     this.ctx.logger.info('bundle outcome', { update_id: cur.update_id, status, reason });
     this.ctx.emit({

@@ -10,8 +10,9 @@
  * operator sees where the fleet waits for its drivers.
  *
  * Time: the vehicle's clock and time zone (`conditions.now`, `conditions.timeZone`), not the backend's, since the
- * window is the car's night, wherever it is. The network is checked before each download run; a run in progress
- * when the car moves onto a metered link finishes (it resumes anyway, so a stricter cut-off could be added there).
+ * window is the car's night, wherever it is. The network is checked before each download run and while it runs: a
+ * run in progress when the car moves onto a metered link stops at its last checkpoint (whileUnmetered) and the next
+ * one, once the link is unmetered again, resumes from there.
  */
 import type { UpdateConditions } from '../protocol/conditions.js';
 import { inWindow, localMinutes, minutesUntilWindow } from '../protocol/conditions.js';
@@ -47,6 +48,28 @@ export interface ConsentView {
   readonly postponements: number;
   readonly postponements_left: number;
   readonly ask_again_at: string | null;
+}
+
+/**
+ * For a campaign that allows no metered download: a signal aborted when the car moves onto a metered link while the
+ * download runs (looked at every recheckMs). The run then stops at its last checkpoint, and the gate waits for an
+ * unmetered link before the next one, which resumes from there. Undefined when there is nothing to watch.
+ */
+export function whileUnmetered(
+  ctx: AgentContext,
+  offer: FullOffer,
+): { readonly signal: AbortSignal; stop(): void } | undefined {
+  const network = ctx.options.conditions?.network;
+  if (offer.assignment.assignment.conditions?.network !== 'unmetered' || !network) return undefined;
+  const stop = new AbortController();
+  const timer = setInterval(() => {
+    if (network() === 'metered') {
+      stop.abort(new AgentError('metered_link', 'the car moved onto a metered link'));
+      clearInterval(timer);
+    }
+  }, ctx.options.conditions?.recheckMs ?? 30_000);
+  timer.unref?.();
+  return { signal: stop.signal, stop: () => clearInterval(timer) };
 }
 
 export class ConditionGate {

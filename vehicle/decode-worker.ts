@@ -60,10 +60,61 @@ function decodeInto(out, size, src, n, dict) {
   if (x.h(r)) throw new Error('zstd error ' + (r >>> 0));
   if ((r >>> 0) !== size) throw new Error('decoded ' + (r >>> 0) + ' bytes, expected ' + size);
 }
+/**
+ * The image bytes before the next frame, for windowed frames: one area of libzstd's memory, each frame decoded right
+ * after the bytes before it (its dictionary is a pointer, nothing is copied), the last window moved to the front
+ * when the area is full. inChunk: how many of the bytes before the next one are in its manifest chunk.
+ */
+let hist;
+function histRoom(n, w) {
+  if (!hist) {
+    const cap = Math.max(4 * w, w + n);
+    const ptr = x.s(cap);
+    if (!ptr) throw new Error('libzstd is out of memory');
+    hist = { ptr, cap, len: 0, inChunk: 0 };
+  }
+  if (hist.len + n <= hist.cap) return;
+  const keep = Math.min(hist.len, w);
+  if (keep + n <= hist.cap) {
+    new Uint8Array(x.f.buffer).copyWithin(hist.ptr, hist.ptr + hist.len - keep, hist.ptr + hist.len);
+  } else {
+    const cap = keep + n + w;
+    const ptr = x.s(cap);
+    if (!ptr) throw new Error('libzstd is out of memory');
+    new Uint8Array(x.f.buffer).copyWithin(ptr, hist.ptr + hist.len - keep, hist.ptr + hist.len);
+    x.t(hist.ptr);
+    hist = { ptr, cap, len: 0, inChunk: hist.inChunk };
+  }
+  hist.len = keep;
+}
 parentPort.on('message', (m) => {
   try {
     const total = m.sizes.reduce((a, b) => a + b, 0);
     const src = room('src', m.frames.byteLength);
+    if (m.history) {
+      // Windowed frames: each decoded right after the image bytes before it in its chunk (none at a chunk's start).
+      const w = m.history.window;
+      histRoom(total, w);
+      new Uint8Array(x.f.buffer).set(new Uint8Array(m.frames), src);
+      const start = hist.len;
+      let inAt = 0;
+      for (let i = 0; i < m.sizes.length; i++) {
+        const at = hist.ptr + hist.len;
+        if (m.history.resets[i]) hist.inChunk = 0;
+        if (m.raw[i]) new Uint8Array(x.f.buffer).copyWithin(at, src + inAt, src + inAt + m.lengths[i]);
+        else {
+          const d = Math.min(hist.inChunk, w);
+          decodeInto(at, m.sizes[i], src + inAt, m.lengths[i], d > 0 ? [at - d, d] : undefined);
+        }
+        inAt += m.lengths[i];
+        hist.len += m.sizes[i];
+        hist.inChunk += m.sizes[i];
+      }
+      const result = m.spare && m.spare.byteLength >= total ? new Uint8Array(m.spare, 0, total) : new Uint8Array(total);
+      result.set(new Uint8Array(x.f.buffer, hist.ptr + start, total));
+      parentPort.postMessage({ id: m.id, out: result.buffer, length: total }, [result.buffer]);
+      return;
+    }
     const out = room('out', total);
     let dict;
     if (m.window) {
@@ -139,6 +190,16 @@ function wasmModule(): WasmModule | null {
   return compiled ?? null;
 }
 
+/**
+ * A batch of windowed frames (protocol/frame-window.ts): the worker decodes each after the image bytes before it in
+ * its manifest chunk, which it keeps from batch to batch; raw items (reused bytes of the installed image) join them.
+ * `resets[i]`: item i starts a manifest chunk (nothing before it is a dictionary).
+ */
+export interface WindowedBatch {
+  readonly window: number;
+  readonly resets: readonly boolean[];
+}
+
 export class DecodeWorker {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
@@ -183,6 +244,7 @@ export class DecodeWorker {
   decode(
     frames: readonly { readonly stored: Uint8Array; readonly size: number; readonly raw: boolean }[],
     window?: { readonly path: string; readonly offset: number; readonly length: number },
+    history?: WindowedBatch,
   ): Promise<Buffer> {
     try {
       for (const f of frames) if (!f.raw) checkDeclared(f.stored, f.size);
@@ -208,6 +270,7 @@ export class DecodeWorker {
           sizes: frames.map((f) => f.size),
           raw: frames.map((f) => f.raw),
           window,
+          history,
           spare,
         },
         spare ? [bytes.buffer, spare] : [bytes.buffer],

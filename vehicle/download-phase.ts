@@ -17,6 +17,7 @@ import {
 } from './agent-context.js';
 import { backoffDelay } from './backoff.js';
 import { BaseIndexStore, type ChunkIndex } from './base-index.js';
+import { whileUnmetered } from './conditions.js';
 import type { Downloader, DownloadSource } from './downloader.js';
 import { AgentError, ApiError, DownloadError } from './errors.js';
 import { verifyImageFile } from './image-file.js';
@@ -110,6 +111,7 @@ export class DownloadPhase {
       | undefined;
     // What earlier runs of this update fetched and reused (saved with their checkpoints): the report counts them all.
     const before = store.state.current?.transfer ?? { fetched: 0, reused: 0 };
+    const link = whileUnmetered(this.ctx, offer);
     try {
       const stats = await this.downloader.download({
         manifest: m,
@@ -119,7 +121,7 @@ export class DownloadPhase {
         file: partFile(this.ctx.store, m),
         verifiedBytes: store.state.current?.verified_bytes ?? 0,
         source: this.urlSource(offer),
-        signal: this.ctx.signal,
+        signal: link ? AbortSignal.any([this.ctx.signal, link.signal]) : this.ctx.signal,
         onProgress: (bytes, bytesPerSecond) => {
           const percent = (bytes * 100) / m.size;
           this.ctx.emit({
@@ -177,6 +179,14 @@ export class DownloadPhase {
       }
     } catch (err) {
       if (this.ctx.signal.aborted) throw abortReason(this.ctx.signal);
+      if (link?.signal.aborted) {
+        // Not a failure: the campaign allows no metered download. The runner comes back to the gate, which waits.
+        this.ctx.logger.info('metered link: the download pauses at its last checkpoint', {
+          firmware_version: m.version,
+          verified_bytes: store.state.current?.verified_bytes ?? 0,
+        });
+        return;
+      }
       if (err instanceof ApiError) {
         if (err.transient) throw new RetryLater(err.code, err.message, { cause: err });
         await this.outcomes.finishAndClean(
@@ -203,7 +213,7 @@ export class DownloadPhase {
       }
       const runs = cur.attempts.download + 1;
       const budget = this.ctx.options.budgets?.downloadRuns ?? 3;
-      if (runs >= budget || err.failure === 'no_space' || err.failure === 'bad_response') {
+      if (runs >= budget || !err.resumable) {
         await this.outcomes.finishAndClean(cur, m, 'failed', `download failed: ${err.message}`);
         return;
       }
@@ -221,6 +231,8 @@ export class DownloadPhase {
       });
       await this.ctx.runtime.sleep(wait, this.ctx.signal);
       return;
+    } finally {
+      link?.stop();
     }
     await store.update((d) => {
       if (d.current) {

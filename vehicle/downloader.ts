@@ -29,7 +29,7 @@ import type { ChunkIndex } from './base-index.js';
 import { BufferPool } from './buffer-pool.js';
 import { blameBase, choosePath } from './download-path.js';
 import { DownloadError } from './errors.js';
-import type { FrameLayout } from './frame-source.js';
+import { type FrameLayout, isNetworkFailure } from './frame-source.js';
 import type { HttpTransport } from './http-transport.js';
 import {
   BackgroundFlush,
@@ -39,7 +39,7 @@ import {
   systemFreeSpace,
   verifyPrefix,
 } from './image-file.js';
-import { type AgentLogger, silentLogger } from './logger.js';
+import { type AgentLogger, describeError, silentLogger } from './logger.js';
 import { CorruptChunk, fetchRange, type RangeFetchDeps, Transient, UrlRefused } from './range-fetch.js';
 import { type AgentRuntime, abortReason, systemRuntime, throwIfAborted } from './runtime.js';
 
@@ -341,10 +341,16 @@ export class Downloader {
             }
             continue;
           }
-          if (err instanceof Transient) {
+          if (isNetworkFailure(err)) {
+            // A cut connection reaches here as the transport's own error (TransportError, from the body being
+            // read): a network failure like a refused one, worth another attempt from what verified before it.
             failures = verified > before ? 0 : failures + 1;
-            lastError = err;
-            this.logger.warn('download attempt failed', { error: err.message, offset: verified, failures });
+            lastError = err instanceof Transient ? err : new Transient('network', describeError(err));
+            this.logger.warn('download attempt failed', {
+              error: lastError.message,
+              offset: verified,
+              failures,
+            });
           } else {
             throw err;
           }

@@ -67,6 +67,14 @@ export class DownloadError extends AgentError {
   ) {
     super(`download_${failure}`, message, options);
   }
+
+  /**
+   * Worth another download run later, from the resume point it kept: the network, a slow link, the deadline or
+   * refused URLs may do better next time; corrupt bytes, a full disk or an object that is not the manifest's will not.
+   */
+  get resumable(): boolean {
+    return this.failure !== 'corrupt' && this.failure !== 'no_space' && this.failure !== 'bad_response';
+  }
 }
 
 export class InstallError extends AgentError {}

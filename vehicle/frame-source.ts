@@ -8,7 +8,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
+import { loadDictCodec } from '../protocol/delta.js';
 import { ProtocolError } from '../protocol/errors.js';
+import { History } from '../protocol/frame-window.js';
 import {
   collectFrames,
   decodeFrames,
@@ -16,6 +18,8 @@ import {
   frameStartingAt,
   objectSize,
   parseFrameTable,
+  startsChunk,
+  type WindowedDecoding,
 } from '../protocol/frames.js';
 import type { ReleaseManifest } from '../protocol/manifest.js';
 import type { ZstdCodec } from '../protocol/zstd.js';
@@ -26,6 +30,7 @@ import { type DeltaSource, deltaPieces } from './delta-source.js';
 import { AgentError, DownloadError } from './errors.js';
 import { type HttpResponse, type HttpTransport, TransportError } from './http-transport.js';
 import { describeError } from './logger.js';
+import { Prefetch } from './prefetch.js';
 import { bytesToSkip, Transient, UrlRefused } from './range-fetch.js';
 
 /** A network failure (a cut connection, a failed request): what arrived before it is still verified and kept. */
@@ -42,6 +47,9 @@ const DECODE_AHEAD = 3;
 const COALESCE_GAP_BYTES = 16 * 1024;
 /** Most base bytes read at once for adjacent reused frames. */
 const REUSE_READ_BYTES = 2 * 1024 * 1024;
+/** Base reads (of at most REUSE_READ_BYTES) and decoded batches (about DECODE_BATCH_BYTES) made ahead of use. */
+const PREFETCH_READS = 2;
+const PREFETCH_BATCHES = 4;
 
 export interface TransferStats {
   bytesReceived: number;
@@ -99,38 +107,29 @@ function frameAt(t: FrameTable, at: number, size: number): number {
   return at >= size ? t.count : frameStartingAt(t, at);
 }
 
-/**
- * Image bytes [offset, end] (offset and end + 1 are chunk boundaries, hence frame starts). `network(from, to)`
- * streams object bytes [from, to] of one Range request.
- */
-export async function* layoutPieces(
-  layout: FrameLayout,
-  m: ReleaseManifest,
-  offset: number,
-  end: number,
-  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
-  stats: TransferStats,
-): AsyncGenerator<Buffer> {
-  if (layout.delta) {
-    yield* deltaPieces(layout.delta, m, offset, end, network, stats, layout.decoder);
-    return;
-  }
-  const t = layout.table;
-  const last = frameAt(t, end + 1, m.size);
-  let i = frameAt(t, offset, m.size);
+/** Frames [first, end) read from the base image at `at` (adjacent there too), or fetched in one Range request. */
+type Segment =
+  | {
+      readonly local: true;
+      readonly first: number;
+      readonly end: number;
+      readonly at: number;
+      readonly size: number;
+    }
+  | { readonly local: false; readonly first: number; readonly end: number };
+
+/** How frames [first, last) are obtained, in order: base reads and Range requests. */
+function plan(t: FrameTable, base: BaseImage | undefined, first: number, last: number): Segment[] {
+  const segments: Segment[] = [];
+  let i = first;
   while (i < last) {
-    const base = layout.base;
     const local = base?.offsetOf(i);
     if (base && local !== undefined) {
       // Frames that follow each other in the base too are one read (a patch release keeps long runs in place).
       let j = i + 1;
       let size = t.size[i]!;
       while (j < last && size < REUSE_READ_BYTES && base.offsetOf(j) === local + size) size += t.size[j++]!;
-      const buf = Buffer.allocUnsafe(size);
-      const { bytesRead } = await base.fh.read(buf, 0, size, local);
-      // A base shorter than indexed: whatever was read is hashed and fails its chunk, which drops the base.
-      stats.bytesReused += bytesRead;
-      yield buf.subarray(0, bytesRead);
+      segments.push({ local: true, first: i, end: j, at: local, size });
       i = j;
       continue;
     }
@@ -147,40 +146,182 @@ export async function* layoutPieces(
       if (next >= last || gap > COALESCE_GAP_BYTES || next === j) break;
       j = next;
     }
-    let got = 0;
-    const body = network(t.objectOffset[i]!, t.objectOffset[j]! - 1);
-    const decoder = layout.decoder;
-    const pieces = decoder
-      ? pipelined(
-          batches(
-            collectFrames((k) => t.stored[k]!, i, j, body),
-            ([k]) => t.size[k]!,
-            DECODE_BATCH_BYTES,
-            ([k]) => t.imageOffset[k]! % m.chunk_size === 0,
-            isNetworkFailure,
-          ),
-          async (batch) => ({
-            frames: batch.length,
-            bytes: await decoder.decode(
-              batch.map(([k, f]) => ({ stored: f, size: t.size[k]!, raw: t.raw[k] === 1 })),
-            ),
-          }),
-          DECODE_AHEAD,
-          isNetworkFailure,
-        )
-      : (async function* () {
-          for await (const bytes of decodeFrames(t, i, j, body, layout.codec)) yield { frames: 1, bytes };
-        })();
-    for await (const piece of pieces) {
-      yield piece.bytes;
-      // Asked for the next piece: the consumer is done with this one (it copied what it keeps).
-      if (decoder) decoder.recycle(piece.bytes);
-      got += piece.frames;
-    }
-    if (got < j - i)
-      throw new Transient('network', 'the server closed the response before the frames asked for');
+    segments.push({ local: false, first: i, end: j });
     i = j;
   }
+  return segments;
+}
+
+/**
+ * Image bytes [offset, end] (offset and end + 1 are chunk boundaries, hence frame starts). `network(from, to)`
+ * streams object bytes [from, to] of one Range request.
+ *
+ * With chunk reuse the next segment is under way while this one is handed on: the next base read is issued, and
+ * while base frames are read and hashed the next Range request is sent and its first frames decoded (on the
+ * worker), at most PREFETCH_* items ahead; one after the other, the network and the decoder idled through every
+ * base read and the hashing waited for each request's first decoded batch. Measured (bench:delta, three
+ * back-to-back pairs of runs at a load average of ~2.5): chunk reuse 1.22x -> 1.15x raw (exe), 1.13x -> 1.10x (tree),
+ * a gain inside the run-to-run spread of this 2-core machine; +10 MiB peak RSS.
+ */
+export async function* layoutPieces(
+  layout: FrameLayout,
+  m: ReleaseManifest,
+  offset: number,
+  end: number,
+  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  stats: TransferStats,
+): AsyncGenerator<Buffer> {
+  if (layout.delta) {
+    yield* deltaPieces(layout.delta, m, offset, end, network, stats, layout.decoder);
+    return;
+  }
+  const t = layout.table;
+  const base = layout.base;
+  const segments = plan(t, base, frameAt(t, offset, m.size), frameAt(t, end + 1, m.size));
+  const decoder = layout.decoder;
+  if (t.window > 0) {
+    yield* windowedPieces(layout, m, segments, network, stats);
+    return;
+  }
+  const run = (s: Segment): AsyncIterable<Buffer> =>
+    s.local ? baseReads(base!, s, stats) : networkRun(layout, m, s, network);
+  const ahead = new Map<number, Prefetch<Buffer>>();
+  const startAhead = (k: number) => {
+    const s = segments[k];
+    if (s && !ahead.has(k)) ahead.set(k, new Prefetch(run(s), s.local ? PREFETCH_READS : PREFETCH_BATCHES));
+  };
+  try {
+    for (let k = 0; k < segments.length; k++) {
+      const s = segments[k]!;
+      // Only while base frames are being read does the next request start early: never two responses at once.
+      if (s.local || segments[k + 1]?.local) startAhead(k + 1);
+      if (s.local) {
+        let n = k + 1;
+        while (segments[n]?.local) n++;
+        startAhead(n);
+      }
+      const pieces = ahead.get(k) ?? run(s);
+      ahead.delete(k);
+      for await (const bytes of pieces) {
+        yield bytes;
+        // Asked for the next piece: the consumer is done with this one (it copied what it keeps).
+        if (decoder && !s.local) decoder.recycle(bytes);
+      }
+    }
+  } finally {
+    for (const pending of ahead.values()) pending.close();
+  }
+}
+
+/**
+ * The pieces of a windowed release (protocol/frame-window.ts): every frame is decoded after the image bytes before
+ * it in its manifest chunk, so the segments go strictly in order (nothing is fetched ahead) and, with the decode
+ * worker, the reused base bytes pass through it too (it keeps the window). A run starts at a chunk boundary (the
+ * verified offset), where a windowed frame needs nothing before it.
+ */
+async function* windowedPieces(
+  layout: FrameLayout,
+  m: ReleaseManifest,
+  segments: readonly Segment[],
+  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  stats: TransferStats,
+): AsyncGenerator<Buffer> {
+  const t = layout.table;
+  const decoder = layout.decoder;
+  const main = decoder ? undefined : { codec: await loadDictCodec(), history: new History(t.window) };
+  for (const s of segments) {
+    if (!s.local) {
+      for await (const bytes of networkRun(layout, m, s, network, main ?? true)) {
+        yield bytes;
+        if (decoder) decoder.recycle(bytes);
+      }
+      continue;
+    }
+    for await (const read of baseReads(layout.base!, s, stats)) {
+      // One item per frame, so the window restarts where a manifest chunk does (a short read: fewer bytes, which
+      // fail their chunk like any wrong byte).
+      const items: { stored: Buffer; size: number; raw: true }[] = [];
+      const resets: boolean[] = [];
+      for (let i = s.first, at = 0; i < s.end && at < read.length; at += t.size[i++]!) {
+        const piece = read.subarray(at, at + t.size[i]!);
+        items.push({ stored: piece, size: piece.length, raw: true });
+        resets.push(startsChunk(t, i));
+      }
+      if (main) {
+        items.forEach((item, k) => {
+          if (resets[k]) main.history.reset();
+          main.history.append(item.stored);
+        });
+        yield read;
+        continue;
+      }
+      const bytes = await decoder!.decode(items, undefined, { window: t.window, resets });
+      yield bytes;
+      decoder!.recycle(bytes);
+    }
+  }
+}
+
+/** Base frames of one segment, read at once. */
+async function* baseReads(base: BaseImage, s: Segment & { local: true }, stats: TransferStats) {
+  const buf = Buffer.allocUnsafe(s.size);
+  const { bytesRead } = await base.fh.read(buf, 0, s.size, s.at);
+  // A base shorter than indexed: whatever was read is hashed and fails its chunk, which drops the base.
+  stats.bytesReused += bytesRead;
+  yield buf.subarray(0, bytesRead);
+}
+
+/** The image bytes of one Range request's frames, decoded (on the worker when there is one). */
+async function* networkRun(
+  layout: FrameLayout,
+  m: ReleaseManifest,
+  s: Segment,
+  network: (from: number, to: number) => AsyncIterable<Uint8Array>,
+  /** Windowed frames: decoded on this thread with that history, or (true) by the worker, which keeps it. */
+  windowed?: WindowedDecoding | true,
+): AsyncGenerator<Buffer> {
+  const t = layout.table;
+  const { first: i, end: j } = s;
+  let got = 0;
+  const body = network(t.objectOffset[i]!, t.objectOffset[j]! - 1);
+  const decoder = layout.decoder;
+  const pieces = decoder
+    ? pipelined(
+        batches(
+          collectFrames((k) => t.stored[k]!, i, j, body),
+          ([k]) => t.size[k]!,
+          DECODE_BATCH_BYTES,
+          ([k]) => t.imageOffset[k]! % m.chunk_size === 0,
+          isNetworkFailure,
+        ),
+        async (batch) => ({
+          frames: batch.length,
+          bytes: await decoder.decode(
+            batch.map(([k, f]) => ({ stored: f, size: t.size[k]!, raw: t.raw[k] === 1 })),
+            undefined,
+            windowed && { window: t.window, resets: batch.map(([k]) => startsChunk(t, k)) },
+          ),
+        }),
+        DECODE_AHEAD,
+        isNetworkFailure,
+      )
+    : (async function* () {
+        for await (const bytes of decodeFrames(
+          t,
+          i,
+          j,
+          body,
+          layout.codec,
+          windowed === true ? undefined : windowed,
+        ))
+          yield { frames: 1, bytes };
+      })();
+  for await (const piece of pieces) {
+    got += piece.frames;
+    yield piece.bytes;
+  }
+  if (got < j - i)
+    throw new Transient('network', 'the server closed the response before the frames asked for');
 }
 
 /** Where the new image's content-defined chunks start in the base (-1: not there) -> a BaseImage over `fh`. */

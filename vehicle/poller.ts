@@ -3,15 +3,15 @@
  * once a day as a safety net while it is connected (jittered x0.5-1.5 per poll, so a fleet that connected together
  * does not poll together: 1,000,000 cars make ~12 requests/s, BENCHMARKS.md), at once when a reconnect lost the MQTT session (catch-up), and never
  * while an update runs or offers wait. A failed poll backs off exponentially with jitter, at least as long as the
- * backend's Retry-After. Each pending update not yet known becomes an offer in the inbox, built from /download.
+ * backend's Retry-After. Each pending update not yet known becomes an offer in the inbox, built from /download's
+ * answer (a release) or /bundle's asked for an assignment (a bundle).
  */
 
 import { BUNDLE_ASSIGNMENT_ECU } from '../protocol/bundle.js';
-import type { FullOffer } from '../protocol/offer.js';
+import { type FullOffer, offerFor } from '../protocol/offer.js';
 import type { DownloadAnswer } from '../protocol/responses.js';
 import type { AgentContext } from './agent-context.js';
 import type { VehicleAgentOptions } from './agent-options.js';
-import type { VehicleApi } from './api-client.js';
 import { backoffDelay } from './backoff.js';
 import type { DownloadUrls } from './download-phase.js';
 import { ApiError } from './errors.js';
@@ -159,7 +159,8 @@ export class Poller {
   }
 
   /**
-   * One poll of GET /updates/{vin}: each pending update not yet known here becomes an offer via /download.
+   * One poll of GET /updates/{vin}: each pending update not yet known here becomes an offer via /download or
+   * /bundle.
    * Answers how many updates the backend listed as pending.
    */
   async pollOnce(): Promise<number> {
@@ -170,12 +171,9 @@ export class Poller {
       // offer was lost, or it was installed under another update), and only the signed offer /download answers
       // lets the agent check it is the very image that runs (SHA-256) and report it completed.
       if (isKnownPending(u, this.ctx.store.state)) continue;
-      // A bundle is offered on MQTT only (its persistent session keeps the offer): /download serves releases, and
-      // asking it for a bundle's version would refuse, or name one member, and end the bundle's update wrongly.
-      if (u.ecu === BUNDLE_ASSIGNMENT_ECU) continue;
-      let answer: Awaited<ReturnType<VehicleApi['download']>>;
       try {
-        answer = await this.ctx.options.api.download(u.firmware_version, signal);
+        if (u.ecu === BUNDLE_ASSIGNMENT_ECU) await this.bundleOffer(u.release_id);
+        else await this.releaseOffer(u.firmware_version);
       } catch (err) {
         if (err instanceof ApiError && !err.transient) {
           // The backend will never serve it to this vehicle (e.g. downgrade refused): close it honestly.
@@ -193,9 +191,30 @@ export class Poller {
         }
         throw err;
       }
-      this.urls.set(answer.update_id, answer.download_url, this.ctx.runtime.now() + answer.expires_in * 1000);
-      await this.inbox.receive(Buffer.from(JSON.stringify(offerFromAnswer(answer))), 'poll');
     }
     return list.pending.length;
+  }
+
+  /** A release's offer from /download's answer (which carries its signed manifest and assignment). */
+  private async releaseOffer(version: string): Promise<void> {
+    const answer = await this.ctx.options.api.download(version, this.ctx.signal);
+    this.urls.set(answer.update_id, answer.download_url, this.ctx.runtime.now() + answer.expires_in * 1000);
+    await this.inbox.receive(Buffer.from(JSON.stringify(offerFromAnswer(answer))), 'poll');
+  }
+
+  /**
+   * A bundle's offer, from /bundle asked for an assignment (/download serves releases: asking it for a bundle's
+   * version would refuse, or name one member). The offer is the one MQTT would have carried: the assignment and the
+   * size; the bundle runner fetches and checks the bundle and its members as for an MQTT offer.
+   */
+  private async bundleOffer(bundleId: string): Promise<void> {
+    const api = this.ctx.options.api;
+    if (!api.bundle) return; // an agent without bundle support: the offer is left to the backend's sweep
+    const answer = await api.bundle(bundleId, this.ctx.signal, { assignment: true });
+    if (!answer.assignment) {
+      throw new ApiError(502, 'no_assignment', 'the bundle answer carries no assignment');
+    }
+    const size = answer.members.reduce((sum, m) => sum + m.manifest.manifest.size, 0);
+    await this.inbox.receive(Buffer.from(JSON.stringify(offerFor(answer.assignment, size))), 'poll');
   }
 }

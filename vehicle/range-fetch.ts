@@ -219,6 +219,8 @@ export async function fetchRange(d: RangeFetchDeps, a: RangeRequest): Promise<nu
     // Whatever was fed past the last verified chunk is not part of the image.
     a.whole.rollback();
     clearInterval(guard);
+    // A request chunk reuse started ahead (frame-source.ts) and never reached ends here, not at its first piece.
+    if (!attempt.signal.aborted) attempt.abort(new Transient('network', 'the request ended'));
   }
 }
 

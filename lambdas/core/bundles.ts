@@ -6,8 +6,10 @@
  * bundle names) so operators learn of a bad bundle at once, but the vehicle checks it all again: a backend that
  * lies can refuse service, never make a car install a mix of releases or go down a version.
  */
+
+import type { SignedAssignment } from '../../protocol/assignment.js';
 import { manifestDigest } from '../../protocol/assignment.js';
-import { bundleDigest, verifySignedBundle } from '../../protocol/bundle.js';
+import { BUNDLE_ASSIGNMENT_ECU, bundleDigest, verifySignedBundle } from '../../protocol/bundle.js';
 import type { BundleAnswer, BundleView, RollbackOffer } from '../../protocol/bundle-api.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { verifySignedRollbackAuthorisation } from '../../protocol/rollback.js';
@@ -21,10 +23,23 @@ import type {
   Clock,
   ObjectStore,
   ReleaseRepository,
+  UpdateRecord,
   UpdateRepository,
   VehicleRecord,
 } from './ports.js';
 import { isTerminal } from './update-state.js';
+import type { AssignmentTarget } from './vehicle-updates.js';
+
+/** What an assignment of this bundle binds: the offer worker's and the /bundle answer's alike. */
+export function bundleTarget(b: BundleRecord): AssignmentTarget {
+  const bundle = b.signedBundle.bundle;
+  return {
+    release_id: bundle.bundle_id,
+    version: bundle.version,
+    ecu: BUNDLE_ASSIGNMENT_ECU,
+    manifest_sha256: b.digest,
+  };
+}
 
 export function bundleView(b: BundleRecord): BundleView {
   const bundle = b.signedBundle.bundle;
@@ -131,11 +146,16 @@ export interface BundleOfferDeps {
   readonly presignTtlSeconds: number;
 }
 
-/** POST /updates/{vin}/bundle: what a vehicle offered a bundle needs to check and install it. */
+/**
+ * POST /updates/{vin}/bundle: what a vehicle offered a bundle needs to check and install it. With `assign` (the
+ * vehicle asked for an assignment: it learnt of the bundle by polling, not from an offer), the answer also carries a
+ * freshly signed assignment of the bundle, as /download's answer does for a release: the offer it never received.
+ */
 export async function bundleAnswer(
   deps: BundleOfferDeps,
   vehicle: VehicleRecord,
   bundleId: string,
+  assign?: (update: UpdateRecord, target: AssignmentTarget) => Promise<SignedAssignment>,
 ): Promise<BundleAnswer> {
   // Only through a campaign that offered it to this vehicle and is still under way.
   const update = (await deps.updates.listForVehicle(vehicle.vin)).find(
@@ -180,5 +200,6 @@ export async function bundleAnswer(
     bundle: b.signedBundle,
     members,
     rollback,
+    ...(assign ? { assignment: await assign(update, bundleTarget(b)) } : {}),
   };
 }

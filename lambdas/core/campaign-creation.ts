@@ -147,7 +147,7 @@ export async function createCampaign(
   const policy = toPolicy(input.policy);
   const problems = policyProblems(policy);
   if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
-  const conditions = policy.conditions ? conditionsProblems(policy.conditions) : [];
+  const conditions = policy.conditions ? conditionsProblems(policy.conditions, deps.clock.now()) : [];
   if (conditions.length) throw new BadRequestError('invalid_conditions', conditions.join('; '));
   // The agent's consent, window and network gate follows one release; a bundle would be refused by every vehicle.
   if (policy.conditions && input.bundle_id !== undefined) {

@@ -1,6 +1,7 @@
 /**
  * The operator's kill switches. Withdrawing a release takes it out of service for good: it is never offered or
- * answered again (initiate, download, campaign ticks), its campaigns are cancelled and every update of it not yet
+ * answered again (initiate, download, campaign ticks), its campaigns (and those of bundles it is a member of) are
+ * cancelled and every update of it not yet
  * being installed is withdrawn (agents ask before installing and stand down). Revoking a vehicle cuts it off: its
  * certificate is revoked (IoT Core refuses it; locally the broker's revocation list), its tokens and logins are
  * refused, its MQTT messages are refused by ingest, and its updates not yet being installed are withdrawn.
@@ -11,6 +12,8 @@ import type { ReleaseWithdrawn, VehicleRevoked } from '../../protocol/operator-r
 import { type CampaignService, withdrawUpdate } from './campaigns.js';
 import { ConflictError, NotFoundError } from './errors.js';
 import type {
+  BundleRepository,
+  CampaignRecord,
   CampaignRepository,
   CertificateIssuer,
   Clock,
@@ -32,6 +35,8 @@ interface WithdrawDeps {
 
 export interface KillSwitchDeps extends WithdrawDeps {
   readonly releases: ReleaseRepository;
+  /** Where bundle campaigns' bundles are read: a campaign of a bundle with the release among its members goes too. */
+  readonly bundles?: Pick<BundleRepository, 'get'>;
   /** Cancels a campaign the way the operator's cancel does. */
   readonly campaignService: Pick<CampaignService, 'act'>;
 }
@@ -62,10 +67,25 @@ export class KillSwitchService {
     // Repeating a withdraw finishes what an interrupted one left open.
     let campaignsCancelled = 0;
     let cursor: string | undefined;
+    // A bundle with the release among its members can no longer install anywhere (every vehicle would be refused
+    // the member): its campaigns are cancelled like the release's own.
+    const bundleHasIt = new Map<string, Promise<boolean>>();
+    const offers = (c: CampaignRecord): Promise<boolean> => {
+      if (c.releaseId === releaseId) return Promise.resolve(true);
+      if (!c.bundle || !this.deps.bundles) return Promise.resolve(false);
+      let known = bundleHasIt.get(c.releaseId);
+      if (!known) {
+        known = this.deps.bundles
+          .get(c.releaseId)
+          .then((b) => !!b?.signedBundle.bundle.members.some((m) => m.release_id === releaseId));
+        bundleHasIt.set(c.releaseId, known);
+      }
+      return known;
+    };
     do {
       const page = await this.deps.campaigns.list(100, cursor);
       for (const c of page.items) {
-        if (c.releaseId !== releaseId || ['cancelled', 'completed'].includes(c.status)) continue;
+        if (['cancelled', 'completed'].includes(c.status) || !(await offers(c))) continue;
         await this.deps.campaignService.act(c.campaignId, 'cancel');
         campaignsCancelled++;
       }

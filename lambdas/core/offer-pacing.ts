@@ -16,9 +16,9 @@
  *  - `reoffer`: an overdue update the tick found with retries left, offered again if still at that revision.
  * Every invocation handles one page or one message: memory and time do not grow with the wave.
  */
-import { BUNDLE_ASSIGNMENT_ECU } from '../../protocol/bundle.js';
-import { conditionsForOffer } from '../../protocol/conditions.js';
+import { conditionsForOffer, consentDeadline } from '../../protocol/conditions.js';
 import { offerFor } from '../../protocol/offer.js';
+import { bundleTarget } from './bundles.js';
 import {
   countMove,
   PACER_STEP_SECONDS,
@@ -101,16 +101,10 @@ export class OfferWorker {
     if (c.bundle) {
       const b = await this.deps.bundles?.get(c.releaseId);
       if (!b) return undefined;
-      const bundle = b.signedBundle.bundle;
       return {
         status: 'published',
-        target: {
-          release_id: bundle.bundle_id,
-          version: bundle.version,
-          ecu: BUNDLE_ASSIGNMENT_ECU,
-          manifest_sha256: b.digest,
-        },
-        size: bundle.members.reduce((sum, m) => sum + m.size, 0),
+        target: bundleTarget(b),
+        size: b.signedBundle.bundle.members.reduce((sum, m) => sum + m.size, 0),
       };
     }
     const r = await this.deps.releases.get(c.releaseId);
@@ -309,7 +303,10 @@ export class OfferWorker {
     const offerCounter = await this.deps.vehicles.reserveOffer(u.vin, u.updateId);
     const conditions = conditionsForOffer(c.policy.conditions, now);
     // With driver consent, the vehicle has the consent time and then its usual time to finish.
-    const consentSeconds = c.policy.conditions?.consent?.deadline_seconds ?? 0;
+    const consent = c.policy.conditions?.consent;
+    const consentSeconds = consent
+      ? Math.max(0, (consentDeadline(consent, now).getTime() - now.getTime()) / 1000)
+      : 0;
     const changes: Partial<UpdateRecord> = {
       status: 'offered',
       progress: 0,

@@ -7,7 +7,9 @@
  * one invocation continues in the next.
  */
 import { createHash } from 'node:crypto';
+import { loadDictCodec } from '../../protocol/delta.js';
 import { ProtocolError } from '../../protocol/errors.js';
+import { History } from '../../protocol/frame-window.js';
 import {
   decodeFrames,
   type FrameTable,
@@ -96,7 +98,17 @@ export class ReleaseVerifier {
         table ? table.objectOffset[first]! : offset,
       );
       const image = table
-        ? decodeFrames(table, first, table.count, stream as AsyncIterable<Uint8Array>, await loadZstd())
+        ? decodeFrames(
+            table,
+            first,
+            table.count,
+            stream as AsyncIterable<Uint8Array>,
+            await loadZstd(),
+            // Windowed frames: decoding starts at a chunk boundary, where a frame needs no bytes before it.
+            table.window > 0
+              ? { codec: await loadDictCodec(), history: new History(table.window) }
+              : undefined,
+          )
         : (stream as AsyncIterable<Uint8Array>);
       try {
         for await (const data of image) {

@@ -199,6 +199,19 @@ export class FirmwareOfferService {
     });
   }
 
+  /**
+   * An assignment of another target for one of this vehicle's updates (a bundle, POST /updates/{vin}/bundle), with
+   * the counter the request's rate window reserved, signed by this service's key like a /download answer's.
+   */
+  assignTarget(
+    vehicle: VehicleRecord,
+    update: UpdateRecord,
+    target: AssignmentTarget,
+    reservedCounter?: number,
+  ): Promise<SignedAssignment> {
+    return this.assignments.assignTarget(vehicle, update, target, reservedCounter);
+  }
+
   /** The published release of that version built for one of this vehicle's ECUs. */
   async resolveRelease(vehicle: VehicleRecord, version: string): Promise<ReleaseRecord> {
     const all = await this.deps.releases.listByVersion(version);

@@ -74,6 +74,7 @@ const fleet = new FleetView({
 
 const killSwitch = new KillSwitchService({
   releases: repositories.releases(),
+  bundles: repositories.bundles(),
   vehicles: repositories.vehicles(),
   updates,
   campaigns: repositories.campaigns(),

@@ -1,5 +1,6 @@
 /** Vehicle update routes: every request carries a bearer token scoped to the VIN in its path. */
 import type { z } from 'zod';
+import type { bundleRequestSchema } from '../../protocol/bundle-api.js';
 import type { FirmwareRedirect, StatusAnswer } from '../../protocol/responses.js';
 import type { bodies } from '../../protocol/routes.js';
 import { instrumented, recordOutcome } from '../adapters/observability.js';
@@ -120,8 +121,17 @@ const route = createRouter(
       logger.warn('vehicle reports a freshness problem', { vin: vehicle.vin, ...req.body });
       return json(202, await freshness.alert(vehicle, req.body));
     },
-    'POST /updates/{vin}/bundle': async (req: RouteRequest<{ bundle_id: string }>) => {
-      const answer = await bundleAnswer(bundleDeps, await authorize(req), req.body.bundle_id);
+    'POST /updates/{vin}/bundle': async (req: RouteRequest<z.infer<typeof bundleRequestSchema>>) => {
+      // Asked with an assignment (a polling vehicle): its counter is taken by the rate window's write, as /download's.
+      const { vehicle, counter } = await authorizeRequest(req, req.body.assignment === true);
+      const answer = await bundleAnswer(
+        bundleDeps,
+        vehicle,
+        req.body.bundle_id,
+        req.body.assignment
+          ? (update, target) => offers.assignTarget(vehicle, update, target, counter)
+          : undefined,
+      );
       metrics.addMetric('DownloadUrlsIssued', 'Count', answer.members.length);
       return json(200, answer);
     },

@@ -205,6 +205,54 @@ describe('compressed releases and chunk reuse', { timeout: 600_000 }, () => {
     );
   });
 
+  it('windowed frames install in full after a cut, by chunk reuse, and decoded on the main thread too', async () => {
+    // The backend decoded every frame with the bytes before it to publish this (release verification).
+    const rel = await publishRelease(ac, {
+      version: '1.0.30',
+      image: NEXT,
+      compressed: true,
+      window: 32 * KiB,
+    });
+    const c = rel.signed.manifest.compression!;
+    assert.equal(c.window, 32 * KiB);
+
+    // Every frame, the connection cut half way: the resume starts at a chunk, where no window is needed.
+    const full = await proxyToS3();
+    full.cutAfter(Math.floor(c.object_size / 2), 300);
+    const a = await update('1.0.30', { overrides: { downloadTransport: transportVia(full) } });
+    assert.equal(a.outcome.status, 'completed', a.outcome.reason);
+    assertVehicleRuns(a.dir, '1.0.30', NEXT);
+    assert.equal(a.downloaded?.path, 'compressed');
+    assert.ok(full.cuts >= 1, 'the connection was cut');
+    assert.ok(
+      full.bytesToClient < c.object_size + 96 * KiB,
+      `served ${full.bytesToClient} for ${c.object_size}`,
+    );
+
+    // Chunk reuse: reused bytes of 1.0.0 are the window of the frames fetched after them.
+    const reuse = await proxyToS3();
+    const b = await update('1.0.30', {
+      factory: BASE,
+      overrides: { downloadTransport: transportVia(reuse) },
+    });
+    assert.equal(b.outcome.status, 'completed', b.outcome.reason);
+    assertVehicleRuns(b.dir, '1.0.30', NEXT);
+    assert.equal(b.downloaded?.path, 'chunk-reuse');
+    assert.ok((b.downloaded?.bytes_reused ?? 0) > NEXT.length * 0.7, `reused ${b.downloaded?.bytes_reused}`);
+    assert.ok(reuse.bytesToClient < c.object_size * 0.3, `served ${reuse.bytesToClient} of ${c.object_size}`);
+
+    // No decode worker: this thread keeps the window, for fetched and reused frames alike.
+    const d = await update('1.0.30', {
+      factory: BASE,
+      overrides: {
+        download: { backoff: { baseMs: 50, maxMs: 500 }, minBytesPerSecond: 0, decodeWorker: false },
+      },
+    });
+    assert.equal(d.outcome.status, 'completed', d.outcome.reason);
+    assertVehicleRuns(d.dir, '1.0.30', NEXT);
+    assert.equal(d.downloaded?.path, 'chunk-reuse');
+  });
+
   it('bytes fetched are reported for every run: a run that failed and an agent restarted after it', async () => {
     // Half text, half random: an object of ~2.5 MiB, so the first run's bytes dwarf TLS and in-flight slack.
     const image = Buffer.concat([textImage(2048 * KiB, 'runs'), randomBytes(2048 * KiB)]);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { AgentEvent } from '../../vehicle/agent.js';
 import { HeadUnitClient, type HeadUnitError, type HeadUnitEvent } from '../../vehicle/head-unit-client.js';
 import { type HeadUnitServer, startHeadUnitServer } from '../../vehicle/head-unit-server.js';
 import type { CreateAgentOptions } from '../../vehicle/setup.js';
@@ -245,6 +246,42 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     assert.equal(c.waves[0].failed, 0);
   });
 
+  it('an absolute consent date: signed as the deadline, expired once the vehicle clock passes it', async () => {
+    const refused = await ac.operator.createCampaign({
+      campaign_id: 'deadline-past',
+      name: 'deadline-past',
+      release_id: rel.signed.manifest.release_id,
+      targets: { vins: ['1HGCM82633A160010'] },
+      policy: {
+        waves: [100],
+        skip_canary: true,
+        conditions: { consent: { deadline_at: '2020-01-01T00:00:00Z' } },
+      },
+    });
+    assert.equal(refused.status, 400, refused.raw.toString());
+    assert.equal(refused.json.error.code, 'invalid_conditions');
+    assert.match(refused.json.error.message, /not in the future/);
+
+    let offset = 0;
+    const v = await vehicleWithHeadUnit('1HGCM82633A160010', {
+      conditions: { now: () => Date.now() + offset, recheckMs: 100 },
+    });
+    const date = new Date(Date.now() + 600_000).toISOString();
+    // A week after each offer, but the date first.
+    await campaign('deadline-at', [v.agent.vin], {
+      consent: { deadline_at: date, deadline_seconds: 604_800 },
+    });
+    await waitUntil(
+      async () => (await v.client.view()).pending?.consent?.state === 'asking',
+      20_000,
+      'asked',
+    );
+    assert.equal((await v.client.view()).pending?.consent?.deadline, date, 'the date is the signed deadline');
+    offset = 601_000;
+    assert.equal((await v.events.outcome('3.0.1')).status, 'expired');
+    await untilBackend(v.agent.vin, 'expired');
+  });
+
   it('installs only inside the maintenance window of the vehicle local time', async () => {
     // 12:00 UTC on the injected vehicle clock; the window is 02:00-04:00 in the vehicle's zone (UTC here).
     let now = Date.parse('2026-12-04T12:00:00Z');
@@ -315,6 +352,65 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     network = 'unmetered';
     assert.equal((await v.events.outcome('3.0.1')).status, 'completed');
     assert.ok(imageBytesServed() > before);
+  });
+
+  it('an unmetered-only download pauses when the car moves onto a metered link, and resumes after', async () => {
+    const big = await publishRelease(ac, { version: '3.0.4', size: 1024 * 1024 });
+    const served = () => ac.cloud.s3ServedBytes(`/releases/${big.signed.manifest.release_id}/`);
+    let network: 'metered' | 'unmetered' = 'unmetered';
+    const v = await vehicleWithHeadUnit('1HGCM82633A160008', {
+      conditions: { network: () => network, recheckMs: 100 },
+      // Paced so the switch lands mid-download; a checkpoint at every chunk, so a resume shows to the byte.
+      download: {
+        backoff: { baseMs: 50, maxMs: 500 },
+        minBytesPerSecond: 0,
+        maxBytesPerSecond: 128 * 1024,
+        checkpointIntervalMs: 0,
+      },
+    });
+    const created = await ac.operator.createCampaign({
+      campaign_id: 'metered-switch',
+      name: 'metered-switch',
+      release_id: big.signed.manifest.release_id,
+      targets: { vins: [v.agent.vin] },
+      policy: { waves: [100], skip_canary: true, conditions: { network: 'unmetered' } },
+    });
+    assert.equal(created.json.status, 'created', created.raw.toString());
+    assert.equal((await ac.operator.call('POST', '/campaigns/metered-switch/start', {})).status, 200);
+    await v.events.waitFor(
+      (e) => e.type === 'progress' && e.phase === 'downloading' && e.bytes >= 512 * 1024,
+      60_000,
+      'half the image downloaded',
+    );
+    network = 'metered';
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /unmetered network/.test(e.reason),
+      20_000,
+      'the download to pause for an unmetered network',
+    );
+    const requests = () =>
+      v.events.events.filter(
+        (e): e is Extract<AgentEvent, { type: 'request' }> =>
+          e.type === 'request' && e.update_id === 'campaign#metered-switch',
+      );
+    const pausedAt = requests().length;
+    const verified = v.agent.state?.current?.verified_bytes ?? 0;
+    await sleep(1000);
+    assert.equal(requests().length, pausedAt, 'no request on the metered link');
+    assert.equal(v.agent.state?.current?.phase, 'downloading', 'paused, not ended');
+    assert.ok(verified >= 512 * 1024 && verified < 1024 * 1024, `paused at ${verified} verified bytes`);
+    network = 'unmetered';
+    assert.equal((await v.events.outcome('3.0.4', 60_000)).status, 'completed');
+    await v.agent.whenIdle();
+    assertVehicleRuns(v.dir, '3.0.4', big.image);
+    // Resumed from the last verified chunk, not from the start.
+    const after = requests().slice(pausedAt);
+    assert.ok(after.length >= 1, 'the download went on');
+    assert.ok(
+      after.every((r) => r.offset >= verified),
+      `requests after the pause start at ${after.map((r) => r.offset).join(', ')}, verified ${verified}`,
+    );
+    assert.ok(served() > 0);
   });
 
   it('a failed update is retried from the head-unit API and succeeds', async () => {

@@ -163,12 +163,15 @@ export async function publishRelease(
     compressed?: boolean;
     /** With compressed: append a precomputed delta from each of these images (protocol/delta.ts). */
     deltaFrom?: { version: string; image: Buffer }[];
+    /** With compressed: windowed frames (protocol/frame-window.ts). */
+    window?: number;
   },
 ): Promise<PublishedRelease> {
   const image = opts.image ?? randomBytes(opts.size ?? 512 * 1024);
-  const compressed: { object?: Buffer; deltaFrom?: { version: string; image: Buffer }[] } = opts.deltaFrom
-    ? { deltaFrom: opts.deltaFrom }
-    : {};
+  const compressed: { object?: Buffer; deltaFrom?: { version: string; image: Buffer }[]; window?: number } = {
+    ...(opts.deltaFrom ? { deltaFrom: opts.deltaFrom } : {}),
+    ...(opts.window ? { window: opts.window } : {}),
+  };
   const signed = await signedRelease(image, {
     releaseId: opts.releaseId ?? `${opts.ecu ?? 'tcu'}-${opts.version}`,
     version: opts.version,

@@ -51,7 +51,13 @@ export async function signedRelease(
     hardwareIds?: string[];
     signer: KeyFileSigner;
     /** Frames the image (protocol/frames.ts); the object to upload is written to it. */
-    compressed?: { object?: Buffer; level?: number; deltaFrom?: { version: string; image: Buffer }[] };
+    compressed?: {
+      object?: Buffer;
+      level?: number;
+      deltaFrom?: { version: string; image: Buffer }[];
+      /** Windowed frames (protocol/frame-window.ts): the most bytes before a frame it is compressed with. */
+      window?: number;
+    };
   },
 ): Promise<SignedManifest> {
   const d = await digestStream(Readable.from([image]), TEST_CHUNK);
@@ -66,6 +72,9 @@ export async function signedRelease(
         level: opts.compressed.level ?? 3,
         // Frames well below the test's 64 KiB manifest chunks, as 64 KiB frames are below 4 MiB ones in production.
         cdc: { min: 2 * 1024, avg: 8 * 1024, max: 32 * 1024 },
+        ...(opts.compressed.window
+          ? { window: opts.compressed.window, dictCodec: await loadDictCodec() }
+          : {}),
       },
       (data) => void parts.push(Buffer.from(data)),
     );

@@ -8,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import type { ReleaseManifest } from '../../protocol/manifest.js';
 import { Downloader, type DownloadJob } from '../../vehicle/downloader.js';
 import { DownloadError } from '../../vehicle/errors.js';
+import { TransportError } from '../../vehicle/http-transport.js';
 import { verifyImageFile } from '../../vehicle/image-file.js';
 import { FakeRuntime, FakeTransport, pieces, rangeAnswer } from '../support/agent-fakes.js';
 
@@ -272,6 +273,31 @@ describe('Downloader', { timeout: 60_000 }, () => {
       DownloadError,
     );
     assert.deepEqual(next, [{ at: CHUNK, received: 500 }]);
+  });
+
+  it('takes a connection cut mid-body (the transport error) as a failed attempt and resumes after what verified', async () => {
+    const image = randomBytes(4 * CHUNK);
+    // The first response breaks off 1000 bytes into chunk 2 the way a real socket does: the body throws.
+    const t = new FakeTransport((req, i) =>
+      i === 0
+        ? {
+            ...rangeAnswer(image, req),
+            body: function* () {
+              yield* pieces(image.subarray(0, 2 * CHUNK + 1000));
+              throw new TransportError(
+                'connection_closed',
+                'the connection closed before the whole body arrived',
+              );
+            },
+          }
+        : rangeAnswer(image, req),
+    );
+    const j = job(image);
+    const stats = await make(t, { maxAttempts: 1 }).download(j);
+    assert.deepEqual(j.offsets, [0, 2 * CHUNK], 'the second request starts after the verified chunks');
+    assert.ok(readFileSync(j.file).equals(image));
+    assert.equal(stats.sha256, sha(image));
+    assert.equal(stats.bytesReceived, image.length + 1000, 'only the unverified tail was fetched twice');
   });
 
   it('retries server errors with backoff and gives up after the attempt budget', async () => {

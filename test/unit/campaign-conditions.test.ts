@@ -58,6 +58,34 @@ describe('campaign conditions', { timeout: 60_000 }, () => {
     assert.equal(conditionsForOffer(undefined, t0), undefined);
   });
 
+  it('an absolute consent deadline: the earlier of it and the relative one, checked against the clock', () => {
+    const at = (iso: string, seconds?: number) =>
+      conditionsForOffer(
+        campaignConditionsSchema.parse({
+          consent: { deadline_at: iso, ...(seconds ? { deadline_seconds: seconds } : {}) },
+        }),
+        t0,
+      )?.consent?.deadline;
+    // t0 is 12:00 UTC.
+    assert.equal(at('2026-12-04T13:00:00Z'), '2026-12-04T13:00:00.000Z');
+    assert.equal(at('2026-12-04T13:00:00Z', 600), '2026-12-04T12:10:00.000Z', 'the relative one comes first');
+    assert.equal(at('2026-12-04T13:00:00Z', 7200), '2026-12-04T13:00:00.000Z', 'the date comes first');
+    // A car offered after the date gets a deadline already passed: it ends expired, it is never asked forever.
+    assert.equal(at('2026-12-04T11:00:00Z'), '2026-12-04T11:00:00.000Z');
+    const problems = (c: unknown) => conditionsProblems(campaignConditionsSchema.parse(c), t0);
+    assert.deepEqual(problems({ consent: { deadline_at: '2026-12-05T12:00:00Z' } }), []);
+    assert.match(problems({ consent: { deadline_at: '2026-12-04T11:00:00Z' } })[0]!, /not in the future/);
+    assert.match(
+      problems({ consent: { deadline_at: '2027-06-01T00:00:00Z' } })[0]!,
+      /more than 30 days away/,
+    );
+    assert.match(
+      problems({ consent: { max_postponements: 0 } })[0]!,
+      /needs deadline_seconds .* or deadline_at/,
+    );
+    assert.throws(() => campaignConditionsSchema.parse({ consent: { deadline_at: 'next friday' } }));
+  });
+
   it('signs conditions only when set: an assignment without them parses as before, an unknown key does not', () => {
     const base = {
       schema: 'ota.assignment/v1',

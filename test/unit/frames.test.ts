@@ -7,7 +7,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { type CdcParams, Chunker } from '../../protocol/cdc.js';
-import { writeFramedObject } from '../../protocol/frame-publisher.js';
 import {
   decodeFrames,
   encodeFrameTable,
@@ -15,8 +14,9 @@ import {
   parseFrameTable,
   splitAtBoundaries,
 } from '../../protocol/frames.js';
-import { checkManifestConsistency, digestStream, type ReleaseManifest } from '../../protocol/manifest.js';
+import { checkManifestConsistency, type ReleaseManifest } from '../../protocol/manifest.js';
 import { frameContentSize, loadZstd, ZstdFrameError } from '../../protocol/zstd.js';
+import { framedRelease } from '../support/framed.js';
 
 const KiB = 1024;
 const SMALL: CdcParams = { min: 2 * KiB, avg: 8 * KiB, max: 32 * KiB };
@@ -45,30 +45,7 @@ function hashesOf(data: Buffer, lengths: number[]): Set<string> {
   return out;
 }
 
-async function framed(image: Buffer, chunkSize: number, level = 3) {
-  const parts: Buffer[] = [];
-  const result = await writeFramedObject(
-    Readable.from([image]),
-    { chunkSize, codec: await loadZstd(), level, cdc: SMALL },
-    (d) => void parts.push(Buffer.from(d)),
-  );
-  const object = Buffer.concat(parts);
-  const d = await digestStream(Readable.from([image]), chunkSize);
-  const manifest: ReleaseManifest = {
-    schema: 'ota.release-manifest/v1',
-    release_id: 'tcu-1.0.1',
-    ecu: 'tcu',
-    hardware_ids: ['TCU-HW-1'],
-    version: '1.0.1',
-    size: d.size,
-    sha256: d.sha256,
-    chunk_size: chunkSize,
-    chunks: d.chunks,
-    created_at: new Date(0).toISOString(),
-    compression: result.compression,
-  };
-  return { object, manifest, result, table: object.subarray(result.compression.table_offset) };
-}
+const framed = (image: Buffer, chunkSize: number) => framedRelease(image, { chunkSize, cdc: SMALL });
 
 /** Text that compresses about 2:1, like string tables and configuration. */
 function text(size: number, seed: string): Buffer {
