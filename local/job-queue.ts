@@ -390,7 +390,10 @@ export async function startLocalJobQueue(props: LocalJobQueueProps): Promise<Loc
       wake?.();
       kill();
       await closeServer(server);
-      await Promise.race([loop, new Promise((r) => setTimeout(r, 2000))]);
+      // At most 2 s for the loop to notice; the timer is cleared once it has, so it keeps no process alive.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([loop, new Promise((r) => (timer = setTimeout(r, 2000)))]);
+      clearTimeout(timer);
     },
   };
 }

@@ -22,10 +22,10 @@ handlers=(
   test/integration/vehicle-rate-limit.test.ts
 )
 if [ "${1:-}" = "--all" ]; then
-  integration=(test/integration/*.test.ts)
+  integration=() # every file, in the order scripts/test-integration.sh runs them
 else
   integration=("${handlers[@]}")
 fi
 # Child processes the tests spawn with process.execPath run on the same binary.
 "$node24" --import tsx --test --test-concurrency=2 test/unit/*.test.ts
-"$node24" --import tsx --test --test-concurrency=1 "${integration[@]}"
+NODE_BIN="$node24" bash scripts/test-integration.sh "${integration[@]}"

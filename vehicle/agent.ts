@@ -28,7 +28,7 @@ import { OfferAcceptance } from './offer-acceptance.js';
 import { OfferInbox } from './offer-inbox.js';
 import { Poller } from './poller.js';
 import { Reporter } from './reporter.js';
-import { type AgentRuntime, systemRuntime, Wakeup } from './runtime.js';
+import { type AgentRuntime, settleWithin, systemRuntime, Wakeup } from './runtime.js';
 import { type AgentState, initialState, StateStore } from './state-store.js';
 import { UpdateRunner } from './update-runner.js';
 
@@ -193,7 +193,7 @@ export class VehicleAgent {
     this.parts?.poller.wake();
     this.parts?.freshness?.wake();
     await this.mqtt?.stop();
-    for (const loop of this.loops) await Promise.race([loop, this.runtime.sleep(5000)]);
+    for (const loop of this.loops) await settleWithin(this.runtime, loop, 5000);
     await this.parts?.reporter.stop();
     this.parts?.store.close();
   }

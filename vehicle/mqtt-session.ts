@@ -12,7 +12,7 @@ import { vehicleTopic } from '../protocol/topics.js';
 import { type BackoffPolicy, backoffDelay } from './backoff.js';
 import { AgentError } from './errors.js';
 import { type AgentLogger, describeError, silentLogger } from './logger.js';
-import { type AgentRuntime, systemRuntime } from './runtime.js';
+import { type AgentRuntime, settleWithin, systemRuntime } from './runtime.js';
 
 export type MqttClientFactory = (url: string, options: IClientOptions) => MqttClient;
 
@@ -109,7 +109,7 @@ export class MqttSession {
       client.end(true);
       return;
     }
-    await Promise.race([client.endAsync(), this.runtime.sleep(2000)]).catch(() => {});
+    await settleWithin(this.runtime, client.endAsync(), 2000).catch(() => {});
     client.end(true);
   }
 

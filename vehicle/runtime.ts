@@ -21,6 +21,19 @@ export const systemRuntime: AgentRuntime = {
   random: () => Math.random(),
 };
 
+/**
+ * Waits for work, for at most ms (its rejection passes through). The timer is cancelled as soon as the work is
+ * done: a stop that finished at once must not leave a timer holding the process open for the rest of the ms.
+ */
+export async function settleWithin(runtime: AgentRuntime, work: Promise<unknown>, ms: number): Promise<void> {
+  const timer = new AbortController();
+  try {
+    await Promise.race([work, runtime.sleep(ms, timer.signal).catch(() => {})]);
+  } finally {
+    timer.abort();
+  }
+}
+
 /** The signal's reason as an Error (AbortSignal.reason is any). */
 export function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;

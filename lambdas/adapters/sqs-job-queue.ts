@@ -39,10 +39,26 @@ class SqsClient {
       },
       body,
     });
+    try {
+      return await this.send(action, signed.headers, body);
+    } catch (err) {
+      // A kept-alive connection the server closed as the request went out (its idle timeout): the request never
+      // reached it, so it is sent once more on a new connection, as the SDK clients retry such resets. Seen
+      // locally as a job failing with "socket hang up" and waiting out the visibility timeout.
+      if (!(err instanceof StaleConnectionError)) throw err;
+      return this.send(action, signed.headers, body);
+    }
+  }
+
+  private send(
+    action: string,
+    headers: Record<string, string>,
+    body: string,
+  ): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
       const req = request(
         this.endpoint,
-        { method: 'POST', headers: signed.headers, agent: httpsAgent(), timeout: 10_000 },
+        { method: 'POST', headers, agent: httpsAgent(), timeout: 10_000 },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -55,9 +71,19 @@ class SqsClient {
         },
       );
       req.on('timeout', () => req.destroy(new Error(`SQS ${action} timed out`)));
-      req.on('error', reject);
+      req.on('error', (err: NodeJS.ErrnoException) =>
+        reject(req.reusedSocket && err.code === 'ECONNRESET' ? new StaleConnectionError(err) : err),
+      );
       req.end(body);
     });
+  }
+}
+
+/** A reset of a reused keep-alive connection before any answer: safe to send again. */
+class StaleConnectionError extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+    this.name = 'StaleConnectionError';
   }
 }
 

@@ -124,9 +124,13 @@ export async function startAgentCloud(
     iotData,
     stop: async () => {
       for (const close of closers.splice(0).reverse()) {
-        await Promise.race([Promise.resolve().then(close), new Promise((r) => setTimeout(r, 5000))]).catch(
-          () => {},
-        );
+        // At most 5 s each; the timer is cleared after, or it would hold the test process 5 s past its tests.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.resolve().then(close),
+          new Promise((r) => (timer = setTimeout(r, 5000))),
+        ]).catch(() => {});
+        clearTimeout(timer);
       }
       iotData.destroy();
       await cloud.rules.idle().catch(() => {});
