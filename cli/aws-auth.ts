@@ -4,42 +4,9 @@
  * instance roles). The signer and the credential chain ship with the AWS SDK clients the project installs; they
  * are loaded only when --aws is used.
  */
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
+import { Sha256 } from '../protocol/sigv4-sha256.js';
 import type { Authorizer, SignableRequest } from './api.js';
 import { CliError } from './errors.js';
-
-type Data = string | ArrayBuffer | ArrayBufferView;
-
-function bytes(data: Data): Buffer | string {
-  if (typeof data === 'string') return data;
-  if (data instanceof ArrayBuffer) return Buffer.from(data);
-  return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}
-
-/** SHA-256 and HMAC-SHA256 from node:crypto in the shape the SDK signer expects. */
-class NodeSha256 {
-  private hash: Hash | Hmac;
-
-  constructor(private readonly secret?: Data) {
-    this.hash = this.fresh();
-  }
-
-  private fresh(): Hash | Hmac {
-    return this.secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(this.secret));
-  }
-
-  update(data: Data): void {
-    this.hash.update(bytes(data));
-  }
-
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.hash.digest());
-  }
-
-  reset(): void {
-    this.hash = this.fresh();
-  }
-}
 
 export interface SigV4Options {
   readonly region: string;
@@ -72,7 +39,7 @@ export async function sigV4Authorizer(options: SigV4Options): Promise<Authorizer
     service: 'execute-api',
     region: options.region,
     credentials: options.credentials ?? defaultProvider(),
-    sha256: NodeSha256,
+    sha256: Sha256,
   });
   return {
     hint: `check that your AWS credentials (default credential chain, region ${options.region}) may call execute-api:Invoke on this API`,

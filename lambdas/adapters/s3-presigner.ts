@@ -8,10 +8,10 @@
  */
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { Sha256 } from '../../protocol/sigv4-sha256.js';
 import { requireEnv } from '../core/env.js';
 import type { ObjectStore } from '../core/ports.js';
 import { endpointFor } from './aws-clients.js';
-import { Sha256 } from './sigv4-sha256.js';
 
 /** S3's encoding of a key's path segments (the SDK's extendedEncodeURIComponent): RFC 3986 unreserved only. */
 const encodeSegment = (s: string) =>

@@ -6,11 +6,11 @@
 import { request } from 'node:https';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { SignatureV4 } from '@smithy/signature-v4';
+import { Sha256 } from '../../protocol/sigv4-sha256.js';
 import type { Job } from '../core/jobs.js';
 import type { JobQueue, OfferMessage, OfferQueue } from '../core/ports.js';
 import { httpsAgent } from './aws-clients.js';
 import { recordOperation } from './operation-counter.js';
-import { Sha256 } from './sigv4-sha256.js';
 
 /** One SigV4-signed call of SQS's JSON protocol on the queue's endpoint; rejects unless SQS answers 200. */
 class SqsClient {

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl, S3RequestPresigner } from '@aws-sdk/s3-request-presigner';
 import { S3Presigner } from '../../lambdas/adapters/s3-presigner.js';
-import { Sha256 } from '../../lambdas/adapters/sigv4-sha256.js';
+import { Sha256 } from '../../protocol/sigv4-sha256.js';
 
 const HOOK_TIMEOUT = 5_000;
 const credentials = {

@@ -1,6 +1,7 @@
 /**
- * SHA-256 / HMAC-SHA-256 from node:crypto in the shape the smithy SigV4 signer expects, for the adapters that sign
- * their own requests instead of bundling an SDK client (sqs-job-queue.ts, s3-presigner.ts).
+ * SHA-256 / HMAC-SHA-256 from node:crypto in the shape the smithy SigV4 signer expects, for whatever signs AWS
+ * requests without bundling an SDK client: the backend adapters (lambdas/adapters/sqs-job-queue.ts, s3-presigner.ts)
+ * and the CLI's `--aws` requests (cli/aws-auth.ts).
  */
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 
