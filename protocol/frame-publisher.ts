@@ -1,8 +1,8 @@
 /**
  * The publisher's side of a compressed release (frames.ts): streams an image through the content-defined chunker,
  * cuts it also at every manifest chunk boundary, compresses each frame on its own or with the image bytes before it
- * as dictionary (frame-window.ts; stored raw when zstd does not shrink it), hands the frames to `write` in order, and ends with the frame table. Memory: one frame and what the
- * codec needs, whatever the image size.
+ * as dictionary (frame-window.ts; stored raw when zstd does not shrink it), hands the frames to `write` in order,
+ * and ends with the frame table. Memory: one frame, the window and what the codec needs, whatever the image size.
  */
 import { createHash } from 'node:crypto';
 import { type CdcParams, Chunker, DEFAULT_CDC } from './cdc.js';

@@ -15,6 +15,14 @@
  * History keeps the last `window` bytes of a sequence in one buffer, so the dictionary of the next frame is a view,
  * and appending costs one copy per byte (the kept window is moved to the front when the buffer fills).
  */
+import { loadDictCodec } from './delta.js';
+import type { WindowedDecoding } from './frames.js';
+
+/** What decoding windowed frames on this thread needs: the codec with dictionaries and an empty history. */
+export async function windowedDecoding(window: number): Promise<WindowedDecoding> {
+  return { codec: await loadDictCodec(), history: new History(window) };
+}
+
 export class History {
   private buf: Buffer;
   private len = 0;

@@ -237,10 +237,10 @@ export function decodeFrame(
 ): Uint8Array {
   if (t.window > 0 && !windowed) throw new Error('a windowed frame needs the bytes before it');
   if (windowed && startsChunk(t, i)) windowed.history.reset();
+  const dict = windowed?.history.dict();
   let out: Uint8Array;
   if (t.raw[i]) out = stored;
-  else if (windowed && windowed.history.dict().length > 0)
-    out = windowed.codec.decompress(stored, windowed.history.dict(), t.size[i]!);
+  else if (dict && dict.length > 0) out = windowed!.codec.decompress(stored, dict, t.size[i]!);
   else out = codec.decompress(stored, t.size[i]!);
   windowed?.history.append(out);
   return out;

@@ -8,9 +8,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { loadDictCodec } from '../protocol/delta.js';
 import { ProtocolError } from '../protocol/errors.js';
-import { History } from '../protocol/frame-window.js';
+import { windowedDecoding } from '../protocol/frame-window.js';
 import {
   collectFrames,
   decodeFrames,
@@ -180,11 +179,11 @@ export async function* layoutPieces(
   const segments = plan(t, base, frameAt(t, offset, m.size), frameAt(t, end + 1, m.size));
   const decoder = layout.decoder;
   if (t.window > 0) {
-    yield* windowedPieces(layout, m, segments, network, stats);
+    yield* windowedPieces(layout, segments, network, stats);
     return;
   }
   const run = (s: Segment): AsyncIterable<Buffer> =>
-    s.local ? baseReads(base!, s, stats) : networkRun(layout, m, s, network);
+    s.local ? baseReads(base!, s, stats) : networkRun(layout, s, network);
   const ahead = new Map<number, Prefetch<Buffer>>();
   const startAhead = (k: number) => {
     const s = segments[k];
@@ -221,43 +220,43 @@ export async function* layoutPieces(
  */
 async function* windowedPieces(
   layout: FrameLayout,
-  m: ReleaseManifest,
   segments: readonly Segment[],
   network: (from: number, to: number) => AsyncIterable<Uint8Array>,
   stats: TransferStats,
 ): AsyncGenerator<Buffer> {
   const t = layout.table;
   const decoder = layout.decoder;
-  const main = decoder ? undefined : { codec: await loadDictCodec(), history: new History(t.window) };
+  const main = decoder ? undefined : await windowedDecoding(t.window);
   for (const s of segments) {
     if (!s.local) {
-      for await (const bytes of networkRun(layout, m, s, network, main ?? true)) {
+      for await (const bytes of networkRun(layout, s, network, main)) {
         yield bytes;
         if (decoder) decoder.recycle(bytes);
       }
       continue;
     }
     for await (const read of baseReads(layout.base!, s, stats)) {
-      // One item per frame, so the window restarts where a manifest chunk does (a short read: fewer bytes, which
-      // fail their chunk like any wrong byte).
+      // Frame by frame, so the window restarts where a manifest chunk does (a short read: fewer bytes, which fail
+      // their chunk like any wrong byte).
       const items: { stored: Buffer; size: number; raw: true }[] = [];
       const resets: boolean[] = [];
       for (let i = s.first, at = 0; i < s.end && at < read.length; at += t.size[i++]!) {
         const piece = read.subarray(at, at + t.size[i]!);
-        items.push({ stored: piece, size: piece.length, raw: true });
-        resets.push(startsChunk(t, i));
+        if (main) {
+          if (startsChunk(t, i)) main.history.reset();
+          main.history.append(piece);
+        } else {
+          items.push({ stored: piece, size: piece.length, raw: true });
+          resets.push(startsChunk(t, i));
+        }
       }
-      if (main) {
-        items.forEach((item, k) => {
-          if (resets[k]) main.history.reset();
-          main.history.append(item.stored);
-        });
+      if (!decoder) {
         yield read;
         continue;
       }
-      const bytes = await decoder!.decode(items, undefined, { window: t.window, resets });
+      const bytes = await decoder.decode(items, undefined, { window: t.window, resets });
       yield bytes;
-      decoder!.recycle(bytes);
+      decoder.recycle(bytes);
     }
   }
 }
@@ -271,14 +270,15 @@ async function* baseReads(base: BaseImage, s: Segment & { local: true }, stats: 
   yield buf.subarray(0, bytesRead);
 }
 
-/** The image bytes of one Range request's frames, decoded (on the worker when there is one). */
+/**
+ * The image bytes of one Range request's frames, decoded on the worker when there is one (which keeps a windowed
+ * release's history itself), else on this thread (with `windowed`'s history for a windowed release).
+ */
 async function* networkRun(
   layout: FrameLayout,
-  m: ReleaseManifest,
   s: Segment,
   network: (from: number, to: number) => AsyncIterable<Uint8Array>,
-  /** Windowed frames: decoded on this thread with that history, or (true) by the worker, which keeps it. */
-  windowed?: WindowedDecoding | true,
+  windowed?: WindowedDecoding,
 ): AsyncGenerator<Buffer> {
   const t = layout.table;
   const { first: i, end: j } = s;
@@ -291,7 +291,7 @@ async function* networkRun(
           collectFrames((k) => t.stored[k]!, i, j, body),
           ([k]) => t.size[k]!,
           DECODE_BATCH_BYTES,
-          ([k]) => t.imageOffset[k]! % m.chunk_size === 0,
+          ([k]) => startsChunk(t, k),
           isNetworkFailure,
         ),
         async (batch) => ({
@@ -299,21 +299,14 @@ async function* networkRun(
           bytes: await decoder.decode(
             batch.map(([k, f]) => ({ stored: f, size: t.size[k]!, raw: t.raw[k] === 1 })),
             undefined,
-            windowed && { window: t.window, resets: batch.map(([k]) => startsChunk(t, k)) },
+            t.window > 0 ? { window: t.window, resets: batch.map(([k]) => startsChunk(t, k)) } : undefined,
           ),
         }),
         DECODE_AHEAD,
         isNetworkFailure,
       )
     : (async function* () {
-        for await (const bytes of decodeFrames(
-          t,
-          i,
-          j,
-          body,
-          layout.codec,
-          windowed === true ? undefined : windowed,
-        ))
+        for await (const bytes of decodeFrames(t, i, j, body, layout.codec, windowed))
           yield { frames: 1, bytes };
       })();
   for await (const piece of pieces) {

@@ -1,10 +1,10 @@
 /**
  * The operator's kill switches. Withdrawing a release takes it out of service for good: it is never offered or
  * answered again (initiate, download, campaign ticks), its campaigns (and those of bundles it is a member of) are
- * cancelled and every update of it not yet
- * being installed is withdrawn (agents ask before installing and stand down). Revoking a vehicle cuts it off: its
- * certificate is revoked (IoT Core refuses it; locally the broker's revocation list), its tokens and logins are
- * refused, its MQTT messages are refused by ingest, and its updates not yet being installed are withdrawn.
+ * cancelled and every update of it not yet being installed is withdrawn (agents ask before installing and stand
+ * down). Revoking a vehicle cuts it off: its certificate is revoked (IoT Core refuses it; locally the broker's
+ * revocation list), its tokens and logins are refused, its MQTT messages are refused by ingest, and its updates not
+ * yet being installed are withdrawn.
  * An update already installing finishes on the car; its outcome is still recorded.
  */
 

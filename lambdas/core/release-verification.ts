@@ -7,9 +7,8 @@
  * one invocation continues in the next.
  */
 import { createHash } from 'node:crypto';
-import { loadDictCodec } from '../../protocol/delta.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { History } from '../../protocol/frame-window.js';
+import { windowedDecoding } from '../../protocol/frame-window.js';
 import {
   decodeFrames,
   type FrameTable,
@@ -105,9 +104,7 @@ export class ReleaseVerifier {
             stream as AsyncIterable<Uint8Array>,
             await loadZstd(),
             // Windowed frames: decoding starts at a chunk boundary, where a frame needs no bytes before it.
-            table.window > 0
-              ? { codec: await loadDictCodec(), history: new History(table.window) }
-              : undefined,
+            table.window > 0 ? await windowedDecoding(table.window) : undefined,
           )
         : (stream as AsyncIterable<Uint8Array>);
       try {
