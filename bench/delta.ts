@@ -37,12 +37,9 @@
  *                          [--paths compressed,chunk-reuse,reuse-no-idx,delta] [--rounds 3] [--skip-anchors]
  *                          [--cpu-prof DIR] [--frame-window 1m]
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { createServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -51,12 +48,12 @@ import { AGENT_BUNDLE_OPTIONS, copyZstdWasm } from '../bin/agent-bundle.js';
 import { LocalCa } from '../local/ca.js';
 import { DEFAULT_CDC } from '../protocol/cdc.js';
 import { loadDictCodec } from '../protocol/delta.js';
-import { writeDelta } from '../protocol/delta-publisher.js';
 import { writeFramedObject } from '../protocol/frame-publisher.js';
-import { DEFAULT_CHUNK_SIZE, digestStream, type ReleaseManifest } from '../protocol/manifest.js';
+import { DEFAULT_CHUNK_SIZE, type ReleaseManifest } from '../protocol/manifest.js';
 import { loadZstd } from '../protocol/zstd.js';
 import { chunkIndexOf, encodeChunkIndex } from '../vehicle/base-index.js';
-import type { WorkerJob, WorkerResult } from './agent-download-worker.js';
+import type { WorkerResult } from './agent-download-worker.js';
+import { appendDelta, fileServer, manifestFor, median, runWorker, sha256File } from './delta-harness.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -166,141 +163,9 @@ function anchor(tool: string, argv: string[], out: string): { bytes: number; ms:
   return { bytes, ms };
 }
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const d of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(d as Buffer);
-  return h.digest('hex');
-}
-
-async function manifestFor(image: string, release: string): Promise<ReleaseManifest> {
-  const d = await digestStream(createReadStream(image, { highWaterMark: 1 << 20 }), DEFAULT_CHUNK_SIZE);
-  return {
-    schema: 'ota.release-manifest/v1',
-    release_id: release,
-    ecu: 'bench',
-    hardware_ids: ['BENCH-1'],
-    version: '1.0.1',
-    size: d.size,
-    sha256: d.sha256,
-    chunk_size: DEFAULT_CHUNK_SIZE,
-    chunks: d.chunks,
-    created_at: new Date().toISOString(),
-  };
-}
-
-/** HTTPS on 127.0.0.1 serving files by name with single Range requests, counting the body bytes it sends. */
-async function fileServer(tls: { keyPem: string; certPem: string }, files: Record<string, string>) {
-  const served = { bytes: 0 };
-  const server = createServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
-    const path = files[(req.url ?? '/').slice(1)];
-    if (!path) {
-      res.writeHead(404).end();
-      return;
-    }
-    const size = statSync(path).size;
-    const m = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
-    const start = m ? Number(m[1]) : 0;
-    const end = m?.[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
-    res.writeHead(m ? 206 : 200, {
-      'content-length': String(end - start + 1),
-      ...(m ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),
-    });
-    const stream = createReadStream(path, { start, end, highWaterMark: 1 << 20 });
-    stream.on('data', (d) => {
-      served.bytes += (d as Buffer).length;
-    });
-    stream.pipe(res);
-    res.on('close', () => stream.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    served,
-    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => server.close(),
-  };
-}
-
-function runWorker(worker: string, job: WorkerJob): Promise<WorkerResult & { wallMs: number }> {
-  const jobFile = join(WORK, 'job.json');
-  writeFileSync(jobFile, JSON.stringify(job));
-  const t0 = performance.now();
-  // --cpu-prof DIR: a V8 CPU profile of every agent run, named after the pair and path (where the time goes).
-  const prof = args['cpu-prof']
-    ? [
-        '--cpu-prof',
-        '--cpu-prof-dir',
-        args['cpu-prof'],
-        '--cpu-prof-name',
-        `${job.out.split('/').pop()}.cpuprofile`,
-      ]
-    : [];
-  const child = spawn(process.execPath, [...prof, worker, '--job', jobFile], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.on('data', (d) => {
-    out += d;
-  });
-  return new Promise((resolve, reject) => {
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`worker exited ${code}`));
-      else
-        resolve({
-          ...(JSON.parse(out.trim().split('\n').pop()!) as WorkerResult),
-          wallMs: performance.now() - t0,
-        });
-    });
-  });
-}
-
 const pct = (n: number, of: number) => `${((n * 100) / of).toFixed(1)}%`;
 
-/** The precomputed delta of `newImage` from `oldImage`, written to `fh` from object offset `offset`. */
-async function appendDelta(
-  fh: Awaited<ReturnType<typeof open>>,
-  oldImage: string,
-  newImage: string,
-  offset: number,
-) {
-  const oldFile = await open(oldImage, 'r');
-  try {
-    const {
-      frames: _f,
-      rawFrames: _r,
-      ...entry
-    } = await writeDelta(
-      () => createReadStream(newImage, { highWaterMark: 1 << 20 }),
-      {
-        version: '1.0.0',
-        size: statSync(oldImage).size,
-        stream: () => createReadStream(oldImage, { highWaterMark: 1 << 20 }),
-        read: async (at, length) => {
-          const buf = Buffer.alloc(length);
-          await oldFile.read(buf, 0, length, at);
-          return buf;
-        },
-      },
-      {
-        chunkSize: DEFAULT_CHUNK_SIZE,
-        codec: await loadDictCodec(),
-        offset,
-        level: Number(args['delta-level']),
-      },
-      async (d) => {
-        await fh.write(d);
-      },
-    );
-    return entry;
-  } finally {
-    await oldFile.close();
-  }
-}
-
 type Run = WorkerResult & { wallMs: number; served: number };
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem: string }, caFile: string) {
   const oldImage = join(WORK, `${p.name}-old.img`);
@@ -338,7 +203,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   // (only when its path is measured: building it is the longest step).
   const t1 = performance.now();
   const entry = wanted.has('delta')
-    ? await appendDelta(fh, oldImage, newImage, framed.compression.object_size)
+    ? await appendDelta(fh, oldImage, newImage, framed.compression.object_size, Number(args['delta-level']))
     : undefined;
   await fh.close();
   const deltaMs = performance.now() - t1;
@@ -378,7 +243,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
         if (!wanted.has(path) || !manifest) continue;
         const before = server.served.bytes;
         const out = join(WORK, `${p.name}-${path}.part`);
-        const r = await runWorker(worker, {
+        const r = await runWorker(worker, WORK, args['cpu-prof'], {
           url: `${server.url}/${manifest.compression ? 'zst' : 'raw'}`,
           manifest,
           caFile,
