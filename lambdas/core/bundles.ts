@@ -14,6 +14,7 @@ import type { BundleAnswer, BundleView, RollbackOffer } from '../../protocol/bun
 import { ProtocolError } from '../../protocol/errors.js';
 import { verifySignedRollbackAuthorisation } from '../../protocol/rollback.js';
 import type { TrustedKey } from '../../protocol/signatures.js';
+import type { AssignmentTarget } from './assignment-issuer.js';
 import { BadRequestError, ConflictError, NotFoundError, OtaError } from './errors.js';
 import type {
   BundleRecord,
@@ -28,7 +29,6 @@ import type {
   VehicleRecord,
 } from './ports.js';
 import { isTerminal } from './update-state.js';
-import type { AssignmentTarget } from './vehicle-updates.js';
 
 /** What an assignment of this bundle binds: the offer worker's and the /bundle answer's alike. */
 export function bundleTarget(b: BundleRecord): AssignmentTarget {

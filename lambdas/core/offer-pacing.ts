@@ -18,6 +18,7 @@
  */
 import { conditionsForOffer, consentDeadline } from '../../protocol/conditions.js';
 import { offerFor } from '../../protocol/offer.js';
+import { type AssignmentIssuer, type AssignmentTarget, assignmentTargetOf } from './assignment-issuer.js';
 import { bundleTarget } from './bundles.js';
 import {
   countMove,
@@ -42,7 +43,6 @@ import type {
   VehicleRecord,
 } from './ports.js';
 import { withTransition } from './update-history.js';
-import { type AssignmentIssuer, type AssignmentTarget, assignmentTargetOf } from './vehicle-updates.js';
 
 export interface OfferWorkerDeps extends CampaignDeps {
   readonly assignments: Pick<AssignmentIssuer, 'assignTarget'>;

@@ -13,11 +13,11 @@ import { instrumented } from '../adapters/observability.js';
 import { counted } from '../adapters/operation-counter.js';
 import { backendSigner, logger, metrics, offerQueue, repositories } from '../adapters/runtime.js';
 import { traceClient } from '../adapters/tracing.js';
+import { AssignmentIssuer } from '../core/assignment-issuer.js';
 import { assignmentSigning } from '../core/env.js';
 import { offerMessageSchema } from '../core/offer-messages.js';
 import { OfferWorker } from '../core/offer-pacing.js';
 import { type OfferMessage, systemClock } from '../core/ports.js';
-import { AssignmentIssuer } from '../core/vehicle-updates.js';
 
 const vehicles = repositories.vehicles();
 const worker = new OfferWorker({

@@ -12,10 +12,10 @@ import { DynamoCounterRepository } from '../../lambdas/adapters/dynamo-counters.
 import { DynamoReleaseRepository } from '../../lambdas/adapters/dynamo-releases.js';
 import { DynamoUpdateRepository } from '../../lambdas/adapters/dynamo-updates.js';
 import { DynamoVehicleRepository } from '../../lambdas/adapters/dynamo-vehicles.js';
+import { AssignmentIssuer } from '../../lambdas/core/assignment-issuer.js';
 import { CampaignEngine } from '../../lambdas/core/campaign-engine.js';
 import { OfferWorker } from '../../lambdas/core/offer-pacing.js';
 import { type Clock, type OfferPublisher, type OfferQueue, systemClock } from '../../lambdas/core/ports.js';
-import { AssignmentIssuer } from '../../lambdas/core/vehicle-updates.js';
 import type { startLocalCloud } from '../../local/cloud.js';
 import { KeyFileSigner } from '../../protocol/signatures.js';
 

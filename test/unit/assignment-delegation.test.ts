@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { AssignmentIssuer } from '../../lambdas/core/assignment-issuer.js';
 import type { UpdateRecord, VehicleRecord } from '../../lambdas/core/ports.js';
 import { DelegatedTokenSigner } from '../../lambdas/core/token.js';
-import { AssignmentIssuer } from '../../lambdas/core/vehicle-updates.js';
 import {
   type Assignment,
   checkAssignment,
