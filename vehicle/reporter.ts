@@ -46,6 +46,10 @@ export interface ReportInput {
   readonly update_id?: string;
   readonly progress?: number;
   readonly reason?: string;
+  /** What the download cost (the 'verifying' report of a release, a bundle's outcome): see protocol/schemas.ts. */
+  readonly bytes_fetched?: number;
+  readonly bytes_reused?: number;
+  readonly bytes_image?: number;
 }
 
 /** The MQTT side, as the session offers it. */
@@ -69,7 +73,18 @@ export interface ReporterOptions {
 }
 
 function statusBody(
-  r: Pick<PendingReport, 'status' | 'firmware_version' | 'campaign_id' | 'progress' | 'reason' | 'sequence'>,
+  r: Pick<
+    PendingReport,
+    | 'status'
+    | 'firmware_version'
+    | 'campaign_id'
+    | 'progress'
+    | 'reason'
+    | 'sequence'
+    | 'bytes_fetched'
+    | 'bytes_reused'
+    | 'bytes_image'
+  >,
 ): StatusBody {
   return {
     status: r.status,
@@ -78,6 +93,9 @@ function statusBody(
     ...(r.campaign_id !== undefined ? { campaign_id: r.campaign_id } : {}),
     ...(r.progress !== undefined ? { progress: r.progress } : {}),
     ...(r.reason !== undefined ? { reason: r.reason } : {}),
+    ...(r.bytes_fetched !== undefined ? { bytes_fetched: r.bytes_fetched } : {}),
+    ...(r.bytes_reused !== undefined ? { bytes_reused: r.bytes_reused } : {}),
+    ...(r.bytes_image !== undefined ? { bytes_image: r.bytes_image } : {}),
   };
 }
 
@@ -95,6 +113,9 @@ export function appendReport(s: AgentState, input: ReportInput, nowMs: number): 
     ...(input.progress !== undefined ? { progress: input.progress } : {}),
     // Error texts may hold line breaks or escapes, which the backend refuses (400 forever for a durable report).
     ...(input.reason !== undefined ? { reason: toPlainText(input.reason.slice(0, MAX_REASON_LENGTH)) } : {}),
+    ...(input.bytes_fetched !== undefined ? { bytes_fetched: input.bytes_fetched } : {}),
+    ...(input.bytes_reused !== undefined ? { bytes_reused: input.bytes_reused } : {}),
+    ...(input.bytes_image !== undefined ? { bytes_image: input.bytes_image } : {}),
     created_at: new Date(nowMs).toISOString(),
     mqtt_sent: false,
     attempts: 0,

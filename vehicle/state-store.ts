@@ -34,6 +34,10 @@ const pendingReportSchema = z.object({
   update_id: z.string().optional(),
   progress: z.number().min(0).max(100).optional(),
   reason: z.string().max(500).optional(),
+  /** What the download cost, with the report that carries it (protocol/schemas.ts). */
+  bytes_fetched: z.number().int().min(0).optional(),
+  bytes_reused: z.number().int().min(0).optional(),
+  bytes_image: z.number().int().min(1).optional(),
   created_at: z.string(),
   /** Published once on MQTT (best effort); HTTPS is what acknowledges it. */
   mqtt_sent: z.boolean(),

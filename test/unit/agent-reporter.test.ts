@@ -189,4 +189,44 @@ describe('Reporter', { timeout: 60_000 }, () => {
     assert.equal(api.received.length, 1);
     assert.deepEqual(store.state.pending_reports, []);
   });
+
+  it('carries what a download cost to the backend, over MQTT and over HTTPS, and across a restart', async () => {
+    const dir = join(root, `r${++n}`);
+    const cost = { bytes_fetched: 1234, bytes_reused: 5678, bytes_image: 9000 };
+    const mqtt = new FakeMqtt();
+    mqtt.connected = false;
+    // Queued while nothing answers: the report must keep its counts on disk, not only in memory.
+    const first = await open(dir);
+    const down = new Reporter({
+      vin: VIN,
+      store: first,
+      api: new FakeApi(() => {
+        throw new ApiError(503, 'x', 'down');
+      }),
+      mqtt: () => mqtt,
+      runtime: new FakeRuntime(),
+    });
+    await down.status({ status: 'verifying', firmware_version: '2.0.0', ...cost });
+    assert.equal(first.state.pending_reports[0]?.bytes_reused, 5678);
+
+    const again = await open(dir);
+    const api = new FakeApi();
+    mqtt.connected = true;
+    const r = new Reporter({ vin: VIN, store: again, api, mqtt: () => mqtt, runtime: new FakeRuntime() });
+    r.start();
+    await r.whenIdle(); // the kept report goes first (an outcome queued before it was sent would supersede it)
+    await r.status({ status: 'completed', firmware_version: '2.0.0', ...cost });
+    await r.whenIdle();
+    await r.stop();
+    const published = mqtt.published.map((m) => m.payload);
+    assert.deepEqual(
+      published.map((p) => [p.status, p.bytes_fetched, p.bytes_reused, p.bytes_image]),
+      [
+        ['verifying', 1234, 5678, 9000],
+        ['completed', 1234, 5678, 9000],
+      ],
+    );
+    const posted = api.received.find((b) => b.status === 'completed');
+    assert.deepEqual([posted?.bytes_fetched, posted?.bytes_reused, posted?.bytes_image], [1234, 5678, 9000]);
+  });
 });
