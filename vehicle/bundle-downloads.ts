@@ -19,6 +19,7 @@ import { type AgentContext, DEFAULT_RETRY_BACKOFF, RetryLater } from './agent-co
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
 import { backoffDelay } from './backoff.js';
 import type { Downloader, DownloadSource } from './downloader.js';
+import type { EcuBases } from './ecu-bases.js';
 import { AgentError, DownloadError } from './errors.js';
 import { verifyImageFile } from './image-file.js';
 import { describeError } from './logger.js';
@@ -30,6 +31,17 @@ const resumeSchema = z.object({
   runs: z.number().int().nonnegative(),
   /** Verified bytes (a chunk boundary) by member image SHA-256. */
   verified: z.record(z.string(), z.number().int().nonnegative()),
+  /** What each member's runs fetched and rebuilt locally so far, by image SHA-256 (the outcome report sums them). */
+  transfer: z
+    .record(
+      z.string(),
+      z.object({
+        fetched: z.number().int().nonnegative(),
+        reused: z.number().int().nonnegative(),
+        image: z.number().int().nonnegative(),
+      }),
+    )
+    .optional(),
 });
 type Resume = z.infer<typeof resumeSchema>;
 
@@ -46,6 +58,8 @@ export class BundleDownloads {
     private readonly ctx: AgentContext,
     private readonly downloader: Downloader,
     private readonly dir: string,
+    /** The ECUs' installed images: a compressed member is built from its ECU's like a single release. */
+    private readonly bases: EcuBases,
   ) {}
 
   private get file(): string {
@@ -70,7 +84,7 @@ export class BundleDownloads {
     // Another offer's members (one settled without its outcome cleaning up, or an unreadable resume file): the
     // bytes are not trusted to belong to this one, whatever their names.
     await this.clear();
-    this.resume = { offer_digest: offerDigest, runs: 0, verified: {} };
+    this.resume = { offer_digest: offerDigest, runs: 0, verified: {}, transfer: {} };
     await this.save();
   }
 
@@ -128,6 +142,23 @@ export class BundleDownloads {
     }
   }
 
+  /**
+   * What the bundle's member downloads cost so far (every run, across restarts): bytes fetched, image bytes rebuilt
+   * from the installed images, and the size of the images downloaded. Undefined when nothing was downloaded.
+   */
+  transfer(): { fetched: number; reused: number; image: number } | undefined {
+    const members = Object.values(this.resume?.transfer ?? {});
+    if (members.length === 0) return undefined;
+    return members.reduce(
+      (sum, t) => ({
+        fetched: sum.fetched + t.fetched,
+        reused: sum.reused + t.reused,
+        image: sum.image + t.image,
+      }),
+      { fetched: 0, reused: 0, image: 0 },
+    );
+  }
+
   private async run(
     m: ReleaseManifest,
     signal: AbortSignal,
@@ -135,25 +166,51 @@ export class BundleDownloads {
     member: MemberContext,
   ): Promise<string> {
     const part = this.partFile(m);
+    // A compressed member is built like a single release: from its ECU's installed image (chunk reuse, a delta),
+    // every chunk verified the same whatever its source.
+    const base = m.compression ? await this.bases.baseImage(m.ecu) : undefined;
+    const before = this.resume?.transfer?.[m.sha256] ?? { fetched: 0, reused: 0, image: m.size };
     const stats = await this.downloader.download({
       manifest: m,
+      ...(base?.image ? { base: base.image } : {}),
+      ...(base?.missing ? { noBase: base.missing } : {}),
+      onBaseIndexed: (index) => this.bases.keepIndex(m.ecu, base?.image?.sha256, index, []),
       file: part,
       verifiedBytes: this.resume?.verified[m.sha256] ?? 0,
       source: member.source,
       signal,
       onProgress: (bytes) => onProgress((bytes * 100) / m.size),
-      onCheckpoint: async (verified) => {
+      onCheckpoint: async (verified, run) => {
         if (!this.resume) return;
         this.resume.verified[m.sha256] = verified;
+        this.resume.transfer = {
+          ...this.resume.transfer,
+          [m.sha256]: {
+            fetched: before.fetched + run.bytesReceived,
+            reused: Math.min(before.reused + run.bytesReused, m.size),
+            image: m.size,
+          },
+        };
         await this.save();
       },
       onRequest: (r) => this.ctx.emit({ type: 'request', update_id: member.update_id, ...r }),
       onChunkVerified: (info) =>
         this.ctx.options.hooks?.onChunkVerified?.({ update_id: member.update_id, ecu: m.ecu, ...info }),
     });
+    this.ctx.logger.info('bundle member downloaded', {
+      ecu: m.ecu,
+      path: stats.path,
+      bytes_fetched: before.fetched + stats.bytesReceived,
+      bytes_reused: Math.min(before.reused + stats.bytesReused, m.size),
+      ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
+    });
     if (stats.sha256 !== m.sha256) {
       await this.forget(m);
       throw new AgentError('verification_failed', `whole-image SHA-256 of ${m.ecu} is not the manifest's`);
+    }
+    // Its index kept beside the installed image's: once the bundle installs it, the next update reuses from it.
+    if (stats.index) {
+      await this.bases.keepIndex(m.ecu, m.sha256, stats.index, base?.image ? [base.image.sha256] : []);
     }
     await rename(part, this.imageFile(m));
     return this.imageFile(m);

@@ -21,11 +21,13 @@ import { manifestDigest } from '../protocol/assignment.js';
 import { type BundleAnswer, type BundleMaterial, rollbackOfferSchema } from '../protocol/bundle-api.js';
 import type { ReleaseManifest, SignedManifest } from '../protocol/manifest.js';
 import type { UpdateOffer } from '../protocol/offer.js';
+import { MAX_IMAGE_SIZE } from '../protocol/schemas.js';
 import { type AgentContext, RetryLater } from './agent-context.js';
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
 import { BundleDownloads } from './bundle-downloads.js';
 import { type BundleEcu, BundleInstaller, type BundleOutcome, type EcuProgress } from './bundle-install.js';
 import type { Downloader, DownloadSource } from './downloader.js';
+import { EcuBases } from './ecu-bases.js';
 import { AgentError, ApiError } from './errors.js';
 import { describeError } from './logger.js';
 import { appendReport } from './reporter.js';
@@ -60,7 +62,7 @@ export class BundleRunner {
     downloader: Downloader,
   ) {
     this.dir = join(ctx.options.stateDir, 'bundle');
-    this.members = new BundleDownloads(ctx, downloader, join(this.dir, 'members'));
+    this.members = new BundleDownloads(ctx, downloader, join(this.dir, 'members'), new EcuBases(ctx));
   }
 
   private installer(update_id: string): BundleInstaller {
@@ -279,6 +281,12 @@ export class BundleRunner {
       outcome.status === 'completed'
         ? `bundle ${cur.bundle_id} ${cur.version} installed: ${versions}`
         : `${outcome.failed_member ? `member ${outcome.failed_member}: ` : ''}${outcome.reason ?? ''}`;
+    // What the members' downloads cost, once with the outcome (the campaign sums the bytes saved across the fleet).
+    const transfer = this.members.transfer();
+    const bytes =
+      transfer && transfer.image >= 1 && transfer.image <= MAX_IMAGE_SIZE
+        ? { bytes_fetched: transfer.fetched, bytes_reused: transfer.reused, bytes_image: transfer.image }
+        : {};
     const now = this.ctx.runtime.now();
     // The offer leaves the inbox with its outcome, so a restart in between finds it again and, once the outcome is
     // recorded in `recent`, drops it as handled.
@@ -311,6 +319,7 @@ export class BundleRunner {
           firmware_version: cur.version,
           campaign_id: cur.campaign_id,
           update_id: cur.update_id,
+          ...bytes,
         },
         now,
       );

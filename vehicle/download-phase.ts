@@ -4,7 +4,6 @@
  * manifest and renamed to the verified image. Failures spend the download and verify budgets.
  */
 import { rename } from 'node:fs/promises';
-import { join } from 'node:path';
 import { manifestDigest } from '../protocol/assignment.js';
 import type { FullOffer } from '../protocol/offer.js';
 import {
@@ -16,9 +15,9 @@ import {
   reportBase,
 } from './agent-context.js';
 import { backoffDelay } from './backoff.js';
-import { BaseIndexStore, type ChunkIndex } from './base-index.js';
 import { whileUnmetered } from './conditions.js';
 import type { Downloader, DownloadSource } from './downloader.js';
+import { EcuBases } from './ecu-bases.js';
 import { AgentError, ApiError, DownloadError } from './errors.js';
 import { verifyImageFile } from './image-file.js';
 import { ProgressThrottle } from './rate.js';
@@ -54,8 +53,8 @@ export class DownloadPhase {
     { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
   >();
 
-  /** Chunk indexes of the images each ECU has, kept for chunk reuse (base-index.ts). */
-  private readonly indexes: BaseIndexStore;
+  /** The ECUs' installed images to build from, and the chunk indexes kept for them. */
+  private readonly bases: EcuBases;
 
   constructor(
     private readonly ctx: AgentContext,
@@ -63,7 +62,7 @@ export class DownloadPhase {
     private readonly urls: DownloadUrls,
     private readonly outcomes: UpdateOutcomes,
   ) {
-    this.indexes = new BaseIndexStore(join(ctx.store.dir, 'indexes'));
+    this.bases = new EcuBases(ctx);
   }
 
   private urlSource(offer: FullOffer): DownloadSource {
@@ -105,7 +104,7 @@ export class DownloadPhase {
       phase: 'downloading',
     });
     const throttle = new ProgressThrottle();
-    const base = m.compression ? await this.baseImage(cur.ecu) : undefined;
+    const base = m.compression ? await this.bases.baseImage(cur.ecu) : undefined;
     let summary:
       | { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
       | undefined;
@@ -117,7 +116,7 @@ export class DownloadPhase {
         manifest: m,
         ...(base?.image ? { base: base.image } : {}),
         ...(base?.missing ? { noBase: base.missing } : {}),
-        onBaseIndexed: (index) => this.keepIndex(cur.ecu, base?.image?.sha256, index, []),
+        onBaseIndexed: (index) => this.bases.keepIndex(cur.ecu, base?.image?.sha256, index, []),
         file: partFile(this.ctx.store, m),
         verifiedBytes: store.state.current?.verified_bytes ?? 0,
         source: this.urlSource(offer),
@@ -175,7 +174,7 @@ export class DownloadPhase {
       // The new image's chunk index (its signed frame table's), kept with the installed image's: once this image is
       // installed, the next update reuses from it without reading it. Named by the digest, used only for it.
       if (stats.index && stats.sha256 === m.sha256) {
-        await this.keepIndex(cur.ecu, m.sha256, stats.index, base?.image ? [base.image.sha256] : []);
+        await this.bases.keepIndex(cur.ecu, m.sha256, stats.index, base?.image ? [base.image.sha256] : []);
       }
     } catch (err) {
       if (this.ctx.signal.aborted) throw abortReason(this.ctx.signal);
@@ -244,42 +243,6 @@ export class DownloadPhase {
     // 'verifying', which says as much; each status change costs the backend its writes (update, count, history).
     // What the download path fetched and reused (or why it fell back) goes with that report.
     if (summary) this.summaries.set(cur.update_id, summary);
-  }
-
-  /** The installed image of the ECU to reuse chunks from, with the index kept for it if any, or why there is none. */
-  private async baseImage(
-    ecu: string,
-  ): Promise<{ image?: { path: string; sha256: string; index?: ChunkIndex }; missing?: string }> {
-    const installer = this.ctx.options.installers[ecu];
-    if (!installer?.baseImage) return { missing: `the ${ecu} installer cannot read its image back` };
-    let image: { path: string; sha256: string } | undefined;
-    try {
-      image = await installer.baseImage();
-    } catch (err) {
-      return { missing: `the installed image of ${ecu} is unavailable: ${(err as Error).message}` };
-    }
-    if (!image) return { missing: `no committed installed image of ${ecu}` };
-    const index = await this.indexes.load(ecu, image.sha256);
-    if (typeof index === 'string') {
-      this.ctx.logger.info('no usable chunk index kept for the installed image', { ecu, why: index });
-      return { image };
-    }
-    return { image: { ...image, index } };
-  }
-
-  /** Keeps a chunk index; failing to is logged, never fatal (the next download reads the image instead). */
-  private async keepIndex(
-    ecu: string,
-    sha256: string | undefined,
-    index: ChunkIndex,
-    alsoKeep: string[],
-  ): Promise<void> {
-    if (!sha256 || this.ctx.killed()) return;
-    try {
-      await this.indexes.keep(ecu, sha256, index, alsoKeep);
-    } catch (err) {
-      this.ctx.logger.warn('could not keep the chunk index', { ecu, error: (err as Error).message });
-    }
   }
 
   async verify(cur: CurrentUpdate, offer: FullOffer): Promise<void> {

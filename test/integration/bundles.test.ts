@@ -43,7 +43,7 @@ import {
   startBundleCampaign,
   untilInventory,
 } from '../support/bundles.js';
-import { proxyToS3, transportVia } from '../support/delta-vehicle.js';
+import { patched, proxyToS3, textImage, transportVia } from '../support/delta-vehicle.js';
 
 let ac: AgentCloud;
 let f: BundleFixture;
@@ -308,6 +308,62 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
       `served ${proxy.bytesToClient} for 3 MiB of members`,
     );
     await assertEnded(v, dir, 'bundle-cut', vin);
+    await v.close();
+  });
+
+  it("compressed members are built from each ECU's installed image; the campaign counts the bytes the vehicle saved", async () => {
+    // Each ECU runs a 400 KiB image of its own; bundle 4.0.0 carries a patch of each, stored compressed.
+    const installed = (e: { ecu: string }) => textImage(400 * KiB, `installed ${e.ecu}`);
+    const members: PublishedRelease[] = [];
+    for (const e of ECUS) {
+      members.push(
+        await publishRelease(ac, {
+          version: '4.0.0',
+          ecu: e.ecu,
+          hardwareIds: [e.hardware_id],
+          releaseId: `${e.ecu}-4.0.0`,
+          image: patched(installed(e)),
+          compressed: true,
+        }),
+      );
+    }
+    const signed = await signBundle(
+      bundleOf(
+        'body-4-0',
+        '4.0.0',
+        members.map((p) => p.signed),
+      ),
+      [ac.releaseKey.signer],
+    );
+    const res = await ac.operator.call('POST', '/bundles', signed);
+    assert.equal(res.status, 201, res.raw.toString());
+    const proxy = await proxyToS3(ac);
+    const transport = transportVia(ac, proxy);
+    ac.track(() => transport.close());
+    const vin = nextVin();
+    const { dir, v } = await bundleVehicle(vin, { factoryImage: installed, downloadTransport: transport });
+    await untilInventory(ac, vin, '1.0.0');
+    await startBundleCampaign(ac, 'bundle-reuse', 'body-4-0', [vin]);
+    const outcome = await v.events.outcome('4.0.0', 120_000);
+    assert.equal(outcome.status, 'completed', outcome.reason);
+    assertRuns(dir, members, '4.0.0');
+    // Only the frames the installed images lack were served: a fraction of the compressed objects.
+    const objects = members.reduce((n, p) => n + p.signed.manifest.compression!.object_size, 0);
+    const images = members.reduce((n, p) => n + p.image.length, 0);
+    assert.ok(
+      proxy.bytesToClient < objects * 0.4,
+      `served ${proxy.bytesToClient}, compressed objects ${objects}`,
+    );
+    await assertEnded(v, dir, 'bundle-reuse', vin);
+    // The outcome report carried what the members cost; the campaign sums it (bytes saved across the fleet).
+    const campaign = await ac.operator.call('GET', '/campaigns/bundle-reuse');
+    assert.equal(campaign.status, 200, campaign.raw.toString());
+    const t = campaign.json.transfer as Record<string, number>;
+    assert.equal(t.downloads, 1);
+    assert.equal(t.bytes_image, images);
+    assert.ok(t.bytes_reused! > images * 0.7, `reused ${t.bytes_reused} of ${images}`);
+    assert.ok(t.bytes_fetched! > 0 && t.bytes_fetched! <= proxy.bytesToClient, `fetched ${t.bytes_fetched}`);
+    assert.equal(t.bytes_saved, images - t.bytes_fetched!);
     await v.close();
   });
 

@@ -13,6 +13,7 @@ import { after, describe, it } from 'node:test';
 import type { ReleaseManifest, SignedManifest } from '../../protocol/manifest.js';
 import { type AgentContext, RetryLater } from '../../vehicle/agent-context.js';
 import { BundleDownloads } from '../../vehicle/bundle-downloads.js';
+import { EcuBases } from '../../vehicle/ecu-bases.js';
 import { Downloader, type DownloadSource } from '../../vehicle/downloader.js';
 import { DownloadError } from '../../vehicle/errors.js';
 import { silentLogger } from '../../vehicle/logger.js';
@@ -54,13 +55,14 @@ function members(transport: FakeTransport, opts: { dir?: string; budget?: number
     logger: silentLogger,
     killed: () => false,
     emit: () => {},
+    store: { dir },
   } as unknown as AgentContext;
   const downloader = new Downloader(
     transport,
     { maxAttempts: 1, backoff: { baseMs: 1, maxMs: 2 } },
     { runtime, freeSpace: async () => 1024 ** 4 },
   );
-  return { dir, runtime, downloads: new BundleDownloads(ctx, downloader, dir) };
+  return { dir, runtime, downloads: new BundleDownloads(ctx, downloader, dir, new EcuBases(ctx)) };
 }
 
 const source: DownloadSource = { url: async () => 'https://s3.example/member' };
@@ -97,6 +99,8 @@ describe('bundle member downloads', { timeout: 60_000 }, () => {
       offer_digest: 'offer-1',
       runs: 2,
       verified: { [sm.manifest.sha256]: 4 * CHUNK },
+      // Both runs' bytes, the 100 of each broken chunk included: what the fleet paid for.
+      transfer: { [sm.manifest.sha256]: { fetched: 2 * (2 * CHUNK + 100), reused: 0, image: 6 * CHUNK } },
     });
 
     // A restart: a new instance on the folder, the same offer. It resumes at 4 chunks; the budget it has is spent.
@@ -112,6 +116,8 @@ describe('bundle member downloads', { timeout: 60_000 }, () => {
     // Verified before: checked on disk, not fetched again.
     assert.equal(await fetchOf(again.downloads, sm), file);
     assert.equal(rest.requests.length, 1);
+    // What the outcome report carries: every run of the member, across the restart.
+    assert.deepEqual(again.downloads.transfer(), { fetched: 6 * CHUNK + 200, reused: 0, image: 6 * CHUNK });
     await again.downloads.clear();
     assert.ok(!existsSync(first.dir), 'the outcome removes every member download');
   });
