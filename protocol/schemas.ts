@@ -165,7 +165,7 @@ export const statusReportSchema = z.strictObject({
   progress: z.optional(storableNumber().check(z.minimum(0), z.maximum(100))),
   reason: z.optional(plainText(MAX_REASON_LENGTH)),
   /**
-   * How the image was obtained (with the 'verifying' report, once per download): bytes fetched from the network
+   * How the image was obtained (with the outcome report, once per update): bytes fetched from the network
    * (tables, frames, delta, re-fetches), image bytes rebuilt locally (chunk reuse, delta), and the image size.
    * The campaign sums them (bytes saved across the fleet = image bytes - fetched).
    */

@@ -48,10 +48,7 @@ export class DownloadPhase {
   /** Whole-image digests the downloader computed in this process, by .part file. */
   private readonly streamedDigests = new Map<string, string>();
   /** What each download in this process fetched and reused, for the 'verifying' report. */
-  private readonly summaries = new Map<
-    string,
-    { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
-  >();
+  private readonly summaries = new Map<string, string>();
 
   /** The ECUs' installed images to build from, and the chunk indexes kept for them. */
   private readonly bases: EcuBases;
@@ -105,9 +102,7 @@ export class DownloadPhase {
     });
     const throttle = new ProgressThrottle();
     const base = m.compression ? await this.bases.baseImage(cur.ecu) : undefined;
-    let summary:
-      | { text: string; bytes_fetched: number; bytes_reused: number; bytes_image: number }
-      | undefined;
+    let summary: string | undefined;
     // What earlier runs of this update fetched and reused (saved with their checkpoints): the report counts them all.
     const before = store.state.current?.transfer ?? { fetched: 0, reused: 0 };
     const link = whileUnmetered(this.ctx, offer);
@@ -144,6 +139,7 @@ export class DownloadPhase {
             d.current.transfer = {
               fetched: before.fetched + run.bytesReceived,
               reused: before.reused + run.bytesReused,
+              image: m.size,
             };
           }),
         onRequest: (r) => this.ctx.emit({ type: 'request', update_id: cur.update_id, ...r }),
@@ -161,15 +157,10 @@ export class DownloadPhase {
         bytes_reused: reused,
         ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
       });
-      summary = {
-        text:
-          `${stats.path}: fetched ${fetched} bytes, reused ${reused} of ${m.size}` +
-          (fetched !== stats.bytesReceived ? ` (${stats.bytesReceived} in the last run)` : '') +
-          (stats.fallback ? `; fallback: ${stats.fallback}` : ''),
-        bytes_fetched: fetched,
-        bytes_reused: reused,
-        bytes_image: m.size,
-      };
+      summary =
+        `${stats.path}: fetched ${fetched} bytes, reused ${reused} of ${m.size}` +
+        (fetched !== stats.bytesReceived ? ` (${stats.bytesReceived} in the last run)` : '') +
+        (stats.fallback ? `; fallback: ${stats.fallback}` : '');
       this.streamedDigests.set(partFile(this.ctx.store, m), stats.sha256);
       // The new image's chunk index (its signed frame table's), kept with the installed image's: once this image is
       // installed, the next update reuses from it without reading it. Named by the digest, used only for it.
@@ -255,28 +246,16 @@ export class DownloadPhase {
       phase: 'verifying',
     });
     // After a restart in this phase the summary of the run is gone, but the counts were saved with its checkpoint.
+    // The counts themselves go with the outcome report (update-outcome.ts): this report travels over MQTT and can
+    // arrive after the outcome, when the backend ignores it.
     const saved = store.state.current?.transfer;
     const summary =
       this.summaries.get(cur.update_id) ??
-      (saved
-        ? {
-            text: `fetched ${saved.fetched} bytes, reused ${saved.reused} of ${m.size}`,
-            bytes_fetched: saved.fetched,
-            bytes_reused: Math.min(saved.reused, m.size),
-            bytes_image: m.size,
-          }
-        : undefined);
+      (saved ? `fetched ${saved.fetched} bytes, reused ${saved.reused} of ${m.size}` : undefined);
     this.summaries.delete(cur.update_id);
     await this.ctx.reporter.status({
       status: 'verifying',
-      ...(summary
-        ? {
-            reason: summary.text.slice(0, 200),
-            bytes_fetched: summary.bytes_fetched,
-            bytes_reused: summary.bytes_reused,
-            bytes_image: summary.bytes_image,
-          }
-        : {}),
+      ...(summary ? { reason: summary.slice(0, 200) } : {}),
       ...reportBase(cur),
     });
     const part = partFile(this.ctx.store, m);

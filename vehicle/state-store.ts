@@ -58,11 +58,17 @@ const currentUpdateSchema = z.object({
   /** Bytes of the .part file verified against the manifest's chunk digests and fsynced. */
   verified_bytes: z.number().int().min(0),
   /**
-   * Bytes fetched from the network and image bytes reused locally by this update's download runs so far, saved
-   * with each checkpoint: the 'verifying' report counts every run, not only the one that finished. (A power cut
-   * loses at most what one run fetched since its last checkpoint, a couple of seconds of transfer.)
+   * Bytes fetched from the network and image bytes reused locally by this update's download runs so far, and the
+   * image size, saved with each checkpoint: the outcome report carries every run's, not only the one that finished.
+   * (A power cut loses at most what one run fetched since its last checkpoint, a couple of seconds of transfer.)
    */
-  transfer: z.object({ fetched: z.number().int().min(0), reused: z.number().int().min(0) }).optional(),
+  transfer: z
+    .object({
+      fetched: z.number().int().min(0),
+      reused: z.number().int().min(0),
+      image: z.number().int().min(1).optional(),
+    })
+    .optional(),
   attempts: z.object({
     download: z.number().int().min(0),
     verify: z.number().int().min(0),

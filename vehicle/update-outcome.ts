@@ -35,7 +35,18 @@ export class UpdateOutcomes {
     if (!TERMINAL_REPORTS.has(status)) throw new AgentError('not_terminal', `${status} is not an outcome`);
     const now = this.ctx.runtime.now();
     await this.ctx.store.update((d) => {
-      appendReport(d, { status, ...reportBase(cur), ...(reason !== undefined ? { reason } : {}) }, now);
+      // What the download cost (every run's, saved with its checkpoints), once, with the outcome: it is confirmed
+      // over HTTPS and counted by the campaign (bytes saved across the fleet).
+      const t = d.current?.update_id === cur.update_id ? d.current.transfer : undefined;
+      const cost =
+        t?.image !== undefined
+          ? { bytes_fetched: t.fetched, bytes_reused: Math.min(t.reused, t.image), bytes_image: t.image }
+          : {};
+      appendReport(
+        d,
+        { status, ...reportBase(cur), ...(reason !== undefined ? { reason } : {}), ...cost },
+        now,
+      );
       d.recent.push({
         update_id: cur.update_id,
         firmware_version: cur.firmware_version,

@@ -419,7 +419,7 @@ export class UpdateStatusService {
       // A campaign update's count moves in the same transaction as its state: a duplicate or reordered report
       // fails the revision condition and counts nothing.
       const counted = countMove(target, next.status);
-      // What the download cost rides on the count write of its 'verifying' report (bytes saved across the fleet).
+      // What the download cost rides on the count write of its outcome report (bytes saved across the fleet).
       const move =
         counted && input.bytes_fetched !== undefined && input.bytes_image !== undefined
           ? {

@@ -301,6 +301,12 @@ describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
       }
       assert.equal(campaign.json.status, 'completed', JSON.stringify(campaign.json));
       assert.equal(campaign.json.counts.completed, 2);
+      // Each agent's 'verifying' report said what its download cost: a raw image, fetched whole, nothing reused.
+      const t = campaign.json.transfer as Record<string, number>;
+      assert.deepEqual(
+        [t.downloads, t.bytes_image, t.bytes_reused, t.bytes_fetched],
+        [2, 2 * v3.image.length, 0, 2 * v3.image.length],
+      );
     } finally {
       await Promise.all(fleet.map((f) => f.vehicle.close()));
     }

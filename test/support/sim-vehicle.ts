@@ -74,8 +74,7 @@ export class SimVehicle {
       case 'succeed':
         await this.send('progress', { progress: 50, status: 'downloading', campaign_id });
         await this.send('progress', { progress: 80, status: 'installing', campaign_id });
-        // What its download cost (SIM_TRANSFER: a delta), on a durable status report as the agent sends it (with
-        // 'verifying'; a progress message can arrive after the outcome and be ignored).
+        // What its download cost (SIM_TRANSFER: a delta), with the outcome report as the agent sends it.
         await this.send('status', { status: 'completed', campaign_id, ...SIM_TRANSFER });
         return;
     }
