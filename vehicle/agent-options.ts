@@ -89,6 +89,8 @@ export type AgentEvent =
   | {
       type: 'downloaded';
       update_id: string;
+      /** A bundle member's ECU (a single release's is the update's). */
+      ecu?: string;
       path: 'raw' | 'compressed' | 'chunk-reuse' | 'delta';
       /** Body bytes read from the network (frame table and re-fetches included), every run of this update. */
       bytes_fetched: number;

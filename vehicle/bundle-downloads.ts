@@ -197,13 +197,14 @@ export class BundleDownloads {
       onChunkVerified: (info) =>
         this.ctx.options.hooks?.onChunkVerified?.({ update_id: member.update_id, ecu: m.ecu, ...info }),
     });
-    this.ctx.logger.info('bundle member downloaded', {
-      ecu: m.ecu,
+    const cost = {
       path: stats.path,
       bytes_fetched: before.fetched + stats.bytesReceived,
       bytes_reused: Math.min(before.reused + stats.bytesReused, m.size),
       ...(stats.fallback !== undefined ? { fallback: stats.fallback } : {}),
-    });
+    };
+    this.ctx.logger.info('bundle member downloaded', { ecu: m.ecu, ...cost });
+    this.ctx.emit({ type: 'downloaded', update_id: member.update_id, ecu: m.ecu, ...cost });
     if (stats.sha256 !== m.sha256) {
       await this.forget(m);
       throw new AgentError('verification_failed', `whole-image SHA-256 of ${m.ecu} is not the manifest's`);

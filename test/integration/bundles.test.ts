@@ -312,7 +312,8 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
   });
 
   it("compressed members are built from each ECU's installed image; the campaign counts the bytes the vehicle saved", async () => {
-    // Each ECU runs a 400 KiB image of its own; bundle 4.0.0 carries a patch of each, stored compressed.
+    // Each ECU runs a 400 KiB image of its own; bundle 4.0.0 carries a patch of each, stored compressed, the
+    // gateway's with a precomputed delta from the image it runs.
     const installed = (e: { ecu: string }) => textImage(400 * KiB, `installed ${e.ecu}`);
     const members: PublishedRelease[] = [];
     for (const e of ECUS) {
@@ -324,6 +325,7 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
           releaseId: `${e.ecu}-4.0.0`,
           image: patched(installed(e)),
           compressed: true,
+          ...(e.ecu === 'gw' ? { deltaFrom: [{ version: '1.0.0', image: installed(e) }] } : {}),
         }),
       );
     }
@@ -354,6 +356,14 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
       proxy.bytesToClient < objects * 0.4,
       `served ${proxy.bytesToClient}, compressed objects ${objects}`,
     );
+    const paths = v.events.events.flatMap((e) =>
+      e.type === 'downloaded' ? [[e.ecu, e.path, e.fallback]] : [],
+    );
+    assert.deepEqual(paths, [
+      ['gw', 'delta', undefined],
+      ['bcm', 'chunk-reuse', undefined],
+      ['ivi', 'chunk-reuse', undefined],
+    ]);
     await assertEnded(v, dir, 'bundle-reuse', vin);
     // The outcome report carried what the members cost; the campaign sums it (bytes saved across the fleet).
     const campaign = await ac.operator.call('GET', '/campaigns/bundle-reuse');
