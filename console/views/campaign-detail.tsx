@@ -1,12 +1,13 @@
 /**
  * One campaign, live (refreshed every 3 s): while `preparing`, how far the background preparation has got (segments
  * done, vehicles scanned, targeted, excluded) and why it failed if it did; then charts per wave and per status,
- * failure reasons, the halt reason, and pause, resume, cancel with confirmation.
+ * failure reasons, the halt reason, what the downloads cost against the raw images (bytes saved by compression,
+ * chunk reuse and deltas), and pause, resume, cancel with confirmation.
  */
 import { useState } from 'preact/hooks';
 import type { CampaignVehicles, CampaignView } from '../../protocol/operator-responses.js';
 import { BarChart, colourOf } from '../chart.js';
-import { ErrorNote, Progress, useCan, useLoad, useSession, when } from '../ui.js';
+import { bytes, ErrorNote, Progress, useCan, useLoad, useSession, when } from '../ui.js';
 import { REFRESH_MS } from './campaigns.js';
 
 const ACTIONS = ['start', 'pause', 'resume', 'cancel'] as const;
@@ -53,6 +54,7 @@ export function CampaignDetail({ id }: { id: string }) {
             ({c.ecu} {c.version}). <span class="muted">Updated {when(c.updated_at)}</span>
           </p>
           {c.preparation && <Preparation c={c} />}
+          {c.transfer.downloads > 0 && <Transfer t={c.transfer} />}
           {c.halt_reason && (
             <p class="error" role="alert">
               Halted: {c.halt_reason}
@@ -204,6 +206,26 @@ function Preparation({ c }: { c: CampaignView }) {
           Preparation failed: {p.failure_reason}
         </p>
       )}
+    </div>
+  );
+}
+
+/** What the campaign's downloads cost: bytes fetched against the images delivered, as the vehicles reported them. */
+function Transfer({ t }: { t: CampaignView['transfer'] }) {
+  const saved = t.bytes_image > 0 ? (t.bytes_saved * 100) / t.bytes_image : 0;
+  return (
+    <div class="card transfer" data-downloads={t.downloads}>
+      <h2>Downloads</h2>
+      <Progress
+        label="Bytes saved against the raw images"
+        value={Math.max(0, t.bytes_saved)}
+        max={t.bytes_image}
+      />
+      <p>
+        {t.downloads} download{t.downloads === 1 ? '' : 's'}: {bytes(t.bytes_fetched)} fetched for{' '}
+        {bytes(t.bytes_image)} of images, <strong>{saved.toFixed(1)}% saved</strong> ({bytes(t.bytes_saved)});{' '}
+        {bytes(t.bytes_reused)} rebuilt from the vehicles' installed images.
+      </p>
     </div>
   );
 }

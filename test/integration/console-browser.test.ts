@@ -17,7 +17,7 @@ import { startLocalCloud } from '../../local/cloud.js';
 import type { OperatorRole } from '../../protocol/roles.js';
 import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/fleet.js';
 import { SignedOperator } from '../support/signed-operator.js';
-import { SimVehicle } from '../support/sim-vehicle.js';
+import { SIM_TRANSFER, SimVehicle } from '../support/sim-vehicle.js';
 
 const HOOK_TIMEOUT = { timeout: 120_000 };
 const CHROMIUM = '/usr/bin/chromium';
@@ -225,6 +225,13 @@ describe('the operator console in chromium', { timeout: 600_000 }, () => {
       clearInterval(releaseHeld);
     }
     await page.getByText(`${FLEET} of ${FLEET} completed`).waitFor();
+    // What the vehicles' downloads cost, as they reported it with their outcomes (SIM_TRANSFER each).
+    const image = FLEET * SIM_TRANSFER.bytes_image;
+    const saved = image - FLEET * SIM_TRANSFER.bytes_fetched;
+    await page
+      .locator(`.transfer[data-downloads="${FLEET}"]`)
+      .getByText(`${((saved * 100) / image).toFixed(1)}% saved`)
+      .waitFor();
     await shot('campaign-completed');
     assert.ok(campaignId.length > 2);
     // Release controls are not the operator's.

@@ -90,7 +90,11 @@ export class SimVehicle {
   /** Finishes the installs a 'hold' vehicle started. */
   async release(outcome: 'completed' | 'rolled_back'): Promise<void> {
     for (const offer of this.held.splice(0)) {
-      await this.send('status', { status: outcome, campaign_id: offer.campaign_id ?? undefined });
+      await this.send('status', {
+        status: outcome,
+        campaign_id: offer.campaign_id ?? undefined,
+        ...(outcome === 'completed' ? SIM_TRANSFER : {}),
+      });
     }
   }
 
