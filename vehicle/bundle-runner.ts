@@ -24,6 +24,7 @@ import type { UpdateOffer } from '../protocol/offer.js';
 import { MAX_IMAGE_SIZE } from '../protocol/schemas.js';
 import { type AgentContext, RetryLater } from './agent-context.js';
 import { ensureDir, writeFileAtomic } from './atomic-file.js';
+import { BundleConditions } from './bundle-conditions.js';
 import { BundleDownloads } from './bundle-downloads.js';
 import { type BundleEcu, BundleInstaller, type BundleOutcome, type EcuProgress } from './bundle-install.js';
 import type { Downloader, DownloadSource } from './downloader.js';
@@ -65,7 +66,7 @@ export class BundleRunner {
     this.members = new BundleDownloads(ctx, downloader, join(this.dir, 'members'), new EcuBases(ctx));
   }
 
-  private installer(update_id: string): BundleInstaller {
+  private installer(update_id: string, conditions?: BundleConditions): BundleInstaller {
     const o = this.ctx.options;
     let waited = false;
     const installers: Record<string, BundleEcu> = {};
@@ -80,13 +81,15 @@ export class BundleRunner {
       hardwareIds: Object.fromEntries(o.ecus.map((e) => [e.ecu, e.hardware_id])),
       installers,
       now: () => this.ctx.expiryNow(),
-      fetchImage: (m, signal, onProgress) => this.fetchImage(m, signal, onProgress),
+      fetchImage: (m, signal, onProgress) => this.fetchImage(m, signal, onProgress, conditions),
       onProgress: (p) => void this.progress(update_id, p),
       beforeStep: async (step, ecu) => {
         // Every member is downloaded and verified; before the first slot is written the car must be safe to
         // install, exactly as for a single release (install-phase.ts): parked, battery, no charging, as the policy says.
         if (step === 'write' && !waited) {
           waited = true;
+          // The campaign's maintenance window first (it can be hours away), then the car's state right before.
+          await conditions?.untilInstallAllowed(this.ctx.signal);
           await this.waitUntilSafe(update_id);
         }
         await o.hooks?.beforeBundleStep?.(step, { update_id, ecu });
@@ -129,12 +132,14 @@ export class BundleRunner {
    */
   async run(offer: UpdateOffer, offerDigest: string): Promise<BundleRefusal | undefined> {
     const a = offer.assignment.assignment;
-    // The driver-in-the-loop gate (conditions.ts) follows one release's state; a bundle cannot ask for consent or
-    // wait for a window yet, so it must not install without them: refused, as an agent without conditions would.
-    if (a.conditions !== undefined) {
+    // The driver's consent is asked through a single release's state (conditions.ts, the head unit); a bundle cannot
+    // ask yet, so it must not install without it: refused, as an agent without conditions would. The network and
+    // the maintenance window are honoured (bundle-conditions.ts).
+    if (a.conditions?.consent !== undefined) {
       return {
         reason: 'conditions_unsupported',
-        message: 'a bundle with campaign conditions (consent, maintenance window, network) is not installed',
+        message:
+          "a bundle that needs the driver's consent is not installed (consent is asked for releases only)",
       };
     }
     let material: BundleMaterial;
@@ -158,7 +163,8 @@ export class BundleRunner {
     await this.members.begin(offerDigest);
     this.ctx.emit({ type: 'accepted', update_id: a.update_id, firmware_version: a.version, ecu: a.ecu });
     const rollback = rollbackOfferSchema.safeParse(material.rollback);
-    const outcome = await this.installer(a.update_id).run(
+    const conditions = new BundleConditions(this.ctx, a.update_id, a.conditions);
+    const outcome = await this.installer(a.update_id, conditions).run(
       {
         update_id: a.update_id,
         campaign_id: a.campaign_id,
@@ -218,17 +224,38 @@ export class BundleRunner {
     }
   }
 
-  /** One member downloaded and verified like a single release, resuming from its checkpoint (bundle-downloads.ts). */
+  /**
+   * One member downloaded and verified like a single release, resuming from its checkpoint (bundle-downloads.ts), on
+   * a link the campaign allows: a run the car's move onto a metered link stops resumes once it is unmetered again.
+   */
   private async fetchImage(
     sm: SignedManifest,
     signal: AbortSignal,
     onProgress: (percent: number) => void,
+    conditions?: BundleConditions,
   ): Promise<string> {
     const cur = await this.readCurrent();
-    return this.members.fetch(sm, signal, onProgress, {
-      update_id: cur?.update_id ?? '',
-      source: this.urlSource(sm.manifest, cur?.bundle_id),
-    });
+    const member = { update_id: cur?.update_id ?? '', source: this.urlSource(sm.manifest, cur?.bundle_id) };
+    for (;;) {
+      await conditions?.untilDownloadAllowed(signal);
+      const link = conditions?.watchLink();
+      try {
+        return await this.members.fetch(
+          sm,
+          link ? AbortSignal.any([signal, link.signal]) : signal,
+          onProgress,
+          member,
+        );
+      } catch (err) {
+        // Not a failure: the member's download pauses at its last checkpoint and goes on from there.
+        if (!link?.signal.aborted || signal.aborted) throw err;
+        this.ctx.logger.info('metered link: the bundle member download pauses at its last checkpoint', {
+          ecu: sm.manifest.ecu,
+        });
+      } finally {
+        link?.stop();
+      }
+    }
   }
 
   /** A member's URL: the one the last /bundle answer gave while it is valid, else a fresh answer's. */

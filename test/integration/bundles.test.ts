@@ -311,6 +311,99 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
     await v.close();
   });
 
+  it('a bundle campaign with a maintenance window and unmetered-only downloads: nothing fetched on a metered link, nothing written outside the window', async () => {
+    const vin = nextVin();
+    let network: 'metered' | 'unmetered' = 'metered';
+    let clock = Date.parse('2026-12-05T12:00:00Z');
+    const { dir, v } = await bundleVehicle(vin, {
+      conditions: { network: () => network, now: () => clock, timeZone: 'UTC', recheckMs: 100 },
+    });
+    await untilInventory(ac, vin, '1.0.0');
+    await startBundleCampaign(ac, 'bundle-window', 'body-2-0', [vin], {
+      policy: {
+        waves: [100],
+        skip_canary: true,
+        retry_budget: 0,
+        conditions: { network: 'unmetered', maintenance_window: { start: '02:00', end: '04:00' } },
+      },
+    });
+    const deferred = (pattern: RegExp) => (e: { type: string; reason?: string }) =>
+      e.type === 'deferred' && pattern.test(e.reason ?? '');
+    await v.events.waitFor(deferred(/unmetered network/), 30_000, 'waiting for an unmetered link');
+    await sleep(500);
+    assert.deepEqual(requestOffsets(v), [], 'nothing downloaded on a metered link');
+
+    network = 'unmetered';
+    await v.events.waitFor(deferred(/maintenance window 02:00-04:00/), 30_000, 'waiting for the window');
+    const phases = (phase: string) =>
+      v.events.events.filter((e) => e.type === 'bundle_progress' && e.phase === phase).length;
+    assert.equal(phases('downloaded'), 3, 'every member is downloaded and verified before the window');
+    await sleep(500);
+    assert.equal(phases('writing'), 0, 'no slot is written outside the window');
+    assert.deepEqual(slotVersions(dir), { gw: '1.0.0', bcm: '1.0.0', ivi: '1.0.0' });
+
+    clock = Date.parse('2026-12-06T02:30:00Z'); // the car's night
+    const outcome = await v.events.outcome('2.0.0', 120_000);
+    assert.equal(outcome.status, 'completed', outcome.reason);
+    assertAllRun(dir, f, '2.0.0');
+    await v.close();
+  });
+
+  it('a member download pauses when the car moves onto a metered link and resumes from its checkpoint after', async () => {
+    const members = await resumableBundle();
+    const vin = nextVin();
+    let network: 'metered' | 'unmetered' = 'unmetered';
+    const { dir, v } = await bundleVehicle(vin, {
+      conditions: { network: () => network, recheckMs: 100 },
+      // Paced so the switch lands mid-member; a checkpoint at every chunk, so the resume shows to the byte.
+      download: {
+        backoff: { baseMs: 50, maxMs: 500 },
+        minBytesPerSecond: 0,
+        maxBytesPerSecond: 256 * KiB,
+        checkpointIntervalMs: 0,
+      },
+    });
+    await startBundleCampaign(ac, 'bundle-metered', 'body-3-0', [vin], {
+      policy: { waves: [100], skip_canary: true, retry_budget: 0, conditions: { network: 'unmetered' } },
+    });
+    await v.events.waitFor(
+      (e) =>
+        e.type === 'bundle_progress' &&
+        e.ecu === 'bcm' &&
+        e.phase === 'downloading' &&
+        (e.percent ?? 0) >= 40,
+      60_000,
+      'the second member half downloaded',
+    );
+    network = 'metered';
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /unmetered network/.test(e.reason),
+      20_000,
+      'the member download to pause',
+    );
+    const pausedAt = requestOffsets(v).length;
+    const resume = JSON.parse(readFileSync(join(dir, 'bundle', 'members', 'resume.json'), 'utf8')) as {
+      runs: number;
+      verified: Record<string, number>;
+    };
+    const verified = resume.verified[members[1]!.signed.manifest.sha256] ?? 0;
+    await sleep(1000);
+    assert.equal(requestOffsets(v).length, pausedAt, 'no request on the metered link');
+    assert.ok(verified >= 256 * KiB && verified < MiB, `bcm paused at ${verified} verified bytes`);
+    assert.equal(resume.runs, 0, 'a pause spends none of the download budget');
+
+    network = 'unmetered';
+    const outcome = await v.events.outcome('3.0.0', 120_000);
+    assert.equal(outcome.status, 'completed', outcome.reason);
+    assertRuns(dir, members, '3.0.0');
+    // The bcm went on from its last verified chunk; only the ivi started from zero after the pause.
+    const after = requestOffsets(v).slice(pausedAt);
+    assert.equal(after[0], verified, `requests after the pause: ${after.join(', ')}`);
+    assert.deepEqual(after.slice(1), [0]);
+    await assertEnded(v, dir, 'bundle-metered', vin);
+    await v.close();
+  });
+
   it("compressed members are built from each ECU's installed image; the campaign counts the bytes the vehicle saved", async () => {
     // Each ECU runs a 400 KiB image of its own; bundle 4.0.0 carries a patch of each, stored compressed, the
     // gateway's with a precomputed delta from the image it runs.
