@@ -163,7 +163,7 @@ export class VehicleAgent {
       inbox,
       poller,
       freshness,
-      headUnit: new HeadUnit(ctx, inbox, runner.gate),
+      headUnit: new HeadUnit(ctx, inbox, runner.gate, bundles),
     };
     // A bundle's journal decides before the ECUs' own recovery, which would switch back trials it keeps.
     await bundles.recover();

@@ -5,24 +5,136 @@
  * download until the link is unmetered (a download in progress stops at its last checkpoint when the car moves onto a
  * metered link, and the next run resumes from it), and before the first slot is written until the window is open.
  *
- * Driver consent is not asked for a bundle yet: the head unit's question follows a single release's state. A bundle
- * whose assignment asks for consent is refused before anything is downloaded (bundle-runner.ts), and the backend
- * refuses to create such a campaign.
+ * The driver's consent is asked before anything is downloaded, as for a single release: asked -> postponed (for the
+ * signed interval, at most the signed number of times) -> asked again ... -> given, or the bundle ends `declined` (the
+ * driver said no) or `expired` (the signed deadline passed). The answer comes through the head unit (head-unit.ts) and
+ * is kept in the bundle's current.json (ConsentStore), so a restart asks again only what was not answered. Each
+ * question and postponement is reported like any status (awaiting_consent, postponed).
  */
 import type { UpdateConditions } from '../protocol/conditions.js';
 import { inWindow, localMinutes, minutesUntilWindow } from '../protocol/conditions.js';
 import type { AgentContext } from './agent-context.js';
+import { type ConsentView, DecisionError, type DriverDecision } from './conditions.js';
 import { AgentError } from './errors.js';
+import { abortReason, Wakeup } from './runtime.js';
+
+/** Where the driver's answer stands, kept with the bundle in progress. */
+export interface BundleConsent {
+  readonly state: 'asking' | 'postponed' | 'given' | 'declined';
+  readonly postponements: number;
+  /** When a postponed question is asked again. */
+  readonly ask_at?: string;
+}
+
+/** The durable side of the consent: the bundle's current.json, and its reports. */
+export interface ConsentStore {
+  get(): BundleConsent | undefined;
+  set(consent: BundleConsent): Promise<void>;
+  report(status: 'awaiting_consent' | 'postponed', reason?: string): Promise<void>;
+}
 
 export class BundleConditions {
   /** The last waiting reason told (a wait is announced once, not at every recheck). */
   private told: string | undefined;
+  private readonly wake = new Wakeup();
 
   constructor(
     private readonly ctx: AgentContext,
     private readonly updateId: string,
-    private readonly conditions: UpdateConditions | undefined,
+    readonly conditions: UpdateConditions | undefined,
+    private readonly consent?: ConsentStore,
   ) {}
+
+  /** The vehicle's clock (the head unit's), as conditions are judged by. */
+  private now(): number {
+    return this.ctx.options.conditions?.now?.() ?? this.ctx.runtime.now();
+  }
+
+  timeZone(): string {
+    return this.ctx.options.conditions?.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+  }
+
+  /**
+   * Waits for the driver when the campaign asks for consent: answers 'given' (or when none is asked), 'declined'
+   * or 'expired'. Throws only when the agent stops.
+   */
+  async untilConsented(signal: AbortSignal): Promise<'given' | 'declined' | 'expired'> {
+    const c = this.conditions?.consent;
+    if (!c || !this.consent) return 'given';
+    const deadline = Date.parse(c.deadline);
+    for (;;) {
+      if (signal.aborted) throw abortReason(signal);
+      const st = this.consent.get();
+      if (st?.state === 'given') return 'given';
+      if (st?.state === 'declined') return 'declined';
+      const now = this.now();
+      if (now >= deadline) return 'expired';
+      if (!st || (st.state === 'postponed' && st.ask_at !== undefined && now >= Date.parse(st.ask_at))) {
+        await this.consent.set({ state: 'asking', postponements: st?.postponements ?? 0 });
+        await this.consent.report('awaiting_consent');
+        this.ctx.logger.info('asking the driver', { update_id: this.updateId, deadline: c.deadline });
+        this.ctx.emit({ type: 'consent', update_id: this.updateId, decision: 'ask' });
+        continue;
+      }
+      const until =
+        st.state === 'postponed' && st.ask_at ? Math.min(deadline, Date.parse(st.ask_at)) : deadline;
+      await this.wake.wait(this.ctx.runtime, Math.max(1, Math.min(until - now, this.recheckMs)), signal);
+    }
+  }
+
+  /** The question as the head unit shows it; undefined when none is asked. */
+  consentView(): ConsentView | undefined {
+    const c = this.conditions?.consent;
+    if (!c || !this.consent) return undefined;
+    const st = this.consent.get();
+    const used = st?.postponements ?? 0;
+    return {
+      state: st?.state === 'given' ? 'given' : st?.state === 'postponed' ? 'postponed' : 'asking',
+      deadline: c.deadline,
+      postponements: used,
+      postponements_left: Math.max(0, c.max_postponements - used),
+      ask_again_at: st?.state === 'postponed' ? (st.ask_at ?? null) : null,
+    };
+  }
+
+  /** Whether the driver is being asked now (the head unit's answer goes here). */
+  get asking(): boolean {
+    const st = this.consent?.get();
+    return (
+      this.conditions?.consent !== undefined &&
+      st !== undefined &&
+      st.state !== 'given' &&
+      st.state !== 'declined'
+    );
+  }
+
+  /** The driver's answer: accept (the downloads start), postpone (asked again later) or decline (the bundle ends). */
+  async decide(decision: DriverDecision): Promise<void> {
+    const c = this.conditions?.consent;
+    const st = this.consent?.get();
+    if (!c || !this.consent || !st || !this.asking) {
+      throw new DecisionError('no_question', 'no update is waiting for the driver');
+    }
+    if (decision === 'postpone') {
+      if (st.state === 'postponed') throw new DecisionError('already_postponed', 'already postponed');
+      if (st.postponements >= c.max_postponements || c.postpone_seconds === undefined) {
+        throw new DecisionError(
+          'postpone_limit',
+          `no postponement left (${c.max_postponements} allowed): accept or decline`,
+        );
+      }
+      const askAt = new Date(this.now() + c.postpone_seconds * 1000).toISOString();
+      await this.consent.set({ state: 'postponed', postponements: st.postponements + 1, ask_at: askAt });
+      await this.consent.report('postponed', `postponed by the driver until ${askAt}`);
+    } else {
+      await this.consent.set({ ...st, state: decision === 'accept' ? 'given' : 'declined' });
+      this.ctx.logger.info(`the driver ${decision === 'accept' ? 'accepted' : 'declined'} the bundle`, {
+        update_id: this.updateId,
+      });
+    }
+    this.ctx.emit({ type: 'consent', update_id: this.updateId, decision });
+    this.wake.notify();
+  }
 
   private get recheckMs(): number {
     return this.ctx.options.conditions?.recheckMs ?? 30_000;
@@ -64,10 +176,8 @@ export class BundleConditions {
   async untilInstallAllowed(signal: AbortSignal): Promise<void> {
     const window = this.conditions?.maintenance_window;
     if (!window) return;
-    const c = this.ctx.options.conditions ?? {};
-    const timeZone = c.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
     for (;;) {
-      const minutes = localMinutes(c.now?.() ?? this.ctx.runtime.now(), timeZone);
+      const minutes = localMinutes(this.now(), this.timeZone());
       if (inWindow(minutes, window)) return;
       this.tell(
         `waiting for the maintenance window ${window.start}-${window.end} (local time; opens in ${minutesUntilWindow(minutes, window)} min)`,

@@ -27,9 +27,11 @@ import { ensureDir, writeFileAtomic } from './atomic-file.js';
 import { BundleConditions } from './bundle-conditions.js';
 import { BundleDownloads } from './bundle-downloads.js';
 import { type BundleEcu, BundleInstaller, type BundleOutcome, type EcuProgress } from './bundle-install.js';
+import { DecisionError, type DriverDecision } from './conditions.js';
 import type { Downloader, DownloadSource } from './downloader.js';
 import { EcuBases } from './ecu-bases.js';
 import { AgentError, ApiError } from './errors.js';
+import type { PendingView } from './head-unit.js';
 import { describeError } from './logger.js';
 import { appendReport } from './reporter.js';
 import type { VehicleStatus } from './state-store.js';
@@ -42,12 +44,28 @@ const currentSchema = z.object({
   bundle_id: z.string(),
   counter: z.number(),
   offer_digest: z.string(),
+  /** The driver's answer when the campaign asks for consent (bundle-conditions.ts), kept across restarts. */
+  consent: z
+    .object({
+      state: z.enum(['asking', 'postponed', 'given', 'declined']),
+      postponements: z.number().int().min(0),
+      ask_at: z.string().optional(),
+    })
+    .optional(),
 });
 type CurrentBundle = z.infer<typeof currentSchema>;
 
+/** The bundle this process runs, for the head unit: what it is and its conditions (the consent question). */
+interface ActiveBundle {
+  readonly cur: CurrentBundle;
+  readonly conditions: BundleConditions;
+  readonly ecus: readonly string[];
+  readonly size: number;
+}
+
 /** Answers a refusal for OfferAcceptance to settle (reported when the assignment is authentic). */
 export type BundleRefusal = {
-  readonly reason: 'bundle_unavailable' | 'bundle_unsupported' | 'conditions_unsupported';
+  readonly reason: 'bundle_unavailable' | 'bundle_unsupported';
   readonly message: string;
 };
 
@@ -57,6 +75,8 @@ export class BundleRunner {
   private readonly members: BundleDownloads;
   /** Download URLs by member release id, from the latest /bundle answer. */
   private urls = new Map<string, { url: string; expiresAt: number }>();
+  /** The bundle run() is working on, if any. */
+  private active: ActiveBundle | undefined;
 
   constructor(
     private readonly ctx: AgentContext,
@@ -132,16 +152,6 @@ export class BundleRunner {
    */
   async run(offer: UpdateOffer, offerDigest: string): Promise<BundleRefusal | undefined> {
     const a = offer.assignment.assignment;
-    // The driver's consent is asked through a single release's state (conditions.ts, the head unit); a bundle cannot
-    // ask yet, so it must not install without it: refused, as an agent without conditions would. The network and
-    // the maintenance window are honoured (bundle-conditions.ts).
-    if (a.conditions?.consent !== undefined) {
-      return {
-        reason: 'conditions_unsupported',
-        message:
-          "a bundle that needs the driver's consent is not installed (consent is asked for releases only)",
-      };
-    }
     let material: BundleMaterial;
     if (offer.bundle) material = offer.bundle;
     else {
@@ -150,20 +160,79 @@ export class BundleRunner {
       material = fetched.material;
     }
     const lastCounter = this.ctx.store.state.last_counter;
-    const cur: CurrentBundle = {
+    // The same offer run again after a restart keeps what the driver answered.
+    const before = await this.readCurrent().catch(() => undefined);
+    let cur: CurrentBundle = {
       update_id: a.update_id,
       campaign_id: a.campaign_id,
       version: a.version,
       bundle_id: a.release_id,
       counter: a.counter,
       offer_digest: offerDigest,
+      ...(before?.offer_digest === offerDigest && before.consent ? { consent: before.consent } : {}),
+    };
+    const save = async (next: CurrentBundle) => {
+      cur = next;
+      if (this.active) this.active = { ...this.active, cur };
+      await writeFileAtomic(join(this.dir, 'current.json'), JSON.stringify(cur));
     };
     await ensureDir(this.dir);
-    await writeFileAtomic(join(this.dir, 'current.json'), JSON.stringify(cur));
+    await save(cur);
     await this.members.begin(offerDigest);
     this.ctx.emit({ type: 'accepted', update_id: a.update_id, firmware_version: a.version, ecu: a.ecu });
+    const conditions = new BundleConditions(this.ctx, a.update_id, a.conditions, {
+      get: () => cur.consent,
+      set: (consent) => save({ ...cur, consent }),
+      report: (status, reason) =>
+        this.ctx.reporter
+          .status({
+            status,
+            firmware_version: cur.version,
+            campaign_id: cur.campaign_id,
+            update_id: cur.update_id,
+            ...(reason !== undefined ? { reason } : {}),
+          })
+          .then(() => {}),
+    });
+    this.active = {
+      cur,
+      conditions,
+      ecus: material.manifests.map((m) => m.manifest.ecu),
+      size: material.manifests.reduce((n, m) => n + m.manifest.size, 0),
+    };
+    try {
+      // Nothing is downloaded before the driver accepts, when the campaign asks.
+      const consent = await conditions.untilConsented(this.ctx.signal);
+      if (consent !== 'given') {
+        const deadline = a.conditions?.consent?.deadline;
+        await this.finish(cur, {
+          status: consent,
+          update_id: a.update_id,
+          bundle_id: a.release_id,
+          reason:
+            consent === 'declined'
+              ? 'declined by the driver'
+              : `the driver did not accept before ${deadline}`,
+          versions: {},
+        });
+        return undefined;
+      }
+      await this.install(a, material, conditions, lastCounter, cur, offer);
+      return undefined;
+    } finally {
+      this.active = undefined;
+    }
+  }
+
+  private async install(
+    a: UpdateOffer['assignment']['assignment'],
+    material: BundleMaterial,
+    conditions: BundleConditions,
+    lastCounter: number,
+    cur: CurrentBundle,
+    offer: UpdateOffer,
+  ): Promise<void> {
     const rollback = rollbackOfferSchema.safeParse(material.rollback);
-    const conditions = new BundleConditions(this.ctx, a.update_id, a.conditions);
     const outcome = await this.installer(a.update_id, conditions).run(
       {
         update_id: a.update_id,
@@ -181,7 +250,43 @@ export class BundleRunner {
       this.ctx.signal,
     );
     await this.finish(cur, outcome);
-    return undefined;
+  }
+
+  /** The bundle waiting or running now, as the head unit shows it; null when none is. */
+  pendingView(): PendingView | null {
+    const b = this.active;
+    if (!b) return null;
+    const c = b.conditions.conditions;
+    const consent = b.conditions.consentView() ?? null;
+    const minutes = c?.install_minutes;
+    return {
+      update_id: b.cur.update_id,
+      version: b.cur.version,
+      ecus: b.ecus,
+      size: b.size,
+      release_notes: c?.release_notes ?? null,
+      expected_install_seconds:
+        minutes !== undefined ? minutes * 60 : (this.ctx.options.installEstimateSeconds ?? null),
+      must_park: this.ctx.options.safety?.requireParked ?? true,
+      phase: consent && consent.state !== 'given' ? `consent_${consent.state}` : 'bundle',
+      consent,
+      maintenance_window: c?.maintenance_window
+        ? { ...c.maintenance_window, time_zone: b.conditions.timeZone() }
+        : null,
+      network: c?.network ?? 'any',
+    };
+  }
+
+  /** Whether a bundle is asking the driver now (the head unit's answer is this bundle's). */
+  get askingDriver(): boolean {
+    return this.active?.conditions.asking ?? false;
+  }
+
+  /** The driver's answer to the bundle's consent question. */
+  decide(decision: DriverDecision): Promise<void> {
+    const b = this.active;
+    if (!b) return Promise.reject(new DecisionError('no_question', 'no update is waiting for the driver'));
+    return b.conditions.decide(decision);
   }
 
   private async waitUntilSafe(update_id: string): Promise<void> {
@@ -299,7 +404,12 @@ export class BundleRunner {
       .catch(() => {});
   }
 
-  private async finish(cur: CurrentBundle, outcome: BundleOutcome): Promise<void> {
+  private async finish(
+    cur: CurrentBundle,
+    outcome: Omit<BundleOutcome, 'status'> & {
+      readonly status: BundleOutcome['status'] | 'declined' | 'expired';
+    },
+  ): Promise<void> {
     const status: VehicleStatus = outcome.status;
     const versions = Object.entries(outcome.versions)
       .map(([e, v]) => `${e} ${v}`)

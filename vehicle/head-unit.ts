@@ -72,11 +72,19 @@ export function driverMessage(o: Pick<RecordedOutcome, 'status' | 'firmware_vers
   }
 }
 
+/** The bundle in progress, as the head unit sees it (bundle-runner.ts). */
+export interface BundleQuestion {
+  pendingView(): PendingView | null;
+  readonly askingDriver: boolean;
+  decide(decision: DriverDecision): Promise<void>;
+}
+
 export class HeadUnit {
   constructor(
     private readonly ctx: AgentContext,
     private readonly inbox: OfferInbox,
     private readonly gate: ConditionGate,
+    private readonly bundle?: BundleQuestion,
   ) {}
 
   async view(): Promise<HeadUnitView> {
@@ -87,7 +95,8 @@ export class HeadUnit {
 
   private async pending(): Promise<PendingView | null> {
     const cur = this.ctx.store.state.current;
-    if (!cur) return null;
+    // A multi-ECU bundle runs outside the single release's state: its own view (and consent question).
+    if (!cur) return this.bundle?.pendingView() ?? null;
     const offer = await this.inbox.load(cur);
     const c = offer.assignment.assignment.conditions;
     const consent = this.gate.consentView(cur, c) ?? null;
@@ -131,6 +140,7 @@ export class HeadUnit {
   /** The driver's answer to the pending consent question. */
   decide(decision: DriverDecision): Promise<void> {
     const cur = this.ctx.store.state.current;
+    if (!cur && this.bundle?.askingDriver) return this.bundle.decide(decision);
     if (!cur) return Promise.reject(new DecisionError('no_question', 'no update is waiting for the driver'));
     return this.inbox
       .load(cur)
@@ -141,7 +151,8 @@ export class HeadUnit {
   private retryTarget(): RecordedOutcome | undefined {
     const s = this.ctx.store.state;
     const o = s.recent.at(-1);
-    if (!o || !RETRYABLE.has(o.status) || s.current || s.inbox.length > 0) return undefined;
+    if (!o || !RETRYABLE.has(o.status) || s.current || s.inbox.length > 0 || this.bundle?.pendingView())
+      return undefined;
     if (Object.values(s.ecus).some((e) => e.version === o.firmware_version)) return undefined;
     return o;
   }

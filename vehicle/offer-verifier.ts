@@ -44,8 +44,6 @@ export type RejectReason =
   /** A bundle offer whose material the backend does not serve (bundle-runner.ts). */
   | 'bundle_unavailable'
   | 'bundle_unsupported'
-  /** A bundle whose assignment asks for the driver's consent, which bundles do not ask yet. */
-  | 'conditions_unsupported'
   | 'offer_mismatch'
   | 'unknown_ecu'
   | 'hardware_mismatch'

@@ -149,14 +149,6 @@ export async function createCampaign(
   if (problems.length) throw new BadRequestError('invalid_policy', problems.join('; '));
   const conditions = policy.conditions ? conditionsProblems(policy.conditions, deps.clock.now()) : [];
   if (conditions.length) throw new BadRequestError('invalid_conditions', conditions.join('; '));
-  // The agent asks the driver's consent for one release only; a bundle asking for it would be refused by every
-  // vehicle (its network and maintenance window are honoured).
-  if (policy.conditions?.consent && input.bundle_id !== undefined) {
-    throw new BadRequestError(
-      'invalid_conditions',
-      "the driver's consent applies to a release, not yet to a bundle (a bundle may have a maintenance window and a network policy)",
-    );
-  }
   checkTargets(input.targets);
   const canary = canaryProblem(policy);
   if (canary) throw new BadRequestError(canary.code, canary.message);

@@ -14,6 +14,8 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { signBundle } from '../../protocol/bundle.js';
 import type { VehicleAgent } from '../../vehicle/agent.js';
+import { HeadUnitClient } from '../../vehicle/head-unit-client.js';
+import { startHeadUnitServer } from '../../vehicle/head-unit-server.js';
 import { FileSlotInstaller } from '../../vehicle/installer.js';
 import { ecuDir } from '../../vehicle/setup.js';
 import {
@@ -347,6 +349,81 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
     assert.equal(outcome.status, 'completed', outcome.reason);
     assertAllRun(dir, f, '2.0.0');
     await v.close();
+  });
+
+  it('asks the driver through the head unit before a consent bundle downloads anything: declined ends it, accepted installs it', async () => {
+    const policy = {
+      waves: [100],
+      skip_canary: true,
+      retry_budget: 0,
+      conditions: {
+        consent: { deadline_seconds: 3600, max_postponements: 1, postpone_seconds: 600 },
+        release_notes: 'Gateway, body and infotainment 2.0.0',
+      },
+    };
+    const car = async () => {
+      const vin = nextVin();
+      const { dir, v } = await bundleVehicle(vin);
+      const server = await startHeadUnitServer(v.agent, { socket: join(dir, 'head-unit.sock') });
+      ac.track(() => server.close());
+      await untilInventory(ac, vin, '1.0.0');
+      return { vin, dir, v, client: new HeadUnitClient({ socket: server.address }) };
+    };
+    const yes = await car();
+    const no = await car();
+    await startBundleCampaign(ac, 'bundle-consent-yes', 'body-2-0', [yes.vin], { policy });
+    await startBundleCampaign(ac, 'bundle-consent-no', 'body-2-0', [no.vin], { policy });
+    for (const c of [yes, no]) {
+      await c.v.events.waitFor(
+        (e) => e.type === 'consent' && e.decision === 'ask',
+        30_000,
+        'the driver asked',
+      );
+    }
+    // What the driver sees: the whole bundle, its notes, the question; nothing downloaded meanwhile.
+    const view = (await yes.client.view()).pending;
+    assert.deepEqual(
+      [view?.version, view?.ecus, view?.release_notes, view?.phase, view?.consent?.postponements_left],
+      ['2.0.0', ['gw', 'bcm', 'ivi'], 'Gateway, body and infotainment 2.0.0', 'consent_asking', 1],
+    );
+    await waitUntil(
+      async () => (await campaignUpdate('bundle-consent-yes', yes.vin))?.status === 'awaiting_consent',
+      20_000,
+      'the backend shows the car waiting for its driver',
+    );
+    await yes.client.postpone();
+    assert.equal((await yes.client.view()).pending?.phase, 'consent_postponed');
+    await waitUntil(
+      async () => (await campaignUpdate('bundle-consent-yes', yes.vin))?.status === 'postponed',
+      20_000,
+      'the backend shows the postponement',
+    );
+    await sleep(300);
+    assert.deepEqual(
+      [...requestOffsets(yes.v), ...requestOffsets(no.v)],
+      [],
+      'nothing downloaded before consent',
+    );
+
+    await no.client.decline();
+    const declined = await no.v.events.outcome('2.0.0', 30_000);
+    assert.equal(declined.status, 'declined', declined.reason);
+    assert.deepEqual(slotVersions(no.dir), { gw: '1.0.0', bcm: '1.0.0', ivi: '1.0.0' });
+    assert.deepEqual(requestOffsets(no.v), []);
+    await waitUntil(
+      async () => (await campaignUpdate('bundle-consent-no', no.vin))?.status === 'declined',
+      20_000,
+      'the backend records the decline',
+    );
+
+    await yes.client.accept();
+    const outcome = await yes.v.events.outcome('2.0.0', 120_000);
+    assert.equal(outcome.status, 'completed', outcome.reason);
+    assertAllRun(yes.dir, f, '2.0.0');
+    assert.equal((await yes.client.view()).pending, null);
+    await assertEnded(yes.v, yes.dir, 'bundle-consent-yes', yes.vin);
+    await yes.v.close();
+    await no.v.close();
   });
 
   it('a member download pauses when the car moves onto a metered link and resumes from its checkpoint after', async () => {

@@ -103,17 +103,6 @@ describe('driver consent, conditions and the head-unit API', { timeout: 240_000 
     });
     assert.equal(window.status, 400);
     assert.equal(window.json.error.code, 'invalid_conditions');
-    // Bundles do not pass through the agent's consent question yet: refused here rather than by every vehicle (a
-    // window and a network policy are honoured: bundles.test.ts).
-    const bundle = await ac.operator.call('POST', '/campaigns', {
-      name: 'bad',
-      bundle_id: 'body-2-0',
-      targets: { vins: ['1HGCM82633A160099'] },
-      policy: { conditions: { network: 'unmetered', consent: { deadline_seconds: 600 } } },
-    });
-    assert.equal(bundle.status, 400, bundle.raw.toString());
-    assert.equal(bundle.json.error.code, 'invalid_conditions');
-    assert.match(bundle.json.error.message, /consent applies to a release, not yet to a bundle/);
   });
 
   // A car that never answers (registered, never connected): the tick's deadline sweep must end its update expired.
