@@ -416,13 +416,28 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
       'the backend records the decline',
     );
 
-    await yes.client.accept();
-    const outcome = await yes.v.events.outcome('2.0.0', 120_000);
+    // A restart while postponed: the agent runs the bundle again and keeps the driver's answer (not asked again).
+    await yes.v.close();
+    const again = await startAgent(ac, yes.vin, yes.dir, { ecus: ECUS, factoryImage: factoryImageOf });
+    const server = await startHeadUnitServer(again.agent, { socket: join(yes.dir, 'head-unit-2.sock') });
+    ac.track(() => server.close());
+    const client = new HeadUnitClient({ socket: server.address });
+    await waitUntil(
+      async () => (await client.view()).pending !== null,
+      30_000,
+      'the bundle back after the restart',
+    );
+    const kept = (await client.view()).pending;
+    assert.deepEqual([kept?.phase, kept?.consent?.postponements_left], ['consent_postponed', 0]);
+    assert.equal(again.events.events.filter((e) => e.type === 'consent' && e.decision === 'ask').length, 0);
+
+    await client.accept();
+    const outcome = await again.events.outcome('2.0.0', 120_000);
     assert.equal(outcome.status, 'completed', outcome.reason);
     assertAllRun(yes.dir, f, '2.0.0');
-    assert.equal((await yes.client.view()).pending, null);
-    await assertEnded(yes.v, yes.dir, 'bundle-consent-yes', yes.vin);
-    await yes.v.close();
+    assert.equal((await client.view()).pending, null);
+    await assertEnded(again, yes.dir, 'bundle-consent-yes', yes.vin);
+    await again.close();
     await no.v.close();
   });
 
