@@ -105,6 +105,12 @@ export interface BundleInstallerOptions {
     onProgress: (percent: number) => void,
   ) => Promise<string>;
   readonly onProgress?: (p: EcuProgress) => void;
+  /**
+   * Called once every member is downloaded and verified, before anything is written: waits as long as the install
+   * must (a maintenance window, a safe car), then answers why the bundle must not be installed after all (the
+   * backend cancelled it meanwhile), which ends it rejected with nothing written, or undefined to go on.
+   */
+  readonly beforeInstall?: (signal: AbortSignal) => Promise<string | undefined>;
   /** Called before each step of each member (tests cut the power here). */
   readonly beforeStep?: (step: BundleStepName, ecu: string) => Promise<void> | void;
 }
@@ -226,6 +232,10 @@ export class BundleInstaller {
         });
       }
       this.progress(step.ecu, 'downloaded', step.to);
+    }
+    const refusal = await this.options.beforeInstall?.(signal);
+    if (refusal !== undefined) {
+      return this.outcome(offer.update_id, 'rejected', { bundle_id: bundle.bundle_id, reason: refusal });
     }
 
     const steps: JournalStep[] = [];

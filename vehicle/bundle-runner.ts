@@ -88,7 +88,6 @@ export class BundleRunner {
 
   private installer(update_id: string, conditions?: BundleConditions): BundleInstaller {
     const o = this.ctx.options;
-    let waited = false;
     const installers: Record<string, BundleEcu> = {};
     for (const [ecu, i] of Object.entries(o.installers)) {
       if (typeof (i as Partial<BundleEcu>).switchBackTo === 'function') installers[ecu] = i as BundleEcu;
@@ -103,17 +102,18 @@ export class BundleRunner {
       now: () => this.ctx.expiryNow(),
       fetchImage: (m, signal, onProgress) => this.fetchImage(m, signal, onProgress, conditions),
       onProgress: (p) => void this.progress(update_id, p),
-      beforeStep: async (step, ecu) => {
-        // Every member is downloaded and verified; before the first slot is written the car must be safe to
-        // install, exactly as for a single release (install-phase.ts): parked, battery, no charging, as the policy says.
-        if (step === 'write' && !waited) {
-          waited = true;
-          // The campaign's maintenance window first (it can be hours away), then the car's state right before.
-          await conditions?.untilInstallAllowed(this.ctx.signal);
-          await this.waitUntilSafe(update_id);
-        }
-        await o.hooks?.beforeBundleStep?.(step, { update_id, ecu });
+      // Every member is downloaded and verified; before the first slot is written, as for a single release
+      // (install-phase.ts): the campaign's maintenance window (it can be hours away), then a car safe to install
+      // (parked, battery, no charging, as the policy says), then the backend asked whether it cancelled the update
+      // meanwhile (a campaign cancelled, a kill switch).
+      beforeInstall: async (signal) => {
+        await conditions?.untilInstallAllowed(signal);
+        await this.waitUntilSafe(update_id);
+        return (await this.cancelledByBackend(update_id))
+          ? 'the backend cancelled the update before installation; nothing installed'
+          : undefined;
       },
+      beforeStep: (step, ecu) => o.hooks?.beforeBundleStep?.(step, { update_id, ecu }),
     });
   }
 
@@ -287,6 +287,24 @@ export class BundleRunner {
     const b = this.active;
     if (!b) return Promise.reject(new DecisionError('no_question', 'no update is waiting for the driver'));
     return b.conditions.decide(decision);
+  }
+
+  /**
+   * Whether the backend cancelled the update while the members downloaded or the car waited. Best effort: a car that
+   * cannot reach the backend installs what it accepted (its assignment still valid).
+   */
+  private async cancelledByBackend(update_id: string): Promise<boolean> {
+    try {
+      const list = await this.ctx.options.api.listUpdates(this.ctx.signal);
+      return list.updates.some((u) => u.update_id === update_id && u.status === 'cancelled');
+    } catch (err) {
+      if (this.ctx.signal.aborted) throw err;
+      this.ctx.logger.warn('could not ask the backend before installing the bundle; going ahead', {
+        update_id,
+        error: describeError(err),
+      });
+      return false;
+    }
   }
 
   private async waitUntilSafe(update_id: string): Promise<void> {

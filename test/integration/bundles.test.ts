@@ -351,6 +351,52 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
     await v.close();
   });
 
+  it('stands down when its bundle campaign is cancelled while it waits for the window: nothing written, cancelled kept', async () => {
+    const vin = nextVin();
+    let clock = Date.parse('2026-12-05T12:00:00Z');
+    const { dir, v } = await bundleVehicle(vin, {
+      conditions: { now: () => clock, timeZone: 'UTC', recheckMs: 100 },
+    });
+    await untilInventory(ac, vin, '1.0.0');
+    await startBundleCampaign(ac, 'bundle-cancel', 'body-2-0', [vin], {
+      policy: {
+        waves: [100],
+        skip_canary: true,
+        retry_budget: 0,
+        conditions: { maintenance_window: { start: '02:00', end: '04:00' } },
+      },
+    });
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /maintenance window/.test(e.reason),
+      60_000,
+      'every member downloaded, waiting for the window',
+    );
+    const cancelled = await ac.operator.call('POST', '/campaigns/bundle-cancel/cancel', {});
+    assert.equal(cancelled.status, 202, cancelled.raw.toString());
+    await waitUntil(
+      async () => (await ac.operator.call('GET', '/campaigns/bundle-cancel')).json.status === 'cancelled',
+      30_000,
+      'the campaign cancelled',
+    );
+    clock = Date.parse('2026-12-06T02:30:00Z');
+    const outcome = await v.events.outcome('2.0.0', 60_000);
+    assert.equal(outcome.status, 'rejected');
+    assert.match(outcome.reason ?? '', /cancelled the update before installation/);
+    assert.equal(
+      v.events.events.filter((e) => e.type === 'bundle_progress' && e.phase === 'writing').length,
+      0,
+      'no slot written',
+    );
+    assert.deepEqual(slotVersions(dir), { gw: '1.0.0', bcm: '1.0.0', ivi: '1.0.0' });
+    await v.agent.whenIdle();
+    assert.equal(
+      (await campaignUpdate('bundle-cancel', vin))?.status,
+      'cancelled',
+      'the stand-down stays cancelled',
+    );
+    await v.close();
+  });
+
   it('asks the driver through the head unit before a consent bundle downloads anything: declined ends it, accepted installs it', async () => {
     const policy = {
       waves: [100],
