@@ -14,7 +14,7 @@
 import type { UpdateConditions } from '../protocol/conditions.js';
 import { inWindow, localMinutes, minutesUntilWindow } from '../protocol/conditions.js';
 import type { AgentContext } from './agent-context.js';
-import { type ConsentView, DecisionError, type DriverDecision } from './conditions.js';
+import { type ConsentView, DecisionError, type DriverDecision, postponedUntil } from './conditions.js';
 import { AgentError } from './errors.js';
 import { abortReason, Wakeup } from './runtime.js';
 
@@ -116,14 +116,7 @@ export class BundleConditions {
       throw new DecisionError('no_question', 'no update is waiting for the driver');
     }
     if (decision === 'postpone') {
-      if (st.state === 'postponed') throw new DecisionError('already_postponed', 'already postponed');
-      if (st.postponements >= c.max_postponements || c.postpone_seconds === undefined) {
-        throw new DecisionError(
-          'postpone_limit',
-          `no postponement left (${c.max_postponements} allowed): accept or decline`,
-        );
-      }
-      const askAt = new Date(this.now() + c.postpone_seconds * 1000).toISOString();
+      const askAt = postponedUntil(c, st, this.now());
       await this.consent.set({ state: 'postponed', postponements: st.postponements + 1, ask_at: askAt });
       await this.consent.report('postponed', `postponed by the driver until ${askAt}`);
     } else {

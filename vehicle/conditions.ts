@@ -72,6 +72,25 @@ export function whileUnmetered(
   return { signal: stop.signal, stop: () => clearInterval(timer) };
 }
 
+/**
+ * When a postponed question is asked again, for a driver who postpones now; DecisionError when the signed conditions
+ * allow no postponement now (already postponed, none left, no interval). Shared by releases and bundles.
+ */
+export function postponedUntil(
+  consent: NonNullable<UpdateConditions['consent']>,
+  st: { readonly state: string; readonly postponements: number },
+  now: number,
+): string {
+  if (st.state === 'postponed') throw new DecisionError('already_postponed', 'already postponed');
+  if (st.postponements >= consent.max_postponements || consent.postpone_seconds === undefined) {
+    throw new DecisionError(
+      'postpone_limit',
+      `no postponement left (${consent.max_postponements} allowed): accept or decline`,
+    );
+  }
+  return new Date(now + consent.postpone_seconds * 1000).toISOString();
+}
+
 export class ConditionGate {
   private readonly wake = new Wakeup();
   /** The last waiting reason told (so a wait is announced once, not at every recheck). */
@@ -163,15 +182,7 @@ export class ConditionGate {
       this.ctx.logger.info('the driver accepted the update', { update_id: cur.update_id });
     } else {
       const used = cur.consent.postponements;
-      if (cur.consent.state === 'postponed')
-        throw new DecisionError('already_postponed', 'already postponed');
-      if (used >= consent.max_postponements || consent.postpone_seconds === undefined) {
-        throw new DecisionError(
-          'postpone_limit',
-          `no postponement left (${consent.max_postponements} allowed): accept or decline`,
-        );
-      }
-      const askAt = new Date(now + consent.postpone_seconds * 1000).toISOString();
+      const askAt = postponedUntil(consent, cur.consent, now);
       await this.ctx.store.update((d) => {
         if (!d.current) return;
         d.current.consent = { state: 'postponed', postponements: used + 1, ask_at: askAt };
