@@ -26,15 +26,8 @@ import { DecodeWorker } from './decode-worker.js';
 import { fileDigest, openDeltaBase } from './delta-source.js';
 import type { DownloadJob } from './downloader.js';
 import { DownloadError } from './errors.js';
-import {
-  type BaseImage,
-  baseFromIndex,
-  FrameLayout,
-  fetchFrameTable,
-  fetchObjectBytes,
-  indexBase,
-  type TransferStats,
-} from './frame-source.js';
+import { type BaseImage, baseFromIndex, FrameLayout, indexBase, type TransferStats } from './frame-source.js';
+import { fetchFrameTable, fetchObjectBytes } from './object-tables.js';
 import { type CorruptChunk, type RangeFetchDeps, Transient, UrlRefused } from './range-fetch.js';
 import { abortReason } from './runtime.js';
 

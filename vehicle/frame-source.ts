@@ -8,15 +8,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { ProtocolError } from '../protocol/errors.js';
 import { windowedDecoding } from '../protocol/frame-window.js';
 import {
   collectFrames,
-  decodeFrames,
+  decodeFrame,
   type FrameTable,
   frameStartingAt,
-  objectSize,
-  parseFrameTable,
   startsChunk,
   type WindowedDecoding,
 } from '../protocol/frames.js';
@@ -26,11 +23,9 @@ import { type ChunkIndex, chunkIndexOf, chunkOffsets } from './base-index.js';
 import type { DecodeWorker } from './decode-worker.js';
 import { batches, pipelined } from './decode-worker.js';
 import { type DeltaSource, deltaPieces } from './delta-source.js';
-import { AgentError, DownloadError } from './errors.js';
-import { type HttpResponse, type HttpTransport, TransportError } from './http-transport.js';
-import { describeError } from './logger.js';
+import { TransportError } from './http-transport.js';
 import { Prefetch } from './prefetch.js';
-import { bytesToSkip, Transient, UrlRefused } from './range-fetch.js';
+import { Transient } from './range-fetch.js';
 
 /** A network failure (a cut connection, a failed request): what arrived before it is still verified and kept. */
 export const isNetworkFailure = (err: unknown) => err instanceof Transient || err instanceof TransportError;
@@ -49,6 +44,11 @@ const REUSE_READ_BYTES = 2 * 1024 * 1024;
 /** Base reads (of at most REUSE_READ_BYTES) and decoded batches (about DECODE_BATCH_BYTES) made ahead of use. */
 const PREFETCH_READS = 2;
 const PREFETCH_BATCHES = 4;
+/**
+ * Stored frames of a windowed release's next Range request collected ahead of their turn (they decode in order, so
+ * only the bytes can go ahead): at most this many frames, each at most a content-defined chunk's maximum.
+ */
+const PREFETCH_FRAMES = 32;
 
 export interface TransferStats {
   bytesReceived: number;
@@ -214,9 +214,10 @@ export async function* layoutPieces(
 
 /**
  * The pieces of a windowed release (protocol/frame-window.ts): every frame is decoded after the image bytes before
- * it in its manifest chunk, so the segments go strictly in order (nothing is fetched ahead) and, with the decode
- * worker, the reused base bytes pass through it too (it keeps the window). A run starts at a chunk boundary (the
- * verified offset), where a windowed frame needs nothing before it.
+ * it in its manifest chunk, so the segments are decoded strictly in order and, with the decode worker, the reused
+ * base bytes pass through it too (it keeps the window). A run starts at a chunk boundary (the verified offset), where
+ * a windowed frame needs nothing before it. Only bytes go ahead: while base frames are read, the next Range request
+ * is sent and its stored frames collected (at most PREFETCH_FRAMES), to be decoded when their turn comes.
  */
 async function* windowedPieces(
   layout: FrameLayout,
@@ -227,37 +228,69 @@ async function* windowedPieces(
   const t = layout.table;
   const decoder = layout.decoder;
   const main = decoder ? undefined : await windowedDecoding(t.window);
-  for (const s of segments) {
-    if (!s.local) {
-      for await (const bytes of networkRun(layout, s, network, main)) {
-        yield bytes;
-        if (decoder) decoder.recycle(bytes);
-      }
-      continue;
-    }
-    for await (const read of baseReads(layout.base!, s, stats)) {
-      // Frame by frame, so the window restarts where a manifest chunk does (a short read: fewer bytes, which fail
-      // their chunk like any wrong byte).
-      const items: { stored: Buffer; size: number; raw: true }[] = [];
-      const resets: boolean[] = [];
-      for (let i = s.first, at = 0; i < s.end && at < read.length; at += t.size[i++]!) {
-        const piece = read.subarray(at, at + t.size[i]!);
-        if (main) {
-          if (startsChunk(t, i)) main.history.reset();
-          main.history.append(piece);
-        } else {
-          items.push({ stored: piece, size: piece.length, raw: true });
-          resets.push(startsChunk(t, i));
+  const ahead = new Map<number, Prefetch<[number, Buffer]>>();
+  const framesOf = (s: Segment) =>
+    collectFrames(
+      (k) => t.stored[k]!,
+      s.first,
+      s.end,
+      network(t.objectOffset[s.first]!, t.objectOffset[s.end]! - 1),
+    );
+  try {
+    for (let k = 0; k < segments.length; k++) {
+      const s = segments[k]!;
+      if (!s.local) {
+        const frames = ahead.get(k);
+        ahead.delete(k);
+        for await (const bytes of networkRun(layout, s, network, main, frames)) {
+          yield bytes;
+          if (decoder) decoder.recycle(bytes);
         }
-      }
-      if (!decoder) {
-        yield read;
         continue;
       }
-      const bytes = await decoder.decode(items, undefined, { window: t.window, resets });
-      yield bytes;
-      decoder.recycle(bytes);
+      // Never two responses at once: the next request starts only while base frames are read.
+      let n = k + 1;
+      while (segments[n]?.local) n++;
+      const next = segments[n];
+      if (next && !ahead.has(n)) ahead.set(n, new Prefetch(framesOf(next), PREFETCH_FRAMES));
+      yield* windowedBaseReads(layout, s, stats, main);
     }
+  } finally {
+    for (const pending of ahead.values()) pending.close();
+  }
+}
+
+/** A windowed release's base frames of one segment, passed through the window (the worker's, or `main`). */
+async function* windowedBaseReads(
+  layout: FrameLayout,
+  s: Segment & { local: true },
+  stats: TransferStats,
+  main: WindowedDecoding | undefined,
+): AsyncGenerator<Buffer> {
+  const t = layout.table;
+  const decoder = layout.decoder;
+  for await (const read of baseReads(layout.base!, s, stats)) {
+    // Frame by frame, so the window restarts where a manifest chunk does (a short read: fewer bytes, which fail
+    // their chunk like any wrong byte).
+    const items: { stored: Buffer; size: number; raw: true }[] = [];
+    const resets: boolean[] = [];
+    for (let i = s.first, at = 0; i < s.end && at < read.length; at += t.size[i++]!) {
+      const piece = read.subarray(at, at + t.size[i]!);
+      if (main) {
+        if (startsChunk(t, i)) main.history.reset();
+        main.history.append(piece);
+      } else {
+        items.push({ stored: piece, size: piece.length, raw: true });
+        resets.push(startsChunk(t, i));
+      }
+    }
+    if (!decoder) {
+      yield read;
+      continue;
+    }
+    const bytes = await decoder.decode(items, undefined, { window: t.window, resets });
+    yield bytes;
+    decoder.recycle(bytes);
   }
 }
 
@@ -279,16 +312,20 @@ async function* networkRun(
   s: Segment,
   network: (from: number, to: number) => AsyncIterable<Uint8Array>,
   windowed?: WindowedDecoding,
+  /** The run's stored frames, when its request was started ahead (windowedPieces). */
+  collected?: AsyncIterable<[number, Buffer]>,
 ): AsyncGenerator<Buffer> {
   const t = layout.table;
   const { first: i, end: j } = s;
   let got = 0;
-  const body = network(t.objectOffset[i]!, t.objectOffset[j]! - 1);
+  const frames =
+    collected ??
+    collectFrames((k) => t.stored[k]!, i, j, network(t.objectOffset[i]!, t.objectOffset[j]! - 1));
   const decoder = layout.decoder;
   const pieces = decoder
     ? pipelined(
         batches(
-          collectFrames((k) => t.stored[k]!, i, j, body),
+          frames,
           ([k]) => t.size[k]!,
           DECODE_BATCH_BYTES,
           ([k]) => startsChunk(t, k),
@@ -306,8 +343,13 @@ async function* networkRun(
         isNetworkFailure,
       )
     : (async function* () {
-        for await (const bytes of decodeFrames(t, i, j, body, layout.codec, windowed))
-          yield { frames: 1, bytes };
+        for await (const [k, frame] of frames) {
+          const out = decodeFrame(t, k, frame, layout.codec, windowed);
+          yield {
+            frames: 1,
+            bytes: Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength),
+          };
+        }
       })();
   for await (const piece of pieces) {
     got += piece.frames;
@@ -389,86 +431,4 @@ export async function indexBase(path: string, t: FrameTable, signal: AbortSignal
   );
   const offsets = chunkOffsets(index);
   return baseImage(await open(path, 'r'), t, whole.digest('hex'), (key) => offsets.get(key), { index });
-}
-
-/**
- * `size` bytes of the stored object from `from` (a table: one Range request of the same presigned URL). Throws
- * UrlRefused, Transient or DownloadError like a download request.
- */
-export async function fetchObjectBytes(
-  transport: HttpTransport,
-  url: string,
-  m: ReleaseManifest,
-  from: number,
-  size: number,
-  signal: AbortSignal,
-  idleTimeoutMs: number,
-  stats: TransferStats,
-): Promise<Buffer> {
-  stats.requests++;
-  let res: HttpResponse;
-  try {
-    res = await transport.send({
-      method: 'GET',
-      url,
-      headers: { range: `bytes=${from}-${from + size - 1}` },
-      signal,
-      idleTimeoutMs,
-    });
-  } catch (err) {
-    if (signal.aborted) throw err;
-    throw new Transient('network', describeError(err));
-  }
-  const out = Buffer.alloc(size);
-  let have = 0;
-  try {
-    let skip = bytesToSkip(res, from, objectSize(m));
-    for await (const piece of res.body) {
-      stats.bytesReceived += piece.length;
-      let data = piece;
-      if (skip > 0) {
-        const drop = Math.min(skip, data.length);
-        skip -= drop;
-        data = data.subarray(drop);
-      }
-      have += data.copy(out, have);
-      if (have === out.length) break;
-    }
-  } catch (err) {
-    if (err instanceof UrlRefused || err instanceof Transient || err instanceof AgentError) throw err;
-    if (signal.aborted) throw err;
-    throw new Transient('network', describeError(err));
-  } finally {
-    res.abort();
-  }
-  if (have < out.length) throw new Transient('network', 'the table arrived incomplete');
-  return out;
-}
-
-/** The frame table (one Range request), checked against the signed manifest. */
-export async function fetchFrameTable(
-  transport: HttpTransport,
-  url: string,
-  m: ReleaseManifest,
-  signal: AbortSignal,
-  idleTimeoutMs: number,
-  stats: TransferStats,
-): Promise<{ table: FrameTable; bytes: Buffer }> {
-  const c = m.compression!;
-  const table = await fetchObjectBytes(
-    transport,
-    url,
-    m,
-    c.table_offset,
-    c.table_size,
-    signal,
-    idleTimeoutMs,
-    stats,
-  );
-  try {
-    return { table: parseFrameTable(m, table), bytes: table };
-  } catch (err) {
-    if (!(err instanceof ProtocolError)) throw err;
-    throw new DownloadError('corrupt', err.message);
-  }
 }
