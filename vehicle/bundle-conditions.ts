@@ -165,6 +165,12 @@ export class BundleConditions {
     return { signal: stop.signal, stop: () => clearInterval(timer) };
   }
 
+  /** Whether the maintenance window (if any) is open now. */
+  installAllowedNow(): boolean {
+    const window = this.conditions?.maintenance_window;
+    return !window || inWindow(localMinutes(this.now(), this.timeZone()), window);
+  }
+
   /** Waits until the maintenance window (if any) is open, in the vehicle's local time. */
   async untilInstallAllowed(signal: AbortSignal): Promise<void> {
     const window = this.conditions?.maintenance_window;

@@ -107,8 +107,11 @@ export class BundleRunner {
       // (parked, battery, no charging, as the policy says), then the backend asked whether it cancelled the update
       // meanwhile (a campaign cancelled, a kill switch).
       beforeInstall: async (signal) => {
-        await conditions?.untilInstallAllowed(signal);
-        await this.waitUntilSafe(update_id);
+        // A car that became safe only after the window closed waits for the next window (as install-phase.ts).
+        do {
+          await conditions?.untilInstallAllowed(signal);
+          await this.waitUntilSafe(update_id);
+        } while (conditions && !conditions.installAllowedNow());
         return (await this.cancelledByBackend(update_id))
           ? 'the backend cancelled the update before installation; nothing installed'
           : undefined;

@@ -18,6 +18,7 @@ import { HeadUnitClient } from '../../vehicle/head-unit-client.js';
 import { startHeadUnitServer } from '../../vehicle/head-unit-server.js';
 import { FileSlotInstaller } from '../../vehicle/installer.js';
 import { ecuDir } from '../../vehicle/setup.js';
+import { StaticVehicleState } from '../../vehicle/vehicle-state.js';
 import {
   type AgentCloud,
   activeSlot,
@@ -345,6 +346,47 @@ describe('multi-ECU bundles, all or nothing', { timeout: 600_000 }, () => {
     assert.deepEqual(slotVersions(dir), { gw: '1.0.0', bcm: '1.0.0', ivi: '1.0.0' });
 
     clock = Date.parse('2026-12-06T02:30:00Z'); // the car's night
+    const outcome = await v.events.outcome('2.0.0', 120_000);
+    assert.equal(outcome.status, 'completed', outcome.reason);
+    assertAllRun(dir, f, '2.0.0');
+    await v.close();
+  });
+
+  it('a car that becomes safe only after the window closed waits for the next window before writing a slot', async () => {
+    const vin = nextVin();
+    let clock = Date.parse('2026-12-06T02:30:00Z'); // inside the window, but the car is driving
+    const car = new StaticVehicleState({ parked: false, batteryPercent: 90 });
+    const { dir, v } = await bundleVehicle(vin, {
+      vehicleState: car,
+      safety: { pollMs: 50 },
+      conditions: { now: () => clock, timeZone: 'UTC', recheckMs: 100 },
+    });
+    await untilInventory(ac, vin, '1.0.0');
+    await startBundleCampaign(ac, 'bundle-late-park', 'body-2-0', [vin], {
+      policy: {
+        waves: [100],
+        skip_canary: true,
+        retry_budget: 0,
+        conditions: { maintenance_window: { start: '02:00', end: '04:00' } },
+      },
+    });
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && !/maintenance window/.test(e.reason),
+      60_000,
+      'every member downloaded, waiting for the car to park',
+    );
+    clock = Date.parse('2026-12-06T05:00:00Z'); // the window closes while it drives
+    car.set({ parked: true });
+    await v.events.waitFor(
+      (e) => e.type === 'deferred' && /maintenance window/.test(e.reason),
+      30_000,
+      'back to waiting for the window',
+    );
+    await sleep(500);
+    const writing = () =>
+      v.events.events.filter((e) => e.type === 'bundle_progress' && e.phase === 'writing').length;
+    assert.equal(writing(), 0, 'nothing written outside the window');
+    clock = Date.parse('2026-12-07T02:10:00Z');
     const outcome = await v.events.outcome('2.0.0', 120_000);
     assert.equal(outcome.status, 'completed', outcome.reason);
     assertAllRun(dir, f, '2.0.0');
