@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { UsageError } from '../../cli/args.js';
 import { parseConstraint } from '../../cli/bundles.js';
 import { campaignBody } from '../../cli/inputs.js';
-import { bundleExclusionReason } from '../../lambdas/core/campaign-preparation.js';
+import { bundleExclusionReason } from '../../lambdas/core/campaign-eligibility.js';
 import type { VehicleRecord } from '../../lambdas/core/ports.js';
 
 const VIN = '1HGCM82633A004352';
