@@ -71,8 +71,6 @@ export const campaignIdSchema = z
   .string()
   .check(z.regex(/^[a-z0-9][a-z0-9-]{2,63}$/, 'must be 3-64 lowercase letters, digits or -'));
 
-export { VIN_LIST_LIMITS };
-
 const createCampaignSchema = z
   .strictObject({
     campaign_id: z.optional(campaignIdSchema),

@@ -39,16 +39,10 @@ import {
   updateListSchema,
 } from './responses.js';
 import { ANY_ROLE, CAMPAIGN_ROLES, type OperatorRole, RELEASE_ROLES } from './roles.js';
-import {
-  bodies,
-  campaignIdSchema,
-  createCampaignSchema,
-  nextTokenSchema,
-  PAGE_LIMITS,
-  queries,
-} from './route-bodies.js';
+import { bodies, createCampaignSchema, queries } from './route-bodies.js';
 import type * as z from './zod.js';
 
+// The request schemas live in route-bodies.ts; they are part of this contract, so they are importable from here too.
 export {
   bodies,
   campaignIdSchema,
@@ -56,8 +50,8 @@ export {
   nextTokenSchema,
   PAGE_LIMITS,
   queries,
-  VIN_LIST_LIMITS,
-};
+} from './route-bodies.js';
+export { VIN_LIST_LIMITS };
 
 export type FunctionName = 'auth-api' | 'vehicle-api' | 'operator-api' | 'registry-api';
 export type RouteAuth = 'none' | 'vehicle' | 'operator';

@@ -12,10 +12,18 @@
  * question and postponement is reported like any status (awaiting_consent, postponed).
  */
 import type { UpdateConditions } from '../protocol/conditions.js';
-import { inWindow, localMinutes, minutesUntilWindow } from '../protocol/conditions.js';
 import type { AgentContext } from './agent-context.js';
-import { type ConsentView, DecisionError, type DriverDecision, postponedUntil } from './conditions.js';
-import { AgentError } from './errors.js';
+import {
+  type ConsentView,
+  DecisionError,
+  type DriverDecision,
+  METERED_WAIT,
+  meteredNow,
+  postponedUntil,
+  vehicleNow,
+  whileUnmetered,
+  windowWait,
+} from './conditions.js';
 import { abortReason, Wakeup } from './runtime.js';
 
 /** Where the driver's answer stands, kept with the bundle in progress. */
@@ -45,15 +53,6 @@ export class BundleConditions {
     private readonly consent?: ConsentStore,
   ) {}
 
-  /** The vehicle's clock (the head unit's), as conditions are judged by. */
-  private now(): number {
-    return this.ctx.options.conditions?.now?.() ?? this.ctx.runtime.now();
-  }
-
-  timeZone(): string {
-    return this.ctx.options.conditions?.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
-  }
-
   /**
    * Waits for the driver when the campaign asks for consent: answers 'given' (or when none is asked), 'declined'
    * or 'expired'. Throws only when the agent stops.
@@ -67,7 +66,7 @@ export class BundleConditions {
       const st = this.consent.get();
       if (st?.state === 'given') return 'given';
       if (st?.state === 'declined') return 'declined';
-      const now = this.now();
+      const now = vehicleNow(this.ctx);
       if (now >= deadline) return 'expired';
       if (!st || (st.state === 'postponed' && st.ask_at !== undefined && now >= Date.parse(st.ask_at))) {
         await this.consent.set({ state: 'asking', postponements: st?.postponements ?? 0 });
@@ -116,7 +115,7 @@ export class BundleConditions {
       throw new DecisionError('no_question', 'no update is waiting for the driver');
     }
     if (decision === 'postpone') {
-      const askAt = postponedUntil(c, st, this.now());
+      const askAt = postponedUntil(c, st, vehicleNow(this.ctx));
       await this.consent.set({ state: 'postponed', postponements: st.postponements + 1, ask_at: askAt });
       await this.consent.report('postponed', `postponed by the driver until ${askAt}`);
     } else {
@@ -133,17 +132,10 @@ export class BundleConditions {
     return this.ctx.options.conditions?.recheckMs ?? 30_000;
   }
 
-  private metered(): boolean {
-    return (
-      this.conditions?.network === 'unmetered' &&
-      (this.ctx.options.conditions?.network?.() ?? 'unmetered') === 'metered'
-    );
-  }
-
   /** Waits until the downloads may use the link the car is on. */
   async untilDownloadAllowed(signal: AbortSignal): Promise<void> {
-    while (this.metered()) {
-      this.tell('waiting for an unmetered network (the campaign allows no metered download)');
+    while (meteredNow(this.ctx, this.conditions)) {
+      this.tell(METERED_WAIT);
       await this.ctx.runtime.sleep(this.recheckMs, signal);
     }
   }
@@ -153,34 +145,20 @@ export class BundleConditions {
    * member downloads (looked at every recheckMs). Undefined when there is nothing to watch.
    */
   watchLink(): { readonly signal: AbortSignal; stop(): void } | undefined {
-    if (this.conditions?.network !== 'unmetered' || !this.ctx.options.conditions?.network) return undefined;
-    const stop = new AbortController();
-    const timer = setInterval(() => {
-      if (this.metered()) {
-        stop.abort(new AgentError('metered_link', 'the car moved onto a metered link'));
-        clearInterval(timer);
-      }
-    }, this.recheckMs);
-    timer.unref?.();
-    return { signal: stop.signal, stop: () => clearInterval(timer) };
+    return whileUnmetered(this.ctx, this.conditions);
   }
 
   /** Whether the maintenance window (if any) is open now. */
   installAllowedNow(): boolean {
-    const window = this.conditions?.maintenance_window;
-    return !window || inWindow(localMinutes(this.now(), this.timeZone()), window);
+    return windowWait(this.ctx, this.conditions?.maintenance_window) === undefined;
   }
 
   /** Waits until the maintenance window (if any) is open, in the vehicle's local time. */
   async untilInstallAllowed(signal: AbortSignal): Promise<void> {
-    const window = this.conditions?.maintenance_window;
-    if (!window) return;
     for (;;) {
-      const minutes = localMinutes(this.now(), this.timeZone());
-      if (inWindow(minutes, window)) return;
-      this.tell(
-        `waiting for the maintenance window ${window.start}-${window.end} (local time; opens in ${minutesUntilWindow(minutes, window)} min)`,
-      );
+      const wait = windowWait(this.ctx, this.conditions?.maintenance_window);
+      if (wait === undefined) return;
+      this.tell(wait);
       await this.ctx.runtime.sleep(this.recheckMs, signal);
     }
   }

@@ -31,7 +31,7 @@ import { DecisionError, type DriverDecision } from './conditions.js';
 import type { Downloader, DownloadSource } from './downloader.js';
 import { EcuBases } from './ecu-bases.js';
 import { AgentError, ApiError } from './errors.js';
-import type { PendingView } from './head-unit.js';
+import { type PendingView, pendingViewOf } from './head-unit.js';
 import { describeError } from './logger.js';
 import { appendReport } from './reporter.js';
 import type { VehicleStatus } from './state-store.js';
@@ -259,25 +259,15 @@ export class BundleRunner {
   pendingView(): PendingView | null {
     const b = this.active;
     if (!b) return null;
-    const c = b.conditions.conditions;
-    const consent = b.conditions.consentView() ?? null;
-    const minutes = c?.install_minutes;
-    return {
+    return pendingViewOf(this.ctx, {
       update_id: b.cur.update_id,
       version: b.cur.version,
       ecus: b.ecus,
       size: b.size,
-      release_notes: c?.release_notes ?? null,
-      expected_install_seconds:
-        minutes !== undefined ? minutes * 60 : (this.ctx.options.installEstimateSeconds ?? null),
-      must_park: this.ctx.options.safety?.requireParked ?? true,
-      phase: consent && consent.state !== 'given' ? `consent_${consent.state}` : 'bundle',
-      consent,
-      maintenance_window: c?.maintenance_window
-        ? { ...c.maintenance_window, time_zone: b.conditions.timeZone() }
-        : null,
-      network: c?.network ?? 'any',
-    };
+      phase: 'bundle',
+      conditions: b.conditions.conditions,
+      consent: b.conditions.consentView(),
+    });
   }
 
   /** Whether a bundle is asking the driver now (the head unit's answer is this bundle's). */

@@ -50,20 +50,49 @@ export interface ConsentView {
   readonly ask_again_at: string | null;
 }
 
+/** The vehicle's clock (the head unit's), as conditions are judged by; tests inject one. */
+export function vehicleNow(ctx: AgentContext): number {
+  return ctx.options.conditions?.now?.() ?? ctx.runtime.now();
+}
+
+/** The vehicle's IANA time zone (the head unit's), the maintenance window's. */
+export function vehicleTimeZone(ctx: AgentContext): string {
+  return ctx.options.conditions?.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+}
+
+/** Why the install must wait for the maintenance window now, or undefined when it may start (no window, or open). */
+export function windowWait(
+  ctx: AgentContext,
+  window: UpdateConditions['maintenance_window'],
+): string | undefined {
+  if (!window) return undefined;
+  const minutes = localMinutes(vehicleNow(ctx), vehicleTimeZone(ctx));
+  if (inWindow(minutes, window)) return undefined;
+  const opensIn = minutesUntilWindow(minutes, window);
+  return `waiting for the maintenance window ${window.start}-${window.end} (local time; opens in ${opensIn} min)`;
+}
+
+export const METERED_WAIT = 'waiting for an unmetered network (the campaign allows no metered download)';
+
+/** Whether the campaign allows no metered download and the car is on a metered link now. */
+export function meteredNow(ctx: AgentContext, c: UpdateConditions | undefined): boolean {
+  return c?.network === 'unmetered' && (ctx.options.conditions?.network?.() ?? 'unmetered') === 'metered';
+}
+
 /**
  * For a campaign that allows no metered download: a signal aborted when the car moves onto a metered link while the
  * download runs (looked at every recheckMs). The run then stops at its last checkpoint, and the gate waits for an
- * unmetered link before the next one, which resumes from there. Undefined when there is nothing to watch.
+ * unmetered link before the next one, which resumes from there. Undefined when there is nothing to watch. A single
+ * release's download and a bundle's member downloads alike.
  */
 export function whileUnmetered(
   ctx: AgentContext,
-  offer: FullOffer,
+  conditions: UpdateConditions | undefined,
 ): { readonly signal: AbortSignal; stop(): void } | undefined {
-  const network = ctx.options.conditions?.network;
-  if (offer.assignment.assignment.conditions?.network !== 'unmetered' || !network) return undefined;
+  if (conditions?.network !== 'unmetered' || !ctx.options.conditions?.network) return undefined;
   const stop = new AbortController();
   const timer = setInterval(() => {
-    if (network() === 'metered') {
+    if (meteredNow(ctx, conditions)) {
       stop.abort(new AgentError('metered_link', 'the car moved onto a metered link'));
       clearInterval(timer);
     }
@@ -105,10 +134,6 @@ export class ConditionGate {
     return this.ctx.options.conditions ?? {};
   }
 
-  now(): number {
-    return this.options.now?.() ?? this.ctx.runtime.now();
-  }
-
   /** True when the download may run now; false when it waited (or ended the update): the runner comes back. */
   async beforeDownload(cur: CurrentUpdate, offer: FullOffer): Promise<boolean> {
     const c = offer.assignment.assignment.conditions;
@@ -117,8 +142,8 @@ export class ConditionGate {
       await this.consent(cur, c.consent);
       return false;
     }
-    if (c.network === 'unmetered' && (this.options.network?.() ?? 'unmetered') === 'metered') {
-      await this.waitFor(cur, 'waiting for an unmetered network (the campaign allows no metered download)');
+    if (meteredNow(this.ctx, c)) {
+      await this.waitFor(cur, METERED_WAIT);
       return false;
     }
     return true;
@@ -126,26 +151,15 @@ export class ConditionGate {
 
   /** True when the install may start now (inside the maintenance window, in the vehicle's local time). */
   async beforeInstall(cur: CurrentUpdate, offer: FullOffer): Promise<boolean> {
-    const window = offer.assignment.assignment.conditions?.maintenance_window;
-    if (!window) return true;
-    const minutes = localMinutes(this.now(), this.timeZone());
-    if (inWindow(minutes, window)) return true;
-    const opensIn = minutesUntilWindow(minutes, window);
-    await this.waitFor(
-      cur,
-      `waiting for the maintenance window ${window.start}-${window.end} (local time; opens in ${opensIn} min)`,
-    );
+    const wait = windowWait(this.ctx, offer.assignment.assignment.conditions?.maintenance_window);
+    if (wait === undefined) return true;
+    await this.waitFor(cur, wait);
     return false;
   }
 
   /** Whether the maintenance window (if any) is open now, without waiting. */
   installAllowedNow(offer: FullOffer): boolean {
-    const window = offer.assignment.assignment.conditions?.maintenance_window;
-    return !window || inWindow(localMinutes(this.now(), this.timeZone()), window);
-  }
-
-  timeZone(): string {
-    return this.options.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+    return windowWait(this.ctx, offer.assignment.assignment.conditions?.maintenance_window) === undefined;
   }
 
   /** The consent question of the update in progress, for the head unit; undefined when none is asked. */
@@ -172,7 +186,7 @@ export class ConditionGate {
     if (!cur || !consent || cur.consent === undefined || cur.consent.state === 'given') {
       throw new DecisionError('no_question', 'no update is waiting for the driver');
     }
-    const now = this.now();
+    const now = vehicleNow(this.ctx);
     if (decision === 'decline') {
       await this.outcomes.finish(cur, 'declined', 'declined by the driver');
     } else if (decision === 'accept') {
@@ -203,7 +217,7 @@ export class ConditionGate {
     cur: CurrentUpdate,
     consent: NonNullable<UpdateConditions['consent']>,
   ): Promise<void> {
-    const now = this.now();
+    const now = vehicleNow(this.ctx);
     const deadline = Date.parse(consent.deadline);
     if (now >= deadline) {
       await this.outcomes.finish(cur, 'expired', `the driver did not accept before ${consent.deadline}`);

@@ -105,7 +105,7 @@ export class DownloadPhase {
     let summary: string | undefined;
     // What earlier runs of this update fetched and reused (saved with their checkpoints): the report counts them all.
     const before = store.state.current?.transfer ?? { fetched: 0, reused: 0 };
-    const link = whileUnmetered(this.ctx, offer);
+    const link = whileUnmetered(this.ctx, offer.assignment.assignment.conditions);
     try {
       const stats = await this.downloader.download({
         manifest: m,

@@ -8,9 +8,10 @@
  * A retry is a fresh request for the same version (POST /updates/{vin}/initiate, the vehicle's own mTLS-bound
  * token): the backend signs a new assignment, which goes through the inbox and every check like any offer.
  */
+import type { UpdateConditions } from '../protocol/conditions.js';
 import type { AgentContext } from './agent-context.js';
 import type { ConditionGate, ConsentView, DriverDecision } from './conditions.js';
-import { DecisionError } from './conditions.js';
+import { DecisionError, vehicleTimeZone } from './conditions.js';
 import type { OfferInbox } from './offer-inbox.js';
 import { offerFromAnswer } from './poller.js';
 import type { RecordedOutcome, VehicleStatus } from './state-store.js';
@@ -44,6 +45,40 @@ export interface HeadUnitView {
   readonly versions: Readonly<Record<string, string>>;
   readonly pending: PendingView | null;
   readonly last_outcome: OutcomeView | null;
+}
+
+/** What the head unit shows of an update in progress, a release's or a bundle's, with its signed conditions. */
+export function pendingViewOf(
+  ctx: AgentContext,
+  u: {
+    readonly update_id: string;
+    readonly version: string;
+    readonly ecus: readonly string[];
+    readonly size: number;
+    /** The agent's phase, shown unless the driver is being asked. */
+    readonly phase: string;
+    readonly conditions: UpdateConditions | undefined;
+    readonly consent: ConsentView | undefined;
+  },
+): PendingView {
+  const c = u.conditions;
+  const minutes = c?.install_minutes;
+  return {
+    update_id: u.update_id,
+    version: u.version,
+    ecus: u.ecus,
+    size: u.size,
+    release_notes: c?.release_notes ?? null,
+    expected_install_seconds:
+      minutes !== undefined ? minutes * 60 : (ctx.options.installEstimateSeconds ?? null),
+    must_park: ctx.options.safety?.requireParked ?? true,
+    phase: u.consent && u.consent.state !== 'given' ? `consent_${u.consent.state}` : u.phase,
+    consent: u.consent ?? null,
+    maintenance_window: c?.maintenance_window
+      ? { ...c.maintenance_window, time_zone: vehicleTimeZone(ctx) }
+      : null,
+    network: c?.network ?? 'any',
+  };
 }
 
 const RETRYABLE: ReadonlySet<VehicleStatus> = new Set(['failed', 'verification_failed', 'rolled_back']);
@@ -99,24 +134,15 @@ export class HeadUnit {
     if (!cur) return this.bundle?.pendingView() ?? null;
     const offer = await this.inbox.load(cur);
     const c = offer.assignment.assignment.conditions;
-    const consent = this.gate.consentView(cur, c) ?? null;
-    const minutes = c?.install_minutes;
-    return {
+    return pendingViewOf(this.ctx, {
       update_id: cur.update_id,
       version: cur.firmware_version,
       ecus: [cur.ecu],
       size: offer.manifest.manifest.size,
-      release_notes: c?.release_notes ?? null,
-      expected_install_seconds:
-        minutes !== undefined ? minutes * 60 : (this.ctx.options.installEstimateSeconds ?? null),
-      must_park: this.ctx.options.safety?.requireParked ?? true,
-      phase: consent && consent.state !== 'given' ? `consent_${consent.state}` : cur.phase,
-      consent,
-      maintenance_window: c?.maintenance_window
-        ? { ...c.maintenance_window, time_zone: this.gate.timeZone() }
-        : null,
-      network: c?.network ?? 'any',
-    };
+      phase: cur.phase,
+      conditions: c,
+      consent: this.gate.consentView(cur, c),
+    });
   }
 
   lastOutcome(): OutcomeView | null {
