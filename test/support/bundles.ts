@@ -5,6 +5,8 @@
  * backend (offers published straight on MQTT with assignments signed by the backend key).
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { manifestDigest, signAssignment } from '../../protocol/assignment.js';
 import {
   BUNDLE_ASSIGNMENT_ECU,
@@ -22,13 +24,18 @@ import {
   signRollbackAuthorisation,
 } from '../../protocol/rollback.js';
 import type { Signer } from '../../protocol/signatures.js';
-import type { EcuConfig } from '../../vehicle/agent.js';
+import type { EcuConfig, VehicleAgent } from '../../vehicle/agent.js';
 import {
   type AgentCloud,
   activeSlot,
+  downloadsLeft,
+  type EventLog,
+  type PublishedRelease,
   publishOffer,
   publishRelease,
+  registerAgentVehicle,
   sha256,
+  startAgent,
   waitUntil,
 } from './agent-cloud.js';
 
@@ -112,6 +119,9 @@ export function assertAllRun(dir: string, f: BundleFixture, version: string): vo
   }
 }
 
+/** One wave, no canary, no retry: what every bundle campaign of the tests starts with. */
+export const BUNDLE_CAMPAIGN_POLICY = { waves: [100], skip_canary: true, retry_budget: 0 } as const;
+
 export async function startBundleCampaign(
   ac: AgentCloud,
   id: string,
@@ -124,7 +134,7 @@ export async function startBundleCampaign(
     name: id,
     bundle_id: bundleId,
     targets: { vins },
-    policy: { waves: [100], skip_canary: true, retry_budget: 0 },
+    policy: BUNDLE_CAMPAIGN_POLICY,
     ...extra,
   });
   assert.equal(created.json.status, 'created', created.raw.toString());
@@ -214,3 +224,91 @@ export async function rollbackAuthorisation(
     [signer],
   );
 }
+
+/** A registered three-ECU vehicle with its agent started and connected over MQTT. */
+export async function bundleVehicle(
+  ac: AgentCloud,
+  vin: string,
+  overrides: Parameters<typeof startAgent>[3] = {},
+) {
+  const dir = await registerAgentVehicle(ac, vin, ECUS);
+  const v = await startAgent(ac, vin, dir, { ecus: ECUS, factoryImage: factoryImageOf, ...overrides });
+  await v.events.waitFor((e) => e.type === 'connection' && e.connected, 15_000, 'MQTT connection');
+  return { dir, v };
+}
+
+/** The vehicle's row in the campaign's first wave, as the operator API lists it. */
+export async function campaignUpdate(ac: AgentCloud, id: string, vin: string) {
+  const res = await ac.operator.call('GET', `/campaigns/${id}/vehicles?wave=0`);
+  assert.equal(res.status, 200, res.raw.toString());
+  return (res.json.vehicles as { vin: string; status: string; reason?: string }[]).find((x) => x.vin === vin);
+}
+
+const resumable = new WeakMap<AgentCloud, Promise<PublishedRelease[]>>();
+
+/** Bundle body-3-0: members of 1 MiB of random bytes (nothing to compress or reuse: bytes served = bytes fetched). */
+export function resumableBundle(ac: AgentCloud): Promise<PublishedRelease[]> {
+  let members = resumable.get(ac);
+  if (!members) {
+    members = (async () => {
+      const published: PublishedRelease[] = [];
+      for (const e of ECUS) {
+        published.push(
+          await publishRelease(ac, {
+            version: '3.0.0',
+            ecu: e.ecu,
+            hardwareIds: [e.hardware_id],
+            releaseId: `${e.ecu}-3.0.0`,
+            size: 1024 * 1024,
+          }),
+        );
+      }
+      const signed = await signBundle(
+        bundleOf(
+          'body-3-0',
+          '3.0.0',
+          published.map((p) => p.signed),
+        ),
+        [ac.releaseKey.signer],
+      );
+      const res = await ac.operator.call('POST', '/bundles', signed);
+      assert.equal(res.status, 201, res.raw.toString());
+      return published;
+    })();
+    resumable.set(ac, members);
+  }
+  return members;
+}
+
+/** Every ECU of the vehicle in `dir` runs the member images given (in ECUS order) at `version`. */
+export function assertRuns(dir: string, members: readonly PublishedRelease[], version: string): void {
+  ECUS.forEach((e, i) => {
+    const slot = activeSlot(dir, e.ecu);
+    assert.equal(slot.version, version, `${e.ecu} runs ${slot.version}`);
+    assert.equal(slot.contentSha256, sha256(members[i]!.image), `${e.ecu} image`);
+  });
+}
+
+/** Where each image request of the agent started. */
+export function requestOffsets(v: { events: EventLog }): number[] {
+  return v.events.events.flatMap((e) => (e.type === 'request' ? [e.offset] : []));
+}
+
+/** The campaign has the vehicle completed, and no member download is left once the bundle has its outcome. */
+export async function assertEnded(
+  ac: AgentCloud,
+  v: { agent: VehicleAgent },
+  dir: string,
+  campaign: string,
+  vin: string,
+) {
+  await v.agent.whenIdle();
+  assert.deepEqual(downloadsLeft(dir), []);
+  assert.ok(!existsSync(join(dir, 'bundle', 'members')), 'the member downloads are removed');
+  assert.equal((await campaignUpdate(ac, campaign, vin))?.status, 'completed');
+}
+
+/** startBundleCampaign's `extra` for a campaign of one wave with these conditions. */
+export const withConditions = (conditions: Record<string, unknown>) => ({
+  policy: { ...BUNDLE_CAMPAIGN_POLICY, conditions },
+});
