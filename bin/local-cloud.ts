@@ -3,9 +3,11 @@
  *   --data-dir <dir>               state folder (default .ota-local)
  *   --release-public-key <file>    trust this OEM release public key instead of the development one (repeatable)
  */
+
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
+import { INGEST_EVENT_SOURCE } from '../lambdas/core/functions.js';
 import { DEFAULT_PORTS, startLocalCloud } from '../local/cloud.js';
 import { buildConsole } from './console-bundle.js';
 
@@ -25,6 +27,8 @@ const cloud = await startLocalCloud({
   dataDir: values['data-dir'] ?? '.ota-local',
   ports: DEFAULT_PORTS,
   releasePublicKeys: values['release-public-key']?.map((f) => readFileSync(f, 'utf8')),
+  // Vehicle messages reach ingest in batches as deployed (lib/fleet-ingest.ts), not one invocation each.
+  ingestBatchWindowMs: INGEST_EVENT_SOURCE.maxBatchingWindowSeconds * 1000,
 });
 const show = (path: string) => {
   const rel = relative(process.cwd(), path);

@@ -244,12 +244,19 @@ export class OperatorAlerts extends Construct {
         left: fns.map(([name, fn]) => fn.metricThrottles({ ...fiveMin, label: name })),
       }),
     );
-    const queues = { ...props.queues, ...props.deadLetterQueues };
+    // Working queues and dead-letter queues share names (jobs, offers, ingest): labelled apart, not merged by key.
+    const queues: [string, sqs.IQueue][] = [
+      ...Object.entries(props.queues ?? {}),
+      ...Object.entries(props.deadLetterQueues).map(([name, q]): [string, sqs.IQueue] => [
+        `${name} dead letters`,
+        q,
+      ]),
+    ];
     dashboard.addWidgets(
       new cloudwatch.GraphWidget({
         title: 'Queue depths',
         width: 8,
-        left: Object.entries(queues).map(([name, q]) =>
+        left: queues.map(([name, q]) =>
           q.metricApproximateNumberOfMessagesVisible({ ...fiveMin, statistic: 'Maximum', label: name }),
         ),
       }),

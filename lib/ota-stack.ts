@@ -92,12 +92,12 @@ export interface OtaStackProps extends StackProps {
    */
   readonly reservedConcurrentExecutions?: number;
   /**
-   * Reserved concurrency of the ingest function. It caps how much of the account's Lambda concurrency a burst of
-   * vehicle reports can take from the API; IoT invokes asynchronously, so messages beyond the cap wait in Lambda's
-   * queue (up to an hour) instead of failing.
+   * Most concurrent ingest invocations (2-1000), set on the ingest queue's event source. It caps how much of the
+   * account's Lambda concurrency a burst of vehicle reports can take from the API; messages beyond it wait in the
+   * queue instead of failing.
    * @default - none
    */
-  readonly ingestReservedConcurrentExecutions?: number;
+  readonly ingestMaxConcurrency?: number;
   /**
    * Reserved concurrency of the campaign tick function. Off by default: reserving concurrency takes it from the
    * account's unreserved pool, which must keep at least 10, so on an account whose Lambda concurrency quota is 10
@@ -134,7 +134,7 @@ export interface OtaStackProps extends StackProps {
 
 /**
  * The vehicle OTA backend on AWS: firmware storage, data tables, the backend signing key, the vehicles' IoT identity,
- * the HTTPS API with one function per FUNCTIONS entry, the MQTT ingest path (topic rule -> ingest function, with
+ * the HTTPS API with one function per FUNCTIONS entry, the MQTT ingest path (topic rule -> ingest queue -> ingest function, with
  * a dead-letter queue) and the campaign engine (EventBridge Scheduler -> tick function every minute), each function
  * granted exactly what it needs.
  */
@@ -147,7 +147,7 @@ export class OtaStack extends Stack {
   readonly tokenKey: SigningKey;
   readonly fleet: FleetIdentity;
   readonly functions: ReadonlyMap<FunctionName, OtaFunction>;
-  /** Records vehicle progress and status messages delivered by the topic rule (lambdas/ingest/handler.ts). */
+  /** Records vehicle progress and status messages from the ingest queue (lambdas/ingest/handler.ts). */
   readonly ingestFunction: OtaFunction;
   readonly ingest: FleetIngest;
   /**
@@ -238,7 +238,6 @@ export class OtaStack extends Stack {
       ...sized('ingest'),
       logRetention: props.functionLogRetention,
       logRemovalPolicy,
-      reservedConcurrentExecutions: props.ingestReservedConcurrentExecutions,
     });
     this.campaignTickFunction = new OtaFunction(this, 'CampaignTickFunction', {
       entry: join(PROJECT_ROOT, 'lambdas', 'campaign-tick', 'handler.ts'),
@@ -300,6 +299,7 @@ export class OtaStack extends Stack {
     this.ingest = new FleetIngest(this, 'FleetIngest', {
       ingestFunction: this.ingestFunction.function,
       ruleName: ingestRuleName,
+      maxConcurrency: props.ingestMaxConcurrency,
       alarmTopic,
       destroyOnRemoval: destroy,
     });
@@ -348,8 +348,13 @@ export class OtaStack extends Stack {
         jobs: this.jobs.deadLetterAlarm,
         offers: this.offers.deadLetterAlarm,
       },
-      queues: { jobs: this.jobs.queue, offers: this.offers.queue },
-      existingAlarms: [this.campaignSchedule.errorAlarm, this.jobs.backlogAlarm, this.offers.backlogAlarm],
+      queues: { jobs: this.jobs.queue, offers: this.offers.queue, ingest: this.ingest.queue },
+      existingAlarms: [
+        this.campaignSchedule.errorAlarm,
+        this.jobs.backlogAlarm,
+        this.offers.backlogAlarm,
+        this.ingest.backlogAlarm,
+      ],
     });
 
     new CfnOutput(this, 'AlertsTopicArn', {

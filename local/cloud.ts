@@ -27,7 +27,6 @@ import {
   type OperationDelta,
   type OperationsSnapshot,
   operationTally,
-  recordOperation,
 } from '../lambdas/adapters/operation-counter.js';
 import { RevocationList, ThingGroupMembers } from '../lambdas/adapters/revocation-list.js';
 import type { AlertRecord, AlertThresholds } from '../lambdas/core/alerts.js';
@@ -51,7 +50,7 @@ import { type LocalJobQueue, type LocalJobQueueProps, startLocalJobQueue } from 
 import { LocalLambdas } from './lambda-runtime.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
 import { type LocalOperatorAccount, loadOperatorAccounts } from './operator-accounts.js';
-import { type RulesRouter, startRulesRouter, type TopicRuleEvent } from './rules-router.js';
+import { type RulesRouter, startRulesRouter } from './rules-router.js';
 import { startLocalSchedule } from './schedule.js';
 import type { LocalCredentials } from './sigv4.js';
 import {
@@ -141,12 +140,18 @@ export interface LocalCloudOptions {
   /** MQTT connections the broker accepts at once (IoT Core has no such small cap). @default 1000 */
   readonly mqttMaxConnections?: number;
   /**
-   * Vehicle messages the rules router holds waiting for ingest before it dead-letters more (Lambda's asynchronous
-   * invocation queue on AWS holds far more). @default 10000
+   * Vehicle messages the ingest queue stand-in holds before it dead-letters more (SQS holds any number on AWS).
+   * @default 10000
    */
   readonly rulesMaxQueued?: number;
-  /** Target of the local topic rule. @default the handler of lambdas/ingest/handler.ts */
-  readonly ingest?: (event: TopicRuleEvent) => Promise<unknown>;
+  /**
+   * How long a partial batch of vehicle messages waits for more before the ingest function gets it. With 0 a batch
+   * is what waits when an invocation is free (Lambda with no batching window): batches fill only under load, and a
+   * test that follows one message at a time does not wait. `npm start` and the fleet simulator pass the deployed
+   * window, INGEST_EVENT_SOURCE.maxBatchingWindowSeconds.
+   * @default 0
+   */
+  readonly ingestBatchWindowMs?: number;
   /** Thresholds of the local operator alarms (local/alarms.ts). @default DEFAULT_ALERT_THRESHOLDS */
   readonly alertThresholds?: Partial<AlertThresholds>;
 }
@@ -452,12 +457,11 @@ async function start(
   const rules = startRulesRouter({
     source: broker,
     ruleName: LOCAL_INGEST_RULE,
-    invoke: (event) => {
-      recordOperation('iot.rule.actions');
-      return options.ingest ? options.ingest(event) : lambdas.invoke('ingest', event);
-    },
+    invoke: (event) => lambdas.invoke('ingest', event),
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
     ...(options.rulesMaxQueued ? { maxQueued: options.rulesMaxQueued } : {}),
+    batchWindowMs: options.ingestBatchWindowMs ?? 0,
+    ...(logger ? { log: logger } : {}),
   });
   cleanups.push(() => rules.stop());
   // The dead-letter queues' depth sampled each second, as CloudWatch samples ApproximateNumberOfMessagesVisible.

@@ -6,7 +6,7 @@
  */
 import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
+import { FUNCTION_SETTINGS, INGEST_EVENT_SOURCE } from '../lambdas/core/functions.js';
 import { startLocalCloud } from '../local/cloud.js';
 import { peakRssBytes } from './operator.js';
 
@@ -49,6 +49,8 @@ async function main() {
     throttle: { ratePerSecond: 1_000_000, burst: 1_000_000 },
     mqttMaxConnections: options.mqttMaxConnections,
     rulesMaxQueued: options.rulesMaxQueued,
+    // Vehicle messages reach ingest in batches as deployed (lib/fleet-ingest.ts), not one invocation each.
+    ingestBatchWindowMs: INGEST_EVENT_SOURCE.maxBatchingWindowSeconds * 1000,
     maxInstancesPerFunction: options.maxInstancesPerFunction,
     // As sim/fleet.ts: campaign creation for the whole fleet in one request gets API Gateway's 29 s, not the
     // deployed 10 s; every other function keeps its deployed timeout and memory.

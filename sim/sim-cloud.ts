@@ -6,7 +6,7 @@
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
+import { FUNCTION_SETTINGS, INGEST_EVENT_SOURCE } from '../lambdas/core/functions.js';
 import { type LocalCloud, startLocalCloud } from '../local/cloud.js';
 import { KeyFileSigner, trustedKeysFromPems } from '../protocol/signatures.js';
 import type { TrustAnchors } from '../vehicle/provisioning.js';
@@ -26,6 +26,8 @@ export async function startSimCloud(root: string, log: (line: string) => void): 
     ports: { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 },
     releasePublicKeys: [releasePub],
     campaignTickMs: 1000,
+    // Vehicle messages reach ingest in batches as deployed (lib/fleet-ingest.ts), not one invocation each.
+    ingestBatchWindowMs: INGEST_EVENT_SOURCE.maxBatchingWindowSeconds * 1000,
     throttle: { ratePerSecond: 100_000, burst: 100_000 },
     // Creating one campaign for the whole simulated fleet makes about 4 DynamoDB emulator calls per vehicle, which
     // outlasts the deployed 10 s on a loaded machine long before DynamoDB would: the operator function gets API

@@ -1,8 +1,18 @@
-/** IoT topic rule target: records vehicle progress and status messages. */
+/**
+ * Records vehicle progress and status messages: the topic rule sends each to the ingest queue, whose event source
+ * mapping delivers them here in batches (lib/fleet-ingest.ts, INGEST_EVENT_SOURCE). Each message is handled on its
+ * own: what a vehicle can get wrong is refused without throwing (lambdas/core/ingest.ts), and a message whose
+ * handling threw (an infrastructure error) is named in batchItemFailures, so SQS redelivers only it and, after
+ * INGEST_EVENT_SOURCE.maxReceiveCount receives, moves it to the dead-letter queue.
+ *
+ * A rule event delivered directly (the rule's former asynchronous Lambda action: events still in Lambda's queue while
+ * a stack is updated) is recorded too, and throws on an infrastructure error as before.
+ */
+import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { instrumented, recordOutcome } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { settings } from '../core/env.js';
-import { ingestVehicleMessage, rejectionLogFields } from '../core/ingest.js';
+import { type IngestOutcome, ingestVehicleMessage, rejectionLogFields } from '../core/ingest.js';
 import { systemClock } from '../core/ports.js';
 import { VinRateLimiter } from '../core/rate-limit.js';
 import { UpdateStatusService } from '../core/vehicle-updates.js';
@@ -20,11 +30,41 @@ const limiter = new VinRateLimiter({
   burst: settings.ingestVinBurst(),
 });
 
-export const handler = instrumented(async (event: unknown) => {
+async function record(event: unknown): Promise<IngestOutcome> {
   const outcome = await ingestVehicleMessage(event, { vehicles, updates, limiter });
   metrics.addMetric(`Message_${outcome.result}`, 'Count', 1);
   if (outcome.result !== 'rejected') recordOutcome(outcome.status, outcome.result === 'applied');
   if (outcome.result === 'rejected') logger.warn('vehicle message rejected', rejectionLogFields(outcome));
   else logger.debug('vehicle message recorded', { ...outcome });
   return outcome;
-});
+}
+
+function isQueueBatch(event: unknown): event is SQSEvent {
+  return Array.isArray((event as { Records?: unknown } | null)?.Records);
+}
+
+export const handler = instrumented(
+  async (event: SQSEvent | unknown): Promise<SQSBatchResponse | IngestOutcome> => {
+    if (!isQueueBatch(event)) return record(event);
+    const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+    for (const message of event.Records) {
+      let body: unknown;
+      try {
+        body = JSON.parse(message.body);
+      } catch {
+        // Not what the rule sends: refused like any other bad event (counted, logged, not retried).
+        body = undefined;
+      }
+      try {
+        await record(body);
+      } catch (err) {
+        logger.error('vehicle message not recorded; SQS will deliver it again', {
+          messageId: message.messageId,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        batchItemFailures.push({ itemIdentifier: message.messageId });
+      }
+    }
+    return { batchItemFailures };
+  },
+);

@@ -205,8 +205,8 @@ describe('campaign schedule', { timeout: 300_000 }, () => {
     const configured = alarms.filter((a) => JSON.stringify(a.Properties.AlarmActions).includes(topic));
     assert.equal(
       configured.length,
-      7,
-      'ingest dead letters, tick errors, tick dead letters, job dead letters, job backlog, offer dead letters, offer backlog',
+      8,
+      'ingest dead letters, ingest backlog, tick errors, tick dead letters, job dead letters, job backlog, offer dead letters, offer backlog',
     );
     for (const alarm of configured) {
       assert.deepEqual(alarm.Properties.AlarmActions, [topic, alerts]);

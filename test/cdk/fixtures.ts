@@ -179,6 +179,21 @@ export function ingestQueueId(template: Template): string {
   return referencedIds(rule.Properties.TopicRulePayload.ErrorAction.Sqs.QueueUrl)[0]!;
 }
 
+/** What an SQS event source mapping grants its function on the queue (sorted). */
+export const SQS_CONSUME_ACTIONS = [
+  'sqs:ChangeMessageVisibility',
+  'sqs:DeleteMessage',
+  'sqs:GetQueueAttributes',
+  'sqs:GetQueueUrl',
+  'sqs:ReceiveMessage',
+];
+
+/** The ingest queue: the one the topic rule's action sends vehicle messages to. */
+export function ingestMessagesQueueId(template: Template): string {
+  const rule = Object.values(template.findResources('AWS::IoT::TopicRule'))[0]!;
+  return referencedIds(rule.Properties.TopicRulePayload.Actions[0].Sqs.QueueUrl)[0]!;
+}
+
 /** The campaign schedule's dead-letter queue: the one the schedule's target dead-letters to. */
 export function scheduleQueueId(template: Template): string {
   const schedule = Object.values(template.findResources('AWS::Scheduler::Schedule'))[0]!;

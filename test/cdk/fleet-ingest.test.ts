@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Duration } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { FleetIngest } from '../../lib/fleet-ingest.js';
@@ -8,6 +7,7 @@ import {
   alertsTopicId,
   functionId,
   functionRoleId,
+  ingestMessagesQueueId,
   ingestQueueId,
   newStack,
   onlyId,
@@ -15,6 +15,7 @@ import {
   referencedIds,
   resources,
   roleStatements,
+  SQS_CONSUME_ACTIONS,
 } from './fixtures.js';
 
 const template = otaTemplate();
@@ -27,8 +28,14 @@ const rule = all[ruleId]!.Properties! as {
     ErrorAction: { Sqs: { QueueUrl: unknown; RoleArn: unknown; UseBase64: boolean } };
   };
 };
+/** The dead-letter queue, the ingest queue, and the role the rule runs with. */
 const queueId = ingestQueueId(template);
 const queueArn = { 'Fn::GetAtt': [queueId, 'Arn'] };
+const messagesId = ingestMessagesQueueId(template);
+const messagesArn = { 'Fn::GetAtt': [messagesId, 'Arn'] };
+const ruleRoleId = referencedIds(
+  (rule.TopicRulePayload.Actions[0] as { Sqs: { RoleArn: unknown } }).Sqs.RoleArn,
+)[0]!;
 const ingestId = functionId(template, 'ingest');
 
 /** The alarm watching the ingest dead-letter queue (the campaign schedule has alarms of its own). */
@@ -54,28 +61,82 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
     assert.equal(rule.RuleName, 'Ota_vehicle_messages');
   });
 
-  it('invokes the ingest function and nothing else', () => {
+  it('sends every message to the ingest queue and nothing else, as the rule event itself', () => {
     assert.deepEqual(rule.TopicRulePayload.Actions, [
-      { Lambda: { FunctionArn: { 'Fn::GetAtt': [ingestId, 'Arn'] } } },
+      {
+        Sqs: {
+          QueueUrl: { Ref: messagesId },
+          RoleArn: { 'Fn::GetAtt': [ruleRoleId, 'Arn'] },
+          UseBase64: false,
+        },
+      },
     ]);
   });
 
-  it('lets only IoT invoke the ingest function, only from this rule in this account', () => {
-    const permissions = Object.values(template.findResources('AWS::Lambda::Permission')).filter((p) =>
-      referencedIds(p.Properties.FunctionName).includes(ingestId),
+  it('feeds the ingest function from that queue in batches of 10 within 1 s, with partial batch responses', () => {
+    const mappings = Object.values(template.findResources('AWS::Lambda::EventSourceMapping')).filter((m) =>
+      referencedIds(m.Properties.FunctionName).includes(ingestId),
     );
     assert.deepEqual(
-      permissions.map((p) => p.Properties),
+      mappings.map((m) => m.Properties),
       [
         {
-          Action: 'lambda:InvokeFunction',
-          FunctionName: { 'Fn::GetAtt': [ingestId, 'Arn'] },
-          Principal: 'iot.amazonaws.com',
-          SourceArn: { 'Fn::GetAtt': [ruleId, 'Arn'] },
-          SourceAccount: { Ref: 'AWS::AccountId' },
+          FunctionName: { Ref: ingestId },
+          EventSourceArn: messagesArn,
+          BatchSize: 10,
+          MaximumBatchingWindowInSeconds: 1,
+          FunctionResponseTypes: ['ReportBatchItemFailures'],
         },
       ],
     );
+  });
+
+  it('leaves nothing else a way to invoke the ingest function (no IoT permission, no asynchronous invocations)', () => {
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission')).filter((p) =>
+      referencedIds(p.Properties.FunctionName).includes(ingestId),
+    );
+    assert.deepEqual(permissions, []);
+    const configs = Object.values(template.findResources('AWS::Lambda::EventInvokeConfig')).filter((c) =>
+      referencedIds(c.Properties.FunctionName).includes(ingestId),
+    );
+    assert.deepEqual(configs, []);
+  });
+
+  it('receives a message at most 5 times before the dead-letter queue, each time hidden 6x the function timeout', () => {
+    const q = all[messagesId]!;
+    assert.deepEqual(q.Properties!.RedrivePolicy, { deadLetterTargetArn: queueArn, maxReceiveCount: 5 });
+    assert.equal(q.Properties!.VisibilityTimeout, 60);
+    assert.equal(q.Properties!.SqsManagedSseEnabled, true);
+    assert.equal(q.Properties!.KmsMasterKeyId, undefined);
+    assert.equal(q.DeletionPolicy, 'Retain');
+  });
+
+  it('lets the ingest function receive and delete on the ingest queue, and nothing on the dead-letter queue', () => {
+    const statements = roleStatements(template, functionRoleId(template, 'ingest'));
+    const onQueues = statements
+      .filter((s) =>
+        s.resources.some((r) => referencedIds(r).some((id) => id === messagesId || id === queueId)),
+      )
+      .map((s) => ({ ...s, actions: [...s.actions].sort() }));
+    assert.deepEqual(onQueues, [
+      {
+        Effect: 'Allow',
+        actions: SQS_CONSUME_ACTIONS,
+        resources: [messagesArn],
+        Condition: undefined,
+      },
+    ]);
+  });
+
+  it('alarms when a vehicle message has waited in the ingest queue more than 5 minutes', () => {
+    const found = Object.values(template.findResources('AWS::CloudWatch::Alarm')).filter((a) =>
+      referencedIds(a.Properties.Dimensions).includes(messagesId),
+    );
+    assert.equal(found.length, 1);
+    const p = found[0]!.Properties;
+    assert.equal(p.MetricName, 'ApproximateAgeOfOldestMessage');
+    assert.equal(p.Threshold, 300);
+    assert.deepEqual(p.AlarmActions, [{ Ref: alertsTopicId(template) }]);
   });
 
   it('sends what IoT cannot deliver to the dead-letter queue, as IoT error documents', () => {
@@ -85,9 +146,8 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
     assert.equal(all[referencedIds(sqs.RoleArn)[0]!]!.Type, 'AWS::IAM::Role');
   });
 
-  it('runs the error action with a role that only IoT, for this rule and account, may assume', () => {
-    const roleId = referencedIds(rule.TopicRulePayload.ErrorAction.Sqs.RoleArn)[0]!;
-    assert.deepEqual(all[roleId]!.Properties!.AssumeRolePolicyDocument, {
+  it('runs the rule with a role that only IoT, for this rule and account, may assume', () => {
+    assert.deepEqual(all[ruleRoleId]!.Properties!.AssumeRolePolicyDocument, {
       Version: '2012-10-17',
       Statement: [
         {
@@ -118,36 +178,16 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
     });
   });
 
-  it('lets the error action role do exactly one thing: sqs:SendMessage on the dead-letter queue', () => {
-    const roleId = referencedIds(rule.TopicRulePayload.ErrorAction.Sqs.RoleArn)[0]!;
-    assert.equal(all[roleId]!.Properties!.ManagedPolicyArns, undefined);
-    assert.deepEqual(roleStatements(template, roleId), [
-      { Effect: 'Allow', actions: ['sqs:SendMessage'], resources: [queueArn], Condition: undefined },
-    ]);
-  });
-
-  it('dead-letters failed asynchronous invocations into the same queue after 2 retries or an hour', () => {
-    const configs = Object.values(template.findResources('AWS::Lambda::EventInvokeConfig')).filter((c) =>
-      referencedIds(c.Properties.FunctionName).includes(ingestId),
-    );
-    assert.deepEqual(
-      configs.map((c) => c.Properties),
-      [
-        {
-          FunctionName: { Ref: ingestId },
-          Qualifier: '$LATEST',
-          MaximumRetryAttempts: 2,
-          MaximumEventAgeInSeconds: 3600,
-          DestinationConfig: { OnFailure: { Destination: queueArn } },
-        },
-      ],
-    );
-    // Lambda delivers with the function's role, which may send to the queue and do nothing else with it.
-    const onQueue = roleStatements(template, functionRoleId(template, 'ingest')).filter((s) =>
-      s.resources.some((r) => referencedIds(r).includes(queueId)),
-    );
-    assert.deepEqual(onQueue, [
-      { Effect: 'Allow', actions: ['sqs:SendMessage'], resources: [queueArn], Condition: undefined },
+  it('lets the rule role do exactly one thing: sqs:SendMessage on the ingest and dead-letter queues', () => {
+    assert.deepEqual(referencedIds(rule.TopicRulePayload.ErrorAction.Sqs.RoleArn), [ruleRoleId]);
+    assert.equal(all[ruleRoleId]!.Properties!.ManagedPolicyArns, undefined);
+    assert.deepEqual(roleStatements(template, ruleRoleId), [
+      {
+        Effect: 'Allow',
+        actions: ['sqs:SendMessage'],
+        resources: [messagesArn, queueArn],
+        Condition: undefined,
+      },
     ]);
   });
 
@@ -159,21 +199,23 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
     assert.equal(queue.DeletionPolicy, 'Retain');
   });
 
-  it('denies every request to the dead-letter queue that does not use TLS', () => {
-    const policies = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
-      referencedIds(p.Properties.Queues).includes(queueId),
-    );
-    assert.equal(policies.length, 1);
-    assert.deepEqual(policies[0]!.Properties.Queues, [{ Ref: queueId }]);
-    assert.deepEqual(policies[0]!.Properties.PolicyDocument.Statement, [
-      {
-        Action: 'sqs:*',
-        Effect: 'Deny',
-        Principal: { AWS: '*' },
-        Condition: { Bool: { 'aws:SecureTransport': 'false' } },
-        Resource: queueArn,
-      },
-    ]);
+  it('denies every request to either queue that does not use TLS', () => {
+    for (const id of [queueId, messagesId]) {
+      const policies = Object.values(template.findResources('AWS::SQS::QueuePolicy')).filter((p) =>
+        referencedIds(p.Properties.Queues).includes(id),
+      );
+      assert.equal(policies.length, 1);
+      assert.deepEqual(policies[0]!.Properties.Queues, [{ Ref: id }]);
+      assert.deepEqual(policies[0]!.Properties.PolicyDocument.Statement, [
+        {
+          Action: 'sqs:*',
+          Effect: 'Deny',
+          Principal: { AWS: '*' },
+          Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          Resource: { 'Fn::GetAtt': [id, 'Arn'] },
+        },
+      ]);
+    }
   });
 
   it('alarms as soon as one message is visible in the dead-letter queue', () => {
@@ -200,9 +242,10 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
     assert.deepEqual(alarm.Properties.OKActions, [topic, alerts]);
   });
 
-  it('deletes the dead-letter queue with a development stack', () => {
+  it('deletes both queues with a development stack', () => {
     const dev = otaTemplate({ devMode: true });
     assert.equal(resources(dev)[ingestQueueId(dev)]!.DeletionPolicy, 'Delete');
+    assert.equal(resources(dev)[ingestMessagesQueueId(dev)]!.DeletionPolicy, 'Delete');
   });
 
   describe('construct', () => {
@@ -217,12 +260,12 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
       return Template.fromStack(stack);
     };
 
-    it('takes the rule name, retries and event age from its props', () => {
-      const t = make({ ruleName: 'fleet_messages', retryAttempts: 0, maxEventAge: Duration.minutes(5) });
+    it('takes the rule name, receives and concurrency cap from its props', () => {
+      const t = make({ ruleName: 'fleet_messages', maxReceiveCount: 3, maxConcurrency: 20 });
       t.hasResourceProperties('AWS::IoT::TopicRule', { RuleName: 'fleet_messages' });
-      t.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
-        MaximumRetryAttempts: 0,
-        MaximumEventAgeInSeconds: 300,
+      t.hasResourceProperties('AWS::SQS::Queue', { RedrivePolicy: { maxReceiveCount: 3 } });
+      t.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        ScalingConfig: { MaximumConcurrency: 20 },
       });
       const role = Object.values(t.findResources('AWS::IAM::Role')).find((r) =>
         JSON.stringify(r.Properties.AssumeRolePolicyDocument).includes('iot.amazonaws.com'),
@@ -236,9 +279,9 @@ describe('FleetIngest', { timeout: 300_000 }, () => {
 
     it('rejects settings IoT or Lambda would refuse at deploy time', () => {
       assert.throws(() => make({ ruleName: 'vehicle-messages' }), /ruleName/);
-      assert.throws(() => make({ retryAttempts: 3 }), /retryAttempts/);
-      assert.throws(() => make({ maxEventAge: Duration.seconds(30) }), /maximumEventAge/);
-      assert.throws(() => make({ maxEventAge: Duration.hours(7) }), /maximumEventAge/);
+      assert.throws(() => make({ maxReceiveCount: 0 }), /maxReceiveCount/);
+      assert.throws(() => make({ maxConcurrency: 1 }), /maxConcurrency/);
+      assert.throws(() => make({ maxConcurrency: 1001 }), /maxConcurrency/);
     });
   });
 });

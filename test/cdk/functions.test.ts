@@ -10,6 +10,7 @@ import { FUNCTIONS } from '../../protocol/routes.js';
 import {
   ALL_FUNCTIONS,
   functionEnv,
+  functionId,
   functionProps,
   functionRoleId,
   functionStatements,
@@ -237,7 +238,7 @@ describe('backend functions', { timeout: 300_000 }, () => {
       presignTtlSeconds: 120,
       tokenTtlSeconds: 600,
       reservedConcurrentExecutions: 5,
-      ingestReservedConcurrentExecutions: 7,
+      ingestMaxConcurrency: 7,
       functionLogRetention: logs.RetentionDays.ONE_MONTH,
     });
     for (const fn of FUNCTIONS) {
@@ -246,7 +247,11 @@ describe('backend functions', { timeout: 300_000 }, () => {
       assert.equal(env.TOKEN_TTL_SECONDS, '600');
       assert.equal(functionProps(t, fn).ReservedConcurrentExecutions, 5);
     }
-    assert.equal(functionProps(t, 'ingest').ReservedConcurrentExecutions, 7);
+    assert.equal(functionProps(t, 'ingest').ReservedConcurrentExecutions, undefined);
+    const [mapping] = Object.values(t.findResources('AWS::Lambda::EventSourceMapping')).filter(
+      (m) => m.Properties.FunctionName.Ref === functionId(t, 'ingest'),
+    );
+    assert.deepEqual(mapping?.Properties.ScalingConfig, { MaximumConcurrency: 7 });
     assert.equal(
       functionProps(t, 'campaign-tick').ReservedConcurrentExecutions,
       undefined,

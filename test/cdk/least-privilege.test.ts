@@ -7,6 +7,7 @@ import {
   envTarget,
   functionEnv,
   functionStatements,
+  ingestMessagesQueueId,
   ingestQueueId,
   type OtaFunctionName,
   onlyId,
@@ -14,6 +15,7 @@ import {
   outputTarget,
   referencedIds,
   resources,
+  SQS_CONSUME_ACTIONS,
 } from './fixtures.js';
 
 const template = otaTemplate();
@@ -251,7 +253,7 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     assert.deepEqual(services, ['dynamodb', 'logs', 'xray']);
   });
 
-  it('ingest: vehicles and updates read/write, campaign counts, dead letters; no S3, KMS or IoT', () => {
+  it('ingest: vehicles and updates read/write, campaign counts, its queue consumed; no S3, KMS or IoT', () => {
     assert.deepEqual(dynamoAccess('ingest'), {
       releases: [],
       vehicles: ['GetItem', 'UpdateItem'],
@@ -271,15 +273,22 @@ describe('least privilege per function', { timeout: 300_000 }, () => {
     );
     assert.deepEqual(actionsOn(template, 'ingest', bucketId), []);
     assert.deepEqual(actionsOn(template, 'ingest', keyId), []);
-    // Beyond its tables, logs and tracing: only sending to the dead-letter queue (its on-failure destination).
-    const queueId = ingestQueueId(template);
+    // Beyond its tables, logs and tracing: only consuming the ingest queue (its event source); nothing on the
+    // dead-letter queue, which the queue's redrive policy fills, not the function.
+    const queueId = ingestMessagesQueueId(template);
     const other = functionStatements(template, 'ingest').filter(
       (s) => !s.actions.every((a) => /^(dynamodb|logs|xray):/.test(a)),
     );
     assert.deepEqual(
-      other.map((s) => ({ actions: s.actions, resources: s.resources })),
-      [{ actions: ['sqs:SendMessage'], resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }] }],
+      other.map((s) => ({ actions: [...s.actions].sort(), resources: s.resources })),
+      [
+        {
+          actions: SQS_CONSUME_ACTIONS,
+          resources: [{ 'Fn::GetAtt': [queueId, 'Arn'] }],
+        },
+      ],
     );
+    assert.deepEqual(actionsOn(template, 'ingest', ingestQueueId(template)), []);
     // Every DynamoDB grant names one of its three tables, never releases, campaigns or a wildcard.
     const dynamoResources = functionStatements(template, 'ingest')
       .filter((s) => s.actions.some((a) => a.startsWith('dynamodb:')))

@@ -152,14 +152,14 @@ describe('cdk-nag AwsSolutions', { timeout: 300_000 }, () => {
         .sort(),
       ['Ota/OperatorIdentity/Operators', 'Ota/OperatorIdentity/Operators'],
     );
-    // SQS3 (no dead-letter queue) is acknowledged on the dead-letter queues only: ingest and campaign schedule (the
-    // jobs queue's is its RedrivePolicy target, which cdk-nag recognises).
+    // SQS3 (no dead-letter queue) is acknowledged on the campaign schedule's dead-letter queue only (the jobs, offers
+    // and ingest queues' are their RedrivePolicy targets, which cdk-nag recognises).
     assert.deepEqual(
       acks
         .filter((a) => a.id === 'AwsSolutions-SQS3')
         .map((a) => a.path)
         .sort(),
-      ['Ota/CampaignSchedule/DeadLetterQueue', 'Ota/FleetIngest/DeadLetterQueue'],
+      ['Ota/CampaignSchedule/DeadLetterQueue'],
     );
     // Wildcard resources (IAM5) are acknowledged only on function roles, tracing policies and the IoT policies:
     // never on the schedule's role, which names the tick function and its dead-letter queue exactly.

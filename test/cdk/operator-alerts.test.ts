@@ -113,6 +113,16 @@ describe('operator alerts (SNS topic, alarms, dashboard)', { timeout: 300_000 },
       ALERT_METRICS.updatesFailed,
     ])
       assert.ok(body.includes(needed), `the dashboard shows ${needed}`);
+    // Each working queue and each dead-letter queue has a depth series of its own (the two share names).
+    for (const label of [
+      'jobs',
+      'offers',
+      'ingest',
+      'jobs dead letters',
+      'offers dead letters',
+      'ingest dead letters',
+    ])
+      assert.ok(body.includes(`\\"label\\":\\"${label}\\"`), `the dashboard shows the depth of ${label}`);
     // One Errors and one Throttles series per function (API functions, ingest, tick, jobs worker, offer worker,
     // audit-refusals).
     assert.equal(

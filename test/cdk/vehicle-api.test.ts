@@ -235,14 +235,14 @@ describe('VehicleApi', { timeout: 300_000 }, () => {
 
   it('lets API Gateway invoke each function only for its own routes on the deployed stage', () => {
     const all = Object.values(template.findResources('AWS::Lambda::Permission'));
-    // The only other invoke permissions: the IoT topic rule's on the ingest function (fleet-ingest.test.ts) and the
-    // access log subscription's on audit-refusals (above).
+    // The only other invoke permission: the access log subscription's on audit-refusals (above). The ingest function
+    // is invoked by its queue's event source mapping (fleet-ingest.test.ts), which needs none.
     assert.deepEqual(
       all
         .filter((p) => p.Properties.Principal !== 'apigateway.amazonaws.com')
         .map((p) => p.Properties.Principal)
         .sort(),
-      ['iot.amazonaws.com', 'logs.amazonaws.com'],
+      ['logs.amazonaws.com'],
     );
     const permissions = all
       .filter((p) => p.Properties.Principal === 'apigateway.amazonaws.com')

@@ -23,8 +23,15 @@ import { newReleaseKey, Operator, signedRelease, TestVehicle } from '../support/
 import { jsonRequest } from '../support/https.js';
 import { VehicleConnection, waitFor } from '../support/mqtt-clients.js';
 
-const VINS = ['1HGCM82633A004352', '5YJSA1E26HF000337', 'WVWZZZ1JZXW000001', 'WVWZZZ1JZXW000002'] as const;
-const [CAR, IN_ORDER, SHUFFLED, NOISY] = VINS;
+const VINS = [
+  '1HGCM82633A004352',
+  '5YJSA1E26HF000337',
+  'WVWZZZ1JZXW000001',
+  'WVWZZZ1JZXW000002',
+  'WVWZZZ1JZXW000003',
+  'WVWZZZ1JZXW000004',
+] as const;
+const [CAR, IN_ORDER, SHUFFLED, NOISY, BURST, BATCHED] = VINS;
 
 let cloud: Awaited<ReturnType<typeof startLocalCloud>>;
 let dataDir: string;
@@ -262,6 +269,67 @@ describe('vehicle -> backend through the rules path', { timeout: 300_000 }, () =
       recorded.map((e) => e.status).sort(),
       ['downloading', 'installing'],
       'the history keeps the two status changes, not the 100 messages',
+    );
+  });
+});
+
+describe('the ingest queue: batches of vehicle messages', { timeout: 300_000 }, () => {
+  it('a burst reaches the function in batches, every message recorded or refused', async () => {
+    await startUpdate(BURST);
+    const car = await connect(BURST);
+    const before = cloud.rules.stats();
+    try {
+      await Promise.all(
+        Array.from({ length: 30 }, (_, n) =>
+          car.publish(
+            `vehicle/updates/${BURST}/progress`,
+            JSON.stringify({ progress: n + 1, status: 'downloading', sequence: n }),
+          ),
+        ),
+      );
+      await settled(before.delivered + before.failed + 30);
+    } finally {
+      await car.end();
+    }
+    const after = cloud.rules.stats();
+    assert.equal(after.delivered - before.delivered, 30);
+    assert.equal(after.failed, before.failed);
+    // Four invocations at most run at once; what arrives meanwhile waits and goes ten at a time.
+    const invocations = after.invocations - before.invocations;
+    assert.ok(invocations <= 20, `30 messages in ${invocations} invocations`);
+    assert.equal((await updates.get(BURST, 'release#tcu-3.0.1'))?.status, 'downloading');
+  });
+
+  it('the function answers a batch message by message: bad ones refused, good ones recorded, none failed', async () => {
+    await startUpdate(BATCHED);
+    const event = (status: string, progress: number) =>
+      JSON.stringify({
+        payload: Buffer.from(JSON.stringify({ status, progress })).toString('base64'),
+        vin: BATCHED,
+        channel: 'progress',
+        received_at: Date.now(),
+      });
+    const record = (messageId: string, body: string) => ({
+      messageId,
+      receiptHandle: messageId,
+      body,
+      attributes: { ApproximateReceiveCount: '1', SentTimestamp: String(Date.now()) },
+      eventSource: 'aws:sqs',
+      eventSourceARN: 'arn:aws:sqs:local:000000000000:ota-local-vehicle-messages',
+    });
+    const result = await cloud.lambdas.invoke('ingest', {
+      Records: [
+        record('not-json', '{"payload": '),
+        record('not-an-event', JSON.stringify({ vin: BATCHED })),
+        record('bad-progress', event('downloading', 140)),
+        record('good', event('downloading', 35)),
+      ],
+    });
+    assert.deepEqual(result, { batchItemFailures: [] });
+    const state = await updates.get(BATCHED, 'release#tcu-3.0.1');
+    assert.deepEqual(
+      { status: state?.status, progress: state?.progress },
+      { status: 'downloading', progress: 35 },
     );
   });
 });

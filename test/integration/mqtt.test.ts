@@ -15,6 +15,7 @@ import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-pla
 import { type IotDataShim, startIotDataShim } from '../../local/iot-data-shim.js';
 import { type MqttBroker, startMqttBroker } from '../../local/mqtt-broker.js';
 import {
+  type IngestQueueEvent,
   type RoutedMessage,
   type RulesRouter,
   startRulesRouter,
@@ -45,8 +46,9 @@ let iotData: IoTDataPlaneClient;
 let vehicleId: KeyAndCert;
 let otherId: KeyAndCert;
 let thirdId: KeyAndCert;
-/** Every event the rules router handed to invoke, in arrival order. */
+/** Every event the rules router handed to invoke, in arrival order, and the batches they came in. */
 const invoked: TopicRuleEvent[] = [];
+const batches: IngestQueueEvent[] = [];
 /** The ingest stand-in; tests swap it to make invocations fail. */
 let invoke: (event: TopicRuleEvent) => Promise<void> = async () => {};
 const open: VehicleConnection[] = [];
@@ -111,9 +113,24 @@ before(async () => {
   });
   router = startRulesRouter({
     source: broker,
-    invoke: async (event) => {
-      invoked.push(event);
-      await invoke(event);
+    // No batching window and a short visibility timeout: these tests watch single messages and retries.
+    batchWindowMs: 0,
+    visibilityTimeoutMs: 50,
+    maxReceiveCount: 2,
+    invoke: async (batch) => {
+      batches.push(batch);
+      // What lambdas/ingest/handler.ts does: each message on its own, the ones that threw named as failures.
+      const batchItemFailures: { itemIdentifier: string }[] = [];
+      for (const record of batch.Records) {
+        const event = JSON.parse(record.body) as TopicRuleEvent;
+        invoked.push(event);
+        try {
+          await invoke(event);
+        } catch {
+          batchItemFailures.push({ itemIdentifier: record.messageId });
+        }
+      }
+      return { batchItemFailures };
     },
     deadLetterFile,
   });
@@ -436,6 +453,20 @@ describe('persistent sessions', { timeout: 300_000 }, () => {
   );
 });
 
+/** A message source the test feeds by hand (instead of the broker), for rules routers of its own. */
+function handSource() {
+  let listener: ((message: RoutedMessage) => void) | undefined;
+  return {
+    source: {
+      onVehicleMessage(l: (message: RoutedMessage) => void) {
+        listener = l;
+        return () => {};
+      },
+    },
+    emit: (message: RoutedMessage) => listener!(message),
+  };
+}
+
 describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
   it(
     'delivers a progress message as the topic rule event: base64 raw payload, vin, channel, received_at',
@@ -471,10 +502,11 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
   );
 
   it(
-    'puts an event whose invocation throws in the dead letters (memory and file) and counts it',
+    'receives a message the function failed again after the visibility timeout, then dead-letters it (memory and file)',
     T,
     async () => {
       const statsBefore = router.stats();
+      const from = invoked.length;
       invoke = async (event) => {
         if (Buffer.from(event.payload, 'base64').toString().includes('boom'))
           throw new Error('ingest unavailable');
@@ -488,7 +520,7 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
             router.stats().delivered + router.stats().failed >=
             statsBefore.delivered + statsBefore.failed + 2,
         ),
-        'both invocations should have settled',
+        'both messages should have settled',
       );
       await router.idle();
 
@@ -496,8 +528,14 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
       assert.equal(stats.failed, statsBefore.failed + 1);
       assert.equal(stats.delivered, statsBefore.delivered + 1);
       assert.equal(stats.deadLetters, statsBefore.deadLetters + 1);
+      assert.equal(stats.redelivered, statsBefore.redelivered + 1, 'received twice (maxReceiveCount 2)');
+      const boom = invoked
+        .slice(from)
+        .filter((e) => Buffer.from(e.payload, 'base64').toString().includes('boom'));
+      assert.equal(boom.length, 2, 'the failed message reached the function twice');
       const letter = router.deadLetters().at(-1)!;
-      assert.equal(letter.error, 'ingest unavailable');
+      assert.equal(letter.error, 'the function reported the message as failed');
+      assert.equal(letter.receives, 2);
       assert.equal(letter.event.vin, VIN);
       assert.equal(
         Buffer.from(letter.event.payload, 'base64').toString(),
@@ -507,6 +545,77 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
       assert.deepEqual(JSON.parse(lines.at(-1)!).event, letter.event);
     },
   );
+
+  it(
+    'receives every message of an invocation that threw again, and records them when the retry succeeds',
+    T,
+    async () => {
+      const { source, emit } = handSource();
+      let calls = 0;
+      const seen: string[][] = [];
+      const local = startRulesRouter({
+        source,
+        concurrency: 1,
+        batchWindowMs: 0,
+        visibilityTimeoutMs: 20,
+        invoke: (batch) => {
+          calls++;
+          seen.push(batch.Records.map((r) => r.attributes.ApproximateReceiveCount));
+          if (calls === 1) throw new Error('DynamoDB unavailable');
+          return { batchItemFailures: [] };
+        },
+      });
+      for (let n = 0; n < 3; n++)
+        emit({ topic: topicOf(VIN, 'progress'), payload: Buffer.from(`{"n":${n}}`), receivedAt: n });
+      await local.idle();
+      await local.stop();
+      assert.deepEqual(
+        seen,
+        [['1'], ['1', '1'], ['2']],
+        'the first message came again, with its receive count',
+      );
+      assert.deepEqual(
+        { ...local.stats() },
+        { delivered: 3, failed: 0, deadLetters: 0, pending: 0, throttled: 0, invocations: 3, redelivered: 1 },
+      );
+    },
+  );
+
+  it('batches: up to batchSize messages per invocation, a partial batch after the window', T, async () => {
+    const { source, emit } = handSource();
+    const sizes: number[] = [];
+    const local = startRulesRouter({
+      source,
+      concurrency: 1,
+      batchWindowMs: 150,
+      invoke: (batch) => {
+        sizes.push(batch.Records.length);
+        for (const r of batch.Records) {
+          assert.equal(r.eventSource, 'aws:sqs');
+          assert.deepEqual(Object.keys(JSON.parse(r.body)).sort(), [
+            'channel',
+            'payload',
+            'received_at',
+            'vin',
+          ]);
+        }
+      },
+    });
+    const startedAt = Date.now();
+    for (let n = 0; n < 23; n++)
+      emit({
+        topic: topicOf(n % 2 ? VIN : OTHER_VIN, 'progress'),
+        payload: Buffer.from('{}'),
+        receivedAt: n,
+      });
+    await local.idle();
+    const tookMs = Date.now() - startedAt;
+    await local.stop();
+    assert.deepEqual(sizes, [10, 10, 3], 'two full batches at once, the rest when the window closed');
+    assert.ok(tookMs >= 140, `the partial batch waited for the window (${tookMs} ms)`);
+    assert.equal(local.stats().invocations, 3);
+    assert.equal(local.stats().delivered, 23);
+  });
 
   it(
     'invokes asynchronously: the vehicle gets its PUBACK while the invocation is still running',
@@ -535,19 +644,15 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
   );
 
   it('bounds concurrent invocations and dead-letters what overflows its queue', T, async () => {
-    let emit!: (message: RoutedMessage) => void;
-    const source = {
-      onVehicleMessage(listener: (message: RoutedMessage) => void) {
-        emit = listener;
-        return () => {};
-      },
-    };
+    const { source, emit } = handSource();
     let running = 0;
     let peak = 0;
     const gates: Array<() => void> = [];
     const local = startRulesRouter({
       source,
       concurrency: 2,
+      batchSize: 1,
+      batchWindowMs: 0,
       maxQueued: 3,
       invoke: async () => {
         running++;
@@ -576,7 +681,15 @@ describe('rules router (topic rule -> ingest)', { timeout: 300_000 }, () => {
     }
     await local.stop();
     assert.equal(peak, 2);
-    assert.deepEqual(local.stats(), { delivered: 5, failed: 1, deadLetters: 1, pending: 0, throttled: 0 });
+    assert.deepEqual(local.stats(), {
+      delivered: 5,
+      failed: 1,
+      deadLetters: 1,
+      pending: 0,
+      throttled: 0,
+      invocations: 5,
+      redelivered: 0,
+    });
   });
 });
 
