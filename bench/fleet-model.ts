@@ -97,8 +97,12 @@ export interface ModelOptions {
   readonly rate: number;
   readonly fleet: number;
   readonly imageMb: number;
-  /** Range request size of the agent's download, MiB (vehicle/downloader.ts). */
-  readonly rangeMb: number;
+  /**
+   * Range request size of the agent's download, MiB, to compute image GETs from instead of counting them. The agent
+   * sends one request for the rest of the image by default (vehicle/downloader.ts `requestBytes`).
+   * @default - the GETs the run counted (presigned downloads), or one per vehicle when the counts have none
+   */
+  readonly rangeMb?: number;
   /** Average Lambda duration assumed for concurrency and cost (not measured on AWS), ms. */
   readonly lambdaMs: number;
   readonly lambdaMb: number;
@@ -150,12 +154,30 @@ export function quotaLoads(input: ModelInput, o: ModelOptions): QuotaLoad[] {
     (per(s.lambda.total) * o.lambdaMs) / 1000,
   );
   add('apiGateway', 'API requests', per(s.apigateway.requests));
-  add('s3GetPerPrefix', `image GETs (${o.imageMb} MB in ${o.rangeMb} MiB ranges)`, getsPerVehicle(o));
+  const gets = imageGets(input, o);
+  add('s3GetPerPrefix', gets.detail, gets.perVehicle);
   return loads;
 }
 
-function getsPerVehicle(o: ModelOptions): number {
-  return Math.ceil((o.imageMb * 1e6) / (o.rangeMb * 1024 * 1024));
+/** Image GETs per vehicle: computed from --range-mb when given, else counted in the run (or one when not counted). */
+export function imageGets(input: ModelInput, o: ModelOptions): { perVehicle: number; detail: string } {
+  if (o.rangeMb !== undefined) {
+    return {
+      perVehicle: Math.ceil((o.imageMb * 1e6) / (o.rangeMb * 1024 * 1024)),
+      detail: `image GETs (${o.imageMb} MB in ${o.rangeMb} MiB ranges)`,
+    };
+  }
+  const counted = shapeOperations(input.operations).s3.downloads.gets;
+  if (counted > 0) {
+    return {
+      perVehicle: counted / input.vehicles,
+      detail: "image GETs (counted: the agents' Range requests, resumes included)",
+    };
+  }
+  return {
+    perVehicle: 1,
+    detail: 'image GETs (not counted in this run: one Range request per download assumed)',
+  };
 }
 
 function transferCost(gb: number): number {
@@ -210,7 +232,7 @@ export function costPerVehicle(input: ModelInput, o: ModelOptions): CostLine[] {
     },
     { item: 'API Gateway', perVehicle: per(s.apigateway.requests) * PRICES.apiRequest.value },
     { item: 'SQS', perVehicle: per(sqs) * PRICES.sqsRequest.value },
-    { item: 'S3 GET', perVehicle: getsPerVehicle(o) * PRICES.s3Get.value },
+    { item: 'S3 GET', perVehicle: imageGets(input, o).perVehicle * PRICES.s3Get.value },
     {
       item: `S3 transfer out (${o.imageMb} MB, tiered over the fleet)`,
       perVehicle: transferCost((o.fleet * o.imageMb) / 1024) / o.fleet,
@@ -258,6 +280,7 @@ export function renderModel(input: ModelInput & { source: string }, o: ModelOpti
     `| API Gateway requests | ${fmt(per(s.apigateway.requests))} |`,
     `| SQS requests | ${fmt(per(Object.values(s.sqs.byOperation).reduce((n, v) => n + v, 0)), 3)} |`,
     `| S3 calls by the backend | ${fmt(per(Object.values(s.s3.byOperation).reduce((n, v) => n + v, 0)), 3)} |`,
+    `| S3 GETs by vehicles (presigned downloads) / bytes per GET | ${fmt(per(s.s3.downloads.gets), 3)} / ${s.s3.downloads.gets > 0 ? fmt(s.s3.downloads.bytes / s.s3.downloads.gets, 0) : '-'} |`,
     '',
     `| quota (default) | what | per vehicle | load at ${o.rate.toLocaleString('en-US')}/s | limit | use |`,
     '|---|---|---|---|---|---|',
@@ -311,7 +334,7 @@ if (isMain) {
       rate: { type: 'string', default: '2000' },
       fleet: { type: 'string', default: '1000000' },
       'image-mb': { type: 'string', default: '500' },
-      'range-mb': { type: 'string', default: '32' },
+      'range-mb': { type: 'string' },
       'lambda-ms': { type: 'string', default: '60' },
       'lambda-mb': { type: 'string', default: '512' },
       'offer-kb': { type: 'string', default: '9' },
@@ -329,7 +352,7 @@ if (isMain) {
         rate: Number(values.rate),
         fleet: Number(values.fleet),
         imageMb: Number(values['image-mb']),
-        rangeMb: Number(values['range-mb']),
+        rangeMb: values['range-mb'] === undefined ? undefined : Number(values['range-mb']),
         lambdaMs: Number(values['lambda-ms']),
         lambdaMb: Number(values['lambda-mb']),
         offerKb: Number(values['offer-kb']),

@@ -3,6 +3,7 @@
  * DynamoDB on dynalite, both over TLS from the local CA, both answering only requests signed with the data
  * folder's own random credentials, and S3 legal holds that make a published image permanent.
  */
+
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -12,6 +13,7 @@ import { Readable } from 'node:stream';
 import S3rver from '@20minutes/s3rver';
 import s3rverAccounts from '@20minutes/s3rver/lib/models/account.js';
 import dynalite from 'dynalite';
+import { recordOperation } from '../lambdas/adapters/operation-counter.js';
 import type { TlsMaterial } from './ca.js';
 import { transactWrite } from './dynamo-transactions.js';
 import { readPrivateFile, writePrivateFile } from './files.js';
@@ -68,7 +70,13 @@ export async function startS3(
     const preflight = req.method === 'OPTIONS' && 'access-control-request-method' in req.headers;
     if (!signed && !preflight) return s3Error(res, 403, 'AccessDenied', 'Access Denied');
     if (holds.intercept(req, res, query)) return;
-    if (req.method === 'GET') countServed(req, res, served);
+    if (req.method === 'GET') {
+      // A presigned GET is a vehicle's download (the backend signs its own calls with a header): counted as an
+      // operation, with its bytes, for the fleet's per-vehicle figures (bench/fleet-model.ts).
+      const download = query.has('X-Amz-Algorithm');
+      if (download) recordOperation('s3.download.GetObject');
+      countServed(req, res, served, download ? (n) => recordOperation('s3.download.bytes', n) : undefined);
+    }
     return app(req, res);
   });
   await listen(server, port).catch((err: unknown) => {
@@ -136,13 +144,20 @@ export async function startDynamo(
  * Body bytes of GET answers per object path: what the emulator served, so a test can tell that nothing was
  * downloaded (a vehicle waiting for its driver's consent fetches no image byte).
  */
-function countServed(req: IncomingMessage, res: ServerResponse, served: Map<string, number>): void {
+function countServed(
+  req: IncomingMessage,
+  res: ServerResponse,
+  served: Map<string, number>,
+  onBytes?: (n: number) => void,
+): void {
   const path = decodeURIComponent((req.url ?? '').split('?')[0] ?? '');
   const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
   const end = res.end.bind(res) as (chunk?: unknown, ...rest: unknown[]) => ServerResponse;
   const add = (chunk: unknown) => {
     if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) {
-      served.set(path, (served.get(path) ?? 0) + Buffer.byteLength(chunk));
+      const n = Buffer.byteLength(chunk);
+      served.set(path, (served.get(path) ?? 0) + n);
+      onBytes?.(n);
     }
   };
   res.write = ((chunk: unknown, ...rest: unknown[]) => {

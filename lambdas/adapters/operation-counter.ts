@@ -117,7 +117,11 @@ export interface OperationsSnapshot {
     /** Topic rule actions run (IoT rule -> ingest). */
     ruleActions: number;
   };
-  s3: { byOperation: Record<string, number> };
+  s3: {
+    byOperation: Record<string, number>;
+    /** Vehicles' downloads through presigned URLs (local cloud: counted by the S3 front): GETs and body bytes. */
+    downloads: { gets: number; bytes: number };
+  };
   sqs: { byOperation: Record<string, number> };
   lambda: {
     invocations: Record<string, number>;
@@ -153,7 +157,7 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
       delivered: 0,
       ruleActions: 0,
     },
-    s3: { byOperation: {} },
+    s3: { byOperation: {}, downloads: { gets: 0, bytes: 0 } },
     sqs: { byOperation: {} },
     lambda: { invocations: {}, total: 0, byFunction: {} },
     apigateway: { requests: 0 },
@@ -192,6 +196,9 @@ export function shapeOperations(flat: OperationDelta): OperationsSnapshot {
         else if (name === 'basicIngest') s.iot.basicIngest += n;
         else if (name === 'delivered') s.iot.delivered += n;
       } else if (kind === 'rule') s.iot.ruleActions += n;
+    } else if (service === 's3' && kind === 'download') {
+      if (name === 'GetObject') s.s3.downloads.gets += n;
+      else if (name === 'bytes') s.s3.downloads.bytes += n;
     } else if (service === 's3' || service === 'sqs') s[service].byOperation[name] = n;
     else if (service === 'lambda' && kind === 'invoke') {
       s.lambda.invocations[name] = n;

@@ -184,6 +184,8 @@ describe('DynamoDB writes and logins per updated vehicle', { timeout: 120_000 },
       'every report went through Basic Ingest',
     );
     assert.equal(ops.iot.delivered, 1, 'one message delivered to a subscriber: the offer');
+    // The download, counted at the S3 front (the fleet model's image GETs): one Range request for the whole image.
+    assert.deepEqual(ops.s3.downloads, { gets: 1, bytes: v2.image.length }, JSON.stringify(ops.s3));
 
     const t = ac.cloud.tables;
     const written = (table: string) => ops.dynamodb.byTable[table]?.writes ?? 0;

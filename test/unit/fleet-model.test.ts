@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { costPerVehicle, QUOTAS, quotaLoads, renderModel } from '../../bench/fleet-model.js';
+import { costPerVehicle, imageGets, QUOTAS, quotaLoads, renderModel } from '../../bench/fleet-model.js';
 
 const options = {
   rate: 2000,
@@ -75,5 +75,23 @@ describe('fleet model', { timeout: 10_000 }, () => {
     // delivery metered 2x (9 KB offers, 5 KB increments).
     const iot = costs.find((c) => c.item.startsWith('IoT messages'))!;
     assert.ok(Math.abs(iot.perVehicle - (4 + 2 + 2) * (1 / 1e6)) < 1e-12, String(iot.perVehicle));
+  });
+
+  test("image GETs are the run's counted presigned downloads unless a range size is given", () => {
+    const { rangeMb: _, ...counted } = options;
+    const withDownloads = {
+      ...input,
+      operations: { ...input.operations, 's3.download.GetObject': 13, 's3.download.bytes': 13 * 262_144 },
+    };
+    assert.equal(imageGets(withDownloads, counted).perVehicle, 1.3);
+    assert.match(imageGets(withDownloads, counted).detail, /counted/);
+    const gets = quotaLoads(withDownloads, counted).find((l) => l.quota === 's3GetPerPrefix')!;
+    assert.equal(gets.load, 1.3 * 2000);
+    const s3 = costPerVehicle(withDownloads, counted).find((c) => c.item === 'S3 GET')!;
+    assert.ok(Math.abs(s3.perVehicle - 1.3 * (0.0004 / 1e3)) < 1e-15, String(s3.perVehicle));
+    // The backend's own S3 calls are not downloads.
+    assert.equal(imageGets({ ...input, operations: { 's3.op.GetObject': 50 } }, counted).perVehicle, 1);
+    // 500 MB in 32 MiB ranges: 15 GETs, whatever was counted.
+    assert.equal(imageGets(withDownloads, options).perVehicle, 15);
   });
 });
