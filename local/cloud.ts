@@ -1,58 +1,33 @@
-/**
- * The local cloud: the backend on one machine, no AWS account. An S3 emulator and a DynamoDB emulator serve TLS
- * with a certificate from the local CA, the tables come from the same TABLES definition as the CDK stack, and the
- * same Lambda handler modules run behind a local API Gateway. Everything binds 127.0.0.1 and keeps its state in
- * one folder, so a restart finds its data, keys and CA again.
- */
-import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import {
-  type AttributeDefinition,
-  CreateTableCommand,
-  DescribeTableCommand,
-  DynamoDBClient,
-  type KeySchemaElement,
-  ResourceNotFoundException,
-  type TableDescription,
-} from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoAuditLog } from '../lambdas/adapters/dynamo-audit.js';
 import { documentClient } from '../lambdas/adapters/dynamo-common.js';
-import {
-  type OperationDelta,
-  type OperationsSnapshot,
-  operationTally,
-} from '../lambdas/adapters/operation-counter.js';
+import { operationTally } from '../lambdas/adapters/operation-counter.js';
 import { RevocationList, ThingGroupMembers } from '../lambdas/adapters/revocation-list.js';
-import type { AlertRecord, AlertThresholds } from '../lambdas/core/alerts.js';
+import type { AlertRecord } from '../lambdas/core/alerts.js';
 import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
-import type { FunctionSettings, LambdaName } from '../lambdas/core/functions.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
 import { LocalAlarms } from './alarms.js';
 import { LocalCa } from './ca.js';
-import {
-  ensurePrivateTree,
-  readIfExists,
-  readPrivateFile,
-  writePrivateFile,
-  writePublicFile,
-} from './files.js';
-import { type GatewayLogger, type HandlerLoader, LocalGateway, type ThrottleSettings } from './gateway.js';
+import type { LocalBroker, LocalCloud, LocalCloudOptions } from './cloud-options.js';
+import { adminTokenFrom, checkPublicKey, devReleaseKey, ensureEcKey } from './dev-secrets.js';
+import { ensurePrivateTree } from './files.js';
+import { LocalGateway } from './gateway.js';
 import { startIotDataShim } from './iot-data-shim.js';
-import { type LocalJobQueue, type LocalJobQueueProps, startLocalJobQueue } from './job-queue.js';
+import { startLocalJobQueue } from './job-queue.js';
 import { LocalLambdas } from './lambda-runtime.js';
 import { type MqttBroker, startMqttBroker } from './mqtt-broker.js';
-import { type LocalOperatorAccount, loadOperatorAccounts } from './operator-accounts.js';
-import { type RulesRouter, startRulesRouter } from './rules-router.js';
+import { loadOperatorAccounts } from './operator-accounts.js';
+import { ensureBucket, ensureTables } from './provision.js';
+import { startRulesRouter } from './rules-router.js';
 import { startLocalSchedule } from './schedule.js';
-import type { LocalCredentials } from './sigv4.js';
 import {
   emulatorCredentials,
   FIRMWARE_BUCKET,
@@ -68,168 +43,11 @@ const CONSOLE_DIST = fileURLToPath(new URL('../dist/console', import.meta.url));
 
 import { DEFAULT_PORTS, LOCAL_INGEST_RULE } from './ports.js';
 
+export type { LocalBroker, LocalCloud, LocalCloudOptions, LocalCloudPorts } from './cloud-options.js';
 export { DEFAULT_PORTS, LOCAL_INGEST_RULE };
 
 /** What a caller gets without asking: free ports, so a test never collides with `npm start` or another test. */
 const EPHEMERAL_PORTS = { api: 0, s3: 0, dynamodb: 0, mqtt: 0, iotData: 0 } as const;
-
-export interface LocalCloudPorts {
-  readonly api?: number;
-  readonly s3?: number;
-  readonly dynamodb?: number;
-  /** MQTT over mutual TLS (the IoT Core stand-in). */
-  readonly mqtt?: number;
-  /** IoT Data Plane API (Publish) stand-in. */
-  readonly iotData?: number;
-  /** Background jobs queue (SQS SendMessage) stand-in. @default 0 (any free port) */
-  readonly jobs?: number;
-  /** Campaign offers queue (SQS) stand-in. @default 0 (any free port) */
-  readonly offers?: number;
-}
-
-export interface LocalCloudOptions {
-  /**
-   * Folder for all state: CA, keys, admin token, S3 objects, DynamoDB data.
-   * @default a new temporary folder, removed by stop() (`npm start` passes .ota-local)
-   */
-  readonly dataDir?: string;
-  /** 0 picks a free port. @default all 0; only `npm start` asks for DEFAULT_PORTS */
-  readonly ports?: LocalCloudPorts;
-  /**
-   * PEM (SPKI) public keys of the OEM release keys to trust. @default a development release key pair made once
-   * in <dataDir>/keys (release.key.pem, release.pub.pem), so a newcomer can sign and publish right away
-   */
-  readonly releasePublicKeys?: readonly string[];
-  /** Bearer token for operator routes. @default a random token kept in <dataDir>/admin-token */
-  readonly adminToken?: string;
-  /** @default 300 */
-  readonly presignTtlSeconds?: number;
-  /** Login challenges issued per VIN per minute. @default DEFAULTS.challengesPerVinPerMinute (600) */
-  readonly challengesPerVinPerMinute?: number;
-  /**
-   * Stand-in handlers run in this process (tests of the gateway itself); they cannot be stopped at their timeout.
-   * @default lambdas/<fn>/handler.ts in worker threads with the function's timeout and memory (lambda-runtime.ts)
-   */
-  readonly loadHandler?: HandlerLoader;
-  /** Overrides of the functions' timeout and memory. @default FUNCTION_SETTINGS, as deployed */
-  readonly functionSettings?: Partial<Record<LambdaName, FunctionSettings>>;
-  /** Concurrent warm instances per function. @default 4 */
-  readonly maxInstancesPerFunction?: number;
-  /** Gateway throttling per source IP. @default { ratePerSecond: 100, burst: 200 } */
-  readonly throttle?: ThrottleSettings;
-  /** @default JSON lines on stderr */
-  readonly logger?: GatewayLogger;
-  /**
-   * Period of the campaign engine's tick (EventBridge Scheduler on AWS); 0 turns the loop off.
-   * @default 1000
-   */
-  readonly campaignTickMs?: number;
-  /** The jobs-worker function's timeout and its queue's redelivery settings (local/job-queue.ts). */
-  readonly jobs?: Pick<LocalJobQueueProps, 'timeoutMs' | 'visibilityTimeoutMs' | 'maxReceiveCount'>;
-  /**
-   * Period of the freshness statement (EventBridge Scheduler on AWS); 0 turns the loop off (publishFreshness()
-   * still publishes one on demand).
-   * @default 60000
-   */
-  readonly freshnessPeriodMs?: number;
-  /**
-   * The built operator console to serve at /console/ (bin/console-bundle.ts writes it).
-   * @default dist/console of this repository
-   */
-  readonly consoleDir?: string;
-  /** MQTT connections the broker accepts at once (IoT Core has no such small cap). @default 1000 */
-  readonly mqttMaxConnections?: number;
-  /**
-   * Vehicle messages the ingest queue stand-in holds before it dead-letters more (SQS holds any number on AWS).
-   * @default 10000
-   */
-  readonly rulesMaxQueued?: number;
-  /**
-   * How long a partial batch of vehicle messages waits for more before the ingest function gets it. With 0 a batch
-   * is what waits when an invocation is free (Lambda with no batching window): batches fill only under load, and a
-   * test that follows one message at a time does not wait. `npm start` and the fleet simulator pass the deployed
-   * window, INGEST_EVENT_SOURCE.maxBatchingWindowSeconds.
-   * @default 0
-   */
-  readonly ingestBatchWindowMs?: number;
-  /** Thresholds of the local operator alarms (local/alarms.ts). @default DEFAULT_ALERT_THRESHOLDS */
-  readonly alertThresholds?: Partial<AlertThresholds>;
-}
-
-export interface LocalBroker extends MqttBroker {
-  /**
-   * Stops the broker and starts a new one on the same port after downMs, as a broker outage would. Sessions are
-   * in memory: persistent sessions and queued messages do not survive (IoT Core keeps them; agents must cope).
-   */
-  restart(downMs?: number): Promise<void>;
-}
-
-export interface LocalCloud {
-  readonly endpoints: {
-    readonly api: string;
-    readonly s3: string;
-    readonly dynamodb: string;
-    /** mqtts://127.0.0.1:port */
-    readonly mqtt: string;
-    /** The operator console (same origin as the API). */
-    readonly console: string;
-    readonly iotData: string;
-  };
-  /** The broker, for tests that need to observe or restart it. */
-  readonly broker: LocalBroker;
-  /** Body bytes the S3 emulator served to GETs of paths containing `keyPart` (0 with an external S3). */
-  s3ServedBytes(keyPart?: string): number;
-  /** Stand-in for the IoT topic rules: vehicle progress/status -> the ingest handler. */
-  readonly rules: RulesRouter;
-  /** The topic rule's name, for Basic Ingest topics (`$aws/rules/<name>/vehicle/updates/{VIN}/...`). */
-  readonly ingestRuleName: string;
-  /** Stand-in for the background jobs queue feeding the jobs-worker function. */
-  readonly jobs: LocalJobQueue;
-  /** Stand-in for the campaign offers queue feeding the offer-worker function (pacer steps and offers). */
-  readonly offers: LocalJobQueue;
-  /** The functions' instances (worker threads), for tests that observe or invoke them. */
-  readonly lambdas: LocalLambdas;
-  readonly caCertPem: string;
-  /** The CA certificate file to trust (NODE_EXTRA_CA_CERTS, curl --cacert). */
-  readonly caFile: string;
-  readonly adminToken: string;
-  /**
-   * The local operator accounts, one per role (viewer, operator, release-manager, admin), with the SigV4
-   * credentials the CLI (`ota --as <role>`) and the console sign with; kept in operatorsFile (0600).
-   */
-  readonly operators: readonly LocalOperatorAccount[];
-  readonly operatorsFile: string;
-  /** Where the admin token is kept; undefined when it was passed in the options. */
-  readonly adminTokenFile: string | undefined;
-  /** The development release key pair, when no releasePublicKeys were given. */
-  readonly releaseKeyFiles: { readonly privateKey: string; readonly publicKey: string } | undefined;
-  readonly signingKeyFile: string;
-  /**
-   * The access key of the S3 emulator, the DynamoDB emulator and the IoT Data shim: random per data folder, made on
-   * first start and kept in <dataDir>/emulator-credentials.json (0600). Requests signed with anything else are
-   * refused. (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY instead with an external AWS_ENDPOINT_URL.)
-   */
-  readonly credentials: LocalCredentials;
-  readonly bucket: string;
-  /** Logical table name -> physical name. */
-  readonly tables: Readonly<Record<TableDefinition['name'], string>>;
-  readonly dataDir: string;
-  /** The operator alarms: alert records in <dataDir>/alerts.jsonl, listed by GET /local/alerts (`ota alerts`). */
-  readonly alarms: LocalAlarms;
-  /** Publishes the next freshness statement now, as its schedule does (answers what the job answered). */
-  publishFreshness(): Promise<unknown>;
-  /**
-   * The AWS operations the backend made since start or resetOperations(), counted where they are made (the
-   * functions' SDK clients and signers in every instance, the broker, the queue; operation-counter.ts). Complete
-   * for every invocation that has answered; an instance stopped at its timeout loses its last invocation's counts.
-   */
-  operations(): OperationsSnapshot;
-  /** The same counts, flat ("dynamodb.write.<table>": n), for diffOperations() between two points of a run. */
-  operationCounts(): OperationDelta;
-  resetOperations(): void;
-  /** Closes every server and restores the environment variables the cloud set. */
-  stop(): Promise<void>;
-}
 
 let running = false;
 
@@ -590,160 +408,4 @@ function setEnv(env: Record<string, string | undefined>): () => Promise<void> {
   };
   apply(env);
   return async () => apply(previous);
-}
-
-/**
- * Creates the tables from TABLES when absent, and refuses to run on tables whose keys or indexes differ (an
- * older data folder). dynalite has no UpdateTimeToLive, so TTL is not configured locally: history never expires.
- */
-/** Creates the firmware bucket on an external endpoint (LocalStack) when it is not there yet. */
-async function ensureBucket(
-  endpoint: string,
-  caPem: string,
-  credentials: { accessKeyId: string; secretAccessKey: string },
-) {
-  const client = new S3Client({
-    endpoint,
-    region: LOCAL_REGION,
-    credentials,
-    forcePathStyle: true,
-    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, caPem] }) },
-  });
-  try {
-    await client.send(new HeadBucketCommand({ Bucket: FIRMWARE_BUCKET })).catch(async () => {
-      await client.send(new CreateBucketCommand({ Bucket: FIRMWARE_BUCKET }));
-    });
-  } finally {
-    client.destroy();
-  }
-}
-
-async function ensureTables(
-  endpoint: string,
-  caPem: string,
-  names: Record<TableDefinition['name'], string>,
-  credentials: { accessKeyId: string; secretAccessKey: string },
-) {
-  const client = new DynamoDBClient({
-    endpoint,
-    region: LOCAL_REGION,
-    credentials,
-    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, caPem] }) },
-  });
-  try {
-    for (const table of TABLES) {
-      const TableName = names[table.name];
-      let existing = await describe(client, TableName);
-      if (!existing) {
-        const keys = (pk: string, sk?: string): KeySchemaElement[] => [
-          { AttributeName: pk, KeyType: 'HASH' },
-          ...(sk ? [{ AttributeName: sk, KeyType: 'RANGE' as const }] : []),
-        ];
-        const attributes = new Set([
-          table.partitionKey,
-          table.sortKey,
-          ...table.indexes.flatMap((i) => [i.partitionKey, i.sortKey]),
-        ]);
-        await client.send(
-          new CreateTableCommand({
-            TableName,
-            BillingMode: 'PAY_PER_REQUEST',
-            KeySchema: keys(table.partitionKey, table.sortKey),
-            AttributeDefinitions: [...attributes]
-              .filter((a): a is string => a !== undefined)
-              .map((AttributeName): AttributeDefinition => ({ AttributeName, AttributeType: 'S' })),
-            ...(table.indexes.length
-              ? {
-                  GlobalSecondaryIndexes: table.indexes.map((i) => ({
-                    IndexName: i.indexName,
-                    KeySchema: keys(i.partitionKey, i.sortKey),
-                    Projection: { ProjectionType: 'ALL' },
-                  })),
-                }
-              : {}),
-          }),
-        );
-        existing = await describe(client, TableName);
-        for (let i = 0; existing?.TableStatus !== 'ACTIVE' && i < 100; i++) {
-          await new Promise((r) => setTimeout(r, 20));
-          existing = await describe(client, TableName);
-        }
-      }
-      if (!existing || !matches(table, existing)) {
-        throw new Error(
-          `Table ${TableName} in the local data folder does not match lambdas/core/tables.ts; delete the data folder's ` +
-            'dynamodb directory to recreate it',
-        );
-      }
-    }
-  } finally {
-    client.destroy();
-  }
-}
-
-async function describe(client: DynamoDBClient, TableName: string): Promise<TableDescription | undefined> {
-  try {
-    return (await client.send(new DescribeTableCommand({ TableName }))).Table;
-  } catch (err) {
-    if (err instanceof ResourceNotFoundException) return undefined;
-    throw err;
-  }
-}
-
-function matches(table: TableDefinition, actual: TableDescription): boolean {
-  const key = (schema: KeySchemaElement[] | undefined) =>
-    JSON.stringify([
-      schema?.find((k) => k.KeyType === 'HASH')?.AttributeName,
-      schema?.find((k) => k.KeyType === 'RANGE')?.AttributeName,
-    ]);
-  if (key(actual.KeySchema) !== JSON.stringify([table.partitionKey, table.sortKey])) return false;
-  const indexes = actual.GlobalSecondaryIndexes ?? [];
-  if (indexes.length !== table.indexes.length) return false;
-  return table.indexes.every((want) => {
-    const got = indexes.find((i) => i.IndexName === want.indexName);
-    return got !== undefined && key(got.KeySchema) === JSON.stringify([want.partitionKey, want.sortKey]);
-  });
-}
-
-/** An ECDSA P-256 PKCS#8 key file (0600), made once. */
-function ensureEcKey(path: string): string {
-  if (!existsSync(path)) {
-    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-    writePrivateFile(path, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
-  } else {
-    readPrivateFile(path);
-  }
-  return path;
-}
-
-function devReleaseKey(dir: string) {
-  const privateKey = ensureEcKey(join(dir, 'release.key.pem'));
-  const publicKey = join(dir, 'release.pub.pem');
-  const pem = createPublicKey(readPrivateFile(privateKey)).export({ type: 'spki', format: 'pem' }).toString();
-  if (readIfExists(publicKey) !== pem) writePublicFile(publicKey, pem);
-  return { pems: [pem], files: { privateKey, publicKey } };
-}
-
-function checkPublicKey(pem: string): string {
-  try {
-    createPublicKey(pem);
-  } catch (err) {
-    throw new Error('releasePublicKeys must be PEM public keys', { cause: err });
-  }
-  return pem;
-}
-
-function adminTokenFrom(
-  given: string | undefined,
-  file: string,
-): { token: string; file: string | undefined } {
-  if (given !== undefined) {
-    if (given.length < 16) throw new Error('adminToken must be at least 16 characters');
-    return { token: given, file: undefined };
-  }
-  const stored = existsSync(file) ? readPrivateFile(file).trim() : undefined;
-  if (stored && stored.length >= 16) return { token: stored, file };
-  const token = randomBytes(32).toString('base64url');
-  writePrivateFile(file, `${token}\n`);
-  return { token, file };
 }
