@@ -30,6 +30,33 @@ export function rejectionLogFields(
   return { result: outcome.result, code: outcome.code, reason: outcome.message, vin: outcome.vin };
 }
 
+/** The rule event a queue message carries, or undefined when its body is not JSON (refused like any bad event). */
+export function queuedEvent(body: string): unknown {
+  try {
+    return JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A batch's messages grouped by vehicle (the event's `vin`; anything without one in a group of its own), each group
+ * in the batch's order. The ingest function records one vehicle's messages one after the other and different
+ * vehicles' at once, so an invocation lasts about as long as its busiest vehicle's messages, not the sum of the
+ * batch: batching then means fewer invocations and less concurrency, not longer invocations.
+ */
+export function groupByVehicle<M>(messages: readonly M[], eventOf: (message: M) => unknown): M[][] {
+  const groups = new Map<string | undefined, M[]>();
+  for (const message of messages) {
+    const vin = (eventOf(message) as { vin?: unknown } | undefined)?.vin;
+    const key = typeof vin === 'string' ? vin : undefined;
+    const group = groups.get(key);
+    if (group) group.push(message);
+    else groups.set(key, [message]);
+  }
+  return [...groups.values()];
+}
+
 export async function ingestVehicleMessage(
   raw: unknown,
   deps: {

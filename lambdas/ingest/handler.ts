@@ -1,8 +1,8 @@
 /**
  * Records vehicle progress and status messages: the topic rule sends each to the ingest queue, whose event source
  * mapping delivers them here in batches (lib/fleet-ingest.ts, INGEST_EVENT_SOURCE). Each message is handled on its
- * own: what a vehicle can get wrong is refused without throwing (lambdas/core/ingest.ts), and a message whose
- * handling threw (an infrastructure error) is named in batchItemFailures, so SQS redelivers only it and, after
+ * own, different vehicles' at once: what a vehicle can get wrong is refused without throwing (lambdas/core/ingest.ts),
+ * and a message whose handling threw (an infrastructure error) is named in batchItemFailures, so SQS redelivers only it and, after
  * INGEST_EVENT_SOURCE.maxReceiveCount receives, moves it to the dead-letter queue.
  *
  * A rule event delivered directly (the rule's former asynchronous Lambda action: events still in Lambda's queue while
@@ -12,7 +12,13 @@ import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { instrumented, recordOutcome } from '../adapters/observability.js';
 import { logger, metrics, repositories } from '../adapters/runtime.js';
 import { settings } from '../core/env.js';
-import { type IngestOutcome, ingestVehicleMessage, rejectionLogFields } from '../core/ingest.js';
+import {
+  groupByVehicle,
+  type IngestOutcome,
+  ingestVehicleMessage,
+  queuedEvent,
+  rejectionLogFields,
+} from '../core/ingest.js';
 import { systemClock } from '../core/ports.js';
 import { VinRateLimiter } from '../core/rate-limit.js';
 import { UpdateStatusService } from '../core/vehicle-updates.js';
@@ -47,24 +53,21 @@ export const handler = instrumented(
   async (event: SQSEvent | unknown): Promise<SQSBatchResponse | IngestOutcome> => {
     if (!isQueueBatch(event)) return record(event);
     const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
-    for (const message of event.Records) {
-      let body: unknown;
-      try {
-        body = JSON.parse(message.body);
-      } catch {
-        // Not what the rule sends: refused like any other bad event (counted, logged, not retried).
-        body = undefined;
-      }
-      try {
-        await record(body);
-      } catch (err) {
-        logger.error('vehicle message not recorded; SQS will deliver it again', {
-          messageId: message.messageId,
-          error: err instanceof Error ? err.message : String(err),
-        });
-        batchItemFailures.push({ itemIdentifier: message.messageId });
-      }
-    }
+    await Promise.all(
+      groupByVehicle(event.Records, (m) => queuedEvent(m.body)).map(async (messages) => {
+        for (const message of messages) {
+          try {
+            await record(queuedEvent(message.body));
+          } catch (err) {
+            logger.error('vehicle message not recorded; SQS will deliver it again', {
+              messageId: message.messageId,
+              error: err instanceof Error ? err.message : String(err),
+            });
+            batchItemFailures.push({ itemIdentifier: message.messageId });
+          }
+        }
+      }),
+    );
     return { batchItemFailures };
   },
 );
