@@ -306,13 +306,14 @@ export function renderModel(input: ModelInput & { source: string }, o: ModelOpti
         ]
       : []),
     '',
-    '| function (local instances; counts per campaign vehicle) | invocations | DynamoDB reads | DynamoDB writes | KMS Sign | IoT Publish |',
-    '|---|---|---|---|---|---|',
+    '| function (local instances; counts per campaign vehicle) | invocations | DynamoDB reads | DynamoDB writes | KMS Sign | IoT Publish | ms per invocation (local emulators) |',
+    '|---|---|---|---|---|---|---|',
     ...Object.entries(s.lambda.invocations)
       .sort()
       .map(([fn, n]) => {
         const b = s.lambda.byFunction[fn] ?? {};
-        return `| ${fn} | ${fmt(per(n))} | ${fmt(per(b.dynamodbReads ?? 0))} | ${fmt(per(b.dynamodbWrites ?? 0))} | ${fmt(per(b.kmsSigns ?? 0), 3)} | ${fmt(per(b.iotPublishes ?? 0))} |`;
+        const ms = b.ms === undefined ? '-' : fmt(b.ms / n, 0);
+        return `| ${fn} | ${fmt(per(n))} | ${fmt(per(b.dynamodbReads ?? 0))} | ${fmt(per(b.dynamodbWrites ?? 0))} | ${fmt(per(b.kmsSigns ?? 0), 3)} | ${fmt(per(b.iotPublishes ?? 0))} | ${ms} |`;
       }),
     '',
     '| cost per vehicle (list prices, us-east-1) | USD |',

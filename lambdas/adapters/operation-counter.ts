@@ -129,7 +129,7 @@ export interface OperationsSnapshot {
     /** What each function's instances spent (local cloud: attributed from each instance's counts). */
     byFunction: Record<
       string,
-      Partial<Record<'dynamodbReads' | 'dynamodbWrites' | 'kmsSigns' | 'iotPublishes', number>>
+      Partial<Record<'dynamodbReads' | 'dynamodbWrites' | 'kmsSigns' | 'iotPublishes' | 'ms', number>>
     >;
   };
   apigateway: { requests: number };
