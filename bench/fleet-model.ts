@@ -103,7 +103,10 @@ export interface ModelOptions {
    * @default - the GETs the run counted (presigned downloads), or one per vehicle when the counts have none
    */
   readonly rangeMb?: number;
-  /** Average Lambda duration assumed for concurrency and cost (not measured on AWS), ms. */
+  /**
+   * Lambda duration assumed for concurrency and cost (not measured on AWS), ms: vehicle-api's, the others scaled by
+   * their counted local time (lambdaTime), or every function's when the run counted no time.
+   */
   readonly lambdaMs: number;
   readonly lambdaMb: number;
   /** Size of an offer message, KB (IoT meters 5 KB increments). */
@@ -148,15 +151,45 @@ export function quotaLoads(input: ModelInput, o: ModelOptions): QuotaLoad[] {
   add('iotOutboundPublish', 'deliveries to devices', per(s.iot.delivered));
   add('iotConnect', 'connections during the campaign', per(s.iot.connects));
   add('iotRules', 'messages to the topic rule', per(s.iot.ruleActions));
-  add(
-    'lambdaConcurrency',
-    `invocations x ${o.lambdaMs} ms (assumed)`,
-    (per(s.lambda.total) * o.lambdaMs) / 1000,
-  );
+  add('lambdaConcurrency', lambdaTime(input, o).detail, lambdaTime(input, o).msPerVehicle / 1000);
   add('apiGateway', 'API requests', per(s.apigateway.requests));
   const gets = imageGets(input, o);
   add('s3GetPerPrefix', gets.detail, gets.perVehicle);
   return loads;
+}
+
+/** The function whose duration --lambda-ms gives; the others are scaled by their local time against it. */
+const REFERENCE_FUNCTION = 'vehicle-api';
+
+/**
+ * Lambda time per vehicle, ms: each function's invocations times its duration. A duration on AWS is not measured
+ * here: --lambda-ms is vehicle-api's, and when the run counted the time each function spent in its local instances,
+ * every other function's is scaled by its mean local time against vehicle-api's (an ingest batch of ten messages is
+ * not one API request's time); without those counts every invocation is --lambda-ms.
+ */
+export function lambdaTime(input: ModelInput, o: ModelOptions): { msPerVehicle: number; detail: string } {
+  const s = shapeOperations(input.operations);
+  const per = (n: number) => n / input.vehicles;
+  const mean = (fn: string) => {
+    const ms = s.lambda.byFunction[fn]?.ms;
+    const n = s.lambda.invocations[fn] ?? 0;
+    return ms !== undefined && n > 0 ? ms / n : undefined;
+  };
+  const reference = mean(REFERENCE_FUNCTION);
+  if (reference === undefined || reference <= 0) {
+    return {
+      msPerVehicle: per(s.lambda.total) * o.lambdaMs,
+      detail: `invocations x ${o.lambdaMs} ms (assumed)`,
+    };
+  }
+  let ms = 0;
+  for (const [fn, n] of Object.entries(s.lambda.invocations)) {
+    ms += per(n) * o.lambdaMs * ((mean(fn) ?? reference) / reference);
+  }
+  return {
+    msPerVehicle: ms,
+    detail: `invocations x duration (${REFERENCE_FUNCTION} ${o.lambdaMs} ms assumed, others scaled by their local time)`,
+  };
 }
 
 /** Image GETs per vehicle: computed from --range-mb when given, else counted in the run (or one when not counted). */
@@ -202,7 +235,7 @@ export function costPerVehicle(input: ModelInput, o: ModelOptions): CostLine[] {
   const s = shapeOperations(input.operations);
   const per = (n: number) => n / input.vehicles;
   const metered = Math.max(1, Math.ceil(o.offerKb / 5));
-  const lambdaGbS = (per(s.lambda.total) * o.lambdaMs * o.lambdaMb) / 1000 / 1024;
+  const lambdaGbS = (lambdaTime(input, o).msPerVehicle * o.lambdaMb) / 1000 / 1024;
   const sqs = Object.values(s.sqs.byOperation).reduce((n, v) => n + v, 0);
   const kmsOther = Object.entries(s.kms.byOperation)
     .filter(([op]) => op !== 'Sign')
@@ -227,7 +260,7 @@ export function costPerVehicle(input: ModelInput, o: ModelOptions): CostLine[] {
     },
     { item: 'IoT rules + actions', perVehicle: per(s.iot.ruleActions) * PRICES.iotRuleAndAction.value },
     {
-      item: `Lambda (requests; ${o.lambdaMs} ms x ${o.lambdaMb} MB assumed)`,
+      item: `Lambda (requests; ${lambdaTime(input, o).detail} x ${o.lambdaMb} MB)`,
       perVehicle: per(s.lambda.total) * PRICES.lambdaRequest.value + lambdaGbS * PRICES.lambdaGbSecond.value,
     },
     { item: 'API Gateway', perVehicle: per(s.apigateway.requests) * PRICES.apiRequest.value },

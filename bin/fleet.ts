@@ -30,6 +30,7 @@ const { values } = parseArgs({
     'tick-s': { type: 'string', default: '60' },
     campaigns: { type: 'string', default: '1' },
     'counts-out': { type: 'string' },
+    'ingest-batch-size': { type: 'string' },
     bundles: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
@@ -38,7 +39,7 @@ if (values.help) {
   process.stdout.write(
     'usage: npm run fleet -- --vehicles N [--faults] [--image-kb 256] [--seed n] [--timeout-s 900] [--json]\n' +
       '       npm run fleet -- --vehicles N --light [--workers 4] [--notify-per-second 1000] [--waves 10,100] [--tick-s 60] [--campaigns 1]\n' +
-      '                        [--counts-out counts.json]   (light vehicles in worker processes; the default above 1000)\n' +
+      '                        [--counts-out counts.json] [--ingest-batch-size 10]   (light vehicles in worker processes; the default above 1000)\n' +
       '       npm run fleet -- --bundles --vehicles N [--faults] [--image-kb 128]   (3-ECU bundle campaign, then a rollback campaign)\n',
   );
   process.exit(0);
@@ -77,6 +78,7 @@ if (light) {
     waves: String(values.waves).split(',').map(Number),
     tickSeconds: Number(values['tick-s']),
     campaigns: Number(values.campaigns),
+    ...(values['ingest-batch-size'] ? { ingestBatchSize: Number(values['ingest-batch-size']) } : {}),
     // Written as soon as counted, so a failure in the comparisons after it does not lose the counts.
     onCounted: (counts) => {
       if (values['counts-out'])

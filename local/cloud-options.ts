@@ -94,6 +94,11 @@ export interface LocalCloudOptions {
    * @default 0
    */
   readonly ingestBatchWindowMs?: number;
+  /**
+   * Vehicle messages per ingest invocation (1: one invocation per message, the rule's former Lambda action, for a
+   * baseline to compare with). @default INGEST_EVENT_SOURCE.batchSize, as deployed
+   */
+  readonly ingestBatchSize?: number;
   /** Thresholds of the local operator alarms (local/alarms.ts). @default DEFAULT_ALERT_THRESHOLDS */
   readonly alertThresholds?: Partial<AlertThresholds>;
 }

@@ -279,6 +279,7 @@ async function start(
     deadLetterFile: join(dataDir, 'rules-dead-letters.jsonl'),
     ...(options.rulesMaxQueued ? { maxQueued: options.rulesMaxQueued } : {}),
     batchWindowMs: options.ingestBatchWindowMs ?? 0,
+    ...(options.ingestBatchSize !== undefined ? { batchSize: options.ingestBatchSize } : {}),
     ...(logger ? { log: logger } : {}),
   });
   cleanups.push(() => rules.stop());

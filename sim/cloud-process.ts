@@ -16,6 +16,8 @@ export interface CloudProcessOptions {
   readonly mqttMaxConnections: number;
   readonly rulesMaxQueued: number;
   readonly maxInstancesPerFunction: number;
+  /** Vehicle messages per ingest invocation. @default as deployed */
+  readonly ingestBatchSize?: number;
   /** Period of the campaign tick, ms (the stack schedules it every minute). */
   readonly campaignTickMs: number;
 }
@@ -52,6 +54,7 @@ async function main() {
     // Vehicle messages reach ingest in batches as deployed (lib/fleet-ingest.ts), not one invocation each.
     ingestBatchWindowMs: INGEST_EVENT_SOURCE.maxBatchingWindowSeconds * 1000,
     maxInstancesPerFunction: options.maxInstancesPerFunction,
+    ...(options.ingestBatchSize !== undefined ? { ingestBatchSize: options.ingestBatchSize } : {}),
     // As sim/fleet.ts: campaign creation for the whole fleet in one request gets API Gateway's 29 s, not the
     // deployed 10 s; every other function keeps its deployed timeout and memory.
     functionSettings: { 'operator-api': { ...FUNCTION_SETTINGS['operator-api'], timeoutSeconds: 29 } },

@@ -48,6 +48,8 @@ export interface ScaleOptions {
     vehicles: number;
     operations: { total: OperationDelta; registration: OperationDelta };
   }) => void;
+  /** Vehicle messages per ingest invocation (1 for the per-message baseline). @default as deployed */
+  readonly ingestBatchSize?: number;
   /** Cumulative wave percentages. @default [10, 100] */
   readonly waves?: readonly number[];
   readonly log?: (line: string) => void;
@@ -189,6 +191,7 @@ export async function runScaleFleet(options: ScaleOptions): Promise<ScaleSummary
     mqttMaxConnections: options.vehicles + 100,
     rulesMaxQueued: Math.max(10_000, options.vehicles * 30),
     maxInstancesPerFunction: 4,
+    ...(options.ingestBatchSize !== undefined ? { ingestBatchSize: options.ingestBatchSize } : {}),
     campaignTickMs: (options.tickSeconds ?? 60) * 1000,
   };
   log(`starting the local cloud (logs in ${logs})`);

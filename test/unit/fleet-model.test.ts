@@ -4,7 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { costPerVehicle, imageGets, QUOTAS, quotaLoads, renderModel } from '../../bench/fleet-model.js';
+import {
+  costPerVehicle,
+  imageGets,
+  lambdaTime,
+  QUOTAS,
+  quotaLoads,
+  renderModel,
+} from '../../bench/fleet-model.js';
 
 const options = {
   rate: 2000,
@@ -93,5 +100,27 @@ describe('fleet model', { timeout: 10_000 }, () => {
     assert.equal(imageGets({ ...input, operations: { 's3.op.GetObject': 50 } }, counted).perVehicle, 1);
     // 500 MB in 32 MiB ranges: 15 GETs, whatever was counted.
     assert.equal(imageGets(withDownloads, options).perVehicle, 15);
+  });
+
+  test("Lambda time: vehicle-api's duration given, the others scaled by their counted local time", () => {
+    // Per vehicle: 10 ingest invocations of 300 ms locally, 6 vehicle-api invocations of 100 ms.
+    const timed = {
+      ...input,
+      operations: {
+        ...input.operations,
+        'lambda.fn.ingest.ms': 100 * 300,
+        'lambda.fn.vehicle-api.ms': 60 * 100,
+      },
+    };
+    const t = lambdaTime(timed, options);
+    assert.equal(t.msPerVehicle, 6 * 50 + 10 * 50 * 3);
+    assert.match(t.detail, /vehicle-api 50 ms assumed/);
+    const load = quotaLoads(timed, options).find((l) => l.quota === 'lambdaConcurrency')!;
+    assert.equal(load.load, ((6 * 50 + 10 * 150) / 1000) * 2000);
+    // Without counted time, every invocation is --lambda-ms.
+    assert.deepEqual(lambdaTime(input, options), {
+      msPerVehicle: 16 * 50,
+      detail: 'invocations x 50 ms (assumed)',
+    });
   });
 });
