@@ -79,8 +79,9 @@ export interface FleetIngestProps {
  * function, and a dead-letter queue with an alarm for every message that was not recorded.
  *
  * Why a queue between the rule and the function: the rule's Lambda action invoked the function once per message,
- * 5.65 of a campaign vehicle's 9.88 invocations; at 2,000 vehicles/s that alone needed more Lambda concurrency than
- * an account's default quota (BENCHMARKS.md). The event source hands the function up to 10 messages per invocation
+ * 5.33 of a campaign vehicle's 9.49 invocations (0.59 of 4.74 in batches, BENCHMARKS.md); a burst waits in the queue,
+ * watched by a backlog alarm, instead of in Lambda's asynchronous queue; and a failed message is retried and
+ * dead-lettered on its own. The event source hands the function up to 10 messages per invocation
  * (waiting up to 1 s for a batch to fill, which a busy fleet fills in milliseconds), each handled on its own with a
  * partial batch response. The SQS action takes a standard queue only, so messages of one vehicle may arrive out of
  * order, which the ingest state machine tolerates as it did with asynchronous invocations.

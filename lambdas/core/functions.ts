@@ -48,8 +48,7 @@ export const LAMBDA_NAMES = Object.keys(FUNCTION_SETTINGS) as LambdaName[];
  * How vehicle messages reach the ingest function: the topic rule sends each to an SQS queue, whose event source
  * mapping hands the function up to `batchSize` messages per invocation, waiting up to `maxBatchingWindowSeconds` for
  * a batch to fill (lib/fleet-ingest.ts; local/rules-router.ts does the same). One invocation per message made ingest
- * 5.65 of a campaign vehicle's 9.88 invocations and the fleet's Lambda concurrency 119% of the default quota
- * (BENCHMARKS.md). A message the function fails is received again after the visibility timeout (six times the
+ * 5.33 of a campaign vehicle's 9.49 invocations; in batches it is 0.59 of 4.74 (BENCHMARKS.md, session 8). A message the function fails is received again after the visibility timeout (six times the
  * function's, Lambda's guidance) and dead-lettered after `maxReceiveCount` receives.
  */
 export const INGEST_EVENT_SOURCE = {
