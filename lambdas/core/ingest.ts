@@ -42,8 +42,9 @@ export function queuedEvent(body: string): unknown {
 /**
  * A batch's messages grouped by vehicle (the event's `vin`; anything without one in a group of its own), each group
  * in the batch's order. The ingest function records one vehicle's messages one after the other and different
- * vehicles' at once, so an invocation lasts about as long as its busiest vehicle's messages, not the sum of the
- * batch: batching then means fewer invocations and less concurrency, not longer invocations.
+ * vehicles' at once: on DynamoDB, where a call is mostly network latency, an invocation then lasts about as long as
+ * its busiest vehicle's messages rather than the batch's sum (the local emulators spend CPU per call instead, so
+ * the local cloud shows no such gain: BENCHMARKS.md, session 8).
  */
 export function groupByVehicle<M>(messages: readonly M[], eventOf: (message: M) => unknown): M[][] {
   const groups = new Map<string | undefined, M[]>();
