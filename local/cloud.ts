@@ -286,7 +286,9 @@ async function start(
   // The dead-letter queues' depth sampled each second, as CloudWatch samples ApproximateNumberOfMessagesVisible.
   const sampleDeadLetters = setInterval(() => {
     alarms.deadLetters('jobs', jobs.stats.deadLettered);
-    alarms.deadLetters('ingest', rules.stats().deadLetters);
+    alarms.deadLetters('offers', offers.stats.deadLettered);
+    // All the ingest path dead-lettered (the router keeps only the latest 1,000 in memory).
+    alarms.deadLetters('ingest', rules.stats().failed);
   }, 1000);
   sampleDeadLetters.unref();
   cleanups.push(async () => clearInterval(sampleDeadLetters));
