@@ -8,7 +8,7 @@
  * (timeout, out of memory, crash) or a response above Lambda's 6 MB (502), and a fixed body for anything
  * unexpected (500), never a stack.
  */
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -28,10 +28,26 @@ import {
 } from './aws-limits.js';
 import type { TlsMaterial } from './ca.js';
 import { type ConsoleFiles, serveConsole } from './console-files.js';
+import {
+  BodyTooLarge,
+  bearer,
+  ClientGone,
+  describe,
+  isProxyResult,
+  LOCAL_ACCOUNT,
+  proxyEvent,
+  readBody,
+  sameSecret,
+  sourceIp,
+} from './gateway-requests.js';
 import { type LambdaFailure, LambdaInvocationError } from './lambda-runtime.js';
 import { closeServer, LOCALHOST, listen } from './listen.js';
 import { type LocalOperatorAccount, principalArn } from './operator-accounts.js';
+import { RouteTable } from './route-table.js';
 import { type ParsedAuthorization, parseAuthorization, SigV4Error, verifySigV4 } from './sigv4.js';
+import { type ThrottleSettings, TokenBuckets } from './throttle.js';
+
+export { type ThrottleSettings, TokenBuckets };
 
 export type ProxyHandler = (event: APIGatewayProxyEvent, context: Context) => Promise<APIGatewayProxyResult>;
 /** Returns the `handler` export of lambdas/<fn>/handler.ts, or a stand-in for it in tests. */
@@ -40,13 +56,6 @@ export type HandlerLoader = (fn: FunctionName) => Promise<ProxyHandler>;
 export interface GatewayLogger {
   warn(message: string, extra?: Record<string, unknown>): void;
   error(message: string, extra?: Record<string, unknown>): void;
-}
-
-export interface ThrottleSettings {
-  /** Tokens added per second, per source IP. */
-  readonly ratePerSecond: number;
-  /** Bucket size: the largest burst a source IP may send at once. */
-  readonly burst: number;
 }
 
 export interface LocalGatewayProps {
@@ -98,7 +107,6 @@ export interface LocalGatewayProps {
 }
 
 const HOST = LOCALHOST;
-const LOCAL_ACCOUNT = '000000000000';
 /** Who holds the admin token, or the local cloud's own credentials (`ota --aws` against the local cloud). */
 const ADMIN_TOKEN_HOLDER = { name: 'local-admin', role: 'admin' } as const;
 const ROOT_CREDENTIALS_HOLDER = { name: 'local-root', role: 'admin' } as const;
@@ -117,126 +125,11 @@ const stderrLogger: GatewayLogger = {
     ),
 };
 
-interface CompiledRoute {
-  readonly segments: readonly ({ literal: string } | { param: string })[];
-  readonly resource: string;
-}
-
-function compile(resource: string): CompiledRoute {
-  const segments = resource
-    .split('/')
-    .slice(1)
-    .map((s) => {
-      const m = /^\{([A-Za-z0-9_]+)\}$/.exec(s);
-      return m ? { param: m[1]! } : { literal: s };
-    });
-  return { resource, segments };
-}
-
-/** Per-key token buckets; take() answers 0 when a request may pass, else the seconds to wait. */
-export class TokenBuckets {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-
-  constructor(
-    private readonly settings: ThrottleSettings,
-    private readonly clock: () => number,
-  ) {
-    if (!(settings.ratePerSecond > 0) || !(settings.burst >= 1)) {
-      throw new Error('throttle needs ratePerSecond > 0 and burst >= 1');
-    }
-  }
-
-  take(key: string): number {
-    const now = this.clock();
-    const { ratePerSecond, burst } = this.settings;
-    const b = this.buckets.get(key) ?? { tokens: burst, at: now };
-    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * ratePerSecond);
-    b.at = now;
-    this.buckets.set(key, b);
-    if (this.buckets.size > 10_000) this.evictFull(now);
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / ratePerSecond));
-  }
-
-  private evictFull(now: number): void {
-    const { ratePerSecond, burst } = this.settings;
-    for (const [key, b] of this.buckets) {
-      if (b.tokens + ((now - b.at) / 1000) * ratePerSecond >= burst) this.buckets.delete(key);
-    }
-  }
-}
-
-function sameSecret(given: string, expected: string): boolean {
-  // Hashing first gives equal-length inputs, so neither the content nor the length leaks through timing.
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
-
-function bearer(header: string | undefined): string | undefined {
-  const m = /^Bearer[ ]+(\S+)[ ]*$/i.exec(header ?? '');
-  return m?.[1];
-}
-
-function sourceIp(req: IncomingMessage): string {
-  const ip = req.socket.remoteAddress ?? '';
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
-}
-
-function headersOf(req: IncomingMessage): {
-  headers: Record<string, string>;
-  multiValueHeaders: Record<string, string[]>;
-} {
-  const headers: Record<string, string> = {};
-  const multiValueHeaders: Record<string, string[]> = {};
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    const name = req.rawHeaders[i]!;
-    const value = req.rawHeaders[i + 1]!;
-    headers[name] = value;
-    multiValueHeaders[name] = [...(multiValueHeaders[name] ?? []), value];
-  }
-  return { headers, multiValueHeaders };
-}
-
-function queryOf(rawQuery: string): {
-  single: Record<string, string> | null;
-  multi: Record<string, string[]> | null;
-} {
-  if (rawQuery === '') return { single: null, multi: null };
-  const single: Record<string, string> = {};
-  const multi: Record<string, string[]> = {};
-  for (const [k, v] of new URLSearchParams(rawQuery)) {
-    single[k] = v;
-    multi[k] = [...(multi[k] ?? []), v];
-  }
-  return Object.keys(single).length ? { single, multi } : { single: null, multi: null };
-}
-
-function isProxyResult(value: unknown): value is APIGatewayProxyResult {
-  if (typeof value !== 'object' || value === null) return false;
-  const r = value as Record<string, unknown>;
-  return (
-    Number.isInteger(r.statusCode) &&
-    (r.statusCode as number) >= 100 &&
-    (r.statusCode as number) <= 599 &&
-    (r.body === undefined || typeof r.body === 'string') &&
-    (r.headers === undefined || (typeof r.headers === 'object' && r.headers !== null)) &&
-    (r.multiValueHeaders === undefined ||
-      (typeof r.multiValueHeaders === 'object' && r.multiValueHeaders !== null))
-  );
-}
-
-class BodyTooLarge extends Error {}
-class ClientGone extends Error {}
-
 export class LocalGateway {
   public readonly url: string;
   public readonly port: number;
 
-  private readonly routes: readonly (RouteDefinition & { compiled: CompiledRoute })[];
+  private readonly routes: RouteTable;
   private readonly handlers = new Map<FunctionName, Promise<ProxyHandler>>();
   private readonly buckets: TokenBuckets;
   private readonly logger: GatewayLogger;
@@ -253,7 +146,7 @@ export class LocalGateway {
     const address = server.address() as AddressInfo;
     this.port = address.port;
     this.url = `https://${HOST}:${this.port}`;
-    this.routes = (props.routes ?? ROUTES).map((r) => ({ ...r, compiled: compile(r.resource) }));
+    this.routes = new RouteTable(props.routes ?? ROUTES);
     this.clock = props.clock ?? Date.now;
     this.logger = props.logger ?? stderrLogger;
     this.timeoutMs = props.timeoutMs ?? API_GATEWAY_INTEGRATION_TIMEOUT_MS;
@@ -329,7 +222,7 @@ export class LocalGateway {
       return this.refuse(req, res, requestId, answer);
     }
     if (this.props.console && (await serveConsole(req, res, path, this.props.console))) return;
-    const found = this.match(req.method ?? 'GET', path);
+    const found = this.routes.match(req.method ?? 'GET', path);
     if (found.kind === 'not_found') {
       return this.refuse(req, res, requestId, json(404, errorBody('not_found', 'No such route')));
     }
@@ -423,17 +316,18 @@ export class LocalGateway {
       }
     }
 
-    const event = this.event(
-      req,
+    const event = proxyEvent(req, {
       route,
       path,
-      target.slice(path.length + 1),
+      rawQuery: target.slice(path.length + 1),
       pathParameters,
       body,
       requestId,
       ip,
-      principal,
-    );
+      userArn: route.auth === 'operator' && principal ? principalArn(principal) : null,
+      domainName: `${HOST}:${this.port}`,
+      now: this.clock(),
+    });
     if (principal && route.roles && !route.roles.includes(principal.role)) {
       // IAM's refusal on AWS: the role's policy does not allow execute-api:Invoke on this route.
       const refusal = json(
@@ -463,111 +357,6 @@ export class LocalGateway {
     }
     const result = await this.invoke(route.fn, event, requestId);
     this.send(res, result, requestId);
-  }
-
-  private match(
-    method: string,
-    path: string,
-  ):
-    | { kind: 'not_found' }
-    | { kind: 'bad_path' }
-    | { kind: 'method_not_allowed'; allow: string[] }
-    | { kind: 'ok'; route: RouteDefinition; pathParameters: Record<string, string> | null } {
-    if (!path.startsWith('/')) return { kind: 'not_found' };
-    const parts = path.split('/').slice(1);
-    let best: { resource: string; score: number[]; raw: Record<string, string> } | undefined;
-    for (const r of this.routes) {
-      const segs = r.compiled.segments;
-      if (segs.length !== parts.length) continue;
-      const raw: Record<string, string> = {};
-      const score: number[] = [];
-      let ok = true;
-      for (let i = 0; i < segs.length && ok; i++) {
-        const seg = segs[i]!;
-        const part = parts[i]!;
-        if ('literal' in seg) {
-          ok = seg.literal === part;
-          score.push(1);
-        } else {
-          ok = part !== '';
-          raw[seg.param] = part;
-          score.push(0);
-        }
-      }
-      // A literal segment beats a {param} at the same position, as in API Gateway.
-      if (ok && (!best || compareScores(score, best.score) > 0)) best = { resource: r.resource, score, raw };
-    }
-    if (!best) return { kind: 'not_found' };
-    const candidates = this.routes.filter((r) => r.resource === best.resource);
-    const route = candidates.find((r) => r.method === method);
-    if (!route) return { kind: 'method_not_allowed', allow: [...new Set(candidates.map((r) => r.method))] };
-    const params: Record<string, string> = {};
-    try {
-      for (const [k, v] of Object.entries(best.raw)) params[k] = decodeURIComponent(v);
-    } catch {
-      return { kind: 'bad_path' };
-    }
-    return { kind: 'ok', route, pathParameters: Object.keys(params).length ? params : null };
-  }
-
-  private event(
-    req: IncomingMessage,
-    route: RouteDefinition,
-    path: string,
-    rawQuery: string,
-    pathParameters: Record<string, string> | null,
-    body: Buffer,
-    requestId: string,
-    ip: string,
-    principal: Principal | undefined,
-  ): APIGatewayProxyEvent {
-    const { headers, multiValueHeaders } = headersOf(req);
-    const query = queryOf(rawQuery);
-    const method = req.method ?? 'GET';
-    return {
-      resource: route.resource,
-      path,
-      httpMethod: method,
-      headers,
-      multiValueHeaders,
-      queryStringParameters: query.single,
-      multiValueQueryStringParameters: query.multi,
-      pathParameters,
-      stageVariables: null,
-      body: body.length ? body.toString('utf8') : null,
-      isBase64Encoded: false,
-      requestContext: {
-        accountId: LOCAL_ACCOUNT,
-        apiId: 'local',
-        authorizer: null,
-        domainName: `${HOST}:${this.port}`,
-        httpMethod: method,
-        path: `/local${path}`,
-        protocol: `HTTP/${req.httpVersion}`,
-        requestId,
-        requestTimeEpoch: this.clock(),
-        resourceId: createHash('sha256').update(route.resource).digest('hex').slice(0, 6),
-        resourcePath: route.resource,
-        stage: 'local',
-        identity: {
-          accessKey: null,
-          accountId: null,
-          apiKey: null,
-          apiKeyId: null,
-          caller: null,
-          clientCert: null,
-          cognitoAuthenticationProvider: null,
-          cognitoAuthenticationType: null,
-          cognitoIdentityId: null,
-          cognitoIdentityPoolId: null,
-          principalOrgId: null,
-          sourceIp: ip,
-          user: null,
-          userAgent: req.headers['user-agent'] ?? null,
-          userArn: route.auth === 'operator' && principal ? principalArn(principal) : null,
-        },
-      },
-    };
   }
 
   private async recordRefusal(event: APIGatewayProxyEvent, refusal: APIGatewayProxyResult): Promise<void> {
@@ -698,48 +487,3 @@ const FAILURE_CODES: Record<LambdaFailure, string> = {
   init_failed: 'function_init_failed',
   handler_error: 'function_error',
 };
-
-function compareScores(a: number[], b: number[]): number {
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i]) return a[i]! - b[i]!;
-  }
-  return 0;
-}
-
-/** Reads at most `limit` bytes; past that it stops reading and throws BodyTooLarge. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const done = (err?: Error) => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onError);
-      req.off('close', onClose);
-      if (err) {
-        req.pause();
-        reject(err);
-      } else resolve(Buffer.concat(chunks, size));
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) return done(new BodyTooLarge());
-      chunks.push(chunk);
-    };
-    const onEnd = () => done();
-    const onError = () => done(new ClientGone());
-    const onClose = () => {
-      if (!req.readableEnded) done(new ClientGone());
-    };
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-    req.on('close', onClose);
-  });
-}
-
-function describe(err: unknown): Record<string, unknown> {
-  return err instanceof Error
-    ? { name: err.name, message: err.message, stack: err.stack }
-    : { value: String(err) };
-}
