@@ -53,11 +53,13 @@ export const handler = instrumented(
   async (event: SQSEvent | unknown): Promise<SQSBatchResponse | IngestOutcome> => {
     if (!isQueueBatch(event)) return record(event);
     const batchItemFailures: SQSBatchResponse['batchItemFailures'] = [];
+    // Each body parsed once: the parsed event both groups the message and is recorded.
+    const parsed = event.Records.map((message) => ({ message, event: queuedEvent(message.body) }));
     await Promise.all(
-      groupByVehicle(event.Records, (m) => queuedEvent(m.body)).map(async (messages) => {
-        for (const message of messages) {
+      groupByVehicle(parsed, (p) => p.event).map(async (group) => {
+        for (const { message, event } of group) {
           try {
-            await record(queuedEvent(message.body));
+            await record(event);
           } catch (err) {
             logger.error('vehicle message not recorded; SQS will deliver it again', {
               messageId: message.messageId,
