@@ -1,3 +1,9 @@
+/**
+ * The local cloud: the backend on one machine, no AWS account. An S3 emulator and a DynamoDB emulator serve TLS
+ * with a certificate from the local CA, the tables come from the same TABLES definition as the CDK stack, and the
+ * same Lambda handler modules run behind a local API Gateway. Everything binds 127.0.0.1 and keeps its state in
+ * one folder, so a restart finds its data, keys and CA again.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
