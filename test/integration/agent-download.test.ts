@@ -114,7 +114,7 @@ async function withHostile<T>(
   }
 }
 
-describe('vehicle agent: downloads under attack and failure', { timeout: 60_000 }, () => {
+describe('vehicle agent: downloads under attack and failure', { timeout: 240_000 }, () => {
   it('stops at the signed size when the server never stops sending (endless data), and installs', async () => {
     const largest = { bytes: 0 };
     await withHostile({ kind: 'correct-then-endless', image: rel.image }, async (transport, server) => {

@@ -44,7 +44,7 @@ after(async () => {
   await ac?.stop();
 }, HOOK_TIMEOUT);
 
-describe('vehicle agent: happy paths', { timeout: 60_000 }, () => {
+describe('vehicle agent: happy paths', { timeout: 240_000 }, () => {
   it('installs an offer published over MQTT, reports over MQTT and HTTPS, and ignores its redelivery', async () => {
     const vin = '1HGCM82633A100001';
     const dir = await registerAgentVehicle(ac, vin);

@@ -62,7 +62,7 @@ async function expectInstalledOverMqtt(v: Awaited<ReturnType<typeof startAgent>>
   assert.equal(backend.ecus[0]?.version, '2.0.0');
 }
 
-describe('vehicle agent: MQTT session resilience', { timeout: 60_000 }, () => {
+describe('vehicle agent: MQTT session resilience', { timeout: 240_000 }, () => {
   it('reconnects and subscribes again after its broker restarts on the same port (session lost)', async () => {
     const vin = nextVin();
     const dir = await registerAgentVehicle(ac, vin);

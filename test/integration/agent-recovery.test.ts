@@ -94,7 +94,7 @@ async function powerCutBefore(cutAt: InstallStep): Promise<{ vin: string; dir: s
   return { vin, dir };
 }
 
-describe('vehicle agent: power cuts, failed installs and unsafe moments', { timeout: 60_000 }, () => {
+describe('vehicle agent: power cuts, failed installs and unsafe moments', { timeout: 240_000 }, () => {
   it('SIGKILLed mid-download (a real process), resumes after the last verified chunk on restart', async () => {
     const vin = nextVin();
     const dir = await registerAgentVehicle(ac, vin);

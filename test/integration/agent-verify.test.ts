@@ -153,7 +153,7 @@ async function expectBackend(
 
 const assertFactory = (dir: string) => assertVehicleRuns(dir, '1.0.0', FACTORY_IMAGE);
 
-describe('vehicle agent: what it refuses', { timeout: 60_000 }, () => {
+describe('vehicle agent: what it refuses', { timeout: 240_000 }, () => {
   it('refuses a manifest not signed by a trusted release key (compromised backend alone)', async () => {
     await withVehicle(async (v) => {
       const offer = await initiateOffer(v, '2.0.0');
