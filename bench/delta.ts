@@ -35,7 +35,11 @@
  *
  *   npm run bench:delta -- [--pairs exe,tree] [--size 1g] [--level 19] [--delta-level 9] [--json out.json]
  *                          [--paths compressed,chunk-reuse,reuse-no-idx,delta] [--rounds 3] [--skip-anchors]
- *                          [--cpu-prof DIR] [--frame-window 1m]
+ *                          [--cpu-prof DIR] [--frame-window 1m] [--floor]
+ *
+ * `--floor` adds, per pair, the least any chunk-reuse layout could send (bench/reuse-floor.ts): the chunks the old
+ * image lacks at 0.5, 4 and 64 KiB average, as one zstd stream and with the reused bytes as dictionary, against
+ * `zstd --patch-from`.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -54,6 +58,7 @@ import { loadZstd } from '../protocol/zstd.js';
 import { chunkIndexOf, encodeChunkIndex } from '../vehicle/base-index.js';
 import type { WorkerResult } from './agent-download-worker.js';
 import { appendDelta, fileServer, manifestFor, median, runWorker, sha256File } from './delta-harness.js';
+import { floorLines, reuseFloor } from './reuse-floor.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -67,6 +72,7 @@ const { values: args } = parseArgs({
     'skip-anchors': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
     'frame-window': { type: 'string' },
+    floor: { type: 'boolean', default: false },
   },
 });
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -286,6 +292,10 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
     ['-9', '-f', '-e', '-s', oldImage, newImage, `${newImage}.xd3`],
     `${newImage}.xd3`,
   );
+  const floor =
+    args.floor && !anchorsOff && have('zstd')
+      ? reuseFloor(oldImage, newImage, level, join(WORK, p.name))
+      : undefined;
   const rawRuns = samples.raw!;
   const rawMs = median(rawRuns.map((r) => r.wallMs));
   const rows = Object.entries(samples).map(([path, runs]) => {
@@ -324,6 +334,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
       zstdPatchFrom: patch?.bytes,
       xdelta3: xdelta?.bytes,
     },
+    floor,
     reuseVsPatchFrom: patch && served('chunk-reuse') ? served('chunk-reuse')! / patch.bytes : undefined,
     deltaVsPatchFrom: patch && served('delta') ? served('delta')! / patch.bytes : undefined,
   };
@@ -367,6 +378,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
             .replace(/^/, '  '),
         ]
       : []),
+    ...(floor ? floorLines(floor, size, patch?.bytes) : []),
   ].filter((l) => l !== '');
   process.stdout.write(`${lines.join('\n')}\n`);
   for (const f of [oldImage, newImage, objectFile, keptIndex]) rmSync(f, { force: true });
