@@ -3,9 +3,9 @@
  * an image, the precomputed delta appended to an object, an HTTPS file server counting what it serves, an agent
  * download in a child process, and the median of a path's rounds.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -148,3 +148,18 @@ export const median = (xs: readonly number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
+
+/** Runs a command that writes `out`, and answers that file's size (the file removed) and the command's wall time. */
+export function toolOutputSize(
+  tool: string,
+  argv: readonly string[],
+  out: string,
+): { bytes: number; ms: number } {
+  const t0 = performance.now();
+  const r = spawnSync(tool, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ms = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`${tool} ${argv.join(' ')}: ${r.stderr.toString()}`);
+  const bytes = statSync(out).size;
+  rmSync(out, { force: true });
+  return { bytes, ms };
+}

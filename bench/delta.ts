@@ -57,7 +57,15 @@ import { DEFAULT_CHUNK_SIZE, type ReleaseManifest } from '../protocol/manifest.j
 import { loadZstd } from '../protocol/zstd.js';
 import { chunkIndexOf, encodeChunkIndex } from '../vehicle/base-index.js';
 import type { WorkerResult } from './agent-download-worker.js';
-import { appendDelta, fileServer, manifestFor, median, runWorker, sha256File } from './delta-harness.js';
+import {
+  appendDelta,
+  fileServer,
+  manifestFor,
+  median,
+  runWorker,
+  sha256File,
+  toolOutputSize,
+} from './delta-harness.js';
 import { floorLines, reuseFloor } from './reuse-floor.js';
 
 const { values: args } = parseArgs({
@@ -160,13 +168,7 @@ let anchorsOff = false;
 /** Size of a command's output file, and its wall time; undefined when the tool is missing. */
 function anchor(tool: string, argv: string[], out: string): { bytes: number; ms: number } | undefined {
   if (anchorsOff || !have(tool)) return undefined;
-  const t0 = performance.now();
-  const r = spawnSync(tool, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const ms = performance.now() - t0;
-  if (r.status !== 0) throw new Error(`${tool} ${argv.join(' ')}: ${r.stderr.toString()}`);
-  const bytes = statSync(out).size;
-  rmSync(out, { force: true });
-  return { bytes, ms };
+  return toolOutputSize(tool, argv, out);
 }
 
 const pct = (n: number, of: number) => `${((n * 100) / of).toFixed(1)}%`;
@@ -294,7 +296,7 @@ async function benchPair(p: Pair, worker: string, tls: { keyPem: string; certPem
   );
   const floor =
     args.floor && !anchorsOff && have('zstd')
-      ? reuseFloor(oldImage, newImage, level, join(WORK, p.name))
+      ? await reuseFloor(oldImage, newImage, level, join(WORK, p.name))
       : undefined;
   const rawRuns = samples.raw!;
   const rawMs = median(rawRuns.map((r) => r.wallMs));

@@ -15,10 +15,10 @@
  * chunk-reuse layout can meet the target on that pair: what is missing is similar to bytes only the old image
  * holds, which is what a precomputed delta (needing that exact base) reaches.
  */
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { Chunker } from '../protocol/cdc.js';
+import { createReadStream, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { CdcParams } from '../protocol/cdc.js';
+import { cdcChunks } from '../protocol/delta-publisher.js';
+import { toolOutputSize } from './delta-harness.js';
 
 export interface FloorRow {
   readonly avgChunk: number;
@@ -30,63 +30,45 @@ export interface FloorRow {
   readonly withReused: number;
 }
 
-function chunksOf(image: Buffer, avg: number): Buffer[] {
-  const chunker = new Chunker({ min: avg / 4, avg, max: avg * 4 });
-  const lengths = chunker.push(image);
-  const last = chunker.end();
-  if (last !== undefined) lengths.push(last);
-  const out: Buffer[] = [];
-  let offset = 0;
-  for (const n of lengths) {
-    out.push(image.subarray(offset, offset + n));
-    offset += n;
-  }
-  return out;
-}
-
-const digest = (b: Buffer) => createHash('sha256').update(b).digest('base64');
-
-function zstdSize(level: number, argv: readonly string[], out: string): number {
-  const r = spawnSync('zstd', [`-${level}`, '-q', '-f', '-T1', '--long=27', ...argv, '-o', out], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  if (r.status !== 0) throw new Error(`zstd ${argv.join(' ')}: ${r.stderr.toString()}`);
-  const bytes = statSync(out).size;
-  rmSync(out, { force: true });
-  return bytes;
-}
+const zstdSize = (level: number, argv: readonly string[], out: string) =>
+  toolOutputSize('zstd', [`-${level}`, '-q', '-f', '-T1', '--long=27', ...argv, '-o', out], out).bytes;
 
 /** The floor for each average chunk size; `scratch` is a path prefix for temporary files. */
-export function reuseFloor(
+export async function reuseFloor(
   oldImage: string,
   newImage: string,
   level: number,
   scratch: string,
   averages: readonly number[] = [512, 4096, 65536],
-): FloorRow[] {
-  const before = readFileSync(oldImage);
+): Promise<FloorRow[]> {
   const after = readFileSync(newImage);
-  return averages.map((avg) => {
-    const held = new Set(chunksOf(before, avg).map(digest));
+  const rows: FloorRow[] = [];
+  for (const avg of averages) {
+    const cdc: CdcParams = { min: avg / 4, avg, max: avg * 4 };
+    const held = new Set<string>();
+    for await (const c of cdcChunks(createReadStream(oldImage), cdc)) held.add(c.sha256);
     const missing: Buffer[] = [];
     const reused: Buffer[] = [];
-    for (const c of chunksOf(after, avg)) (held.has(digest(c)) ? reused : missing).push(c);
+    for await (const c of cdcChunks(createReadStream(newImage), cdc)) {
+      (held.has(c.sha256) ? reused : missing).push(after.subarray(c.at, c.at + c.size));
+    }
     const missingFile = `${scratch}.missing`;
     const reusedFile = `${scratch}.reused`;
     writeFileSync(missingFile, Buffer.concat(missing));
     writeFileSync(reusedFile, Buffer.concat(reused));
     try {
-      return {
+      rows.push({
         avgChunk: avg,
         missing: missing.reduce((n, c) => n + c.length, 0),
         oneStream: zstdSize(level, [missingFile], `${missingFile}.zst`),
         withReused: zstdSize(level, [`--patch-from=${reusedFile}`, newImage], `${scratch}.patch`),
-      };
+      });
     } finally {
       rmSync(missingFile, { force: true });
       rmSync(reusedFile, { force: true });
     }
-  });
+  }
+  return rows;
 }
 
 /** The floor as lines for the bench's report. */

@@ -36,7 +36,7 @@ export interface DeltaOptions {
 }
 
 /** Content-defined chunks of a stream: each one's start and SHA-256 (hex). */
-async function* cdcChunks(
+export async function* cdcChunks(
   image: AsyncIterable<Uint8Array>,
   cdc: CdcParams,
 ): AsyncGenerator<{ at: number; size: number; sha256: string }> {
