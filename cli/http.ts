@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import type { Readable } from 'node:stream';
-import { rootCertificates } from 'node:tls';
+import { trustingAgent } from '../protocol/tls-trust.js';
 import { CliError } from './errors.js';
 
 export interface HttpResponse {
@@ -30,21 +30,17 @@ export interface HttpRequest {
 
 /** An agent trusting the system roots plus `caFile` (the local cloud's CA). */
 export function createAgent(caFile: string | undefined, maxSockets = 8): Agent {
-  let ca: string[] | undefined;
-  if (caFile !== undefined) {
-    let pem: string;
-    try {
-      pem = readFileSync(caFile, 'utf8');
-    } catch (err) {
-      throw new CliError(
-        `cannot read the CA file ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      );
-    }
-    if (!pem.includes('-----BEGIN CERTIFICATE-----'))
-      throw new CliError(`${caFile} is not a PEM certificate`);
-    ca = [...rootCertificates, pem];
+  if (caFile === undefined) return new Agent({ keepAlive: true, maxSockets });
+  let pem: string;
+  try {
+    pem = readFileSync(caFile, 'utf8');
+  } catch (err) {
+    throw new CliError(
+      `cannot read the CA file ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
   }
-  return new Agent({ keepAlive: true, maxSockets, ...(ca ? { ca } : {}) });
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new CliError(`${caFile} is not a PEM certificate`);
+  return trustingAgent(pem, { keepAlive: true, maxSockets });
 }
 
 const TLS_CODES = new Set([

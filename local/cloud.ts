@@ -5,10 +5,8 @@
  * one folder, so a restart finds its data, keys and CA again.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { rootCertificates } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoAuditLog } from '../lambdas/adapters/dynamo-audit.js';
@@ -20,6 +18,7 @@ import { DEFAULTS, ENV } from '../lambdas/core/env.js';
 import { FRESHNESS_JOB } from '../lambdas/core/freshness.js';
 import { FUNCTION_SETTINGS } from '../lambdas/core/functions.js';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
+import { trustingAgent } from '../protocol/tls-trust.js';
 import { LocalAlarms } from './alarms.js';
 import { LocalCa } from './ca.js';
 import type { LocalBroker, LocalCloud, LocalCloudOptions } from './cloud-options.js';
@@ -323,7 +322,7 @@ async function start(
     endpoint: dynamo.endpoint,
     region: LOCAL_REGION,
     credentials,
-    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, ca.certPem] }) },
+    requestHandler: { httpsAgent: trustingAgent(ca.certPem) },
   });
   cleanups.push(async () => auditDb.destroy());
   const auditLog = new DynamoAuditLog(documentClient(auditDb), tables.audit);

@@ -2,8 +2,7 @@
  * The local cloud's storage made as the stack makes it on AWS: the firmware bucket on an external endpoint, and the
  * tables from the same TABLES definition, checked against it when they already exist.
  */
-import { Agent } from 'node:https';
-import { rootCertificates } from 'node:tls';
+
 import {
   type AttributeDefinition,
   CreateTableCommand,
@@ -15,6 +14,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { TABLES, type TableDefinition } from '../lambdas/core/tables.js';
+import { trustingAgent } from '../protocol/tls-trust.js';
 import { FIRMWARE_BUCKET, LOCAL_REGION } from './storage-emulators.js';
 
 /** Creates the firmware bucket on an external endpoint (LocalStack) when it is not there yet. */
@@ -28,7 +28,7 @@ export async function ensureBucket(
     region: LOCAL_REGION,
     credentials,
     forcePathStyle: true,
-    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, caPem] }) },
+    requestHandler: { httpsAgent: trustingAgent(caPem) },
   });
   try {
     await client.send(new HeadBucketCommand({ Bucket: FIRMWARE_BUCKET })).catch(async () => {
@@ -53,7 +53,7 @@ export async function ensureTables(
     endpoint,
     region: LOCAL_REGION,
     credentials,
-    requestHandler: { httpsAgent: new Agent({ ca: [...rootCertificates, caPem] }) },
+    requestHandler: { httpsAgent: trustingAgent(caPem) },
   });
   try {
     for (const table of TABLES) {

@@ -4,8 +4,8 @@
  * (OTA_ENDPOINT_CA_FILE) is trusted in addition to the system roots: certificate checks are never disabled.
  */
 import { readFileSync } from 'node:fs';
-import { Agent } from 'node:https';
-import { rootCertificates } from 'node:tls';
+import type { Agent } from 'node:https';
+import { trustingAgent } from '../../protocol/tls-trust.js';
 import { ENV, optionalEnv } from '../core/env.js';
 
 export type ServiceId = 'S3' | 'DYNAMODB' | 'KMS' | 'IOT' | 'IOT_DATA_PLANE';
@@ -16,11 +16,7 @@ let agent: Agent | undefined;
 export function httpsAgent(): Agent | undefined {
   const caFile = optionalEnv(ENV.endpointCaFile);
   if (!caFile) return undefined;
-  agent ??= new Agent({
-    keepAlive: true,
-    maxSockets: 64,
-    ca: [...rootCertificates, readFileSync(caFile, 'utf8')],
-  });
+  agent ??= trustingAgent(readFileSync(caFile, 'utf8'), { keepAlive: true, maxSockets: 64 });
   return agent;
 }
 
