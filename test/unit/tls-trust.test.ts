@@ -15,6 +15,9 @@ let port: number;
 let caPem: string;
 let otherCaPem: string;
 
+/** Bounds the file's set-up and tear-down, which no suite's timeout covers. */
+const HOOK_TIMEOUT = { timeout: 30_000 };
+
 before(async () => {
   const ca = await createCa('tls trust test CA');
   const other = await createCa('another CA');
@@ -24,12 +27,12 @@ before(async () => {
   server = createServer({ key: tls.keyPem, cert: tls.certPem }, (_req, res) => res.end('ok'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   port = (server.address() as AddressInfo).port;
-});
+}, HOOK_TIMEOUT);
 
 after(async () => {
   server.closeAllConnections();
   await new Promise((r) => server.close(r));
-});
+}, HOOK_TIMEOUT);
 
 /** GET / on the test server; `servername` names the host the certificate must be for (its own by default). */
 function get(agent: ReturnType<typeof trustingAgent>, servername?: string): Promise<string> {
@@ -46,7 +49,7 @@ function get(agent: ReturnType<typeof trustingAgent>, servername?: string): Prom
   });
 }
 
-describe('trustingAgent', () => {
+describe('trustingAgent', { timeout: 30_000 }, () => {
   it('trusts a server certified by the given CA, over one kept-alive connection', async () => {
     const agent = trustingAgent(caPem, { keepAlive: true, maxSockets: 1 });
     try {
