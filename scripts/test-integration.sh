@@ -28,4 +28,8 @@ else
     esac
   done
 fi
-exec "$node_bin" --import tsx --test --test-concurrency="${INTEGRATION_CONCURRENCY:-2}" "${files[@]}"
+# The SDK warns once per process and Lambda worker thread that its 2027 releases need Node.js >= 22: hundreds of
+# copies of one known line (the Lambda runtime, Node.js 24, has its own leg: npm run test:node24), which buried the
+# one failing test of a CI run. The spec reporter repeats every failure, with its file and error, at the very end.
+export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=true
+exec "$node_bin" --import tsx --test --test-reporter=spec --test-concurrency="${INTEGRATION_CONCURRENCY:-2}" "${files[@]}"

@@ -27,5 +27,5 @@ else
   integration=("${handlers[@]}")
 fi
 # Child processes the tests spawn with process.execPath run on the same binary.
-"$node24" --import tsx --test --test-concurrency=2 test/unit/*.test.ts
+"$node24" --import tsx --test --test-reporter=spec --test-concurrency=2 test/unit/*.test.ts
 NODE_BIN="$node24" bash scripts/test-integration.sh "${integration[@]}"
