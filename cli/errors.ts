@@ -3,6 +3,7 @@
  * still gets one line; OTA_DEBUG=1 adds the stack.
  */
 
+import { readFileSync } from 'node:fs';
 import { escapeUnsafe } from '../protocol/text.js';
 import { commandTitle, EXIT, type ParsedCommand, UsageError } from './args.js';
 
@@ -16,6 +17,15 @@ export class CliError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/** A text file the operator named; a file that cannot be read is a CliError naming `what` and the error code. */
+export function readTextFile(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CliError(`cannot read ${what} ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
 }
 

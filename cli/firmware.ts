@@ -1,5 +1,5 @@
 /** `ota firmware sign|upload|publish|list|show`: signed release manifests and their images. */
-import { createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +9,7 @@ import { PAGE_LIMITS } from '../protocol/routes.js';
 import { MAX_FRAME_WINDOW, releaseManifestSchema, signedManifestSchema } from '../protocol/schemas.js';
 import { numberOption, requireString, stringList, stringOption, UsageError } from './args.js';
 import type { Context } from './context.js';
-import { CliError } from './errors.js';
+import { CliError, readTextFile } from './errors.js';
 import { appendDeltas, parseDeltaFrom } from './firmware-delta.js';
 import { checkReleaseId, parseByteSize, parseChunkSize } from './inputs.js';
 import { Progress } from './progress.js';
@@ -91,14 +91,7 @@ export async function sign(ctx: Context): Promise<void> {
     import('../protocol/manifest.js'),
     import('../protocol/signatures.js'),
   ]);
-  let keyPem: string;
-  try {
-    keyPem = readFileSync(keyFile, 'utf8');
-  } catch (err) {
-    throw new CliError(
-      `cannot read the release key ${keyFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
+  const keyPem = readTextFile(keyFile, 'the release key');
   let signer: InstanceType<typeof KeyFileSigner>;
   try {
     signer = new KeyFileSigner(keyPem);
@@ -254,14 +247,7 @@ function formatImage(m: ReleaseManifest): string {
 }
 
 function readManifest(path: string) {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new CliError(
-      `cannot read the manifest ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
+  const text = readTextFile(path, 'the manifest');
   let json: unknown;
   try {
     json = JSON.parse(text);

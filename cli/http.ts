@@ -3,12 +3,11 @@
  * or streams (never a whole image in memory), bounded response bodies, and network failures turned into
  * messages that say what to check.
  */
-import { readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import type { Readable } from 'node:stream';
 import { trustingAgent } from '../protocol/tls-trust.js';
-import { CliError } from './errors.js';
+import { CliError, readTextFile } from './errors.js';
 
 export interface HttpResponse {
   readonly status: number;
@@ -31,14 +30,7 @@ export interface HttpRequest {
 /** An agent trusting the system roots plus `caFile` (the local cloud's CA). */
 export function createAgent(caFile: string | undefined, maxSockets = 8): Agent {
   if (caFile === undefined) return new Agent({ keepAlive: true, maxSockets });
-  let pem: string;
-  try {
-    pem = readFileSync(caFile, 'utf8');
-  } catch (err) {
-    throw new CliError(
-      `cannot read the CA file ${caFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-    );
-  }
+  const pem = readTextFile(caFile, 'the CA file');
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new CliError(`${caFile} is not a PEM certificate`);
   return trustingAgent(pem, { keepAlive: true, maxSockets });
 }

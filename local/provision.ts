@@ -2,7 +2,6 @@
  * The local cloud's storage made as the stack makes it on AWS: the firmware bucket on an external endpoint, and the
  * tables from the same TABLES definition, checked against it when they already exist.
  */
-
 import {
   type AttributeDefinition,
   CreateTableCommand,

@@ -7,16 +7,10 @@
  * Lambda workers. Here the secure context is built once and the agent is given only that.
  */
 import { Agent, type AgentOptions } from 'node:https';
-import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
-
-/** A TLS context trusting the system roots plus `caPems`; build once and share it. */
-export function trustContext(caPems: string | readonly string[]): SecureContext {
-  return createSecureContext({
-    ca: [...rootCertificates, ...(typeof caPems === 'string' ? [caPems] : caPems)],
-  });
-}
+import { createSecureContext, rootCertificates } from 'node:tls';
 
 /** An HTTPS agent trusting the system roots plus `caPems` through one prebuilt secure context. */
 export function trustingAgent(caPems: string | readonly string[], options: AgentOptions = {}): Agent {
-  return new Agent({ ...options, secureContext: trustContext(caPems) });
+  const ca = [...rootCertificates, ...(typeof caPems === 'string' ? [caPems] : caPems)];
+  return new Agent({ ...options, secureContext: createSecureContext({ ca }) });
 }

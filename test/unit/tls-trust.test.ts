@@ -4,9 +4,14 @@
  * every request on it shares one connection-pool key without the roots' text in it.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { CliError } from '../../cli/errors.js';
+import { createAgent } from '../../cli/http.js';
 import { trustingAgent } from '../../protocol/tls-trust.js';
 import { createCa, issueServerCertificate } from '../../protocol/x509.js';
 
@@ -84,6 +89,36 @@ describe('trustingAgent', { timeout: 30_000 }, () => {
       });
     } finally {
       agent.destroy();
+    }
+  });
+});
+
+describe("the CLI's agent from --ca", { timeout: 30_000 }, () => {
+  it('trusts the CA in the file, and names a file it cannot read or that is not a certificate', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ota-tls-trust-'));
+    try {
+      const caFile = join(dir, 'ca.pem');
+      writeFileSync(caFile, caPem);
+      const agent = createAgent(caFile);
+      try {
+        assert.equal(await get(agent), 'ok');
+      } finally {
+        agent.destroy();
+      }
+      const missing = join(dir, 'missing.pem');
+      assert.throws(
+        () => createAgent(missing),
+        (err: unknown) =>
+          err instanceof CliError && err.message === `cannot read the CA file ${missing} (ENOENT)`,
+      );
+      const notPem = join(dir, 'token.txt');
+      writeFileSync(notPem, 'not a certificate');
+      assert.throws(
+        () => createAgent(notPem),
+        (err: unknown) => err instanceof CliError && err.message === `${notPem} is not a PEM certificate`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
