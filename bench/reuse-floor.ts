@@ -15,7 +15,7 @@
  * chunk-reuse layout can meet the target on that pair: what is missing is similar to bytes only the old image
  * holds, which is what a precomputed delta (needing that exact base) reaches.
  */
-import { createReadStream, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import type { CdcParams } from '../protocol/cdc.js';
 import { cdcChunks } from '../protocol/delta-publisher.js';
 import { toolOutputSize } from './delta-harness.js';
@@ -41,32 +41,45 @@ export async function reuseFloor(
   scratch: string,
   averages: readonly number[] = [512, 4096, 65536],
 ): Promise<FloorRow[]> {
-  const after = readFileSync(newImage);
   const rows: FloorRow[] = [];
-  for (const avg of averages) {
-    const cdc: CdcParams = { min: avg / 4, avg, max: avg * 4 };
-    const held = new Set<string>();
-    for await (const c of cdcChunks(createReadStream(oldImage), cdc)) held.add(c.sha256);
-    const missing: Buffer[] = [];
-    const reused: Buffer[] = [];
-    for await (const c of cdcChunks(createReadStream(newImage), cdc)) {
-      (held.has(c.sha256) ? reused : missing).push(after.subarray(c.at, c.at + c.size));
+  const missingFile = `${scratch}.missing`;
+  const reusedFile = `${scratch}.reused`;
+  const source = openSync(newImage, 'r');
+  try {
+    for (const avg of averages) {
+      const cdc: CdcParams = { min: avg / 4, avg, max: avg * 4 };
+      const held = new Set<string>();
+      for await (const c of cdcChunks(createReadStream(oldImage), cdc)) held.add(c.sha256);
+      // Each chunk of the new image is copied to the file of its kind as it is found: one chunk in memory at a time.
+      const missingOut = openSync(missingFile, 'w');
+      const reusedOut = openSync(reusedFile, 'w');
+      const buf = Buffer.alloc(cdc.max);
+      let missing = 0;
+      try {
+        for await (const c of cdcChunks(createReadStream(newImage), cdc)) {
+          readSync(source, buf, 0, c.size, c.at);
+          const isMissing = !held.has(c.sha256);
+          writeSync(isMissing ? missingOut : reusedOut, buf, 0, c.size);
+          if (isMissing) missing += c.size;
+        }
+      } finally {
+        closeSync(missingOut);
+        closeSync(reusedOut);
+      }
+      try {
+        rows.push({
+          avgChunk: avg,
+          missing,
+          oneStream: zstdSize(level, [missingFile], `${missingFile}.zst`),
+          withReused: zstdSize(level, [`--patch-from=${reusedFile}`, newImage], `${scratch}.patch`),
+        });
+      } finally {
+        rmSync(missingFile, { force: true });
+        rmSync(reusedFile, { force: true });
+      }
     }
-    const missingFile = `${scratch}.missing`;
-    const reusedFile = `${scratch}.reused`;
-    writeFileSync(missingFile, Buffer.concat(missing));
-    writeFileSync(reusedFile, Buffer.concat(reused));
-    try {
-      rows.push({
-        avgChunk: avg,
-        missing: missing.reduce((n, c) => n + c.length, 0),
-        oneStream: zstdSize(level, [missingFile], `${missingFile}.zst`),
-        withReused: zstdSize(level, [`--patch-from=${reusedFile}`, newImage], `${scratch}.patch`),
-      });
-    } finally {
-      rmSync(missingFile, { force: true });
-      rmSync(reusedFile, { force: true });
-    }
+  } finally {
+    closeSync(source);
   }
   return rows;
 }
