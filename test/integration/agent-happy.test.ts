@@ -210,6 +210,15 @@ describe('vehicle agent: happy paths', { timeout: 240_000 }, () => {
         );
         // The registry holds what the car reports it runs (its software inventory, issue 14): 2.0.0 either way;
         // the image digest it reported tells the signed build from the other one.
+        // The inventory is its own report (at start and after an install, best effort with back-off), so it may
+        // reach the backend after the outcome: wait for it rather than assume the order.
+        const reportedDigest = async () =>
+          (await backendVehicle(ac, c.vin)).inventory?.ecus.find((e) => e.ecu === TCU.ecu)?.sha256;
+        await waitUntil(
+          async () => (await reportedDigest()) !== undefined,
+          10_000,
+          'the inventory is reported',
+        );
         const backend = await backendVehicle(ac, c.vin);
         assert.equal(backend.ecus[0]?.version, '2.0.0');
         const reported = backend.inventory?.ecus.find((e) => e.ecu === TCU.ecu)?.sha256;

@@ -222,8 +222,13 @@ describe('DynamoDB writes and logins per updated vehicle', { timeout: 120_000 },
     assert.ok(written(t.campaigns) <= 5, `campaign item and checkpoint writes: ${written(t.campaigns)}`);
     assert.ok(pacer <= 3, `pacer writes: ${pacer}`);
     // One count per counted state change (offered, downloading, verifying, installing, completed), each in the
-    // transaction of the update's write.
-    assert.equal(shardWrites, 5, 'counter shard writes');
+    // transaction of the update's write. Requests are counted as sent, as DynamoDB bills them: the one update write
+    // allowed above to lose to a concurrent one may have been such a transaction, cancelled with its shard ADD.
+    const lostUpdateWrites = written(t.updates) - 6;
+    assert.ok(
+      shardWrites >= 5 && shardWrites <= 5 + lostUpdateWrites,
+      `counter shard writes: ${shardWrites} for ${written(t.updates)} update item writes`,
+    );
     assert.equal(written(t.challenges), 2, 'one login: the challenge issued and spent');
     // Everything else from the agent's start to the campaign's end is this vehicle's: 18 for the update
     // (docs/architecture.md lists each), 1 for the agent's start-up poll (its rate window), 4 for the software
